@@ -1,0 +1,103 @@
+"""The `amosync` command line.
+
+Exit codes: 0 success, 2 configuration or usage error, 1 any other failure. Expected failures
+(`SyncError`) print one clear line on stderr and no traceback; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from sync.config import Config, load_config
+from sync.errors import SyncError
+from sync.logs import configure_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Context:
+    """What every command gets: the config path given on the command line, loaded on demand."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+            configure_logging(self._config.logging)
+        return self._config
+
+
+pass_context = click.make_pass_decorator(_Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML configuration file (default: $AMOSYNC_CONFIG, else ./amosync.toml).",
+)
+@click.version_option(package_name="amocrm-sync")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Two-way sync between amoCRM contacts and PostgreSQL."""
+    ctx.obj = _Context(config_path)
+
+
+@cli.group()
+def db() -> None:
+    """Database schema: migrations."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@pass_context
+def db_upgrade(app: _Context, revision: str) -> None:
+    """Apply migrations to the configured database and schema (running it twice is a no-op)."""
+    from sync.db.migrate import upgrade
+
+    before, after = upgrade(app.config.database, revision)
+    schema = app.config.database.schema
+    if before == after:
+        click.echo(f"schema {schema} is up to date at revision {after}")
+    else:
+        click.echo(f"schema {schema} upgraded from {before or 'empty'} to {after}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@pass_context
+def db_downgrade(app: _Context, revision: str) -> None:
+    """Revert migrations down to REVISION ('base' removes every object the sync created)."""
+    from sync.db.migrate import downgrade
+
+    before, after = downgrade(app.config.database, revision)
+    click.echo(f"schema {app.config.database.schema} downgraded from {before} to {after or 'base'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the command; turn expected errors into one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="amosync", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except SyncError as exc:
+        click.echo(f"amosync: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(0)

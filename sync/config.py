@@ -1,0 +1,454 @@
+"""Configuration: a TOML file plus `AMOSYNC_*` environment overrides → frozen dataclasses.
+
+Where a value comes from, in order of precedence:
+  1. the environment: `AMOSYNC_<SECTION>__<KEY>`, nested sections joined by `__`
+     (`AMOSYNC_AMOCRM__OAUTH__REFRESH_TOKEN`);
+  2. the TOML file: `--config PATH`, else `$AMOSYNC_CONFIG`, else `./amosync.toml` (optional);
+  3. the default written on the dataclass field (and in `config.example.toml`).
+
+Every problem is collected before anything fails, so a user fixes them all in one go; each names the
+key, where its value came from and what is wrong (`ConfigError`, exit code 2). Secrets are held in
+`Secret`, whose `repr` and `str` never show the value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+from urllib.parse import urlsplit
+
+from sync.errors import ConfigError, ConfigProblem
+
+ENV_PREFIX = "AMOSYNC_"
+DEFAULT_CONFIG_FILE = "amosync.toml"
+# Environment variables that start with the prefix but are not configuration keys.
+NON_KEY_ENV = frozenset({"AMOSYNC_CONFIG", "AMOSYNC_TEST_DATABASE_URL"})
+
+
+class Secret:
+    """A string that never shows itself in `repr`, `str`, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+# --- validators: each returns an error message, or None when the value is fine ---------------
+
+Validator = Callable[[Any], str | None]
+
+
+def _between(low: float, high: float) -> Validator:
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}, got {value}"
+
+    return check
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else f"must be greater than 0, got {value}"
+
+
+def _one_of(*choices: str) -> Validator:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
+
+    return check
+
+
+def _subset_of(*choices: str) -> Validator:
+    def check(value: Any) -> str | None:
+        unknown = [v for v in value if v not in choices]
+        return f"unknown value(s) {unknown}; allowed: {', '.join(choices)}" if unknown else None
+
+    return check
+
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _identifier(value: Any) -> str | None:
+    if _IDENTIFIER.match(value):
+        return None
+    return f"must be a lower-case SQL identifier (letters, digits, _), got {value!r}"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses, where plain http cannot leak a token."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _amocrm_url(value: Any) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an absolute http(s) URL such as https://example.amocrm.ru, got {value!r}"
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        return "plain http:// is refused for non-loopback hosts (the token would travel in clear)"
+    if parts.path not in ("", "/") or parts.query:
+        return "must be the account's address only, without a path or query"
+    return None
+
+
+def _database_url(value: Any) -> str | None:
+    url = value.reveal()
+    if not url:
+        return None
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in ("postgresql", "postgresql+psycopg", "postgres"):
+        return "must be empty (embedded PostgreSQL) or a postgresql:// URL"
+    return None
+
+
+def _cron(value: Any) -> str | None:
+    if not value:
+        return None
+    if len(value.split()) != 5:
+        return f"must be a 5-field crontab expression (or empty to disable), got {value!r}"
+    from apscheduler.triggers.cron import CronTrigger  # imported here: only needed to validate
+
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as exc:
+        return f"is not a valid crontab expression: {exc}"
+    return None
+
+
+def _key(default: Any, *checks: Validator, secret: bool = False) -> Any:
+    """A configuration key: its default plus validators run on the final value."""
+    return field(default=default, metadata={"checks": checks, "secret": secret})
+
+
+# --- the configuration tree ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OAuthConfig:
+    client_id: str = _key("")
+    client_secret: Secret = _key(Secret(""), secret=True)
+    redirect_uri: str = _key("")
+    refresh_token: Secret = _key(Secret(""), secret=True)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.client_id or self.client_secret or self.refresh_token)
+
+
+@dataclass(frozen=True)
+class AmoCrmConfig:
+    base_url: str = _key("https://example.amocrm.ru", _amocrm_url)
+    access_token: Secret = _key(Secret(""), secret=True)
+    max_rps: float = _key(7.0, _positive)
+    timeout_s: float = _key(30.0, _positive)
+    page_size: int = _key(250, _between(1, 250))
+    batch_size: int = _key(50, _between(1, 250))
+    max_retries: int = _key(6, _between(0, 20))
+    oauth: OAuthConfig = field(default_factory=OAuthConfig)
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_host(urlsplit(self.base_url).hostname or "")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: Secret = _key(Secret(""), _database_url, secret=True)
+    schema: str = _key("amocrm", _identifier)
+    embedded_dir: str = _key(".amosync")
+
+    @property
+    def embedded(self) -> bool:
+        return not self.url
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    poll_interval_s: float = _key(60.0, _positive)
+    push_interval_s: float = _key(15.0, _positive)
+    full_resync_cron: str = _key("0 3 * * *", _cron)
+    with_: tuple[str, ...] = _key(
+        ("leads", "customers", "catalog_elements"),
+        _subset_of("leads", "customers", "catalog_elements"),
+    )
+    chats: bool = _key(True)
+    conflict_policy: str = _key(
+        "newest_wins", _one_of("newest_wins", "remote_wins", "local_wins", "manual")
+    )
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    http_port: int = _key(8085, _between(0, 65535))
+    http_host: str = _key("127.0.0.1")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = _key("info", _one_of("debug", "info", "warning", "error"))
+    format: str = _key("auto", _one_of("auto", "json", "console"))
+
+
+@dataclass(frozen=True)
+class Config:
+    amocrm: AmoCrmConfig = field(default_factory=AmoCrmConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: str = "defaults"  # the file the values came from, for messages
+
+    def require_amocrm_auth(self) -> None:
+        """Commands that talk to amoCRM call this: some way to authenticate must be configured."""
+        problems = _auth_problems(self.amocrm)
+        if not (self.amocrm.access_token or self.amocrm.oauth.enabled):
+            problems.append(
+                ConfigProblem(
+                    "amocrm.access_token",
+                    "not set",
+                    "set a long-lived token or the [amocrm.oauth] keys",
+                )
+            )
+        if problems:
+            raise ConfigError(problems)
+
+
+def _toml_name(python_name: str) -> str:
+    """`with_` is `with` in TOML (a Python keyword)."""
+    return python_name.rstrip("_")
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read, merge and validate the configuration; raise `ConfigError` listing every problem."""
+    env = os.environ if environ is None else environ
+    problems: list[ConfigProblem] = []
+    file_path, explicit = _choose_file(path, env)
+    data = _read_toml(file_path, explicit, problems)
+    loader = _Loader(str(file_path) if data is not None else "", env, problems)
+    config = loader.build(Config, data or {}, ())
+    loader.report_unknown_env()
+    problems.extend(_auth_problems(config.amocrm))
+    problems.extend(_rate_problems(config.amocrm))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _choose_file(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str]
+) -> tuple[Path, bool]:
+    if path is not None:
+        return Path(path), True
+    if env.get("AMOSYNC_CONFIG"):
+        return Path(env["AMOSYNC_CONFIG"]), True
+    return Path(DEFAULT_CONFIG_FILE), False
+
+
+def _read_toml(path: Path, explicit: bool, problems: list[ConfigProblem]) -> dict[str, Any] | None:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        if explicit:
+            problems.append(ConfigProblem("config file", str(path), "file not found"))
+        return None
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(ConfigProblem("config file", str(path), f"not valid TOML: {exc}"))
+    except OSError as exc:
+        problems.append(ConfigProblem("config file", str(path), f"cannot be read: {exc.strerror}"))
+    return None
+
+
+class _Loader:
+    """Walks the dataclass tree, taking each key from the environment, the file or the default."""
+
+    def __init__(self, file_name: str, env: Mapping[str, str], problems: list[ConfigProblem]):
+        self.file_name = file_name
+        self.env = env
+        self.problems = problems
+        self.used_env: set[str] = set()
+
+    def build(self, cls: type[Any], table: Mapping[str, Any], prefix: tuple[str, ...]) -> Any:
+        hints = get_type_hints(cls)
+        known: set[str] = set()
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            if spec.name == "source":
+                continue
+            name = _toml_name(spec.name)
+            known.add(name)
+            key = (*prefix, name)
+            if is_dataclass(hints[spec.name]):
+                sub = table.get(name, {})
+                if not isinstance(sub, Mapping):
+                    self._problem(key, self._file_source(key), "must be a table")
+                    sub = {}
+                values[spec.name] = self.build(hints[spec.name], sub, key)
+            else:
+                values[spec.name] = self._value(spec, hints[spec.name], table, key)
+        for name in table:
+            if name not in known:
+                self._problem((*prefix, name), self._file_source((*prefix, name)), "unknown key")
+        if cls is Config:
+            values["source"] = self.file_name or "defaults"
+        return cls(**values)
+
+    def _value(self, spec: Any, hint: Any, table: Mapping[str, Any], key: tuple[str, ...]) -> Any:
+        default = spec.default if spec.default is not MISSING else spec.default_factory()
+        env_name = ENV_PREFIX + "__".join(part.upper() for part in key)
+        if env_name in self.env:
+            self.used_env.add(env_name)
+            source, raw = f"environment {env_name}", self.env[env_name]
+            value = _coerce_env(raw, hint)
+        elif key[-1] in table:
+            source, value = self._file_source(key), _coerce_file(table[key[-1]], hint)
+        else:
+            return default
+        if isinstance(value, _Invalid):
+            self._problem(key, source, value.message)
+            return default
+        for check in spec.metadata.get("checks", ()):
+            message = check(value)
+            if message:
+                self._problem(key, source, message)
+                return default
+        return value
+
+    def _file_source(self, key: tuple[str, ...]) -> str:
+        return f"file {self.file_name}" if self.file_name else "file"
+
+    def _problem(self, key: tuple[str, ...], source: str, message: str) -> None:
+        self.problems.append(ConfigProblem(".".join(key), source, message))
+
+    def report_unknown_env(self) -> None:
+        for name in sorted(self.env):
+            if name.startswith(ENV_PREFIX) and name not in NON_KEY_ENV and name not in self.used_env:
+                self.problems.append(
+                    ConfigProblem(name, "environment", "does not name a configuration key")
+                )
+
+
+@dataclass(frozen=True)
+class _Invalid:
+    message: str
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce_env(raw: str, hint: Any) -> Any:
+    """Environment values are strings; turn them into the key's type."""
+    text = raw.strip()
+    if hint is bool:
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        return _Invalid(f"must be true or false, got {text!r}")
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            return _Invalid(f"must be a number, got {text!r}")
+    if hint == tuple[str, ...]:
+        if text.startswith("["):
+            try:
+                return _coerce_file(tomllib.loads(f"v = {text}")["v"], hint)
+            except tomllib.TOMLDecodeError:
+                return _Invalid(f"must be a list such as [\"a\", \"b\"] or a,b; got {text!r}")
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    if hint is Secret:
+        return Secret(raw)
+    return raw
+
+
+def _coerce_file(value: Any, hint: Any) -> Any:
+    """TOML values are typed already; check the type and widen int to float."""
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint in (str, Secret) and isinstance(value, str):
+        return Secret(value) if hint is Secret else value
+    if hint == tuple[str, ...] and isinstance(value, list):
+        if all(isinstance(item, str) for item in value):
+            return tuple(value)
+        return _Invalid("must be a list of strings")
+    expected = {float: "a number", int: "an integer", bool: "true or false"}.get(hint, "a string")
+    if hint == tuple[str, ...]:
+        expected = "a list of strings"
+    return _Invalid(f"must be {expected}, got {type(value).__name__} {_preview(value)}")
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _auth_problems(amo: AmoCrmConfig) -> list[ConfigProblem]:
+    """Cross-key rules for authentication (the keys themselves are checked one by one)."""
+    problems: list[ConfigProblem] = []
+    oauth = amo.oauth
+    if amo.access_token and oauth.enabled:
+        problems.append(
+            ConfigProblem(
+                "amocrm.access_token",
+                "file/environment",
+                "set either a long-lived access_token or [amocrm.oauth], not both",
+            )
+        )
+    if oauth.enabled:
+        for name in ("client_id", "client_secret", "redirect_uri"):
+            if not getattr(oauth, name):
+                problems.append(
+                    ConfigProblem(
+                        f"amocrm.oauth.{name}", "not set", "required when OAuth is configured"
+                    )
+                )
+    return problems
+
+
+def _rate_problems(amo: AmoCrmConfig) -> list[ConfigProblem]:
+    if amo.max_rps > 7 and not amo.is_loopback:
+        return [
+            ConfigProblem(
+                "amocrm.max_rps",
+                "file/environment",
+                f"{amo.max_rps:g} exceeds amoCRM's limit of 7 requests/s (an IP ban follows); "
+                "values above 7 are allowed only against a loopback emulator",
+            )
+        ]
+    return []

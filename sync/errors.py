@@ -1,0 +1,130 @@
+"""The exception tree, sorted by what the caller must do.
+
+    SyncError                     base of every error the product raises on purpose
+    ├── ConfigError               configuration is wrong: every problem listed; exit 2
+    ├── UsageError                a command was called wrongly; exit 2
+    ├── AmoError                  amoCRM answered badly (method, redacted URL, status, excerpt)
+    │   ├── AmoTransientError     timeout, network, 429, 5xx: back off and retry
+    │   ├── AmoAuthError          token missing, refresh failed or revoked: stop jobs, report
+    │   ├── AmoBlockedError       403 HTML page: the IP is blocked; stop everything
+    │   ├── AmoPaymentError       402: the account is not paid
+    │   └── AmoRejectedError      400 for records: mark those rows, carry on with the rest
+    ├── StoreError                PostgreSQL failed (wraps SQLAlchemy/psycopg errors)
+    │   └── EmbeddedDatabaseError the embedded PostgreSQL could not be started
+    └── InvariantError            cursor going backwards, pagination loop, corrupt state
+
+Driver errors are wrapped only at the two boundaries (HTTP in `sync.amo`, SQL in `sync.db`)
+with `raise ... from exc`. Conflicts are values, not exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+class SyncError(Exception):
+    """Base of every error raised on purpose; its message is one clear line for a person."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with the configuration: which key, where its value came from, what."""
+
+    key: str
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.source}): {self.message}"
+
+
+class ConfigError(SyncError):
+    """The configuration is invalid; carries every problem found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"invalid configuration ({count} {noun}):\n{lines}")
+
+
+class UsageError(SyncError):
+    """A command was called with arguments that cannot work."""
+
+    exit_code = 2
+
+
+class AmoError(SyncError):
+    """amoCRM answered with an error; the URL is stored without query secrets."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        status: int | None = None,
+        body_excerpt: str = "",
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.status = status
+        self.body_excerpt = body_excerpt
+        where = f" ({method} {url} -> {status})" if method else ""
+        super().__init__(f"{message}{where}")
+
+
+class AmoTransientError(AmoError):
+    """A failure worth retrying after a pause: timeout, network, 429, 5xx."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class AmoAuthError(AmoError):
+    """Authentication failed for good: no token, refresh refused, token revoked."""
+
+
+class AmoBlockedError(AmoError):
+    """amoCRM blocked this IP (403 HTML page); only its support can lift it."""
+
+
+class AmoPaymentError(AmoError):
+    """The amoCRM account is not paid (402)."""
+
+
+class AmoRejectedError(AmoError):
+    """amoCRM rejected a write (400); `errors_by_request_id` maps entities to their errors."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors_by_request_id: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
+        **kw: object,
+    ) -> None:
+        self.errors_by_request_id = dict(errors_by_request_id or {})
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class StoreError(SyncError):
+    """PostgreSQL failed; `transient` tells whether a retry may help."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        self.transient = transient
+        super().__init__(message)
+
+
+class EmbeddedDatabaseError(StoreError):
+    """The embedded PostgreSQL under ./.amosync could not be started."""
+
+
+class InvariantError(SyncError):
+    """Something that must never happen did: stop loudly rather than corrupt data."""

@@ -1,0 +1,98 @@
+"""Logging with structlog: JSON lines for machines, the console renderer for people.
+
+Event names are stable snake_case past tense (`pull_page_stored`); each run ends with one summary
+event. `redact` runs on every event, so a token can reach a log line only if it hides in a key or
+string this module does not know about, and even then bearer tokens and URL secrets are masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from sync.config import LoggingConfig, Secret
+
+REDACTED = "***"
+# Keys whose values are secrets wherever they appear, at any depth.
+_SECRET_KEYS = re.compile(
+    r"(token|secret|password|passwd|authorization|api_key|apikey|cookie|code_verifier)$",
+    re.IGNORECASE,
+)
+# Secrets that may hide inside free text: bearer tokens, JWTs, URL passwords, query secrets.
+_SECRET_PATTERNS = (
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
+    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(@)"), r"\1" + REDACTED + r"\2"),
+    (
+        re.compile(r"(?i)((?:access_token|refresh_token|client_secret|code|password)=)[^&\s\"']+"),
+        r"\1" + REDACTED,
+    ),
+)
+
+
+def redact_text(text: str) -> str:
+    """Mask secrets that appear inside a string."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_value(key: str, value: Any) -> Any:
+    """Mask a value if its key names a secret; walk into mappings and lists."""
+    if isinstance(value, Secret):
+        return REDACTED
+    if _SECRET_KEYS.search(key) and value not in (None, ""):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(key, item) for item in value]
+    return value
+
+
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: no token, secret or Authorization header leaves the process."""
+    for key, value in list(event_dict.items()):
+        event_dict[key] = redact_value(key, value)
+    return event_dict
+
+
+def configure_logging(config: LoggingConfig, stream: TextIO | None = None) -> None:
+    """Set up structlog (and stdlib logging for libraries) once, at the top of the program."""
+    out = stream or sys.stderr
+    use_console = config.format == "console" or (config.format == "auto" and out.isatty())
+    level = logging.getLevelNamesMapping()[config.level.upper()]
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if use_console
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries (httpx, alembic, apscheduler) log through stdlib: keep them quiet but visible.
+    logging.basicConfig(level=max(level, logging.WARNING), stream=out, force=True)
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger; `name` becomes the `logger` field."""
+    return structlog.get_logger(name) if name else structlog.get_logger()
