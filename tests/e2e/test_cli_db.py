@@ -85,3 +85,23 @@ def test_python_dash_m_is_the_same_command() -> None:
     )
     assert result.returncode == 0
     assert "Two-way sync between amoCRM contacts and PostgreSQL" in result.stdout
+
+
+def test_db_shell_runs_sql_in_the_schema(db_config: DatabaseConfig) -> None:
+    env = {"AMOSYNC_DATABASE__URL": db_config.url.reveal()}
+    inserted = amosync(
+        "db", "shell", "-Atc", "INSERT INTO contacts (name) VALUES ('Ann') RETURNING id", env=env
+    )
+    assert inserted.returncode == 0, inserted.stderr
+    assert inserted.stdout.splitlines()[0] == "-1"
+    refused = amosync("db", "shell", "-Atc", "DELETE FROM contacts WHERE id > 0", env=env)
+    assert refused.returncode == 0  # nothing matched: the guard only fires per row
+    changes = amosync("db", "shell", "-Atc", "SELECT kind FROM sync_changes", env=env)
+    assert changes.stdout.strip() == "create"
+
+
+def test_demo_sets_up_the_embedded_database(tmp_path: Path) -> None:
+    result = amosync("demo", cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "Migrated embedded PostgreSQL in .amosync" in result.stdout
+    assert "RuntimeDirWarning" not in result.stderr

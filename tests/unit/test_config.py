@@ -203,3 +203,46 @@ def test_bad_secret_value_is_reported_without_the_value(tmp_path: Path) -> None:
         load_config(path, {})
     assert problems(caught)["amocrm.access_token"][1] == "must be a string"
     assert "12345678" not in str(caught.value)
+
+
+def _leaf_keys(cls: type, prefix: str = "") -> dict[str, object]:
+    """Every configuration key of the dataclass tree with its default, as dotted names."""
+    import dataclasses
+
+    keys: dict[str, object] = {}
+    for spec in dataclasses.fields(cls):
+        if spec.name == "source":
+            continue
+        name = prefix + spec.name.rstrip("_")
+        default = (
+            spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        )
+        if dataclasses.is_dataclass(default):
+            keys.update(_leaf_keys(type(default), name + "."))
+        else:
+            keys[name] = default
+    return keys
+
+
+def _flatten(table: dict[str, object], prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def test_example_file_documents_every_key_with_its_default() -> None:
+    import tomllib
+
+    example = Path(__file__).parents[2] / "config.example.toml"
+    documented = _flatten(tomllib.loads(example.read_text(encoding="utf-8")))
+    defaults = _leaf_keys(Config)
+    assert set(documented) == set(defaults)
+    for key, default in defaults.items():
+        value = documented[key]
+        shown = default.reveal() if isinstance(default, Secret) else default
+        assert (tuple(value) if isinstance(value, list) else value) == shown, key
+    assert load_config(example, {}) == Config(source=str(example))
