@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from sync.config import Config, load_config
+from sync.emulator.command import emulator_command
 from sync.errors import SyncError
 from sync.logs import configure_logging
 
@@ -82,6 +83,9 @@ def db_downgrade(app: _Context, revision: str) -> None:
 
     before, after = downgrade(app.config.database, revision)
     click.echo(f"schema {app.config.database.schema} downgraded from {before} to {after or 'base'}")
+
+
+cli.add_command(emulator_command, "emulator")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,14 +15,17 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+from urllib.parse import parse_qsl
 
 from sync.emulator import faulting
+from sync.emulator.admin import handle_admin
 from sync.emulator.auth import OAuthProblem, TokenBook
 from sync.emulator.clock import EmulatorClock
 from sync.emulator.context import Ctx
 from sync.emulator.faults import FaultBook, FaultRule
 from sync.emulator.params import int_param
 from sync.emulator.problems import ApiProblem
+from sync.emulator.query import parse_contacts_query, select
 from sync.emulator.ratelimit import RateLimiter
 from sync.emulator.render import contact_json
 from sync.emulator.requestlog import LoggedRequest, RequestLog
@@ -73,8 +76,6 @@ class Emulator:
 
     def handle(self, request: Request) -> Response:
         if request.path.startswith("/_emulator"):
-            from sync.emulator.admin import handle_admin  # the admin API drives this class
-
             return _stamped(handle_admin(self, request))
         arrived_at, clock_at, seq = time.time(), self.clock.now(), self.log.next_seq()
         response, fault = self._serve(request)
@@ -133,10 +134,10 @@ class Emulator:
     def _drift(self, request: Request, count: int) -> None:
         """Touch the first `count` contacts in this list's order: rows the client already read
         move behind it, so a page-number walk skips others (amoCRM's unstable paging)."""
-        from sync.emulator.query import parse_contacts_query, select
-
         with self.account.lock:
-            q = parse_contacts_query(request.query, self.account, self.controls().api_filter_enabled)
+            q = parse_contacts_query(
+                request.query, self.account, self.controls().api_filter_enabled
+            )
             contacts, _ = select(self.account, q, 0, count)
             now = self.clock.now_s()
             for contact in contacts:
@@ -259,7 +260,9 @@ class Emulator:
             contact = self.account.contacts.get(contact_id)
             if contact is None:
                 return None
-            return contact_json(contact, self.account, base, {"leads", "customers", "catalog_elements"})
+            return contact_json(
+                contact, self.account, base, {"leads", "customers", "catalog_elements"}
+            )
 
     def state(self) -> dict[str, Any]:
         with self.account.lock:
@@ -298,7 +301,4 @@ def _form(request: Request) -> dict[str, Any]:
         except BadJson:
             return {}
         return data if isinstance(data, dict) else {}
-    from urllib.parse import parse_qsl
-
     return dict(parse_qsl(request.body.decode("utf-8", "replace")))
-

@@ -153,15 +153,18 @@ class Account:
         if quiet:
             return
         if contact.name != old_name:
-            before, after = [{"name_field_value": {"name": old_name}}], [
-                {"name_field_value": {"name": contact.name}}
-            ]
-            self._event("name_field_changed", contact, contact.updated_by, None, after, before)
+            before, after = (
+                [{"name_field_value": {"name": old_name}}],
+                [{"name_field_value": {"name": contact.name}}],
+            )
+            self._event(
+                "name_field_changed", contact, contact.updated_by, None, after=after, before=before
+            )
         if contact.responsible_user_id != old_responsible:
             self._event(
                 "entity_responsible_changed", contact, contact.updated_by, None,
-                [{"responsible_user": {"id": contact.responsible_user_id}}],
-                [{"responsible_user": {"id": old_responsible}}],
+                after=[{"responsible_user": {"id": contact.responsible_user_id}}],
+                before=[{"responsible_user": {"id": old_responsible}}],
             )  # fmt: skip
 
     def _apply_custom_field(
@@ -171,13 +174,15 @@ class Account:
         if values:
             contact.custom_fields = {**contact.custom_fields, field_id: values}
         else:
-            contact.custom_fields = {k: v for k, v in contact.custom_fields.items() if k != field_id}
+            contact.custom_fields = {
+                k: v for k, v in contact.custom_fields.items() if k != field_id
+            }
         if quiet or old == (values or None):
             return
         field = self.fields[field_id]
         after = [{"custom_field_value": {"field_id": field_id, "field_type": field.type,
                                          "values": values or []}}]  # fmt: skip
-        self._event("custom_field_value_changed", contact, contact.updated_by, None, after, [])
+        self._event("custom_field_value_changed", contact, contact.updated_by, None, after=after)
 
     def _new_tag_ids(self, current: list[int], patch: ContactPatch) -> list[int]:
         tag_ids = list(current)
@@ -192,10 +197,10 @@ class Account:
     def _tag_events(self, contact: Contact, before: list[int], actor: int, now: int) -> None:
         for tag_id in (t for t in contact.tag_ids if t not in before):
             after = [{"tag": {"name": self.tags[tag_id].name}}]
-            self._event("entity_tag_added", contact, actor, now, after, [])
+            self._event("entity_tag_added", contact, actor, now, after=after)
         for tag_id in (t for t in before if t not in contact.tag_ids):
             removed = [{"tag": {"name": self.tags[tag_id].name}}]
-            self._event("entity_tag_deleted", contact, actor, now, [], removed)
+            self._event("entity_tag_deleted", contact, actor, now, before=removed)
 
     def find_tag(self, ref: TagRef) -> Tag | None:
         kind, value = ref
@@ -224,6 +229,7 @@ class Account:
         contact: Contact,
         actor: int,
         at: int | None,
+        *,
         after: list[dict[str, Any]] | None = None,
         before: list[dict[str, Any]] | None = None,
     ) -> None:
