@@ -1,0 +1,48 @@
+"""Fixtures for the emulator's contract tests: a real server thread on 127.0.0.1 and an httpx
+client holding the long-lived token. The clock is frozen so timestamps are exact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import httpx
+import pytest
+from emulator_helpers import BASE_SETTINGS
+
+from sync.emulator import Emulator, EmulatorSettings, RunningServer, serve
+
+
+@pytest.fixture
+def settings() -> EmulatorSettings:
+    """Override in a test module to change the account."""
+    return BASE_SETTINGS
+
+
+@pytest.fixture
+def emulator(settings: EmulatorSettings) -> Emulator:
+    return Emulator(settings)
+
+
+@pytest.fixture
+def server(emulator: Emulator) -> Iterator[RunningServer]:
+    with serve(emulator) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: RunningServer, emulator: Emulator) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {emulator.long_lived_token}"}
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=10) as http:
+        yield http
+
+
+@pytest.fixture
+def anonymous(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=10) as http:
+        yield http
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., EmulatorSettings]:
+    return lambda **changes: replace(BASE_SETTINGS, **changes)
