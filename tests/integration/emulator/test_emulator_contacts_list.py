@@ -9,10 +9,22 @@ from emulator_helpers import BASE_SETTINGS, all_pages, contacts_of, ids_of, in_p
 from sync.emulator import Emulator, EmulatorSettings
 
 CONTACT_KEYS = {
-    "id", "name", "first_name", "last_name", "responsible_user_id", "group_id", "created_by",
-    "updated_by", "created_at", "updated_at", "closest_task_at", "custom_fields_values",
-    "account_id", "_links", "_embedded",
-}  # fmt: skip
+    "id",
+    "name",
+    "first_name",
+    "last_name",
+    "responsible_user_id",
+    "group_id",
+    "created_by",
+    "updated_by",
+    "created_at",
+    "updated_at",
+    "closest_task_at",
+    "custom_fields_values",
+    "account_id",
+    "_links",
+    "_embedded",
+}
 
 
 def live_ids(emulator: Emulator) -> list[int]:
@@ -99,8 +111,11 @@ def test_updated_at_range_is_inclusive_in_unix_seconds(client, emulator) -> None
     low, high = stamps[10], stamps[40]
     params = {"filter[updated_at][from]": low, "filter[updated_at][to]": high}
     found = all_pages(client, params)
-    expected = [c for c in emulator.account.contacts.values()
-                if not c.is_deleted and low <= c.updated_at <= high]  # fmt: skip
+    expected = [
+        c
+        for c in emulator.account.contacts.values()
+        if not c.is_deleted and low <= c.updated_at <= high
+    ]
     assert sorted(c["id"] for c in found) == sorted(c.id for c in expected)
     assert {c["updated_at"] for c in found} >= {low, high}
 
@@ -173,8 +188,11 @@ def test_order_by_id_desc(client, emulator) -> None:
 
 def test_range_and_order_on_the_same_field_descending(client, emulator) -> None:
     stamps = sorted({c.updated_at for c in emulator.account.contacts.values() if not c.is_deleted})
-    params = {"filter[updated_at][from]": stamps[3], "filter[updated_at][to]": stamps[60],
-              "order[updated_at]": "desc"}  # fmt: skip
+    params = {
+        "filter[updated_at][from]": stamps[3],
+        "filter[updated_at][to]": stamps[60],
+        "order[updated_at]": "desc",
+    }
     found = all_pages(client, params, limit=7)
     assert [c["updated_at"] for c in found] == sorted(
         (c["updated_at"] for c in found), reverse=True
@@ -184,8 +202,11 @@ def test_range_and_order_on_the_same_field_descending(client, emulator) -> None:
 
 
 def test_with_embeds_leads_customers_catalog_elements(client, emulator) -> None:
-    contact = next(c for c in emulator.account.contacts.values()
-                   if c.lead_ids and c.catalog_elements and not c.is_deleted)  # fmt: skip
+    contact = next(
+        c
+        for c in emulator.account.contacts.values()
+        if c.lead_ids and c.catalog_elements and not c.is_deleted
+    )
     params = {"filter[id]": contact.id, "with": "leads,customers,catalog_elements"}
     (found,) = contacts_of(client.get("/api/v4/contacts", params=params))
     embedded = found["_embedded"]
@@ -204,8 +225,11 @@ def test_custom_fields_values_is_null_when_empty_and_multitext_has_enum_codes(
 ) -> None:
     (bare,) = emulator.create_contacts([{"name": "Без полей"}])
     assert client.get(f"/api/v4/contacts/{bare}").json()["custom_fields_values"] is None
-    with_phone = next(c for c in emulator.account.contacts.values()
-                      if 570_001 in c.custom_fields and not c.is_deleted)  # fmt: skip
+    with_phone = next(
+        c
+        for c in emulator.account.contacts.values()
+        if 570_001 in c.custom_fields and not c.is_deleted
+    )
     body = client.get(f"/api/v4/contacts/{with_phone.id}").json()
     phone = next(f for f in body["custom_fields_values"] if f["field_code"] == "PHONE")
     assert phone["field_type"] == "multitext"
@@ -213,8 +237,11 @@ def test_custom_fields_values_is_null_when_empty_and_multitext_has_enum_codes(
 
 
 def test_companies_and_tags_are_always_present(client, emulator) -> None:
-    with_company = next(c for c in emulator.account.contacts.values()
-                        if c.company_id and c.tag_ids and not c.is_deleted)  # fmt: skip
+    with_company = next(
+        c
+        for c in emulator.account.contacts.values()
+        if c.company_id and c.tag_ids and not c.is_deleted
+    )
     body = client.get(f"/api/v4/contacts/{with_company.id}").json()
     assert [c["id"] for c in body["_embedded"]["companies"]] == [with_company.company_id]
     assert set(body["_embedded"]["tags"][0]) == {"id", "name", "color"}
