@@ -144,9 +144,11 @@ class Account:
 
     def _apply_scalars(self, contact: Contact, scalars: dict[str, Any], *, quiet: bool) -> None:
         old_name, old_responsible = contact.name, contact.responsible_user_id
+        derived = old_name in ("", _joined_name(contact))
         for name, value in scalars.items():
             setattr(contact, name, value)
-        if "name" not in scalars and ({"first_name", "last_name"} & scalars.keys()):
+        # A name typed by hand survives first/last edits; one built from them follows them.
+        if derived and "name" not in scalars and ({"first_name", "last_name"} & scalars.keys()):
             contact.name = _joined_name(contact)
         if "responsible_user_id" in scalars:
             contact.group_id = self._group_of(contact.responsible_user_id)
