@@ -86,7 +86,7 @@ def test_chat_link_from_admin(client, emulator) -> None:
 def test_request_log(client, emulator) -> None:
     contact_id = live_ids(emulator)[0]
     client.get(CONTACTS, params={"limit": 3, "filter[id][]": contact_id})
-    client.patch(CONTACTS, json=[{"id": contact_id, "name": "В журнале"}])
+    client.patch(CONTACTS, json=[{"id": contact_id, "name": "Запись в журнале"}])
     log = client.get("/_emulator/requests").json()
     assert [(e["method"], e["path"], e["status"]) for e in log] == [
         ("GET", CONTACTS, 200),
@@ -94,7 +94,7 @@ def test_request_log(client, emulator) -> None:
     ]
     assert "filter%5Bid%5D%5B%5D" in log[0]["query"] or "filter[id][]" in log[0]["query"]
     assert log[0]["body"] is None
-    assert log[1]["body"] == [{"id": contact_id, "name": "В журнале"}]
+    assert log[1]["body"] == [{"id": contact_id, "name": "Запись в журнале"}]
     assert log[1]["arrived_at"] >= log[0]["arrived_at"]
     assert log[0]["clock"] == NOW
     assert client.delete("/_emulator/requests").json() == []

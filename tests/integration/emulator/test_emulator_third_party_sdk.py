@@ -16,7 +16,7 @@ from amocrm.auth import InMemoryTokenStorage, OAuthConfig
 from amocrm.models.common import Tag
 from amocrm.models.contacts import Contact
 
-from sync.emulator import Emulator, EmulatorSettings, RunningServer, serve
+from sync.emulator import Emulator, EmulatorSettings, RunningServer
 
 
 @pytest.fixture
