@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import orjson
+
 from sync.emulator.params import Query, parse_query
 
 HAL = "application/hal+json"
@@ -64,8 +66,8 @@ class Response:
 
 
 def json_response(status: int, data: Any, content_type: str = HAL) -> Response:
-    body = json.dumps(data, separators=(",", ":")).encode()
-    return Response(status, body, content_type)
+    # UTF-8 as is, without unicode escapes: every JSON parser reads both, and it is much faster.
+    return Response(status, orjson.dumps(data), content_type)
 
 
 def no_content() -> Response:

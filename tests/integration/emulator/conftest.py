@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from emulator_helpers import BASE_SETTINGS
+from emulator_helpers import BASE_SETTINGS, SSL
 
 from sync.emulator import Emulator, EmulatorSettings, RunningServer, serve
 
@@ -24,22 +24,29 @@ def emulator(settings: EmulatorSettings) -> Emulator:
     return Emulator(settings)
 
 
-@pytest.fixture
-def server(emulator: Emulator) -> Iterator[RunningServer]:
-    with serve(emulator) as running:
+@pytest.fixture(scope="session")
+def shared_server() -> Iterator[RunningServer]:
+    """One server thread for the whole run; each test plugs in its own fresh emulator."""
+    with serve(Emulator(BASE_SETTINGS)) as running:
         yield running
+
+
+@pytest.fixture
+def server(shared_server: RunningServer, emulator: Emulator) -> RunningServer:
+    shared_server.httpd.emulator = emulator  # type: ignore[attr-defined]
+    return shared_server
 
 
 @pytest.fixture
 def client(server: RunningServer, emulator: Emulator) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {emulator.long_lived_token}"}
-    with httpx.Client(base_url=server.base_url, headers=headers, timeout=10) as http:
+    with httpx.Client(verify=SSL, base_url=server.base_url, headers=headers, timeout=10) as http:
         yield http
 
 
 @pytest.fixture
 def anonymous(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=10) as http:
+    with httpx.Client(verify=SSL, base_url=server.base_url, timeout=10) as http:
         yield http
 
 

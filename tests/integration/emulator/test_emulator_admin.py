@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from emulator_helpers import NOW
+from emulator_helpers import NOW, SSL
 
 from sync.emulator import Emulator, serve
 
@@ -123,7 +123,7 @@ def test_controls_set_latency(client, emulator) -> None:
 
 def test_admin_key(make_settings) -> None:
     emulator = Emulator(make_settings(admin_key="s3cret"))
-    with serve(emulator) as server, httpx.Client(base_url=server.base_url) as http:
+    with serve(emulator) as server, httpx.Client(verify=SSL, base_url=server.base_url) as http:
         assert http.get("/_emulator/state").status_code == 401
         assert http.get("/_emulator/state", headers={"X-Emulator-Key": "s3cret"}).status_code == 200
 

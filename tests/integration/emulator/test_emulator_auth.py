@@ -7,6 +7,7 @@ import json
 
 import httpx
 import pytest
+from emulator_helpers import SSL
 
 from sync.emulator import Emulator, EmulatorTransport
 
@@ -105,7 +106,9 @@ def test_token_endpoint_takes_a_form_body_and_checks_the_client(anonymous, emula
 
 def test_access_token_lifetime_is_configurable(make_settings) -> None:
     emulator = Emulator(make_settings(access_token_ttl_s=60))
-    with httpx.Client(transport=EmulatorTransport(emulator), base_url="http://e.test") as http:
+    with httpx.Client(
+        verify=SSL, transport=EmulatorTransport(emulator), base_url="http://e.test"
+    ) as http:
         check_lifetime(http, emulator)
 
 
@@ -142,7 +145,9 @@ def test_admin_expiry_and_revocation(anonymous, emulator) -> None:
 @pytest.mark.parametrize("mode", ["long_lived", "oauth"])
 def test_auth_modes_accept_only_their_token(make_settings, mode) -> None:
     emulator = Emulator(make_settings(auth_mode=mode, long_lived_token="fixed-token"))
-    with httpx.Client(transport=EmulatorTransport(emulator), base_url="http://e.test") as http:
+    with httpx.Client(
+        verify=SSL, transport=EmulatorTransport(emulator), base_url="http://e.test"
+    ) as http:
         long_lived = http.get(CONTACTS, headers=bearer("fixed-token")).status_code
         if mode == "long_lived":
             assert long_lived == 200

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 from emulator_helpers import all_pages
@@ -88,7 +86,8 @@ def test_truncated_json(client, emulator) -> None:
     emulator.add_fault(FaultRule(kind="truncate"))
     response = client.get(CONTACTS)
     assert response.status_code == 200
-    with pytest.raises(json.JSONDecodeError):
+    # a JSONDecodeError, or a UnicodeDecodeError when the cut lands inside a character
+    with pytest.raises(ValueError, match=r"."):
         response.json()
 
 

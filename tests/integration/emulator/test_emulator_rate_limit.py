@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from emulator_helpers import SSL
 
 from sync.emulator import Emulator, RunningServer, serve
 
@@ -22,7 +23,7 @@ def settings(make_settings):
 @pytest.fixture
 def limited(server: RunningServer, emulator: Emulator) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {emulator.long_lived_token}"}
-    with httpx.Client(base_url=server.base_url, headers=headers, timeout=10) as http:
+    with httpx.Client(verify=SSL, base_url=server.base_url, headers=headers, timeout=10) as http:
         yield http
 
 
@@ -74,6 +75,7 @@ def test_counted_at_arrival_before_latency(make_settings) -> None:
     with (
         serve(emulator) as server,
         httpx.Client(
+            verify=SSL,
             base_url=server.base_url,
             headers=headers,
             timeout=10,
