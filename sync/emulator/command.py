@@ -31,6 +31,7 @@ from sync.emulator.settings import EmulatorSettings
 @click.option("--access-token-ttl", default=86_400, show_default=True, help="Seconds.")
 @click.option("--filters-off", is_flag=True, help="Ignore every filter[...] (alpha accounts).")
 @click.option("--admin-key", default=None, help="Require X-Emulator-Key on /_emulator/.")
+@click.option("--list-lag-s", default=0.0, help="Keep fresh changes out of lists this long.")
 def emulator_command(  # noqa: PLR0917 - click passes every option positionally by name
     host: str,
     port: int,
@@ -46,6 +47,7 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
     access_token_ttl: int,
     filters_off: bool,
     admin_key: str | None,
+    list_lag_s: float,
 ) -> None:
     """Run the local amoCRM API v4 emulator (contacts, events, fields, account, chats, OAuth)."""
     settings = EmulatorSettings(
@@ -54,7 +56,7 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
         block_after_violations=block_after or None, long_lived_token=token,
         auth_mode=auth_mode,  # type: ignore[arg-type]
         access_token_ttl_s=access_token_ttl, api_filter_enabled=not filters_off,
-        admin_key=admin_key,
+        admin_key=admin_key, list_lag_s=list_lag_s,
     )  # fmt: skip
     started = time.perf_counter()
     emulator = Emulator(settings)

@@ -21,6 +21,7 @@ class Ctx:
     clock: EmulatorClock
     base: str  # absolute scheme://host[:port] for _links
     filters_enabled: bool
+    list_lag_s: float = 0.0
 
     def page_and_limit(self, default: int, maximum: int) -> tuple[int, int]:
         """`page` (1-based) and `limit`, clamped to `maximum` (a larger limit is not an error)."""

@@ -49,6 +49,7 @@ class Controls:
     rate_limit_body: str
     api_filter_enabled: bool
     block_after_violations: int | None
+    list_lag_s: float = 0.0
 
 
 class Emulator:
@@ -70,7 +71,8 @@ class Emulator:
         self.log = RequestLog()
         self._random = random.Random(s.seed)  # noqa: S311 - jitter, not security
         self._controls = Controls(s.latency_ms, s.jitter_ms, s.rate_limit, s.rate_limit_body,
-                                  s.api_filter_enabled, s.block_after_violations)  # fmt: skip
+                                  s.api_filter_enabled, s.block_after_violations,
+                                  s.list_lag_s)  # fmt: skip
 
     # --- the server as a function -----------------------------------------------------------
 
@@ -92,7 +94,8 @@ class Emulator:
         if verdict != "ok":
             body = controls.rate_limit_body
             return faulting.refusal(verdict, body, self.settings.retry_after_s), None
-        rule = self.fault_book.pick(request.method, normalise_path(request.path), _page(request))
+        path = normalise_path(request.path)
+        rule = self.fault_book.pick(request.method, path, _page(request), _batch(request))
         response = self._faulted(request, rule) if rule else self._answer(request)
         response.delay_s += self._latency(controls)
         return response, rule.kind if rule else None
@@ -125,7 +128,11 @@ class Emulator:
 
     def _context(self, request: Request) -> Ctx:
         base = self.settings.public_base_url or f"http://{request.header('host') or 'localhost'}"
-        return Ctx(request, self.account, self.clock, base, self.controls().api_filter_enabled)
+        controls = self.controls()
+        return Ctx(
+            request, self.account, self.clock, base, controls.api_filter_enabled,
+            controls.list_lag_s,
+        )  # fmt: skip
 
     def _latency(self, controls: Controls) -> float:
         jitter = self._random.uniform(0, controls.jitter_ms) if controls.jitter_ms else 0.0
@@ -151,7 +158,7 @@ class Emulator:
 
     def set_controls(self, **changes: Any) -> Controls:
         """Change runtime switches: latency_ms, jitter_ms, rate_limit, rate_limit_body,
-        api_filter_enabled, block_after_violations."""
+        api_filter_enabled, block_after_violations, list_lag_s."""
         with self._controls_lock:
             self._controls = replace(self._controls, **changes)
             self.limiter.limit = self._controls.rate_limit
@@ -282,6 +289,14 @@ def _page(request: Request) -> int | None:
     if request.method != "GET" or normalise_path(request.path) not in LIST_PATHS:
         return None
     return int_param(request.query, "page", 1)
+
+
+def _batch(request: Request) -> int | None:
+    """How many entities a write carries (for faults that hit only heavy batches)."""
+    if not is_write(request.method):
+        return None
+    body = _write_body(request)
+    return len(body) if isinstance(body, list) else 1
 
 
 def _write_body(request: Request) -> Any:

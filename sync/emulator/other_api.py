@@ -23,7 +23,9 @@ def list_events(ctx: Ctx) -> Response:
         min(100, settings.events_page_limit), settings.events_page_limit
     )
     raw_filter = ctx.request.query.get("filter")
-    check = _event_filter(raw_filter if isinstance(raw_filter, dict) else {})
+    raw_filter = raw_filter if isinstance(raw_filter, dict) else {}
+    _check_entity_ids(raw_filter)
+    check = _event_filter(raw_filter)
     with_name = "contact_name" in comma_values(ctx.request.query.get("with"))
     with ctx.account.lock:
         matched = [e for e in reversed(ctx.account.events) if check(e)]  # newest first
@@ -36,6 +38,17 @@ def list_events(ctx: Ctx) -> Response:
         "_links": ctx.page_links(page, limit, len(chunk) > limit),
         "_embedded": {"events": items},
     })  # fmt: skip
+
+
+def _check_entity_ids(raw: Query) -> None:
+    """amoCRM: `filter[entity_id]` takes at most 10 ids and needs exactly one entity type."""
+    if "entity_id" not in raw:
+        return
+    ids = ints_of(raw["entity_id"])
+    if ids is None or len(ids) > 10:
+        raise ApiProblem(400, "filter[entity_id] takes at most 10 integer ids")
+    if len(comma_values(raw.get("entity"))) != 1:
+        raise ApiProblem(400, "filter[entity_id] requires exactly one filter[entity]")
 
 
 def _event_filter(raw: Query) -> Any:

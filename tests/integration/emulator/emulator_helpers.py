@@ -25,9 +25,10 @@ def contacts_of(response: httpx.Response) -> list[dict]:
     return response.json()["_embedded"]["contacts"]
 
 
-def all_pages(client: httpx.Client, params: dict, limit: int = 250) -> list[dict]:
+def all_pages(client: httpx.Client, params: dict | list, limit: int = 250) -> list[dict]:
     """Walk `_links.next` to the end, as the maintainers' reference loop does."""
-    found, url, query = [], "/api/v4/contacts", {**params, "limit": limit}
+    pairs = list(params.items()) if isinstance(params, dict) else list(params)
+    found, url, query = [], "/api/v4/contacts", [*pairs, ("limit", limit)]
     while True:
         response = client.get(url, params=query)
         if response.status_code == 204:

@@ -142,3 +142,14 @@ def test_filters_ignored_switch_over_admin(client, emulator) -> None:
     client.patch("/_emulator/controls", json={"api_filter_enabled": False})
     response = client.get(CONTACTS, params={"filter[id]": 1, "limit": 2})
     assert response.status_code == 200
+
+
+def test_504_only_for_heavy_write_batches(client, emulator) -> None:
+    ids = live_ids(emulator)
+    emulator.add_fault(
+        FaultRule(kind="error", status=504, method="PATCH", min_batch=51, times=None)
+    )
+    heavy = client.patch(CONTACTS, json=[{"id": i, "first_name": "h"} for i in ids[:60]])
+    assert heavy.status_code == 504
+    light = client.patch(CONTACTS, json=[{"id": i, "first_name": "l"} for i in ids[:50]])
+    assert light.status_code == 200

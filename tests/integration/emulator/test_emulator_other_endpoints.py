@@ -166,3 +166,11 @@ def test_chat_errors(client, emulator) -> None:
     assert bad.status_code == 400
     codes = [e["code"] for e in bad.json()["validation-errors"][0]["errors"]]
     assert codes == ["NotFound", "NotBlank"]
+
+
+def test_event_entity_id_needs_one_entity_and_at_most_ten_ids(client) -> None:
+    many = [("filter[entity]", "contact"), *[("filter[entity_id][]", str(i)) for i in range(11)]]
+    assert client.get("/api/v4/events", params=many).status_code == 400
+    no_entity = client.get("/api/v4/events", params={"filter[entity_id]": 5})
+    assert no_entity.status_code == 400
+    assert no_entity.headers["content-type"] == "application/problem+json"
