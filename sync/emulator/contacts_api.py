@@ -66,8 +66,10 @@ def update_contacts(ctx: Ctx) -> Response:
 
 def update_contact(ctx: Ctx, contact_id: int) -> Response:
     body = _body(ctx)
-    if not isinstance(body, dict) or not body:
+    if not body:
         raise ApiProblem(400, "Request data can not be empty")
+    if not isinstance(body, dict):
+        raise ApiProblem(400, "Request data must be one entity (a JSON object)")
     with ctx.account.lock:
         patches = parse_entities([{**body, "id": contact_id}], ctx.account, update=True)
         (patch,) = _apply_updates(ctx, patches)

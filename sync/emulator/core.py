@@ -9,6 +9,7 @@ transport to wait, so it never holds a lock or delays the rate-limit count.
 
 from __future__ import annotations
 
+import logging
 import random
 import secrets
 import threading
@@ -24,7 +25,7 @@ from sync.emulator.clock import EmulatorClock
 from sync.emulator.context import Ctx
 from sync.emulator.faults import FaultBook, FaultRule
 from sync.emulator.params import int_param
-from sync.emulator.problems import ApiProblem
+from sync.emulator.problems import ApiProblem, internal_error
 from sync.emulator.query import parse_contacts_query, select
 from sync.emulator.ratelimit import RateLimiter
 from sync.emulator.render import contact_json
@@ -36,6 +37,7 @@ from sync.emulator.store import Account
 from sync.emulator.wire import PLAIN_JSON, PROBLEM, BadJson, Request, Response, json_response
 from sync.emulator.writes import parse_entities
 
+_log = logging.getLogger(__name__)
 UI_USER = 8_000_002  # who "a CRM user" is when tests create, edit or delete through the admin API
 
 
@@ -117,6 +119,11 @@ class Emulator:
             return dispatch(self._context(request))
         except ApiProblem as problem:
             return json_response(problem.status, problem.body, PROBLEM)
+        except Exception:  # noqa: BLE001 - an emulator bug must still answer like amoCRM's 500
+            trace_id = secrets.token_hex(8)
+            _log.exception("emulator_request_crashed trace_id=%s %s %s", trace_id,
+                           request.method, request.path)  # fmt: skip
+            return json_response(500, internal_error(trace_id), PROBLEM)
 
     def _token_endpoint(self, request: Request) -> Response:
         if request.method != "POST":

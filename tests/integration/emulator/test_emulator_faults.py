@@ -153,3 +153,14 @@ def test_504_only_for_heavy_write_batches(client, emulator) -> None:
     assert heavy.status_code == 504
     light = client.patch(CONTACTS, json=[{"id": i, "first_name": "l"} for i in ids[:50]])
     assert light.status_code == 200
+
+
+def test_an_emulator_bug_still_answers_a_500_problem(client, emulator, monkeypatch, caplog) -> None:
+    def explode(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(emulator.account, "view", explode)
+    response = client.get(CONTACTS)
+    assert response.status_code == 500
+    assert response.json()["trace_id"]
+    assert "emulator_request_crashed" in caplog.text
