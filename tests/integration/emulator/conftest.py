@@ -3,11 +3,17 @@ client holding the long-lived token. The clock is frozen so timestamps are exact
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
+
+# The tests import `emulator_helpers` from this folder; make that work under any pytest
+# import mode (importlib mode does not put test folders on sys.path).
+sys.path.insert(0, str(Path(__file__).parent))
 from emulator_helpers import BASE_SETTINGS, SSL
 
 from sync.emulator import Emulator, EmulatorSettings, RunningServer, serve
