@@ -10,7 +10,7 @@ from sync.emulator.patches import ContactPatch
 from sync.emulator.problems import ApiProblem
 from sync.emulator.query import parse_contacts_query, select
 from sync.emulator.render import contact_json, link
-from sync.emulator.wire import BadJson, Response, json_response, no_content
+from sync.emulator.wire import Response, json_response, no_content
 from sync.emulator.writes import parse_batch, parse_entities
 
 EMBEDS = {"leads", "customers", "catalog_elements"}
@@ -46,7 +46,7 @@ def get_contact(ctx: Ctx, contact_id: int) -> Response:
 
 def add_contacts(ctx: Ctx) -> Response:
     with ctx.account.lock:
-        patches = parse_batch(_body(ctx), ctx.account, update=False)
+        patches = parse_batch(ctx.body(), ctx.account, update=False)
         now = ctx.clock.now_s()
         created = [(p, ctx.account.create(p, now, _actor(p))) for p in patches]
     items = [
@@ -59,13 +59,13 @@ def add_contacts(ctx: Ctx) -> Response:
 
 def update_contacts(ctx: Ctx) -> Response:
     with ctx.account.lock:
-        patches = parse_batch(_body(ctx), ctx.account, update=True)
+        patches = parse_batch(ctx.body(), ctx.account, update=True)
         items = [_updated(ctx, p) for p in _apply_updates(ctx, patches)]
     return _collection(ctx, items)
 
 
 def update_contact(ctx: Ctx, contact_id: int) -> Response:
-    body = _body(ctx)
+    body = ctx.body()
     if not body:
         raise ApiProblem(400, "Request data can not be empty")
     if not isinstance(body, dict):
@@ -100,10 +100,3 @@ def _collection(ctx: Ctx, items: list[dict[str, Any]]) -> Response:
 
 def _actor(patch: ContactPatch) -> int:
     return int(patch.scalars.get("updated_by", API_USER))
-
-
-def _body(ctx: Ctx) -> Any:
-    try:
-        return ctx.request.json()
-    except BadJson as exc:
-        raise ApiProblem(400, "Request body is not valid JSON") from exc

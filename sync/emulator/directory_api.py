@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from sync.emulator.context import Ctx
@@ -11,14 +9,14 @@ from sync.emulator.model import Tag, User
 from sync.emulator.params import ints_of, values_of
 from sync.emulator.problems import ApiProblem
 from sync.emulator.render import link, tag_json
-from sync.emulator.wire import Response, json_response, no_content
+from sync.emulator.wire import Response, json_response
 
 T = TypeVar("T")
 
 
 def list_users(ctx: Ctx) -> Response:
     users = sorted(ctx.account.users.values(), key=lambda u: u.id)
-    return _page(ctx, "users", users, lambda u: _user_json(ctx, u), counted=True)
+    return ctx.paged("users", users, lambda u: _user_json(ctx, u), counted=True)
 
 
 def get_user(ctx: Ctx, user_id: int) -> Response:
@@ -37,7 +35,7 @@ def list_tags(ctx: Ctx) -> Response:
     with ctx.account.lock:
         tags = sorted(ctx.account.tags.values(), key=lambda t: t.id)
     chosen = [t for t in tags if _tag_matches(t, ids, names, text)]
-    return _page(ctx, "tags", chosen, tag_json, counted=False)
+    return ctx.paged("tags", chosen, tag_json)
 
 
 def _tag_matches(tag: Tag, ids: set[int] | None, names: set[str] | None, text: str) -> bool:
@@ -63,23 +61,3 @@ def _user_json(ctx: Ctx, user: User) -> dict[str, Any]:
         },
         "_links": link(f"{ctx.base}/api/v4/users/{user.id}"),
     }
-
-
-def _page(
-    ctx: Ctx,
-    key: str,
-    items: Sequence[T],
-    render: Callable[[T], dict[str, Any]],
-    *,
-    counted: bool,
-) -> Response:
-    page, limit = ctx.page_and_limit(50, 250)
-    chunk = items[(page - 1) * limit : page * limit]
-    if not chunk:
-        return no_content()
-    body: dict[str, Any] = {"_page": page}
-    if counted:
-        body |= {"_total_items": len(items), "_page_count": math.ceil(len(items) / limit)}
-    body["_links"] = ctx.page_links(page, limit, page * limit < len(items))
-    body["_embedded"] = {key: [render(item) for item in chunk]}
-    return json_response(200, body)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from sync.emulator.context import Ctx
@@ -12,16 +11,13 @@ from sync.emulator.problems import ApiProblem, validation_failed
 from sync.emulator.query import Range, date_range
 from sync.emulator.render import event_json, field_json, link
 from sync.emulator.values import error
-from sync.emulator.wire import BadJson, Response, json_response, no_content
+from sync.emulator.wire import Response, json_response, no_content
 
 ACCOUNT_CREATED_AT = 1_577_836_800
 
 
 def list_events(ctx: Ctx) -> Response:
-    settings = ctx.account.settings
-    page, limit = ctx.page_and_limit(
-        min(100, settings.events_page_limit), settings.events_page_limit
-    )
+    most = ctx.account.settings.events_page_limit
     raw_filter = ctx.request.query.get("filter")
     raw_filter = raw_filter if isinstance(raw_filter, dict) else {}
     _check_entity_ids(raw_filter)
@@ -29,15 +25,10 @@ def list_events(ctx: Ctx) -> Response:
     with_name = "contact_name" in comma_values(ctx.request.query.get("with"))
     with ctx.account.lock:
         matched = [e for e in reversed(ctx.account.events) if check(e)]  # newest first
-        chunk = matched[(page - 1) * limit : page * limit + 1]
-        items = [event_json(e, ctx.account, ctx.base, with_name) for e in chunk[:limit]]
-    if not items:
-        return no_content()
-    return json_response(200, {
-        "_page": page,
-        "_links": ctx.page_links(page, limit, len(chunk) > limit),
-        "_embedded": {"events": items},
-    })  # fmt: skip
+        return ctx.paged(
+            "events", matched, lambda e: event_json(e, ctx.account, ctx.base, with_name),
+            limits=(min(100, most), most),
+        )  # fmt: skip
 
 
 def _check_entity_ids(raw: Query) -> None:
@@ -71,7 +62,6 @@ def _event_filter(raw: Query) -> Any:
 
 
 def list_custom_fields(ctx: Ctx) -> Response:
-    page, limit = ctx.page_and_limit(50, 250)
     raw_filter = ctx.request.query.get("filter")
     raw_filter = raw_filter if isinstance(raw_filter, dict) else {}
     types = set(comma_values(raw_filter.get("type"))) or None
@@ -80,16 +70,7 @@ def list_custom_fields(ctx: Ctx) -> Response:
     chosen = [
         f for f in fields if (types is None or f.type in types) and (ids is None or f.id in ids)
     ]
-    items = chosen[(page - 1) * limit : page * limit]
-    if not items:
-        return no_content()
-    return json_response(200, {
-        "_total_items": len(chosen),
-        "_page": page,
-        "_page_count": math.ceil(len(chosen) / limit),
-        "_links": ctx.page_links(page, limit, page * limit < len(chosen)),
-        "_embedded": {"custom_fields": [_field(ctx, f.id) for f in items]},
-    })  # fmt: skip
+    return ctx.paged("custom_fields", chosen, lambda f: _field(ctx, f.id), counted=True)
 
 
 def get_custom_field(ctx: Ctx, field_id: int) -> Response:
@@ -159,10 +140,7 @@ def list_chats(ctx: Ctx) -> Response:
 
 
 def link_chats(ctx: Ctx) -> Response:
-    try:
-        body = ctx.request.json()
-    except BadJson as exc:
-        raise ApiProblem(400, "Request body is not valid JSON") from exc
+    body = ctx.body()
     if not body:
         raise ApiProblem(400, "Request data can not be empty")
     items = body if isinstance(body, list) else [body]

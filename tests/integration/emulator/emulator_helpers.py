@@ -53,3 +53,8 @@ def in_process_client(emulator: Emulator) -> Iterator[httpx.Client]:
         verify=SSL, transport=transport, base_url="http://e.test", headers=headers
     ) as http:
         yield http
+
+
+def live_ids(emulator: Emulator) -> list[int]:
+    """Ids of the contacts not in the trash, ascending."""
+    return sorted(c.id for c in emulator.account.contacts.values() if not c.is_deleted)

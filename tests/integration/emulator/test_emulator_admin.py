@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from emulator_helpers import NOW, SSL
+from emulator_helpers import NOW, SSL, live_ids
 
 from sync.emulator import Emulator, serve
 
 CONTACTS = "/api/v4/contacts"
-
-
-def live_ids(emulator: Emulator) -> list[int]:
-    return sorted(c.id for c in emulator.account.contacts.values() if not c.is_deleted)
 
 
 def test_create_edit_delete_restore_as_a_crm_user(client: httpx.Client) -> None:

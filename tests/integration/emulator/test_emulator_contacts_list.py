@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from emulator_helpers import BASE_SETTINGS, all_pages, contacts_of, ids_of, in_process_client
+from emulator_helpers import (
+    BASE_SETTINGS,
+    all_pages,
+    contacts_of,
+    ids_of,
+    in_process_client,
+    live_ids,
+)
 
 from sync.emulator import Emulator, EmulatorSettings
 
@@ -25,10 +32,6 @@ CONTACT_KEYS = {
     "_links",
     "_embedded",
 }
-
-
-def live_ids(emulator: Emulator) -> list[int]:
-    return sorted(c.id for c in emulator.account.contacts.values() if not c.is_deleted)
 
 
 def test_page_shape_is_hal_with_absolute_links(client: httpx.Client, server) -> None:

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from emulator_helpers import NOW
-
-from sync.emulator import Emulator
+from emulator_helpers import NOW, live_ids
 
 PHONE, EMAIL, POSITION, SOURCE, INTERESTS = 570_001, 570_002, 570_003, 570_004, 570_005
 DATE, CHECKBOX, BUDGET = 570_006, 570_007, 570_008
 BAD_PHONE = {"value": "1", "enum_code": "NOPE"}
-
-
-def first_live(emulator: Emulator, **wanted: object) -> int:
-    for contact in sorted(emulator.account.contacts.values(), key=lambda c: c.id):
-        if not contact.is_deleted and all(getattr(contact, k) == v for k, v in wanted.items()):
-            return contact.id
-    raise AssertionError("no such contact")
 
 
 def cf(body: dict, field_id: int) -> list[dict] | None:
@@ -50,7 +41,7 @@ def test_post_creates_and_echoes_request_ids(client: httpx.Client, server) -> No
 
 
 def test_server_sets_updated_at_and_ignores_the_clients(client, emulator) -> None:
-    contact_id = first_live(emulator)
+    contact_id = live_ids(emulator)[0]
     emulator.clock.advance(7.9)
     body = [{"id": contact_id, "name": "X", "updated_at": 1}]
     (item,) = client.patch("/api/v4/contacts", json=body).json()["_embedded"]["contacts"]
@@ -68,7 +59,7 @@ def test_a_batch_shares_one_updated_at_second(client, emulator) -> None:
 
 
 def test_patch_touches_only_the_fields_given(client, emulator) -> None:
-    contact_id = first_live(emulator)
+    contact_id = live_ids(emulator)[0]
     before = client.get(f"/api/v4/contacts/{contact_id}").json()
     client.patch(f"/api/v4/contacts/{contact_id}", json={"first_name": "Только"})
     after = client.get(f"/api/v4/contacts/{contact_id}").json()
@@ -100,7 +91,7 @@ def test_custom_field_values_replace_and_null_clears(client, emulator) -> None:
 
 
 def test_every_field_type_round_trips(client, emulator) -> None:
-    contact_id = first_live(emulator)
+    contact_id = live_ids(emulator)[0]
     values = [
         {"field_id": POSITION, "values": [{"value": "CTO"}]},
         {"field_id": SOURCE, "values": [{"value": "Реклама"}]},
@@ -121,7 +112,7 @@ def test_every_field_type_round_trips(client, emulator) -> None:
 
 
 def test_tags_replace_clear_add_and_delete(client, emulator) -> None:
-    contact_id = first_live(emulator)
+    contact_id = live_ids(emulator)[0]
     url = f"/api/v4/contacts/{contact_id}"
 
     def tag_names() -> list[str]:
@@ -136,7 +127,7 @@ def test_tags_replace_clear_add_and_delete(client, emulator) -> None:
 
 
 def test_patch_response_shape(client, emulator, server) -> None:
-    contact_id = first_live(emulator)
+    contact_id = live_ids(emulator)[0]
     response = client.patch(f"/api/v4/contacts/{contact_id}", json={"name": "Новое имя"})
     body = response.json()
     assert set(body) == {"id", "name", "updated_at", "request_id", "_links"}

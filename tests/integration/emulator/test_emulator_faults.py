@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from emulator_helpers import all_pages
+from emulator_helpers import all_pages, live_ids
 
-from sync.emulator import Emulator, FaultRule
+from sync.emulator import FaultRule
 
 CONTACTS = "/api/v4/contacts"
-
-
-def live_ids(emulator: Emulator) -> list[int]:
-    return sorted(c.id for c in emulator.account.contacts.values() if not c.is_deleted)
 
 
 def test_500_is_problem_json_with_trace_id_and_no_type(client, emulator) -> None:

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import httpx
-from emulator_helpers import NOW
-
-from sync.emulator import Emulator
-
-
-def live_ids(emulator: Emulator) -> list[int]:
-    return sorted(c.id for c in emulator.account.contacts.values() if not c.is_deleted)
+from emulator_helpers import NOW, live_ids
 
 
 def events(client: httpx.Client, params) -> list[dict]:

@@ -15,6 +15,7 @@ from amocrm import AmoCRM
 from amocrm.auth import InMemoryTokenStorage, OAuthConfig
 from amocrm.models.common import Tag
 from amocrm.models.contacts import Contact
+from emulator_helpers import live_ids
 
 from sync.emulator import Emulator, EmulatorSettings, RunningServer
 
@@ -40,10 +41,6 @@ def sdk(
     client._base_url = server.base_url  # the SDK's only way to leave *.amocrm.ru
     yield client
     client._session.close()
-
-
-def live_ids(emulator: Emulator) -> list[int]:
-    return sorted(c.id for c in emulator.account.contacts.values() if not c.is_deleted)
 
 
 def test_sdk_iterates_every_page(sdk: AmoCRM, emulator: Emulator) -> None:
