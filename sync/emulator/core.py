@@ -106,7 +106,7 @@ class Emulator:
         early = faulting.early_response(rule, request)
         if early is not None:
             return early
-        if rule.kind == "drift":
+        if rule.kind == "drift" and normalise_path(request.path) == "/api/v4/contacts":
             self._drift(request, rule.touch)
         return faulting.spoil(rule, request, self._answer(request))
 
