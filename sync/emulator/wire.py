@@ -39,13 +39,21 @@ class Request:
         return self.headers.get(name.lower())
 
     def json(self) -> Any:
-        """The parsed body; None when empty."""
+        """The parsed body; None when empty. Parsed once (the log, the fault matcher and the
+        handler all read it); callers must not mutate it."""
+        value, problem = self._parsed
+        if problem is not None:
+            raise BadJson(problem)
+        return value
+
+    @cached_property
+    def _parsed(self) -> tuple[Any, str | None]:
         if not self.body.strip():
-            return None
+            return None, None
         try:
-            return json.loads(self.body)
+            return json.loads(self.body), None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise BadJson(str(exc)) from exc
+            return None, str(exc)
 
 
 @dataclass
