@@ -117,6 +117,10 @@ def test_account_and_its_with_flags(client, emulator) -> None:
     assert flags["is_api_filter_enabled"] is True
     assert flags["amojo_id"]
     assert flags["_embedded"]["datetime_settings"]["timezone"]
+    every = "amojo_rights,users_groups,task_types,version,entity_names,drive_url,invoices_settings"
+    full = client.get("/api/v4/account", params={"with": every}).json()
+    assert {"version", "drive_url", "invoices_settings"} <= set(full)
+    assert {"amojo_rights", "users_groups", "task_types", "entity_names"} <= set(full["_embedded"])
 
 
 def test_chat_links_post_and_get_with_array_forms(client, emulator) -> None:
