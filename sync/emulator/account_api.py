@@ -39,7 +39,7 @@ def get_account(ctx: Ctx) -> Response:
         "is_technical_account": False, "contact_name_display_order": 1,
         "_links": link(f"{ctx.base}/api/v4/account"),
     }  # fmt: skip
-    scalars = {"amojo_id": "a1b2c3d4-0000-4000-8000-emulator0001", "version": 1,
+    scalars = {"amojo_id": "a1b2c3d4-0000-4000-8000-000000000001", "version": 1,
                "drive_url": "https://drive-b.amocrm.ru",
                "is_api_filter_enabled": ctx.filters_enabled,
                "invoices_settings": {"lang": "ru", "invoices_catalog_id": None}}  # fmt: skip
