@@ -36,6 +36,9 @@ class RunningServer:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # slow/latency threads must not hold up stop(); they are daemons
+    # socketserver's default backlog is 5: a client opening a pool of connections at once
+    # would see dropped SYNs and a 1 s retransmit, which a benchmark would blame on the API.
+    request_queue_size = 128
     emulator: Emulator
 
 
