@@ -266,9 +266,7 @@ def load_config(
     return config
 
 
-def _choose_file(
-    path: str | os.PathLike[str] | None, env: Mapping[str, str]
-) -> tuple[Path, bool]:
+def _choose_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple[Path, bool]:
     if path is not None:
         return Path(path), True
     if env.get("AMOSYNC_CONFIG"):
@@ -354,7 +352,11 @@ class _Loader:
 
     def report_unknown_env(self) -> None:
         for name in sorted(self.env):
-            if name.startswith(ENV_PREFIX) and name not in NON_KEY_ENV and name not in self.used_env:
+            if (
+                name.startswith(ENV_PREFIX)
+                and name not in NON_KEY_ENV
+                and name not in self.used_env
+            ):
                 self.problems.append(
                     ConfigProblem(name, "environment", "does not name a configuration key")
                 )
@@ -386,7 +388,7 @@ def _coerce_env(raw: str, hint: Any) -> Any:
             try:
                 return _coerce_file(tomllib.loads(f"v = {text}")["v"], hint)
             except tomllib.TOMLDecodeError:
-                return _Invalid(f"must be a list such as [\"a\", \"b\"] or a,b; got {text!r}")
+                return _Invalid(f'must be a list such as ["a", "b"] or a,b; got {text!r}')
         return tuple(part.strip() for part in text.split(",") if part.strip())
     if hint is Secret:
         return Secret(raw)
