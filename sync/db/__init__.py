@@ -1,0 +1,1 @@
+"""Everything that speaks SQL: schema, migrations, engine and the repository."""

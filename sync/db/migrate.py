@@ -1,0 +1,74 @@
+"""Apply and revert the alembic migrations in `sync/migrations` on the configured schema.
+
+Each call runs in one transaction under an advisory lock, so two `amosync db upgrade` at once
+are serialised and a failed migration leaves nothing half-done (PostgreSQL DDL is transactional).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.util.exc import CommandError
+from sqlalchemy.engine import Connection
+
+from sync.config import DatabaseConfig
+from sync.db.engine import create_engine, store_errors
+from sync.errors import UsageError
+
+SCRIPT_LOCATION = "sync:migrations"
+
+
+def alembic_config(connection: Connection, schema: str) -> AlembicConfig:
+    """An alembic configuration bound to an open connection and a target schema."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    config.attributes["connection"] = connection
+    config.attributes["schema"] = schema
+    return config
+
+
+def current_revision(connection: Connection, schema: str) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table_schema": schema})
+    return context.get_current_revision()
+
+
+@contextmanager
+def _locked(db: DatabaseConfig) -> Iterator[Connection]:
+    engine = create_engine(db)
+    try:
+        with store_errors(db), engine.begin() as conn:
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"amosync-migrate:{db.schema}"},
+            )
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def upgrade(db: DatabaseConfig, revision: str = "head") -> tuple[str | None, str | None]:
+    """Upgrade the schema to `revision`; returns (before, after). A second run changes nothing."""
+    with _locked(db) as conn:
+        before = current_revision(conn, db.schema)
+        _run(command.upgrade, conn, db.schema, revision)
+        return before, current_revision(conn, db.schema)
+
+
+def downgrade(db: DatabaseConfig, revision: str) -> tuple[str | None, str | None]:
+    """Downgrade the schema to `revision` ('base' removes every object the sync created)."""
+    with _locked(db) as conn:
+        before = current_revision(conn, db.schema)
+        _run(command.downgrade, conn, db.schema, revision)
+        return before, current_revision(conn, db.schema)
+
+
+def _run(action: object, conn: Connection, schema: str, revision: str) -> None:
+    try:
+        action(alembic_config(conn, schema), revision)  # type: ignore[operator]
+    except CommandError as exc:
+        raise UsageError(f"cannot migrate to {revision!r}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Alembic migrations of the amocrm-sync schema (applied by `amosync db upgrade`)."""

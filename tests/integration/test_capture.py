@@ -1,0 +1,186 @@
+"""Change capture and write guards: what local SQL does to the outbox, against real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from sync.config import DatabaseConfig
+from sync.db.capture import notify_channel
+from sync.db.engine import database_url, sync_origin
+
+UPDATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def run(engine: Engine, sql: str, params: dict[str, Any] | None = None, *, origin: bool = False):
+    with engine.begin() as conn:
+        if origin:
+            sync_origin(conn)
+        return conn.execute(sa.text(sql), params or {})
+
+
+def changes(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.text("SELECT * FROM amocrm.sync_changes ORDER BY id")).mappings()
+    return [dict(row) for row in rows]
+
+
+@pytest.fixture
+def contact(engine: Engine) -> Iterator[int]:
+    """A contact as pulled from amoCRM (written with the sync's origin, so not captured)."""
+    run(
+        engine,
+        """INSERT INTO amocrm.contacts (id, name, first_name, responsible_user_id, updated_at,
+               custom_fields_values)
+           VALUES (42, 'Ann', 'Ann', 7, :u, '[{"field_id": 1, "values": [{"value": "x"}]}]')""",
+        {"u": UPDATED},
+        origin=True,
+    )
+    run(engine, "INSERT INTO amocrm.contact_tags VALUES (42, 5, 'vip')", origin=True)
+    yield 42
+
+
+def status(engine: Engine, contact_id: int) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.scalar(
+                sa.text("SELECT sync_status FROM amocrm.contacts WHERE id = :i"), {"i": contact_id}
+            )
+        )
+
+
+def test_sync_origin_writes_are_not_captured(engine: Engine, contact: int) -> None:
+    run(engine, "UPDATE amocrm.contacts SET name = 'Bob' WHERE id = 42", origin=True)
+    with engine.connect() as conn:
+        assert changes(conn) == []
+    assert status(engine, contact) == "synced"
+
+
+def test_local_update_is_captured_with_its_base(engine: Engine, contact: int) -> None:
+    run(engine, "UPDATE amocrm.contacts SET name = 'Anna', last_name = 'Lee' WHERE id = 42")
+    with engine.connect() as conn:
+        [change] = changes(conn)
+    assert change["contact_id"] == contact
+    assert change["kind"] == "update"
+    assert change["new_values"] == {"name": "Anna", "last_name": "Lee"}
+    assert change["base_values"] == {"name": "Ann", "last_name": None}
+    assert change["base_updated_at"] == UPDATED
+    assert status(engine, contact) == "pending"
+
+
+def test_custom_fields_edit_is_captured_but_an_unchanged_write_is_not(
+    engine: Engine, contact: int
+) -> None:
+    run(engine, "UPDATE amocrm.contacts SET name = name, first_name = 'Ann' WHERE id = 42")
+    run(
+        engine,
+        """UPDATE amocrm.contacts SET custom_fields_values = NULL WHERE id = 42""",
+    )
+    with engine.connect() as conn:
+        [change] = changes(conn)
+    assert change["new_values"] == {"custom_fields_values": None}
+    assert change["base_values"]["custom_fields_values"][0]["field_id"] == 1
+
+
+def test_editing_a_mirrored_column_is_refused(engine: Engine, contact: int) -> None:
+    with pytest.raises(sa.exc.DBAPIError, match=r"contacts.updated_at of contact 42 cannot be"):
+        run(engine, "UPDATE amocrm.contacts SET updated_at = now() WHERE id = 42")
+    with pytest.raises(sa.exc.DBAPIError, match=r"contacts.sync_status .* mirrors amoCRM"):
+        run(engine, "UPDATE amocrm.contacts SET sync_status = 'error' WHERE id = 42")
+
+
+def test_delete_is_refused_with_a_clear_message(engine: Engine, contact: int) -> None:
+    with pytest.raises(sa.exc.DBAPIError) as caught:
+        run(engine, "DELETE FROM amocrm.contacts WHERE id = 42")
+    diag = caught.value.orig.diag  # type: ignore[union-attr]
+    assert diag.message_primary == (
+        "amosync: DELETE of contact 42 refused: the amoCRM API cannot delete contacts"
+    )
+    assert "Delete the contact in amoCRM" in diag.message_hint
+    with pytest.raises(sa.exc.DBAPIError, match="TRUNCATE of contacts refused"):
+        run(engine, "TRUNCATE amocrm.contacts CASCADE")
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM amocrm.contacts")) == 1
+
+
+def test_local_insert_gets_a_temporary_negative_id(engine: Engine) -> None:
+    first = run(engine, "INSERT INTO amocrm.contacts (name) VALUES ('New') RETURNING id").scalar()
+    second = run(
+        engine,
+        "INSERT INTO amocrm.contacts (name, responsible_user_id) VALUES ('Two', 3) RETURNING id",
+    ).scalar()
+    assert first == -1
+    assert second == -2
+    with engine.connect() as conn:
+        created = changes(conn)
+    assert [(c["contact_id"], c["kind"], c["new_values"]) for c in created] == [
+        (-1, "create", {"name": "New"}),
+        (-2, "create", {"name": "Two", "responsible_user_id": 3}),
+    ]
+    assert status(engine, -1) == "pending"
+
+
+def test_insert_with_an_amocrm_id_or_mirrored_column_is_refused(engine: Engine) -> None:
+    with pytest.raises(sa.exc.DBAPIError, match="insert without an id"):
+        run(engine, "INSERT INTO amocrm.contacts (id, name) VALUES (5, 'x')")
+    with pytest.raises(sa.exc.DBAPIError, match="contacts.created_at is set by amoCRM"):
+        run(engine, "INSERT INTO amocrm.contacts (name, created_at) VALUES ('x', now())")
+
+
+def test_a_contact_never_pushed_may_be_deleted(engine: Engine) -> None:
+    new_id = run(engine, "INSERT INTO amocrm.contacts (name) VALUES ('x') RETURNING id").scalar()
+    run(engine, "DELETE FROM amocrm.contacts WHERE id = :i", {"i": new_id})
+    with engine.connect() as conn:
+        assert changes(conn) == []
+
+
+def test_chat_link_insert_is_captured(engine: Engine, contact: int) -> None:
+    link = run(
+        engine,
+        "INSERT INTO amocrm.contact_chats (contact_id, chat_id) VALUES (42, 'c-1') RETURNING id",
+    ).scalar()
+    assert link is not None
+    assert link < 0
+    with engine.connect() as conn:
+        [change] = changes(conn)
+    assert (change["kind"], change["chat_link_id"], change["new_values"]) == (
+        "chat_link",
+        link,
+        {"chat_id": "c-1"},
+    )
+
+
+def test_relation_tables_refuse_local_writes(engine: Engine, contact: int) -> None:
+    with pytest.raises(sa.exc.DBAPIError, match="INSERT on contact_leads refused"):
+        run(engine, "INSERT INTO amocrm.contact_leads VALUES (42, 1)")
+    with pytest.raises(sa.exc.DBAPIError, match="DELETE on contact_tags refused"):
+        run(engine, "DELETE FROM amocrm.contact_tags WHERE contact_id = 42")
+
+
+def test_id_assigned_by_amocrm_replaces_the_temporary_one_everywhere(engine: Engine) -> None:
+    temp = run(engine, "INSERT INTO amocrm.contacts (name) VALUES ('x') RETURNING id").scalar()
+    run(engine, "INSERT INTO amocrm.contact_chats (contact_id, chat_id) VALUES (:i, 'c')", {"i": temp})
+    run(engine, "UPDATE amocrm.contacts SET id = 900 WHERE id = :i", {"i": temp}, origin=True)
+    with engine.connect() as conn:
+        assert {c["contact_id"] for c in changes(conn)} == {900}
+        assert conn.scalar(sa.text("SELECT contact_id FROM amocrm.contact_chats")) == 900
+
+
+def test_deleted_contact_cannot_be_edited(engine: Engine, contact: int) -> None:
+    run(engine, "UPDATE amocrm.contacts SET is_deleted = true WHERE id = 42", origin=True)
+    with pytest.raises(sa.exc.DBAPIError, match="contact 42 was deleted in amoCRM"):
+        run(engine, "UPDATE amocrm.contacts SET name = 'x' WHERE id = 42")
+
+
+def test_sync_request_is_announced(db_config: DatabaseConfig, engine: Engine) -> None:
+    dsn = database_url(db_config).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {notify_channel('amocrm')}")
+        run(engine, "INSERT INTO amocrm.sync_requests (kind) VALUES ('full')")
+        notice = next(listener.notifies(timeout=5, stop_after=1))
+    assert notice.channel == notify_channel("amocrm")
