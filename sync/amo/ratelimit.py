@@ -83,6 +83,11 @@ class RateLimiter:
             self._halted = error
             self._cond.notify_all()
 
+    def paused_for(self) -> float:
+        """Seconds left of the current pause (0 when none)."""
+        with self._cond:
+            return max(0.0, self._paused_until - self._monotonic())
+
     @property
     def halted(self) -> AmoError | None:
         return self._halted
