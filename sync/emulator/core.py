@@ -1,0 +1,304 @@
+"""`Emulator`: the account plus everything around it (auth, rate limit, faults, latency, log).
+
+`handle` is the whole server as a function of one request; the HTTP server and the httpx
+transport only translate. The API pipeline, in order: count the arrival for the rate limit
+(403 when blocked, 429 over the limit), pick a scheduled fault, check the bearer token, run the
+endpoint, then let the fault spoil the answer; latency is returned as `delay_s` for the
+transport to wait, so it never holds a lock or delays the rate-limit count.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from sync.emulator import faulting
+from sync.emulator.auth import OAuthProblem, TokenBook
+from sync.emulator.clock import EmulatorClock
+from sync.emulator.context import Ctx
+from sync.emulator.faults import FaultBook, FaultRule
+from sync.emulator.params import int_param
+from sync.emulator.problems import ApiProblem
+from sync.emulator.ratelimit import RateLimiter
+from sync.emulator.render import contact_json
+from sync.emulator.requestlog import LoggedRequest, RequestLog
+from sync.emulator.routes import LIST_PATHS, dispatch, is_write, normalise_path
+from sync.emulator.seed import generate
+from sync.emulator.settings import EmulatorSettings
+from sync.emulator.store import Account
+from sync.emulator.wire import PLAIN_JSON, PROBLEM, BadJson, Request, Response, json_response
+from sync.emulator.writes import parse_entities
+
+UI_USER = 8_000_002  # who "a CRM user" is when tests create, edit or delete through the admin API
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What may change while the emulator runs (starting values come from the settings)."""
+
+    latency_ms: float
+    jitter_ms: float
+    rate_limit: float | None
+    rate_limit_body: str
+    api_filter_enabled: bool
+    block_after_violations: int | None
+
+
+class Emulator:
+    """A thread-safe emulated amoCRM account with controllable clock, faults and request log."""
+
+    def __init__(self, settings: EmulatorSettings | None = None) -> None:
+        self.settings = settings or EmulatorSettings()
+        self.clock = EmulatorClock(self.settings.clock_start, frozen=self.settings.clock_frozen)
+        self._controls_lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the seeded account: faults, log, tokens, the block and switches cleared."""
+        s = self.settings
+        self.account = Account(s, self.clock, generate(s))
+        self.tokens = TokenBook(s, self.clock)
+        self.limiter = RateLimiter(s.rate_limit, s.rate_limit_window_s, s.block_after_violations)
+        self.fault_book = FaultBook(seed=s.seed)
+        self.log = RequestLog()
+        self._random = random.Random(s.seed)  # noqa: S311 - jitter, not security
+        self._controls = Controls(s.latency_ms, s.jitter_ms, s.rate_limit, s.rate_limit_body,
+                                  s.api_filter_enabled, s.block_after_violations)  # fmt: skip
+
+    # --- the server as a function -----------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        if request.path.startswith("/_emulator"):
+            from sync.emulator.admin import handle_admin  # the admin API drives this class
+
+            return _stamped(handle_admin(self, request))
+        arrived_at, clock_at, seq = time.time(), self.clock.now(), self.log.next_seq()
+        response, fault = self._serve(request)
+        self.log.add(LoggedRequest(
+            seq, arrived_at, clock_at, request.client, request.method, request.path,
+            request.query_string, 0 if response.reset else response.status, fault,
+            _write_body(request),
+        ))  # fmt: skip
+        return _stamped(response)
+
+    def _serve(self, request: Request) -> tuple[Response, str | None]:
+        controls = self.controls()
+        verdict = self.limiter.arrive(request.client)
+        if verdict != "ok":
+            body = controls.rate_limit_body
+            return faulting.refusal(verdict, body, self.settings.retry_after_s), None
+        rule = self.fault_book.pick(request.method, normalise_path(request.path), _page(request))
+        response = self._faulted(request, rule) if rule else self._answer(request)
+        response.delay_s += self._latency(controls)
+        return response, rule.kind if rule else None
+
+    def _faulted(self, request: Request, rule: FaultRule) -> Response:
+        early = faulting.early_response(rule, request)
+        if early is not None:
+            return early
+        if rule.kind == "drift":
+            self._drift(request, rule.touch)
+        return faulting.spoil(rule, request, self._answer(request))
+
+    def _answer(self, request: Request) -> Response:
+        try:
+            if normalise_path(request.path) == "/oauth2/access_token":
+                return self._token_endpoint(request)
+            if not self.tokens.accepts(request.header("authorization")):
+                raise ApiProblem(401, "Invalid user name or password")
+            return dispatch(self._context(request))
+        except ApiProblem as problem:
+            return json_response(problem.status, problem.body, PROBLEM)
+
+    def _token_endpoint(self, request: Request) -> Response:
+        if request.method != "POST":
+            raise ApiProblem(405, "Method Not Allowed")
+        try:
+            return json_response(200, self.tokens.grant(_form(request)), PLAIN_JSON)
+        except OAuthProblem as problem:
+            return json_response(problem.status, problem.body, PROBLEM)
+
+    def _context(self, request: Request) -> Ctx:
+        base = self.settings.public_base_url or f"http://{request.header('host') or 'localhost'}"
+        return Ctx(request, self.account, self.clock, base, self.controls().api_filter_enabled)
+
+    def _latency(self, controls: Controls) -> float:
+        jitter = self._random.uniform(0, controls.jitter_ms) if controls.jitter_ms else 0.0
+        return (controls.latency_ms + jitter) / 1000
+
+    def _drift(self, request: Request, count: int) -> None:
+        """Touch the first `count` contacts in this list's order: rows the client already read
+        move behind it, so a page-number walk skips others (amoCRM's unstable paging)."""
+        from sync.emulator.query import parse_contacts_query, select
+
+        with self.account.lock:
+            q = parse_contacts_query(request.query, self.account, self.controls().api_filter_enabled)
+            contacts, _ = select(self.account, q, 0, count)
+            now = self.clock.now_s()
+            for contact in contacts:
+                self.account.touch(contact, now, UI_USER)
+
+    # --- switches ---------------------------------------------------------------------------
+
+    def controls(self) -> Controls:
+        with self._controls_lock:
+            return self._controls
+
+    def set_controls(self, **changes: Any) -> Controls:
+        """Change runtime switches: latency_ms, jitter_ms, rate_limit, rate_limit_body,
+        api_filter_enabled, block_after_violations."""
+        with self._controls_lock:
+            self._controls = replace(self._controls, **changes)
+            self.limiter.limit = self._controls.rate_limit
+            self.limiter.block_after = self._controls.block_after_violations
+            return self._controls
+
+    def unblock(self) -> None:
+        self.limiter.unblock()
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def add_fault(self, rule: FaultRule) -> int:
+        return self.fault_book.add(rule)
+
+    def remove_fault(self, rule_id: int) -> bool:
+        return self.fault_book.remove(rule_id)
+
+    def clear_faults(self) -> None:
+        self.fault_book.clear()
+
+    def faults(self) -> list[dict[str, Any]]:
+        return self.fault_book.list()
+
+    # --- auth ---------------------------------------------------------------------------------
+
+    @property
+    def long_lived_token(self) -> str:
+        return self.tokens.long_lived_token
+
+    def issue_auth_code(self) -> str:
+        return self.tokens.issue_code()
+
+    def issue_tokens(self) -> dict[str, Any]:
+        return self.tokens.issue_pair()
+
+    def expire_access_tokens(self) -> None:
+        self.tokens.expire_access()
+
+    def revoke_all_tokens(self) -> None:
+        self.tokens.revoke_all()
+
+    # --- the request log ----------------------------------------------------------------------
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self.log.entries()
+
+    def clear_requests(self) -> None:
+        self.log.clear()
+
+    # --- what a CRM user does in the UI ---------------------------------------------------------
+
+    def create_contacts(self, items: list[dict[str, Any]]) -> list[int]:
+        """Create contacts (API write shape); raises ApiProblem on invalid input."""
+        with self.account.lock:
+            patches = parse_entities(items, self.account, update=False)
+            now = self.clock.now_s()
+            return [self.account.create(p, now, UI_USER).id for p in patches]
+
+    def update_contacts(self, items: list[dict[str, Any]]) -> int:
+        """A bulk edit: every contact gets the same `updated_at` second, which is returned."""
+        with self.account.lock:
+            patches = parse_entities(items, self.account, update=True)
+            now = self.clock.now_s()
+            for patch in patches:
+                self.account.update(patch, now, UI_USER)
+            return now
+
+    def delete_contact(self, contact_id: int) -> None:
+        """Move to the trash, as a user deleting in the UI (the API cannot)."""
+        with self.account.lock:
+            contact = self.account.live(contact_id)
+            if contact is None:
+                raise LookupError(f"no live contact {contact_id}")
+            self.account.trash(contact, self.clock.now_s(), UI_USER)
+
+    def restore_contact(self, contact_id: int) -> None:
+        with self.account.lock:
+            contact = self.account.contacts.get(contact_id)
+            if contact is None or not contact.is_deleted:
+                raise LookupError(f"no contact {contact_id} in the trash")
+            self.account.restore(contact, self.clock.now_s(), UI_USER)
+
+    def touch_contacts(self, ids: list[int] | None = None, count: int | None = None) -> list[int]:
+        """Bump `updated_at` of the given contacts, or of the `count` least recently updated."""
+        with self.account.lock:
+            if ids is None:
+                ids = [c.id for c in self.account.view("updated_at", False, False)[: count or 0]]
+            contacts = [self.account.live(i) for i in ids]
+            if any(c is None for c in contacts):
+                raise LookupError("some ids are not live contacts")
+            now = self.clock.now_s()
+            for contact in contacts:
+                assert contact is not None
+                self.account.touch(contact, now, UI_USER)
+            return ids
+
+    def link_chat(self, contact_id: int, chat_id: str) -> dict[str, Any]:
+        with self.account.lock:
+            if self.account.live(contact_id) is None:
+                raise LookupError(f"no live contact {contact_id}")
+            return asdict(self.account.link_chat(contact_id, chat_id))
+
+    def contact(self, contact_id: int, base: str = "http://localhost") -> dict[str, Any] | None:
+        """The contact as the API renders it with every `with` (a trash stub when deleted)."""
+        with self.account.lock:
+            contact = self.account.contacts.get(contact_id)
+            if contact is None:
+                return None
+            return contact_json(contact, self.account, base, {"leads", "customers", "catalog_elements"})
+
+    def state(self) -> dict[str, Any]:
+        with self.account.lock:
+            live = sum(1 for c in self.account.contacts.values() if not c.is_deleted)
+            total, events = len(self.account.contacts), len(self.account.events)
+        return {"contacts": live, "trash": total - live, "events": events,
+                "clock": self.clock.state(), "controls": asdict(self.controls()),
+                "rate_limit": self.limiter.state(), "faults": self.faults()}  # fmt: skip
+
+
+def _stamped(response: Response) -> Response:
+    response.headers.setdefault("X-Request-Id", secrets.token_hex(8))
+    return response
+
+
+def _page(request: Request) -> int | None:
+    if request.method != "GET" or normalise_path(request.path) not in LIST_PATHS:
+        return None
+    return int_param(request.query, "page", 1)
+
+
+def _write_body(request: Request) -> Any:
+    if not is_write(request.method):
+        return None
+    try:
+        return request.json()
+    except BadJson:
+        return request.body.decode("utf-8", "replace")
+
+
+def _form(request: Request) -> dict[str, Any]:
+    """The token endpoint takes JSON (amoCRM's docs) or a standard OAuth form body."""
+    if "json" in (request.header("content-type") or "") or request.body.lstrip().startswith(b"{"):
+        try:
+            data = request.json()
+        except BadJson:
+            return {}
+        return data if isinstance(data, dict) else {}
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(request.body.decode("utf-8", "replace")))
+

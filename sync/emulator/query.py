@@ -1,0 +1,152 @@
+"""`GET /api/v4/contacts` parameters → which contacts, in what order, which page.
+
+Selection walks a cached sorted view and stops as soon as the page (plus one item, to know
+whether a next page exists) is filled, so a page costs about page x limit, not the account size.
+A date range on the field being ordered by is cut out of the view with bisect.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+from sync.emulator.model import Contact
+from sync.emulator.params import Query, comma_values, ints_of, values_of
+from sync.emulator.store import Account, search_text
+
+ORDER_FIELDS = ("updated_at", "id", "created_at")
+Predicate = Callable[[Contact], bool]
+
+
+@dataclass
+class Range:
+    low: int | None = None  # inclusive, already adjusted for exclusive bounds
+    high: int | None = None
+
+    def holds(self, value: int) -> bool:
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+
+@dataclass
+class ContactQuery:
+    ids: list[int] | None = None
+    ranges: dict[str, Range] = field(default_factory=dict)  # updated_at / created_at
+    names: list[str] | None = None
+    users: dict[str, list[int]] = field(default_factory=dict)  # responsible_user_id, ...
+    text: str | None = None
+    order_field: str = "id"
+    descending: bool = False
+    deleted: bool = False
+
+
+def parse_contacts_query(query: Query, account: Account, filters_enabled: bool) -> ContactQuery:
+    q = ContactQuery(deleted="only_deleted" in comma_values(query.get("with")))
+    raw_filter = query.get("filter")
+    if filters_enabled and isinstance(raw_filter, dict):
+        _parse_filter(raw_filter, q, account.settings.inclusive_date_bounds)
+    text = query.get("query")
+    if isinstance(text, str) and text.strip():
+        q.text = text.strip()
+    _parse_order(query.get("order"), q)
+    return q
+
+
+def _parse_filter(raw: Query, q: ContactQuery, inclusive: bool) -> None:
+    if "id" in raw:
+        q.ids = ints_of(raw["id"]) or []  # a non-integer id matches nothing
+    for name in ("updated_at", "created_at"):
+        if name in raw:
+            q.ranges[name] = date_range(raw[name], inclusive)
+    if "name" in raw:
+        q.names = values_of(raw["name"])
+    for name in ("responsible_user_id", "created_by", "updated_by"):
+        if name in raw:
+            q.users[name] = ints_of(raw[name]) or []
+
+
+def date_range(raw: object, inclusive: bool) -> Range:
+    if isinstance(raw, str):  # a bare `filter[updated_at]=T` is an exact match
+        exact = ints_of(raw)
+        value = exact[0] if exact else -1
+        return Range(value, value)
+    bounds = raw if isinstance(raw, dict) else {}
+    low, high = _bound(bounds.get("from")), _bound(bounds.get("to"))
+    if not inclusive:
+        low = None if low is None else low + 1
+        high = None if high is None else high - 1
+    return Range(low, high)
+
+
+def _bound(raw: object) -> int | None:
+    values = ints_of(raw)
+    return values[0] if values else None
+
+
+def _parse_order(raw: object, q: ContactQuery) -> None:
+    if not isinstance(raw, dict):
+        return
+    for name, direction in raw.items():  # one key is documented; the first one given wins
+        if name in ORDER_FIELDS and isinstance(direction, str):
+            q.order_field, q.descending = name, direction.lower() == "desc"
+            return
+
+
+def select(account: Account, q: ContactQuery, offset: int, limit: int) -> tuple[list[Contact], bool]:
+    """The page's contacts and whether more follow. Call with the account lock held."""
+    matches = (c for c in _candidates(account, q) if _predicate(account, q)(c))
+    page = list(islice(matches, offset, offset + limit + 1))
+    return page[:limit], len(page) > limit
+
+
+def _candidates(account: Account, q: ContactQuery) -> Iterator[Contact]:
+    if q.ids is not None:
+        found = (account.contacts.get(i) for i in dict.fromkeys(q.ids))
+        chosen = [c for c in found if c is not None and c.is_deleted == q.deleted]
+        return iter(sorted(chosen, key=account.sort_key(q.order_field, q.descending)))
+    view = account.view(q.order_field, q.descending, q.deleted)
+    span = q.ranges.get(q.order_field)
+    if span is None:
+        return iter(view)
+    return _slice(view, span, q.order_field, q.descending)
+
+
+def _slice(view: list[Contact], span: Range, name: str, descending: bool) -> Iterator[Contact]:
+    sign = -1 if descending else 1
+    low, high = span.low, span.high
+    if descending:
+        low, high = (None if high is None else -high), (None if low is None else -low)
+
+    def key(contact: Contact) -> int:
+        return int(sign * getattr(contact, name))
+
+    start = 0 if low is None else bisect_left(view, low, key=key)
+    stop = len(view) if high is None else bisect_right(view, high, key=key)
+    return islice(view, start, stop)
+
+
+def _predicate(account: Account, q: ContactQuery) -> Predicate:
+    checks: list[Predicate] = []
+    for name, span in q.ranges.items():
+        checks.append(lambda c, n=name, s=span: s.holds(getattr(c, n)))  # type: ignore[misc]
+    if q.names is not None:
+        wanted = set(q.names)
+        checks.append(lambda c: c.name in wanted)
+    for name, ids in q.users.items():
+        checks.append(lambda c, n=name, i=set(ids): getattr(c, n) in i)  # type: ignore[misc]
+    if q.text is not None:
+        checks.append(_text_check(account, q.text))
+    return lambda c: all(check(c) for check in checks)
+
+
+def _text_check(account: Account, text: str) -> Predicate:
+    needle = text.casefold()
+    digits = "".join(ch for ch in text if ch.isdigit())
+    use_digits = len(digits) >= 5 and len(digits) >= len(text.replace(" ", "")) - 4
+
+    def check(contact: Contact) -> bool:
+        haystack = search_text(contact, account.fields)
+        return needle in haystack or (use_digits and digits in haystack)
+
+    return check

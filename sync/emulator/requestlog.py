@@ -1,0 +1,49 @@
+"""The request log tests assert on ("never more than 7 requests in any second", "the PATCH
+carried these fields"). Admin calls are not logged."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    seq: int
+    arrived_at: float  # wall-clock unix seconds at arrival (before latency)
+    clock: float  # the emulator clock at arrival
+    client: str
+    method: str
+    path: str
+    query: str
+    status: int  # 0 when the connection was reset instead of answered
+    fault: str | None
+    body: Any  # parsed JSON of a write, else None
+
+
+class RequestLog:
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._entries: list[LoggedRequest] = []
+        self._max = max_entries
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def next_seq(self) -> int:
+        with self._lock:
+            self._seq += 1
+            return self._seq
+
+    def add(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self._entries.append(entry)
+            if len(self._entries) > self._max:
+                del self._entries[: len(self._entries) - self._max]
+
+    def entries(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [asdict(entry) for entry in sorted(self._entries, key=lambda e: e.seq)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

@@ -1,0 +1,96 @@
+"""The HTTP front: `http.server.ThreadingHTTPServer` in a thread, translating to `Emulator.handle`.
+
+Latency is slept in the connection's own thread (after the rate limiter counted the arrival),
+so a slow answer never blocks other clients. A "reset" fault closes the socket with an RST.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from sync.emulator.core import Emulator
+from sync.emulator.wire import Request
+
+
+class RunningServer:
+    def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread) -> None:
+        self.httpd = httpd
+        self.thread = thread
+        host, port = httpd.server_address[:2]
+        self.host, self.port = str(host), int(port)
+        self.base_url = f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # slow/latency threads must not hold up stop(); they are daemons
+    emulator: Emulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real gateway
+
+    def _serve(self) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = Request(
+            self.command, parts.path, parts.query,
+            {k.lower(): v for k, v in self.headers.items()}, body, self.client_address[0],
+        )  # fmt: skip
+        response = self.server.emulator.handle(request)
+        if response.delay_s > 0:
+            time.sleep(response.delay_s)
+        if response.reset:
+            self._reset_connection()
+            return
+        self.send_response(response.status)
+        for name, value in response.all_headers().items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def _reset_connection(self) -> None:
+        # SO_LINGER with a zero timeout makes close() send RST: the client sees ECONNRESET.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+
+    def version_string(self) -> str:
+        return "nginx"  # what amoCRM's gateway says; clients sometimes log it
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = _serve  # noqa: N815
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        """Silent: the emulator keeps its own request log."""
+
+
+def start(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    httpd = _Server((host, port), _Handler)
+    httpd.emulator = emulator
+    thread = threading.Thread(target=httpd.serve_forever, name="amocrm-emulator", daemon=True)
+    thread.start()
+    return RunningServer(httpd, thread)
+
+
+@contextmanager
+def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningServer]:
+    """Run the emulator on host:port (0 = a free port) until the block exits."""
+    server = start(emulator, host, port)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,68 @@
+"""What an emulated amoCRM account is made of and how it behaves, fixed at start.
+
+Everything a test may want to change while the server runs (latency, the rate limit, the
+filtering switch, faults) is also settable later through `Emulator.set_controls`; these are
+only the starting values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+AuthMode = Literal["any", "long_lived", "oauth"]
+RateLimitBody = Literal["json", "html"]
+TieBreak = Literal["asc", "desc"]
+
+# 2026-01-01T00:00:00Z: seed timestamps are spread over the year before this instant, so the same
+# seed gives byte-identical data whatever day the emulator runs.
+DEFAULT_DATA_EPOCH = 1_767_225_600
+
+
+@dataclass(frozen=True)
+class EmulatorSettings:
+    """The starting state and behaviour of one emulated account."""
+
+    # --- data -----------------------------------------------------------------------------
+    contacts: int = 1_000
+    seed: int = 1
+    data_epoch: int = DEFAULT_DATA_EPOCH
+    trashed_fraction: float = 0.01  # share of seeded contacts that start in the trash
+    subdomain: str = "emulator"
+    account_id: int = 31_000_001
+    public_base_url: str | None = None  # links use the request's Host header when None
+
+    # --- timing ---------------------------------------------------------------------------
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0  # each response waits latency_ms + uniform(0, jitter_ms)
+    clock_start: float | None = None  # unix seconds; None = follow the wall clock
+    clock_frozen: bool = False
+
+    # --- rate limit: a sliding window counted at arrival, before any latency --------------
+    rate_limit: float | None = 7.0  # requests per window per client IP; None = off
+    rate_limit_window_s: float = 1.0
+    rate_limit_body: RateLimitBody = "json"
+    retry_after_s: int = 1  # `retry_after` in the JSON 429 (amoCRM's docs show 300)
+    block_after_violations: int | None = 30  # 429s before every request gets 403; None = never
+
+    # --- auth -----------------------------------------------------------------------------
+    auth_mode: AuthMode = "any"
+    long_lived_token: str | None = None  # None = mint a JWT-shaped one at start
+    long_lived_token_ttl_s: int = 5 * 365 * 86_400
+    client_id: str = "emulator-client-id"
+    client_secret: str = "emulator-client-secret"  # noqa: S105 - a public test fixture
+    redirect_uri: str = "https://localhost/oauth/callback"
+    access_token_ttl_s: int = 86_400
+    refresh_token_ttl_s: int = 90 * 86_400
+    auth_code_ttl_s: int = 20 * 60
+    admin_key: str | None = None  # when set, /_emulator/ needs `X-Emulator-Key: <key>`
+
+    # --- API semantics where the vendor is silent -------------------------------------------
+    api_filter_enabled: bool = True  # False = every filter[...] is silently ignored
+    inclusive_date_bounds: bool = True
+    tie_break: TieBreak = "asc"  # id order among equal sort keys
+    default_page_limit: int = 50
+    max_page_limit: int = 250  # a larger `limit` is clamped to this
+    max_batch: int = 250  # more entities in one POST/PATCH gives 422
+    events_page_limit: int = 250  # amocrm.ru documents 100
+    honour_client_updated_at: bool = False

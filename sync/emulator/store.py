@@ -1,0 +1,263 @@
+"""The account's state and every change to it, behind one re-entrant lock.
+
+Reads for lists go through sorted views cached per (sort key, direction, trash); any change to a
+contact bumps `version`, which drops the cache. Values stored in contacts are never mutated in
+place (writes assign new lists), so a rendered page may be serialised outside the lock.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sync.emulator.clock import EmulatorClock
+from sync.emulator.model import ChatLink, Contact, CustomField, Event, Tag, User
+from sync.emulator.patches import ContactPatch, TagRef
+from sync.emulator.seed import SeedData
+from sync.emulator.settings import EmulatorSettings
+
+SortKey = Callable[[Contact], tuple[int, int]]
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+SYSTEM_USER = 0
+
+
+class Account:
+    """Contacts, fields, users, tags, events and chat links of one emulated account."""
+
+    def __init__(self, settings: EmulatorSettings, clock: EmulatorClock, seed: SeedData) -> None:
+        self.lock = threading.RLock()
+        self.settings = settings
+        self.clock = clock
+        self._random = random.Random(settings.seed)  # noqa: S311 - ids for a simulation
+        self.fields: dict[int, CustomField] = {f.id: f for f in seed.fields}
+        self.fields_by_code = {f.code: f for f in seed.fields if f.code}
+        self.users: dict[int, User] = {u.id: u for u in seed.users}
+        self.tags: dict[int, Tag] = {t.id: t for t in seed.tags}
+        self.contacts: dict[int, Contact] = {}
+        self.chat_links: dict[str, ChatLink] = {link.chat_id: link for link in seed.chat_links}
+        self.events: list[Event] = []
+        self.version = 0
+        self._views: dict[tuple[str, bool, bool], list[Contact]] = {}
+        self._load_contacts(seed.contacts)
+        self._next_link_id = 700_001 + len(seed.chat_links)
+        self._next_tag_id = max(self.tags, default=900_000) + 1
+
+    def _load_contacts(self, contacts: list[Contact]) -> None:
+        for contact in contacts:
+            self.contacts[contact.id] = contact
+            if contact.is_deleted:
+                self._event("contact_deleted", contact, contact.updated_by, contact.updated_at)
+        self.events.sort(key=lambda e: (e.created_at, e.id))
+        self._next_contact_id = max(self.contacts, default=20_000_000) + 1
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def live(self, contact_id: int) -> Contact | None:
+        contact = self.contacts.get(contact_id)
+        return None if contact is None or contact.is_deleted else contact
+
+    def view(self, sort_field: str, descending: bool, deleted: bool) -> list[Contact]:
+        """Contacts in list order for `order[sort_field]`, ties broken by id per settings."""
+        key = (sort_field, descending, deleted)
+        view = self._views.get(key)
+        if view is None:
+            chosen = [c for c in self.contacts.values() if c.is_deleted == deleted]
+            view = sorted(chosen, key=self.sort_key(sort_field, descending))
+            self._views[key] = view
+        return view
+
+    def sort_key(self, sort_field: str, descending: bool) -> SortKey:
+        sign = -1 if descending else 1
+        tie = -1 if self.settings.tie_break == "desc" else 1
+        if sort_field == "id":
+            return lambda c: (sign * c.id, 0)
+        return lambda c: (sign * getattr(c, sort_field), tie * c.id)
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def changed(self) -> None:
+        self.version += 1
+        self._views.clear()
+
+    def create(self, patch: ContactPatch, now: int, actor: int) -> Contact:
+        contact = Contact(
+            id=self._next_contact_id, name="", first_name="", last_name="",
+            responsible_user_id=actor, group_id=self._group_of(actor), created_by=actor,
+            updated_by=actor, created_at=now, updated_at=now,
+        )  # fmt: skip
+        self._next_contact_id += self._random.randint(1, 3)
+        self.contacts[contact.id] = contact
+        self._apply(contact, patch, quiet=True)
+        contact.name = contact.name or _joined_name(contact)
+        self._event("contact_added", contact, contact.created_by, now)
+        self._finish(contact)
+        return contact
+
+    def update(self, patch: ContactPatch, now: int, actor: int) -> Contact:
+        assert patch.contact_id is not None
+        contact = self.contacts[patch.contact_id]
+        contact.updated_by, contact.updated_at = actor, now
+        self._apply(contact, patch, quiet=False)
+        self._finish(contact)
+        return contact
+
+    def touch(self, contact: Contact, now: int, actor: int) -> None:
+        """A save in the UI that changes nothing visible but `updated_at`."""
+        contact.updated_at, contact.updated_by = now, actor
+        self.changed()
+
+    def trash(self, contact: Contact, now: int, actor: int) -> None:
+        contact.is_deleted, contact.updated_at, contact.updated_by = True, now, actor
+        self._event("contact_deleted", contact, actor, now)
+        self.changed()
+
+    def restore(self, contact: Contact, now: int, actor: int) -> None:
+        contact.is_deleted, contact.updated_at, contact.updated_by = False, now, actor
+        self._event("contact_restored", contact, actor, now)
+        self.changed()
+
+    def link_chat(self, contact_id: int, chat_id: str) -> ChatLink:
+        """Link a chat to a contact; a chat belongs to one contact, so relinking moves it."""
+        current = self.chat_links.get(chat_id)
+        if current is not None and current.contact_id == contact_id:
+            return current
+        link = ChatLink(self._next_link_id, contact_id, chat_id)
+        self._next_link_id += 1
+        self.chat_links[chat_id] = link
+        return link
+
+    def _finish(self, contact: Contact) -> None:
+        contact.search_text = None
+        self.changed()
+
+    def _apply(self, contact: Contact, patch: ContactPatch, *, quiet: bool) -> None:
+        now, actor = contact.updated_at, contact.updated_by
+        self._apply_scalars(contact, patch.scalars, quiet=quiet)
+        for field_id, values in patch.custom_fields.items():
+            self._apply_custom_field(contact, field_id, values, quiet=quiet)
+        before = list(contact.tag_ids)
+        contact.tag_ids = self._new_tag_ids(contact.tag_ids, patch)
+        if not quiet:
+            self._tag_events(contact, before, actor, now)
+
+    def _apply_scalars(self, contact: Contact, scalars: dict[str, Any], *, quiet: bool) -> None:
+        old_name, old_responsible = contact.name, contact.responsible_user_id
+        for name, value in scalars.items():
+            setattr(contact, name, value)
+        if "name" not in scalars and ({"first_name", "last_name"} & scalars.keys()):
+            contact.name = _joined_name(contact)
+        if "responsible_user_id" in scalars:
+            contact.group_id = self._group_of(contact.responsible_user_id)
+        if quiet:
+            return
+        if contact.name != old_name:
+            before, after = [{"name_field_value": {"name": old_name}}], [
+                {"name_field_value": {"name": contact.name}}
+            ]
+            self._event("name_field_changed", contact, contact.updated_by, None, after, before)
+        if contact.responsible_user_id != old_responsible:
+            self._event(
+                "entity_responsible_changed", contact, contact.updated_by, None,
+                [{"responsible_user": {"id": contact.responsible_user_id}}],
+                [{"responsible_user": {"id": old_responsible}}],
+            )  # fmt: skip
+
+    def _apply_custom_field(
+        self, contact: Contact, field_id: int, values: list[dict[str, Any]] | None, *, quiet: bool
+    ) -> None:
+        old = contact.custom_fields.get(field_id)
+        if values:
+            contact.custom_fields = {**contact.custom_fields, field_id: values}
+        else:
+            contact.custom_fields = {k: v for k, v in contact.custom_fields.items() if k != field_id}
+        if quiet or old == (values or None):
+            return
+        field = self.fields[field_id]
+        after = [{"custom_field_value": {"field_id": field_id, "field_type": field.type,
+                                         "values": values or []}}]  # fmt: skip
+        self._event("custom_field_value_changed", contact, contact.updated_by, None, after, [])
+
+    def _new_tag_ids(self, current: list[int], patch: ContactPatch) -> list[int]:
+        tag_ids = list(current)
+        if patch.tags_cleared:
+            tag_ids = []
+        elif patch.tags_set is not None:
+            tag_ids = _unique(self.resolve_tag(ref).id for ref in patch.tags_set)
+        added = [self.resolve_tag(ref).id for ref in patch.tags_add]
+        deleted = {t.id for t in (self.find_tag(ref) for ref in patch.tags_delete) if t}
+        return [t for t in _unique([*tag_ids, *added]) if t not in deleted]
+
+    def _tag_events(self, contact: Contact, before: list[int], actor: int, now: int) -> None:
+        for tag_id in (t for t in contact.tag_ids if t not in before):
+            after = [{"tag": {"name": self.tags[tag_id].name}}]
+            self._event("entity_tag_added", contact, actor, now, after, [])
+        for tag_id in (t for t in before if t not in contact.tag_ids):
+            removed = [{"tag": {"name": self.tags[tag_id].name}}]
+            self._event("entity_tag_deleted", contact, actor, now, [], removed)
+
+    def find_tag(self, ref: TagRef) -> Tag | None:
+        kind, value = ref
+        if kind == "id":
+            return self.tags.get(int(value))
+        return next((t for t in self.tags.values() if t.name == value), None)
+
+    def resolve_tag(self, ref: TagRef) -> Tag:
+        """The referenced tag; a name nobody used yet creates the tag, as amoCRM does."""
+        tag = self.find_tag(ref)
+        if tag is None:
+            tag = Tag(self._next_tag_id, str(ref[1]))
+            self._next_tag_id += 1
+            self.tags[tag.id] = tag
+        return tag
+
+    def _group_of(self, user_id: int) -> int:
+        user = self.users.get(user_id)
+        return user.group_id if user else 0
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _event(
+        self,
+        event_type: str,
+        contact: Contact,
+        actor: int,
+        at: int | None,
+        after: list[dict[str, Any]] | None = None,
+        before: list[dict[str, Any]] | None = None,
+    ) -> None:
+        created_at = contact.updated_at if at is None else at
+        event = Event(
+            self._event_id(created_at), event_type, contact.id, "contact", actor, created_at,
+            after or [], before or [],
+        )  # fmt: skip
+        self.events.append(event)
+
+    def _event_id(self, at: int) -> str:
+        """A lower-case ULID like amoCRM's: 48 bits of milliseconds, 80 random bits."""
+        number = (at * 1000) << 80 | self._random.getrandbits(80)
+        return "".join(_CROCKFORD[(number >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def search_text(contact: Contact, fields: dict[int, CustomField]) -> str:
+    """What `query` searches: the name and every value, plus phone digits without formatting."""
+    if contact.search_text is not None:
+        return contact.search_text
+    parts = [contact.name]
+    for field_id, values in contact.custom_fields.items():
+        for value in values:
+            text = str(value.get("value", ""))
+            parts.append(text)
+            if fields[field_id].code == "PHONE":
+                parts.append("".join(ch for ch in text if ch.isdigit()))
+    contact.search_text = "\n".join(parts).casefold()
+    return contact.search_text
+
+
+def _joined_name(contact: Contact) -> str:
+    return " ".join(part for part in (contact.first_name, contact.last_name) if part)
+
+
+def _unique(ids: Iterable[int]) -> list[int]:
+    return list(dict.fromkeys(ids))

@@ -1,0 +1,72 @@
+"""Transport-neutral request and response: the HTTP server and the httpx transport both
+translate to and from these, so `Emulator.handle` is the whole emulator as one function."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from sync.emulator.params import Query, parse_query
+
+HAL = "application/hal+json"
+PROBLEM = "application/problem+json"
+PLAIN_JSON = "application/json"
+HTML = "text/html; charset=utf-8"
+
+
+class BadJson(ValueError):
+    """The request body is not JSON (or not the form the endpoint takes)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query_string: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    body: bytes = b""
+    client: str = "127.0.0.1"
+
+    @cached_property
+    def query(self) -> Query:
+        return parse_query(self.query_string)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def json(self) -> Any:
+        """The parsed body; None when empty."""
+        if not self.body.strip():
+            return None
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadJson(str(exc)) from exc
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0  # wait this long before answering (latency, "slow" faults)
+    reset: bool = False  # drop the connection instead of answering
+
+    def all_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.content_type is not None:
+            headers["Content-Type"] = self.content_type
+        headers["Content-Length"] = str(len(self.body))
+        return headers
+
+
+def json_response(status: int, data: Any, content_type: str = HAL) -> Response:
+    body = json.dumps(data, separators=(",", ":")).encode()
+    return Response(status, body, content_type)
+
+
+def no_content() -> Response:
+    return Response(204)
