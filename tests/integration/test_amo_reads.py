@@ -14,9 +14,10 @@ def all_ids(pages) -> list[int]:
 
 
 def test_pages_cover_every_contact_once_and_end_without_next() -> None:
-    with running(contacts=120, trashed_fraction=0.0) as (emulator, url), client_for(
-        emulator, url
-    ) as client:
+    with (
+        running(contacts=120, trashed_fraction=0.0) as (emulator, url),
+        client_for(emulator, url) as client,
+    ):
         pages = list(client.iter_contacts(limit=50, order=("id", "asc")))
         assert [len(p.items) for p in pages] == [50, 50, 20]
         assert [p.has_next for p in pages] == [True, True, False]
@@ -26,9 +27,10 @@ def test_pages_cover_every_contact_once_and_end_without_next() -> None:
 
 
 def test_parallel_prefetch_yields_the_same_pages_in_order() -> None:
-    with running(contacts=300, trashed_fraction=0.0, latency_ms=30) as (emulator, url), client_for(
-        emulator, url, workers=4
-    ) as client:
+    with (
+        running(contacts=300, trashed_fraction=0.0, latency_ms=30) as (emulator, url),
+        client_for(emulator, url, workers=4) as client,
+    ):
         serial = all_ids(client.iter_contacts(limit=25, order=("id", "asc")))
         parallel = all_ids(client.iter_contacts(limit=25, order=("id", "asc"), prefetch=4))
         assert parallel == serial
@@ -42,9 +44,10 @@ def test_empty_result_is_no_pages() -> None:
 
 
 def test_spurious_mid_scan_204_is_reread_and_nothing_is_lost() -> None:
-    with running(contacts=60, trashed_fraction=0.0) as (emulator, url), client_for(
-        emulator, url
-    ) as client:
+    with (
+        running(contacts=60, trashed_fraction=0.0) as (emulator, url),
+        client_for(emulator, url) as client,
+    ):
         emulator.add_fault(FaultRule(kind="empty_page", min_page=2, times=1))
         ids = all_ids(client.iter_contacts(limit=20, order=("id", "asc")))
         assert len(ids) == 60
@@ -67,17 +70,16 @@ def test_spurious_mid_scan_204_is_reread_and_nothing_is_lost() -> None:
     ids=lambda f: f"{f.kind}-{f.status if f.kind == 'error' else f.body}",
 )
 def test_reads_survive_transient_faults(fault: FaultRule) -> None:
-    with running(contacts=40, trashed_fraction=0.0) as (emulator, url), client_for(
-        emulator, url, timeout_s=1.0
-    ) as client:
+    with (
+        running(contacts=40, trashed_fraction=0.0) as (emulator, url),
+        client_for(emulator, url, timeout_s=1.0) as client,
+    ):
         emulator.add_fault(fault)
         assert len(all_ids(client.iter_contacts(limit=15))) == 40
 
 
 def test_persistent_failure_ends_with_a_transient_error() -> None:
-    with running(contacts=5) as (emulator, url), client_for(
-        emulator, url, max_retries=2
-    ) as client:
+    with running(contacts=5) as (emulator, url), client_for(emulator, url, max_retries=2) as client:
         emulator.add_fault(FaultRule(kind="error", status=500, times=None))
         with pytest.raises(AmoTransientError):
             client.fetch_account()
@@ -93,10 +95,13 @@ def test_payment_required_is_clear() -> None:
 
 
 def test_ip_block_stops_all_work_after_the_first_403() -> None:
-    with running(contacts=5, rate_limit=3, block_after_violations=2, rate_limit_body="html") as (
-        emulator,
-        url,
-    ), client_for(emulator, url, max_rps=1000, max_retries=20) as client:
+    with (
+        running(contacts=5, rate_limit=3, block_after_violations=2, rate_limit_body="html") as (
+            emulator,
+            url,
+        ),
+        client_for(emulator, url, max_rps=1000, max_retries=20) as client,
+    ):
         client.session.backoff.throttle_base_s = 0.001  # hammer on purpose, to get blocked
         client.session.backoff.cap_s = 0.001
         with pytest.raises(AmoBlockedError, match="blocked"):
@@ -110,9 +115,10 @@ def test_ip_block_stops_all_work_after_the_first_403() -> None:
 
 
 def test_fetch_by_ids_is_right_even_when_filters_are_ignored() -> None:
-    with running(contacts=80, trashed_fraction=0.0) as (emulator, url), client_for(
-        emulator, url
-    ) as client:
+    with (
+        running(contacts=80, trashed_fraction=0.0) as (emulator, url),
+        client_for(emulator, url) as client,
+    ):
         ids = all_ids(client.iter_contacts(limit=250))
         wanted = [*ids[5:12], 999_999_999]
         filtered = client.fetch_contacts_by_ids(wanted)
@@ -123,9 +129,10 @@ def test_fetch_by_ids_is_right_even_when_filters_are_ignored() -> None:
 
 
 def test_fetch_by_ids_batches_at_250() -> None:
-    with running(contacts=600, trashed_fraction=0.0) as (emulator, url), client_for(
-        emulator, url
-    ) as client:
+    with (
+        running(contacts=600, trashed_fraction=0.0) as (emulator, url),
+        client_for(emulator, url) as client,
+    ):
         ids = all_ids(client.iter_contacts(limit=250))
         emulator.clear_requests()
         found = client.fetch_contacts_by_ids(ids)
@@ -136,9 +143,10 @@ def test_fetch_by_ids_batches_at_250() -> None:
 
 
 def test_account_events_fields_and_chats() -> None:
-    with running(contacts=20, trashed_fraction=0.0) as (emulator, url), client_for(
-        emulator, url
-    ) as client:
+    with (
+        running(contacts=20, trashed_fraction=0.0) as (emulator, url),
+        client_for(emulator, url) as client,
+    ):
         account = client.fetch_account(with_=["is_api_filter_enabled"])
         assert account["is_api_filter_enabled"] is True
         fields = [f for p in client.iter_custom_fields() for f in p.items]

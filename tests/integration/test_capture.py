@@ -164,7 +164,11 @@ def test_relation_tables_refuse_local_writes(engine: Engine, contact: int) -> No
 
 def test_id_assigned_by_amocrm_replaces_the_temporary_one_everywhere(engine: Engine) -> None:
     temp = run(engine, "INSERT INTO amocrm.contacts (name) VALUES ('x') RETURNING id").scalar()
-    run(engine, "INSERT INTO amocrm.contact_chats (contact_id, chat_id) VALUES (:i, 'c')", {"i": temp})
+    run(
+        engine,
+        "INSERT INTO amocrm.contact_chats (contact_id, chat_id) VALUES (:i, 'c')",
+        {"i": temp},
+    )
     run(engine, "UPDATE amocrm.contacts SET id = 900 WHERE id = :i", {"i": temp}, origin=True)
     with engine.connect() as conn:
         assert {c["contact_id"] for c in changes(conn)} == {900}
