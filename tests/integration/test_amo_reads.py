@@ -104,7 +104,7 @@ def test_ip_block_stops_all_work_after_the_first_403() -> None:
     ):
         client.session.backoff.throttle_base_s = 0.001  # hammer on purpose, to get blocked
         client.session.backoff.cap_s = 0.001
-        with pytest.raises(AmoBlockedError, match="blocked"):
+        with pytest.raises(AmoBlockedError, match="blocked"):  # noqa: PT012 (loop until blocked)
             for _ in range(50):
                 client.fetch_account()
         seen = len(emulator.requests())
