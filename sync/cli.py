@@ -19,6 +19,7 @@ from sync.amo.client import AmoClient
 from sync.config import Config, load_config
 from sync.db.engine import create_engine
 from sync.db.tokens import TokenStore
+from sync.emulator.command import emulator_command
 from sync.errors import SyncError, UsageError
 from sync.logs import configure_logging
 
@@ -147,6 +148,9 @@ def auth(app: _Context, code: str) -> None:
     click.echo(
         f"OAuth tokens stored in schema {config.database.schema}; access valid until {until}"
     )
+
+
+cli.add_command(emulator_command, "emulator")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - the names are deliberately multilingual unicode
 """Deterministic, realistic seed data: the same seed always gives the same account.
 
 Contacts get unicode names, phones and emails with multitext enum codes, values in every
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -143,7 +145,7 @@ def build_fields() -> list[CustomField]:
             6,
             enums(840_011, ("WORK", "PRIV", "OTHER")),
             True,
-        ),  # noqa: E501
+        ),
         CustomField(570_003, "Должность", "text", "POSITION", 2, None, True),
         CustomField(570_004, "Источник", "select", None, 510, enums(840_021, sources)),
         CustomField(570_005, "Интересы", "multiselect", None, 512, enums(840_031, interests)),
@@ -200,7 +202,7 @@ class _ContactMaker:
         self._companies = max(1, settings.contacts // 5)
         # A few "import seconds" that many contacts share, so updated_at ties are common.
         start = settings.data_epoch - YEAR_S
-        self._import_seconds = [start + rng.randrange(YEAR_S) for _ in range(20)]
+        self._import_seconds = sorted(start + rng.randrange(YEAR_S) for _ in range(20))
         # Pools of shared, never-mutated value lists: far cheaper than drawing each contact's
         # optional fields afresh, and still varied enough for filters and mapping tests.
         self._typed_pool = [self._typed_values() for _ in range(512)]
@@ -250,7 +252,10 @@ class _ContactMaker:
         if roll < 0.3:
             return created_at
         if roll < 0.4:  # touched by a bulk import: shares its second with many others
-            return max(created_at, self.pick(self._import_seconds))
+            later = bisect_left(self._import_seconds, created_at)
+            if later < len(self._import_seconds):
+                return self._import_seconds[later + self.below(len(self._import_seconds) - later)]
+            return created_at
         return created_at + self.below(self.settings.data_epoch + 1 - created_at)
 
     def _closest_task(self, created_at: int) -> int | None:

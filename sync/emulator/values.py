@@ -155,7 +155,7 @@ def _multitext_enum(
         if option is None:
             errors.append(error("NotSupportedChoice", f"{path}.enum_code", NOT_A_CHOICE))
         return option
-    return (field.enums or [None])[0]  # amoCRM files a phone without a code under WORK
+    return field.enums[0] if field.enums else None  # no code given: amoCRM files it as WORK
 
 
 Normaliser = Callable[[CustomField, dict[str, Any], str, FieldErrors], CFValue | None]

@@ -20,7 +20,7 @@ USER_FIELDS = ("responsible_user_id", "created_by", "updated_by")
 
 def parse_batch(body: Any, account: Account, *, update: bool) -> list[ContactPatch]:
     """A JSON array of contacts → patches, or ApiProblem (400 empty/invalid, 422 too many)."""
-    if body is None or body == [] or body == {}:
+    if body is None or body in ([], {}):
         raise ApiProblem(400, "Request data can not be empty")
     if not isinstance(body, list):
         raise ApiProblem(400, "Request data must be an array of entities")
