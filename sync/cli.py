@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from sync.config import Config, load_config
+from sync.emulator.command import emulator_command
 from sync.errors import SyncError
 from sync.logs import configure_logging
 
@@ -120,6 +121,9 @@ def demo(app: _Context) -> None:
         "     amosync db shell -c \"INSERT INTO contacts (name) VALUES ('Ann') RETURNING id\""
     )
     click.echo("     amosync db shell -c 'SELECT kind, new_values FROM sync_changes'")
+
+
+cli.add_command(emulator_command, "emulator")
 
 
 def main(argv: list[str] | None = None) -> None:
