@@ -5,6 +5,7 @@
     ├── UsageError                a command was called wrongly; exit 2
     ├── AmoError                  amoCRM answered badly (method, redacted URL, status, excerpt)
     │   ├── AmoTransientError     timeout, network, 429, 5xx: back off and retry
+    │   │   └── AmoWriteUnknownError  a write's response was lost: it may have been applied
     │   ├── AmoAuthError          token missing, refresh failed or revoked: stop jobs, report
     │   ├── AmoBlockedError       403 HTML page: the IP is blocked; stop everything
     │   ├── AmoPaymentError       402: the account is not paid
@@ -61,7 +62,14 @@ class UsageError(SyncError):
 
 
 class AmoError(SyncError):
-    """amoCRM answered with an error; the URL is stored without query secrets."""
+    """amoCRM answered with an error; the URL is stored without query secrets.
+
+    A write call (create/update/link) that fails part-way sets `results` to the results of the
+    entities that did go through before the failure, so the caller can record them (for creates
+    this is what prevents duplicates on the next attempt).
+    """
+
+    results: tuple[object, ...] = ()
 
     def __init__(
         self,
@@ -88,6 +96,13 @@ class AmoTransientError(AmoError):
         super().__init__(message, **kw)  # type: ignore[arg-type]
 
 
+class AmoWriteUnknownError(AmoTransientError):
+    """A write was sent but its response was lost (timeout, reset, 5xx, 504, broken body).
+
+    amoCRM may or may not have applied it: re-read before retrying, never resend blindly.
+    """
+
+
 class AmoAuthError(AmoError):
     """Authentication failed for good: no token, refresh refused, token revoked."""
 
@@ -108,9 +123,11 @@ class AmoRejectedError(AmoError):
         message: str,
         *,
         errors_by_request_id: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
+        results: Sequence[object] = (),
         **kw: object,
     ) -> None:
         self.errors_by_request_id = dict(errors_by_request_id or {})
+        self.results = tuple(results)
         super().__init__(message, **kw)  # type: ignore[arg-type]
 
 

@@ -1,0 +1,47 @@
+"""The amoCRM API client: all HTTP to amoCRM goes through here.
+
+Modules:
+    client.py     AmoClient: list iterators, fetches and batched writes (the public surface)
+    session.py    one logical request: rate budget, token, retries, classification, debug log
+    responses.py  (status, headers, body) / transport error → error class and retry decision
+    ratelimit.py  the process-wide sliding-window rate budget (≤ 7 starts per second)
+    backoff.py    exponential back-off with jitter, honouring `retry_after`
+    pages.py      page iteration: 204 = empty, no `_links.next` = end, loop guard, prefetch
+    writes.py     batching, request_id results, 400 mapping, lost-answer retry loop
+    reconcile.py  after a lost write answer: find by reading what amoCRM applied
+    matching.py   pure "does this contact carry what we sent" checks
+    auth.py       long-lived token, or OAuth with rotation stored in the database
+"""
+
+from __future__ import annotations
+
+from sync.amo.auth import (
+    OAuthTokens,
+    StaticToken,
+    TokenPair,
+    TokenProvider,
+    TokenStorage,
+    store_authorization_code,
+)
+from sync.amo.client import AmoClient
+from sync.amo.pages import Page
+from sync.amo.ratelimit import RateLimiter, shared_limiter
+from sync.amo.session import AmoSession, Reply, encode_query
+from sync.amo.writes import WriteResult
+
+__all__ = [
+    "AmoClient",
+    "AmoSession",
+    "OAuthTokens",
+    "Page",
+    "RateLimiter",
+    "Reply",
+    "StaticToken",
+    "TokenPair",
+    "TokenProvider",
+    "TokenStorage",
+    "WriteResult",
+    "encode_query",
+    "shared_limiter",
+    "store_authorization_code",
+]

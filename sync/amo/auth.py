@@ -1,0 +1,215 @@
+"""Access tokens: a long-lived token, or OAuth 2.0 with refresh-token rotation.
+
+OAuth rules (amocrm-api.md §9), and how they are kept here:
+- every refresh returns a new pair; the **new pair is committed to the database before the new
+  access token is used** (`TokenStorage.locked()` commits when its block ends, and only then is
+  the pair handed out). If the commit fails the pair is lost, but amoCRM keeps the old refresh
+  token valid until its successor is used, so the next attempt still works;
+- refresh is **single-flight**: a thread lock inside the process, and the storage's lock (a
+  PostgreSQL advisory lock) across processes; whoever waits re-reads the stored pair and uses it
+  if somebody else refreshed meanwhile;
+- refresh **ahead of expiry** (at `REFRESH_AT` of the lifetime), and once after a 401;
+- the **stored pair wins** over the configured initial refresh token, which is only a seed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sync.clock import Clock, SystemClock, to_unix
+from sync.config import OAuthConfig, Secret
+from sync.errors import AmoAuthError
+from sync.logs import get_logger
+
+REFRESH_AT = 0.8  # refresh once this share of the access token's lifetime has passed
+TOKEN_PATH = "/oauth2/access_token"  # noqa: S105 (a URL path, not a secret)
+
+log = get_logger("sync.amo.auth")
+
+# POSTs a JSON body to the token endpoint and returns the decoded answer (see AmoSession).
+TokenExchange = Callable[[Mapping[str, str]], Mapping[str, Any]]
+
+
+class TokenProvider(Protocol):
+    """What the HTTP layer needs: a token to send, and a way to get a better one after a 401."""
+
+    def access_token(self) -> str: ...
+
+    def after_unauthorized(self, used: str) -> bool:
+        """The token `used` got a 401; return True when a different token is now available."""
+        ...
+
+
+class StaticToken:
+    """A long-lived token: nothing to refresh; a 401 means it expired or was revoked."""
+
+    def __init__(self, token: Secret) -> None:
+        if not token:
+            raise AmoAuthError("no amoCRM access token configured")
+        self._token = token
+
+    def __repr__(self) -> str:
+        return "StaticToken(***)"
+
+    def access_token(self) -> str:
+        return self._token.reveal()
+
+    def after_unauthorized(self, used: str) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: Secret
+    refresh_token: Secret
+    obtained_at: int  # unix seconds, our clock
+    expires_at: int  # unix seconds, our clock
+
+    def due(self, now: datetime) -> bool:
+        lifetime = max(0, self.expires_at - self.obtained_at)
+        return to_unix(now) >= self.obtained_at + REFRESH_AT * lifetime
+
+    def to_value(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token.reveal(),
+            "refresh_token": self.refresh_token.reveal(),
+            "obtained_at": self.obtained_at,
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_value(cls, value: Mapping[str, Any]) -> TokenPair:
+        return cls(
+            access_token=Secret(str(value["access_token"])),
+            refresh_token=Secret(str(value["refresh_token"])),
+            obtained_at=int(value["obtained_at"]),
+            expires_at=int(value["expires_at"]),
+        )
+
+    @classmethod
+    def from_grant(cls, answer: Mapping[str, Any], now: datetime) -> TokenPair:
+        """The token endpoint's answer → a pair; expiry counted on our clock, not the server's."""
+        try:
+            access, refresh = str(answer["access_token"]), str(answer["refresh_token"])
+            expires_in = int(answer.get("expires_in", 86400))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AmoAuthError("amoCRM's token endpoint returned no token pair") from exc
+        obtained = to_unix(now)
+        return cls(Secret(access), Secret(refresh), obtained, obtained + expires_in)
+
+
+class LockedValue(Protocol):
+    """The stored token value, read under the storage lock; `save` is committed at block end."""
+
+    value: Mapping[str, Any] | None
+
+    def save(self, value: Mapping[str, Any]) -> None: ...
+
+
+class TokenStorage(Protocol):
+    """Where the pair lives (`sync.db.tokens.TokenStore`: a `sync_state` row)."""
+
+    def load(self) -> Mapping[str, Any] | None: ...
+
+    def locked(self) -> AbstractContextManager[LockedValue]: ...
+
+
+def grant_body(oauth: OAuthConfig, grant: str, secret: str) -> dict[str, str]:
+    field = "code" if grant == "authorization_code" else "refresh_token"
+    return {
+        "client_id": oauth.client_id,
+        "client_secret": oauth.client_secret.reveal(),
+        "grant_type": grant,
+        field: secret,
+        "redirect_uri": oauth.redirect_uri,
+    }
+
+
+def store_authorization_code(
+    oauth: OAuthConfig,
+    storage: TokenStorage,
+    exchange: TokenExchange,
+    code: str,
+    clock: Clock | None = None,
+) -> TokenPair:
+    """`amosync auth --code`: trade an authorization code for a pair and store it."""
+    clock = clock or SystemClock()
+    with storage.locked() as row:
+        answer = exchange(grant_body(oauth, "authorization_code", code))
+        pair = TokenPair.from_grant(answer, clock.now())
+        row.save(pair.to_value())
+    log.info("amo_tokens_stored", grant="authorization_code", expires_at=pair.expires_at)
+    return pair
+
+
+class OAuthTokens:
+    """OAuth access tokens with rotation, stored in the database; safe to share across threads."""
+
+    def __init__(
+        self,
+        oauth: OAuthConfig,
+        storage: TokenStorage,
+        exchange: TokenExchange,
+        clock: Clock | None = None,
+    ) -> None:
+        self._oauth = oauth
+        self._storage = storage
+        self._exchange = exchange
+        self._clock = clock or SystemClock()
+        self._pair: TokenPair | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"OAuthTokens(client_id={self._oauth.client_id!r})"
+
+    def access_token(self) -> str:
+        pair = self._pair
+        if pair is None or pair.due(self._clock.now()):
+            pair = self._renew(stale=pair, rejected=None)
+        return pair.access_token.reveal()
+
+    def after_unauthorized(self, used: str) -> bool:
+        pair = self._renew(stale=self._pair, rejected=used)
+        return pair.access_token.reveal() != used
+
+    def _renew(self, stale: TokenPair | None, rejected: str | None) -> TokenPair:
+        with self._lock:
+            current = self._pair
+            if current is not None and current is not stale and self._usable(current, rejected):
+                return current  # another thread renewed while we waited for the lock
+            if current is None and rejected is None:
+                loaded = self._storage.load()
+                current = TokenPair.from_value(loaded) if loaded else None
+                if current is not None and self._usable(current, rejected):
+                    self._pair = current
+                    return current
+            self._pair = self._refresh_stored(rejected)
+            return self._pair
+
+    def _usable(self, pair: TokenPair, rejected: str | None) -> bool:
+        if rejected is not None and pair.access_token.reveal() == rejected:
+            return False
+        return not pair.due(self._clock.now())
+
+    def _refresh_stored(self, rejected: str | None) -> TokenPair:
+        with self._storage.locked() as row:
+            stored = TokenPair.from_value(row.value) if row.value else None
+            if stored is not None and self._usable(stored, rejected):
+                log.debug("amo_tokens_reused", reason="refreshed_elsewhere")
+                return stored  # another process refreshed while we waited for the lock
+            refresh = stored.refresh_token if stored else self._oauth.refresh_token
+            if not refresh:
+                raise AmoAuthError(
+                    "no OAuth refresh token stored or configured: run `amosync auth --code CODE`"
+                )
+            answer = self._exchange(grant_body(self._oauth, "refresh_token", refresh.reveal()))
+            pair = TokenPair.from_grant(answer, self._clock.now())
+            row.save(pair.to_value())
+        # The block above has committed: only now may the new access token be used.
+        log.info("amo_tokens_refreshed", expires_at=pair.expires_at, seeded=stored is None)
+        return pair

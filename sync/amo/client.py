@@ -1,0 +1,332 @@
+"""`AmoClient`: the amoCRM API as pull and push use it — list iterators, fetches and writes.
+
+    client = AmoClient.connect(config.amocrm, token_storage=TokenStore(engine, schema))
+    pages = client.iter_contacts(filters={"updated_at": {"from": t0}}, order=("updated_at", "asc"))
+    for page in pages:
+        store(page.items)            # one transaction per page
+    results = client.update_contacts([{"id": 5, "name": "New"}])
+
+Thread-safe: share one client between the threads of a pool. Every client built for the same
+origin shares the process-wide rate budget (`shared_limiter`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from sync.amo.auth import OAuthTokens, StaticToken, TokenProvider, TokenStorage
+from sync.amo.backoff import Backoff
+from sync.amo.pages import MAX_LIMIT, Page, iter_pages
+from sync.amo.ratelimit import RateLimiter, shared_limiter
+from sync.amo.reconcile import find_created, find_linked, find_updated, newest_contact_id
+from sync.amo.session import AmoSession, Reply
+from sync.amo.writes import Item, WriteResult, parse_results, prepare, run_writes
+from sync.clock import Clock
+from sync.config import AmoCrmConfig
+from sync.errors import AmoAuthError, InvariantError
+
+CONTACTS = "/api/v4/contacts"
+CHATS = "/api/v4/contacts/chats"
+EVENTS = "/api/v4/events"
+CUSTOM_FIELDS = "/api/v4/contacts/custom_fields"
+ACCOUNT = "/api/v4/account"
+IDS_PER_REQUEST = 250  # amoCRM's page maximum; literal brackets keep the URL near 6 KB
+
+
+class AmoClient:
+    """All HTTP to amoCRM. Build with `connect` (from config) or pass the parts in tests."""
+
+    def __init__(
+        self,
+        config: AmoCrmConfig,
+        tokens: TokenProvider | None,
+        *,
+        limiter: RateLimiter | None = None,
+        clock: Clock | None = None,
+        backoff: Backoff | None = None,
+        transport: httpx.BaseTransport | None = None,
+        workers: int = 4,
+        reconcile_settle_s: float = 1.0,
+    ) -> None:
+        origin = _origin(config.base_url)
+        self.config = config
+        self.session = AmoSession(
+            config,
+            tokens,
+            limiter or shared_limiter(origin, config.max_rps),
+            clock=clock,
+            backoff=backoff,
+            transport=transport,
+        )
+        self.workers = max(1, workers)
+        self.reconcile_settle_s = reconcile_settle_s
+        self._pool: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def connect(
+        cls,
+        config: AmoCrmConfig,
+        *,
+        token_storage: TokenStorage | None = None,
+        clock: Clock | None = None,
+        **kw: Any,
+    ) -> AmoClient:
+        """A client authenticated the configured way: a long-lived token, or stored OAuth tokens."""
+        client = cls(config, None, clock=clock, **kw)
+        client.session.tokens = _tokens_for(config, token_storage, client.session, clock)
+        return client
+
+    def __repr__(self) -> str:
+        return f"AmoClient(base_url={self.config.base_url!r})"
+
+    def __enter__(self) -> AmoClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self.session.close()
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The client's small thread pool (page prefetch); created on first use."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="amo")
+        return self._pool
+
+    # --- raw access ----------------------------------------------------------------------------
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Reply:
+        """GET with retries; `Reply.data` is None for 204 No Content."""
+        return self.session.send("GET", path, params=params)
+
+    def iter_pages(
+        self,
+        path: str,
+        key: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        prefetch: int = 1,
+        limit: int | None = None,
+    ) -> Iterator[Page]:
+        """Pages of any list endpoint; see `sync.amo.pages`."""
+        size = limit or self.config.page_size
+        return iter_pages(
+            self.get,
+            path,
+            key,
+            params,
+            limit=size,
+            prefetch=min(prefetch, self.workers),
+            pool=self.pool if prefetch > 1 else None,
+        )
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def iter_contacts(
+        self,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        order: tuple[str, str] | None = None,
+        with_: Sequence[str] = (),
+        query: str | None = None,
+        prefetch: int = 1,
+        limit: int | None = None,
+    ) -> Iterator[Page]:
+        """`GET /api/v4/contacts` page by page. Filters may be silently ignored by amoCRM:
+        check them on the items. `order` is one `(field, "asc"|"desc")`."""
+        params: dict[str, Any] = {"filter": filters or None, "query": query}
+        if with_:
+            params["with"] = list(with_)
+        if order is not None:
+            params["order"] = {order[0]: order[1]}
+        return self.iter_pages(CONTACTS, "contacts", params, prefetch=prefetch, limit=limit)
+
+    def iter_events(
+        self,
+        *,
+        types: Sequence[str] = (),
+        entity: str | None = "contact",
+        filters: Mapping[str, Any] | None = None,
+        prefetch: int = 1,
+        limit: int | None = None,
+    ) -> Iterator[Page]:
+        """`GET /api/v4/events` (e.g. `types=["contact_deleted", "contact_restored"]`,
+        `filters={"created_at": {"from": t0, "to": t1}}`)."""
+        merged: dict[str, Any] = dict(filters or {})
+        if types:
+            merged["type"] = list(types)
+        if entity:
+            merged["entity"] = [entity]
+        return self.iter_pages(
+            EVENTS, "events", {"filter": merged or None}, prefetch=prefetch, limit=limit
+        )
+
+    def iter_custom_fields(self, *, limit: int | None = None) -> Iterator[Page]:
+        """`GET /api/v4/contacts/custom_fields`, every page."""
+        return self.iter_pages(CUSTOM_FIELDS, "custom_fields", limit=limit)
+
+    def iter_chats(
+        self, *, contact_ids: Iterable[int] = (), chat_ids: Iterable[str] = ()
+    ) -> Iterator[Page]:
+        """Chat links of the given contacts (or chats), as pages of ≤250 ids each.
+
+        The endpoint is not paginated; one "page" is the answer for one batch of ids.
+        """
+        contacts, chats = list(contact_ids), list(chat_ids)
+        if contacts and chats:
+            raise ValueError("pass contact_ids or chat_ids, not both")
+        key, ids = ("contact_id", contacts) if contacts else ("chat_id", chats)
+        for number, start in enumerate(range(0, len(ids), IDS_PER_REQUEST), 1):
+            chunk = ids[start : start + IDS_PER_REQUEST]
+            reply = self.get(CHATS, {key: chunk})
+            yield _chat_page(number, reply, key, chunk, more=start + IDS_PER_REQUEST < len(ids))
+
+    def fetch_contacts_by_ids(
+        self, ids: Iterable[int], *, with_: Sequence[str] = ()
+    ) -> dict[int, dict[str, Any]]:
+        """Contacts by id (`filter[id][]`, ≤250 per request); ids not found are absent.
+
+        If amoCRM ignores the filter (it answers with other contacts), the missing ids are read
+        one by one, so the answer is right either way.
+        """
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(wanted), IDS_PER_REQUEST):
+            chunk = wanted[start : start + IDS_PER_REQUEST]
+            found.update(self._fetch_chunk(chunk, with_))
+        return found
+
+    def _fetch_chunk(self, chunk: list[int], with_: Sequence[str]) -> dict[int, dict[str, Any]]:
+        params: dict[str, Any] = {"filter": {"id": chunk}, "limit": MAX_LIMIT}
+        if with_:
+            params["with"] = list(with_)
+        reply = self.get(CONTACTS, params)
+        items = (reply.data or {}).get("_embedded", {}).get("contacts", []) if reply.data else []
+        wanted = set(chunk)
+        found = {int(c["id"]): c for c in items if int(c.get("id", 0)) in wanted}
+        if any(int(c.get("id", 0)) not in wanted for c in items):
+            for missing in wanted - found.keys():  # the filter was ignored: ask one by one
+                contact = self.fetch_contact(missing, with_=with_)
+                if contact is not None:
+                    found[missing] = contact
+        return found
+
+    def fetch_contact(self, contact_id: int, *, with_: Sequence[str] = ()) -> dict[str, Any] | None:
+        """One contact, or None when amoCRM has no such live contact (204)."""
+        params = {"with": list(with_)} if with_ else None
+        reply = self.get(f"{CONTACTS}/{int(contact_id)}", params)
+        return reply.data if isinstance(reply.data, dict) else None
+
+    def fetch_account(self, *, with_: Sequence[str] = ()) -> dict[str, Any]:
+        """`GET /api/v4/account` (e.g. `with_=["is_api_filter_enabled", "amojo_id"]`)."""
+        reply = self.get(ACCOUNT, {"with": list(with_)} if with_ else None)
+        if not isinstance(reply.data, dict):
+            raise InvariantError("amoCRM answered /api/v4/account without an account")
+        return reply.data
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def update_contacts(
+        self, entities: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
+    ) -> list[WriteResult]:
+        """PATCH contacts (each needs `id`; send only changed writable fields)."""
+        for entity in entities:
+            if "id" not in entity:
+                raise ValueError("every contact to update needs an id")
+        return self._write(
+            prepare(entities),
+            batch_size,
+            lambda b: self._send("PATCH", CONTACTS, "contacts", b),
+            lambda b: find_updated(self, b),
+            "contacts updated",
+        )
+
+    def create_contacts(
+        self, entities: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
+    ) -> list[WriteResult]:
+        """POST new contacts; a lost answer is reconciled, so no contact is created twice."""
+        items = prepare(entities)
+        if not items:
+            return []
+        floor = newest_contact_id(self)  # everything above it was created after this call began
+        claimed: set[int] = set()
+
+        def send(batch: list[Item]) -> list[WriteResult]:
+            results = self._send("POST", CONTACTS, "contacts", batch)
+            claimed.update(r.id for r in results)
+            return results
+
+        def reconcile(batch: list[Item]) -> dict[str, WriteResult]:
+            found = find_created(self, batch, floor, claimed, self.reconcile_settle_s)
+            claimed.update(r.id for r in found.values())
+            return found
+
+        return self._write(items, batch_size, send, reconcile, "contacts created")
+
+    def link_chats(
+        self, links: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
+    ) -> list[WriteResult]:
+        """POST `{contact_id, chat_id}` links; `WriteResult.id` is the link id."""
+        return self._write(
+            prepare(links),
+            batch_size,
+            lambda b: self._send("POST", CHATS, "chats", b),
+            lambda b: find_linked(self, b),
+            "chats linked",
+        )
+
+    def _send(self, method: str, path: str, key: str, batch: list[Item]) -> list[WriteResult]:
+        reply = self.session.send(method, path, json=[i.payload for i in batch], write=True)
+        return parse_results(batch, reply.data, key)
+
+    def _write(
+        self, items: list[Item], batch_size: int | None, send: Any, reconcile: Any, what: str
+    ) -> list[WriteResult]:
+        session = self.session
+
+        def wait(attempt: int) -> None:
+            session.clock.sleep(session.backoff.delay(attempt))
+
+        return run_writes(
+            items,
+            batch_size or self.config.batch_size,
+            send,
+            reconcile,
+            max_retries=session.max_retries,
+            wait=wait,
+            what=what,
+        )
+
+
+def _origin(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _tokens_for(
+    config: AmoCrmConfig, storage: TokenStorage | None, session: AmoSession, clock: Clock | None
+) -> TokenProvider:
+    if config.access_token:
+        return StaticToken(config.access_token)
+    if not config.oauth.enabled:
+        raise AmoAuthError("no amoCRM credentials: set amocrm.access_token or [amocrm.oauth]")
+    if storage is None:
+        raise AmoAuthError("OAuth needs the database to keep rotated tokens (no storage given)")
+    return OAuthTokens(config.oauth, storage, session.exchange_token, clock)
+
+
+def _chat_page(number: int, reply: Reply, key: str, ids: list[Any], more: bool) -> Page:
+    data = reply.data if isinstance(reply.data, dict) else {}
+    links = data.get("_embedded", {}).get("chats", []) if data else []
+    wanted = {str(i) for i in ids}
+    items = [link for link in links if str(link.get(key)) in wanted]  # re-check the filter
+    return Page(number, items, more, data)

@@ -1,0 +1,122 @@
+"""After a write's answer was lost: find out, by reading, which entities amoCRM applied.
+
+Creates (the dangerous case: a blind retry makes a duplicate contact). amoCRM has no idempotency
+key and forgets `request_id`, and its filters may be silently ignored, so:
+1. before the first POST of a call, note the newest contact id (`newest_contact_id`, one GET
+   ordered by id desc) — every contact created by this call has a larger id;
+2. after a lost answer, read contacts ordered by id desc down to that floor, checking the order
+   on our side (a server that ignores `order` makes reconciliation impossible: we then refuse to
+   resend rather than risk a duplicate);
+3. match what was sent to contacts above the floor, not already claimed by this call, by content
+   (`sync.amo.matching`); retry only the ones not found. If some are still missing, wait
+   `settle_s` and look once more, for lists that lag behind writes.
+
+Updates: re-read the ids; an entity whose fields already read back as sent is done.
+Chat links: read the links of the contacts; a pair already linked is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sync.amo.matching import carries, pair_created
+from sync.amo.writes import Item, WriteResult, to_result
+from sync.errors import InvariantError
+from sync.logs import get_logger
+
+if TYPE_CHECKING:
+    from sync.amo.client import AmoClient
+
+log = get_logger("sync.amo.reconcile")
+
+CONTACTS = "/api/v4/contacts"
+MAX_SCAN_PAGES = 20  # 5,000 contacts created since the call began: beyond that, give up loudly
+
+
+def newest_contact_id(client: AmoClient) -> int | None:
+    """The largest contact id now, or None when the server does not honour `order[id]=desc`."""
+    reply = client.get(CONTACTS, {"order": {"id": "desc"}, "limit": 2, "page": 1})
+    if reply.data is None:
+        return 0
+    ids = _ids(reply.data)
+    if ids != sorted(ids, reverse=True):
+        log.warning("amo_order_ignored", path=CONTACTS, order="id desc")
+        return None
+    return ids[0] if ids else 0
+
+
+def _ids(data: Any) -> list[int]:
+    items = data.get("_embedded", {}).get("contacts", []) if isinstance(data, Mapping) else []
+    return [int(c["id"]) for c in items]
+
+
+def find_created(
+    client: AmoClient, batch: list[Item], floor: int | None, claimed: set[int], settle_s: float
+) -> dict[str, WriteResult]:
+    """Results for the entities of `batch` that amoCRM did create (see the module docstring)."""
+    if floor is None:
+        raise InvariantError("cannot reconcile a lost create: amoCRM ignores order[id]")
+    found: dict[str, WriteResult] = {}
+    for round_ in range(2):
+        pending = [i for i in batch if i.request_id not in found]
+        if not pending:
+            break
+        if round_:
+            client.session.clock.sleep(settle_s)
+        fresh = [c for c in _created_since(client, floor) if int(c["id"]) not in claimed]
+        taken = {r.id for r in found.values()}
+        pairs = pair_created(
+            [i.payload for i in pending], [c for c in fresh if int(c["id"]) not in taken]
+        )
+        for index, contact in pairs.items():
+            item = pending[index]
+            found[item.request_id] = to_result(item.request_id, contact, reconciled=True)
+    return found
+
+
+def _created_since(client: AmoClient, floor: int) -> list[dict[str, Any]]:
+    newer: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    last_id: int | None = None
+    pages = client.iter_pages(CONTACTS, "contacts", {"order": {"id": "desc"}})
+    for count, page in enumerate(pages, 1):
+        for contact in page.items:
+            contact_id = int(contact["id"])
+            if contact_id in seen:
+                continue  # pages shifted under a concurrent create: already looked at
+            if last_id is not None and contact_id > last_id:
+                raise InvariantError("cannot reconcile a lost create: amoCRM ignores order[id]")
+            seen.add(contact_id)
+            last_id = contact_id
+            if contact_id <= floor:
+                return newer
+            newer.append(contact)
+        if count >= MAX_SCAN_PAGES:
+            raise InvariantError("cannot reconcile a lost create: too many new contacts to scan")
+    return newer
+
+
+def find_updated(client: AmoClient, batch: list[Item]) -> dict[str, WriteResult]:
+    """Results for the entities of `batch` whose fields already read back as sent."""
+    remote = client.fetch_contacts_by_ids(int(i.payload["id"]) for i in batch)
+    found: dict[str, WriteResult] = {}
+    for item in batch:
+        contact = remote.get(int(item.payload["id"]))
+        if contact is not None and carries(item.payload, contact):
+            found[item.request_id] = to_result(item.request_id, contact, reconciled=True)
+    return found
+
+
+def find_linked(client: AmoClient, batch: list[Item]) -> dict[str, WriteResult]:
+    """Results for the chat links of `batch` that already exist."""
+    contact_ids = sorted({int(i.payload["contact_id"]) for i in batch})
+    links = [link for page in client.iter_chats(contact_ids=contact_ids) for link in page.items]
+    found: dict[str, WriteResult] = {}
+    for item in batch:
+        for link in links:
+            same_contact = int(link.get("contact_id", 0)) == int(item.payload["contact_id"])
+            if same_contact and str(link.get("chat_id")) == str(item.payload["chat_id"]):
+                found[item.request_id] = to_result(item.request_id, link, reconciled=True)
+                break
+    return found

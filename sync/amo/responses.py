@@ -1,0 +1,228 @@
+"""What an amoCRM answer means: pure functions from (status, headers, body) or a transport error
+to an outcome — success, or an error plus the retry decision. No I/O here; the table tests in
+`tests/unit/test_amo_responses.py` pin every row.
+
+| answer                                  | error                 | retry (read) | write applied?  |
+|-----------------------------------------|-----------------------|--------------|-----------------|
+| 2xx with JSON / 204                     | —                     | —            | yes             |
+| 2xx with broken or truncated JSON       | AmoTransientError     | yes          | maybe (unknown) |
+| 429 (JSON `retry_after` or HTML)        | AmoTransientError     | yes, pause   | no              |
+| 401                                     | AmoAuthError          | after refresh| no              |
+| 402                                     | AmoPaymentError       | no           | no              |
+| 403 HTML (nginx page)                   | AmoBlockedError       | no, halt all | no              |
+| 403 JSON                                | AmoAuthError          | no           | no              |
+| 400 (writes: `validation-errors`)       | AmoRejectedError      | no           | no              |
+| other 3xx/4xx                           | AmoError              | no           | no              |
+| 500, 502, 503, 504, other 5xx           | AmoTransientError     | yes          | maybe (unknown) |
+| connect error / connect or pool timeout | AmoTransientError     | yes          | no (not sent)   |
+| read/write timeout, reset, protocol err | AmoTransientError     | yes          | maybe (unknown) |
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from sync.errors import (
+    AmoAuthError,
+    AmoBlockedError,
+    AmoError,
+    AmoPaymentError,
+    AmoRejectedError,
+    AmoTransientError,
+)
+from sync.logs import redact_text
+
+EXCERPT_CHARS = 300
+# A JSON `retry_after` beyond this is not slept through inside one call; the error surfaces.
+MAX_RETRY_AFTER_S = 600.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The meaning of one answer. `error` is None on success.
+
+    `retry`: a new attempt may succeed. `applied_unknown`: for a write, the server may have
+    applied it although we got no usable answer. `refresh`: a token refresh may help (401).
+    `halt`: stop every request of the process (IP blocked).
+    """
+
+    data: Any = None
+    error: AmoError | None = None
+    retry: bool = False
+    applied_unknown: bool = False
+    refresh: bool = False
+    halt: bool = False
+
+
+def excerpt(body: bytes | str) -> str:
+    """A short, redacted, single-line piece of a body, for error messages and logs."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    if len(text) > EXCERPT_CHARS:
+        text = text[:EXCERPT_CHARS] + "…"
+    return redact_text(text)
+
+
+def _is_json(headers: Mapping[str, str], body: bytes) -> bool:
+    ctype = headers.get("content-type", "").lower()
+    return "json" in ctype or body.lstrip()[:1] in (b"{", b"[")
+
+
+def _parse_json(body: bytes) -> tuple[bool, Any]:
+    try:
+        return True, json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False, None
+
+
+def classify(
+    method: str,
+    url: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    write: bool = False,
+) -> Outcome:
+    """Turn one HTTP answer into an `Outcome`. `url` must already be free of secrets."""
+    where: dict[str, Any] = {
+        "method": method,
+        "url": url,
+        "status": status,
+        "body_excerpt": excerpt(body),
+    }
+    if status == 204:
+        return Outcome(data=None)
+    if 200 <= status < 300:
+        ok, data = _parse_json(body)
+        if ok:
+            return Outcome(data=data)
+        err = AmoTransientError("amoCRM sent a broken or truncated JSON body", **where)
+        return Outcome(error=err, retry=True, applied_unknown=write)
+    if status == 429:
+        return _too_many(headers, body, where)
+    if status >= 500:
+        err = AmoTransientError(_server_error_message(status), **where)
+        return Outcome(error=err, retry=True, applied_unknown=write)
+    return _client_error(status, headers, body, where)
+
+
+def _server_error_message(status: int) -> str:
+    if status == 504:
+        return "amoCRM gateway timeout (504): the request may be too heavy"
+    if status in (502, 503):
+        return f"amoCRM gateway error ({status})"
+    return f"amoCRM internal error ({status})"
+
+
+def _too_many(headers: Mapping[str, str], body: bytes, where: dict[str, Any]) -> Outcome:
+    retry_after = _retry_after_header(headers)
+    if _is_json(headers, body):
+        ok, data = _parse_json(body)
+        if ok and isinstance(data, dict):
+            retry_after = _number(data.get("retry_after")) or retry_after
+    if retry_after is not None and retry_after > MAX_RETRY_AFTER_S:
+        err = AmoTransientError(
+            f"amoCRM rate limit: asked to wait {retry_after:g} s", retry_after=retry_after, **where
+        )
+        return Outcome(error=err, retry=False)
+    err = AmoTransientError("amoCRM rate limit exceeded (429)", retry_after=retry_after, **where)
+    return Outcome(error=err, retry=True)
+
+
+def _retry_after_header(headers: Mapping[str, str]) -> float | None:
+    return _number(headers.get("retry-after"))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if value >= 0 else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if number >= 0 else None
+    return None
+
+
+def _client_error(
+    status: int, headers: Mapping[str, str], body: bytes, where: dict[str, Any]
+) -> Outcome:
+    is_json = _is_json(headers, body)
+    ok, data = _parse_json(body) if is_json else (False, None)
+    detail = _detail(data) if ok else ""
+    if status == 401:
+        denied = AmoAuthError(f"amoCRM refused the access token (401){detail}", **where)
+        return Outcome(error=denied, refresh=True)
+    if status == 402:
+        return Outcome(error=AmoPaymentError("the amoCRM account is not paid (402)", **where))
+    if status == 403 and not ok:
+        message = (
+            "amoCRM blocked this IP (403 page); stopping all requests — contact amoCRM support"
+        )
+        return Outcome(error=AmoBlockedError(message, **where), halt=True)
+    if status == 403:
+        return Outcome(error=AmoAuthError(f"amoCRM denied access (403){detail}", **where))
+    if status == 400:
+        errors = validation_errors(data) if ok else {}
+        rejected = AmoRejectedError(
+            f"amoCRM rejected the request (400){detail}", errors_by_request_id=errors, **where
+        )
+        return Outcome(error=rejected)
+    return Outcome(error=AmoError(f"amoCRM answered {status}{detail}", **where))
+
+
+def _detail(data: Any) -> str:
+    if not isinstance(data, dict):
+        return ""
+    parts = [str(data[k]) for k in ("detail", "hint") if isinstance(data.get(k), str)]
+    return f": {redact_text('; '.join(parts))}" if parts else ""
+
+
+def validation_errors(data: Any) -> dict[str, list[dict[str, str]]]:
+    """amoCRM's `validation-errors` as {request_id: [{code, path, detail}, ...]}."""
+    result: dict[str, list[dict[str, str]]] = {}
+    if not isinstance(data, dict):
+        return result
+    items = data.get("validation-errors")
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        return result
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        request_id = str(item.get("request_id", ""))
+        errors = item.get("errors") if isinstance(item.get("errors"), list) else []
+        cleaned = [
+            {k: str(v) for k, v in e.items() if k in ("code", "path", "detail")}
+            for e in errors or []
+            if isinstance(e, dict)
+        ]
+        result.setdefault(request_id, []).extend(cleaned)
+    return result
+
+
+# --- transport errors (no HTTP answer at all) -------------------------------------------------
+
+# Failures that happen before any byte of the request can have reached amoCRM.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+def classify_exception(
+    method: str, url: str, exc: httpx.HTTPError, *, write: bool = False
+) -> Outcome:
+    """Turn a transport failure (timeout, reset, protocol error) into an `Outcome`."""
+    where: dict[str, Any] = {"method": method, "url": url, "status": None}
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return Outcome(error=AmoError(f"cannot reach amoCRM: {type(exc).__name__}", **where))
+    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+    err = AmoTransientError(f"request to amoCRM {kind} ({type(exc).__name__})", **where)
+    not_sent = isinstance(exc, _NOT_SENT)
+    return Outcome(error=err, retry=True, applied_unknown=write and not not_sent)

@@ -1,0 +1,258 @@
+"""One logical request to amoCRM: rate budget, token, bounded retries, classification, logging.
+
+Everything that goes over the wire to amoCRM passes through `AmoSession.send` (API calls) or
+`AmoSession.exchange_token` (the OAuth endpoint). Safe to use from several threads at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from sync.amo.auth import TOKEN_PATH, TokenProvider
+from sync.amo.backoff import Backoff
+from sync.amo.ratelimit import RateLimiter
+from sync.amo.responses import Outcome, classify, classify_exception
+from sync.clock import Clock, SystemClock
+from sync.config import AmoCrmConfig
+from sync.errors import AmoAuthError, AmoError, AmoTransientError, AmoWriteUnknownError
+from sync.logs import get_logger, redact_text
+
+log = get_logger("sync.amo")
+
+Params = Mapping[str, Any] | None
+USER_AGENT = "amocrm-sync/0.1 (+httpx)"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A successful answer: status and decoded JSON (`None` for 204 No Content)."""
+
+    status: int
+    data: Any
+    headers: Mapping[str, str]
+
+
+def encode_query(params: Params) -> str:
+    """PHP-style query string, brackets kept literal (shorter URLs for long id lists).
+
+    `{"filter": {"id": [1, 2], "updated_at": {"from": 5}}, "with": ["leads", "customers"]}` →
+    `filter[id][]=1&filter[id][]=2&filter[updated_at][from]=5&with=leads,customers`.
+    `with` lists join with commas (amoCRM's form); other lists repeat `key[]`.
+    """
+    pairs: list[tuple[str, str]] = []
+    for key, value in (params or {}).items():
+        _flatten(str(key), value, pairs)
+    return "&".join(f"{quote(k, safe='[]')}={quote(v, safe=',')}" for k, v in pairs)
+
+
+def _flatten(key: str, value: Any, out: list[tuple[str, str]]) -> None:
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for sub, item in value.items():
+            _flatten(f"{key}[{sub}]", item, out)
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value) if isinstance(value, set | frozenset) else value
+        if key == "with":
+            out.append((key, ",".join(str(v) for v in items)))
+        else:
+            out.extend((f"{key}[]", _scalar(v)) for v in items)
+    else:
+        out.append((key, _scalar(value)))
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class AmoSession:
+    """The HTTP core shared by every amoCRM call of one client."""
+
+    def __init__(
+        self,
+        config: AmoCrmConfig,
+        tokens: TokenProvider | None,
+        limiter: RateLimiter,
+        *,
+        clock: Clock | None = None,
+        backoff: Backoff | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.limiter = limiter
+        self.clock = clock or SystemClock()
+        self.backoff = backoff or Backoff()
+        self.max_retries = config.max_retries
+        connect = min(10.0, config.timeout_s)
+        self._http = httpx.Client(
+            base_url=config.base_url.rstrip("/"),
+            timeout=httpx.Timeout(config.timeout_s, connect=connect),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            transport=transport,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        )
+
+    def __repr__(self) -> str:
+        return f"AmoSession(base_url={self.config.base_url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- API calls ---------------------------------------------------------------------------
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params = None,
+        json: Any = None,
+        write: bool = False,
+    ) -> Reply:
+        """Send one API request, retrying what is safe to retry.
+
+        Reads retry every transient failure. Writes retry only failures that cannot have been
+        applied (429, connect errors, a 401 fixed by a refresh); a failure after which the write
+        may have been applied raises `AmoWriteUnknownError` for the caller to reconcile.
+        """
+        url = f"{path}?{encode_query(params)}" if params else path
+        refreshed = False
+        attempt = 0
+        while True:
+            outcome, token = self._attempt(method, url, json, write)
+            if outcome.error is None:
+                return Reply(outcome.data.status, outcome.data.body, outcome.data.headers)
+            if outcome.refresh and not refreshed and self._refresh(token):
+                refreshed = True
+                continue
+            self._give_up_unless_retryable(outcome, attempt, write)
+            self._sleep_before_retry(outcome, attempt)
+            attempt += 1
+
+    def _give_up_unless_retryable(self, outcome: Outcome, attempt: int, write: bool) -> None:
+        error = outcome.error
+        assert error is not None
+        if outcome.halt:
+            self.limiter.halt(error)
+            log.error("amo_ip_blocked", url=error.url)
+            raise error
+        if write and outcome.applied_unknown:
+            raise AmoWriteUnknownError(
+                f"write outcome unknown: {error}",
+                method=error.method,
+                url=error.url,
+                status=error.status,
+                body_excerpt=error.body_excerpt,
+            ) from error
+        if not outcome.retry or attempt >= self.max_retries:
+            raise error
+
+    def _sleep_before_retry(self, outcome: Outcome, attempt: int) -> None:
+        error = outcome.error
+        retry_after = error.retry_after if isinstance(error, AmoTransientError) else None
+        throttled = error is not None and error.status == 429
+        delay = self.backoff.delay(attempt, throttled=throttled, retry_after=retry_after)
+        if throttled:
+            self.limiter.pause(delay)  # every thread of the process backs off, not just this one
+        log.debug(
+            "amo_request_retried", attempt=attempt + 1, delay_s=round(delay, 3), reason=str(error)
+        )
+        self.clock.sleep(delay)
+
+    def _refresh(self, used: str | None) -> bool:
+        if self.tokens is None or used is None:
+            return False
+        return self.tokens.after_unauthorized(used)
+
+    def _attempt(self, method: str, url: str, body: Any, write: bool) -> tuple[Outcome, str | None]:
+        token = self.tokens.access_token() if self.tokens is not None else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        outcome = self._exchange(method, url, body, headers, write)
+        return outcome, token
+
+    def _exchange(
+        self, method: str, url: str, body: Any, headers: Mapping[str, str], write: bool
+    ) -> Outcome:
+        safe_url = redact_text(url)
+        self.limiter.acquire()
+        started = time.monotonic()
+        try:
+            response = self._http.request(method, url, json=body, headers=headers)
+            raw = response.read()
+        except httpx.HTTPError as exc:
+            self._log(method, safe_url, None, started, error=type(exc).__name__)
+            return classify_exception(method, safe_url, exc, write=write)
+        self._log(method, safe_url, response.status_code, started)
+        outcome = classify(
+            method, safe_url, response.status_code, response.headers, raw, write=write
+        )
+        if outcome.error is None:
+            data = _Answer(response.status_code, outcome.data, response.headers)
+            return Outcome(data=data)
+        return outcome
+
+    def _log(
+        self, method: str, url: str, status: int | None, started: float, error: str | None = None
+    ) -> None:
+        path = urlsplit(url).path
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        log.debug(
+            "amo_request_completed",
+            method=method,
+            path=path,
+            status=status,
+            duration_ms=duration_ms,
+            error=error,
+        )
+
+    # --- the OAuth token endpoint ---------------------------------------------------------------
+
+    def exchange_token(self, body: Mapping[str, str]) -> Mapping[str, Any]:
+        """POST to `/oauth2/access_token`; a network failure is retried once with the same body.
+
+        Re-sending the same refresh token is safe: amoCRM keeps it valid until its successor is
+        used. Any refusal is an `AmoAuthError` that names amoCRM's hint but never a secret.
+        """
+        last: AmoError | None = None
+        for attempt in range(2):
+            outcome = self._exchange("POST", TOKEN_PATH, dict(body), {}, write=False)
+            if outcome.error is None:
+                data = outcome.data.body
+                if isinstance(data, Mapping):
+                    return data
+                raise AmoAuthError("amoCRM's token endpoint returned no token pair")
+            last = outcome.error
+            if outcome.halt:
+                self.limiter.halt(last)
+                raise last
+            if not outcome.retry:
+                break
+            self.clock.sleep(self.backoff.delay(attempt, throttled=last.status == 429))
+        assert last is not None
+        if isinstance(last, AmoTransientError):
+            raise last
+        reason = str(last).removesuffix(f" ({last.method} {last.url} -> {last.status})")
+        raise AmoAuthError(
+            f"amoCRM refused the OAuth token request: {reason}",
+            method="POST",
+            url=TOKEN_PATH,
+            status=last.status,
+            body_excerpt=last.body_excerpt,
+        ) from last
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: Any
+    headers: Mapping[str, str]

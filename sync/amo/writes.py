@@ -1,0 +1,198 @@
+"""Batched writes with per-entity results, rejection mapping and lost-answer reconciliation.
+
+The engine (`run_writes`) is endpoint-neutral; `AmoClient` gives it two functions: `send` (one
+batch → results) and `reconcile` (a batch whose answer was lost → the results of the entities
+that amoCRM did apply, found by re-reading). Rules:
+
+- every entity gets a `request_id` (the caller's, or its index in the caller's list), and results
+  are matched back by it, never by position alone;
+- a 400 rejects the whole batch (amoCRM is treated as all-or-nothing): the entities named in
+  `validation-errors` are set aside, the rest of the batch is sent again; at the end an
+  `AmoRejectedError` lists every rejected `request_id` and carries the successful results;
+- a lost answer (`AmoWriteUnknownError`: timeout after send, reset, 5xx, 504, broken body) is
+  **reconciled before any retry**; only entities not found are sent again; a 504 (or a 422
+  "Limit 250 per page") halves the batch size for the rest of the call;
+- any error that ends the call carries `.results` for what did go through.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.errors import AmoError, AmoRejectedError, AmoWriteUnknownError, InvariantError
+from sync.logs import get_logger
+
+log = get_logger("sync.amo.writes")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What amoCRM reported for one written entity."""
+
+    request_id: str
+    id: int
+    updated_at: int | None = None
+    reconciled: bool = False  # found by re-reading after the answer was lost
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Item:
+    request_id: str
+    payload: dict[str, Any]
+
+
+def prepare(entities: Sequence[Mapping[str, Any]]) -> list[Item]:
+    """Copy entities, giving each a unique `request_id` (the caller's or its list index)."""
+    items: list[Item] = []
+    seen: set[str] = set()
+    for index, entity in enumerate(entities):
+        request_id = str(entity.get("request_id", index))
+        if request_id in seen:
+            raise ValueError(f"duplicate request_id {request_id!r} in one write")
+        seen.add(request_id)
+        items.append(Item(request_id, {**entity, "request_id": request_id}))
+    return items
+
+
+def parse_results(
+    items: Sequence[Item], data: Any, key: str, *, id_key: str = "id"
+) -> list[WriteResult]:
+    """Match `_embedded.<key>` of a write answer to the batch by `request_id`."""
+    embedded = data.get("_embedded") if isinstance(data, Mapping) else None
+    answers = embedded.get(key) if isinstance(embedded, Mapping) else None
+    if not isinstance(answers, list) or len(answers) != len(items):
+        count = len(answers) if isinstance(answers, list) else "no"
+        raise InvariantError(f"amoCRM answered a write of {len(items)} with {count} results")
+    by_id = {item.request_id: item for item in items}
+    results: list[WriteResult] = []
+    for position, answer in enumerate(answers):
+        request_id = str(answer.get("request_id", items[position].request_id))
+        if request_id not in by_id:
+            raise InvariantError(f"amoCRM answered an unknown request_id {request_id!r}")
+        results.append(to_result(request_id, answer, id_key=id_key))
+    return results
+
+
+def to_result(
+    request_id: str, answer: Mapping[str, Any], *, id_key: str = "id", reconciled: bool = False
+) -> WriteResult:
+    updated = answer.get("updated_at")
+    return WriteResult(
+        request_id=request_id,
+        id=int(answer[id_key]),
+        updated_at=int(updated) if isinstance(updated, int | float) else None,
+        reconciled=reconciled,
+        data=dict(answer),
+    )
+
+
+Send = Callable[[list[Item]], list[WriteResult]]
+Reconcile = Callable[[list[Item]], dict[str, WriteResult]]
+Wait = Callable[[int], None]
+
+
+@dataclass
+class _State:
+    order: list[str]
+    results: dict[str, WriteResult] = field(default_factory=dict)
+    rejected: dict[str, Sequence[Mapping[str, str]]] = field(default_factory=dict)
+
+    def ordered(self) -> tuple[WriteResult, ...]:
+        return tuple(self.results[r] for r in self.order if r in self.results)
+
+
+def run_writes(
+    items: list[Item],
+    batch_size: int,
+    send: Send,
+    reconcile: Reconcile,
+    *,
+    max_retries: int,
+    wait: Wait,
+    what: str,
+) -> list[WriteResult]:
+    """Write `items` in batches; see the module docstring for the rules."""
+    state = _State([i.request_id for i in items])
+    size = max(1, batch_size)
+    queue: deque[list[Item]] = deque(_chunks(items, size))
+    failures = 0
+    while queue:
+        batch = queue.popleft()
+        try:
+            state.results.update((r.request_id, r) for r in send(batch))
+        except AmoRejectedError as exc:
+            rest = _set_aside_rejected(batch, exc, state)
+            if rest:
+                queue.appendleft(rest)
+        except AmoWriteUnknownError as exc:
+            failures += 1
+            if failures > max_retries:
+                raise _with_results(exc, state) from None
+            if exc.status == 504:
+                size = max(1, size // 2)
+            wait(failures - 1)
+            rest = _reconciled_rest(batch, exc, reconcile, state, what)
+            queue = deque(_chunks(rest + [i for b in queue for i in b], size))
+        except AmoError as exc:
+            if exc.status == 422 and len(batch) > 1:
+                size = max(1, min(size, len(batch)) // 2)
+                queue = deque(_chunks(batch + [i for b in queue for i in b], size))
+                continue
+            raise _with_results(exc, state) from None
+    if state.rejected:
+        raise AmoRejectedError(
+            f"amoCRM rejected {len(state.rejected)} of {len(items)} {what}",
+            errors_by_request_id=state.rejected,
+            results=state.ordered(),
+        )
+    return list(state.ordered())
+
+
+def _chunks(items: list[Item], size: int) -> list[list[Item]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _with_results(exc: AmoError, state: _State) -> AmoError:
+    exc.results = state.ordered()
+    return exc
+
+
+def _set_aside_rejected(batch: list[Item], exc: AmoRejectedError, state: _State) -> list[Item]:
+    ids = {i.request_id for i in batch}
+    named = {rid: errs for rid, errs in exc.errors_by_request_id.items() if rid in ids}
+    if not named:  # a 400 that names nobody: every entity of the batch carries the message
+        detail = {"code": "Rejected", "path": "", "detail": str(exc)}
+        named = {rid: [detail] for rid in ids}
+    state.rejected.update(named)
+    log.info("amo_write_rejected", count=len(named), batch=len(batch))
+    return [i for i in batch if i.request_id not in named]
+
+
+def _reconciled_rest(
+    batch: list[Item],
+    exc: AmoWriteUnknownError,
+    reconcile: Reconcile,
+    state: _State,
+    what: str,
+) -> list[Item]:
+    try:
+        found = reconcile(batch)
+    except AmoError as err:
+        err.results = state.ordered()
+        raise err from exc
+    except InvariantError as err:
+        raise _with_results(exc, state) from err
+    state.results.update(found)
+    rest = [i for i in batch if i.request_id not in found]
+    log.warning(
+        "amo_write_reconciled",
+        what=what,
+        status=exc.status,
+        applied=len(found),
+        resent=len(rest),
+    )
+    return rest

@@ -1,0 +1,102 @@
+"""OAuth token storage: one `sync_state` row, read and rotated under a PostgreSQL advisory lock.
+
+`TokenStore.locked()` opens a transaction, takes a transaction-level advisory lock (so every
+thread and process refreshing the same account's tokens queues behind one refresher), reads the
+stored pair and, when the block ends without an error, commits what `save` wrote. The lock is
+released by the commit, after the new pair is durable. The row key and lock are per schema.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from sync.db.schema import sync_state
+from sync.errors import StoreError
+
+TOKENS_KEY = "amocrm_oauth_tokens"
+
+
+class LockedTokens:
+    """The stored value as read under the lock; `save` writes within the same transaction."""
+
+    def __init__(self, connection: Connection, key: str, value: Mapping[str, Any] | None) -> None:
+        self._connection = connection
+        self._key = key
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"LockedTokens(key={self._key!r}, stored={self.value is not None})"
+
+    def save(self, value: Mapping[str, Any]) -> None:
+        statement = insert(sync_state).values(key=self._key, value=dict(value))
+        statement = statement.on_conflict_do_update(
+            index_elements=[sync_state.c.key],
+            set_={"value": statement.excluded.value, "updated_at": sa.func.now()},
+        )
+        self._connection.execute(statement)
+        self.value = dict(value)
+
+
+class TokenStore:
+    """Where rotated OAuth tokens live (implements `sync.amo.auth.TokenStorage`)."""
+
+    def __init__(self, engine: Engine, key: str = TOKENS_KEY) -> None:
+        self._engine = engine
+        self._key = key
+        schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
+        self._lock_id = _lock_id(f"amosync:{schema}:{key}")
+
+    def __repr__(self) -> str:
+        return f"TokenStore(key={self._key!r})"
+
+    def load(self) -> Mapping[str, Any] | None:
+        """The stored pair without locking (a quick read on start-up)."""
+        with _store_errors(), self._engine.connect() as connection:
+            return self._read(connection)
+
+    @contextmanager
+    def locked(self) -> Iterator[LockedTokens]:
+        """Hold the refresh lock for the block; commit what was saved when the block ends."""
+        with _store_errors(), self._engine.begin() as connection:
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self._lock_id)))
+            yield LockedTokens(connection, self._key, self._read(connection))
+
+    def _read(self, connection: Connection) -> Mapping[str, Any] | None:
+        value = connection.execute(
+            sa.select(sync_state.c.value).where(sync_state.c.key == self._key)
+        ).scalar_one_or_none()
+        return value if isinstance(value, Mapping) else None
+
+
+def _lock_id(name: str) -> int:
+    """A stable signed 64-bit advisory-lock id for `name`."""
+    high = zlib.crc32(name.encode())
+    low = zlib.crc32(name[::-1].encode())
+    value = (high << 32) | low
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:
+        raise StoreError(
+            f"PostgreSQL failed while handling OAuth tokens: {_line(exc)}", transient=True
+        ) from exc
+    except DBAPIError as exc:
+        raise StoreError(f"PostgreSQL refused an OAuth token statement: {_line(exc)}") from exc
+
+
+def _line(exc: DBAPIError) -> str:
+    diag = getattr(exc.orig, "diag", None)
+    text = getattr(diag, "message_primary", None) or type(exc.orig).__name__
+    return str(text).strip().splitlines()[0]

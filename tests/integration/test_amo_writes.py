@@ -1,0 +1,197 @@
+"""AmoClient writes against the emulator: results by request_id, 400 mapping, 504 and lost
+answers reconciled by reading (never a duplicate contact), batch halving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sync.emulator import Emulator, FaultRule
+from sync.errors import AmoRejectedError, AmoWriteUnknownError
+from tests.integration.amo_emulator import client_for, running
+
+POST = "/api/v4/contacts"
+
+
+def person(n: int, tag: str = "p") -> dict[str, Any]:
+    return {
+        "name": f"{tag} {n}",
+        "first_name": f"{tag}",
+        "last_name": f"{n}",
+        "custom_fields_values": [
+            {"field_code": "PHONE", "values": [{"value": f"+7999000{n:04d}", "enum_code": "WORK"}]}
+        ],
+    }
+
+
+def live_names(emulator: Emulator, client: Any) -> list[str]:
+    return [c["name"] for p in client.iter_contacts(limit=250) for c in p.items]
+
+
+def posts(emulator: Emulator, path: str = POST, method: str = "POST") -> list[dict[str, Any]]:
+    return [r for r in emulator.requests() if r["method"] == method and r["path"] == path]
+
+
+def test_create_and_update_match_results_by_request_id() -> None:
+    with running() as (emulator, url), client_for(emulator, url, batch_size=3) as client:
+        created = client.create_contacts([person(n) for n in range(7)])
+        assert [r.request_id for r in created] == [str(n) for n in range(7)]
+        assert len({r.id for r in created}) == 7
+        assert not any(r.reconciled for r in created)
+        assert [len(r["body"]) for r in posts(emulator)] == [3, 3, 1]
+        updated = client.update_contacts(
+            [
+                {"id": r.id, "name": f"renamed {r.request_id}", "request_id": f"local-{r.id}"}
+                for r in created
+            ]
+        )
+        assert [r.request_id for r in updated] == [f"local-{r.id}" for r in created]
+        assert all(isinstance(r.updated_at, int) for r in updated)
+        assert sorted(live_names(emulator, client)) == sorted(f"renamed {n}" for n in range(7))
+
+
+def test_400_maps_errors_to_entities_and_the_rest_still_go_through() -> None:
+    with running() as (emulator, url), client_for(emulator, url, batch_size=10) as client:
+        entities = [person(n) for n in range(4)]
+        entities[2]["custom_fields_values"] = [{"field_id": 999_999, "values": [{"value": "x"}]}]
+        with pytest.raises(AmoRejectedError) as info:
+            client.create_contacts(entities)
+        errors = info.value.errors_by_request_id
+        assert list(errors) == ["2"]
+        assert "custom_fields_values" in errors["2"][0]["path"]
+        assert [r.request_id for r in info.value.results] == ["0", "1", "3"]  # type: ignore[attr-defined]
+        assert sorted(live_names(emulator, client)) == ["p 0", "p 1", "p 3"]
+
+
+LOST = [
+    FaultRule(kind="reset", method="POST", path=POST, apply_write=True),
+    FaultRule(kind="error", status=504, method="POST", path=POST, apply_write=True),
+    FaultRule(kind="error", status=500, method="POST", path=POST, apply_write=True),
+    FaultRule(kind="truncate", method="POST", path=POST),
+    FaultRule(kind="slow", delay_ms=1500, method="POST", path=POST),
+]
+
+
+@pytest.mark.parametrize("fault", LOST, ids=lambda f: f"{f.kind}-{f.status}")
+def test_lost_post_answer_is_reconciled_without_a_duplicate(fault: FaultRule) -> None:
+    with (
+        running(contacts=30) as (emulator, url),
+        client_for(emulator, url, batch_size=5, timeout_s=1.0) as client,
+    ):
+        emulator.add_fault(FaultRule(**{**fault.__dict__, "skip": 1}))  # the 2nd batch is lost
+        created = client.create_contacts([person(n, "new") for n in range(12)])
+        names = [n for n in live_names(emulator, client) if n.startswith("new ")]
+        assert sorted(names) == sorted(f"new {n}" for n in range(12))  # each exactly once
+        assert [r.request_id for r in created] == [str(n) for n in range(12)]
+        assert len({r.id for r in created}) == 12
+        assert [r.request_id for r in created if r.reconciled] == ["5", "6", "7", "8", "9"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        FaultRule(kind="reset", method="POST", path=POST),
+        FaultRule(kind="error", status=502, method="POST", path=POST),
+    ],
+    ids=["reset-before-write", "502-before-write"],
+)
+def test_post_lost_before_it_applied_is_sent_again(fault: FaultRule) -> None:
+    with running(contacts=10) as (emulator, url), client_for(emulator, url) as client:
+        emulator.create_contacts([person(1, "twin")])  # an older look-alike must not be claimed
+        emulator.add_fault(fault)
+        created = client.create_contacts([person(1, "twin"), person(1, "twin")])
+        assert [n for n in live_names(emulator, client) if n == "twin 1"] == ["twin 1"] * 3
+        assert not any(r.reconciled for r in created)
+        assert len(posts(emulator)) == 2
+
+
+def test_two_identical_entities_in_a_lost_batch_are_two_contacts_not_more() -> None:
+    with running() as (emulator, url), client_for(emulator, url) as client:
+        emulator.add_fault(FaultRule(kind="reset", method="POST", path=POST, apply_write=True))
+        created = client.create_contacts([person(7, "same"), person(7, "same")])
+        assert len({r.id for r in created}) == 2
+        assert all(r.reconciled for r in created)
+        assert [n for n in live_names(emulator, client) if n == "same 7"] == ["same 7"] * 2
+        assert len(posts(emulator)) == 1
+
+
+def test_write_that_keeps_failing_gives_up_and_carries_the_results_so_far() -> None:
+    with running(contacts=5) as (emulator, url), client_for(emulator, url, max_retries=2) as client:
+        emulator.add_fault(FaultRule(kind="reset", method="POST", path=POST, skip=1, times=None))
+        with pytest.raises(AmoWriteUnknownError) as info:
+            client.create_contacts([person(n, "a") for n in range(4)], batch_size=2)
+        assert [r.request_id for r in info.value.results] == ["0", "1"]  # type: ignore[attr-defined]
+        # 1 good POST, then 3 lost ones (1 + max_retries), each followed by a reconciling read
+        assert len(posts(emulator)) == 4
+        assert sorted(n for n in live_names(emulator, client) if n.startswith("a ")) == [
+            "a 0",
+            "a 1",
+        ]
+
+
+def test_504_after_patch_rereads_and_halves_the_batch() -> None:
+    with running(contacts=0) as (emulator, url), client_for(emulator, url, batch_size=8) as client:
+        created = client.create_contacts([person(n) for n in range(16)])
+        emulator.clear_requests()
+        emulator.add_fault(
+            FaultRule(kind="error", status=504, method="PATCH", path=POST, apply_write=True)
+        )
+        updates = [{"id": r.id, "name": f"u{r.request_id}"} for r in created]
+        results = client.update_contacts(updates)
+        assert [r.request_id for r in results] == [str(n) for n in range(16)]
+        assert [r.request_id for r in results if r.reconciled] == [str(n) for n in range(8)]
+        patch_sizes = [len(r["body"]) for r in posts(emulator, method="PATCH")]
+        assert patch_sizes == [8, 4, 4]  # first batch applied then 504; the rest halved
+        assert sorted(live_names(emulator, client)) == sorted(f"u{n}" for n in range(16))
+
+
+def test_504_before_patch_applied_resends_only_after_reading() -> None:
+    with running(contacts=0) as (emulator, url), client_for(emulator, url, batch_size=4) as client:
+        created = client.create_contacts([person(n) for n in range(4)])
+        emulator.clear_requests()
+        emulator.add_fault(FaultRule(kind="error", status=504, method="PATCH", path=POST))
+        results = client.update_contacts([{"id": r.id, "name": "v2"} for r in created])
+        assert not any(r.reconciled for r in results)
+        kinds = [(r["method"], len(r["body"] or [])) for r in emulator.requests()]
+        assert kinds[0] == ("PATCH", 4)
+        assert kinds[1][0] == "GET"  # re-read before any resend
+        assert kinds[2:] == [("PATCH", 2), ("PATCH", 2)]
+
+
+def test_422_too_many_entities_halves_the_batch() -> None:
+    with (
+        running(max_batch=5) as (emulator, url),
+        client_for(emulator, url, batch_size=12) as client,
+    ):
+        created = client.create_contacts([person(n) for n in range(12)])
+        assert len(created) == 12
+        sizes = [len(r["body"]) for r in posts(emulator)]
+        assert sizes == [12, 6, 3, 3, 3, 3]  # halved until amoCRM's limit (here 5) is met
+        assert (
+            sum(s for s, r in zip(sizes, posts(emulator), strict=True) if r["status"] == 200) == 12
+        )
+
+
+def test_link_chats_and_a_lost_link_answer() -> None:
+    with (
+        running(contacts=6, trashed_fraction=0.0) as (emulator, url),
+        client_for(emulator, url) as client,
+    ):
+        ids = [c["id"] for p in client.iter_contacts() for c in p.items][:3]
+        links = [
+            {"contact_id": i, "chat_id": f"00000000-0000-4000-8000-00000000000{n}"}
+            for n, i in enumerate(ids)
+        ]
+        emulator.add_fault(
+            FaultRule(kind="reset", method="POST", path="/api/v4/contacts/chats", apply_write=True)
+        )
+        results = client.link_chats(links)
+        assert [r.request_id for r in results] == ["0", "1", "2"]
+        assert all(r.reconciled for r in results)
+        got = [
+            (x["contact_id"], x["chat_id"])
+            for p in client.iter_chats(contact_ids=ids)
+            for x in p.items
+        ]
+        assert sorted(got) == sorted((x["contact_id"], x["chat_id"]) for x in links)
