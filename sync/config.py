@@ -208,6 +208,10 @@ class SyncConfig:
 class DaemonConfig:
     http_port: int = _key(8085, _between(0, 65535))
     http_host: str = _key("127.0.0.1")
+    migrate: bool = _key(True)
+    unhealthy_after_polls: int = _key(3, _between(1, 100))
+    requests_poll_s: float = _key(2.0, _positive)
+    shutdown_timeout_s: float = _key(10.0, _between(0, 14))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,237 @@
+"""Read-only queries behind `amosync status`, `/healthz` and `/metrics`, plus the request queue.
+
+Everything here is a small statement on the operations tables (`sync_runs`, `sync_state`,
+`sync_requests`) or a count on the data tables; nothing here writes except `add_request` and the
+`claim_requests`/`finish_requests` pair the daemon uses for `sync_requests`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sync.db.locks import leader_lock_key
+from sync.db.schema import contacts, sync_changes, sync_conflicts, sync_requests, sync_runs, sync_state
+
+PULL_KINDS = ("pull", "full")
+# sync_state keys that hold secrets: status shows that they exist, never their value.
+SECRET_STATE_KEYS = ("amocrm_oauth_tokens",)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One `sync_runs` row."""
+
+    id: int
+    kind: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    fetched: int
+    upserted: int
+    deleted: int
+    pushed: int
+    conflicts: int
+    errors: int
+    requests: int
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            name: (value.isoformat() if isinstance(value, datetime) else value)
+            for name, value in self.__dict__.items()
+        }
+
+
+@dataclass(frozen=True)
+class Leader:
+    """Who holds the leader lock, from `pg_stat_activity`."""
+
+    application_name: str
+    client_addr: str | None
+    since: datetime | None
+
+
+def fetch_last_runs(conn: Connection) -> dict[str, RunRow]:
+    """The latest run of each kind (pull, full, push)."""
+    ranked = sa.select(
+        sync_runs,
+        sa.func.row_number()
+        .over(partition_by=sync_runs.c.kind, order_by=sync_runs.c.id.desc())
+        .label("rank"),
+    ).subquery()
+    rows = conn.execute(sa.select(ranked).where(ranked.c.rank == 1)).mappings()
+    return {row["kind"]: _run(row) for row in rows}
+
+
+def fetch_last_success(conn: Connection) -> dict[str, RunRow]:
+    """The latest succeeded run of each kind."""
+    done = sync_runs.c.status == "succeeded"
+    ranked = sa.select(
+        sync_runs,
+        sa.func.row_number()
+        .over(partition_by=sync_runs.c.kind, order_by=sync_runs.c.id.desc())
+        .label("rank"),
+    ).where(done)
+    sub = ranked.subquery()
+    rows = conn.execute(sa.select(sub).where(sub.c.rank == 1)).mappings()
+    return {row["kind"]: _run(row) for row in rows}
+
+
+def fetch_runs_since(conn: Connection, after_id: int) -> list[RunRow]:
+    """Finished runs with an id above `after_id`, oldest first (to count what a job did)."""
+    query = (
+        sa.select(sync_runs)
+        .where(sync_runs.c.id > after_id, sync_runs.c.status != "running")
+        .order_by(sync_runs.c.id)
+    )
+    return [_run(row) for row in conn.execute(query).mappings()]
+
+
+def fetch_max_run_id(conn: Connection) -> int:
+    return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(sync_runs.c.id), 0))) or 0)
+
+
+def _run(row: Mapping[str, Any]) -> RunRow:
+    return RunRow(**{name: row[name] for name in RunRow.__dataclass_fields__})
+
+
+def count_pending_changes(conn: Connection) -> int:
+    """Captured local edits not yet pushed."""
+    return int(conn.scalar(sa.select(sa.func.count()).select_from(sync_changes)) or 0)
+
+
+def count_open_conflicts(conn: Connection) -> int:
+    query = sa.select(sa.func.count()).where(sync_conflicts.c.resolved_at.is_(None))
+    return int(conn.scalar(query) or 0)
+
+
+def count_contacts_by_status(conn: Connection) -> dict[str, int]:
+    """Live contacts per `sync_status` (synced, pending, conflict, error)."""
+    query = (
+        sa.select(contacts.c.sync_status, sa.func.count())
+        .where(contacts.c.is_deleted.is_(False))
+        .group_by(contacts.c.sync_status)
+    )
+    return {status: int(count) for status, count in conn.execute(query).all()}
+
+
+def fetch_row_errors(conn: Connection, limit: int = 5) -> list[dict[str, Any]]:
+    """A few contacts amoCRM rejected, with its message."""
+    query = (
+        sa.select(contacts.c.id, contacts.c.name, contacts.c.sync_error)
+        .where(contacts.c.sync_status == "error")
+        .order_by(contacts.c.id)
+        .limit(limit)
+    )
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def fetch_state(conn: Connection) -> dict[str, Any]:
+    """`sync_state` (cursors and the like) with secret values left out."""
+    rows = conn.execute(sa.select(sync_state.c.key, sync_state.c.value, sync_state.c.updated_at))
+    return {
+        key: {
+            "value": "(stored)" if key in SECRET_STATE_KEYS else value,
+            "updated_at": updated_at.isoformat(),
+        }
+        for key, value, updated_at in rows
+    }
+
+
+def fetch_leader(conn: Connection, schema: str) -> Leader | None:
+    """The session holding this schema's leader lock in this database, if any."""
+    key = leader_lock_key(schema)
+    query = sa.text(
+        "SELECT a.application_name, host(a.client_addr) AS client_addr, a.backend_start "
+        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid = :hi AND l.objid = :lo"
+    )
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    row = conn.execute(query, {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF}).first()
+    if row is None:
+        return None
+    return Leader(row.application_name, row.client_addr, row.backend_start)
+
+
+# --- sync_requests -----------------------------------------------------------------------------
+
+
+def add_request(conn: Connection, kind: str = "full") -> int:
+    """Ask for a full resync (the daemon's trigger NOTIFYs it); returns the request id."""
+    return int(conn.scalar(sa.insert(sync_requests).values(kind=kind).returning(sync_requests.c.id)))
+
+
+def count_pending_requests(conn: Connection) -> int:
+    query = sa.select(sa.func.count()).where(sync_requests.c.status == "pending")
+    return int(conn.scalar(query) or 0)
+
+
+def claim_requests(conn: Connection) -> list[int]:
+    """Mark every pending request running (skipping rows another session holds); their ids."""
+    pending = (
+        sa.select(sync_requests.c.id)
+        .where(sync_requests.c.status == "pending")
+        .with_for_update(skip_locked=True)
+    )
+    query = (
+        sa.update(sync_requests)
+        .where(sync_requests.c.id.in_(pending.scalar_subquery()))
+        .values(status="running", started_at=sa.func.now())
+        .returning(sync_requests.c.id)
+    )
+    return sorted(int(i) for i in conn.scalars(query))
+
+
+def finish_requests(
+    conn: Connection, ids: Sequence[int], *, run_id: int | None, error: str | None
+) -> None:
+    """Record the outcome of the full resync that served `ids`."""
+    if not ids:
+        return
+    conn.execute(
+        sa.update(sync_requests)
+        .where(sync_requests.c.id.in_(list(ids)))
+        .values(
+            status="failed" if error else "done",
+            finished_at=sa.func.now(),
+            run_id=run_id,
+            error=error,
+        )
+    )
+
+
+def fetch_request(conn: Connection, request_id: int) -> dict[str, Any] | None:
+    row = conn.execute(
+        sa.select(sync_requests).where(sync_requests.c.id == request_id)
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+def fetch_latest_run_id(conn: Connection, kind: str, after_id: int) -> int | None:
+    query = (
+        sa.select(sa.func.max(sync_runs.c.id))
+        .where(sync_runs.c.kind == kind, sync_runs.c.id > after_id)
+    )
+    value = conn.scalar(query)
+    return int(value) if value is not None else None
+
+
+def fetch_oauth_times(conn: Connection) -> tuple[int, int] | None:
+    """(obtained_at, expires_at) unix seconds of the stored OAuth pair, without the secrets."""
+    value = sync_state.c.value
+    row = conn.execute(
+        sa.select(value["obtained_at"].as_integer(), value["expires_at"].as_integer()).where(
+            sync_state.c.key == SECRET_STATE_KEYS[0]
+        )
+    ).first()
+    if row is None or row[1] is None:
+        return None
+    return int(row[0] or 0), int(row[1])

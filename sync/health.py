@@ -1,0 +1,288 @@
+"""What the daemon knows about its own health, and the HTTP server for /healthz, /livez, /metrics.
+
+`Health` is fed by the daemon (role changes, job outcomes) and by the amoCRM transport (every
+answer or network failure, as it happens), and turns that into the /healthz verdict:
+
+- a **standby** is healthy while it can reach PostgreSQL (it is ready to take over);
+- the **leader** is healthy when a pull succeeded within `unhealthy_after_polls` poll intervals
+  (a long full resync that keeps getting answers from amoCRM counts as fresh), amoCRM is
+  reachable (no streak of network errors or 5xx longer than a grace period), authentication
+  works, the IP is not blocked and PostgreSQL answers.
+
+/healthz answers 200 or 503 with a JSON body that lists every reason. /livez answers 200 while
+the daemon's main loop is turning (for a liveness probe: restarting the process does not help
+when amoCRM is down, so liveness must not depend on it). /metrics is the Prometheus exposition.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from sync.clock import Clock, SystemClock
+from sync.errors import (
+    AmoAuthError,
+    AmoBlockedError,
+    AmoPaymentError,
+    StoreError,
+)
+from sync.logs import get_logger
+
+log = get_logger("sync.health")
+
+PULL_JOBS = frozenset({"pull", "full"})
+AMO_GRACE_MAX_S = 15.0  # a failure streak shorter than this (and one poll) is not yet a problem
+
+
+@dataclass
+class _Amo:
+    failing_since: float | None = None
+    failure: str | None = None
+    last_ok: float | None = None
+    problem: str | None = None  # auth_failed | ip_blocked | payment_required (from a job)
+    detail: str | None = None
+
+
+@dataclass
+class Health:
+    """Thread-safe health state of one daemon process."""
+
+    poll_interval_s: float
+    unhealthy_after_polls: int = 3
+    clock: Clock = field(default_factory=SystemClock)
+    role: str = "starting"
+    _amo: _Amo = field(default_factory=_Amo)
+    _last_pull_ok: float | None = None
+    _last_pull_ok_at: datetime | None = None
+    _leader_since: float | None = None
+    _running: dict[str, float] = field(default_factory=dict)
+    _database: str | None = None
+    _heartbeat: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- fed by the daemon ---------------------------------------------------------------------
+
+    def set_role(self, role: str) -> None:
+        with self._lock:
+            self.role = role
+            self._leader_since = self.clock.monotonic() if role == "leader" else None
+            if role != "leader":
+                self._last_pull_ok = None
+                self._running.clear()
+
+    def beat(self) -> None:
+        """The main loop is alive (for /livez)."""
+        with self._lock:
+            self._heartbeat = self.clock.monotonic()
+
+    def database_ok(self) -> None:
+        with self._lock:
+            self._database = None
+
+    def database_failed(self, reason: str) -> None:
+        with self._lock:
+            self._database = reason
+
+    def job_started(self, job: str) -> None:
+        with self._lock:
+            self._running[job] = self.clock.monotonic()
+
+    def job_succeeded(self, job: str) -> None:
+        with self._lock:
+            self._running.pop(job, None)
+            self._database = None
+            if job in PULL_JOBS:
+                self._last_pull_ok = self.clock.monotonic()
+                self._last_pull_ok_at = self.clock.now()
+            if job != "requests":
+                self._amo.problem = self._amo.detail = None
+
+    def job_failed(self, job: str, error: BaseException) -> None:
+        with self._lock:
+            self._running.pop(job, None)
+            problem = _problem_of(error)
+            if isinstance(error, StoreError):
+                self._database = str(error)
+            elif problem is not None:
+                self._amo.problem, self._amo.detail = problem, str(error)
+
+    # --- fed by the amoCRM transport -----------------------------------------------------------
+
+    def amocrm_answered(self, status: int) -> None:
+        with self._lock:
+            if status >= 500:
+                self._amo_failing(f"HTTP {status}")
+                return
+            self._amo.failing_since = self._amo.failure = None
+            if 200 <= status < 300:
+                self._amo.last_ok = self.clock.monotonic()
+                if self._amo.problem != "ip_blocked":
+                    self._amo.problem = self._amo.detail = None
+
+    def amocrm_unreachable(self, error: str) -> None:
+        with self._lock:
+            self._amo_failing(error)
+
+    def _amo_failing(self, failure: str) -> None:
+        if self._amo.failing_since is None:
+            self._amo.failing_since = self.clock.monotonic()
+        self._amo.failure = failure
+
+    @property
+    def halted(self) -> bool:
+        """amoCRM blocked this IP: every amoCRM job must stop (api fact sheet §1)."""
+        with self._lock:
+            return self._amo.problem == "ip_blocked"
+
+    # --- the verdicts --------------------------------------------------------------------------
+
+    def report(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON body) of /healthz."""
+        with self._lock:
+            reasons = self._reasons()
+            body: dict[str, Any] = {
+                "status": "ok" if not reasons else "failing",
+                "role": self.role,
+                "reasons": reasons,
+                "last_pull_succeeded_at": _iso(self._last_pull_ok_at),
+                "running_jobs": sorted(self._running),
+            }
+        return (200 if not reasons else 503), body
+
+    def _reasons(self) -> list[str]:
+        reasons: list[str] = []
+        if self._database:
+            reasons.append(f"database_unavailable: {self._database}")
+        if self.role in ("standby", "stopping"):
+            return reasons
+        if self.role != "leader":
+            return [*reasons, "starting: not yet leader or standby"]
+        reasons.extend(self._amo_reasons())
+        stale = self._pull_staleness()
+        if stale:
+            reasons.append(stale)
+        return reasons
+
+    def _amo_reasons(self) -> list[str]:
+        reasons = []
+        if self._amo.problem:
+            reasons.append(f"amocrm_{self._amo.problem}: {self._amo.detail}")
+        since = self._amo.failing_since
+        if since is not None and self.clock.monotonic() - since >= self._grace():
+            seconds = round(self.clock.monotonic() - since)
+            reasons.append(f"amocrm_unreachable: {self._amo.failure} for {seconds}s")
+        return reasons
+
+    def _pull_staleness(self) -> str | None:
+        now = self.clock.monotonic()
+        window = self.poll_interval_s * self.unhealthy_after_polls
+        fresh = [t for t in (self._last_pull_ok,) if t is not None]
+        if PULL_JOBS & self._running.keys() and self._amo.last_ok is not None:
+            fresh.append(self._amo.last_ok)  # a long pull still getting answers is progress
+        if fresh and now - max(fresh) <= window:
+            return None
+        if not fresh:
+            return "no_successful_pull: none yet since this daemon became leader"
+        return f"pull_stale: no successful pull for {round(now - max(fresh))}s (limit {window:g}s)"
+
+    def _grace(self) -> float:
+        return min(self.poll_interval_s, AMO_GRACE_MAX_S)
+
+    def alive(self, max_silence_s: float) -> bool:
+        """/livez: the main loop beat within `max_silence_s`."""
+        with self._lock:
+            beat = self._heartbeat
+        return beat is not None and self.clock.monotonic() - beat <= max_silence_s
+
+
+def _problem_of(error: BaseException) -> str | None:
+    if isinstance(error, AmoBlockedError):
+        return "ip_blocked"
+    if isinstance(error, AmoPaymentError):
+        return "payment_required"
+    if isinstance(error, AmoAuthError):
+        return "auth_failed"
+    return None  # network errors and 5xx: the transport already tracks the failure streak
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """What the HTTP server serves: three callables returning (status, content type, body)."""
+
+    health: Callable[[], tuple[int, dict[str, Any]]]
+    alive: Callable[[], bool]
+    metrics: Callable[[], tuple[bytes, str]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        endpoints = self.server.endpoints
+        try:
+            if path == "/healthz":
+                status, body = endpoints.health()
+                self._send(status, "application/json", json.dumps(body).encode())
+            elif path == "/livez":
+                ok = endpoints.alive()
+                self._send(200 if ok else 503, "text/plain", b"ok\n" if ok else b"stalled\n")
+            elif path == "/metrics":
+                payload, content_type = endpoints.metrics()
+                self._send(200, content_type, payload)
+            else:
+                self._send(404, "text/plain", b"not found: try /healthz, /livez or /metrics\n")
+        except Exception as exc:  # noqa: BLE001 - an endpoint bug must not kill the server thread
+            log.exception("http_endpoint_failed", path=path)
+            self._send(500, "text/plain", f"internal error: {type(exc).__name__}\n".encode())
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+        """Probes every few seconds would flood the log; stay quiet."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    endpoints: Endpoints
+
+
+class HttpServer:
+    """The health and metrics endpoints on a background thread."""
+
+    def __init__(self, host: str, port: int, endpoints: Endpoints) -> None:
+        self._server = _Server((host, port), _Handler)
+        self._server.endpoints = endpoints
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="amosync-http", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

@@ -1,0 +1,203 @@
+"""Prometheus metrics of the daemon (prometheus-client, one registry per daemon).
+
+Counted in the process as things happen:
+  amosync_leader                           1 while this process holds the leader lock
+  amosync_job_runs_total{job,status}       succeeded | failed | skipped (already running)
+  amosync_job_duration_seconds{job}        histogram of job run times
+  amosync_amocrm_requests_total{method,status}   every HTTP answer from amoCRM ("error" = none)
+  amosync_amocrm_rate_limited_total        429 answers
+  amosync_rows_pulled_total / _pushed_total / _deleted_total / _rejected_total
+                                           from the sync_runs rows each job wrote
+Read from PostgreSQL at scrape time (cached for a few seconds; valid on a standby too):
+  amosync_database_up                      1 when the scrape could read the database
+  amosync_last_success_timestamp_seconds{kind}   last succeeded pull | full | push
+  amosync_sync_lag_seconds                 now − start of the last succeeded pull: how stale
+                                           the database may be
+  amosync_pending_changes                  captured local edits not yet pushed
+  amosync_open_conflicts                   conflicts waiting for a person or a push
+  amosync_contacts{sync_status}            live contacts per status
+  amosync_pending_requests                 sync_requests not yet picked up
+  amosync_token_expiry_timestamp_seconds   access token expiry (OAuth pair or long-lived JWT)
+  amosync_refresh_token_expiry_timestamp_seconds   OAuth refresh token (90 days after issue)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from sync.db import status as queries
+from sync.db.status import RunRow
+from sync.health import Health
+from sync.logs import get_logger
+
+log = get_logger("sync.metrics")
+
+REFRESH_TOKEN_LIFETIME_S = 90 * 86400  # amoCRM: a refresh token lives three months
+SCRAPE_CACHE_S = 5.0
+
+
+class Metrics:
+    """The daemon's registry and the instruments the daemon and transport update."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.leader = Gauge("amosync_leader", "1 while this process is the leader", registry=r)
+        self.job_runs = Counter(
+            "amosync_job_runs", "Job runs by outcome", ["job", "status"], registry=r
+        )
+        self.job_duration = Histogram(
+            "amosync_job_duration_seconds",
+            "Job run time",
+            ["job"],
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=r,
+        )
+        self.requests = Counter(
+            "amosync_amocrm_requests", "amoCRM answers", ["method", "status"], registry=r
+        )
+        self.rate_limited = Counter("amosync_amocrm_rate_limited", "amoCRM 429s", registry=r)
+        self.rows = {
+            name: Counter(f"amosync_rows_{name}", f"Rows {name}", registry=r)
+            for name in ("pulled", "pushed", "deleted", "rejected")
+        }
+
+    def count_runs(self, runs: list[RunRow]) -> None:
+        """Add what finished `sync_runs` rows report to the row counters."""
+        for run in runs:
+            self.rows["pulled"].inc(run.upserted if run.kind != "push" else 0)
+            self.rows["deleted"].inc(run.deleted)
+            self.rows["pushed"].inc(run.pushed)
+            self.rows["rejected"].inc(run.errors)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class DatabaseCollector(Collector):
+    """Gauges read from PostgreSQL when Prometheus scrapes, cached for `SCRAPE_CACHE_S`."""
+
+    def __init__(self, engine: Engine, token_expiry: Callable[[], float | None]) -> None:
+        self._engine = engine
+        self._static_expiry = token_expiry
+        self._cache: tuple[float, list[Metric]] | None = None
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cache is None or now - self._cache[0] > SCRAPE_CACHE_S:
+                self._cache = (now, self._read())
+            yield from self._cache[1]
+
+    def _read(self) -> list[Metric]:
+        up = GaugeMetricFamily("amosync_database_up", "1 when the scrape could read PostgreSQL")
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("SET statement_timeout = 3000")
+                families = list(self._families(conn))
+        except SQLAlchemyError as exc:
+            log.warning("metrics_database_unavailable", error=str(exc).splitlines()[0])
+            up.add_metric([], 0)
+            return [up]
+        up.add_metric([], 1)
+        return [up, *families]
+
+    def _families(self, conn: Any) -> Iterator[Metric]:
+        now = time.time()
+        success = queries.fetch_last_success(conn)
+        last = GaugeMetricFamily(
+            "amosync_last_success_timestamp_seconds", "Last succeeded run", labels=["kind"]
+        )
+        for kind, run in sorted(success.items()):
+            if run.finished_at is not None:
+                last.add_metric([kind], run.finished_at.timestamp())
+        yield last
+        pulls = [r.started_at.timestamp() for k, r in success.items() if k in ("pull", "full")]
+        if pulls:
+            yield _gauge("amosync_sync_lag_seconds", "Seconds since the last good pull began",
+                         max(0.0, now - max(pulls)))  # fmt: skip
+        yield _gauge("amosync_pending_changes", "Local edits not yet pushed",
+                     queries.count_pending_changes(conn))  # fmt: skip
+        yield _gauge("amosync_open_conflicts", "Unresolved conflicts",
+                     queries.count_open_conflicts(conn))  # fmt: skip
+        yield _gauge("amosync_pending_requests", "sync_requests not yet picked up",
+                     queries.count_pending_requests(conn))  # fmt: skip
+        by_status = GaugeMetricFamily(
+            "amosync_contacts", "Live contacts by sync_status", labels=["sync_status"]
+        )
+        for status, count in sorted(queries.count_contacts_by_status(conn).items()):
+            by_status.add_metric([status], count)
+        yield by_status
+        yield from self._token_families(conn)
+
+    def _token_families(self, conn: Any) -> Iterator[Metric]:
+        oauth = queries.fetch_oauth_times(conn)
+        expiry = float(oauth[1]) if oauth else self._static_expiry()
+        if expiry is not None:
+            yield _gauge("amosync_token_expiry_timestamp_seconds", "Access token expiry", expiry)
+        if oauth:
+            yield _gauge("amosync_refresh_token_expiry_timestamp_seconds",
+                         "OAuth refresh token expiry (90 days after issue)",
+                         oauth[0] + REFRESH_TOKEN_LIFETIME_S)  # fmt: skip
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The `exp` claim of a JWT (amoCRM's long-lived tokens are JWTs), without verifying it."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    exp = payload.get("exp") if isinstance(payload, dict) else None
+    return float(exp) if isinstance(exp, int | float) else None
+
+
+class ObservedTransport(httpx.BaseTransport):
+    """Wraps the real transport of the amoCRM client: counts every answer, tells `Health`."""
+
+    def __init__(self, inner: httpx.BaseTransport, metrics: Metrics, health: Health) -> None:
+        self._inner = inner
+        self._metrics = metrics
+        self._health = health
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = self._inner.handle_request(request)
+        except httpx.TransportError as exc:
+            self._metrics.requests.labels(request.method, "error").inc()
+            self._health.amocrm_unreachable(type(exc).__name__)
+            raise
+        self._metrics.requests.labels(request.method, str(response.status_code)).inc()
+        if response.status_code == 429:
+            self._metrics.rate_limited.inc()
+        self._health.amocrm_answered(response.status_code)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def amocrm_transport(metrics: Metrics, health: Health) -> ObservedTransport:
+    """The transport the daemon gives its amoCRM client (same pool limits as the client's)."""
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+    return ObservedTransport(httpx.HTTPTransport(limits=limits), metrics, health)

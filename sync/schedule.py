@@ -1,0 +1,237 @@
+"""The leader's APScheduler 3.x: which jobs run when, and the wrapper that keeps it alive.
+
+Jobs (ids):
+  pull            incremental pull every `sync.poll_interval_s`, first run at once
+  push            push of local edits every `sync.push_interval_s`
+  full            full resync on `sync.full_resync_cron` (omitted when the cron is empty)
+  full_requested  a one-off full resync when `sync_requests` has pending rows
+  requests        looks for pending `sync_requests` every `daemon.requests_poll_s`
+
+Settings, on purpose:
+- pull, push and the full resyncs share one executor with **one worker**: they write the same
+  tables and spend the same 7 requests/s, so they never overlap; a due job queues behind the
+  running one. `requests` has its own worker so a long full resync cannot delay its look-ups.
+- `max_instances=1` for every job: never two runs of one job at once (a run due while one is
+  running or queued is skipped and counted as `skipped`).
+- `coalesce=True`: after a stall (laptop asleep, a long full resync) a backlog of due runs
+  collapses into one run, not a burst.
+- `misfire_grace_time`: one period for the interval jobs (a later run is due by then anyway);
+  an hour for the cron resync (a daemon that was busy or restarting at 03:00 still runs it, a
+  daemon that was down all day does not run a stale one at noon).
+- The wrapper catches everything: a failed job logs one `<job>_failed` event, updates health and
+  metrics, and the scheduler lives on. After a 403 IP block the amoCRM jobs stop running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from sync.clock import Clock
+from sync.config import Config
+from sync.db import status as queries
+from sync.errors import AmoBlockedError, SyncError
+from sync.health import Health
+from sync.logs import get_logger
+from sync.metrics import Metrics
+
+log = get_logger("sync.daemon")
+
+Job = Callable[[], object]
+SYNC_EXECUTOR = "sync"
+AMO_JOBS = frozenset({"pull", "push", "full", "full_requested"})
+CRON_MISFIRE_S = 3600
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """The work the leader schedules; plain callables, built in `sync.daemon`."""
+
+    pull: Job
+    push: Job
+    full: Job
+
+
+class JobRunner:
+    """Runs one job: never two at once, never raising, always accounted for."""
+
+    def __init__(self, engine: Engine, health: Health, metrics: Metrics) -> None:
+        self.engine = engine
+        self.health = health
+        self.metrics = metrics
+        self.stopping = threading.Event()
+        self._idle = threading.Condition()
+        self._running: set[str] = set()
+
+    def wrap(self, name: str, fn: Job) -> Callable[[], None]:
+        def run() -> None:
+            self.run(name, fn)
+
+        run.__name__ = f"amosync_{name}"
+        return run
+
+    def run(self, name: str, fn: Job) -> None:
+        if self.stopping.is_set():
+            return
+        if name in AMO_JOBS and self.health.halted:
+            self.metrics.job_runs.labels(name, "skipped").inc()
+            return
+        with self._idle:
+            self._running.add(name)
+        try:
+            self._account(name, fn)
+        finally:
+            with self._idle:
+                self._running.discard(name)
+                self._idle.notify_all()
+
+    def _account(self, name: str, fn: Job) -> None:
+        before = self._max_run_id()
+        self.health.job_started(name)
+        started = time.monotonic()
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - a failed job must never kill the scheduler
+            self._failed(name, exc)
+        else:
+            self.health.job_succeeded(name)
+            self.metrics.job_runs.labels(name, "succeeded").inc()
+        finally:
+            self.metrics.job_duration.labels(name).observe(time.monotonic() - started)
+            self._count_rows(before)
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        self.health.job_failed(name, exc)
+        self.metrics.job_runs.labels(name, "failed").inc()
+        fields: dict[str, Any] = {"error": str(exc), "error_type": type(exc).__name__}
+        if isinstance(exc, SyncError):
+            log.error(f"{name}_failed", **fields)
+        else:  # a bug: keep the traceback
+            log.error(f"{name}_failed", exc_info=exc, **fields)
+        if isinstance(exc, AmoBlockedError):
+            log.error("sync_halted", reason="amoCRM blocked this IP (403); only its support "
+                      "can lift the block; restart amosync afterwards")  # fmt: skip
+
+    def _max_run_id(self) -> int | None:
+        try:
+            with self.engine.connect() as conn:
+                return queries.fetch_max_run_id(conn)
+        except SQLAlchemyError:
+            return None
+
+    def _count_rows(self, before: int | None) -> None:
+        if before is None:
+            return
+        try:
+            with self.engine.connect() as conn:
+                self.metrics.count_runs(queries.fetch_runs_since(conn, before))
+        except SQLAlchemyError:
+            log.debug("run_counts_unavailable")
+
+    def running(self) -> set[str]:
+        with self._idle:
+            return set(self._running)
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Wait until no job runs; False if `timeout` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._running, timeout=timeout)
+
+
+def build_scheduler(
+    config: Config,
+    jobs: Jobs,
+    runner: JobRunner,
+    request_check: Callable[[], object],
+    clock: Clock,
+) -> BackgroundScheduler:
+    """A scheduler (not started) with every job of the leader."""
+    scheduler = BackgroundScheduler(
+        executors={
+            SYNC_EXECUTOR: ThreadPoolExecutor(max_workers=1, pool_kwargs={"thread_name_prefix": "amosync-job"}),
+            "default": ThreadPoolExecutor(max_workers=1, pool_kwargs={"thread_name_prefix": "amosync-req"}),
+        },  # fmt: skip
+        job_defaults={"coalesce": True, "max_instances": 1},
+    )
+    sync = config.sync
+    now = clock.now()
+    _interval(scheduler, "pull", runner.wrap("pull", jobs.pull), sync.poll_interval_s, now)
+    _interval(scheduler, "push", runner.wrap("push", jobs.push), sync.push_interval_s, now)
+    if sync.full_resync_cron:
+        scheduler.add_job(
+            runner.wrap("full", jobs.full),
+            CronTrigger.from_crontab(sync.full_resync_cron),
+            id="full",
+            executor=SYNC_EXECUTOR,
+            misfire_grace_time=CRON_MISFIRE_S,
+        )
+    period = config.daemon.requests_poll_s
+    scheduler.add_job(
+        request_check,
+        IntervalTrigger(seconds=period),
+        id="requests",
+        next_run_time=now,
+        misfire_grace_time=max(1, int(period)),
+    )
+    scheduler.add_listener(_skipped(runner.metrics), EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+    return scheduler
+
+
+def _interval(
+    scheduler: BackgroundScheduler, name: str, fn: Callable[[], None], period: float, first: datetime
+) -> None:
+    scheduler.add_job(
+        fn,
+        IntervalTrigger(seconds=period),
+        id=name,
+        executor=SYNC_EXECUTOR,
+        next_run_time=first,
+        misfire_grace_time=max(1, int(period)),
+    )
+
+
+def request_full(scheduler: BackgroundScheduler, runner: JobRunner, full: Job) -> None:
+    """Queue a one-off full resync now (a no-op if one is already queued or running)."""
+    if scheduler.get_job("full_requested") is not None or "full_requested" in runner.running():
+        return
+    scheduler.add_job(
+        runner.wrap("full_requested", full),
+        id="full_requested",
+        executor=SYNC_EXECUTOR,
+        misfire_grace_time=None,
+        replace_existing=True,
+    )
+
+
+def _skipped(metrics: Metrics) -> Callable[[JobExecutionEvent], None]:
+    def listener(event: JobExecutionEvent) -> None:
+        metrics.job_runs.labels(event.job_id, "skipped").inc()
+        log.debug("job_skipped", job=event.job_id, missed=event.code == EVENT_JOB_MISSED)
+
+    return listener
+
+
+def quiet_apscheduler() -> None:
+    """APScheduler warns on every skipped run; we count those in metrics instead."""
+    import logging
+
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+
+
+def describe_jobs(scheduler: BackgroundScheduler) -> Mapping[str, str | None]:
+    return {
+        job.id: job.next_run_time.isoformat() if job.next_run_time else None
+        for job in scheduler.get_jobs()
+    }
