@@ -142,20 +142,16 @@ def _recover_creates(ctx: _Context, entry: Mapping[str, Any]) -> None:
     found = find_created(ctx.client, items, floor, set(), ctx.client.reconcile_settle_s)
     temps = [int(i.request_id) for i in items]
     with ctx.engine.begin() as conn:
-        alive = {t for t in temps if t in outbox.fetch_rows(conn, [t])}
+        pending = {p.temp_id: p for p in inflight.claim_creates(conn, include_errors=True)}
         done = [
-            Done(int(rid), r.id, _change_ids_of(conn, int(rid)))
+            Done(int(rid), r.id, pending[int(rid)].change_ids)
             for rid, r in found.items()
-            if int(rid) in alive
+            if int(rid) in pending  # a row deleted locally meanwhile has nothing to swap
         ]
         inflight.record_created(conn, done, ctx.clock.now())
         inflight.forget_sent(conn, "creates", temps)
     ctx.count.add(recovered=len(done), created=len(done))
     log.warning("push_creates_recovered", sent=len(items), found=len(found))
-
-
-def _change_ids_of(conn: Any, temp_id: int) -> tuple[int, ...]:
-    return next((p.change_ids for p in inflight.claim_creates(conn) if p.temp_id == temp_id), ())
 
 
 def _recover_links(ctx: _Context, entry: Mapping[str, Any]) -> None:

@@ -58,13 +58,14 @@ class Done:
 # --- claiming ------------------------------------------------------------------------------
 
 
-def claim_creates(conn: Connection) -> list[PendingCreate]:
+def claim_creates(conn: Connection, *, include_errors: bool = False) -> list[PendingCreate]:
     """Locally inserted contacts waiting for push (not those in error), oldest first."""
     ids = sa.func.array_agg(sync_changes.c.id)
     query = (
         sa.select(contacts, ids.label("change_ids"))
         .join(sync_changes, sync_changes.c.contact_id == contacts.c.id)
-        .where(contacts.c.id < 0, contacts.c.sync_status != "error")
+        .where(contacts.c.id < 0)
+        .where(sa.true() if include_errors else contacts.c.sync_status != "error")
         .where(sync_changes.c.kind == "create")
         .group_by(contacts.c.id)
         .order_by(contacts.c.id.desc())  # -1 was inserted first
@@ -205,7 +206,9 @@ def record_linked(conn: Connection, done: Sequence[Done]) -> None:
 
 
 def _set_status_after_write(conn: Connection, ids: list[int], now: datetime) -> None:
-    waiting = sa.exists().where(sync_changes.c.contact_id == contacts.c.id)
+    waiting = sa.exists().where(
+        sync_changes.c.contact_id == contacts.c.id, sync_changes.c.kind != "chat_link"
+    )  # a pending chat link does not make the contact itself pending
     conn.execute(
         sa.update(contacts)
         .where(contacts.c.id.in_(ids))
