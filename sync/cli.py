@@ -153,6 +153,68 @@ def auth(app: _Context, code: str) -> None:
 cli.add_command(emulator_command, "emulator")
 
 
+@cli.command()
+@pass_context
+def push(app: _Context) -> None:
+    """Send pending local changes (updates, new contacts, chat links) to amoCRM."""
+    from sync.push import run_push
+
+    config = app.config
+    config.require_amocrm_auth()
+    engine = create_engine(config.database)
+    try:
+        with AmoClient.connect(config.amocrm, token_storage=TokenStore(engine)) as client:
+            report = run_push(config, engine, client)
+    finally:
+        engine.dispose()
+    click.echo(
+        f"push: {report.updated} updated, {report.created} created, {report.linked} chat links, "
+        f"{report.unchanged} already in amoCRM, {report.conflicts} conflicts "
+        f"({report.held} waiting), {report.errors} rejected, {report.requests} requests"
+    )
+
+
+@cli.group()
+def conflicts() -> None:
+    """Review and settle conflicts (the same field edited locally and in amoCRM)."""
+
+
+@conflicts.command("list")
+@click.option("--all", "include_resolved", is_flag=True, help="Also show resolved conflicts.")
+@pass_context
+def conflicts_list(app: _Context, include_resolved: bool) -> None:
+    """Conflicts waiting for a person (or all of them with --all)."""
+    from sync.conflict_view import render_conflicts
+    from sync.db.outbox import list_conflicts
+
+    engine = create_engine(app.config.database)
+    try:
+        with engine.connect() as conn:
+            rows = list_conflicts(conn, include_resolved=include_resolved)
+    finally:
+        engine.dispose()
+    click.echo(render_conflicts(rows, include_resolved=include_resolved))
+
+
+@conflicts.command("resolve")
+@click.argument("conflict_id", type=int)
+@click.option(
+    "--keep", type=click.Choice(["local", "remote"]), required=True, help="The side that wins."
+)
+@pass_context
+def conflicts_resolve(app: _Context, conflict_id: int, keep: str) -> None:
+    """Settle a waiting conflict; the next push applies it."""
+    from sync.db.outbox import set_winner
+
+    engine = create_engine(app.config.database)
+    try:
+        with engine.begin() as conn:
+            set_winner(conn, conflict_id, keep)
+    finally:
+        engine.dispose()
+    click.echo(f"conflict {conflict_id}: {keep} wins; the next push applies it")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command; turn expected errors into one line and an exit code."""
     try:

@@ -142,6 +142,25 @@ def _cron(value: Any) -> str | None:
     return None
 
 
+_POLICIES = ("newest_wins", "remote_wins", "local_wins", "manual")
+_POLICY_FIELDS = re.compile(
+    r"^(name|first_name|last_name|responsible_user_id|custom_fields_values|cf:([0-9]+|[A-Z_0-9]+))$"
+)
+
+
+def _field_policies(value: Any) -> str | None:
+    """Per-field conflict policies: ["name=local_wins", "cf:123=manual", ...]."""
+    for item in value:
+        field_name, _, policy = item.partition("=")
+        if not _POLICY_FIELDS.match(field_name) or policy not in _POLICIES:
+            return (
+                f"entries must look like FIELD=POLICY (FIELD: name, first_name, last_name, "
+                f"responsible_user_id, custom_fields_values, cf:<field id or CODE>; POLICY: "
+                f"{', '.join(_POLICIES)}), got {item!r}"
+            )
+    return None
+
+
 def _key(default: Any, *checks: Validator, secret: bool = False) -> Any:
     """A configuration key: its default plus validators run on the final value."""
     return field(default=default, metadata={"checks": checks, "secret": secret})
@@ -202,6 +221,13 @@ class SyncConfig:
     conflict_policy: str = _key(
         "newest_wins", _one_of("newest_wins", "remote_wins", "local_wins", "manual")
     )
+    conflict_fields: tuple[str, ...] = _key((), _field_policies)
+    push_workers: int = _key(6, _between(1, 32))
+
+    @property
+    def conflict_fields_map(self) -> dict[str, str]:
+        """`conflict_fields` as {field: policy}."""
+        return dict(item.split("=", 1) for item in self.conflict_fields)
 
 
 @dataclass(frozen=True)

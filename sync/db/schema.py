@@ -363,6 +363,80 @@ Index(
     postgresql_where=text("status = 'pending'"),
 )
 
+# --- added by migration 0002 (pull) -----------------------------------------------------------
+
+contact_custom_fields = Table(
+    "contact_custom_fields",
+    metadata,
+    Column("id", BigInteger, primary_key=True, comment="amoCRM custom field id."),
+    Column("name", Text, comment="Field name as shown in amoCRM (may be localised)."),
+    Column("code", Text, comment="Field code such as PHONE or EMAIL; NULL if none."),
+    Column("type", Text, comment="Field type: text, numeric, select, multitext, date, …"),
+    Column("sort", Integer, comment="Display order in amoCRM."),
+    Column("is_api_only", Boolean, comment="True if the field is only visible through the API."),
+    Column(
+        "enums",
+        JSONB,
+        comment="The field's choices as amoCRM sends them: [{id, value, sort}], NULL if none.",
+    ),
+    Column(
+        "fetched_at",
+        TZ,
+        nullable=False,
+        server_default=text("now()"),
+        comment="When pull last read this definition from amoCRM.",
+    ),
+    comment="Definitions of the account's contact custom fields (GET "
+    "/api/v4/contacts/custom_fields), cached by pull and refreshed when an unknown field or "
+    "enum appears.",
+)
+
+contact_remote_values = Table(
+    "contact_remote_values",
+    metadata,
+    Column(
+        "contact_id",
+        BigInteger,
+        ForeignKey("contacts.id", ondelete="CASCADE", onupdate="CASCADE"),
+        primary_key=True,
+        comment="The contact (contacts.id).",
+    ),
+    Column(
+        "remote_values",
+        JSONB,
+        nullable=False,
+        comment="amoCRM's values of the writable fields (name, first_name, last_name, "
+        "responsible_user_id, custom_fields_values) in the last version pull read.",
+    ),
+    Column(
+        "remote_updated_at",
+        TZ,
+        nullable=False,
+        comment="amoCRM's updated_at of that version.",
+    ),
+    Column(
+        "pulled_at",
+        TZ,
+        nullable=False,
+        server_default=text("now()"),
+        comment="When pull read it.",
+    ),
+    comment="What amoCRM says about contacts that have unpushed local changes (sync_status "
+    "pending, conflict or error): pull keeps the local values in contacts and records amoCRM's "
+    "here, for push's conflict detection. The row goes away when the contact is synced again.",
+)
+
+sync_full_seen = Table(
+    "sync_full_seen",
+    metadata,
+    Column("run_id", BigInteger, nullable=False, comment="The full resync (sync_runs.id)."),
+    Column("contact_id", BigInteger, nullable=False, comment="A contact amoCRM listed."),
+    PrimaryKeyConstraint("run_id", "contact_id"),
+    prefixes=["UNLOGGED"],
+    comment="Scratch list of the contact ids a running full resync has seen in amoCRM, to find "
+    "the ones that are gone; emptied when the run ends (unlogged: not crash-safe by design).",
+)
+
 # Relation tables replaced whenever a contact is pulled, in dependency order.
 RELATION_TABLES = (
     contact_custom_field_values,

@@ -1,0 +1,302 @@
+"""The three-way merge of a local edit with amoCRM's current version. Pure: no I/O.
+
+A contact's pending edit is split into *fields*: the scalar columns (`name`, `first_name`,
+`last_name`, `responsible_user_id`) and one field per custom field (`cf:<field_id>`, or
+`cf:<CODE>` when only a code is known). For each field the edit changed:
+
+    local == remote                  → settled, nothing to send (already equal: also the case
+                                       after a crash between our PATCH and our commit)
+    remote == base                   → send the local value (amoCRM did not touch the field)
+    otherwise                        → a conflict, settled by the policy:
+        local_wins / remote_wins     → that side, at once
+        newest_wins                  → local if its edit time is later than amoCRM's
+                                       updated_at, else remote (a tie goes to amoCRM)
+        manual                       → held until a person sets `winner`
+
+Values are compared by content, not by amoCRM's `updated_at` alone: `updated_at` has 1-second
+resolution, so a remote edit in the second of the last pull would be invisible to it. Fields
+the local edit did not change are never sent, so remote edits to them are kept (merged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+SCALAR_FIELDS = ("name", "first_name", "last_name", "responsible_user_id")
+CF_COLUMN = "custom_fields_values"
+CF_PREFIX = "cf:"
+POLICIES = ("newest_wins", "remote_wins", "local_wins", "manual")
+_VALUE_KEYS = ("value", "enum_id", "enum_code")
+
+
+@dataclass(frozen=True)
+class FieldEdit:
+    """One field changed locally: its base (before the first edit) and its latest value."""
+
+    field: str
+    base: Any
+    local: Any
+    changed_at: datetime
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A conflict already on record for a field: the winner a person (or policy) chose."""
+
+    conflict_id: int
+    winner: str | None  # "local" | "remote" | None while waiting for a person
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A field changed on both sides, as recorded in `sync_conflicts`."""
+
+    field: str
+    base: Any
+    local: Any
+    remote: Any
+    local_changed_at: datetime
+    remote_updated_at: datetime | None
+    policy: str
+    winner: str | None
+    conflict_id: int | None = None  # set when it continues a conflict already on record
+
+
+@dataclass(frozen=True)
+class Merge:
+    """What to do with one contact's pending edit."""
+
+    send: dict[str, Any] = field(default_factory=dict)  # field → local value to send
+    take_remote: dict[str, Any] = field(default_factory=dict)  # field → remote value to keep
+    settled: frozenset[str] = frozenset()  # fields done after this push (sent, equal, taken)
+    held: frozenset[str] = frozenset()  # fields waiting for a person
+    conflicts: tuple[Conflict, ...] = ()
+
+
+def resolve(
+    edits: Iterable[FieldEdit],
+    remote: Mapping[str, Any],
+    remote_updated_at: datetime | None,
+    policy: str,
+    *,
+    field_policies: Mapping[str, str] | None = None,
+    on_record: Mapping[str, Resolution] | None = None,
+) -> Merge:
+    """Decide, field by field, what to send, what to take from amoCRM and what to hold.
+
+    `remote` maps fields (see `split`) to amoCRM's current values; `on_record` maps fields to
+    conflicts already recorded and not yet applied (a person's `winner`, or still waiting).
+    """
+    send: dict[str, Any] = {}
+    take: dict[str, Any] = {}
+    settled: set[str] = set()
+    held: set[str] = set()
+    conflicts: list[Conflict] = []
+    for edit in edits:
+        theirs = remote.get(edit.field)
+        if same(edit.local, theirs):
+            settled.add(edit.field)
+            continue
+        if same(edit.base, theirs) and edit.field not in (on_record or {}):
+            send[edit.field] = edit.local
+            settled.add(edit.field)
+            continue
+        chosen = _policy_for(edit.field, policy, field_policies)
+        recorded = (on_record or {}).get(edit.field)
+        conflict = _conflict(edit, theirs, remote_updated_at, chosen, recorded)
+        conflicts.append(conflict)
+        if conflict.winner is None:
+            held.add(edit.field)
+            continue
+        settled.add(edit.field)
+        if conflict.winner == "local":
+            send[edit.field] = edit.local
+        else:
+            take[edit.field] = theirs
+    return Merge(send, take, frozenset(settled), frozenset(held), tuple(conflicts))
+
+
+def _policy_for(name: str, policy: str, overrides: Mapping[str, str] | None) -> str:
+    if overrides:
+        if name in overrides:
+            return overrides[name]
+        if name.startswith(CF_PREFIX) and "custom_fields_values" in overrides:
+            return overrides["custom_fields_values"]
+    return policy
+
+
+def _conflict(
+    edit: FieldEdit,
+    remote: Any,
+    remote_updated_at: datetime | None,
+    policy: str,
+    recorded: Resolution | None,
+) -> Conflict:
+    if recorded is not None:
+        winner = recorded.winner
+        policy_used = "manual" if recorded.winner is None else policy
+        conflict_id: int | None = recorded.conflict_id
+    else:
+        winner = decide_winner(policy, edit.changed_at, remote_updated_at)
+        policy_used, conflict_id = policy, None
+    return Conflict(
+        edit.field,
+        edit.base,
+        edit.local,
+        remote,
+        edit.changed_at,
+        remote_updated_at,
+        policy_used,
+        winner,
+        conflict_id,
+    )
+
+
+def decide_winner(
+    policy: str, local_changed_at: datetime, remote_updated_at: datetime | None
+) -> str | None:
+    """The winner a policy picks by itself; None for `manual`."""
+    if policy == "local_wins":
+        return "local"
+    if policy == "remote_wins":
+        return "remote"
+    if policy == "newest_wins":
+        if remote_updated_at is None or local_changed_at > remote_updated_at:
+            return "local"
+        return "remote"
+    if policy == "manual":
+        return None
+    raise ValueError(f"unknown conflict policy {policy!r}")
+
+
+# --- fields of a contact -------------------------------------------------------------------
+
+
+def split(values: Mapping[str, Any], codes: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Writable contact values → {field: value}; custom fields one by one (values lists).
+
+    `codes` maps field codes to ids, so an entry written with only `field_code` lands on the
+    same field as amoCRM's `field_id`.
+    """
+    out: dict[str, Any] = {k: values[k] for k in SCALAR_FIELDS if k in values}
+    if CF_COLUMN in values:
+        for entry in values[CF_COLUMN] or ():
+            if isinstance(entry, Mapping):
+                key = cf_key(entry, codes)
+                if key is not None:
+                    out[key] = _non_empty(entry.get("values"))
+    return out
+
+
+def field_codes(*arrays: Any) -> dict[str, int]:
+    """field_code → field_id from any custom_fields_values arrays that carry both."""
+    codes: dict[str, int] = {}
+    for array in arrays:
+        for entry in array or ():
+            if isinstance(entry, Mapping) and entry.get("field_code") and entry.get("field_id"):
+                codes[str(entry["field_code"]).upper()] = int(entry["field_id"])
+    return codes
+
+
+def cf_key(entry: Mapping[str, Any], codes: Mapping[str, int] | None = None) -> str | None:
+    if entry.get("field_id") is not None:
+        return f"{CF_PREFIX}{int(entry['field_id'])}"
+    code = entry.get("field_code")
+    if not code:
+        return None
+    known = (codes or {}).get(str(code).upper())
+    return f"{CF_PREFIX}{known}" if known is not None else f"{CF_PREFIX}{str(code).upper()}"
+
+
+def changed_fields(
+    base: Mapping[str, Any], local: Mapping[str, Any], codes: Mapping[str, int]
+) -> dict[str, tuple[Any, Any]]:
+    """Fields whose local value differs from the base: {field: (base, local)}.
+
+    Only columns present in `local` count; inside `custom_fields_values` a field missing from
+    one side is None (no values) on that side.
+    """
+    out: dict[str, tuple[Any, Any]] = {}
+    for name in SCALAR_FIELDS:
+        if name in local and not same(base.get(name), local[name]):
+            out[name] = (base.get(name), local[name])
+    if CF_COLUMN in local:
+        before = split({CF_COLUMN: base.get(CF_COLUMN)}, codes)
+        after = split({CF_COLUMN: local[CF_COLUMN]}, codes)
+        for key in sorted(before.keys() | after.keys()):
+            if not same(before.get(key), after.get(key)):
+                out[key] = (before.get(key), after.get(key))
+    return out
+
+
+def _non_empty(values: Any) -> Any:
+    return values if values else None
+
+
+# --- comparing values ----------------------------------------------------------------------
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as amoCRM means them: scalars as text, value lists item by item in any order."""
+    if _is_values(a) or _is_values(b):
+        return _same_lists(a or [], b or [])
+    return _text(a) == _text(b)
+
+
+def _is_values(x: Any) -> bool:
+    return isinstance(x, list) or (isinstance(x, tuple) and not isinstance(x, str))
+
+
+def _text(x: Any) -> str | None:
+    if x is None or x == "":
+        return None
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return str(x).strip()
+
+
+def _same_lists(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    if len(a) != len(b):
+        return False
+    unused = list(b)
+    for item in a:
+        hit = next((other for other in unused if _same_value(item, other)), None)
+        if hit is None:
+            return False
+        unused.remove(hit)
+    return True
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Two custom-field values agree on every key both carry (and share at least one)."""
+    if not (isinstance(a, Mapping) and isinstance(b, Mapping)):
+        return _text(a) == _text(b)
+    shared = 0
+    for key in _VALUE_KEYS:
+        left, right = _text(a.get(key)), _text(b.get(key))
+        if left is not None and right is not None:
+            if left.casefold() != right.casefold() if key == "enum_code" else left != right:
+                return False
+            shared += 1
+    return shared > 0
+
+
+def write_values(values: Any) -> list[dict[str, Any]] | None:
+    """Custom-field values in amoCRM's write shape (None clears the field)."""
+    if not values:
+        return None
+    out: list[dict[str, Any]] = []
+    for value in values:
+        if not isinstance(value, Mapping):
+            out.append({"value": value})
+            continue
+        item = {k: value[k] for k in ("value", "enum_id") if value.get(k) is not None}
+        if "enum_id" not in item and value.get("enum_code") is not None:
+            item["enum_code"] = value["enum_code"]
+        out.append(item)
+    return out

@@ -1,0 +1,233 @@
+"""Creates and chat links: claiming them, the durable "in flight" record, and the id swap.
+
+A POST that amoCRM applied but whose answer never reached us (or whose answer we got just
+before being killed) must not be sent again blindly. So before a create or link batch is sent,
+its payloads, the time and the newest amoCRM contact id below which nothing of it can be
+(`floor`) are committed to `sync_state` under `push_in_flight`. A successful batch swaps the
+temporary negative ids for amoCRM's ids and clears its entries in the same transaction. Whatever
+is still in the record when push starts was sent by a run that died: push reconciles it by
+reading amoCRM (see `sync.push`) before sending anything new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Connection
+
+from sync.db.capture import WRITABLE_CONTACT_COLUMNS
+from sync.db.engine import sync_origin
+from sync.db.schema import contact_chats, contacts, sync_changes, sync_state
+
+IN_FLIGHT_KEY = "push_in_flight"
+
+
+@dataclass(frozen=True)
+class PendingCreate:
+    """A contact inserted locally (temporary negative id) and its outbox rows."""
+
+    temp_id: int
+    change_ids: tuple[int, ...]
+    values: Mapping[str, Any]  # the row's writable columns now (what is sent)
+
+
+@dataclass(frozen=True)
+class PendingLink:
+    """A chat link inserted locally (temporary negative id) and its outbox rows."""
+
+    temp_id: int
+    contact_id: int
+    chat_id: str
+    change_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Done:
+    """A temporary id amoCRM answered for: its real id and the outbox rows it consumes."""
+
+    temp_id: int
+    real_id: int
+    change_ids: tuple[int, ...]
+
+
+# --- claiming ------------------------------------------------------------------------------
+
+
+def claim_creates(conn: Connection, *, include_errors: bool = False) -> list[PendingCreate]:
+    """Locally inserted contacts waiting for push (not those in error), oldest first."""
+    ids = sa.func.array_agg(sync_changes.c.id)
+    query = (
+        sa.select(contacts, ids.label("change_ids"))
+        .join(sync_changes, sync_changes.c.contact_id == contacts.c.id)
+        .where(contacts.c.id < 0)
+        .where(sa.true() if include_errors else contacts.c.sync_status != "error")
+        .where(sync_changes.c.kind == "create")
+        .group_by(contacts.c.id)
+        .order_by(contacts.c.id.desc())  # -1 was inserted first
+    )
+    out = []
+    for row in conn.execute(query).mappings():
+        values = {c: row[c] for c in WRITABLE_CONTACT_COLUMNS if row[c] is not None}
+        out.append(PendingCreate(row["id"], tuple(sorted(row["change_ids"])), values))
+    return out
+
+
+def claim_links(conn: Connection) -> list[PendingLink]:
+    """Locally inserted chat links of contacts amoCRM knows (not those in error)."""
+    sync_origin(conn)
+    conn.execute(  # links deleted locally before they were pushed: nothing to send
+        sa.delete(sync_changes).where(
+            sync_changes.c.kind == "chat_link",
+            ~sa.exists().where(contact_chats.c.id == sync_changes.c.chat_link_id),
+        )
+    )
+    ids = sa.func.array_agg(sync_changes.c.id)
+    query = (
+        sa.select(contact_chats, ids.label("change_ids"))
+        .join(sync_changes, sync_changes.c.chat_link_id == contact_chats.c.id)
+        .join(contacts, contacts.c.id == contact_chats.c.contact_id)
+        .where(sync_changes.c.kind == "chat_link", contact_chats.c.id < 0)
+        .where(contact_chats.c.contact_id > 0, contacts.c.sync_status != "error")
+        .group_by(contact_chats.c.id)
+        .order_by(contact_chats.c.id.desc())
+    )
+    return [
+        PendingLink(r["id"], r["contact_id"], r["chat_id"], tuple(sorted(r["change_ids"])))
+        for r in conn.execute(query).mappings()
+    ]
+
+
+# --- the in-flight record ---------------------------------------------------------------------
+
+
+def load_in_flight(conn: Connection) -> dict[str, Any]:
+    value = conn.execute(
+        sa.select(sync_state.c.value).where(sync_state.c.key == IN_FLIGHT_KEY)
+    ).scalar_one_or_none()
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def mark_sending(
+    conn: Connection,
+    kind: str,
+    items: Mapping[int, Mapping[str, Any]],
+    now: datetime,
+    floor: int | None = None,
+) -> None:
+    """Commit (in the caller's transaction) that these `kind` items are about to be sent."""
+    state = load_in_flight(conn)
+    entry = {
+        "sent_at": now.isoformat(),
+        "floor": floor,
+        "items": {str(temp): dict(payload) for temp, payload in items.items()},
+    }
+    state[kind] = entry
+    _save(conn, state)
+
+
+def forget_sent(
+    conn: Connection, kind: str, temp_ids: Iterable[int], floor: int | None = None
+) -> None:
+    """Drop settled items from the record; `floor` moves the create floor up."""
+    state = load_in_flight(conn)
+    entry = dict(state.get(kind) or {})
+    items = dict(entry.get("items") or {})
+    for temp in temp_ids:
+        items.pop(str(temp), None)
+    if floor is not None:
+        entry["floor"] = max(int(entry.get("floor") or 0), floor)
+    if items:
+        state[kind] = {**entry, "items": items}
+    else:
+        state.pop(kind, None)
+    _save(conn, state)
+
+
+def _save(conn: Connection, state: Mapping[str, Any]) -> None:
+    if not state:
+        conn.execute(sa.delete(sync_state).where(sync_state.c.key == IN_FLIGHT_KEY))
+        return
+    statement = insert(sync_state).values(key=IN_FLIGHT_KEY, value=dict(state))
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[sync_state.c.key],
+            set_={"value": statement.excluded.value, "updated_at": sa.func.now()},
+        )
+    )
+
+
+# --- recording results ---------------------------------------------------------------------
+
+
+def record_created(conn: Connection, done: Sequence[Done], now: datetime) -> None:
+    """Give created contacts amoCRM's ids (cascading to every table) and consume their rows.
+
+    Edits captured after the claim survive, now as `update` rows against the created contact.
+    A pull that already stored the new contact under its real id (the answer was lost, the
+    contact was pulled before we reconciled) loses that copy to the local row, which pull
+    refreshes on its next run.
+    """
+    if not done:
+        return
+    sync_origin(conn)
+    for item in done:
+        conn.execute(sa.delete(sync_changes).where(sync_changes.c.id.in_(item.change_ids)))
+        conn.execute(sa.delete(contacts).where(contacts.c.id == item.real_id))
+        conn.execute(
+            sa.update(contacts).where(contacts.c.id == item.temp_id).values(id=item.real_id)
+        )
+    real = [d.real_id for d in done]
+    conn.execute(
+        sa.update(sync_changes)
+        .where(sync_changes.c.contact_id.in_(real), sync_changes.c.kind == "create")
+        .values(kind="update")
+    )
+    _set_status_after_write(conn, real, now)
+
+
+def record_linked(conn: Connection, done: Sequence[Done]) -> None:
+    """Give pushed chat links amoCRM's link ids and consume their rows."""
+    if not done:
+        return
+    sync_origin(conn)
+    for item in done:
+        conn.execute(sa.delete(sync_changes).where(sync_changes.c.id.in_(item.change_ids)))
+        conn.execute(sa.delete(contact_chats).where(contact_chats.c.id == item.real_id))
+        conn.execute(
+            sa.update(contact_chats)
+            .where(contact_chats.c.id == item.temp_id)
+            .values(id=item.real_id)
+        )
+
+
+def _set_status_after_write(conn: Connection, ids: list[int], now: datetime) -> None:
+    waiting = sa.exists().where(
+        sync_changes.c.contact_id == contacts.c.id, sync_changes.c.kind != "chat_link"
+    )  # a pending chat link does not make the contact itself pending
+    conn.execute(
+        sa.update(contacts)
+        .where(contacts.c.id.in_(ids))
+        .values(
+            sync_status=sa.case((waiting, "pending"), else_="synced"),
+            sync_error=None,
+            synced_at=sa.case((waiting, contacts.c.synced_at), else_=now),
+        )
+    )
+
+
+def mark_errors(conn: Connection, messages: Mapping[int, str]) -> None:
+    """Contacts amoCRM rejected: `error` with its message; their edits stay in the outbox."""
+    if not messages:
+        return
+    sync_origin(conn)
+    for contact_id, message in messages.items():
+        conn.execute(
+            sa.update(contacts)
+            .where(contacts.c.id == contact_id)
+            .values(sync_status="error", sync_error=message)
+        )

@@ -1,0 +1,352 @@
+"""The outbox of local edits: claiming `sync_changes` for push and recording what came of them.
+
+Claiming is a read: the rows read are remembered by id, and only those are consumed after
+amoCRM accepted them, so an edit captured while push was sending survives for the next push.
+Several rows of one contact coalesce (latest value per column, base from the first row that
+touched the column). Every write here runs under `sync_origin`, so triggers do not capture it,
+and one batch's results are recorded in one transaction.
+
+Statuses written: `synced` (nothing left), `pending` (a newer edit arrived meanwhile),
+`conflict` (a field waits for a person), `error` (amoCRM rejected the row; its edits stay in the
+outbox and a new local edit of the row retries them).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection, Engine
+
+from sync.conflicts import Conflict
+from sync.db.capture import WRITABLE_CONTACT_COLUMNS
+from sync.db.engine import sync_origin
+from sync.db.schema import contacts, sync_changes, sync_conflicts, sync_runs
+from sync.errors import SyncError, UsageError
+
+
+@dataclass(frozen=True)
+class Change:
+    """One captured row of `sync_changes`."""
+
+    id: int
+    contact_id: int
+    kind: str
+    new_values: Mapping[str, Any]
+    base_values: Mapping[str, Any]
+    base_updated_at: datetime | None
+    changed_at: datetime
+
+
+@dataclass
+class PendingUpdate:
+    """The coalesced local edit of one contact amoCRM already knows."""
+
+    contact_id: int
+    change_ids: list[int] = field(default_factory=list)
+    base: dict[str, Any] = field(default_factory=dict)  # column → value before the first edit
+    local: dict[str, Any] = field(default_factory=dict)  # column → latest local value
+    changed_at: dict[str, datetime] = field(default_factory=dict)  # column → last edit time
+    base_updated_at: datetime | None = None  # amoCRM's updated_at the first edit was made on
+    open_conflicts: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+
+    def add(self, change: Change) -> None:
+        self.change_ids.append(change.id)
+        if not self.change_ids[:-1]:
+            self.base_updated_at = change.base_updated_at
+        for column, value in change.new_values.items():
+            if column not in self.local:
+                self.base[column] = change.base_values.get(column)
+            self.local[column] = value
+            self.changed_at[column] = change.changed_at
+
+
+@dataclass(frozen=True)
+class UpdateOutcome:
+    """What push made of one claimed contact."""
+
+    pending: PendingUpdate
+    done_columns: frozenset[str]  # columns settled: removed from the claimed outbox rows
+    write: Mapping[str, Any] = field(default_factory=dict)  # columns taken from amoCRM
+    updated_at: datetime | None = None  # amoCRM's updated_at to store (None: leave it)
+    held: bool = False  # a field waits for a person
+    error: str | None = None  # amoCRM's rejection message
+    conflicts: tuple[Conflict, ...] = ()
+    sent: bool = False  # a PATCH carried it
+
+
+# --- claiming ------------------------------------------------------------------------------
+
+_CLAIMABLE = sa.or_(
+    contacts.c.sync_status == "pending",
+    sa.and_(
+        contacts.c.sync_status == "conflict",
+        sa.exists().where(
+            sync_conflicts.c.contact_id == contacts.c.id,
+            sync_conflicts.c.resolved_at.is_(None),
+            sync_conflicts.c.winner.is_not(None),
+        ),
+    ),
+)
+
+
+def claim_updates(conn: Connection, limit: int | None = None) -> list[PendingUpdate]:
+    """Pending edits of contacts that exist in amoCRM, coalesced per contact, in capture order.
+
+    Contacts in `error` wait for a new local edit; contacts in `conflict` wait for a winner.
+    """
+    query = (
+        sa.select(sync_changes)
+        .join(contacts, contacts.c.id == sync_changes.c.contact_id)
+        .where(sync_changes.c.kind.in_(("update", "create")), sync_changes.c.contact_id > 0)
+        .where(_CLAIMABLE)
+        .order_by(sync_changes.c.contact_id, sync_changes.c.id)
+    )
+    pending: dict[int, PendingUpdate] = {}
+    for row in conn.execute(query).mappings():
+        change = _change(row)
+        if change.contact_id not in pending:
+            if limit is not None and len(pending) >= limit:
+                break
+            pending[change.contact_id] = PendingUpdate(change.contact_id)
+        pending[change.contact_id].add(change)
+    _attach_open_conflicts(conn, pending)
+    return list(pending.values())
+
+
+def _change(row: sa.RowMapping) -> Change:
+    return Change(
+        id=row["id"],
+        contact_id=row["contact_id"],
+        kind=row["kind"],
+        new_values=row["new_values"] or {},
+        base_values=row["base_values"] or {},
+        base_updated_at=row["base_updated_at"],
+        changed_at=row["changed_at"],
+    )
+
+
+def _attach_open_conflicts(conn: Connection, pending: dict[int, PendingUpdate]) -> None:
+    if not pending:
+        return
+    rows = conn.execute(
+        sa.select(
+            sync_conflicts.c.id,
+            sync_conflicts.c.contact_id,
+            sync_conflicts.c.field,
+            sync_conflicts.c.winner,
+        )
+        .where(sync_conflicts.c.resolved_at.is_(None))
+        .where(sync_conflicts.c.contact_id.in_(list(pending)))
+        .order_by(sync_conflicts.c.id)
+    )
+    for row in rows:
+        pending[row.contact_id].open_conflicts[row.field] = (row.id, row.winner)
+
+
+def fetch_rows(conn: Connection, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """The contacts' writable columns as they are now."""
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    columns = [contacts.c.id, *(contacts.c[c] for c in WRITABLE_CONTACT_COLUMNS)]
+    rows = conn.execute(sa.select(*columns).where(contacts.c.id.in_(wanted))).mappings()
+    return {row["id"]: {c: row[c] for c in WRITABLE_CONTACT_COLUMNS} for row in rows}
+
+
+# --- recording the outcome of an update batch ---------------------------------------------------
+
+
+def record_updates(conn: Connection, outcomes: Sequence[UpdateOutcome], now: datetime) -> None:
+    """Consume what was settled, store amoCRM's values and versions, record conflicts.
+
+    Runs in the caller's transaction; the contacts are locked first, so a local edit made
+    meanwhile either committed before (and is seen here as a newer outbox row) or waits.
+    """
+    if not outcomes:
+        return
+    sync_origin(conn)
+    ids = sorted(o.pending.contact_id for o in outcomes)
+    conn.execute(
+        sa.select(contacts.c.id).where(contacts.c.id.in_(ids)).order_by(contacts.c.id)
+        .with_for_update()
+    )  # fmt: skip
+    for outcome in outcomes:
+        _consume(conn, outcome)
+    left = _columns_left(conn, ids)
+    for outcome in outcomes:
+        _store_contact(conn, outcome, left.get(outcome.pending.contact_id), now)
+        _store_conflicts(conn, outcome, now)
+
+
+def _consume(conn: Connection, outcome: UpdateOutcome) -> None:
+    change_ids = outcome.pending.change_ids
+    if outcome.error is not None or not outcome.done_columns:
+        return
+    if outcome.done_columns >= outcome.pending.local.keys():
+        conn.execute(sa.delete(sync_changes).where(sync_changes.c.id.in_(change_ids)))
+        return
+    columns = sa.literal(sorted(outcome.done_columns), type_=ARRAY(sa.Text))
+    conn.execute(
+        sa.update(sync_changes)
+        .where(sync_changes.c.id.in_(change_ids))
+        .values(
+            new_values=sync_changes.c.new_values.op("-")(columns),
+            base_values=sa.func.coalesce(sync_changes.c.base_values, sa.text("'{}'::jsonb"))
+            .op("-")(columns),
+        )
+    )  # fmt: skip
+    conn.execute(
+        sa.delete(sync_changes).where(
+            sync_changes.c.id.in_(change_ids),
+            sync_changes.c.new_values == sa.text("'{}'::jsonb"),
+        )
+    )
+
+
+def _columns_left(conn: Connection, ids: list[int]) -> dict[int, set[str]]:
+    """Columns that still have outbox rows, per contact (held ones and newer edits)."""
+    left: dict[int, set[str]] = {}
+    rows = conn.execute(
+        sa.select(sync_changes.c.contact_id, sync_changes.c.new_values).where(
+            sync_changes.c.contact_id.in_(ids)
+        )
+    )
+    for row in rows:
+        left.setdefault(row.contact_id, set()).update((row.new_values or {}).keys())
+    return left
+
+
+def _store_contact(
+    conn: Connection, outcome: UpdateOutcome, left: set[str] | None, now: datetime
+) -> None:
+    values: dict[str, Any] = {
+        c: v for c, v in outcome.write.items() if c not in (left or set())
+    }  # a newer local edit of the column wins over what amoCRM had
+    if outcome.error is not None:
+        values.update(sync_status="error", sync_error=outcome.error)
+    elif outcome.held:
+        values.update(sync_status="conflict", sync_error=None)
+    elif left:
+        values.update(sync_status="pending", sync_error=None)
+    else:
+        values.update(sync_status="synced", sync_error=None, synced_at=now)
+    if outcome.updated_at is not None and outcome.error is None:
+        values["updated_at"] = outcome.updated_at
+    conn.execute(
+        sa.update(contacts).where(contacts.c.id == outcome.pending.contact_id).values(**values)
+    )
+
+
+def _store_conflicts(conn: Connection, outcome: UpdateOutcome, now: datetime) -> None:
+    contact_id = outcome.pending.contact_id
+    for conflict in outcome.conflicts:
+        resolved = now if conflict.winner is not None else None
+        if conflict.conflict_id is not None:
+            conn.execute(
+                sa.update(sync_conflicts)
+                .where(sync_conflicts.c.id == conflict.conflict_id)
+                .values(
+                    local_value=conflict.local,
+                    remote_value=conflict.remote,
+                    remote_updated_at=conflict.remote_updated_at,
+                    local_changed_at=conflict.local_changed_at,
+                    resolved_at=resolved,
+                )
+            )
+            continue
+        conn.execute(
+            sa.insert(sync_conflicts).values(
+                contact_id=contact_id,
+                field=conflict.field,
+                base_value=conflict.base,
+                local_value=conflict.local,
+                remote_value=conflict.remote,
+                local_changed_at=conflict.local_changed_at,
+                remote_updated_at=conflict.remote_updated_at,
+                detected_at=now,
+                policy=conflict.policy,
+                winner=conflict.winner,
+                resolved_at=resolved,
+            )
+        )
+
+
+# --- the push run: single instance, one sync_runs row -----------------------------------------
+
+
+@contextmanager
+def push_lock(engine: Engine) -> Iterator[None]:
+    """Hold the push lock (one push at a time per schema) for the block, or fail at once."""
+    with engine.connect() as conn:
+        got = conn.scalar(sa.select(sa.func.pg_try_advisory_lock(_lock_id(engine))))
+        conn.commit()
+        if not got:
+            raise SyncError("another push is running on this database schema; try again later")
+        try:
+            yield
+        finally:
+            conn.execute(sa.select(sa.func.pg_advisory_unlock(_lock_id(engine))))
+            conn.commit()
+
+
+def _lock_id(engine: Engine) -> int:
+    schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
+    digest = zlib.crc32(f"amosync:{schema}:push".encode())
+    return int(digest)
+
+
+def start_run(conn: Connection, now: datetime) -> int:
+    run_id = conn.scalar(
+        sa.insert(sync_runs).values(kind="push", started_at=now).returning(sync_runs.c.id)
+    )
+    return int(run_id or 0)
+
+
+def finish_run(
+    conn: Connection,
+    run_id: int,
+    now: datetime,
+    counts: Mapping[str, int],
+    error: str | None = None,
+) -> None:
+    conn.execute(
+        sa.update(sync_runs)
+        .where(sync_runs.c.id == run_id)
+        .values(
+            finished_at=now,
+            status="failed" if error else "succeeded",
+            error=error,
+            **{k: counts.get(k, 0) for k in ("pushed", "conflicts", "errors", "requests")},
+        )
+    )
+
+
+# --- conflicts for people -------------------------------------------------------------------
+
+
+def list_conflicts(conn: Connection, *, include_resolved: bool = False) -> list[dict[str, Any]]:
+    query = sa.select(sync_conflicts).order_by(sync_conflicts.c.id)
+    if not include_resolved:
+        query = query.where(sync_conflicts.c.resolved_at.is_(None))
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def set_winner(conn: Connection, conflict_id: int, winner: str) -> None:
+    """Settle a waiting conflict; push applies it on its next run."""
+    row = conn.execute(
+        sa.select(sync_conflicts.c.resolved_at).where(sync_conflicts.c.id == conflict_id)
+    ).first()
+    if row is None:
+        raise UsageError(f"no conflict with id {conflict_id}")
+    if row.resolved_at is not None:
+        raise UsageError(f"conflict {conflict_id} was already resolved at {row.resolved_at}")
+    conn.execute(
+        sa.update(sync_conflicts).where(sync_conflicts.c.id == conflict_id).values(winner=winner)
+    )

@@ -1,0 +1,351 @@
+"""Push: local edits, inserted contacts and chat links go to amoCRM (issue 6).
+
+    run_push(config, engine, client) -> PushReport
+
+One run, under a per-schema lock:
+1. **recover**: whatever a dead run left in flight (creates, chat links) is looked up in amoCRM
+   through the client's duplicate-safe reconciliation; found ones get their ids, the rest are
+   sent again below like any pending row;
+2. **updates**: the outbox is claimed and coalesced per contact; for every ≤250 contacts one
+   batched GET by `filter[id]` gives amoCRM's current version, `sync.conflicts.resolve` merges
+   field by field, and the fields to send go out as PATCHes of ≤`amocrm.batch_size` entities —
+   several batches in flight on a small thread pool, each recorded in its own transaction;
+3. **creates**: POSTs, one batch at a time, each first recorded as in flight;
+4. **chat links**: POST `/contacts/chats`, likewise.
+A 400 rejects a whole batch: the client resends the valid entities, the rejected contacts get
+`sync_status = 'error'`. One `sync_runs` row and one `push_finished`/`push_failed` event per run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from sync.amo.client import AmoClient
+from sync.amo.reconcile import find_created, find_linked, newest_contact_id
+from sync.amo.writes import WriteResult, prepare
+from sync.clock import Clock, SystemClock
+from sync.config import Config
+from sync.db import inflight, outbox
+from sync.db.inflight import Done, PendingCreate, PendingLink
+from sync.errors import AmoError, AmoRejectedError
+from sync.logs import get_logger
+from sync.push_plan import plan_update, to_create_payload
+
+log = get_logger("sync.push")
+FETCH_CHUNK = 250  # contacts per GET by filter[id] (amoCRM's page maximum)
+
+
+@dataclass
+class PushReport:
+    """Counts of one push run (also stored in its `sync_runs` row)."""
+
+    run_id: int = 0
+    updated: int = 0
+    created: int = 0
+    linked: int = 0
+    unchanged: int = 0  # contacts whose edit amoCRM already carried
+    conflicts: int = 0
+    held: int = 0
+    errors: int = 0
+    requests: int = 0  # API calls made (retries inside the client not counted)
+    recovered: int = 0
+
+    @property
+    def pushed(self) -> int:
+        return self.updated + self.created + self.linked
+
+
+class _Counter:
+    def __init__(self, report: PushReport) -> None:
+        self.report = report
+        self._lock = threading.Lock()
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self.report, name, getattr(self.report, name) + value)
+
+
+@dataclass(frozen=True)
+class _Context:
+    config: Config
+    engine: Engine
+    client: AmoClient
+    clock: Clock
+    count: _Counter
+
+
+def run_push(
+    config: Config, engine: Engine, client: AmoClient, *, clock: Clock | None = None
+) -> PushReport:
+    """One push of every pending local change; see the module docstring."""
+    clock = clock or SystemClock()
+    report = PushReport()
+    ctx = _Context(config, engine, client, clock, _Counter(report))
+    started = clock.monotonic()
+    with outbox.push_lock(engine):
+        with engine.begin() as conn:
+            report.run_id = outbox.start_run(conn, clock.now())
+        try:
+            _recover(ctx)
+            _push_updates(ctx)
+            _push_creates(ctx)
+            if config.sync.chats:
+                _push_links(ctx)
+        except Exception as exc:
+            _finish(ctx, report, error=str(exc) or type(exc).__name__)
+            log.error("push_failed", error=str(exc), **_summary(report, clock, started))
+            raise
+        _finish(ctx, report)
+    log.info("push_finished", **_summary(report, clock, started))
+    return report
+
+
+def _finish(ctx: _Context, report: PushReport, error: str | None = None) -> None:
+    counts = {
+        "pushed": report.pushed,
+        "conflicts": report.conflicts,
+        "errors": report.errors,
+        "requests": report.requests,
+    }
+    with ctx.engine.begin() as conn:
+        outbox.finish_run(conn, report.run_id, ctx.clock.now(), counts, error)
+
+
+def _summary(report: PushReport, clock: Clock, started: float) -> dict[str, Any]:
+    return {**asdict(report), "duration_s": round(clock.monotonic() - started, 3)}
+
+
+# --- 1. recovery of a dead run's POSTs -----------------------------------------------------------
+
+
+def _recover(ctx: _Context) -> None:
+    with ctx.engine.begin() as conn:
+        state = inflight.load_in_flight(conn)
+    creates, links = state.get("creates"), state.get("links")
+    if creates:
+        _recover_creates(ctx, creates)
+    if links:
+        _recover_links(ctx, links)
+
+
+def _recover_creates(ctx: _Context, entry: Mapping[str, Any]) -> None:
+    items = prepare([dict(p) for p in entry["items"].values()])
+    floor = entry.get("floor")
+    ctx.count.add(requests=1 + len(items) // 250)
+    found = find_created(ctx.client, items, floor, set(), ctx.client.reconcile_settle_s)
+    temps = [int(i.request_id) for i in items]
+    with ctx.engine.begin() as conn:
+        pending = {p.temp_id: p for p in inflight.claim_creates(conn, include_errors=True)}
+        done = [
+            Done(int(rid), r.id, pending[int(rid)].change_ids)
+            for rid, r in found.items()
+            if int(rid) in pending  # a row deleted locally meanwhile has nothing to swap
+        ]
+        inflight.record_created(conn, done, ctx.clock.now())
+        inflight.forget_sent(conn, "creates", temps)
+    ctx.count.add(recovered=len(done), created=len(done))
+    log.warning("push_creates_recovered", sent=len(items), found=len(found))
+
+
+def _recover_links(ctx: _Context, entry: Mapping[str, Any]) -> None:
+    items = prepare([dict(p) for p in entry["items"].values()])
+    ctx.count.add(requests=1)
+    found = find_linked(ctx.client, items)
+    with ctx.engine.begin() as conn:
+        pending = {p.temp_id: p for p in inflight.claim_links(conn)}
+        done = [
+            Done(int(rid), r.id, pending[int(rid)].change_ids)
+            for rid, r in found.items()
+            if int(rid) in pending
+        ]
+        inflight.record_linked(conn, done)
+        inflight.forget_sent(conn, "links", [int(i.request_id) for i in items])
+    ctx.count.add(recovered=len(done), linked=len(done))
+
+
+# --- 2. updates ----------------------------------------------------------------------------------
+
+
+def _push_updates(ctx: _Context) -> None:
+    with ctx.engine.begin() as conn:
+        pending = outbox.claim_updates(conn)
+    if not pending:
+        return
+    chunks = [pending[i : i + FETCH_CHUNK] for i in range(0, len(pending), FETCH_CHUNK)]
+    workers = max(1, min(ctx.config.sync.push_workers, len(chunks)))
+    if workers == 1:
+        for chunk in chunks:
+            _update_chunk(ctx, chunk)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="push") as pool:
+        futures = [pool.submit(_update_chunk, ctx, chunk) for chunk in chunks]
+        errors = [f.exception() for f in futures]
+    failed = [e for e in errors if e is not None]
+    if failed:
+        raise failed[0]
+
+
+def _update_chunk(ctx: _Context, chunk: list[outbox.PendingUpdate]) -> None:
+    """One GET of amoCRM's versions, then the PATCH batches the merge asks for."""
+    remote = ctx.client.fetch_contacts_by_ids(p.contact_id for p in chunk)
+    ctx.count.add(requests=1)
+    policy = ctx.config.sync.conflict_policy
+    overrides = ctx.config.sync.conflict_fields_map
+    plans = [plan_update(p, remote.get(p.contact_id), policy, overrides) for p in chunk]
+    quiet = [plan.outcome() for plan in plans if plan.entity is None]
+    _record_updates(ctx, quiet)
+    to_send = [plan for plan in plans if plan.entity is not None]
+    size = ctx.config.amocrm.batch_size
+    for start in range(0, len(to_send), size):
+        _send_update_batch(ctx, to_send[start : start + size])
+
+
+def _send_update_batch(ctx: _Context, batch: Sequence[Any]) -> None:
+    entities = [plan.entity for plan in batch]
+    ctx.count.add(requests=1)
+    failure: AmoError | None = None
+    rejected: Mapping[str, Sequence[Mapping[str, str]]] = {}
+    try:
+        results = ctx.client.update_contacts(entities, batch_size=len(entities))
+    except AmoRejectedError as exc:
+        results, rejected = _results(exc), exc.errors_by_request_id
+        ctx.count.add(requests=1)
+    except AmoError as exc:
+        results, failure = _results(exc), exc
+    by_id = {r.request_id: r for r in results}
+    outcomes = []
+    for plan in batch:
+        rid = plan.entity["request_id"]
+        if rid in by_id:
+            outcomes.append(plan.outcome(by_id[rid].updated_at))
+        elif rid in rejected:
+            outcomes.append(plan.rejected(_message(rejected[rid])))
+    _record_updates(ctx, outcomes)
+    if failure is not None:
+        raise failure
+
+
+def _record_updates(ctx: _Context, outcomes: Sequence[outbox.UpdateOutcome]) -> None:
+    if not outcomes:
+        return
+    with ctx.engine.begin() as conn:
+        outbox.record_updates(conn, outcomes, ctx.clock.now())
+    sent = sum(1 for o in outcomes if o.error is None and o.sent)
+    ctx.count.add(
+        updated=sent,
+        unchanged=sum(1 for o in outcomes if o.error is None and not o.sent and not o.held),
+        conflicts=sum(len(o.conflicts) for o in outcomes if o.error is None),
+        held=sum(1 for o in outcomes if o.held and o.error is None),
+        errors=sum(1 for o in outcomes if o.error is not None),
+    )
+
+
+def _results(exc: AmoError) -> list[WriteResult]:
+    return [r for r in exc.results if isinstance(r, WriteResult)]
+
+
+def _message(errors: Sequence[Mapping[str, str]]) -> str:
+    parts = []
+    for error in errors:
+        path, detail = error.get("path") or "", error.get("detail") or error.get("code") or ""
+        parts.append(f"{path}: {detail}" if path else detail)
+    return "amoCRM rejected the change: " + "; ".join(parts)
+
+
+# --- 3. creates ----------------------------------------------------------------------------------
+
+
+def _push_creates(ctx: _Context) -> None:
+    with ctx.engine.begin() as conn:
+        pending = inflight.claim_creates(conn)
+    if not pending:
+        return
+    floor = newest_contact_id(ctx.client)
+    ctx.count.add(requests=1)
+    size = ctx.config.amocrm.batch_size
+    for start in range(0, len(pending), size):
+        floor = _create_batch(ctx, pending[start : start + size], floor)
+
+
+def _create_batch(ctx: _Context, batch: list[PendingCreate], floor: int | None) -> int | None:
+    payloads = {p.temp_id: to_create_payload(p.temp_id, p.values) for p in batch}
+    with ctx.engine.begin() as conn:
+        inflight.mark_sending(conn, "creates", payloads, ctx.clock.now(), floor)
+    ctx.count.add(requests=2)  # the client's own floor read, then the POST
+    failure: AmoError | None = None
+    rejected: Mapping[str, Sequence[Mapping[str, str]]] = {}
+    try:
+        results = ctx.client.create_contacts(list(payloads.values()), batch_size=len(batch))
+    except AmoRejectedError as exc:
+        results, rejected = _results(exc), exc.errors_by_request_id
+    except AmoError as exc:
+        results, failure = _results(exc), exc
+    done = [Done(p.temp_id, r.id, p.change_ids) for p in batch for r in results
+            if r.request_id == str(p.temp_id)]  # fmt: skip
+    errors = {int(rid): _message(errs) for rid, errs in rejected.items()}
+    new_floor = max([d.real_id for d in done], default=None)
+    with ctx.engine.begin() as conn:
+        inflight.record_created(conn, done, ctx.clock.now())
+        inflight.mark_errors(conn, errors)
+        settled = [d.temp_id for d in done] + list(errors)
+        inflight.forget_sent(conn, "creates", settled, floor=new_floor)
+    ctx.count.add(created=len(done), errors=len(errors))
+    if failure is not None:
+        raise failure
+    return new_floor if new_floor is not None else floor
+
+
+# --- 4. chat links -------------------------------------------------------------------------------
+
+
+def _push_links(ctx: _Context) -> None:
+    with ctx.engine.begin() as conn:
+        pending = inflight.claim_links(conn)
+    size = ctx.config.amocrm.batch_size
+    for start in range(0, len(pending), size):
+        _link_batch(ctx, pending[start : start + size])
+
+
+def _link_batch(ctx: _Context, batch: list[PendingLink]) -> None:
+    payloads = {
+        p.temp_id: {"contact_id": p.contact_id, "chat_id": p.chat_id, "request_id": str(p.temp_id)}
+        for p in batch
+    }
+    with ctx.engine.begin() as conn:
+        inflight.mark_sending(conn, "links", payloads, ctx.clock.now())
+    ctx.count.add(requests=1)
+    failure: AmoError | None = None
+    rejected: Mapping[str, Sequence[Mapping[str, str]]] = {}
+    try:
+        results = ctx.client.link_chats(list(payloads.values()), batch_size=len(batch))
+    except AmoRejectedError as exc:
+        results, rejected = _results(exc), exc.errors_by_request_id
+    except AmoError as exc:
+        results, failure = _results(exc), exc
+    by_rid = {r.request_id: r for r in results}
+    done = [Done(p.temp_id, by_rid[str(p.temp_id)].id, p.change_ids) for p in batch
+            if str(p.temp_id) in by_rid]  # fmt: skip
+    contact_of = {str(p.temp_id): p for p in batch}
+    errors = {
+        contact_of[rid].contact_id: f"chat link {contact_of[rid].chat_id}: {_message(errs)}"
+        for rid, errs in rejected.items()
+        if rid in contact_of
+    }
+    with ctx.engine.begin() as conn:
+        inflight.record_linked(conn, done)
+        inflight.mark_errors(conn, errors)
+        settled = [d.temp_id for d in done] + [int(r) for r in rejected if r in contact_of]
+        inflight.forget_sent(conn, "links", settled)
+    ctx.count.add(linked=len(done), errors=len(errors))
+    if failure is not None:
+        raise failure
+
+
+__all__ = ["PushReport", "run_push"]

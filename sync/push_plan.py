@@ -1,0 +1,158 @@
+"""What push sends for one contact, and what it records afterwards. Pure: no I/O.
+
+`plan_update` turns a coalesced local edit and amoCRM's current version into an `UpdatePlan`:
+the PATCH entity (only the fields to send, never `updated_at` or anything fetched) and the
+outcome to record once amoCRM answered. `to_create_payload` is the POST entity of a new contact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sync.clock import from_unix
+from sync.conflicts import (
+    CF_COLUMN,
+    CF_PREFIX,
+    SCALAR_FIELDS,
+    FieldEdit,
+    Merge,
+    Resolution,
+    cf_key,
+    changed_fields,
+    field_codes,
+    resolve,
+    split,
+    write_values,
+)
+from sync.db.outbox import PendingUpdate, UpdateOutcome
+
+TEXT_FIELDS = ("name", "first_name", "last_name")
+NOT_FOUND = "the contact was not found in amoCRM (deleted there, or not visible to this token)"
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    pending: PendingUpdate
+    merge: Merge
+    entity: dict[str, Any] | None  # the PATCH entity, None when nothing needs sending
+    write: Mapping[str, Any]
+    remote_unchanged: bool  # amoCRM's updated_at is still the one the edit was made on
+    missing: bool = False
+
+    def outcome(self, updated_at: int | None = None) -> UpdateOutcome:
+        """The outcome once amoCRM accepted the entity (or when nothing was sent)."""
+        if self.missing:
+            return self.rejected(NOT_FOUND)
+        stamp = from_unix(updated_at) if updated_at and self.remote_unchanged else None
+        return UpdateOutcome(
+            self.pending,
+            done_columns=_done_columns(self.pending, self.merge),
+            write=self.write,
+            updated_at=stamp,
+            held=bool(self.merge.held),
+            conflicts=self.merge.conflicts,
+            sent=self.entity is not None,
+        )
+
+    def rejected(self, message: str) -> UpdateOutcome:
+        return UpdateOutcome(self.pending, frozenset(), error=message)
+
+
+def plan_update(
+    pending: PendingUpdate,
+    remote: Mapping[str, Any] | None,
+    policy: str,
+    overrides: Mapping[str, str] | None = None,
+) -> UpdatePlan:
+    if remote is None:
+        return UpdatePlan(pending, Merge(), None, {}, False, missing=True)
+    codes = field_codes(
+        pending.base.get(CF_COLUMN), pending.local.get(CF_COLUMN), remote.get(CF_COLUMN)
+    )
+    edits = _edits(pending, codes)
+    on_record = {f: Resolution(cid, winner) for f, (cid, winner) in pending.open_conflicts.items()}
+    remote_at = from_unix(remote.get("updated_at"))
+    result = resolve(
+        edits,
+        split(remote, codes),
+        remote_at,
+        policy,
+        field_policies=overrides,
+        on_record=on_record,
+    )
+    entity = _entity(pending.contact_id, result.send) if result.send else None
+    write = _take_remote(pending, result, remote, codes)
+    unchanged = remote_at is not None and remote_at == pending.base_updated_at
+    return UpdatePlan(pending, result, entity, write, unchanged)
+
+
+def _edits(pending: PendingUpdate, codes: Mapping[str, int]) -> list[FieldEdit]:
+    edits = []
+    for column, local in pending.local.items():
+        base = {column: pending.base.get(column)}
+        for name, (before, after) in changed_fields(base, {column: local}, codes).items():
+            edits.append(FieldEdit(name, before, after, pending.changed_at[column]))
+    return edits
+
+
+def column_of(field: str) -> str:
+    return CF_COLUMN if field.startswith(CF_PREFIX) else field
+
+
+def _done_columns(pending: PendingUpdate, result: Merge) -> frozenset[str]:
+    held_columns = {column_of(f) for f in result.held}
+    return frozenset(c for c in pending.local if c not in held_columns)
+
+
+def _entity(contact_id: int, send: Mapping[str, Any]) -> dict[str, Any]:
+    entity: dict[str, Any] = {"id": contact_id, "request_id": str(contact_id)}
+    fields = []
+    for name, value in send.items():
+        if name in SCALAR_FIELDS:
+            entity[name] = "" if value is None and name in TEXT_FIELDS else value
+        else:
+            fields.append(_cf_entry(name, value))
+    if fields:
+        entity[CF_COLUMN] = fields
+    return entity
+
+
+def _cf_entry(name: str, values: Any) -> dict[str, Any]:
+    ref = name[len(CF_PREFIX) :]
+    key: dict[str, Any] = {"field_id": int(ref)} if ref.isdigit() else {"field_code": ref}
+    return {**key, "values": write_values(values)}
+
+
+def _take_remote(
+    pending: PendingUpdate, result: Merge, remote: Mapping[str, Any], codes: Mapping[str, int]
+) -> dict[str, Any]:
+    """Columns to overwrite locally with amoCRM's values (conflicts amoCRM won)."""
+    write: dict[str, Any] = {n: v for n, v in result.take_remote.items() if n in SCALAR_FIELDS}
+    taken = {n for n in result.take_remote if n.startswith(CF_PREFIX)}
+    if taken:
+        local = [e for e in pending.local.get(CF_COLUMN) or [] if isinstance(e, Mapping)]
+        kept = [e for e in local if cf_key(e, codes) not in taken]
+        theirs = [e for e in remote.get(CF_COLUMN) or [] if cf_key(e, codes) in taken]
+        write[CF_COLUMN] = (kept + theirs) or None
+    return write
+
+
+def to_create_payload(temp_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The POST entity of a locally inserted contact (request_id = its temporary id)."""
+    entity: dict[str, Any] = {k: values[k] for k in SCALAR_FIELDS if values.get(k) is not None}
+    fields = []
+    for item in values.get(CF_COLUMN) or []:
+        if not isinstance(item, Mapping) or not item.get("values"):
+            continue
+        ref = (
+            {"field_id": int(item["field_id"])}
+            if item.get("field_id") is not None
+            else {"field_code": item.get("field_code")}
+        )
+        fields.append({**ref, "values": write_values(item["values"])})
+    if fields:
+        entity[CF_COLUMN] = fields
+    entity["request_id"] = str(temp_id)
+    return entity
