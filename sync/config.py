@@ -202,6 +202,9 @@ class SyncConfig:
     conflict_policy: str = _key(
         "newest_wins", _one_of("newest_wins", "remote_wins", "local_wins", "manual")
     )
+    overlap_s: int = _key(300, _between(0, 86_400))
+    max_delete_share: float = _key(0.1, _between(0.0, 1.0))
+    pull_workers: int = _key(8, _between(1, 32))
 
 
 @dataclass(frozen=True)
