@@ -150,6 +150,30 @@ def auth(app: _Context, code: str) -> None:
     )
 
 
+@cli.command()
+@click.option("--full", is_flag=True, help="Re-read every contact and reconcile deletions.")
+@pass_context
+def pull(app: _Context, full: bool) -> None:
+    """Pull changed contacts (and deletions) from amoCRM; --full re-reads everything."""
+    from sync.progress import progress_bar
+    from sync.pull import run_pull
+    from sync.wiring import amo_client, database_engine
+
+    config = app.config
+    config.require_amocrm_auth()
+    engine = database_engine(config)
+    try:
+        with amo_client(config, engine) as client, progress_bar() as bar:
+            report = run_pull(config, engine, client, full=full, progress=bar)
+    finally:
+        engine.dispose()
+    click.echo(
+        f"{report.kind} run {report.run_id}: {report.fetched} contacts read, "
+        f"{report.upserted} written, {report.deleted} marked deleted, "
+        f"{report.requests} requests in {report.duration_s:.1f} s"
+    )
+
+
 cli.add_command(emulator_command, "emulator")
 
 

@@ -223,6 +223,9 @@ class SyncConfig:
     )
     conflict_fields: tuple[str, ...] = _key((), _field_policies)
     push_workers: int = _key(6, _between(1, 32))
+    overlap_s: int = _key(300, _between(0, 86_400))
+    max_delete_share: float = _key(0.1, _between(0.0, 1.0))
+    pull_workers: int = _key(8, _between(1, 32))
 
     @property
     def conflict_fields_map(self) -> dict[str, str]:
