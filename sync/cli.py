@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from sync import cli_ops
 from sync.amo.auth import store_authorization_code
 from sync.amo.client import AmoClient
 from sync.config import Config, load_config
@@ -175,6 +176,10 @@ def pull(app: _Context, full: bool) -> None:
 
 
 cli.add_command(emulator_command, "emulator")
+cli.add_command(cli_ops.run)
+cli.add_command(cli_ops.resync)
+cli.add_command(cli_ops.status)
+db.add_command(cli_ops.grant_reader)
 
 
 @cli.command()

@@ -20,25 +20,28 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from sync.amo.client import AmoClient
 from sync.clock import Clock, SystemClock
 from sync.config import Config
 from sync.db import status as queries
-from sync.db.engine import store_errors
 from sync.db.locks import LeaderLock
-from sync.errors import StoreError
-from sync.health import Health
+from sync.db.migrate import upgrade
+from sync.db.tokens import TokenStore
+from sync.errors import StoreError, UsageError
+from sync.health import Endpoints, Health, HttpServer
 from sync.logs import get_logger
-from sync.metrics import Metrics
+from sync.metrics import DatabaseCollector, Metrics, amocrm_transport, jwt_expiry
+from sync.pull import run_pull, serve_request
+from sync.push import run_push
 from sync.schedule import (
-    Job,
     JobRunner,
     Jobs,
     build_scheduler,
@@ -46,6 +49,7 @@ from sync.schedule import (
     quiet_apscheduler,
     request_full,
 )
+from sync.wiring import database_engine
 
 log = get_logger("sync.daemon")
 
@@ -134,8 +138,8 @@ class Daemon:
         running = self.runner.running()
         clean = self.runner.wait_idle(timeout)
         if not clean:
-            log.warning("job_abandoned", jobs=sorted(running), waited_s=timeout,
-                        note="its open transaction is rolled back as the process exits")  # fmt: skip
+            note = "its open transaction is rolled back as the process exits"
+            log.warning("job_abandoned", jobs=sorted(running), waited_s=timeout, note=note)
         self.lock.release()
         self.parts.metrics.leader.set(0)
         self.health.set_role("standby")
@@ -154,41 +158,7 @@ class Daemon:
             return
         scheduler = self._scheduler
         if pending and scheduler is not None and not self.runner.stopping.is_set():
-            request_full(scheduler, self.runner, self.parts.jobs.full)
-
-
-def serving_requests(engine: Engine, full: Callable[[], object]) -> Job:
-    """A full resync that also settles the pending `sync_requests` it serves.
-
-    Requests are claimed (pending → running) before the resync starts, so a request made during
-    it waits for the next one; afterwards they are marked done or failed with the run's id.
-    """
-
-    def run() -> None:
-        with engine.begin() as conn:
-            ids = queries.claim_requests(conn)
-            before = queries.fetch_max_run_id(conn)
-        if ids:
-            log.info("resync_requests_claimed", ids=ids)
-        try:
-            full()
-        except BaseException as exc:
-            _finish(engine, ids, before, str(exc) or type(exc).__name__)
-            raise
-        _finish(engine, ids, before, None)
-
-    return run
-
-
-def _finish(engine: Engine, ids: list[int], before: int, error: str | None) -> None:
-    if not ids:
-        return
-    try:
-        with engine.begin() as conn:
-            run_id = queries.fetch_latest_run_id(conn, "full", before)
-            queries.finish_requests(conn, ids, run_id=run_id, error=error)
-    except SQLAlchemyError as exc:
-        log.warning("resync_requests_not_settled", ids=ids, error=str(exc).splitlines()[0])
+            request_full(scheduler, self.runner, self.parts.jobs.requested)
 
 
 # --- signals and process exit ------------------------------------------------------------------
@@ -215,10 +185,91 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-def check_database(engine: Engine, config: Config) -> None:
-    """Fail fast with one clear line when the database cannot be reached at all at start."""
-    with store_errors(config.database), engine.connect() as conn:
-        conn.exec_driver_sql("SELECT 1")
+# --- composition -------------------------------------------------------------------------------
 
 
-__all__ = ["Daemon", "Parts", "StoreError", "install_signal_handlers", "serving_requests"]
+def build_jobs(config: Config, engine: Engine, client: AmoClient) -> Jobs:
+    """The leader's jobs: pull and push as the CLI runs them, on the daemon's client."""
+    return Jobs(
+        pull=partial(run_pull, config, engine, client),
+        push=partial(run_push, config, engine, client),
+        full=partial(run_pull, config, engine, client, full=True),
+        requested=partial(serve_request, config, engine, client),
+    )
+
+
+def run_daemon(config: Config) -> None:
+    """`amosync run`: serve until SIGTERM/SIGINT, then stop cleanly (exit status 0)."""
+    config.require_amocrm_auth()
+    os.environ.setdefault("PGCONNECT_TIMEOUT", "5")  # a dead database must not hang a probe
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    health = Health(config.sync.poll_interval_s, config.daemon.unhealthy_after_polls)
+    metrics = Metrics()
+    engine = database_engine(config)
+    http = start_http(config, health, metrics, engine)
+    client = AmoClient.connect(
+        config.amocrm,
+        token_storage=TokenStore(engine),
+        workers=config.sync.pull_workers,
+        transport=amocrm_transport(metrics, health),
+    )
+    clean = True
+    try:
+        if config.daemon.migrate and not migrate_when_possible(config, stop, health):
+            return
+        parts = Parts(config, engine, build_jobs(config, engine, client), health, metrics,
+                      SystemClock())  # fmt: skip
+        clean = Daemon(parts).run(stop)
+    finally:
+        if http is not None:
+            http.stop()
+        log.info("daemon_stopped", clean=clean)
+        if not clean:
+            exit_now(0)
+        client.close()
+        engine.dispose()
+
+
+def start_http(
+    config: Config, health: Health, metrics: Metrics, engine: Engine
+) -> HttpServer | None:
+    """The /healthz, /livez and /metrics server (None when `daemon.http_port` is 0)."""
+    token = config.amocrm.access_token.reveal()
+    metrics.registry.register(DatabaseCollector(engine, lambda: jwt_expiry(token)))
+    if not config.daemon.http_port:
+        return None
+    silence = max(30.0, 3 * STANDBY_RETRY_MAX_S)
+    endpoints = Endpoints(health.report, lambda: health.alive(silence), metrics.exposition)
+    try:
+        server = HttpServer(config.daemon.http_host, config.daemon.http_port, endpoints)
+    except OSError as exc:
+        where = f"{config.daemon.http_host}:{config.daemon.http_port}"
+        raise UsageError(
+            f"cannot serve /healthz on {where} (daemon.http_port): {exc.strerror}"
+        ) from exc
+    server.start()
+    log.info("http_listening", host=config.daemon.http_host, port=server.port)
+    return server
+
+
+def migrate_when_possible(config: Config, stop: threading.Event, health: Health) -> bool:
+    """Apply migrations, waiting for PostgreSQL while it is down; False if stopped first."""
+    delay = 1.0
+    while not stop.is_set():
+        health.beat()
+        try:
+            before, after = upgrade(config.database)
+        except StoreError as exc:
+            if not exc.transient:
+                raise
+            health.database_failed(str(exc))
+            log.warning("database_unavailable", error=str(exc), retry_in_s=delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+            continue
+        health.database_ok()
+        if before != after:
+            log.info("database_migrated", schema=config.database.schema, before=before, after=after)
+        return True
+    return False

@@ -244,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, content_type, payload)
             else:
                 self._send(404, "text/plain", b"not found: try /healthz, /livez or /metrics\n")
-        except Exception as exc:  # noqa: BLE001 - an endpoint bug must not kill the server thread
+        except Exception as exc:  # an endpoint bug must not kill the server thread
             log.exception("http_endpoint_failed", path=path)
             self._send(500, "text/plain", f"internal error: {type(exc).__name__}\n".encode())
 
@@ -256,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Probes every few seconds would flood the log; stay quiet."""
 
 

@@ -11,7 +11,7 @@ Counted in the process as things happen:
 Read from PostgreSQL at scrape time (cached for a few seconds; valid on a standby too):
   amosync_database_up                      1 when the scrape could read the database
   amosync_last_success_timestamp_seconds{kind}   last succeeded pull | full | push
-  amosync_sync_lag_seconds                 now − start of the last succeeded pull: how stale
+  amosync_sync_lag_seconds                 now - start of the last succeeded pull: how stale
                                            the database may be
   amosync_pending_changes                  captured local edits not yet pushed
   amosync_open_conflicts                   conflicts waiting for a person or a push
@@ -95,6 +95,10 @@ class DatabaseCollector(Collector):
         self._static_expiry = token_expiry
         self._cache: tuple[float, list[Metric]] | None = None
         self._lock = threading.Lock()
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front: registering must not query a database that may not be there yet."""
+        return []
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:

@@ -42,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sync.clock import Clock
 from sync.config import Config
 from sync.db import status as queries
+from sync.db.status import RunRow
 from sync.errors import AmoBlockedError, SyncError
 from sync.health import Health
 from sync.logs import get_logger
@@ -59,9 +60,10 @@ CRON_MISFIRE_S = 3600
 class Jobs:
     """The work the leader schedules; plain callables, built in `sync.daemon`."""
 
-    pull: Job
-    push: Job
-    full: Job
+    pull: Job  # incremental pull
+    push: Job  # push of pending local changes
+    full: Job  # scheduled full resync
+    requested: Job  # full resync serving the oldest pending sync_requests row (and older ones)
 
 
 class JobRunner:
@@ -101,24 +103,34 @@ class JobRunner:
         before = self._max_run_id()
         self.health.job_started(name)
         started = time.monotonic()
+        error: Exception | None = None
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - a failed job must never kill the scheduler
-            self._failed(name, exc)
-        else:
+            error = exc
+        self.metrics.job_duration.labels(name).observe(time.monotonic() - started)
+        runs = self._runs_since(before)
+        if runs:
+            self.metrics.count_runs(runs)
+        if error is None:
             self.health.job_succeeded(name)
             self.metrics.job_runs.labels(name, "succeeded").inc()
-        finally:
-            self.metrics.job_duration.labels(name).observe(time.monotonic() - started)
-            self._count_rows(before)
+        else:
+            self._failed(name, error, logged=any(r.status == "failed" for r in runs or ()))
 
-    def _failed(self, name: str, exc: Exception) -> None:
+    def _failed(self, name: str, exc: Exception, *, logged: bool) -> None:
+        """Account for a failure; log one `<job>_failed` event unless the job already did.
+
+        pull and push log their own `pull_failed` / `push_failed` summary when a run they
+        started fails (and mark its sync_runs row failed); a failure before a run started (the
+        database down, another pull holding the pull lock) is logged here.
+        """
         self.health.job_failed(name, exc)
         self.metrics.job_runs.labels(name, "failed").inc()
         fields: dict[str, Any] = {"error": str(exc), "error_type": type(exc).__name__}
-        if isinstance(exc, SyncError):
+        if not logged and isinstance(exc, SyncError):
             log.error(f"{name}_failed", **fields)
-        else:  # a bug: keep the traceback
+        elif not logged:  # a bug: keep the traceback
             log.error(f"{name}_failed", exc_info=exc, **fields)
         if isinstance(exc, AmoBlockedError):
             log.error("sync_halted", reason="amoCRM blocked this IP (403); only its support "
@@ -131,14 +143,15 @@ class JobRunner:
         except SQLAlchemyError:
             return None
 
-    def _count_rows(self, before: int | None) -> None:
+    def _runs_since(self, before: int | None) -> list[RunRow] | None:
         if before is None:
-            return
+            return None
         try:
             with self.engine.connect() as conn:
-                self.metrics.count_runs(queries.fetch_runs_since(conn, before))
+                return queries.fetch_runs_since(conn, before)
         except SQLAlchemyError:
             log.debug("run_counts_unavailable")
+            return None
 
     def running(self) -> set[str]:
         with self._idle:
@@ -160,9 +173,13 @@ def build_scheduler(
     """A scheduler (not started) with every job of the leader."""
     scheduler = BackgroundScheduler(
         executors={
-            SYNC_EXECUTOR: ThreadPoolExecutor(max_workers=1, pool_kwargs={"thread_name_prefix": "amosync-job"}),
-            "default": ThreadPoolExecutor(max_workers=1, pool_kwargs={"thread_name_prefix": "amosync-req"}),
-        },  # fmt: skip
+            SYNC_EXECUTOR: ThreadPoolExecutor(
+                max_workers=1, pool_kwargs={"thread_name_prefix": "amosync-job"}
+            ),
+            "default": ThreadPoolExecutor(
+                max_workers=1, pool_kwargs={"thread_name_prefix": "amosync-req"}
+            ),
+        },
         job_defaults={"coalesce": True, "max_instances": 1},
     )
     sync = config.sync
@@ -190,7 +207,11 @@ def build_scheduler(
 
 
 def _interval(
-    scheduler: BackgroundScheduler, name: str, fn: Callable[[], None], period: float, first: datetime
+    scheduler: BackgroundScheduler,
+    name: str,
+    fn: Callable[[], None],
+    period: float,
+    first: datetime,
 ) -> None:
     scheduler.add_job(
         fn,
@@ -202,12 +223,12 @@ def _interval(
     )
 
 
-def request_full(scheduler: BackgroundScheduler, runner: JobRunner, full: Job) -> None:
+def request_full(scheduler: BackgroundScheduler, runner: JobRunner, requested: Job) -> None:
     """Queue a one-off full resync now (a no-op if one is already queued or running)."""
     if scheduler.get_job("full_requested") is not None or "full_requested" in runner.running():
         return
     scheduler.add_job(
-        runner.wrap("full_requested", full),
+        runner.wrap("full_requested", requested),
         id="full_requested",
         executor=SYNC_EXECUTOR,
         misfire_grace_time=None,

@@ -7,7 +7,6 @@ Everything here is a small statement on the operations tables (`sync_runs`, `syn
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync.db.locks import leader_lock_key
-from sync.db.schema import contacts, sync_changes, sync_conflicts, sync_requests, sync_runs, sync_state
+from sync.db.schema import (
+    contacts,
+    sync_changes,
+    sync_conflicts,
+    sync_requests,
+    sync_runs,
+    sync_state,
+)
 
 PULL_KINDS = ("pull", "full")
 # sync_state keys that hold secrets: status shows that they exist, never their value.
@@ -97,7 +103,7 @@ def fetch_max_run_id(conn: Connection) -> int:
     return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(sync_runs.c.id), 0))) or 0)
 
 
-def _run(row: Mapping[str, Any]) -> RunRow:
+def _run(row: Any) -> RunRow:
     return RunRow(**{name: row[name] for name in RunRow.__dataclass_fields__})
 
 
@@ -166,7 +172,9 @@ def fetch_leader(conn: Connection, schema: str) -> Leader | None:
 
 def add_request(conn: Connection, kind: str = "full") -> int:
     """Ask for a full resync (the daemon's trigger NOTIFYs it); returns the request id."""
-    return int(conn.scalar(sa.insert(sync_requests).values(kind=kind).returning(sync_requests.c.id)))
+    return int(
+        conn.scalar(sa.insert(sync_requests).values(kind=kind).returning(sync_requests.c.id))
+    )
 
 
 def count_pending_requests(conn: Connection) -> int:
@@ -174,54 +182,13 @@ def count_pending_requests(conn: Connection) -> int:
     return int(conn.scalar(query) or 0)
 
 
-def claim_requests(conn: Connection) -> list[int]:
-    """Mark every pending request running (skipping rows another session holds); their ids."""
-    pending = (
-        sa.select(sync_requests.c.id)
-        .where(sync_requests.c.status == "pending")
-        .with_for_update(skip_locked=True)
-    )
-    query = (
-        sa.update(sync_requests)
-        .where(sync_requests.c.id.in_(pending.scalar_subquery()))
-        .values(status="running", started_at=sa.func.now())
-        .returning(sync_requests.c.id)
-    )
-    return sorted(int(i) for i in conn.scalars(query))
-
-
-def finish_requests(
-    conn: Connection, ids: Sequence[int], *, run_id: int | None, error: str | None
-) -> None:
-    """Record the outcome of the full resync that served `ids`."""
-    if not ids:
-        return
-    conn.execute(
-        sa.update(sync_requests)
-        .where(sync_requests.c.id.in_(list(ids)))
-        .values(
-            status="failed" if error else "done",
-            finished_at=sa.func.now(),
-            run_id=run_id,
-            error=error,
-        )
-    )
-
-
 def fetch_request(conn: Connection, request_id: int) -> dict[str, Any] | None:
-    row = conn.execute(
-        sa.select(sync_requests).where(sync_requests.c.id == request_id)
-    ).mappings().first()
-    return dict(row) if row else None
-
-
-def fetch_latest_run_id(conn: Connection, kind: str, after_id: int) -> int | None:
-    query = (
-        sa.select(sa.func.max(sync_runs.c.id))
-        .where(sync_runs.c.kind == kind, sync_runs.c.id > after_id)
+    row = (
+        conn.execute(sa.select(sync_requests).where(sync_requests.c.id == request_id))
+        .mappings()
+        .first()
     )
-    value = conn.scalar(query)
-    return int(value) if value is not None else None
+    return dict(row) if row else None
 
 
 def fetch_oauth_times(conn: Connection) -> tuple[int, int] | None:

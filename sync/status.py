@@ -1,0 +1,131 @@
+"""`amosync status [--json]`: cursor, lag, last runs, pending changes, conflicts, errors.
+
+`gather` reads everything in one read-only transaction and returns plain JSON-ready data (the
+`--json` output, stable keys); `render` turns it into lines for a person.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from sync.config import Config
+from sync.db import status as queries
+from sync.db.migrate import current_revision
+
+CONTACTS_CURSOR = "pull.contacts"  # the pull's cursor key in sync_state (sync.db.runs)
+
+
+def gather(conn: Connection, config: Config, now: datetime | None = None) -> dict[str, Any]:
+    """The status as JSON-ready data."""
+    now = now or datetime.now(UTC)
+    schema = config.database.schema
+    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    success = queries.fetch_last_success(conn)
+    leader = queries.fetch_leader(conn, schema)
+    pulls = [run for kind, run in success.items() if kind in queries.PULL_KINDS]
+    last_pull = max(pulls, key=lambda run: run.started_at) if pulls else None
+    state = queries.fetch_state(conn)
+    return {
+        "schema": schema,
+        "revision": current_revision(conn, schema),
+        "generated_at": now.isoformat(),
+        "daemon": _leader(leader),
+        "cursor": _cursor(state),
+        "lag_s": round((now - last_pull.started_at).total_seconds(), 1) if last_pull else None,
+        "last_runs": {k: r.as_dict() for k, r in sorted(queries.fetch_last_runs(conn).items())},
+        "last_success": {k: r.as_dict() for k, r in sorted(success.items())},
+        "contacts": queries.count_contacts_by_status(conn),
+        "pending_changes": queries.count_pending_changes(conn),
+        "pending_requests": queries.count_pending_requests(conn),
+        "open_conflicts": queries.count_open_conflicts(conn),
+        "errors": queries.fetch_row_errors(conn),
+        "state": state,
+    }
+
+
+def _leader(leader: queries.Leader | None) -> dict[str, Any]:
+    if leader is None:
+        return {"running": False}
+    return {
+        "running": True,
+        "leader": leader.application_name,
+        "client_addr": leader.client_addr,
+        "since": leader.since.isoformat() if leader.since else None,
+    }
+
+
+def _cursor(state: dict[str, Any]) -> dict[str, Any] | None:
+    entry = state.get(CONTACTS_CURSOR)
+    if not entry or not isinstance(entry["value"], dict):
+        return None
+    value = dict(entry["value"])
+    seconds = value.get("updated_at")
+    if isinstance(seconds, int | float):
+        value["updated_at_iso"] = datetime.fromtimestamp(seconds, UTC).isoformat()
+    return value
+
+
+# --- for a person ------------------------------------------------------------------------------
+
+
+def render(data: dict[str, Any]) -> str:
+    lines = [f"amocrm-sync status: schema {data['schema']} at revision {data['revision']}"]
+    lines.append(_row("daemon", _daemon_line(data["daemon"])))
+    cursor = data["cursor"]
+    cursor_text = "none yet (the first pull is a full one)"
+    if cursor:
+        cursor_text = f"contacts changed up to {cursor.get('updated_at_iso', cursor)}"
+    lines.append(_row("cursor", cursor_text))
+    lag = data["lag_s"]
+    lines.append(_row("lag", "no successful pull yet" if lag is None else
+                      f"{_duration(lag)} since the last successful pull began"))  # fmt: skip
+    lines.extend(_runs(data["last_runs"]))
+    contacts = data["contacts"]
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(contacts.items())) or "none"
+    lines.append(_row("contacts", counts))
+    lines.append(_row("pending", f"{data['pending_changes']} local change(s) to push, "
+                      f"{data['pending_requests']} resync request(s)"))  # fmt: skip
+    conflicts = data["open_conflicts"]
+    hint = " (amosync conflicts list)" if conflicts else ""
+    lines.append(_row("conflicts", f"{conflicts} open{hint}"))
+    for error in data["errors"]:
+        lines.append(
+            _row("error", f"contact {error['id']} ({error['name']}): {error['sync_error']}")
+        )
+    return "\n".join(lines)
+
+
+def _daemon_line(daemon: dict[str, Any]) -> str:
+    if not daemon["running"]:
+        return "not running (no process holds the leader lock)"
+    where = f" from {daemon['client_addr']}" if daemon["client_addr"] else ""
+    return f"running: {daemon['leader']}{where}, connected since {daemon['since']}"
+
+
+def _runs(runs: dict[str, Any]) -> list[str]:
+    if not runs:
+        return [_row("last runs", "none yet")]
+    lines = []
+    for index, (kind, run) in enumerate(sorted(runs.items())):
+        label = "last runs" if index == 0 else ""
+        text = f"{kind:<5} {run['status']:<9} started {run['started_at']}"
+        text += f", read {run['fetched']}, wrote {run['upserted']}, pushed {run['pushed']}"
+        if run["error"]:
+            text += f", error: {run['error']}"
+        lines.append(_row(label, text))
+    return lines
+
+
+def _row(label: str, text: str) -> str:
+    return f"  {label:<10} {text}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
