@@ -181,14 +181,14 @@ class Health:
     def _pull_staleness(self) -> str | None:
         now = self.clock.monotonic()
         window = self.poll_interval_s * self.unhealthy_after_polls
-        fresh = [t for t in (self._last_pull_ok,) if t is not None]
-        if PULL_JOBS & self._running.keys() and self._amo.last_ok is not None:
-            fresh.append(self._amo.last_ok)  # a long pull still getting answers is progress
-        if fresh and now - max(fresh) <= window:
-            return None
-        if not fresh:
+        if self._last_pull_ok is None:
             return "no_successful_pull: none yet since this daemon became leader"
-        return f"pull_stale: no successful pull for {round(now - max(fresh))}s (limit {window:g}s)"
+        fresh = self._last_pull_ok
+        if PULL_JOBS & self._running.keys() and self._amo.last_ok is not None:
+            fresh = max(fresh, self._amo.last_ok)  # a long resync still getting answers
+        if now - fresh <= window:
+            return None
+        return f"pull_stale: no successful pull for {round(now - fresh)}s (limit {window:g}s)"
 
     def _grace(self) -> float:
         return min(self.poll_interval_s, AMO_GRACE_MAX_S)

@@ -1,0 +1,173 @@
+"""`amosync run` as an operator runs it: subprocesses, the emulator on 127.0.0.1, PostgreSQL.
+
+Bounds asserted are the issue's: SIGTERM exits 0 within 15 s; a standby takes over within one
+poll interval after the leader is killed; changes flow within an interval plus a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sync.config import DatabaseConfig
+from sync.db.schema import contacts
+from tests.e2e.cli import amosync
+from tests.e2e.daemon_procs import DaemonProcess, EmulatorProcess, env_for, wait_for
+
+pytestmark = pytest.mark.slow
+FLOW_SLACK_S = 10  # "within the interval plus a few seconds", generously for a loaded CI box
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[EmulatorProcess]:
+    process = EmulatorProcess(tmp_path)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def daemons(
+    tmp_path: Path, db_config: DatabaseConfig, emulator: EmulatorProcess
+) -> Iterator[Callable[..., DaemonProcess]]:
+    started: list[DaemonProcess] = []
+
+    def start(**settings: str) -> DaemonProcess:
+        daemon = DaemonProcess(tmp_path, db_config, emulator.base_url, **settings).start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+def test_sigterm_stops_cleanly_with_exit_0(daemons: Callable[..., DaemonProcess]) -> None:
+    daemon = daemons()
+    daemon.wait_health(200)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=15) == 0, daemon.output()
+    assert time.monotonic() - started < 15
+    names = [event["event"] for event in daemon.events()]
+    assert "shutdown_requested" in names
+    assert "leadership_released" in names
+    assert names[-1] == "daemon_stopped"
+    assert not [e for e in daemon.events() if e["level"] == "error"], daemon.output()
+
+
+def test_sigint_during_a_pull_exits_0(daemons: Callable[..., DaemonProcess]) -> None:
+    daemon = daemons(AMOSYNC_SYNC__PUSH_INTERVAL_S="0.2")
+    daemon.wait_health(200)
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait(timeout=15) == 0, daemon.output()
+
+
+def test_killed_leader_hands_over_to_the_standby_within_a_poll_interval(
+    daemons: Callable[..., DaemonProcess],
+) -> None:
+    poll = 4.0
+    first = daemons(AMOSYNC_SYNC__POLL_INTERVAL_S=str(poll))
+    first.wait_health(200)
+    second = daemons(AMOSYNC_SYNC__POLL_INTERVAL_S=str(poll))
+    standby = second.wait_health(200, role="standby")
+    assert standby["reasons"] == []
+    assert _role(first) == "leader"
+
+    first.kill()  # SIGKILL: no clean-up, PostgreSQL ends its session and frees the lock
+    killed = time.monotonic()
+    wait_for("the standby to lead", lambda: _role(second) == "leader", timeout=poll)
+    took_over = time.monotonic() - killed
+    assert took_over <= poll
+    second.wait_health(200, timeout=FLOW_SLACK_S)  # and its own first pull succeeded
+
+
+def _role(daemon: DaemonProcess) -> str | None:
+    got = daemon.health()
+    return None if got is None else str(got[1]["role"])
+
+
+def test_healthz_is_503_while_amocrm_is_down_and_200_after(
+    daemons: Callable[..., DaemonProcess], emulator: EmulatorProcess
+) -> None:
+    daemon = daemons()
+    daemon.wait_health(200)
+    emulator.stop()
+    body = daemon.wait_health(503, timeout=20)
+    assert any(reason.startswith("amocrm_unreachable") for reason in body["reasons"]), body
+    assert 'status="error"' in daemon.metrics()
+    emulator.start()  # same port, same token, same seeded account
+    daemon.wait_health(200, timeout=20)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=15) == 0
+
+
+def test_changes_flow_both_ways(
+    daemons: Callable[..., DaemonProcess], emulator: EmulatorProcess, engine: Engine
+) -> None:
+    daemon = daemons()
+    daemon.wait_health(200)
+    remote_id, local_id = _two_contact_ids(engine)
+
+    emulator.admin("PATCH", f"contacts/{remote_id}", {"name": "Edited in amoCRM"})
+    wait_for(
+        "the remote edit in PostgreSQL",
+        lambda: _name(engine, remote_id) == "Edited in amoCRM",
+        timeout=1 + FLOW_SLACK_S,
+    )
+
+    with engine.begin() as conn:
+        conn.execute(
+            contacts.update().where(contacts.c.id == local_id).values(name="Edited in SQL")
+        )
+    wait_for("the local edit in amoCRM",
+             lambda: emulator.admin("GET", f"contacts/{local_id}")["name"] == "Edited in SQL",
+             timeout=1 + FLOW_SLACK_S)  # fmt: skip
+    wait_for("the row to be synced", lambda: _status(engine, local_id) == "synced", timeout=10)
+    metrics = daemon.metrics()
+    assert "amosync_rows_pushed_total 1.0" in metrics
+    assert 'amosync_last_success_timestamp_seconds{kind="push"}' in metrics
+
+
+def _two_contact_ids(engine: Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        query = sa.select(contacts.c.id).where(~contacts.c.is_deleted).order_by(contacts.c.id)
+        first, second = conn.scalars(query.limit(2)).all()
+    return int(first), int(second)
+
+
+def _name(engine: Engine, contact_id: int) -> str | None:
+    with engine.connect() as conn:
+        return conn.scalar(sa.select(contacts.c.name).where(contacts.c.id == contact_id))
+
+
+def _status(engine: Engine, contact_id: int) -> str | None:
+    with engine.connect() as conn:
+        query = sa.select(contacts.c.sync_status).where(contacts.c.id == contact_id)
+        return conn.scalar(query)
+
+
+def test_resync_and_status_beside_a_running_daemon(
+    daemons: Callable[..., DaemonProcess], engine: Engine
+) -> None:
+    daemon = daemons()
+    daemon.wait_health(200)
+    done = amosync("resync", "--wait", "30", env=env_for(daemon))
+    assert done.returncode == 0, done.stderr
+    assert "done by amosync-leader" in done.stdout
+    status = amosync("status", "--json", env=env_for(daemon))
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["daemon"]["running"] is True
+    assert data["last_success"]["full"]["status"] == "succeeded"
+    assert data["pending_requests"] == 0
+    human = amosync("status", env=env_for(daemon))
+    assert human.returncode == 0, human.stderr
+    assert "running: amosync-leader" in human.stdout
