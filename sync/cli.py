@@ -106,27 +106,17 @@ def db_shell(app: _Context, psql_args: tuple[str, ...]) -> None:
 @cli.command()
 @pass_context
 def demo(app: _Context) -> None:
-    """Set up the database on the embedded defaults and show what is there.
+    """See the sync work end to end in seconds: a local amoCRM emulator, the embedded PostgreSQL
+    (or the configured database; schema amocrm_demo, rebuilt on every run), a full pull, an SQL
+    edit pushed, an amoCRM edit pulled and a conflict."""
+    from dataclasses import replace
 
-    Pull, push and the emulator join this demo as they land (see README, Roadmap).
-    """
-    from sync.db.migrate import upgrade
+    from sync.demo import run_demo
+    from sync.logs import configure_logging
 
     config = app.config
-    where = "embedded PostgreSQL in " + config.database.embedded_dir
-    if not config.database.embedded:
-        where = "the configured database"
-    _before, after = upgrade(config.database)
-    schema = config.database.schema
-    click.echo(f"1. Migrated {where}: schema {schema} is at revision {after}.")
-    click.echo("2. Tables for analysts and integrators: contacts and its relation tables,")
-    click.echo("   sync_changes (captured local edits), sync_conflicts, sync_runs, sync_requests.")
-    click.echo("3. Try it:")
-    click.echo(f"     amosync db shell -c '\\dt+ {schema}.*'")
-    click.echo(
-        "     amosync db shell -c \"INSERT INTO contacts (name) VALUES ('Ann') RETURNING id\""
-    )
-    click.echo("     amosync db shell -c 'SELECT kind, new_values FROM sync_changes'")
+    configure_logging(replace(config.logging, level="warning"))  # the story is on stdout
+    run_demo(config, click.echo)
 
 
 @cli.command("auth")

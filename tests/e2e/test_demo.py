@@ -1,0 +1,57 @@
+"""`amosync demo` as a user runs it: the real command, every step, and what it left behind."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from sync.config import DatabaseConfig
+from sync.demo import DEMO_SCHEMA
+from tests.e2e.cli import amosync
+
+
+def _env(db: DatabaseConfig) -> dict[str, str]:
+    return {"AMOSYNC_DATABASE__URL": db.url.reveal()}
+
+
+def test_demo_runs_every_step_on_the_configured_database(db_config: DatabaseConfig) -> None:
+    result = amosync("demo", env=_env(db_config), timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for step in ("1. Migrated the configured database", "2. Full pull", "3. UPDATE contacts",
+                 "4. A CRM user renamed", "5. Both sides renamed", "6. amosync conflicts resolve",
+                 "Try next:"):  # fmt: skip
+        assert step in out, out
+    assert "amoCRM now has name 'Renamed in PostgreSQL'" in out
+    assert "the row now says 'Renamed in amoCRM' (synced)" in out
+    assert "push found 1 conflict(s)" in out
+    assert "now has name 'Ann (edited in SQL)'" in out
+
+    engine = sa.create_engine(
+        db_config.url.reveal().replace("postgresql://", "postgresql+psycopg://")
+    )
+    try:
+        with engine.connect() as conn:
+            names = conn.scalars(sa.text(
+                f"SELECT name FROM {DEMO_SCHEMA}.contacts WHERE name LIKE 'Renamed in %' "
+                "OR name LIKE 'Ann (%' ORDER BY name"
+            )).all()  # fmt: skip
+            conflicts = conn.execute(
+                sa.text(f"SELECT winner, resolved_at IS NOT NULL FROM {DEMO_SCHEMA}.sync_conflicts")
+            ).all()
+            untouched = conn.scalar(sa.text(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'amocrm' "
+                "AND table_name = 'contacts'"
+            ))  # fmt: skip
+    finally:
+        engine.dispose()
+    assert names == ["Ann (edited in SQL)", "Renamed in PostgreSQL", "Renamed in amoCRM"]
+    assert conflicts == [("local", True)]
+    assert untouched == 1  # the configured schema is still there, not used by the demo
+
+
+def test_demo_can_run_again(db_config: DatabaseConfig) -> None:
+    first = amosync("demo", env=_env(db_config), timeout=120)
+    second = amosync("demo", env=_env(db_config), timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert "push found 1 conflict(s)" in second.stdout
