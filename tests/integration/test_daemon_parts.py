@@ -1,0 +1,235 @@
+"""The daemon's parts on real PostgreSQL: leader lock, job runner, status, BI role, resync."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from structlog.testing import capture_logs
+
+from sync.config import Config, DatabaseConfig, SyncConfig
+from sync.db import status as queries
+from sync.db.engine import create_engine
+from sync.db.locks import LeaderLock, holder_name
+from sync.db.roles import grant_reader
+from sync.errors import AmoBlockedError, StoreError
+from sync.health import Health
+from sync.metrics import Metrics
+from sync.resync import resync
+from sync.schedule import JobRunner
+from sync.status import gather, render
+from tests.integration.amo_emulator import client_for, running
+
+
+def test_one_leader_per_schema_until_it_lets_go(db_config: DatabaseConfig) -> None:
+    engine = create_engine(db_config)
+    first, second = LeaderLock(engine, "amocrm"), LeaderLock(engine, "amocrm")
+    other_account = LeaderLock(engine, "other")
+    try:
+        assert first.try_acquire()
+        assert first.try_acquire()  # re-entrant for its holder
+        assert not second.try_acquire()
+        assert other_account.try_acquire()  # one lock per account, not per database
+        with engine.connect() as conn:
+            leader = queries.fetch_leader(conn, "amocrm")
+        assert leader is not None
+        assert leader.application_name == holder_name()
+        first.release()
+        assert second.try_acquire()
+    finally:
+        for lock in (first, second, other_account):
+            lock.release()
+        engine.dispose()
+
+
+def test_a_terminated_lock_session_is_noticed_and_frees_the_lock(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    own = create_engine(db_config)
+    lock, rival = LeaderLock(own, "amocrm"), LeaderLock(own, "amocrm")
+    try:
+        assert lock.try_acquire()
+        assert lock.alive()
+        with engine.connect() as conn:  # what a crashed leader host or an admin's kill does
+            conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = :n AND pid <> pg_backend_pid()"
+            ), {"n": holder_name()})  # fmt: skip
+            conn.commit()
+        assert not lock.alive()
+        assert not lock.held
+        assert rival.try_acquire()
+    finally:
+        lock.release()
+        rival.release()
+        own.dispose()
+
+
+@pytest.fixture
+def runner(engine: Engine) -> JobRunner:
+    return JobRunner(engine, Health(poll_interval_s=1), Metrics())
+
+
+def test_a_failing_job_logs_one_event_and_the_runner_goes_on(runner: JobRunner) -> None:
+    def broken() -> None:
+        raise StoreError("PostgreSQL at db failed: connection refused", transient=True)
+
+    with capture_logs() as logs:
+        runner.run("push", broken)
+        runner.run("push", broken)
+    failed = [e for e in logs if e["event"] == "push_failed"]
+    assert len(failed) == 2  # one per failed run
+    assert all(e["error_type"] == "StoreError" for e in failed)
+    assert runner.metrics.job_runs.labels("push", "failed")._value.get() == 2
+    runner.run("push", lambda: None)
+    assert runner.metrics.job_runs.labels("push", "succeeded")._value.get() == 1
+    _code, body = runner.health.report()
+    assert not any(r.startswith("database") for r in body["reasons"])
+
+
+def test_a_job_that_logged_its_own_failure_is_not_logged_twice(
+    runner: JobRunner, engine: Engine
+) -> None:
+    def failing_run() -> None:  # what pull and push do: a failed sync_runs row, then raise
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO amocrm.sync_runs (kind, status, finished_at, error) "
+                "VALUES ('pull', 'failed', now(), 'boom')"
+            ))  # fmt: skip
+        raise RuntimeError("boom")
+
+    with capture_logs() as logs:
+        runner.run("pull", failing_run)
+    assert [e for e in logs if e["event"] == "pull_failed"] == []
+    assert runner.metrics.job_runs.labels("pull", "failed")._value.get() == 1
+
+
+def test_an_ip_block_halts_every_amocrm_job(runner: JobRunner) -> None:
+    calls: list[str] = []
+
+    def blocked() -> None:
+        raise AmoBlockedError("amoCRM blocked this IP", method="GET", url="/x", status=403)
+
+    runner.health.set_role("leader")
+    with capture_logs() as logs:
+        runner.run("pull", blocked)
+        runner.run("push", lambda: calls.append("push"))
+    assert calls == []
+    assert "sync_halted" in [e["event"] for e in logs]
+    code, body = runner.health.report()
+    assert code == 503
+    assert any(r.startswith("amocrm_ip_blocked") for r in body["reasons"])
+
+
+def test_never_two_jobs_at_once(runner: JobRunner) -> None:
+    inside = threading.Event()
+    release = threading.Event()
+    overlap: list[set[str]] = []
+
+    def slow() -> None:
+        inside.set()
+        release.wait(5)
+
+    worker = threading.Thread(target=runner.run, args=("full", slow))
+    worker.start()
+    assert inside.wait(5)
+    overlap.append(runner.running())
+    assert not runner.wait_idle(0.05)
+    release.set()
+    worker.join(5)
+    assert overlap == [{"full"}]
+    assert runner.wait_idle(1)
+
+
+def test_status_reports_runs_requests_and_leader(db_config: DatabaseConfig, engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO amocrm.sync_runs (kind, status, finished_at, fetched, upserted) "
+            "VALUES ('full', 'succeeded', now(), 10, 10), ('push', 'failed', now(), 0, 0)"
+        ))  # fmt: skip
+        request_id = queries.add_request(conn)
+    config = Config(database=db_config)
+    with engine.begin() as conn:
+        data = gather(conn, config)
+    assert data["daemon"] == {"running": False}
+    assert data["last_runs"]["full"]["upserted"] == 10
+    assert data["last_success"].keys() == {"full"}
+    assert data["pending_requests"] == 1
+    assert data["lag_s"] is not None
+    text = render(data)
+    assert "not running" in text
+    assert "1 resync request(s)" in text
+    with engine.connect() as conn:
+        assert queries.fetch_request(conn, request_id)["status"] == "pending"  # type: ignore[index]
+
+
+@pytest.fixture
+def reader_role(engine: Engine) -> Iterator[str]:
+    role = f"amosync_reader_{uuid.uuid4().hex[:8]}"
+    yield role
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP OWNED BY {role}"))
+        conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
+
+
+def test_bi_role_reads_everything_but_tokens_and_writes_nothing(
+    engine: Engine, reader_role: str
+) -> None:
+    with engine.begin() as conn:
+        granted = grant_reader(conn, "amocrm", reader_role)
+        again = grant_reader(conn, "amocrm", reader_role)  # idempotent
+    assert "contacts" in granted
+    assert "contacts_flat" in granted  # views too
+    assert "sync_state" not in granted
+    assert again == granted
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"SET ROLE {reader_role}"))
+        conn.execute(sa.text("SET default_transaction_read_only = on"))
+        assert conn.scalar(sa.text("SELECT count(*) FROM amocrm.contacts")) == 0
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            conn.execute(sa.text("SELECT * FROM amocrm.sync_state"))
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"SET ROLE {reader_role}"))
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            conn.execute(sa.text("INSERT INTO amocrm.sync_requests (kind) VALUES ('full')"))
+
+
+def test_resync_without_a_daemon_runs_here(db_config: DatabaseConfig, engine: Engine) -> None:
+    with running(contacts=30) as (emulator, url):
+        config = Config(database=db_config, sync=SyncConfig(pull_workers=2))
+        config = replace(config, amocrm=replace(config.amocrm, base_url=url))
+        outcome = resync(config, engine, lambda: client_for(emulator, url))
+    assert outcome.ran_here
+    assert outcome.request is not None
+    assert outcome.request["status"] == "done"
+    with engine.connect() as conn:
+        run = conn.execute(
+            sa.text("SELECT kind, status, upserted FROM amocrm.sync_runs WHERE id = :i"),
+            {"i": outcome.request["run_id"]},
+        ).one()
+        stored = conn.scalar(sa.text("SELECT count(*) FROM amocrm.contacts"))
+        assert queries.count_pending_requests(conn) == 0
+    assert (run.kind, run.status) == ("full", "succeeded")
+    assert stored == run.upserted > 25  # 30 seeded, ~1% of them in amoCRM's trash
+
+
+def test_resync_beside_a_daemon_only_queues(db_config: DatabaseConfig, engine: Engine) -> None:
+    daemon_lock = LeaderLock(create_engine(db_config), "amocrm")
+    assert daemon_lock.try_acquire()
+    try:
+        outcome = resync(Config(database=db_config), engine, _no_client)
+    finally:
+        daemon_lock.release()
+    assert not outcome.ran_here
+    assert outcome.leader == holder_name()
+    with engine.connect() as conn:
+        assert queries.count_pending_requests(conn) == 1
+
+
+def _no_client() -> object:
+    raise AssertionError("a queued resync must not talk to amoCRM")

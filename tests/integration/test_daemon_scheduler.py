@@ -1,0 +1,136 @@
+"""The leader's scheduler in process with stand-in jobs: overlap, failures, requests, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sync.clock import SystemClock
+from sync.config import Config, DaemonConfig, DatabaseConfig, SyncConfig
+from sync.daemon import Daemon, Parts
+from sync.db import status as queries
+from sync.health import Health
+from sync.metrics import Metrics
+from sync.schedule import Jobs
+
+
+@dataclass
+class Recorder:
+    """Jobs that record when they run, and how many run at once."""
+
+    calls: list[str] = field(default_factory=list)
+    active: int = 0
+    most: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def job(self, name: str, seconds: float = 0.0, fail: bool = False) -> Callable[[], None]:
+        def run() -> None:
+            with self.lock:
+                self.calls.append(name)
+                self.active += 1
+                self.most = max(self.most, self.active)
+            try:
+                time.sleep(seconds)
+                if fail:
+                    raise RuntimeError(f"{name} broke")
+            finally:
+                with self.lock:
+                    self.active -= 1
+
+        return run
+
+    def count(self, name: str) -> int:
+        with self.lock:
+            return self.calls.count(name)
+
+
+@pytest.fixture
+def start(db_config: DatabaseConfig, engine: Engine) -> Iterator[Callable[[Jobs], Daemon]]:
+    stops: list[tuple[threading.Event, threading.Thread]] = []
+
+    def start(jobs: Jobs) -> Daemon:
+        config = Config(
+            database=db_config,
+            sync=SyncConfig(poll_interval_s=0.2, push_interval_s=0.1, full_resync_cron=""),
+            daemon=DaemonConfig(requests_poll_s=0.2, shutdown_timeout_s=2),
+        )
+        parts = Parts(config, engine, jobs, Health(0.2), Metrics(), SystemClock())
+        daemon = Daemon(parts)
+        stop = threading.Event()
+        thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+        thread.start()
+        stops.append((stop, thread))
+        return daemon
+
+    yield start
+    for stop, thread in stops:
+        stop.set()
+        thread.join(10)
+
+
+def _wait(check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_slow_and_failing_jobs_never_overlap_and_never_stop_the_schedule(
+    start: Callable[[Jobs], Daemon],
+) -> None:
+    rec = Recorder()
+    jobs = Jobs(
+        pull=rec.job("pull", seconds=0.5),  # slower than its 0.2 s interval
+        push=rec.job("push", fail=True),  # fails every time
+        full=rec.job("full"),
+        requested=rec.job("requested"),
+    )
+    daemon = start(jobs)
+    failed = daemon.parts.metrics.job_runs.labels("push", "failed")
+    _wait(lambda: rec.count("pull") >= 3 and failed._value.get() >= 3)
+    assert rec.most == 1  # pull and push share one worker: never two at once
+    skipped = daemon.parts.metrics.job_runs.labels("pull", "skipped")._value.get()
+    assert skipped >= 1  # runs due while one was running were skipped, not stacked
+
+
+def test_a_request_row_starts_a_full_resync(
+    start: Callable[[Jobs], Daemon], engine: Engine
+) -> None:
+    rec = Recorder()
+    start(Jobs(rec.job("pull"), rec.job("push"), rec.job("full"), rec.job("requested")))
+    _wait(lambda: rec.count("pull") >= 1)
+    with engine.begin() as conn:
+        queries.add_request(conn)
+    _wait(lambda: rec.count("requested") >= 1, timeout=5)
+    assert rec.count("full") == 0  # the cron resync is disabled here
+
+
+def test_stop_waits_for_the_running_job_then_releases_the_lock(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    rec = Recorder()
+    config = Config(
+        database=db_config,
+        sync=SyncConfig(poll_interval_s=5, push_interval_s=5, full_resync_cron=""),
+        daemon=DaemonConfig(shutdown_timeout_s=5),
+    )
+    jobs = Jobs(rec.job("pull", seconds=1.0), rec.job("push"), rec.job("full"), rec.job("req"))
+    daemon = Daemon(Parts(config, engine, jobs, Health(5), Metrics(), SystemClock()))
+    stop = threading.Event()
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(daemon.run(stop)))
+    thread.start()
+    _wait(lambda: rec.active == 1)
+    stop.set()
+    thread.join(10)
+    assert result == [True]  # the pull finished inside the shutdown timeout
+    assert rec.active == 0
+    with engine.connect() as conn:
+        assert queries.fetch_leader(conn, "amocrm") is None
+        assert conn.scalar(sa.text("SELECT 1")) == 1
