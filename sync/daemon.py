@@ -32,6 +32,7 @@ from sync.amo.client import AmoClient
 from sync.clock import Clock, SystemClock
 from sync.config import Config
 from sync.db import status as queries
+from sync.db.listen import RequestListener
 from sync.db.locks import LeaderLock
 from sync.db.migrate import upgrade
 from sync.db.tokens import TokenStore
@@ -117,6 +118,8 @@ class Daemon:
         )
         self._scheduler = scheduler
         scheduler.start()
+        listener = RequestListener(self.parts.engine, schema, self._check_requests)
+        listener.start()
         self.health.set_role("leader")
         self.parts.metrics.leader.set(1)
         log.info("scheduler_started", jobs=describe_jobs(scheduler))
@@ -127,6 +130,7 @@ class Daemon:
                     log.warning("leadership_lost", schema=schema)
                     break
         finally:
+            listener.close()
             clean = self._stop_leading(scheduler, stop)
         return clean
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from structlog.testing import capture_logs
 
 from sync.clock import SystemClock
 from sync.config import Config, DaemonConfig, DatabaseConfig, SyncConfig
@@ -134,3 +135,62 @@ def test_stop_waits_for_the_running_job_then_releases_the_lock(
     with engine.connect() as conn:
         assert queries.fetch_leader(conn, "amocrm") is None
         assert conn.scalar(sa.text("SELECT 1")) == 1
+
+
+def _daemon(db_config: DatabaseConfig, engine: Engine, jobs: Jobs, **daemon: float) -> Daemon:
+    config = Config(
+        database=db_config,
+        sync=SyncConfig(poll_interval_s=0.5, push_interval_s=0.5, full_resync_cron=""),
+        daemon=DaemonConfig(**daemon),  # type: ignore[arg-type]
+    )
+    return Daemon(Parts(config, engine, jobs, Health(0.5), Metrics(), SystemClock()))
+
+
+def _in_thread(daemon: Daemon) -> tuple[threading.Event, threading.Thread]:
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+    thread.start()
+    return stop, thread
+
+
+def test_notify_wakes_the_leader_long_before_the_next_poll(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    rec = Recorder()
+    jobs = Jobs(rec.job("pull"), rec.job("push"), rec.job("full"), rec.job("requested"))
+    stop, thread = _in_thread(_daemon(db_config, engine, jobs, requests_poll_s=600))
+    try:
+        _wait(lambda: rec.count("pull") >= 1)
+        time.sleep(1.5)  # the listener is LISTENing; the poll already ran and waits 600 s
+        with engine.begin() as conn:
+            queries.add_request(conn)
+        _wait(lambda: rec.count("requested") >= 1, timeout=5)
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_leader_survives_losing_every_database_session(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    rec = Recorder()
+    jobs = Jobs(rec.job("pull"), rec.job("push"), rec.job("full"), rec.job("requested"))
+    daemon = _daemon(db_config, engine, jobs)
+    with capture_logs() as logs:
+        stop, thread = _in_thread(daemon)
+        try:
+            _wait(lambda: daemon.health.role == "leader" and rec.count("pull") >= 1)
+            with engine.connect() as conn:  # what a PostgreSQL restart does to its sessions
+                conn.execute(sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ))  # fmt: skip
+            _wait(lambda: "leadership_lost" in [e["event"] for e in list(logs)], timeout=5)
+            before = rec.count("pull")
+            _wait(lambda: daemon.health.role == "leader" and rec.count("pull") > before)
+            assert thread.is_alive()
+        finally:
+            stop.set()
+            thread.join(10)
+    events = [e["event"] for e in logs]
+    assert events.count("leader_elected") >= 2  # it led again, without a restart
