@@ -201,7 +201,7 @@ class _Run:
         self.report.mode = "descending"
         walk_started = int(time.time())
         final: list[int] = []
-        for batch in walker.descending(start, prefetch=self.sync.pull_workers):
+        for batch in walker.descending(start, prefetch=2):
             if batch.cursor is not None:
                 final.append(batch.cursor)
             self._store(Batch(batch.items, None))

@@ -104,8 +104,10 @@ def db_state(engine: Engine) -> dict[str, Any]:
             "companies": _grouped(conn, "contact_companies", "company_id"),
             "catalog": _grouped(conn, "contact_catalog_elements", "element_id"),
         }
-        counts = dict(conn.execute(sa.text(
-            "SELECT contact_id, count(*) FROM amocrm.contact_custom_field_values GROUP BY 1")).all())  # fmt: skip
+        values_sql = (
+            "SELECT contact_id, count(*) FROM amocrm.contact_custom_field_values GROUP BY 1"
+        )
+        counts = dict(conn.execute(sa.text(values_sql)).all())
         chats = {tuple(r) for r in conn.execute(sa.text(
             "SELECT id, contact_id, chat_id FROM amocrm.contact_chats"))}  # fmt: skip
     live = {}
