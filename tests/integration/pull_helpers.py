@@ -135,7 +135,8 @@ def assert_converged(engine: Engine, emulator: Emulator) -> None:
     diffs = [cid for cid in want["live"] if want["live"][cid] != have["live"][cid]]
     assert not diffs, (diffs[:5], want["live"][diffs[0]], have["live"][diffs[0]])
     assert have["deleted"] <= want["deleted"]
-    assert have["chats"] == want["chats"]
+    # a tombstoned contact keeps its last known links; amoCRM lists only live contacts' links
+    assert {c for c in have["chats"] if c[1] in want["live"]} == want["chats"]
 
 
 def count(engine: Engine, sql: str, **params: Any) -> int:
