@@ -131,9 +131,7 @@ contact_custom_field_values = Table(
     Column(
         "position", Integer, nullable=False, comment="Order of the value within the field, from 0."
     ),
-    Column(
-        "value", Text, comment="The value as text (dates as ISO 8601, checkboxes as true/false)."
-    ),
+    Column("value", Text, comment="The value as text (dates as ISO 8601, checkboxes as true/false)."),
     Column("enum_id", BigInteger, comment="Enum id for select/multiselect/multitext values."),
     Column("enum_code", Text, comment="Enum code (WORK, MOB, …) or label, where amoCRM has one."),
     PrimaryKeyConstraint("contact_id", "field_id", "position"),
@@ -209,7 +207,9 @@ sync_changes = Table(
     Column("id", BigInteger, Identity(), primary_key=True, comment="Capture order."),
     _contact_fk("The contact changed (negative for a contact not yet created in amoCRM)."),
     Column("kind", Text, nullable=False, comment="update | create | chat_link."),
-    Column("new_values", JSONB, comment="Changed writable fields and their new local values."),
+    Column(
+        "new_values", JSONB, comment="Changed writable fields and their new local values."
+    ),
     Column(
         "base_values",
         JSONB,
@@ -252,7 +252,9 @@ sync_conflicts = Table(
         server_default=text("now()"),
         comment="When push found the conflict.",
     ),
-    Column("policy", Text, nullable=False, comment="Policy applied: newest_wins, remote_wins, …"),
+    Column(
+        "policy", Text, nullable=False, comment="Policy applied: newest_wins, remote_wins, …"
+    ),
     Column(
         "winner",
         Text,

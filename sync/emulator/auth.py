@@ -99,9 +99,7 @@ class TokenBook:
         refresh = "def50200" + secrets.token_hex(96)
         with self._lock:
             self._access[access] = now + self.settings.access_token_ttl_s
-            self._refresh[refresh] = _Refresh(
-                refresh, now + self.settings.refresh_token_ttl_s, parent
-            )
+            self._refresh[refresh] = _Refresh(refresh, now + self.settings.refresh_token_ttl_s, parent)
         return {"token_type": "Bearer", "expires_in": self.settings.access_token_ttl_s,
                 "server_time": int(now), "access_token": access, "refresh_token": refresh}  # fmt: skip
 

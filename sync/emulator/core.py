@@ -136,9 +136,7 @@ class Emulator:
         from sync.emulator.query import parse_contacts_query, select
 
         with self.account.lock:
-            q = parse_contacts_query(
-                request.query, self.account, self.controls().api_filter_enabled
-            )
+            q = parse_contacts_query(request.query, self.account, self.controls().api_filter_enabled)
             contacts, _ = select(self.account, q, 0, count)
             now = self.clock.now_s()
             for contact in contacts:
@@ -261,9 +259,7 @@ class Emulator:
             contact = self.account.contacts.get(contact_id)
             if contact is None:
                 return None
-            return contact_json(
-                contact, self.account, base, {"leads", "customers", "catalog_elements"}
-            )
+            return contact_json(contact, self.account, base, {"leads", "customers", "catalog_elements"})
 
     def state(self) -> dict[str, Any]:
         with self.account.lock:
@@ -305,3 +301,4 @@ def _form(request: Request) -> dict[str, Any]:
     from urllib.parse import parse_qsl
 
     return dict(parse_qsl(request.body.decode("utf-8", "replace")))
+

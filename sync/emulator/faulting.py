@@ -10,11 +10,7 @@ from sync.emulator.problems import html_page, internal_error, problem
 from sync.emulator.routes import is_write
 from sync.emulator.wire import HTML, PROBLEM, Request, Response, json_response, no_content
 
-GATEWAY_TITLES = {
-    502: "Bad Gateway",
-    503: "Service Temporarily Unavailable",
-    504: "Gateway Time-out",
-}
+GATEWAY_TITLES = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 TOO_MANY = "You have sent too many requests in a given amount of time. Please try again later."
 
 

@@ -19,9 +19,7 @@ ACCOUNT_CREATED_AT = 1_577_836_800
 
 def list_events(ctx: Ctx) -> Response:
     settings = ctx.account.settings
-    page, limit = ctx.page_and_limit(
-        min(100, settings.events_page_limit), settings.events_page_limit
-    )
+    page, limit = ctx.page_and_limit(min(100, settings.events_page_limit), settings.events_page_limit)
     raw_filter = ctx.request.query.get("filter")
     check = _event_filter(raw_filter if isinstance(raw_filter, dict) else {})
     with_name = "contact_name" in comma_values(ctx.request.query.get("with"))
@@ -64,9 +62,7 @@ def list_custom_fields(ctx: Ctx) -> Response:
     types = set(comma_values(raw_filter.get("type"))) or None
     ids = set(ints_of(raw_filter.get("id")) or []) if "id" in raw_filter else None
     fields = sorted(ctx.account.fields.values(), key=lambda f: (f.sort, f.id))
-    chosen = [
-        f for f in fields if (types is None or f.type in types) and (ids is None or f.id in ids)
-    ]
+    chosen = [f for f in fields if (types is None or f.type in types) and (ids is None or f.id in ids)]
     items = chosen[(page - 1) * limit : page * limit]
     if not items:
         return no_content()

@@ -93,9 +93,7 @@ def _parse_order(raw: object, q: ContactQuery) -> None:
             return
 
 
-def select(
-    account: Account, q: ContactQuery, offset: int, limit: int
-) -> tuple[list[Contact], bool]:
+def select(account: Account, q: ContactQuery, offset: int, limit: int) -> tuple[list[Contact], bool]:
     """The page's contacts and whether more follow. Call with the account lock held."""
     matches = (c for c in _candidates(account, q) if _predicate(account, q)(c))
     page = list(islice(matches, offset, offset + limit + 1))

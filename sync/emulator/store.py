@@ -153,10 +153,9 @@ class Account:
         if quiet:
             return
         if contact.name != old_name:
-            before, after = (
-                [{"name_field_value": {"name": old_name}}],
-                [{"name_field_value": {"name": contact.name}}],
-            )
+            before, after = [{"name_field_value": {"name": old_name}}], [
+                {"name_field_value": {"name": contact.name}}
+            ]
             self._event("name_field_changed", contact, contact.updated_by, None, after, before)
         if contact.responsible_user_id != old_responsible:
             self._event(
@@ -172,9 +171,7 @@ class Account:
         if values:
             contact.custom_fields = {**contact.custom_fields, field_id: values}
         else:
-            contact.custom_fields = {
-                k: v for k, v in contact.custom_fields.items() if k != field_id
-            }
+            contact.custom_fields = {k: v for k, v in contact.custom_fields.items() if k != field_id}
         if quiet or old == (values or None):
             return
         field = self.fields[field_id]
