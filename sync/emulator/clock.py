@@ -19,7 +19,7 @@ class EmulatorClock:
         self._offset = 0.0 if start is None else start - time.time()
         self._frozen_at: float | None = None
         if frozen:
-            self.freeze()
+            self.freeze(start)  # exactly `start`: now() - offset round-trips lose a few ns
 
     def now(self) -> float:
         with self._lock:

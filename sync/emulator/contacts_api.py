@@ -10,7 +10,7 @@ from sync.emulator.patches import ContactPatch
 from sync.emulator.problems import ApiProblem
 from sync.emulator.query import parse_contacts_query, select
 from sync.emulator.render import contact_json, link
-from sync.emulator.wire import BadJson, Response, json_response, no_content
+from sync.emulator.wire import Response, json_response, no_content
 from sync.emulator.writes import parse_batch, parse_entities
 
 EMBEDS = {"leads", "customers", "catalog_elements"}
@@ -22,6 +22,8 @@ def list_contacts(ctx: Ctx) -> Response:
     embeds = EMBEDS & set(comma_values(ctx.request.query.get("with")))
     with ctx.account.lock:
         q = parse_contacts_query(ctx.request.query, ctx.account, ctx.filters_enabled)
+        if ctx.list_lag_s > 0:
+            q.visible_until = int(ctx.clock.now() - ctx.list_lag_s)
         contacts, has_next = select(ctx.account, q, (page - 1) * limit, limit)
         items = [contact_json(c, ctx.account, ctx.base, embeds) for c in contacts]
     if not items:
@@ -44,7 +46,7 @@ def get_contact(ctx: Ctx, contact_id: int) -> Response:
 
 def add_contacts(ctx: Ctx) -> Response:
     with ctx.account.lock:
-        patches = parse_batch(_body(ctx), ctx.account, update=False)
+        patches = parse_batch(ctx.body(), ctx.account, update=False)
         now = ctx.clock.now_s()
         created = [(p, ctx.account.create(p, now, _actor(p))) for p in patches]
     items = [
@@ -57,15 +59,17 @@ def add_contacts(ctx: Ctx) -> Response:
 
 def update_contacts(ctx: Ctx) -> Response:
     with ctx.account.lock:
-        patches = parse_batch(_body(ctx), ctx.account, update=True)
+        patches = parse_batch(ctx.body(), ctx.account, update=True)
         items = [_updated(ctx, p) for p in _apply_updates(ctx, patches)]
     return _collection(ctx, items)
 
 
 def update_contact(ctx: Ctx, contact_id: int) -> Response:
-    body = _body(ctx)
-    if not isinstance(body, dict) or not body:
+    body = ctx.body()
+    if not body:
         raise ApiProblem(400, "Request data can not be empty")
+    if not isinstance(body, dict):
+        raise ApiProblem(400, "Request data must be one entity (a JSON object)")
     with ctx.account.lock:
         patches = parse_entities([{**body, "id": contact_id}], ctx.account, update=True)
         (patch,) = _apply_updates(ctx, patches)
@@ -96,10 +100,3 @@ def _collection(ctx: Ctx, items: list[dict[str, Any]]) -> Response:
 
 def _actor(patch: ContactPatch) -> int:
     return int(patch.scalars.get("updated_by", API_USER))
-
-
-def _body(ctx: Ctx) -> Any:
-    try:
-        return ctx.request.json()
-    except BadJson as exc:
-        raise ApiProblem(400, "Request body is not valid JSON") from exc

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from sync.emulator.clock import EmulatorClock
 from sync.emulator.params import int_param
 from sync.emulator.problems import ApiProblem
 from sync.emulator.store import Account
-from sync.emulator.wire import Request
+from sync.emulator.wire import BadJson, Request, Response, json_response, no_content
 
+T = TypeVar("T")
 API_USER = 8_000_001  # the admin whose token the API calls act as
 
 
@@ -21,6 +25,14 @@ class Ctx:
     clock: EmulatorClock
     base: str  # absolute scheme://host[:port] for _links
     filters_enabled: bool
+    list_lag_s: float = 0.0
+
+    def body(self) -> Any:
+        """The parsed JSON body (None when empty); 400 problem when it is not JSON."""
+        try:
+            return self.request.json()
+        except BadJson as exc:
+            raise ApiProblem(400, "Request body is not valid JSON") from exc
 
     def page_and_limit(self, default: int, maximum: int) -> tuple[int, int]:
         """`page` (1-based) and `limit`, clamped to `maximum` (a larger limit is not an error)."""
@@ -29,6 +41,28 @@ class Ctx:
         if page is None or limit is None:
             raise ApiProblem(400, "page and limit must be integers")
         return max(page, 1), min(max(limit, 1), maximum)
+
+    def paged(
+        self,
+        key: str,
+        items: Sequence[T],
+        render: Callable[[T], dict[str, Any]],
+        *,
+        limits: tuple[int, int] = (50, 250),
+        counted: bool = False,
+    ) -> Response:
+        """One page of `items` under `_embedded[key]`, 204 when empty; `counted` adds amoCRM's
+        `_total_items`/`_page_count` (custom fields and users have them, contacts do not)."""
+        page, limit = self.page_and_limit(*limits)
+        chunk = items[(page - 1) * limit : page * limit]
+        if not chunk:
+            return no_content()
+        body: dict[str, Any] = {"_page": page}
+        if counted:
+            body |= {"_total_items": len(items), "_page_count": math.ceil(len(items) / limit)}
+        body["_links"] = self.page_links(page, limit, page * limit < len(items))
+        body["_embedded"] = {key: [render(item) for item in chunk]}
+        return json_response(200, body)
 
     def page_links(self, page: int, limit: int, has_next: bool) -> dict[str, dict[str, str]]:
         """Absolute self/next/prev hrefs that keep every other query parameter."""

@@ -9,20 +9,24 @@ transport to wait, so it never holds a lock or delays the rate-limit count.
 
 from __future__ import annotations
 
+import logging
 import random
 import secrets
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+from urllib.parse import parse_qsl
 
 from sync.emulator import faulting
+from sync.emulator.admin import handle_admin
 from sync.emulator.auth import OAuthProblem, TokenBook
 from sync.emulator.clock import EmulatorClock
 from sync.emulator.context import Ctx
 from sync.emulator.faults import FaultBook, FaultRule
 from sync.emulator.params import int_param
-from sync.emulator.problems import ApiProblem
+from sync.emulator.problems import ApiProblem, internal_error
+from sync.emulator.query import parse_contacts_query, select
 from sync.emulator.ratelimit import RateLimiter
 from sync.emulator.render import contact_json
 from sync.emulator.requestlog import LoggedRequest, RequestLog
@@ -33,6 +37,7 @@ from sync.emulator.store import Account
 from sync.emulator.wire import PLAIN_JSON, PROBLEM, BadJson, Request, Response, json_response
 from sync.emulator.writes import parse_entities
 
+_log = logging.getLogger(__name__)
 UI_USER = 8_000_002  # who "a CRM user" is when tests create, edit or delete through the admin API
 
 
@@ -46,6 +51,7 @@ class Controls:
     rate_limit_body: str
     api_filter_enabled: bool
     block_after_violations: int | None
+    list_lag_s: float = 0.0
 
 
 class Emulator:
@@ -67,14 +73,13 @@ class Emulator:
         self.log = RequestLog()
         self._random = random.Random(s.seed)  # noqa: S311 - jitter, not security
         self._controls = Controls(s.latency_ms, s.jitter_ms, s.rate_limit, s.rate_limit_body,
-                                  s.api_filter_enabled, s.block_after_violations)  # fmt: skip
+                                  s.api_filter_enabled, s.block_after_violations,
+                                  s.list_lag_s)  # fmt: skip
 
     # --- the server as a function -----------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
         if request.path.startswith("/_emulator"):
-            from sync.emulator.admin import handle_admin  # the admin API drives this class
-
             return _stamped(handle_admin(self, request))
         arrived_at, clock_at, seq = time.time(), self.clock.now(), self.log.next_seq()
         response, fault = self._serve(request)
@@ -91,7 +96,8 @@ class Emulator:
         if verdict != "ok":
             body = controls.rate_limit_body
             return faulting.refusal(verdict, body, self.settings.retry_after_s), None
-        rule = self.fault_book.pick(request.method, normalise_path(request.path), _page(request))
+        path = normalise_path(request.path)
+        rule = self.fault_book.pick(request.method, path, _page(request), _batch(request))
         response = self._faulted(request, rule) if rule else self._answer(request)
         response.delay_s += self._latency(controls)
         return response, rule.kind if rule else None
@@ -100,7 +106,7 @@ class Emulator:
         early = faulting.early_response(rule, request)
         if early is not None:
             return early
-        if rule.kind == "drift":
+        if rule.kind == "drift" and normalise_path(request.path) == "/api/v4/contacts":
             self._drift(request, rule.touch)
         return faulting.spoil(rule, request, self._answer(request))
 
@@ -113,6 +119,11 @@ class Emulator:
             return dispatch(self._context(request))
         except ApiProblem as problem:
             return json_response(problem.status, problem.body, PROBLEM)
+        except Exception:  # noqa: BLE001 - an emulator bug must still answer like amoCRM's 500
+            trace_id = secrets.token_hex(8)
+            _log.exception("emulator_request_crashed trace_id=%s %s %s", trace_id,
+                           request.method, request.path)  # fmt: skip
+            return json_response(500, internal_error(trace_id), PROBLEM)
 
     def _token_endpoint(self, request: Request) -> Response:
         if request.method != "POST":
@@ -124,7 +135,11 @@ class Emulator:
 
     def _context(self, request: Request) -> Ctx:
         base = self.settings.public_base_url or f"http://{request.header('host') or 'localhost'}"
-        return Ctx(request, self.account, self.clock, base, self.controls().api_filter_enabled)
+        controls = self.controls()
+        return Ctx(
+            request, self.account, self.clock, base, controls.api_filter_enabled,
+            controls.list_lag_s,
+        )  # fmt: skip
 
     def _latency(self, controls: Controls) -> float:
         jitter = self._random.uniform(0, controls.jitter_ms) if controls.jitter_ms else 0.0
@@ -133,10 +148,10 @@ class Emulator:
     def _drift(self, request: Request, count: int) -> None:
         """Touch the first `count` contacts in this list's order: rows the client already read
         move behind it, so a page-number walk skips others (amoCRM's unstable paging)."""
-        from sync.emulator.query import parse_contacts_query, select
-
         with self.account.lock:
-            q = parse_contacts_query(request.query, self.account, self.controls().api_filter_enabled)
+            q = parse_contacts_query(
+                request.query, self.account, self.controls().api_filter_enabled
+            )
             contacts, _ = select(self.account, q, 0, count)
             now = self.clock.now_s()
             for contact in contacts:
@@ -150,7 +165,7 @@ class Emulator:
 
     def set_controls(self, **changes: Any) -> Controls:
         """Change runtime switches: latency_ms, jitter_ms, rate_limit, rate_limit_body,
-        api_filter_enabled, block_after_violations."""
+        api_filter_enabled, block_after_violations, list_lag_s."""
         with self._controls_lock:
             self._controls = replace(self._controls, **changes)
             self.limiter.limit = self._controls.rate_limit
@@ -259,7 +274,9 @@ class Emulator:
             contact = self.account.contacts.get(contact_id)
             if contact is None:
                 return None
-            return contact_json(contact, self.account, base, {"leads", "customers", "catalog_elements"})
+            return contact_json(
+                contact, self.account, base, {"leads", "customers", "catalog_elements"}
+            )
 
     def state(self) -> dict[str, Any]:
         with self.account.lock:
@@ -281,6 +298,14 @@ def _page(request: Request) -> int | None:
     return int_param(request.query, "page", 1)
 
 
+def _batch(request: Request) -> int | None:
+    """How many entities a write carries (for faults that hit only heavy batches)."""
+    if not is_write(request.method):
+        return None
+    body = _write_body(request)
+    return len(body) if isinstance(body, list) else 1
+
+
 def _write_body(request: Request) -> Any:
     if not is_write(request.method):
         return None
@@ -298,7 +323,4 @@ def _form(request: Request) -> dict[str, Any]:
         except BadJson:
             return {}
         return data if isinstance(data, dict) else {}
-    from urllib.parse import parse_qsl
-
     return dict(parse_qsl(request.body.decode("utf-8", "replace")))
-

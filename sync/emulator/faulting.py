@@ -4,13 +4,18 @@ an answer whose write has already been applied)."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 from sync.emulator.faults import FaultRule
 from sync.emulator.problems import html_page, internal_error, problem
 from sync.emulator.routes import is_write
 from sync.emulator.wire import HTML, PROBLEM, Request, Response, json_response, no_content
 
-GATEWAY_TITLES = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+GATEWAY_TITLES = {
+    502: "Bad Gateway",
+    503: "Service Temporarily Unavailable",
+    504: "Gateway Time-out",
+}
 TOO_MANY = "You have sent too many requests in a given amount of time. Please try again later."
 
 
@@ -42,15 +47,18 @@ def early_response(rule: FaultRule, request: Request) -> Response | None:
         return error_response(rule.status)
     if rule.kind == "reset" and not after_write:
         return Response(0, reset=True)
-    if rule.kind == "rate_limit":
-        return too_many(rule.body)
-    if rule.kind == "payment_required":
-        return json_response(402, problem(402, "Payment required"), PROBLEM)
-    if rule.kind == "unauthorized":
-        return json_response(401, problem(401, "Invalid user name or password"), PROBLEM)
-    if rule.kind == "empty_page":
-        return no_content()
-    return None
+    replacement = _REPLACEMENTS.get(rule.kind)
+    return replacement(rule) if replacement else None
+
+
+_REPLACEMENTS: dict[str, Callable[[FaultRule], Response]] = {
+    "rate_limit": lambda rule: too_many(rule.body),
+    "payment_required": lambda _: json_response(402, problem(402, "Payment required"), PROBLEM),
+    "unauthorized": lambda _: json_response(
+        401, problem(401, "Invalid user name or password"), PROBLEM
+    ),
+    "empty_page": lambda _: no_content(),
+}
 
 
 def spoil(rule: FaultRule, request: Request, response: Response) -> Response:

@@ -44,6 +44,7 @@ class FaultRule:
     delay_ms: float = 0.0  # for "slow"
     body: Literal["json", "html"] = "json"  # for "rate_limit"
     touch: int = 1  # for "drift": how many contacts change
+    min_batch: int = 0  # writes only fire with at least this many entities (heavy-batch 504s)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FaultRule:
@@ -56,8 +57,10 @@ class FaultRule:
             raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}")
         return cls(**data)
 
-    def matches(self, method: str, path: str, page: int | None) -> bool:
+    def matches(self, method: str, path: str, page: int | None, batch: int | None = None) -> bool:
         if self.method is not None and self.method.upper() != method:
+            return False
+        if self.min_batch and (batch or 0) < self.min_batch:
             return False
         if self.path is not None and not fnmatch.fnmatchcase(path, self.path):
             return False
@@ -112,11 +115,13 @@ class FaultBook:
         with self._lock:
             return [armed.to_json() for armed in self._rules]
 
-    def pick(self, method: str, path: str, page: int | None) -> FaultRule | None:
+    def pick(
+        self, method: str, path: str, page: int | None, batch: int | None = None
+    ) -> FaultRule | None:
         """The fault this request gets, if any (counting it against the rule's budget)."""
         with self._lock:
             for armed in self._rules:
-                if armed.exhausted() or not armed.rule.matches(method, path, page):
+                if armed.exhausted() or not armed.rule.matches(method, path, page, batch):
                     continue
                 armed.seen += 1
                 if armed.seen <= armed.rule.skip or self._random.random() >= armed.rule.rate:

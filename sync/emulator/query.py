@@ -8,10 +8,12 @@ A date range on the field being ordered by is cut out of the view with bisect.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import overload
 
+from sync.emulator.cf_filter import CustomFieldFilter, parse_cf_filters
 from sync.emulator.model import Contact
 from sync.emulator.params import Query, comma_values, ints_of, values_of
 from sync.emulator.store import Account, search_text
@@ -35,6 +37,8 @@ class ContactQuery:
     ranges: dict[str, Range] = field(default_factory=dict)  # updated_at / created_at
     names: list[str] | None = None
     users: dict[str, list[int]] = field(default_factory=dict)  # responsible_user_id, ...
+    custom_fields: list[CustomFieldFilter] = field(default_factory=list)
+    visible_until: int | None = None  # eventual consistency: newer changes not listed yet
     text: str | None = None
     order_field: str = "id"
     descending: bool = False
@@ -64,6 +68,7 @@ def _parse_filter(raw: Query, q: ContactQuery, inclusive: bool) -> None:
     for name in ("responsible_user_id", "created_by", "updated_by"):
         if name in raw:
             q.users[name] = ints_of(raw[name]) or []
+    q.custom_fields = parse_cf_filters(raw.get("custom_fields_values"))
 
 
 def date_range(raw: object, inclusive: bool) -> Range:
@@ -93,26 +98,31 @@ def _parse_order(raw: object, q: ContactQuery) -> None:
             return
 
 
-def select(account: Account, q: ContactQuery, offset: int, limit: int) -> tuple[list[Contact], bool]:
+def select(
+    account: Account, q: ContactQuery, offset: int, limit: int
+) -> tuple[list[Contact], bool]:
     """The page's contacts and whether more follow. Call with the account lock held."""
-    matches = (c for c in _candidates(account, q) if _predicate(account, q)(c))
-    page = list(islice(matches, offset, offset + limit + 1))
-    return page[:limit], len(page) > limit
+    candidates, predicate = _candidates(account, q), _predicate(account, q)
+    if predicate is None:  # nothing left to check: the page is a plain slice of the view
+        page = candidates[offset : offset + limit + 1]
+    else:
+        page = list(islice(filter(predicate, candidates), offset, offset + limit + 1))
+    return list(page[:limit]), len(page) > limit
 
 
-def _candidates(account: Account, q: ContactQuery) -> Iterator[Contact]:
+def _candidates(account: Account, q: ContactQuery) -> Sequence[Contact]:
     if q.ids is not None:
         found = (account.contacts.get(i) for i in dict.fromkeys(q.ids))
         chosen = [c for c in found if c is not None and c.is_deleted == q.deleted]
-        return iter(sorted(chosen, key=account.sort_key(q.order_field, q.descending)))
+        return sorted(chosen, key=account.sort_key(q.order_field, q.descending))
     view = account.view(q.order_field, q.descending, q.deleted)
-    span = q.ranges.get(q.order_field)
+    span = q.ranges.pop(q.order_field, None)  # the bisect below applies it; no per-row check
     if span is None:
-        return iter(view)
+        return view
     return _slice(view, span, q.order_field, q.descending)
 
 
-def _slice(view: list[Contact], span: Range, name: str, descending: bool) -> Iterator[Contact]:
+def _slice(view: list[Contact], span: Range, name: str, descending: bool) -> Sequence[Contact]:
     sign = -1 if descending else 1
     low, high = span.low, span.high
     if descending:
@@ -123,10 +133,35 @@ def _slice(view: list[Contact], span: Range, name: str, descending: bool) -> Ite
 
     start = 0 if low is None else bisect_left(view, low, key=key)
     stop = len(view) if high is None else bisect_right(view, high, key=key)
-    return islice(view, start, stop)
+    return _Window(view, start, stop)
 
 
-def _predicate(account: Account, q: ContactQuery) -> Predicate:
+class _Window(Sequence[Contact]):
+    """view[start:stop] without copying: a 100k-contact view must not be copied per page."""
+
+    def __init__(self, view: list[Contact], start: int, stop: int) -> None:
+        self._view, self._start, self._stop = view, start, max(start, stop)
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, index: int) -> Contact: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Contact]: ...
+    def __getitem__(self, index: int | slice) -> Contact | list[Contact]:
+        if isinstance(index, slice):
+            begin, end, _ = index.indices(len(self))
+            return self._view[self._start + begin : self._start + end]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._view[self._start + index]
+
+    def __iter__(self) -> Iterator[Contact]:
+        return islice(self._view, self._start, self._stop)
+
+
+def _predicate(account: Account, q: ContactQuery) -> Predicate | None:
     checks: list[Predicate] = []
     for name, span in q.ranges.items():
         checks.append(lambda c, n=name, s=span: s.holds(getattr(c, n)))  # type: ignore[misc]
@@ -135,8 +170,15 @@ def _predicate(account: Account, q: ContactQuery) -> Predicate:
         checks.append(lambda c: c.name in wanted)
     for name, ids in q.users.items():
         checks.append(lambda c, n=name, i=set(ids): getattr(c, n) in i)  # type: ignore[misc]
+    checks.extend(cf.holds for cf in q.custom_fields)
+    if q.visible_until is not None:
+        checks.append(lambda c, t=q.visible_until: c.updated_at <= t)  # type: ignore[misc]
     if q.text is not None:
         checks.append(_text_check(account, q.text))
+    if not checks:
+        return None
+    if len(checks) == 1:
+        return checks[0]
     return lambda c: all(check(c) for check in checks)
 
 

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - the names are deliberately multilingual unicode
 """Deterministic, realistic seed data: the same seed always gives the same account.
 
 Contacts get unicode names, phones and emails with multitext enum codes, values in every
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -35,23 +37,85 @@ FIRST_CUSTOMER_ID = 80_000_001
 CATALOG_ID = 7_001
 
 FIRST_NAMES = (
-    "Анна", "Иван", "Мария", "Сергей", "Ольга", "Дмитрий", "Елена", "Алексей", "Татьяна",
-    "Николай", "Ёлка", "Айгерим", "Нурлан", "Олена", "Богдан", "José", "María", "João",
-    "Zoë", "Jürgen", "Søren", "Ayşe", "Çağrı", "Đorđe", "李", "王", "Thảo", "Fatma", "Noël",
-    "Екатерина", "Павел", "Jane", "John", "Łukasz", "Ștefan",
+    "Анна",
+    "Иван",
+    "Мария",
+    "Сергей",
+    "Ольга",
+    "Дмитрий",
+    "Елена",
+    "Алексей",
+    "Татьяна",
+    "Николай",
+    "Ёлка",
+    "Айгерим",
+    "Нурлан",
+    "Олена",
+    "Богдан",
+    "José",
+    "María",
+    "João",
+    "Zoë",
+    "Jürgen",
+    "Søren",
+    "Ayşe",
+    "Çağrı",
+    "Đorđe",
+    "李",
+    "王",
+    "Thảo",
+    "Fatma",
+    "Noël",
+    "Екатерина",
+    "Павел",
+    "Jane",
+    "John",
+    "Łukasz",
+    "Ștefan",
 )
 LAST_NAMES = (
-    "Иванова", "Петров", "Смирнова", "Кузнецов", "Попова", "Соколов", "Лебедева", "Козлов",
-    "Новикова", "Морозов", "Шевченко", "Ковальчук", "Жумабаев", "García", "Müller", "Øster",
-    "Yılmaz", "Nguyễn", "伟", "芳", "O'Brien", "Smith-Jones", "Łęcki", "Ђорђевић", "Alves",
-    "Фёдоров", "Пётр-Ли", "Doe",
+    "Иванова",
+    "Петров",
+    "Смирнова",
+    "Кузнецов",
+    "Попова",
+    "Соколов",
+    "Лебедева",
+    "Козлов",
+    "Новикова",
+    "Морозов",
+    "Шевченко",
+    "Ковальчук",
+    "Жумабаев",
+    "García",
+    "Müller",
+    "Øster",
+    "Yılmaz",
+    "Nguyễn",
+    "伟",
+    "芳",
+    "O'Brien",
+    "Smith-Jones",
+    "Łęcki",
+    "Ђорђевић",
+    "Alves",
+    "Фёдоров",
+    "Пётр-Ли",
+    "Doe",
 )
 POSITIONS = ("Директор", "Менеджер", "CEO", "Бухгалтер", "Закупщик", "Head of Sales", "")
 DOMAINS = ("example.com", "example.org", "mail.example.ru", "пример.рф", "corp.example.net")
 TAG_NAMES = (
-    ("VIP", "#ffdc7f"), ("партнёр", None), ("новый", "#99ccff"), ("B2B", None),
-    ("опт", None), ("newsletter", "#c1e0ff"), ("重要", None), ("холодный", None),
-    ("выставка-2025", None), ("Ёж & Co", None),
+    ("VIP", "#ffdc7f"),
+    ("партнёр", None),
+    ("новый", "#99ccff"),
+    ("B2B", None),
+    ("опт", None),
+    ("newsletter", "#c1e0ff"),
+    ("重要", None),
+    ("холодный", None),
+    ("выставка-2025", None),
+    ("Ёж & Co", None),
 )
 USERS = (
     (8_000_001, "Администратор", "admin@example.com", 0),
@@ -73,7 +137,15 @@ def build_fields() -> list[CustomField]:
     sources = ("Сайт", "Реклама", "Рекомендация", "Выставка", "Холодный звонок")
     return [
         CustomField(570_001, "Телефон", "multitext", "PHONE", 4, enums(840_001, phone), True),
-        CustomField(570_002, "Email", "multitext", "EMAIL", 6, enums(840_011, ("WORK", "PRIV", "OTHER")), True),  # noqa: E501
+        CustomField(
+            570_002,
+            "Email",
+            "multitext",
+            "EMAIL",
+            6,
+            enums(840_011, ("WORK", "PRIV", "OTHER")),
+            True,
+        ),
         CustomField(570_003, "Должность", "text", "POSITION", 2, None, True),
         CustomField(570_004, "Источник", "select", None, 510, enums(840_021, sources)),
         CustomField(570_005, "Интересы", "multiselect", None, 512, enums(840_031, interests)),
@@ -130,7 +202,7 @@ class _ContactMaker:
         self._companies = max(1, settings.contacts // 5)
         # A few "import seconds" that many contacts share, so updated_at ties are common.
         start = settings.data_epoch - YEAR_S
-        self._import_seconds = [start + rng.randrange(YEAR_S) for _ in range(20)]
+        self._import_seconds = sorted(start + rng.randrange(YEAR_S) for _ in range(20))
         # Pools of shared, never-mutated value lists: far cheaper than drawing each contact's
         # optional fields afresh, and still varied enough for filters and mapping tests.
         self._typed_pool = [self._typed_values() for _ in range(512)]
@@ -180,7 +252,10 @@ class _ContactMaker:
         if roll < 0.3:
             return created_at
         if roll < 0.4:  # touched by a bulk import: shares its second with many others
-            return max(created_at, self.pick(self._import_seconds))
+            later = bisect_left(self._import_seconds, created_at)
+            if later < len(self._import_seconds):
+                return self._import_seconds[later + self.below(len(self._import_seconds) - later)]
+            return created_at
         return created_at + self.below(self.settings.data_epoch + 1 - created_at)
 
     def _closest_task(self, created_at: int) -> int | None:

@@ -1,14 +1,16 @@
 """The account's state and every change to it, behind one re-entrant lock.
 
-Reads for lists go through sorted views cached per (sort key, direction, trash); any change to a
-contact bumps `version`, which drops the cache. Values stored in contacts are never mutated in
-place (writes assign new lists), so a rendered page may be serialised outside the lock.
+Reads for lists go through sorted views cached per (sort key, direction, trash); a changed
+contact is taken out of them before the change and put back in order after it. Values stored
+in contacts are never mutated in place (writes assign new lists), so a rendered page may be
+serialised outside the lock.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -77,9 +79,29 @@ class Account:
 
     # --- writes -----------------------------------------------------------------------------
 
-    def changed(self) -> None:
+    def changed(self, contact: Contact | None = None) -> None:
+        """Call after `contact` moved in the sort orders (it was `_unlist`ed first), or with no
+        contact to drop every cached view."""
         self.version += 1
-        self._views.clear()
+        if contact is None:
+            self._views.clear()
+            return
+        for (sort_field, descending, deleted), view in self._views.items():
+            if contact.is_deleted == deleted:
+                insort(view, contact, key=self.sort_key(sort_field, descending))
+
+    def _unlist(self, contact: Contact) -> None:
+        """Take `contact` out of the cached views before its sort keys change: an edit then
+        costs two bisects per view instead of re-sorting the account on the next list."""
+        for (sort_field, descending, deleted), view in list(self._views.items()):
+            if contact.is_deleted != deleted:
+                continue
+            key = self.sort_key(sort_field, descending)
+            at = bisect_left(view, key(contact), key=key)
+            if at < len(view) and view[at] is contact:
+                del view[at]
+            else:  # not where its key says: never expected, but a rebuild is always correct
+                del self._views[(sort_field, descending, deleted)]
 
     def create(self, patch: ContactPatch, now: int, actor: int) -> Contact:
         contact = Contact(
@@ -98,6 +120,7 @@ class Account:
     def update(self, patch: ContactPatch, now: int, actor: int) -> Contact:
         assert patch.contact_id is not None
         contact = self.contacts[patch.contact_id]
+        self._unlist(contact)
         contact.updated_by, contact.updated_at = actor, now
         self._apply(contact, patch, quiet=False)
         self._finish(contact)
@@ -105,18 +128,21 @@ class Account:
 
     def touch(self, contact: Contact, now: int, actor: int) -> None:
         """A save in the UI that changes nothing visible but `updated_at`."""
+        self._unlist(contact)
         contact.updated_at, contact.updated_by = now, actor
-        self.changed()
+        self.changed(contact)
 
     def trash(self, contact: Contact, now: int, actor: int) -> None:
+        self._unlist(contact)
         contact.is_deleted, contact.updated_at, contact.updated_by = True, now, actor
         self._event("contact_deleted", contact, actor, now)
-        self.changed()
+        self.changed(contact)
 
     def restore(self, contact: Contact, now: int, actor: int) -> None:
+        self._unlist(contact)
         contact.is_deleted, contact.updated_at, contact.updated_by = False, now, actor
         self._event("contact_restored", contact, actor, now)
-        self.changed()
+        self.changed(contact)
 
     def link_chat(self, contact_id: int, chat_id: str) -> ChatLink:
         """Link a chat to a contact; a chat belongs to one contact, so relinking moves it."""
@@ -130,7 +156,7 @@ class Account:
 
     def _finish(self, contact: Contact) -> None:
         contact.search_text = None
-        self.changed()
+        self.changed(contact)
 
     def _apply(self, contact: Contact, patch: ContactPatch, *, quiet: bool) -> None:
         now, actor = contact.updated_at, contact.updated_by
@@ -144,24 +170,29 @@ class Account:
 
     def _apply_scalars(self, contact: Contact, scalars: dict[str, Any], *, quiet: bool) -> None:
         old_name, old_responsible = contact.name, contact.responsible_user_id
+        derived = old_name in ("", _joined_name(contact))
         for name, value in scalars.items():
             setattr(contact, name, value)
-        if "name" not in scalars and ({"first_name", "last_name"} & scalars.keys()):
+        # A name typed by hand survives first/last edits; one built from them follows them.
+        if derived and "name" not in scalars and ({"first_name", "last_name"} & scalars.keys()):
             contact.name = _joined_name(contact)
         if "responsible_user_id" in scalars:
             contact.group_id = self._group_of(contact.responsible_user_id)
         if quiet:
             return
         if contact.name != old_name:
-            before, after = [{"name_field_value": {"name": old_name}}], [
-                {"name_field_value": {"name": contact.name}}
-            ]
-            self._event("name_field_changed", contact, contact.updated_by, None, after, before)
+            before, after = (
+                [{"name_field_value": {"name": old_name}}],
+                [{"name_field_value": {"name": contact.name}}],
+            )
+            self._event(
+                "name_field_changed", contact, contact.updated_by, None, after=after, before=before
+            )
         if contact.responsible_user_id != old_responsible:
             self._event(
                 "entity_responsible_changed", contact, contact.updated_by, None,
-                [{"responsible_user": {"id": contact.responsible_user_id}}],
-                [{"responsible_user": {"id": old_responsible}}],
+                after=[{"responsible_user": {"id": contact.responsible_user_id}}],
+                before=[{"responsible_user": {"id": old_responsible}}],
             )  # fmt: skip
 
     def _apply_custom_field(
@@ -171,13 +202,15 @@ class Account:
         if values:
             contact.custom_fields = {**contact.custom_fields, field_id: values}
         else:
-            contact.custom_fields = {k: v for k, v in contact.custom_fields.items() if k != field_id}
+            contact.custom_fields = {
+                k: v for k, v in contact.custom_fields.items() if k != field_id
+            }
         if quiet or old == (values or None):
             return
         field = self.fields[field_id]
         after = [{"custom_field_value": {"field_id": field_id, "field_type": field.type,
                                          "values": values or []}}]  # fmt: skip
-        self._event("custom_field_value_changed", contact, contact.updated_by, None, after, [])
+        self._event("custom_field_value_changed", contact, contact.updated_by, None, after=after)
 
     def _new_tag_ids(self, current: list[int], patch: ContactPatch) -> list[int]:
         tag_ids = list(current)
@@ -192,10 +225,10 @@ class Account:
     def _tag_events(self, contact: Contact, before: list[int], actor: int, now: int) -> None:
         for tag_id in (t for t in contact.tag_ids if t not in before):
             after = [{"tag": {"name": self.tags[tag_id].name}}]
-            self._event("entity_tag_added", contact, actor, now, after, [])
+            self._event("entity_tag_added", contact, actor, now, after=after)
         for tag_id in (t for t in before if t not in contact.tag_ids):
             removed = [{"tag": {"name": self.tags[tag_id].name}}]
-            self._event("entity_tag_deleted", contact, actor, now, [], removed)
+            self._event("entity_tag_deleted", contact, actor, now, before=removed)
 
     def find_tag(self, ref: TagRef) -> Tag | None:
         kind, value = ref
@@ -224,6 +257,7 @@ class Account:
         contact: Contact,
         actor: int,
         at: int | None,
+        *,
         after: list[dict[str, Any]] | None = None,
         before: list[dict[str, Any]] | None = None,
     ) -> None:

@@ -52,7 +52,9 @@ def normalise_values(
     return values or None
 
 
-def _text(field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors) -> CFValue | None:
+def _text(
+    field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors
+) -> CFValue | None:
     raw = value.get("value")
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         errors.append(error("InvalidType", f"{path}.value", "This value should be of type string."))
@@ -61,11 +63,15 @@ def _text(field: CustomField, value: dict[str, Any], path: str, errors: FieldErr
     return {"value": text} if text != "" else None
 
 
-def _number(field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors) -> CFValue | None:
+def _number(
+    field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors
+) -> CFValue | None:
     raw = value.get("value")
     number = _as_number(raw)
     if number is None:
-        errors.append(error("InvalidType", f"{path}.value", "This value should be of type numeric."))
+        errors.append(
+            error("InvalidType", f"{path}.value", "This value should be of type numeric.")
+        )
         return None
     return {"value": number}
 
@@ -80,7 +86,9 @@ def _as_number(raw: Any) -> str | None:
     return str(int(number)) if number.is_integer() else repr(number)
 
 
-def _checkbox(field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors) -> CFValue | None:
+def _checkbox(
+    field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors
+) -> CFValue | None:
     raw = value.get("value")
     if not isinstance(raw, bool):
         errors.append(error("InvalidType", f"{path}.value", "This value should be of type bool."))
@@ -88,7 +96,9 @@ def _checkbox(field: CustomField, value: dict[str, Any], path: str, errors: Fiel
     return {"value": raw}
 
 
-def _date(field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors) -> CFValue | None:
+def _date(
+    field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors
+) -> CFValue | None:
     raw = value.get("value")
     if isinstance(raw, str) and raw.lstrip("-").isdigit():
         raw = int(raw)
@@ -98,7 +108,9 @@ def _date(field: CustomField, value: dict[str, Any], path: str, errors: FieldErr
     return {"value": raw}
 
 
-def _choice(field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors) -> CFValue | None:
+def _choice(
+    field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors
+) -> CFValue | None:
     enum_id, label = value.get("enum_id"), value.get("value")
     option = None
     if enum_id is not None:
@@ -117,7 +129,9 @@ def _choice(field: CustomField, value: dict[str, Any], path: str, errors: FieldE
     return {"value": option.value, "enum_id": option.id}
 
 
-def _multitext(field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors) -> CFValue | None:
+def _multitext(
+    field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors
+) -> CFValue | None:
     stored = _text(field, value, path, errors)
     if stored is None:
         return None
@@ -127,7 +141,9 @@ def _multitext(field: CustomField, value: dict[str, Any], path: str, errors: Fie
     return {"value": stored["value"], "enum_id": option.id, "enum_code": option.value}
 
 
-def _multitext_enum(field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors) -> Any:
+def _multitext_enum(
+    field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors
+) -> Any:
     enum_id, code = value.get("enum_id"), value.get("enum_code", value.get("enum"))
     if enum_id is not None:
         option = field.enum_by_id(enum_id) if isinstance(enum_id, int) else None
@@ -139,7 +155,7 @@ def _multitext_enum(field: CustomField, value: dict[str, Any], path: str, errors
         if option is None:
             errors.append(error("NotSupportedChoice", f"{path}.enum_code", NOT_A_CHOICE))
         return option
-    return (field.enums or [None])[0]  # amoCRM files a phone without a code under WORK
+    return field.enums[0] if field.enums else None  # no code given: amoCRM files it as WORK
 
 
 Normaliser = Callable[[CustomField, dict[str, Any], str, FieldErrors], CFValue | None]

@@ -20,7 +20,7 @@ USER_FIELDS = ("responsible_user_id", "created_by", "updated_by")
 
 def parse_batch(body: Any, account: Account, *, update: bool) -> list[ContactPatch]:
     """A JSON array of contacts → patches, or ApiProblem (400 empty/invalid, 422 too many)."""
-    if body is None or body == [] or body == {}:
+    if body is None or body in ([], {}):
         raise ApiProblem(400, "Request data can not be empty")
     if not isinstance(body, list):
         raise ApiProblem(400, "Request data must be an array of entities")
@@ -77,7 +77,9 @@ def _contact_id(item: dict[str, Any], account: Account, errors: FieldErrors) -> 
     return None
 
 
-def _scalars(item: dict[str, Any], account: Account, patch: ContactPatch, errors: FieldErrors) -> None:
+def _scalars(
+    item: dict[str, Any], account: Account, patch: ContactPatch, errors: FieldErrors
+) -> None:
     for name in (n for n in TEXT_FIELDS if n in item):
         if isinstance(item[name], str):
             patch.scalars[name] = item[name]
@@ -94,11 +96,15 @@ def _scalars(item: dict[str, Any], account: Account, patch: ContactPatch, errors
             patch.scalars[name] = item[name]
 
 
-def _user(value: Any, name: str, account: Account, patch: ContactPatch, errors: FieldErrors) -> None:
+def _user(
+    value: Any, name: str, account: Account, patch: ContactPatch, errors: FieldErrors
+) -> None:
     if not _is_int(value):
         errors.append(error("InvalidType", name, "This value should be of type int."))
     elif value not in account.users:
-        errors.append(error("NotSupportedChoice", name, "The value you selected is not a valid choice."))
+        errors.append(
+            error("NotSupportedChoice", name, "The value you selected is not a valid choice.")
+        )
     else:
         patch.scalars[name] = value
 
@@ -107,7 +113,9 @@ def _custom_fields(raw: Any, account: Account, patch: ContactPatch, errors: Fiel
     if raw is None:
         return
     if not isinstance(raw, list):
-        errors.append(error("InvalidType", "custom_fields_values", "This value should be of type array."))
+        errors.append(
+            error("InvalidType", "custom_fields_values", "This value should be of type array.")
+        )
         return
     for index, entry in enumerate(raw):
         path = f"custom_fields_values.{index}"
@@ -125,14 +133,28 @@ def _field_of(entry: dict[str, Any], account: Account, path: str, errors: FieldE
     if field_id is not None:
         field = account.fields.get(field_id) if _is_int(field_id) else None
         if field is None:
-            errors.append(error("NotSupportedChoice", f"{path}.field_id", "The value you selected is not a valid choice."))
+            errors.append(
+                error(
+                    "NotSupportedChoice",
+                    f"{path}.field_id",
+                    "The value you selected is not a valid choice.",
+                )
+            )
         return field
     if code is not None:
         field = account.fields_by_code.get(code) if isinstance(code, str) else None
         if field is None:
-            errors.append(error("NotSupportedChoice", f"{path}.field_code", "The value you selected is not a valid choice."))
+            errors.append(
+                error(
+                    "NotSupportedChoice",
+                    f"{path}.field_code",
+                    "The value you selected is not a valid choice.",
+                )
+            )
         return field
-    errors.append(error("NotBlank", f"{path}.field_id", "You must pass either field_id or field_code."))
+    errors.append(
+        error("NotBlank", f"{path}.field_id", "You must pass either field_id or field_code.")
+    )
     return None
 
 
@@ -165,7 +187,11 @@ def _tag_ref(tag: Any, path: str, account: Account, errors: FieldErrors) -> TagR
     if isinstance(tag, dict) and tag.get("id") is not None:
         if _is_int(tag["id"]) and tag["id"] in account.tags:
             return ("id", tag["id"])
-        errors.append(error("NotSupportedChoice", f"{path}.id", "The value you selected is not a valid choice."))
+        errors.append(
+            error(
+                "NotSupportedChoice", f"{path}.id", "The value you selected is not a valid choice."
+            )
+        )
         return None
     if isinstance(tag, dict) and isinstance(tag.get("name"), str) and tag["name"].strip():
         return ("name", tag["name"].strip())

@@ -386,7 +386,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("contact_id", "company_id", name=op.f("pk_contact_companies")),
-        comment="Links from contacts to amoCRM companys; replaced on every pull of the contact.",
+        comment="Links from contacts to amoCRM companies; replaced on every pull of the contact.",
     )
     op.create_index(
         "ix_contact_companies_company_id", "contact_companies", ["company_id"], unique=False

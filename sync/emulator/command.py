@@ -1,0 +1,91 @@
+"""`amosync emulator`: run the emulator on a port until Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from types import FrameType
+
+import click
+
+from sync.emulator.core import Emulator
+from sync.emulator.server import start
+from sync.emulator.settings import EmulatorSettings
+
+
+@click.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8899, show_default=True, help="Port (0 = any free port).")
+@click.option("--contacts", default=1000, show_default=True, help="Seeded contacts.")
+@click.option("--seed", default=1, show_default=True, help="Seed for deterministic data.")
+@click.option("--latency-ms", default=0.0, show_default=True, help="Added to every API answer.")
+@click.option("--jitter-ms", default=0.0, show_default=True, help="Plus uniform(0, jitter).")
+@click.option(
+    "--rate-limit", default=7.0, show_default=True, help="Requests/s per client IP; 0 = off."
+)
+@click.option("--rate-limit-body", type=click.Choice(["json", "html"]), default="json")
+@click.option("--block-after", default=30, show_default=True, help="429s before a 403 block.")
+@click.option("--token", default=None, help="Long-lived token to accept (default: minted).")
+@click.option("--auth-mode", type=click.Choice(["any", "long_lived", "oauth"]), default="any")
+@click.option("--access-token-ttl", default=86_400, show_default=True, help="Seconds.")
+@click.option("--filters-off", is_flag=True, help="Ignore every filter[...] (alpha accounts).")
+@click.option("--admin-key", default=None, help="Require X-Emulator-Key on /_emulator/.")
+@click.option("--list-lag-s", default=0.0, help="Keep fresh changes out of lists this long.")
+def emulator_command(  # noqa: PLR0917 - click passes every option positionally by name
+    host: str,
+    port: int,
+    contacts: int,
+    seed: int,
+    latency_ms: float,
+    jitter_ms: float,
+    rate_limit: float,
+    rate_limit_body: str,
+    block_after: int,
+    token: str | None,
+    auth_mode: str,
+    access_token_ttl: int,
+    filters_off: bool,
+    admin_key: str | None,
+    list_lag_s: float,
+) -> None:
+    """Run the local amoCRM API v4 emulator (contacts, events, fields, account, chats, OAuth)."""
+    settings = EmulatorSettings(
+        contacts=contacts, seed=seed, latency_ms=latency_ms, jitter_ms=jitter_ms,
+        rate_limit=rate_limit or None, rate_limit_body=rate_limit_body,  # type: ignore[arg-type]
+        block_after_violations=block_after or None, long_lived_token=token,
+        auth_mode=auth_mode,  # type: ignore[arg-type]
+        access_token_ttl_s=access_token_ttl, api_filter_enabled=not filters_off,
+        admin_key=admin_key, list_lag_s=list_lag_s,
+    )  # fmt: skip
+    started = time.perf_counter()
+    emulator = Emulator(settings)
+    server = start(emulator, host, port)
+    _announce(emulator, server.base_url, time.perf_counter() - started)
+    _wait_for_signal()
+    server.stop()
+    click.echo("emulator stopped")
+
+
+def _announce(emulator: Emulator, base_url: str, seconds: float) -> None:
+    settings = emulator.settings
+    click.echo(f"amoCRM emulator listening on {base_url} ({settings.contacts} contacts, "
+               f"seed {settings.seed}, ready in {seconds:.1f}s)")  # fmt: skip
+    click.echo(f"base_url={base_url}")
+    click.echo(f"access_token={emulator.long_lived_token}")
+    click.echo(f"oauth_client_id={settings.client_id}")
+    click.echo(f"oauth_client_secret={settings.client_secret}")
+    click.echo(f"oauth_redirect_uri={settings.redirect_uri}")
+    click.echo(f"oauth_code={emulator.issue_auth_code()}")
+    click.echo(f"admin={base_url}/_emulator/state")
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stop.wait()

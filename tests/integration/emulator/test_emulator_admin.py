@@ -1,0 +1,139 @@
+"""Contract: the admin HTTP API e2e tests use to act as a CRM user and to control the emulator."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from emulator_helpers import NOW, SSL, live_ids
+
+from sync.emulator import Emulator, serve
+
+CONTACTS = "/api/v4/contacts"
+
+
+def test_create_edit_delete_restore_as_a_crm_user(client: httpx.Client) -> None:
+    created = client.post("/_emulator/contacts", json={"name": "Из интерфейса"}).json()
+    (contact_id,) = created["ids"]
+    client.post("/_emulator/clock", json={"action": "advance", "seconds": 30})
+    edited = client.patch(f"/_emulator/contacts/{contact_id}", json={"last_name": "Правка"})
+    assert edited.json()["updated_at"] == NOW + 30
+    read = client.get(f"/_emulator/contacts/{contact_id}").json()
+    assert read["last_name"] == "Правка"
+    assert read["updated_by"] == 8_000_002  # a UI user, not the API token's user
+    assert client.post(f"/_emulator/contacts/{contact_id}/delete").json() == {"ok": True}
+    assert client.get(f"{CONTACTS}/{contact_id}").status_code == 204
+    assert client.get(f"/_emulator/contacts/{contact_id}").json()["is_deleted"] is True
+    assert client.post(f"/_emulator/contacts/{contact_id}/restore").json() == {"ok": True}
+    restored = client.get(f"{CONTACTS}/{contact_id}").json()
+    assert restored["name"] == "Из интерфейса"  # a hand-typed name survives a last-name edit
+    assert restored["last_name"] == "Правка"
+
+
+def test_bulk_edit_shares_one_second(client, emulator) -> None:
+    ids = live_ids(emulator)[:20]
+    client.post("/_emulator/clock", json={"action": "unfreeze"})
+    response = client.patch(
+        "/_emulator/contacts", json=[{"id": i, "first_name": "Bulk"} for i in ids]
+    )
+    stamp = response.json()["updated_at"]
+    found = client.get(CONTACTS, params=[("filter[id][]", i) for i in ids]).json()
+    assert {c["updated_at"] for c in found["_embedded"]["contacts"]} == {stamp}
+
+
+def test_touch_bumps_updated_at_only(client, emulator) -> None:
+    touched = client.post("/_emulator/contacts/touch", json={"count": 3}).json()["ids"]
+    assert len(touched) == 3
+    for contact_id in touched:
+        assert client.get(f"{CONTACTS}/{contact_id}").json()["updated_at"] == NOW
+    explicit = client.post("/_emulator/contacts/touch", json={"ids": [touched[0]]})
+    assert explicit.json()["ids"] == [touched[0]]
+
+
+def test_admin_errors(client) -> None:
+    assert client.post("/_emulator/contacts/1/delete").status_code == 404
+    assert client.post("/_emulator/contacts/1/restore").status_code == 404
+    assert client.get("/_emulator/nothing").status_code == 404
+    assert client.put("/_emulator/state").status_code == 405
+    invalid = client.post("/_emulator/contacts", json=[{"responsible_user_id": 1}])
+    assert invalid.status_code == 400
+    assert invalid.json()["validation-errors"][0]["errors"][0]["path"] == "responsible_user_id"
+    assert client.post("/_emulator/clock", json={"action": "rewind"}).status_code == 400
+
+
+def test_clock_control(client, emulator) -> None:
+    assert client.get("/_emulator/clock").json() == {"now": NOW, "frozen": True}
+    client.post("/_emulator/clock", json={"action": "set", "at": NOW + 100})
+    assert client.get("/_emulator/clock").json()["now"] == NOW + 100
+    client.post("/_emulator/clock", json={"action": "freeze", "at": NOW + 200})
+    assert emulator.clock.now_s() == NOW + 200
+    running = client.post("/_emulator/clock", json={"action": "unfreeze"}).json()
+    assert running["frozen"] is False
+    assert running["now"] >= NOW + 200
+
+
+def test_chat_link_from_admin(client, emulator) -> None:
+    contact_id = live_ids(emulator)[0]
+    link = client.post("/_emulator/chats", json={"contact_id": contact_id, "chat_id": "c-1"}).json()
+    assert link["contact_id"] == contact_id
+    got = client.get("/api/v4/contacts/chats", params={"chat_id": "c-1"}).json()
+    assert got["_embedded"]["chats"][0]["id"] == link["id"]
+
+
+def test_request_log(client, emulator) -> None:
+    contact_id = live_ids(emulator)[0]
+    client.get(CONTACTS, params={"limit": 3, "filter[id][]": contact_id})
+    client.patch(CONTACTS, json=[{"id": contact_id, "name": "Запись в журнале"}])
+    log = client.get("/_emulator/requests").json()
+    assert [(e["method"], e["path"], e["status"]) for e in log] == [
+        ("GET", CONTACTS, 200),
+        ("PATCH", CONTACTS, 200),
+    ]
+    assert "filter%5Bid%5D%5B%5D" in log[0]["query"] or "filter[id][]" in log[0]["query"]
+    assert log[0]["body"] is None
+    assert log[1]["body"] == [{"id": contact_id, "name": "Запись в журнале"}]
+    assert log[1]["arrived_at"] >= log[0]["arrived_at"]
+    assert log[0]["clock"] == NOW
+    assert client.delete("/_emulator/requests").json() == []
+    assert client.get("/_emulator/requests").json() == []
+
+
+def test_reset_and_state(client, emulator) -> None:
+    client.post("/_emulator/contacts", json=[{"name": "a"}, {"name": "b"}])
+    state = client.get("/_emulator/state").json()
+    live = state["contacts"]
+    assert state["clock"]["frozen"] is True
+    reset = client.post("/_emulator/reset").json()
+    assert client.get("/_emulator/state").json()["contacts"] == live - 2
+    # a reset mints new tokens: the old long-lived one no longer works
+    headers = {"Authorization": f"Bearer {reset['long_lived_token']}"}
+    assert client.get(CONTACTS, headers=headers, params={"limit": 1}).status_code == 200
+
+
+def test_controls_set_latency(client, emulator) -> None:
+    controls = client.patch("/_emulator/controls", json={"latency_ms": 150, "jitter_ms": 0}).json()
+    assert controls["latency_ms"] == 150
+    response = client.get(CONTACTS, params={"limit": 1})
+    assert response.elapsed.total_seconds() >= 0.15
+    assert client.patch("/_emulator/controls", json={"nope": 1}).status_code == 400
+
+
+def test_admin_key(make_settings) -> None:
+    emulator = Emulator(make_settings(admin_key="s3cret"))
+    with serve(emulator) as server, httpx.Client(verify=SSL, base_url=server.base_url) as http:
+        assert http.get("/_emulator/state").status_code == 401
+        assert http.get("/_emulator/state", headers={"X-Emulator-Key": "s3cret"}).status_code == 200
+
+
+def test_same_seed_same_account_different_seed_different_account(make_settings) -> None:
+    first = Emulator(make_settings(seed=11)).contact(20_000_001)
+    again = Emulator(make_settings(seed=11)).contact(20_000_001)
+    other = Emulator(make_settings(seed=12)).contact(20_000_001)
+    assert first == again
+    assert first != other
+
+
+@pytest.mark.parametrize("path", ["/_emulator/state", "/_emulator/faults", "/_emulator/controls"])
+def test_admin_reads_are_json(client, path) -> None:
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"

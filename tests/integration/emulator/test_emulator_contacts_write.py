@@ -1,0 +1,220 @@
+"""Contract: POST/PATCH /api/v4/contacts and PATCH /api/v4/contacts/{id}."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from emulator_helpers import NOW, live_ids
+
+PHONE, EMAIL, POSITION, SOURCE, INTERESTS = 570_001, 570_002, 570_003, 570_004, 570_005
+DATE, CHECKBOX, BUDGET = 570_006, 570_007, 570_008
+BAD_PHONE = {"value": "1", "enum_code": "NOPE"}
+
+
+def cf(body: dict, field_id: int) -> list[dict] | None:
+    for entry in body["custom_fields_values"] or []:
+        if entry["field_id"] == field_id:
+            return entry["values"]
+    return None
+
+
+def test_post_creates_and_echoes_request_ids(client: httpx.Client, server) -> None:
+    response = client.post(
+        "/api/v4/contacts",
+        json=[
+            {"first_name": "Пётр", "last_name": "Паркер"},
+            {"name": "Jane Doe", "request_id": "mine"},
+        ],
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/hal+json"
+    created = response.json()["_embedded"]["contacts"]
+    assert [c["request_id"] for c in created] == ["0", "mine"]
+    assert created[0]["is_deleted"] is False
+    assert (
+        created[0]["_links"]["self"]["href"]
+        == f"{server.base_url}/api/v4/contacts/{created[0]['id']}"
+    )
+    first = client.get(f"/api/v4/contacts/{created[0]['id']}").json()
+    assert first["name"] == "Пётр Паркер"
+    assert first["created_at"] == first["updated_at"] == NOW
+
+
+def test_server_sets_updated_at_and_ignores_the_clients(client, emulator) -> None:
+    contact_id = live_ids(emulator)[0]
+    emulator.clock.advance(7.9)
+    body = [{"id": contact_id, "name": "X", "updated_at": 1}]
+    (item,) = client.patch("/api/v4/contacts", json=body).json()["_embedded"]["contacts"]
+    assert item["updated_at"] == NOW + 7  # whole seconds from the emulator clock
+    assert item["request_id"] == "0"
+    assert client.get(f"/api/v4/contacts/{contact_id}").json()["updated_at"] == NOW + 7
+
+
+def test_a_batch_shares_one_updated_at_second(client, emulator) -> None:
+    ids = sorted(c.id for c in emulator.account.contacts.values() if not c.is_deleted)[:5]
+    emulator.clock.unfreeze()
+    response = client.patch("/api/v4/contacts", json=[{"id": i, "last_name": "Z"} for i in ids])
+    stamps = {c["updated_at"] for c in response.json()["_embedded"]["contacts"]}
+    assert len(stamps) == 1
+
+
+def test_patch_touches_only_the_fields_given(client, emulator) -> None:
+    contact_id = live_ids(emulator)[0]
+    before = client.get(f"/api/v4/contacts/{contact_id}").json()
+    client.patch(f"/api/v4/contacts/{contact_id}", json={"first_name": "Только"})
+    after = client.get(f"/api/v4/contacts/{contact_id}").json()
+    assert after["first_name"] == "Только"
+    assert after["custom_fields_values"] == before["custom_fields_values"]
+    assert after["_embedded"] == before["_embedded"]
+    assert after["responsible_user_id"] == before["responsible_user_id"]
+
+
+def test_custom_field_values_replace_and_null_clears(client, emulator) -> None:
+    contact_id = next(
+        c.id
+        for c in emulator.account.contacts.values()
+        if len(c.custom_fields.get(PHONE, [])) == 2 and not c.is_deleted
+    )
+    patch = {
+        "custom_fields_values": [
+            {"field_id": PHONE, "values": [{"value": "+74950000000", "enum_code": "WORKDD"}]},
+            {"field_code": "EMAIL", "values": None},
+        ]
+    }
+    client.patch(f"/api/v4/contacts/{contact_id}", json=patch)
+    body = client.get(f"/api/v4/contacts/{contact_id}").json()
+    (phone,) = cf(body, PHONE)
+    assert phone["value"] == "+74950000000"
+    assert phone["enum_code"] == "WORKDD"
+    assert isinstance(phone["enum_id"], int)
+    assert cf(body, EMAIL) is None
+
+
+def test_every_field_type_round_trips(client, emulator) -> None:
+    contact_id = live_ids(emulator)[0]
+    values = [
+        {"field_id": POSITION, "values": [{"value": "CTO"}]},
+        {"field_id": SOURCE, "values": [{"value": "Реклама"}]},
+        {"field_id": INTERESTS, "values": [{"enum_id": 840_031}, {"enum_id": 840_033}]},
+        {"field_id": DATE, "values": [{"value": 1_700_000_000}]},
+        {"field_id": CHECKBOX, "values": [{"value": True}]},
+        {"field_id": BUDGET, "values": [{"value": 1500}]},
+    ]
+    response = client.patch(f"/api/v4/contacts/{contact_id}", json={"custom_fields_values": values})
+    assert response.status_code == 200, response.text
+    body = client.get(f"/api/v4/contacts/{contact_id}").json()
+    assert cf(body, POSITION) == [{"value": "CTO"}]
+    assert cf(body, SOURCE) == [{"value": "Реклама", "enum_id": 840_022}]
+    assert [v["enum_id"] for v in cf(body, INTERESTS)] == [840_031, 840_033]
+    assert cf(body, DATE) == [{"value": 1_700_000_000}]
+    assert cf(body, CHECKBOX) == [{"value": True}]
+    assert cf(body, BUDGET) == [{"value": "1500"}]
+
+
+def test_tags_replace_clear_add_and_delete(client, emulator) -> None:
+    contact_id = live_ids(emulator)[0]
+    url = f"/api/v4/contacts/{contact_id}"
+
+    def tag_names() -> list[str]:
+        return [t["name"] for t in client.get(url).json()["_embedded"]["tags"]]
+
+    client.patch(url, json={"_embedded": {"tags": [{"id": 900_001}, {"name": "совсем новый"}]}})
+    assert tag_names() == ["VIP", "совсем новый"]
+    client.patch(url, json={"tags_to_add": [{"name": "B2B"}], "tags_to_delete": [{"id": 900_001}]})
+    assert tag_names() == ["совсем новый", "B2B"]
+    client.patch(url, json={"_embedded": {"tags": None}})
+    assert tag_names() == []
+
+
+def test_patch_response_shape(client, emulator, server) -> None:
+    contact_id = live_ids(emulator)[0]
+    response = client.patch(f"/api/v4/contacts/{contact_id}", json={"name": "Новое имя"})
+    body = response.json()
+    assert set(body) == {"id", "name", "updated_at", "request_id", "_links"}
+    assert body["_links"]["self"]["href"] == f"{server.base_url}/api/v4/contacts/{contact_id}"
+
+
+def test_more_than_250_is_a_422(client: httpx.Client) -> None:
+    response = client.post("/api/v4/contacts", json=[{"name": str(i)} for i in range(251)])
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == "Limit 250 per page"
+
+
+@pytest.mark.parametrize("body", [None, [], {}])
+def test_empty_body_is_a_400(client: httpx.Client, body) -> None:
+    response = client.post(
+        "/api/v4/contacts",
+        content=b"" if body is None else str(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "title": "Bad Request",
+        "type": "https://httpstatus.es/400",
+        "status": 400,
+        "detail": "Request data can not be empty",
+    }
+
+
+@pytest.mark.parametrize(
+    ("entity", "code", "path"),
+    [
+        (
+            {"custom_fields_values": [{"field_id": 1, "values": [{"value": "x"}]}]},
+            "NotSupportedChoice",
+            "custom_fields_values.0.field_id",
+        ),
+        (
+            {"custom_fields_values": [{"field_id": SOURCE, "values": [{"enum_id": 1}]}]},
+            "NotSupportedChoice",
+            "custom_fields_values.0.values.0.enum_id",
+        ),
+        (
+            {"custom_fields_values": [{"field_code": "PHONE", "values": [BAD_PHONE]}]},
+            "NotSupportedChoice",
+            "custom_fields_values.0.values.0.enum_code",
+        ),
+        (
+            {"custom_fields_values": [{"field_id": CHECKBOX, "values": [{"value": "yes"}]}]},
+            "InvalidType",
+            "custom_fields_values.0.values.0.value",
+        ),
+        (
+            {"custom_fields_values": [{"field_id": BUDGET, "values": [{"value": "много"}]}]},
+            "InvalidType",
+            "custom_fields_values.0.values.0.value",
+        ),
+        ({"name": 5}, "InvalidType", "name"),
+        ({"responsible_user_id": 123}, "NotSupportedChoice", "responsible_user_id"),
+        ({"created_by": "me"}, "InvalidType", "created_by"),
+        ({"_embedded": {"tags": [{"id": 1}]}}, "NotSupportedChoice", "_embedded.tags.0.id"),
+    ],
+)
+def test_validation_errors_reject_the_whole_batch(client, emulator, entity, code, path) -> None:
+    before = len(emulator.account.contacts)
+    response = client.post(
+        "/api/v4/contacts", json=[{"name": "good"}, {**{"name": "bad"}, **entity}]
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["detail"] == "Request validation failed"
+    (rejected,) = body["validation-errors"]
+    assert rejected["request_id"] == "1"
+    assert {"code": code, "path": path} == {k: rejected["errors"][0][k] for k in ("code", "path")}
+    assert rejected["errors"][0]["detail"]
+    assert len(emulator.account.contacts) == before  # nothing from the batch was saved
+
+
+def test_patch_needs_known_live_ids(client, emulator) -> None:
+    response = client.patch("/api/v4/contacts", json=[{"name": "no id"}, {"id": 1, "name": "x"}])
+    errors = {e["request_id"]: e["errors"][0]["code"] for e in response.json()["validation-errors"]}
+    assert errors == {"0": "NotBlank", "1": "NotFound"}
+
+
+def test_unknown_route_and_method(client: httpx.Client) -> None:
+    assert client.get("/api/v4/nothing").status_code == 404
+    response = client.delete("/api/v4/contacts/1")
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
