@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
 
 from sync.config import Config, load_config
 from sync.emulator.command import emulator_command
-from sync.errors import SyncError
+from sync.errors import SyncError, UsageError
 from sync.logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,6 +84,33 @@ def db_downgrade(app: _Context, revision: str) -> None:
 
     before, after = downgrade(app.config.database, revision)
     click.echo(f"schema {app.config.database.schema} downgraded from {before} to {after or 'base'}")
+
+
+@cli.command("auth")
+@click.option("--code", required=True, help="The authorization code from the OAuth redirect.")
+@pass_context
+def auth(app: _Context, code: str) -> None:
+    """Exchange an OAuth authorization code for tokens and store them in the database."""
+    from sync.amo.auth import store_authorization_code
+    from sync.amo.client import AmoClient
+    from sync.db.engine import create_engine
+    from sync.db.tokens import TokenStore
+
+    config = app.config
+    if not config.amocrm.oauth.enabled:
+        raise UsageError("`auth` needs [amocrm.oauth] client_id, client_secret and redirect_uri")
+    engine = create_engine(config.database)
+    try:
+        with AmoClient(config.amocrm, None) as client:
+            pair = store_authorization_code(
+                config.amocrm.oauth, TokenStore(engine), client.session.exchange_token, code.strip()
+            )
+    finally:
+        engine.dispose()
+    until = datetime.fromtimestamp(pair.expires_at, UTC).isoformat(timespec="seconds")
+    click.echo(
+        f"OAuth tokens stored in schema {config.database.schema}; access valid until {until}"
+    )
 
 
 @db.command("shell", context_settings={"ignore_unknown_options": True})

@@ -241,8 +241,9 @@ class AmoSession:
         assert last is not None
         if isinstance(last, AmoTransientError):
             raise last
+        reason = str(last).removesuffix(f" ({last.method} {last.url} -> {last.status})")
         raise AmoAuthError(
-            f"amoCRM refused the OAuth token request: {last}",
+            f"amoCRM refused the OAuth token request: {reason}",
             method="POST",
             url=TOKEN_PATH,
             status=last.status,
