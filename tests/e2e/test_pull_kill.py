@@ -33,8 +33,13 @@ def _env(db: DatabaseConfig, url: str, token: str) -> dict[str, str]:
 
 def _kill_when(env: dict[str, str], ready: Callable[[], bool], args: tuple[str, ...]) -> None:
     """Start `amosync pull`, SIGKILL it as soon as `ready()` holds (it must still be running)."""
-    proc = subprocess.Popen([AMOSYNC, *args], env=clean_env(env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [AMOSYNC, *args],
+        env=clean_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not ready():
@@ -69,8 +74,9 @@ def test_kill_9_mid_full_and_mid_incremental_then_converge(
     with emulated(contacts=3000, latency_ms=15) as (emulator, url):
         env = _env(db_config, url, emulator.long_lived_token)
         assert amosync("db", "upgrade", env=env).returncode == 0
-        _kill_when(env, lambda: _scalar(engine, "SELECT count(*) FROM amocrm.contacts") >= 600,
-                   ("pull",))  # fmt: skip
+        _kill_when(
+            env, lambda: _scalar(engine, "SELECT count(*) FROM amocrm.contacts") >= 600, ("pull",)
+        )
         _edit(emulator, 40, "During")
         result = amosync("pull", env=env)
         assert result.returncode == 0, result.stderr

@@ -80,8 +80,9 @@ def test_changes_during_a_tie_pass_do_not_skip(db_config: DatabaseConfig, engine
         emulator.update_contacts([{"id": i, "last_name": "Tie"} for i in ids])
         emulator.clock.advance(2)
         # each of these pages first moves 3 contacts of the current order out of the second
-        emulator.add_fault(FaultRule(kind="drift", path="/api/v4/contacts", min_page=2,
-                                     times=4, touch=3))  # fmt: skip
+        emulator.add_fault(
+            FaultRule(kind="drift", path="/api/v4/contacts", min_page=2, times=4, touch=3)
+        )
         pull(config, engine, emulator)
         assert_converged(engine, emulator)
 
@@ -89,8 +90,9 @@ def test_changes_during_a_tie_pass_do_not_skip(db_config: DatabaseConfig, engine
 def test_drift_while_paging_and_spurious_204(db_config: DatabaseConfig, engine: Engine) -> None:
     with emulated(contacts=600) as (emulator, url):
         config = make_config(db_config, url, emulator.long_lived_token, page_size=40)
-        emulator.add_fault(FaultRule(kind="drift", path="/api/v4/contacts", min_page=2,
-                                     times=5, touch=4))  # fmt: skip
+        emulator.add_fault(
+            FaultRule(kind="drift", path="/api/v4/contacts", min_page=2, times=5, touch=4)
+        )
         emulator.add_fault(FaultRule(kind="empty_page", path="/api/v4/contacts", min_page=3))
         pull(config, engine, emulator)  # full: order by id, drift cannot shift it
         emulator.clock.advance(10)
@@ -153,8 +155,11 @@ def test_deletions_and_restores_from_events(db_config: DatabaseConfig, engine: E
         emulator.restore_contact(b)
         report = pull(config, engine, emulator)
         assert report.deleted == 2
-        deleted = count(engine, "SELECT count(*) FROM amocrm.contacts WHERE is_deleted AND "
-                        "id = ANY(:ids)", ids=[a, c])  # fmt: skip
+        deleted = count(
+            engine,
+            "SELECT count(*) FROM amocrm.contacts WHERE is_deleted AND id = ANY(:ids)",
+            ids=[a, c],
+        )
         assert deleted == 2
         assert_converged(engine, emulator)
 
@@ -167,18 +172,23 @@ def test_unpushed_local_fields_are_kept_and_remote_values_recorded(
         pull(config, engine, emulator)
         cid = _live_ids(emulator, 1)[0]
         with engine.begin() as conn:  # a local edit, captured by the triggers
-            conn.execute(sa.text("UPDATE amocrm.contacts SET name = 'Local' WHERE id = :i"),
-                         {"i": cid})  # fmt: skip
+            conn.execute(
+                sa.text("UPDATE amocrm.contacts SET name = 'Local' WHERE id = :i"), {"i": cid}
+            )
         emulator.clock.advance(5)
         emulator.update_contacts([{"id": cid, "name": "Remote", "first_name": "RemoteFirst"}])
         pull(config, engine, emulator)
         with engine.connect() as conn:
-            row = conn.execute(sa.text(
-                "SELECT name, first_name, sync_status FROM amocrm.contacts WHERE id = :i"),
-                {"i": cid}).one()  # fmt: skip
-            remote = conn.execute(sa.text(
-                "SELECT remote_values FROM amocrm.contact_remote_values WHERE contact_id = :i"),
-                {"i": cid}).scalar_one()  # fmt: skip
+            row = conn.execute(
+                sa.text("SELECT name, first_name, sync_status FROM amocrm.contacts WHERE id = :i"),
+                {"i": cid},
+            ).one()
+            remote = conn.execute(
+                sa.text(
+                    "SELECT remote_values FROM amocrm.contact_remote_values WHERE contact_id = :i"
+                ),
+                {"i": cid},
+            ).scalar_one()
             changes = conn.scalar(sa.text("SELECT count(*) FROM amocrm.sync_changes"))
         assert tuple(row) == ("Local", "RemoteFirst", "pending")
         assert remote["name"] == "Remote"
@@ -227,7 +237,8 @@ def test_sync_request_row_is_served_by_a_full_resync(
         assert report is not None
         assert report.kind == "full"
         with engine.connect() as conn:
-            status, run_id = conn.execute(sa.text(
-                "SELECT status, run_id FROM amocrm.sync_requests")).one()  # fmt: skip
+            status, run_id = conn.execute(
+                sa.text("SELECT status, run_id FROM amocrm.sync_requests")
+            ).one()
         assert (status, run_id) == ("done", report.run_id)
         assert_converged(engine, emulator)
