@@ -30,25 +30,35 @@ local value; amoCRM's version of the writable fields goes to `contact_remote_val
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from sync.amo.client import AmoClient
 from sync.amo.pages import Page
 from sync.config import Config
-from sync.db.contacts import ContactStore
+from sync.db.contacts import ContactStore, PageResult
 from sync.db.engine import store_errors, sync_origin
 from sync.db.runs import CONTACTS_CURSOR, EVENTS_CURSOR, RunStore, pull_lock
 from sync.errors import InvariantError, SyncError
 from sync.logs import get_logger
-from sync.mapping import FieldDef, chat_rows, event_changes, field_def, to_rows, unknown_fields
+from sync.mapping import (
+    FieldDef,
+    PageRows,
+    chat_rows,
+    event_changes,
+    field_def,
+    to_rows,
+    unknown_fields,
+)
 from sync.scan import Batch, Counter, FiltersIgnored, Walker
 
 log = get_logger("sync.pull")
@@ -56,7 +66,9 @@ log = get_logger("sync.pull")
 DELETE_FLOOR = 10  # a full resync may always tombstone this many contacts, whatever the share
 EVENT_TYPES = ("contact_deleted", "contact_restored")
 MAX_FIELD_REFRESHES = 3
-PIPELINE_DEPTH = 3  # pages whose chat links are being fetched while earlier ones are stored
+PIPELINE_DEPTH = 6  # pages fetched but not yet stored, at most (bounds memory)
+WRITERS = 3  # database transactions of a full resync running at once
+RETRIED_SQLSTATES = ("40P01", "40001")  # deadlock, serialization failure: the page is retried
 
 
 class Progress(Protocol):
@@ -136,6 +148,7 @@ class _Run:
         self.report = PullReport(0, "pull")
         self.ceiling = int(time.time())
         self.seen_run: int | None = None
+        self._lock = threading.Lock()  # counters and the field cache, shared by writer threads
         self.newest: int | None = None  # newest updated_at stored by this run
         self.newest_event: int | None = None
 
@@ -303,14 +316,17 @@ class _Run:
             raise InvariantError("amoCRM answered 204 in the middle of the full resync")
 
     def _pipeline(self, pages: Iterable[list[dict[str, Any]]]) -> None:
-        """Store pages in order while the chat links of the next ones are being fetched."""
-        queue: deque[tuple[list[dict[str, Any]], Future[list[dict[str, Any]]] | None]] = deque()
-        for items in pages:
-            queue.append((items, self._chats_async(items)))
-            while len(queue) > PIPELINE_DEPTH:
-                self._store_ready(*queue.popleft())
-        while queue:
-            self._store_ready(*queue.popleft())
+        """Store pages on `WRITERS` threads while the next pages and their chat links are being
+        fetched (a full resync stores no cursor per page, so order does not matter)."""
+        pending: deque[Future[None]] = deque()
+        with ThreadPoolExecutor(WRITERS, thread_name_prefix="pull-db") as writers:
+            for items in pages:
+                chats = self._chats_async(items)
+                pending.append(writers.submit(self._store_ready, items, chats))
+                while len(pending) > PIPELINE_DEPTH or (pending and pending[0].done()):
+                    pending.popleft().result()  # bounded memory; the first failure stops the run
+            while pending:
+                pending.popleft().result()
 
     def _chats_async(self, items: list[dict[str, Any]]) -> Future[list[dict[str, Any]]] | None:
         if not self.sync.chats or not items:
@@ -359,20 +375,44 @@ class _Run:
     ) -> None:
         """One transaction: the batch's rows and relations, the cursor, the seen list."""
         items = batch.items
-        if items and unknown_fields(items, self.fields):
-            self._refresh_fields()
+        with self._lock:
+            if items and unknown_fields(items, self.fields):
+                self._refresh_fields()
+            fields = self.fields
         if items and self.sync.chats and not prefetched:
             chats = self._fetch_chats([int(i["id"]) for i in items])
-        rows = to_rows(items, self.fields, self.sync.with_)
+        rows = to_rows(items, fields, self.sync.with_)
+        for attempt in range(1, 4):
+            try:
+                result = self._write(rows, fields, chats, batch.cursor)
+                break
+            except DBAPIError as exc:
+                code = getattr(exc.orig, "sqlstate", None)
+                if code not in RETRIED_SQLSTATES or attempt == 3:
+                    raise
+                log.warning("pull_page_retried", sqlstate=code, attempt=attempt)
+        with self._lock:
+            self._count(items, result)
+
+    def _write(
+        self,
+        rows: PageRows,
+        fields: Mapping[int, FieldDef],
+        chats: list[dict[str, Any]] | None,
+        cursor: int | None,
+    ) -> PageResult:
         with self.engine.begin() as conn:
             sync_origin(conn)
             result = self.store.store_page(
-                conn, rows, self.fields, with_relations=self.relations, chats=chats
+                conn, rows, fields, with_relations=self.relations, chats=chats
             )
             if self.seen_run is not None and rows.ids:
                 self.store.mark_seen(conn, self.seen_run, rows.ids)
-            if batch.cursor is not None:
-                self._set_cursor(conn, batch.cursor)
+            if cursor is not None:
+                self._set_cursor(conn, cursor)
+        return result
+
+    def _count(self, items: list[dict[str, Any]], result: PageResult) -> None:
         self.report.fetched += len(items)
         stamps = [int(i.get("updated_at") or 0) for i in items]
         self.newest = max([*stamps, self.newest or 0]) if stamps else self.newest
