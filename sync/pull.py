@@ -219,7 +219,10 @@ class _Run:
                 final.append(batch.cursor)
             self._store(Batch(batch.items, None))
         deletions = self._apply_events(events_from)
-        late = [at for at in deletions if at >= walk_started - 1]
+        # deletions after the walk began may have shifted pages; the threshold takes the smaller
+        # of our clock and amoCRM's (the newest updated_at read), so clock skew cannot hide one
+        since = min(walk_started, self.newest or walk_started) - 1
+        late = [at for at in deletions if at >= since]
         if final and not late:
             self._store(Batch([], final[-1]))
         elif late:

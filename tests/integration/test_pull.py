@@ -6,6 +6,7 @@ their fields, relations and chat links, nothing more.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -241,4 +242,80 @@ def test_sync_request_row_is_served_by_a_full_resync(
                 sa.text("SELECT status, run_id FROM amocrm.sync_requests")
             ).one()
         assert (status, run_id) == ("done", report.run_id)
+        assert_converged(engine, emulator)
+
+
+def test_held_custom_fields_keep_local_jsonb_and_value_rows(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=100) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        pull(config, engine, emulator)
+        cid = _live_ids(emulator, 1)[0]
+        local = [{"field_id": 999, "field_code": None, "values": [{"value": "mine"}]}]
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE amocrm.contacts SET custom_fields_values = CAST(:v AS jsonb) "
+                    "WHERE id = :i"
+                ),
+                {"v": json.dumps(local), "i": cid},
+            )
+        emulator.clock.advance(5)
+        emulator.update_contacts([{"id": cid, "name": "Remote name"}])
+        pull(config, engine, emulator)
+        with engine.connect() as conn:
+            name, cfv = conn.execute(
+                sa.text("SELECT name, custom_fields_values FROM amocrm.contacts WHERE id = :i"),
+                {"i": cid},
+            ).one()
+            values = conn.execute(
+                sa.text(
+                    "SELECT field_id, value FROM amocrm.contact_custom_field_values "
+                    "WHERE contact_id = :i"
+                ),
+                {"i": cid},
+            ).all()
+        assert name == "Remote name"  # not held: amoCRM's value
+        assert cfv == local  # held: the local value
+        assert [tuple(v) for v in values] == [(999, "mine")]
+
+
+def test_filters_off_holds_the_cursor_when_a_deletion_lands_mid_walk(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=300) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=20)
+        pull(config, engine, emulator)
+        emulator.set_controls(api_filter_enabled=False)
+        emulator.clock.advance(30)
+        ids = _live_ids(emulator, 100)
+        emulator.update_contacts([{"id": i, "last_name": "Walk"} for i in ids])
+        before = count(
+            engine,
+            "SELECT (value->>'updated_at')::bigint FROM amocrm.sync_state "
+            "WHERE key = 'pull.contacts'",
+        )
+        # a deletion of an already-read contact while the walk pages (a UI user, mid-run)
+        original = emulator.handle
+        state = {"pages": 0}
+
+        def handle(request):  # type: ignore[no-untyped-def]
+            if request.path == "/api/v4/contacts":
+                state["pages"] += 1
+                if state["pages"] == 3:
+                    emulator.delete_contact(ids[-1])
+            return original(request)
+
+        emulator.handle = handle  # type: ignore[method-assign]
+        report = pull(config, engine, emulator)
+        emulator.handle = original  # type: ignore[method-assign]
+        assert report.mode == "descending"
+        after = count(
+            engine,
+            "SELECT (value->>'updated_at')::bigint FROM amocrm.sync_state "
+            "WHERE key = 'pull.contacts'",
+        )
+        assert after == before  # held: the next run re-reads the window
+        pull(config, engine, emulator)
         assert_converged(engine, emulator)
