@@ -92,3 +92,12 @@ def test_kill_9_mid_full_and_mid_incremental_then_converge(
             "SELECT count(*) FROM amocrm.sync_runs WHERE status = 'failed' AND error LIKE 'inter%'"
         )
         assert _scalar(engine, runs) == 2  # the killed runs are recorded as interrupted
+
+
+def test_pull_without_credentials_fails_with_one_line_and_exit_2(
+    db_config: DatabaseConfig,
+) -> None:
+    result = amosync("pull", env={"AMOSYNC_DATABASE__URL": db_config.url.reveal()})
+    assert result.returncode == 2
+    assert "amocrm.access_token" in result.stderr
+    assert "Traceback" not in result.stderr

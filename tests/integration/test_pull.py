@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sync.config import DatabaseConfig
 from sync.emulator import Emulator, FaultRule
 from sync.errors import InvariantError
-from sync.pull import serve_request
+from sync.pull import run_pull, serve_request
 from tests.integration.amo_emulator import client_for
 from tests.integration.pull_helpers import (
     assert_converged,
@@ -132,13 +132,9 @@ def test_ignored_filter_is_detected_from_the_answer(
         pull(config, engine, emulator)
         emulator.clock.advance(60)
         emulator.update_contacts([{"id": i, "name": "X"} for i in _live_ids(emulator, 10)])
-        original = emulator.account.settings
-        object.__setattr__(emulator.account, "settings", original)
         emulator.set_controls(api_filter_enabled=False)
         client = client_for(emulator, url, page_size=50)
         client.fetch_account = lambda **kw: {"is_api_filter_enabled": True}  # type: ignore[method-assign]
-        from sync.pull import run_pull
-
         with client:
             report = run_pull(config, engine, client)
         assert report.mode == "descending"
