@@ -316,3 +316,21 @@ def test_filters_off_holds_the_cursor_when_a_deletion_lands_mid_walk(
         assert after == before  # held: the next run re-reads the window
         pull(config, engine, emulator)
         assert_converged(engine, emulator)
+
+
+def test_exclusive_date_bounds_are_noticed_and_nothing_is_skipped(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=500, inclusive_date_bounds=False) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=20)
+        pull(config, engine, emulator)
+        ids = _live_ids(emulator, 300)
+        for start in range(0, 300, 15):  # 15 contacts a second: pages end inside a second
+            emulator.clock.advance(1)
+            emulator.update_contacts(
+                [{"id": i, "last_name": "Excl"} for i in ids[start : start + 15]]
+            )
+        emulator.clock.advance(1)
+        emulator.update_contacts([{"id": i, "first_name": "Tie"} for i in ids[:60]])
+        pull(config, engine, emulator)
+        assert_converged(engine, emulator)
