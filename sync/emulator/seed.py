@@ -125,6 +125,11 @@ USERS = (
     (8_000_005, "Робот импорта", "robot@example.com", 0),
 )
 
+# Users deleted from the account after they created or edited contacts. amoCRM keeps their ids
+# in `created_by`/`updated_by` but no longer lists them, so a client that sends a fetched
+# contact back whole gets `NotSupportedChoice` at `created_by` (fact sheet §5, I-252/I-366).
+DELETED_USER_IDS = (7_999_901, 7_999_902)
+
 
 def build_fields() -> list[CustomField]:
     """The account's contact fields: predefined PHONE/EMAIL/POSITION plus one of each type."""
@@ -180,7 +185,20 @@ def generate(settings: EmulatorSettings) -> SeedData:
     rng = random.Random(settings.seed)  # noqa: S311 - test data, not security
     maker = _ContactMaker(rng, build_fields(), build_users(), build_tags(), settings)
     contacts = maker.make_all(settings.contacts)
+    _credit_deleted_users(contacts, settings)
     return SeedData(maker.fields, maker.users, maker.tags, contacts, maker.chat_links)
+
+
+def _credit_deleted_users(contacts: list[Contact], settings: EmulatorSettings) -> None:
+    """Make a deleted user the author (and for half of those also the last editor) of a share
+    of the contacts. A random stream of its own: every other seeded value stays as it was."""
+    rng = random.Random(f"deleted-users:{settings.seed}")  # noqa: S311 - test data
+    for contact in contacts:
+        if rng.random() >= settings.deleted_user_fraction:
+            continue
+        contact.created_by = rng.choice(DELETED_USER_IDS)
+        if rng.random() < 0.5:
+            contact.updated_by = rng.choice(DELETED_USER_IDS)
 
 
 class _ContactMaker:

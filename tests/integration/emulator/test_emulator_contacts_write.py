@@ -6,6 +6,9 @@ import httpx
 import pytest
 from emulator_helpers import NOW, live_ids
 
+from sync.emulator import Emulator
+from sync.emulator.seed import DELETED_USER_IDS
+
 PHONE, EMAIL, POSITION, SOURCE, INTERESTS = 570_001, 570_002, 570_003, 570_004, 570_005
 DATE, CHECKBOX, BUDGET = 570_006, 570_007, 570_008
 BAD_PHONE = {"value": "1", "enum_code": "NOPE"}
@@ -218,3 +221,61 @@ def test_unknown_route_and_method(client: httpx.Client) -> None:
     response = client.delete("/api/v4/contacts/1")
     assert response.status_code == 405
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def by_deleted_author(emulator: Emulator) -> list[int]:
+    """Live contacts created by a since-deleted user but last edited by a current one."""
+    users = emulator.account.users
+    return sorted(
+        c.id
+        for c in emulator.account.contacts.values()
+        if not c.is_deleted and c.created_by in DELETED_USER_IDS and c.updated_by in users
+    )
+
+
+def test_sending_back_a_deleted_author_is_a_400_at_created_by(client, emulator) -> None:
+    url = f"/api/v4/contacts/{by_deleted_author(emulator)[0]}"
+    fetched = client.get(url).json()  # such a contact stays readable
+    listed = {u["id"] for u in client.get("/api/v4/users").json()["_embedded"]["users"]}
+    assert fetched["created_by"] in DELETED_USER_IDS
+    assert fetched["created_by"] not in listed
+    whole = client.patch(url, json=fetched)
+    assert whole.status_code == 400, whole.text
+    (rejected,) = whole.json()["validation-errors"]
+    assert [(e["code"], e["path"]) for e in rejected["errors"]] == [
+        ("NotSupportedChoice", "created_by")
+    ]
+    only_name = client.patch(url, json={"name": "Только имя"})
+    assert only_name.status_code == 200, only_name.text
+    after = client.get(url).json()
+    assert after["name"] == "Только имя"
+    assert after["created_by"] == fetched["created_by"]  # stored, never re-validated
+
+
+def test_a_fetched_contact_by_current_users_can_be_sent_back_whole(client, emulator) -> None:
+    """Only the stale user id is refused: the rest of a GET payload is a valid write."""
+    users = emulator.account.users
+    contact_id = next(
+        c.id
+        for c in emulator.account.contacts.values()
+        if not c.is_deleted and c.created_by in users and c.updated_by in users
+        and c.custom_fields and c.tag_ids
+    )  # fmt: skip
+    url = f"/api/v4/contacts/{contact_id}"
+    response = client.patch(url, json=client.get(url).json())
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("name", ["created_by", "updated_by", "responsible_user_id"])
+def test_a_deleted_user_id_in_any_user_field_rejects_the_batch(client, emulator, name) -> None:
+    first, second = by_deleted_author(emulator)[:2]
+    batch = [
+        {"id": first, "name": "не сохранится"},
+        {"id": second, name: DELETED_USER_IDS[0]},
+    ]
+    response = client.patch("/api/v4/contacts", json=batch)
+    assert response.status_code == 400, response.text
+    (rejected,) = response.json()["validation-errors"]
+    assert rejected["request_id"] == "1"
+    assert [(e["code"], e["path"]) for e in rejected["errors"]] == [("NotSupportedChoice", name)]
+    assert client.get(f"/api/v4/contacts/{first}").json()["name"] != "не сохранится"
