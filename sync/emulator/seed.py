@@ -25,6 +25,8 @@ from sync.emulator.model import (
     EnumOption,
     Tag,
     User,
+    field_ranks,
+    in_field_order,
 )
 from sync.emulator.settings import EmulatorSettings
 
@@ -215,6 +217,7 @@ class _ContactMaker:
         self.rng, self.fields, self.users, self.tags = rng, fields, users, tags
         self.settings = settings
         self.by_code = {f.code or f.name: f for f in fields}
+        self._field_ranks = field_ranks(fields)
         self.chat_links: list[ChatLink] = []
         self._next_lead = FIRST_LEAD_ID
         self._companies = max(1, settings.contacts // 5)
@@ -292,7 +295,7 @@ class _ContactMaker:
             values[570_003] = [{"value": position}]
         if rng.random() < 0.5:
             values.update(self.pick(self._typed_pool))
-        return values
+        return in_field_order(values, self._field_ranks)
 
     def _phones(self) -> list[dict[str, object]]:
         enums = self.by_code["PHONE"].enums or []

@@ -279,3 +279,52 @@ def test_a_deleted_user_id_in_any_user_field_rejects_the_batch(client, emulator,
     assert rejected["request_id"] == "1"
     assert [(e["code"], e["path"]) for e in rejected["errors"]] == [("NotSupportedChoice", name)]
     assert client.get(f"/api/v4/contacts/{first}").json()["name"] != "не сохранится"
+
+
+def account_field_order(client: httpx.Client) -> list[int]:
+    fields = client.get("/api/v4/contacts/custom_fields", params={"limit": 250}).json()
+    return [f["id"] for f in fields["_embedded"]["custom_fields"]]
+
+
+def field_ids(client: httpx.Client, url: str) -> list[int]:
+    return [entry["field_id"] for entry in client.get(url).json()["custom_fields_values"]]
+
+
+def test_values_are_listed_in_the_accounts_field_order(client: httpx.Client) -> None:
+    order = account_field_order(client)
+    page = client.get("/api/v4/contacts", params={"limit": 250}).json()
+    for contact in page["_embedded"]["contacts"]:
+        listed = [entry["field_id"] for entry in contact["custom_fields_values"] or []]
+        assert listed == [f for f in order if f in listed], contact["id"]
+
+
+def test_clearing_and_setting_a_field_again_keeps_its_place(client, emulator) -> None:
+    contact_id = next(
+        c.id
+        for c in emulator.account.contacts.values()
+        if not c.is_deleted and {PHONE, EMAIL, POSITION, SOURCE} <= c.custom_fields.keys()
+    )
+    url = f"/api/v4/contacts/{contact_id}"
+    before = field_ids(client, url)
+    assert before == [f for f in account_field_order(client) if f in before]
+    for values in (None, [{"value": "+74951112233", "enum_code": "MOB"}]):
+        response = client.patch(
+            url, json={"custom_fields_values": [{"field_id": PHONE, "values": values}]}
+        )
+        assert response.status_code == 200, response.text
+    assert field_ids(client, url) == before
+
+
+def test_a_field_set_for_the_first_time_takes_its_place(client, emulator) -> None:
+    contact_id = next(
+        c.id
+        for c in emulator.account.contacts.values()
+        if not c.is_deleted and {PHONE, SOURCE} <= c.custom_fields.keys()
+        and POSITION not in c.custom_fields
+    )  # fmt: skip
+    url = f"/api/v4/contacts/{contact_id}"
+    body = {"custom_fields_values": [{"field_id": POSITION, "values": [{"value": "CFO"}]}]}
+    assert client.patch(url, json=body).status_code == 200
+    listed = field_ids(client, url)
+    assert POSITION in listed
+    assert listed == [f for f in account_field_order(client) if f in listed]
