@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import httpx
-from emulator_helpers import NOW, live_ids
+import pytest
+from emulator_helpers import NOW, in_process_client, live_ids
+
+from sync.emulator import Emulator
 
 
 def events(client: httpx.Client, params) -> list[dict]:
@@ -51,6 +54,19 @@ def test_event_filters_by_type_entity_id_and_time(client, emulator) -> None:
     window = {"filter[created_at][from]": NOW + 5, "filter[created_at][to]": NOW + 10}
     assert [e["entity_id"] for e in events(client, window)] == [b]
     assert client.get("/api/v4/events", params={"filter[type]": "no_such"}).status_code == 204
+
+
+@pytest.mark.parametrize("inclusive", [True, False])
+def test_event_created_at_bounds_follow_the_date_bounds_setting(make_settings, inclusive) -> None:
+    emulator = Emulator(make_settings(inclusive_date_bounds=inclusive))
+    a, b, c = live_ids(emulator)[:3]
+    for contact_id in (a, b, c):  # one deletion per second: NOW, NOW + 1, NOW + 2
+        emulator.delete_contact(contact_id)
+        emulator.clock.advance(1)
+    window = {"filter[created_at][from]": NOW, "filter[created_at][to]": NOW + 2}
+    with in_process_client(emulator) as http:
+        found = [e["entity_id"] for e in events(http, window)]
+    assert found == ([c, b, a] if inclusive else [b])
 
 
 def test_seeded_trash_has_deleted_events_and_paging_works(client, emulator) -> None:
