@@ -144,6 +144,24 @@ def test_more_than_250_is_a_422(client: httpx.Client) -> None:
     assert response.json()["detail"] == "Limit 250 per page"
 
 
+def test_patching_more_than_250_is_a_422_and_changes_nothing(client, emulator) -> None:
+    ids = live_ids(emulator)[:251]
+    assert len(ids) == 251
+    names = {i: emulator.account.contacts[i].name for i in ids}
+    batch = [{"id": contact_id, "name": "новое имя"} for contact_id in ids]
+    response = client.patch("/api/v4/contacts", json=batch)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {
+        "title": "Unprocessable Entity",
+        "type": "https://httpstatus.es/422",
+        "status": 422,
+        "detail": "Limit 250 per page",
+    }
+    assert {i: emulator.account.contacts[i].name for i in ids} == names
+    assert client.patch("/api/v4/contacts", json=batch[:250]).status_code == 200
+
+
 @pytest.mark.parametrize("body", [None, [], {}])
 def test_empty_body_is_a_400(client: httpx.Client, body) -> None:
     response = client.post(

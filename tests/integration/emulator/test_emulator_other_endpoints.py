@@ -161,6 +161,18 @@ def test_chat_links_post_and_get_with_array_forms(client, emulator) -> None:
     assert set(by_chat["_embedded"]["chats"][0]) == {"chat_id", "contact_id", "id"}
 
 
+def test_linking_more_than_250_chats_is_a_422_and_links_nothing(client, emulator) -> None:
+    contact_id = live_ids(emulator)[0]
+    items = [{"contact_id": contact_id, "chat_id": f"chat-{i}"} for i in range(251)]
+    before = len(emulator.account.chat_links)
+    response = client.post("/api/v4/contacts/chats", json=items)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == "Limit 250 per page"
+    assert len(emulator.account.chat_links) == before
+    assert client.post("/api/v4/contacts/chats", json=items[:250]).status_code == 200
+
+
 def test_chat_relink_moves_the_chat_and_changes_the_link_id(client, emulator) -> None:
     a, b = live_ids(emulator)[:2]
     chat = "11111111-2222-4333-8444-555555555555"
