@@ -6,7 +6,7 @@ limiter keeps a log of send times and lets a request go only when fewer than `li
 the last `window` seconds, where `window` is `limit / max_rps` plus a safety margin that absorbs
 scheduling jitter between "the limiter said go" and "the bytes reached the server".
 
-Starts are also paced `window / limit` apart instead of going out in bursts of 7: a burst
+Starts are also paced about `window / limit` apart instead of going out in bursts of 7: a burst
 makes the 7 requests contend (new connections, threads, the GIL), which spreads their arrival
 times and eats the margin. Pacing costs no throughput, since the window allows no more anyway.
 
@@ -35,10 +35,11 @@ DEFAULT_MARGIN_S = 0.08
 class Slot:
     """One request's place in the window; `at` moves to when its bytes really left."""
 
-    __slots__ = ("at",)
+    __slots__ = ("at", "started")
 
     def __init__(self, at: float) -> None:
-        self.at = at
+        self.started = at  # when the limiter let it go: paces the next start
+        self.at = at  # when it left (at least): counts in the window
 
 
 class RateLimiter:
@@ -55,7 +56,8 @@ class RateLimiter:
             raise ValueError("max_rps must be positive")
         self.limit = max(1, math.floor(max_rps))
         self.window = self.limit / max_rps + margin_s
-        self.gap = self.window / self.limit
+        # Pacing only smooths; a little slack keeps wake-up delays from costing throughput.
+        self.gap = 0.8 * self.window / self.limit
         self._monotonic = monotonic
         self._sends: deque[Slot] = deque(maxlen=2 * self.limit)
         self._paused_until = 0.0
@@ -92,8 +94,8 @@ class RateLimiter:
         wait = self._paused_until - now
         if not self._sends:
             return wait
+        wait = max(wait, self._sends[-1].started + self.gap - now)
         times = sorted((s.at for s in self._sends), reverse=True)
-        wait = max(wait, times[0] + self.gap - now)
         if len(times) >= self.limit:
             wait = max(wait, times[self.limit - 1] + self.window - now)
         return wait
