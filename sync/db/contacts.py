@@ -110,16 +110,19 @@ class ContactStore:
             r["id"] for r in rows.contacts if _older(r.get("updated_at"), stored.get(r["id"]))
         ]
         result.held, local_cfv = self._held(conn, rows.ids)
-        taken = [r for r in rows.contacts if r["id"] not in set(result.stale)]
+        stale = set(result.stale)
+        taken = [r for r in rows.contacts if r["id"] not in stale]
         result.upserted = self._upsert(conn, taken, result.held)
         self._remote_values(conn, taken, result.held)
         ids = [r["id"] for r in taken]
+        known = [i for i in ids if i in stored]  # new contacts have no relation rows to diff
         rows = _with_local_values(rows, local_cfv, fields, set(ids))
         for table, (columns, attr) in RELATIONS.items():
             if attr in with_relations:
-                self._replace(conn, table, columns, ids, getattr(rows, attr))
+                self._replace(conn, table, columns, known, getattr(rows, attr))
         if chats is not None:
-            self._replace_chats(conn, ids, [c for c in chats if c["contact_id"] in set(ids)])
+            wanted = set(ids)
+            self._replace_chats(conn, ids, [c for c in chats if c["contact_id"] in wanted])
         return result
 
     def _lock(self, conn: Connection, ids: list[int]) -> dict[int, int | None]:
@@ -176,15 +179,17 @@ class ContactStore:
         ids: list[int],
         rows: list[JSON],
     ) -> None:
-        """Make the table's rows of `ids` exactly `rows`, touching only what differs."""
-        if not ids:
-            return
-        same = " AND ".join(f"n.{c} IS NOT DISTINCT FROM t.{c}" for c, _ in columns)
-        delete = f"""
-            WITH n AS MATERIALIZED (SELECT * FROM {_recordset(columns)})
-            DELETE FROM {self.s}.{table} t WHERE t.contact_id = ANY(:ids)
-            AND NOT EXISTS (SELECT 1 FROM n WHERE {same})"""
-        conn.execute(sa.text(delete), {"rows": _dump(rows), "ids": ids})
+        """Make the table's rows exactly `rows`, touching only what differs: rows of the stored
+        contacts `ids` that are not in `rows` go, rows not there yet come."""
+        if ids:
+            same = " AND ".join(f"n.{c} IS NOT DISTINCT FROM t.{c}" for c, _ in columns)
+            delete = f"""
+                WITH n AS MATERIALIZED (SELECT * FROM {_recordset(columns)})
+                DELETE FROM {self.s}.{table} t WHERE t.contact_id = ANY(:ids)
+                AND NOT EXISTS (SELECT 1 FROM n WHERE {same})"""
+            known = set(ids)
+            mine = [r for r in rows if r["contact_id"] in known]
+            conn.execute(sa.text(delete), {"rows": _dump(mine), "ids": ids})
         if rows:
             names = ", ".join(c for c, _ in columns)
             insert = f"""

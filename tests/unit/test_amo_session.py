@@ -220,3 +220,24 @@ def test_encode_query_php_style() -> None:
         "filter[id][]=1&filter[id][]=2&filter[updated_at][from]=5&filter[updated_at][to]=9"
         "&with=leads,customers&order[updated_at]=asc&query=a%20b%26c"
     )
+
+
+def test_lost_create_is_not_resent_when_amocrm_ignores_order() -> None:
+    """Reconciliation needs `order[id]=desc`; a server ignoring it must not get a blind resend."""
+    from sync.amo.client import AmoClient
+    from sync.errors import AmoWriteUnknownError
+    from tests.unit.amo_helpers import config
+
+    ascending = {"_page": 1, "_embedded": {"contacts": [{"id": 1}, {"id": 2}]}}
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return reply(200, ascending)
+
+    script = Script(server)
+    client = AmoClient(config(), None, transport=script.transport, limiter=RateLimiter(1000))
+    client.session.clock = FakeClock()
+    with pytest.raises(AmoWriteUnknownError):
+        client.create_contacts([{"name": "x"}])
+    assert [r.method for r in script.requests].count("POST") == 1
