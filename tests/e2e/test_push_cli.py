@@ -94,7 +94,9 @@ def make_local_edits(env: PushEnv) -> list[int]:
     return ids
 
 
-def kill_when(env: PushEnv, proc: subprocess.Popen[str], method: str, path: str, count: int) -> bool:
+def kill_when(
+    env: PushEnv, proc: subprocess.Popen[str], method: str, path: str, count: int
+) -> bool:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         seen = [r for r in env.emulator.requests() if r["method"] == method and r["path"] == path]
