@@ -150,6 +150,30 @@ def auth(app: _Context, code: str) -> None:
     )
 
 
+@cli.command()
+@click.option("--full", is_flag=True, help="Re-read every contact and reconcile deletions.")
+@pass_context
+def pull(app: _Context, full: bool) -> None:
+    """Pull changed contacts (and deletions) from amoCRM; --full re-reads everything."""
+    from sync.progress import progress_bar
+    from sync.pull import run_pull
+    from sync.wiring import amo_client, database_engine
+
+    config = app.config
+    config.require_amocrm_auth()
+    engine = database_engine(config)
+    try:
+        with amo_client(config, engine) as client, progress_bar() as bar:
+            report = run_pull(config, engine, client, full=full, progress=bar)
+    finally:
+        engine.dispose()
+    click.echo(
+        f"{report.kind} run {report.run_id}: {report.fetched} contacts read, "
+        f"{report.upserted} written, {report.deleted} marked deleted, "
+        f"{report.requests} requests in {report.duration_s:.1f} s"
+    )
+
+
 cli.add_command(emulator_command, "emulator")
 
 
@@ -158,19 +182,43 @@ cli.add_command(emulator_command, "emulator")
 def push(app: _Context) -> None:
     """Send pending local changes (updates, new contacts, chat links) to amoCRM."""
     from sync.push import run_push
+    from sync.wiring import amo_client, database_engine
 
     config = app.config
     config.require_amocrm_auth()
-    engine = create_engine(config.database)
+    engine = database_engine(config)
     try:
-        with AmoClient.connect(config.amocrm, token_storage=TokenStore(engine)) as client:
+        with amo_client(config, engine) as client:
             report = run_push(config, engine, client)
     finally:
         engine.dispose()
+    click.echo(report.describe())
+
+
+@cli.command("sync")
+@pass_context
+def sync_once(app: _Context) -> None:
+    """One push of local changes, then one incremental pull."""
+    from sync.progress import progress_bar
+    from sync.pull import run_pull
+    from sync.push import run_push
+    from sync.wiring import amo_client, database_engine
+
+    config = app.config
+    config.require_amocrm_auth()
+    engine = database_engine(config)
+    try:
+        with amo_client(config, engine) as client:
+            pushed = run_push(config, engine, client)
+            click.echo(pushed.describe())
+            with progress_bar() as bar:
+                pulled = run_pull(config, engine, client, full=False, progress=bar)
+    finally:
+        engine.dispose()
     click.echo(
-        f"push: {report.updated} updated, {report.created} created, {report.linked} chat links, "
-        f"{report.unchanged} already in amoCRM, {report.conflicts} conflicts "
-        f"({report.held} waiting), {report.errors} rejected, {report.requests} requests"
+        f"{pulled.kind} run {pulled.run_id}: {pulled.fetched} contacts read, "
+        f"{pulled.upserted} written, {pulled.deleted} marked deleted, "
+        f"{pulled.requests} requests in {pulled.duration_s:.1f} s"
     )
 
 

@@ -1,0 +1,427 @@
+"""Pull: amoCRM contacts (with every embedded entity) → PostgreSQL, incrementally or in full.
+
+    report = run_pull(config, engine, client)              # incremental (full if no cursor yet)
+    report = run_pull(config, engine, client, full=True)   # full resync, reconciles deletions
+    report = serve_request(config, engine, client)         # a pending sync_requests row, if any
+
+Both are what the CLI, the daemon and `resync` call. A run holds the single-pull lock (a second
+pull at the same time gets a `SyncError`), writes one `sync_runs` row and logs one summary event
+(`pull_finished` or `pull_failed`) with the counts.
+
+Incremental run:
+  1. the cursor C from `sync_state` ("pull.contacts"); without one the run is a full resync;
+  2. `GET /api/v4/account?with=is_api_filter_enabled` picks the walk: ascending keyset on
+     `updated_at`, or (filters off) descending with a stop at the start; a page that shows the
+     filter was ignored switches to descending mid-run. See `sync.scan` for the cursor design;
+  3. each page: custom field definitions refreshed if a field or enum is unknown, chat links
+     fetched for its contacts, then rows + relations + the new cursor in ONE transaction;
+  4. `contact_deleted` / `contact_restored` events since the events cursor - overlap: the latest
+     event of each contact wins; restored contacts missing locally are fetched by id.
+
+Full resync: every contact by `order[id]` (an immutable key, so changes during the walk cannot
+shift pages), pages fetched in parallel and stored as they come (the tables never empty out);
+ids seen go to `sync_full_seen`. Stored live contacts not seen are confirmed with a GET by id:
+found → stored (a deletion elsewhere shifted it past us), absent → tombstoned, unless that is more
+than `sync.max_delete_share` of all contacts (then nothing is tombstoned and the run fails).
+
+Local edits are never clobbered (see `sync.db.contacts`): fields with unpushed changes keep the
+local value; amoCRM's version of the writable fields goes to `contact_remote_values` for push.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Engine
+
+from sync.amo.client import AmoClient
+from sync.amo.pages import Page
+from sync.config import Config
+from sync.db.contacts import ContactStore
+from sync.db.engine import store_errors, sync_origin
+from sync.db.runs import CONTACTS_CURSOR, EVENTS_CURSOR, RunStore, pull_lock
+from sync.errors import InvariantError, SyncError
+from sync.logs import get_logger
+from sync.mapping import FieldDef, chat_rows, event_changes, field_def, to_rows, unknown_fields
+from sync.scan import Batch, Counter, FiltersIgnored, Walker
+
+log = get_logger("sync.pull")
+
+DELETE_FLOOR = 10  # a full resync may always tombstone this many contacts, whatever the share
+EVENT_TYPES = ("contact_deleted", "contact_restored")
+MAX_FIELD_REFRESHES = 3
+PIPELINE_DEPTH = 3  # pages whose chat links are being fetched while earlier ones are stored
+
+
+class Progress(Protocol):
+    """Where a run reports progress (the CLI draws a bar)."""
+
+    def start(self, total: int | None, description: str) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+
+@dataclass
+class PullReport:
+    """What one run did (also in its sync_runs row and its summary log event)."""
+
+    run_id: int
+    kind: str
+    mode: str = ""
+    fetched: int = 0
+    upserted: int = 0
+    deleted: int = 0
+    restored: int = 0
+    requests: int = 0
+    duration_s: float = 0.0
+    cursor: int | None = None
+
+
+def run_pull(
+    config: Config,
+    engine: Engine,
+    client: AmoClient,
+    *,
+    full: bool = False,
+    progress: Progress | None = None,
+    request_id: int | None = None,
+) -> PullReport:
+    """One pull run (see the module docstring). Raises `SyncError` if another pull runs."""
+    schema = config.database.schema
+    with store_errors(config.database), pull_lock(engine, schema) as locked:
+        if not locked:
+            raise SyncError("another pull is running on this database schema; try again later")
+        return _Run(config, engine, client, progress).execute(full, request_id)
+
+
+def serve_request(
+    config: Config, engine: Engine, client: AmoClient, *, progress: Progress | None = None
+) -> PullReport | None:
+    """Run a full resync for the oldest pending `sync_requests` row (None if there is none)."""
+    runs = RunStore(config.database.schema)
+    with store_errors(config.database), engine.begin() as conn:
+        request_id = runs.claim_request(conn)
+    if request_id is None:
+        return None
+    try:
+        return run_pull(config, engine, client, full=True, progress=progress, request_id=request_id)
+    except SyncError as exc:
+        with engine.begin() as conn:
+            runs.finish_request(conn, request_id, None, str(exc))
+        raise
+
+
+class _Run:
+    """The state of one run."""
+
+    def __init__(
+        self, config: Config, engine: Engine, client: AmoClient, progress: Progress | None
+    ) -> None:
+        self.config, self.engine, self.client = config, engine, client
+        self.sync = config.sync
+        self.store = ContactStore(config.database.schema)
+        self.runs = RunStore(config.database.schema)
+        self.progress = progress
+        self.counter = Counter()
+        self.fields: dict[int, FieldDef] = {}
+        self.field_refreshes = 0
+        self.relations = ["custom_values", "tags", "companies", *config.sync.with_]
+        self.cursor: int | None = None
+        self.report = PullReport(0, "pull")
+        self.ceiling = int(time.time())
+        self.seen_run: int | None = None
+        self.newest: int | None = None  # newest updated_at stored by this run
+        self.newest_event: int | None = None
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def execute(self, full: bool, request_id: int | None) -> PullReport:
+        started = time.monotonic()
+        with self.engine.begin() as conn:
+            self.runs.abandon_stale_runs(conn, ("pull", "full"))
+            state = self.runs.get_state(conn, CONTACTS_CURSOR)
+            self.cursor = None if state is None else int(state["updated_at"])
+            self.fields = self.runs.load_fields(conn)
+            kind = "full" if full or self.cursor is None else "pull"
+            self.report = PullReport(self.runs.start_run(conn, kind), kind)
+        try:
+            self._full() if kind == "full" else self._incremental()
+        except BaseException as exc:
+            self._finish(started, "failed", request_id, _describe(exc))
+            raise
+        self._finish(started, "succeeded", request_id, None)
+        return self.report
+
+    def _finish(
+        self, started: float, status: str, request_id: int | None, error: str | None
+    ) -> None:
+        report = self.report
+        report.duration_s = round(time.monotonic() - started, 3)
+        report.requests = self.counter.requests
+        report.cursor = self.cursor
+        counts = {k: v for k, v in asdict(report).items() if isinstance(v, int)}
+        with self.engine.begin() as conn:
+            self.runs.finish_run(conn, report.run_id, status, counts, error)
+            if self.seen_run is not None:
+                self.store.forget_seen(conn, self.seen_run)
+            if request_id is not None:
+                self.runs.finish_request(conn, request_id, report.run_id, error)
+        event = "pull_finished" if error is None else "pull_failed"
+        log_fn = log.info if error is None else log.error
+        log_fn(event, **asdict(report), error=error)
+
+    # --- incremental --------------------------------------------------------------------------
+
+    def _incremental(self) -> None:
+        assert self.cursor is not None
+        start = max(0, self.cursor - self.sync.overlap_s)
+        walker = self._walker()
+        self._start_progress(None, "pulling changes")
+        events_from = self._events_start(start)
+        if self._filters_enabled():
+            self.report.mode = "keyset"
+            try:
+                self._consume(walker.ascending(start))
+            except FiltersIgnored as exc:
+                log.warning("pull_filter_ignored", detail=str(exc))
+                self._descending(walker, start, events_from)
+                return
+            self._apply_events(events_from)
+        else:
+            self._descending(walker, start, events_from)
+
+    def _descending(self, walker: Walker, start: int, events_from: int) -> None:
+        """The walk for accounts whose filters are ignored; the cursor waits for the events."""
+        self.report.mode = "descending"
+        walk_started = int(time.time())
+        final: list[int] = []
+        for batch in walker.descending(start, prefetch=self.sync.pull_workers):
+            if batch.cursor is not None:
+                final.append(batch.cursor)
+            self._store(Batch(batch.items, None))
+        deletions = self._apply_events(events_from)
+        late = [at for at in deletions if at >= walk_started - 1]
+        if final and not late:
+            self._store(Batch([], final[-1]))
+        elif late:
+            log.warning("pull_cursor_held", reason="contacts deleted during the descending walk")
+
+    def _filters_enabled(self) -> bool:
+        self.counter.requests += 1
+        account = self.client.fetch_account(with_=["is_api_filter_enabled"])
+        return account.get("is_api_filter_enabled") is not False
+
+    def _walker(self) -> Walker:
+        page_size = self.config.amocrm.page_size
+        return Walker(self.client, self.sync.with_, page_size, self.ceiling, self.counter)
+
+    def _consume(self, batches: Iterable[Batch]) -> None:
+        for batch in batches:
+            self._store(batch)
+
+    # --- deletions and restores from events ---------------------------------------------------
+
+    def _events_start(self, contacts_start: int) -> int:
+        with self.engine.connect() as conn:
+            state = self.runs.get_state(conn, EVENTS_CURSOR)
+        if state is None:
+            return contacts_start
+        return max(0, int(state["created_at"]) - self.sync.overlap_s)
+
+    def _apply_events(self, start: int) -> list[int]:
+        """Apply deletions/restores since `start`; returns the times of the deletions."""
+        changes = event_changes(self._events_since(start))
+        deleted = {cid: at for cid, (gone, at) in changes.items() if gone}
+        restored = [cid for cid, (gone, _) in changes.items() if not gone]
+        self._fetch_restored(restored)
+        with self.engine.begin() as conn:
+            sync_origin(conn)
+            self.report.deleted += self.store.mark_deleted(conn, deleted)
+            self.report.restored += self.store.mark_restored(conn, restored)
+            if self.newest_event is not None:
+                cursor = min(self.newest_event + 1, self.ceiling)
+                self.runs.set_state(conn, EVENTS_CURSOR, {"created_at": cursor})
+        return list(deleted.values())
+
+    def _events_since(self, start: int) -> Iterator[Mapping[str, Any]]:
+        pages = self.client.iter_events(types=EVENT_TYPES, filters={"created_at": {"from": start}})
+        try:
+            for page in pages:  # newest first: stop at the first event before the start
+                self.counter.requests += 1
+                fresh = [e for e in page.items if int(e.get("created_at") or 0) >= start]
+                stamps = [int(e.get("created_at") or 0) for e in fresh]
+                self.newest_event = (
+                    max([*stamps, self.newest_event or 0]) if stamps else (self.newest_event)
+                )
+                yield from fresh
+                if len(fresh) < len(page.items):
+                    return
+        finally:
+            pages.close()  # type: ignore[attr-defined]
+
+    def _fetch_restored(self, restored: list[int]) -> None:
+        if not restored:
+            return
+        with self.engine.connect() as conn:
+            missing = sorted(self.store.deleted_ids(conn, restored))
+        if missing:
+            self.counter.requests += -(-len(missing) // 250)
+            found = self.client.fetch_contacts_by_ids(missing, with_=self.sync.with_)
+            self._store(Batch(list(found.values()), None))
+
+    # --- full resync ----------------------------------------------------------------------------
+
+    def _full(self) -> None:
+        self.report.mode = "full"
+        with self.engine.begin() as conn:
+            self.store.forget_seen(conn)  # lists left by killed runs (we hold the lock)
+            total = self.store.live_count(conn)
+        self.seen_run = self.report.run_id
+        self._start_progress(total or None, "full resync")
+        pages = self.client.iter_contacts(
+            order=("id", "asc"),
+            with_=self.sync.with_,
+            limit=self.config.amocrm.page_size,
+            prefetch=self.sync.pull_workers,
+        )
+        self._pipeline(self._complete_pages(pages))
+        self._reconcile_unseen()
+
+    def _complete_pages(self, pages: Iterator[Page]) -> Iterator[list[dict[str, Any]]]:
+        more = False
+        for page in pages:
+            self.counter.requests += 1
+            more = page.has_next
+            yield page.items
+        if more:  # iteration ended on a 204 after a page that promised more
+            raise InvariantError("amoCRM answered 204 in the middle of the full resync")
+
+    def _pipeline(self, pages: Iterable[list[dict[str, Any]]]) -> None:
+        """Store pages in order while the chat links of the next ones are being fetched."""
+        queue: deque[tuple[list[dict[str, Any]], Future[list[dict[str, Any]]] | None]] = deque()
+        for items in pages:
+            queue.append((items, self._chats_async(items)))
+            while len(queue) > PIPELINE_DEPTH:
+                self._store_ready(*queue.popleft())
+        while queue:
+            self._store_ready(*queue.popleft())
+
+    def _chats_async(self, items: list[dict[str, Any]]) -> Future[list[dict[str, Any]]] | None:
+        if not self.sync.chats or not items:
+            return None
+        ids = [int(i["id"]) for i in items]
+        return self.client.pool.submit(self._fetch_chats, ids)
+
+    def _store_ready(
+        self, items: list[dict[str, Any]], chats: Future[list[dict[str, Any]]] | None
+    ) -> None:
+        links = None if chats is None else chats.result()
+        self._store(Batch(items, None), chats=links, prefetched=chats is not None)
+
+    def _reconcile_unseen(self) -> None:
+        with self.engine.connect() as conn:
+            unseen = self.store.unseen(conn, self.report.run_id)
+            live = self.store.live_count(conn)
+        found: dict[int, dict[str, Any]] = {}
+        if unseen:
+            self.counter.requests += -(-len(unseen) // 250)
+            found = self.client.fetch_contacts_by_ids(unseen, with_=self.sync.with_)
+            self._store(Batch(list(found.values()), None))
+        gone = [cid for cid in unseen if cid not in found]
+        allowed = max(DELETE_FLOOR, int(self.sync.max_delete_share * live))
+        if len(gone) > allowed:
+            raise InvariantError(
+                f"full resync refused to mark {len(gone)} of {live} contacts deleted "
+                f"(more than sync.max_delete_share = {self.sync.max_delete_share}); "
+                "nothing was tombstoned"
+            )
+        now = int(time.time())
+        with self.engine.begin() as conn:
+            sync_origin(conn)
+            self.report.deleted += self.store.mark_deleted(conn, dict.fromkeys(gone, now))
+            if self.newest is not None:
+                self._set_cursor(conn, min(self.newest + 1, self.ceiling))
+
+    # --- storing a page -----------------------------------------------------------------------
+
+    def _store(
+        self,
+        batch: Batch,
+        *,
+        chats: list[dict[str, Any]] | None = None,
+        prefetched: bool = False,
+    ) -> None:
+        """One transaction: the batch's rows and relations, the cursor, the seen list."""
+        items = batch.items
+        if items and unknown_fields(items, self.fields):
+            self._refresh_fields()
+        if items and self.sync.chats and not prefetched:
+            chats = self._fetch_chats([int(i["id"]) for i in items])
+        rows = to_rows(items, self.fields, self.sync.with_)
+        with self.engine.begin() as conn:
+            sync_origin(conn)
+            result = self.store.store_page(
+                conn, rows, self.fields, with_relations=self.relations, chats=chats
+            )
+            if self.seen_run is not None and rows.ids:
+                self.store.mark_seen(conn, self.seen_run, rows.ids)
+            if batch.cursor is not None:
+                self._set_cursor(conn, batch.cursor)
+        self.report.fetched += len(items)
+        stamps = [int(i.get("updated_at") or 0) for i in items]
+        self.newest = max([*stamps, self.newest or 0]) if stamps else self.newest
+        self.report.upserted += result.upserted
+        if self.progress is not None and items:
+            self.progress.advance(len(items))
+
+    def _set_cursor(self, conn: Any, cursor: int) -> None:
+        if self.cursor is not None and cursor <= self.cursor:
+            return  # the cursor never moves back
+        self.runs.set_state(conn, CONTACTS_CURSOR, {"updated_at": cursor})
+        self.cursor = cursor
+
+    def _fetch_chats(self, ids: list[int]) -> list[dict[str, Any]]:
+        links: list[dict[str, Any]] = []
+        for page in self.client.iter_chats(contact_ids=ids):
+            self.counter.requests += 1
+            links += page.items
+        return chat_rows(links)
+
+    def _refresh_fields(self) -> None:
+        if self.field_refreshes >= MAX_FIELD_REFRESHES:
+            return
+        self.field_refreshes += 1
+        raw: list[dict[str, Any]] = []
+        for page in self.client.iter_custom_fields():
+            self.counter.requests += 1
+            raw += page.items
+        with self.engine.begin() as conn:
+            self.runs.save_fields(conn, raw)
+        self.fields = {f.id: f for f in map(field_def, raw)}
+        log.info("pull_fields_refreshed", fields=len(self.fields))
+
+    def _start_progress(self, total: int | None, description: str) -> None:
+        if self.progress is not None:
+            self.progress.start(total, description)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SyncError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def utc_from_unix(seconds: int | None) -> datetime | None:
+    """For reports: a cursor as an aware datetime."""
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+ProgressFactory = Callable[[], Progress]

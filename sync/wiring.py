@@ -1,0 +1,26 @@
+"""Building the long-lived parts from the configuration: the database engine and the amoCRM
+client (used by the CLI commands, and by the daemon later)."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from sync.amo.client import AmoClient
+from sync.config import Config
+from sync.db.engine import create_engine
+from sync.db.tokens import TokenStore
+
+
+def database_engine(config: Config) -> Engine:
+    """An engine on the configured database and schema, pooled for the pull's threads."""
+    workers = config.sync.pull_workers
+    return create_engine(config.database, pool_size=max(5, workers), max_overflow=workers)
+
+
+def amo_client(config: Config, engine: Engine) -> AmoClient:
+    """The amoCRM client, authenticated the configured way, with the pull's thread pool."""
+    return AmoClient.connect(
+        config.amocrm,
+        token_storage=TokenStore(engine),
+        workers=config.sync.pull_workers,
+    )
