@@ -228,6 +228,7 @@ class SyncConfig:
     def conflict_fields_map(self) -> dict[str, str]:
         """`conflict_fields` as {field: policy}."""
         return dict(item.split("=", 1) for item in self.conflict_fields)
+
     overlap_s: int = _key(300, _between(0, 86_400))
     max_delete_share: float = _key(0.1, _between(0.0, 1.0))
     pull_workers: int = _key(8, _between(1, 32))

@@ -52,7 +52,8 @@ def test_pull_before_push_keeps_the_local_edit(env: PushEnv) -> None:
     assert report.updated == 1
     assert report.conflicts == 0
     (patch,) = env.api("PATCH")
-    assert patch["body"] == [{"id": contact_id, "name": "local edit", "request_id": str(contact_id)}]
+    entity = {"id": contact_id, "name": "local edit", "request_id": str(contact_id)}
+    assert patch["body"] == [entity]
     remote = env.remote(contact_id)
     assert (remote["name"], remote["responsible_user_id"]) == ("local edit", user)
     assert env.row(contact_id)["sync_status"] == "synced"
