@@ -177,19 +177,43 @@ db.add_command(cli_ops.grant_reader)
 def push(app: _Context) -> None:
     """Send pending local changes (updates, new contacts, chat links) to amoCRM."""
     from sync.push import run_push
+    from sync.wiring import amo_client, database_engine
 
     config = app.config
     config.require_amocrm_auth()
-    engine = create_engine(config.database)
+    engine = database_engine(config)
     try:
-        with AmoClient.connect(config.amocrm, token_storage=TokenStore(engine)) as client:
+        with amo_client(config, engine) as client:
             report = run_push(config, engine, client)
     finally:
         engine.dispose()
+    click.echo(report.describe())
+
+
+@cli.command("sync")
+@pass_context
+def sync_once(app: _Context) -> None:
+    """One push of local changes, then one incremental pull."""
+    from sync.progress import progress_bar
+    from sync.pull import run_pull
+    from sync.push import run_push
+    from sync.wiring import amo_client, database_engine
+
+    config = app.config
+    config.require_amocrm_auth()
+    engine = database_engine(config)
+    try:
+        with amo_client(config, engine) as client:
+            pushed = run_push(config, engine, client)
+            click.echo(pushed.describe())
+            with progress_bar() as bar:
+                pulled = run_pull(config, engine, client, full=False, progress=bar)
+    finally:
+        engine.dispose()
     click.echo(
-        f"push: {report.updated} updated, {report.created} created, {report.linked} chat links, "
-        f"{report.unchanged} already in amoCRM, {report.conflicts} conflicts "
-        f"({report.held} waiting), {report.errors} rejected, {report.requests} requests"
+        f"{pulled.kind} run {pulled.run_id}: {pulled.fetched} contacts read, "
+        f"{pulled.upserted} written, {pulled.deleted} marked deleted, "
+        f"{pulled.requests} requests in {pulled.duration_s:.1f} s"
     )
 
 

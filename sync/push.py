@@ -60,6 +60,14 @@ class PushReport:
     def pushed(self) -> int:
         return self.updated + self.created + self.linked
 
+    def describe(self) -> str:
+        """One line for a person."""
+        return (
+            f"push run {self.run_id}: {self.updated} updated, {self.created} created, "
+            f"{self.linked} chat links, {self.unchanged} already in amoCRM, {self.conflicts} "
+            f"conflicts ({self.held} waiting), {self.errors} rejected, {self.requests} requests"
+        )
+
 
 class _Counter:
     def __init__(self, report: PushReport) -> None:

@@ -1,0 +1,124 @@
+"""Push together with the real pull (`sync.pull.run_pull`): a pull before push keeps the local
+edit, our own PATCH coming back is an echo (no write, no conflict, no second PATCH), and a remote
+edit pulled in between is merged or becomes a conflict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from sync.config import DatabaseConfig
+from sync.pull import run_pull
+from tests.integration.push_env import PushEnv, push_env
+
+
+@pytest.fixture
+def env(db_config: DatabaseConfig, engine: Engine) -> Any:
+    with push_env(db_config, engine, contacts=15) as env:
+        run_pull(env.config, env.engine, env.client, full=True)
+        env.emulator.clear_requests()
+        yield env
+
+
+def pull(env: PushEnv) -> Any:
+    return run_pull(env.config, env.engine, env.client)
+
+
+def _first(env: PushEnv) -> int:
+    return sorted(env.emulator.account.contacts)[0]
+
+
+def _other_user(env: PushEnv, contact_id: int) -> int:
+    current = env.remote(contact_id)["responsible_user_id"]
+    return next(u for u in sorted(env.emulator.account.users) if u != current)
+
+
+def test_pull_before_push_keeps_the_local_edit(env: PushEnv) -> None:
+    contact_id = _first(env)
+    user = _other_user(env, contact_id)
+    env.sql("UPDATE contacts SET name = 'local edit' WHERE id = :id", id=contact_id)
+    env.emulator.clock.advance(2)
+    env.emulator.update_contacts([{"id": contact_id, "responsible_user_id": user}])
+    pull(env)
+    row = env.row(contact_id)
+    assert (row["name"], row["responsible_user_id"], row["sync_status"]) == (
+        "local edit",
+        user,
+        "pending",
+    )
+    report = env.push()
+    assert report.updated == 1
+    assert report.conflicts == 0
+    (patch,) = env.api("PATCH")
+    entity = {"id": contact_id, "name": "local edit", "request_id": str(contact_id)}
+    assert patch["body"] == [entity]
+    remote = env.remote(contact_id)
+    assert (remote["name"], remote["responsible_user_id"]) == ("local edit", user)
+    assert env.row(contact_id)["sync_status"] == "synced"
+
+
+def test_our_patch_coming_back_is_an_echo(env: PushEnv) -> None:
+    contact_id = _first(env)
+    env.sql("UPDATE contacts SET first_name = 'Echo' WHERE id = :id", id=contact_id)
+    env.push()
+    assert len(env.api("PATCH")) == 1
+    before = env.row(contact_id)
+    assert before["updated_at"].timestamp() == env.remote(contact_id)["updated_at"]
+    env.emulator.clear_requests()
+    env.emulator.clock.advance(2)
+    pull(env)  # reads our own PATCH back (amoCRM also set updated_by and rebuilt the name)
+    after = env.row(contact_id)
+    assert (after["first_name"], after["sync_status"]) == ("Echo", "synced")
+    assert after["updated_at"] == before["updated_at"]
+    assert env.sql("SELECT count(*) FROM sync_conflicts")[0][0] == 0
+    assert env.sql("SELECT count(*) FROM contact_remote_values")[0][0] == 0
+    assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
+    again = env.push()
+    assert again.pushed == 0
+    assert [r for r in env.emulator.requests() if r["method"] == "PATCH"] == []
+    env.sql("UPDATE contacts SET last_name = 'Next' WHERE id = :id", id=contact_id)
+    env.emulator.clear_requests()
+    third = env.push(conflict_policy="manual")
+    assert (third.updated, third.conflicts) == (1, 0)
+    (patch,) = env.api("PATCH")
+    assert patch["body"] == [{"id": contact_id, "last_name": "Next", "request_id": str(contact_id)}]
+
+
+def test_remote_edit_of_the_same_field_pulled_in_between_is_a_conflict(env: PushEnv) -> None:
+    contact_id = _first(env)
+    env.sql("UPDATE contacts SET name = 'mine' WHERE id = :id", id=contact_id)
+    env.emulator.clock.advance(60)
+    env.emulator.update_contacts([{"id": contact_id, "name": "theirs"}])
+    pull(env)
+    assert env.row(contact_id)["name"] == "mine"
+    report = env.push(conflict_policy="newest_wins")
+    assert report.conflicts == 1
+    assert env.api("PATCH") == []
+    row = env.row(contact_id)
+    assert (row["name"], row["sync_status"]) == ("theirs", "synced")
+    assert env.remote(contact_id)["name"] == "theirs"
+    pull(env)
+    assert env.row(contact_id)["name"] == "theirs"
+
+
+def test_merged_contact_is_refreshed_by_the_next_pull(env: PushEnv) -> None:
+    contact_id = _first(env)
+    user = _other_user(env, contact_id)
+    env.sql("UPDATE contacts SET first_name = 'Mine' WHERE id = :id", id=contact_id)
+    env.emulator.clock.advance(2)
+    env.emulator.update_contacts([{"id": contact_id, "responsible_user_id": user}])
+    env.push()  # merged without a pull first: the local row lacks amoCRM's new user
+    assert env.row(contact_id)["responsible_user_id"] != user
+    pull(env)
+    row = env.row(contact_id)
+    assert (row["first_name"], row["responsible_user_id"], row["sync_status"]) == (
+        "Mine",
+        user,
+        "synced",
+    )
+    assert row["updated_at"].timestamp() == env.remote(contact_id)["updated_at"]
+    env.emulator.clear_requests()
+    env.push()
+    assert env.api("PATCH") == []

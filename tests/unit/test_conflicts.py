@@ -1,0 +1,239 @@
+"""The pure three-way merge (`sync.conflicts`) and push's entity planning (`sync.push_plan`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sync.conflicts import (
+    FieldEdit,
+    Resolution,
+    changed_fields,
+    decide_winner,
+    field_codes,
+    resolve,
+    same,
+    split,
+    write_values,
+)
+from sync.db.outbox import Change, PendingUpdate
+from sync.push_plan import plan_update, to_create_payload
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+LATER = T0 + timedelta(seconds=30)
+
+
+def edit(field: str, base: Any, local: Any, at: datetime = T0) -> FieldEdit:
+    return FieldEdit(field, base, local, at)
+
+
+# --- resolve: the decision table --------------------------------------------------------------
+
+
+def test_remote_unchanged_sends_the_local_value() -> None:
+    merge = resolve([edit("name", "A", "B")], {"name": "A"}, T0, "manual")
+    assert merge.send == {"name": "B"}
+    assert merge.settled == {"name"}
+    assert merge.conflicts == ()
+
+
+def test_remote_already_equal_sends_nothing() -> None:
+    merge = resolve([edit("name", "A", "B")], {"name": "B"}, LATER, "manual")
+    assert merge.send == {}
+    assert merge.settled == {"name"}
+    assert merge.conflicts == ()
+
+
+def test_disjoint_edits_send_only_the_local_field() -> None:
+    merge = resolve([edit("name", "A", "B")], {"name": "A", "last_name": "Z"}, LATER, "manual")
+    assert merge.send == {"name": "B"}
+    assert merge.take_remote == {}
+
+
+@pytest.mark.parametrize(
+    ("policy", "local_at", "winner"),
+    [
+        ("local_wins", T0, "local"),
+        ("remote_wins", LATER + timedelta(hours=1), "remote"),
+        ("newest_wins", T0, "remote"),  # amoCRM's edit (LATER) is newer
+        ("newest_wins", LATER + timedelta(seconds=1), "local"),
+        ("newest_wins", LATER, "remote"),  # a tie goes to amoCRM
+        ("manual", T0, None),
+    ],
+)
+def test_same_field_conflict_follows_the_policy(
+    policy: str, local_at: datetime, winner: str | None
+) -> None:
+    merge = resolve([edit("name", "A", "B", local_at)], {"name": "C"}, LATER, policy)
+    (conflict,) = merge.conflicts
+    assert (conflict.base, conflict.local, conflict.remote) == ("A", "B", "C")
+    assert (conflict.policy, conflict.winner) == (policy, winner)
+    if winner == "local":
+        assert merge.send == {"name": "B"}
+    elif winner == "remote":
+        assert merge.take_remote == {"name": "C"}
+        assert merge.send == {}
+    else:
+        assert merge.held == {"name"}
+        assert merge.settled == frozenset()
+
+
+def test_per_field_policy_overrides() -> None:
+    edits = [edit("name", "A", "B"), edit("cf:5", [{"value": "x"}], [{"value": "y"}])]
+    remote = {"name": "C", "cf:5": [{"value": "z"}]}
+    merge = resolve(
+        edits,
+        remote,
+        LATER,
+        "remote_wins",
+        field_policies={"name": "local_wins", "custom_fields_values": "manual"},
+    )
+    assert merge.send == {"name": "B"}
+    assert merge.held == {"cf:5"}
+
+
+def test_a_recorded_conflict_applies_the_persons_choice_or_keeps_waiting() -> None:
+    edits = [edit("name", "A", "B")]
+    waiting = resolve(edits, {"name": "C"}, LATER, "newest_wins",
+                      on_record={"name": Resolution(7, None)})  # fmt: skip
+    assert waiting.held == {"name"}
+    assert waiting.conflicts[0].conflict_id == 7
+    chosen = resolve(
+        edits, {"name": "C"}, LATER, "manual", on_record={"name": Resolution(7, "local")}
+    )
+    assert chosen.send == {"name": "B"}
+    assert chosen.conflicts[0].winner == "local"
+
+
+def test_unknown_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown conflict policy"):
+        decide_winner("first_wins", T0, T0)
+
+
+# --- comparing values ---------------------------------------------------------------------------
+
+
+def test_values_compare_as_amocrm_means_them() -> None:
+    assert same(5, "5")
+    assert same(None, "")
+    assert same(True, "true")
+    assert not same("a", "b")
+    read = [{"value": "+7999", "enum_id": 11, "enum_code": "WORK"}, {"value": "+7888"}]
+    written = [{"value": "+7888"}, {"value": "+7999", "enum_code": "work"}]
+    assert same(read, written)
+    assert not same(read, written[:1])
+    assert same(None, [])
+    assert not same([{"value": "1"}], [{"value": "2"}])
+
+
+scalars = st.one_of(st.none(), st.text(max_size=5), st.integers(-3, 3), st.booleans())
+
+
+@given(scalars, scalars, scalars)
+def test_merge_rules_hold_for_any_values(base: Any, local: Any, remote: Any) -> None:
+    for policy in ("newest_wins", "remote_wins", "local_wins", "manual"):
+        merge = resolve([edit("name", base, local)], {"name": remote}, LATER, policy)
+        if same(local, remote):
+            assert merge.send == {}
+            assert merge.conflicts == ()
+        elif same(base, remote):
+            assert merge.send == {"name": local}
+            assert merge.conflicts == ()
+        else:
+            assert len(merge.conflicts) == 1
+        assert merge.settled.isdisjoint(merge.held)
+        assert merge.settled | merge.held == {"name"}
+
+
+# --- custom fields --------------------------------------------------------------------------------
+
+PHONE = {"field_id": 1, "field_code": "PHONE", "values": [{"value": "+1", "enum_code": "WORK"}]}
+COLOR = {"field_id": 2, "field_code": None, "values": [{"value": "Red", "enum_id": 9}]}
+
+
+def test_custom_fields_split_per_field_and_codes_resolve_to_ids() -> None:
+    codes = field_codes([PHONE, COLOR])
+    assert codes == {"PHONE": 1}
+    assert split({"name": "N", "custom_fields_values": [PHONE, COLOR]}) == {
+        "name": "N",
+        "cf:1": PHONE["values"],
+        "cf:2": COLOR["values"],
+    }
+    local = [{"field_code": "PHONE", "values": [{"value": "+2"}]}, COLOR]
+    changed = changed_fields(
+        {"custom_fields_values": [PHONE, COLOR]}, {"custom_fields_values": local}, codes
+    )
+    assert changed == {"cf:1": (PHONE["values"], [{"value": "+2"}])}
+
+
+def test_a_removed_custom_field_is_cleared_with_null() -> None:
+    changed = changed_fields(
+        {"custom_fields_values": [PHONE, COLOR]}, {"custom_fields_values": [PHONE]}, {}
+    )
+    assert changed == {"cf:2": (COLOR["values"], None)}
+    assert write_values(None) is None
+    assert write_values([{"value": "Red", "enum_id": 9, "enum_code": None}]) == [
+        {"value": "Red", "enum_id": 9}
+    ]
+    assert write_values([{"value": "+1", "enum_code": "WORK"}]) == [
+        {"value": "+1", "enum_code": "WORK"}
+    ]
+
+
+# --- push_plan: entities --------------------------------------------------------------------------
+
+
+def pending(new: dict[str, Any], base: dict[str, Any]) -> PendingUpdate:
+    p = PendingUpdate(42)
+    p.add(Change(1, 42, "update", new, base, T0, T0))
+    return p
+
+
+def test_plan_sends_only_changed_writable_fields_never_updated_at() -> None:
+    remote = {"id": 42, "name": "A", "updated_at": int(T0.timestamp()), "created_by": 999,
+              "custom_fields_values": [PHONE, COLOR]}  # fmt: skip
+    local_cf = [PHONE, {"field_id": 2, "values": [{"enum_id": 10}]}]
+    plan = plan_update(
+        pending({"name": "B", "custom_fields_values": local_cf},
+                {"name": "A", "custom_fields_values": [PHONE, COLOR]}),
+        remote,
+        "manual",
+    )  # fmt: skip
+    assert plan.entity == {
+        "id": 42,
+        "request_id": "42",
+        "name": "B",
+        "custom_fields_values": [{"field_id": 2, "values": [{"enum_id": 10}]}],
+    }
+    outcome = plan.outcome(int(LATER.timestamp()))
+    assert outcome.updated_at == LATER  # amoCRM was unchanged since the base
+    assert outcome.done_columns == {"name", "custom_fields_values"}
+    assert outcome.sent
+
+
+def test_plan_for_a_merged_contact_leaves_updated_at_to_pull() -> None:
+    remote = {"id": 42, "name": "A", "last_name": "new", "updated_at": int(LATER.timestamp())}
+    plan = plan_update(pending({"first_name": "F"}, {"first_name": None}), remote, "manual")
+    assert plan.entity == {"id": 42, "request_id": "42", "first_name": "F"}
+    assert plan.outcome(int(LATER.timestamp()) + 5).updated_at is None
+
+
+def test_plan_for_a_missing_contact_is_an_error() -> None:
+    outcome = plan_update(pending({"name": "B"}, {"name": "A"}), None, "manual").outcome()
+    assert outcome.error is not None
+    assert "not found" in outcome.error
+
+
+def test_create_payload_is_write_shaped() -> None:
+    values = {"name": "N", "first_name": None,
+              "custom_fields_values": [PHONE, {"field_id": 3, "values": []}]}  # fmt: skip
+    payload = to_create_payload(-3, values)
+    assert payload == {
+        "name": "N",
+        "custom_fields_values": [{"field_id": 1, "values": [{"value": "+1", "enum_code": "WORK"}]}],
+        "request_id": "-3",
+    }
