@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from sync.errors import SyncError
+from sync.errors import SyncError, UsageError
 
 
 @click.command("run")
@@ -65,12 +65,16 @@ def _client(config: Any, engine: Any, factory: Any) -> Any:
 def status(app: Any, as_json: bool) -> None:
     """Cursor, lag, last runs, pending changes, open conflicts, errors, and who leads."""
     from sync.db.engine import create_engine, store_errors
+    from sync.db.migrate import current_revision
     from sync.status import gather, render
 
     config = app.config
+    schema = config.database.schema
     engine = create_engine(config.database)
     try:
         with store_errors(config.database), engine.begin() as conn:
+            if current_revision(conn, schema) is None:
+                raise UsageError(f"schema {schema} has no sync tables yet: run amosync db upgrade")
             data = gather(conn, config)
     finally:
         engine.dispose()

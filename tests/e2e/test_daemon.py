@@ -80,6 +80,8 @@ def test_killed_leader_hands_over_to_the_standby_within_a_poll_interval(
     standby = second.wait_health(200, role="standby")
     assert standby["reasons"] == []
     assert _role(first) == "leader"
+    assert "amosync_leader 0.0" in second.metrics()
+    assert "amosync_leader 1.0" in first.metrics()
 
     first.kill()  # SIGKILL: no clean-up, PostgreSQL ends its session and frees the lock
     killed = time.monotonic()
@@ -87,6 +89,7 @@ def test_killed_leader_hands_over_to_the_standby_within_a_poll_interval(
     took_over = time.monotonic() - killed
     assert took_over <= poll
     second.wait_health(200, timeout=FLOW_SLACK_S)  # and its own first pull succeeded
+    assert "amosync_leader 1.0" in second.metrics()
 
 
 def _role(daemon: DaemonProcess) -> str | None:
@@ -171,3 +174,11 @@ def test_resync_and_status_beside_a_running_daemon(
     human = amosync("status", env=env_for(daemon))
     assert human.returncode == 0, human.stderr
     assert "running: amosync-leader" in human.stdout
+
+
+def test_status_on_an_empty_schema_says_what_to_do(blank_db_config: DatabaseConfig) -> None:
+    env = {"AMOSYNC_DATABASE__URL": blank_db_config.url.reveal()}
+    done = amosync("status", env=env)
+    assert done.returncode == 2
+    assert "run amosync db upgrade" in done.stderr
+    assert "Traceback" not in done.stderr
