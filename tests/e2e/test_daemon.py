@@ -182,3 +182,23 @@ def test_status_on_an_empty_schema_says_what_to_do(blank_db_config: DatabaseConf
     assert done.returncode == 2
     assert "run amosync db upgrade" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_sigterm_with_a_stuck_job_still_exits_0_within_15_s(
+    daemons: Callable[..., DaemonProcess], emulator: EmulatorProcess
+) -> None:
+    daemon = daemons(AMOSYNC_AMOCRM__TIMEOUT_S="60", AMOSYNC_DAEMON__SHUTDOWN_TIMEOUT_S="3")
+    daemon.wait_health(200)
+    # every contacts request now hangs 40 s: the next pull is stuck inside an HTTP read
+    emulator.admin("POST", "faults", {"kind": "slow", "delay_ms": 40000,
+                                      "path": "/api/v4/contacts*", "times": None})  # fmt: skip
+    wait_for("a stuck pull", lambda: "pull" in (daemon.health() or (0, {}))[1].get(
+        "running_jobs", []), timeout=10)  # fmt: skip
+    time.sleep(0.5)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=15) == 0, daemon.output()
+    assert time.monotonic() - started < 15
+    abandoned = [e for e in daemon.events() if e["event"] == "job_abandoned"]
+    assert len(abandoned) == 1
+    assert abandoned[0]["jobs"] == ["pull"]
