@@ -33,7 +33,7 @@ from sync.clock import Clock, SystemClock
 from sync.config import Config
 from sync.db import status as queries
 from sync.db.listen import RequestListener
-from sync.db.locks import LeaderLock
+from sync.db.locks import LeaderLock, holder_name
 from sync.db.migrate import upgrade
 from sync.db.tokens import TokenStore
 from sync.errors import StoreError, UsageError
@@ -111,7 +111,7 @@ class Daemon:
 
     def _lead(self, stop: threading.Event) -> bool:
         schema = self.config.database.schema
-        log.info("leader_elected", schema=schema)
+        log.info("leader_elected", schema=schema, holder=holder_name())
         self.runner.stopping.clear()
         scheduler = build_scheduler(
             self.config, self.parts.jobs, self.runner, self._check_requests, self.parts.clock

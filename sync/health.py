@@ -99,8 +99,8 @@ class Health:
             if job in PULL_JOBS:
                 self._last_pull_ok = self.clock.monotonic()
                 self._last_pull_ok_at = self.clock.now()
-            if job != "requests":
-                self._amo.problem = self._amo.detail = None
+            # amoCRM problems clear only when amoCRM accepts a request (`amocrm_answered`): a
+            # push with nothing to send succeeds without asking amoCRM anything.
 
     def job_failed(self, job: str, error: BaseException) -> None:
         with self._lock:

@@ -86,6 +86,14 @@ def test_auth_failure_until_amocrm_accepts_again() -> None:
     assert health.report()[0] == 200
 
 
+def test_a_push_with_nothing_to_send_does_not_clear_an_auth_failure() -> None:
+    health, _ = leader()
+    health.job_succeeded("pull")
+    health.job_failed("pull", AmoAuthError("token revoked"))
+    health.job_succeeded("push")  # no request was made
+    assert reasons(health) == ["amocrm_auth_failed: token revoked"]
+
+
 def test_transient_job_failures_are_left_to_the_transport_and_staleness() -> None:
     health, _ = leader()
     health.job_succeeded("pull")
