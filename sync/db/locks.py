@@ -6,9 +6,10 @@ as the one connection that took it: when the leader process dies (even `kill -9`
 its session and frees the lock at once. For a leader whose *host* vanishes, the session sets
 server-side TCP keepalives so PostgreSQL notices within about 30 s.
 
-The lock connection is never returned to a pool: `release` closes it. `alive` runs a trivial
-query on it; if that fails the session (and so the lock) is gone and the caller must stop acting
-as leader.
+The lock connection comes from its own unpooled engine (client-side keepalives and a TCP user
+timeout, so the leader also notices a dead network path within ~30 s): `release` closes it.
+`alive` runs a trivial query on it; if that fails the session (and so the lock) is gone and the
+caller must stop acting as leader.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from sync.logs import get_logger
 
@@ -48,7 +50,7 @@ class LeaderLock:
     """The leader lock of one schema, held on a dedicated connection."""
 
     def __init__(self, engine: Engine, schema: str) -> None:
-        self._engine = engine
+        self._engine = _lock_engine(engine)
         self.schema = schema
         self.key = leader_lock_key(schema)
         self._conn: Connection | None = None
@@ -113,9 +115,27 @@ class LeaderLock:
             _close_quietly(conn)
 
 
+def _lock_engine(engine: Engine) -> Engine:
+    """Unpooled connections for the lock, with client-side TCP keepalives and a user timeout,
+    so a leader cut off from PostgreSQL notices within ~30 s too (libpq ignores these on Unix
+    sockets, where the kernel reports a dead peer at once)."""
+    return sa.create_engine(
+        engine.url,
+        poolclass=NullPool,
+        connect_args={
+            "application_name": holder_name(),
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30_000,
+        },
+    )
+
+
 def _mark_session(conn: Connection) -> None:
-    """Name the session (so `amosync status` can tell who leads) and set its keepalives."""
-    conn.execute(sa.text("SELECT set_config('application_name', :n, false)"), {"n": holder_name()})
+    """Server-side keepalives of the lock session (its name, for `amosync status`, is set at
+    connect time)."""
     for name, value in _KEEPALIVES.items():
         conn.execute(sa.text(f"SET {name} = {int(value)}"))
     conn.commit()
