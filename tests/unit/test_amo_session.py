@@ -65,7 +65,7 @@ def test_json_429_honours_retry_after_and_html_429_backs_off_from_a_second() -> 
     assert 3 <= clock.sleeps[0] <= 4
     clock = FakeClock()
     session(Script(HTML_429, OK), clock=clock).send("GET", "/x")
-    assert 0.75 <= clock.sleeps[0] <= 1.5
+    assert 1.0 <= clock.sleeps[0] <= 2.0
 
 
 def test_429_pauses_every_thread_through_the_limiter() -> None:
