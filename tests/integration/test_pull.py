@@ -12,6 +12,7 @@ import time
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from structlog.testing import capture_logs
 
 from sync.config import DatabaseConfig
 from sync.db.runs import pull_lock
@@ -354,3 +355,23 @@ def test_a_second_pull_is_refused_and_a_request_waits_for_the_lock(
             status = conn.scalar(sa.text("SELECT status FROM amocrm.sync_requests"))
         assert status == "pending"
         assert count(engine, "SELECT count(*) FROM amocrm.sync_runs") == 0
+
+
+def test_one_sync_runs_row_and_one_summary_event_per_run(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=60) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        with capture_logs() as logs:
+            report = pull(config, engine, emulator)
+        summaries = [e for e in logs if e["event"] in ("pull_finished", "pull_failed")]
+        assert len(summaries) == 1
+        summary = summaries[0]
+        assert summary["event"] == "pull_finished"
+        assert summary["fetched"] == report.fetched > 0
+        assert summary["requests"] == report.requests > 0
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT kind, status, fetched, upserted, requests FROM amocrm.sync_runs")
+            ).one()
+        assert tuple(row) == ("full", "succeeded", report.fetched, report.upserted, report.requests)
