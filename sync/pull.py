@@ -61,6 +61,10 @@ PIPELINE_DEPTH = 6  # pages fetched but not yet stored, at most (bounds memory)
 WRITERS = 3  # database transactions of a full resync running at once
 
 
+class PullBusyError(SyncError):
+    """Another pull holds the lock on this schema (the caller may try again later)."""
+
+
 @dataclass
 class PullReport:
     """What one run did (also in its sync_runs row and its summary log event)."""
@@ -90,7 +94,7 @@ def run_pull(
     schema = config.database.schema
     with store_errors(config.database), pull_lock(engine, schema) as locked:
         if not locked:
-            raise SyncError("another pull is running on this database schema; try again later")
+            raise PullBusyError("another pull is running on this database schema; try again later")
         return _Run(config, engine, client, progress).execute(full, request_id)
 
 
@@ -105,6 +109,10 @@ def serve_request(
         return None
     try:
         return run_pull(config, engine, client, full=True, progress=progress, request_id=request_id)
+    except PullBusyError:
+        with engine.begin() as conn:  # not served: another pull holds the lock; ask again later
+            runs.release_request(conn, request_id)
+        raise
     except SyncError as exc:
         with engine.begin() as conn:
             runs.finish_request(conn, request_id, None, str(exc))

@@ -12,11 +12,13 @@ import time
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from structlog.testing import capture_logs
 
 from sync.config import DatabaseConfig
+from sync.db.runs import pull_lock
 from sync.emulator import Emulator, FaultRule
 from sync.errors import InvariantError
-from sync.pull import run_pull, serve_request
+from sync.pull import PullBusyError, run_pull, serve_request
 from tests.integration.amo_emulator import client_for
 from tests.integration.pull_helpers import (
     assert_converged,
@@ -334,3 +336,42 @@ def test_exclusive_date_bounds_are_noticed_and_nothing_is_skipped(
         emulator.update_contacts([{"id": i, "first_name": "Tie"} for i in ids[:60]])
         pull(config, engine, emulator)
         assert_converged(engine, emulator)
+
+
+def test_a_second_pull_is_refused_and_a_request_waits_for_the_lock(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=20) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO amocrm.sync_requests (kind) VALUES ('full')"))
+        with pull_lock(engine, "amocrm") as held, client_for(emulator, url) as client:
+            assert held
+            with pytest.raises(PullBusyError):
+                run_pull(config, engine, client)
+            with pytest.raises(PullBusyError):
+                serve_request(config, engine, client)
+        with engine.connect() as conn:
+            status = conn.scalar(sa.text("SELECT status FROM amocrm.sync_requests"))
+        assert status == "pending"
+        assert count(engine, "SELECT count(*) FROM amocrm.sync_runs") == 0
+
+
+def test_one_sync_runs_row_and_one_summary_event_per_run(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=60) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        with capture_logs() as logs:
+            report = pull(config, engine, emulator)
+        summaries = [e for e in logs if e["event"] in ("pull_finished", "pull_failed")]
+        assert len(summaries) == 1
+        summary = summaries[0]
+        assert summary["event"] == "pull_finished"
+        assert summary["fetched"] == report.fetched > 0
+        assert summary["requests"] == report.requests > 0
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT kind, status, fetched, upserted, requests FROM amocrm.sync_runs")
+            ).one()
+        assert tuple(row) == ("full", "succeeded", report.fetched, report.upserted, report.requests)
