@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -35,7 +34,8 @@ from sync.db import inflight, outbox
 from sync.db.inflight import Done, PendingCreate, PendingLink
 from sync.errors import AmoError, AmoRejectedError
 from sync.logs import get_logger
-from sync.push_plan import plan_update, to_create_payload
+from sync.push_plan import UpdatePlan, plan_update, to_create_payload
+from sync.push_pool import ReadThenWrite
 
 log = get_logger("sync.push")
 FETCH_CHUNK = 250  # contacts per GET by filter[id] (amoCRM's page maximum)
@@ -187,36 +187,27 @@ def _push_updates(ctx: _Context) -> None:
     if not pending:
         return
     chunks = [pending[i : i + FETCH_CHUNK] for i in range(0, len(pending), FETCH_CHUNK)]
-    workers = max(1, min(ctx.config.sync.push_workers, len(chunks)))
-    if workers == 1:
-        for chunk in chunks:
-            _update_chunk(ctx, chunk)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="push") as pool:
-        futures = [pool.submit(_update_chunk, ctx, chunk) for chunk in chunks]
-        errors = [f.exception() for f in futures]
-    failed = [e for e in errors if e is not None]
-    if failed:
-        raise failed[0]
+    work: ReadThenWrite[list[outbox.PendingUpdate], list[UpdatePlan]] = ReadThenWrite(
+        chunks, lambda chunk: _plan_chunk(ctx, chunk), lambda batch: _send_update_batch(ctx, batch)
+    )
+    work.run(ctx.config.sync.push_workers)
 
 
-def _update_chunk(ctx: _Context, chunk: list[outbox.PendingUpdate]) -> None:
-    """One GET of amoCRM's versions, then the PATCH batches the merge asks for."""
+def _plan_chunk(ctx: _Context, chunk: list[outbox.PendingUpdate]) -> list[list[UpdatePlan]]:
+    """One GET of amoCRM's versions; record what needs no PATCH; return the PATCH batches."""
     remote = ctx.client.fetch_contacts_by_ids(p.contact_id for p in chunk)
     ctx.count.add(requests=1)
     policy = ctx.config.sync.conflict_policy
     overrides = ctx.config.sync.conflict_fields_map
     plans = [plan_update(p, remote.get(p.contact_id), policy, overrides) for p in chunk]
-    quiet = [plan.outcome() for plan in plans if plan.entity is None]
-    _record_updates(ctx, quiet)
+    _record_updates(ctx, [plan.outcome() for plan in plans if plan.entity is None])
     to_send = [plan for plan in plans if plan.entity is not None]
     size = ctx.config.amocrm.batch_size
-    for start in range(0, len(to_send), size):
-        _send_update_batch(ctx, to_send[start : start + size])
+    return [to_send[start : start + size] for start in range(0, len(to_send), size)]
 
 
-def _send_update_batch(ctx: _Context, batch: Sequence[Any]) -> None:
-    entities = [plan.entity for plan in batch]
+def _send_update_batch(ctx: _Context, batch: Sequence[UpdatePlan]) -> None:
+    entities = [plan.entity for plan in batch if plan.entity is not None]
     ctx.count.add(requests=1)
     failure: AmoError | None = None
     rejected: Mapping[str, Sequence[Mapping[str, str]]] = {}
@@ -230,7 +221,7 @@ def _send_update_batch(ctx: _Context, batch: Sequence[Any]) -> None:
     by_id = {r.request_id: r for r in results}
     outcomes = []
     for plan in batch:
-        rid = plan.entity["request_id"]
+        rid = str(plan.pending.contact_id)  # the entity's request_id
         if rid in by_id:
             outcomes.append(plan.outcome(by_id[rid].updated_at))
         elif rid in rejected:

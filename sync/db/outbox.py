@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from sync.conflicts import Conflict
 from sync.db.capture import WRITABLE_CONTACT_COLUMNS
 from sync.db.engine import sync_origin
-from sync.db.schema import contacts, sync_changes, sync_conflicts, sync_runs
+from sync.db.schema import TZ, contacts, sync_changes, sync_conflicts, sync_runs
 from sync.errors import SyncError, UsageError
 
 
@@ -177,20 +177,30 @@ def record_updates(conn: Connection, outcomes: Sequence[UpdateOutcome], now: dat
         sa.select(contacts.c.id).where(contacts.c.id.in_(ids)).order_by(contacts.c.id)
         .with_for_update()
     )  # fmt: skip
+    finished = [o for o in outcomes if _all_done(o)]
+    if finished:  # the common case, one statement for the batch
+        done_ids = [i for o in finished for i in o.pending.change_ids]
+        conn.execute(sa.delete(sync_changes).where(sync_changes.c.id.in_(done_ids)))
     for outcome in outcomes:
-        _consume(conn, outcome)
+        if not _all_done(outcome):
+            _consume_part(conn, outcome)
     left = _columns_left(conn, ids)
+    status_rows = []
     for outcome in outcomes:
-        _store_contact(conn, outcome, left.get(outcome.pending.contact_id), now)
+        contact_left = left.get(outcome.pending.contact_id)
+        status_rows.append(_status_row(outcome, contact_left, now))
+        _store_values(conn, outcome, contact_left)
         _store_conflicts(conn, outcome, now)
+    conn.execute(_STATUS_UPDATE, status_rows)
 
 
-def _consume(conn: Connection, outcome: UpdateOutcome) -> None:
+def _all_done(outcome: UpdateOutcome) -> bool:
+    return outcome.error is None and outcome.done_columns >= outcome.pending.local.keys()
+
+
+def _consume_part(conn: Connection, outcome: UpdateOutcome) -> None:
     change_ids = outcome.pending.change_ids
     if outcome.error is not None or not outcome.done_columns:
-        return
-    if outcome.done_columns >= outcome.pending.local.keys():
-        conn.execute(sa.delete(sync_changes).where(sync_changes.c.id.in_(change_ids)))
         return
     columns = sa.literal(sorted(outcome.done_columns), type_=ARRAY(sa.Text))
     conn.execute(
@@ -223,25 +233,41 @@ def _columns_left(conn: Connection, ids: list[int]) -> dict[int, set[str]]:
     return left
 
 
-def _store_contact(
-    conn: Connection, outcome: UpdateOutcome, left: set[str] | None, now: datetime
-) -> None:
-    values: dict[str, Any] = {
-        c: v for c, v in outcome.write.items() if c not in (left or set())
-    }  # a newer local edit of the column wins over what amoCRM had
-    if outcome.error is not None:
-        values.update(sync_status="error", sync_error=outcome.error)
-    elif outcome.held:
-        values.update(sync_status="conflict", sync_error=None)
-    elif left:
-        values.update(sync_status="pending", sync_error=None)
-    else:
-        values.update(sync_status="synced", sync_error=None, synced_at=now)
-    if outcome.updated_at is not None and outcome.error is None:
-        values["updated_at"] = outcome.updated_at
-    conn.execute(
-        sa.update(contacts).where(contacts.c.id == outcome.pending.contact_id).values(**values)
+_STATUS_UPDATE = (
+    sa.update(contacts)
+    .where(contacts.c.id == sa.bindparam("b_id"))
+    .values(
+        sync_status=sa.bindparam("b_status"),
+        sync_error=sa.bindparam("b_error"),
+        synced_at=sa.func.coalesce(sa.bindparam("b_synced_at", type_=TZ), contacts.c.synced_at),
+        updated_at=sa.func.coalesce(sa.bindparam("b_updated_at", type_=TZ), contacts.c.updated_at),
     )
+)
+
+
+def _status_row(outcome: UpdateOutcome, left: set[str] | None, now: datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {"b_id": outcome.pending.contact_id, "b_error": None}
+    row["b_synced_at"] = row["b_updated_at"] = None
+    if outcome.error is not None:
+        row.update(b_status="error", b_error=outcome.error)
+        return row
+    row["b_updated_at"] = outcome.updated_at
+    if outcome.held:
+        row["b_status"] = "conflict"
+    elif left:
+        row["b_status"] = "pending"
+    else:
+        row.update(b_status="synced", b_synced_at=now)
+    return row
+
+
+def _store_values(conn: Connection, outcome: UpdateOutcome, left: set[str] | None) -> None:
+    """amoCRM's values of conflicts it won; a newer local edit of the column wins over them."""
+    values = {c: v for c, v in outcome.write.items() if c not in (left or set())}
+    if values and outcome.error is None:
+        conn.execute(
+            sa.update(contacts).where(contacts.c.id == outcome.pending.contact_id).values(**values)
+        )
 
 
 def _store_conflicts(conn: Connection, outcome: UpdateOutcome, now: datetime) -> None:

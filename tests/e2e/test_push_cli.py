@@ -209,3 +209,24 @@ def test_conflicts_list_and_resolve_through_the_cli(
         assert run(config, "push").returncode == 0
         assert env.remote(contact_id)["name"] == "mine"
         assert run(config, "conflicts", "list").stdout.strip() == "no conflicts waiting"
+
+
+def test_sync_pushes_then_pulls(tmp_path: Path, db_config: DatabaseConfig, engine: Engine) -> None:
+    with push_env(db_config, engine, contacts=5) as env:
+        config = write_config(tmp_path / "amosync.toml", env, db_config)
+        first = run(config, "pull", "--full")
+        assert first.returncode == 0, first.stderr
+        mine, theirs = sorted(env.emulator.account.contacts)[:2]
+        env.sql("UPDATE contacts SET name = 'pushed' WHERE id = :id", id=mine)
+        env.emulator.clock.advance(2)
+        env.emulator.update_contacts([{"id": theirs, "name": "pulled"}])
+        done = run(config, "sync")
+        assert done.returncode == 0, done.stderr
+        assert "push run" in done.stdout
+        assert "1 updated" in done.stdout
+        assert env.remote(mine)["name"] == "pushed"
+        assert env.row(theirs)["name"] == "pulled"
+        assert env.row(mine)["sync_status"] == "synced"
+        kinds = [r.kind for r in env.sql("SELECT kind FROM sync_runs ORDER BY id")]
+        assert kinds[-2] == "push"
+        assert kinds[-1] != "push"

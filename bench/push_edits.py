@@ -1,0 +1,198 @@
+"""Issue 6 speed target: 10,000 local edits reach amoCRM (emulator, 600 ms latency, strict 7
+requests/s) in at most 1.25 x (requests made / 7) seconds, with zero 429s.
+
+    .venv/bin/python bench/push_edits.py [--edits 10000] [--latency-ms 600] [--workers 6]
+
+Needs a PostgreSQL: $AMOSYNC_TEST_DATABASE_URL, else postgres@127.0.0.1:5432 (a scratch database
+is created and dropped). The emulator is served over HTTP on 127.0.0.1 with its 7 rps sliding
+window (`rate_limit=7`) and the client runs with the production limiter (`max_rps = 7`). The local
+contacts mirror amoCRM's, then one UPDATE edits `--edits` of them (a third get a second edit of
+another column, which must coalesce). Printed: wall time of `run_push`, requests the emulator
+saw (by method and status), the bound, and a check that every edit arrived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from sync.amo.client import AmoClient
+from sync.amo.ratelimit import DEFAULT_MARGIN_S, RateLimiter
+from sync.config import AmoCrmConfig, Config, DatabaseConfig, Secret, SyncConfig
+from sync.db.engine import create_engine, sync_origin
+from sync.db.migrate import upgrade
+from sync.emulator import Emulator, EmulatorSettings
+from sync.push import run_push
+
+SERVER = os.environ.get(
+    "AMOSYNC_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/postgres"
+)
+
+
+TOKEN = "bench-token"
+
+
+def main() -> None:
+    """The emulator runs in its own process (`amosync emulator`), as amoCRM would: its CPU is
+    not charged to the pushing process. An identical in-process copy (same seed) is only read,
+    to fill the local mirror."""
+    args = _args()
+    args.contacts = args.contacts or args.edits * 102 // 100  # ~1% of the seed is in the trash
+    seeded = Emulator(EmulatorSettings(contacts=args.contacts, seed=11))
+    admin, db_url = _scratch_database()
+    server = _start_emulator(args)
+    try:
+        _run(args, seeded, server, db_url)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_url.database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _start_emulator(args: argparse.Namespace) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "sync", "emulator", "--port", str(args.port),
+               "--contacts", str(args.contacts), "--seed", "11",
+               "--latency-ms", str(args.latency_ms), "--rate-limit", "7", "--block-after", "0",
+               "--token", TOKEN]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("admin="):
+            return proc
+    raise RuntimeError("the emulator did not start")
+
+
+_ADMIN = httpx.Client(timeout=60)  # one client: a new one per call costs a TLS context each
+
+
+def _admin_get(base_url: str, path: str) -> Any:
+    return _ADMIN.get(f"{base_url}/_emulator/{path}").json()
+
+
+def _run(
+    args: argparse.Namespace, seeded: Emulator, server: subprocess.Popen[str], db_url: sa.URL
+) -> None:
+    database = DatabaseConfig(url=Secret(db_url.render_as_string(hide_password=False)))
+    upgrade(database)
+    base_url = f"http://127.0.0.1:{args.port}"
+    amo = AmoCrmConfig(base_url=base_url, access_token=Secret(TOKEN), max_rps=7.0, batch_size=50)
+    config = Config(amocrm=amo, database=database, sync=SyncConfig(push_workers=args.workers))
+    engine = create_engine(database, pool_size=args.workers + 2)
+    ids = _mirror(engine, seeded)[: args.edits]
+    _edit(engine, ids)
+    httpx.delete(f"{base_url}/_emulator/requests")
+    client = AmoClient.connect(amo, limiter=RateLimiter(7.0, margin_s=args.margin_s))
+    started = time.monotonic()
+    report = run_push(config, engine, client)
+    elapsed = time.monotonic() - started
+    client.close()
+    _print(args, base_url, report, elapsed, ids)
+    engine.dispose()
+
+
+def _mirror(engine: sa.Engine, emulator: Emulator) -> list[int]:
+    ids = sorted(i for i in emulator.account.contacts if emulator.account.live(i) is not None)
+    rows = []
+    for contact_id in ids:
+        c = emulator.contact(contact_id)
+        assert c is not None
+        cf = json.dumps(c.get("custom_fields_values"))
+        rows.append({"id": contact_id, "name": c["name"], "first_name": c.get("first_name"),
+                     "last_name": c.get("last_name"), "resp": c.get("responsible_user_id"),
+                     "cf": cf, "at": c["updated_at"]})  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL search_path TO amocrm"))
+        sync_origin(conn)
+        conn.execute(
+            sa.text(
+                "INSERT INTO contacts (id, name, first_name, last_name, responsible_user_id, "
+                "custom_fields_values, updated_at) VALUES (:id, :name, :first_name, :last_name, "
+                ":resp, CAST(:cf AS jsonb), to_timestamp(:at))"
+            ),
+            rows,
+        )
+    return ids
+
+
+def _edit(engine: sa.Engine, ids: list[int]) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL search_path TO amocrm"))
+        conn.execute(
+            sa.text("UPDATE contacts SET name = 'bench ' || id WHERE id = ANY(:ids)"), {"ids": ids}
+        )
+        conn.execute(
+            sa.text("UPDATE contacts SET last_name = 'coalesced' WHERE id = ANY(:ids)"),
+            {"ids": ids[::3]},
+        )
+
+
+def _print(
+    args: argparse.Namespace, base_url: str, report: object, elapsed: float, ids: list[int]
+) -> None:
+    log = _admin_get(base_url, "requests")
+    log = log.get("requests", log) if isinstance(log, dict) else log
+    by_kind = Counter(f"{r['method']} {r['status']}" for r in log)
+    requests = len(log)
+    bound = 1.25 * requests / 7
+    arrived = sum(
+        1 for i in ids if _admin_get(base_url, f"contacts/{i}").get("name") == f"bench {i}"
+    )
+    windows = _max_per_second([r["arrived_at"] for r in log])
+    print(f"edits: {len(ids)} (a third edited twice)  latency: {args.latency_ms} ms  "
+          f"workers: {args.workers}  limiter margin: {args.margin_s} s  "
+          f"cpu cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"push: {elapsed:.1f} s   requests: {requests} {dict(by_kind)}")
+    print(
+        f"bound 1.25 x requests / 7 = {bound:.1f} s   -> {'PASS' if elapsed <= bound else 'FAIL'}"
+    )
+    print(f"429s: {sum(v for k, v in by_kind.items() if k.endswith(' 429'))}   "
+          f"max requests arriving in any 1 s: {windows}")  # fmt: skip
+    print(f"edits in amoCRM: {arrived}/{len(ids)}   report: {report}")
+
+
+def _max_per_second(times: list[float]) -> int:
+    times.sort()
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= 1.0:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def _scratch_database() -> tuple[sa.Engine, sa.URL]:
+    server = make_url(SERVER)
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    name = f"amosync_bench_{os.getpid()}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    return admin, server.set(database=name)
+
+
+def _args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--edits", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=float, default=600)
+    parser.add_argument("--workers", type=int, default=6)
+    parser.add_argument("--contacts", type=int, default=0, help="seeded (default: --edits + 1%%)")
+    parser.add_argument("--port", type=int, default=8911)
+    parser.add_argument(
+        "--margin-s", type=float, default=DEFAULT_MARGIN_S, help="the client limiter's margin"
+    )
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    main()
