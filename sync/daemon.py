@@ -80,6 +80,7 @@ class Daemon:
         self.lock = LeaderLock(parts.engine, parts.config.database.schema)
         self.runner = JobRunner(parts.engine, parts.health, parts.metrics)
         self._scheduler: BackgroundScheduler | None = None
+        self._database_down = False
 
     def run(self, stop: threading.Event) -> bool:
         """Lead or stand by until `stop`; True if every job ended cleanly (none was abandoned)."""
@@ -104,8 +105,13 @@ class Daemon:
         except SQLAlchemyError as exc:
             reason = str(exc).strip().splitlines()[0]
             self.health.database_failed(reason)
-            log.warning("leader_lock_unavailable", error=reason)
+            if not self._database_down:  # once per outage, not on every retry
+                log.warning("leader_lock_unavailable", error=reason)
+            self._database_down = True
             return False
+        if self._database_down:
+            log.info("leader_lock_available")
+        self._database_down = False
         self.health.database_ok()
         return got
 
@@ -158,7 +164,8 @@ class Daemon:
             with self.parts.engine.connect() as conn:
                 pending = queries.count_pending_requests(conn)
         except SQLAlchemyError as exc:
-            log.warning("requests_check_failed", error=str(exc).strip().splitlines()[0])
+            # every few seconds during an outage; the jobs' own *_failed events report it
+            log.debug("requests_check_failed", error=str(exc).strip().splitlines()[0])
             return
         scheduler = self._scheduler
         if pending and scheduler is not None and not self.runner.stopping.is_set():
