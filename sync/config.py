@@ -241,6 +241,7 @@ class DaemonConfig:
     unhealthy_after_polls: int = _key(3, _between(1, 100))
     requests_poll_s: float = _key(2.0, _positive)
     shutdown_timeout_s: float = _key(10.0, _between(0, 14))
+    keep_runs_days: int = _key(30, _between(0, 3650))
 
 
 @dataclass(frozen=True)

@@ -119,9 +119,11 @@ class Daemon:
         schema = self.config.database.schema
         log.info("leader_elected", schema=schema, holder=holder_name())
         self.runner.stopping.clear()
+        prune = self._prune if self.config.daemon.keep_runs_days else None
         scheduler = build_scheduler(
-            self.config, self.parts.jobs, self.runner, self._check_requests, self.parts.clock
-        )
+            self.config, self.parts.jobs, self.runner, self._check_requests, self.parts.clock,
+            prune=prune,
+        )  # fmt: skip
         self._scheduler = scheduler
         scheduler.start()
         listener = RequestListener(self.parts.engine, schema, self._check_requests)
@@ -155,6 +157,17 @@ class Daemon:
         self.health.set_role("standby")
         log.info("leadership_released", schema=self.config.database.schema)
         return clean
+
+    def _prune(self) -> None:
+        """The `prune` job: keep `daemon.keep_runs_days` of run and request history."""
+        try:
+            with self.parts.engine.begin() as conn:
+                runs, requests = queries.prune_history(conn, self.config.daemon.keep_runs_days)
+        except SQLAlchemyError as exc:
+            log.warning("prune_failed", error=str(exc).strip().splitlines()[0])
+            return
+        if runs or requests:
+            log.info("history_pruned", runs=runs, requests=requests)
 
     # --- sync_requests -------------------------------------------------------------------------
 

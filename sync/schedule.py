@@ -6,6 +6,8 @@ Jobs (ids):
   full            full resync on `sync.full_resync_cron` (omitted when the cron is empty)
   full_requested  a one-off full resync when `sync_requests` has pending rows
   requests        looks for pending `sync_requests` every `daemon.requests_poll_s`
+  prune           hourly: drops sync_runs / sync_requests history older than
+                  `daemon.keep_runs_days` (omitted when 0)
 
 Settings, on purpose:
 - pull, push and the full resyncs share one executor with **one worker**: they write the same
@@ -28,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
@@ -169,6 +171,8 @@ def build_scheduler(
     runner: JobRunner,
     request_check: Callable[[], object],
     clock: Clock,
+    *,
+    prune: Callable[[], object] | None = None,
 ) -> BackgroundScheduler:
     """A scheduler (not started) with every job of the leader."""
     scheduler = BackgroundScheduler(
@@ -202,6 +206,9 @@ def build_scheduler(
         next_run_time=now,
         misfire_grace_time=max(1, int(period)),
     )
+    if prune is not None:
+        scheduler.add_job(prune, IntervalTrigger(hours=1), id="prune", misfire_grace_time=3600,
+                          next_run_time=now + timedelta(minutes=1))  # fmt: skip
     scheduler.add_listener(_skipped(runner.metrics), EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
     return scheduler
 

@@ -202,3 +202,31 @@ def fetch_oauth_times(conn: Connection) -> tuple[int, int] | None:
     if row is None or row[1] is None:
         return None
     return int(row[0] or 0), int(row[1])
+
+
+def prune_history(conn: Connection, keep_days: int) -> tuple[int, int]:
+    """Delete runs and finished requests older than `keep_days`; (runs, requests) deleted.
+
+    The latest succeeded run of each kind stays whatever its age: status, health and the lag
+    metric are computed from it.
+    """
+    cutoff = sa.func.now() - sa.func.make_interval(0, 0, 0, keep_days)
+    latest = (
+        sa.select(sa.func.max(sync_runs.c.id))
+        .where(sync_runs.c.status == "succeeded")
+        .group_by(sync_runs.c.kind)
+    )
+    runs = conn.execute(
+        sa.delete(sync_runs).where(
+            sync_runs.c.status != "running",
+            sync_runs.c.started_at < cutoff,
+            sync_runs.c.id.not_in(latest),
+        )
+    ).rowcount
+    requests = conn.execute(
+        sa.delete(sync_requests).where(
+            sync_requests.c.status.in_(("done", "failed")),
+            sync_requests.c.requested_at < cutoff,
+        )
+    ).rowcount
+    return int(runs or 0), int(requests or 0)

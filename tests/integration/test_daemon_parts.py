@@ -233,3 +233,39 @@ def test_resync_beside_a_daemon_only_queues(db_config: DatabaseConfig, engine: E
 
 def _no_client() -> object:
     raise AssertionError("a queued resync must not talk to amoCRM")
+
+
+def test_prune_keeps_recent_history_and_the_last_success_of_each_kind(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO amocrm.sync_runs (kind, status, started_at, finished_at) VALUES "
+                "('pull', 'succeeded', now() - interval '90 days', now() - interval '90 days'), "
+                "('pull', 'failed', now() - interval '80 days', now() - interval '80 days'), "
+                "('push', 'succeeded', now() - interval '70 days', now() - interval '70 days'), "
+                "('push', 'succeeded', now() - interval '60 days', now() - interval '60 days'), "
+                "('pull', 'succeeded', now() - interval '1 day', now() - interval '1 day'), "
+                "('full', 'running', now() - interval '50 days', NULL)"
+            )
+        )
+        conn.execute(sa.text(
+            "INSERT INTO amocrm.sync_requests (kind, status, requested_at) VALUES "
+            "('full', 'done', now() - interval '40 days'), ('full', 'pending', now() - interval "
+            "'40 days'), ('full', 'done', now())"
+        ))  # fmt: skip
+        runs, requests = queries.prune_history(conn, 30)
+    assert (runs, requests) == (3, 1)
+    with engine.connect() as conn:
+        left = conn.execute(sa.text(
+            "SELECT kind, status, extract(day FROM now() - started_at)::int AS age "
+            "FROM amocrm.sync_runs ORDER BY started_at"
+        )).all()  # fmt: skip
+        statuses = conn.scalars(
+            sa.text("SELECT status FROM amocrm.sync_requests ORDER BY id")
+        ).all()
+    assert [tuple(r) for r in left] == [
+        ("push", "succeeded", 60),  # the last good push, however old
+        ("full", "running", 50),  # a run in progress is never touched
+        ("pull", "succeeded", 1),
+    ]
+    assert statuses == ["pending", "done"]
