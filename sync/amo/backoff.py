@@ -16,7 +16,7 @@ class Backoff:
     """
 
     base_s: float = 0.5
-    throttle_base_s: float = 1.5
+    throttle_base_s: float = 2.0
     cap_s: float = 30.0
     rng: random.Random = field(default_factory=random.Random)
 

@@ -12,6 +12,7 @@ origin shares the process-wide rate budget (`shared_limiter`).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -66,6 +67,7 @@ class AmoClient:
         self.workers = max(1, workers)
         self.reconcile_settle_s = reconcile_settle_s
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def connect(
@@ -98,9 +100,10 @@ class AmoClient:
     @property
     def pool(self) -> ThreadPoolExecutor:
         """The client's small thread pool (page prefetch); created on first use."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="amo")
-        return self._pool
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="amo")
+            return self._pool
 
     # --- raw access ----------------------------------------------------------------------------
 

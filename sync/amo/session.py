@@ -184,10 +184,17 @@ class AmoSession:
         self, method: str, url: str, body: Any, headers: Mapping[str, str], write: bool
     ) -> Outcome:
         safe_url = redact_text(url)
-        self.limiter.acquire()
+        slot = self.limiter.acquire()
         started = time.monotonic()
+
+        def trace(event: str, _info: Mapping[str, Any]) -> None:
+            if event.endswith("send_request_headers.started"):
+                self.limiter.sent(slot)
+
         try:
-            response = self._http.request(method, url, json=body, headers=headers)
+            response = self._http.request(
+                method, url, json=body, headers=headers, extensions={"trace": trace}
+            )
             raw = response.read()
         except httpx.HTTPError as exc:
             self._log(method, safe_url, None, started, error=type(exc).__name__)

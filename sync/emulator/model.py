@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,20 @@ class CustomField:
 
     def enum_by_value(self, value: str) -> EnumOption | None:
         return next((e for e in self.enums or [] if e.value == value), None)
+
+
+def field_ranks(fields: Iterable[CustomField]) -> dict[int, int]:
+    """Each field's place in the account's field order: by `sort`, then id, as
+    `/api/v4/contacts/custom_fields` lists them."""
+    ordered = sorted(fields, key=lambda f: (f.sort, f.id))
+    return {f.id: rank for rank, f in enumerate(ordered)}
+
+
+def in_field_order(
+    values: dict[int, list[CFValue]], ranks: dict[int, int]
+) -> dict[int, list[CFValue]]:
+    """A contact's values keyed by field id, re-keyed in the account's field order."""
+    return {key: values[key] for key in sorted(values, key=ranks.__getitem__)}
 
 
 @dataclass
@@ -69,7 +84,8 @@ class Contact:
     created_at: int
     updated_at: int
     closest_task_at: int | None = None
-    # field_id -> values, in the order fields were first set (amoCRM keeps a stable order)
+    # field_id -> values, in the account's field order (`in_field_order`), whatever the order
+    # they were set or cleared in: amoCRM lists a contact's values in a stable order
     custom_fields: dict[int, list[CFValue]] = field(default_factory=dict)
     tag_ids: list[int] = field(default_factory=list)
     company_id: int | None = None

@@ -19,7 +19,7 @@ def list_events(ctx: Ctx) -> Response:
     raw_filter = ctx.request.query.get("filter")
     raw_filter = raw_filter if isinstance(raw_filter, dict) else {}
     _check_entity_ids(raw_filter)
-    check = _event_filter(raw_filter)
+    check = _event_filter(raw_filter, ctx.account.settings.inclusive_date_bounds)
     with_name = "contact_name" in comma_values(ctx.request.query.get("with"))
     with ctx.account.lock:
         matched = [e for e in reversed(ctx.account.events) if check(e)]  # newest first
@@ -40,12 +40,13 @@ def _check_entity_ids(raw: Query) -> None:
         raise ApiProblem(400, "filter[entity_id] requires exactly one filter[entity]")
 
 
-def _event_filter(raw: Query) -> Any:
+def _event_filter(raw: Query, inclusive: bool) -> Any:
+    """`inclusive` is the contacts list's bound rule: one account answers both the same way."""
     types = set(comma_values(raw.get("type"))) or None
     entities = {e.rstrip("s") for e in comma_values(raw.get("entity"))} or None
     entity_ids = set(ints_of(raw.get("entity_id")) or []) if "entity_id" in raw else None
     creators = set(ints_of(raw.get("created_by")) or []) if "created_by" in raw else None
-    span = date_range(raw["created_at"], True) if "created_at" in raw else Range()
+    span = date_range(raw["created_at"], inclusive) if "created_at" in raw else Range()
 
     def check(event: Event) -> bool:
         return (

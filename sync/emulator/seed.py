@@ -25,6 +25,8 @@ from sync.emulator.model import (
     EnumOption,
     Tag,
     User,
+    field_ranks,
+    in_field_order,
 )
 from sync.emulator.settings import EmulatorSettings
 
@@ -125,6 +127,11 @@ USERS = (
     (8_000_005, "Робот импорта", "robot@example.com", 0),
 )
 
+# Users deleted from the account after they created or edited contacts. amoCRM keeps their ids
+# in `created_by`/`updated_by` but no longer lists them, so a client that sends a fetched
+# contact back whole gets `NotSupportedChoice` at `created_by` (fact sheet §5, I-252/I-366).
+DELETED_USER_IDS = (7_999_901, 7_999_902)
+
 
 def build_fields() -> list[CustomField]:
     """The account's contact fields: predefined PHONE/EMAIL/POSITION plus one of each type."""
@@ -180,7 +187,20 @@ def generate(settings: EmulatorSettings) -> SeedData:
     rng = random.Random(settings.seed)  # noqa: S311 - test data, not security
     maker = _ContactMaker(rng, build_fields(), build_users(), build_tags(), settings)
     contacts = maker.make_all(settings.contacts)
+    _credit_deleted_users(contacts, settings)
     return SeedData(maker.fields, maker.users, maker.tags, contacts, maker.chat_links)
+
+
+def _credit_deleted_users(contacts: list[Contact], settings: EmulatorSettings) -> None:
+    """Make a deleted user the author (and for half of those also the last editor) of a share
+    of the contacts. A random stream of its own: every other seeded value stays as it was."""
+    rng = random.Random(f"deleted-users:{settings.seed}")  # noqa: S311 - test data
+    for contact in contacts:
+        if rng.random() >= settings.deleted_user_fraction:
+            continue
+        contact.created_by = rng.choice(DELETED_USER_IDS)
+        if rng.random() < 0.5:
+            contact.updated_by = rng.choice(DELETED_USER_IDS)
 
 
 class _ContactMaker:
@@ -197,6 +217,7 @@ class _ContactMaker:
         self.rng, self.fields, self.users, self.tags = rng, fields, users, tags
         self.settings = settings
         self.by_code = {f.code or f.name: f for f in fields}
+        self._field_ranks = field_ranks(fields)
         self.chat_links: list[ChatLink] = []
         self._next_lead = FIRST_LEAD_ID
         self._companies = max(1, settings.contacts // 5)
@@ -274,7 +295,7 @@ class _ContactMaker:
             values[570_003] = [{"value": position}]
         if rng.random() < 0.5:
             values.update(self.pick(self._typed_pool))
-        return values
+        return in_field_order(values, self._field_ranks)
 
     def _phones(self) -> list[dict[str, object]]:
         enums = self.by_code["PHONE"].enums or []

@@ -28,6 +28,9 @@ class EmulatorSettings:
     seed: int = 1
     data_epoch: int = DEFAULT_DATA_EPOCH
     trashed_fraction: float = 0.01  # share of seeded contacts that start in the trash
+    # Share of seeded contacts created (half of them also last edited) by a user who has since
+    # been deleted: GET returns that id, /users does not list it, and sending it back is a 400.
+    deleted_user_fraction: float = 0.02
     subdomain: str = "emulator"
     account_id: int = 31_000_001
     public_base_url: str | None = None  # links use the request's Host header when None

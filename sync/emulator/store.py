@@ -15,7 +15,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sync.emulator.clock import EmulatorClock
-from sync.emulator.model import ChatLink, Contact, CustomField, Event, Tag, User
+from sync.emulator.model import (
+    ChatLink,
+    Contact,
+    CustomField,
+    Event,
+    Tag,
+    User,
+    field_ranks,
+    in_field_order,
+)
 from sync.emulator.patches import ContactPatch, TagRef
 from sync.emulator.seed import SeedData
 from sync.emulator.settings import EmulatorSettings
@@ -35,6 +44,7 @@ class Account:
         self._random = random.Random(settings.seed)  # noqa: S311 - ids for a simulation
         self.fields: dict[int, CustomField] = {f.id: f for f in seed.fields}
         self.fields_by_code = {f.code: f for f in seed.fields if f.code}
+        self.field_ranks = field_ranks(seed.fields)
         self.users: dict[int, User] = {u.id: u for u in seed.users}
         self.tags: dict[int, Tag] = {t.id: t for t in seed.tags}
         self.contacts: dict[int, Contact] = {}
@@ -199,8 +209,11 @@ class Account:
         self, contact: Contact, field_id: int, values: list[dict[str, Any]] | None, *, quiet: bool
     ) -> None:
         old = contact.custom_fields.get(field_id)
-        if values:
-            contact.custom_fields = {**contact.custom_fields, field_id: values}
+        if values and old is not None:
+            contact.custom_fields = {**contact.custom_fields, field_id: values}  # keeps its place
+        elif values:  # a new key would go last: a clear-and-set must not move the field
+            merged = {**contact.custom_fields, field_id: values}
+            contact.custom_fields = in_field_order(merged, self.field_ranks)
         else:
             contact.custom_fields = {
                 k: v for k, v in contact.custom_fields.items() if k != field_id

@@ -69,7 +69,8 @@ class Response:
         headers = dict(self.headers)
         if self.content_type is not None:
             headers["Content-Type"] = self.content_type
-        headers["Content-Length"] = str(len(self.body))
+        if self.status != 204:  # RFC 9110 §8.6: a 204 must not carry Content-Length
+            headers["Content-Length"] = str(len(self.body))
         return headers
 
 

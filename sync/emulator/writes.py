@@ -102,6 +102,8 @@ def _user(
     if not _is_int(value):
         errors.append(error("InvalidType", name, "This value should be of type int."))
     elif value not in account.users:
+        # Deleted users too: their ids stay on the contacts they created, but sending one back
+        # is refused (amoCRM answers a re-sent GET payload so, fact sheet §5).
         errors.append(
             error("NotSupportedChoice", name, "The value you selected is not a valid choice.")
         )

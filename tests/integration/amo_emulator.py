@@ -49,7 +49,8 @@ def running(**settings: Any) -> Iterator[tuple[Emulator, str]]:
 def client_for(
     emulator: Emulator, base_url: str, *, limiter: RateLimiter | None = None, **kw: Any
 ) -> AmoClient:
-    extra = {k: kw.pop(k) for k in ("workers", "reconcile_settle_s") if k in kw}
+    extra: dict[str, Any] = {"reconcile_settle_s": 0.1}
+    extra.update({k: kw.pop(k) for k in ("workers", "reconcile_settle_s") if k in kw})
     config = amo_config(base_url, emulator.long_lived_token, **kw)
     return AmoClient.connect(
         config,

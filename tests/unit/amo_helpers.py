@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +33,8 @@ class FakeClock:
         return self.moment
 
     def monotonic(self) -> float:
-        return self.moment.timestamp()
+        """Real elapsed time plus everything slept: waits still end, sleeps cost nothing."""
+        return time.monotonic() + sum(self.sleeps)
 
     def sleep(self, seconds: float) -> None:
         with self._lock:

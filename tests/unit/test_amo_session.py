@@ -65,7 +65,7 @@ def test_json_429_honours_retry_after_and_html_429_backs_off_from_a_second() -> 
     assert 3 <= clock.sleeps[0] <= 4
     clock = FakeClock()
     session(Script(HTML_429, OK), clock=clock).send("GET", "/x")
-    assert 0.75 <= clock.sleeps[0] <= 1.5
+    assert 1.0 <= clock.sleeps[0] <= 2.0
 
 
 def test_429_pauses_every_thread_through_the_limiter() -> None:
@@ -220,3 +220,24 @@ def test_encode_query_php_style() -> None:
         "filter[id][]=1&filter[id][]=2&filter[updated_at][from]=5&filter[updated_at][to]=9"
         "&with=leads,customers&order[updated_at]=asc&query=a%20b%26c"
     )
+
+
+def test_lost_create_is_not_resent_when_amocrm_ignores_order() -> None:
+    """Reconciliation needs `order[id]=desc`; a server ignoring it must not get a blind resend."""
+    from sync.amo.client import AmoClient
+    from sync.errors import AmoWriteUnknownError
+    from tests.unit.amo_helpers import config
+
+    ascending = {"_page": 1, "_embedded": {"contacts": [{"id": 1}, {"id": 2}]}}
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return reply(200, ascending)
+
+    script = Script(server)
+    client = AmoClient(config(), None, transport=script.transport, limiter=RateLimiter(1000))
+    client.session.clock = FakeClock()
+    with pytest.raises(AmoWriteUnknownError):
+        client.create_contacts([{"name": "x"}])
+    assert [r.method for r in script.requests].count("POST") == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-from sync.emulator.seed import generate
+from sync.emulator.seed import DELETED_USER_IDS, generate
 from sync.emulator.settings import EmulatorSettings
 
 
@@ -62,3 +62,29 @@ def test_twenty_thousand_contacts_seed_quickly() -> None:
     data = generate(EmulatorSettings(contacts=20_000, seed=9))
     assert len(data.contacts) == 20_000
     assert time.process_time() - started < 3.0  # ~0.5 s here; 100k take a few seconds
+
+
+def test_a_few_contacts_keep_the_ids_of_deleted_users() -> None:
+    settings = EmulatorSettings(contacts=3000, seed=1)
+    data = generate(settings)
+    live_users = {u.id for u in data.users}
+    authored = [c for c in data.contacts if c.created_by in DELETED_USER_IDS]
+    assert 0.01 * 3000 < len(authored) < 0.03 * 3000
+    assert any(c.updated_by in DELETED_USER_IDS for c in authored)
+    assert not live_users & set(DELETED_USER_IDS)
+    assert all(c.responsible_user_id in live_users for c in data.contacts)
+    assert [c.id for c in generate(settings).contacts if c.created_by in DELETED_USER_IDS] == [
+        c.id for c in authored
+    ]
+
+
+def test_deleted_users_draw_from_their_own_random_stream() -> None:
+    """Turning the share off changes only the authors: the rest of the seed is the same."""
+    with_deleted = generate(EmulatorSettings(contacts=500, seed=4))
+    without = generate(EmulatorSettings(contacts=500, seed=4, deleted_user_fraction=0.0))
+    assert not any(c.created_by in DELETED_USER_IDS for c in without.contacts)
+
+    def rest(contacts: list) -> list[dict]:
+        return [asdict(c) | {"created_by": 0, "updated_by": 0} for c in contacts]
+
+    assert rest(with_deleted.contacts) == rest(without.contacts)

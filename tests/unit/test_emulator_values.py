@@ -29,6 +29,7 @@ def run(field: CustomField, raw: Any) -> tuple[Any, list[dict[str, str]]]:
     [
         (PHONE, [{"value": "+7", "enum_code": "MOB"}], [MOBILE]),
         (PHONE, [{"value": "+7", "enum_id": 11}], [MOBILE]),
+        (PHONE, [{"value": "+7", "enum": "MOB"}], [MOBILE]),  # the primary reference's key
         (PHONE, [{"value": "+7"}], [{"value": "+7", "enum_id": 10, "enum_code": "WORK"}]),
         (SELECT, [{"enum_id": 20}], [{"value": "Сайт", "enum_id": 20}]),
         (SELECT, [{"value": "Сайт"}], [{"value": "Сайт", "enum_id": 20}]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -30,6 +31,10 @@ def code_pair(http: httpx.Client, emulator: Emulator) -> dict:
     response = grant(http, emulator, grant_type="authorization_code", code=code)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def refresher(http: httpx.Client, emulator: Emulator) -> Callable[[str], httpx.Response]:
+    return lambda token: grant(http, emulator, grant_type="refresh_token", refresh_token=token)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -87,6 +92,32 @@ def test_refresh_rotation_old_token_works_until_its_successor_is_used(anonymous,
     assert revoked.headers["content-type"] == "application/problem+json"
     assert revoked.json()["hint"] == "Token has been revoked"
     assert revoked.json()["type"] == "https://developers.amocrm.ru/v3/errors/OAuthProblemJson"
+
+
+def test_using_one_fork_of_a_retried_refresh_revokes_the_other(anonymous, emulator) -> None:
+    """Refreshing R0 twice forks it into R1 and R1b; amoCRM keeps one chain per authorization,
+    so once R1 is used, R1b is as dead as R0."""
+    first = code_pair(anonymous, emulator)["refresh_token"]
+    refresh = refresher(anonymous, emulator)
+    fork_a, fork_b = refresh(first).json(), refresh(first).json()
+    assert refresh(fork_a["refresh_token"]).status_code == 200
+    for stale in (fork_b["refresh_token"], first):
+        revoked = refresh(stale)
+        assert revoked.status_code == 401, revoked.text
+        assert revoked.json()["hint"] == "Token has been revoked"
+
+
+def test_the_other_fork_may_win_instead(anonymous, emulator) -> None:
+    first = code_pair(anonymous, emulator)["refresh_token"]
+    refresh = refresher(anonymous, emulator)
+    forks = [refresh(first).json()["refresh_token"] for _ in range(3)]
+    winner = refresh(forks[2])
+    assert winner.status_code == 200
+    assert [refresh(token).status_code for token in (*forks[:2], first)] == [401, 401, 401]
+    # the winner's own chain goes on as before: it still works until its successor is used
+    assert refresh(forks[2]).status_code == 200
+    assert refresh(winner.json()["refresh_token"]).status_code == 200
+    assert refresh(forks[2]).status_code == 401
 
 
 def test_token_endpoint_takes_a_form_body_and_checks_the_client(anonymous, emulator) -> None:

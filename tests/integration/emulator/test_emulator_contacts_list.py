@@ -103,6 +103,12 @@ def test_filter_by_id_in_every_php_form(client, emulator, params) -> None:
     assert found == expected
 
 
+def test_comma_separated_ids_are_accepted_leniently(client, emulator) -> None:
+    a, b = live_ids(emulator)[3], live_ids(emulator)[7]
+    found = contacts_of(client.get("/api/v4/contacts", params={"filter[id]": f"{a}, {b}"}))
+    assert [c["id"] for c in found] == [a, b]
+
+
 def test_plain_repeated_key_keeps_the_last_value_like_php(client, emulator) -> None:
     a, b = live_ids(emulator)[:2]
     query = [("filter[id]", str(a)), ("filter[id]", str(b))]

@@ -6,6 +6,9 @@ import httpx
 import pytest
 from emulator_helpers import NOW, live_ids
 
+from sync.emulator import Emulator
+from sync.emulator.seed import DELETED_USER_IDS
+
 PHONE, EMAIL, POSITION, SOURCE, INTERESTS = 570_001, 570_002, 570_003, 570_004, 570_005
 DATE, CHECKBOX, BUDGET = 570_006, 570_007, 570_008
 BAD_PHONE = {"value": "1", "enum_code": "NOPE"}
@@ -141,6 +144,24 @@ def test_more_than_250_is_a_422(client: httpx.Client) -> None:
     assert response.json()["detail"] == "Limit 250 per page"
 
 
+def test_patching_more_than_250_is_a_422_and_changes_nothing(client, emulator) -> None:
+    ids = live_ids(emulator)[:251]
+    assert len(ids) == 251
+    names = {i: emulator.account.contacts[i].name for i in ids}
+    batch = [{"id": contact_id, "name": "новое имя"} for contact_id in ids]
+    response = client.patch("/api/v4/contacts", json=batch)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {
+        "title": "Unprocessable Entity",
+        "type": "https://httpstatus.es/422",
+        "status": 422,
+        "detail": "Limit 250 per page",
+    }
+    assert {i: emulator.account.contacts[i].name for i in ids} == names
+    assert client.patch("/api/v4/contacts", json=batch[:250]).status_code == 200
+
+
 @pytest.mark.parametrize("body", [None, [], {}])
 def test_empty_body_is_a_400(client: httpx.Client, body) -> None:
     response = client.post(
@@ -218,3 +239,110 @@ def test_unknown_route_and_method(client: httpx.Client) -> None:
     response = client.delete("/api/v4/contacts/1")
     assert response.status_code == 405
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def by_deleted_author(emulator: Emulator) -> list[int]:
+    """Live contacts created by a since-deleted user but last edited by a current one."""
+    users = emulator.account.users
+    return sorted(
+        c.id
+        for c in emulator.account.contacts.values()
+        if not c.is_deleted and c.created_by in DELETED_USER_IDS and c.updated_by in users
+    )
+
+
+def test_sending_back_a_deleted_author_is_a_400_at_created_by(client, emulator) -> None:
+    url = f"/api/v4/contacts/{by_deleted_author(emulator)[0]}"
+    fetched = client.get(url).json()  # such a contact stays readable
+    listed = {u["id"] for u in client.get("/api/v4/users").json()["_embedded"]["users"]}
+    assert fetched["created_by"] in DELETED_USER_IDS
+    assert fetched["created_by"] not in listed
+    whole = client.patch(url, json=fetched)
+    assert whole.status_code == 400, whole.text
+    (rejected,) = whole.json()["validation-errors"]
+    assert [(e["code"], e["path"]) for e in rejected["errors"]] == [
+        ("NotSupportedChoice", "created_by")
+    ]
+    only_name = client.patch(url, json={"name": "Только имя"})
+    assert only_name.status_code == 200, only_name.text
+    after = client.get(url).json()
+    assert after["name"] == "Только имя"
+    assert after["created_by"] == fetched["created_by"]  # stored, never re-validated
+
+
+def test_a_fetched_contact_by_current_users_can_be_sent_back_whole(client, emulator) -> None:
+    """Only the stale user id is refused: the rest of a GET payload is a valid write."""
+    users = emulator.account.users
+    contact_id = next(
+        c.id
+        for c in emulator.account.contacts.values()
+        if not c.is_deleted and c.created_by in users and c.updated_by in users
+        and c.custom_fields and c.tag_ids
+    )  # fmt: skip
+    url = f"/api/v4/contacts/{contact_id}"
+    response = client.patch(url, json=client.get(url).json())
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("name", ["created_by", "updated_by", "responsible_user_id"])
+def test_a_deleted_user_id_in_any_user_field_rejects_the_batch(client, emulator, name) -> None:
+    first, second = by_deleted_author(emulator)[:2]
+    batch = [
+        {"id": first, "name": "не сохранится"},
+        {"id": second, name: DELETED_USER_IDS[0]},
+    ]
+    response = client.patch("/api/v4/contacts", json=batch)
+    assert response.status_code == 400, response.text
+    (rejected,) = response.json()["validation-errors"]
+    assert rejected["request_id"] == "1"
+    assert [(e["code"], e["path"]) for e in rejected["errors"]] == [("NotSupportedChoice", name)]
+    assert client.get(f"/api/v4/contacts/{first}").json()["name"] != "не сохранится"
+
+
+def account_field_order(client: httpx.Client) -> list[int]:
+    fields = client.get("/api/v4/contacts/custom_fields", params={"limit": 250}).json()
+    return [f["id"] for f in fields["_embedded"]["custom_fields"]]
+
+
+def field_ids(client: httpx.Client, url: str) -> list[int]:
+    return [entry["field_id"] for entry in client.get(url).json()["custom_fields_values"]]
+
+
+def test_values_are_listed_in_the_accounts_field_order(client: httpx.Client) -> None:
+    order = account_field_order(client)
+    page = client.get("/api/v4/contacts", params={"limit": 250}).json()
+    for contact in page["_embedded"]["contacts"]:
+        listed = [entry["field_id"] for entry in contact["custom_fields_values"] or []]
+        assert listed == [f for f in order if f in listed], contact["id"]
+
+
+def test_clearing_and_setting_a_field_again_keeps_its_place(client, emulator) -> None:
+    contact_id = next(
+        c.id
+        for c in emulator.account.contacts.values()
+        if not c.is_deleted and {PHONE, EMAIL, POSITION, SOURCE} <= c.custom_fields.keys()
+    )
+    url = f"/api/v4/contacts/{contact_id}"
+    before = field_ids(client, url)
+    assert before == [f for f in account_field_order(client) if f in before]
+    for values in (None, [{"value": "+74951112233", "enum_code": "MOB"}]):
+        response = client.patch(
+            url, json={"custom_fields_values": [{"field_id": PHONE, "values": values}]}
+        )
+        assert response.status_code == 200, response.text
+    assert field_ids(client, url) == before
+
+
+def test_a_field_set_for_the_first_time_takes_its_place(client, emulator) -> None:
+    contact_id = next(
+        c.id
+        for c in emulator.account.contacts.values()
+        if not c.is_deleted and {PHONE, SOURCE} <= c.custom_fields.keys()
+        and POSITION not in c.custom_fields
+    )  # fmt: skip
+    url = f"/api/v4/contacts/{contact_id}"
+    body = {"custom_fields_values": [{"field_id": POSITION, "values": [{"value": "CFO"}]}]}
+    assert client.patch(url, json=body).status_code == 200
+    listed = field_ids(client, url)
+    assert POSITION in listed
+    assert listed == [f for f in account_field_order(client) if f in listed]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import httpx
-from emulator_helpers import NOW, live_ids
+import pytest
+from emulator_helpers import NOW, in_process_client, live_ids
+
+from sync.emulator import Emulator
 
 
 def events(client: httpx.Client, params) -> list[dict]:
@@ -51,6 +54,19 @@ def test_event_filters_by_type_entity_id_and_time(client, emulator) -> None:
     window = {"filter[created_at][from]": NOW + 5, "filter[created_at][to]": NOW + 10}
     assert [e["entity_id"] for e in events(client, window)] == [b]
     assert client.get("/api/v4/events", params={"filter[type]": "no_such"}).status_code == 204
+
+
+@pytest.mark.parametrize("inclusive", [True, False])
+def test_event_created_at_bounds_follow_the_date_bounds_setting(make_settings, inclusive) -> None:
+    emulator = Emulator(make_settings(inclusive_date_bounds=inclusive))
+    a, b, c = live_ids(emulator)[:3]
+    for contact_id in (a, b, c):  # one deletion per second: NOW, NOW + 1, NOW + 2
+        emulator.delete_contact(contact_id)
+        emulator.clock.advance(1)
+    window = {"filter[created_at][from]": NOW, "filter[created_at][to]": NOW + 2}
+    with in_process_client(emulator) as http:
+        found = [e["entity_id"] for e in events(http, window)]
+    assert found == ([c, b, a] if inclusive else [b])
 
 
 def test_seeded_trash_has_deleted_events_and_paging_works(client, emulator) -> None:
@@ -143,6 +159,18 @@ def test_chat_links_post_and_get_with_array_forms(client, emulator) -> None:
     by_chat = client.get("/api/v4/contacts/chats", params={"chat_id": chat_a}).json()
     assert by_chat["_embedded"]["chats"][0]["contact_id"] == a
     assert set(by_chat["_embedded"]["chats"][0]) == {"chat_id", "contact_id", "id"}
+
+
+def test_linking_more_than_250_chats_is_a_422_and_links_nothing(client, emulator) -> None:
+    contact_id = live_ids(emulator)[0]
+    items = [{"contact_id": contact_id, "chat_id": f"chat-{i}"} for i in range(251)]
+    before = len(emulator.account.chat_links)
+    response = client.post("/api/v4/contacts/chats", json=items)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == "Limit 250 per page"
+    assert len(emulator.account.chat_links) == before
+    assert client.post("/api/v4/contacts/chats", json=items[:250]).status_code == 200
 
 
 def test_chat_relink_moves_the_chat_and_changes_the_link_id(client, emulator) -> None:

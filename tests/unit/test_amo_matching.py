@@ -1,0 +1,76 @@
+"""Does a contact read back carry what was written? (used to reconcile lost writes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sync.amo.matching import carries, pair_created
+
+REMOTE: dict[str, Any] = {
+    "id": 10,
+    "name": "Ann Lee",
+    "first_name": "Ann",
+    "last_name": "Lee",
+    "responsible_user_id": 7,
+    "custom_fields_values": [
+        {
+            "field_id": 1,
+            "field_code": "PHONE",
+            "field_type": "multitext",
+            "values": [
+                {"value": "+7999", "enum_id": 3, "enum_code": "WORK"},
+                {"value": "+7888", "enum_id": 4, "enum_code": "MOB"},
+            ],
+        },
+        {
+            "field_id": 5,
+            "field_code": None,
+            "field_type": "select",
+            "values": [{"value": "Gold", "enum_id": 51, "enum_code": None}],
+        },
+    ],
+    "_embedded": {"tags": [{"id": 2, "name": "VIP", "color": None}]},
+}
+
+
+def test_write_shapes_match_the_read_shape() -> None:
+    sent = {
+        "name": "Ann Lee",
+        "custom_fields_values": [
+            {
+                "field_code": "phone",
+                "values": [
+                    {"value": "+7888", "enum_code": "MOB"},
+                    {"value": "+7999", "enum_code": "WORK"},
+                ],
+            },
+            {"field_id": 5, "values": [{"enum_id": 51}]},
+        ],
+        "_embedded": {"tags": [{"name": "vip"}]},
+        "request_id": "3",
+    }
+    assert carries(sent, REMOTE)
+
+
+def test_any_difference_is_not_a_match() -> None:
+    assert not carries({"name": "Ann Lea"}, REMOTE)
+    assert not carries({"responsible_user_id": 8}, REMOTE)
+    one_phone = {"custom_fields_values": [{"field_id": 1, "values": [{"value": "+7999"}]}]}
+    assert not carries(one_phone, REMOTE)  # values replace the field: two remote phones differ
+    assert not carries(
+        {"custom_fields_values": [{"field_id": 9, "values": [{"value": "x"}]}]}, REMOTE
+    )
+    assert not carries({"_embedded": {"tags": [{"name": "vip"}, {"name": "new"}]}}, REMOTE)
+    assert not carries({"name": "Ann Lee", "tags_to_add": [{"name": "x"}]}, REMOTE)
+
+
+def test_cleared_field_matches_an_absent_field() -> None:
+    assert carries({"custom_fields_values": [{"field_id": 77, "values": []}]}, REMOTE)
+    assert not carries({"custom_fields_values": [{"field_id": 5, "values": []}]}, REMOTE)
+
+
+def test_pairing_uses_each_remote_contact_once() -> None:
+    twin = {"name": "Twin"}
+    remote = [{"id": 30, "name": "Twin"}, {"id": 20, "name": "Twin"}, {"id": 25, "name": "Other"}]
+    found = pair_created([twin, twin, twin], remote)
+    assert {i: c["id"] for i, c in found.items()} == {0: 20, 1: 30}
