@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -48,23 +47,22 @@ from sync.db.engine import store_errors, sync_origin
 from sync.db.runs import CONTACTS_CURSOR, EVENTS_CURSOR, RunStore, pull_lock
 from sync.errors import InvariantError, SyncError
 from sync.logs import get_logger
-from sync.mapping import FieldDef, chat_rows, event_changes, field_def, to_rows, unknown_fields
+from sync.mapping import (
+    event_changes,
+)
 from sync.scan import Batch, Counter, FiltersIgnored, Walker
+from sync.writer import PageWriter, Progress
 
 log = get_logger("sync.pull")
 
 DELETE_FLOOR = 10  # a full resync may always tombstone this many contacts, whatever the share
 EVENT_TYPES = ("contact_deleted", "contact_restored")
-MAX_FIELD_REFRESHES = 3
-PIPELINE_DEPTH = 3  # pages whose chat links are being fetched while earlier ones are stored
+PIPELINE_DEPTH = 6  # pages fetched but not yet stored, at most (bounds memory)
+WRITERS = 3  # database transactions of a full resync running at once
 
 
-class Progress(Protocol):
-    """Where a run reports progress (the CLI draws a bar)."""
-
-    def start(self, total: int | None, description: str) -> None: ...
-
-    def advance(self, count: int) -> None: ...
+class PullBusyError(SyncError):
+    """Another pull holds the lock on this schema (the caller may try again later)."""
 
 
 @dataclass
@@ -96,7 +94,7 @@ def run_pull(
     schema = config.database.schema
     with store_errors(config.database), pull_lock(engine, schema) as locked:
         if not locked:
-            raise SyncError("another pull is running on this database schema; try again later")
+            raise PullBusyError("another pull is running on this database schema; try again later")
         return _Run(config, engine, client, progress).execute(full, request_id)
 
 
@@ -111,6 +109,10 @@ def serve_request(
         return None
     try:
         return run_pull(config, engine, client, full=True, progress=progress, request_id=request_id)
+    except PullBusyError:
+        with engine.begin() as conn:  # not served: another pull holds the lock; ask again later
+            runs.release_request(conn, request_id)
+        raise
     except SyncError as exc:
         with engine.begin() as conn:
             runs.finish_request(conn, request_id, None, str(exc))
@@ -129,14 +131,9 @@ class _Run:
         self.runs = RunStore(config.database.schema)
         self.progress = progress
         self.counter = Counter()
-        self.fields: dict[int, FieldDef] = {}
-        self.field_refreshes = 0
-        self.relations = ["custom_values", "tags", "companies", *config.sync.with_]
-        self.cursor: int | None = None
+        self.writer = PageWriter(config, engine, client, self.counter, progress)
         self.report = PullReport(0, "pull")
         self.ceiling = int(time.time())
-        self.seen_run: int | None = None
-        self.newest: int | None = None  # newest updated_at stored by this run
         self.newest_event: int | None = None
 
     # --- the run ------------------------------------------------------------------------------
@@ -146,9 +143,9 @@ class _Run:
         with self.engine.begin() as conn:
             self.runs.abandon_stale_runs(conn, ("pull", "full"))
             state = self.runs.get_state(conn, CONTACTS_CURSOR)
-            self.cursor = None if state is None else int(state["updated_at"])
-            self.fields = self.runs.load_fields(conn)
-            kind = "full" if full or self.cursor is None else "pull"
+            self.writer.cursor = None if state is None else int(state["updated_at"])
+            self.writer.fields = self.runs.load_fields(conn)
+            kind = "full" if full or self.writer.cursor is None else "pull"
             self.report = PullReport(self.runs.start_run(conn, kind), kind)
         try:
             self._full() if kind == "full" else self._incremental()
@@ -164,12 +161,13 @@ class _Run:
         report = self.report
         report.duration_s = round(time.monotonic() - started, 3)
         report.requests = self.counter.requests
-        report.cursor = self.cursor
+        report.cursor = self.writer.cursor
+        report.fetched, report.upserted = self.writer.fetched, self.writer.upserted
         counts = {k: v for k, v in asdict(report).items() if isinstance(v, int)}
         with self.engine.begin() as conn:
             self.runs.finish_run(conn, report.run_id, status, counts, error)
-            if self.seen_run is not None:
-                self.store.forget_seen(conn, self.seen_run)
+            if self.writer.seen_run is not None:
+                self.store.forget_seen(conn, self.writer.seen_run)
             if request_id is not None:
                 self.runs.finish_request(conn, request_id, report.run_id, error)
         event = "pull_finished" if error is None else "pull_failed"
@@ -179,8 +177,8 @@ class _Run:
     # --- incremental --------------------------------------------------------------------------
 
     def _incremental(self) -> None:
-        assert self.cursor is not None
-        start = max(0, self.cursor - self.sync.overlap_s)
+        assert self.writer.cursor is not None
+        start = max(0, self.writer.cursor - self.sync.overlap_s)
         walker = self._walker()
         self._start_progress(None, "pulling changes")
         events_from = self._events_start(start)
@@ -201,14 +199,17 @@ class _Run:
         self.report.mode = "descending"
         walk_started = int(time.time())
         final: list[int] = []
-        for batch in walker.descending(start, prefetch=self.sync.pull_workers):
+        for batch in walker.descending(start, prefetch=2):
             if batch.cursor is not None:
                 final.append(batch.cursor)
-            self._store(Batch(batch.items, None))
+            self.writer.store(Batch(batch.items, None))
         deletions = self._apply_events(events_from)
-        late = [at for at in deletions if at >= walk_started - 1]
+        # deletions after the walk began may have shifted pages; the threshold takes the smaller
+        # of our clock and amoCRM's (the newest updated_at read), so clock skew cannot hide one
+        since = min(walk_started, self.writer.newest or walk_started) - 1
+        late = [at for at in deletions if at >= since]
         if final and not late:
-            self._store(Batch([], final[-1]))
+            self.writer.store(Batch([], final[-1]))
         elif late:
             log.warning("pull_cursor_held", reason="contacts deleted during the descending walk")
 
@@ -223,7 +224,7 @@ class _Run:
 
     def _consume(self, batches: Iterable[Batch]) -> None:
         for batch in batches:
-            self._store(batch)
+            self.writer.store(batch)
 
     # --- deletions and restores from events ---------------------------------------------------
 
@@ -273,7 +274,7 @@ class _Run:
         if missing:
             self.counter.requests += -(-len(missing) // 250)
             found = self.client.fetch_contacts_by_ids(missing, with_=self.sync.with_)
-            self._store(Batch(list(found.values()), None))
+            self.writer.store(Batch(list(found.values()), None))
 
     # --- full resync ----------------------------------------------------------------------------
 
@@ -282,7 +283,7 @@ class _Run:
         with self.engine.begin() as conn:
             self.store.forget_seen(conn)  # lists left by killed runs (we hold the lock)
             total = self.store.live_count(conn)
-        self.seen_run = self.report.run_id
+        self.writer.seen_run = self.report.run_id
         self._start_progress(total or None, "full resync")
         pages = self.client.iter_contacts(
             order=("id", "asc"),
@@ -303,26 +304,29 @@ class _Run:
             raise InvariantError("amoCRM answered 204 in the middle of the full resync")
 
     def _pipeline(self, pages: Iterable[list[dict[str, Any]]]) -> None:
-        """Store pages in order while the chat links of the next ones are being fetched."""
-        queue: deque[tuple[list[dict[str, Any]], Future[list[dict[str, Any]]] | None]] = deque()
-        for items in pages:
-            queue.append((items, self._chats_async(items)))
-            while len(queue) > PIPELINE_DEPTH:
-                self._store_ready(*queue.popleft())
-        while queue:
-            self._store_ready(*queue.popleft())
+        """Store pages on `WRITERS` threads while the next pages and their chat links are being
+        fetched (a full resync stores no cursor per page, so order does not matter)."""
+        pending: deque[Future[None]] = deque()
+        with ThreadPoolExecutor(WRITERS, thread_name_prefix="pull-db") as writers:
+            for items in pages:
+                chats = self._chats_async(items)
+                pending.append(writers.submit(self._store_ready, items, chats))
+                while len(pending) > PIPELINE_DEPTH or (pending and pending[0].done()):
+                    pending.popleft().result()  # bounded memory; the first failure stops the run
+            while pending:
+                pending.popleft().result()
 
     def _chats_async(self, items: list[dict[str, Any]]) -> Future[list[dict[str, Any]]] | None:
         if not self.sync.chats or not items:
             return None
         ids = [int(i["id"]) for i in items]
-        return self.client.pool.submit(self._fetch_chats, ids)
+        return self.client.pool.submit(self.writer.fetch_chats, ids)
 
     def _store_ready(
         self, items: list[dict[str, Any]], chats: Future[list[dict[str, Any]]] | None
     ) -> None:
         links = None if chats is None else chats.result()
-        self._store(Batch(items, None), chats=links, prefetched=chats is not None)
+        self.writer.store(Batch(items, None), chats=links, prefetched=chats is not None)
 
     def _reconcile_unseen(self) -> None:
         with self.engine.connect() as conn:
@@ -332,7 +336,7 @@ class _Run:
         if unseen:
             self.counter.requests += -(-len(unseen) // 250)
             found = self.client.fetch_contacts_by_ids(unseen, with_=self.sync.with_)
-            self._store(Batch(list(found.values()), None))
+            self.writer.store(Batch(list(found.values()), None))
         gone = [cid for cid in unseen if cid not in found]
         allowed = max(DELETE_FLOOR, int(self.sync.max_delete_share * live))
         if len(gone) > allowed:
@@ -345,66 +349,8 @@ class _Run:
         with self.engine.begin() as conn:
             sync_origin(conn)
             self.report.deleted += self.store.mark_deleted(conn, dict.fromkeys(gone, now))
-            if self.newest is not None:
-                self._set_cursor(conn, min(self.newest + 1, self.ceiling))
-
-    # --- storing a page -----------------------------------------------------------------------
-
-    def _store(
-        self,
-        batch: Batch,
-        *,
-        chats: list[dict[str, Any]] | None = None,
-        prefetched: bool = False,
-    ) -> None:
-        """One transaction: the batch's rows and relations, the cursor, the seen list."""
-        items = batch.items
-        if items and unknown_fields(items, self.fields):
-            self._refresh_fields()
-        if items and self.sync.chats and not prefetched:
-            chats = self._fetch_chats([int(i["id"]) for i in items])
-        rows = to_rows(items, self.fields, self.sync.with_)
-        with self.engine.begin() as conn:
-            sync_origin(conn)
-            result = self.store.store_page(
-                conn, rows, self.fields, with_relations=self.relations, chats=chats
-            )
-            if self.seen_run is not None and rows.ids:
-                self.store.mark_seen(conn, self.seen_run, rows.ids)
-            if batch.cursor is not None:
-                self._set_cursor(conn, batch.cursor)
-        self.report.fetched += len(items)
-        stamps = [int(i.get("updated_at") or 0) for i in items]
-        self.newest = max([*stamps, self.newest or 0]) if stamps else self.newest
-        self.report.upserted += result.upserted
-        if self.progress is not None and items:
-            self.progress.advance(len(items))
-
-    def _set_cursor(self, conn: Any, cursor: int) -> None:
-        if self.cursor is not None and cursor <= self.cursor:
-            return  # the cursor never moves back
-        self.runs.set_state(conn, CONTACTS_CURSOR, {"updated_at": cursor})
-        self.cursor = cursor
-
-    def _fetch_chats(self, ids: list[int]) -> list[dict[str, Any]]:
-        links: list[dict[str, Any]] = []
-        for page in self.client.iter_chats(contact_ids=ids):
-            self.counter.requests += 1
-            links += page.items
-        return chat_rows(links)
-
-    def _refresh_fields(self) -> None:
-        if self.field_refreshes >= MAX_FIELD_REFRESHES:
-            return
-        self.field_refreshes += 1
-        raw: list[dict[str, Any]] = []
-        for page in self.client.iter_custom_fields():
-            self.counter.requests += 1
-            raw += page.items
-        with self.engine.begin() as conn:
-            self.runs.save_fields(conn, raw)
-        self.fields = {f.id: f for f in map(field_def, raw)}
-        log.info("pull_fields_refreshed", fields=len(self.fields))
+            if self.writer.newest is not None:
+                self.writer.set_cursor(conn, min(self.writer.newest + 1, self.ceiling))
 
     def _start_progress(self, total: int | None, description: str) -> None:
         if self.progress is not None:
@@ -417,11 +363,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return f"{type(exc).__name__}: {exc}"
-
-
-def utc_from_unix(seconds: int | None) -> datetime | None:
-    """For reports: a cursor as an aware datetime."""
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
-
-
-ProgressFactory = Callable[[], Progress]

@@ -123,7 +123,7 @@ class Walker:
                 yield Batch(items, None)
                 yield from self._ties(frm, last + self.margin)
                 yield Batch([], self._cap(last + 1))
-                frm, boundary = last + 1 - self.margin, set()
+                frm, boundary, promised = last + 1 - self.margin, set(), False
                 continue
             yield Batch(items, self._cap(last))
             frm, boundary = nxt, {int(i["id"]) for i in items if _u(i) == last}
@@ -167,10 +167,8 @@ class Walker:
                 seen.update(int(i["id"]) for i in page)
                 yield Batch(page, None)
             log.debug("pull_tie_pass", low=low, high=high, contacts=len(seen), number=number)
-            if not seen:
-                raise InvariantError(
-                    f"amoCRM returned no contacts for updated_at {low}..{high}, which it listed"
-                )
+            if not seen:  # a 204 for a second amoCRM just listed: ask again
+                continue
             if seen == previous:
                 return
             previous = seen
@@ -206,9 +204,10 @@ class Walker:
                 newest = max([newest, *(_u(i) for i in wanted)])
                 if wanted:
                     yield Batch(wanted, None)
-                if len(wanted) < len(page.items):
-                    break
                 complete = not page.has_next  # a 204 after "more follows" cut the walk short
+                if len(wanted) < len(page.items):
+                    complete = True  # reached the start
+                    break
         finally:
             pages.close()  # type: ignore[attr-defined]
         if not complete:

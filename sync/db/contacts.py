@@ -110,16 +110,24 @@ class ContactStore:
             r["id"] for r in rows.contacts if _older(r.get("updated_at"), stored.get(r["id"]))
         ]
         result.held, local_cfv = self._held(conn, rows.ids)
-        taken = [r for r in rows.contacts if r["id"] not in set(result.stale)]
-        result.upserted = self._upsert(conn, taken, result.held)
+        stale = set(result.stale)
+        taken = [r for r in rows.contacts if r["id"] not in stale]
+        written = self._upsert(conn, taken, result.held)
+        result.upserted = len(written)
         self._remote_values(conn, taken, result.held)
         ids = [r["id"] for r in taken]
+        # Contacts this statement inserted cannot have relation rows yet (a parallel writer that
+        # inserted the same contact first makes ours an update): only the others are diffed.
+        inserted = {cid for cid, new in written if new}
+        known = [i for i in ids if i not in inserted]
         rows = _with_local_values(rows, local_cfv, fields, set(ids))
+        wanted = set(ids)  # a stale version's relations are not stored either
         for table, (columns, attr) in RELATIONS.items():
             if attr in with_relations:
-                self._replace(conn, table, columns, ids, getattr(rows, attr))
+                mine = [r for r in getattr(rows, attr) if r["contact_id"] in wanted]
+                self._replace(conn, table, columns, known, mine)
         if chats is not None:
-            self._replace_chats(conn, ids, [c for c in chats if c["contact_id"] in set(ids)])
+            self._replace_chats(conn, ids, [c for c in chats if c["contact_id"] in wanted])
         return result
 
     def _lock(self, conn: Connection, ids: list[int]) -> dict[int, int | None]:
@@ -149,9 +157,13 @@ class ContactStore:
                 local_cfv[cid] = cfv
         return held, local_cfv
 
-    def _upsert(self, conn: Connection, rows: list[JSON], held: dict[int, list[str]]) -> int:
+    def _upsert(
+        self, conn: Connection, rows: list[JSON], held: dict[int, list[str]]
+    ) -> list[tuple[int, bool]]:
+        """Returns (id, inserted?) of every row written; unchanged and stale rows are absent."""
         payload = [{**r, "held": held.get(r["id"], [])} for r in rows]
-        return len(conn.execute(sa.text(_UPSERT.format(s=self.s)), {"rows": _dump(payload)}).all())
+        result = conn.execute(sa.text(_UPSERT.format(s=self.s)), {"rows": _dump(payload)})
+        return [(int(cid), bool(new)) for cid, new in result]
 
     def _remote_values(
         self, conn: Connection, rows: list[JSON], held: dict[int, list[str]]
@@ -176,20 +188,24 @@ class ContactStore:
         ids: list[int],
         rows: list[JSON],
     ) -> None:
-        """Make the table's rows of `ids` exactly `rows`, touching only what differs."""
-        if not ids:
-            return
-        same = " AND ".join(f"n.{c} IS NOT DISTINCT FROM t.{c}" for c, _ in columns)
-        delete = f"""
-            WITH n AS MATERIALIZED (SELECT * FROM {_recordset(columns)})
-            DELETE FROM {self.s}.{table} t WHERE t.contact_id = ANY(:ids)
-            AND NOT EXISTS (SELECT 1 FROM n WHERE {same})"""
-        conn.execute(sa.text(delete), {"rows": _dump(rows), "ids": ids})
+        """Make the table's rows exactly `rows`, touching only what differs: rows of the stored
+        contacts `ids` that are not in `rows` go, rows not there yet come."""
+        if ids:
+            same = " AND ".join(f"n.{c} IS NOT DISTINCT FROM t.{c}" for c, _ in columns)
+            delete = f"""
+                WITH n AS MATERIALIZED (SELECT * FROM {_recordset(columns)})
+                DELETE FROM {self.s}.{table} t WHERE t.contact_id = ANY(:ids)
+                AND NOT EXISTS (SELECT 1 FROM n WHERE {same})"""
+            known = set(ids)
+            mine = [r for r in rows if r["contact_id"] in known]
+            conn.execute(sa.text(delete), {"rows": _dump(mine), "ids": ids})
         if rows:
             names = ", ".join(c for c, _ in columns)
+            # rows of contacts just inserted cannot conflict: skip speculative insertion then
+            conflict = " ON CONFLICT DO NOTHING" if ids else ""
             insert = f"""
                 INSERT INTO {self.s}.{table} ({names})
-                SELECT {names} FROM {_recordset(columns)} ON CONFLICT DO NOTHING"""
+                SELECT {names} FROM {_recordset(columns)}{conflict}"""
             conn.execute(sa.text(insert), {"rows": _dump(rows)})
 
     def _replace_chats(self, conn: Connection, ids: list[int], rows: list[JSON]) -> None:
@@ -344,7 +360,7 @@ WHERE (t.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_a
        EXCLUDED.group_id, EXCLUDED.created_by, EXCLUDED.updated_by, EXCLUDED.created_at,
        EXCLUDED.updated_at, EXCLUDED.closest_task_at, EXCLUDED.account_id,
        EXCLUDED.custom_fields_values, false)
-RETURNING t.id"""
+RETURNING t.id, (t.xmax = 0) AS inserted"""
 )
 
 _REMOTE_UPSERT = """

@@ -85,6 +85,13 @@ class RunStore:
         value = conn.scalar(sa.text(sql))
         return None if value is None else int(value)
 
+    def release_request(self, conn: Connection, request_id: int) -> None:
+        """Put a claimed request back (it could not be served now)."""
+        sql = f"""
+            UPDATE {self.s}.sync_requests SET status = 'pending', started_at = NULL
+            WHERE id = :id AND status = 'running'"""
+        conn.execute(sa.text(sql), {"id": request_id})
+
     def finish_request(
         self, conn: Connection, request_id: int, run_id: int | None, error: str | None
     ) -> None:

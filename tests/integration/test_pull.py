@@ -1,14 +1,44 @@
-"""Pull against the emulator (real HTTP) and a real PostgreSQL: convergence and its invariants."""
+"""Pull against the emulator (real HTTP) and a real PostgreSQL: convergence and its invariants.
+
+Every test ends with `assert_converged`: PostgreSQL holds exactly amoCRM's live contacts with
+their fields, relations and chat links, nothing more.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+
+import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from structlog.testing import capture_logs
 
 from sync.config import DatabaseConfig
-from tests.integration.pull_helpers import assert_converged, emulated, make_config, pull
+from sync.db.runs import pull_lock
+from sync.emulator import Emulator, FaultRule
+from sync.errors import InvariantError
+from sync.pull import PullBusyError, run_pull, serve_request
+from tests.integration.amo_emulator import client_for
+from tests.integration.pull_helpers import (
+    assert_converged,
+    count,
+    emulated,
+    make_config,
+    pull,
+)
 
 
-def test_first_pull_is_a_full_resync_and_converges(
+def _contacts_requests(emulator: Emulator) -> list[dict[str, object]]:
+    return [r for r in emulator.requests() if r["path"] == "/api/v4/contacts"]
+
+
+def _live_ids(emulator: Emulator, n: int) -> list[int]:
+    with emulator.account.lock:
+        return sorted(c.id for c in emulator.account.contacts.values() if not c.is_deleted)[:n]
+
+
+def test_first_pull_is_full_then_incremental_is_a_no_op(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
     with emulated(contacts=300) as (emulator, url):
@@ -17,6 +47,331 @@ def test_first_pull_is_a_full_resync_and_converges(
         assert report.kind == "full"
         assert_converged(engine, emulator)
         again = pull(config, engine, emulator)
-        assert again.kind == "pull"
-        assert again.upserted == 0
+        assert (again.kind, again.mode, again.upserted) == ("pull", "keyset", 0)
+        assert (
+            count(engine, "SELECT count(*) FROM amocrm.sync_runs WHERE status = 'succeeded'") == 2
+        )
+        assert count(engine, "SELECT count(*) FROM amocrm.sync_changes") == 0
+
+
+def test_thousands_in_one_second_are_read_by_id_without_loop_or_skip(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=400) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=25)
+        pull(config, engine, emulator)
+        ids = _live_ids(emulator, 300)
+        emulator.clock.advance(30)
+        second = emulator.update_contacts([{"id": i, "first_name": f"Bulk {i}"} for i in ids])
+        emulator.clear_requests()
+        run_start = int(time.time())
+        report = pull(config, engine, emulator)
+        assert report.fetched >= 300
+        tie_reads = [r for r in _contacts_requests(emulator) if "order[id]" in str(r["query"])]
+        assert tie_reads, "a tie second larger than a page must be read by id"
         assert_converged(engine, emulator)
+        # the cursor passed the tie second, but never the run's start (the emulator runs ahead)
+        assert report.cursor is not None
+        assert report.cursor >= min(second + 1, run_start)
+
+
+def test_changes_during_a_tie_pass_do_not_skip(db_config: DatabaseConfig, engine: Engine) -> None:
+    with emulated(contacts=400) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=25)
+        pull(config, engine, emulator)
+        ids = _live_ids(emulator, 200)
+        emulator.clock.advance(30)
+        emulator.update_contacts([{"id": i, "last_name": "Tie"} for i in ids])
+        emulator.clock.advance(2)
+        # each of these pages first moves 3 contacts of the current order out of the second
+        emulator.add_fault(
+            FaultRule(kind="drift", path="/api/v4/contacts", min_page=2, times=4, touch=3)
+        )
+        pull(config, engine, emulator)
+        assert_converged(engine, emulator)
+
+
+def test_drift_while_paging_and_spurious_204(db_config: DatabaseConfig, engine: Engine) -> None:
+    with emulated(contacts=600) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=40)
+        emulator.add_fault(
+            FaultRule(kind="drift", path="/api/v4/contacts", min_page=2, times=5, touch=4)
+        )
+        emulator.add_fault(FaultRule(kind="empty_page", path="/api/v4/contacts", min_page=3))
+        pull(config, engine, emulator)  # full: order by id, drift cannot shift it
+        emulator.clock.advance(10)
+        emulator.touch_contacts(count=150)
+        emulator.add_fault(FaultRule(kind="drift", path="/api/v4/contacts", times=6, touch=5))
+        emulator.add_fault(FaultRule(kind="empty_page", path="/api/v4/contacts", times=1))
+        pull(config, engine, emulator)
+        assert_converged(engine, emulator)
+
+
+def test_filters_off_walks_newest_first_and_stops_at_the_cursor(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=1000) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=50)
+        pull(config, engine, emulator)
+        emulator.set_controls(api_filter_enabled=False)
+        emulator.clock.advance(60)
+        emulator.update_contacts(
+            [{"id": i, "name": f"Renamed {i}"} for i in _live_ids(emulator, 70)]
+        )
+        emulator.clear_requests()
+        report = pull(config, engine, emulator)
+        assert report.mode == "descending"
+        assert len(_contacts_requests(emulator)) <= 4  # 70 changes: 2 pages (+1 prefetched), not 20
+        assert_converged(engine, emulator)
+
+
+def test_ignored_filter_is_detected_from_the_answer(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """The account flag says filters work, but the answer shows they were ignored."""
+    with emulated(contacts=300) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        pull(config, engine, emulator)
+        emulator.clock.advance(60)
+        emulator.update_contacts([{"id": i, "name": "X"} for i in _live_ids(emulator, 10)])
+        emulator.set_controls(api_filter_enabled=False)
+        client = client_for(emulator, url, page_size=50)
+        client.fetch_account = lambda **kw: {"is_api_filter_enabled": True}  # type: ignore[method-assign]
+        with client:
+            report = run_pull(config, engine, client)
+        assert report.mode == "descending"
+        assert_converged(engine, emulator)
+
+
+def test_deletions_and_restores_from_events(db_config: DatabaseConfig, engine: Engine) -> None:
+    with emulated(contacts=200) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        pull(config, engine, emulator)
+        a, b, c = _live_ids(emulator, 3)
+        emulator.clock.advance(5)
+        for cid in (a, b, c):
+            emulator.delete_contact(cid)
+        emulator.clock.advance(5)
+        emulator.restore_contact(b)
+        report = pull(config, engine, emulator)
+        assert report.deleted == 2
+        deleted = count(
+            engine,
+            "SELECT count(*) FROM amocrm.contacts WHERE is_deleted AND id = ANY(:ids)",
+            ids=[a, c],
+        )
+        assert deleted == 2
+        assert_converged(engine, emulator)
+
+
+def test_unpushed_local_fields_are_kept_and_remote_values_recorded(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=100) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        pull(config, engine, emulator)
+        cid = _live_ids(emulator, 1)[0]
+        with engine.begin() as conn:  # a local edit, captured by the triggers
+            conn.execute(
+                sa.text("UPDATE amocrm.contacts SET name = 'Local' WHERE id = :i"), {"i": cid}
+            )
+        emulator.clock.advance(5)
+        emulator.update_contacts([{"id": cid, "name": "Remote", "first_name": "RemoteFirst"}])
+        pull(config, engine, emulator)
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT name, first_name, sync_status FROM amocrm.contacts WHERE id = :i"),
+                {"i": cid},
+            ).one()
+            remote = conn.execute(
+                sa.text(
+                    "SELECT remote_values FROM amocrm.contact_remote_values WHERE contact_id = :i"
+                ),
+                {"i": cid},
+            ).scalar_one()
+            changes = conn.scalar(sa.text("SELECT count(*) FROM amocrm.sync_changes"))
+        assert tuple(row) == ("Local", "RemoteFirst", "pending")
+        assert remote["name"] == "Remote"
+        assert remote["first_name"] == "RemoteFirst"
+        assert changes == 1
+
+
+def test_full_resync_tombstones_confirmed_deletions(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=200) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        pull(config, engine, emulator)
+        gone = _live_ids(emulator, 4)
+        for cid in gone:
+            emulator.delete_contact(cid)
+        report = pull(config, engine, emulator, full=True)
+        assert report.deleted == 4
+        assert_converged(engine, emulator)
+
+
+def test_full_resync_refuses_to_wipe_the_table(db_config: DatabaseConfig, engine: Engine) -> None:
+    with emulated(contacts=200) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        pull(config, engine, emulator)
+        emulator.add_fault(FaultRule(kind="empty_page", path="/api/v4/contacts*", times=None))
+        with pytest.raises(InvariantError, match="refused"):
+            pull(config, engine, emulator, full=True)
+        # the list and the GETs by id all answered 204: nothing may be tombstoned
+        assert count(engine, "SELECT count(*) FROM amocrm.contacts WHERE is_deleted") == 0
+        emulator.clear_faults()
+        assert count(engine, "SELECT count(*) FROM amocrm.sync_runs WHERE status = 'failed'") == 1
+        assert_converged(engine, emulator)
+
+
+def test_sync_request_row_is_served_by_a_full_resync(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=100) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO amocrm.sync_requests (kind) VALUES ('full')"))
+        with client_for(emulator, url, page_size=50) as client:
+            report = serve_request(config, engine, client)
+            assert serve_request(config, engine, client) is None
+        assert report is not None
+        assert report.kind == "full"
+        with engine.connect() as conn:
+            status, run_id = conn.execute(
+                sa.text("SELECT status, run_id FROM amocrm.sync_requests")
+            ).one()
+        assert (status, run_id) == ("done", report.run_id)
+        assert_converged(engine, emulator)
+
+
+def test_held_custom_fields_keep_local_jsonb_and_value_rows(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=100) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        pull(config, engine, emulator)
+        cid = _live_ids(emulator, 1)[0]
+        local = [{"field_id": 999, "field_code": None, "values": [{"value": "mine"}]}]
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE amocrm.contacts SET custom_fields_values = CAST(:v AS jsonb) "
+                    "WHERE id = :i"
+                ),
+                {"v": json.dumps(local), "i": cid},
+            )
+        emulator.clock.advance(5)
+        emulator.update_contacts([{"id": cid, "name": "Remote name"}])
+        pull(config, engine, emulator)
+        with engine.connect() as conn:
+            name, cfv = conn.execute(
+                sa.text("SELECT name, custom_fields_values FROM amocrm.contacts WHERE id = :i"),
+                {"i": cid},
+            ).one()
+            values = conn.execute(
+                sa.text(
+                    "SELECT field_id, value FROM amocrm.contact_custom_field_values "
+                    "WHERE contact_id = :i"
+                ),
+                {"i": cid},
+            ).all()
+        assert name == "Remote name"  # not held: amoCRM's value
+        assert cfv == local  # held: the local value
+        assert [tuple(v) for v in values] == [(999, "mine")]
+
+
+def test_filters_off_holds_the_cursor_when_a_deletion_lands_mid_walk(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=300) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=20)
+        pull(config, engine, emulator)
+        emulator.set_controls(api_filter_enabled=False)
+        emulator.clock.advance(30)
+        ids = _live_ids(emulator, 100)
+        emulator.update_contacts([{"id": i, "last_name": "Walk"} for i in ids])
+        before = count(
+            engine,
+            "SELECT (value->>'updated_at')::bigint FROM amocrm.sync_state "
+            "WHERE key = 'pull.contacts'",
+        )
+        # a deletion of an already-read contact while the walk pages (a UI user, mid-run)
+        original = emulator.handle
+        state = {"pages": 0}
+
+        def handle(request):  # type: ignore[no-untyped-def]
+            if request.path == "/api/v4/contacts":
+                state["pages"] += 1
+                if state["pages"] == 3:
+                    emulator.delete_contact(ids[-1])
+            return original(request)
+
+        emulator.handle = handle  # type: ignore[method-assign]
+        report = pull(config, engine, emulator)
+        emulator.handle = original  # type: ignore[method-assign]
+        assert report.mode == "descending"
+        after = count(
+            engine,
+            "SELECT (value->>'updated_at')::bigint FROM amocrm.sync_state "
+            "WHERE key = 'pull.contacts'",
+        )
+        assert after == before  # held: the next run re-reads the window
+        pull(config, engine, emulator)
+        assert_converged(engine, emulator)
+
+
+def test_exclusive_date_bounds_are_noticed_and_nothing_is_skipped(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=500, inclusive_date_bounds=False) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=20)
+        pull(config, engine, emulator)
+        ids = _live_ids(emulator, 300)
+        for start in range(0, 300, 15):  # 15 contacts a second: pages end inside a second
+            emulator.clock.advance(1)
+            emulator.update_contacts(
+                [{"id": i, "last_name": "Excl"} for i in ids[start : start + 15]]
+            )
+        emulator.clock.advance(1)
+        emulator.update_contacts([{"id": i, "first_name": "Tie"} for i in ids[:60]])
+        pull(config, engine, emulator)
+        assert_converged(engine, emulator)
+
+
+def test_a_second_pull_is_refused_and_a_request_waits_for_the_lock(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=20) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO amocrm.sync_requests (kind) VALUES ('full')"))
+        with pull_lock(engine, "amocrm") as held, client_for(emulator, url) as client:
+            assert held
+            with pytest.raises(PullBusyError):
+                run_pull(config, engine, client)
+            with pytest.raises(PullBusyError):
+                serve_request(config, engine, client)
+        with engine.connect() as conn:
+            status = conn.scalar(sa.text("SELECT status FROM amocrm.sync_requests"))
+        assert status == "pending"
+        assert count(engine, "SELECT count(*) FROM amocrm.sync_runs") == 0
+
+
+def test_one_sync_runs_row_and_one_summary_event_per_run(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=60) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        with capture_logs() as logs:
+            report = pull(config, engine, emulator)
+        summaries = [e for e in logs if e["event"] in ("pull_finished", "pull_failed")]
+        assert len(summaries) == 1
+        summary = summaries[0]
+        assert summary["event"] == "pull_finished"
+        assert summary["fetched"] == report.fetched > 0
+        assert summary["requests"] == report.requests > 0
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT kind, status, fetched, upserted, requests FROM amocrm.sync_runs")
+            ).one()
+        assert tuple(row) == ("full", "succeeded", report.fetched, report.upserted, report.requests)

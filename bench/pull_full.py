@@ -1,0 +1,162 @@
+"""Full resync benchmark: `run_pull(full=True)` against `amosync emulator` in a subprocess.
+
+    # the rate-limited target: 20,000 contacts, 600±200 ms latency, strict 7 rps
+    .venv/bin/python bench/pull_full.py --contacts 20000 --latency-ms 400 --jitter-ms 400 \\
+        --rate-limit 7 --max-rps 7
+    # ingest speed and memory: latency and rate limit off
+    .venv/bin/python bench/pull_full.py --contacts 100000 --rate-limit 0 --max-rps 1000
+
+The emulator runs in its own process (so its JSON rendering does not compete with the pull for
+this process's GIL). A fresh database is created on `--pg` (default: the local server the tests
+use), migrated, and dropped afterwards. Prints the wall time, the API requests the server saw
+and the target `1.25 x requests / 7`, the 429s, contacts per second and this process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from sync.amo.client import AmoClient
+from sync.config import AmoCrmConfig, Config, DatabaseConfig, LoggingConfig, Secret, SyncConfig
+from sync.db.engine import create_engine
+from sync.db.migrate import upgrade
+from sync.logs import configure_logging
+from sync.pull import run_pull
+
+AMOSYNC = str(Path(sys.executable).with_name("amosync"))
+TOKEN = "bench-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_emulator(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
+    command = [
+        AMOSYNC,
+        "emulator",
+        "--port",
+        str(port),
+        "--contacts",
+        str(args.contacts),
+        "--latency-ms",
+        str(args.latency_ms),
+        "--jitter-ms",
+        str(args.jitter_ms),
+        "--rate-limit",
+        str(args.rate_limit),
+        "--token",
+        TOKEN,
+        "--block-after",
+        "1000000",
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_emulator/state", timeout=5):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the emulator did not start")
+
+
+def server_log(port: int) -> list[dict[str, object]]:
+    url = f"http://127.0.0.1:{port}/_emulator/requests"
+    with urllib.request.urlopen(url, timeout=60) as response:
+        data = json.load(response)
+    return data if isinstance(data, list) else data.get("requests", [])
+
+
+def fresh_database(pg: str) -> tuple[DatabaseConfig, str]:
+    admin = sa.create_engine(make_url(pg), isolation_level="AUTOCOMMIT")
+    name = f"amosync_bench_{os.getpid()}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(pg).set(database=name)
+    db = DatabaseConfig(url=Secret(url.render_as_string(hide_password=False)), schema="amocrm")
+    upgrade(db)
+    return db, name
+
+
+def drop_database(pg: str, name: str) -> None:
+    admin = sa.create_engine(make_url(pg), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=20_000)
+    parser.add_argument("--latency-ms", type=float, default=400)
+    parser.add_argument("--jitter-ms", type=float, default=400)
+    parser.add_argument("--rate-limit", type=float, default=7)
+    parser.add_argument("--max-rps", type=float, default=7)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    configure_logging(LoggingConfig(level="warning", format="json"))
+    port = free_port()
+    emulator = start_emulator(args, port)
+    db, name = fresh_database(args.pg)
+    try:
+        run(args, port, db)
+    finally:
+        emulator.terminate()
+        emulator.wait(30)
+        drop_database(args.pg, name)
+
+
+def run(args: argparse.Namespace, port: int, db: DatabaseConfig) -> None:
+    amo = AmoCrmConfig(
+        base_url=f"http://127.0.0.1:{port}",
+        access_token=Secret(TOKEN),
+        max_rps=args.max_rps,
+        timeout_s=60,
+    )
+    config = Config(amocrm=amo, database=db, sync=SyncConfig(pull_workers=args.workers))
+    engine = create_engine(db, pool_size=args.workers + 2)
+    client = AmoClient.connect(amo, workers=args.workers)
+    before = len(server_log(port))
+    started = time.monotonic()
+    with client:
+        report = run_pull(config, engine, client, full=True)
+    wall = time.monotonic() - started
+    log = server_log(port)[before:]
+    api = [r for r in log if str(r.get("path", "")).startswith("/api/v4")]
+    throttled = sum(1 for r in api if r.get("status") == 429)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"contacts stored      {report.fetched}")
+    print(f"wall time            {wall:.1f} s")
+    print(f"requests (server)    {len(api)}  (pull counted {report.requests})")
+    print(
+        f"target 1.25 x req/7  {1.25 * len(api) / 7:.1f} s  (ratio wall/(req/7) = "
+        f"{wall / (len(api) / 7):.2f})"
+    )
+    print(f"429 responses        {throttled}")
+    print(f"ingest               {report.fetched / wall:.0f} contacts/s")
+    print(f"peak RSS (this proc) {peak_mb:.0f} MB")
+    print(f"cpus                 {os.cpu_count()} (shared with other engineers' jobs)")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

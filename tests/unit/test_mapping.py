@@ -1,0 +1,177 @@
+"""Pure mapping: amoCRM contact JSON → rows, events → deletions; no database, no sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sync.mapping import (
+    FieldDef,
+    chat_rows,
+    contact_row,
+    custom_value_rows,
+    event_changes,
+    field_def,
+    remote_values,
+    to_rows,
+    unknown_fields,
+    value_text,
+)
+
+PHONE = FieldDef(10, "Телефон", "PHONE", "multitext", {101: "WORK", 102: "MOB"})
+COLOUR = FieldDef(20, "Colour", None, "select", {201: "Red", 202: "Blue"})
+BIRTHDAY = FieldDef(30, "Birthday", None, "birthday")
+FIELDS = {f.id: f for f in (PHONE, COLOUR, BIRTHDAY)}
+
+
+def contact(cid: int = 1, updated_at: int = 1_700_000_000, **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": cid,
+        "name": "Ann Lee",
+        "first_name": "Ann",
+        "last_name": "Lee",
+        "responsible_user_id": 5,
+        "group_id": 0,
+        "created_by": 5,
+        "updated_by": 6,
+        "created_at": 1_600_000_000,
+        "updated_at": updated_at,
+        "closest_task_at": None,
+        "account_id": 31,
+        "custom_fields_values": [
+            {
+                "field_id": 10,
+                "field_name": "x",
+                "field_code": "PHONE",
+                "field_type": "multitext",
+                "values": [
+                    {"value": "+7 1", "enum_id": 101, "enum_code": "WORK"},
+                    {"value": "+7 2", "enum_id": 102, "enum_code": "MOB"},
+                ],
+            },
+            {"field_id": 20, "values": [{"value": "Blue", "enum_id": 202}]},
+            {"field_id": 30, "values": [{"value": 0}]},
+        ],
+        "_embedded": {
+            "tags": [{"id": 7, "name": "vip", "color": None}],
+            "companies": [{"id": 70}],
+            "leads": [{"id": 8}, {"id": 9}, {"id": 8}],
+            "customers": [{"id": 11}],
+            "catalog_elements": [{"id": 12, "metadata": {"quantity": 2, "catalog_id": 13}}],
+        },
+    }
+    data.update(extra)
+    return data
+
+
+def test_contact_row_keeps_unix_seconds_and_cfv_shape() -> None:
+    row = contact_row(contact())
+    assert row["id"] == 1
+    assert row["updated_at"] == 1_700_000_000
+    assert row["custom_fields_values"][0]["field_id"] == 10
+
+
+def test_contact_without_values_has_null_jsonb() -> None:
+    assert contact_row(contact(custom_fields_values=[]))["custom_fields_values"] is None
+    assert contact_row(contact(custom_fields_values=None))["custom_fields_values"] is None
+
+
+def test_one_row_per_value_with_names_codes_and_enum_labels_from_definitions() -> None:
+    rows = custom_value_rows(1, contact()["custom_fields_values"], FIELDS)
+    assert [(r["field_id"], r["position"]) for r in rows] == [(10, 0), (10, 1), (20, 0), (30, 0)]
+    assert rows[0]["field_name"] == "Телефон"  # the definition wins over the contact's copy
+    assert (rows[1]["value"], rows[1]["enum_code"]) == ("+7 2", "MOB")
+    assert (rows[2]["value"], rows[2]["enum_id"], rows[2]["enum_code"]) == ("Blue", 202, "Blue")
+    assert rows[3]["value"] == "1970-01-01T00:00:00+00:00"
+
+
+def test_unknown_field_falls_back_to_the_contacts_own_names() -> None:
+    rows = custom_value_rows(1, contact()["custom_fields_values"][:1], {})
+    assert (rows[0]["field_code"], rows[0]["field_type"]) == ("PHONE", "multitext")
+
+
+def test_relations_deduplicated_and_only_the_configured_ones() -> None:
+    rows = to_rows([contact()], FIELDS, with_=("leads", "catalog_elements"))
+    assert rows.leads == [{"contact_id": 1, "lead_id": 8}, {"contact_id": 1, "lead_id": 9}]
+    assert rows.customers == []
+    assert rows.tags == [{"contact_id": 1, "tag_id": 7, "tag_name": "vip"}]
+    assert rows.companies == [{"contact_id": 1, "company_id": 70}]
+    assert rows.catalog_elements[0]["catalog_id"] == 13
+    assert rows.catalog_elements[0]["quantity"] == 2
+
+
+def test_a_contact_listed_twice_keeps_its_newest_version() -> None:
+    rows = to_rows([contact(updated_at=5, name="new"), contact(updated_at=4, name="old")], {}, ())
+    assert [r["name"] for r in rows.contacts] == ["new"]
+
+
+def test_unknown_fields_and_enums_are_noticed() -> None:
+    assert not unknown_fields([contact()], FIELDS)
+    assert unknown_fields([contact()], {10: PHONE})
+    odd = contact(custom_fields_values=[{"field_id": 20, "values": [{"enum_id": 999}]}])
+    assert unknown_fields([odd], FIELDS)
+
+
+def test_field_def_reads_enums() -> None:
+    raw = {
+        "id": 5,
+        "name": "N",
+        "code": None,
+        "type": "select",
+        "enums": [{"id": 1, "value": "A", "sort": 1}],
+    }
+    assert field_def(raw) == FieldDef(5, "N", None, "select", {1: "A"})
+
+
+def test_value_text_shapes() -> None:
+    assert value_text(True, "checkbox") == "true"
+    assert value_text(False, "checkbox") == "false"
+    assert value_text("12.5", "numeric") == "12.5"
+    assert value_text({"b": 1, "a": 2}, "legal_entity") == '{"a": 2, "b": 1}'
+    assert value_text(None, "text") is None
+
+
+def test_remote_values_are_the_writable_fields() -> None:
+    assert set(remote_values(contact())) == {
+        "name",
+        "first_name",
+        "last_name",
+        "responsible_user_id",
+        "custom_fields_values",
+    }
+
+
+def test_chat_rows_one_per_chat() -> None:
+    links = [{"id": 1, "contact_id": 2, "chat_id": "a"}, {"id": 1, "contact_id": 2, "chat_id": "a"}]
+    assert chat_rows(links) == [{"id": 1, "contact_id": 2, "chat_id": "a"}]
+
+
+def event(cid: int, kind: str, at: int, eid: str = "") -> dict[str, Any]:
+    return {
+        "id": eid or f"{at:012d}",
+        "type": kind,
+        "entity_id": cid,
+        "entity_type": "contact",
+        "created_at": at,
+    }
+
+
+def test_latest_event_of_each_contact_wins() -> None:
+    events = [
+        event(1, "contact_deleted", 10),
+        event(1, "contact_restored", 20),
+        event(2, "contact_restored", 5),
+        event(2, "contact_deleted", 6),
+        event(3, "contact_added", 30),
+        {**event(4, "contact_deleted", 7), "entity_type": "lead"},
+    ]
+    assert event_changes(events) == {1: (False, 20), 2: (True, 6)}
+
+
+@given(st.lists(st.tuples(st.integers(1, 3), st.booleans(), st.integers(0, 50)), max_size=30))
+def test_event_order_does_not_matter(raw: list[tuple[int, bool, int]]) -> None:
+    kinds = {True: "contact_deleted", False: "contact_restored"}
+    events = [event(c, kinds[d], at, f"{at:04d}-{i:04d}") for i, (c, d, at) in enumerate(raw)]
+    assert event_changes(events) == event_changes(list(reversed(events)))
