@@ -63,7 +63,6 @@ _IS_SYNC = f"coalesce(current_setting('{ORIGIN_SETTING}', true), '') = 'sync'"
 
 
 def _functions(s: str) -> list[str]:
-    sync = _IS_SYNC
     writable, read_only = _array(WRITABLE_CONTACT_COLUMNS), _array(READ_ONLY_CONTACT_COLUMNS)
     return [
         f"""
@@ -76,9 +75,6 @@ DECLARE
     changed_old jsonb := '{{}}';
     col text;
 BEGIN
-    IF {sync} THEN
-        RETURN NEW;
-    END IF;
     FOREACH col IN ARRAY {read_only} LOOP
         IF old_row -> col IS DISTINCT FROM new_row -> col THEN
             RAISE EXCEPTION 'amosync: contacts.% of contact % cannot be edited: it mirrors amoCRM',
@@ -117,9 +113,6 @@ DECLARE
     new_row jsonb := to_jsonb(NEW);
     col text;
 BEGIN
-    IF {sync} THEN
-        RETURN NEW;
-    END IF;
     IF NEW.id >= 0 THEN
         RAISE EXCEPTION 'amosync: contact ids are assigned by amoCRM; insert without an id'
             USING ERRCODE = 'insufficient_privilege',
@@ -145,9 +138,6 @@ $fn$""",
 CREATE FUNCTION "{s}".amosync_contact_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF {sync} THEN
-        RETURN NULL;
-    END IF;
     INSERT INTO "{s}".sync_changes (contact_id, kind, new_values)
     SELECT NEW.id, 'create', jsonb_object_agg(key, value)
     FROM jsonb_each(to_jsonb(NEW))
@@ -159,7 +149,7 @@ $fn$""",
 CREATE FUNCTION "{s}".amosync_contact_before_delete() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF {sync} OR OLD.id < 0 THEN
+    IF OLD.id < 0 THEN
         RETURN OLD;
     END IF;
     RAISE EXCEPTION 'amosync: DELETE of contact % refused: the amoCRM API cannot delete contacts',
@@ -172,9 +162,6 @@ $fn$""",
 CREATE FUNCTION "{s}".amosync_refuse_truncate() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF {sync} THEN
-        RETURN NULL;
-    END IF;
     RAISE EXCEPTION 'amosync: TRUNCATE of % refused: it mirrors amoCRM, which cannot delete '
                     'contacts', TG_TABLE_NAME
         USING ERRCODE = 'insufficient_privilege';
@@ -184,9 +171,6 @@ $fn$""",
 CREATE FUNCTION "{s}".amosync_chat_before_write() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF {sync} THEN
-        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
     IF TG_OP = 'INSERT' AND NEW.id < 0 THEN
         RETURN NEW;
     END IF;
@@ -207,9 +191,6 @@ $fn$""",
 CREATE FUNCTION "{s}".amosync_chat_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF {sync} THEN
-        RETURN NULL;
-    END IF;
     INSERT INTO "{s}".sync_changes (contact_id, kind, chat_link_id, new_values)
     VALUES (NEW.contact_id, 'chat_link', NEW.id, jsonb_build_object('chat_id', NEW.chat_id));
     RETURN NULL;
@@ -219,9 +200,6 @@ $fn$""",
 CREATE FUNCTION "{s}".amosync_refuse_relation_write() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF {sync} THEN
-        RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-    END IF;
     RAISE EXCEPTION 'amosync: % on % refused: the table mirrors amoCRM', TG_OP, TG_TABLE_NAME
         USING ERRCODE = 'insufficient_privilege', HINT = TG_ARGV[0];
 END
@@ -237,31 +215,80 @@ $fn$""",
     ]
 
 
+def _local_trigger(
+    name: str, when: str, table: str, call: str, *, each: str = "ROW", condition: str = ""
+) -> str:
+    """A trigger that fires only for local writes.
+
+    The WHEN clause skips the sync's own writes before any function is called, so bulk
+    upserts by pull pay nothing for capture; relation guards fire once per statement.
+    """
+    return (
+        f"CREATE TRIGGER {name} {when} ON {table} FOR EACH {each} "
+        f"WHEN (NOT {_IS_SYNC}{condition}) EXECUTE FUNCTION {call}"
+    )
+
+
 def _triggers(s: str) -> list[str]:
+    contacts, chats = f'"{s}".contacts', f'"{s}".contact_chats'
     statements = [
-        f'CREATE TRIGGER amosync_capture_update BEFORE UPDATE ON "{s}".contacts '
-        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_contact_before_update()',
-        f'CREATE TRIGGER amosync_check_insert BEFORE INSERT ON "{s}".contacts '
-        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_contact_before_insert()',
-        f'CREATE TRIGGER amosync_capture_insert AFTER INSERT ON "{s}".contacts '
-        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_contact_after_insert()',
-        f'CREATE TRIGGER amosync_guard_delete BEFORE DELETE ON "{s}".contacts '
-        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_contact_before_delete()',
-        f'CREATE TRIGGER amosync_guard_truncate BEFORE TRUNCATE ON "{s}".contacts '
-        f'FOR EACH STATEMENT EXECUTE FUNCTION "{s}".amosync_refuse_truncate()',
-        f"CREATE TRIGGER amosync_check_write BEFORE INSERT OR UPDATE OR DELETE "
-        f'ON "{s}".contact_chats '
-        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_chat_before_write()',
-        f'CREATE TRIGGER amosync_capture_insert AFTER INSERT ON "{s}".contact_chats '
-        f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_chat_after_insert()',
+        _local_trigger(
+            "amosync_capture_update",
+            "BEFORE UPDATE",
+            contacts,
+            f'"{s}".amosync_contact_before_update()',
+        ),
+        _local_trigger(
+            "amosync_check_insert",
+            "BEFORE INSERT",
+            contacts,
+            f'"{s}".amosync_contact_before_insert()',
+        ),
+        _local_trigger(
+            "amosync_capture_insert",
+            "AFTER INSERT",
+            contacts,
+            f'"{s}".amosync_contact_after_insert()',
+        ),
+        _local_trigger(
+            "amosync_guard_delete",
+            "BEFORE DELETE",
+            contacts,
+            f'"{s}".amosync_contact_before_delete()',
+        ),
+        _local_trigger(
+            "amosync_guard_truncate",
+            "BEFORE TRUNCATE",
+            contacts,
+            f'"{s}".amosync_refuse_truncate()',
+            each="STATEMENT",
+        ),
+        _local_trigger(
+            "amosync_check_write",
+            "BEFORE INSERT OR UPDATE OR DELETE",
+            chats,
+            f'"{s}".amosync_chat_before_write()',
+        ),
+        _local_trigger(
+            "amosync_capture_insert",
+            "AFTER INSERT",
+            chats,
+            f'"{s}".amosync_chat_after_insert()',
+        ),
         f'CREATE TRIGGER amosync_announce AFTER INSERT ON "{s}".sync_requests '
         f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_announce_request()',
     ]
     for table, hint in READ_ONLY_RELATIONS.items():
         statements.append(
-            f"CREATE TRIGGER amosync_guard_write BEFORE INSERT OR UPDATE OR DELETE "
-            f'ON "{s}".{table} FOR EACH ROW '
-            f"EXECUTE FUNCTION \"{s}\".amosync_refuse_relation_write('{hint}')"
+            _local_trigger(
+                "amosync_guard_write",
+                "BEFORE INSERT OR UPDATE OR DELETE",
+                f'"{s}".{table}',
+                f"\"{s}\".amosync_refuse_relation_write('{hint}')",
+                each="STATEMENT",
+                # a foreign-key cascade (deleting a never-pushed contact) runs nested: allow it
+                condition=" AND pg_trigger_depth() = 0",
+            )
         )
     return statements
 
