@@ -15,11 +15,8 @@ from typing import Any, TypeVar
 import click
 
 from sync import cli_ops
-from sync.amo.auth import store_authorization_code
-from sync.amo.client import AmoClient
 from sync.config import Config, load_config
 from sync.db.engine import create_engine
-from sync.db.tokens import TokenStore
 from sync.emulator.command import emulator_command
 from sync.errors import SyncError, UsageError
 from sync.logs import configure_logging
@@ -91,6 +88,33 @@ def db_downgrade(app: _Context, revision: str) -> None:
     click.echo(f"schema {app.config.database.schema} downgraded from {before} to {after or 'base'}")
 
 
+@cli.command("auth")
+@click.option("--code", required=True, help="The authorization code from the OAuth redirect.")
+@pass_context
+def auth(app: _Context, code: str) -> None:
+    """Exchange an OAuth authorization code for tokens and store them in the database."""
+    from sync.amo.auth import store_authorization_code
+    from sync.amo.client import AmoClient
+    from sync.db.engine import create_engine
+    from sync.db.tokens import TokenStore
+
+    config = app.config
+    if not config.amocrm.oauth.enabled:
+        raise UsageError("`auth` needs [amocrm.oauth] client_id, client_secret and redirect_uri")
+    engine = create_engine(config.database)
+    try:
+        with AmoClient(config.amocrm, None) as client:
+            pair = store_authorization_code(
+                config.amocrm.oauth, TokenStore(engine), client.session.exchange_token, code.strip()
+            )
+    finally:
+        engine.dispose()
+    until = datetime.fromtimestamp(pair.expires_at, UTC).isoformat(timespec="seconds")
+    click.echo(
+        f"OAuth tokens stored in schema {config.database.schema}; access valid until {until}"
+    )
+
+
 @db.command("shell", context_settings={"ignore_unknown_options": True})
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
 @pass_context
@@ -117,28 +141,6 @@ def demo(app: _Context) -> None:
     config = app.config
     configure_logging(replace(config.logging, level="warning"))  # the story is on stdout
     run_demo(config, click.echo)
-
-
-@cli.command("auth")
-@click.option("--code", required=True, help="The authorization code from the OAuth redirect.")
-@pass_context
-def auth(app: _Context, code: str) -> None:
-    """Exchange an OAuth authorization code for tokens and store them in the database."""
-    config = app.config
-    if not config.amocrm.oauth.enabled:
-        raise UsageError("`auth` needs [amocrm.oauth] client_id, client_secret and redirect_uri")
-    engine = create_engine(config.database)
-    try:
-        with AmoClient(config.amocrm, None) as client:
-            pair = store_authorization_code(
-                config.amocrm.oauth, TokenStore(engine), client.session.exchange_token, code.strip()
-            )
-    finally:
-        engine.dispose()
-    until = datetime.fromtimestamp(pair.expires_at, UTC).isoformat(timespec="seconds")
-    click.echo(
-        f"OAuth tokens stored in schema {config.database.schema}; access valid until {until}"
-    )
 
 
 @cli.command()
