@@ -31,7 +31,7 @@ from sync.amo.ratelimit import DEFAULT_MARGIN_S, RateLimiter
 from sync.config import AmoCrmConfig, Config, DatabaseConfig, Secret, SyncConfig
 from sync.db.engine import create_engine, sync_origin
 from sync.db.migrate import upgrade
-from sync.emulator import Emulator, EmulatorSettings
+from sync.emulator import Emulator, EmulatorSettings, busiest_window
 from sync.push import run_push
 
 SERVER = os.environ.get(
@@ -149,7 +149,7 @@ def _print(
     arrived = sum(
         1 for i in ids if _admin_get(base_url, f"contacts/{i}").get("name") == f"bench {i}"
     )
-    windows = _max_per_second([r["arrived_at"] for r in log])
+    windows = busiest_window(log)
     print(f"edits: {len(ids)} (a third edited twice)  latency: {args.latency_ms} ms  "
           f"workers: {args.workers}  limiter margin: {args.margin_s} s  "
           f"cpu cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}")  # fmt: skip
@@ -160,16 +160,6 @@ def _print(
     print(f"429s: {sum(v for k, v in by_kind.items() if k.endswith(' 429'))}   "
           f"max requests arriving in any 1 s: {windows}")  # fmt: skip
     print(f"edits in amoCRM: {arrived}/{len(ids)}   report: {report}")
-
-
-def _max_per_second(times: list[float]) -> int:
-    times.sort()
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= 1.0:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def _scratch_database() -> tuple[sa.Engine, sa.URL]:

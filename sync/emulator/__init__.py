@@ -8,6 +8,7 @@ from __future__ import annotations
 from sync.emulator.clock import EmulatorClock
 from sync.emulator.core import Controls, Emulator
 from sync.emulator.faults import FaultRule
+from sync.emulator.requestlog import busiest_window
 from sync.emulator.server import RunningServer, serve
 from sync.emulator.settings import EmulatorSettings
 from sync.emulator.transport import EmulatorTransport
@@ -23,5 +24,6 @@ __all__ = [
     "Request",
     "Response",
     "RunningServer",
+    "busiest_window",
     "serve",
 ]

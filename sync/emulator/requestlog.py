@@ -4,6 +4,7 @@ carried these fields"). Admin calls are not logged."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,3 +48,15 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+def busiest_window(entries: Iterable[Mapping[str, Any]], window_s: float = 1.0) -> int:
+    """The most requests that arrived within any `window_s` (by `arrived_at`): the number to
+    hold against amoCRM's "never more than 7 in a second"."""
+    times = sorted(float(entry["arrived_at"]) for entry in entries)
+    best, start = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
