@@ -20,12 +20,12 @@ to an outcome — success, or an error plus the retry decision. No I/O here; the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from sync.errors import (
     AmoAuthError,
@@ -75,7 +75,9 @@ def _is_json(headers: Mapping[str, str], body: bytes) -> bool:
 
 def _parse_json(body: bytes) -> tuple[bool, Any]:
     try:
-        return True, json.loads(body)
+        # orjson: a 250-contact page parses in a fraction of the stdlib's time, and parsing
+        # holds the GIL that the page writers need (pull's ingest is CPU-bound here)
+        return True, orjson.loads(body)
     except (ValueError, UnicodeDecodeError):
         return False, None
 

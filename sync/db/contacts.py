@@ -20,11 +20,11 @@ What `store_page` does, in order (the caller commits it together with the cursor
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -78,7 +78,9 @@ class PageResult:
 
 
 def _dump(rows: Any) -> str:
-    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    # orjson (UTF-8, compact): several times faster than the stdlib on a page's rows, which
+    # matters because encoding holds the GIL that the fetching threads need
+    return orjson.dumps(rows).decode()
 
 
 def _recordset(columns: Sequence[tuple[str, str]], param: str = "rows") -> str:
