@@ -150,21 +150,12 @@ def pull(app: _Context, full: bool) -> None:
     """Pull changed contacts (and deletions) from amoCRM; --full re-reads everything."""
     from sync.progress import progress_bar
     from sync.pull import run_pull
-    from sync.wiring import amo_client, database_engine
+    from sync.wiring import connected
 
     config = app.config
-    config.require_amocrm_auth()
-    engine = database_engine(config)
-    try:
-        with amo_client(config, engine) as client, progress_bar() as bar:
-            report = run_pull(config, engine, client, full=full, progress=bar)
-    finally:
-        engine.dispose()
-    click.echo(
-        f"{report.kind} run {report.run_id}: {report.fetched} contacts read, "
-        f"{report.upserted} written, {report.deleted} marked deleted, "
-        f"{report.requests} requests in {report.duration_s:.1f} s"
-    )
+    with connected(config) as (engine, client), progress_bar() as bar:
+        report = run_pull(config, engine, client, full=full, progress=bar)
+    click.echo(report.describe())
 
 
 cli.add_command(emulator_command, "emulator")
@@ -179,16 +170,11 @@ db.add_command(cli_ops.grant_reader)
 def push(app: _Context) -> None:
     """Send pending local changes (updates, new contacts, chat links) to amoCRM."""
     from sync.push import run_push
-    from sync.wiring import amo_client, database_engine
+    from sync.wiring import connected
 
     config = app.config
-    config.require_amocrm_auth()
-    engine = database_engine(config)
-    try:
-        with amo_client(config, engine) as client:
-            report = run_push(config, engine, client)
-    finally:
-        engine.dispose()
+    with connected(config) as (engine, client):
+        report = run_push(config, engine, client)
     click.echo(report.describe())
 
 
@@ -199,24 +185,14 @@ def sync_once(app: _Context) -> None:
     from sync.progress import progress_bar
     from sync.pull import run_pull
     from sync.push import run_push
-    from sync.wiring import amo_client, database_engine
+    from sync.wiring import connected
 
     config = app.config
-    config.require_amocrm_auth()
-    engine = database_engine(config)
-    try:
-        with amo_client(config, engine) as client:
-            pushed = run_push(config, engine, client)
-            click.echo(pushed.describe())
-            with progress_bar() as bar:
-                pulled = run_pull(config, engine, client, full=False, progress=bar)
-    finally:
-        engine.dispose()
-    click.echo(
-        f"{pulled.kind} run {pulled.run_id}: {pulled.fetched} contacts read, "
-        f"{pulled.upserted} written, {pulled.deleted} marked deleted, "
-        f"{pulled.requests} requests in {pulled.duration_s:.1f} s"
-    )
+    with connected(config) as (engine, client):
+        click.echo(run_push(config, engine, client).describe())
+        with progress_bar() as bar:
+            pulled = run_pull(config, engine, client, full=False, progress=bar)
+    click.echo(pulled.describe())
 
 
 @cli.group()

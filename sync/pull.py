@@ -80,6 +80,14 @@ class PullReport:
     duration_s: float = 0.0
     cursor: int | None = None
 
+    def describe(self) -> str:
+        """The one line the CLI prints for this run."""
+        return (
+            f"{self.kind} run {self.run_id}: {self.fetched} contacts read, "
+            f"{self.upserted} written, {self.deleted} marked deleted, "
+            f"{self.requests} requests in {self.duration_s:.1f} s"
+        )
+
 
 def run_pull(
     config: Config,

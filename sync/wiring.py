@@ -3,6 +3,9 @@ client (used by the CLI commands, and by the daemon later)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sqlalchemy.engine import Engine
 
 from sync.amo.client import AmoClient
@@ -24,3 +27,15 @@ def amo_client(config: Config, engine: Engine) -> AmoClient:
         token_storage=TokenStore(engine),
         workers=config.sync.pull_workers,
     )
+
+
+@contextmanager
+def connected(config: Config) -> Iterator[tuple[Engine, AmoClient]]:
+    """The engine and an authenticated client for one command; both are closed afterwards."""
+    config.require_amocrm_auth()
+    engine = database_engine(config)
+    try:
+        with amo_client(config, engine) as client:
+            yield engine, client
+    finally:
+        engine.dispose()
