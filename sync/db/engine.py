@@ -64,13 +64,14 @@ def store_errors(config: DatabaseConfig) -> Iterator[None]:
     except OperationalError as exc:
         where = "the embedded PostgreSQL" if config.embedded else describe(database_url(config))
         raise StoreError(
-            f"PostgreSQL at {where} failed: {_first_line(exc)}", transient=True
+            f"PostgreSQL at {where} failed: {driver_message(exc)}", transient=True
         ) from exc
     except DBAPIError as exc:
-        raise StoreError(f"PostgreSQL refused a statement: {_first_line(exc)}") from exc
+        raise StoreError(f"PostgreSQL refused a statement: {driver_message(exc)}") from exc
 
 
-def _first_line(exc: DBAPIError) -> str:
+def driver_message(exc: DBAPIError) -> str:
+    """The first line of PostgreSQL's own message for a driver error: no SQL, no parameters."""
     diag = getattr(exc.orig, "diag", None)
     primary = getattr(diag, "message_primary", None)
     text = primary or str(exc.orig) or type(exc.orig).__name__

@@ -18,13 +18,13 @@ import hashlib
 import os
 import socket
 import threading
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from sync.db.engine import driver_message
 from sync.logs import get_logger
 
 log = get_logger("sync.db.locks")
@@ -95,7 +95,7 @@ class LeaderLock:
                 self._conn.commit()
                 return True
             except DBAPIError as exc:
-                log.warning("leader_lock_lost", schema=self.schema, error=_first_line(exc))
+                log.warning("leader_lock_lost", schema=self.schema, error=driver_message(exc))
                 _close_quietly(self._conn)
                 self._conn = None
                 return False
@@ -148,8 +148,3 @@ def _close_quietly(conn: Connection) -> None:
         conn.close()
     except Exception:  # noqa: BLE001 - closing a broken connection may fail in many ways
         log.debug("leader_lock_close_failed")
-
-
-def _first_line(exc: DBAPIError) -> str:
-    text: Any = getattr(exc, "orig", None) or exc
-    return str(text).strip().splitlines()[0] if str(text).strip() else type(exc).__name__

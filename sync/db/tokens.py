@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from sync.db.engine import driver_message
 from sync.db.schema import sync_state
 from sync.errors import StoreError
 
@@ -90,13 +91,9 @@ def _store_errors() -> Iterator[None]:
         yield
     except OperationalError as exc:
         raise StoreError(
-            f"PostgreSQL failed while handling OAuth tokens: {_line(exc)}", transient=True
+            f"PostgreSQL failed while handling OAuth tokens: {driver_message(exc)}", transient=True
         ) from exc
     except DBAPIError as exc:
-        raise StoreError(f"PostgreSQL refused an OAuth token statement: {_line(exc)}") from exc
-
-
-def _line(exc: DBAPIError) -> str:
-    diag = getattr(exc.orig, "diag", None)
-    text = getattr(diag, "message_primary", None) or type(exc.orig).__name__
-    return str(text).strip().splitlines()[0]
+        raise StoreError(
+            f"PostgreSQL refused an OAuth token statement: {driver_message(exc)}"
+        ) from exc
