@@ -8,8 +8,11 @@
 
 The emulator runs in its own process (so its JSON rendering does not compete with the pull for
 this process's GIL). A fresh database is created on `--pg` (default: the local server the tests
-use), migrated, and dropped afterwards. Prints the wall time, the API requests the server saw
-and the target `1.25 x requests / 7`, the 429s, contacts per second and this process's peak RSS.
+use), migrated, and dropped afterwards. Runs `--passes` full resyncs in a row (default 2: the
+first fills empty tables, the second re-reads everything over full tables, as the scheduled
+resync does). For each it prints the rows stored per relation table, the wall time, the API
+requests the server saw and the target `1.25 x requests / 7`, the 429s, contacts per second and
+this process's peak RSS.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 
 from sync.amo.client import AmoClient
 from sync.config import AmoCrmConfig, Config, DatabaseConfig, LoggingConfig, Secret, SyncConfig
@@ -37,6 +40,15 @@ from sync.pull import run_pull
 
 AMOSYNC = str(Path(sys.executable).with_name("amosync"))
 TOKEN = "bench-token"
+RELATION_TABLES = (
+    "contact_custom_field_values",
+    "contact_tags",
+    "contact_companies",
+    "contact_leads",
+    "contact_customers",
+    "contact_catalog_elements",
+    "contact_chats",
+)
 
 
 def free_port() -> int:
@@ -111,6 +123,7 @@ def main() -> None:
     parser.add_argument("--rate-limit", type=float, default=7)
     parser.add_argument("--max-rps", type=float, default=7)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--passes", type=int, default=2, help="full resyncs in a row")
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     configure_logging(LoggingConfig(level="warning", format="json"))
@@ -135,16 +148,28 @@ def run(args: argparse.Namespace, port: int, db: DatabaseConfig) -> None:
     config = Config(amocrm=amo, database=db, sync=SyncConfig(pull_workers=args.workers))
     engine = create_engine(db, pool_size=args.workers + 2)
     client = AmoClient.connect(amo, workers=args.workers)
+    with client:
+        for number in range(1, args.passes + 1):
+            # pass 1 fills empty tables; later passes re-read every contact over full tables
+            # (the scheduled full resync: every relation row is diffed, few change)
+            print(f"--- pass {number}: {'empty tables' if number == 1 else 'tables filled'}")
+            measure(args, port, config, engine, client)
+    engine.dispose()
+
+
+def measure(
+    args: argparse.Namespace, port: int, config: Config, engine: Engine, client: AmoClient
+) -> None:
     before = len(server_log(port))
     started = time.monotonic()
-    with client:
-        report = run_pull(config, engine, client, full=True)
+    report = run_pull(config, engine, client, full=True)
     wall = time.monotonic() - started
     log = server_log(port)[before:]
     api = [r for r in log if str(r.get("path", "")).startswith("/api/v4")]
     throttled = sum(1 for r in api if r.get("status") == 429)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"contacts stored      {report.fetched}")
+    print(f"contacts stored      {report.fetched} ({report.upserted} written)")
+    print(f"relation rows        {relation_rows(engine, config.database.schema)}")
     print(f"wall time            {wall:.1f} s")
     print(f"requests (server)    {len(api)}  (pull counted {report.requests})")
     print(
@@ -155,7 +180,16 @@ def run(args: argparse.Namespace, port: int, db: DatabaseConfig) -> None:
     print(f"ingest               {report.fetched / wall:.0f} contacts/s")
     print(f"peak RSS (this proc) {peak_mb:.0f} MB")
     print(f"cpus                 {os.cpu_count()} (shared with other engineers' jobs)")
-    engine.dispose()
+
+
+def relation_rows(engine: Engine, schema: str) -> str:
+    """Rows per relation table: the ingest rate counts contacts *with* all of these."""
+    counts = []
+    with engine.connect() as conn:
+        for table in RELATION_TABLES:
+            counted = conn.scalar(sa.text(f'SELECT count(*) FROM "{schema}".{table}'))
+            counts.append(f"{table.removeprefix('contact_')} {counted}")
+    return ", ".join(counts)
 
 
 if __name__ == "__main__":

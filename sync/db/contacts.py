@@ -193,7 +193,12 @@ class ContactStore:
         """Make the table's rows exactly `rows`, touching only what differs: rows of the stored
         contacts `ids` that are not in `rows` go, rows not there yet come."""
         if ids:
-            same = " AND ".join(f"n.{c} IS NOT DISTINCT FROM t.{c}" for c, _ in columns)
+            # the contact_id equality lets the planner hash the anti-join; with the null-safe
+            # comparisons alone it compares every row with every row of the page
+            same = " AND ".join(
+                f"n.{c} = t.{c}" if c == "contact_id" else f"n.{c} IS NOT DISTINCT FROM t.{c}"
+                for c, _ in columns
+            )
             delete = f"""
                 WITH n AS MATERIALIZED (SELECT * FROM {_recordset(columns)})
                 DELETE FROM {self.s}.{table} t WHERE t.contact_id = ANY(:ids)
