@@ -161,9 +161,11 @@ def measure(
     args: argparse.Namespace, port: int, config: Config, engine: Engine, client: AmoClient
 ) -> None:
     before = len(server_log(port))
+    cpu_before = cpu_seconds(port)
     started = time.monotonic()
     report = run_pull(config, engine, client, full=True)
     wall = time.monotonic() - started
+    cpu = {name: spent - cpu_before.get(name, 0.0) for name, spent in cpu_seconds(port).items()}
     log = server_log(port)[before:]
     api = [r for r in log if str(r.get("path", "")).startswith("/api/v4")]
     throttled = sum(1 for r in api if r.get("status") == 429)
@@ -179,7 +181,27 @@ def measure(
     print(f"429 responses        {throttled}")
     print(f"ingest               {report.fetched / wall:.0f} contacts/s")
     print(f"peak RSS (this proc) {peak_mb:.0f} MB")
+    print("CPU seconds          " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
     print(f"cpus                 {os.cpu_count()} (shared with other engineers' jobs)")
+
+
+def cpu_seconds(port: int) -> dict[str, float]:
+    """CPU time used so far by this process, the emulator and the PostgreSQL server (Linux
+    /proc; the pool keeps its backends alive, so a difference over a pass is what it cost)."""
+    spent = {"pull": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        name = "postgres" if command.startswith("postgres") else None
+        if f"--port {port} " in command and "emulator" in command:
+            name = "emulator"
+        if name:
+            spent[name] = spent.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return spent
 
 
 def relation_rows(engine: Engine, schema: str) -> str:

@@ -46,6 +46,7 @@ from sync.db.contacts import ContactStore
 from sync.db.engine import store_errors, sync_origin
 from sync.db.runs import CONTACTS_CURSOR, EVENTS_CURSOR, RunStore, pull_lock
 from sync.errors import InvariantError, SyncError
+from sync.heap import fewer_collections
 from sync.logs import get_logger
 from sync.mapping import (
     event_changes,
@@ -103,7 +104,8 @@ def run_pull(
     with store_errors(config.database), pull_lock(engine, schema) as locked:
         if not locked:
             raise PullBusyError("another pull is running on this database schema; try again later")
-        return _Run(config, engine, client, progress).execute(full, request_id)
+        with fewer_collections():  # pages are acyclic garbage: see sync.heap
+            return _Run(config, engine, client, progress).execute(full, request_id)
 
 
 def serve_request(

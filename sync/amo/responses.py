@@ -61,11 +61,13 @@ class Outcome:
 
 def excerpt(body: bytes | str) -> str:
     """A short, redacted, single-line piece of a body, for error messages and logs."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    text = " ".join(text.split())
-    if len(text) > EXCERPT_CHARS:
+    head = body[: EXCERPT_CHARS * 8]  # enough for the excerpt even with runs of whitespace
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    # redact before cutting, so that a secret cut in half cannot slip past the patterns
+    text = redact_text(" ".join(text.split()))
+    if len(text) > EXCERPT_CHARS or len(head) < len(body):
         text = text[:EXCERPT_CHARS] + "…"
-    return redact_text(text)
+    return text
 
 
 def _is_json(headers: Mapping[str, str], body: bytes) -> bool:
@@ -92,18 +94,20 @@ def classify(
     write: bool = False,
 ) -> Outcome:
     """Turn one HTTP answer into an `Outcome`. `url` must already be free of secrets."""
-    where: dict[str, Any] = {
-        "method": method,
-        "url": url,
-        "status": status,
-        "body_excerpt": excerpt(body),
-    }
     if status == 204:
         return Outcome(data=None)
     if 200 <= status < 300:
         ok, data = _parse_json(body)
         if ok:
             return Outcome(data=data)
+    # only failures carry the context (an excerpt of a 400 KB page costs more than parsing it)
+    where: dict[str, Any] = {
+        "method": method,
+        "url": url,
+        "status": status,
+        "body_excerpt": excerpt(body),
+    }
+    if 200 <= status < 300:
         err = AmoTransientError("amoCRM sent a broken or truncated JSON body", **where)
         return Outcome(error=err, retry=True, applied_unknown=write)
     if status == 429:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sync.amo.responses import classify, classify_exception, validation_errors
+from sync.amo.responses import classify, classify_exception, excerpt, validation_errors
 from sync.errors import (
     AmoAuthError,
     AmoBlockedError,
@@ -154,6 +154,29 @@ def test_error_excerpt_is_short_and_redacted() -> None:
     assert outcome.error is not None
     assert "abc.def.ghi" not in outcome.error.body_excerpt
     assert len(outcome.error.body_excerpt) < 400
+
+
+def test_excerpt_of_a_huge_body_reads_only_its_head() -> None:
+    secret = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2lnbmF0dXJl"
+    body = (b" " * 5000) + b'{"error": "' + secret.encode() + b'"}' + b"z" * 10_000_000
+    text = excerpt(body)
+    assert secret[:20] not in text
+    assert text.endswith("…")
+    assert len(text) <= 301
+
+
+def test_excerpt_marks_a_body_cut_short_even_when_the_head_collapses() -> None:
+    body = b"a" + b" " * 5000 + b"b"
+    assert excerpt(body) == "a…"
+    assert excerpt(b"  short  body ") == "short body"
+
+
+def test_a_good_page_is_parsed_without_an_excerpt(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(body: bytes | str) -> str:
+        raise AssertionError("excerpt taken of a successful answer")
+
+    monkeypatch.setattr("sync.amo.responses.excerpt", refuse)
+    assert classify("GET", "/x", 200, JSON, b'{"a": 1}').data == {"a": 1}
 
 
 REQUEST = httpx.Request("POST", "http://127.0.0.1/api/v4/contacts")
