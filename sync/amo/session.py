@@ -191,11 +191,18 @@ class AmoSession:
             if event.endswith("send_request_headers.started"):
                 self.limiter.sent(slot)
 
+        request = self._http.build_request(
+            method, url, json=body, headers=headers, extensions={"trace": trace}
+        )
         try:
-            response = self._http.request(
-                method, url, json=body, headers=headers, extensions={"trace": trace}
-            )
-            raw = response.read()
+            # streamed and joined here, so the body is not cached on the Response: httpx's
+            # Response sits in a reference cycle, and a cached 400 KB page would live until
+            # the cyclic collector runs (rarely, during a pull: see sync.heap)
+            response = self._http.send(request, stream=True)
+            try:
+                raw = b"".join(response.iter_bytes())
+            finally:
+                response.close()
         except httpx.HTTPError as exc:
             self._log(method, safe_url, None, started, error=type(exc).__name__)
             return classify_exception(method, safe_url, exc, write=write)
