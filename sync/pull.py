@@ -51,7 +51,7 @@ from sync.logs import get_logger
 from sync.mapping import (
     event_changes,
 )
-from sync.scan import Batch, Counter, FiltersIgnored, Walker
+from sync.scan import Batch, FiltersIgnored, Walker
 from sync.writer import PageWriter, Progress
 
 log = get_logger("sync.pull")
@@ -140,8 +140,8 @@ class _Run:
         self.store = ContactStore(config.database.schema)
         self.runs = RunStore(config.database.schema)
         self.progress = progress
-        self.counter = Counter()
-        self.writer = PageWriter(config, engine, client, self.counter, progress)
+        self.requests_before = client.session.requests_sent
+        self.writer = PageWriter(config, engine, client, progress)
         self.report = PullReport(0, "pull")
         self.ceiling = int(time.time())
         self.newest_event: int | None = None
@@ -170,7 +170,9 @@ class _Run:
     ) -> None:
         report = self.report
         report.duration_s = round(time.monotonic() - started, 3)
-        report.requests = self.counter.requests
+        # every request this run sent, retries, prefetches past the end and refreshes included
+        # (runs in one process take turns: the daemon has one worker)
+        report.requests = self.client.session.requests_sent - self.requests_before
         report.cursor = self.writer.cursor
         report.fetched, report.upserted = self.writer.fetched, self.writer.upserted
         counts = {k: v for k, v in asdict(report).items() if isinstance(v, int)}
@@ -224,13 +226,12 @@ class _Run:
             log.warning("pull_cursor_held", reason="contacts deleted during the descending walk")
 
     def _filters_enabled(self) -> bool:
-        self.counter.requests += 1
         account = self.client.fetch_account(with_=["is_api_filter_enabled"])
         return account.get("is_api_filter_enabled") is not False
 
     def _walker(self) -> Walker:
         page_size = self.config.amocrm.page_size
-        return Walker(self.client, self.sync.with_, page_size, self.ceiling, self.counter)
+        return Walker(self.client, self.sync.with_, page_size, self.ceiling)
 
     def _consume(self, batches: Iterable[Batch]) -> None:
         for batch in batches:
@@ -264,7 +265,6 @@ class _Run:
         pages = self.client.iter_events(types=EVENT_TYPES, filters={"created_at": {"from": start}})
         try:
             for page in pages:  # newest first: stop at the first event before the start
-                self.counter.requests += 1
                 fresh = [e for e in page.items if int(e.get("created_at") or 0) >= start]
                 stamps = [int(e.get("created_at") or 0) for e in fresh]
                 self.newest_event = (
@@ -282,7 +282,6 @@ class _Run:
         with self.engine.connect() as conn:
             missing = sorted(self.store.deleted_ids(conn, restored))
         if missing:
-            self.counter.requests += -(-len(missing) // 250)
             found = self.client.fetch_contacts_by_ids(missing, with_=self.sync.with_)
             self.writer.store(Batch(list(found.values()), None))
 
@@ -307,7 +306,6 @@ class _Run:
     def _complete_pages(self, pages: Iterator[Page]) -> Iterator[list[dict[str, Any]]]:
         more = False
         for page in pages:
-            self.counter.requests += 1
             more = page.has_next
             yield page.items
         if more:  # iteration ended on a 204 after a page that promised more
@@ -344,7 +342,6 @@ class _Run:
             live = self.store.live_count(conn)
         found: dict[int, dict[str, Any]] = {}
         if unseen:
-            self.counter.requests += -(-len(unseen) // 250)
             found = self.client.fetch_contacts_by_ids(unseen, with_=self.sync.with_)
             self.writer.store(Batch(list(found.values()), None))
         gone = [cid for cid in unseen if cid not in found]

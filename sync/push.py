@@ -53,7 +53,7 @@ class PushReport:
     conflicts: int = 0
     held: int = 0
     errors: int = 0
-    requests: int = 0  # API calls made (retries inside the client not counted)
+    requests: int = 0  # HTTP requests sent to amoCRM, retries included
     recovered: int = 0
 
     @property
@@ -97,6 +97,7 @@ def run_push(
     report = PushReport()
     ctx = _Context(config, engine, client, clock, _Counter(report))
     started = clock.monotonic()
+    requests_before = client.session.requests_sent  # runs in one process take turns
     with outbox.push_lock(engine):
         with engine.begin() as conn:
             report.run_id = outbox.start_run(conn, clock.now())
@@ -107,9 +108,11 @@ def run_push(
             if config.sync.chats:
                 _push_links(ctx)
         except Exception as exc:
+            report.requests = client.session.requests_sent - requests_before
             _finish(ctx, report, error=str(exc) or type(exc).__name__)
             log.error("push_failed", error=str(exc), **_summary(report, clock, started))
             raise
+        report.requests = client.session.requests_sent - requests_before
         _finish(ctx, report)
     log.info("push_finished", **_summary(report, clock, started))
     return report
@@ -146,7 +149,6 @@ def _recover(ctx: _Context) -> None:
 def _recover_creates(ctx: _Context, entry: Mapping[str, Any]) -> None:
     items = prepare([dict(p) for p in entry["items"].values()])
     floor = entry.get("floor")
-    ctx.count.add(requests=1 + len(items) // 250)
     found = find_created(ctx.client, items, floor, set(), ctx.client.reconcile_settle_s)
     temps = [int(i.request_id) for i in items]
     with ctx.engine.begin() as conn:
@@ -164,7 +166,6 @@ def _recover_creates(ctx: _Context, entry: Mapping[str, Any]) -> None:
 
 def _recover_links(ctx: _Context, entry: Mapping[str, Any]) -> None:
     items = prepare([dict(p) for p in entry["items"].values()])
-    ctx.count.add(requests=1)
     found = find_linked(ctx.client, items)
     with ctx.engine.begin() as conn:
         pending = {p.temp_id: p for p in inflight.claim_links(conn)}
@@ -196,7 +197,6 @@ def _push_updates(ctx: _Context) -> None:
 def _plan_chunk(ctx: _Context, chunk: list[outbox.PendingUpdate]) -> list[list[UpdatePlan]]:
     """One GET of amoCRM's versions; record what needs no PATCH; return the PATCH batches."""
     remote = ctx.client.fetch_contacts_by_ids(p.contact_id for p in chunk)
-    ctx.count.add(requests=1)
     policy = ctx.config.sync.conflict_policy
     overrides = ctx.config.sync.conflict_fields_map
     plans = [plan_update(p, remote.get(p.contact_id), policy, overrides) for p in chunk]
@@ -208,14 +208,12 @@ def _plan_chunk(ctx: _Context, chunk: list[outbox.PendingUpdate]) -> list[list[U
 
 def _send_update_batch(ctx: _Context, batch: Sequence[UpdatePlan]) -> None:
     entities = [plan.entity for plan in batch if plan.entity is not None]
-    ctx.count.add(requests=1)
     failure: AmoError | None = None
     rejected: Mapping[str, Sequence[Mapping[str, str]]] = {}
     try:
         results = ctx.client.update_contacts(entities, batch_size=len(entities))
     except AmoRejectedError as exc:
         results, rejected = _results(exc), exc.errors_by_request_id
-        ctx.count.add(requests=1)
     except AmoError as exc:
         results, failure = _results(exc), exc
     by_id = {r.request_id: r for r in results}
@@ -267,7 +265,6 @@ def _push_creates(ctx: _Context) -> None:
     if not pending:
         return
     floor = newest_contact_id(ctx.client)
-    ctx.count.add(requests=1)
     size = ctx.config.amocrm.batch_size
     for start in range(0, len(pending), size):
         floor = _create_batch(ctx, pending[start : start + size], floor)
@@ -277,7 +274,6 @@ def _create_batch(ctx: _Context, batch: list[PendingCreate], floor: int | None) 
     payloads = {p.temp_id: to_create_payload(p.temp_id, p.values) for p in batch}
     with ctx.engine.begin() as conn:
         inflight.mark_sending(conn, "creates", payloads, ctx.clock.now(), floor)
-    ctx.count.add(requests=2)  # the client's own floor read, then the POST
     failure: AmoError | None = None
     rejected: Mapping[str, Sequence[Mapping[str, str]]] = {}
     try:
@@ -319,7 +315,6 @@ def _link_batch(ctx: _Context, batch: list[PendingLink]) -> None:
     }
     with ctx.engine.begin() as conn:
         inflight.mark_sending(conn, "links", payloads, ctx.clock.now())
-    ctx.count.add(requests=1)
     failure: AmoError | None = None
     rejected: Mapping[str, Sequence[Mapping[str, str]]] = {}
     try:

@@ -24,7 +24,7 @@ from sync.db.engine import sync_origin
 from sync.db.runs import CONTACTS_CURSOR, RunStore
 from sync.logs import get_logger
 from sync.mapping import FieldDef, PageRows, chat_rows, field_def, to_rows, unknown_fields
-from sync.scan import Batch, Counter
+from sync.scan import Batch
 
 log = get_logger("sync.writer")
 
@@ -49,10 +49,9 @@ class PageWriter:
         config: Config,
         engine: Engine,
         client: AmoClient,
-        counter: Counter,
         progress: Progress | None,
     ) -> None:
-        self.engine, self.client, self.counter, self.progress = engine, client, counter, progress
+        self.engine, self.client, self.progress = engine, client, progress
         self.sync = config.sync
         self.contacts = ContactStore(config.database.schema)
         self.runs = RunStore(config.database.schema)
@@ -142,8 +141,6 @@ class PageWriter:
         """The chat links of these contacts (`GET /api/v4/contacts/chats`, ≤250 ids a call)."""
         links: list[dict[str, Any]] = []
         for page in self.client.iter_chats(contact_ids=ids):
-            with self._lock:
-                self.counter.requests += 1
             links += page.items
         return chat_rows(links)
 
@@ -153,7 +150,6 @@ class PageWriter:
         self.field_refreshes += 1
         raw: list[dict[str, Any]] = []
         for page in self.client.iter_custom_fields():
-            self.counter.requests += 1
             raw += page.items
         with self.engine.begin() as conn:
             self.runs.save_fields(conn, raw)

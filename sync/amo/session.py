@@ -6,6 +6,7 @@ Everything that goes over the wire to amoCRM passes through `AmoSession.send` (A
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -101,9 +102,17 @@ class AmoSession:
             follow_redirects=False,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
+        self._sent = 0  # HTTP requests sent, retries and token refreshes included
+        self._sent_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"AmoSession(base_url={self.config.base_url!r})"
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests this session has sent to amoCRM so far (each retry is one more)."""
+        with self._sent_lock:
+            return self._sent
 
     def close(self) -> None:
         self._http.close()
@@ -185,6 +194,8 @@ class AmoSession:
     ) -> Outcome:
         safe_url = redact_text(url)
         slot = self.limiter.acquire()
+        with self._sent_lock:
+            self._sent += 1
         started = time.monotonic()
 
         def trace(event: str, _info: Mapping[str, Any]) -> None:

@@ -375,3 +375,23 @@ def test_one_sync_runs_row_and_one_summary_event_per_run(
                 sa.text("SELECT kind, status, fetched, upserted, requests FROM amocrm.sync_runs")
             ).one()
         assert tuple(row) == ("full", "succeeded", report.fetched, report.upserted, report.requests)
+
+
+def test_requests_counts_every_call_the_run_sent_retries_included(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=300) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        for full in (True, False):
+            emulator.clear_requests()
+            emulator.add_fault(FaultRule(kind="error", path="/api/v4/contacts*", status=502))
+            report = pull(config, engine, emulator, full=full)
+            seen = [r for r in emulator.requests() if str(r["path"]).startswith("/api/v4/")]
+            assert 502 in [r["status"] for r in seen]  # the retry happened
+            assert report.requests == len(seen)
+            with engine.connect() as conn:
+                stored = conn.scalar(
+                    sa.text("SELECT requests FROM amocrm.sync_runs WHERE id = :id"),
+                    {"id": report.run_id},
+                )
+            assert stored == len(seen)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from sync.config import DatabaseConfig
+from sync.emulator import FaultRule
 from tests.integration.push_env import PushEnv, push_env
 
 
@@ -55,6 +56,18 @@ def test_edits_coalesce_into_one_entity_with_only_the_changed_fields(env: PushEn
     assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
     runs = env.sql("SELECT kind, status, pushed, requests FROM sync_runs")
     assert [tuple(r) for r in runs] == [("push", "succeeded", 2, 2)]
+
+
+def test_requests_counts_what_reached_amocrm_retries_included(env: PushEnv) -> None:
+    a = _ids(env)[0]
+    env.emulator.add_fault(FaultRule(kind="error", method="GET", status=502))
+    env.sql("UPDATE contacts SET name = 'counted' WHERE id = :id", id=a)
+    report = env.push()
+    seen = [r for r in env.emulator.requests() if str(r["path"]).startswith("/api/v4/")]
+    assert 502 in [r["status"] for r in seen]  # the current-version read was retried
+    assert report.requests == len(seen)
+    runs = env.sql("SELECT requests FROM sync_runs WHERE kind = 'push'")
+    assert [r[0] for r in runs] == [len(seen)]
 
 
 def test_custom_field_edit_sends_only_that_field_and_null_clears(env: PushEnv) -> None:
