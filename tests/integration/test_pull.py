@@ -143,10 +143,16 @@ def test_ignored_filter_is_detected_from_the_answer(
         assert_converged(engine, emulator)
 
 
-def test_deletions_and_restores_from_events(db_config: DatabaseConfig, engine: Engine) -> None:
+@pytest.mark.parametrize("filters", [True, False], ids=["filters-on", "filters-off"])
+def test_deletions_and_restores_from_events(
+    db_config: DatabaseConfig, engine: Engine, filters: bool
+) -> None:
     with emulated(contacts=200) as (emulator, url):
         config = make_config(db_config, url, emulator.long_lived_token)
         pull(config, engine, emulator)
+        # filters off: the events come unfiltered too (every type, all time), newest first
+        emulator.set_controls(api_filter_enabled=filters)
+        emulator.update_contacts([{"id": i, "name": "edited"} for i in _live_ids(emulator, 5)])
         a, b, c = _live_ids(emulator, 3)
         emulator.clock.advance(5)
         for cid in (a, b, c):

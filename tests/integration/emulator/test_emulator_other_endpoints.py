@@ -223,3 +223,15 @@ def test_contact_tags_list_filters_and_sees_new_tags(client, emulator) -> None:
     vip = client.get("/api/v4/contacts/tags", params={"filter[name]": "VIP"}).json()
     assert [t["id"] for t in vip["_embedded"]["tags"]] == [900_001]
     assert client.get("/api/v4/contacts/tags", params={"query": "нет такого"}).status_code == 204
+
+
+def test_event_filters_are_ignored_on_an_account_without_api_filtering(client, emulator) -> None:
+    a = live_ids(emulator)[0]
+    emulator.delete_contact(a)
+    everything = len(emulator.account.events)
+    emulator.set_controls(api_filter_enabled=False)
+    deleted = {"filter[type]": "contact_deleted", "filter[created_at][from]": NOW}
+    response = client.get("/api/v4/events", params={**deleted, "limit": 250})
+    found = response.json()["_embedded"]["events"]
+    assert len(found) == min(250, everything) > 1  # the filter was silently dropped
+    assert found[0]["entity_id"] == a  # still newest first
