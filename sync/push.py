@@ -32,6 +32,7 @@ from sync.clock import Clock, SystemClock
 from sync.config import Config
 from sync.db import inflight, outbox
 from sync.db.inflight import Done, PendingCreate, PendingLink
+from sync.db.runs import RunStore
 from sync.errors import AmoError, AmoRejectedError
 from sync.logs import get_logger
 from sync.push_plan import UpdatePlan, plan_update, to_create_payload
@@ -100,6 +101,8 @@ def run_push(
     requests_before = client.session.requests_sent  # runs in one process take turns
     with outbox.push_lock(engine):
         with engine.begin() as conn:
+            # a push killed earlier left its row 'running'; we hold the lock, so it is over
+            RunStore(config.database.schema).abandon_stale_runs(conn, ("push",))
             report.run_id = outbox.start_run(conn, clock.now())
         try:
             _recover(ctx)

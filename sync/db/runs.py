@@ -66,7 +66,7 @@ class RunStore:
         conn.execute(sa.text(sql), {"id": run_id, "status": status, "error": error, **values})
 
     def abandon_stale_runs(self, conn: Connection, kinds: Sequence[str]) -> int:
-        """Runs left 'running' by a killed process (the caller holds the pull lock)."""
+        """Runs left 'running' by a killed process (the caller holds the lock for those kinds)."""
         sql = f"""
             UPDATE {self.s}.sync_runs SET status = 'failed', finished_at = now(),
             error = 'interrupted: the process stopped before the run finished'

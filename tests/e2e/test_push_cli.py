@@ -176,8 +176,9 @@ def test_kill_9_during_push_loses_nothing_and_duplicates_nothing(
         done = run(config, "push")
         assert done.returncode == 0, done.stderr
         assert_converged(env, ids)
-        runs = env.sql("SELECT status FROM sync_runs WHERE kind = 'push' ORDER BY id")
-        assert [r.status for r in runs] == ["running", "succeeded"]  # the killed one never ended
+        runs = env.sql("SELECT status, error FROM sync_runs WHERE kind = 'push' ORDER BY id")
+        assert [r.status for r in runs] == ["failed", "succeeded"]  # the next run closed it
+        assert runs[0].error.startswith("interrupted")
         again = run(config, "push")
         assert again.returncode == 0, again.stderr
         assert "0 updated, 0 created" in again.stdout
