@@ -192,6 +192,7 @@ class ContactStore:
     ) -> None:
         """Make the table's rows exactly `rows`, touching only what differs: rows of the stored
         contacts `ids` that are not in `rows` go, rows not there yet come."""
+        payload = _dump(rows)
         if ids:
             # the contact_id equality lets the planner hash the anti-join; with the null-safe
             # comparisons alone it compares every row with every row of the page
@@ -205,7 +206,9 @@ class ContactStore:
                 AND NOT EXISTS (SELECT 1 FROM n WHERE {same})"""
             known = set(ids)
             mine = [r for r in rows if r["contact_id"] in known]
-            conn.execute(sa.text(delete), {"rows": _dump(mine), "ids": ids})
+            # usually every row is a stored contact's (a resync): encode the page once
+            stored = payload if len(mine) == len(rows) else _dump(mine)
+            conn.execute(sa.text(delete), {"rows": stored, "ids": ids})
         if rows:
             names = ", ".join(c for c, _ in columns)
             # rows of contacts just inserted cannot conflict: skip speculative insertion then
@@ -213,7 +216,7 @@ class ContactStore:
             insert = f"""
                 INSERT INTO {self.s}.{table} ({names})
                 SELECT {names} FROM {_recordset(columns)}{conflict}"""
-            conn.execute(sa.text(insert), {"rows": _dump(rows)})
+            conn.execute(sa.text(insert), {"rows": payload})
 
     def _replace_chats(self, conn: Connection, ids: list[int], rows: list[JSON]) -> None:
         """Chat links amoCRM has (positive ids); a local link still waiting for push (negative
