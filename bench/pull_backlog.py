@@ -71,6 +71,7 @@ def run(args: argparse.Namespace, port: int, db: DatabaseConfig) -> None:
     print(f"mirrored             {mirrored.fetched} contacts")
     _make_backlog(port, args.backlog, args.seconds)
     admin(port, "PATCH", "/controls", _controls(args))
+    time.sleep(1.1)  # the mirror's burst must leave amoCRM's 1-second window first
     config = _config(port, db, max_rps=args.max_rps)
     before = len(server_log(port))
     started = time.monotonic()

@@ -51,6 +51,7 @@ from sync.logs import get_logger
 from sync.mapping import (
     event_changes,
 )
+from sync.readahead import ReadAhead
 from sync.scan import Batch, FiltersIgnored, Walker
 from sync.writer import PageWriter, Progress
 
@@ -59,7 +60,11 @@ log = get_logger("sync.pull")
 DELETE_FLOOR = 10  # a full resync may always tombstone this many contacts, whatever the share
 EVENT_TYPES = ("contact_deleted", "contact_restored")
 PIPELINE_DEPTH = 6  # pages fetched but not yet stored, at most (bounds memory)
+READ_AHEAD = 2  # pages an incremental walk reads ahead of the one being stored
 WRITERS = 3  # database transactions of a full resync running at once
+
+
+_Chats = Future[list[dict[str, Any]]] | None  # a page's chat links being fetched (None: off)
 
 
 class PullBusyError(SyncError):
@@ -211,10 +216,11 @@ class _Run:
         self.report.mode = "descending"
         walk_started = int(time.time())
         final: list[int] = []
-        for batch in walker.descending(start, prefetch=2):
-            if batch.cursor is not None:
-                final.append(batch.cursor)
-            self.writer.store(Batch(batch.items, None))
+        with self._read_ahead(walker.descending(start, prefetch=2)) as ahead:
+            for batch, chats in ahead:
+                if batch.cursor is not None:
+                    final.append(batch.cursor)
+                self._store_ready(Batch(batch.items, None), chats)
         deletions = self._apply_events(events_from)
         # deletions after the walk began may have shifted pages; the threshold takes the smaller
         # of our clock and amoCRM's (the newest updated_at read), so clock skew cannot hide one
@@ -233,9 +239,21 @@ class _Run:
         page_size = self.config.amocrm.page_size
         return Walker(self.client, self.sync.with_, page_size, self.ceiling)
 
-    def _consume(self, batches: Iterable[Batch]) -> None:
-        for batch in batches:
-            self.writer.store(batch)
+    def _consume(self, batches: Iterator[Batch]) -> None:
+        with self._read_ahead(batches) as ahead:
+            for batch, chats in ahead:
+                self._store_ready(batch, chats)
+
+    def _read_ahead(self, batches: Iterator[Batch]) -> ReadAhead[Batch, tuple[Batch, _Chats]]:
+        """The walk runs ahead on its own thread and each page's chat links are asked for as
+        soon as it arrives, so the walk's next request never waits for the database; batches
+        are still stored one at a time and in order, each with its cursor."""
+        return ReadAhead(
+            batches,
+            depth=READ_AHEAD,
+            name="pull-walk",
+            prepare=lambda batch: (batch, self._chats_async(batch.items)),
+        )
 
     # --- deletions and restores from events ---------------------------------------------------
 
@@ -318,23 +336,21 @@ class _Run:
         with ThreadPoolExecutor(WRITERS, thread_name_prefix="pull-db") as writers:
             for items in pages:
                 chats = self._chats_async(items)
-                pending.append(writers.submit(self._store_ready, items, chats))
+                pending.append(writers.submit(self._store_ready, Batch(items, None), chats))
                 while len(pending) > PIPELINE_DEPTH or (pending and pending[0].done()):
                     pending.popleft().result()  # bounded memory; the first failure stops the run
             while pending:
                 pending.popleft().result()
 
-    def _chats_async(self, items: list[dict[str, Any]]) -> Future[list[dict[str, Any]]] | None:
+    def _chats_async(self, items: list[dict[str, Any]]) -> _Chats:
         if not self.sync.chats or not items:
             return None
         ids = [int(i["id"]) for i in items]
         return self.client.pool.submit(self.writer.fetch_chats, ids)
 
-    def _store_ready(
-        self, items: list[dict[str, Any]], chats: Future[list[dict[str, Any]]] | None
-    ) -> None:
+    def _store_ready(self, batch: Batch, chats: _Chats) -> None:
         links = None if chats is None else chats.result()
-        self.writer.store(Batch(items, None), chats=links, prefetched=chats is not None)
+        self.writer.store(batch, chats=links, prefetched=chats is not None)
 
     def _reconcile_unseen(self) -> None:
         with self.engine.connect() as conn:
