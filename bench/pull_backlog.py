@@ -19,7 +19,7 @@ import json
 import time
 import urllib.request
 
-from pull_full import TOKEN, drop_database, free_port, fresh_database, server_log, start_emulator
+from pull_full import TOKEN, emulator_and_database, server_log
 
 from sync.amo.client import AmoClient
 from sync.config import AmoCrmConfig, Config, DatabaseConfig, LoggingConfig, Secret, SyncConfig
@@ -51,16 +51,9 @@ def main() -> None:
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     configure_logging(LoggingConfig(level="warning", format="json"))
-    port = free_port()
     fast = argparse.Namespace(contacts=args.contacts, latency_ms=0, jitter_ms=0, rate_limit=0)
-    emulator = start_emulator(fast, port)
-    db, name = fresh_database(args.pg)
-    try:
+    with emulator_and_database(fast, args.pg) as (port, db):
         run(args, port, db)
-    finally:
-        emulator.terminate()
-        emulator.wait(30)
-        drop_database(args.pg, name)
 
 
 def run(args: argparse.Namespace, port: int, db: DatabaseConfig) -> None:

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -127,15 +129,24 @@ def main() -> None:
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     configure_logging(LoggingConfig(level="warning", format="json"))
-    port = free_port()
-    emulator = start_emulator(args, port)
-    db, name = fresh_database(args.pg)
-    try:
+    with emulator_and_database(args, args.pg) as (port, db):
         run(args, port, db)
+
+
+@contextmanager
+def emulator_and_database(
+    emulator_args: argparse.Namespace, pg: str
+) -> Iterator[tuple[int, DatabaseConfig]]:
+    """An emulator subprocess on a free port and a fresh migrated database; both go after."""
+    port = free_port()
+    emulator = start_emulator(emulator_args, port)
+    db, name = fresh_database(pg)
+    try:
+        yield port, db
     finally:
         emulator.terminate()
         emulator.wait(30)
-        drop_database(args.pg, name)
+        drop_database(pg, name)
 
 
 def run(args: argparse.Namespace, port: int, db: DatabaseConfig) -> None:
