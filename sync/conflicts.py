@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sync.values import as_text, same_scalar
+
 SCALAR_FIELDS = ("name", "first_name", "last_name", "responsible_user_id")
 CF_COLUMN = "custom_fields_values"
 CF_PREFIX = "cf:"
@@ -243,21 +245,11 @@ def same(a: Any, b: Any) -> bool:
     """Equal as amoCRM means them: scalars as text, value lists item by item in any order."""
     if _is_values(a) or _is_values(b):
         return _same_lists(a or [], b or [])
-    return _text(a) == _text(b)
+    return same_scalar(a, b)
 
 
 def _is_values(x: Any) -> bool:
     return isinstance(x, list) or (isinstance(x, tuple) and not isinstance(x, str))
-
-
-def _text(x: Any) -> str | None:
-    if x is None or x == "":
-        return None
-    if isinstance(x, bool):
-        return "true" if x else "false"
-    if isinstance(x, float) and x.is_integer():
-        return str(int(x))
-    return str(x).strip()
 
 
 def _same_lists(a: Sequence[Any], b: Sequence[Any]) -> bool:
@@ -275,12 +267,11 @@ def _same_lists(a: Sequence[Any], b: Sequence[Any]) -> bool:
 def _same_value(a: Any, b: Any) -> bool:
     """Two custom-field values agree on every key both carry (and share at least one)."""
     if not (isinstance(a, Mapping) and isinstance(b, Mapping)):
-        return _text(a) == _text(b)
+        return same_scalar(a, b)
     shared = 0
     for key in _VALUE_KEYS:
-        left, right = _text(a.get(key)), _text(b.get(key))
-        if left is not None and right is not None:
-            if left.casefold() != right.casefold() if key == "enum_code" else left != right:
+        if as_text(a.get(key)) is not None and as_text(b.get(key)) is not None:
+            if not same_scalar(a.get(key), b.get(key), key=key):
                 return False
             shared += 1
     return shared > 0

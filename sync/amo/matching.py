@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sync.values import same_scalar
+
 # Keys whose effect cannot be read back exactly; an entity that uses them is "unverifiable".
 UNVERIFIABLE = frozenset({"tags_to_add", "tags_to_delete"})
 SCALARS = ("name", "first_name", "last_name", "responsible_user_id", "created_at", "created_by")
@@ -30,7 +32,7 @@ def carries(sent: Mapping[str, Any], remote: Mapping[str, Any]) -> bool:
     if not verifiable(sent):
         return False
     for key in SCALARS:
-        if key in sent and not _same_scalar(sent[key], remote.get(key)):
+        if key in sent and not same_scalar(sent[key], remote.get(key)):
             return False
     if "custom_fields_values" in sent and not _same_fields(
         sent["custom_fields_values"], remote.get("custom_fields_values")
@@ -42,14 +44,6 @@ def carries(sent: Mapping[str, Any], remote: Mapping[str, Any]) -> bool:
         remote_tags = remote_embedded.get("tags") if isinstance(remote_embedded, Mapping) else None
         return _same_tags(embedded["tags"], remote_tags)
     return True
-
-
-def _same_scalar(sent: Any, remote: Any) -> bool:
-    if sent is None or remote is None:
-        return sent is None and remote in (None, "")
-    if isinstance(sent, bool) or isinstance(remote, bool):
-        return sent is remote
-    return str(sent).strip() == str(remote).strip()
 
 
 def _field_key(item: Mapping[str, Any]) -> tuple[str, Any]:
@@ -96,8 +90,8 @@ def _same_values(sent: Any, remote: Any) -> bool:
 def _same_value(sent: Any, remote: Mapping[str, Any]) -> bool:
     if not isinstance(sent, Mapping):
         return False
-    for key in ("value", "enum_id", "enum_code"):
-        if key in sent and not _same_scalar(sent[key], remote.get(key)):
+    for key in ("value", "enum_id", "enum_code"):  # every key sent, with the value sent
+        if key in sent and not same_scalar(sent[key], remote.get(key), key=key):
             return False
     return True
 
@@ -109,7 +103,7 @@ def _same_tags(sent: Any, remote: Any) -> bool:
         return False
     for tag in sent_tags:
         if "id" in tag:
-            found = any(_same_scalar(tag["id"], r.get("id")) for r in remote_tags)
+            found = any(same_scalar(tag["id"], r.get("id")) for r in remote_tags)
         else:
             name = str(tag.get("name", "")).casefold()
             found = any(str(r.get("name", "")).casefold() == name for r in remote_tags)

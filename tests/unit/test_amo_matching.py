@@ -74,3 +74,27 @@ def test_pairing_uses_each_remote_contact_once() -> None:
     remote = [{"id": 30, "name": "Twin"}, {"id": 20, "name": "Twin"}, {"id": 25, "name": "Other"}]
     found = pair_created([twin, twin, twin], remote)
     assert {i: c["id"] for i, c in found.items()} == {0: 20, 1: 30}
+
+
+def test_values_compare_as_push_compares_them() -> None:
+    # the same normalisation as sync.conflicts: numbers, empties, booleans, enum code case
+    remote = {
+        "name": "Ann",
+        "last_name": "",
+        "custom_fields_values": [
+            {"field_id": 8, "values": [{"value": 217000.0}]},
+            {"field_id": 9, "values": [{"value": True}]},
+            {"field_id": 1, "values": [{"value": "+7", "enum_id": 3, "enum_code": "WORK"}]},
+        ],
+    }
+    sent = {
+        "name": "Ann",
+        "last_name": None,
+        "custom_fields_values": [
+            {"field_id": 8, "values": [{"value": "217000"}]},
+            {"field_id": 9, "values": [{"value": "true"}]},
+            {"field_id": 1, "values": [{"value": "+7", "enum_code": "work"}]},
+        ],
+    }
+    assert carries(sent, remote)
+    assert not carries({**sent, "name": "Anna"}, remote)

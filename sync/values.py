@@ -1,0 +1,30 @@
+"""How two amoCRM values are compared: one rule for push's three-way merge (`sync.conflicts`)
+and for the client's check of a lost write (`sync.amo.matching`). Pure functions.
+
+amoCRM answers with JSON of its own choosing: a number written as `"5"` may come back as `5` or
+`5.0`, a cleared text as `""` or `null`, a checkbox as `true`, an enum code in another case. Both
+sides are compared as normalised text, so none of these differences reads as a change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def as_text(value: Any) -> str | None:
+    """The normalised text of a scalar (None for null and for the empty string)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def same_scalar(a: Any, b: Any, *, key: str | None = None) -> bool:
+    """Equal as amoCRM means them; enum codes (`key="enum_code"`) ignore case."""
+    left, right = as_text(a), as_text(b)
+    if key == "enum_code" and left is not None and right is not None:
+        return left.casefold() == right.casefold()
+    return left == right
