@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
 from sync.config import DatabaseConfig, Secret
-from sync.db.engine import create_engine, import_embedded
+from sync.db.engine import create_engine, server_url, start_embedded_server
 from sync.db.migrate import upgrade
 
 SCHEMA = "amocrm"
@@ -64,16 +64,12 @@ def _server() -> Iterator[URL]:
 @contextlib.contextmanager
 def _embedded_server() -> Iterator[URL]:
     """No server answers: start the embedded one for this session, and stop it afterwards."""
-    embedded = import_embedded()
-    if embedded is None:
-        raise RuntimeError("no PostgreSQL for the tests: install the `embedded` extra")
     with tempfile.TemporaryDirectory(prefix="amosync-test-") as tmp:
-        server = embedded.postgres_server.get_server(Path(tmp) / "pgdata", cleanup_mode="stop")
+        server = start_embedded_server(Path(tmp) / "pgdata")
         try:
-            url = make_url(server.get_uri("postgres"))
-            yield url.set(drivername="postgresql+psycopg", password=None)
+            yield server_url(server)
         finally:
-            server.cleanup()
+            server.cleanup()  # before the directory goes
 
 
 def _admin(url: URL) -> Engine:

