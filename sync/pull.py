@@ -34,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,9 +49,7 @@ from sync.db.runs import CONTACTS_CURSOR, EVENTS_CURSOR, RunStore, pull_lock
 from sync.errors import InvariantError, SyncError
 from sync.heap import fewer_collections
 from sync.logs import get_logger
-from sync.mapping import (
-    event_changes,
-)
+from sync.mapping import event_changes
 from sync.readahead import ReadAhead
 from sync.scan import Batch, FiltersIgnored, Walker
 from sync.writer import PageWriter, Progress
@@ -216,7 +215,7 @@ class _Run:
         self.report.mode = "descending"
         walk_started = int(time.time())
         final: list[int] = []
-        with self._read_ahead(walker.descending(start, prefetch=2)) as ahead:
+        with self._read_ahead(walker.descending(start)) as ahead:
             for batch, chats in ahead:
                 if batch.cursor is not None:
                     final.append(batch.cursor)
@@ -244,16 +243,29 @@ class _Run:
             for batch, chats in ahead:
                 self._store_ready(batch, chats)
 
-    def _read_ahead(self, batches: Iterator[Batch]) -> ReadAhead[Batch, tuple[Batch, _Chats]]:
+    @contextmanager
+    def _read_ahead(
+        self, batches: Iterator[Batch]
+    ) -> Iterator[ReadAhead[Batch, tuple[Batch, _Chats]]]:
         """The walk runs ahead on its own thread and each page's chat links are asked for as
         soon as it arrives, so the walk's next request never waits for the database; batches
-        are still stored one at a time and in order, each with its cursor."""
-        return ReadAhead(
-            batches,
-            depth=READ_AHEAD,
-            name="pull-walk",
-            prepare=lambda batch: (batch, self._chats_async(batch.items)),
-        )
+        are still stored one at a time and in order, each with its cursor. The chat links are
+        asked for on one thread, page after page: a contact read twice in a run (tie passes)
+        cannot have an older answer stored over a newer one."""
+        links = ThreadPoolExecutor(1, thread_name_prefix="pull-chats")
+        waited = False
+        try:
+            with ReadAhead(
+                batches,
+                depth=READ_AHEAD,
+                name="pull-walk",
+                prepare=lambda batch: (batch, self._chats_async(batch.items, links)),
+                discard=_cancel_chats,
+            ) as ahead:
+                yield ahead
+            waited = True
+        finally:
+            links.shutdown(wait=waited, cancel_futures=True)
 
     # --- deletions and restores from events ---------------------------------------------------
 
@@ -342,11 +354,13 @@ class _Run:
             while pending:
                 pending.popleft().result()
 
-    def _chats_async(self, items: list[dict[str, Any]]) -> _Chats:
+    def _chats_async(
+        self, items: list[dict[str, Any]], pool: ThreadPoolExecutor | None = None
+    ) -> _Chats:
         if not self.sync.chats or not items:
             return None
         ids = [int(i["id"]) for i in items]
-        return self.client.pool.submit(self.writer.fetch_chats, ids)
+        return (pool or self.client.pool).submit(self.writer.fetch_chats, ids)
 
     def _store_ready(self, batch: Batch, chats: _Chats) -> None:
         links = None if chats is None else chats.result()
@@ -378,6 +392,12 @@ class _Run:
     def _start_progress(self, total: int | None, description: str) -> None:
         if self.progress is not None:
             self.progress.start(total, description)
+
+
+def _cancel_chats(prepared: tuple[Batch, _Chats]) -> None:
+    """A page read ahead but never stored: its chat links are not needed any more."""
+    if prepared[1] is not None:
+        prepared[1].cancel()
 
 
 def _describe(exc: BaseException) -> str:

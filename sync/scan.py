@@ -52,7 +52,6 @@ from sync.logs import get_logger
 log = get_logger("sync.scan")
 
 MAX_TIE_PASSES = 8
-TIE_PREFETCH = 2  # pages of a tie pass in flight at once
 MAX_STEPS = 1_000_000  # loop guard: no walk takes more keyset steps than this
 
 
@@ -167,14 +166,13 @@ class Walker:
         raise InvariantError(f"contacts of updated_at {low}..{high} kept changing while read")
 
     def _tie_pass(self, low: int, high: int) -> Iterator[list[dict[str, Any]]]:
-        # the pages of a pass are numbered, so they can be asked for at once: a pass costs about
-        # one round trip instead of one per page (and a request past the end at most)
+        # page by page, never two at once: the server could answer page n+1 before page n, and a
+        # contact joining the second in between would then push one past both reads
         pages = self.client.iter_contacts(
             filters={"updated_at": {"from": low, "to": high}},
             order=("id", "asc"),
             with_=self.with_,
             limit=self.page_size,
-            prefetch=TIE_PREFETCH,
         )
         for page in pages:
             stamps = [_u(i) for i in page.items]
@@ -184,10 +182,14 @@ class Walker:
 
     # --- descending walk (filters off) -------------------------------------------------------
 
-    def descending(self, start: int, prefetch: int = 1) -> Iterator[Batch]:
-        """Contacts with `updated_at` ≥ start, newest first; the last batch carries the cursor."""
+    def descending(self, start: int) -> Iterator[Batch]:
+        """Contacts with `updated_at` ≥ start, newest first; the last batch carries the cursor.
+
+        Pages are asked for one at a time: "a change is read twice, never skipped" holds only if
+        page n is answered before page n+1 (answered the other way round, a contact changing in
+        between shifts the last one of page n past both reads)."""
         pages = self.client.iter_contacts(
-            order=("updated_at", "desc"), with_=self.with_, limit=self.page_size, prefetch=prefetch
+            order=("updated_at", "desc"), with_=self.with_, limit=self.page_size
         )
         complete, answered, newest = True, False, start
         try:

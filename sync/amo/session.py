@@ -102,7 +102,7 @@ class AmoSession:
             follow_redirects=False,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
-        self._sent = 0  # HTTP requests sent, retries and token refreshes included
+        self._sent = 0  # requests that went out (headers sent), retries and refreshes included
         self._sent_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -194,13 +194,13 @@ class AmoSession:
     ) -> Outcome:
         safe_url = redact_text(url)
         slot = self.limiter.acquire()
-        with self._sent_lock:
-            self._sent += 1
         started = time.monotonic()
 
         def trace(event: str, _info: Mapping[str, Any]) -> None:
-            if event.endswith("send_request_headers.started"):
+            if event.endswith("send_request_headers.started"):  # it leaves now: count it
                 self.limiter.sent(slot)
+                with self._sent_lock:
+                    self._sent += 1
 
         request = self._http.build_request(
             method, url, json=body, headers=headers, extensions={"trace": trace}

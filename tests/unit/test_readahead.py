@@ -70,3 +70,57 @@ def test_leaving_early_stops_the_producer_and_closes_the_source() -> None:
                 break
     assert closed.wait(2)
     assert not any(t.name == "ahead" for t in threading.enumerate())
+
+
+def test_a_failing_consumer_waits_for_the_producer_and_discards_what_it_prepared() -> None:
+    release = threading.Event()
+    prepared: list[int] = []
+    discarded: list[int] = []
+
+    def source() -> Iterator[int]:
+        yield 1
+        yield 2
+        yield 3
+        release.wait(5)  # a request still in flight when the consumer fails
+        yield 4
+        yield 5
+
+    def prepare(item: int) -> int:
+        prepared.append(item)
+        return item
+
+    def consume() -> None:
+        with ReadAhead(
+            source(), depth=5, name="ahead", prepare=prepare, discard=discarded.append
+        ) as ahead:
+            for item in ahead:
+                if item == 1:
+                    time.sleep(0.2)  # 2 and 3 are queued by now
+                    threading.Timer(0.3, release.set).start()
+                    raise ValueError("store failed")
+
+    with pytest.raises(ValueError, match="store failed"):
+        consume()
+    assert release.is_set()  # the block waited for the producer's last request
+    assert not any(t.name == "ahead" for t in threading.enumerate())
+    assert prepared == [1, 2, 3]  # nothing prepared after the stop (4 was read, not prepared)
+    assert sorted(discarded) == [2, 3]
+
+
+def test_an_interrupt_leaves_without_waiting() -> None:
+    stuck = threading.Event()
+
+    def source() -> Iterator[int]:
+        yield 1
+        stuck.wait(10)
+        yield 2
+
+    def interrupted() -> None:
+        with ReadAhead(source(), depth=1, name="stuck", prepare=lambda x: x) as ahead:
+            for _ in ahead:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    assert any(t.name == "stuck" for t in threading.enumerate())  # left without waiting
+    stuck.set()
