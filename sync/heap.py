@@ -8,8 +8,10 @@ about 40% of the pull process's CPU and cut the ingest rate from about 7,700 to 
 
 `fewer_collections()` raises the young-generation threshold while bulk work runs, and puts the
 old one back when the last such block ends (blocks may nest or overlap across threads). Cycles
-are still collected, only less often; the extra garbage that can wait is bounded by the
-threshold, a few megabytes at most.
+are still collected, only less often (older generations too, about 70 times less often). The
+threshold counts containers, not bytes: a cycle that holds a large buffer keeps it until the next
+collection, so code on the hot path must not leave big objects in cycles (see how
+`sync.amo.session` reads response bodies).
 """
 
 from __future__ import annotations

@@ -324,6 +324,7 @@ class _Run:
             total = self.store.live_count(conn)
         self.writer.seen_run = self.report.run_id
         self._start_progress(total or None, "full resync")
+        marker = self._newest_event()
         pages = self.client.iter_contacts(
             order=("id", "asc"),
             with_=self.sync.with_,
@@ -331,7 +332,7 @@ class _Run:
             prefetch=self.sync.pull_workers,
         )
         self._pipeline(self._complete_pages(pages))
-        self._reconcile_unseen()
+        self._reconcile_unseen(shifted=self._deleted_after(marker))
 
     def _complete_pages(self, pages: Iterator[Page]) -> Iterator[list[dict[str, Any]]]:
         more = False
@@ -366,7 +367,33 @@ class _Run:
         links = None if chats is None else chats.result()
         self.writer.store(batch, chats=links, prefetched=chats is not None)
 
-    def _reconcile_unseen(self) -> None:
+    def _newest_event(self) -> tuple[int, str] | None:
+        """(created_at, id) of amoCRM's newest deletion event (of any event, if the filter is
+        ignored): where the walk starts on amoCRM's own clock, whatever ours says."""
+        pages = self.client.iter_events(types=("contact_deleted",), limit=1)
+        try:
+            page = next(iter(pages), None)
+        finally:
+            pages.close()  # type: ignore[attr-defined]
+        if page is None or not page.items:
+            return None
+        event = page.items[0]
+        return int(event.get("created_at") or 0), str(event.get("id"))
+
+    def _deleted_after(self, marker: tuple[int, str] | None) -> bool:
+        """Whether amoCRM deleted a contact after the `marker` event (or in its second).
+
+        A deletion during the walk shifts every later contact one place towards the pages
+        already read, so the one at a page's edge may never have been listed. Stored contacts
+        are caught by the check of the unseen ones; a contact new since the cursor would not be.
+        """
+        since, seen_id = marker if marker is not None else (0, None)
+        return any(
+            e.get("type") == "contact_deleted" and str(e.get("id")) != seen_id
+            for e in self._events_since(since)
+        )
+
+    def _reconcile_unseen(self, *, shifted: bool) -> None:
         with self.engine.connect() as conn:
             unseen = self.store.unseen(conn, self.report.run_id)
             live = self.store.live_count(conn)
@@ -386,8 +413,10 @@ class _Run:
         with self.engine.begin() as conn:
             sync_origin(conn)
             self.report.deleted += self.store.mark_deleted(conn, dict.fromkeys(gone, now))
-            if self.writer.newest is not None:
+            if self.writer.newest is not None and not shifted:
                 self.writer.set_cursor(conn, min(self.writer.newest + 1, self.ceiling))
+        if shifted:  # the cursor stays: the next incremental pull re-reads what a shift hid
+            log.warning("pull_cursor_held", reason="contacts were deleted during the full resync")
 
     def _start_progress(self, total: int | None, description: str) -> None:
         if self.progress is not None:

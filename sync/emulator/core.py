@@ -106,8 +106,8 @@ class Emulator:
         early = faulting.early_response(rule, request)
         if early is not None:
             return early
-        if rule.kind == "drift" and normalise_path(request.path) == "/api/v4/contacts":
-            self._drift(request, rule.touch)
+        if rule.kind in ("drift", "vanish") and normalise_path(request.path) == "/api/v4/contacts":
+            self._drift(request, rule.touch, delete=rule.kind == "vanish")
         return faulting.spoil(rule, request, self._answer(request))
 
     def _answer(self, request: Request) -> Response:
@@ -145,9 +145,10 @@ class Emulator:
         jitter = self._random.uniform(0, controls.jitter_ms) if controls.jitter_ms else 0.0
         return (controls.latency_ms + jitter) / 1000
 
-    def _drift(self, request: Request, count: int) -> None:
-        """Touch the first `count` contacts in this list's order: rows the client already read
-        move behind it, so a page-number walk skips others (amoCRM's unstable paging)."""
+    def _drift(self, request: Request, count: int, *, delete: bool = False) -> None:
+        """Touch (or, with `delete`, trash) the first `count` contacts in this list's order:
+        rows the client already read move behind it or go, so a page-number walk skips others
+        (amoCRM's unstable paging)."""
         with self.account.lock:
             q = parse_contacts_query(
                 request.query, self.account, self.controls().api_filter_enabled
@@ -155,7 +156,10 @@ class Emulator:
             contacts, _ = select(self.account, q, 0, count)
             now = self.clock.now_s()
             for contact in contacts:
-                self.account.touch(contact, now, UI_USER)
+                if delete:
+                    self.account.trash(contact, now, UI_USER)
+                else:
+                    self.account.touch(contact, now, UI_USER)
 
     # --- switches ---------------------------------------------------------------------------
 

@@ -401,3 +401,58 @@ def test_requests_counts_every_call_the_run_sent_retries_included(
                     {"id": report.run_id},
                 )
             assert stored == len(seen)
+
+
+def _stored_ids(engine: Engine) -> set[int]:
+    with engine.connect() as conn:
+        return set(conn.scalars(sa.text("SELECT id FROM amocrm.contacts WHERE NOT is_deleted")))
+
+
+def test_first_full_resync_with_a_deletion_mid_walk_keeps_no_cursor_and_the_next_run_converges(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=300, trashed_fraction=0.0) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+        # before page 3, a user deletes a contact of page 1: the first contact of page 3 moves
+        # to page 2, already read, and no page lists it
+        emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", min_page=3))
+        with capture_logs() as logs:
+            first = pull(config, engine, emulator)
+        assert first.kind == "full"
+        assert set(_live_ids(emulator, 1000)) - _stored_ids(engine)  # the shift hid one
+        assert "pull_cursor_held" in [e["event"] for e in logs]
+        with engine.connect() as conn:
+            cursor = conn.scalar(
+                sa.text("SELECT value FROM amocrm.sync_state WHERE key = 'pull.contacts'")
+            )
+        assert cursor is None
+        again = pull(config, engine, emulator)
+        assert again.kind == "full"  # no cursor yet: read everything again
+        assert_converged(engine, emulator)
+
+
+def test_full_resync_with_a_deletion_mid_walk_holds_the_cursor_for_the_next_pull(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    # amoCRM's clock an hour behind ours, so its times, not our clock, decide the cursor
+    hour_ago = time.time() - 3600
+    with emulated(contacts=300, trashed_fraction=0.0, clock_start=hour_ago) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+        pull(config, engine, emulator)
+        emulator.clock.advance(10)
+        hidden, _after = emulator.create_contacts([{"name": "new A"}, {"name": "new B"}])
+        emulator.clock.advance(60)  # later changes put the cursor far past the new ones
+        emulator.update_contacts([{"id": _live_ids(emulator, 1)[0], "name": "later"}])
+        # 302 contacts: "new A" opens page 7 until a page-1 contact goes, then it sits on page 6
+        emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", min_page=7))
+        full = pull(config, engine, emulator, full=True)
+        assert full.kind == "full"
+        assert hidden not in _stored_ids(engine)  # the shift hid it from the walk
+        with engine.connect() as conn:
+            print("STATE", conn.execute(sa.text("SELECT key, value FROM amocrm.sync_state")).all())
+        print("HIDDEN", emulator.account.contacts[hidden].updated_at, "NOW", emulator.clock.now_s())
+        incremental = pull(config, engine, emulator)
+        print("INCR", incremental)
+        assert incremental.kind == "pull"
+        assert hidden in _stored_ids(engine)
+        assert_converged(engine, emulator)
