@@ -140,13 +140,18 @@ def emulator_and_database(
     """An emulator subprocess on a free port and a fresh migrated database; both go after."""
     port = free_port()
     emulator = start_emulator(emulator_args, port)
-    db, name = fresh_database(pg)
     try:
-        yield port, db
+        db, name = fresh_database(pg)
+        try:
+            yield port, db
+        finally:
+            drop_database(pg, name)
     finally:
         emulator.terminate()
-        emulator.wait(30)
-        drop_database(pg, name)
+        try:
+            emulator.wait(30)
+        except subprocess.TimeoutExpired:
+            emulator.kill()
 
 
 def run(args: argparse.Namespace, port: int, db: DatabaseConfig) -> None:
