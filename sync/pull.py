@@ -253,7 +253,7 @@ class _Run:
         asked for on one thread, page after page: a contact read twice in a run (tie passes)
         cannot have an older answer stored over a newer one."""
         links = ThreadPoolExecutor(1, thread_name_prefix="pull-chats")
-        waited = False
+        interrupted = False
         try:
             with ReadAhead(
                 batches,
@@ -263,9 +263,11 @@ class _Run:
                 discard=_cancel_chats,
             ) as ahead:
                 yield ahead
-            waited = True
-        finally:
-            links.shutdown(wait=waited, cancel_futures=True)
+        except (KeyboardInterrupt, SystemExit):
+            interrupted = True
+            raise
+        finally:  # a failed walk too ends with no lookup of its still running
+            links.shutdown(wait=not interrupted, cancel_futures=True)
 
     # --- deletions and restores from events ---------------------------------------------------
 
@@ -324,7 +326,7 @@ class _Run:
             total = self.store.live_count(conn)
         self.writer.seen_run = self.report.run_id
         self._start_progress(total or None, "full resync")
-        marker = self._newest_event()
+        before = self._deletions_so_far()
         pages = self.client.iter_contacts(
             order=("id", "asc"),
             with_=self.sync.with_,
@@ -332,7 +334,7 @@ class _Run:
             prefetch=self.sync.pull_workers,
         )
         self._pipeline(self._complete_pages(pages))
-        self._reconcile_unseen(shifted=self._deleted_after(marker))
+        self._reconcile_unseen(shifted=self._deleted_since(before))
 
     def _complete_pages(self, pages: Iterator[Page]) -> Iterator[list[dict[str, Any]]]:
         more = False
@@ -367,30 +369,31 @@ class _Run:
         links = None if chats is None else chats.result()
         self.writer.store(batch, chats=links, prefetched=chats is not None)
 
-    def _newest_event(self) -> tuple[int, str] | None:
-        """(created_at, id) of amoCRM's newest deletion event (of any event, if the filter is
-        ignored): where the walk starts on amoCRM's own clock, whatever ours says."""
+    def _deletions_so_far(self) -> tuple[int, set[str]]:
+        """Where to watch for deletions from, by amoCRM's own clock (whatever ours says): a
+        second before its newest deletion event (its newest event of any kind if the filter is
+        ignored), and the ids of the events already listed from there. Same-second events and
+        exclusive date bounds are both covered by the one-second margin and the id set."""
         pages = self.client.iter_events(types=("contact_deleted",), limit=1)
         try:
             page = next(iter(pages), None)
         finally:
             pages.close()  # type: ignore[attr-defined]
-        if page is None or not page.items:
-            return None
-        event = page.items[0]
-        return int(event.get("created_at") or 0), str(event.get("id"))
+        newest = int(page.items[0].get("created_at") or 0) if page and page.items else 0
+        start = max(0, newest - 1)
+        return start, {str(e.get("id")) for e in self._events_since(start)}
 
-    def _deleted_after(self, marker: tuple[int, str] | None) -> bool:
-        """Whether amoCRM deleted a contact after the `marker` event (or in its second).
+    def _deleted_since(self, before: tuple[int, set[str]]) -> bool:
+        """Whether amoCRM lists a contact deletion that was not listed before the walk.
 
         A deletion during the walk shifts every later contact one place towards the pages
         already read, so the one at a page's edge may never have been listed. Stored contacts
         are caught by the check of the unseen ones; a contact new since the cursor would not be.
         """
-        since, seen_id = marker if marker is not None else (0, None)
+        start, known = before
         return any(
-            e.get("type") == "contact_deleted" and str(e.get("id")) != seen_id
-            for e in self._events_since(since)
+            e.get("type") == "contact_deleted" and str(e.get("id")) not in known
+            for e in self._events_since(start)
         )
 
     def _reconcile_unseen(self, *, shifted: bool) -> None:

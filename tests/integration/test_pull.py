@@ -448,11 +448,42 @@ def test_full_resync_with_a_deletion_mid_walk_holds_the_cursor_for_the_next_pull
         full = pull(config, engine, emulator, full=True)
         assert full.kind == "full"
         assert hidden not in _stored_ids(engine)  # the shift hid it from the walk
-        with engine.connect() as conn:
-            print("STATE", conn.execute(sa.text("SELECT key, value FROM amocrm.sync_state")).all())
-        print("HIDDEN", emulator.account.contacts[hidden].updated_at, "NOW", emulator.clock.now_s())
         incremental = pull(config, engine, emulator)
-        print("INCR", incremental)
         assert incremental.kind == "pull"
         assert hidden in _stored_ids(engine)
+        assert_converged(engine, emulator)
+
+
+def test_a_bulk_deletion_before_the_first_run_does_not_hold_its_cursor(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=300, trashed_fraction=0.0) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+        emulator.clock.freeze()
+        for cid in _live_ids(emulator, 3):  # deleted together: one created_at for all three
+            emulator.delete_contact(cid)
+        emulator.clock.unfreeze()
+        emulator.clock.advance(30)
+        with capture_logs() as logs:
+            first = pull(config, engine, emulator)
+        assert first.kind == "full"
+        assert "pull_cursor_held" not in [e["event"] for e in logs]
+        assert pull(config, engine, emulator).kind == "pull"
+        assert_converged(engine, emulator)
+
+
+def test_a_deletion_in_the_second_of_the_last_one_is_seen_with_exclusive_bounds(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    settings = {"contacts": 300, "trashed_fraction": 0.0, "inclusive_date_bounds": False}
+    with emulated(**settings) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+        emulator.clock.freeze()  # every deletion below falls in one second
+        emulator.delete_contact(_live_ids(emulator, 1000)[-1])
+        emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", min_page=3))
+        with capture_logs() as logs:
+            pull(config, engine, emulator)
+        emulator.clock.unfreeze()
+        assert "pull_cursor_held" in [e["event"] for e in logs]
+        assert pull(config, engine, emulator).kind == "full"
         assert_converged(engine, emulator)
