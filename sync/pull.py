@@ -374,14 +374,20 @@ class _Run:
         second before its newest deletion event (its newest event of any kind if the filter is
         ignored), and the ids of the events already listed from there. Same-second events and
         exclusive date bounds are both covered by the one-second margin and the id set."""
-        pages = self.client.iter_events(types=("contact_deleted",), limit=1)
-        try:
-            page = next(iter(pages), None)
+        pages = self.client.iter_events(types=("contact_deleted",))  # newest first
+        start: int | None = None
+        known: set[str] = set()
+        try:  # usually one request: the newest page holds that second and the one before
+            for page in pages:
+                for event in page.items:
+                    at = int(event.get("created_at") or 0)
+                    start = max(0, at - 1) if start is None else start
+                    if at < start:
+                        return start, known
+                    known.add(str(event.get("id")))
         finally:
             pages.close()  # type: ignore[attr-defined]
-        newest = int(page.items[0].get("created_at") or 0) if page and page.items else 0
-        start = max(0, newest - 1)
-        return start, {str(e.get("id")) for e in self._events_since(start)}
+        return start or 0, known
 
     def _deleted_since(self, before: tuple[int, set[str]]) -> bool:
         """Whether amoCRM lists a contact deletion that was not listed before the walk.
