@@ -28,10 +28,18 @@ from sqlalchemy.engine import make_url
 
 from sync.amo.client import AmoClient
 from sync.amo.ratelimit import DEFAULT_MARGIN_S, RateLimiter
-from sync.config import AmoCrmConfig, Config, DatabaseConfig, Secret, SyncConfig
+from sync.config import (
+    AmoCrmConfig,
+    Config,
+    DatabaseConfig,
+    LoggingConfig,
+    Secret,
+    SyncConfig,
+)
 from sync.db.engine import create_engine, sync_origin
 from sync.db.migrate import upgrade
 from sync.emulator import Emulator, EmulatorSettings, busiest_window
+from sync.logs import configure_logging
 from sync.push import run_push
 
 SERVER = os.environ.get(
@@ -47,6 +55,7 @@ def main() -> None:
     not charged to the pushing process. An identical in-process copy (same seed) is only read,
     to fill the local mirror."""
     args = _args()
+    configure_logging(LoggingConfig(level="warning", format="json"))  # no line per request
     args.contacts = args.contacts or args.edits * 102 // 100  # ~1% of the seed is in the trash
     seeded = Emulator(EmulatorSettings(contacts=args.contacts, seed=11))
     admin, db_url = _scratch_database()
