@@ -370,11 +370,11 @@ class _Run:
         self.writer.store(batch, chats=links, prefetched=chats is not None)
 
     def _deletions_so_far(self) -> tuple[int, set[str]]:
-        """Where to watch for deletions from, by amoCRM's own clock (whatever ours says): a
-        second before its newest deletion event (its newest event of any kind if the filter is
-        ignored), and the ids of the events already listed from there. Same-second events and
+        """Where to watch for deletions and restores from, by amoCRM's own clock (whatever ours
+        says): a second before its newest such event (its newest event of any kind if the filter
+        is ignored), and the ids of the events already listed from there. Same-second events and
         exclusive date bounds are both covered by the one-second margin and the id set."""
-        pages = self.client.iter_events(types=("contact_deleted",))  # newest first
+        pages = self.client.iter_events(types=EVENT_TYPES)  # newest first
         start: int | None = None
         known: set[str] = set()
         try:  # usually one request: the newest page holds that second and the one before
@@ -390,15 +390,17 @@ class _Run:
         return start or 0, known
 
     def _deleted_since(self, before: tuple[int, set[str]]) -> bool:
-        """Whether amoCRM lists a contact deletion that was not listed before the walk.
+        """Whether amoCRM lists a deletion or restore that was not listed before the walk.
 
         A deletion during the walk shifts every later contact one place towards the pages
-        already read, so the one at a page's edge may never have been listed. Stored contacts
-        are caught by the check of the unseen ones; a contact new since the cursor would not be.
+        already read, so the one at a page's edge may never have been listed; a restore shifts
+        them the other way, which skips one too when two pages in flight are answered out of
+        order. Stored contacts are caught by the check of the unseen ones; a contact new since
+        the cursor would not be.
         """
         start, known = before
         return any(
-            e.get("type") == "contact_deleted" and str(e.get("id")) not in known
+            e.get("type") in EVENT_TYPES and str(e.get("id")) not in known
             for e in self._events_since(start)
         )
 
@@ -425,7 +427,9 @@ class _Run:
             if self.writer.newest is not None and not shifted:
                 self.writer.set_cursor(conn, min(self.writer.newest + 1, self.ceiling))
         if shifted:  # the cursor stays: the next incremental pull re-reads what a shift hid
-            log.warning("pull_cursor_held", reason="contacts were deleted during the full resync")
+            log.warning(
+                "pull_cursor_held", reason="contacts were deleted or restored during the walk"
+            )
 
     def _start_progress(self, total: int | None, description: str) -> None:
         if self.progress is not None:

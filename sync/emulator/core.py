@@ -108,6 +108,8 @@ class Emulator:
             return early
         if rule.kind in ("drift", "vanish") and normalise_path(request.path) == "/api/v4/contacts":
             self._drift(request, rule.touch, delete=rule.kind == "vanish")
+        if rule.kind == "revive":
+            self._revive(rule.touch)
         return faulting.spoil(rule, request, self._answer(request))
 
     def _answer(self, request: Request) -> Response:
@@ -160,6 +162,14 @@ class Emulator:
                     self.account.trash(contact, now, UI_USER)
                 else:
                     self.account.touch(contact, now, UI_USER)
+
+    def _revive(self, count: int) -> None:
+        """Restore the `count` lowest-id contacts in the trash (they shift later ones along)."""
+        with self.account.lock:
+            trashed = sorted(c.id for c in self.account.contacts.values() if c.is_deleted)
+            now = self.clock.now_s()
+            for contact_id in trashed[:count]:
+                self.account.restore(self.account.contacts[contact_id], now, UI_USER)
 
     # --- switches ---------------------------------------------------------------------------
 

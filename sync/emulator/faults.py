@@ -25,6 +25,7 @@ FaultKind = Literal[
     "empty_page",  # a 204 for a list page >= `min_page`, though data exists
     "drift",  # touch `touch` contacts (bump updated_at) just before serving a list page
     "vanish",  # a user deletes the first `touch` contacts of the list just before a page
+    "revive",  # a user restores `touch` contacts from the trash just before a list page
 ]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
 
@@ -36,7 +37,7 @@ class FaultRule:
     kind: FaultKind
     method: str | None = None  # e.g. "PATCH"; None = any
     path: str | None = None  # glob on the path without query, e.g. "/api/v4/contacts*"
-    min_page: int = 1  # list requests only fire at page >= min_page (empty_page, drift, vanish)
+    min_page: int = 1  # list requests fire only at page >= min_page (empty_page, drift, ...)
     times: int | None = 1  # matching requests that get the fault; None = no limit
     skip: int = 0  # matching requests let through before the first fault
     rate: float = 1.0  # probability for each matching request that is not skipped
@@ -44,7 +45,7 @@ class FaultRule:
     apply_write: bool = False  # error/reset: apply the write first, then fail (the 504 trap)
     delay_ms: float = 0.0  # for "slow"
     body: Literal["json", "html"] = "json"  # for "rate_limit"
-    touch: int = 1  # for "drift" / "vanish": how many contacts change / go
+    touch: int = 1  # for "drift" / "vanish" / "revive": how many contacts change / go / return
     min_batch: int = 0  # writes only fire with at least this many entities (heavy-batch 504s)
 
     @classmethod
@@ -65,7 +66,7 @@ class FaultRule:
             return False
         if self.path is not None and not fnmatch.fnmatchcase(path, self.path):
             return False
-        needs_page = self.kind in ("empty_page", "drift", "vanish")
+        needs_page = self.kind in ("empty_page", "drift", "vanish", "revive")
         return not needs_page or (page is not None and page >= self.min_page)
 
 

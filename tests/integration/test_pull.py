@@ -487,3 +487,20 @@ def test_a_deletion_in_the_second_of_the_last_one_is_seen_with_exclusive_bounds(
         assert "pull_cursor_held" in [e["event"] for e in logs]
         assert pull(config, engine, emulator).kind == "full"
         assert_converged(engine, emulator)
+
+
+def test_a_restore_during_the_full_resync_walk_holds_the_cursor_too(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=300, trashed_fraction=0.05) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+        pull(config, engine, emulator)
+        emulator.clock.advance(10)
+        # a restore shifts later contacts towards later pages: answered out of order, two pages
+        # in flight would skip one, so it counts like a deletion
+        emulator.add_fault(FaultRule(kind="revive", path="/api/v4/contacts", min_page=3))
+        with capture_logs() as logs:
+            pull(config, engine, emulator, full=True)
+        assert "pull_cursor_held" in [e["event"] for e in logs]
+        pull(config, engine, emulator)
+        assert_converged(engine, emulator)
