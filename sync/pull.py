@@ -18,11 +18,15 @@ Incremental run:
   4. `contact_deleted` / `contact_restored` events since the events cursor - overlap: the latest
      event of each contact wins; restored contacts missing locally are fetched by id.
 
-Full resync: every contact by `order[id]` (an immutable key, so changes during the walk cannot
+Full resync: every contact by `order[id]` (an immutable key, so edits during the walk cannot
 shift pages), pages fetched in parallel and stored as they come (the tables never empty out);
 ids seen go to `sync_full_seen`. Stored live contacts not seen are confirmed with a GET by id:
 found → stored (a deletion elsewhere shifted it past us), absent → tombstoned, unless that is more
 than `sync.max_delete_share` of all contacts (then nothing is tombstoned and the run fails).
+Deletions and restores do shift the pages; the run compares amoCRM's events before and after the
+walk, and if the listing may have skipped a contact (such an event, a list it cannot trust, or a
+live contact no page listed) the cursor is not moved (a first run stores 0: the next run reads
+everything by keyset, which no shift can fool).
 
 Local edits are never clobbered (see `sync.db.contacts`): fields with unpushed changes keep the
 local value; amoCRM's version of the writable fields goes to `contact_remote_values` for push.
@@ -390,21 +394,30 @@ class _Run:
         return start or 0, known
 
     def _deleted_since(self, before: tuple[int, set[str]]) -> bool:
-        """Whether amoCRM lists a deletion or restore that was not listed before the walk.
+        """Whether amoCRM lists a deletion or restore that was not listed before the walk, or
+        the list cannot be trusted to show one.
 
         A deletion during the walk shifts every later contact one place towards the pages
         already read, so the one at a page's edge may never have been listed; a restore shifts
         them the other way, which skips one too when two pages in flight are answered out of
         order. Stored contacts are caught by the check of the unseen ones; a contact new since
-        the cursor would not be.
+        the cursor would not be. The list must show at least one event seen before the walk (it
+        starts at or before it): if it does not, a spurious 204 or a cut list may be hiding a
+        new one too.
         """
         start, known = before
-        return any(
-            e.get("type") in EVENT_TYPES and str(e.get("id")) not in known
-            for e in self._events_since(start)
-        )
+        for attempt in range(2):
+            listed = {str(e.get("id")): e.get("type") for e in self._events_since(start)}
+            if any(kind in EVENT_TYPES for i, kind in listed.items() if i not in known):
+                return True
+            if known & listed.keys():
+                return False
+            if not known and attempt:  # empty before and twice after: nothing happened
+                return False
+        return bool(known)  # what was listed before is gone from the list: do not trust it
 
     def _reconcile_unseen(self, *, shifted: bool) -> None:
+        walked_newest = self.writer.newest  # only what the walk listed may carry the cursor
         with self.engine.connect() as conn:
             unseen = self.store.unseen(conn, self.report.run_id)
             live = self.store.live_count(conn)
@@ -420,15 +433,24 @@ class _Run:
                 f"(more than sync.max_delete_share = {self.sync.max_delete_share}); "
                 "nothing was tombstoned"
             )
+        # a live contact no page listed proves the listing skipped something (a shift, a 204)
+        shifted = shifted or bool(found)
         now = int(time.time())
         with self.engine.begin() as conn:
             sync_origin(conn)
             self.report.deleted += self.store.mark_deleted(conn, dict.fromkeys(gone, now))
-            if self.writer.newest is not None and not shifted:
-                self.writer.set_cursor(conn, min(self.writer.newest + 1, self.ceiling))
-        if shifted:  # the cursor stays: the next incremental pull re-reads what a shift hid
+            if not shifted and walked_newest is not None:
+                self.writer.set_cursor(conn, min(walked_newest + 1, self.ceiling))
+            elif shifted and self.writer.cursor is None:
+                # a first run: cursor 0 makes the next run an incremental walk over everything,
+                # by keyset, which deletions cannot shift (a full resync again might be held
+                # again on a busy account, and again)
+                self.writer.set_cursor(conn, 0)
+        if shifted:
             log.warning(
-                "pull_cursor_held", reason="contacts were deleted or restored during the walk"
+                "pull_cursor_held",
+                reason="the listing may have skipped contacts (deleted or restored during the "
+                "walk, or listed by no page)",
             )
 
     def _start_progress(self, total: int | None, description: str) -> None:

@@ -108,7 +108,7 @@ class Emulator:
             return early
         if rule.kind in ("drift", "vanish") and normalise_path(request.path) == "/api/v4/contacts":
             self._drift(request, rule.touch, delete=rule.kind == "vanish")
-        if rule.kind == "revive":
+        if rule.kind == "revive" and normalise_path(request.path) == "/api/v4/contacts":
             self._revive(rule.touch)
         return faulting.spoil(rule, request, self._answer(request))
 

@@ -408,7 +408,7 @@ def _stored_ids(engine: Engine) -> set[int]:
         return set(conn.scalars(sa.text("SELECT id FROM amocrm.contacts WHERE NOT is_deleted")))
 
 
-def test_first_full_resync_with_a_deletion_mid_walk_keeps_no_cursor_and_the_next_run_converges(
+def test_first_full_resync_with_a_deletion_mid_walk_then_reads_everything_by_keyset(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
     with emulated(contacts=300, trashed_fraction=0.0) as (emulator, url):
@@ -425,9 +425,9 @@ def test_first_full_resync_with_a_deletion_mid_walk_keeps_no_cursor_and_the_next
             cursor = conn.scalar(
                 sa.text("SELECT value FROM amocrm.sync_state WHERE key = 'pull.contacts'")
             )
-        assert cursor is None
+        assert cursor == {"updated_at": 0}  # nothing is known to be stored yet
         again = pull(config, engine, emulator)
-        assert again.kind == "full"  # no cursor yet: read everything again
+        assert (again.kind, again.mode) == ("pull", "keyset")  # everything, by keyset
         assert_converged(engine, emulator)
 
 
@@ -485,7 +485,7 @@ def test_a_deletion_in_the_second_of_the_last_one_is_seen_with_exclusive_bounds(
             pull(config, engine, emulator)
         emulator.clock.unfreeze()
         assert "pull_cursor_held" in [e["event"] for e in logs]
-        assert pull(config, engine, emulator).kind == "full"
+        pull(config, engine, emulator)
         assert_converged(engine, emulator)
 
 
@@ -498,9 +498,46 @@ def test_a_restore_during_the_full_resync_walk_holds_the_cursor_too(
         emulator.clock.advance(10)
         # a restore shifts later contacts towards later pages: answered out of order, two pages
         # in flight would skip one, so it counts like a deletion
+        assert any(c.is_deleted for c in emulator.account.contacts.values())  # some to restore
         emulator.add_fault(FaultRule(kind="revive", path="/api/v4/contacts", min_page=3))
         with capture_logs() as logs:
             pull(config, engine, emulator, full=True)
         assert "pull_cursor_held" in [e["event"] for e in logs]
         pull(config, engine, emulator)
+        assert_converged(engine, emulator)
+
+
+def test_a_spurious_204_on_the_events_after_the_walk_does_not_let_the_cursor_move(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=300, trashed_fraction=0.05) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+        emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", min_page=3))
+        # the read before the walk passes; the one after answers 204 on page 1 (twice)
+        emulator.add_fault(FaultRule(kind="empty_page", path="/api/v4/events", skip=1, times=2))
+        with capture_logs() as logs:
+            pull(config, engine, emulator)
+        assert "pull_cursor_held" in [e["event"] for e in logs]
+        pull(config, engine, emulator)
+        assert_converged(engine, emulator)
+
+
+def test_a_full_resync_whose_listing_came_back_empty_does_not_move_the_cursor(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    # amoCRM's clock an hour behind ours, so its times, not our clock, decide the cursor
+    hour_ago = time.time() - 3600
+    with emulated(contacts=300, trashed_fraction=0.0, clock_start=hour_ago) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+        pull(config, engine, emulator)
+        emulator.clock.advance(60)
+        (new,) = emulator.create_contacts([{"name": "new since the cursor"}])
+        emulator.clock.advance(600)
+        emulator.update_contacts([{"id": _live_ids(emulator, 1)[0], "name": "later"}])
+        # a spurious 204 on page 1: the walk lists nothing, every stored contact is read by id
+        emulator.add_fault(FaultRule(kind="empty_page", path="/api/v4/contacts", min_page=1))
+        full = pull(config, engine, emulator, full=True)
+        assert full.deleted == 0
+        pull(config, engine, emulator)
+        assert new in _stored_ids(engine)
         assert_converged(engine, emulator)
