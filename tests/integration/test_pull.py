@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
-from sync.config import DatabaseConfig
+from sync.config import Config, DatabaseConfig
 from sync.db.runs import pull_lock
 from sync.emulator import Emulator, FaultRule
 from sync.errors import InvariantError
@@ -408,11 +411,36 @@ def _stored_ids(engine: Engine) -> set[int]:
         return set(conn.scalars(sa.text("SELECT id FROM amocrm.contacts WHERE NOT is_deleted")))
 
 
+def _page_by_page(db_config: DatabaseConfig, emulator: Emulator, url: str) -> Config:
+    """One page in flight at a time: a fault at page N fires after pages 1..N-1 are read."""
+    return make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+
+
+def _held(config: Config, engine: Engine, emulator: Emulator, **kw: Any) -> bool:
+    """Pull once; whether the run held the cursor back."""
+    with capture_logs() as logs:
+        pull(config, engine, emulator, **kw)
+    return "pull_cursor_held" in [e["event"] for e in logs]
+
+
+@contextmanager
+def _mirrored_amo_an_hour_behind(
+    db_config: DatabaseConfig, engine: Engine
+) -> Iterator[tuple[Emulator, Config]]:
+    """300 contacts pulled once; amoCRM's clock an hour behind ours, so that its times, not
+    our clock, decide the cursor."""
+    settings = {"contacts": 300, "trashed_fraction": 0.0, "clock_start": time.time() - 3600}
+    with emulated(**settings) as (emulator, url):
+        config = _page_by_page(db_config, emulator, url)
+        pull(config, engine, emulator)
+        yield emulator, config
+
+
 def test_first_full_resync_with_a_deletion_mid_walk_then_reads_everything_by_keyset(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
     with emulated(contacts=300, trashed_fraction=0.0) as (emulator, url):
-        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+        config = _page_by_page(db_config, emulator, url)
         # before page 3, a user deletes a contact of page 1: the first contact of page 3 moves
         # to page 2, already read, and no page lists it
         emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", min_page=3))
@@ -434,11 +462,7 @@ def test_first_full_resync_with_a_deletion_mid_walk_then_reads_everything_by_key
 def test_full_resync_with_a_deletion_mid_walk_holds_the_cursor_for_the_next_pull(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
-    # amoCRM's clock an hour behind ours, so its times, not our clock, decide the cursor
-    hour_ago = time.time() - 3600
-    with emulated(contacts=300, trashed_fraction=0.0, clock_start=hour_ago) as (emulator, url):
-        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
-        pull(config, engine, emulator)
+    with _mirrored_amo_an_hour_behind(db_config, engine) as (emulator, config):
         emulator.clock.advance(10)
         hidden, _after = emulator.create_contacts([{"name": "new A"}, {"name": "new B"}])
         emulator.clock.advance(60)  # later changes put the cursor far past the new ones
@@ -458,7 +482,7 @@ def test_a_bulk_deletion_before_the_first_run_does_not_hold_its_cursor(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
     with emulated(contacts=300, trashed_fraction=0.0) as (emulator, url):
-        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+        config = _page_by_page(db_config, emulator, url)
         emulator.clock.freeze()
         for cid in _live_ids(emulator, 3):  # deleted together: one created_at for all three
             emulator.delete_contact(cid)
@@ -477,7 +501,7 @@ def test_a_deletion_in_the_second_of_the_last_one_is_seen_with_exclusive_bounds(
 ) -> None:
     settings = {"contacts": 300, "trashed_fraction": 0.0, "inclusive_date_bounds": False}
     with emulated(**settings) as (emulator, url):
-        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+        config = _page_by_page(db_config, emulator, url)
         emulator.clock.freeze()  # every deletion below falls in one second
         emulator.delete_contact(_live_ids(emulator, 1000)[-1])
         emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", min_page=3))
@@ -493,16 +517,14 @@ def test_a_restore_during_the_full_resync_walk_holds_the_cursor_too(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
     with emulated(contacts=300, trashed_fraction=0.05) as (emulator, url):
-        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+        config = _page_by_page(db_config, emulator, url)
         pull(config, engine, emulator)
         emulator.clock.advance(10)
         # a restore shifts later contacts towards later pages: answered out of order, two pages
         # in flight would skip one, so it counts like a deletion
         assert any(c.is_deleted for c in emulator.account.contacts.values())  # some to restore
         emulator.add_fault(FaultRule(kind="revive", path="/api/v4/contacts", min_page=3))
-        with capture_logs() as logs:
-            pull(config, engine, emulator, full=True)
-        assert "pull_cursor_held" in [e["event"] for e in logs]
+        assert _held(config, engine, emulator, full=True)
         pull(config, engine, emulator)
         assert_converged(engine, emulator)
 
@@ -511,13 +533,11 @@ def test_a_spurious_204_on_the_events_after_the_walk_does_not_let_the_cursor_mov
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
     with emulated(contacts=300, trashed_fraction=0.05) as (emulator, url):
-        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
+        config = _page_by_page(db_config, emulator, url)
         emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", min_page=3))
         # the read before the walk passes; the one after answers 204 on page 1 (twice)
         emulator.add_fault(FaultRule(kind="empty_page", path="/api/v4/events", skip=1, times=2))
-        with capture_logs() as logs:
-            pull(config, engine, emulator)
-        assert "pull_cursor_held" in [e["event"] for e in logs]
+        assert _held(config, engine, emulator)
         pull(config, engine, emulator)
         assert_converged(engine, emulator)
 
@@ -525,11 +545,7 @@ def test_a_spurious_204_on_the_events_after_the_walk_does_not_let_the_cursor_mov
 def test_a_full_resync_whose_listing_came_back_empty_does_not_move_the_cursor(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
-    # amoCRM's clock an hour behind ours, so its times, not our clock, decide the cursor
-    hour_ago = time.time() - 3600
-    with emulated(contacts=300, trashed_fraction=0.0, clock_start=hour_ago) as (emulator, url):
-        config = make_config(db_config, url, emulator.long_lived_token, pull_workers=1)
-        pull(config, engine, emulator)
+    with _mirrored_amo_an_hour_behind(db_config, engine) as (emulator, config):
         emulator.clock.advance(60)
         (new,) = emulator.create_contacts([{"name": "new since the cursor"}])
         emulator.clock.advance(600)
