@@ -20,12 +20,12 @@ the local edit did not change are never sent, so remote edits to them are kept (
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sync.values import as_text, same_scalar
+from sync.values import as_text, same_items, same_scalar
 
 SCALAR_FIELDS = ("name", "first_name", "last_name", "responsible_user_id")
 CF_COLUMN = "custom_fields_values"
@@ -244,24 +244,12 @@ def _non_empty(values: Any) -> Any:
 def same(a: Any, b: Any) -> bool:
     """Equal as amoCRM means them: scalars as text, value lists item by item in any order."""
     if _is_values(a) or _is_values(b):
-        return _same_lists(a or [], b or [])
+        return same_items(a or [], b or [], _same_value)
     return same_scalar(a, b)
 
 
 def _is_values(x: Any) -> bool:
     return isinstance(x, list) or (isinstance(x, tuple) and not isinstance(x, str))
-
-
-def _same_lists(a: Sequence[Any], b: Sequence[Any]) -> bool:
-    if len(a) != len(b):
-        return False
-    unused = list(b)
-    for item in a:
-        hit = next((other for other in unused if _same_value(item, other)), None)
-        if hit is None:
-            return False
-        unused.remove(hit)
-    return True
 
 
 def _same_value(a: Any, b: Any) -> bool:

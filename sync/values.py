@@ -8,7 +8,11 @@ sides are compared as normalised text, so none of these differences reads as a c
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 def as_text(value: Any) -> str | None:
@@ -28,3 +32,16 @@ def same_scalar(a: Any, b: Any, *, key: str | None = None) -> bool:
     if key == "enum_code" and left is not None and right is not None:
         return left.casefold() == right.casefold()
     return left == right
+
+
+def same_items(a: Sequence[A], b: Sequence[B], same: Callable[[A, B], bool]) -> bool:
+    """Whether the two lists pair off one to one under `same`, in any order (a value list)."""
+    if len(a) != len(b):
+        return False
+    unused = list(b)
+    for item in a:
+        hit = next((other for other in unused if same(item, other)), None)
+        if hit is None:
+            return False
+        unused.remove(hit)
+    return True

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sync.values import same_scalar
+from sync.values import same_items, same_scalar
 
 # Keys whose effect cannot be read back exactly; an entity that uses them is "unverifiable".
 UNVERIFIABLE = frozenset({"tags_to_add", "tags_to_delete"})
@@ -74,17 +74,8 @@ def _remote_key(remote: Mapping[str, Any], kind: str) -> Any:
 
 
 def _same_values(sent: Any, remote: Any) -> bool:
-    sent_values = list(sent or [])
     remote_values = [v for v in (remote or []) if isinstance(v, Mapping)]
-    if len(sent_values) != len(remote_values):
-        return False
-    unused = list(remote_values)
-    for value in sent_values:
-        hit = next((r for r in unused if _same_value(value, r)), None)
-        if hit is None:
-            return False
-        unused.remove(hit)
-    return True
+    return same_items(list(sent or []), remote_values, _same_value)
 
 
 def _same_value(sent: Any, remote: Mapping[str, Any]) -> bool:
