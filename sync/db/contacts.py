@@ -28,7 +28,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync.mapping import JSON, FieldDef, PageRows, custom_value_rows
+from sync.mapping import JSON, FieldDef, PageRows, custom_value_rows, remote_values
 
 # relation table → (columns with their types, the PageRows attribute holding its rows)
 RELATIONS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
@@ -171,7 +171,7 @@ class ContactStore:
         self, conn: Connection, rows: list[JSON], held: dict[int, list[str]]
     ) -> None:
         keep = [
-            {"id": r["id"], "updated_at": r["updated_at"], "remote": _writable(r)}
+            {"id": r["id"], "updated_at": r["updated_at"], "remote": remote_values(r)}
             for r in rows
             if r["id"] in held
         ]
@@ -298,11 +298,6 @@ class ContactStore:
 
 def _older(incoming: int | None, stored: int | None) -> bool:
     return incoming is not None and stored is not None and incoming < stored
-
-
-def _writable(row: JSON) -> JSON:
-    names = ("name", "first_name", "last_name", "responsible_user_id", "custom_fields_values")
-    return {name: row.get(name) for name in names}
 
 
 def _with_local_values(
