@@ -19,7 +19,7 @@ A 400 rejects a whole batch: the client resends the valid entities, the rejected
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -211,14 +211,9 @@ def _plan_chunk(ctx: _Context, chunk: list[outbox.PendingUpdate]) -> list[list[U
 
 def _send_update_batch(ctx: _Context, batch: Sequence[UpdatePlan]) -> None:
     entities = [plan.entity for plan in batch if plan.entity is not None]
-    failure: AmoError | None = None
-    rejected: Mapping[str, Sequence[Mapping[str, str]]] = {}
-    try:
-        results = ctx.client.update_contacts(entities, batch_size=len(entities))
-    except AmoRejectedError as exc:
-        results, rejected = _results(exc), exc.errors_by_request_id
-    except AmoError as exc:
-        results, failure = _results(exc), exc
+    results, rejected, failure = _send(
+        lambda: ctx.client.update_contacts(entities, batch_size=len(entities))
+    )
     by_id = {r.request_id: r for r in results}
     outcomes = []
     for plan in batch:
@@ -245,6 +240,19 @@ def _record_updates(ctx: _Context, outcomes: Sequence[outbox.UpdateOutcome]) -> 
         held=sum(1 for o in outcomes if o.held and o.error is None),
         errors=sum(1 for o in outcomes if o.error is not None),
     )
+
+
+def _send(
+    write: Callable[[], list[WriteResult]],
+) -> tuple[list[WriteResult], Mapping[str, Sequence[Mapping[str, str]]], AmoError | None]:
+    """A batched write's results, the entities amoCRM rejected (by request_id), and a failure to
+    raise once what did get through is recorded."""
+    try:
+        return write(), {}, None
+    except AmoRejectedError as exc:
+        return _results(exc), exc.errors_by_request_id, None
+    except AmoError as exc:
+        return _results(exc), {}, exc
 
 
 def _results(exc: AmoError) -> list[WriteResult]:
@@ -277,14 +285,9 @@ def _create_batch(ctx: _Context, batch: list[PendingCreate], floor: int | None) 
     payloads = {p.temp_id: to_create_payload(p.temp_id, p.values) for p in batch}
     with ctx.engine.begin() as conn:
         inflight.mark_sending(conn, "creates", payloads, ctx.clock.now(), floor)
-    failure: AmoError | None = None
-    rejected: Mapping[str, Sequence[Mapping[str, str]]] = {}
-    try:
-        results = ctx.client.create_contacts(list(payloads.values()), batch_size=len(batch))
-    except AmoRejectedError as exc:
-        results, rejected = _results(exc), exc.errors_by_request_id
-    except AmoError as exc:
-        results, failure = _results(exc), exc
+    results, rejected, failure = _send(
+        lambda: ctx.client.create_contacts(list(payloads.values()), batch_size=len(batch))
+    )
     done = [Done(p.temp_id, r.id, p.change_ids) for p in batch for r in results
             if r.request_id == str(p.temp_id)]  # fmt: skip
     errors = {int(rid): _message(errs) for rid, errs in rejected.items()}
@@ -318,14 +321,9 @@ def _link_batch(ctx: _Context, batch: list[PendingLink]) -> None:
     }
     with ctx.engine.begin() as conn:
         inflight.mark_sending(conn, "links", payloads, ctx.clock.now())
-    failure: AmoError | None = None
-    rejected: Mapping[str, Sequence[Mapping[str, str]]] = {}
-    try:
-        results = ctx.client.link_chats(list(payloads.values()), batch_size=len(batch))
-    except AmoRejectedError as exc:
-        results, rejected = _results(exc), exc.errors_by_request_id
-    except AmoError as exc:
-        results, failure = _results(exc), exc
+    results, rejected, failure = _send(
+        lambda: ctx.client.link_chats(list(payloads.values()), batch_size=len(batch))
+    )
     by_rid = {r.request_id: r for r in results}
     done = [Done(p.temp_id, by_rid[str(p.temp_id)].id, p.change_ids) for p in batch
             if str(p.temp_id) in by_rid]  # fmt: skip
