@@ -221,11 +221,15 @@ def _consume_part(conn: Connection, outcome: UpdateOutcome) -> None:
 
 
 def _columns_left(conn: Connection, ids: list[int]) -> dict[int, set[str]]:
-    """Columns that still have outbox rows, per contact (held ones and newer edits)."""
+    """Columns that still have outbox rows, per contact (held ones and newer edits).
+
+    A pending chat link is not a column of the contact: it has its own outbox rows, settled by
+    the link step, and must not keep the contact `pending` (issue 11: a row stuck forever).
+    """
     left: dict[int, set[str]] = {}
     rows = conn.execute(
         sa.select(sync_changes.c.contact_id, sync_changes.c.new_values).where(
-            sync_changes.c.contact_id.in_(ids)
+            sync_changes.c.contact_id.in_(ids), sync_changes.c.kind != "chat_link"
         )
     )
     for row in rows:

@@ -1,0 +1,59 @@
+"""The contact's sync_status after a push that sent its field edit and a new chat link together
+(issue 11, item 5): both went through, nothing of the contact is left, so it is `synced` —
+whichever was captured first, and for a new contact with a link too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from sync.config import DatabaseConfig
+from tests.integration.push_env import PushEnv, push_env
+
+EDIT = "UPDATE contacts SET name = 'edited with a link' WHERE id = :id"
+LINK = "INSERT INTO contact_chats (contact_id, chat_id) VALUES (:id, :chat)"
+
+
+@pytest.fixture
+def env(db_config: DatabaseConfig, engine: Engine) -> Any:
+    with push_env(db_config, engine, contacts=6) as env:
+        env.mirror()
+        env.emulator.clear_requests()
+        yield env
+
+
+def _settled(env: PushEnv, contact_id: int) -> None:
+    row = env.row(contact_id)
+    assert (row["sync_status"], row["sync_error"]) == ("synced", None)
+    assert row["synced_at"] is not None
+    assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
+    assert env.emulator.account.chat_links[f"chat-{abs(contact_id)}"].contact_id == contact_id
+
+
+@pytest.mark.parametrize("link_first", [False, True])
+def test_field_edit_and_chat_link_in_one_push_end_synced(env: PushEnv, link_first: bool) -> None:
+    contact_id = sorted(env.emulator.account.contacts)[0]
+    steps = [(LINK, {"chat": f"chat-{contact_id}"}), (EDIT, {})]
+    for statement, params in steps if link_first else reversed(steps):
+        env.sql(statement, id=contact_id, **params)
+    report = env.push()
+    assert (report.updated, report.linked, report.errors) == (1, 1, 0)
+    assert env.remote(contact_id)["name"] == "edited with a link"
+    _settled(env, contact_id)
+
+
+@pytest.mark.parametrize("edit_after_link", [False, True])
+def test_new_contact_with_a_chat_link_ends_synced(env: PushEnv, edit_after_link: bool) -> None:
+    (temp_id,) = env.sql("INSERT INTO contacts (name) VALUES ('new with a link') RETURNING id")[0]
+    env.sql(LINK, id=temp_id, chat="chat-new")
+    if edit_after_link:
+        env.sql("UPDATE contacts SET last_name = 'Later' WHERE id = :id", id=temp_id)
+    report = env.push()
+    assert (report.created, report.linked, report.errors) == (1, 1, 0)
+    (new_id,) = env.sql("SELECT id FROM contacts WHERE name = 'new with a link'")[0]
+    assert env.emulator.account.chat_links["chat-new"].contact_id == new_id
+    row = env.row(new_id)
+    assert (row["sync_status"], row["sync_error"]) == ("synced", None)
+    assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
