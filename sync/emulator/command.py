@@ -32,7 +32,7 @@ from sync.emulator.settings import EmulatorSettings
 @click.option("--access-token-ttl", default=86_400, show_default=True, help="Seconds.")
 @click.option("--filters-off", is_flag=True, help="Ignore every filter[...] (alpha accounts).")
 @click.option("--admin-key", default=None, help="Require X-Emulator-Key on /_emulator/.")
-@click.option("--list-lag-s", default=0.0, help="Keep fresh changes out of lists this long.")
+@click.option("--list-lag-s", default=0.0, help="Lists show each contact as of N s ago.")
 def emulator_command(  # noqa: PLR0917 - click passes every option positionally by name
     host: str,
     port: int,

@@ -23,7 +23,7 @@ def list_contacts(ctx: Ctx) -> Response:
     with ctx.account.lock:
         q = parse_contacts_query(ctx.request.query, ctx.account, ctx.filters_enabled)
         if ctx.list_lag_s > 0:
-            q.visible_until = int(ctx.clock.now() - ctx.list_lag_s)
+            q.as_of = ctx.clock.now() - ctx.list_lag_s  # GET /contacts/{id} does not lag
         contacts, has_next = select(ctx.account, q, (page - 1) * limit, limit)
         items = [contact_json(c, ctx.account, ctx.base, embeds) for c in contacts]
     if not items:

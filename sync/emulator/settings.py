@@ -69,4 +69,4 @@ class EmulatorSettings:
     max_batch: int = 250  # more entities in one POST/PATCH gives 422
     events_page_limit: int = 250  # amocrm.ru documents 100
     honour_client_updated_at: bool = False
-    list_lag_s: float = 0.0  # eventual consistency: a change stays out of lists this long
+    list_lag_s: float = 0.0  # eventual consistency: lists show the version of this long ago

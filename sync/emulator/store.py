@@ -8,6 +8,7 @@ serialised outside the lock.
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 from bisect import bisect_left, insort
@@ -32,6 +33,7 @@ from sync.emulator.settings import EmulatorSettings
 SortKey = Callable[[Contact], tuple[int, int]]
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 SYSTEM_USER = 0
+HISTORY_S = 300.0  # how long a replaced version is kept for lists that lag writes
 
 
 class Account:
@@ -52,6 +54,8 @@ class Account:
         self.events: list[Event] = []
         self.version = 0
         self._views: dict[tuple[str, bool, bool], list[Contact]] = {}
+        # contact id → [(clock time of a write, the version it replaced; None: created)]
+        self._history: dict[int, list[tuple[float, Contact | None]]] = {}
         self._load_contacts(seed.contacts)
         self._next_link_id = 700_001 + len(seed.chat_links)
         self._next_tag_id = max(self.tags, default=900_000) + 1
@@ -69,6 +73,22 @@ class Account:
     def live(self, contact_id: int) -> Contact | None:
         contact = self.contacts.get(contact_id)
         return None if contact is None or contact.is_deleted else contact
+
+    def listed(self, contact: Contact, as_of: float) -> Contact | None:
+        """The version of `contact` that was current at clock time `as_of` (None: it did not
+        exist yet): what a list lagging writes shows."""
+        for written_at, before in self._history.get(contact.id, ()):
+            if written_at > as_of:
+                return before
+        return contact
+
+    def _keep_previous(self, contact_id: int, before: Contact | None) -> None:
+        """Remember the version a write replaces. A shallow copy is a faithful snapshot: stored
+        values are never mutated in place."""
+        now = self.clock.now()
+        kept = [(t, v) for t, v in self._history.get(contact_id, ()) if t > now - HISTORY_S]
+        kept.append((now, copy.copy(before) if before is not None else None))
+        self._history[contact_id] = kept
 
     def view(self, sort_field: str, descending: bool, deleted: bool) -> list[Contact]:
         """Contacts in list order for `order[sort_field]`, ties broken by id per settings."""
@@ -121,6 +141,7 @@ class Account:
         )  # fmt: skip
         self._next_contact_id += self._random.randint(1, 3)
         self.contacts[contact.id] = contact
+        self._keep_previous(contact.id, None)
         self._apply(contact, patch, quiet=True)
         contact.name = contact.name or _joined_name(contact)
         self._event("contact_added", contact, contact.created_by, now)
@@ -130,6 +151,7 @@ class Account:
     def update(self, patch: ContactPatch, now: int, actor: int) -> Contact:
         assert patch.contact_id is not None
         contact = self.contacts[patch.contact_id]
+        self._keep_previous(contact.id, contact)
         self._unlist(contact)
         contact.updated_by, contact.updated_at = actor, now
         self._apply(contact, patch, quiet=False)
@@ -138,17 +160,20 @@ class Account:
 
     def touch(self, contact: Contact, now: int, actor: int) -> None:
         """A save in the UI that changes nothing visible but `updated_at`."""
+        self._keep_previous(contact.id, contact)
         self._unlist(contact)
         contact.updated_at, contact.updated_by = now, actor
         self.changed(contact)
 
     def trash(self, contact: Contact, now: int, actor: int) -> None:
+        self._keep_previous(contact.id, contact)
         self._unlist(contact)
         contact.is_deleted, contact.updated_at, contact.updated_by = True, now, actor
         self._event("contact_deleted", contact, actor, now)
         self.changed(contact)
 
     def restore(self, contact: Contact, now: int, actor: int) -> None:
+        self._keep_previous(contact.id, contact)
         self._unlist(contact)
         contact.is_deleted, contact.updated_at, contact.updated_by = False, now, actor
         self._event("contact_restored", contact, actor, now)
