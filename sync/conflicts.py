@@ -7,6 +7,8 @@ A contact's pending edit is split into *fields*: the scalar columns (`name`, `fi
     local == remote                  → settled, nothing to send (already equal: also the case
                                        after a crash between our PATCH and our commit)
     remote == base                   → send the local value (amoCRM did not touch the field)
+    remote == an earlier local value → the same: a value this outbox chain had locally is our
+      of the same chain                own write in flight from a run that died, not a change
     otherwise                        → a conflict, settled by the policy:
         local_wins / remote_wins     → that side, at once
         newest_wins                  → local if its edit time is later than amoCRM's
@@ -42,6 +44,13 @@ class FieldEdit:
     base: Any
     local: Any
     changed_at: datetime
+    # earlier local values of the field in the same outbox chain: amoCRM showing one of them
+    # is (possibly) our own write from a run that died before recording it, not a remote change
+    own: tuple[Any, ...] = ()
+
+    def is_ours(self, remote: Any) -> bool:
+        """amoCRM's value is the base or a value this chain had locally: not a remote change."""
+        return same(self.base, remote) or any(same(value, remote) for value in self.own)
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,7 @@ def resolve(
         if same(edit.local, theirs):
             settled.add(edit.field)
             continue
-        if same(edit.base, theirs) and edit.field not in (on_record or {}):
+        if edit.is_ours(theirs) and edit.field not in (on_record or {}):
             send[edit.field] = edit.local
             settled.add(edit.field)
             continue

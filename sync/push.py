@@ -35,6 +35,7 @@ from sync.db.inflight import Done, PendingCreate, PendingLink
 from sync.db.runs import RunStore
 from sync.errors import AmoError, AmoRejectedError
 from sync.logs import get_logger
+from sync.push_fresh import plan_current
 from sync.push_plan import UpdatePlan, plan_update, to_create_payload
 from sync.push_pool import ReadThenWrite
 
@@ -56,6 +57,7 @@ class PushReport:
     errors: int = 0
     requests: int = 0  # HTTP requests sent to amoCRM, retries included
     recovered: int = 0
+    deferred: int = 0  # contacts left for the next push: amoCRM's version could not be trusted
 
     @property
     def pushed(self) -> int:
@@ -198,11 +200,14 @@ def _push_updates(ctx: _Context) -> None:
 
 
 def _plan_chunk(ctx: _Context, chunk: list[outbox.PendingUpdate]) -> list[list[UpdatePlan]]:
-    """One GET of amoCRM's versions; record what needs no PATCH; return the PATCH batches."""
-    remote = ctx.client.fetch_contacts_by_ids(p.contact_id for p in chunk)
+    """amoCRM's versions (one GET, re-read by id where it may lag); record what needs no PATCH;
+    return the PATCH batches."""
     policy = ctx.config.sync.conflict_policy
     overrides = ctx.config.sync.conflict_fields_map
-    plans = [plan_update(p, remote.get(p.contact_id), policy, overrides) for p in chunk]
+    plans, deferred = plan_current(
+        ctx.client, chunk, lambda p, remote: plan_update(p, remote, policy, overrides)
+    )
+    ctx.count.add(deferred=len(deferred))
     _record_updates(ctx, [plan.outcome() for plan in plans if plan.entity is None])
     to_send = [plan for plan in plans if plan.entity is not None]
     size = ctx.config.amocrm.batch_size

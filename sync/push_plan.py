@@ -40,6 +40,16 @@ class UpdatePlan:
     write: Mapping[str, Any]
     remote_unchanged: bool  # amoCRM's updated_at is still the one the edit was made on
     missing: bool = False
+    stale: bool = False  # amoCRM's version read is older than one already seen: a lagging read
+
+    @property
+    def doubtful(self) -> bool:
+        """Worth reading again where amoCRM cannot lag (GET by id) before acting on it: the
+        read was stale, missed the contact, or shows a new conflict (lists lag writes, so a
+        "remote change" may be our own previous value)."""
+        return (
+            self.missing or self.stale or any(c.conflict_id is None for c in self.merge.conflicts)
+        )
 
     def outcome(self, updated_at: int | None = None) -> UpdateOutcome:
         """The outcome once amoCRM accepted the entity (or when nothing was sent)."""
@@ -68,6 +78,8 @@ def plan_update(
 ) -> UpdatePlan:
     if remote is None:
         return UpdatePlan(pending, Merge(), None, {}, False, missing=True)
+    if is_stale(pending, remote):
+        return UpdatePlan(pending, Merge(), None, {}, False, stale=True)
     codes = field_codes(
         pending.base.get(CF_COLUMN), pending.local.get(CF_COLUMN), remote.get(CF_COLUMN)
     )
@@ -88,13 +100,32 @@ def plan_update(
     return UpdatePlan(pending, result, entity, write, unchanged)
 
 
+def is_stale(pending: PendingUpdate, remote: Mapping[str, Any]) -> bool:
+    """amoCRM's version is older than one this side already saw (never a remote change)."""
+    known, remote_at = pending.newest_known, from_unix(remote.get("updated_at"))
+    return known is not None and remote_at is not None and remote_at < known
+
+
 def _edits(pending: PendingUpdate, codes: Mapping[str, int]) -> list[FieldEdit]:
     edits = []
     for column, local in pending.local.items():
         base = {column: pending.base.get(column)}
+        earlier = _earlier_by_field(pending.earlier_values(column), column, codes)
         for name, (before, after) in changed_fields(base, {column: local}, codes).items():
-            edits.append(FieldEdit(name, before, after, pending.changed_at[column]))
+            own = tuple(earlier.get(name, ()))
+            edits.append(FieldEdit(name, before, after, pending.changed_at[column], own))
     return edits
+
+
+def _earlier_by_field(
+    values: list[Any], column: str, codes: Mapping[str, int]
+) -> dict[str, list[Any]]:
+    """A column's earlier local values, per field (each custom field on its own)."""
+    if column != CF_COLUMN:
+        return {column: values}
+    arrays = [split({CF_COLUMN: array}, codes) for array in values]
+    names = {name for fields in arrays for name in fields}
+    return {name: [fields.get(name) for fields in arrays] for name in names}
 
 
 def column_of(field: str) -> str:

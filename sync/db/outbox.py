@@ -55,6 +55,10 @@ class PendingUpdate:
     changed_at: dict[str, datetime] = field(default_factory=dict)  # column → last edit time
     base_updated_at: datetime | None = None  # amoCRM's updated_at the first edit was made on
     open_conflicts: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    # column → every value the chain gave it, oldest first (the last one is `local`): an earlier
+    # one in amoCRM may be our own write from a run that died before recording it
+    values: dict[str, list[Any]] = field(default_factory=dict)
+    known_updated_at: datetime | None = None  # the newest amoCRM version this side has seen
 
     def add(self, change: Change) -> None:
         self.change_ids.append(change.id)
@@ -64,7 +68,19 @@ class PendingUpdate:
             if column not in self.local:
                 self.base[column] = change.base_values.get(column)
             self.local[column] = value
+            self.values.setdefault(column, []).append(value)
             self.changed_at[column] = change.changed_at
+
+    def earlier_values(self, column: str) -> list[Any]:
+        """The values the chain gave `column` before its latest one."""
+        return self.values.get(column, [])[:-1]
+
+    @property
+    def newest_known(self) -> datetime | None:
+        """amoCRM's newest version seen here: the edit's base, or the row's `updated_at` (a
+        pull's, or our last PATCH's answer). A version older than this is a lagging read."""
+        stamps = [t for t in (self.base_updated_at, self.known_updated_at) if t is not None]
+        return max(stamps, default=None)
 
 
 @dataclass(frozen=True)
@@ -102,7 +118,7 @@ def claim_updates(conn: Connection, limit: int | None = None) -> list[PendingUpd
     Contacts in `error` wait for a new local edit; contacts in `conflict` wait for a winner.
     """
     query = (
-        sa.select(sync_changes)
+        sa.select(sync_changes, contacts.c.updated_at.label("known_updated_at"))
         .join(contacts, contacts.c.id == sync_changes.c.contact_id)
         .where(sync_changes.c.kind.in_(("update", "create")), sync_changes.c.contact_id > 0)
         .where(_CLAIMABLE)
@@ -114,7 +130,9 @@ def claim_updates(conn: Connection, limit: int | None = None) -> list[PendingUpd
         if change.contact_id not in pending:
             if limit is not None and len(pending) >= limit:
                 break
-            pending[change.contact_id] = PendingUpdate(change.contact_id)
+            pending[change.contact_id] = PendingUpdate(
+                change.contact_id, known_updated_at=row["known_updated_at"]
+            )
         pending[change.contact_id].add(change)
     _attach_open_conflicts(conn, pending)
     return list(pending.values())
