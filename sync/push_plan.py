@@ -23,6 +23,7 @@ from sync.conflicts import (
     changed_fields,
     field_codes,
     resolve,
+    same,
     split,
     write_values,
 )
@@ -83,12 +84,13 @@ def plan_update(
     codes = field_codes(
         pending.base.get(CF_COLUMN), pending.local.get(CF_COLUMN), remote.get(CF_COLUMN)
     )
-    edits = _edits(pending, codes)
+    theirs = split(remote, codes)
+    edits = _edits(pending, codes, theirs)
     on_record = {f: Resolution(cid, winner) for f, (cid, winner) in pending.open_conflicts.items()}
     remote_at = from_unix(remote.get("updated_at"))
     result = resolve(
         edits,
-        split(remote, codes),
+        theirs,
         remote_at,
         policy,
         field_policies=overrides,
@@ -106,15 +108,38 @@ def is_stale(pending: PendingUpdate, remote: Mapping[str, Any]) -> bool:
     return known is not None and remote_at is not None and remote_at < known
 
 
-def _edits(pending: PendingUpdate, codes: Mapping[str, int]) -> list[FieldEdit]:
+def _edits(
+    pending: PendingUpdate, codes: Mapping[str, int], theirs: Mapping[str, Any]
+) -> list[FieldEdit]:
     edits = []
     for column, local in pending.local.items():
         base = {column: pending.base.get(column)}
         earlier = _earlier_by_field(pending.earlier_values(column), column, codes)
-        for name, (before, after) in changed_fields(base, {column: local}, codes).items():
+        changed = changed_fields(base, {column: local}, codes)
+        changed.update(_round_trips(base, {column: local}, earlier, codes, theirs))
+        for name, (before, after) in changed.items():
             own = tuple(earlier.get(name, ()))
             edits.append(FieldEdit(name, before, after, pending.changed_at[column], own))
     return edits
+
+
+def _round_trips(
+    base: Mapping[str, Any],
+    local: Mapping[str, Any],
+    earlier: Mapping[str, list[Any]],
+    codes: Mapping[str, int],
+    theirs: Mapping[str, Any],
+) -> dict[str, tuple[Any, Any]]:
+    """Fields the chain changed and then set back to the base (A → B → A): no edit, unless
+    amoCRM shows one of the values in between (a dead run's write in flight): undo it."""
+    before, after = split(base, codes), split(local, codes)
+    return {
+        name: (before.get(name), after.get(name))
+        for name, values in earlier.items()
+        if same(before.get(name), after.get(name))
+        and not same(before.get(name), theirs.get(name))
+        and any(same(v, theirs.get(name)) for v in values)
+    }
 
 
 def _earlier_by_field(

@@ -75,6 +75,20 @@ def test_our_own_write_in_flight_from_a_dead_run_is_no_conflict(env: PushEnv) ->
     assert env.row(contact_id)["sync_status"] == "synced"
 
 
+def test_a_chain_set_back_to_its_base_undoes_our_own_write_in_flight(env: PushEnv) -> None:
+    """Chain A→B→A; the dead run's PATCH of B was accepted: amoCRM must end at A again."""
+    contact_id = _first(env)
+    original = env.remote(contact_id)["name"]
+    env.sql(NAME, v="B", id=contact_id)
+    env.sql(NAME, v=original, id=contact_id)
+    env.emulator.update_contacts([{"id": contact_id, "name": "B"}])  # the dead run's PATCH
+    env.emulator.clock.advance(5)
+    report = env.push(conflict_policy="manual")
+    assert (report.conflicts, report.updated) == (0, 1)
+    assert env.remote(contact_id)["name"] == original
+    assert env.row(contact_id)["sync_status"] == "synced"
+
+
 def test_a_real_remote_change_during_the_lag_is_still_a_conflict(env: PushEnv) -> None:
     contact_id = _first(env)
     env.sql(NAME, v="ours", id=contact_id)

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
+import pytest
+
 from sync.conflicts import FieldEdit, Resolution, resolve
 from sync.db.outbox import Change, PendingUpdate
 from sync.push_plan import plan_update
@@ -116,3 +118,32 @@ def test_a_new_conflict_or_a_missing_contact_is_doubtful_a_recorded_one_is_not()
     assert plan_update(p, None, "manual").doubtful
     p.open_conflicts["name"] = (7, None)
     assert not plan_update(p, remote, "manual").doubtful
+
+
+# --- a chain set back to its base (A → B → A) -----------------------------------------------
+
+
+def test_a_round_trip_undoes_our_own_write_in_flight() -> None:
+    remote = {"id": 42, "name": "B", "updated_at": _unix(T1)}
+    plan = plan_update(chain("name", "A", "B", "A"), remote, "manual")
+    assert plan.entity == {"id": 42, "request_id": "42", "name": "A"}
+    assert plan.merge.conflicts == ()
+
+
+@pytest.mark.parametrize("theirs", ["A", "R"])
+def test_a_round_trip_sends_nothing_otherwise(theirs: str) -> None:
+    remote = {"id": 42, "name": theirs, "updated_at": _unix(T1)}
+    plan = plan_update(chain("name", "A", "B", "A"), remote, "manual")
+    assert (plan.entity, plan.merge.conflicts, plan.merge.held) == (None, (), frozenset())
+    assert plan.outcome().done_columns == {"name"}
+
+
+def test_a_custom_field_round_trip_undoes_our_own_write_in_flight() -> None:
+    p = chain("custom_fields_values", phone("+1"), phone("+2"), phone("+1"))
+    remote = {"id": 42, "updated_at": _unix(T1), "custom_fields_values": phone("+2")}
+    plan = plan_update(p, remote, "manual")
+    assert plan.entity == {
+        "id": 42,
+        "request_id": "42",
+        "custom_fields_values": [{"field_id": 1, "values": [{"value": "+1"}]}],
+    }
