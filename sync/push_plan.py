@@ -3,6 +3,8 @@
 `plan_update` turns a coalesced local edit and amoCRM's current version into an `UpdatePlan`:
 the PATCH entity (only the fields to send, never `updated_at` or anything fetched) and the
 outcome to record once amoCRM answered. `to_create_payload` is the POST entity of a new contact.
+Both first check the local custom_fields_values (`sync.cf_shape`) and raise `ShapeError` with a
+one-line reason when it is not an accepted shape: push marks that contact `error`, never sends it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sync.cf_shape import require
 from sync.clock import from_unix
 from sync.conflicts import (
     CF_COLUMN,
@@ -19,6 +22,7 @@ from sync.conflicts import (
     FieldEdit,
     Merge,
     Resolution,
+    cf_entries,
     cf_key,
     changed_fields,
     field_codes,
@@ -66,6 +70,9 @@ def plan_update(
     policy: str,
     overrides: Mapping[str, str] | None = None,
 ) -> UpdatePlan:
+    """Raises ShapeError when the local custom_fields_values is not an accepted shape."""
+    if CF_COLUMN in pending.local:
+        require(pending.local[CF_COLUMN])
     if remote is None:
         return UpdatePlan(pending, Merge(), None, {}, False, missing=True)
     codes = field_codes(
@@ -140,19 +147,24 @@ def _take_remote(
 
 
 def to_create_payload(temp_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The POST entity of a locally inserted contact (request_id = its temporary id)."""
+    """The POST entity of a locally inserted contact (request_id = its temporary id).
+
+    Raises ShapeError when its custom_fields_values is not an accepted shape. Fields without
+    values are left out: a new contact has nothing to clear.
+    """
+    require(values.get(CF_COLUMN))
     entity: dict[str, Any] = {k: values[k] for k in SCALAR_FIELDS if values.get(k) is not None}
-    fields = []
-    for item in values.get(CF_COLUMN) or []:
-        if not isinstance(item, Mapping) or not item.get("values"):
-            continue
-        ref = (
-            {"field_id": int(item["field_id"])}
-            if item.get("field_id") is not None
-            else {"field_code": item.get("field_code")}
-        )
-        fields.append({**ref, "values": write_values(item["values"])})
+    fields = [_create_entry(item) for item in cf_entries(values.get(CF_COLUMN)) if item["values"]]
     if fields:
         entity[CF_COLUMN] = fields
     entity["request_id"] = str(temp_id)
     return entity
+
+
+def _create_entry(item: Mapping[str, Any]) -> dict[str, Any]:
+    ref = (
+        {"field_id": int(item["field_id"])}
+        if item.get("field_id") is not None
+        else {"field_code": item["field_code"]}
+    )
+    return {**ref, "values": write_values(item["values"])}
