@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sync.cf_shape import ShapeError, is_integer, json_type
 from sync.values import as_text, same_items, same_scalar
 
 SCALAR_FIELDS = ("name", "first_name", "last_name", "responsible_user_id")
@@ -190,31 +191,60 @@ def split(values: Mapping[str, Any], codes: Mapping[str, int] | None = None) -> 
     """Writable contact values → {field: value}; custom fields one by one (values lists).
 
     `codes` maps field codes to ids, so an entry written with only `field_code` lands on the
-    same field as amoCRM's `field_id`.
+    same field as amoCRM's `field_id`. A custom_fields_values that is not an array of field
+    objects raises ShapeError: an unexpected shape never reads as "no fields" (= clear them).
     """
     out: dict[str, Any] = {k: values[k] for k in SCALAR_FIELDS if k in values}
     if CF_COLUMN in values:
-        for entry in values[CF_COLUMN] or ():
-            if isinstance(entry, Mapping):
-                key = cf_key(entry, codes)
-                if key is not None:
-                    out[key] = _non_empty(entry.get("values"))
+        for entry in cf_entries(values[CF_COLUMN]):
+            key = cf_key(entry, codes)
+            if key is None:
+                raise ShapeError(f"{CF_COLUMN}: a field with neither field_id nor field_code")
+            out[key] = _non_empty(_values_of(entry, key))
     return out
+
+
+def cf_entries(column: Any) -> list[Mapping[str, Any]]:
+    """The field objects of a custom_fields_values (None: none); anything else raises."""
+    if column is None:
+        return []
+    if not isinstance(column, list):
+        raise ShapeError(f"{CF_COLUMN}: must be a JSON array of fields or NULL, got "
+                         f"{json_type(column)}")  # fmt: skip
+    for entry in column:
+        if not isinstance(entry, Mapping):
+            raise ShapeError(f"{CF_COLUMN}: a field must be an object, got {json_type(entry)}")
+    return column
+
+
+def _values_of(entry: Mapping[str, Any], key: str) -> list[Any] | None:
+    values = entry.get("values")
+    if values is not None and not isinstance(values, list):
+        raise ShapeError(f"{CF_COLUMN}: values of {key} must be an array or null, got "
+                         f"{json_type(values)}")  # fmt: skip
+    return values
 
 
 def field_codes(*arrays: Any) -> dict[str, int]:
     """field_code → field_id from any custom_fields_values arrays that carry both."""
     codes: dict[str, int] = {}
     for array in arrays:
-        for entry in array or ():
-            if isinstance(entry, Mapping) and entry.get("field_code") and entry.get("field_id"):
+        for entry in array if isinstance(array, list) else ():
+            if (
+                isinstance(entry, Mapping)
+                and entry.get("field_code")
+                and is_integer(entry.get("field_id"))
+            ):
                 codes[str(entry["field_code"]).upper()] = int(entry["field_id"])
     return codes
 
 
 def cf_key(entry: Mapping[str, Any], codes: Mapping[str, int] | None = None) -> str | None:
-    if entry.get("field_id") is not None:
-        return f"{CF_PREFIX}{int(entry['field_id'])}"
+    field_id = entry.get("field_id")
+    if field_id is not None:
+        if not is_integer(field_id):
+            raise ShapeError(f"{CF_COLUMN}: field_id must be an integer, got {json_type(field_id)}")
+        return f"{CF_PREFIX}{int(field_id)}"
     code = entry.get("field_code")
     if not code:
         return None
@@ -275,16 +305,27 @@ def _same_value(a: Any, b: Any) -> bool:
 
 
 def write_values(values: Any) -> list[dict[str, Any]] | None:
-    """Custom-field values in amoCRM's write shape (None clears the field)."""
-    if not values:
+    """Custom-field values in amoCRM's write shape (None clears the field).
+
+    Only null and [] clear; anything else that is not an array of value objects raises
+    ShapeError rather than becoming `values: null`.
+    """
+    if values is None or (isinstance(values, list) and not values):
         return None
-    out: list[dict[str, Any]] = []
-    for value in values:
-        if not isinstance(value, Mapping):
-            out.append({"value": value})
-            continue
-        item = {k: value[k] for k in ("value", "enum_id") if value.get(k) is not None}
-        if "enum_id" not in item and value.get("enum_code") is not None:
-            item["enum_code"] = value["enum_code"]
-        out.append(item)
-    return out
+    if not isinstance(values, list):
+        raise ShapeError(f"{CF_COLUMN}: values must be an array or null, got {json_type(values)}")
+    return [_write_value(value) for value in values]
+
+
+def _write_value(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ShapeError(f"{CF_COLUMN}: a value must be an object, got {json_type(value)}")
+    item = {k: value[k] for k in ("value", "enum_id") if value.get(k) is not None}
+    if "enum_id" not in item and value.get("enum_code") is not None:
+        item["enum_code"] = value["enum_code"]
+    if not item:
+        raise ShapeError(f"{CF_COLUMN}: a value needs value, enum_id or enum_code")
+    if isinstance(item.get("value"), (Mapping, list)):
+        raise ShapeError(f"{CF_COLUMN}: a value's value must be a scalar, got "
+                         f"{json_type(item['value'])}")  # fmt: skip
+    return item

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from sync.amo.client import AmoClient
 from sync.amo.reconcile import find_created, find_linked, newest_contact_id
 from sync.amo.writes import WriteResult, prepare
+from sync.cf_shape import ShapeError
 from sync.clock import Clock, SystemClock
 from sync.config import Config
 from sync.db import inflight, outbox
@@ -200,18 +201,38 @@ def _push_updates(ctx: _Context) -> None:
 
 
 def _plan_chunk(ctx: _Context, chunk: list[outbox.PendingUpdate]) -> list[list[UpdatePlan]]:
-    """amoCRM's versions (one GET, re-read by id where it may lag); record what needs no PATCH;
-    return the PATCH batches."""
-    policy = ctx.config.sync.conflict_policy
-    overrides = ctx.config.sync.conflict_fields_map
+    """amoCRM's versions (one GET, re-read by id where it may lag); record what needs no PATCH
+    (or cannot be sent); return the PATCH batches. Each contact is planned on its own: one bad
+    row never stops the rest."""
     plans, deferred = plan_current(
-        ctx.client, chunk, lambda p, remote: plan_update(p, remote, policy, overrides)
+        ctx.client, chunk, lambda pending, remote: _plan_one(ctx, pending, remote)
     )
     ctx.count.add(deferred=len(deferred))
     _record_updates(ctx, [plan.outcome() for plan in plans if plan.entity is None])
     to_send = [plan for plan in plans if plan.entity is not None]
     size = ctx.config.amocrm.batch_size
     return [to_send[start : start + size] for start in range(0, len(to_send), size)]
+
+
+def _plan_one(
+    ctx: _Context, pending: outbox.PendingUpdate, remote: Mapping[str, Any] | None
+) -> UpdatePlan:
+    """The contact's plan; a row that cannot be sent gets a plan that records why."""
+    policy, overrides = ctx.config.sync.conflict_policy, ctx.config.sync.conflict_fields_map
+    try:
+        return plan_update(pending, remote, policy, overrides)
+    except Exception as exc:  # noqa: BLE001 - one contact's bad row must not stop the others
+        return UpdatePlan.invalid_row(pending, _invalid(pending.contact_id, exc))
+
+
+def _invalid(contact_id: int, exc: Exception) -> str:
+    """The one-line reason for a row push cannot send (logged without any of its values)."""
+    if isinstance(exc, ShapeError):
+        reason = f"not sent: {exc}"
+    else:
+        reason = f"not sent: push could not plan this change ({type(exc).__name__})"
+    log.warning("push_row_invalid", contact_id=contact_id, reason=reason)
+    return reason
 
 
 def _send_update_batch(ctx: _Context, batch: Sequence[UpdatePlan]) -> None:
@@ -287,9 +308,15 @@ def _push_creates(ctx: _Context) -> None:
 
 
 def _create_batch(ctx: _Context, batch: list[PendingCreate], floor: int | None) -> int | None:
-    payloads = {p.temp_id: to_create_payload(p.temp_id, p.values) for p in batch}
+    payloads, invalid = _create_payloads(batch)
+    batch = [p for p in batch if p.temp_id in payloads]
     with ctx.engine.begin() as conn:
-        inflight.mark_sending(conn, "creates", payloads, ctx.clock.now(), floor)
+        inflight.mark_errors(conn, invalid)
+        if payloads:
+            inflight.mark_sending(conn, "creates", payloads, ctx.clock.now(), floor)
+    ctx.count.add(errors=len(invalid))
+    if not payloads:
+        return floor
     results, rejected, failure = _send(
         lambda: ctx.client.create_contacts(list(payloads.values()), batch_size=len(batch))
     )
@@ -306,6 +333,20 @@ def _create_batch(ctx: _Context, batch: list[PendingCreate], floor: int | None) 
     if failure is not None:
         raise failure
     return new_floor if new_floor is not None else floor
+
+
+def _create_payloads(
+    batch: Sequence[PendingCreate],
+) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
+    """POST entities by temporary id, and the reasons of the new contacts that cannot be sent."""
+    payloads: dict[int, dict[str, Any]] = {}
+    invalid: dict[int, str] = {}
+    for pending in batch:
+        try:
+            payloads[pending.temp_id] = to_create_payload(pending.temp_id, pending.values)
+        except Exception as exc:  # noqa: BLE001 - one bad new row must not stop the others
+            invalid[pending.temp_id] = _invalid(pending.temp_id, exc)
+    return payloads, invalid
 
 
 # --- 4. chat links -------------------------------------------------------------------------------

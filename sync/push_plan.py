@@ -3,6 +3,8 @@
 `plan_update` turns a coalesced local edit and amoCRM's current version into an `UpdatePlan`:
 the PATCH entity (only the fields to send, never `updated_at` or anything fetched) and the
 outcome to record once amoCRM answered. `to_create_payload` is the POST entity of a new contact.
+Both first check the local custom_fields_values (`sync.cf_shape`) and raise `ShapeError` with a
+one-line reason when it is not an accepted shape: push marks that contact `error`, never sends it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sync.cf_shape import problem, require
 from sync.clock import from_unix
 from sync.conflicts import (
     CF_COLUMN,
@@ -19,6 +22,7 @@ from sync.conflicts import (
     FieldEdit,
     Merge,
     Resolution,
+    cf_entries,
     cf_key,
     changed_fields,
     field_codes,
@@ -42,6 +46,11 @@ class UpdatePlan:
     remote_unchanged: bool  # amoCRM's updated_at is still the one the edit was made on
     missing: bool = False
     stale: bool = False  # amoCRM's version read is older than one already seen: a lagging read
+    invalid: str | None = None  # why the local row cannot be sent (its shape), nothing is sent
+
+    @classmethod
+    def invalid_row(cls, pending: PendingUpdate, reason: str) -> UpdatePlan:
+        return cls(pending, Merge(), None, {}, False, invalid=reason)
 
     @property
     def doubtful(self) -> bool:
@@ -54,6 +63,8 @@ class UpdatePlan:
 
     def outcome(self, updated_at: int | None = None) -> UpdateOutcome:
         """The outcome once amoCRM accepted the entity (or when nothing was sent)."""
+        if self.invalid is not None:
+            return self.rejected(self.invalid)
         if self.missing:
             return self.rejected(NOT_FOUND)
         stamp = from_unix(updated_at) if updated_at and self.remote_unchanged else None
@@ -77,6 +88,9 @@ def plan_update(
     policy: str,
     overrides: Mapping[str, str] | None = None,
 ) -> UpdatePlan:
+    """Raises ShapeError when the local custom_fields_values is not an accepted shape."""
+    if CF_COLUMN in pending.local:
+        require(pending.local[CF_COLUMN])
     if remote is None:
         return UpdatePlan(pending, Merge(), None, {}, False, missing=True)
     if is_stale(pending, remote):
@@ -148,7 +162,8 @@ def _earlier_by_field(
     """A column's earlier local values, per field (each custom field on its own)."""
     if column != CF_COLUMN:
         return {column: values}
-    arrays = [split({CF_COLUMN: array}, codes) for array in values]
+    # a malformed value in the chain was never sent (push refuses it): not ours to recognise
+    arrays = [split({CF_COLUMN: array}, codes) for array in values if problem(array) is None]
     names = {name for fields in arrays for name in fields}
     return {name: [fields.get(name) for fields in arrays] for name in names}
 
@@ -196,19 +211,24 @@ def _take_remote(
 
 
 def to_create_payload(temp_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The POST entity of a locally inserted contact (request_id = its temporary id)."""
+    """The POST entity of a locally inserted contact (request_id = its temporary id).
+
+    Raises ShapeError when its custom_fields_values is not an accepted shape. Fields without
+    values are left out: a new contact has nothing to clear.
+    """
+    require(values.get(CF_COLUMN))
     entity: dict[str, Any] = {k: values[k] for k in SCALAR_FIELDS if values.get(k) is not None}
-    fields = []
-    for item in values.get(CF_COLUMN) or []:
-        if not isinstance(item, Mapping) or not item.get("values"):
-            continue
-        ref = (
-            {"field_id": int(item["field_id"])}
-            if item.get("field_id") is not None
-            else {"field_code": item.get("field_code")}
-        )
-        fields.append({**ref, "values": write_values(item["values"])})
+    fields = [_create_entry(item) for item in cf_entries(values.get(CF_COLUMN)) if item["values"]]
     if fields:
         entity[CF_COLUMN] = fields
     entity["request_id"] = str(temp_id)
     return entity
+
+
+def _create_entry(item: Mapping[str, Any]) -> dict[str, Any]:
+    ref = (
+        {"field_id": int(item["field_id"])}
+        if item.get("field_id") is not None
+        else {"field_code": item["field_code"]}
+    )
+    return {**ref, "values": write_values(item["values"])}

@@ -71,8 +71,8 @@ def test_upgrade_twice_changes_nothing(blank_db_config: DatabaseConfig) -> None:
     first = upgrade(blank_db_config)
     before = snapshot(blank_db_config)
     second = upgrade(blank_db_config)
-    assert first == (None, "0002")
-    assert second == ("0002", "0002")
+    assert first == (None, "0003")
+    assert second == ("0003", "0003")
     assert snapshot(blank_db_config) == before
 
 
@@ -81,7 +81,7 @@ def test_downgrade_removes_everything_and_upgrade_restores_it(
 ) -> None:
     upgrade(blank_db_config)
     migrated = snapshot(blank_db_config)
-    assert downgrade(blank_db_config, "base") == ("0002", None)
+    assert downgrade(blank_db_config, "base") == ("0003", None)
     empty = snapshot(blank_db_config)
     assert [row[0] for row in empty["columns"]] == ["alembic_version"]
     assert empty["functions"] == empty["triggers"] == empty["sequences"] == []

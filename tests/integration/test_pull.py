@@ -260,7 +260,8 @@ def test_held_custom_fields_keep_local_jsonb_and_value_rows(
         config = make_config(db_config, url, emulator.long_lived_token)
         pull(config, engine, emulator)
         cid = _live_ids(emulator, 1)[0]
-        local = [{"field_id": 999, "field_code": None, "values": [{"value": "mine"}]}]
+        # a field the account has: pull cached the definitions, so an unknown id is refused
+        local = [{"field_id": 570003, "field_code": None, "values": [{"value": "mine"}]}]
         with engine.begin() as conn:
             conn.execute(
                 sa.text(
@@ -286,7 +287,7 @@ def test_held_custom_fields_keep_local_jsonb_and_value_rows(
             ).all()
         assert name == "Remote name"  # not held: amoCRM's value
         assert cfv == local  # held: the local value
-        assert [tuple(v) for v in values] == [(999, "mine")]
+        assert [tuple(v) for v in values] == [(570003, "mine")]
 
 
 def test_filters_off_holds_the_cursor_when_a_deletion_lands_mid_walk(

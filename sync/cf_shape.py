@@ -1,0 +1,175 @@
+"""The shapes a local `contacts.custom_fields_values` may take. Pure: no I/O.
+
+    problem(column) -> str | None     "custom_fields_values[0].field_id: must be an integer, …"
+
+Accepted (see docs/push.md, "Custom fields"):
+- NULL (JSON null too): the contact has no custom fields — every field is cleared, as amoCRM's
+  own `null` means;
+- a JSON array of field objects, each with `field_id` (integer) and/or `field_code` (string) and
+  `values`: null or [] (the field is cleared) or an array of value objects. Other keys of a field
+  object (amoCRM's read shape carries `field_name`, `field_type`, …) are ignored, never sent;
+- a value object has `value` (string, number or boolean), `enum_id` (integer) and/or
+  `enum_code` (string), at least one of them not null, and no other key.
+A field named twice in one array is refused. The same rules run at SQL time in the trigger of
+migration 0003 (which also checks types against the cached field definitions) and produce the
+same messages; push runs this copy for edits captured before the trigger existed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+COLUMN = "custom_fields_values"
+VALUE_KEYS = ("value", "enum_id", "enum_code")
+SHAPE = (
+    'NULL, or a JSON array of {"field_id": <integer> or "field_code": "<CODE>", '
+    '"values": null | [] | [{"value": <text, number or boolean>, "enum_id": <integer>, '
+    '"enum_code": "<CODE>"}, …]}'
+)
+
+
+class ShapeError(ValueError):
+    """A custom_fields_values that is not one of the accepted shapes; the message is one line."""
+
+
+def problem(column: Any) -> str | None:
+    """What is wrong with a local custom_fields_values, as `path: what`; None when acceptable."""
+    if column is None:
+        return None
+    if not isinstance(column, list):
+        return f"{COLUMN}: must be a JSON array of fields or NULL, got {json_type(column)}"
+    seen: dict[str, int] = {}
+    codes = _codes(column)
+    for index, entry in enumerate(column):
+        found = entry_problem(entry, f"{COLUMN}[{index}]") or _duplicate(entry, index, seen, codes)
+        if found:
+            return found
+    return None
+
+
+def require(column: Any) -> None:
+    """Raise ShapeError unless `column` is an accepted custom_fields_values."""
+    found = problem(column)
+    if found:
+        raise ShapeError(found)
+
+
+def entry_problem(entry: Any, path: str) -> str | None:
+    """What is wrong with one field object of the array (its values included)."""
+    if not isinstance(entry, Mapping):
+        return f"{path}: must be an object with field_id or field_code and values, got " + (
+            json_type(entry)
+        )
+    if entry.get("field_id") is None and entry.get("field_code") is None:
+        return f"{path}: needs field_id or field_code"
+    return (
+        _integer(entry, "field_id", path)
+        or _code(entry, "field_code", path)
+        or values_problem(entry, f"{path}.values")
+    )
+
+
+def values_problem(entry: Mapping[str, Any], path: str) -> str | None:
+    if "values" not in entry:
+        return f"{path}: missing; write null or [] to clear the field"
+    values = entry["values"]
+    if values is None:
+        return None
+    if not isinstance(values, list):
+        return f"{path}: must be an array of values or null, got {json_type(values)}"
+    for index, item in enumerate(values):
+        found = item_problem(item, f"{path}[{index}]")
+        if found:
+            return found
+    return None
+
+
+def item_problem(item: Any, path: str) -> str | None:
+    """What is wrong with one value object."""
+    if not isinstance(item, Mapping):
+        return f"{path}: must be an object with value, enum_id or enum_code, got {json_type(item)}"
+    extra = sorted(str(k) for k in item if k not in VALUE_KEYS)
+    if extra:
+        return f'{path}: unexpected key "{extra[0]}" (a value has value, enum_id, enum_code)'
+    if all(item.get(k) is None for k in VALUE_KEYS):
+        return f"{path}: needs value, enum_id or enum_code"
+    value = item.get("value")
+    if isinstance(value, (Mapping, list)):
+        return f"{path}.value: must be a string, number or boolean, got {json_type(value)}"
+    return _integer(item, "enum_id", path) or _code(item, "enum_code", path)
+
+
+def _integer(obj: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not is_integer(value):
+        return f"{path}.{key}: must be an integer, got {shown(value)}"
+    if value <= 0:
+        return f"{path}.{key}: must be above 0, got {shown(value)}"
+    return None
+
+
+def _code(obj: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = obj.get(key)
+    if value is None or (isinstance(value, str) and value.strip()):
+        return None
+    return f"{path}.{key}: must be a non-empty string, got {shown(value)}"
+
+
+def _codes(column: list[Any]) -> dict[str, int]:
+    """field_code → field_id from the entries that carry both (amoCRM's read shape)."""
+    return {
+        str(e["field_code"]).upper(): int(e["field_id"])
+        for e in column
+        if isinstance(e, Mapping) and isinstance(e.get("field_code"), str)
+        and is_integer(e.get("field_id"))
+    }  # fmt: skip
+
+
+def _duplicate(
+    entry: Any, index: int, seen: dict[str, int], codes: Mapping[str, int]
+) -> str | None:
+    key = field_ref(entry, codes)
+    if key in seen:
+        return f"{COLUMN}[{index}]: field {key} appears twice (also at [{seen[key]}])"
+    seen[key] = index
+    return None
+
+
+def field_ref(entry: Mapping[str, Any], codes: Mapping[str, int]) -> str:
+    """The field an accepted entry names: its id, or its code when only that is known."""
+    if entry.get("field_id") is not None:
+        return str(int(entry["field_id"]))
+    code = str(entry["field_code"]).upper()
+    return str(codes[code]) if code in codes else code
+
+
+def is_integer(value: Any) -> bool:
+    """A JSON integer (570003 or 570003.0), not a boolean nor a string of digits."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a decoded value, as PostgreSQL's jsonb_typeof names it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def shown(value: Any) -> str:
+    """An identifier-like value as JSON text (cut at 40 characters); containers by type only."""
+    if isinstance(value, (Mapping, list)) or value is None:
+        return json_type(value)
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:40] + "…"

@@ -1,0 +1,216 @@
+"""Migration 0003's check of contacts.custom_fields_values at SQL time, against real PostgreSQL:
+every hostile shape is refused in an UPDATE and an INSERT with the path and a hint; amoCRM's own
+read shape and the documented ways to clear are accepted; with cached field definitions, unknown
+fields and values that cannot fit the field's type are refused too."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sync.db.engine import sync_origin
+from tests.unit.test_cf_shape import ACCEPTED, READ_SHAPE, REFUSED
+
+ORIGINAL = [{"field_id": 570003, "values": [{"value": "Manager"}]}]
+DEFINITIONS = [  # as pull caches them from GET /api/v4/contacts/custom_fields
+    (570001, "PHONE", "multitext", [{"id": 840001, "value": "WORK", "sort": 2}]),
+    (570003, "POSITION", "text", None),
+    (570004, None, "select", [{"id": 840021, "value": "Сайт", "sort": 2}]),
+    (570006, None, "date", None),
+    (570007, None, "checkbox", None),
+    (570008, None, "numeric", None),
+    (570011, None, "birthday", None),
+]
+
+
+def run(engine: Engine, sql: str, *, origin: bool = False, **params: Any) -> list[Any]:
+    with engine.begin() as conn:
+        conn.execute(sa.text("SET LOCAL search_path TO amocrm"))
+        if origin:
+            sync_origin(conn)
+        result = conn.execute(sa.text(sql), params)
+        return list(result) if result.returns_rows else []
+
+
+@pytest.fixture
+def contact(engine: Engine) -> int:
+    run(
+        engine,
+        "INSERT INTO contacts (id, name, custom_fields_values) "
+        "VALUES (42, 'Ann', CAST(:cf AS jsonb))",
+        origin=True,
+        cf=json.dumps(ORIGINAL),
+    )
+    return 42
+
+
+@pytest.fixture
+def definitions(engine: Engine) -> None:
+    for field_id, code, kind, enums in DEFINITIONS:
+        run(
+            engine,
+            "INSERT INTO contact_custom_fields (id, code, type, enums) "
+            "VALUES (:i, :c, :t, CAST(:e AS jsonb))",
+            i=field_id,
+            c=code,
+            t=kind,
+            e=None if enums is None else json.dumps(enums),
+        )
+
+
+def update(engine: Engine, column: Any) -> None:
+    run(
+        engine,
+        "UPDATE contacts SET custom_fields_values = CAST(:cf AS jsonb) WHERE id = 42",
+        cf=json.dumps(column),
+    )
+
+
+def insert(engine: Engine, column: Any) -> int:
+    rows = run(
+        engine,
+        "INSERT INTO contacts (name, custom_fields_values) VALUES ('New', CAST(:cf AS jsonb)) "
+        "RETURNING id",
+        cf=json.dumps(column),
+    )
+    return int(rows[0][0])
+
+
+def refusal(write: Any) -> psycopg.Error:
+    with pytest.raises(sa.exc.IntegrityError) as raised:
+        write()
+    error = raised.value.orig
+    assert isinstance(error, psycopg.errors.CheckViolation)
+    return error
+
+
+def outbox(engine: Engine) -> int:
+    return int(run(engine, "SELECT count(*) FROM sync_changes")[0][0])
+
+
+@pytest.mark.parametrize(("column", "message"), REFUSED.values(), ids=REFUSED.keys())
+def test_a_hostile_update_is_refused_with_the_path(
+    engine: Engine, contact: int, column: Any, message: str
+) -> None:
+    error = refusal(lambda: update(engine, column))
+    assert error.diag.message_primary == f"amosync: contact {contact}: {message}"
+    assert "field_id" in (error.diag.message_hint or "")
+    row = run(engine, "SELECT custom_fields_values, sync_status FROM contacts WHERE id = 42")[0]
+    assert (row.custom_fields_values, row.sync_status) == (ORIGINAL, "synced")
+    assert outbox(engine) == 0
+
+
+@pytest.mark.parametrize(("column", "message"), REFUSED.values(), ids=REFUSED.keys())
+def test_a_hostile_insert_is_refused_with_the_path(
+    engine: Engine, column: Any, message: str
+) -> None:
+    error = refusal(lambda: insert(engine, column))
+    assert re.fullmatch(r"amosync: new contact -\d+: (.*)", error.diag.message_primary or "")
+    assert (error.diag.message_primary or "").endswith(f": {message}")
+    assert run(engine, "SELECT count(*) FROM contacts")[0][0] == 0
+    assert outbox(engine) == 0
+
+
+@pytest.mark.parametrize("column", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_accepted_shapes_are_captured(engine: Engine, contact: int, column: Any) -> None:
+    update(engine, column)
+    temp_id = insert(engine, column)
+    assert temp_id < 0
+    assert outbox(engine) == 2
+
+
+def test_sync_writes_and_other_columns_are_not_checked(engine: Engine, contact: int) -> None:
+    run(engine, "UPDATE contacts SET custom_fields_values = '42' WHERE id = 42", origin=True)
+    run(engine, "UPDATE contacts SET name = 'Anna' WHERE id = 42")  # the column is not written
+    assert outbox(engine) == 1
+    refusal(lambda: update(engine, {"field_id": 1}))
+
+
+@pytest.mark.usefixtures("definitions")
+@pytest.mark.parametrize(
+    ("entry", "message", "hint"),
+    [
+        (
+            {"field_id": 999999, "values": [{"value": "x"}]},
+            "custom_fields_values[0].field_id: no such field among the account's custom fields "
+            "(999999)",
+            "amosync pull",
+        ),
+        (
+            {"field_code": "NOPE", "values": None},
+            "custom_fields_values[0].field_code: no such field among the account's custom "
+            'fields ("NOPE")',
+            "amosync pull",
+        ),
+        (
+            {"field_id": 570008, "values": [{"value": "a lot"}]},
+            "custom_fields_values[0].values[0].value: field 570008 is numeric and needs a number, "
+            "got string",
+            "numeric a number",
+        ),
+        (
+            {"field_id": 570007, "values": [{"value": "yes"}]},
+            "custom_fields_values[0].values[0].value: field 570007 is a checkbox and needs true "
+            "or false, got string",
+            "checkbox true or false",
+        ),
+        (
+            {"field_id": 570006, "values": [{"value": "2026-01-02"}]},
+            "custom_fields_values[0].values[0].value: field 570006 is a date and needs unix "
+            "seconds (an integer), got string",
+            "unix seconds",
+        ),
+        (
+            {"field_id": 570011, "values": [{"value": 1.5}]},
+            "custom_fields_values[0].values[0].value: field 570011 is a birthday and needs unix "
+            "seconds (an integer), got number",
+            "unix seconds",
+        ),
+        (
+            {"field_id": 570004, "values": [{"enum_id": 1}]},
+            "custom_fields_values[0].values[0].enum_id: field 570004 has no choice 1",
+            "enum_id",
+        ),
+        (
+            {"field_id": 570001, "values": None},
+            "custom_fields_values[1]: field 570001 appears twice (also at [0])",
+            "field_id",
+        ),
+    ],
+)
+def test_with_definitions_unknown_fields_and_wrong_types_are_refused(
+    engine: Engine, contact: int, entry: dict[str, Any], message: str, hint: str
+) -> None:
+    column = [{"field_code": "PHONE", "values": [{"value": "+7", "enum_code": "WORK"}]}, entry]
+    if "appears twice" not in message:
+        column = [entry]
+    error = refusal(lambda: update(engine, column))
+    assert error.diag.message_primary == f"amosync: contact {contact}: {message}"
+    assert hint in (error.diag.message_hint or "")
+
+
+@pytest.mark.usefixtures("definitions")
+def test_with_definitions_good_typed_values_and_the_read_shape_are_accepted(
+    engine: Engine, contact: int
+) -> None:
+    update(engine, [*READ_SHAPE[:1], {"field_id": 570007, "values": [{"value": True}]}])
+    update(
+        engine,
+        [
+            {"field_code": "phone", "values": [{"value": "+7", "enum_code": "MOB"}]},
+            {"field_id": 570003, "values": [{"value": "CTO"}]},
+            {"field_id": 570004, "values": [{"enum_id": 840021}]},
+            {"field_id": 570006, "values": [{"value": 1767225600}]},
+            {"field_id": 570007, "values": [{"value": False}]},
+            {"field_id": 570008, "values": [{"value": "5000"}, {"value": 5.5}]},
+            {"field_id": 570011, "values": [{"value": "1767225600"}]},
+        ],
+    )
+    insert(engine, [{"field_id": 570008, "values": [{"value": -2.5e3}]}])
+    assert outbox(engine) == 3
