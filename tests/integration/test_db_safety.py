@@ -1,0 +1,73 @@
+"""The database as a hostile place: another session's locks, errors carrying personal data, and
+what the BI role may read (issue 11 items 6 and 8)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from structlog.testing import capture_logs
+
+from sync.config import DatabaseConfig
+from sync.db.engine import create_engine
+from sync.errors import LockWaitError
+from tests.integration.pull_helpers import emulated, make_config, pull
+
+
+def libpq_url(db: DatabaseConfig) -> str:
+    url = make_url(db.url.reveal()).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+@contextmanager
+def analyst(db: DatabaseConfig, statement: str) -> Iterator[psycopg.Connection]:
+    """A second session, as psql would be, holding what `statement` takes until the block ends."""
+    with psycopg.connect(libpq_url(db), application_name="psql") as conn:
+        conn.execute(statement)  # opens a transaction and leaves it idle, locks held
+        yield conn
+        conn.rollback()
+
+
+@pytest.fixture
+def impatient(db_config: DatabaseConfig) -> Iterator[tuple[DatabaseConfig, Engine]]:
+    db = replace(db_config, lock_timeout_s=1)
+    engine = create_engine(db)
+    yield db, engine
+    engine.dispose()
+
+
+def last_run(engine: Engine) -> tuple[str, str | None]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT status, error FROM amocrm.sync_runs ORDER BY id DESC LIMIT 1")
+        ).one()
+    return row.status, row.error
+
+
+def test_a_pull_behind_a_table_lock_names_the_holder_then_succeeds(
+    impatient: tuple[DatabaseConfig, Engine],
+) -> None:
+    db, engine = impatient
+    with emulated(contacts=20) as (emulator, url):
+        config = make_config(db, url, emulator.long_lived_token)
+        with analyst(db, "LOCK TABLE amocrm.contacts IN SHARE MODE") as session:
+            pid = session.info.backend_pid
+            with capture_logs() as logs, pytest.raises(LockWaitError) as caught:
+                pull(config, engine, emulator)
+        message = str(caught.value)
+        assert message.startswith(
+            f"waiting for a lock on amocrm.contacts held by pid {pid} "
+            "(psql, idle in transaction for "
+        )
+        assert "\n" not in message
+        assert caught.value.transient
+        assert last_run(engine) == ("failed", message)
+        waits = [e for e in logs if e["event"] == "db_lock_wait"]
+        assert [(e["pid"], e["application_name"]) for e in waits][:1] == [(pid, "psql")]
+        assert pull(config, engine, emulator).kind == "full"
+        assert last_run(engine) == ("succeeded", None)
