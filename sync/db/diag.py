@@ -7,9 +7,9 @@ e-mails and phones. Every path that stores, logs or shows a database error uses 
 
 from __future__ import annotations
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from sync.errors import SyncError
+from sync.errors import StoreError, SyncError
 
 
 def driver_message(exc: DBAPIError) -> str:
@@ -36,3 +36,9 @@ def error_line(exc: BaseException) -> str:
         return "interrupted"
     first = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def store_error(exc: DBAPIError) -> StoreError:
+    """A driver error that escaped the `sync.db` boundary, as the `StoreError` it should be."""
+    transient = isinstance(exc, OperationalError)
+    return StoreError(f"PostgreSQL failed: {driver_message(exc)}", transient=transient)

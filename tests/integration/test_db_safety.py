@@ -13,10 +13,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from structlog.testing import capture_logs
 
-from sync.config import DatabaseConfig
+from sync.config import Config, DatabaseConfig
 from sync.db.engine import create_engine
 from sync.errors import LockWaitError
+from sync.health import Health
+from sync.metrics import Metrics
+from sync.push import run_push
+from sync.schedule import JobRunner
+from sync.status import gather, render
 from tests.integration.pull_helpers import emulated, make_config, pull
+from tests.integration.push_env import push_env
 
 
 def libpq_url(db: DatabaseConfig) -> str:
@@ -71,3 +77,35 @@ def test_a_pull_behind_a_table_lock_names_the_holder_then_succeeds(
         assert [(e["pid"], e["application_name"]) for e in waits][:1] == [(pid, "psql")]
         assert pull(config, engine, emulator).kind == "full"
         assert last_run(engine) == ("succeeded", None)
+
+
+def test_a_push_behind_a_row_lock_is_reported_by_the_job_health_and_status(
+    impatient: tuple[DatabaseConfig, Engine],
+) -> None:
+    db, engine = impatient
+    runner = JobRunner(engine, Health(poll_interval_s=60), Metrics())
+    runner.health.set_role("leader")
+    with push_env(db, engine) as env:
+        contact_id = env.mirror()[0]
+        env.sql("UPDATE contacts SET name = 'Locked Ann' WHERE id = :id", id=contact_id)
+        row_lock = f"SELECT * FROM amocrm.contacts WHERE id = {contact_id} FOR UPDATE"
+        with analyst(db, row_lock) as session, capture_logs() as logs:
+            runner.run("push", lambda: run_push(env.config, engine, env.client))
+            pid = session.info.backend_pid
+        failed = [e for e in logs if e["event"] == "push_failed"]
+        assert failed
+        assert all("exc_info" not in e for e in failed)
+        held_by = f"waiting for a lock on amocrm.contacts held by pid {pid} (psql, "
+        assert failed[0]["error"].startswith(held_by)
+        reasons = runner.health.report()[1]["reasons"]
+        assert next(r for r in reasons if r.startswith("database_lock_wait")).startswith(
+            f"database_lock_wait: push {held_by}"
+        )
+        with engine.begin() as conn:
+            shown = gather(conn, Config(database=db))
+        assert shown["last_lock_wait"]["error"].startswith(held_by)
+        assert f"lock wait  push run {shown['last_lock_wait']['run_id']}" in render(shown)
+        runner.run("push", lambda: run_push(env.config, engine, env.client))
+        assert env.row(contact_id)["sync_status"] == "synced"
+        assert env.remote(contact_id)["name"] == "Locked Ann"
+        assert not any(r.startswith("database") for r in runner.health.report()[1]["reasons"])
