@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from structlog.testing import capture_logs
 
-from sync.config import Config, DatabaseConfig
+from sync.config import Config, DatabaseConfig, Secret
 from sync.db.engine import create_engine
 from sync.errors import LockWaitError
 from sync.health import Health
@@ -109,3 +109,19 @@ def test_a_push_behind_a_row_lock_is_reported_by_the_job_health_and_status(
         assert env.row(contact_id)["sync_status"] == "synced"
         assert env.remote(contact_id)["name"] == "Locked Ann"
         assert not any(r.startswith("database") for r in runner.health.report()[1]["reasons"])
+
+
+def test_a_driver_error_escaping_a_job_is_one_line_without_a_traceback(engine: Engine) -> None:
+    gone = create_engine(DatabaseConfig(url=Secret("postgresql://amosync:hunter2@127.0.0.1:1/x")))
+    runner = JobRunner(engine, Health(poll_interval_s=60), Metrics())
+    with capture_logs() as logs:
+        runner.run("push", gone.connect)
+    failed = [e for e in logs if e["event"] == "push_failed"]
+    assert len(failed) == 1
+    assert "exc_info" not in failed[0]
+    assert failed[0]["error_type"] == "StoreError"
+    assert failed[0]["error"].startswith("PostgreSQL failed: ")
+    assert "\n" not in failed[0]["error"]
+    assert "hunter2" not in repr(logs)
+    reasons = runner.health.report()[1]["reasons"]
+    assert reasons[0].startswith("database_unavailable: PostgreSQL failed: ")
