@@ -13,9 +13,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from sync import cli_ops
 from sync.config import Config, load_config
+from sync.db.diag import error_line
 from sync.db.engine import create_engine
 from sync.emulator.command import emulator_command
 from sync.errors import SyncError, UsageError
@@ -249,6 +251,9 @@ def main(argv: list[str] | None = None) -> None:
     except SyncError as exc:
         click.echo(f"amosync: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except DBAPIError as exc:  # a database failure no command wrapped: still one line, no SQL
+        click.echo(f"amosync: {error_line(exc)}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

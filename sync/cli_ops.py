@@ -91,7 +91,7 @@ def grant_reader(app: Any, role: str) -> None:
     CREATE ROLE metabase LOGIN PASSWORD '...' IN ROLE amocrm_reader;
     """
     from sync.db.engine import create_engine, store_errors
-    from sync.db.roles import PRIVATE_TABLES
+    from sync.db.roles import PRIVATE_COLUMNS, PRIVATE_TABLES
     from sync.db.roles import grant_reader as grant
 
     config = app.config
@@ -102,6 +102,7 @@ def grant_reader(app: Any, role: str) -> None:
     finally:
         engine.dispose()
     hidden = ", ".join(f"{name} ({why})" for name, why in PRIVATE_TABLES.items())
+    hidden += "".join(f", {t}.{c}" for t, cols in PRIVATE_COLUMNS.items() for c in cols)
     click.echo(f"role {role}: read-only on {len(tables)} tables and views of schema "
                f"{config.database.schema}; not granted: {hidden}")  # fmt: skip
     click.echo(f"  log in as it: CREATE ROLE bi_user LOGIN PASSWORD '...' IN ROLE {role};")

@@ -13,16 +13,28 @@ key, where its value came from and what is wrong (`ConfigError`, exit code 2). S
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
+from sync.config_checks import (
+    Validator,
+    amocrm_url,
+    between,
+    cron,
+    database_url,
+    field_policies,
+    is_loopback_host,
+    one_of,
+    positive,
+    printable,
+    schema_name,
+    subset_of,
+)
 from sync.errors import ConfigError, ConfigProblem
 
 ENV_PREFIX = "AMOSYNC_"
@@ -57,110 +69,6 @@ class Secret:
     __str__ = __repr__
 
 
-# --- validators: each returns an error message, or None when the value is fine ---------------
-
-Validator = Callable[[Any], str | None]
-
-
-def _between(low: float, high: float) -> Validator:
-    def check(value: Any) -> str | None:
-        return None if low <= value <= high else f"must be between {low} and {high}, got {value}"
-
-    return check
-
-
-def _positive(value: Any) -> str | None:
-    return None if value > 0 else f"must be greater than 0, got {value}"
-
-
-def _one_of(*choices: str) -> Validator:
-    def check(value: Any) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
-
-    return check
-
-
-def _subset_of(*choices: str) -> Validator:
-    def check(value: Any) -> str | None:
-        unknown = [v for v in value if v not in choices]
-        return f"unknown value(s) {unknown}; allowed: {', '.join(choices)}" if unknown else None
-
-    return check
-
-
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-def _identifier(value: Any) -> str | None:
-    if _IDENTIFIER.match(value):
-        return None
-    return f"must be a lower-case SQL identifier (letters, digits, _), got {value!r}"
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for localhost and loopback addresses, where plain http cannot leak a token."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _amocrm_url(value: Any) -> str | None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"must be an absolute http(s) URL such as https://example.amocrm.ru, got {value!r}"
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        return "plain http:// is refused for non-loopback hosts (the token would travel in clear)"
-    if parts.path not in ("", "/") or parts.query:
-        return "must be the account's address only, without a path or query"
-    return None
-
-
-def _database_url(value: Any) -> str | None:
-    url = value.reveal()
-    if not url:
-        return None
-    scheme = url.split("://", 1)[0] if "://" in url else ""
-    if scheme not in ("postgresql", "postgresql+psycopg", "postgres"):
-        return "must be empty (embedded PostgreSQL) or a postgresql:// URL"
-    return None
-
-
-def _cron(value: Any) -> str | None:
-    if not value:
-        return None
-    if len(value.split()) != 5:
-        return f"must be a 5-field crontab expression (or empty to disable), got {value!r}"
-    from apscheduler.triggers.cron import CronTrigger  # imported here: only needed to validate
-
-    try:
-        CronTrigger.from_crontab(value)
-    except ValueError as exc:
-        return f"is not a valid crontab expression: {exc}"
-    return None
-
-
-_POLICIES = ("newest_wins", "remote_wins", "local_wins", "manual")
-_POLICY_FIELDS = re.compile(
-    r"^(name|first_name|last_name|responsible_user_id|custom_fields_values|cf:([0-9]+|[A-Z_0-9]+))$"
-)
-
-
-def _field_policies(value: Any) -> str | None:
-    """Per-field conflict policies: ["name=local_wins", "cf:123=manual", ...]."""
-    for item in value:
-        field_name, _, policy = item.partition("=")
-        if not _POLICY_FIELDS.match(field_name) or policy not in _POLICIES:
-            return (
-                f"entries must look like FIELD=POLICY (FIELD: name, first_name, last_name, "
-                f"responsible_user_id, custom_fields_values, cf:<field id or CODE>; POLICY: "
-                f"{', '.join(_POLICIES)}), got {item!r}"
-            )
-    return None
-
-
 def _key(default: Any, *checks: Validator, secret: bool = False) -> Any:
     """A configuration key: its default plus validators run on the final value."""
     return field(default=default, metadata={"checks": checks, "secret": secret})
@@ -183,13 +91,13 @@ class OAuthConfig:
 
 @dataclass(frozen=True)
 class AmoCrmConfig:
-    base_url: str = _key("https://example.amocrm.ru", _amocrm_url)
+    base_url: str = _key("https://example.amocrm.ru", amocrm_url)
     access_token: Secret = _key(Secret(""), secret=True)
-    max_rps: float = _key(7.0, _positive)
-    timeout_s: float = _key(30.0, _positive)
-    page_size: int = _key(250, _between(1, 250))
-    batch_size: int = _key(50, _between(1, 250))
-    max_retries: int = _key(6, _between(0, 20))
+    max_rps: float = _key(7.0, positive)
+    timeout_s: float = _key(30.0, positive)
+    page_size: int = _key(250, between(1, 250))
+    batch_size: int = _key(50, between(1, 250))
+    max_retries: int = _key(6, between(0, 20))
     oauth: OAuthConfig = field(default_factory=OAuthConfig)
 
     @property
@@ -199,9 +107,12 @@ class AmoCrmConfig:
 
 @dataclass(frozen=True)
 class DatabaseConfig:
-    url: Secret = _key(Secret(""), _database_url, secret=True)
-    schema: str = _key("amocrm", _identifier)
+    url: Secret = _key(Secret(""), database_url, secret=True)
+    schema: str = _key("amocrm", schema_name)
     embedded_dir: str = _key(".amosync")
+    # seconds the sync's own statements wait for a lock / run at most; 0 disables
+    lock_timeout_s: float = _key(10.0, between(0, 3600))
+    statement_timeout_s: float = _key(300.0, between(0, 86_400))
 
     @property
     def embedded(self) -> bool:
@@ -210,22 +121,22 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class SyncConfig:
-    poll_interval_s: float = _key(60.0, _positive)
-    push_interval_s: float = _key(15.0, _positive)
-    full_resync_cron: str = _key("0 3 * * *", _cron)
+    poll_interval_s: float = _key(60.0, positive)
+    push_interval_s: float = _key(15.0, positive)
+    full_resync_cron: str = _key("0 3 * * *", cron)
     with_: tuple[str, ...] = _key(
         ("leads", "customers", "catalog_elements"),
-        _subset_of("leads", "customers", "catalog_elements"),
+        subset_of("leads", "customers", "catalog_elements"),
     )
     chats: bool = _key(True)
     conflict_policy: str = _key(
-        "newest_wins", _one_of("newest_wins", "remote_wins", "local_wins", "manual")
+        "newest_wins", one_of("newest_wins", "remote_wins", "local_wins", "manual")
     )
-    conflict_fields: tuple[str, ...] = _key((), _field_policies)
-    push_workers: int = _key(6, _between(1, 32))
-    overlap_s: int = _key(300, _between(0, 86_400))
-    max_delete_share: float = _key(0.1, _between(0.0, 1.0))
-    pull_workers: int = _key(8, _between(1, 32))
+    conflict_fields: tuple[str, ...] = _key((), field_policies)
+    push_workers: int = _key(6, between(1, 32))
+    overlap_s: int = _key(300, between(0, 86_400))
+    max_delete_share: float = _key(0.1, between(0.0, 1.0))
+    pull_workers: int = _key(8, between(1, 32))
 
     @property
     def conflict_fields_map(self) -> dict[str, str]:
@@ -235,19 +146,19 @@ class SyncConfig:
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    http_port: int = _key(8085, _between(0, 65535))
+    http_port: int = _key(8085, between(0, 65535))
     http_host: str = _key("127.0.0.1")
     migrate: bool = _key(True)
-    unhealthy_after_polls: int = _key(3, _between(1, 100))
-    requests_poll_s: float = _key(2.0, _positive)
-    shutdown_timeout_s: float = _key(10.0, _between(0, 14))
-    keep_runs_days: int = _key(30, _between(0, 3650))
+    unhealthy_after_polls: int = _key(3, between(1, 100))
+    requests_poll_s: float = _key(2.0, positive)
+    shutdown_timeout_s: float = _key(10.0, between(0, 14))
+    keep_runs_days: int = _key(30, between(0, 3650))
 
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    level: str = _key("info", _one_of("debug", "info", "warning", "error"))
-    format: str = _key("auto", _one_of("auto", "json", "console"))
+    level: str = _key("info", one_of("debug", "info", "warning", "error"))
+    format: str = _key("auto", one_of("auto", "json", "console"))
 
 
 @dataclass(frozen=True)
@@ -371,7 +282,8 @@ class _Loader:
         if isinstance(value, _Invalid):
             self._problem(key, source, value.message)
             return default
-        for check in spec.metadata.get("checks", ()):
+        checks = spec.metadata.get("checks", ())
+        for check in (printable, *checks) if hint is str else checks:
             message = check(value)
             if message:
                 self._problem(key, source, message)

@@ -11,6 +11,7 @@
     │   ├── AmoPaymentError       402: the account is not paid
     │   └── AmoRejectedError      400 for records: mark those rows, carry on with the rest
     ├── StoreError                PostgreSQL failed (wraps SQLAlchemy/psycopg errors)
+    │   ├── LockWaitError         a statement gave up waiting for a lock another session holds
     │   └── EmbeddedDatabaseError the embedded PostgreSQL could not be started
     └── InvariantError            cursor going backwards, pagination loop, corrupt state
 
@@ -137,6 +138,15 @@ class StoreError(SyncError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         self.transient = transient
         super().__init__(message)
+
+
+class LockWaitError(StoreError):
+    """A statement of the sync gave up waiting for a lock another session holds (transient);
+    the message names the holder: `waiting for a lock on amocrm.contacts held by pid 1234 (…)`."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        self.pid = pid
+        super().__init__(message, transient=True)
 
 
 class EmbeddedDatabaseError(StoreError):

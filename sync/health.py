@@ -29,6 +29,7 @@ from sync.errors import (
     AmoAuthError,
     AmoBlockedError,
     AmoPaymentError,
+    LockWaitError,
     StoreError,
 )
 from sync.logs import get_logger
@@ -62,6 +63,7 @@ class Health:
     _leader_since: float | None = None
     _running: dict[str, float] = field(default_factory=dict)
     _database: str | None = None
+    _lock_waits: dict[str, str] = field(default_factory=dict)  # job → who holds the lock
     _heartbeat: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -96,6 +98,7 @@ class Health:
         with self._lock:
             self._running.pop(job, None)
             self._database = None
+            self._lock_waits.pop(job, None)
             if job in PULL_JOBS:
                 self._last_pull_ok = self.clock.monotonic()
                 self._last_pull_ok_at = self.clock.now()
@@ -106,7 +109,9 @@ class Health:
         with self._lock:
             self._running.pop(job, None)
             problem = _problem_of(error)
-            if isinstance(error, StoreError):
+            if isinstance(error, LockWaitError):  # PostgreSQL is up; another session blocks us
+                self._lock_waits[job] = str(error)
+            elif isinstance(error, StoreError):
                 self._database = str(error)
             elif problem is not None:
                 self._amo.problem, self._amo.detail = problem, str(error)
@@ -158,6 +163,7 @@ class Health:
         reasons: list[str] = []
         if self._database:
             reasons.append(f"database_unavailable: {self._database}")
+        reasons.extend(f"database_lock_wait: {job} {why}" for job, why in self._lock_waits.items())
         if self.role in ("standby", "stopping"):
             return reasons
         if self.role != "leader":

@@ -3,6 +3,8 @@
 Event names are stable snake_case past tense (`pull_page_stored`); each run ends with one summary
 event. `redact` runs on every event, so a token can reach a log line only if it hides in a key or
 string this module does not know about, and even then bearer tokens and URL secrets are masked.
+It also cuts the `[SQL: …]` and `[parameters: …]` sections and `DETAIL:` lines of database
+errors out of every string (tracebacks included): they carry contacts' e-mails and phones.
 """
 
 from __future__ import annotations
@@ -35,11 +37,34 @@ _SECRET_PATTERNS = (
 )
 
 
+# What SQLAlchemy and psycopg append to a database error: the statement, its parameters (contact
+# e-mails and phones), the DETAIL line with key values, the link to SQLAlchemy's docs.
+_SQL_SECTIONS = (
+    (
+        re.compile(r"\[SQL: .*?(?=\n\[parameters: |\n\(Background on this error|\Z)", re.DOTALL),
+        "[SQL removed]",
+    ),
+    (re.compile(r"\[parameters: .*?(?=\n\(Background on this error|\Z)", re.DOTALL), ""),
+    (re.compile(r"\n?\(Background on this error at: [^)\s]*\)"), ""),
+    (re.compile(r"^DETAIL: .*\n?", re.MULTILINE), ""),
+)
+
+
 def redact_text(text: str) -> str:
-    """Mask secrets that appear inside a string."""
+    """Mask secrets that appear inside a string, and drop SQL and its parameters."""
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
-    return text
+    return strip_sql(text)
+
+
+def strip_sql(text: str) -> str:
+    """Safety net behind `sync.db.diag.error_line`: no statement or parameters in any log line,
+    wherever a database error's full text slipped in (a message, a traceback)."""
+    if "[SQL: " not in text and "[parameters: " not in text and "DETAIL: " not in text:
+        return text
+    for pattern, replacement in _SQL_SECTIONS:
+        text = pattern.sub(replacement, text)
+    return text.rstrip("\n") if "\n" in text else text
 
 
 def redact_value(key: str, value: Any) -> Any:

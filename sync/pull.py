@@ -48,6 +48,7 @@ from sync.amo.client import AmoClient
 from sync.amo.pages import Page
 from sync.config import Config
 from sync.db.contacts import ContactStore
+from sync.db.diag import error_line
 from sync.db.engine import store_errors, sync_origin
 from sync.db.runs import CONTACTS_CURSOR, EVENTS_CURSOR, RunStore, pull_lock
 from sync.errors import InvariantError, SyncError
@@ -168,7 +169,7 @@ class _Run:
         try:
             self._full() if kind == "full" else self._incremental()
         except BaseException as exc:
-            self._finish(started, "failed", request_id, _describe(exc))
+            self._finish(started, "failed", request_id, error_line(exc))
             raise
         self._finish(started, "succeeded", request_id, None)
         return self.report
@@ -462,11 +463,3 @@ def _cancel_chats(prepared: tuple[Batch, _Chats]) -> None:
     """A page read ahead but never stored: its chat links are not needed any more."""
     if prepared[1] is not None:
         prepared[1].cancel()
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SyncError):
-        return str(exc)
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    return f"{type(exc).__name__}: {exc}"

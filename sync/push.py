@@ -32,6 +32,7 @@ from sync.cf_shape import ShapeError
 from sync.clock import Clock, SystemClock
 from sync.config import Config
 from sync.db import inflight, outbox
+from sync.db.diag import error_line
 from sync.db.inflight import Done, PendingCreate, PendingLink
 from sync.db.runs import RunStore
 from sync.errors import AmoError, AmoRejectedError
@@ -115,8 +116,9 @@ def run_push(
                 _push_links(ctx)
         except Exception as exc:
             report.requests = client.session.requests_sent - requests_before
-            _finish(ctx, report, error=str(exc) or type(exc).__name__)
-            log.error("push_failed", error=str(exc), **_summary(report, clock, started))
+            error = error_line(exc)  # one line: never the SQL, its parameters or a traceback
+            log.error("push_failed", error=error, **_summary(report, clock, started))
+            _finish(ctx, report, error=error)
             raise
         report.requests = client.session.requests_sent - requests_before
         _finish(ctx, report)

@@ -22,6 +22,9 @@ Settings, on purpose:
   daemon that was down all day does not run a stale one at noon).
 - The wrapper catches everything: a failed job logs one `<job>_failed` event, updates health and
   metrics, and the scheduler lives on. After a 403 IP block the amoCRM jobs stop running.
+- A job that failed on a database lock another session holds (`LockWaitError`, after
+  `database.lock_timeout_s`) is not retried sooner: its next interval is the back-off (push
+  every 15 s, pull every 60 s by default), and /healthz names the holder meanwhile.
 """
 
 from __future__ import annotations
@@ -39,11 +42,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sync.clock import Clock
 from sync.config import Config
 from sync.db import status as queries
+from sync.db.diag import error_line, store_error
 from sync.db.status import RunRow
 from sync.errors import AmoBlockedError, SyncError
 from sync.health import Health
@@ -108,6 +112,8 @@ class JobRunner:
         error: Exception | None = None
         try:
             fn()
+        except DBAPIError as exc:  # escaped the sync.db boundary: still a database failure
+            error = store_error(exc)
         except Exception as exc:  # noqa: BLE001 - a failed job must never kill the scheduler
             error = exc
         self.metrics.job_duration.labels(name).observe(time.monotonic() - started)
@@ -129,7 +135,7 @@ class JobRunner:
         """
         self.health.job_failed(name, exc)
         self.metrics.job_runs.labels(name, "failed").inc()
-        fields: dict[str, Any] = {"error": str(exc), "error_type": type(exc).__name__}
+        fields: dict[str, Any] = {"error": error_line(exc), "error_type": type(exc).__name__}
         if not logged and isinstance(exc, SyncError):
             log.error(f"{name}_failed", **fields)
         elif not logged:  # a bug: keep the traceback

@@ -42,8 +42,16 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
         "pending_requests": queries.count_pending_requests(conn),
         "open_conflicts": queries.count_open_conflicts(conn),
         "errors": queries.fetch_row_errors(conn),
+        "last_lock_wait": _lock_wait(queries.fetch_last_lock_wait(conn)),
         "state": state,
     }
+
+
+def _lock_wait(run: queries.RunRow | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    at = run.finished_at or run.started_at
+    return {"run_id": run.id, "kind": run.kind, "at": at.isoformat(), "error": run.error}
 
 
 def _leader(leader: queries.Leader | None) -> dict[str, Any]:
@@ -91,6 +99,10 @@ def render(data: dict[str, Any]) -> str:
     conflicts = data["open_conflicts"]
     hint = " (amosync conflicts list)" if conflicts else ""
     lines.append(_row("conflicts", f"{conflicts} open{hint}"))
+    wait = data.get("last_lock_wait")
+    if wait:
+        lines.append(_row("lock wait", f"{wait['kind']} run {wait['run_id']} at {wait['at']}: "
+                          f"{wait['error']}"))  # fmt: skip
     for error in data["errors"]:
         lines.append(
             _row("error", f"contact {error['id']} ({error['name']}): {error['sync_error']}")

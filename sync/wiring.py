@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from sync.amo.client import AmoClient
 from sync.config import Config
-from sync.db.engine import create_engine
+from sync.db.engine import create_engine, store_errors
 from sync.db.tokens import TokenStore
 
 
@@ -31,11 +31,12 @@ def amo_client(config: Config, engine: Engine) -> AmoClient:
 
 @contextmanager
 def connected(config: Config) -> Iterator[tuple[Engine, AmoClient]]:
-    """The engine and an authenticated client for one command; both are closed afterwards."""
+    """The engine and an authenticated client for one command; both are closed afterwards. A
+    driver error from the block becomes a one-line `StoreError` (no SQL, no parameters)."""
     config.require_amocrm_auth()
     engine = database_engine(config)
     try:
-        with amo_client(config, engine) as client:
+        with store_errors(config.database), amo_client(config, engine) as client:
             yield engine, client
     finally:
         engine.dispose()

@@ -19,10 +19,17 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from sync.config import DatabaseConfig
+from sync.db import lockwait
 from sync.db.capture import ORIGIN_SETTING
+from sync.db.diag import driver_message
 from sync.errors import ConfigError, ConfigProblem, EmbeddedDatabaseError, StoreError
 
 EMBEDDED_DATABASE = "amosync"
+__all__ = [  # driver_message lives in sync.db.diag; many modules import it from here
+    "create_engine", "database_url", "describe", "driver_message", "embedded_url",
+    "import_embedded", "lock_taken", "server_url", "session_options", "start_embedded_server",
+    "store_errors", "sync_origin", "wait_for_lock",
+]  # fmt: skip
 
 
 def database_url(config: DatabaseConfig) -> URL:
@@ -40,15 +47,42 @@ def database_url(config: DatabaseConfig) -> URL:
     return url
 
 
-def create_engine(config: DatabaseConfig, **options: object) -> Engine:
-    """An engine whose statements address the configured schema."""
-    return sa.create_engine(
+def create_engine(
+    config: DatabaseConfig, *, statement_timeout: bool = True, **options: object
+) -> Engine:
+    """An engine whose statements address the configured schema, with the configured lock and
+    statement timeouts (`statement_timeout=False` for migrations, which may run long); a
+    statement that times out waiting for a lock raises `LockWaitError` naming the holder."""
+    engine = sa.create_engine(
         database_url(config),
         pool_pre_ping=True,
-        connect_args={"application_name": "amosync"},
+        connect_args={
+            "application_name": "amosync",
+            "options": session_options(config, statement_timeout=statement_timeout),
+        },
         execution_options={"schema_translate_map": {None: config.schema}},
         **options,
     )
+    lockwait.watch(engine, config.schema, config.statement_timeout_s)
+    return engine
+
+
+def session_options(config: DatabaseConfig, *, statement_timeout: bool = True) -> str:
+    """libpq `options` for the sync's sessions: its timeouts in milliseconds (0 = none)."""
+    lock_ms = round(config.lock_timeout_s * 1000)
+    statement_ms = round(config.statement_timeout_s * 1000) if statement_timeout else 0
+    return f"-c lock_timeout={lock_ms} -c statement_timeout={statement_ms}"
+
+
+def wait_for_lock(connection: Connection) -> None:
+    """Let the current transaction wait as long as it takes for its next lock (an advisory lock
+    that another amosync process holds for a known, bounded time); call `lock_taken` after."""
+    connection.execute(sa.text("SET LOCAL lock_timeout = 0"))
+
+
+def lock_taken(connection: Connection) -> None:
+    """Back to the configured `lock_timeout` for the rest of the transaction."""
+    connection.execute(sa.text("SET LOCAL lock_timeout TO DEFAULT"))
 
 
 def sync_origin(connection: Connection) -> None:
@@ -68,14 +102,6 @@ def store_errors(config: DatabaseConfig) -> Iterator[None]:
         ) from exc
     except DBAPIError as exc:
         raise StoreError(f"PostgreSQL refused a statement: {driver_message(exc)}") from exc
-
-
-def driver_message(exc: DBAPIError) -> str:
-    """The first line of PostgreSQL's own message for a driver error: no SQL, no parameters."""
-    diag = getattr(exc.orig, "diag", None)
-    primary = getattr(diag, "message_primary", None)
-    text = primary or str(exc.orig) or type(exc.orig).__name__
-    return text.strip().splitlines()[0]
 
 
 def describe(url: URL) -> str:

@@ -17,7 +17,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 
 from sync.config import DatabaseConfig
-from sync.db.engine import create_engine, store_errors
+from sync.db.engine import create_engine, lock_taken, store_errors, wait_for_lock
 from sync.errors import UsageError
 
 SCRIPT_LOCATION = "sync:migrations"
@@ -39,13 +39,15 @@ def current_revision(connection: Connection, schema: str) -> str | None:
 
 @contextmanager
 def _locked(db: DatabaseConfig) -> Iterator[Connection]:
-    engine = create_engine(db)
+    engine = create_engine(db, statement_timeout=False)  # a migration may legitimately run long
     try:
         with store_errors(db), engine.begin() as conn:
+            wait_for_lock(conn)  # behind another `db upgrade`; its tables keep lock_timeout
             conn.execute(
                 sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
                 {"key": f"amosync-migrate:{db.schema}"},
             )
+            lock_taken(conn)
             yield conn
     finally:
         engine.dispose()

@@ -4,9 +4,11 @@
     CREATE ROLE metabase LOGIN PASSWORD '…' IN ROLE amocrm_reader;   -- then, per BI user
 
 The role may read every table and view of the sync's schema except `sync_state`, which holds the
-OAuth tokens. It cannot write anything: no INSERT/UPDATE/DELETE grants, and
-`default_transaction_read_only` is set on it. Running the command again is harmless and also
-grants tables that later migrations added (run it after `amosync db upgrade`).
+OAuth tokens, and the `error` column of `sync_runs` and `sync_requests` (an error may quote
+contact data; the reader still sees every other column of the run history: name the columns,
+`SELECT *` on those two tables is refused). It cannot write anything: no INSERT/UPDATE/DELETE
+grants, and `default_transaction_read_only` is set on it. Running the command again is harmless
+and also grants tables that later migrations added (run it after `amosync db upgrade`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from sqlalchemy.engine import Connection
 
 # Tables a reader must not see, with the reason (shown by the command).
 PRIVATE_TABLES = {"sync_state": "holds the OAuth tokens"}
+# Columns a reader must not see (the rest of the table is granted column by column).
+PRIVATE_COLUMNS = {"sync_runs": ("error",), "sync_requests": ("error",)}
 
 
 def _quote(conn: Connection, name: str) -> str:
@@ -35,11 +39,25 @@ def grant_reader(conn: Connection, schema: str, role: str) -> list[str]:
     names = _relations(conn, schema)
     for name in names:
         target = f"{quoted_schema}.{_quote(conn, name)}"
+        conn.execute(sa.text(f"REVOKE ALL ON {target} FROM {quoted_role}"))  # column grants too
         if name in PRIVATE_TABLES:
-            conn.execute(sa.text(f"REVOKE ALL ON {target} FROM {quoted_role}"))
-        else:
-            conn.execute(sa.text(f"GRANT SELECT ON {target} TO {quoted_role}"))
+            continue
+        columns = _public_columns(conn, schema, name)
+        conn.execute(sa.text(f"GRANT SELECT {columns}ON {target} TO {quoted_role}"))
     return [name for name in names if name not in PRIVATE_TABLES]
+
+
+def _public_columns(conn: Connection, schema: str, table: str) -> str:
+    """`(a, b, …) ` of the columns a reader may see, or "" for the whole table."""
+    hidden = PRIVATE_COLUMNS.get(table)
+    if not hidden:
+        return ""
+    query = sa.text(
+        "SELECT attname FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum"
+    )
+    names = conn.scalars(query, {"t": f"{_quote(conn, schema)}.{_quote(conn, table)}"})
+    return "(" + ", ".join(_quote(conn, n) for n in names if n not in hidden) + ") "
 
 
 def _relations(conn: Connection, schema: str) -> list[str]:

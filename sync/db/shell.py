@@ -26,12 +26,22 @@ def _psql_binary() -> str:
 def run_shell(config: DatabaseConfig, extra_args: tuple[str, ...] = ()) -> int:
     """Run psql interactively (or with `extra_args` such as -c SQL); returns its exit code.
 
-    The password travels in PGPASSWORD, never on the command line where `ps` would show it.
+    The password travels in PGPASSWORD, never on the command line where `ps` would show it. The
+    session gets none of the sync's lock or statement timeouts: it is a person's.
     """
-    url = database_url(config)
+    dsn, password = psql_target(config)
     env = dict(os.environ)
     env["PGOPTIONS"] = f"-c search_path={config.schema},public"
-    if url.password:
-        env["PGPASSWORD"] = str(url.password)
-    dsn = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    if password:
+        env["PGPASSWORD"] = password
     return subprocess.call([_psql_binary(), dsn, *extra_args], env=env)  # noqa: S603
+
+
+def psql_target(config: DatabaseConfig) -> tuple[str, str | None]:
+    """(the URL psql gets, without any password; the password for PGPASSWORD)."""
+    url = database_url(config)
+    password = url.password or url.query.get("password")
+    # `URL.set(password=None)` keeps the password (None means "unchanged"): replace the field
+    bare = url._replace(password=None).difference_update_query(["password"])
+    dsn = bare.set(drivername="postgresql").render_as_string(hide_password=False)
+    return dsn, None if password is None else str(password)

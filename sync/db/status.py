@@ -99,6 +99,18 @@ def fetch_runs_since(conn: Connection, after_id: int) -> list[RunRow]:
     return [_run(row) for row in conn.execute(query).mappings()]
 
 
+def fetch_last_lock_wait(conn: Connection) -> RunRow | None:
+    """The latest run that failed waiting for a lock another session held (`LockWaitError`)."""
+    query = (
+        sa.select(sync_runs)
+        .where(sync_runs.c.error.like("waiting for a lock%"))
+        .order_by(sync_runs.c.id.desc())
+        .limit(1)
+    )
+    row = conn.execute(query).mappings().first()
+    return None if row is None else _run(row)
+
+
 def fetch_max_run_id(conn: Connection) -> int:
     return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.max(sync_runs.c.id), 0))) or 0)
 

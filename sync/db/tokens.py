@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from sync.db.engine import driver_message
+from sync.db.engine import driver_message, lock_taken, wait_for_lock
 from sync.db.schema import sync_state
 from sync.errors import StoreError
 
@@ -67,7 +67,9 @@ class TokenStore:
     def locked(self) -> Iterator[LockedTokens]:
         """Hold the refresh lock for the block; commit what was saved when the block ends."""
         with _store_errors(), self._engine.begin() as connection:
+            wait_for_lock(connection)  # another refresher holds it for one HTTP exchange
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self._lock_id)))
+            lock_taken(connection)
             yield LockedTokens(connection, self._key, self._read(connection))
 
     def _read(self, connection: Connection) -> Mapping[str, Any] | None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from sync.config import DatabaseConfig
 from sync.db.engine import create_engine
@@ -105,3 +108,59 @@ def test_demo_sets_up_the_embedded_database(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Migrated embedded PostgreSQL in .amosync" in result.stdout
     assert "RuntimeDirWarning" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [("push",), ("sync",), ("pull",), ("status",), ("conflicts", "list"), ("resync",)]
+)
+def test_every_command_on_a_database_that_is_gone_says_one_line(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    env = {
+        "AMOSYNC_DATABASE__URL": "postgresql://amosync:hunter2@127.0.0.1:1/crm",
+        "AMOSYNC_AMOCRM__BASE_URL": "http://127.0.0.1:1",
+        "AMOSYNC_AMOCRM__ACCESS_TOKEN": "t0ken-never-shown",
+    }
+    result = amosync(*command, env=env, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("amosync: PostgreSQL")
+    assert "hunter2" not in result.stderr
+    assert "t0ken-never-shown" not in result.stderr
+
+
+def test_a_pull_behind_an_exclusive_lock_fails_in_one_line_naming_the_holder(
+    db_config: DatabaseConfig, tmp_path: Path
+) -> None:
+    from sync.emulator import Emulator, EmulatorSettings, serve
+
+    emulator = Emulator(EmulatorSettings(contacts=10, seed=3, rate_limit=None))
+    url = make_url(db_config.url.reveal()).set(drivername="postgresql")
+    with (
+        serve(emulator) as server,
+        psycopg.connect(
+            url.render_as_string(hide_password=False), application_name="psql"
+        ) as analyst,
+    ):
+        env = {
+            "AMOSYNC_DATABASE__URL": db_config.url.reveal(),
+            "AMOSYNC_DATABASE__LOCK_TIMEOUT_S": "1",
+            "AMOSYNC_AMOCRM__BASE_URL": server.base_url,
+            "AMOSYNC_AMOCRM__ACCESS_TOKEN": emulator.long_lived_token,
+            "AMOSYNC_AMOCRM__MAX_RPS": "50",
+        }
+        analyst.execute("LOCK TABLE amocrm.contacts IN ACCESS EXCLUSIVE MODE")
+        pid = analyst.info.backend_pid
+        blocked = amosync("pull", env=env, cwd=tmp_path)
+        analyst.rollback()
+        after = amosync("pull", env=env, cwd=tmp_path)
+    assert blocked.returncode == 1
+    assert "Traceback" not in blocked.stderr
+    last = blocked.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"amosync: waiting for a lock on amocrm.contacts held by pid {pid} "
+        "(psql, idle in transaction for "
+    )
+    assert after.returncode == 0, after.stderr

@@ -246,3 +246,62 @@ def test_example_file_documents_every_key_with_its_default() -> None:
         shown = default.reveal() if isinstance(default, Secret) else default
         assert (tuple(value) if isinstance(value, list) else value) == shown, key
     assert load_config(example, {}) == Config(source=str(example))
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "says"),
+    [
+        ({"AMOSYNC_DATABASE__SCHEMA": "s" * 47}, "database.schema", "at most 46 characters"),
+        ({"AMOSYNC_DATABASE__SCHEMA": "amocrm\n"}, "database.schema", "control characters"),
+        ({"AMOSYNC_AMOCRM__BASE_URL": "https://a.amocrm.ru\n"}, "amocrm.base_url", "newline"),
+        ({"AMOSYNC_SYNC__CONFLICT_FIELDS": "name\n=manual"}, "sync.conflict_fields", "FIELD="),
+        ({"AMOSYNC_SYNC__FULL_RESYNC_CRON": "0 3 * * *\n"}, "sync.full_resync_cron", "control"),
+        ({"AMOSYNC_DAEMON__HTTP_HOST": "0.0.0.0\n"}, "daemon.http_host", "control characters"),
+        ({"AMOSYNC_DATABASE__URL": "postgresql://u@db/x\n"}, "database.url", "control"),
+        ({"AMOSYNC_DATABASE__LOCK_TIMEOUT_S": "-1"}, "database.lock_timeout_s", "between"),
+        ({"AMOSYNC_DATABASE__STATEMENT_TIMEOUT_S": "x"}, "database.statement_timeout_s", "number"),
+    ],
+)
+def test_values_that_would_break_the_daemon_later_are_refused(
+    env: dict[str, str], key: str, says: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(env)
+    found = problems(caught)
+    assert set(found) == {key}
+    assert says in found[key][1]
+    assert found[key][0] == f"environment AMOSYNC_{key.upper().replace('.', '__')}"
+
+
+def test_longest_schema_gives_a_channel_postgres_accepts() -> None:
+    from sync.db.capture import notify_channel
+
+    config = _load({"AMOSYNC_DATABASE__SCHEMA": "s" * 46})
+    assert len(notify_channel(config.database.schema).encode()) == 63
+
+
+def test_base_url_with_credentials_is_refused_without_echoing_them(tmp_path: Path) -> None:
+    path = write(tmp_path, '[amocrm]\nbase_url = "https://admin:hunter2@acme.amocrm.ru"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    source, message = problems(caught)["amocrm.base_url"]
+    assert source == f"file {path}"
+    assert "credentials (user:password@)" in message
+    assert "hunter2" not in str(caught.value)
+    assert "admin" not in str(caught.value)
+
+
+def test_timeouts_come_from_the_environment_and_zero_disables() -> None:
+    env = {"AMOSYNC_DATABASE__LOCK_TIMEOUT_S": "0", "AMOSYNC_DATABASE__STATEMENT_TIMEOUT_S": "2.5"}
+    database = _load(env).database
+    assert (database.lock_timeout_s, database.statement_timeout_s) == (0, 2.5)
+    assert (Config().database.lock_timeout_s, Config().database.statement_timeout_s) == (10, 300)
+
+
+def test_patterns_match_the_whole_value_not_up_to_a_newline() -> None:
+    from sync.config_checks import field_policies, schema_name
+
+    assert schema_name("amocrm\n") is not None
+    assert schema_name("amocrm") is None
+    assert field_policies(["name\n=manual"]) is not None
+    assert field_policies(["cf:PHONE=local_wins"]) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sync.errors import AmoAuthError, AmoTransientError, StoreError
+from sync.errors import AmoAuthError, AmoTransientError, LockWaitError, StoreError
 from sync.health import Health
 from sync.metrics import jwt_expiry
 
@@ -136,3 +136,15 @@ def test_jwt_expiry_reads_exp_without_verifying() -> None:
     assert jwt_expiry(token) == 1893456000.0
     assert jwt_expiry("not-a-jwt") is None
     assert jwt_expiry("a.%%%.c") is None
+
+
+def test_a_lock_wait_names_the_holder_until_that_job_succeeds() -> None:
+    health, _ = leader()
+    health.job_succeeded("pull")
+    wait = "waiting for a lock on amocrm.contacts held by pid 42 (psql, idle in transaction for 9s)"
+    health.job_failed("push", LockWaitError(wait, pid=42))
+    assert reasons(health) == [f"database_lock_wait: push {wait}"]
+    health.job_succeeded("pull")
+    assert reasons(health) == [f"database_lock_wait: push {wait}"]
+    health.job_succeeded("push")
+    assert health.report()[0] == 200

@@ -79,3 +79,32 @@ def test_console_format_is_forced_on_request() -> None:
     assert "rows=250" in output
     assert not output.lstrip().startswith("{")
     structlog.reset_defaults()
+
+
+SQLALCHEMY_TEXT = (
+    '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "k"\n'
+    "DETAIL:  Key (email)=(ann@example.com) already exists.\n"
+    "[SQL: INSERT INTO amocrm.contacts (name, email) VALUES (%(name)s, %(email)s)]\n"
+    "[parameters: {'name': 'Ann', 'email': 'ann@example.com', 'phone': '+7 900 123-45-67'}]\n"
+    "(Background on this error at: https://sqlalche.me/e/20/gkpj)"
+)
+
+
+def test_sql_and_its_parameters_never_reach_a_log_line() -> None:
+    stream = io.StringIO()
+    configure_logging(LoggingConfig(level="info", format="json"), stream)
+    log = get_logger("test")
+    try:
+        raise RuntimeError(SQLALCHEMY_TEXT)
+    except RuntimeError as exc:
+        log.error("push_failed", error=str(exc), nested={"why": [SQLALCHEMY_TEXT]}, exc_info=exc)
+    structlog.reset_defaults()
+    line = stream.getvalue()
+    record = json.loads(line)
+    assert record["error"] == (
+        '(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "k"\n'
+        "[SQL removed]"
+    )
+    for leak in ("[SQL:", "[parameters:", "DETAIL", "ann@example.com", "123-45-67", "INSERT"):
+        assert leak not in line
+    assert "Traceback" in record["exception"]  # a bug's traceback stays, without the values

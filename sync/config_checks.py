@@ -1,0 +1,140 @@
+"""Validators of configuration values: each returns an error message, or None when fine.
+
+Every pattern is matched with `fullmatch`: `re.match` with `$` also accepts a value followed by a
+newline (`"amocrm\\n"`), which then breaks SQL, channel names or HTTP headers long after start.
+A message never echoes a secret: the URL checks name what is wrong, not the value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+Validator = Callable[[Any], str | None]
+
+# NOTIFY channel names are identifiers (at most 63 bytes); sync_requests announces itself on
+# `amosync_<schema>_requests` (sync.db.capture.notify_channel), so the schema gets 63 - 17.
+MAX_SCHEMA_LENGTH = 63 - len("amosync_") - len("_requests")
+
+
+def between(low: float, high: float) -> Validator:
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}, got {value}"
+
+    return check
+
+
+def positive(value: Any) -> str | None:
+    return None if value > 0 else f"must be greater than 0, got {value}"
+
+
+def one_of(*choices: str) -> Validator:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
+
+    return check
+
+
+def subset_of(*choices: str) -> Validator:
+    def check(value: Any) -> str | None:
+        unknown = [v for v in value if v not in choices]
+        return f"unknown value(s) {unknown}; allowed: {', '.join(choices)}" if unknown else None
+
+    return check
+
+
+def printable(value: Any) -> str | None:
+    """No control characters (a newline, a tab) in a plain string key."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        return f"must not contain control characters (a newline, a tab), got {value!r}"
+    return None
+
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def schema_name(value: Any) -> str | None:
+    if not _IDENTIFIER.fullmatch(value):
+        return f"must be a lower-case SQL identifier (letters, digits, _), got {value!r}"
+    if len(value) > MAX_SCHEMA_LENGTH:
+        return (
+            f"must be at most {MAX_SCHEMA_LENGTH} characters (the sync_requests NOTIFY channel "
+            f"amosync_<schema>_requests is limited to 63), got {len(value)}"
+        )
+    return None
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses, where plain http cannot leak a token."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def amocrm_url(value: Any) -> str | None:
+    if printable(value) or value != value.strip():
+        return "must be the account's address without spaces or control characters (a newline)"
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an absolute http(s) URL such as https://example.amocrm.ru, got {value!r}"
+    if "@" in parts.netloc:  # never echo it: the part before @ may be a password
+        return (
+            "must not carry credentials (user:password@): they would be sent as Basic auth "
+            "instead of the token; set amocrm.access_token or [amocrm.oauth]"
+        )
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        return "plain http:// is refused for non-loopback hosts (the token would travel in clear)"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "must be the account's address only, without a path, query or fragment"
+    return None
+
+
+def database_url(value: Any) -> str | None:
+    url = value.reveal()
+    if not url:
+        return None
+    if printable(url) or url != url.strip():  # never echo it: it may hold a password
+        return "must not contain spaces at either end or control characters (a newline)"
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in ("postgresql", "postgresql+psycopg", "postgres"):
+        return "must be empty (embedded PostgreSQL) or a postgresql:// URL"
+    return None
+
+
+def cron(value: Any) -> str | None:
+    if not value:
+        return None
+    if printable(value) or len(value.split()) != 5:
+        return f"must be a 5-field crontab expression (or empty to disable), got {value!r}"
+    from apscheduler.triggers.cron import CronTrigger  # imported here: only needed to validate
+
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as exc:
+        return f"is not a valid crontab expression: {exc}"
+    return None
+
+
+POLICIES = ("newest_wins", "remote_wins", "local_wins", "manual")
+_POLICY_FIELDS = re.compile(
+    r"name|first_name|last_name|responsible_user_id|custom_fields_values|cf:([0-9]+|[A-Z_0-9]+)"
+)
+
+
+def field_policies(value: Any) -> str | None:
+    """Per-field conflict policies: ["name=local_wins", "cf:123=manual", ...]."""
+    for item in value:
+        field_name, _, policy = item.partition("=")
+        if not _POLICY_FIELDS.fullmatch(field_name) or policy not in POLICIES:
+            return (
+                f"entries must look like FIELD=POLICY (FIELD: name, first_name, last_name, "
+                f"responsible_user_id, custom_fields_values, cf:<field id or CODE>; POLICY: "
+                f"{', '.join(POLICIES)}), got {item!r}"
+            )
+    return None

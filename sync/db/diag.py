@@ -1,0 +1,44 @@
+"""What a database error may say to a person: PostgreSQL's one-line message, never the SQL.
+
+SQLAlchemy's `str(exc)` carries the whole statement (`[SQL: …]`) and its parameters
+(`[parameters: …]`), and psycopg's own text a `DETAIL:` line with the key values: contact
+e-mails and phones. Every path that stores, logs or shows a database error uses `error_line`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from sync.errors import StoreError, SyncError
+
+
+def driver_message(exc: DBAPIError) -> str:
+    """The first line of PostgreSQL's own message for a driver error: no SQL, no parameters."""
+    diag = getattr(exc.orig, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    text = primary or str(exc.orig) or type(exc.orig).__name__
+    return text.strip().splitlines()[0]
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error (None for anything else)."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) if isinstance(exc, DBAPIError) else None
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for `sync_runs.error`, a log event's `error` or the CLI: no SQL, no values."""
+    if isinstance(exc, DBAPIError):
+        return f"PostgreSQL: {driver_message(exc)}"
+    if isinstance(exc, SyncError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def store_error(exc: DBAPIError) -> StoreError:
+    """A driver error that escaped the `sync.db` boundary, as the `StoreError` it should be."""
+    transient = isinstance(exc, OperationalError)
+    return StoreError(f"PostgreSQL failed: {driver_message(exc)}", transient=transient)
