@@ -49,8 +49,9 @@ from sync.amo.pages import Page
 from sync.config import Config
 from sync.db.contacts import ContactStore
 from sync.db.engine import store_errors, sync_origin
+from sync.db.locks import SessionLock
 from sync.db.runs import CONTACTS_CURSOR, EVENTS_CURSOR, RunStore, pull_lock
-from sync.errors import InvariantError, SyncError
+from sync.errors import InvariantError, SyncError, disk_full
 from sync.heap import fewer_collections
 from sync.logs import get_logger
 from sync.mapping import event_changes
@@ -109,11 +110,11 @@ def run_pull(
 ) -> PullReport:
     """One pull run (see the module docstring). Raises `SyncError` if another pull runs."""
     schema = config.database.schema
-    with store_errors(config.database), pull_lock(engine, schema) as locked:
-        if not locked:
+    with store_errors(config.database), pull_lock(engine, schema) as lock:
+        if lock is None:
             raise PullBusyError("another pull is running on this database schema; try again later")
         with fewer_collections():  # pages are acyclic garbage: see sync.heap
-            return _Run(config, engine, client, progress).execute(full, request_id)
+            return _Run(config, engine, client, progress, lock).execute(full, request_id)
 
 
 def serve_request(
@@ -141,9 +142,14 @@ class _Run:
     """The state of one run."""
 
     def __init__(
-        self, config: Config, engine: Engine, client: AmoClient, progress: Progress | None
+        self,
+        config: Config,
+        engine: Engine,
+        client: AmoClient,
+        progress: Progress | None,
+        lock: SessionLock,
     ) -> None:
-        self.config, self.engine, self.client = config, engine, client
+        self.config, self.engine, self.client, self.lock = config, engine, client, lock
         self.sync = config.sync
         self.store = ContactStore(config.database.schema)
         self.runs = RunStore(config.database.schema)
@@ -167,6 +173,7 @@ class _Run:
             self.report = PullReport(self.runs.start_run(conn, kind), kind)
         try:
             self._full() if kind == "full" else self._incremental()
+            self.lock.ensure_held()  # a run that lost its lock never says succeeded
         except BaseException as exc:
             self._finish(started, "failed", request_id, _describe(exc))
             raise
@@ -465,6 +472,9 @@ def _cancel_chats(prepared: tuple[Batch, _Chats]) -> None:
 
 
 def _describe(exc: BaseException) -> str:
+    full = disk_full(exc)
+    if full:
+        return full
     if isinstance(exc, SyncError):
         return str(exc)
     if isinstance(exc, KeyboardInterrupt):

@@ -44,7 +44,12 @@ _KEEPALIVES = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5, "tcp_kee
 
 def leader_lock_key(schema: str) -> int:
     """The advisory lock key (signed 64-bit) of one account's leader lock."""
-    digest = hashlib.blake2b(f"amosync-leader:{schema}".encode(), digest_size=8).digest()
+    return advisory_key(f"amosync-leader:{schema}")
+
+
+def advisory_key(name: str) -> int:
+    """A signed 64-bit advisory lock key for a name."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
