@@ -16,11 +16,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from sync.config import DatabaseConfig
 from sync.db.capture import ORIGIN_SETTING
-from sync.errors import ConfigError, ConfigProblem, EmbeddedDatabaseError, StoreError
+from sync.errors import (
+    ConfigError,
+    ConfigProblem,
+    EmbeddedDatabaseError,
+    StoreError,
+    disk_full,
+)
 
 EMBEDDED_DATABASE = "amosync"
 
@@ -62,6 +68,9 @@ def store_errors(config: DatabaseConfig) -> Iterator[None]:
     try:
         yield
     except OperationalError as exc:
+        full = disk_full(exc)
+        if full:  # SQLSTATE 53100: say what it is, not "failed"
+            raise StoreError(full) from exc
         where = "the embedded PostgreSQL" if config.embedded else describe(database_url(config))
         raise StoreError(
             f"PostgreSQL at {where} failed: {driver_message(exc)}", transient=True
@@ -76,6 +85,19 @@ def driver_message(exc: DBAPIError) -> str:
     primary = getattr(diag, "message_primary", None)
     text = primary or str(exc.orig) or type(exc.orig).__name__
     return text.strip().splitlines()[0]
+
+
+def probe(engine: Engine) -> str | None:
+    """None when PostgreSQL answers `SELECT 1`, else its one-line reason (the daemon's health
+    probe; a dead server fails within PGCONNECT_TIMEOUT)."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except DBAPIError as exc:
+        return driver_message(exc)
+    except SQLAlchemyError as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return None
 
 
 def describe(url: URL) -> str:
