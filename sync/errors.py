@@ -11,7 +11,8 @@
     │   ├── AmoPaymentError       402: the account is not paid
     │   └── AmoRejectedError      400 for records: mark those rows, carry on with the rest
     ├── StoreError                PostgreSQL failed (wraps SQLAlchemy/psycopg errors)
-    │   └── EmbeddedDatabaseError the embedded PostgreSQL could not be started
+    │   ├── EmbeddedDatabaseError the embedded PostgreSQL could not be started
+    │   └── DiskFullError         PostgreSQL (53100) or this process (ENOSPC) ran out of disk
     ├── LockLostError             a run's advisory lock session ended: stop before the next write
     └── InvariantError            cursor going backwards, pagination loop, corrupt state
 
@@ -145,6 +146,10 @@ class EmbeddedDatabaseError(StoreError):
     """The embedded PostgreSQL under ./.amosync could not be started."""
 
 
+class DiskFullError(StoreError):
+    """No space left on a disk: free some; retrying before that cannot help."""
+
+
 class LockLostError(SyncError):
     """The session that held a run's advisory lock is gone (an administrator, a pooler or a
     failover ended it): another run may hold the lock now, so this one must not write again."""
@@ -169,6 +174,8 @@ def disk_full(exc: BaseException) -> str | None:
     53100) or an `OSError` ENOSPC of this process; None otherwise. Duck-typed on `sqlstate`, so
     the ground floor needs no driver."""
     for error in _chain(exc):
+        if isinstance(error, DiskFullError):
+            return str(error)
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:
             where = f": {error.filename}" if error.filename else ""
             return f"disk full: {error.strerror or 'no space left on device'}{where}"
@@ -183,6 +190,10 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
+        orig = getattr(current, "orig", None)  # SQLAlchemy's wrapper of a driver error
+        if isinstance(orig, BaseException) and id(orig) not in seen:
+            seen.add(id(orig))
+            yield orig
         current = current.__cause__ or current.__context__
 
 

@@ -23,6 +23,7 @@ from sync.db.capture import ORIGIN_SETTING
 from sync.errors import (
     ConfigError,
     ConfigProblem,
+    DiskFullError,
     EmbeddedDatabaseError,
     StoreError,
     disk_full,
@@ -70,7 +71,7 @@ def store_errors(config: DatabaseConfig) -> Iterator[None]:
     except OperationalError as exc:
         full = disk_full(exc)
         if full:  # SQLSTATE 53100: say what it is, not "failed"
-            raise StoreError(full) from exc
+            raise DiskFullError(full) from exc
         where = "the embedded PostgreSQL" if config.embedded else describe(database_url(config))
         raise StoreError(
             f"PostgreSQL at {where} failed: {driver_message(exc)}", transient=True
