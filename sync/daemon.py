@@ -5,7 +5,7 @@
     │   standby ──try pg_try_advisory_lock every ≤ poll/2──► leader             │
     │   leader: BackgroundScheduler (sync.schedule) ── pull / push / full ──►   │
     │           JobRunner (one job at a time, never raises)   sync.pull/push    │
-    │   every second: heartbeat, lock session still alive?  SIGTERM → stop      │
+    │   each second and before each job: leader lock held?  SIGTERM → stop      │
     │ thread amosync-http: /healthz /livez /metrics (sync.health, sync.metrics) │
     └───────────────────────────────────────────────────────────────────────────┘
 
@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from functools import partial
 from types import FrameType
@@ -32,6 +33,7 @@ from sync.amo.client import AmoClient
 from sync.clock import Clock, SystemClock
 from sync.config import Config
 from sync.db import status as queries
+from sync.db.engine import probe
 from sync.db.listen import RequestListener
 from sync.db.locks import LeaderLock, holder_name
 from sync.db.migrate import upgrade
@@ -55,6 +57,7 @@ from sync.wiring import database_engine
 log = get_logger("sync.daemon")
 
 LOCK_CHECK_S = 1.0
+PROBE_S = 3.0  # how often a daemon waiting for a job of a lost leadership probes PostgreSQL
 STANDBY_RETRY_MAX_S = 5.0
 
 
@@ -78,9 +81,11 @@ class Daemon:
         self.config = parts.config
         self.health = parts.health
         self.lock = LeaderLock(parts.engine, parts.config.database.schema)
-        self.runner = JobRunner(parts.engine, parts.health, parts.metrics)
+        self.runner = JobRunner(parts.engine, parts.health, parts.metrics, self._still_leading)
         self._scheduler: BackgroundScheduler | None = None
         self._database_down = False
+        self._lost = threading.Event()  # the leader lock was lost: stop leading
+        self._loss = threading.Lock()
 
     def run(self, stop: threading.Event) -> bool:
         """Lead or stand by until `stop`; True if every job ended cleanly (none was abandoned)."""
@@ -119,6 +124,7 @@ class Daemon:
         schema = self.config.database.schema
         log.info("leader_elected", schema=schema, holder=holder_name())
         self.runner.stopping.clear()
+        self._lost.clear()
         prune = self._prune if self.config.daemon.keep_runs_days else None
         scheduler = build_scheduler(
             self.config, self.parts.jobs, self.runner, self._check_requests, self.parts.clock,
@@ -134,9 +140,9 @@ class Daemon:
         try:
             while not stop.wait(LOCK_CHECK_S):
                 self.health.beat()
-                if not self.lock.alive():
-                    log.warning("leadership_lost", schema=schema)
+                if self._lost.is_set() or not self._still_leading():
                     break
+                self.health.database_ok()  # the lock session answered: PostgreSQL is up
         finally:
             listener.close()
             clean = self._stop_leading(scheduler, stop)
@@ -148,7 +154,7 @@ class Daemon:
         self._scheduler = None
         timeout = self.config.daemon.shutdown_timeout_s if stop.is_set() else None
         running = self.runner.running()
-        clean = self.runner.wait_idle(timeout)
+        clean = self._wait_idle(timeout)
         if not clean:
             note = "its open transaction is rolled back as the process exits"
             log.warning("job_abandoned", jobs=sorted(running), waited_s=timeout, note=note)
@@ -158,8 +164,55 @@ class Daemon:
         log.info("leadership_released", schema=self.config.database.schema)
         return clean
 
+    # --- leadership ----------------------------------------------------------------------------
+
+    def _still_leading(self) -> bool:
+        """Asked before every job and every second: is the leader lock still ours? If not, stop
+        leading at once (see `_lose_leadership`)."""
+        if self.lock.alive():
+            return True
+        self._lose_leadership()
+        return False
+
+    def _lose_leadership(self) -> None:
+        """No job starts any more, /healthz and the metric stop saying leader now (not once the
+        running job ends), and `leader_lock_lost` is logged once. A job still running cannot
+        write to amoCRM twice: push checks its own lock before every batch."""
+        with self._loss:
+            if self._lost.is_set() or self.runner.stopping.is_set():
+                return  # already lost, or a deliberate stop released the lock
+            self._lost.set()
+            self.runner.stopping.set()
+        reason = self.lock.lost or "the lock session ended"
+        self.parts.metrics.leader.set(0)
+        self.health.leadership_lost(reason)
+        log.warning("leader_lock_lost", schema=self.config.database.schema, error=reason)
+        self._probe()
+
+    def _probe(self) -> None:
+        """Tell /healthz whether PostgreSQL answers now."""
+        failure = probe(self.parts.engine)
+        if failure is None:
+            self.health.database_ok()
+        else:
+            self.health.database_failed(failure)
+
+    def _wait_idle(self, timeout: float | None) -> bool:
+        """Wait for the running job (up to `timeout`), beating and probing the database."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = PROBE_S if deadline is None else min(PROBE_S, deadline - time.monotonic())
+            if self.runner.wait_idle(max(0.0, left)):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self.health.beat()
+            self._probe()
+
     def _prune(self) -> None:
         """The `prune` job: keep `daemon.keep_runs_days` of run and request history."""
+        if not self._still_leading():
+            return
         try:
             with self.parts.engine.begin() as conn:
                 runs, requests = queries.prune_history(conn, self.config.daemon.keep_runs_days)

@@ -12,7 +12,9 @@
     │   └── AmoRejectedError      400 for records: mark those rows, carry on with the rest
     ├── StoreError                PostgreSQL failed (wraps SQLAlchemy/psycopg errors)
     │   ├── LockWaitError         a statement gave up waiting for a lock another session holds
-    │   └── EmbeddedDatabaseError the embedded PostgreSQL could not be started
+    │   ├── EmbeddedDatabaseError the embedded PostgreSQL could not be started
+    │   └── DiskFullError         PostgreSQL (53100) or this process (ENOSPC) ran out of disk
+    ├── LockLostError             a run's advisory lock session ended: stop before the next write
     └── InvariantError            cursor going backwards, pagination loop, corrupt state
 
 Driver errors are wrapped only at the two boundaries (HTTP in `sync.amo`, SQL in `sync.db`)
@@ -21,7 +23,8 @@ with `raise ... from exc`. Conflicts are values, not exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import errno
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -153,5 +156,58 @@ class EmbeddedDatabaseError(StoreError):
     """The embedded PostgreSQL under ./.amosync could not be started."""
 
 
+class DiskFullError(StoreError):
+    """No space left on a disk: free some; retrying before that cannot help."""
+
+
+class LockLostError(SyncError):
+    """The session that held a run's advisory lock is gone (an administrator, a pooler or a
+    failover ended it): another run may hold the lock now, so this one must not write again."""
+
+    def __init__(self, lock: str, consequence: str) -> None:
+        self.lock = lock
+        super().__init__(
+            f"the {lock} lock's database session ended (terminated by an administrator, a pooler "
+            f"or a failover); {consequence}"
+        )
+
+
 class InvariantError(SyncError):
     """Something that must never happen did: stop loudly rather than corrupt data."""
+
+
+DISK_FULL_SQLSTATE = "53100"
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """ "disk full: …" when `exc` or one of its causes is PostgreSQL's `disk_full` (SQLSTATE
+    53100) or an `OSError` ENOSPC of this process; None otherwise. Duck-typed on `sqlstate`, so
+    the ground floor needs no driver."""
+    for error in _chain(exc):
+        if isinstance(error, DiskFullError):
+            return str(error)
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            where = f": {error.filename}" if error.filename else ""
+            return f"disk full: {error.strerror or 'no space left on device'}{where}"
+        if getattr(error, "sqlstate", None) == DISK_FULL_SQLSTATE:
+            return f"disk full: PostgreSQL could not write: {_primary(error)}"
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)  # SQLAlchemy's wrapper of a driver error
+        if isinstance(orig, BaseException) and id(orig) not in seen:
+            seen.add(id(orig))
+            yield orig
+        current = current.__cause__ or current.__context__
+
+
+def _primary(error: BaseException) -> str:
+    primary = getattr(getattr(error, "diag", None), "message_primary", None)
+    text = primary or str(error) or type(error).__name__
+    return text.strip().splitlines()[0]

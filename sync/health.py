@@ -31,6 +31,7 @@ from sync.errors import (
     AmoPaymentError,
     LockWaitError,
     StoreError,
+    disk_full,
 )
 from sync.logs import get_logger
 
@@ -64,6 +65,8 @@ class Health:
     _running: dict[str, float] = field(default_factory=dict)
     _database: str | None = None
     _lock_waits: dict[str, str] = field(default_factory=dict)  # job → who holds the lock
+    _disk_full: str | None = None  # a job failed for want of disk space
+    _lost: str | None = None  # the leader lock was lost; the old leadership is winding down
     _heartbeat: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -72,10 +75,19 @@ class Health:
     def set_role(self, role: str) -> None:
         with self._lock:
             self.role = role
+            self._lost = None
             self._leader_since = self.clock.monotonic() if role == "leader" else None
             if role != "leader":
                 self._last_pull_ok = None
                 self._running.clear()
+
+    def leadership_lost(self, reason: str) -> None:
+        """The leader lock is gone: not the leader any more, at once (a job of the lost
+        leadership may still be finishing; `set_role` clears this once it has)."""
+        with self._lock:
+            self.role = "standby"
+            self._leader_since = self._last_pull_ok = None
+            self._lost = reason
 
     def beat(self) -> None:
         """The main loop is alive (for /livez)."""
@@ -97,7 +109,7 @@ class Health:
     def job_succeeded(self, job: str) -> None:
         with self._lock:
             self._running.pop(job, None)
-            self._database = None
+            self._database = self._disk_full = None
             self._lock_waits.pop(job, None)
             if job in PULL_JOBS:
                 self._last_pull_ok = self.clock.monotonic()
@@ -109,7 +121,10 @@ class Health:
         with self._lock:
             self._running.pop(job, None)
             problem = _problem_of(error)
-            if isinstance(error, LockWaitError):  # PostgreSQL is up; another session blocks us
+            full = disk_full(error)
+            if full:
+                self._disk_full = full.removeprefix("disk full: ")
+            elif isinstance(error, LockWaitError):  # PostgreSQL is up; another session blocks us
                 self._lock_waits[job] = str(error)
             elif isinstance(error, StoreError):
                 self._database = str(error)
@@ -164,6 +179,10 @@ class Health:
         if self._database:
             reasons.append(f"database_unavailable: {self._database}")
         reasons.extend(f"database_lock_wait: {job} {why}" for job, why in self._lock_waits.items())
+        if self._disk_full:
+            reasons.append(f"disk_full: {self._disk_full}")
+        if self._lost:
+            reasons.append(f"leadership_lost: {self._lost}")
         if self.role in ("standby", "stopping"):
             return reasons
         if self.role != "leader":

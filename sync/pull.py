@@ -50,6 +50,7 @@ from sync.config import Config
 from sync.db.contacts import ContactStore
 from sync.db.diag import error_line
 from sync.db.engine import store_errors, sync_origin
+from sync.db.locks import SessionLock
 from sync.db.runs import CONTACTS_CURSOR, EVENTS_CURSOR, RunStore, pull_lock
 from sync.errors import InvariantError, SyncError
 from sync.heap import fewer_collections
@@ -110,11 +111,11 @@ def run_pull(
 ) -> PullReport:
     """One pull run (see the module docstring). Raises `SyncError` if another pull runs."""
     schema = config.database.schema
-    with store_errors(config.database), pull_lock(engine, schema) as locked:
-        if not locked:
+    with store_errors(config.database), pull_lock(engine, schema) as lock:
+        if lock is None:
             raise PullBusyError("another pull is running on this database schema; try again later")
         with fewer_collections():  # pages are acyclic garbage: see sync.heap
-            return _Run(config, engine, client, progress).execute(full, request_id)
+            return _Run(config, engine, client, progress, lock).execute(full, request_id)
 
 
 def serve_request(
@@ -142,9 +143,14 @@ class _Run:
     """The state of one run."""
 
     def __init__(
-        self, config: Config, engine: Engine, client: AmoClient, progress: Progress | None
+        self,
+        config: Config,
+        engine: Engine,
+        client: AmoClient,
+        progress: Progress | None,
+        lock: SessionLock,
     ) -> None:
-        self.config, self.engine, self.client = config, engine, client
+        self.config, self.engine, self.client, self.lock = config, engine, client, lock
         self.sync = config.sync
         self.store = ContactStore(config.database.schema)
         self.runs = RunStore(config.database.schema)
@@ -168,6 +174,7 @@ class _Run:
             self.report = PullReport(self.runs.start_run(conn, kind), kind)
         try:
             self._full() if kind == "full" else self._incremental()
+            self.lock.ensure_held()  # a run that lost its lock never says succeeded
         except BaseException as exc:
             self._finish(started, "failed", request_id, error_line(exc))
             raise

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sync.amo.client import AmoClient
 from sync.amo.reconcile import find_created, find_linked, newest_contact_id
@@ -34,6 +35,7 @@ from sync.config import Config
 from sync.db import inflight, outbox
 from sync.db.diag import error_line
 from sync.db.inflight import Done, PendingCreate, PendingLink
+from sync.db.locks import SessionLock
 from sync.db.runs import RunStore
 from sync.errors import AmoError, AmoRejectedError
 from sync.logs import get_logger
@@ -92,6 +94,7 @@ class _Context:
     client: AmoClient
     clock: Clock
     count: _Counter
+    lock: SessionLock  # the push lock: checked before every write to amoCRM
 
 
 def run_push(
@@ -100,10 +103,10 @@ def run_push(
     """One push of every pending local change; see the module docstring."""
     clock = clock or SystemClock()
     report = PushReport()
-    ctx = _Context(config, engine, client, clock, _Counter(report))
     started = clock.monotonic()
     requests_before = client.session.requests_sent  # runs in one process take turns
-    with outbox.push_lock(engine):
+    with outbox.push_lock(engine) as lock:
+        ctx = _Context(config, engine, client, clock, _Counter(report), lock)
         with engine.begin() as conn:
             # a push killed earlier left its row 'running'; we hold the lock, so it is over
             RunStore(config.database.schema).abandon_stale_runs(conn, ("push",))
@@ -114,11 +117,12 @@ def run_push(
             _push_creates(ctx)
             if config.sync.chats:
                 _push_links(ctx)
+            lock.ensure_held()  # a run that lost its lock never says succeeded
         except Exception as exc:
             report.requests = client.session.requests_sent - requests_before
             error = error_line(exc)  # one line: never the SQL, its parameters or a traceback
+            _finish_failed(ctx, report, error)
             log.error("push_failed", error=error, **_summary(report, clock, started))
-            _finish(ctx, report, error=error)
             raise
         report.requests = client.session.requests_sent - requests_before
         _finish(ctx, report)
@@ -135,6 +139,16 @@ def _finish(ctx: _Context, report: PushReport, error: str | None = None) -> None
     }
     with ctx.engine.begin() as conn:
         outbox.finish_run(conn, report.run_id, ctx.clock.now(), counts, error)
+
+
+def _finish_failed(ctx: _Context, report: PushReport, error: str) -> None:
+    """Mark the run failed (a fresh connection); if PostgreSQL is down too, say so and go on:
+    the next push marks a row left 'running' failed."""
+    try:
+        _finish(ctx, report, error)
+    except SQLAlchemyError as exc:
+        reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
+        log.warning("push_run_not_recorded", run_id=report.run_id, error=(reason or ["?"])[0])
 
 
 def _summary(report: PushReport, clock: Clock, started: float) -> dict[str, Any]:
@@ -240,7 +254,7 @@ def _invalid(contact_id: int, exc: Exception) -> str:
 def _send_update_batch(ctx: _Context, batch: Sequence[UpdatePlan]) -> None:
     entities = [plan.entity for plan in batch if plan.entity is not None]
     results, rejected, failure = _send(
-        lambda: ctx.client.update_contacts(entities, batch_size=len(entities))
+        ctx, lambda: ctx.client.update_contacts(entities, batch_size=len(entities))
     )
     by_id = {r.request_id: r for r in results}
     outcomes = []
@@ -271,10 +285,13 @@ def _record_updates(ctx: _Context, outcomes: Sequence[outbox.UpdateOutcome]) -> 
 
 
 def _send(
+    ctx: _Context,
     write: Callable[[], list[WriteResult]],
 ) -> tuple[list[WriteResult], Mapping[str, Sequence[Mapping[str, str]]], AmoError | None]:
     """A batched write's results, the entities amoCRM rejected (by request_id), and a failure to
-    raise once what did get through is recorded."""
+    raise once what did get through is recorded. Raises `LockLostError`, before writing, when
+    the push lock's session is gone (a second push may be sending the same edits)."""
+    ctx.lock.ensure_held()
     try:
         return write(), {}, None
     except AmoRejectedError as exc:
@@ -320,7 +337,7 @@ def _create_batch(ctx: _Context, batch: list[PendingCreate], floor: int | None) 
     if not payloads:
         return floor
     results, rejected, failure = _send(
-        lambda: ctx.client.create_contacts(list(payloads.values()), batch_size=len(batch))
+        ctx, lambda: ctx.client.create_contacts(list(payloads.values()), batch_size=len(batch))
     )
     done = [Done(p.temp_id, r.id, p.change_ids) for p in batch for r in results
             if r.request_id == str(p.temp_id)]  # fmt: skip
@@ -370,7 +387,7 @@ def _link_batch(ctx: _Context, batch: list[PendingLink]) -> None:
     with ctx.engine.begin() as conn:
         inflight.mark_sending(conn, "links", payloads, ctx.clock.now())
     results, rejected, failure = _send(
-        lambda: ctx.client.link_chats(list(payloads.values()), batch_size=len(batch))
+        ctx, lambda: ctx.client.link_chats(list(payloads.values()), batch_size=len(batch))
     )
     by_rid = {r.request_id: r for r in results}
     done = [Done(p.temp_id, by_rid[str(p.temp_id)].id, p.change_ids) for p in batch

@@ -49,7 +49,7 @@ from sync.config import Config
 from sync.db import status as queries
 from sync.db.diag import error_line, store_error
 from sync.db.status import RunRow
-from sync.errors import AmoBlockedError, SyncError
+from sync.errors import AmoBlockedError, SyncError, disk_full
 from sync.health import Health
 from sync.logs import get_logger
 from sync.metrics import Metrics
@@ -75,10 +75,17 @@ class Jobs:
 class JobRunner:
     """Runs one job: never two at once, never raising, always accounted for."""
 
-    def __init__(self, engine: Engine, health: Health, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        health: Health,
+        metrics: Metrics,
+        guard: Callable[[], bool] | None = None,
+    ) -> None:
         self.engine = engine
         self.health = health
         self.metrics = metrics
+        self.guard = guard  # the leader lock is still held: asked before every job
         self.stopping = threading.Event()
         self._idle = threading.Condition()
         self._running: set[str] = set()
@@ -94,6 +101,9 @@ class JobRunner:
         if self.stopping.is_set():
             return
         if name in AMO_JOBS and self.health.halted:
+            self.metrics.job_runs.labels(name, "skipped").inc()
+            return
+        if self.guard is not None and not self.guard():  # no longer the leader: not our job
             self.metrics.job_runs.labels(name, "skipped").inc()
             return
         with self._idle:
@@ -136,7 +146,7 @@ class JobRunner:
         self.health.job_failed(name, exc)
         self.metrics.job_runs.labels(name, "failed").inc()
         fields: dict[str, Any] = {"error": error_line(exc), "error_type": type(exc).__name__}
-        if not logged and isinstance(exc, SyncError):
+        if not logged and (disk_full(exc) or isinstance(exc, SyncError)):  # what it is, no trace
             log.error(f"{name}_failed", **fields)
         elif not logged:  # a bug: keep the traceback
             log.error(f"{name}_failed", exc_info=exc, **fields)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from sync.errors import StoreError, SyncError
+from sync.errors import StoreError, SyncError, disk_full
 
 
 def driver_message(exc: DBAPIError) -> str:
@@ -27,7 +27,11 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 def error_line(exc: BaseException) -> str:
-    """One line for `sync_runs.error`, a log event's `error` or the CLI: no SQL, no values."""
+    """One line for `sync_runs.error`, a log event's `error` or the CLI: no SQL, no values.
+    A full disk says so, whichever layer noticed it."""
+    full = disk_full(exc)
+    if full:
+        return full
     if isinstance(exc, DBAPIError):
         return f"PostgreSQL: {driver_message(exc)}"
     if isinstance(exc, SyncError):

@@ -16,19 +16,37 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from sync.config import DatabaseConfig
 from sync.db import lockwait
 from sync.db.capture import ORIGIN_SETTING
 from sync.db.diag import driver_message
-from sync.errors import ConfigError, ConfigProblem, EmbeddedDatabaseError, StoreError
+from sync.errors import (
+    ConfigError,
+    ConfigProblem,
+    DiskFullError,
+    EmbeddedDatabaseError,
+    StoreError,
+    disk_full,
+)
 
 EMBEDDED_DATABASE = "amosync"
 __all__ = [  # driver_message lives in sync.db.diag; many modules import it from here
-    "create_engine", "database_url", "describe", "driver_message", "embedded_url",
-    "import_embedded", "lock_taken", "server_url", "session_options", "start_embedded_server",
-    "store_errors", "sync_origin", "wait_for_lock",
+    "create_engine",
+    "database_url",
+    "describe",
+    "driver_message",
+    "embedded_url",
+    "import_embedded",
+    "lock_taken",
+    "probe",
+    "server_url",
+    "session_options",
+    "start_embedded_server",
+    "store_errors",
+    "sync_origin",
+    "wait_for_lock",
 ]  # fmt: skip
 
 
@@ -96,12 +114,28 @@ def store_errors(config: DatabaseConfig) -> Iterator[None]:
     try:
         yield
     except OperationalError as exc:
+        full = disk_full(exc)
+        if full:  # SQLSTATE 53100: say what it is, not "failed"
+            raise DiskFullError(full) from exc
         where = "the embedded PostgreSQL" if config.embedded else describe(database_url(config))
         raise StoreError(
             f"PostgreSQL at {where} failed: {driver_message(exc)}", transient=True
         ) from exc
     except DBAPIError as exc:
         raise StoreError(f"PostgreSQL refused a statement: {driver_message(exc)}") from exc
+
+
+def probe(engine: Engine) -> str | None:
+    """None when PostgreSQL answers `SELECT 1`, else its one-line reason (the daemon's health
+    probe; a dead server fails within PGCONNECT_TIMEOUT)."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except DBAPIError as exc:
+        return driver_message(exc)
+    except SQLAlchemyError as exc:
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return None
 
 
 def describe(url: URL) -> str:

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from sync.conflicts import Conflict
 from sync.db.capture import WRITABLE_CONTACT_COLUMNS
 from sync.db.engine import sync_origin
+from sync.db.locks import SessionLock, run_lock
 from sync.db.schema import TZ, contacts, sync_changes, sync_conflicts, sync_runs
 from sync.errors import SyncError, UsageError
 
@@ -329,22 +330,23 @@ def _store_conflicts(conn: Connection, outcome: UpdateOutcome, now: datetime) ->
 # --- the push run: single instance, one sync_runs row -----------------------------------------
 
 
+PUSH_LOCK_LOST = "stopping before the next write so no edit is sent twice"
+
+
 @contextmanager
-def push_lock(engine: Engine) -> Iterator[None]:
-    """Hold the push lock (one push at a time per schema) for the block, or fail at once."""
-    with engine.connect() as conn:
-        got = conn.scalar(sa.select(sa.func.pg_try_advisory_lock(_lock_id(engine))))
-        conn.commit()
-        if not got:
+def push_lock(engine: Engine) -> Iterator[SessionLock]:
+    """Hold the push lock (one push at a time per schema) for the block, or fail at once.
+
+    The lock sits on its own connection; the run calls `ensure_held()` before every write to
+    amoCRM, so a push whose lock session was ended stops before a second push could repeat it.
+    """
+    with run_lock(engine, push_lock_key(engine), name="push", consequence=PUSH_LOCK_LOST) as lock:
+        if lock is None:
             raise SyncError("another push is running on this database schema; try again later")
-        try:
-            yield
-        finally:
-            conn.execute(sa.select(sa.func.pg_advisory_unlock(_lock_id(engine))))
-            conn.commit()
+        yield lock
 
 
-def _lock_id(engine: Engine) -> int:
+def push_lock_key(engine: Engine) -> int:
     schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
     digest = zlib.crc32(f"amosync:{schema}:push".encode())
     return int(digest)
@@ -364,10 +366,11 @@ def finish_run(
     counts: Mapping[str, int],
     error: str | None = None,
 ) -> None:
+    query = sa.update(sync_runs).where(sync_runs.c.id == run_id)
+    if not error:  # a run another push already marked failed (abandoned) never turns succeeded
+        query = query.where(sync_runs.c.status == "running")
     conn.execute(
-        sa.update(sync_runs)
-        .where(sync_runs.c.id == run_id)
-        .values(
+        query.values(
             finished_at=now,
             status="failed" if error else "succeeded",
             error=error,

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from sync.db.locks import SessionLock, advisory_key, run_lock
 from sync.mapping import FieldDef, field_def
 
 CONTACTS_CURSOR = "pull.contacts"
@@ -59,9 +60,10 @@ class RunStore:
         error: str | None = None,
     ) -> None:
         sets = ", ".join(f"{name} = :{name}" for name in RUN_COUNTERS)
+        # a run already marked failed (abandoned by a run that took the lock) never turns succeeded
         sql = f"""
             UPDATE {self.s}.sync_runs SET finished_at = now(), status = :status, error = :error,
-            {sets} WHERE id = :id"""
+            {sets} WHERE id = :id AND (status = 'running' OR :status <> 'succeeded')"""
         values = {name: int(counts.get(name, 0)) for name in RUN_COUNTERS}
         conn.execute(sa.text(sql), {"id": run_id, "status": status, "error": error, **values})
 
@@ -69,7 +71,7 @@ class RunStore:
         """Runs left 'running' by a killed process (the caller holds the lock for those kinds)."""
         sql = f"""
             UPDATE {self.s}.sync_runs SET status = 'failed', finished_at = now(),
-            error = 'interrupted: the process stopped before the run finished'
+            error = 'interrupted: the run stopped, or lost its lock, before it finished'
             WHERE status = 'running' AND kind = ANY(:kinds) RETURNING id"""
         return len(conn.execute(sa.text(sql), {"kinds": list(kinds)}).all())
 
@@ -95,12 +97,16 @@ class RunStore:
     def finish_request(
         self, conn: Connection, request_id: int, run_id: int | None, error: str | None
     ) -> None:
-        """Close a request; other pending requests are served by the same run, so close them."""
+        """Close a request; other pending requests are served by the same run, so close them.
+
+        Only a request still `running` is closed: one its run already closed `done` stays done
+        whatever fails after (releasing a lock, a second report of the same failure)."""
         status = "failed" if error else "done"
         sql = f"""
             UPDATE {self.s}.sync_requests SET status = :status, finished_at = now(),
             run_id = :run, error = :error
-            WHERE id = :id OR (:status = 'done' AND status = 'pending' AND requested_at <= (
+            WHERE (id = :id AND status = 'running')
+            OR (:status = 'done' AND status = 'pending' AND requested_at <= (
                 SELECT started_at FROM {self.s}.sync_requests WHERE id = :id))"""
         conn.execute(
             sa.text(sql), {"id": request_id, "run": run_id, "status": status, "error": error}
@@ -129,17 +135,20 @@ class RunStore:
         conn.execute(sa.text(sql), {"rows": json.dumps(rows)})
 
 
+PULL_LOCK_LOST = "the run is not recorded as succeeded; the next pull goes on from the cursor"
+
+
+def pull_lock_key(schema: str) -> int:
+    return advisory_key(f"amosync-pull:{schema}")
+
+
 @contextmanager
-def pull_lock(engine: Engine, schema: str) -> Iterator[bool]:
+def pull_lock(engine: Engine, schema: str) -> Iterator[SessionLock | None]:
     """Hold the single-pull lock for the block (a session advisory lock on its own connection,
-    released when the block ends or the process dies). Yields False if another holds it."""
-    with engine.connect() as conn:
-        key = f"amosync-pull:{schema}"
-        got = bool(conn.scalar(sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": key}))
-        conn.commit()
-        try:
-            yield got
-        finally:
-            if got:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
-                conn.commit()
+    released when the block ends or the process dies). Yields None if another holds it.
+
+    Pull writes only to PostgreSQL, idempotently, and its cursor only moves forward, so a pull
+    that lost its lock harms nothing by finishing its page; it checks the lock before it records
+    itself succeeded."""
+    with run_lock(engine, pull_lock_key(schema), name="pull", consequence=PULL_LOCK_LOST) as lock:
+        yield lock

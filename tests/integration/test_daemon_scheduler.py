@@ -185,7 +185,7 @@ def test_leader_survives_losing_every_database_session(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 ))  # fmt: skip
-            _wait(lambda: "leadership_lost" in [e["event"] for e in list(logs)], timeout=5)
+            _wait(lambda: "leader_lock_lost" in [e["event"] for e in list(logs)], timeout=5)
             before = rec.count("pull")
             _wait(lambda: daemon.health.role == "leader" and rec.count("pull") > before)
             assert thread.is_alive()

@@ -1,0 +1,91 @@
+"""Exactly once when the push lock's session dies: a push whose lock backend is terminated
+stops before its next write, and a second push admitted meanwhile sends each edit once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+from structlog.testing import capture_logs
+
+from sync.config import DatabaseConfig
+from sync.db.outbox import push_lock_key
+from sync.errors import LockLostError
+from sync.push import PushReport
+from tests.integration.lock_helpers import terminate_lock_holder
+from tests.integration.push_env import PushEnv, push_env
+
+LOST = "the push lock's database session ended"
+
+
+@pytest.fixture
+def env(db_config: DatabaseConfig, engine: Engine) -> Any:
+    with push_env(db_config, engine, contacts=30, batch_size=5) as env:
+        for contact_id in env.mirror():
+            env.sql("UPDATE contacts SET name = :n WHERE id = :id", n=f"edit {contact_id}",
+                    id=contact_id)  # fmt: skip
+        env.emulator.clear_requests()
+        yield env
+
+
+def _cut_after_first_batch(
+    env: PushEnv, engine: Engine, monkeypatch: pytest.MonkeyPatch, second: list[PushReport]
+) -> None:
+    """After the first PATCH returns: a DBA terminates the lock's backend, and a second push is
+    admitted and runs to its end, before the first push goes on."""
+    real: Callable[..., Any] = env.client.update_contacts
+
+    def update(entities: Any, **kw: Any) -> Any:
+        results = real(entities, **kw)
+        if not second:
+            second.append(PushReport())
+            assert terminate_lock_holder(engine, push_lock_key(engine)) == 1
+            second[0] = env.push(push_workers=1)
+        return results
+
+    monkeypatch.setattr(env.client, "update_contacts", update)
+
+
+def test_a_push_whose_lock_session_ends_stops_and_nothing_is_sent_twice(
+    env: PushEnv, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    second: list[PushReport] = []
+    _cut_after_first_batch(env, engine, monkeypatch, second)
+    with capture_logs() as logs, pytest.raises(LockLostError, match=LOST):
+        env.push(push_workers=1)
+    sent = Counter(entity["id"] for r in env.api("PATCH") for entity in r["body"])
+    assert [i for i, n in sent.items() if n > 1] == []  # no entity delivered twice
+    assert set(sent) == set(env.emulator.account.contacts)  # every edit arrived, once
+    runs = env.sql("SELECT id, status, error FROM sync_runs ORDER BY id")
+    assert [r.status for r in runs] == ["failed", "succeeded"]
+    assert runs[0].error.startswith(LOST)
+    assert "\n" not in runs[0].error
+    assert [e["event"] for e in logs].count("push_failed") == 1
+    assert not [e for e in logs if "exc_info" in e or "exception" in e]
+    assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
+    assert {r.sync_status for r in env.sql("SELECT sync_status FROM contacts")} == {"synced"}
+
+
+def test_the_lock_is_checked_before_each_write_and_the_run_is_never_succeeded(
+    env: PushEnv, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock lost after the last write: nothing more to send, but the run says failed."""
+    real: Callable[..., Any] = env.client.update_contacts
+    calls: list[int] = []
+
+    def update(entities: Any, **kw: Any) -> Any:
+        calls.append(len(entities))
+        results = real(entities, **kw)
+        if sum(calls) == 30:  # the last batch went out; then the DBA ends the session
+            terminate_lock_holder(engine, push_lock_key(engine))
+        return results
+
+    monkeypatch.setattr(env.client, "update_contacts", update)
+    with pytest.raises(LockLostError):
+        env.push(push_workers=1)
+    runs = env.sql("SELECT status, error FROM sync_runs")
+    assert [r.status for r in runs] == ["failed"]
+    assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0  # what was accepted stays
