@@ -211,3 +211,16 @@ def _primary(error: BaseException) -> str:
     primary = getattr(getattr(error, "diag", None), "message_primary", None)
     text = primary or str(error) or type(error).__name__
     return text.strip().splitlines()[0]
+
+
+_LOGGED = "_amosync_logged"
+
+
+def mark_logged(exc: BaseException) -> None:
+    """A run logged its own `*_failed` event for `exc`: whoever catches it must not log again
+    (even when the run's row could not be marked failed, as in a database outage)."""
+    setattr(exc, _LOGGED, True)
+
+
+def was_logged(exc: BaseException) -> bool:
+    return any(getattr(error, _LOGGED, False) for error in _chain(exc))

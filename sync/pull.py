@@ -52,7 +52,7 @@ from sync.db.diag import error_line
 from sync.db.engine import store_errors, sync_origin
 from sync.db.locks import SessionLock
 from sync.db.runs import CONTACTS_CURSOR, EVENTS_CURSOR, RunStore, pull_lock
-from sync.errors import InvariantError, SyncError
+from sync.errors import InvariantError, SyncError, mark_logged
 from sync.heap import fewer_collections
 from sync.logs import get_logger
 from sync.mapping import event_changes
@@ -177,6 +177,7 @@ class _Run:
             self.lock.ensure_held()  # a run that lost its lock never says succeeded
         except BaseException as exc:
             self._finish(started, "failed", request_id, error_line(exc))
+            mark_logged(exc)  # pull_failed said it; the daemon's job runner must not repeat it
             raise
         self._finish(started, "succeeded", request_id, None)
         return self.report

@@ -37,7 +37,7 @@ from sync.db.diag import error_line
 from sync.db.inflight import Done, PendingCreate, PendingLink
 from sync.db.locks import SessionLock
 from sync.db.runs import RunStore
-from sync.errors import AmoError, AmoRejectedError
+from sync.errors import AmoError, AmoRejectedError, mark_logged
 from sync.logs import get_logger
 from sync.push_fresh import plan_current
 from sync.push_plan import UpdatePlan, plan_update, to_create_payload
@@ -123,6 +123,7 @@ def run_push(
             error = error_line(exc)  # one line: never the SQL, its parameters or a traceback
             _finish_failed(ctx, report, error)
             log.error("push_failed", error=error, **_summary(report, clock, started))
+            mark_logged(exc)
             raise
         report.requests = client.session.requests_sent - requests_before
         _finish(ctx, report)

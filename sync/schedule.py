@@ -49,7 +49,7 @@ from sync.config import Config
 from sync.db import status as queries
 from sync.db.diag import error_line, store_error
 from sync.db.status import RunRow
-from sync.errors import AmoBlockedError, SyncError, disk_full
+from sync.errors import AmoBlockedError, SyncError, disk_full, was_logged
 from sync.health import Health
 from sync.logs import get_logger
 from sync.metrics import Metrics
@@ -124,6 +124,7 @@ class JobRunner:
             fn()
         except DBAPIError as exc:  # escaped the sync.db boundary: still a database failure
             error = store_error(exc)
+            error.__cause__ = exc  # keeps what the run said of it (was_logged, disk_full)
         except Exception as exc:  # noqa: BLE001 - a failed job must never kill the scheduler
             error = exc
         self.metrics.job_duration.labels(name).observe(time.monotonic() - started)
@@ -134,7 +135,8 @@ class JobRunner:
             self.health.job_succeeded(name)
             self.metrics.job_runs.labels(name, "succeeded").inc()
         else:
-            self._failed(name, error, logged=any(r.status == "failed" for r in runs or ()))
+            logged = was_logged(error) or any(r.status == "failed" for r in runs or ())
+            self._failed(name, error, logged=logged)
 
     def _failed(self, name: str, exc: Exception, *, logged: bool) -> None:
         """Account for a failure; log one `<job>_failed` event unless the job already did.

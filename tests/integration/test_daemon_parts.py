@@ -17,7 +17,7 @@ from sync.db import status as queries
 from sync.db.engine import create_engine
 from sync.db.locks import LeaderLock, holder_name
 from sync.db.roles import grant_reader
-from sync.errors import AmoBlockedError, StoreError
+from sync.errors import AmoBlockedError, StoreError, mark_logged
 from sync.health import Health
 from sync.metrics import Metrics
 from sync.resync import resync
@@ -107,6 +107,22 @@ def test_a_job_that_logged_its_own_failure_is_not_logged_twice(
         runner.run("pull", failing_run)
     assert [e for e in logs if e["event"] == "pull_failed"] == []
     assert runner.metrics.job_runs.labels("pull", "failed")._value.get() == 1
+
+
+def test_a_run_that_logged_its_failure_but_could_not_record_it_is_not_logged_twice(
+    runner: JobRunner,
+) -> None:
+    def push_in_an_outage() -> None:  # push_failed said it; the run row could not be marked
+        error = StoreError("PostgreSQL at db failed: connection refused", transient=True)
+        mark_logged(error)
+        raise error
+
+    with capture_logs() as logs:
+        runner.run("push", push_in_an_outage)
+    assert [e for e in logs if e["event"] == "push_failed"] == []
+    assert runner.metrics.job_runs.labels("push", "failed")._value.get() == 1
+    _code, body = runner.health.report()
+    assert any(r.startswith("database_unavailable") for r in body["reasons"])
 
 
 def test_an_ip_block_halts_every_amocrm_job(runner: JobRunner) -> None:
