@@ -71,8 +71,8 @@ def test_upgrade_twice_changes_nothing(blank_db_config: DatabaseConfig) -> None:
     first = upgrade(blank_db_config)
     before = snapshot(blank_db_config)
     second = upgrade(blank_db_config)
-    assert first == (None, "0003")
-    assert second == ("0003", "0003")
+    assert first == (None, "0004")
+    assert second == ("0004", "0004")
     assert snapshot(blank_db_config) == before
 
 
@@ -81,7 +81,7 @@ def test_downgrade_removes_everything_and_upgrade_restores_it(
 ) -> None:
     upgrade(blank_db_config)
     migrated = snapshot(blank_db_config)
-    assert downgrade(blank_db_config, "base") == ("0003", None)
+    assert downgrade(blank_db_config, "base") == ("0004", None)
     empty = snapshot(blank_db_config)
     assert [row[0] for row in empty["columns"]] == ["alembic_version"]
     assert empty["functions"] == empty["triggers"] == empty["sequences"] == []
@@ -111,3 +111,34 @@ def test_schema_name_comes_from_config(blank_db_config: DatabaseConfig) -> None:
     finally:
         engine.dispose()
     assert {"contacts", "sync_changes", "sync_state", "alembic_version"} <= tables
+
+
+def test_0004_cuts_sql_parameters_and_detail_out_of_old_run_errors(
+    blank_db_config: DatabaseConfig,
+) -> None:
+    upgrade(blank_db_config, "0003")
+    old = (
+        "(psycopg.errors.CheckViolation) new row violates check constraint\n"
+        "DETAIL:  Failing row contains (ann@example.com, +79990001122).\n"
+        "[SQL: UPDATE amocrm.contacts SET name=%(name)s]\n"
+        "[parameters: {'name': 'ann@example.com'}]"
+    )
+    engine = create_engine(blank_db_config)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO amocrm.sync_runs (kind, status, error) "
+                    "VALUES ('pull', 'failed', :e), ('push', 'failed', 'amoCRM answered 502')"
+                ),
+                {"e": old},
+            )
+        upgrade(blank_db_config)
+        with engine.connect() as conn:
+            errors = conn.scalars(sa.text("SELECT error FROM amocrm.sync_runs ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    assert errors == [
+        "(psycopg.errors.CheckViolation) new row violates check constraint",
+        "amoCRM answered 502",
+    ]
