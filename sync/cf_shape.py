@@ -10,9 +10,11 @@ Accepted (see docs/push.md, "Custom fields"):
   object (amoCRM's read shape carries `field_name`, `field_type`, …) are ignored, never sent;
 - a value object has `value` (string, number or boolean), `enum_id` (integer) and/or
   `enum_code` (string), at least one of them not null, and no other key.
-A field named twice in one array is refused. The same rules run at SQL time in the trigger of
-migration 0003 (which also checks types against the cached field definitions) and produce the
-same messages; push runs this copy for edits captured before the trigger existed.
+A field named twice in one array is refused. A field whose values are as in the column before
+the edit (`base`) is checked for its shape only, not value by value. The same rules run at SQL
+time in the trigger of migration 0003 (which also checks types against the cached field
+definitions) and produce the same messages; push runs this copy for edits captured before the
+trigger existed.
 """
 
 from __future__ import annotations
@@ -34,30 +36,36 @@ class ShapeError(ValueError):
     """A custom_fields_values that is not one of the accepted shapes; the message is one line."""
 
 
-def problem(column: Any) -> str | None:
-    """What is wrong with a local custom_fields_values, as `path: what`; None when acceptable."""
+def problem(column: Any, base: Any = None) -> str | None:
+    """What is wrong with a local custom_fields_values, as `path: what`; None when acceptable.
+
+    A field whose values are exactly as in `base` (the column before the edit) is not checked
+    value by value: push never sends an unchanged field, so values amoCRM itself gave (an object
+    as `value`, an address's `subtype`) do not stop edits of the contact's other fields."""
     if column is None:
         return None
     if not isinstance(column, list):
         return f"{COLUMN}: must be a JSON array of fields or NULL, got {json_type(column)}"
     seen: dict[str, int] = {}
     codes = _codes(column)
+    kept = _values_by_field(base)
     for index, entry in enumerate(column):
-        found = entry_problem(entry, f"{COLUMN}[{index}]") or _duplicate(entry, index, seen, codes)
+        path, check_items = f"{COLUMN}[{index}]", not _unchanged(entry, kept, codes)
+        found = entry_problem(entry, path, check_items) or _duplicate(entry, index, seen, codes)
         if found:
             return found
     return None
 
 
-def require(column: Any) -> None:
-    """Raise ShapeError unless `column` is an accepted custom_fields_values."""
-    found = problem(column)
+def require(column: Any, base: Any = None) -> None:
+    """Raise ShapeError unless `column` is an accepted custom_fields_values (see `problem`)."""
+    found = problem(column, base)
     if found:
         raise ShapeError(found)
 
 
-def entry_problem(entry: Any, path: str) -> str | None:
-    """What is wrong with one field object of the array (its values included)."""
+def entry_problem(entry: Any, path: str, check_items: bool = True) -> str | None:
+    """What is wrong with one field object of the array (its values too, with `check_items`)."""
     if not isinstance(entry, Mapping):
         return f"{path}: must be an object with field_id or field_code and values, got " + (
             json_type(entry)
@@ -67,11 +75,11 @@ def entry_problem(entry: Any, path: str) -> str | None:
     return (
         _integer(entry, "field_id", path)
         or _code(entry, "field_code", path)
-        or values_problem(entry, f"{path}.values")
+        or values_problem(entry, f"{path}.values", check_items)
     )
 
 
-def values_problem(entry: Mapping[str, Any], path: str) -> str | None:
+def values_problem(entry: Mapping[str, Any], path: str, check_items: bool = True) -> str | None:
     if "values" not in entry:
         return f"{path}: missing; write null or [] to clear the field"
     values = entry["values"]
@@ -79,6 +87,8 @@ def values_problem(entry: Mapping[str, Any], path: str) -> str | None:
         return None
     if not isinstance(values, list):
         return f"{path}: must be an array of values or null, got {json_type(values)}"
+    if not check_items:
+        return None
     for index, item in enumerate(values):
         found = item_problem(item, f"{path}[{index}]")
         if found:
@@ -137,6 +147,32 @@ def _duplicate(
         return f"{COLUMN}[{index}]: field {key} appears twice (also at [{seen[key]}])"
     seen[key] = index
     return None
+
+
+def _values_by_field(base: Any) -> dict[str, Any]:
+    """The values of each field of the column before the edit (a malformed base: none)."""
+    if not isinstance(base, list):
+        return {}
+    codes = _codes(base)
+    kept: dict[str, Any] = {}
+    for entry in base:
+        if isinstance(entry, Mapping) and _names_a_field(entry):
+            kept[field_ref(entry, codes)] = entry.get("values")
+    return kept
+
+
+def _unchanged(entry: Any, kept: Mapping[str, Any], codes: Mapping[str, int]) -> bool:
+    if not (kept and isinstance(entry, Mapping) and _names_a_field(entry) and "values" in entry):
+        return False
+    ref = field_ref(entry, codes)
+    return ref in kept and kept[ref] == entry["values"]
+
+
+def _names_a_field(entry: Mapping[str, Any]) -> bool:
+    field_id, code = entry.get("field_id"), entry.get("field_code")
+    if field_id is not None:
+        return is_integer(field_id)
+    return isinstance(code, str) and bool(code.strip())
 
 
 def field_ref(entry: Mapping[str, Any], codes: Mapping[str, int]) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sync.cf_shape import problem, require
+from sync.cf_shape import ShapeError, require
 from sync.clock import from_unix
 from sync.conflicts import (
     CF_COLUMN,
@@ -90,7 +90,7 @@ def plan_update(
 ) -> UpdatePlan:
     """Raises ShapeError when the local custom_fields_values is not an accepted shape."""
     if CF_COLUMN in pending.local:
-        require(pending.local[CF_COLUMN])
+        require(pending.local[CF_COLUMN], pending.base.get(CF_COLUMN))
     if remote is None:
         return UpdatePlan(pending, Merge(), None, {}, False, missing=True)
     if is_stale(pending, remote):
@@ -162,8 +162,12 @@ def _earlier_by_field(
     """A column's earlier local values, per field (each custom field on its own)."""
     if column != CF_COLUMN:
         return {column: values}
-    # a malformed value in the chain was never sent (push refuses it): not ours to recognise
-    arrays = [split({CF_COLUMN: array}, codes) for array in values if problem(array) is None]
+    arrays = []
+    for array in values:
+        try:
+            arrays.append(split({CF_COLUMN: array}, codes))
+        except ShapeError:  # a malformed value in the chain was never sent: not ours
+            continue
     names = {name for fields in arrays for name in fields}
     return {name: [fields.get(name) for fields in arrays] for name in names}
 

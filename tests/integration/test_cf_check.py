@@ -214,3 +214,31 @@ def test_with_definitions_good_typed_values_and_the_read_shape_are_accepted(
     )
     insert(engine, [{"field_id": 570008, "values": [{"value": -2.5e3}]}])
     assert outbox(engine) == 3
+
+
+LEGAL = {
+    "field_id": 570099,
+    "field_name": "Legal entity",
+    "field_type": "legal_entity",
+    "values": [{"value": {"name": "OOO Romashka", "vat_id": "7700000000"}}],
+}
+ADDRESS = {"field_id": 570098, "values": [{"value": "Moscow", "subtype": "city"}]}
+
+
+@pytest.mark.usefixtures("definitions")
+def test_values_amocrm_gave_do_not_block_edits_of_other_fields(
+    engine: Engine, contact: int
+) -> None:
+    for field_id, kind in ((570099, "legal_entity"), (570098, "smart_address")):
+        run(engine, "INSERT INTO contact_custom_fields (id, type) VALUES (:i, :t)",
+            origin=True, i=field_id, t=kind)  # fmt: skip
+    as_pulled = [*ORIGINAL, LEGAL, ADDRESS]
+    run(engine, "UPDATE contacts SET custom_fields_values = CAST(:cf AS jsonb) WHERE id = 42",
+        origin=True, cf=json.dumps(as_pulled))  # fmt: skip
+    stripped = [{"field_id": e["field_id"], "values": e["values"]} for e in as_pulled[1:]]
+    update(engine, [{"field_id": 570003, "values": [{"value": "CTO"}]}, *stripped])
+    assert outbox(engine) == 1
+    changed = {**LEGAL, "values": [{"value": {"name": "OOO Lutik"}}]}
+    error = refusal(lambda: update(engine, [*ORIGINAL, changed, ADDRESS]))
+    assert "values[0].value: must be a string, number or boolean, got object" in str(error)
+    assert outbox(engine) == 1

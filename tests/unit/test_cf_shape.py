@@ -242,3 +242,25 @@ def test_whatever_the_validator_accepts_plans_and_the_rest_is_refused(
     sent = (plan.entity or {}).get("custom_fields_values") or []
     assert all(isinstance(e["values"], list) or e["values"] is None for e in sent)
     assert all(e["values"] for e in payload.get("custom_fields_values", []))
+
+
+LEGAL = {"field_id": 570099, "values": [{"value": {"name": "OOO Romashka", "vat_id": "77"}}]}
+
+
+def test_a_field_amocrm_gave_in_a_shape_we_cannot_write_does_not_block_other_fields() -> None:
+    base = [*READ_SHAPE, LEGAL]
+    edited = [{**READ_SHAPE[0], "values": [{"value": "+79990000002"}]}, *READ_SHAPE[1:], LEGAL]
+    assert problem(edited, base) is None
+    remote = {**REMOTE, "custom_fields_values": base}
+    plan = plan_update(pending(edited, base), remote, "local_wins")
+    assert plan.entity is not None
+    assert plan.entity["custom_fields_values"] == [
+        {"field_id": 570001, "values": [{"value": "+79990000002"}]}
+    ]  # the legal entity is never sent
+    changed = [*READ_SHAPE, {**LEGAL, "values": [{"value": {"name": "OOO Lutik"}}]}]
+    assert problem(changed, base) == (
+        f"custom_fields_values[{len(READ_SHAPE)}].values[0].value: must be a string, number or "
+        "boolean, got object"
+    )
+    with pytest.raises(ShapeError):
+        plan_update(pending(changed, base), remote, "local_wins")

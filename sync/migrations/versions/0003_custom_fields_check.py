@@ -5,7 +5,10 @@ A BEFORE INSERT OR UPDATE trigger on `contacts` (local writes only: the sync's o
 array of `{field_id | field_code, values: null | [] | [{value, enum_id, enum_code}]}`, naming the
 contact, the path inside the JSON and what is wrong (ERRCODE check_violation, with a HINT). When
 the cached definitions (`contact_custom_fields`) are not empty it also refuses unknown fields and
-values that cannot fit the field's type. The shape rules and messages are the same as
+values that cannot fit the field's type. A field whose values are exactly as in the row before
+the UPDATE is checked for its shape only, not value by value: push never sends an unchanged
+field, so values amoCRM gave in a shape we cannot write (an object as `value`, an address's
+`subtype`) do not block edits of other fields. The shape rules and messages are the same as
 `sync.cf_shape`, which push runs on rows captured before this revision.
 
 The DDL below is frozen: it is this revision's, and imports nothing from the product. A later
@@ -27,9 +30,10 @@ depends_on = None
 
 FUNCTIONS = (
     "amosync_check_custom_fields()",
-    "amosync_cf_problem(jsonb)",
+    "amosync_cf_problem(jsonb, jsonb)",
     "amosync_cf_definition_problem(jsonb, text)",
-    "amosync_cf_entry_problem(jsonb, text)",
+    "amosync_cf_entry_problem(jsonb, text, boolean)",
+    "amosync_cf_unchanged(jsonb, jsonb)",
     "amosync_cf_item_problem(jsonb, text)",
     "amosync_cf_scalar_problem(jsonb, text, text)",
     "amosync_cf_shown(jsonb)",
@@ -105,7 +109,10 @@ BEGIN
 END
 $fn$;
 
-CREATE FUNCTION "{s}".amosync_cf_entry_problem(entry jsonb, path text) RETURNS text
+-- check_items false: the field's values are as they were (push never sends an unchanged field),
+-- so values amoCRM itself gave (an object as value, an address's subtype) stay accepted
+CREATE FUNCTION "{s}".amosync_cf_entry_problem(entry jsonb, path text, check_items boolean)
+RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $fn$
 DECLARE
     item jsonb;
@@ -132,6 +139,9 @@ BEGIN
     IF jsonb_typeof(entry -> 'values') = 'null' THEN
         RETURN NULL;
     END IF;
+    IF NOT check_items AND jsonb_typeof(entry -> 'values') = 'array' THEN
+        RETURN NULL;
+    END IF;
     IF jsonb_typeof(entry -> 'values') <> 'array' THEN
         RETURN path || '.values: must be an array of values or null, got '
             || jsonb_typeof(entry -> 'values');
@@ -145,6 +155,19 @@ BEGIN
     END LOOP;
     RETURN NULL;
 END
+$fn$;
+
+-- the field of `entry` holds exactly the same values in `old_cf` (the row before the UPDATE)
+CREATE FUNCTION "{s}".amosync_cf_unchanged(entry jsonb, old_cf jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT jsonb_typeof(old_cf) = 'array' AND jsonb_typeof(entry) = 'object' AND EXISTS (
+        SELECT 1 FROM jsonb_array_elements(old_cf) AS o
+        WHERE jsonb_typeof(o) = 'object' AND (o -> 'values') = (entry -> 'values')
+          AND ((jsonb_typeof(entry -> 'field_id') = 'number'
+                AND (o -> 'field_id') = (entry -> 'field_id'))
+               OR (jsonb_typeof(entry -> 'field_id') IS DISTINCT FROM 'number'
+                   AND jsonb_typeof(entry -> 'field_code') = 'string'
+                   AND upper(o ->> 'field_code') = upper(entry ->> 'field_code'))))
 $fn$;
 
 -- an accepted entry against the cached definition of its field (only called when the cache
@@ -218,7 +241,8 @@ BEGIN
 END
 $fn$;
 
-CREATE FUNCTION "{s}".amosync_cf_problem(cf jsonb, OUT problem text, OUT hint text)
+CREATE FUNCTION "{s}".amosync_cf_problem(
+    cf jsonb, old_cf jsonb, OUT problem text, OUT hint text)
 LANGUAGE plpgsql STABLE AS $fn$
 DECLARE
     entry jsonb;
@@ -228,6 +252,7 @@ DECLARE
     codes jsonb;
     have_defs boolean;
     checked record;
+    unchanged boolean;
 BEGIN
     hint := 'custom_fields_values is NULL (no custom fields: clears them all) or a JSON array of '
         '{"field_id": <integer> or "field_code": "<CODE>", "values": null | [] | '
@@ -251,7 +276,9 @@ BEGIN
     have_defs := EXISTS (SELECT 1 FROM "{s}".contact_custom_fields);
     FOR entry, i IN SELECT e, (n - 1)::integer
                     FROM jsonb_array_elements(cf) WITH ORDINALITY AS t(e, n) LOOP
-        problem := "{s}".amosync_cf_entry_problem(entry, format('custom_fields_values[%s]', i));
+        unchanged := "{s}".amosync_cf_unchanged(entry, old_cf);
+        problem := "{s}".amosync_cf_entry_problem(
+            entry, format('custom_fields_values[%s]', i), NOT unchanged);
         IF problem IS NOT NULL THEN
             RETURN;
         END IF;
@@ -270,7 +297,7 @@ BEGIN
             RETURN;
         END IF;
         seen := seen || jsonb_build_object(ref, i);
-        IF have_defs THEN
+        IF have_defs AND NOT unchanged THEN
             SELECT * INTO checked FROM "{s}".amosync_cf_definition_problem(
                 entry, format('custom_fields_values[%s]', i));
             IF checked.problem IS NOT NULL THEN
@@ -293,7 +320,9 @@ BEGIN
        AND NEW.custom_fields_values IS NOT DISTINCT FROM OLD.custom_fields_values THEN
         RETURN NEW;
     END IF;
-    SELECT * INTO checked FROM "{s}".amosync_cf_problem(NEW.custom_fields_values);
+    SELECT * INTO checked FROM "{s}".amosync_cf_problem(
+        NEW.custom_fields_values,
+        CASE WHEN TG_OP = 'UPDATE' THEN OLD.custom_fields_values END);
     IF checked.problem IS NOT NULL THEN
         RAISE EXCEPTION 'amosync: % %: %',
             CASE WHEN TG_OP = 'INSERT' THEN 'new contact' ELSE 'contact' END, NEW.id,
