@@ -33,6 +33,7 @@ from sync.config_checks import (
     positive,
     printable,
     schema_name,
+    secret_text,
     subset_of,
 )
 from sync.errors import ConfigError, ConfigProblem
@@ -72,6 +73,16 @@ class Secret:
 def _key(default: Any, *checks: Validator, secret: bool = False) -> Any:
     """A configuration key: its default plus validators run on the final value."""
     return field(default=default, metadata={"checks": checks, "secret": secret})
+
+
+def _checks_of(hint: Any, checks: tuple[Validator, ...]) -> tuple[Validator, ...]:
+    """Every plain string is printable; every secret has no control characters (a URL secret
+    has its own, stricter check)."""
+    if hint is str:
+        return (printable, *checks)
+    if hint is Secret and not checks:
+        return (secret_text,)
+    return checks
 
 
 # --- the configuration tree ------------------------------------------------------------------
@@ -283,7 +294,7 @@ class _Loader:
             self._problem(key, source, value.message)
             return default
         checks = spec.metadata.get("checks", ())
-        for check in (printable, *checks) if hint is str else checks:
+        for check in _checks_of(hint, checks):
             message = check(value)
             if message:
                 self._problem(key, source, message)

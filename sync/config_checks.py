@@ -53,6 +53,17 @@ def printable(value: Any) -> str | None:
     return None
 
 
+def secret_text(value: Any) -> str | None:
+    """A token or secret without control characters or spaces at either end (a newline left by
+    `echo` into an env file would break the Authorization header); never shows the value."""
+    text = value.reveal() if hasattr(value, "reveal") else str(value)
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        return "must not contain control characters (a trailing newline?); value not shown"
+    if text != text.strip():
+        return "must not start or end with spaces; value not shown"
+    return None
+
+
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 

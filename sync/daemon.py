@@ -33,6 +33,7 @@ from sync.amo.client import AmoClient
 from sync.clock import Clock, SystemClock
 from sync.config import Config
 from sync.db import status as queries
+from sync.db.diag import error_line
 from sync.db.engine import probe
 from sync.db.listen import RequestListener
 from sync.db.locks import LeaderLock, holder_name
@@ -108,7 +109,7 @@ class Daemon:
         try:
             got = self.lock.try_acquire()
         except SQLAlchemyError as exc:
-            reason = str(exc).strip().splitlines()[0]
+            reason = error_line(exc)
             self.health.database_failed(reason)
             if not self._database_down:  # once per outage, not on every retry
                 log.warning("leader_lock_unavailable", error=reason)
@@ -217,7 +218,7 @@ class Daemon:
             with self.parts.engine.begin() as conn:
                 runs, requests = queries.prune_history(conn, self.config.daemon.keep_runs_days)
         except SQLAlchemyError as exc:
-            log.warning("prune_failed", error=str(exc).strip().splitlines()[0])
+            log.warning("prune_failed", error=error_line(exc))
             return
         if runs or requests:
             log.info("history_pruned", runs=runs, requests=requests)
@@ -231,7 +232,7 @@ class Daemon:
                 pending = queries.count_pending_requests(conn)
         except SQLAlchemyError as exc:
             # every few seconds during an outage; the jobs' own *_failed events report it
-            log.debug("requests_check_failed", error=str(exc).strip().splitlines()[0])
+            log.debug("requests_check_failed", error=error_line(exc))
             return
         scheduler = self._scheduler
         if pending and scheduler is not None and not self.runner.stopping.is_set():

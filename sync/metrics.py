@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sync.db import status as queries
+from sync.db.diag import error_line
 from sync.db.status import RunRow
 from sync.health import Health
 from sync.logs import get_logger
@@ -114,7 +115,7 @@ class DatabaseCollector(Collector):
                 conn.exec_driver_sql("SET statement_timeout = 3000")
                 families = list(self._families(conn))
         except SQLAlchemyError as exc:
-            log.warning("metrics_database_unavailable", error=str(exc).splitlines()[0])
+            log.warning("metrics_database_unavailable", error=error_line(exc))
             up.add_metric([], 0)
             return [up]
         up.add_metric([], 1)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sync.amo.client import AmoClient
@@ -36,6 +36,7 @@ from sync.db import inflight, outbox
 from sync.db.diag import error_line
 from sync.db.inflight import Done, PendingCreate, PendingLink
 from sync.db.locks import SessionLock
+from sync.db.lockwait import retrying
 from sync.db.runs import RunStore
 from sync.errors import AmoError, AmoRejectedError, mark_logged
 from sync.logs import get_logger
@@ -111,6 +112,8 @@ def run_push(
             # a push killed earlier left its row 'running'; we hold the lock, so it is over
             RunStore(config.database.schema).abandon_stale_runs(conn, ("push",))
             report.run_id = outbox.start_run(conn, clock.now())
+        guard_before = client.session.write_guard
+        client.session.write_guard = lock.ensure_held  # before every write attempt, retries too
         try:
             _recover(ctx)
             _push_updates(ctx)
@@ -125,6 +128,8 @@ def run_push(
             log.error("push_failed", error=error, **_summary(report, clock, started))
             mark_logged(exc)
             raise
+        finally:
+            client.session.write_guard = guard_before
         report.requests = client.session.requests_sent - requests_before
         _finish(ctx, report)
     log.info("push_finished", **_summary(report, clock, started))
@@ -273,8 +278,7 @@ def _send_update_batch(ctx: _Context, batch: Sequence[UpdatePlan]) -> None:
 def _record_updates(ctx: _Context, outcomes: Sequence[outbox.UpdateOutcome]) -> None:
     if not outcomes:
         return
-    with ctx.engine.begin() as conn:
-        outbox.record_updates(conn, outcomes, ctx.clock.now())
+    _record(ctx, lambda conn: outbox.record_updates(conn, outcomes, ctx.clock.now()))
     sent = sum(1 for o in outcomes if o.error is None and o.sent)
     ctx.count.add(
         updated=sent,
@@ -283,6 +287,17 @@ def _record_updates(ctx: _Context, outcomes: Sequence[outbox.UpdateOutcome]) -> 
         held=sum(1 for o in outcomes if o.held and o.error is None),
         errors=sum(1 for o in outcomes if o.error is not None),
     )
+
+
+def _record(ctx: _Context, work: Callable[[Connection], None]) -> None:
+    """Record what amoCRM accepted, in one transaction; a lock another session holds (an
+    analyst's `SELECT … FOR UPDATE`) delays the record with back-off instead of failing the run."""
+
+    def attempt() -> None:
+        with ctx.engine.begin() as conn:
+            work(conn)
+
+    retrying(attempt, ctx.clock.sleep)
 
 
 def _send(
@@ -344,11 +359,14 @@ def _create_batch(ctx: _Context, batch: list[PendingCreate], floor: int | None) 
             if r.request_id == str(p.temp_id)]  # fmt: skip
     errors = {int(rid): _message(errs) for rid, errs in rejected.items()}
     new_floor = max([d.real_id for d in done], default=None)
-    with ctx.engine.begin() as conn:
+    settled = [d.temp_id for d in done] + list(errors)
+
+    def record(conn: Connection) -> None:
         inflight.record_created(conn, done, ctx.clock.now())
         inflight.mark_errors(conn, errors)
-        settled = [d.temp_id for d in done] + list(errors)
         inflight.forget_sent(conn, "creates", settled, floor=new_floor)
+
+    _record(ctx, record)
     ctx.count.add(created=len(done), errors=len(errors))
     if failure is not None:
         raise failure
@@ -399,11 +417,14 @@ def _link_batch(ctx: _Context, batch: list[PendingLink]) -> None:
         for rid, errs in rejected.items()
         if rid in contact_of
     }
-    with ctx.engine.begin() as conn:
+    settled = [d.temp_id for d in done] + [int(r) for r in rejected if r in contact_of]
+
+    def record(conn: Connection) -> None:
         inflight.record_linked(conn, done)
         inflight.mark_errors(conn, errors)
-        settled = [d.temp_id for d in done] + [int(r) for r in rejected if r in contact_of]
         inflight.forget_sent(conn, "links", settled)
+
+    _record(ctx, record)
     ctx.count.add(linked=len(done), errors=len(errors))
     if failure is not None:
         raise failure

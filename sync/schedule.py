@@ -23,8 +23,9 @@ Settings, on purpose:
 - The wrapper catches everything: a failed job logs one `<job>_failed` event, updates health and
   metrics, and the scheduler lives on. After a 403 IP block the amoCRM jobs stop running.
 - A job that failed on a database lock another session holds (`LockWaitError`, after
-  `database.lock_timeout_s`) is not retried sooner: its next interval is the back-off (push
-  every 15 s, pull every 60 s by default), and /healthz names the holder meanwhile.
+  `database.lock_timeout_s`; push first retries its records with back-off, see
+  `sync.db.lockwait.retrying`) runs again at its next interval (push every 15 s, pull every
+  60 s by default), and /healthz names the holder meanwhile.
 """
 
 from __future__ import annotations

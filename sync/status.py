@@ -39,6 +39,7 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
         "last_success": {k: r.as_dict() for k, r in sorted(success.items())},
         "contacts": queries.count_contacts_by_status(conn),
         "pending_changes": queries.count_pending_changes(conn),
+        "rejected_changes": queries.count_rejected_changes(conn),
         "pending_requests": queries.count_pending_requests(conn),
         "open_conflicts": queries.count_open_conflicts(conn),
         "errors": queries.fetch_row_errors(conn),
@@ -94,7 +95,9 @@ def render(data: dict[str, Any]) -> str:
     contacts = data["contacts"]
     counts = ", ".join(f"{n} {s}" for s, n in sorted(contacts.items())) or "none"
     lines.append(_row("contacts", counts))
-    lines.append(_row("pending", f"{data['pending_changes']} local change(s) to push, "
+    held = data["rejected_changes"]
+    held_text = f", {held} held on rows in error (a new edit of the row retries)" if held else ""
+    lines.append(_row("pending", f"{data['pending_changes']} local change(s) to push{held_text}, "
                       f"{data['pending_requests']} resync request(s)"))  # fmt: skip
     conflicts = data["open_conflicts"]
     hint = " (amosync conflicts list)" if conflicts else ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -104,6 +104,9 @@ class AmoSession:
         )
         self._sent = 0  # requests that went out (headers sent), retries and refreshes included
         self._sent_lock = threading.Lock()
+        # called before every attempt of a write (retries included); raises to stop it. Push
+        # sets it to "is the push lock still ours?" so no retry goes out after the lock is gone
+        self.write_guard: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"AmoSession(base_url={self.config.base_url!r})"
@@ -138,6 +141,8 @@ class AmoSession:
         refreshed = False
         attempt = 0
         while True:
+            if write and self.write_guard is not None:
+                self.write_guard()
             outcome, token = self._attempt(method, url, json, write)
             if outcome.error is None:
                 return Reply(outcome.data.status, outcome.data.body, outcome.data.headers)

@@ -8,15 +8,18 @@ becomes a transient `LockWaitError` whose one line names the holder:
 
     waiting for a lock on amocrm.contacts held by pid 1234 (psql, idle in transaction for 42 s)
 
-and `db_lock_wait` is logged with the same facts. The daemon's job fails and runs again at its
-next interval.
+and `db_lock_wait` is logged with the same facts. `retrying` runs a transaction again after a
+back-off (1, 2, 4 s) while it keeps giving up on a lock: push records what amoCRM accepted that
+way, so an analyst's long lock delays the record instead of failing the run. Anything else fails
+the daemon's job, which runs again at its next interval.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -29,6 +32,7 @@ from sync.errors import LockWaitError, StoreError
 from sync.logs import get_logger
 
 log = get_logger("sync.db.lockwait")
+T = TypeVar("T")
 
 LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"
@@ -165,3 +169,16 @@ def _own_pid(context: ExceptionContext) -> int:
         return int(driver.info.backend_pid)
     except Exception:  # noqa: BLE001 - no connection (a connect error): nothing to exclude
         return 0
+
+
+def retrying(action: Callable[[], T], sleep: Callable[[float], None], *, attempts: int = 4) -> T:
+    """`action()` (one whole transaction), run again after 1, 2, 4 s while it raises
+    `LockWaitError`; the last failure propagates."""
+    for attempt in range(attempts - 1):
+        try:
+            return action()
+        except LockWaitError as exc:
+            delay = float(2**attempt)
+            log.warning("db_lock_wait_retry", attempt=attempt + 1, retry_in_s=delay, error=str(exc))
+            sleep(delay)
+    return action()

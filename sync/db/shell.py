@@ -31,7 +31,9 @@ def run_shell(config: DatabaseConfig, extra_args: tuple[str, ...] = ()) -> int:
     """
     dsn, password = psql_target(config)
     env = dict(os.environ)
-    env["PGOPTIONS"] = f"-c search_path={config.schema},public"
+    # keep the operator's own PGOPTIONS; ours comes last, so the schema is on the search path
+    own = env.get("PGOPTIONS", "").strip()
+    env["PGOPTIONS"] = f"{own} -c search_path={config.schema},public".strip()
     if password:
         env["PGPASSWORD"] = password
     return subprocess.call([_psql_binary(), dsn, *extra_args], env=env)  # noqa: S603

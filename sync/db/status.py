@@ -120,8 +120,21 @@ def _run(row: Any) -> RunRow:
 
 
 def count_pending_changes(conn: Connection) -> int:
-    """Captured local edits not yet pushed."""
-    return int(conn.scalar(sa.select(sa.func.count()).select_from(sync_changes)) or 0)
+    """Captured local edits push will send: not those of rows in `error` (they wait for a fix)."""
+    return _count_changes(conn, rejected=False)
+
+
+def count_rejected_changes(conn: Connection) -> int:
+    """Captured local edits of rows in `error`: kept, but sent only after a new local edit."""
+    return _count_changes(conn, rejected=True)
+
+
+def _count_changes(conn: Connection, *, rejected: bool) -> int:
+    in_error = sa.exists().where(
+        contacts.c.id == sync_changes.c.contact_id, contacts.c.sync_status == "error"
+    )
+    query = sa.select(sa.func.count()).select_from(sync_changes)
+    return int(conn.scalar(query.where(in_error if rejected else ~in_error)) or 0)
 
 
 def count_open_conflicts(conn: Connection) -> int:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from structlog.testing import capture_logs
 
+from sync.clock import SystemClock
 from sync.config import Config, DatabaseConfig, Secret
 from sync.db.engine import create_engine
 from sync.errors import LockWaitError
@@ -125,3 +126,34 @@ def test_a_driver_error_escaping_a_job_is_one_line_without_a_traceback(engine: E
     assert "hunter2" not in repr(logs)
     reasons = runner.health.report()[1]["reasons"]
     assert reasons[0].startswith("database_unavailable: PostgreSQL failed: ")
+
+
+class _AnalystLetsGo(SystemClock):
+    """push's back-off sleep: the analyst commits during the second one (no real waiting)."""
+
+    def __init__(self, session: psycopg.Connection) -> None:
+        self.session, self.sleeps = session, []  # type: ignore[var-annotated]
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if len(self.sleeps) == 2:
+            self.session.rollback()
+
+
+def test_push_records_what_amocrm_accepted_once_the_lock_is_released(
+    impatient: tuple[DatabaseConfig, Engine],
+) -> None:
+    db, engine = impatient
+    with push_env(db, engine) as env:
+        contact_id = env.mirror()[0]
+        env.sql("UPDATE contacts SET name = 'Patient Ann' WHERE id = :id", id=contact_id)
+        row_lock = f"SELECT * FROM amocrm.contacts WHERE id = {contact_id} FOR UPDATE"
+        with analyst(db, row_lock) as session, capture_logs() as logs:
+            clock = _AnalystLetsGo(session)
+            report = run_push(env.config, engine, env.client, clock=clock)
+        assert (report.updated, clock.sleeps) == (1, [1.0, 2.0])  # backed off, then recorded
+        retries = [e for e in logs if e["event"] == "db_lock_wait_retry"]
+        assert [e["retry_in_s"] for e in retries] == [1.0, 2.0]
+        assert retries[0]["error"].startswith("waiting for a lock on amocrm.contacts held by pid")
+        assert env.row(contact_id)["sync_status"] == "synced"
+        assert len(env.api("PATCH")) == 1  # sent once; only the record waited

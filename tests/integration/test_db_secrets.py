@@ -103,3 +103,20 @@ def test_db_shell_passes_the_password_in_the_environment_only(
         "SELECT 1",
     ]
     assert env.splitlines() == ["hunter2", "PGOPTIONS=-c search_path=acme,public"]
+
+
+def test_db_shell_keeps_the_operators_own_pgoptions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    psql = tmp_path / "psql"
+    psql.write_text(FAKE_PSQL, encoding="utf-8")
+    psql.chmod(psql.stat().st_mode | stat.S_IEXEC)
+    out = tmp_path / "argv"
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("OUT", str(out))
+    monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=5s")
+    monkeypatch.setattr("sync.db.shell.import_embedded", lambda: None)
+    url = "postgresql://amosync@db.internal:5433/crm"
+    assert run_shell(DatabaseConfig(url=Secret(url), schema="acme"), ()) == 0
+    options = out.read_text(encoding="utf-8").splitlines()[-1]
+    assert options == "PGOPTIONS=-c statement_timeout=5s -c search_path=acme,public"

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
+from sync import status
 from sync.config import DatabaseConfig
 from sync.db.engine import sync_origin
 from tests.integration.push_env import PushEnv, push_env
@@ -191,3 +192,16 @@ def test_a_hostile_new_contact_is_an_error_the_others_are_created(env: PushEnv) 
     assert env.sql("SELECT count(*) FROM sync_changes WHERE contact_id IN (:a, :b)",
                    a=bad, b=worse)[0][0] == 2  # fmt: skip
     assert env.push().created == 0  # an error row waits for a new edit
+
+
+def test_status_counts_edits_held_on_rows_in_error_apart_from_those_to_push(
+    env: PushEnv,
+) -> None:
+    bad, good = _ids(env)[:2]
+    _captured_before_0003(env, bad, HOSTILE["object"])
+    env.push()
+    env.sql("UPDATE contacts SET name = 'later' WHERE id = :id", id=good)
+    with env.engine.connect() as conn:
+        data = status.gather(conn, env.config)
+    assert (data["pending_changes"], data["rejected_changes"]) == (1, 1)
+    assert "1 local change(s) to push, 1 held on rows in error" in status.render(data)

@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 
 from sync.config import DatabaseConfig
 from sync.db.outbox import push_lock_key
+from sync.emulator.faults import FaultRule
 from sync.errors import LockLostError
 from sync.push import PushReport
 from tests.integration.lock_helpers import terminate_lock_holder
@@ -89,3 +90,23 @@ def test_the_lock_is_checked_before_each_write_and_the_run_is_never_succeeded(
     runs = env.sql("SELECT status, error FROM sync_runs")
     assert [r.status for r in runs] == ["failed"]
     assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0  # what was accepted stays
+
+
+def test_a_write_is_not_retried_after_the_lock_is_lost(
+    env: PushEnv, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """amoCRM answers the PATCH with 429; while push backs off, a DBA ends the lock session:
+    the retry never goes out (a second push may be sending the same edits by then)."""
+    env.emulator.add_fault(FaultRule(kind="rate_limit", method="PATCH", path="/api/v4/contacts"))
+    session = env.client.session
+    real = session._sleep_before_retry
+
+    def back_off(*args: Any) -> None:
+        terminate_lock_holder(engine, push_lock_key(engine))
+        real(*args)
+
+    monkeypatch.setattr(session, "_sleep_before_retry", back_off)
+    with pytest.raises(LockLostError):
+        env.push(push_workers=1)
+    assert [r["status"] for r in env.emulator.requests() if r["method"] == "PATCH"] == [429]
+    assert session.write_guard is None  # the run put the guard back as it found it

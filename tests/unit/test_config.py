@@ -260,6 +260,8 @@ def test_example_file_documents_every_key_with_its_default() -> None:
         ({"AMOSYNC_DATABASE__URL": "postgresql://u@db/x\n"}, "database.url", "control"),
         ({"AMOSYNC_DATABASE__LOCK_TIMEOUT_S": "-1"}, "database.lock_timeout_s", "between"),
         ({"AMOSYNC_DATABASE__STATEMENT_TIMEOUT_S": "x"}, "database.statement_timeout_s", "number"),
+        ({"AMOSYNC_AMOCRM__ACCESS_TOKEN": TOKEN + "\n"}, "amocrm.access_token", "newline"),
+        ({"AMOSYNC_AMOCRM__ACCESS_TOKEN": " " + TOKEN}, "amocrm.access_token", "spaces"),
     ],
 )
 def test_values_that_would_break_the_daemon_later_are_refused(
@@ -305,3 +307,9 @@ def test_patterns_match_the_whole_value_not_up_to_a_newline() -> None:
     assert schema_name("amocrm") is None
     assert field_policies(["name\n=manual"]) is not None
     assert field_policies(["cf:PHONE=local_wins"]) is None
+
+
+def test_a_refused_secret_is_never_shown() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load({"AMOSYNC_AMOCRM__ACCESS_TOKEN": TOKEN + "\n"})
+    assert TOKEN not in str(caught.value)
