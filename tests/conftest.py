@@ -10,6 +10,7 @@ Fixtures:
                    cloned from a template migrated once per session)
   blank_db_config  DatabaseConfig of a fresh empty database (per test), for migration tests
   engine           SQLAlchemy engine on `db_config` (schema-translated)
+  reader_role      a unique BI reader role name, dropped afterwards
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +170,13 @@ def engine(db_config: DatabaseConfig) -> Iterator[Engine]:
     yield engine
     with contextlib.suppress(Exception):
         engine.dispose()
+
+
+@pytest.fixture
+def reader_role(engine: Engine) -> Iterator[str]:
+    """A unique name for a BI reader role, dropped (with its grants) afterwards."""
+    role = f"amosync_reader_{uuid.uuid4().hex[:8]}"
+    yield role
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP OWNED BY {role}"))
+        conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -106,3 +107,20 @@ def push_env(
     ):
         config = Config(amocrm=client.config, database=db_config, sync=SyncConfig(push_workers=4))
         yield PushEnv(emulator, url, engine, client, config)
+
+
+def mirrored_env_fixture(contacts: int = 12) -> Any:
+    """A module's `env` fixture: the emulator's contacts mirrored locally, its log cleared."""
+
+    @pytest.fixture
+    def env(db_config: DatabaseConfig, engine: Engine) -> Iterator[PushEnv]:
+        with push_env(db_config, engine, contacts=contacts) as env:
+            env.mirror()
+            env.emulator.clear_requests()
+            yield env
+
+    return env
+
+
+def contact_ids(env: PushEnv) -> list[int]:
+    return sorted(env.emulator.account.contacts)

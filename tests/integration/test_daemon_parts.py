@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -182,15 +180,6 @@ def test_status_reports_runs_requests_and_leader(db_config: DatabaseConfig, engi
     assert "1 resync request(s)" in text
     with engine.connect() as conn:
         assert queries.fetch_request(conn, request_id)["status"] == "pending"  # type: ignore[index]
-
-
-@pytest.fixture
-def reader_role(engine: Engine) -> Iterator[str]:
-    role = f"amosync_reader_{uuid.uuid4().hex[:8]}"
-    yield role
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP OWNED BY {role}"))
-        conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
 
 
 def test_bi_role_reads_everything_but_tokens_and_writes_nothing(

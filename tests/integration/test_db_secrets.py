@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,15 +54,6 @@ def _emails(emulator: Emulator) -> list[str]:
     return found
 
 
-@pytest.fixture
-def reader_role(engine: Engine) -> Iterator[str]:
-    role = f"amosync_reader_{uuid.uuid4().hex[:8]}"
-    yield role
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP OWNED BY {role}"))
-        conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
-
-
 def test_the_reader_sees_run_history_but_not_its_errors(engine: Engine, reader_role: str) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text(f"CREATE ROLE {reader_role}"))
@@ -84,15 +73,21 @@ FAKE_PSQL = """#!/bin/sh
 """
 
 
-def test_db_shell_passes_the_password_in_the_environment_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def fake_psql(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `psql` first on PATH that writes its arguments and environment to the returned file."""
     psql = tmp_path / "psql"
     psql.write_text(FAKE_PSQL, encoding="utf-8")
     psql.chmod(psql.stat().st_mode | stat.S_IEXEC)
     out = tmp_path / "argv"
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("OUT", str(out))
+    return out
+
+
+def test_db_shell_passes_the_password_in_the_environment_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = fake_psql(tmp_path, monkeypatch)
     monkeypatch.setattr("sync.db.shell.import_embedded", lambda: None)
     url = "postgresql://amosync:hunter2@db.internal:5433/crm?sslmode=require&password=hunter2"
     assert run_shell(DatabaseConfig(url=Secret(url), schema="acme"), ("-c", "SELECT 1")) == 0
@@ -108,12 +103,7 @@ def test_db_shell_passes_the_password_in_the_environment_only(
 def test_db_shell_keeps_the_operators_own_pgoptions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    psql = tmp_path / "psql"
-    psql.write_text(FAKE_PSQL, encoding="utf-8")
-    psql.chmod(psql.stat().st_mode | stat.S_IEXEC)
-    out = tmp_path / "argv"
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("OUT", str(out))
+    out = fake_psql(tmp_path, monkeypatch)
     monkeypatch.setenv("PGOPTIONS", "-c statement_timeout=5s")
     monkeypatch.setattr("sync.db.shell.import_embedded", lambda: None)
     url = "postgresql://amosync@db.internal:5433/crm"

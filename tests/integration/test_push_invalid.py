@@ -10,13 +10,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
 from sync import status
-from sync.config import DatabaseConfig
 from sync.db.engine import sync_origin
-from tests.integration.push_env import PushEnv, push_env
+from tests.integration.push_env import PushEnv, contact_ids, mirrored_env_fixture
 
 HOSTILE = {
     "object": {"field_id": 570003, "values": [{"value": "CTO"}]},
@@ -34,16 +32,8 @@ REASONS = {
 }
 
 
-@pytest.fixture
-def env(db_config: DatabaseConfig, engine: Engine) -> Any:
-    with push_env(db_config, engine, contacts=12) as env:
-        env.mirror()
-        env.emulator.clear_requests()
-        yield env
-
-
-def _ids(env: PushEnv) -> list[int]:
-    return sorted(env.emulator.account.contacts)
+env = mirrored_env_fixture(contacts=12)
+_ids = contact_ids
 
 
 def _over_http(env: PushEnv, contact_id: int) -> dict[str, Any]:

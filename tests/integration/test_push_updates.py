@@ -6,23 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import Engine
 
-from sync.config import DatabaseConfig
 from sync.emulator import FaultRule
-from tests.integration.push_env import PushEnv, push_env
+from tests.integration.push_env import PushEnv, contact_ids, mirrored_env_fixture
 
-
-@pytest.fixture
-def env(db_config: DatabaseConfig, engine: Engine) -> Any:
-    with push_env(db_config, engine, contacts=12) as env:
-        env.mirror()
-        env.emulator.clear_requests()
-        yield env
-
-
-def _ids(env: PushEnv) -> list[int]:
-    return sorted(env.emulator.account.contacts)
+env = mirrored_env_fixture(contacts=12)
+_ids = contact_ids
 
 
 def _cf(env: PushEnv, contact_id: int, code: str) -> Any:
