@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / ".ci" / "image_rules.py"
 DOCKERFILE = (ROOT / "deploy" / "Dockerfile").read_text()
 COMPOSE = (ROOT / "deploy" / "docker-compose.yml").read_text()
