@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check clean
+.PHONY: demo test lint typecheck check clean lock lock-upgrade
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,21 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The image's pinned dependencies (exact versions + sha256, deploy/Dockerfile installs only these).
+# `lock` keeps every pin pyproject.toml still allows and changes only what it must;
+# `lock-upgrade` moves every pin to the newest release. LOCK_DIR lets .ci/check-image compile
+# into a scratch copy and diff. Python 3.11 on Linux, like the image.
+LOCK_DIR     ?= deploy
+PIP_COMPILE  := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
+                --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+lock: $(STAMP)
+	$(PIP_COMPILE) $(LOCK_FLAGS) --output-file=$(LOCK_DIR)/requirements.lock pyproject.toml
+	$(PIP_COMPILE) $(LOCK_FLAGS) --all-build-deps --only-build-deps \
+	    --output-file=$(LOCK_DIR)/build-requirements.lock pyproject.toml
+
+lock-upgrade:
+	$(MAKE) lock LOCK_FLAGS=--upgrade
 
 clean:
 	rm -rf $(VENV) .amosync .pytest_cache .mypy_cache .ruff_cache
