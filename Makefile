@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check clean lock lock-upgrade
+.PHONY: demo test lint typecheck check clean lock lock-upgrade image-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,8 @@ lock-upgrade:
 
 clean:
 	rm -rf $(VENV) .amosync .pytest_cache .mypy_cache .ruff_cache
+
+# The container image's cheap checks (locks current and installable with hashes, hadolint,
+# the Dockerfile's and compose file's promises); CI runs them after the tests.
+image-check: $(STAMP)
+	VENV=$(VENV) bash .ci/check-image
