@@ -64,5 +64,9 @@ class PollMemo:
     def events_done(self, began: float) -> None:
         self.events_read = began
 
+    def events_soon(self) -> None:
+        """Have the next poll read the events, idle or not (something hints at a deletion)."""
+        self.events_read = None
+
     def _since(self, moment: float) -> float:
         return self.clock() - moment
