@@ -229,3 +229,10 @@ def test_local_writes_announce_themselves_once_per_transaction(
         assert _announced_before_fence(listener, engine) == [changed]
         run(engine, "INSERT INTO amocrm.contacts (name) VALUES ('New one')")
         assert _announced_before_fence(listener, engine) == [changed]
+        settle = "UPDATE amocrm.sync_conflicts SET winner = 'local'"
+        run(engine, "INSERT INTO amocrm.sync_conflicts (contact_id, field, policy) "
+                    "VALUES (2, 'name', 'manual')", origin=True)  # fmt: skip
+        run(engine, settle, origin=True)  # push recording a policy's winner: not announced
+        assert _announced_before_fence(listener, engine) == []
+        run(engine, settle)  # a person settling the conflict: push it now
+        assert _announced_before_fence(listener, engine) == [changed]

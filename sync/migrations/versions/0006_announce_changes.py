@@ -4,7 +4,9 @@ Only the capture triggers insert into `sync_changes` (a local UPDATE or INSERT o
 INSERT into `contact_chats`; the sync's own writes are never captured), so an AFTER INSERT trigger
 on it fires exactly for local edits. It is a statement trigger with a constant, empty payload:
 PostgreSQL folds identical notifications of one transaction into one, so a bulk UPDATE of 10,000
-contacts announces itself once, at commit (a rolled-back edit announces nothing). The daemon's
+contacts announces itself once, at commit (a rolled-back edit announces nothing). A conflict
+settled by a person (`UPDATE sync_conflicts SET winner = …`, `amosync conflicts resolve`) is
+announced the same way; push's own writes to that table run as the sync and are not. The daemon's
 leader LISTENs on `amosync_<schema>_changes` and pushes after a short debounce; the channel name
 fits PostgreSQL's 63 bytes because schema names are capped at 46 characters.
 
@@ -35,6 +37,11 @@ $fn$;
 
 CREATE TRIGGER amosync_announce_change AFTER INSERT ON "{s}".sync_changes
 FOR EACH STATEMENT EXECUTE FUNCTION "{s}".amosync_announce_change();
+
+CREATE TRIGGER amosync_announce_settled AFTER UPDATE OF winner ON "{s}".sync_conflicts
+FOR EACH STATEMENT
+WHEN (NOT coalesce(current_setting('amosync.origin', true), '') = 'sync')
+EXECUTE FUNCTION "{s}".amosync_announce_change();
 """
 
 DOWNGRADE = r"""
