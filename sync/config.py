@@ -146,6 +146,9 @@ class SyncConfig:
     conflict_fields: tuple[str, ...] = _key((), field_policies)
     push_workers: int = _key(6, between(1, 32))
     overlap_s: int = _key(300, between(0, 86_400))
+    push_debounce_s: float = _key(0.3, between(0, 60))
+    push_debounce_max_s: float = _key(1.0, between(0, 600))
+    events_interval_s: float = _key(300.0, between(0, 86_400))
     max_delete_share: float = _key(0.1, between(0.0, 1.0))
     pull_workers: int = _key(8, between(1, 32))
 

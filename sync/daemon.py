@@ -6,6 +6,8 @@
     │   leader: BackgroundScheduler (sync.schedule) ── pull / push / full ──►   │
     │           JobRunner (one job at a time, never raises)   sync.pull/push    │
     │   each second and before each job: leader lock held?  SIGTERM → stop      │
+    │ thread amosync-listen (leader): LISTEN requests → full resync at once;    │
+    │   LISTEN changes → thread amosync-debounce → PushSoon: push job now       │
     │ thread amosync-http: /healthz /livez /metrics (sync.health, sync.metrics) │
     └───────────────────────────────────────────────────────────────────────────┘
 
@@ -33,21 +35,25 @@ from sync.amo.client import AmoClient
 from sync.clock import Clock, SystemClock
 from sync.config import Config
 from sync.db import status as queries
+from sync.db.capture import changes_channel, notify_channel
 from sync.db.diag import error_line
 from sync.db.engine import probe
-from sync.db.listen import RequestListener
+from sync.db.listen import Listener
 from sync.db.locks import LeaderLock, holder_name
 from sync.db.migrate import upgrade
 from sync.db.tokens import TokenStore
+from sync.debounce import Debounce
 from sync.errors import StoreError, UsageError
 from sync.health import Endpoints, Health, HttpServer
 from sync.logs import get_logger
 from sync.metrics import DatabaseCollector, Metrics, amocrm_transport, jwt_expiry
+from sync.poll_memo import PollMemo
 from sync.pull import run_pull, serve_request
 from sync.push import run_push
 from sync.schedule import (
     JobRunner,
     Jobs,
+    PushSoon,
     build_scheduler,
     describe_jobs,
     quiet_apscheduler,
@@ -127,13 +133,17 @@ class Daemon:
         self.runner.stopping.clear()
         self._lost.clear()
         prune = self._prune if self.config.daemon.keep_runs_days else None
+        push_soon = PushSoon(self.runner, self.parts.clock.now)
         scheduler = build_scheduler(
             self.config, self.parts.jobs, self.runner, self._check_requests, self.parts.clock,
-            prune=prune,
+            prune=prune, push_soon=push_soon,
         )  # fmt: skip
         self._scheduler = scheduler
         scheduler.start()
-        listener = RequestListener(self.parts.engine, schema, self._check_requests)
+        debounce = Debounce(push_soon.want, quiet_s=self.config.sync.push_debounce_s,
+                            max_s=self.config.sync.push_debounce_max_s)  # fmt: skip
+        debounce.start()
+        listener = self._listener(debounce, push_soon)
         listener.start()
         self.health.set_role("leader")
         self.parts.metrics.leader.set(1)
@@ -146,8 +156,22 @@ class Daemon:
                 self.health.database_ok()  # the lock session answered: PostgreSQL is up
         finally:
             listener.close()
+            debounce.close()
             clean = self._stop_leading(scheduler, stop)
         return clean
+
+    def _listener(self, debounce: Debounce, push_soon: PushSoon) -> Listener:
+        """LISTEN for requests (a full resync at once) and local edits (debounced push); after a
+        lost connection, push once and look for requests: their notifications may be lost."""
+        schema = self.config.database.schema
+
+        def catch_up() -> None:
+            push_soon.want()
+            self._check_requests()
+
+        handlers = {notify_channel(schema): self._check_requests,
+                    changes_channel(schema): debounce.note}  # fmt: skip
+        return Listener(self.parts.engine, handlers, on_reconnect=catch_up)
 
     def _stop_leading(self, scheduler: BackgroundScheduler, stop: threading.Event) -> bool:
         self.runner.stopping.set()
@@ -267,9 +291,11 @@ def exit_now(code: int) -> None:
 
 
 def build_jobs(config: Config, engine: Engine, client: AmoClient) -> Jobs:
-    """The leader's jobs: pull and push as the CLI runs them, on the daemon's client."""
+    """The leader's jobs: pull and push as the CLI runs them, on the daemon's client; its
+    incremental pulls share a `PollMemo`, so idle polls skip what they may (`sync.poll_memo`)."""
+    memo = PollMemo(config.sync.events_interval_s)
     return Jobs(
-        pull=partial(run_pull, config, engine, client),
+        pull=partial(run_pull, config, engine, client, memo=memo),
         push=partial(run_push, config, engine, client),
         full=partial(run_pull, config, engine, client, full=True),
         requested=partial(serve_request, config, engine, client),

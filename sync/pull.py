@@ -14,9 +14,12 @@ Incremental run:
      `updated_at`, or (filters off) descending with a stop at the start; a page that shows the
      filter was ignored switches to descending mid-run. See `sync.scan` for the cursor design;
   3. each page: custom field definitions refreshed if a field or enum is unknown, chat links
-     fetched for its contacts, then rows + relations + the new cursor in ONE transaction;
+     fetched for its contacts whose listed version is not stored yet, then rows + relations +
+     the new cursor in ONE transaction;
   4. `contact_deleted` / `contact_restored` events since the events cursor - overlap: the latest
      event of each contact wins; restored contacts missing locally are fetched by id.
+The daemon passes a `PollMemo` (`sync.poll_memo`): its idle polls, which store no new version,
+skip the account read and the events (read again every `sync.events_interval_s`).
 
 Full resync: every contact by `order[id]` (an immutable key, so edits during the walk cannot
 shift pages), pages fetched in parallel and stored as they come (the tables never empty out);
@@ -56,9 +59,10 @@ from sync.errors import InvariantError, SyncError, mark_logged
 from sync.heap import fewer_collections
 from sync.logs import get_logger
 from sync.mapping import event_changes
+from sync.poll_memo import PollMemo
 from sync.readahead import ReadAhead
 from sync.scan import Batch, FiltersIgnored, Walker
-from sync.writer import PageWriter, Progress
+from sync.writer import ChatLinks, PageWriter, Progress
 
 log = get_logger("sync.pull")
 
@@ -69,7 +73,7 @@ READ_AHEAD = 2  # pages an incremental walk reads ahead of the one being stored
 WRITERS = 3  # database transactions of a full resync running at once
 
 
-_Chats = Future[list[dict[str, Any]]] | None  # a page's chat links being fetched (None: off)
+_Chats = Future[ChatLinks] | None  # a page's chat links being fetched (None: off)
 
 
 class PullBusyError(SyncError):
@@ -90,6 +94,7 @@ class PullReport:
     requests: int = 0
     duration_s: float = 0.0
     cursor: int | None = None
+    events: str = ""  # incremental runs: "read", or "skipped" by an idle poll of the daemon
 
     def describe(self) -> str:
         """The one line the CLI prints for this run."""
@@ -108,6 +113,7 @@ def run_pull(
     full: bool = False,
     progress: Progress | None = None,
     request_id: int | None = None,
+    memo: PollMemo | None = None,
 ) -> PullReport:
     """One pull run (see the module docstring). Raises `SyncError` if another pull runs."""
     schema = config.database.schema
@@ -115,7 +121,8 @@ def run_pull(
         if lock is None:
             raise PullBusyError("another pull is running on this database schema; try again later")
         with fewer_collections():  # pages are acyclic garbage: see sync.heap
-            return _Run(config, engine, client, progress, lock).execute(full, request_id)
+            run = _Run(config, engine, client, progress, lock, memo=memo)
+            return run.execute(full, request_id)
 
 
 def serve_request(
@@ -149,8 +156,11 @@ class _Run:
         client: AmoClient,
         progress: Progress | None,
         lock: SessionLock,
+        *,
+        memo: PollMemo | None = None,
     ) -> None:
         self.config, self.engine, self.client, self.lock = config, engine, client, lock
+        self.memo = memo
         self.sync = config.sync
         self.store = ContactStore(config.database.schema)
         self.runs = RunStore(config.database.schema)
@@ -217,9 +227,10 @@ class _Run:
                 self._consume(walker.ascending(start))
             except FiltersIgnored as exc:
                 log.warning("pull_filter_ignored", detail=str(exc))
+                self._remember_filters(False)
                 self._descending(walker, start, events_from)
                 return
-            self._apply_events(events_from)
+            self._events_unless_idle(events_from)
         else:
             self._descending(walker, start, events_from)
 
@@ -244,12 +255,24 @@ class _Run:
             log.warning("pull_cursor_held", reason="contacts deleted during the descending walk")
 
     def _filters_enabled(self) -> bool:
+        remembered = None if self.memo is None else self.memo.cached_filters()
+        if remembered is not None:
+            return remembered
         account = self.client.fetch_account(with_=["is_api_filter_enabled"])
-        return account.get("is_api_filter_enabled") is not False
+        enabled = account.get("is_api_filter_enabled") is not False
+        self._remember_filters(enabled)
+        return enabled
+
+    def _remember_filters(self, enabled: bool) -> None:
+        if self.memo is not None:
+            self.memo.remember_filters(enabled)
 
     def _walker(self) -> Walker:
         page_size = self.config.amocrm.page_size
-        return Walker(self.client, self.sync.with_, page_size, self.ceiling)
+        # the daemon does not ask again after a 204 for "anything since the cursor?": it asks
+        # again at the next poll anyway (the cursor stays)
+        first = 1 if self.memo is not None else 2
+        return Walker(self.client, self.sync.with_, page_size, self.ceiling, first_attempts=first)
 
     def _consume(self, batches: Iterator[Batch]) -> None:
         with self._read_ahead(batches) as ahead:
@@ -272,7 +295,7 @@ class _Run:
                 batches,
                 depth=READ_AHEAD,
                 name="pull-walk",
-                prepare=lambda batch: (batch, self._chats_async(batch.items, links)),
+                prepare=lambda batch: (batch, self._chats_async(batch.items, links, new=True)),
                 discard=_cancel_chats,
             ) as ahead:
                 yield ahead
@@ -291,8 +314,19 @@ class _Run:
             return contacts_start
         return max(0, int(state["created_at"]) - self.sync.overlap_s)
 
+    def _events_unless_idle(self, start: int) -> None:
+        """Deletions and restores, unless this is an idle poll of the daemon whose events were
+        read less than `sync.events_interval_s` ago (see `sync.poll_memo`)."""
+        memo = self.memo
+        if memo is not None and self.writer.upserted == 0 and not memo.events_due():
+            self.report.events = "skipped"
+            return
+        self._apply_events(start)
+
     def _apply_events(self, start: int) -> list[int]:
         """Apply deletions/restores since `start`; returns the times of the deletions."""
+        began = None if self.memo is None else self.memo.now()
+        self.report.events = "read"
         changes = event_changes(self._events_since(start))
         deleted = {cid: at for cid, (gone, at) in changes.items() if gone}
         restored = [cid for cid, (gone, _) in changes.items() if not gone]
@@ -304,6 +338,8 @@ class _Run:
             if self.newest_event is not None:
                 cursor = min(self.newest_event + 1, self.ceiling)
                 self.runs.set_state(conn, EVENTS_CURSOR, {"created_at": cursor})
+        if self.memo is not None and began is not None:
+            self.memo.events_done(began)
         return list(deleted.values())
 
     def _events_since(self, start: int) -> Iterator[Mapping[str, Any]]:
@@ -371,16 +407,17 @@ class _Run:
                 pending.popleft().result()
 
     def _chats_async(
-        self, items: list[dict[str, Any]], pool: ThreadPoolExecutor | None = None
+        self, items: list[dict[str, Any]], pool: ThreadPoolExecutor | None = None, new: bool = False
     ) -> _Chats:
+        """The page's chat links, fetched on `pool`; with `new`, only for contacts whose listed
+        version is not stored yet (a version stored before had its links read then)."""
         if not self.sync.chats or not items:
             return None
-        ids = [int(i["id"]) for i in items]
-        return (pool or self.client.pool).submit(self.writer.fetch_chats, ids)
+        fetch = self.writer.fetch_new_chats if new else self.writer.fetch_chats
+        return (pool or self.client.pool).submit(fetch, items)
 
     def _store_ready(self, batch: Batch, chats: _Chats) -> None:
-        links = None if chats is None else chats.result()
-        self.writer.store(batch, chats=links, prefetched=chats is not None)
+        self.writer.store(batch, chats=None if chats is None else chats.result())
 
     def _deletions_so_far(self) -> tuple[int, set[str]]:
         """Where to watch for deletions and restores from, by amoCRM's own clock (whatever ours

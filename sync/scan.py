@@ -33,9 +33,11 @@ shifts pages back: contacts are read twice, never skipped. Only a deletion in th
 read shifts them forward, so the caller keeps the old cursor when deletion events fall into the
 walk (the next run re-reads the window). The cursor is stored only when the walk ends.
 
-**204s.** A 204 on page 1 of a keyset step (where data may well exist) is asked again once; a 204
-mid-walk is re-read by `sync.amo.pages`. A 204 that persists ends the walk early, with the
-cursor at the last stored page: nothing is skipped, the next run continues.
+**204s.** A 204 on page 1 of a keyset step (where data may well exist) is asked again once (the
+first step of a daemon's poll is asked `first_attempts` = 1 time: a 204 there usually means nothing
+changed, and the next poll asks again); a 204 mid-walk is re-read by `sync.amo.pages`. A 204 that
+persists ends the walk early, with the cursor at the last stored page: nothing is skipped, the next
+run continues.
 """
 
 from __future__ import annotations
@@ -71,6 +73,14 @@ def _u(item: Mapping[str, Any]) -> int:
     return int(item.get("updated_at") or 0)
 
 
+def _attempts(step: int, promised: bool, first: int) -> int:
+    """How often a keyset step asks for its page after 204s: 4 times when the page before said
+    more follows, `first` times for the walk's first page, else twice."""
+    if promised:
+        return 4
+    return first if step == 0 else 2
+
+
 class Walker:
     """Walks contacts for one run; `ceiling` is the run's start R (unix seconds)."""
 
@@ -80,9 +90,12 @@ class Walker:
         with_: Sequence[str],
         page_size: int,
         ceiling: int,
+        *,
+        first_attempts: int = 2,
     ) -> None:
         self.client, self.with_, self.page_size = client, list(with_), page_size
         self.ceiling = ceiling
+        self.first_attempts = first_attempts  # asks for the walk's very first page after a 204
         self.margin = 0  # 1 once the date bounds turn out to be exclusive
 
     def _cap(self, cursor: int) -> int:
@@ -93,8 +106,8 @@ class Walker:
     def ascending(self, start: int) -> Iterator[Batch]:
         """Contacts with `updated_at` ≥ start, in keyset steps (see the module docstring)."""
         frm, boundary, promised = start, set[int](), False
-        for _ in range(MAX_STEPS):
-            page = self._first_page(frm, attempts=4 if promised else 2)
+        for step in range(MAX_STEPS):
+            page = self._first_page(frm, attempts=_attempts(step, promised, self.first_attempts))
             if page is None:
                 if promised:  # the last page said more follows: this 204 is not the end
                     raise InvariantError(f"amoCRM keeps answering 204 for updated_at >= {frm}")

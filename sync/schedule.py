@@ -2,7 +2,8 @@
 
 Jobs (ids):
   pull            incremental pull every `sync.poll_interval_s`, first run at once
-  push            push of local edits every `sync.push_interval_s`
+  push            push of local edits every `sync.push_interval_s`, and soon after a local edit
+                  is announced (`PushSoon`: the same job, moved to now)
   full            full resync on `sync.full_resync_cron` (omitted when the cron is empty)
   full_requested  a one-off full resync when `sync_requests` has pending rows
   requests        looks for pending `sync_requests` every `daemon.requests_poll_s`
@@ -22,6 +23,14 @@ Settings, on purpose:
   daemon that was down all day does not run a stale one at noon).
 - The wrapper catches everything: a failed job logs one `<job>_failed` event, updates health and
   metrics, and the scheduler lives on. After a 403 IP block the amoCRM jobs stop running.
+- **Push soon after a local edit** (`PushSoon`): the capture trigger NOTIFYs, the leader's
+  listener and debounce call `PushSoon.want`, which moves the `push` job's next run to now; the
+  one worker, `max_instances=1` and push's own lock all still apply. A run that starts clears the
+  mark (it claims every change committed before it); a run that ends (or misses its time) with
+  the mark set, because an edit was announced while it ran, is moved to now again. That happens
+  from APScheduler's job event, sent after the finished instance is released, so the new run is
+  never refused as a second instance. `push_interval_s` stays as the fallback for a missed
+  notification.
 - A job that failed on a database lock another session holds (`LockWaitError`, after
   `database.lock_timeout_s`; push first retries its records with back-off, see
   `sync.db.lockwait.retrying`) runs again at its next interval (push every 15 s, pull every
@@ -37,8 +46,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -184,6 +200,57 @@ class JobRunner:
             return self._idle.wait_for(lambda: not self._running, timeout=timeout)
 
 
+class PushSoon:
+    """Runs the scheduler's `push` job soon after a local edit was announced (see the module
+    docstring); `attach` it to the scheduler whose push job it wraps."""
+
+    def __init__(self, runner: JobRunner, now: Callable[[], datetime]) -> None:
+        self._runner = runner
+        self._now = now
+        self._scheduler: BackgroundScheduler | None = None
+        self._lock = threading.Lock()
+        self._wanted = False
+
+    def want(self) -> None:
+        """A change was announced: push soon (a push running now is followed by another)."""
+        with self._lock:
+            self._wanted = True
+        if "push" not in self._runner.running():
+            self._move()
+
+    def wrap(self, job: Callable[[], None]) -> Callable[[], None]:
+        """The push job as scheduled: a run that starts covers every change committed so far."""
+
+        def run() -> None:
+            with self._lock:
+                self._wanted = False
+            job()
+
+        run.__name__ = job.__name__
+        return run
+
+    def attach(self, scheduler: BackgroundScheduler) -> None:
+        self._scheduler = scheduler
+        scheduler.add_listener(self._ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+
+    def _ended(self, event: JobExecutionEvent) -> None:
+        if event.job_id != "push":
+            return
+        with self._lock:
+            wanted = self._wanted
+        if wanted:  # announced while that run was running (or it never ran): once more
+            self._move()
+
+    def _move(self) -> None:
+        scheduler = self._scheduler
+        if scheduler is None or self._runner.stopping.is_set():
+            return
+        try:
+            scheduler.modify_job("push", next_run_time=self._now())
+        except JobLookupError:  # the scheduler is being shut down
+            return
+
+
 def build_scheduler(
     config: Config,
     jobs: Jobs,
@@ -192,8 +259,10 @@ def build_scheduler(
     clock: Clock,
     *,
     prune: Callable[[], object] | None = None,
+    push_soon: PushSoon | None = None,
 ) -> BackgroundScheduler:
-    """A scheduler (not started) with every job of the leader."""
+    """A scheduler (not started) with every job of the leader; with `push_soon`, its push job
+    also runs soon after announced local edits."""
     scheduler = BackgroundScheduler(
         executors={
             SYNC_EXECUTOR: ThreadPoolExecutor(
@@ -208,7 +277,11 @@ def build_scheduler(
     sync = config.sync
     now = clock.now()
     _interval(scheduler, "pull", runner.wrap("pull", jobs.pull), sync.poll_interval_s, now)
-    _interval(scheduler, "push", runner.wrap("push", jobs.push), sync.push_interval_s, now)
+    push = runner.wrap("push", jobs.push)
+    if push_soon is not None:
+        push = push_soon.wrap(push)
+        push_soon.attach(scheduler)
+    _interval(scheduler, "push", push, sync.push_interval_s, now)
     if sync.full_resync_cron:
         scheduler.add_job(
             runner.wrap("full", jobs.full),

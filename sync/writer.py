@@ -1,17 +1,19 @@
 """Storing pulled pages: one transaction per page with its relations, the cursor and the seen list.
 
 `PageWriter.store(batch)` is what both walks of `sync.pull` call, from one thread (incremental:
-pages in order, each with its cursor) or from several (full resync: no cursor per page). Before
-the transaction it refreshes the custom field definitions when a page uses an unknown field or
-enum (at most `MAX_FIELD_REFRESHES` times a run) and fetches the page's chat links unless they
-were fetched ahead. A page that hits a deadlock or serialization failure is retried (upserts are
-idempotent). The cursor only moves forward.
+pages in order, each with its cursor) or from several (full resync: no cursor per page). Before the
+transaction it refreshes the custom field definitions when a page uses an unknown field or enum (at
+most `MAX_FIELD_REFRESHES` times a run) and fetches the page's chat links unless they were fetched
+ahead (`ChatLinks`: which contacts' links were read, and the links; an incremental walk reads them
+only for versions not stored yet, `fetch_new_chats`). A page that hits a deadlock or serialization
+failure is retried (upserts are idempotent). The cursor only moves forward.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection, Engine
@@ -41,6 +43,14 @@ class Progress(Protocol):
     def advance(self, count: int) -> None: ...
 
 
+@dataclass(frozen=True)
+class ChatLinks:
+    """The chat links amoCRM listed for the contacts `ids` (only theirs are replaced)."""
+
+    ids: list[int]
+    rows: list[dict[str, Any]]
+
+
 class PageWriter:
     """Stores batches of contacts for one run; thread-safe."""
 
@@ -64,18 +74,13 @@ class PageWriter:
         self.newest: int | None = None  # newest updated_at stored by this run
         self._lock = threading.Lock()
 
-    def store(
-        self,
-        batch: Batch,
-        *,
-        chats: list[dict[str, Any]] | None = None,
-        prefetched: bool = False,
-    ) -> None:
-        """One transaction: the batch's rows and relations, the cursor, the seen list."""
+    def store(self, batch: Batch, *, chats: ChatLinks | None = None) -> None:
+        """One transaction: the batch's rows and relations, the cursor, the seen list; the chat
+        links of every contact of the batch are read here unless `chats` brings them."""
         items = batch.items
         fields = self._fields_for(items)
-        if items and self.sync.chats and not prefetched:
-            chats = self.fetch_chats([int(i["id"]) for i in items])
+        if items and self.sync.chats and chats is None:
+            chats = self.fetch_chats(items)
         rows = to_rows(items, fields, self.sync.with_)
         result = self._write_retrying(rows, fields, chats, batch.cursor)
         with self._lock:
@@ -91,7 +96,7 @@ class PageWriter:
         self,
         rows: PageRows,
         fields: Mapping[int, FieldDef],
-        chats: list[dict[str, Any]] | None,
+        chats: ChatLinks | None,
         cursor: int | None,
     ) -> PageResult:
         for attempt in range(1, ATTEMPTS + 1):
@@ -108,13 +113,14 @@ class PageWriter:
         self,
         rows: PageRows,
         fields: Mapping[int, FieldDef],
-        chats: list[dict[str, Any]] | None,
+        chats: ChatLinks | None,
         cursor: int | None,
     ) -> PageResult:
+        links, linked = (None, None) if chats is None else (chats.rows, chats.ids)
         with self.engine.begin() as conn:
             sync_origin(conn)
             result = self.contacts.store_page(
-                conn, rows, fields, with_relations=self.relations, chats=chats
+                conn, rows, fields, with_relations=self.relations, chats=links, chat_ids=linked
             )
             if self.seen_run is not None and rows.ids:
                 self.contacts.mark_seen(conn, self.seen_run, rows.ids)
@@ -137,12 +143,24 @@ class PageWriter:
         self.runs.set_state(conn, CONTACTS_CURSOR, {"updated_at": cursor})
         self.cursor = cursor
 
-    def fetch_chats(self, ids: list[int]) -> list[dict[str, Any]]:
+    def fetch_chats(self, items: list[dict[str, Any]]) -> ChatLinks:
         """The chat links of these contacts (`GET /api/v4/contacts/chats`, ≤250 ids a call)."""
+        return self._chats([int(i["id"]) for i in items])
+
+    def fetch_new_chats(self, items: list[dict[str, Any]]) -> ChatLinks:
+        """The chat links of those contacts whose listed version is not stored yet: a page that
+        only re-reads stored versions (the overlap of an idle poll) asks amoCRM nothing."""
+        with self.engine.connect() as conn:
+            stored = self.contacts.stored_versions(conn, [int(i["id"]) for i in items])
+        fresh = [int(i["id"]) for i in items if stored.get(int(i["id"])) != _u(i)]
+        return self._chats(fresh)
+
+    def _chats(self, ids: list[int]) -> ChatLinks:
         links: list[dict[str, Any]] = []
-        for page in self.client.iter_chats(contact_ids=ids):
-            links += page.items
-        return chat_rows(links)
+        if ids:
+            for page in self.client.iter_chats(contact_ids=ids):
+                links += page.items
+        return ChatLinks(ids, chat_rows(links))
 
     def _refresh_fields(self) -> None:
         if self.field_refreshes >= MAX_FIELD_REFRESHES:
@@ -155,3 +173,7 @@ class PageWriter:
             self.runs.save_fields(conn, raw)
         self.fields = {f.id: f for f in map(field_def, raw)}
         log.info("pull_fields_refreshed", fields=len(self.fields))
+
+
+def _u(item: Mapping[str, Any]) -> int:
+    return int(item.get("updated_at") or 0)

@@ -54,6 +54,13 @@ def notify_channel(schema: str) -> str:
     return f"amosync_{schema}_requests"
 
 
+def changes_channel(schema: str) -> str:
+    """The channel on which local writes announce captured changes (migration 0006: a statement
+    trigger on `sync_changes`, one notification per transaction). `amosync_` + a schema of at
+    most 46 characters + `_changes` fits PostgreSQL's 63 bytes."""
+    return f"amosync_{schema}_changes"
+
+
 def _array(names: tuple[str, ...]) -> str:
     return "ARRAY[" + ", ".join(f"'{name}'" for name in names) + "]"
 

@@ -102,8 +102,10 @@ class ContactStore:
         *,
         with_relations: Sequence[str],
         chats: list[JSON] | None,
+        chat_ids: Sequence[int] | None = None,
     ) -> PageResult:
-        """Store a page of contacts (see the module docstring). `chats` None = not fetched."""
+        """Store a page of contacts (see the module docstring). `chats` None = not fetched;
+        else the chat links of the contacts `chat_ids` (default: all of the page) are replaced."""
         result = PageResult()
         if not rows.contacts:
             return result
@@ -129,8 +131,18 @@ class ContactStore:
                 mine = [r for r in getattr(rows, attr) if r["contact_id"] in wanted]
                 self._replace(conn, table, columns, known, mine)
         if chats is not None:
-            self._replace_chats(conn, ids, [c for c in chats if c["contact_id"] in wanted])
+            linked = wanted if chat_ids is None else wanted & set(chat_ids)
+            mine = [c for c in chats if c["contact_id"] in linked]
+            self._replace_chats(conn, [i for i in ids if i in linked], mine)
         return result
+
+    def stored_versions(self, conn: Connection, ids: Sequence[int]) -> dict[int, int]:
+        """id → stored `updated_at` (unix seconds) of these contacts, where stored and live."""
+        sql = (
+            f"SELECT id, extract(epoch FROM updated_at)::bigint FROM {self.s}.contacts "
+            "WHERE id = ANY(:ids) AND updated_at IS NOT NULL AND NOT is_deleted"
+        )
+        return {int(row[0]): int(row[1]) for row in conn.execute(sa.text(sql), {"ids": list(ids)})}
 
     def _lock(self, conn: Connection, ids: list[int]) -> dict[int, int | None]:
         sql = (

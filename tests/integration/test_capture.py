@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from sync.config import DatabaseConfig
-from sync.db.capture import notify_channel
+from sync.db.capture import changes_channel, notify_channel
 from sync.db.engine import database_url, sync_origin
 
 UPDATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -187,3 +187,52 @@ def test_sync_request_is_announced(db_config: DatabaseConfig, engine: Engine) ->
         run(engine, "INSERT INTO amocrm.sync_requests (kind) VALUES ('full')")
         notice = next(listener.notifies(timeout=5, stop_after=1))
     assert notice.channel == notify_channel("amocrm")
+
+
+def _announced_before_fence(listener: psycopg.Connection[Any], engine: Engine) -> list[str]:
+    """The notifications delivered before a sync_requests insert made now: PostgreSQL delivers
+    notifications in commit order, so the fence's comes after everything committed before it."""
+    run(engine, "INSERT INTO amocrm.sync_requests (kind) VALUES ('full')")
+    got: list[str] = []
+    for notice in listener.notifies(timeout=10):
+        if notice.channel == notify_channel("amocrm"):
+            return got
+        got.append(notice.channel)
+    raise AssertionError("the fence notification never arrived")
+
+
+def test_local_writes_announce_themselves_once_per_transaction(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    run(
+        engine,
+        "INSERT INTO amocrm.contacts (id, name, updated_at) "
+        "SELECT g, 'C' || g, :u FROM generate_series(1, 500) g",
+        {"u": UPDATED},
+        origin=True,
+    )
+    dsn = database_url(db_config).set(drivername="postgresql").render_as_string(False)
+    changed = changes_channel("amocrm")
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {notify_channel('amocrm')}")
+        listener.execute(f"LISTEN {changed}")
+        assert _announced_before_fence(listener, engine) == []
+        run(engine, "UPDATE amocrm.contacts SET name = 'Bulk ' || id")  # 500 rows captured
+        assert _announced_before_fence(listener, engine) == [changed]
+        run(engine, "UPDATE amocrm.contacts SET name = 'Pulled'", origin=True)
+        run(engine, "UPDATE amocrm.contacts SET name = name WHERE id < 10")  # nothing changed
+        with engine.connect() as conn:
+            conn.execute(sa.text("UPDATE amocrm.contacts SET name = 'Gone' WHERE id = 1"))
+            conn.rollback()  # rolled back: announces nothing
+        assert _announced_before_fence(listener, engine) == []
+        run(engine, "INSERT INTO amocrm.contact_chats (contact_id, chat_id) VALUES (1, 'c-1')")
+        assert _announced_before_fence(listener, engine) == [changed]
+        run(engine, "INSERT INTO amocrm.contacts (name) VALUES ('New one')")
+        assert _announced_before_fence(listener, engine) == [changed]
+        settle = "UPDATE amocrm.sync_conflicts SET winner = 'local'"
+        run(engine, "INSERT INTO amocrm.sync_conflicts (contact_id, field, policy) "
+                    "VALUES (2, 'name', 'manual')", origin=True)  # fmt: skip
+        run(engine, settle, origin=True)  # push recording a policy's winner: not announced
+        assert _announced_before_fence(listener, engine) == []
+        run(engine, settle)  # a person settling the conflict: push it now
+        assert _announced_before_fence(listener, engine) == [changed]

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -18,7 +19,7 @@ from sync.daemon import Daemon, Parts
 from sync.db import status as queries
 from sync.health import Health
 from sync.metrics import Metrics
-from sync.schedule import Jobs
+from sync.schedule import JobRunner, Jobs, PushSoon, build_scheduler
 
 
 @dataclass
@@ -194,3 +195,36 @@ def test_leader_survives_losing_every_database_session(
             thread.join(10)
     events = [e["event"] for e in logs]
     assert events.count("leader_elected") >= 2  # it led again, without a restart
+
+
+def test_an_edit_announced_while_push_runs_gets_a_push_of_its_own(engine: Engine) -> None:
+    """PushSoon moves the push job to now; a push that was already running when the edit was
+    announced may have claimed the outbox before it, so another push follows it at once."""
+    started, release = threading.Event(), threading.Event()
+    pushes: list[float] = []
+
+    def push() -> None:
+        pushes.append(time.monotonic())
+        started.set()
+        release.wait(10)
+
+    runner = JobRunner(engine, Health(1), Metrics())
+    push_soon = PushSoon(runner, lambda: datetime.now(UTC))
+    config = Config(sync=SyncConfig(poll_interval_s=3600, push_interval_s=3600,
+                                    full_resync_cron=""))  # fmt: skip
+    jobs = Jobs(lambda: None, push, lambda: None, lambda: None)
+    scheduler = build_scheduler(config, jobs, runner, lambda: None, SystemClock(),
+                                push_soon=push_soon)  # fmt: skip
+    scheduler.start()
+    try:
+        assert started.wait(10)  # the first push runs at once, and blocks
+        push_soon.want()  # announced while it runs: nothing starts beside it
+        time.sleep(0.3)
+        assert len(pushes) == 1
+        release.set()
+        _wait(lambda: len(pushes) == 2)  # right after it, not in an hour
+        push_soon.want()  # announced while none runs
+        _wait(lambda: len(pushes) == 3)
+    finally:
+        release.set()
+        scheduler.shutdown(wait=True)

@@ -71,8 +71,8 @@ def test_upgrade_twice_changes_nothing(blank_db_config: DatabaseConfig) -> None:
     first = upgrade(blank_db_config)
     before = snapshot(blank_db_config)
     second = upgrade(blank_db_config)
-    assert first == (None, "0004")
-    assert second == ("0004", "0004")
+    assert first == (None, "0006")
+    assert second == ("0006", "0006")
     assert snapshot(blank_db_config) == before
 
 
@@ -81,7 +81,7 @@ def test_downgrade_removes_everything_and_upgrade_restores_it(
 ) -> None:
     upgrade(blank_db_config)
     migrated = snapshot(blank_db_config)
-    assert downgrade(blank_db_config, "base") == ("0004", None)
+    assert downgrade(blank_db_config, "base") == ("0006", None)
     empty = snapshot(blank_db_config)
     assert [row[0] for row in empty["columns"]] == ["alembic_version"]
     assert empty["functions"] == empty["triggers"] == empty["sequences"] == []

@@ -275,11 +275,12 @@ def test_values_that_would_break_the_daemon_later_are_refused(
     assert found[key][0] == f"environment AMOSYNC_{key.upper().replace('.', '__')}"
 
 
-def test_longest_schema_gives_a_channel_postgres_accepts() -> None:
-    from sync.db.capture import notify_channel
+def test_longest_schema_gives_channels_postgres_accepts() -> None:
+    from sync.db.capture import changes_channel, notify_channel
 
     config = _load({"AMOSYNC_DATABASE__SCHEMA": "s" * 46})
     assert len(notify_channel(config.database.schema).encode()) == 63
+    assert len(changes_channel(config.database.schema).encode()) <= 63
 
 
 def test_base_url_with_credentials_is_refused_without_echoing_them(tmp_path: Path) -> None:
