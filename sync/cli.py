@@ -18,7 +18,6 @@ from sqlalchemy.exc import DBAPIError
 from sync import cli_ops
 from sync.config import Config, load_config
 from sync.db.diag import error_line
-from sync.db.engine import create_engine
 from sync.emulator.command import emulator_command
 from sync.errors import SyncError, UsageError
 from sync.logs import configure_logging
@@ -97,13 +96,13 @@ def auth(app: _Context, code: str) -> None:
     """Exchange an OAuth authorization code for tokens and store them in the database."""
     from sync.amo.auth import store_authorization_code
     from sync.amo.client import AmoClient
-    from sync.db.engine import create_engine
     from sync.db.tokens import TokenStore
+    from sync.wiring import migrated_engine
 
     config = app.config
     if not config.amocrm.oauth.enabled:
         raise UsageError("`auth` needs [amocrm.oauth] client_id, client_secret and redirect_uri")
-    engine = create_engine(config.database)
+    engine = migrated_engine(config)
     try:
         with AmoClient(config.amocrm, None) as client:
             pair = store_authorization_code(
@@ -209,8 +208,9 @@ def conflicts_list(app: _Context, include_resolved: bool) -> None:
     """Conflicts waiting for a person (or all of them with --all)."""
     from sync.conflict_view import render_conflicts
     from sync.db.outbox import list_conflicts
+    from sync.wiring import migrated_engine
 
-    engine = create_engine(app.config.database)
+    engine = migrated_engine(app.config)
     try:
         with engine.connect() as conn:
             rows = list_conflicts(conn, include_resolved=include_resolved)
@@ -228,8 +228,9 @@ def conflicts_list(app: _Context, include_resolved: bool) -> None:
 def conflicts_resolve(app: _Context, conflict_id: int, keep: str) -> None:
     """Settle a waiting conflict; the next push applies it."""
     from sync.db.outbox import set_winner
+    from sync.wiring import migrated_engine
 
-    engine = create_engine(app.config.database)
+    engine = migrated_engine(app.config)
     try:
         with engine.begin() as conn:
             set_winner(conn, conflict_id, keep)

@@ -11,6 +11,7 @@
     │   ├── AmoPaymentError       402: the account is not paid
     │   └── AmoRejectedError      400 for records: mark those rows, carry on with the rest
     ├── StoreError                PostgreSQL failed (wraps SQLAlchemy/psycopg errors)
+    │   ├── SchemaMissingError    the schema is not migrated (to this version): run `db upgrade`
     │   ├── LockWaitError         a statement gave up waiting for a lock another session holds
     │   ├── EmbeddedDatabaseError the embedded PostgreSQL could not be started
     │   └── DiskFullError         PostgreSQL (53100) or this process (ENOSPC) ran out of disk
@@ -160,6 +161,11 @@ class StoreError(SyncError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         self.transient = transient
         super().__init__(message)
+
+
+class SchemaMissingError(StoreError):
+    """The configured schema has no sync tables yet, or an older revision of them: the command
+    says to run `amosync db upgrade` first."""
 
 
 class LockWaitError(StoreError):

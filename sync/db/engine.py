@@ -21,12 +21,13 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlche
 from sync.config import DatabaseConfig
 from sync.db import lockwait
 from sync.db.capture import ORIGIN_SETTING
-from sync.db.diag import driver_message
+from sync.db.diag import driver_message, not_migrated
 from sync.errors import (
     ConfigError,
     ConfigProblem,
     DiskFullError,
     EmbeddedDatabaseError,
+    SchemaMissingError,
     StoreError,
     disk_full,
 )
@@ -122,6 +123,9 @@ def store_errors(config: DatabaseConfig) -> Iterator[None]:
             f"PostgreSQL at {where} failed: {driver_message(exc)}", transient=True
         ) from exc
     except DBAPIError as exc:
+        missing = not_migrated(exc)
+        if missing:
+            raise SchemaMissingError(f"schema {config.schema}: {missing}") from exc
         raise StoreError(f"PostgreSQL refused a statement: {driver_message(exc)}") from exc
 
 
