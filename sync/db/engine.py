@@ -38,6 +38,8 @@ __all__ = [  # driver_message lives in sync.db.diag; many modules import it from
     "database_url",
     "describe",
     "driver_message",
+    "embedded_exists",
+    "embedded_pgdata",
     "embedded_url",
     "import_embedded",
     "lock_taken",
@@ -145,6 +147,16 @@ def probe(engine: Engine) -> str | None:
 def describe(url: URL) -> str:
     """A URL safe to print: no password."""
     return url.render_as_string(hide_password=True)
+
+
+def embedded_pgdata(config: DatabaseConfig) -> Path:
+    """The embedded cluster's data directory: `<database.embedded_dir>/pgdata`, absolute."""
+    return (Path(config.embedded_dir) / "pgdata").resolve()
+
+
+def embedded_exists(config: DatabaseConfig) -> bool:
+    """Whether an embedded cluster was created there (`initdb` writes PG_VERSION)."""
+    return (embedded_pgdata(config) / "PG_VERSION").is_file()
 
 
 def embedded_url(directory: Path) -> URL:
