@@ -162,12 +162,15 @@ def demo(app: _Context) -> None:
 @pass_context
 def pull(app: _Context, full: bool) -> None:
     """Pull changed contacts (and deletions) from amoCRM; --full re-reads everything."""
-    from sync.progress import progress_bar
+    from sync.progress import connecting, progress_bar
     from sync.pull import run_pull
     from sync.wiring import connected
 
     config = app.config
-    with connected(config) as (engine, client), progress_bar() as bar:
+    with (
+        connected(config) as (engine, client),
+        progress_bar(connecting(client.session.host)) as bar,
+    ):
         report = run_pull(config, engine, client, full=full, progress=bar)
     click.echo(report.describe())
 
@@ -196,7 +199,7 @@ def push(app: _Context) -> None:
 @pass_context
 def sync_once(app: _Context) -> None:
     """One push of local changes, then one incremental pull."""
-    from sync.progress import progress_bar
+    from sync.progress import connecting, progress_bar
     from sync.pull import run_pull
     from sync.push import run_push
     from sync.wiring import connected
@@ -204,7 +207,7 @@ def sync_once(app: _Context) -> None:
     config = app.config
     with connected(config) as (engine, client):
         click.echo(run_push(config, engine, client).describe())
-        with progress_bar() as bar:
+        with progress_bar(connecting(client.session.host)) as bar:
             pulled = run_pull(config, engine, client, full=False, progress=bar)
     click.echo(pulled.describe())
 

@@ -34,15 +34,22 @@ def run(app: Any) -> None:
 @click.pass_obj
 def resync(app: Any, wait_s: float | None) -> None:
     """Ask the running daemon for a full resync (run it here if no daemon is running)."""
+    from sync.progress import progress_bar
     from sync.resync import resync as ask
     from sync.wiring import amo_client, migrated_engine
 
     config = app.config
     engine = migrated_engine(config)
     try:
-        outcome = ask(config, engine, lambda: _client(config, engine, amo_client), wait_s=wait_s)
+        with progress_bar() as bar:
+            outcome = ask(config, engine, lambda: _client(config, engine, amo_client),
+                          wait_s=wait_s, progress=bar)  # fmt: skip
     finally:
         engine.dispose()
+    if outcome.previous is not None:
+        before = outcome.previous
+        click.echo(f"note: the previous resync request {before['id']} failed: {before['error']}",
+                   err=True)  # fmt: skip
     if outcome.request is None:
         click.echo(f"resync request {outcome.request_id} queued; the daemon ({outcome.leader}) "
                    f"starts it within {config.daemon.requests_poll_s:g} s")  # fmt: skip

@@ -2,7 +2,9 @@
 
 A request is a `sync_requests` row (the same as `INSERT INTO sync_requests (kind) VALUES
 ('full')` in SQL). If no process holds the leader lock, this command takes the lock itself (so a
-daemon starting meanwhile waits as a standby) and serves the request at once.
+daemon starting meanwhile waits as a standby) and serves the request at once. Waiting for the
+daemon's run (`--wait`), the progress counts the contacts that run has stored so far (its
+`sync_full_seen` rows) against the stored live contacts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sync.db import status as queries
 from sync.db.locks import LeaderLock
 from sync.errors import SyncError
 from sync.pull import serve_request
+from sync.writer import Progress
 
 FINISHED = ("done", "failed")
 
@@ -30,6 +33,7 @@ class Outcome:
     ran_here: bool
     request: dict[str, Any] | None  # the row when finished (ran here, or waited for)
     leader: str | None
+    previous: dict[str, Any] | None = None  # the request before this one, if it failed
 
 
 def resync(
@@ -39,24 +43,30 @@ def resync(
     *,
     wait_s: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    progress: Progress | None = None,
 ) -> Outcome:
     """Queue a full resync; serve it here when no daemon leads; optionally wait for the daemon."""
     with engine.begin() as conn:
+        previous = next(iter(queries.fetch_recent_requests(conn, 1)), None)
         request_id = queries.add_request(conn)
+    failed = previous if previous and previous["status"] == "failed" else None
     lock = LeaderLock(engine, config.database.schema)
     if lock.try_acquire():
         try:
             with client_factory() as client:
-                serve_request(config, engine, client)
+                if progress is not None:
+                    progress.start(None, f"connecting to amoCRM at {client.session.host}")
+                serve_request(config, engine, client, progress=progress)
         finally:
             lock.release()
-        return Outcome(request_id, True, _fetch(engine, request_id), None)
+        return Outcome(request_id, True, _fetch(engine, request_id), None, failed)
     with engine.connect() as conn:
         leader = queries.fetch_leader(conn, config.database.schema)
     name = leader.application_name if leader else None
     if wait_s is None:
-        return Outcome(request_id, False, None, name)
-    return Outcome(request_id, False, _wait(engine, request_id, wait_s, sleep), name)
+        return Outcome(request_id, False, None, name, failed)
+    watch = _Watch(request_id, name, progress)
+    return Outcome(request_id, False, _wait(engine, watch, wait_s, sleep), name, failed)
 
 
 def _fetch(engine: Engine, request_id: int) -> dict[str, Any] | None:
@@ -64,18 +74,67 @@ def _fetch(engine: Engine, request_id: int) -> dict[str, Any] | None:
         return queries.fetch_request(conn, request_id)
 
 
+@dataclass
+class _Watch:
+    """What the person waiting sees: the request waiting, then the daemon's run growing."""
+
+    request_id: int
+    leader: str | None
+    progress: Progress | None
+    run_id: int | None = None
+    shown: int = 0
+    pending_shown: bool = False
+
+    def update(self, engine: Engine, row: dict[str, Any] | None) -> None:
+        if self.progress is None or row is None:
+            return
+        daemon = f"the daemon ({self.leader})" if self.leader else "the daemon"
+        if row["status"] == "pending":
+            if not self.pending_shown:
+                self.pending_shown = True
+                self.progress.start(None, f"request {self.request_id} waits for {daemon}")
+            return
+        with engine.connect() as conn:
+            running = queries.fetch_full_run_progress(conn)
+            total = queries.count_live_contacts(conn) if running else 0
+        if running is None:
+            return
+        run_id, seen = running
+        if run_id != self.run_id:
+            self.run_id, self.shown = run_id, 0
+            self.progress.start(total or None, f"full resync by {daemon}")
+        self._show(seen)
+
+    def finish(self, engine: Engine, row: dict[str, Any]) -> None:
+        """The bar ends at what the run read (its seen list is gone once it finished)."""
+        if self.progress is None or self.run_id is None or row["run_id"] != self.run_id:
+            return
+        with engine.connect() as conn:
+            run = queries.fetch_run(conn, self.run_id)
+        if run is not None:
+            self._show(run.fetched)
+
+    def _show(self, seen: int) -> None:
+        assert self.progress is not None
+        if seen > self.shown:
+            self.progress.advance(seen - self.shown)
+            self.shown = seen
+
+
 def _wait(
-    engine: Engine, request_id: int, wait_s: float, sleep: Callable[[float], None]
+    engine: Engine, watch: _Watch, wait_s: float, sleep: Callable[[float], None]
 ) -> dict[str, Any]:
     deadline = time.monotonic() + wait_s
     while True:
-        row = _fetch(engine, request_id)
+        row = _fetch(engine, watch.request_id)
         if row is not None and row["status"] in FINISHED:
+            watch.finish(engine, row)
             return row
+        watch.update(engine, row)
         if time.monotonic() >= deadline:
             state = row["status"] if row else "missing"
             raise SyncError(
-                f"resync request {request_id} is still {state} after {wait_s:g} s; "
+                f"resync request {watch.request_id} is still {state} after {wait_s:g} s; "
                 "`amosync status` shows its progress"
             )
         sleep(1.0)
