@@ -43,13 +43,9 @@ def resync(app: Any, wait_s: float | None) -> None:
     try:
         with progress_bar() as bar:
             outcome = ask(config, engine, lambda: _client(config, engine, amo_client),
-                          wait_s=wait_s, progress=bar)  # fmt: skip
+                          wait_s=wait_s, progress=bar, note=_note)  # fmt: skip
     finally:
         engine.dispose()
-    if outcome.previous is not None:
-        before = outcome.previous
-        click.echo(f"note: the previous resync request {before['id']} failed: {before['error']}",
-                   err=True)  # fmt: skip
     if outcome.request is None:
         click.echo(f"resync request {outcome.request_id} queued; the daemon ({outcome.leader}) "
                    f"starts it within {config.daemon.requests_poll_s:g} s")  # fmt: skip
@@ -59,6 +55,10 @@ def resync(app: Any, wait_s: float | None) -> None:
     if row["status"] != "done":
         raise SyncError(f"resync request {outcome.request_id} failed {where}: {row['error']}")
     click.echo(f"resync request {outcome.request_id} done {where}: sync_runs id {row['run_id']}")
+
+
+def _note(text: str) -> None:
+    click.echo(f"note: {text}", err=True)
 
 
 def _client(config: Any, engine: Any, factory: Any) -> Any:

@@ -33,7 +33,6 @@ class Outcome:
     ran_here: bool
     request: dict[str, Any] | None  # the row when finished (ran here, or waited for)
     leader: str | None
-    previous: dict[str, Any] | None = None  # the request before this one, if it failed
 
 
 def resync(
@@ -44,12 +43,15 @@ def resync(
     wait_s: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
     progress: Progress | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> Outcome:
-    """Queue a full resync; serve it here when no daemon leads; optionally wait for the daemon."""
+    """Queue a full resync; serve it here when no daemon leads; optionally wait for the daemon.
+    `note` hears, first, about the previous request if it failed (it is not retried)."""
     with engine.begin() as conn:
         previous = next(iter(queries.fetch_recent_requests(conn, 1)), None)
         request_id = queries.add_request(conn)
-    failed = previous if previous and previous["status"] == "failed" else None
+    if note is not None and previous is not None and previous["status"] == "failed":
+        note(f"the previous resync request {previous['id']} failed: {previous['error']}")
     lock = LeaderLock(engine, config.database.schema)
     if lock.try_acquire():
         try:
@@ -59,14 +61,14 @@ def resync(
                 serve_request(config, engine, client, progress=progress)
         finally:
             lock.release()
-        return Outcome(request_id, True, _fetch(engine, request_id), None, failed)
+        return Outcome(request_id, True, _fetch(engine, request_id), None)
     with engine.connect() as conn:
         leader = queries.fetch_leader(conn, config.database.schema)
     name = leader.application_name if leader else None
     if wait_s is None:
-        return Outcome(request_id, False, None, name, failed)
+        return Outcome(request_id, False, None, name)
     watch = _Watch(request_id, name, progress)
-    return Outcome(request_id, False, _wait(engine, watch, wait_s, sleep), name, failed)
+    return Outcome(request_id, False, _wait(engine, watch, wait_s, sleep), name)
 
 
 def _fetch(engine: Engine, request_id: int) -> dict[str, Any] | None:
