@@ -7,9 +7,12 @@ its traceback.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -154,7 +157,7 @@ def demo(app: _Context) -> None:
 
     config = app.config
     configure_logging(replace(config.logging, level="warning"))  # the story is on stdout
-    run_demo(config, click.echo)
+    run_demo(config, click.echo, invoked_as())
 
 
 @cli.command()
@@ -253,6 +256,26 @@ def conflicts_resolve(app: _Context, conflict_id: int, keep: str) -> None:
     finally:
         engine.dispose()
     click.echo(f"conflict {conflict_id}: {keep} wins; the next push applies it")
+
+
+def invoked_as() -> str:
+    """How to run this amosync again from here: `amosync` when the PATH finds this very one,
+    else its path (`.venv/bin/amosync` after `make demo`), or `python -m sync`."""
+    script = Path(sys.argv[0])
+    if script.name == "__main__.py":
+        return f"{_relative(Path(sys.executable))} -m sync"
+    found = shutil.which("amosync")
+    if found and Path(found).resolve() == script.resolve():
+        return "amosync"
+    return _relative(script)
+
+
+def _relative(path: Path) -> str:
+    absolute = Path(os.path.abspath(path))  # normalises `..` too
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
 
 
 def main(argv: list[str] | None = None) -> None:

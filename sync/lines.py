@@ -51,3 +51,8 @@ def cut_url(url: str, limit: int = URL_LIMIT) -> str:
         return f"{path}?{ELLIPSIS}({rest} parameters)"
     more = f"{ELLIPSIS}(+{rest} more parameter{'s' if rest != 1 else ''})"
     return f"{path}?{'&'.join(kept)}&{more}"
+
+
+def count(number: int, noun: str) -> str:
+    """`1 conflict`, `2 conflicts`, `0 requests`: a number with its noun (regular plurals)."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -31,7 +31,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -54,6 +61,9 @@ class Metrics:
     """The daemon's registry and the instruments the daemon and transport update."""
 
     def __init__(self) -> None:
+        # no `*_created` series beside every counter and histogram: they double /metrics and
+        # say only when this process started (a process-wide switch of prometheus-client)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.leader = Gauge("amosync_leader", "1 while this process is the leader", registry=r)

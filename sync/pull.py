@@ -54,6 +54,7 @@ from sync.db.locks import SessionLock
 from sync.db.runs import CONTACTS_CURSOR, EVENTS_CURSOR, RunStore, pull_lock
 from sync.errors import InvariantError, SyncError, mark_logged
 from sync.heap import fewer_collections
+from sync.lines import count
 from sync.logs import get_logger
 from sync.mapping import event_changes
 from sync.readahead import ReadAhead
@@ -94,9 +95,9 @@ class PullReport:
     def describe(self) -> str:
         """The one line the CLI prints for this run."""
         return (
-            f"{self.kind} run {self.run_id}: {self.fetched} contacts read, "
+            f"{self.kind} run {self.run_id}: {count(self.fetched, 'contact')} read, "
             f"{self.upserted} written, {self.deleted} marked deleted, "
-            f"{self.requests} requests in {self.duration_s:.1f} s"
+            f"{count(self.requests, 'request')} in {self.duration_s:.1f} s"
         )
 
 

@@ -137,6 +137,7 @@ def test_changes_flow_both_ways(
     metrics = daemon.metrics()
     assert "amosync_rows_pushed_total 1.0" in metrics
     assert 'amosync_last_success_timestamp_seconds{kind="push"}' in metrics
+    assert "_created" not in metrics  # no creation-time series beside every counter
 
 
 def _two_contact_ids(engine: Engine) -> tuple[int, int]:
