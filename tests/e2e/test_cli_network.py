@@ -162,3 +162,16 @@ def test_on_a_terminal_the_bar_says_connecting_and_log_lines_print_above_it(
     for line in retried:  # each on its own line, never after the bar's text
         assert re.match(r"\d{4}-\d\d-\d\dT\S+Z \[warning\s*\] amo_request_retried", line), line
     assert shown[-2].startswith(f"amosync: cannot connect to amoCRM at 127.0.0.1:{port}")
+
+
+def test_the_emulator_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = amosync("emulator", "--port", str(port), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; pick another --port"
+    ]
