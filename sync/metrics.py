@@ -45,6 +45,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from sync.amo.responses import network_reason
+from sync.amo.session import host_port
 from sync.db import status as queries
 from sync.db.diag import error_line
 from sync.db.status import RunRow
@@ -200,7 +202,8 @@ class ObservedTransport(httpx.BaseTransport):
             response = self._inner.handle_request(request)
         except httpx.TransportError as exc:
             self._metrics.requests.labels(request.method, "error").inc()
-            self._health.amocrm_unreachable(type(exc).__name__)
+            where = host_port(str(request.url))
+            self._health.amocrm_unreachable(f"{network_reason(exc)} ({where})")
             raise
         self._metrics.requests.labels(request.method, str(response.status_code)).inc()
         if response.status_code == 429:
