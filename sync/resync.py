@@ -83,44 +83,45 @@ class _Watch:
     request_id: int
     leader: str | None
     progress: Progress | None
-    run_id: int | None = None
-    shown: int = 0
-    pending_shown: bool = False
+    shown: tuple[str, int | None] | None = None  # the (status, run id) the bar was started for
+    seen: int = 0
 
     def update(self, engine: Engine, row: dict[str, Any] | None) -> None:
         if self.progress is None or row is None:
             return
         daemon = f"the daemon ({self.leader})" if self.leader else "the daemon"
         if row["status"] == "pending":
-            if not self.pending_shown:
-                self.pending_shown = True
-                self.progress.start(None, f"request {self.request_id} waits for {daemon}")
+            self._start(("pending", None), None, f"request {self.request_id} waits for {daemon}")
             return
         with engine.connect() as conn:
             running = queries.fetch_full_run_progress(conn)
-            total = queries.count_live_contacts(conn) if running else 0
-        if running is None:
-            return
-        run_id, seen = running
-        if run_id != self.run_id:
-            self.run_id, self.shown = run_id, 0
-            self.progress.start(total or None, f"full resync by {daemon}")
+            total = queries.count_live_contacts(conn)
+        run_id, seen = running or (None, 0)
+        self._start(("running", run_id), total or None, f"full resync by {daemon}")
         self._show(seen)
 
     def finish(self, engine: Engine, row: dict[str, Any]) -> None:
         """The bar ends at what the run read (its seen list is gone once it finished)."""
-        if self.progress is None or self.run_id is None or row["run_id"] != self.run_id:
+        if self.progress is None or self.shown is None or row["run_id"] is None:
+            return
+        if self.shown[1] not in (None, row["run_id"]):
             return
         with engine.connect() as conn:
-            run = queries.fetch_run(conn, self.run_id)
+            run = queries.fetch_run(conn, row["run_id"])
         if run is not None:
             self._show(run.fetched)
 
+    def _start(self, state: tuple[str, int | None], total: int | None, text: str) -> None:
+        assert self.progress is not None
+        if state != self.shown:
+            self.shown, self.seen = state, 0
+            self.progress.start(total, text)
+
     def _show(self, seen: int) -> None:
         assert self.progress is not None
-        if seen > self.shown:
-            self.progress.advance(seen - self.shown)
-            self.shown = seen
+        if seen > self.seen:
+            self.progress.advance(seen - self.seen)
+            self.seen = seen
 
 
 def _wait(

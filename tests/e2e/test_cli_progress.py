@@ -69,10 +69,10 @@ def test_a_full_resync_on_a_terminal_shows_its_total(
 
 
 def test_resync_wait_shows_the_daemons_run(db_config: DatabaseConfig, tmp_path: Path) -> None:
-    emulator = EmulatorProcess(tmp_path, contacts=600)
+    emulator = EmulatorProcess(tmp_path, contacts=1500)
     emulator.start()
     emulator.admin("PATCH", "controls", {"latency_ms": 150})  # a run long enough to watch
-    daemon = DaemonProcess(tmp_path, db_config, emulator.base_url,
+    daemon = DaemonProcess(tmp_path, db_config, emulator.base_url, AMOSYNC_AMOCRM__MAX_RPS="5",
                            AMOSYNC_SYNC__POLL_INTERVAL_S="3600").start()  # fmt: skip
     try:
         daemon.wait_health(200, timeout=60)
