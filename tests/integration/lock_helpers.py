@@ -15,7 +15,8 @@ def terminate_lock_holder(engine: Engine, key: int) -> int:
         pids = conn.scalars(
             sa.text(
                 "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND objsubid = 1 AND classid = :hi AND objid = :lo"
+                "AND objsubid = 1 AND classid = :hi AND objid = :lo AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
             ),
             key_parts(key),
         ).all()
