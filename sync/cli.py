@@ -7,9 +7,12 @@ its traceback.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -18,7 +21,6 @@ from sqlalchemy.exc import DBAPIError
 from sync import cli_ops
 from sync.config import Config, load_config
 from sync.db.diag import error_line
-from sync.db.engine import create_engine
 from sync.emulator.command import emulator_command
 from sync.errors import SyncError, UsageError
 from sync.logs import configure_logging
@@ -26,8 +28,14 @@ from sync.logs import configure_logging
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# commands that may create the embedded PostgreSQL when database.url is unset and there is none
+CREATE_EMBEDDED = frozenset({"demo", "db upgrade", "run"})
+
+
 class _Context:
-    """What every command gets: the config path given on the command line, loaded on demand."""
+    """What every command gets: the config path given on the command line, loaded on demand.
+    With `database.url` unset, loading says on stderr where the data lives (the embedded
+    PostgreSQL), or refuses when there is none here and the command would not create one."""
 
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
@@ -36,8 +44,15 @@ class _Context:
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(self.config_path)
-            configure_logging(self._config.logging)
+            config = load_config(self.config_path)
+            configure_logging(config.logging)
+            if config.database.embedded:
+                from sync.wiring import embedded_notice
+
+                command = " ".join(click.get_current_context().command_path.split()[1:])
+                notice = embedded_notice(config, may_create=command in CREATE_EMBEDDED)
+                click.echo(f"amosync: {notice}", err=True)
+            self._config = config
         return self._config
 
 
@@ -97,13 +112,13 @@ def auth(app: _Context, code: str) -> None:
     """Exchange an OAuth authorization code for tokens and store them in the database."""
     from sync.amo.auth import store_authorization_code
     from sync.amo.client import AmoClient
-    from sync.db.engine import create_engine
     from sync.db.tokens import TokenStore
+    from sync.wiring import migrated_engine
 
     config = app.config
     if not config.amocrm.oauth.enabled:
         raise UsageError("`auth` needs [amocrm.oauth] client_id, client_secret and redirect_uri")
-    engine = create_engine(config.database)
+    engine = migrated_engine(config)
     try:
         with AmoClient(config.amocrm, None) as client:
             pair = store_authorization_code(
@@ -142,7 +157,7 @@ def demo(app: _Context) -> None:
 
     config = app.config
     configure_logging(replace(config.logging, level="warning"))  # the story is on stdout
-    run_demo(config, click.echo)
+    run_demo(config, click.echo, invoked_as())
 
 
 @cli.command()
@@ -150,12 +165,15 @@ def demo(app: _Context) -> None:
 @pass_context
 def pull(app: _Context, full: bool) -> None:
     """Pull changed contacts (and deletions) from amoCRM; --full re-reads everything."""
-    from sync.progress import progress_bar
+    from sync.progress import connecting, progress_bar
     from sync.pull import run_pull
     from sync.wiring import connected
 
     config = app.config
-    with connected(config) as (engine, client), progress_bar() as bar:
+    with (
+        connected(config) as (engine, client),
+        progress_bar(connecting(client.session.host)) as bar,
+    ):
         report = run_pull(config, engine, client, full=full, progress=bar)
     click.echo(report.describe())
 
@@ -184,7 +202,7 @@ def push(app: _Context) -> None:
 @pass_context
 def sync_once(app: _Context) -> None:
     """One push of local changes, then one incremental pull."""
-    from sync.progress import progress_bar
+    from sync.progress import connecting, progress_bar
     from sync.pull import run_pull
     from sync.push import run_push
     from sync.wiring import connected
@@ -192,7 +210,7 @@ def sync_once(app: _Context) -> None:
     config = app.config
     with connected(config) as (engine, client):
         click.echo(run_push(config, engine, client).describe())
-        with progress_bar() as bar:
+        with progress_bar(connecting(client.session.host)) as bar:
             pulled = run_pull(config, engine, client, full=False, progress=bar)
     click.echo(pulled.describe())
 
@@ -209,8 +227,9 @@ def conflicts_list(app: _Context, include_resolved: bool) -> None:
     """Conflicts waiting for a person (or all of them with --all)."""
     from sync.conflict_view import render_conflicts
     from sync.db.outbox import list_conflicts
+    from sync.wiring import migrated_engine
 
-    engine = create_engine(app.config.database)
+    engine = migrated_engine(app.config)
     try:
         with engine.connect() as conn:
             rows = list_conflicts(conn, include_resolved=include_resolved)
@@ -228,14 +247,35 @@ def conflicts_list(app: _Context, include_resolved: bool) -> None:
 def conflicts_resolve(app: _Context, conflict_id: int, keep: str) -> None:
     """Settle a waiting conflict; the next push applies it."""
     from sync.db.outbox import set_winner
+    from sync.wiring import migrated_engine
 
-    engine = create_engine(app.config.database)
+    engine = migrated_engine(app.config)
     try:
         with engine.begin() as conn:
             set_winner(conn, conflict_id, keep)
     finally:
         engine.dispose()
     click.echo(f"conflict {conflict_id}: {keep} wins; the next push applies it")
+
+
+def invoked_as() -> str:
+    """How to run this amosync again from here: `amosync` when the PATH finds this very one,
+    else its path (`.venv/bin/amosync` after `make demo`), or `python -m sync`."""
+    script = Path(sys.argv[0])
+    if script.name == "__main__.py":
+        return f"{_relative(Path(sys.executable))} -m sync"
+    found = shutil.which("amosync")
+    if found and Path(found).resolve() == script.resolve():
+        return "amosync"
+    return _relative(script)
+
+
+def _relative(path: Path) -> str:
+    absolute = Path(os.path.abspath(path))  # normalises `..` too
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
 
 
 def main(argv: list[str] | None = None) -> None:

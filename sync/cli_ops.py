@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from sync.errors import SyncError, UsageError
+from sync.errors import SyncError
 
 
 @click.command("run")
@@ -34,13 +34,16 @@ def run(app: Any) -> None:
 @click.pass_obj
 def resync(app: Any, wait_s: float | None) -> None:
     """Ask the running daemon for a full resync (run it here if no daemon is running)."""
+    from sync.progress import progress_bar
     from sync.resync import resync as ask
-    from sync.wiring import amo_client, database_engine
+    from sync.wiring import amo_client, migrated_engine
 
     config = app.config
-    engine = database_engine(config)
+    engine = migrated_engine(config)
     try:
-        outcome = ask(config, engine, lambda: _client(config, engine, amo_client), wait_s=wait_s)
+        with progress_bar() as bar:
+            outcome = ask(config, engine, lambda: _client(config, engine, amo_client),
+                          wait_s=wait_s, progress=bar, note=_note)  # fmt: skip
     finally:
         engine.dispose()
     if outcome.request is None:
@@ -54,6 +57,10 @@ def resync(app: Any, wait_s: float | None) -> None:
     click.echo(f"resync request {outcome.request_id} done {where}: sync_runs id {row['run_id']}")
 
 
+def _note(text: str) -> None:
+    click.echo(f"note: {text}", err=True)
+
+
 def _client(config: Any, engine: Any, factory: Any) -> Any:
     config.require_amocrm_auth()
     return factory(config, engine)
@@ -64,17 +71,14 @@ def _client(config: Any, engine: Any, factory: Any) -> Any:
 @click.pass_obj
 def status(app: Any, as_json: bool) -> None:
     """Cursor, lag, last runs, pending changes, open conflicts, errors, and who leads."""
-    from sync.db.engine import create_engine, store_errors
-    from sync.db.migrate import current_revision
+    from sync.db.engine import store_errors
     from sync.status import gather, render
+    from sync.wiring import migrated_engine
 
     config = app.config
-    schema = config.database.schema
-    engine = create_engine(config.database)
+    engine = migrated_engine(config)
     try:
         with store_errors(config.database), engine.begin() as conn:
-            if current_revision(conn, schema) is None:
-                raise UsageError(f"schema {schema} has no sync tables yet: run amosync db upgrade")
             data = gather(conn, config)
     finally:
         engine.dispose()
@@ -90,12 +94,13 @@ def grant_reader(app: Any, role: str) -> None:
     Run it again after `db upgrade` to cover new tables. Give people logins in it:
     CREATE ROLE metabase LOGIN PASSWORD '...' IN ROLE amocrm_reader;
     """
-    from sync.db.engine import create_engine, store_errors
+    from sync.db.engine import store_errors
     from sync.db.roles import PRIVATE_COLUMNS, PRIVATE_TABLES
     from sync.db.roles import grant_reader as grant
+    from sync.wiring import migrated_engine
 
     config = app.config
-    engine = create_engine(config.database)
+    engine = migrated_engine(config)
     try:
         with store_errors(config.database), engine.begin() as conn:
             tables = grant(conn, config.database.schema, role)

@@ -26,6 +26,7 @@ from sync.db.engine import create_engine, store_errors
 from sync.db.migrate import downgrade, upgrade
 from sync.db.outbox import list_conflicts, set_winner
 from sync.emulator import Emulator, EmulatorSettings, serve
+from sync.lines import count
 from sync.pull import run_pull
 from sync.push import run_push
 
@@ -46,13 +47,15 @@ def demo_config(config: Config, base_url: str, token: str) -> Config:
     )  # fmt: skip
 
 
-def run_demo(config: Config, say: Say) -> None:
-    """Run every step, telling `say` what happened."""
+def run_demo(config: Config, say: Say, command: str = "amosync") -> None:
+    """Run every step, telling `say` what happened; the lines to try next run `command` (how
+    this amosync was started: `.venv/bin/amosync` after `make demo`)."""
     emulator = Emulator(EmulatorSettings(contacts=DEMO_CONTACTS, seed=42))
     with serve(emulator) as server:
         demo = demo_config(config, server.base_url, emulator.long_lived_token)
-        say(f"amoCRM emulator on {server.base_url} with {DEMO_CONTACTS} contacts "
-            f"(7 requests/s, like amoCRM)")  # fmt: skip
+        trash = emulator.state()["trash"]
+        say(f"amoCRM emulator on {server.base_url} with {DEMO_CONTACTS} contacts, {trash} of "
+            "them in the trash (7 requests/s, like amoCRM)")  # fmt: skip
         _migrate(demo, say)
         engine = create_engine(demo.database)
         try:
@@ -60,7 +63,7 @@ def run_demo(config: Config, say: Say) -> None:
                 _steps(_Run(demo, engine, client, emulator, say))
         finally:
             engine.dispose()
-    _next(say)
+    _next(say, command)
 
 
 def _migrate(demo: Config, say: Say) -> None:
@@ -90,8 +93,10 @@ def _steps(run: _Run) -> None:
     with run.engine.connect() as conn:
         total = samples.count_contacts(conn)
         first, second, third = samples.fetch_live_ids(conn, 3)
-    run.say(f"2. Full pull: {report.fetched} contacts read in {report.requests} requests; "
-            f"{total} rows in {DEMO_SCHEMA}.contacts.")  # fmt: skip
+    trash = DEMO_CONTACTS - report.fetched
+    why = f" ({trash} in the trash: the API does not list them)" if trash > 0 else ""
+    run.say(f"2. Full pull: {report.fetched} of {DEMO_CONTACTS} contacts read{why} in "
+            f"{report.requests} requests; {total} rows in {DEMO_SCHEMA}.contacts.")  # fmt: skip
     _local_edit(run, first)
     _remote_edit(run, second)
     _conflict(run, third)
@@ -103,7 +108,7 @@ def _local_edit(run: _Run, cid: int) -> None:
         pending = samples.fetch_brief(conn, cid)["sync_status"]
     report = run_push(run.config, run.engine, run.client)
     run.say(f"3. UPDATE contacts SET name = 'Renamed in PostgreSQL' WHERE id = {cid}: the row "
-            f"is {pending}; push sent {report.pushed} change(s); amoCRM now has name "
+            f"is {pending}; push sent {count(report.pushed, 'change')}; amoCRM now has name "
             f"{run.remote_name(cid)!r}.")  # fmt: skip
 
 
@@ -112,8 +117,10 @@ def _remote_edit(run: _Run, cid: int) -> None:
     report = run_pull(run.config, run.engine, run.client)
     with run.engine.connect() as conn:
         row = samples.fetch_brief(conn, cid)
-    run.say(f"4. A CRM user renamed contact {cid} in amoCRM; the incremental pull read "
-            f"{report.fetched} contact(s); the row now says {row['name']!r} "
+    read, overlap = count(report.fetched, "contact"), run.config.sync.overlap_s
+    run.say(f"4. A CRM user renamed contact {cid} in amoCRM; the incremental pull read {read}: "
+            f"every one changed since its cursor less {overlap} s of overlap, the push's own "
+            f"write included; the row now says {row['name']!r} "
             f"({row['sync_status']}).")  # fmt: skip
 
 
@@ -124,8 +131,9 @@ def _conflict(run: _Run, cid: int) -> None:
     report = run_push(run.config, run.engine, run.client)
     with run.engine.connect() as conn:
         rows = list_conflicts(conn)
-    run.say(f"5. Both sides renamed contact {cid}: push found {report.conflicts} conflict(s); "
-            "with conflict_policy = manual it waits for a person:")  # fmt: skip
+    found = count(report.conflicts, "conflict")
+    run.say(f"5. Both sides renamed contact {cid}: push found {found}; with conflict_policy = "
+            "manual it waits for a person:")  # fmt: skip
     for line in render_conflicts(rows, include_resolved=False).splitlines():
         run.say(f"     {line}")
     with run.engine.begin() as conn:
@@ -135,17 +143,17 @@ def _conflict(run: _Run, cid: int) -> None:
             f"now has name {run.remote_name(cid)!r}.")  # fmt: skip
 
 
-def _next(say: Say) -> None:
+def _next(say: Say, cmd: str) -> None:
     env = f"AMOSYNC_DATABASE__SCHEMA={DEMO_SCHEMA}"
     s = DEMO_SCHEMA
     say("Try next:")
     for line in (
-        f'amosync db shell -c "SELECT id, name, sync_status FROM {s}.contacts '
+        f'{cmd} db shell -c "SELECT id, name, sync_status FROM {s}.contacts '
         'ORDER BY updated_at DESC NULLS LAST LIMIT 5"',
-        f'amosync db shell -c "SELECT contact_id, phone, enum_code FROM {s}.contact_phones"',
-        f'amosync db shell -c "SELECT kind, status, fetched, upserted, pushed FROM {s}.sync_runs"',
-        f"{env} amosync conflicts list --all",
-        f"{env} amosync status",
-        "amosync emulator   # a standalone emulator to point amosync run at",
+        f'{cmd} db shell -c "SELECT contact_id, phone, enum_code FROM {s}.contact_phones"',
+        f'{cmd} db shell -c "SELECT kind, status, fetched, upserted, pushed FROM {s}.sync_runs"',
+        f"{env} {cmd} conflicts list --all",
+        f"{env} {cmd} status",
+        f"{cmd} emulator   # a standalone emulator to point amosync run at",
     ):
         say(f"  {line}")

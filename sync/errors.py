@@ -11,6 +11,7 @@
     │   ├── AmoPaymentError       402: the account is not paid
     │   └── AmoRejectedError      400 for records: mark those rows, carry on with the rest
     ├── StoreError                PostgreSQL failed (wraps SQLAlchemy/psycopg errors)
+    │   ├── SchemaMissingError    the schema is not migrated (to this version): run `db upgrade`
     │   ├── LockWaitError         a statement gave up waiting for a lock another session holds
     │   ├── EmbeddedDatabaseError the embedded PostgreSQL could not be started
     │   └── DiskFullError         PostgreSQL (53100) or this process (ENOSPC) ran out of disk
@@ -26,6 +27,8 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+
+from sync.lines import LINE_LIMIT, bound_line, cut_url
 
 
 class SyncError(Exception):
@@ -68,6 +71,10 @@ class UsageError(SyncError):
 class AmoError(SyncError):
     """amoCRM answered with an error; the URL is stored without query secrets.
 
+    Its message is one line of at most `AMO_MESSAGE_LIMIT` characters: the reason, then the
+    method, the URL cut to its path and first parameters, and the status (`no answer` when
+    none came). `url` keeps the whole URL, for debug logging only.
+
     A write call (create/update/link) that fails part-way sets `results` to the results of the
     entities that did go through before the failure, so the caller can record them (for creates
     this is what prevents duplicates on the next attempt).
@@ -84,12 +91,25 @@ class AmoError(SyncError):
         status: int | None = None,
         body_excerpt: str = "",
     ) -> None:
+        self.reason = message
         self.method = method
         self.url = url
         self.status = status
         self.body_excerpt = body_excerpt
-        where = f" ({method} {url} -> {status})" if method else ""
-        super().__init__(f"{message}{where}")
+        super().__init__(amo_message(message, method, url, status))
+
+
+# an AmoError's message fits one line with the CLI's "amosync: " or a log line's key before it
+AMO_MESSAGE_LIMIT = LINE_LIMIT - 20
+
+
+def amo_message(reason: str, method: str, url: str, status: int | None) -> str:
+    """`reason (GET /api/v4/contacts?page=2 -> 503)`, bounded to `AMO_MESSAGE_LIMIT`."""
+    if not method:
+        return bound_line(reason, AMO_MESSAGE_LIMIT)
+    answer = "no answer" if status is None else f"-> {status}"
+    where = f" ({method} {cut_url(url)} {answer})"
+    return bound_line(reason, AMO_MESSAGE_LIMIT - len(where)) + where
 
 
 class AmoTransientError(AmoError):
@@ -141,6 +161,11 @@ class StoreError(SyncError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         self.transient = transient
         super().__init__(message)
+
+
+class SchemaMissingError(StoreError):
+    """The configured schema has no sync tables yet, or an older revision of them: the command
+    says to run `amosync db upgrade` first."""
 
 
 class LockWaitError(StoreError):

@@ -5,10 +5,13 @@ event. `redact` runs on every event, so a token can reach a log line only if it 
 string this module does not know about, and even then bearer tokens and URL secrets are masked.
 It also cuts the `[SQL: …]` and `[parameters: …]` sections and `DETAIL:` lines of database
 errors out of every string (tracebacks included): they carry contacts' e-mails and phones.
+`bound` then cuts every line of a value to `sync.lines.LINE_LIMIT` characters (debug events keep
+the whole text), and the console renderer keeps each rendered line within it too.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import sys
@@ -18,6 +21,7 @@ from typing import Any, TextIO
 import structlog
 
 from sync.config import LoggingConfig, Secret
+from sync.lines import LINE_LIMIT, bound_lines
 
 REDACTED = "***"
 # Keys whose values are secrets wherever they appear, at any depth.
@@ -91,15 +95,72 @@ def redact(
     return event_dict
 
 
+def bound(
+    _logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: no line of a string value longer than `LINE_LIMIT` characters,
+    except in debug events (where `amo_request_failed` carries a failed request's whole URL)."""
+    if method == "debug":
+        return event_dict
+    for key, value in event_dict.items():
+        if isinstance(value, str) and len(value) > LINE_LIMIT:
+            event_dict[key] = bound_lines(value)
+    return event_dict
+
+
+_ANSI = re.compile(r"(\x1b\[[0-9;]*m)")
+
+
+class BoundedConsole:
+    """The console renderer, each rendered line cut to `LINE_LIMIT` visible characters (colour
+    codes do not count) except in debug events."""
+
+    def __init__(self, colors: bool) -> None:
+        self._render = structlog.dev.ConsoleRenderer(colors=colors)
+
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+        text = str(self._render(logger, method, event_dict))
+        if method == "debug":
+            return text
+        return "\n".join(_bound_visible(line) for line in text.split("\n"))
+
+
+def _bound_visible(line: str) -> str:
+    if len(line) <= LINE_LIMIT or len(_ANSI.sub("", line)) <= LINE_LIMIT:
+        return line
+    out: list[str] = []
+    left = LINE_LIMIT - 1
+    for part in _ANSI.split(line):
+        if _ANSI.fullmatch(part):
+            out.append(part)
+        elif left > 0:
+            out.append(part[:left])
+            left -= len(part[:left])
+    reset = "\x1b[0m" if "\x1b[" in line else ""
+    return "".join(out) + "…" + reset
+
+
+class _Stderr(io.TextIOBase):
+    """`sys.stderr` as it is at each write. A progress display (rich's `Live`) redirects it while
+    it draws, so log lines print above its bar instead of glued to it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(config: LoggingConfig, stream: TextIO | None = None) -> None:
     """Set up structlog (and stdlib logging for libraries) once, at the top of the program."""
-    out = stream or sys.stderr
+    out: Any = stream or _Stderr()
     use_console = config.format == "console" or (config.format == "auto" and out.isatty())
     level = logging.getLevelNamesMapping()[config.level.upper()]
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=out.isatty())
-        if use_console
-        else structlog.processors.JSONRenderer()
+        BoundedConsole(colors=out.isatty()) if use_console else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[
@@ -108,6 +169,7 @@ def configure_logging(config: LoggingConfig, stream: TextIO | None = None) -> No
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact,
+            bound,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -31,13 +31,22 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from sync.amo.responses import network_reason
+from sync.amo.session import host_port
 from sync.db import status as queries
 from sync.db.diag import error_line
 from sync.db.status import RunRow
@@ -54,6 +63,9 @@ class Metrics:
     """The daemon's registry and the instruments the daemon and transport update."""
 
     def __init__(self) -> None:
+        # no `*_created` series beside every counter and histogram: they double /metrics and
+        # say only when this process started (a process-wide switch of prometheus-client)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.leader = Gauge("amosync_leader", "1 while this process is the leader", registry=r)
@@ -190,7 +202,8 @@ class ObservedTransport(httpx.BaseTransport):
             response = self._inner.handle_request(request)
         except httpx.TransportError as exc:
             self._metrics.requests.labels(request.method, "error").inc()
-            self._health.amocrm_unreachable(type(exc).__name__)
+            where = host_port(str(request.url))
+            self._health.amocrm_unreachable(f"{network_reason(exc)} ({where})")
             raise
         self._metrics.requests.labels(request.method, str(response.status_code)).inc()
         if response.status_code == 429:

@@ -57,6 +57,7 @@ from sync.db.locks import SessionLock
 from sync.db.runs import CONTACTS_CURSOR, EVENTS_CURSOR, RunStore, pull_lock
 from sync.errors import InvariantError, SyncError, mark_logged
 from sync.heap import fewer_collections
+from sync.lines import count
 from sync.logs import get_logger
 from sync.mapping import event_changes
 from sync.poll_memo import PollMemo
@@ -99,9 +100,9 @@ class PullReport:
     def describe(self) -> str:
         """The one line the CLI prints for this run."""
         return (
-            f"{self.kind} run {self.run_id}: {self.fetched} contacts read, "
+            f"{self.kind} run {self.run_id}: {count(self.fetched, 'contact')} read, "
             f"{self.upserted} written, {self.deleted} marked deleted, "
-            f"{self.requests} requests in {self.duration_s:.1f} s"
+            f"{count(self.requests, 'request')} in {self.duration_s:.1f} s"
         )
 
 
@@ -211,7 +212,8 @@ class _Run:
                 self.runs.finish_request(conn, request_id, report.run_id, error)
         event = "pull_finished" if error is None else "pull_failed"
         log_fn = log.info if error is None else log.error
-        log_fn(event, **asdict(report), error=error)
+        asked = {} if request_id is None else {"request_id": request_id}  # a requested resync
+        log_fn(event, **asdict(report), **asked, error=error)
 
     # --- incremental --------------------------------------------------------------------------
 
@@ -219,9 +221,10 @@ class _Run:
         assert self.writer.cursor is not None
         start = max(0, self.writer.cursor - self.sync.overlap_s)
         walker = self._walker()
-        self._start_progress(None, "pulling changes")
         events_from = self._events_start(start)
-        if self._filters_enabled():
+        filters = self._filters_enabled()  # amoCRM's first answer: no longer "connecting"
+        self._start_progress(None, "pulling changes")
+        if filters:
             self.report.mode = "keyset"
             try:
                 self._consume(walker.ascending(start))
@@ -374,8 +377,9 @@ class _Run:
             self.store.forget_seen(conn)  # lists left by killed runs (we hold the lock)
             total = self.store.live_count(conn)
         self.writer.seen_run = self.report.run_id
+        before = self._deletions_so_far()  # amoCRM's first answer: no longer "connecting"
+        # amoCRM's contact lists carry no total: the stored live contacts are the estimate
         self._start_progress(total or None, "full resync")
-        before = self._deletions_so_far()
         pages = self.client.iter_contacts(
             order=("id", "asc"),
             with_=self.sync.with_,

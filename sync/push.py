@@ -43,38 +43,10 @@ from sync.logs import get_logger
 from sync.push_fresh import plan_current
 from sync.push_plan import UpdatePlan, plan_update, to_create_payload
 from sync.push_pool import ReadThenWrite
+from sync.push_report import PushReport, tally
 
 log = get_logger("sync.push")
 FETCH_CHUNK = 250  # contacts per GET by filter[id] (amoCRM's page maximum)
-
-
-@dataclass
-class PushReport:
-    """Counts of one push run (also stored in its `sync_runs` row)."""
-
-    run_id: int = 0
-    updated: int = 0
-    created: int = 0
-    linked: int = 0
-    unchanged: int = 0  # contacts whose edit amoCRM already carried
-    conflicts: int = 0
-    held: int = 0
-    errors: int = 0
-    requests: int = 0  # HTTP requests sent to amoCRM, retries included
-    recovered: int = 0
-    deferred: int = 0  # contacts left for the next push: amoCRM's version could not be trusted
-
-    @property
-    def pushed(self) -> int:
-        return self.updated + self.created + self.linked
-
-    def describe(self) -> str:
-        """One line for a person."""
-        return (
-            f"push run {self.run_id}: {self.updated} updated, {self.created} created, "
-            f"{self.linked} chat links, {self.unchanged} already in amoCRM, {self.conflicts} "
-            f"conflicts ({self.held} waiting), {self.errors} rejected, {self.requests} requests"
-        )
 
 
 class _Counter:
@@ -279,14 +251,7 @@ def _record_updates(ctx: _Context, outcomes: Sequence[outbox.UpdateOutcome]) -> 
     if not outcomes:
         return
     _record(ctx, lambda conn: outbox.record_updates(conn, outcomes, ctx.clock.now()))
-    sent = sum(1 for o in outcomes if o.error is None and o.sent)
-    ctx.count.add(
-        updated=sent,
-        unchanged=sum(1 for o in outcomes if o.error is None and not o.sent and not o.held),
-        conflicts=sum(len(o.conflicts) for o in outcomes if o.error is None),
-        held=sum(1 for o in outcomes if o.held and o.error is None),
-        errors=sum(1 for o in outcomes if o.error is not None),
-    )
+    ctx.count.add(**tally(outcomes))
 
 
 def _record(ctx: _Context, work: Callable[[Connection], None]) -> None:

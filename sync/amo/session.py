@@ -102,6 +102,7 @@ class AmoSession:
             follow_redirects=False,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
+        self.host = host_port(config.base_url)  # named by network errors
         self._sent = 0  # requests that went out (headers sent), retries and refreshes included
         self._sent_lock = threading.Lock()
         # called before every attempt of a write (retries included); raises to stop it. Push
@@ -158,11 +159,11 @@ class AmoSession:
         assert error is not None
         if outcome.halt:
             self.limiter.halt(error)
-            log.error("amo_ip_blocked", url=error.url)
+            log.error("amo_ip_blocked", error=str(error))
             raise error
         if write and outcome.applied_unknown:
             raise AmoWriteUnknownError(
-                f"write outcome unknown: {error}",
+                f"write outcome unknown: {error.reason}",
                 method=error.method,
                 url=error.url,
                 status=error.status,
@@ -178,8 +179,11 @@ class AmoSession:
         delay = self.backoff.delay(attempt, throttled=throttled, retry_after=retry_after)
         if throttled:
             self.limiter.pause(delay)  # every thread of the process backs off, not just this one
-        log.debug(
-            "amo_request_retried", attempt=attempt + 1, delay_s=round(delay, 3), reason=str(error)
+        log.warning(
+            "amo_request_retried",
+            retry=f"{attempt + 1}/{self.max_retries}",
+            delay_s=round(delay, 1),
+            error=str(error),
         )
         self.clock.sleep(delay)
 
@@ -221,7 +225,7 @@ class AmoSession:
                 response.close()
         except httpx.HTTPError as exc:
             self._log(method, safe_url, None, started, error=type(exc).__name__)
-            return classify_exception(method, safe_url, exc, write=write)
+            return _failed(classify_exception(method, safe_url, exc, write=write, host=self.host))
         self._log(method, safe_url, response.status_code, started)
         outcome = classify(
             method, safe_url, response.status_code, response.headers, raw, write=write
@@ -229,7 +233,7 @@ class AmoSession:
         if outcome.error is None:
             data = _Answer(response.status_code, outcome.data, response.headers)
             return Outcome(data=data)
-        return outcome
+        return _failed(outcome)
 
     def _log(
         self, method: str, url: str, status: int | None, started: float, error: str | None = None
@@ -265,20 +269,43 @@ class AmoSession:
             if outcome.halt:
                 self.limiter.halt(last)
                 raise last
-            if not outcome.retry:
+            if not outcome.retry or attempt == 1:
                 break
-            self.clock.sleep(self.backoff.delay(attempt, throttled=last.status == 429))
+            delay = self.backoff.delay(attempt, throttled=last.status == 429)
+            log.warning(
+                "amo_request_retried", retry="1/1", delay_s=round(delay, 1), error=str(last)
+            )
+            self.clock.sleep(delay)
         assert last is not None
         if isinstance(last, AmoTransientError):
             raise last
-        reason = str(last).removesuffix(f" ({last.method} {last.url} -> {last.status})")
         raise AmoAuthError(
-            f"amoCRM refused the OAuth token request: {reason}",
+            f"amoCRM refused the OAuth token request: {last.reason}",
             method="POST",
             url=TOKEN_PATH,
             status=last.status,
             body_excerpt=last.body_excerpt,
         ) from last
+
+
+def _failed(outcome: Outcome) -> Outcome:
+    """Log the whole (redacted) URL of a failed request at debug level: the error's own
+    message cuts it to its path and first parameters."""
+    error = outcome.error
+    if error is not None:
+        log.debug("amo_request_failed", method=error.method, url=error.url, error=error.reason)
+    return outcome
+
+
+def host_port(base_url: str) -> str:
+    """`crm.example.com:443` for `https://crm.example.com` (the port the client connects to)."""
+    parts = urlsplit(base_url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.hostname or base_url}:{port or default}"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,20 @@ def driver_message(exc: DBAPIError) -> str:
     return text.strip().splitlines()[0]
 
 
+# relation / schema does not exist: the schema is not migrated (to this version) yet
+NOT_MIGRATED_SQLSTATES = ("42P01", "3F000")
+NOT_MIGRATED_HINT = "the schema is not migrated: run `amosync db upgrade` first"
+
+
+def not_migrated(exc: BaseException) -> str | None:
+    """`relation "amocrm.sync_runs" does not exist: the schema is not migrated: run `amosync db
+    upgrade` first` for a missing table or schema; None for any other error."""
+    if sqlstate(exc) not in NOT_MIGRATED_SQLSTATES:
+        return None
+    assert isinstance(exc, DBAPIError)
+    return f"{driver_message(exc)}: {NOT_MIGRATED_HINT}"
+
+
 def sqlstate(exc: BaseException) -> str | None:
     """The SQLSTATE of a driver error (None for anything else)."""
     orig = getattr(exc, "orig", None)
@@ -33,7 +47,7 @@ def error_line(exc: BaseException) -> str:
     if full:
         return full
     if isinstance(exc, DBAPIError):
-        return f"PostgreSQL: {driver_message(exc)}"
+        return f"PostgreSQL: {not_migrated(exc) or driver_message(exc)}"
     if isinstance(exc, SyncError):
         return str(exc)
     if isinstance(exc, KeyboardInterrupt):

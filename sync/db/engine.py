@@ -22,12 +22,13 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlche
 from sync.config import DatabaseConfig
 from sync.db import lockwait
 from sync.db.capture import ORIGIN_SETTING
-from sync.db.diag import driver_message
+from sync.db.diag import driver_message, not_migrated
 from sync.errors import (
     ConfigError,
     ConfigProblem,
     DiskFullError,
     EmbeddedDatabaseError,
+    SchemaMissingError,
     StoreError,
     disk_full,
 )
@@ -39,6 +40,8 @@ __all__ = [  # driver_message lives in sync.db.diag; many modules import it from
     "database_url",
     "describe",
     "driver_message",
+    "embedded_exists",
+    "embedded_pgdata",
     "embedded_url",
     "import_embedded",
     "lock_taken",
@@ -124,6 +127,9 @@ def store_errors(config: DatabaseConfig) -> Iterator[None]:
             f"PostgreSQL at {where} failed: {driver_message(exc)}", transient=True
         ) from exc
     except DBAPIError as exc:
+        missing = not_migrated(exc)
+        if missing:
+            raise SchemaMissingError(f"schema {config.schema}: {missing}") from exc
         raise StoreError(f"PostgreSQL refused a statement: {driver_message(exc)}") from exc
 
 
@@ -143,6 +149,16 @@ def probe(engine: Engine) -> str | None:
 def describe(url: URL) -> str:
     """A URL safe to print: no password."""
     return url.render_as_string(hide_password=True)
+
+
+def embedded_pgdata(config: DatabaseConfig) -> Path:
+    """The embedded cluster's data directory: `<database.embedded_dir>/pgdata`, absolute."""
+    return (Path(config.embedded_dir) / "pgdata").resolve()
+
+
+def embedded_exists(config: DatabaseConfig) -> bool:
+    """Whether an embedded cluster was created there (`initdb` writes PG_VERSION)."""
+    return (embedded_pgdata(config) / "PG_VERSION").is_file()
 
 
 def embedded_url(directory: Path) -> URL:

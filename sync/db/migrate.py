@@ -13,12 +13,13 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from sync.config import DatabaseConfig
 from sync.db.engine import create_engine, lock_taken, store_errors, wait_for_lock
-from sync.errors import UsageError
+from sync.errors import SchemaMissingError, UsageError
 
 SCRIPT_LOCATION = "sync:migrations"
 
@@ -35,6 +36,52 @@ def alembic_config(connection: Connection, schema: str) -> AlembicConfig:
 def current_revision(connection: Connection, schema: str) -> str | None:
     context = MigrationContext.configure(connection, opts={"version_table_schema": schema})
     return context.get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest revision this version of amosync ships."""
+    head = _scripts().get_current_head()
+    assert head is not None
+    return head
+
+
+def require_schema(engine: Engine, db: DatabaseConfig) -> None:
+    """Raise `SchemaMissingError` (one line naming `amosync db upgrade`) unless the configured
+    schema is migrated to this version's head: every command but `db upgrade`, `run` and `demo`
+    (which migrate) checks it before its first statement, so none fails on a missing table."""
+    with store_errors(db), engine.connect() as conn:
+        revision = current_revision(conn, db.schema)
+    head = head_revision()
+    if revision == head:
+        return
+    schema = f"schema {db.schema} in {_place(engine, db)}"
+    if revision is None:
+        problem = "has no sync tables yet"
+    elif revision in _known_revisions():
+        problem = f"is at revision {revision}, this amosync needs {head}"
+    else:
+        raise SchemaMissingError(
+            f"{schema} is at revision {revision}, which this amosync does not know (a newer "
+            "amosync migrated it): upgrade amosync"
+        )
+    raise SchemaMissingError(f"{schema} {problem}: run `amosync db upgrade` first")
+
+
+def _place(engine: Engine, db: DatabaseConfig) -> str:
+    if db.embedded:
+        return f"the embedded PostgreSQL in {db.embedded_dir}"
+    url = engine.url
+    return f"database {url.database} on {url.host or 'localhost'}:{url.port or 5432}"
+
+
+def _known_revisions() -> set[str]:
+    return {script.revision for script in _scripts().walk_revisions()}
+
+
+def _scripts() -> ScriptDirectory:
+    config = AlembicConfig()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    return ScriptDirectory.from_config(config)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from sync.db.schema import (
     contacts,
     sync_changes,
     sync_conflicts,
+    sync_full_seen,
     sync_requests,
     sync_runs,
     sync_state,
@@ -97,6 +98,11 @@ def fetch_runs_since(conn: Connection, after_id: int) -> list[RunRow]:
         .order_by(sync_runs.c.id)
     )
     return [_run(row) for row in conn.execute(query).mappings()]
+
+
+def fetch_run(conn: Connection, run_id: int) -> RunRow | None:
+    row = conn.execute(sa.select(sync_runs).where(sync_runs.c.id == run_id)).mappings().first()
+    return None if row is None else _run(row)
 
 
 def fetch_last_lock_wait(conn: Connection) -> RunRow | None:
@@ -214,6 +220,32 @@ def fetch_request(conn: Connection, request_id: int) -> dict[str, Any] | None:
         .first()
     )
     return dict(row) if row else None
+
+
+def fetch_recent_requests(conn: Connection, limit: int = 5) -> list[dict[str, Any]]:
+    """The latest `sync_requests` rows, newest first, with their outcome (status, run, error)."""
+    query = sa.select(sync_requests).order_by(sync_requests.c.id.desc()).limit(limit)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def fetch_full_run_progress(conn: Connection) -> tuple[int, int] | None:
+    """(run id, contacts stored so far) of the full resync running now, if any: what a person
+    waiting for the daemon's resync sees grow."""
+    run_id = conn.scalar(
+        sa.select(sync_runs.c.id)
+        .where(sync_runs.c.kind == "full", sync_runs.c.status == "running")
+        .order_by(sync_runs.c.id.desc())
+        .limit(1)
+    )
+    if run_id is None:
+        return None
+    seen = sa.select(sa.func.count()).where(sync_full_seen.c.run_id == run_id)
+    return int(run_id), int(conn.scalar(seen) or 0)
+
+
+def count_live_contacts(conn: Connection) -> int:
+    query = sa.select(sa.func.count()).where(contacts.c.id > 0, contacts.c.is_deleted.is_(False))
+    return int(conn.scalar(query) or 0)
 
 
 def fetch_oauth_times(conn: Connection) -> tuple[int, int] | None:

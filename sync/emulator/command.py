@@ -64,7 +64,12 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
     # the seeded account lives as long as the process: keep its objects out of every cyclic
     # collection, which would otherwise walk them all each time (a CPU cost per request)
     gc.freeze()
-    server = start(emulator, host, port)
+    try:
+        server = start(emulator, host, port)
+    except OSError as exc:  # the port is taken or not ours to bind: one line, no traceback
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port"
+        ) from exc
     _announce(emulator, server.base_url, time.perf_counter() - started)
     _wait_for_signal()
     server.stop()

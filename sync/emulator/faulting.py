@@ -16,6 +16,7 @@ GATEWAY_TITLES = {
     503: "Service Temporarily Unavailable",
     504: "Gateway Time-out",
 }
+HTML_TITLES = {403: "Forbidden", **GATEWAY_TITLES}
 TOO_MANY = "You have sent too many requests in a given amount of time. Please try again later."
 
 
@@ -32,7 +33,11 @@ def too_many(body: str, retry_after_s: int = 1) -> Response:
     return json_response(429, {**problem(429, TOO_MANY), "retry_after": retry_after_s}, PROBLEM)
 
 
-def error_response(status: int) -> Response:
+def error_response(status: int, body: str = "json") -> Response:
+    """An HTTP error: 500 problem JSON, 502/503/504 HTML; any status as an HTML page with
+    `body="html"` (403 HTML is amoCRM's IP block)."""
+    if body == "html":
+        return Response(status, html_page(status, HTML_TITLES.get(status, "Error")), HTML)
     if status == 500:
         return json_response(500, internal_error(secrets.token_hex(8)), PROBLEM)
     if status in GATEWAY_TITLES:
@@ -44,7 +49,7 @@ def early_response(rule: FaultRule, request: Request) -> Response | None:
     """The answer that replaces the endpoint entirely, or None when the endpoint must run."""
     after_write = rule.apply_write and is_write(request.method)
     if rule.kind == "error" and not after_write:
-        return error_response(rule.status)
+        return error_response(rule.status, rule.body)
     if rule.kind == "reset" and not after_write:
         return Response(0, reset=True)
     replacement = _REPLACEMENTS.get(rule.kind)
@@ -64,7 +69,7 @@ _REPLACEMENTS: dict[str, Callable[[FaultRule], Response]] = {
 def spoil(rule: FaultRule, request: Request, response: Response) -> Response:
     """Apply a fault to an answer that was computed (and whose write, if any, is saved)."""
     if rule.kind == "error":
-        return error_response(rule.status)
+        return error_response(rule.status, rule.body)
     if rule.kind == "reset":
         return Response(0, reset=True)
     if rule.kind == "slow":

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 FaultKind = Literal[
-    "error",  # an HTTP error: status 500 (problem JSON with trace_id), 502/503/504 (HTML)
+    "error",  # an HTTP error: 500 (problem JSON with trace_id), 502/503/504 (HTML); body="html":
+    # any status as an HTML page (403 HTML is amoCRM's IP block)
     "rate_limit",  # a 429 whatever the window says; `body` picks json or html
     "payment_required",  # 402 problem JSON
     "unauthorized",  # 401 problem JSON, as if the token had just expired
@@ -44,7 +45,7 @@ class FaultRule:
     status: int = 500  # for "error"
     apply_write: bool = False  # error/reset: apply the write first, then fail (the 504 trap)
     delay_ms: float = 0.0  # for "slow"
-    body: Literal["json", "html"] = "json"  # for "rate_limit"
+    body: Literal["json", "html"] = "json"  # for "rate_limit", and "error" of any status
     touch: int = 1  # for "drift" / "vanish" / "revive": how many contacts change / go / return
     min_batch: int = 0  # writes only fire with at least this many entities (heavy-batch 504s)
 

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import re
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,3 +40,54 @@ def amosync(
         timeout=timeout,
         check=False,
     )
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def amosync_on_a_terminal(
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+) -> tuple[int, str]:
+    """Run `amosync` with stdout and stderr on a pseudo-terminal (160 columns), as a person at a
+    terminal would; returns the exit code and everything the terminal received (colour and
+    cursor codes included)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    proc = subprocess.Popen(
+        [AMOSYNC, *args], stdin=slave, stdout=slave, stderr=slave, env=clean_env(env), cwd=cwd
+    )
+    os.close(slave)
+    received = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            elif proc.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return proc.wait(timeout=10), received.decode("utf-8", "replace")
+
+
+def screen_lines(received: str) -> list[str]:
+    """What the terminal shows, line by line: each physical line's text after its last carriage
+    return or erase, colour and cursor codes removed."""
+    lines = []
+    for raw in received.replace("\r\n", "\n").split("\n"):
+        last = max(raw.rfind("\r"), raw.rfind("\x1b[2K"))
+        visible = raw[last:] if last >= 0 else raw
+        lines.append(ANSI.sub("", visible).lstrip("\r"))
+    return lines

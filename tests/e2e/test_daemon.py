@@ -104,7 +104,9 @@ def test_healthz_is_503_while_amocrm_is_down_and_200_after(
     daemon.wait_health(200)
     emulator.stop()
     body = daemon.wait_health(503, timeout=20)
-    assert any(reason.startswith("amocrm_unreachable") for reason in body["reasons"]), body
+    host = emulator.base_url.removeprefix("http://")
+    unreachable = f"amocrm_unreachable: connection refused ({host}) for "
+    assert any(reason.startswith(unreachable) for reason in body["reasons"]), body
     assert 'status="error"' in daemon.metrics()
     emulator.start()  # same port, same token, same seeded account
     daemon.wait_health(200, timeout=20)
@@ -139,6 +141,7 @@ def test_changes_flow_both_ways(
              lambda: "amosync_rows_pushed_total 1.0" in daemon.metrics(), timeout=10)  # fmt: skip
     metrics = daemon.metrics()
     assert 'amosync_last_success_timestamp_seconds{kind="push"}' in metrics
+    assert "_created" not in metrics  # no creation-time series beside every counter
 
 
 def _two_contact_ids(engine: Engine) -> tuple[int, int]:
@@ -181,8 +184,8 @@ def test_resync_and_status_beside_a_running_daemon(
 def test_status_on_an_empty_schema_says_what_to_do(blank_db_config: DatabaseConfig) -> None:
     env = {"AMOSYNC_DATABASE__URL": blank_db_config.url.reveal()}
     done = amosync("status", env=env)
-    assert done.returncode == 2
-    assert "run amosync db upgrade" in done.stderr
+    assert done.returncode == 1
+    assert "has no sync tables yet: run `amosync db upgrade` first" in done.stderr
     assert "Traceback" not in done.stderr
 
 

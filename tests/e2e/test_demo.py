@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import sqlalchemy as sa
 
 from sync.config import DatabaseConfig
 from sync.demo import DEMO_SCHEMA
-from tests.e2e.cli import amosync
+from tests.e2e.cli import AMOSYNC, amosync, clean_env
 
 
 def _env(db: DatabaseConfig) -> dict[str, str]:
@@ -23,7 +28,10 @@ def test_demo_runs_every_step_on_the_configured_database(db_config: DatabaseConf
         assert step in out, out
     assert "amoCRM now has name 'Renamed in PostgreSQL'" in out
     assert "the row now says 'Renamed in amoCRM' (synced)" in out
-    assert "push found 1 conflict(s)" in out
+    assert "push found 1 conflict;" in out
+    assert (
+        "2. Full pull: 118 of 120 contacts read (2 in the trash: the API does not list them)" in out
+    )
     assert "now has name 'Ann (edited in SQL)'" in out
 
     engine = sa.create_engine(
@@ -54,4 +62,25 @@ def test_demo_can_run_again(db_config: DatabaseConfig) -> None:
     second = amosync("demo", env=_env(db_config), timeout=120)
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
-    assert "push found 1 conflict(s)" in second.stdout
+    assert "push found 1 conflict;" in second.stdout
+
+
+def test_the_lines_to_try_next_run_as_printed_after_make_demo(db_config: DatabaseConfig) -> None:
+    # `make demo` runs `.venv/bin/amosync demo` from the checkout, which is not on the PATH
+    venv_bin = Path(sys.executable).parent
+    checkout = venv_bin.parent.parent
+    script = str(Path(AMOSYNC).relative_to(checkout))
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != venv_bin)
+    env = clean_env({**_env(db_config), "PATH": path})
+    demo = subprocess.run([script, "demo"], cwd=checkout, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert demo.returncode == 0, demo.stderr
+    tries = demo.stdout.split("Try next:\n", 1)[1].splitlines()
+    assert tries
+    assert all(f"{script} " in line for line in tries), tries
+    for line in tries:
+        if " emulator " in line:  # a server that runs until stopped
+            continue
+        ran = subprocess.run(["sh", "-c", line.strip()], cwd=checkout, env=env,
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert ran.returncode == 0, (line, ran.stderr)

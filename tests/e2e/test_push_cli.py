@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,7 +196,9 @@ def test_conflicts_list_and_resolve_through_the_cli(
         config = write_config(tmp_path / "amosync.toml", env, db_config, conflict_policy="manual")
         pushed = run(config, "push")
         assert pushed.returncode == 0, pushed.stderr
-        assert "1 conflicts (1 waiting)" in pushed.stdout
+        assert pushed.stdout.strip().endswith(
+            "; 1 conflict waiting for a person (amosync conflicts list)"
+        )
         listed = run(config, "conflicts", "list")
         assert listed.returncode == 0, listed.stderr
         assert f"contact {contact_id} name [manual: waiting]" in listed.stdout
@@ -207,7 +210,11 @@ def test_conflicts_list_and_resolve_through_the_cli(
         assert "no conflict with id 999" in bad.stderr
         settled = run(config, "conflicts", "resolve", str(conflict_id), "--keep", "local")
         assert settled.returncode == 0, settled.stderr
-        assert run(config, "push").returncode == 0
+        applied = run(config, "push")
+        assert applied.returncode == 0, applied.stderr
+        assert re.search(r": 1 updated, 0 created, 0 chat links, 0 already in amoCRM, 0 rejected, "
+                         r"\d+ requests?; 1 conflict settled by a person applied$",
+                         applied.stdout.strip()), applied.stdout  # fmt: skip
         assert env.remote(contact_id)["name"] == "mine"
         assert run(config, "conflicts", "list").stdout.strip() == "no conflicts waiting"
 

