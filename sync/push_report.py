@@ -48,7 +48,7 @@ class PushReport:
         if settled:
             parts.append(f"{count(settled, 'new conflict')} settled by conflict_policy")
         if self.decided:
-            parts.append(f"{count(self.decided, 'conflict')} settled by a person applied")
+            parts.append(f"{count(self.decided, 'conflict')} settled by a person, applied")
         if self.waiting:
             parts.append(f"{count(self.waiting, 'conflict')} waiting for a person "
                          "(amosync conflicts list)")  # fmt: skip

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from sync.db.migrate import head_revision
+
 from .cli import amosync
+
+HEAD = head_revision()  # the newest migration; tests follow it as revisions are added
 
 AMO = {"AMOSYNC_AMOCRM__BASE_URL": "http://127.0.0.1:1", "AMOSYNC_AMOCRM__ACCESS_TOKEN": "t0ken"}
 
@@ -44,7 +48,7 @@ def test_every_command_says_where_the_embedded_data_lives(tmp_path: Path) -> Non
     status = amosync("status", env=AMO, cwd=tmp_path, timeout=180)
     assert status.returncode == 0, status.stderr
     assert status.stderr.strip().splitlines() == [notice]
-    assert status.stdout.startswith("amocrm-sync status: schema amocrm at revision 0004")
+    assert status.stdout.startswith(f"amocrm-sync status: schema amocrm at revision {HEAD}")
     config = tmp_path / "amosync.toml"
     config.write_text("[sync]\npoll_interval_s = 30\n", encoding="utf-8")
     listed = amosync("conflicts", "list", env=AMO, cwd=tmp_path, timeout=180)

@@ -56,7 +56,8 @@ def test_disjoint_edits_merge_and_same_field_edits_follow_the_policy(
         assert row["sync_status"] == ("conflict" if winner is None else "synced")
         (conflict,) = env.sql("SELECT contact_id, field, winner FROM sync_conflicts")
         assert tuple(conflict) == (same, "name", winner)
-        assert "1 conflicts" in out
+        said = "1 conflict waiting for a person" if winner is None else "1 new conflict settled"
+        assert said in out
 
 
 def test_pull_before_push_keeps_the_edit_and_the_echo_sends_nothing(

@@ -213,7 +213,7 @@ def test_conflicts_list_and_resolve_through_the_cli(
         applied = run(config, "push")
         assert applied.returncode == 0, applied.stderr
         assert re.search(r": 1 updated, 0 created, 0 chat links, 0 already in amoCRM, 0 rejected, "
-                         r"\d+ requests?; 1 conflict settled by a person applied$",
+                         r"\d+ requests?; 1 conflict settled by a person, applied$",
                          applied.stdout.strip()), applied.stdout  # fmt: skip
         assert env.remote(contact_id)["name"] == "mine"
         assert run(config, "conflicts", "list").stdout.strip() == "no conflicts waiting"

@@ -22,6 +22,6 @@ def test_waiting_and_decided_conflicts_are_told_apart() -> None:
     report = PushReport(run_id=5, linked=1, conflicts=5, held=2, waiting=3, decided=2, requests=4)
     assert report.describe() == (
         "push run 5: 0 updated, 0 created, 1 chat link, 0 already in amoCRM, 0 rejected, "
-        "4 requests; 2 conflicts settled by a person applied; 3 conflicts waiting for a person "
+        "4 requests; 2 conflicts settled by a person, applied; 3 conflicts waiting for a person "
         "(amosync conflicts list)"
     )
