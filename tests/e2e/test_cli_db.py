@@ -36,9 +36,9 @@ def test_db_upgrade_twice_is_a_no_op(blank_db_config: DatabaseConfig, tmp_path: 
     first = amosync("db", "upgrade", env=env, cwd=tmp_path)
     second = amosync("db", "upgrade", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "schema amocrm upgraded from empty to 0004"
+    assert first.stdout.strip() == "schema amocrm upgraded from empty to 0005"
     assert second.returncode == 0, second.stderr
-    assert second.stdout.strip() == "schema amocrm is up to date at revision 0004"
+    assert second.stdout.strip() == "schema amocrm is up to date at revision 0005"
     down = amosync("db", "downgrade", "base", env=env, cwd=tmp_path)
     assert down.returncode == 0, down.stderr
     engine = create_engine(blank_db_config)
@@ -72,7 +72,7 @@ def test_unknown_downgrade_target_is_a_usage_error(blank_db_config: DatabaseConf
 def test_embedded_database_is_the_default(tmp_path: Path) -> None:
     result = amosync("db", "upgrade", cwd=tmp_path, timeout=180)
     assert result.returncode == 0, result.stderr
-    assert "upgraded from empty to 0004" in result.stdout
+    assert "upgraded from empty to 0005" in result.stdout
     assert (tmp_path / ".amosync" / "pgdata" / "PG_VERSION").exists()
     again = amosync("db", "upgrade", cwd=tmp_path, timeout=180)
     assert again.returncode == 0, again.stderr
