@@ -7,6 +7,10 @@
 
 `fields` maps field id → definition (`FieldDef`, from GET /api/v4/contacts/custom_fields); the
 names, codes and types in the contact JSON are used when a field is not (yet) known.
+`enum_id` and `enum_code` are the value's own, as amoCRM sent them: a phone or e-mail carries its
+kind (`WORK`, `MOB`, …) in `enum_code`; a select, multiselect or radiobutton value carries its
+option's label in `value` and its id in `enum_id`, and no `enum_code` (NULL). The definitions'
+option labels are never copied into a row.
 Values become text: dates as ISO 8601 (UTC), checkboxes as true/false, objects as JSON.
 """
 
@@ -44,7 +48,8 @@ class FieldDef:
     name: str | None
     code: str | None
     type: str | None
-    enums: Mapping[int, str] = field(default_factory=dict)  # enum id → label
+    # enum id → label; only tells an unknown enum (refresh the definitions), never copied to rows
+    enums: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,10 +145,6 @@ def _value_row(  # noqa: PLR0917 - one value's whole context, called from one pl
     position: int,
     value: Mapping[str, Any],
 ) -> JSON:
-    enum_id = _int(value.get("enum_id"))
-    enum_code = value.get("enum_code")
-    if enum_code is None and enum_id is not None and known is not None:
-        enum_code = known.enums.get(enum_id)
     return {
         "contact_id": contact_id,
         "field_id": field_id,
@@ -152,8 +153,8 @@ def _value_row(  # noqa: PLR0917 - one value's whole context, called from one pl
         "field_type": ftype,
         "position": position,
         "value": value_text(value.get("value"), ftype),
-        "enum_id": enum_id,
-        "enum_code": enum_code,
+        "enum_id": _int(value.get("enum_id")),
+        "enum_code": value.get("enum_code"),  # amoCRM's own: null for select-type values
     }
 
 

@@ -132,10 +132,22 @@ contact_custom_field_values = Table(
         "position", Integer, nullable=False, comment="Order of the value within the field, from 0."
     ),
     Column(
-        "value", Text, comment="The value as text (dates as ISO 8601, checkboxes as true/false)."
+        "value",
+        Text,
+        comment="The value as text: dates as ISO 8601, checkboxes as true/false, the option's "
+        "label for select, multiselect and radiobutton.",
     ),
-    Column("enum_id", BigInteger, comment="Enum id for select/multiselect/multitext values."),
-    Column("enum_code", Text, comment="Enum code (WORK, MOB, …) or label, where amoCRM has one."),
+    Column(
+        "enum_id",
+        BigInteger,
+        comment="amoCRM's option id: select, multiselect, radiobutton and multitext values.",
+    ),
+    Column(
+        "enum_code",
+        Text,
+        comment="amoCRM's enum code of the value as sent: WORK, MOB, … for phones and e-mails; "
+        "NULL where amoCRM sends none, as for select, multiselect and radiobutton values.",
+    ),
     PrimaryKeyConstraint("contact_id", "field_id", "position"),
     comment="One row per custom field value of a contact; replaced on every pull of the contact.",
 )

@@ -142,6 +142,7 @@ def build_fields() -> list[CustomField]:
     phone = ("WORK", "WORKDD", "MOB", "FAX", "HOME", "OTHER")
     interests = ("CRM", "Аналитика", "Интеграции", "Обучение", "Поддержка")
     sources = ("Сайт", "Реклама", "Рекомендация", "Выставка", "Холодный звонок")
+    channels = ("Звонок", "Email", "Мессенджер")
     return [
         CustomField(570_001, "Телефон", "multitext", "PHONE", 4, enums(840_001, phone), True),
         CustomField(
@@ -162,6 +163,7 @@ def build_fields() -> list[CustomField]:
         CustomField(570_009, "Сайт", "url", None, 520),
         CustomField(570_010, "Комментарий", "textarea", None, 522),
         CustomField(570_011, "День рождения", "birthday", None, 524),
+        CustomField(570_012, "Канал связи", "radiobutton", None, 526, enums(840_041, channels)),
     ]
 
 
@@ -226,6 +228,8 @@ class _ContactMaker:
         self._import_seconds = sorted(start + rng.randrange(YEAR_S) for _ in range(20))
         # Pools of shared, never-mutated value lists: far cheaper than drawing each contact's
         # optional fields afresh, and still varied enough for filters and mapping tests.
+        # The radiobutton came later: its own random stream keeps every other value as it was.
+        self._radio_rng = random.Random(f"radiobutton:{settings.seed}")  # noqa: S311 - test data
         self._typed_pool = [self._typed_values() for _ in range(512)]
         self._tag_pool = [self._tag_ids() for _ in range(64)]
 
@@ -317,8 +321,9 @@ class _ContactMaker:
         options = self.by_code["Интересы"].enums or []
         chosen = (self.pick(options) for _ in range(1 + self.below(3)))
         interests = list({e.id: e for e in chosen}.values())
+        channel = self._radio_rng.choice(self.by_code["Канал связи"].enums or [])
         start = self.settings.data_epoch - YEAR_S
-        return {
+        return {  # choice values as amoCRM reads them: the label in `value`, no `enum_code`
             570_004: [{"value": source.value, "enum_id": source.id}],
             570_005: [{"value": e.value, "enum_id": e.id} for e in interests],
             570_006: [{"value": (start + self.below(YEAR_S)) // 86_400 * 86_400}],
@@ -326,6 +331,7 @@ class _ContactMaker:
             570_008: [{"value": str((1 + self.below(499)) * 1000)}],
             570_009: [{"value": f"https://site{self.below(1000)}.example.com"}],
             570_010: [{"value": "Перезвонить после 15:00\nвторая строка — «кавычки»"}],
+            570_012: [{"value": channel.value, "enum_id": channel.id}],
         }
 
     def _tag_ids(self) -> list[int]:

@@ -2,7 +2,7 @@
 
 Read shapes (what GET returns): text-like `{"value": str}`, numeric `{"value": "123.5"}` (a
 string, as amoCRM returns it), checkbox `{"value": bool}`, dates `{"value": unix_seconds}`,
-select/multiselect `{"value": label, "enum_id": N}`, multitext
+select/multiselect/radiobutton `{"value": label, "enum_id": N}` (no `enum_code`), multitext
 `{"value": str, "enum_id": N, "enum_code": "WORK"}`.
 """
 

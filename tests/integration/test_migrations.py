@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from sync.config import DatabaseConfig
-from sync.db.engine import create_engine, database_url
+from sync.db.engine import create_engine, database_url, sync_origin
 from sync.db.migrate import downgrade, head_revision, upgrade
 from sync.db.schema import metadata
 
@@ -144,3 +146,81 @@ def test_0004_cuts_sql_parameters_and_detail_out_of_old_run_errors(
         "(psycopg.errors.CheckViolation) new row violates check constraint",
         "amoCRM answered 502",
     ]
+
+
+# (field id, code, type, enums) as pull cached them
+DEFINITIONS_0005 = [
+    (1, "PHONE", "multitext", [{"id": 11, "value": "WORK"}, {"id": 12, "value": "MOB"}]),
+    (2, None, "select", [{"id": 21, "value": "Реклама"}, {"id": 22, "value": "Новое имя"}]),
+    (3, None, "multiselect", [{"id": 31, "value": "CRM"}, {"id": 32, "value": "Обучение"}]),
+    (4, None, "radiobutton", [{"id": 41, "value": "Звонок"}]),
+    (5, None, "text", None),
+]
+# (contact, field, position, type, value, enum_id, enum_code before, enum_code after 0005)
+ROWS_0005 = [
+    (1, 1, 0, "multitext", "+7 1", 11, "WORK", "WORK"),  # amoCRM's code
+    (1, 1, 1, "multitext", "+7 2", 12, "MOB", "MOB"),  # a code is its option's label: kept
+    (1, 2, 0, "select", "Реклама", 21, "Реклама", None),  # the label copied by the old pull
+    (1, 3, 0, "multiselect", "CRM", 31, "CRM", None),
+    (1, 3, 1, "multiselect", "Обучение", 32, "Обучение", None),
+    (1, 4, 0, "radiobutton", "Звонок", 41, "Звонок", None),
+    (1, 5, 0, "text", "x", None, None, None),
+    (2, 2, 0, "select", "Старое имя", 22, "Старое имя", None),  # option renamed since
+    (3, 2, 0, "select", None, 21, "Реклама", None),  # a held local `{"enum_id": 21}`
+    (4, 2, 0, "select", "Реклама", 21, "VIP", "VIP"),  # not a label: not the copy, kept
+    (4, 2, 1, "select", "Реклама", None, "Реклама", "Реклама"),  # no enum_id: never copied
+]
+
+
+def test_0005_clears_only_the_labels_the_old_pull_copied_into_enum_code(
+    blank_db_config: DatabaseConfig,
+) -> None:
+    upgrade(blank_db_config, "0004")
+    engine = create_engine(blank_db_config)
+    try:
+        with engine.begin() as conn:
+            sync_origin(conn)
+            _insert_0005_rows(conn)
+        upgrade(blank_db_config)
+        with engine.connect() as conn:
+            codes = conn.execute(
+                sa.text(
+                    "SELECT contact_id, field_id, position, enum_code "
+                    "FROM amocrm.contact_custom_field_values ORDER BY 1, 2, 3"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in codes] == [(c, f, p, after) for c, f, p, *_, after in ROWS_0005]
+
+
+def _insert_0005_rows(conn: sa.Connection) -> None:
+    conn.execute(
+        sa.text("INSERT INTO amocrm.contacts (id, name) SELECT g, 'c' FROM generate_series(1, 4) g")
+    )
+    for field_id, code, kind, enums in DEFINITIONS_0005:
+        options = None if enums is None else json.dumps(enums)
+        conn.execute(
+            sa.text(
+                "INSERT INTO amocrm.contact_custom_fields (id, code, type, enums) "
+                "VALUES (:i, :c, :t, CAST(:e AS jsonb))"
+            ),
+            {"i": field_id, "c": code, "t": kind, "e": options},
+        )
+    for cid, field_id, pos, kind, value, enum_id, before, _ in ROWS_0005:
+        conn.execute(
+            sa.text(
+                "INSERT INTO amocrm.contact_custom_field_values (contact_id, field_id, position, "
+                "field_type, value, enum_id, enum_code) VALUES (:c, :f, :p, :t, :v, :i, :e)"
+            ),
+            {"c": cid, "f": field_id, "p": pos, "t": kind, "v": value, "i": enum_id, "e": before},
+        )
+
+
+def test_0005_downgrade_gives_back_0004s_schema(blank_db_config: DatabaseConfig) -> None:
+    upgrade(blank_db_config, "0004")
+    before = snapshot(blank_db_config)
+    upgrade(blank_db_config, "0005")
+    assert snapshot(blank_db_config)["comments"] != before["comments"]
+    assert downgrade(blank_db_config, "0004") == ("0005", "0004")
+    assert snapshot(blank_db_config) == before

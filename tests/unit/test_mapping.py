@@ -78,13 +78,23 @@ def test_contact_without_values_has_null_jsonb() -> None:
     assert contact_row(contact(custom_fields_values=None))["custom_fields_values"] is None
 
 
-def test_one_row_per_value_with_names_codes_and_enum_labels_from_definitions() -> None:
+def test_one_row_per_value_with_names_from_definitions_and_amocrms_own_enum_codes() -> None:
     rows = custom_value_rows(1, contact()["custom_fields_values"], FIELDS)
     assert [(r["field_id"], r["position"]) for r in rows] == [(10, 0), (10, 1), (20, 0), (30, 0)]
     assert rows[0]["field_name"] == "Телефон"  # the definition wins over the contact's copy
     assert (rows[1]["value"], rows[1]["enum_code"]) == ("+7 2", "MOB")
-    assert (rows[2]["value"], rows[2]["enum_id"], rows[2]["enum_code"]) == ("Blue", 202, "Blue")
+    # a select value: amoCRM sends the label in `value` and no code; none is made up
+    assert (rows[2]["value"], rows[2]["enum_id"], rows[2]["enum_code"]) == ("Blue", 202, None)
     assert rows[3]["value"] == "1970-01-01T00:00:00+00:00"
+
+
+def test_enum_code_is_the_values_own_never_a_label_from_the_definitions() -> None:
+    values = [
+        {"field_id": 10, "values": [{"value": "+7 3", "enum_id": 102}]},  # no code sent
+        {"field_id": 20, "values": [{"value": "Red", "enum_id": 201, "enum_code": None}]},
+    ]
+    rows = custom_value_rows(1, values, FIELDS)
+    assert [(r["enum_id"], r["enum_code"]) for r in rows] == [(102, None), (201, None)]
 
 
 def test_unknown_field_falls_back_to_the_contacts_own_names() -> None:

@@ -13,7 +13,7 @@ fits PostgreSQL's 63 bytes because schema names are capped at 46 characters.
 The DDL below is frozen: it is this revision's, and imports nothing from the product.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-06 21:00:00
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from alembic import context, op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

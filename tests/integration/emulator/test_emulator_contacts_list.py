@@ -245,6 +245,29 @@ def test_custom_fields_values_is_null_when_empty_and_multitext_has_enum_codes(
     assert set(phone["values"][0]) == {"value", "enum_id", "enum_code"}
 
 
+CHOICE_TYPES = {"select", "multiselect", "radiobutton"}
+
+
+def test_choice_values_read_as_label_and_enum_id_without_an_enum_code(client, emulator) -> None:
+    """amoCRM gives select, multiselect and radiobutton options no code: a value reads as
+    `{"value": <the option's label>, "enum_id": N}`; only multitext values carry `enum_code`."""
+    fields = client.get("/api/v4/contacts/custom_fields", params={"limit": 250}).json()
+    labels = {
+        (f["id"], e["id"]): e["value"]
+        for f in fields["_embedded"]["custom_fields"]
+        for e in f["enums"] or ()
+    }
+    seen = set()
+    for contact in all_pages(client, {}):
+        for entry in contact["custom_fields_values"] or ():
+            if entry["field_type"] in CHOICE_TYPES:
+                seen.add(entry["field_type"])
+                for value in entry["values"]:
+                    assert set(value) == {"value", "enum_id"}
+                    assert value["value"] == labels[entry["field_id"], value["enum_id"]]
+    assert seen == CHOICE_TYPES
+
+
 def test_companies_and_tags_are_always_present(client, emulator) -> None:
     with_company = next(
         c

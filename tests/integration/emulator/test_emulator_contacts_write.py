@@ -10,7 +10,7 @@ from sync.emulator import Emulator
 from sync.emulator.seed import DELETED_USER_IDS
 
 PHONE, EMAIL, POSITION, SOURCE, INTERESTS = 570_001, 570_002, 570_003, 570_004, 570_005
-DATE, CHECKBOX, BUDGET = 570_006, 570_007, 570_008
+DATE, CHECKBOX, BUDGET, CHANNEL = 570_006, 570_007, 570_008, 570_012
 BAD_PHONE = {"value": "1", "enum_code": "NOPE"}
 
 
@@ -102,6 +102,7 @@ def test_every_field_type_round_trips(client, emulator) -> None:
         {"field_id": DATE, "values": [{"value": 1_700_000_000}]},
         {"field_id": CHECKBOX, "values": [{"value": True}]},
         {"field_id": BUDGET, "values": [{"value": 1500}]},
+        {"field_id": CHANNEL, "values": [{"enum_id": 840_043}]},
     ]
     response = client.patch(f"/api/v4/contacts/{contact_id}", json={"custom_fields_values": values})
     assert response.status_code == 200, response.text
@@ -112,6 +113,7 @@ def test_every_field_type_round_trips(client, emulator) -> None:
     assert cf(body, DATE) == [{"value": 1_700_000_000}]
     assert cf(body, CHECKBOX) == [{"value": True}]
     assert cf(body, BUDGET) == [{"value": "1500"}]
+    assert cf(body, CHANNEL) == [{"value": "Мессенджер", "enum_id": 840_043}]
 
 
 def test_tags_replace_clear_add_and_delete(client, emulator) -> None:
