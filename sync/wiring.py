@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 from sqlalchemy.engine import Engine
 
 from sync.amo.client import AmoClient
 from sync.config import Config
+from sync.db.budget import BudgetRow
 from sync.db.engine import create_engine, store_errors
 from sync.db.tokens import TokenStore
 
@@ -20,12 +22,17 @@ def database_engine(config: Config) -> Engine:
     return create_engine(config.database, pool_size=max(5, workers), max_overflow=workers)
 
 
-def amo_client(config: Config, engine: Engine) -> AmoClient:
-    """The amoCRM client, authenticated the configured way, with the pull's thread pool."""
+def amo_client(
+    config: Config, engine: Engine, *, transport: httpx.BaseTransport | None = None
+) -> AmoClient:
+    """The amoCRM client, authenticated the configured way, with the pull's thread pool and the
+    account's rate budget shared through the database with every other amosync process."""
     return AmoClient.connect(
         config.amocrm,
         token_storage=TokenStore(engine),
+        budget=BudgetRow(engine),
         workers=config.sync.pull_workers,
+        transport=transport,
     )
 
 

@@ -170,18 +170,18 @@ class OAuthTokens:
     def access_token(self) -> str:
         pair = self._pair
         if pair is None or pair.due(self._clock.now()):
-            pair = self._renew(stale=pair, rejected=None)
+            pair = self._renew(rejected=None)
         return pair.access_token.reveal()
 
     def after_unauthorized(self, used: str) -> bool:
-        pair = self._renew(stale=self._pair, rejected=used)
+        pair = self._renew(rejected=used)
         return pair.access_token.reveal() != used
 
-    def _renew(self, stale: TokenPair | None, rejected: str | None) -> TokenPair:
+    def _renew(self, rejected: str | None) -> TokenPair:
         with self._lock:
             current = self._pair
-            if current is not None and current is not stale and self._usable(current, rejected):
-                return current  # another thread renewed while we waited for the lock
+            if current is not None and self._usable(current, rejected):
+                return current  # another thread renewed (or a 401 named an older token)
             if current is None and rejected is None:
                 loaded = self._storage.load()
                 current = TokenPair.from_value(loaded) if loaded else None
