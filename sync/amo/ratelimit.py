@@ -44,7 +44,7 @@ log = get_logger("sync.amo.ratelimit")
 DEFAULT_MARGIN_S = 0.08
 MAX_CLAIM = 4  # starts claimed from the store at once (at most: the threads waiting)
 CLAIM_AHEAD_S = 0.02  # above ~50 rps (the emulator only) claim this much schedule at once
-LATE_SHARE = 0.4  # a granted start not taken within this share of a step is given up
+LATE_SHARE = 0.3  # a granted start not taken within this share of a step is given up
 STORE_RETRY_S = 5.0
 PEER_BLOCKED = (
     "amoCRM blocked this IP (403 page) for another amosync process of this account; "
@@ -80,14 +80,17 @@ class RateLimiter:
         self.max_rps = float(max_rps)
         self.limit = max(1, math.floor(max_rps))
         self.window = self.limit / max_rps + margin_s
-        self.gap = self.window / self.limit  # the schedule's step at max_rps
+        self.step = self.window / self.limit  # the schedule's step at max_rps
+        # the least time between two starts (at max_rps): a start is taken at most
+        # LATE_SHARE of a step after its moment, or given up
+        self.gap = (1 - LATE_SHARE) * self.step
         self.cool_down_s = cool_down_s
         self.store = store
         self.throttles = 0  # 429s this process got
         self._monotonic = monotonic
         self._sends: deque[Slot] = deque(maxlen=2 * self.limit)
         self._starts: deque[float] = deque()  # granted starts, on this process's clock
-        self._step = self.gap
+        self._step = self.step
         self._rate = self.max_rps
         self._local = BudgetState()  # the schedule without a store (or while it is down)
         self._offset = 0.0  # this process's clock minus the store's
@@ -165,7 +168,7 @@ class RateLimiter:
     def _claim_locked(self) -> None:
         count = self._claim_size()
         if self.store is None:
-            self._grant(self._local.claim(self._monotonic(), count, self.max_rps, self.gap))
+            self._grant(self._local.claim(self._monotonic(), count, self.max_rps, self.step))
             return
         self._claiming = True
         self._cond.release()  # the store's round trip must not hold up `sent` and friends
@@ -190,14 +193,14 @@ class RateLimiter:
         if self._store_usable():
             try:
                 claim, now, local = self.store.update(
-                    shared_change(lambda state, at: state.claim(at, count, self.max_rps, self.gap))
+                    shared_change(lambda state, at: state.claim(at, count, self.max_rps, self.step))
                 )
             except StoreError as exc:
                 self._store_down(exc)
             else:
                 self._store_failed_at = None
                 return claim, local - now
-        return self._local.claim(self._monotonic(), count, self.max_rps / 2, 2 * self.gap), None
+        return self._local.claim(self._monotonic(), count, self.max_rps / 2, 2 * self.step), None
 
     def _store_usable(self) -> bool:
         failed = self._store_failed_at
