@@ -88,8 +88,7 @@ def test_a_403_block_stops_every_process_that_was_running(engine: Engine) -> Non
     running_then.acquire()
     blocked.halt(AmoBlockedError("amoCRM blocked this IP (403 page)"))
     with pytest.raises(AmoBlockedError, match="another amosync process"):
-        for _ in range(10):
-            running_then.acquire()
+        take(10, running_then)  # its starts claimed before the block run out first
     started_later = RateLimiter(100, store=BudgetRow(engine))
     started_later.acquire()  # after support lifted the block, a restart works again
     started_later.acquire()
@@ -104,3 +103,8 @@ def test_an_unreachable_database_is_a_store_error_and_the_limiter_goes_on_alone(
     first, second = limiter.acquire(), limiter.acquire()
     assert second.at - first.at >= 2 * limiter.gap - 0.002  # half the budget, alone
     store.close()
+
+
+def take(count: int, limiter: RateLimiter) -> None:
+    for _ in range(count):
+        limiter.acquire()

@@ -59,7 +59,7 @@ class SendRecorder(httpx.BaseTransport):
             if kind == "refused":
                 refused.add(token)
             elif token in refused:
-                late.append(token)
+                late.append(f"…{token[-6:]}")
         return late
 
     def close(self) -> None:

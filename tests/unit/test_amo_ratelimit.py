@@ -170,8 +170,7 @@ def test_a_block_stops_the_processes_running_then_but_not_one_started_later() ->
     running.acquire()
     blocked.halt(AmoBlockedError("amoCRM blocked this IP (403 page)"))
     with pytest.raises(AmoBlockedError, match="another amosync process"):
-        for _ in range(10):  # its starts claimed before the block run out first
-            running.acquire()
+        take(10, running)  # its starts claimed before the block run out first
     restarted = RateLimiter(100, store=store)  # e.g. after support lifted the block
     restarted.acquire()
     restarted.acquire()
@@ -184,3 +183,8 @@ def test_without_its_store_a_limiter_takes_half_the_rate() -> None:
     assert second.at - first.at >= 2 * limiter.gap - 0.002
     assert limiter.allowed_rps == 3.5
     assert [e["event"] for e in logs] == ["amo_rate_budget_unshared"]
+
+
+def take(count: int, limiter: RateLimiter) -> None:
+    for _ in range(count):
+        limiter.acquire()
