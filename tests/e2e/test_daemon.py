@@ -137,6 +137,7 @@ def test_changes_flow_both_ways(
     metrics = daemon.metrics()
     assert "amosync_rows_pushed_total 1.0" in metrics
     assert 'amosync_last_success_timestamp_seconds{kind="push"}' in metrics
+    assert "amosync_amocrm_allowed_rps " in metrics
 
 
 def _two_contact_ids(engine: Engine) -> tuple[int, int]:
