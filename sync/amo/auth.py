@@ -8,7 +8,10 @@ OAuth rules (amocrm-api.md §9), and how they are kept here:
 - refresh is **single-flight**: a thread lock inside the process, and the storage's lock (a
   PostgreSQL advisory lock) across processes; whoever waits re-reads the stored pair and uses it
   if somebody else refreshed meanwhile;
-- refresh **ahead of expiry** (at `REFRESH_AT` of the lifetime), and once after a 401;
+- refresh **ahead of expiry** (at `REFRESH_AT` of the lifetime), and once after a 401; a
+  token a 401 refused is never handed out again: `after_unauthorized` returns the pair another
+  thread already renewed, or waits for the refresh in progress (the session's `TokenGate` makes
+  every thread holding the dead token call it);
 - the **stored pair wins** over the configured initial refresh token, which is only a seed.
 """
 
