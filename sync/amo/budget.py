@@ -15,15 +15,17 @@ The numbers, and why (amoCRM publishes no block threshold; `docs/operations.md` 
 - **Multiplicative decrease**: a 429 for a request sent after the last cut halves the allowed
   rate (never below `MIN_RPS`); 429s for requests already under way when the rate was cut belong
   to the same episode and do not cut again.
-- **Additive increase**: the rate climbs back by `RECOVER_RPS_PER_S` (one request/s every 20 s:
-  from 3.5 back to 7 in 70 s), so against a budget below `max_rps` the client probes upwards
-  about twice a minute rather than every few seconds.
+- **Additive increase**: the rate climbs back by `RECOVER_RPS_PER_S` (one request/s every 25 s:
+  from 3.5 back to 7 in under 90 s). Against a budget B below `max_rps` the rate saws between
+  B/2 and B, averaging 3/4 B whatever the climb's speed; a slow climb only makes the 429 that
+  ends each tooth rarer: one every B/(2 x 0.04) s, 2.4 a minute at 2 rps, 1.6 at 3 rps.
 - **Pause**: every 429 pauses every start for `retry_after` when amoCRM gives one, else for the
   back-off delay; nobody sends while a pause lasts.
 - **Breaker**: the `MAX_429_PER_MINUTE`-th 429 within a minute pauses everything for
   `COOL_DOWN_S`. amoCRM blocks clients that keep hammering after 429s; AIMD alone answers a
-  budget below `max_rps` with about two 429s a minute, so five mean something else is using the
-  account hard, and a full minute of silence is cheaper than a block only support can lift.
+  budget down to 2 rps with at most 2.4 429s a minute, plus the two of the first cuts from
+  `max_rps`, so six mean something else is using the account hard (or its budget is below
+  2 rps), and a full minute of silence is cheaper than a block only support can lift.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from typing import Any, Protocol, TypeVar
 
 DECREASE = 0.5
 MIN_RPS = 0.5
-RECOVER_RPS_PER_S = 0.05
-MAX_429_PER_MINUTE = 5
+RECOVER_RPS_PER_S = 0.04
+MAX_429_PER_MINUTE = 6
 COOL_DOWN_S = 60.0
 MINUTE_S = 60.0
 

@@ -77,13 +77,14 @@ def test_starts_follow_the_allowed_rate_and_wait_out_a_pause() -> None:
     assert claim.rate == pytest.approx(3.5 + RECOVER_RPS_PER_S * 0.1)
 
 
-def test_the_breaker_stops_everything_for_a_minute_after_five_429s_in_a_minute() -> None:
+def test_the_breaker_stops_everything_for_a_minute_after_six_429s_in_a_minute() -> None:
     state = BudgetState()
     verdicts = [
         state.throttled(float(t), float(t), MAX_RPS, pause_s=1.0, cool_down_s=COOL_DOWN_S)
         for t in range(0, 5 * MAX_429_PER_MINUTE, 5)  # one 429 every 5 s
     ]
-    assert [v.cooling for v in verdicts[:MAX_429_PER_MINUTE]] == [False] * 4 + [True]
+    cooling = [v.cooling for v in verdicts]
+    assert cooling == [False] * (MAX_429_PER_MINUTE - 1) + [True]
     fired = verdicts[MAX_429_PER_MINUTE - 1]
     assert fired.pause_s == COOL_DOWN_S
     at = 5.0 * (MAX_429_PER_MINUTE - 1)
