@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 REMEMBER_S = 300.0
 MAX_REMEMBERED = 32
@@ -68,3 +69,33 @@ class TokenGate:
 
     def end_send(self) -> None:
         self._lock.release()
+
+
+class RequestWatch:
+    """One request's HTTP trace (httpcore's `trace` extension): the gate held around writing
+    its headers, `on_left` called as they start, and a 401 marking its token dead the instant
+    the status line is read."""
+
+    def __init__(self, gate: TokenGate, token: str | None, on_left: Callable[[], None]) -> None:
+        self._gate = gate
+        self._token = token
+        self._on_left = on_left
+        self._holding = False
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event.endswith("send_request_headers.started"):  # it leaves now
+            self._gate.begin_send(self._token)  # raises DeadTokenError: nothing is sent
+            self._holding = True
+            self._on_left()
+        elif event.endswith(("send_request_headers.complete", "send_request_headers.failed")):
+            self.release()
+        elif event.endswith("receive_response_headers.complete") and self._token is not None:
+            answer = info.get("return_value")
+            if isinstance(answer, tuple) and len(answer) > 1 and answer[1] == 401:
+                self._gate.mark_dead(self._token)
+
+    def release(self) -> None:
+        """Let go of the gate if this request still holds it (the send failed half-way)."""
+        if self._holding:
+            self._holding = False
+            self._gate.end_send()

@@ -18,7 +18,7 @@ import httpx
 from sync.amo.auth import TOKEN_PATH, TokenProvider
 from sync.amo.backoff import Backoff
 from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
-from sync.amo.gate import DeadTokenError, TokenGate
+from sync.amo.gate import DeadTokenError, RequestWatch, TokenGate
 from sync.amo.ratelimit import RateLimiter, Slot
 from sync.amo.responses import Outcome, classify, classify_exception
 from sync.clock import Clock, SystemClock
@@ -261,7 +261,7 @@ class AmoSession:
         started = time.monotonic()
         if self.gate.is_dead(token):  # refused while this request was being prepared
             return Outcome(unsent=True)
-        watch = _Watch(self, slot, token)
+        watch = RequestWatch(self.gate, token, lambda: self._left(slot))
         request = self._http.build_request(
             method, url, json=body, headers=headers, extensions={"trace": watch.trace}
         )
@@ -292,7 +292,9 @@ class AmoSession:
             return Outcome(data=data)
         return outcome
 
-    def _count_sent(self) -> None:
+    def _left(self, slot: Slot) -> None:
+        """The request's headers are being written: count it, from now, in the rate window."""
+        self.limiter.sent(slot)
         with self._sent_lock:
             self._sent += 1
 
@@ -362,33 +364,3 @@ class _Try:
     outcome: Outcome
     token: str | None
     slot: Slot
-
-
-class _Watch:
-    """One request's HTTP trace: the gate around its headers, the moment it really left (for
-    the rate limiter), and a 401 marking its token dead the instant the status line is read."""
-
-    def __init__(self, session: AmoSession, slot: Slot, token: str | None) -> None:
-        self._session = session
-        self._slot = slot
-        self._token = token
-        self._holding = False
-
-    def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        gate = self._session.gate
-        if event.endswith("send_request_headers.started"):  # it leaves now
-            gate.begin_send(self._token)  # raises DeadTokenError: nothing is sent
-            self._holding = True
-            self._session.limiter.sent(self._slot)
-            self._session._count_sent()
-        elif event.endswith(("send_request_headers.complete", "send_request_headers.failed")):
-            self.release()
-        elif event.endswith("receive_response_headers.complete") and self._token is not None:
-            answer = info.get("return_value")
-            if isinstance(answer, tuple) and len(answer) > 1 and answer[1] == 401:
-                gate.mark_dead(self._token)
-
-    def release(self) -> None:
-        if self._holding:
-            self._holding = False
-            self._session.gate.end_send()

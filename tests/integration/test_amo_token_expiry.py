@@ -92,3 +92,45 @@ def test_after_a_401_no_request_carries_the_dead_token(engine: Engine) -> None:
     # the server saw each token die once, and only requests already under way hit it after
     per_token = Counter(r["token"] for r in log if r["status"] == 401)
     assert all(count <= 6 for count in per_token.values())
+
+
+class DiesOnTheWayOut(httpx.BaseTransport):
+    """Marks the first request's token dead the instant the request reaches the transport, as
+    if another thread's 401 were read right then: after every check the session makes before
+    handing the request over, before a byte of it is written."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.client: AmoClient | None = None
+        self.killed: str | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if self.killed is None and token and self.client is not None:
+            self.killed = token
+            self.client.session.gate.mark_dead(token)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_token_refused_while_its_request_is_being_written_never_leaves(engine: Engine) -> None:
+    with running(auth_mode="oauth") as (emulator, url):
+        first = emulator.issue_tokens()
+        seed(engine, first)
+        transport = DiesOnTheWayOut()
+        config = amo_config(url, oauth=oauth_config(emulator))
+        client = AmoClient.connect(config, token_storage=TokenStore(engine),
+                                   limiter=RateLimiter(100), transport=transport)  # fmt: skip
+        transport.client = client
+        with client:
+            client.fetch_account()  # stopped before sending, refreshed, sent with the new token
+            client.fetch_account()  # the connection pool is none the worse for it
+        log = emulator.requests()
+    assert transport.killed == first["access_token"]
+    assert [(r["path"], r["status"]) for r in log] == [
+        (TOKEN_PATH, 200),
+        ("/api/v4/account", 200),
+        ("/api/v4/account", 200),
+    ]
