@@ -1,8 +1,8 @@
 """The account's rate budget as a value: an evenly spaced schedule of request starts, the
 allowed rate (AIMD on 429), pauses and the 429 breaker. Pure: no I/O, no clock of its own.
 
-One `BudgetState` exists per account. Without a database it lives in the process
-(`LocalBudget`); with one, every process of the account reads and writes the same state in a
+One `BudgetState` exists per account. Without a database it lives in the process's rate
+limiter; with one, every process of the account reads and writes the same state in a
 `sync_state` row under a row lock (`sync.db.budget.BudgetRow`), so threads and processes take
 their starts from one schedule and slow down together. Times are seconds on one clock: the
 process's monotonic clock locally, PostgreSQL's `clock_timestamp()` when shared.
@@ -15,17 +15,20 @@ The numbers, and why (amoCRM publishes no block threshold; `docs/operations.md` 
 - **Multiplicative decrease**: a 429 for a request sent after the last cut halves the allowed
   rate (never below `MIN_RPS`); 429s for requests already under way when the rate was cut belong
   to the same episode and do not cut again.
-- **Additive increase**: the rate climbs back by `RECOVER_RPS_PER_S` (one request/s every 25 s:
-  from 3.5 back to 7 in under 90 s). Against a budget B below `max_rps` the rate saws between
-  B/2 and B, averaging 3/4 B whatever the climb's speed; a slow climb only makes the 429 that
-  ends each tooth rarer: one every B/(2 x 0.04) s, 2.4 a minute at 2 rps, 1.6 at 3 rps.
+- **Increase in two steps**: within `FAST_S` (10 s) the rate climbs back to `KNEE` (85 %) of the
+  rate that drew the 429, then on by `RECOVER_RPS_PER_S` (one request/s every 50 s). Against a
+  budget B below `max_rps` the rate then spends most of its time between 0.85 B and B (about
+  0.9 B on average, where plain halving-and-climbing averages 0.75 B), and the slow last stretch
+  makes the 429 that ends each round rare: one every 10 + 7.5 B s, 2.4 a minute at 2 rps, 1.9 at
+  3 rps. A single 429 at full speed (a late request bunched with the next ones) costs little:
+  back to 6 rps within 10 s.
 - **Pause**: every 429 pauses every start for `retry_after` when amoCRM gives one, else for the
   back-off delay; nobody sends while a pause lasts.
 - **Breaker**: the `MAX_429_PER_MINUTE`-th 429 within a minute pauses everything for
   `COOL_DOWN_S`. amoCRM blocks clients that keep hammering after 429s; AIMD alone answers a
-  budget down to 2 rps with at most 2.4 429s a minute, plus the two of the first cuts from
-  `max_rps`, so six mean something else is using the account hard (or its budget is below
-  2 rps), and a full minute of silence is cheaper than a block only support can lift.
+  budget down to 2 rps with at most 2.4 429s a minute, plus two or three while it first comes
+  down from `max_rps`, so six mean something else is using the account hard (or its budget is
+  below 2 rps), and a full minute of silence is cheaper than a block only support can lift.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from typing import Any, Protocol, TypeVar
 
 DECREASE = 0.5
 MIN_RPS = 0.5
-RECOVER_RPS_PER_S = 0.04
+FAST_S = 10.0
+KNEE = 0.85
+RECOVER_RPS_PER_S = 0.02
 MAX_429_PER_MINUTE = 6
 COOL_DOWN_S = 60.0
 MINUTE_S = 60.0
@@ -77,6 +82,7 @@ class BudgetState:
 
     next_at: float = 0.0
     floor_rps: float | None = None  # allowed rate right after the last cut; None = never cut
+    peak_rps: float = 0.0  # the allowed rate that drew the last cut's 429
     cut_at: float = -math.inf
     paused_until: float = 0.0
     recent: list[float] = field(default_factory=list)  # 429 times within the last minute
@@ -86,7 +92,13 @@ class BudgetState:
         """The allowed rate now: `max_rps`, or climbing back from the last cut."""
         if self.floor_rps is None:
             return max_rps
-        return min(max_rps, self.floor_rps + RECOVER_RPS_PER_S * max(0.0, now - self.cut_at))
+        elapsed = max(0.0, now - self.cut_at)
+        knee = max(self.floor_rps, KNEE * self.peak_rps)
+        if elapsed < FAST_S:
+            rate = self.floor_rps + (knee - self.floor_rps) * elapsed / FAST_S
+        else:
+            rate = knee + RECOVER_RPS_PER_S * (elapsed - FAST_S)
+        return min(max_rps, rate)
 
     def claim(self, now: float, count: int, max_rps: float, interval_at_max: float) -> Claim:
         """Take the next `count` starts of the schedule (the first one not before `now`)."""
@@ -103,7 +115,8 @@ class BudgetState:
         self.recent = [t for t in self.recent if t > now - MINUTE_S] + [now]
         cut = sent_at >= self.cut_at
         if cut:
-            self.floor_rps = max(MIN_RPS, self.allowed(now, max_rps) * DECREASE)
+            self.peak_rps = self.allowed(now, max_rps)
+            self.floor_rps = max(MIN_RPS, self.peak_rps * DECREASE)
             self.cut_at = now
         cooling = len(self.recent) >= MAX_429_PER_MINUTE
         pause = max(pause_s, cool_down_s if cooling else 0.0)
@@ -126,6 +139,7 @@ class BudgetState:
         return {
             "next_at": self.next_at,
             "floor_rps": self.floor_rps,
+            "peak_rps": self.peak_rps,
             "cut_at": None if math.isinf(self.cut_at) else self.cut_at,
             "paused_until": self.paused_until,
             "recent": list(self.recent),
@@ -141,6 +155,7 @@ class BudgetState:
             return cls(
                 next_at=float(value.get("next_at") or 0.0),
                 floor_rps=_optional(value.get("floor_rps")),
+                peak_rps=float(value.get("peak_rps") or 0.0),
                 cut_at=_optional(value.get("cut_at")) or -math.inf,
                 paused_until=float(value.get("paused_until") or 0.0),
                 recent=[float(t) for t in value.get("recent") or []],

@@ -87,6 +87,7 @@ class RateLimiter:
         self.cool_down_s = cool_down_s
         self.store = store
         self.throttles = 0  # 429s this process got
+        self.claims = self.dropped = 0  # claims made; granted starts given up unused
         self._monotonic = monotonic
         self._sends: deque[Slot] = deque(maxlen=2 * self.limit)
         self._starts: deque[float] = deque()  # granted starts, on this process's clock
@@ -148,6 +149,7 @@ class RateLimiter:
         late = now - LATE_SHARE * self._step
         while self._starts and self._starts[0] < late:
             self._starts.popleft()
+            self.dropped += 1
 
     def _hold(self, now: float) -> float:
         """How long this process must wait whatever the schedule says: its own pause, and at
@@ -166,6 +168,7 @@ class RateLimiter:
     # --- claiming starts from the schedule ------------------------------------------------------
 
     def _claim_locked(self) -> None:
+        self.claims += 1
         count = self._claim_size()
         if self.store is None:
             self._grant(self._local.claim(self._monotonic(), count, self.max_rps, self.step))

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from sync.amo.budget import (
     COOL_DOWN_S,
+    FAST_S,
+    KNEE,
     MAX_429_PER_MINUTE,
     MIN_RPS,
     RECOVER_RPS_PER_S,
@@ -52,29 +54,43 @@ def test_a_429_halves_the_rate_once_per_episode() -> None:
     assert (first.cut, first.rate) == (True, 3.5)
     # sent before that cut: the same congestion, no second cut
     same = state.throttled(10.6, sent_at=10.3, max_rps=MAX_RPS, pause_s=1.0, cool_down_s=60)
-    assert (same.cut, same.rate) == (False, pytest.approx(3.5 + RECOVER_RPS_PER_S * 0.1))
-    # sent after it: a new episode
+    assert not same.cut
+    assert same.rate == pytest.approx(state.allowed(10.6, MAX_RPS))
+    assert same.rate > 3.5  # climbing back
+    # sent after it: a new episode, halving the rate it had climbed back to
+    climbed = state.allowed(12.0, MAX_RPS)
     later = state.throttled(12.0, sent_at=11.8, max_rps=MAX_RPS, pause_s=1.0, cool_down_s=60)
     assert later.cut
-    assert later.rate == pytest.approx((3.5 + RECOVER_RPS_PER_S * 1.5) / 2)
+    assert later.rate == pytest.approx(climbed / 2)
 
 
-def test_the_rate_climbs_back_gradually_and_never_falls_below_the_floor() -> None:
+def test_the_rate_climbs_fast_to_near_where_it_drew_the_429_then_slowly() -> None:
+    state = BudgetState()
+    state.throttled(100.0, 100.0, MAX_RPS, pause_s=0.0, cool_down_s=60)
+    knee = KNEE * MAX_RPS
+    assert state.allowed(100.0, MAX_RPS) == 3.5
+    assert state.allowed(100.0 + FAST_S / 2, MAX_RPS) == pytest.approx((3.5 + knee) / 2)
+    assert state.allowed(100.0 + FAST_S, MAX_RPS) == pytest.approx(knee)
+    assert state.allowed(100.0 + FAST_S + 25, MAX_RPS) == pytest.approx(
+        knee + 25 * RECOVER_RPS_PER_S
+    )
+    assert state.allowed(10_000.0, MAX_RPS) == MAX_RPS
+
+
+def test_the_rate_never_falls_below_the_floor() -> None:
     state = BudgetState()
     for moment in range(10):
         state.throttled(float(moment), float(moment), MAX_RPS, pause_s=0.0, cool_down_s=0.0)
     assert state.allowed(9.0, MAX_RPS) == MIN_RPS
-    assert state.allowed(29.0, MAX_RPS) == pytest.approx(MIN_RPS + 20 * RECOVER_RPS_PER_S)
-    assert state.allowed(10_000.0, MAX_RPS) == MAX_RPS
 
 
 def test_starts_follow_the_allowed_rate_and_wait_out_a_pause() -> None:
     state = BudgetState()
     state.throttled(50.0, 50.0, MAX_RPS, pause_s=2.0, cool_down_s=60)
-    claim = state.claim(50.1, 3, MAX_RPS, INTERVAL)
+    claim = state.claim(50.0, 3, MAX_RPS, INTERVAL)
     assert claim.first == 52.0  # nobody starts during the pause
-    assert claim.step == pytest.approx(2 * INTERVAL, rel=0.01)  # half the rate: twice the step
-    assert claim.rate == pytest.approx(3.5 + RECOVER_RPS_PER_S * 0.1)
+    assert claim.step == pytest.approx(2 * INTERVAL)  # at half the rate, twice the spacing
+    assert claim.rate == 3.5
 
 
 def test_the_breaker_stops_everything_for_a_minute_after_six_429s_in_a_minute() -> None:
