@@ -8,10 +8,15 @@ their starts from one schedule and slow down together. Times are seconds on one 
 process's monotonic clock locally, PostgreSQL's `clock_timestamp()` when shared.
 
 The numbers, and why (amoCRM publishes no block threshold; `docs/operations.md` has the story):
-- **Schedule**: starts `interval(rate)` apart, `interval = (1 + margin) / rate` at `max_rps`, so
-  any 1 s at the server holds at most `max_rps` starts even when a start leaves up to the
-  margin (80 ms) late. A caller takes `count` starts at once (a batch keeps database round
-  trips off the hot path); starts nobody used are simply lost.
+- **Schedule**: at most `limit = floor(max_rps)` starts in any `window = 1 s + margin (80 ms)`,
+  none closer than `PACE` (80 %) of `window / limit` to the one before (the last starts granted
+  are kept to check it; above 16 rps, the emulator only, starts are evenly spaced). Any 1 s at
+  the server then holds at most `max_rps` starts even when a start leaves up to the margin
+  late; after a quiet spell the schedule can catch up (7 starts within a window, 123 ms
+  apart), so a bursty caller loses no throughput. Below
+  `max_rps` (after a 429) starts are evenly spaced at `window / limit * max_rps / rate`: no
+  catch-up bursts towards a budget that just said no. A caller takes `count` starts at once (a
+  batch keeps database round trips off the hot path); starts nobody used still count.
 - **Multiplicative decrease**: a 429 for a request sent after the last cut halves the allowed
   rate (never below `MIN_RPS`); 429s for requests already under way when the rate was cut belong
   to the same episode and do not cut again.
@@ -41,6 +46,8 @@ from typing import Any, Protocol, TypeVar
 DECREASE = 0.5
 MIN_RPS = 0.5
 FAST_S = 10.0
+PACE = 0.8
+LOG_MAX = 16  # starts kept for the window check; above this `max_rps` (emulator only) pace only
 KNEE = 0.85
 RECOVER_RPS_PER_S = 0.02
 MAX_429_PER_MINUTE = 6
@@ -52,17 +59,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Claim:
-    """Starts granted by one claim: `count` starts `step` seconds apart from `first`."""
+    """Starts granted by one claim, on the budget's clock."""
 
-    first: float
-    step: float
-    count: int
+    starts: tuple[float, ...]
+    step: float  # window / limit at the allowed rate: how late a start may still be taken
     rate: float  # the allowed rate when granted (requests/s)
     now: float  # the budget clock when granted
     blocked_at: float | None  # when some process of the account got the 403 block, if ever
-
-    def starts(self) -> list[float]:
-        return [self.first + i * self.step for i in range(self.count)]
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class Throttle:
 class BudgetState:
     """The shared schedule and AIMD state (see the module docstring for the rules)."""
 
-    next_at: float = 0.0
+    granted: list[float] = field(default_factory=list)  # the last `LOG_MAX` starts granted
     floor_rps: float | None = None  # allowed rate right after the last cut; None = never cut
     peak_rps: float = 0.0  # the allowed rate that drew the last cut's 429
     cut_at: float = -math.inf
@@ -101,12 +104,25 @@ class BudgetState:
         return min(max_rps, rate)
 
     def claim(self, now: float, count: int, max_rps: float, interval_at_max: float) -> Claim:
-        """Take the next `count` starts of the schedule (the first one not before `now`)."""
+        """Take the next `count` starts of the schedule (none before `now`). `interval_at_max`
+        is `window / limit` at `max_rps`."""
         rate = self.allowed(now, max_rps)
         step = interval_at_max * max_rps / rate
-        first = max(now, self.next_at, self.paused_until)
-        self.next_at = first + count * step
-        return Claim(first, step, count, rate, now, self.blocked_at)
+        limit = max(1, math.floor(max_rps))
+        kept = min(limit, LOG_MAX)
+        catch_up = rate >= max_rps and limit <= LOG_MAX
+        starts = tuple(self._next(now, step * (PACE if catch_up else 1.0), step, kept)
+                       for _ in range(count))  # fmt: skip
+        return Claim(starts, step, rate, now, self.blocked_at)
+
+    def _next(self, now: float, gap: float, step: float, limit: int) -> float:
+        at = max(now, self.paused_until)
+        if self.granted:
+            at = max(at, self.granted[-1] + gap)
+        if len(self.granted) >= limit:
+            at = max(at, self.granted[-limit] + limit * step)
+        self.granted = [*self.granted[-(LOG_MAX - 1) :], at]
+        return at
 
     def throttled(
         self, now: float, sent_at: float, max_rps: float, pause_s: float, cool_down_s: float
@@ -137,7 +153,7 @@ class BudgetState:
 
     def to_value(self) -> dict[str, Any]:
         return {
-            "next_at": self.next_at,
+            "granted": list(self.granted),
             "floor_rps": self.floor_rps,
             "peak_rps": self.peak_rps,
             "cut_at": None if math.isinf(self.cut_at) else self.cut_at,
@@ -153,7 +169,7 @@ class BudgetState:
             return cls()
         try:
             return cls(
-                next_at=float(value.get("next_at") or 0.0),
+                granted=[float(t) for t in value.get("granted") or []],
                 floor_rps=_optional(value.get("floor_rps")),
                 peak_rps=float(value.get("peak_rps") or 0.0),
                 cut_at=_optional(value.get("cut_at")) or -math.inf,

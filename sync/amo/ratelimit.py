@@ -35,7 +35,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from sync.amo.budget import COOL_DOWN_S, BudgetState, BudgetStore, Claim, Throttle, shared_change
+from sync.amo.budget import (
+    COOL_DOWN_S,
+    PACE,
+    BudgetState,
+    BudgetStore,
+    Claim,
+    Throttle,
+    shared_change,
+)
 from sync.errors import AmoBlockedError, AmoError, StoreError
 from sync.logs import get_logger
 
@@ -80,10 +88,10 @@ class RateLimiter:
         self.max_rps = float(max_rps)
         self.limit = max(1, math.floor(max_rps))
         self.window = self.limit / max_rps + margin_s
-        self.step = self.window / self.limit  # the schedule's step at max_rps
-        # the least time between two starts (at max_rps): a start is taken at most
-        # LATE_SHARE of a step after its moment, or given up
-        self.gap = (1 - LATE_SHARE) * self.step
+        self.step = self.window / self.limit  # window / limit at max_rps
+        # the least time between two starts: granted at least PACE steps apart, each taken at
+        # most LATE_SHARE of a step after its moment (or given up)
+        self.gap = (PACE - LATE_SHARE) * self.step
         self.cool_down_s = cool_down_s
         self.store = store
         self.throttles = 0  # 429s this process got
@@ -226,7 +234,7 @@ class RateLimiter:
                 return
         self._rate = claim.rate
         self._step = claim.step
-        self._starts.extend(start + (offset or 0.0) for start in claim.starts())
+        self._starts.extend(start + (offset or 0.0) for start in claim.starts)
 
     # --- 429, pauses and blocks -----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from sync.amo.budget import (
     KNEE,
     MAX_429_PER_MINUTE,
     MIN_RPS,
+    PACE,
     RECOVER_RPS_PER_S,
     BudgetState,
     shared_change,
@@ -41,8 +42,8 @@ def test_claims_by_any_mix_of_processes_never_put_more_than_max_rps_in_a_second(
     for pause, count, max_rps in claims:
         now += pause
         claim = state.claim(now, count, max_rps, INTERVAL * MAX_RPS / max_rps)
-        assert claim.first >= now
-        starts.extend(claim.starts())
+        assert claim.starts[0] >= now
+        starts.extend(claim.starts)
     assert starts == sorted(starts)
     assert max_in_window(starts, 1.0) <= MAX_RPS
 
@@ -88,9 +89,10 @@ def test_starts_follow_the_allowed_rate_and_wait_out_a_pause() -> None:
     state = BudgetState()
     state.throttled(50.0, 50.0, MAX_RPS, pause_s=2.0, cool_down_s=60)
     claim = state.claim(50.0, 3, MAX_RPS, INTERVAL)
-    assert claim.first == 52.0  # nobody starts during the pause
-    assert claim.step == pytest.approx(2 * INTERVAL)  # at half the rate, twice the spacing
-    assert claim.rate == 3.5
+    assert claim.starts[0] == 52.0  # nobody starts during the pause
+    assert claim.step == pytest.approx(2 * INTERVAL)
+    assert claim.starts == pytest.approx((52.0, 52.0 + 2 * INTERVAL, 52.0 + 4 * INTERVAL))
+    assert claim.rate == 3.5  # below max_rps: evenly spaced, no catch-up
 
 
 def test_the_breaker_stops_everything_for_a_minute_after_six_429s_in_a_minute() -> None:
@@ -104,7 +106,7 @@ def test_the_breaker_stops_everything_for_a_minute_after_six_429s_in_a_minute() 
     fired = verdicts[MAX_429_PER_MINUTE - 1]
     assert fired.pause_s == COOL_DOWN_S
     at = 5.0 * (MAX_429_PER_MINUTE - 1)
-    assert state.claim(at + 1, 1, MAX_RPS, INTERVAL).first == at + COOL_DOWN_S
+    assert state.claim(at + 1, 1, MAX_RPS, INTERVAL).starts[0] == at + COOL_DOWN_S
     # spread out, 429s never trip it
     calm = BudgetState()
     spread = [calm.throttled(t * 20.0, t * 20.0, MAX_RPS, 1.0, COOL_DOWN_S) for t in range(20)]
@@ -125,7 +127,15 @@ def test_state_round_trips_through_its_stored_value_and_garbage_starts_afresh() 
 def test_shared_change_edits_the_stored_value() -> None:
     change = shared_change(lambda state, now: state.claim(now, 2, MAX_RPS, INTERVAL))
     claim, value = change({}, 7.0)
-    assert claim.starts() == [7.0, pytest.approx(7.0 + INTERVAL)]
-    assert value["next_at"] == pytest.approx(7.0 + 2 * INTERVAL)
+    assert claim.starts == pytest.approx((7.0, 7.0 + PACE * INTERVAL))
+    assert value["granted"] == list(claim.starts)
     again, _ = change(value, 7.0)
-    assert again.first == pytest.approx(7.0 + 2 * INTERVAL)
+    assert again.starts[0] == pytest.approx(7.0 + 2 * PACE * INTERVAL)
+
+
+def test_after_a_quiet_spell_the_schedule_catches_up_but_never_beyond_the_window() -> None:
+    state = BudgetState()
+    burst = state.claim(10.0, 9, MAX_RPS, INTERVAL).starts
+    assert burst[6] == pytest.approx(10.0 + 6 * PACE * INTERVAL)  # 7 at the paced gap
+    assert burst[7] == pytest.approx(10.0 + 7 * INTERVAL)  # the 8th waits for the window
+    assert max_in_window(list(burst), 1.0) <= MAX_RPS
