@@ -149,8 +149,9 @@ class AmoSession:
                 self.write_guard()
             tried = self._attempt(method, url, json, write)
             outcome = tried.outcome
-            if outcome.unsent and unsent < MAX_UNSENT:  # its token died while it waited
+            if outcome.unsent:  # stopped before sending: its token died while it waited
                 unsent += 1
+                self._give_up_after_unsent(unsent, method, url)
                 continue
             if outcome.error is None:
                 return Reply(outcome.data.status, outcome.data.body, outcome.data.headers)
@@ -160,6 +161,15 @@ class AmoSession:
             self._give_up_unless_retryable(outcome, attempt, write)
             self._sleep_before_retry(outcome, attempt, tried.slot)
             attempt += 1
+
+    def _give_up_after_unsent(self, unsent: int, method: str, url: str) -> None:
+        if unsent > MAX_UNSENT:
+            raise AmoAuthError(
+                "amoCRM refused each access token this request was given before it could leave",
+                method=method,
+                url=redact_text(url),
+                status=401,
+            )
 
     def _give_up_unless_retryable(self, outcome: Outcome, attempt: int, write: bool) -> None:
         error = outcome.error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -293,3 +294,29 @@ def test_lost_create_is_not_resent_when_amocrm_ignores_order() -> None:
     with pytest.raises(AmoWriteUnknownError):
         client.create_contacts([{"name": "x"}])
     assert [r.method for r in script.requests].count("POST") == 1
+
+
+def test_a_request_whose_every_token_dies_before_it_leaves_gives_up_with_one_line() -> None:
+    class Doomed(LazyTokens):
+        """Each new token is refused (by other threads' 401s) before this request can leave."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.session: Any = None
+
+        def access_token(self) -> str:
+            self.session.gate.mark_dead(self.token)  # as another thread's 401 lands
+            return self.token
+
+        def after_unauthorized(self, used: str) -> bool:
+            self.token = f"token-{self.refreshes}"
+            self.refreshes += 1
+            return True
+
+    tokens = Doomed()
+    script = Script(OK)
+    s = session(script, tokens=tokens)
+    tokens.session = s
+    with pytest.raises(AmoAuthError, match="401"):
+        s.send("GET", "/x")
+    assert script.requests == []
