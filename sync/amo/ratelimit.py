@@ -2,11 +2,13 @@
 
 amoCRM allows 7 requests per second per integration (and 50 per account, shared by every
 integration on it) and answers 429, then a 403 block, beyond it. The server counts requests when
-they *arrive*; the client can only count when it *sends*. So starts follow an evenly spaced
-schedule (`sync.amo.budget`): at `max_rps` one start every `window / limit` seconds, where
-`window` is `limit / max_rps` plus a safety margin that absorbs the jitter between "the limiter
-said go" and "the bytes reached the server". Requests in flight overlap: only starts are
-spaced, so 600 ms of latency does not cost throughput (~6.5 rps at 7 with the default margin).
+they *arrive*; the client can only count when it *sends*. So starts follow a schedule
+(`sync.amo.budget`): at most `limit` starts in any `window`, paced apart, where `window` is
+`limit / max_rps` plus a safety margin that absorbs the jitter between "the limiter said go"
+and "the bytes reached the server"; below `max_rps` (after a 429) evenly spaced at the allowed
+rate. A start not taken within `LATE_SHARE` of a step after its moment is given up rather than
+taken late. Requests in flight overlap: only starts are spaced, so 600 ms of latency does not
+cost throughput (~6.5 rps at 7 with the default margin).
 
 Where the schedule lives:
 - without a store, in this process (every client object of the process shares one limiter
@@ -71,8 +73,8 @@ class Slot:
 
 
 class RateLimiter:
-    """Starts on an evenly spaced schedule at the allowed rate, across every thread using it
-    (and, with a store, every process of the account)."""
+    """Request starts on the account's schedule at the allowed rate, across every thread using
+    it (and, with a store, every process of the account)."""
 
     def __init__(
         self,
