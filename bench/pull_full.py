@@ -36,6 +36,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from sync.amo.client import AmoClient
 from sync.config import AmoCrmConfig, Config, DatabaseConfig, LoggingConfig, Secret, SyncConfig
+from sync.db.budget import BudgetRow
 from sync.db.engine import create_engine
 from sync.db.migrate import upgrade
 from sync.logs import configure_logging
@@ -193,7 +194,8 @@ def run(args: argparse.Namespace, port: int, db: DatabaseConfig) -> None:
     )
     config = Config(amocrm=amo, database=db, sync=SyncConfig(pull_workers=args.workers))
     engine = create_engine(db, pool_size=args.workers + 2)
-    client = AmoClient.connect(amo, workers=args.workers)
+    # the rate budget shared through PostgreSQL, as the CLI and the daemon build the client
+    client = AmoClient.connect(amo, workers=args.workers, budget=BudgetRow(engine))
     with client:
         for number in range(1, args.passes + 1):
             # pass 1 fills empty tables; later passes re-read every contact over full tables

@@ -36,6 +36,7 @@ from sync.config import (
     Secret,
     SyncConfig,
 )
+from sync.db.budget import BudgetRow
 from sync.db.engine import create_engine, sync_origin
 from sync.db.migrate import upgrade
 from sync.emulator import Emulator, EmulatorSettings, busiest_window
@@ -102,7 +103,9 @@ def _run(
     ids = _mirror(engine, seeded)[: args.edits]
     _edit(engine, ids)
     httpx.delete(f"{base_url}/_emulator/requests")
-    client = AmoClient.connect(amo, limiter=RateLimiter(7.0, margin_s=args.margin_s))
+    # the rate budget shared through PostgreSQL, as the CLI and the daemon build the client
+    limiter = RateLimiter(7.0, margin_s=args.margin_s, store=BudgetRow(engine))
+    client = AmoClient.connect(amo, limiter=limiter)
     started = time.monotonic()
     report = run_push(config, engine, client)
     elapsed = time.monotonic() - started

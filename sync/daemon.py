@@ -41,7 +41,6 @@ from sync.db.engine import probe
 from sync.db.listen import Listener
 from sync.db.locks import LeaderLock, holder_name
 from sync.db.migrate import upgrade
-from sync.db.tokens import TokenStore
 from sync.debounce import Debounce
 from sync.errors import StoreError, UsageError
 from sync.health import Endpoints, Health, HttpServer
@@ -59,7 +58,7 @@ from sync.schedule import (
     quiet_apscheduler,
     request_full,
 )
-from sync.wiring import database_engine
+from sync.wiring import amo_client, database_engine
 
 log = get_logger("sync.daemon")
 
@@ -312,12 +311,8 @@ def run_daemon(config: Config) -> None:
     metrics = Metrics()
     engine = database_engine(config)
     http = start_http(config, health, metrics, engine)
-    client = AmoClient.connect(
-        config.amocrm,
-        token_storage=TokenStore(engine),
-        workers=config.sync.pull_workers,
-        transport=amocrm_transport(metrics, health),
-    )
+    client = amo_client(config, engine, transport=amocrm_transport(metrics, health))
+    metrics.watch_budget(client.session.limiter)
     clean = True
     try:
         if config.daemon.migrate and not migrate_when_possible(config, stop, health):

@@ -6,6 +6,10 @@ Counted in the process as things happen:
   amosync_job_duration_seconds{job}        histogram of job run times
   amosync_amocrm_requests_total{method,status}   every HTTP answer from amoCRM ("error" = none)
   amosync_amocrm_rate_limited_total        429 answers
+Read from the rate limiter at scrape time:
+  amosync_amocrm_allowed_rps               requests/s the client allows itself now: max_rps, cut
+                                           on each 429 episode and restored gradually (AIMD)
+  amosync_amocrm_paused_seconds            seconds left of a pause after a 429 (0 when none)
   amosync_rows_pulled_total / _pushed_total / _deleted_total / _rejected_total
                                            from the sync_runs rows each job wrote
 Read from PostgreSQL at scrape time (cached for a few seconds; valid on a standby too):
@@ -28,7 +32,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from prometheus_client import (
@@ -88,6 +92,10 @@ class Metrics:
             for name in ("pulled", "pushed", "deleted", "rejected")
         }
 
+    def watch_budget(self, limiter: RateBudget) -> None:
+        """Report the rate limiter's allowed rate and pause at every scrape."""
+        self.registry.register(BudgetCollector(limiter))
+
     def count_runs(self, runs: list[RunRow]) -> None:
         """Add what finished `sync_runs` rows report to the row counters."""
         for run in runs:
@@ -98,6 +106,31 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class RateBudget(Protocol):
+    """What `BudgetCollector` reads (`sync.amo.ratelimit.RateLimiter`)."""
+
+    @property
+    def allowed_rps(self) -> float: ...
+
+    def paused_for(self) -> float: ...
+
+
+class BudgetCollector(Collector):
+    """The rate limiter's state, read when Prometheus scrapes (no database involved)."""
+
+    def __init__(self, limiter: RateBudget) -> None:
+        self._limiter = limiter
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield _gauge("amosync_amocrm_allowed_rps", "Requests/s the amoCRM client allows itself now",
+                     self._limiter.allowed_rps)  # fmt: skip
+        yield _gauge("amosync_amocrm_paused_seconds", "Seconds left of a pause after a 429",
+                     self._limiter.paused_for())  # fmt: skip
 
 
 class DatabaseCollector(Collector):

@@ -8,7 +8,10 @@ OAuth rules (amocrm-api.md §9), and how they are kept here:
 - refresh is **single-flight**: a thread lock inside the process, and the storage's lock (a
   PostgreSQL advisory lock) across processes; whoever waits re-reads the stored pair and uses it
   if somebody else refreshed meanwhile;
-- refresh **ahead of expiry** (at `REFRESH_AT` of the lifetime), and once after a 401;
+- refresh **ahead of expiry** (at `REFRESH_AT` of the lifetime), and once after a 401; a
+  token a 401 refused is never handed out again: `after_unauthorized` returns the pair another
+  thread already renewed, or waits for the refresh in progress (the session's `TokenGate` makes
+  every thread holding the dead token call it);
 - the **stored pair wins** over the configured initial refresh token, which is only a seed.
 """
 
@@ -170,18 +173,18 @@ class OAuthTokens:
     def access_token(self) -> str:
         pair = self._pair
         if pair is None or pair.due(self._clock.now()):
-            pair = self._renew(stale=pair, rejected=None)
+            pair = self._renew(rejected=None)
         return pair.access_token.reveal()
 
     def after_unauthorized(self, used: str) -> bool:
-        pair = self._renew(stale=self._pair, rejected=used)
+        pair = self._renew(rejected=used)
         return pair.access_token.reveal() != used
 
-    def _renew(self, stale: TokenPair | None, rejected: str | None) -> TokenPair:
+    def _renew(self, rejected: str | None) -> TokenPair:
         with self._lock:
             current = self._pair
-            if current is not None and current is not stale and self._usable(current, rejected):
-                return current  # another thread renewed while we waited for the lock
+            if current is not None and self._usable(current, rejected):
+                return current  # another thread renewed (or a 401 named an older token)
             if current is None and rejected is None:
                 loaded = self._storage.load()
                 current = TokenPair.from_value(loaded) if loaded else None

@@ -7,7 +7,8 @@
     results = client.update_contacts([{"id": 5, "name": "New"}])
 
 Thread-safe: share one client between the threads of a pool. Every client built for the same
-origin shares the process-wide rate budget (`shared_limiter`).
+origin shares the process-wide rate budget (`shared_limiter`); given a `budget` store
+(`sync.db.budget.BudgetRow`), every process of the account shares it too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import httpx
 
 from sync.amo.auth import OAuthTokens, StaticToken, TokenProvider, TokenStorage
 from sync.amo.backoff import Backoff
+from sync.amo.budget import BudgetStore
 from sync.amo.pages import MAX_LIMIT, Page, iter_pages
 from sync.amo.ratelimit import RateLimiter, shared_limiter
 from sync.amo.reconcile import find_created, find_linked, find_updated, newest_contact_id
@@ -48,6 +50,7 @@ class AmoClient:
         tokens: TokenProvider | None,
         *,
         limiter: RateLimiter | None = None,
+        budget: BudgetStore | None = None,
         clock: Clock | None = None,
         backoff: Backoff | None = None,
         transport: httpx.BaseTransport | None = None,
@@ -59,7 +62,7 @@ class AmoClient:
         self.session = AmoSession(
             config,
             tokens,
-            limiter or shared_limiter(origin, config.max_rps),
+            limiter or shared_limiter(origin, config.max_rps, store=budget),
             clock=clock,
             backoff=backoff,
             transport=transport,
@@ -96,6 +99,7 @@ class AmoClient:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self.session.close()
+        self.session.limiter.close()  # its store's connection; another opens when needed
 
     @property
     def pool(self) -> ThreadPoolExecutor:

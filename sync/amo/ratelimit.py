@@ -1,22 +1,32 @@
-"""The rate budget: one sliding-window limiter per amoCRM origin, shared by the whole process.
+"""The rate budget as threads meet it: `acquire` blocks until a request may start.
 
-amoCRM allows 7 requests per second per IP and answers 429 (then a 403 IP block) beyond it. The
-server counts requests when they *arrive*; the client can only count when it *sends*. So the
-limiter keeps a log of send times and lets a request go only when fewer than `limit` were sent in
-the last `window` seconds, where `window` is `limit / max_rps` plus a safety margin that absorbs
-scheduling jitter between "the limiter said go" and "the bytes reached the server".
+amoCRM allows 7 requests per second per integration (and 50 per account, shared by every
+integration on it) and answers 429, then a 403 block, beyond it. The server counts requests when
+they *arrive*; the client can only count when it *sends*. So starts follow a schedule
+(`sync.amo.budget`): at most `limit` starts in any `window`, paced apart, where `window` is
+`limit / max_rps` plus a safety margin that absorbs the jitter between "the limiter said go"
+and "the bytes reached the server"; below `max_rps` (after a 429) evenly spaced at the allowed
+rate. A start not taken within `LATE_SHARE` of a step after its moment is given up rather than
+taken late. Requests in flight overlap: only starts are spaced, so 600 ms of latency does not
+cost throughput (~6.5 rps at 7 with the default margin).
 
-Starts are also paced about `window / limit` apart instead of going out in bursts of 7: a burst
-makes the 7 requests contend (new connections, threads, the GIL), which spreads their arrival
-times and eats the margin. Pacing costs no throughput, since the window allows no more anyway.
+Where the schedule lives:
+- without a store, in this process (every client object of the process shares one limiter
+  through `shared_limiter`);
+- with a `BudgetStore` (PostgreSQL), in one row for every process of the account: a thread that
+  finds no start granted claims the next few for its process in one short transaction, so two
+  processes together stay within `max_rps` too. If the store fails, the process falls back to
+  half of `max_rps` on its own schedule (two processes falling back still fit) and retries the
+  store after `STORE_RETRY_S`.
 
-Requests in flight overlap: the limiter only spaces *starts*, so 600 ms of latency does not cost
-throughput (7 per 1.08 s ≈ 6.5 rps with the default margin).
+A second check counts when requests really left (`sent`, from the HTTP trace): at most `limit`
+in any `window`, so a start delayed by a slow connect cannot bunch with the next ones.
 
-The limiter is also the process-wide gate to amoCRM:
-- `pause(seconds)` holds every thread back after a 429, so one throttled thread does not let the
-  others keep hammering;
-- `halt(error)` makes every later `acquire` raise `error` (a 403 IP block stops all work).
+The limiter is also the gate to amoCRM:
+- `throttled(slot, pause_s)` after a 429: the allowed rate is cut (AIMD) and every start of the
+  account waits out the pause (see `sync.amo.budget` for the numbers);
+- `halt(error)` makes every later `acquire` raise `error` (a 403 IP block stops all work) and,
+  with a store, every other process of the account that was running when it happened.
 """
 
 from __future__ import annotations
@@ -27,9 +37,29 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from sync.errors import AmoError
+from sync.amo.budget import (
+    COOL_DOWN_S,
+    PACE,
+    BudgetState,
+    BudgetStore,
+    Claim,
+    Throttle,
+    shared_change,
+)
+from sync.errors import AmoBlockedError, AmoError, StoreError
+from sync.logs import get_logger
+
+log = get_logger("sync.amo.ratelimit")
 
 DEFAULT_MARGIN_S = 0.08
+MAX_CLAIM = 4  # starts claimed from the store at once (at most: the threads waiting)
+CLAIM_AHEAD_S = 0.02  # above ~50 rps (the emulator only) claim this much schedule at once
+LATE_SHARE = 0.3  # a granted start not taken within this share of a step is given up
+STORE_RETRY_S = 5.0
+PEER_BLOCKED = (
+    "amoCRM blocked this IP (403 page) for another amosync process of this account; "
+    "stopping all requests — contact amoCRM support"
+)
 
 
 class Slot:
@@ -38,12 +68,13 @@ class Slot:
     __slots__ = ("at", "started")
 
     def __init__(self, at: float) -> None:
-        self.started = at  # when the limiter let it go: paces the next start
+        self.started = at  # when the limiter let it go
         self.at = at  # when it left (at least): counts in the window
 
 
 class RateLimiter:
-    """At most `limit` request starts in any `window` seconds, across every thread using it."""
+    """Request starts on the account's schedule at the allowed rate, across every thread using
+    it (and, with a store, every process of the account)."""
 
     def __init__(
         self,
@@ -51,89 +82,264 @@ class RateLimiter:
         *,
         margin_s: float = DEFAULT_MARGIN_S,
         monotonic: Callable[[], float] = time.monotonic,
+        store: BudgetStore | None = None,
+        cool_down_s: float = COOL_DOWN_S,
     ) -> None:
         if max_rps <= 0:
             raise ValueError("max_rps must be positive")
+        self.max_rps = float(max_rps)
         self.limit = max(1, math.floor(max_rps))
         self.window = self.limit / max_rps + margin_s
-        # Pacing only smooths; a little slack keeps wake-up delays from costing throughput.
-        self.gap = 0.8 * self.window / self.limit
+        self.step = self.window / self.limit  # window / limit at max_rps
+        # the least time between two starts: granted at least PACE steps apart, each taken at
+        # most LATE_SHARE of a step after its moment (or given up)
+        self.gap = (PACE - LATE_SHARE) * self.step
+        self.cool_down_s = cool_down_s
+        self.store = store
+        self.throttles = 0  # 429s this process got
+        self.claims = self.dropped = 0  # claims made; granted starts given up unused
         self._monotonic = monotonic
         self._sends: deque[Slot] = deque(maxlen=2 * self.limit)
+        self._starts: deque[float] = deque()  # granted starts, on this process's clock
+        self._step = self.step
+        self._rate = self.max_rps
+        self._local = BudgetState()  # the schedule without a store (or while it is down)
+        self._offset = 0.0  # this process's clock minus the store's
+        self._joined_at: float | None = None  # the store's clock at our first claim
+        self._store_failed_at: float | None = None
+        self._claiming = False
+        self._waiting = 0
         self._paused_until = 0.0
         self._halted: AmoError | None = None
         self._cond = threading.Condition()
 
     def __repr__(self) -> str:
-        return f"RateLimiter(limit={self.limit}, window={self.window:.3f}s)"
+        shared = f", store={self.store.name}" if self.store else ""
+        return f"RateLimiter(limit={self.limit}, window={self.window:.3f}s{shared})"
+
+    # --- taking a start -----------------------------------------------------------------------
 
     def acquire(self) -> Slot:
         """Block until a request may start; record its start and return its slot."""
         with self._cond:
-            while True:
-                if self._halted is not None:
-                    raise self._halted
-                now = self._monotonic()
-                wait = self._wait_time(now)
+            self._waiting += 1
+            try:
+                return self._acquire_locked()
+            finally:
+                self._waiting -= 1
+
+    def _acquire_locked(self) -> Slot:
+        while True:
+            if self._halted is not None:
+                raise self._halted
+            now = self._monotonic()
+            hold = self._hold(now)
+            if hold > 0:  # claim nothing that could not be used now
+                self._cond.wait(timeout=hold)
+                continue
+            self._drop_late(now)
+            if self._starts:
+                wait = self._starts[0] - now
                 if wait <= 0:
-                    slot = Slot(now)
-                    self._sends.append(slot)
-                    return slot
+                    return self._start(now)
                 self._cond.wait(timeout=wait)
+            elif self._claiming:
+                self._cond.wait(timeout=1.0)
+            else:
+                self._claim_locked()
+
+    def _start(self, now: float) -> Slot:
+        self._starts.popleft()
+        slot = Slot(now)
+        self._sends.append(slot)
+        return slot
+
+    def _drop_late(self, now: float) -> None:
+        """Starts whose moment passed unused are lost: taking them late would bunch starts."""
+        late = now - LATE_SHARE * self._step
+        while self._starts and self._starts[0] < late:
+            self._starts.popleft()
+            self.dropped += 1
+
+    def _hold(self, now: float) -> float:
+        """How long this process must wait whatever the schedule says: its own pause, and at
+        most `limit` requests really sent in any `window`."""
+        hold = self._paused_until - now
+        if len(self._sends) >= self.limit:
+            times = sorted((s.at for s in self._sends), reverse=True)
+            hold = max(hold, times[self.limit - 1] + self.window - now)
+        return hold
 
     def sent(self, slot: Slot) -> None:
-        """The request's bytes are leaving now: count it from now if that is later.
-
-        Connection set-up and thread scheduling can delay a request after `acquire`; moving its
-        slot keeps the window honest about when the server will actually see it.
-        """
+        """The request's bytes are leaving now: count it from now if that is later."""
         with self._cond:
             slot.at = max(slot.at, self._monotonic())
 
-    def _wait_time(self, now: float) -> float:
-        wait = self._paused_until - now
-        if not self._sends:
-            return wait
-        wait = max(wait, self._sends[-1].started + self.gap - now)
-        times = sorted((s.at for s in self._sends), reverse=True)
-        if len(times) >= self.limit:
-            wait = max(wait, times[self.limit - 1] + self.window - now)
-        return wait
+    # --- claiming starts from the schedule ------------------------------------------------------
+
+    def _claim_locked(self) -> None:
+        self.claims += 1
+        count = self._claim_size()
+        if self.store is None:
+            self._grant(self._local.claim(self._monotonic(), count, self.max_rps, self.step))
+            return
+        self._claiming = True
+        self._cond.release()  # the store's round trip must not hold up `sent` and friends
+        try:
+            claim, offset = self._claim_shared(count)
+        finally:
+            self._cond.acquire()
+            self._claiming = False
+            self._cond.notify_all()
+        self._grant(claim, offset)
+
+    def _claim_size(self) -> int:
+        ahead = math.ceil(self._rate * CLAIM_AHEAD_S)
+        if self.store is None:
+            return max(1, ahead)
+        return max(1, min(max(MAX_CLAIM, ahead), max(self._waiting, ahead)))
+
+    def _claim_shared(self, count: int) -> tuple[Claim, float | None]:
+        """Starts from the store, with the offset of its clock; or, while the store is down,
+        half the budget on our own schedule (offset None), so two such processes still fit."""
+        assert self.store is not None
+        if self._store_usable():
+            try:
+                claim, now, local = self.store.update(
+                    shared_change(lambda state, at: state.claim(at, count, self.max_rps, self.step))
+                )
+            except StoreError as exc:
+                self._store_down(exc)
+            else:
+                self._store_failed_at = None
+                return claim, local - now
+        return self._local.claim(self._monotonic(), count, self.max_rps / 2, 2 * self.step), None
+
+    def _store_usable(self) -> bool:
+        failed = self._store_failed_at
+        return failed is None or self._monotonic() - failed >= STORE_RETRY_S
+
+    def _store_down(self, exc: StoreError) -> None:
+        if self._store_failed_at is None:
+            log.warning("amo_rate_budget_unshared", error=str(exc), share=0.5)
+        self._store_failed_at = self._monotonic()
+
+    def _grant(self, claim: Claim, offset: float | None = None) -> None:
+        """Queue the claim's starts on our clock (`offset`: ours minus the store's, None for a
+        claim on our own schedule); stop if another process was blocked since we joined."""
+        if offset is not None:
+            self._offset = offset
+            if self._joined_at is None:
+                self._joined_at = claim.now
+            elif claim.blocked_at is not None and claim.blocked_at >= self._joined_at:
+                self._halt_locked(AmoBlockedError(PEER_BLOCKED))
+                return
+        self._rate = claim.rate
+        self._step = claim.step
+        self._starts.extend(start + (offset or 0.0) for start in claim.starts)
+
+    # --- 429, pauses and blocks -----------------------------------------------------------------
+
+    def throttled(self, slot: Slot, pause_s: float) -> Throttle:
+        """A request that started at `slot` got a 429: cut the rate (once per episode) and hold
+        every start back for `pause_s` (longer when the breaker fires). Starts already granted
+        to this process are given up."""
+        with self._cond:
+            self.throttles += 1
+            self._starts.clear()
+        result = self._throttle_shared(slot.at, pause_s) if self.store is not None else None
+        with self._cond:
+            if result is None:
+                now = self._monotonic()
+                result = self._local.throttled(
+                    now, slot.at, self.max_rps, pause_s, self.cool_down_s
+                )
+            self._rate = result.rate
+            self._paused_until = max(self._paused_until, self._monotonic() + result.pause_s)
+            self._cond.notify_all()
+        return result
+
+    def _throttle_shared(self, sent_at: float, pause_s: float) -> Throttle | None:
+        assert self.store is not None
+        if not self._store_usable():
+            return None
+        since = sent_at - self._offset  # on the store's clock
+        try:
+            result, _, _ = self.store.update(
+                shared_change(
+                    lambda state, now: state.throttled(
+                        now, since, self.max_rps, pause_s, self.cool_down_s
+                    )
+                )
+            )
+        except StoreError as exc:
+            self._store_down(exc)
+            return None
+        return result
 
     def pause(self, seconds: float) -> None:
-        """Hold every thread back for `seconds` (after a 429); never shortens a longer pause."""
+        """Hold every thread of this process back for `seconds`; never shortens a longer pause."""
         with self._cond:
             self._paused_until = max(self._paused_until, self._monotonic() + seconds)
 
     def halt(self, error: AmoError) -> None:
-        """Refuse every later request with `error` (the IP is blocked); wakes waiting threads."""
+        """Refuse every later request with `error` (the IP is blocked); wakes waiting threads.
+        With a store, other processes of the account stop at their next claim."""
         with self._cond:
-            self._halted = error
-            self._cond.notify_all()
+            self._halt_locked(error)
+        if self.store is not None and isinstance(error, AmoBlockedError):
+            try:
+                self.store.update(shared_change(lambda state, now: state.block(now)))
+            except StoreError as exc:
+                log.warning("amo_rate_budget_block_unshared", error=str(exc))
+
+    def _halt_locked(self, error: AmoError) -> None:
+        self._halted = error
+        self._cond.notify_all()
 
     def paused_for(self) -> float:
-        """Seconds left of the current pause (0 when none)."""
+        """Seconds left of this process's current pause (0 when none)."""
         with self._cond:
             return max(0.0, self._paused_until - self._monotonic())
+
+    @property
+    def allowed_rps(self) -> float:
+        """The rate starts are currently allowed at (requests/s)."""
+        with self._cond:
+            if self.store is None:
+                return self._local.allowed(self._monotonic(), self.max_rps)
+            return self._rate
 
     @property
     def halted(self) -> AmoError | None:
         return self._halted
 
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
 
-_SHARED: dict[tuple[str, float, float], RateLimiter] = {}
+
+_SHARED: dict[tuple[str, float, float, str], RateLimiter] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_limiter(origin: str, max_rps: float, margin_s: float = DEFAULT_MARGIN_S) -> RateLimiter:
-    """The process-wide limiter for one amoCRM origin (`https://host:port`).
+def shared_limiter(
+    origin: str,
+    max_rps: float,
+    margin_s: float = DEFAULT_MARGIN_S,
+    store: BudgetStore | None = None,
+) -> RateLimiter:
+    """The process-wide limiter for one amoCRM origin (`https://host:port`) and budget store.
 
-    Every client built for the same origin and settings gets the same limiter, so the budget is
-    counted across all threads and jobs of the process, whichever client object they use.
+    Every client built for the same origin, settings and store gets the same limiter, so the
+    budget is counted across all threads and jobs of the process, whichever client object they
+    use; the store (when given) extends it to every process of the account.
     """
-    key = (origin.lower().rstrip("/"), float(max_rps), float(margin_s))
+    key = (origin.lower().rstrip("/"), float(max_rps), float(margin_s), store.name if store else "")
     with _SHARED_LOCK:
         limiter = _SHARED.get(key)
         if limiter is None:
-            limiter = _SHARED[key] = RateLimiter(max_rps, margin_s=margin_s)
+            limiter = _SHARED[key] = RateLimiter(max_rps, margin_s=margin_s, store=store)
+        elif store is not None and store is not limiter.store:
+            store.close()  # the limiter keeps the store it was built with
         return limiter

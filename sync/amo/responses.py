@@ -55,7 +55,8 @@ class Outcome:
 
     `retry`: a new attempt may succeed. `applied_unknown`: for a write, the server may have
     applied it although we got no usable answer. `refresh`: a token refresh may help (401).
-    `halt`: stop every request of the process (IP blocked).
+    `halt`: stop every request of the process (IP blocked). `unsent`: the request was stopped
+    before a byte left, because its access token was refused meanwhile (try again, fresh token).
     """
 
     data: Any = None
@@ -64,6 +65,7 @@ class Outcome:
     applied_unknown: bool = False
     refresh: bool = False
     halt: bool = False
+    unsent: bool = False
 
 
 def excerpt(body: bytes | str) -> str:

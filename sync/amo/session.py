@@ -17,7 +17,9 @@ import httpx
 
 from sync.amo.auth import TOKEN_PATH, TokenProvider
 from sync.amo.backoff import Backoff
-from sync.amo.ratelimit import RateLimiter
+from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
+from sync.amo.gate import DeadTokenError, RequestWatch, TokenGate
+from sync.amo.ratelimit import RateLimiter, Slot
 from sync.amo.responses import Outcome, classify, classify_exception
 from sync.clock import Clock, SystemClock
 from sync.config import AmoCrmConfig
@@ -28,6 +30,7 @@ log = get_logger("sync.amo")
 
 Params = Mapping[str, Any] | None
 USER_AGENT = "amocrm-sync/0.1 (+httpx)"
+MAX_UNSENT = 3  # a request stopped this often because its token died meanwhile gives up
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class AmoSession:
         )
         self.host = host_port(config.base_url)  # named by network errors
         self._sent = 0  # requests that went out (headers sent), retries and refreshes included
+        self.gate = TokenGate()  # access tokens a 401 refused: never sent again
         self._sent_lock = threading.Lock()
         # called before every attempt of a write (retries included); raises to stop it. Push
         # sets it to "is the push lock still ours?" so no retry goes out after the lock is gone
@@ -140,19 +144,33 @@ class AmoSession:
         """
         url = f"{path}?{encode_query(params)}" if params else path
         refreshed = False
-        attempt = 0
+        attempt = unsent = 0
         while True:
             if write and self.write_guard is not None:
                 self.write_guard()
-            outcome, token = self._attempt(method, url, json, write)
+            tried = self._attempt(method, url, json, write)
+            outcome = tried.outcome
+            if outcome.unsent:  # stopped before sending: its token died while it waited
+                unsent += 1
+                self._give_up_after_unsent(unsent, method, url)
+                continue
             if outcome.error is None:
                 return Reply(outcome.data.status, outcome.data.body, outcome.data.headers)
-            if outcome.refresh and not refreshed and self._refresh(token):
+            if outcome.refresh and not refreshed and self._refresh(tried.token):
                 refreshed = True
                 continue
             self._give_up_unless_retryable(outcome, attempt, write)
-            self._sleep_before_retry(outcome, attempt)
+            self._sleep_before_retry(outcome, attempt, tried.slot)
             attempt += 1
+
+    def _give_up_after_unsent(self, unsent: int, method: str, url: str) -> None:
+        if unsent > MAX_UNSENT:
+            raise AmoAuthError(
+                "amoCRM refused each access token this request was given before it could leave",
+                method=method,
+                url=redact_text(url),
+                status=401,
+            )
 
     def _give_up_unless_retryable(self, outcome: Outcome, attempt: int, write: bool) -> None:
         error = outcome.error
@@ -172,47 +190,95 @@ class AmoSession:
         if not outcome.retry or attempt >= self.max_retries:
             raise error
 
-    def _sleep_before_retry(self, outcome: Outcome, attempt: int) -> None:
+    def _sleep_before_retry(self, outcome: Outcome, attempt: int, slot: Slot) -> None:
         error = outcome.error
         retry_after = error.retry_after if isinstance(error, AmoTransientError) else None
         throttled = error is not None and error.status == 429
         delay = self.backoff.delay(attempt, throttled=throttled, retry_after=retry_after)
-        if throttled:
-            self.limiter.pause(delay)  # every thread of the process backs off, not just this one
-        log.warning(
-            "amo_request_retried",
-            retry=f"{attempt + 1}/{self.max_retries}",
-            delay_s=round(delay, 1),
-            error=str(error),
-        )
+        if throttled:  # every thread and process of the account slows down, not just this one
+            self._throttled(slot, delay, retry_after, error)
+        else:  # a 429 is told by amo_rate_limited, with the rate; anything else is told here
+            log.warning(
+                "amo_request_retried",
+                retry=f"{attempt + 1}/{self.max_retries}",
+                delay_s=round(delay, 1),
+                error=str(error),
+            )
         self.clock.sleep(delay)
+
+    def _throttled(
+        self, slot: Slot, delay: float, retry_after: float | None, error: AmoError | None
+    ) -> None:
+        result = self.limiter.throttled(slot, delay)
+        log.warning(
+            "amo_rate_limited",
+            allowed_rps=round(result.rate, 2),
+            pause_s=round(result.pause_s, 1),
+            retry_after=retry_after,
+            last_minute=result.recent,
+            path=urlsplit(error.url or "").path if error is not None else None,
+        )
+        if result.cooling:
+            log.warning(
+                "amo_rate_limit_cooldown", pause_s=round(result.pause_s, 1), last_minute=MAX_429
+            )
 
     def _refresh(self, used: str | None) -> bool:
         if self.tokens is None or used is None:
             return False
         return self.tokens.after_unauthorized(used)
 
-    def _attempt(self, method: str, url: str, body: Any, write: bool) -> tuple[Outcome, str | None]:
-        token = self.tokens.access_token() if self.tokens is not None else None
+    def _attempt(self, method: str, url: str, body: Any, write: bool) -> _Try:
+        token, slot = self._token_and_slot(method, url)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        outcome = self._exchange(method, url, body, headers, write)
-        return outcome, token
+        outcome = self._exchange(method, url, body, headers, write, slot=slot, token=token)
+        return _Try(outcome, token, slot)
+
+    def _token_and_slot(self, method: str, url: str) -> tuple[str | None, Slot]:
+        """A token not known dead, then a start; if the token dies while the request waits for
+        its start, that start goes unused and the request waits for the refreshed token."""
+        while True:
+            token = self._live_token(method, url)
+            slot = self.limiter.acquire()
+            if not self.gate.is_dead(token):
+                return token, slot
+
+    def _live_token(self, method: str, url: str) -> str | None:
+        """The token to send: never one a 401 refused. Waits behind a refresh in progress."""
+        if self.tokens is None:
+            return None
+        token = self.tokens.access_token()
+        for _ in range(MAX_UNSENT):
+            if not self.gate.is_dead(token):
+                return token
+            if not self.tokens.after_unauthorized(token):
+                break
+            token = self.tokens.access_token()
+        raise AmoAuthError(
+            "amoCRM refused the access token (401); it is not sent again",
+            method=method,
+            url=redact_text(url),
+            status=401,
+        )
 
     def _exchange(
-        self, method: str, url: str, body: Any, headers: Mapping[str, str], write: bool
+        self,
+        method: str,
+        url: str,
+        body: Any,
+        headers: Mapping[str, str],
+        write: bool,
+        *,
+        slot: Slot,
+        token: str | None = None,
     ) -> Outcome:
         safe_url = redact_text(url)
-        slot = self.limiter.acquire()
         started = time.monotonic()
-
-        def trace(event: str, _info: Mapping[str, Any]) -> None:
-            if event.endswith("send_request_headers.started"):  # it leaves now: count it
-                self.limiter.sent(slot)
-                with self._sent_lock:
-                    self._sent += 1
-
+        if self.gate.is_dead(token):  # refused while this request was being prepared
+            return Outcome(unsent=True)
+        watch = RequestWatch(self.gate, token, lambda: self._left(slot))
         request = self._http.build_request(
-            method, url, json=body, headers=headers, extensions={"trace": trace}
+            method, url, json=body, headers=headers, extensions={"trace": watch.trace}
         )
         try:
             # streamed and joined here, so the body is not cached on the Response: httpx's
@@ -223,10 +289,16 @@ class AmoSession:
                 raw = b"".join(response.iter_bytes())
             finally:
                 response.close()
+        except DeadTokenError:
+            return Outcome(unsent=True)
         except httpx.HTTPError as exc:
             self._log(method, safe_url, None, started, error=type(exc).__name__)
             return _failed(classify_exception(method, safe_url, exc, write=write, host=self.host))
+        finally:
+            watch.release()
         self._log(method, safe_url, response.status_code, started)
+        if response.status_code == 401 and token is not None:
+            self.gate.mark_dead(token)  # transports without a trace (tests) learn it here
         outcome = classify(
             method, safe_url, response.status_code, response.headers, raw, write=write
         )
@@ -234,6 +306,12 @@ class AmoSession:
             data = _Answer(response.status_code, outcome.data, response.headers)
             return Outcome(data=data)
         return _failed(outcome)
+
+    def _left(self, slot: Slot) -> None:
+        """The request's headers are being written: count it, from now, in the rate window."""
+        self.limiter.sent(slot)
+        with self._sent_lock:
+            self._sent += 1
 
     def _log(
         self, method: str, url: str, status: int | None, started: float, error: str | None = None
@@ -259,7 +337,8 @@ class AmoSession:
         """
         last: AmoError | None = None
         for attempt in range(2):
-            outcome = self._exchange("POST", TOKEN_PATH, dict(body), {}, write=False)
+            slot = self.limiter.acquire()
+            outcome = self._exchange("POST", TOKEN_PATH, dict(body), {}, False, slot=slot)
             if outcome.error is None:
                 data = outcome.data.body
                 if isinstance(data, Mapping):
@@ -272,9 +351,12 @@ class AmoSession:
             if not outcome.retry or attempt == 1:
                 break
             delay = self.backoff.delay(attempt, throttled=last.status == 429)
-            log.warning(
-                "amo_request_retried", retry="1/1", delay_s=round(delay, 1), error=str(last)
-            )
+            if last.status == 429:
+                self._throttled(slot, delay, None, last)
+            else:
+                log.warning(
+                    "amo_request_retried", retry="1/1", delay_s=round(delay, 1), error=str(last)
+                )
             self.clock.sleep(delay)
         assert last is not None
         if isinstance(last, AmoTransientError):
@@ -313,3 +395,10 @@ class _Answer:
     status: int
     body: Any
     headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class _Try:
+    outcome: Outcome
+    token: str | None
+    slot: Slot

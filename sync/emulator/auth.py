@@ -54,6 +54,7 @@ class TokenBook:
     clock: EmulatorClock
     _secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     _access: dict[str, float] = field(default_factory=dict)  # token -> expires_at
+    _uses: dict[str, int] = field(default_factory=dict)  # access token -> requests accepted
     _refresh: dict[str, _Refresh] = field(default_factory=dict)
     _codes: dict[str, float] = field(default_factory=dict)  # code -> expires_at
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -75,7 +76,9 @@ class TokenBook:
 
     # --- bearer check -----------------------------------------------------------------------
 
-    def accepts(self, authorization: str | None) -> bool:
+    def accepts(self, authorization: str | None, max_requests: int | None = None) -> bool:
+        """Is the bearer token good? With `max_requests`, an OAuth access token dies (401 from
+        then on) once it has been accepted that many times."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return False
@@ -84,7 +87,14 @@ class TokenBook:
             if token == self.long_lived_token:
                 return mode != "oauth" and now < self._long_lived_expires_at
             expires_at = self._access.get(token)
-        return mode != "long_lived" and expires_at is not None and now < expires_at
+            if mode == "long_lived" or expires_at is None or now >= expires_at:
+                return False
+            used = self._uses.get(token, 0) + 1
+            if max_requests is not None and used > max_requests:
+                self._access[token] = now  # dead for good, whatever the knob says later
+                return False
+            self._uses[token] = used
+            return True
 
     # --- issuing ----------------------------------------------------------------------------
 

@@ -27,9 +27,12 @@ from sync.emulator.settings import EmulatorSettings
 )
 @click.option("--rate-limit-body", type=click.Choice(["json", "html"]), default="json")
 @click.option("--block-after", default=30, show_default=True, help="429s before a 403 block.")
+@click.option("--block-window-s", default=0.0, help="Count only 429s of the last N s (0 = all).")
+@click.option("--account-rate-limit", default=0.0, help="Requests/s across all clients; 0 = off.")
 @click.option("--token", default=None, help="Long-lived token to accept (default: minted).")
 @click.option("--auth-mode", type=click.Choice(["any", "long_lived", "oauth"]), default="any")
 @click.option("--access-token-ttl", default=86_400, show_default=True, help="Seconds.")
+@click.option("--token-max-requests", default=0, help="OAuth access tokens die after N; 0 = never.")
 @click.option("--filters-off", is_flag=True, help="Ignore every filter[...] (alpha accounts).")
 @click.option("--admin-key", default=None, help="Require X-Emulator-Key on /_emulator/.")
 @click.option("--list-lag-s", default=0.0, help="Lists show each contact as of N s ago.")
@@ -43,9 +46,12 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
     rate_limit: float,
     rate_limit_body: str,
     block_after: int,
+    block_window_s: float,
+    account_rate_limit: float,
     token: str | None,
     auth_mode: str,
     access_token_ttl: int,
+    token_max_requests: int,
     filters_off: bool,
     admin_key: str | None,
     list_lag_s: float,
@@ -55,8 +61,10 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
         contacts=contacts, seed=seed, latency_ms=latency_ms, jitter_ms=jitter_ms,
         rate_limit=rate_limit or None, rate_limit_body=rate_limit_body,  # type: ignore[arg-type]
         block_after_violations=block_after or None, long_lived_token=token,
+        block_window_s=block_window_s or None, account_rate_limit=account_rate_limit or None,
         auth_mode=auth_mode,  # type: ignore[arg-type]
-        access_token_ttl_s=access_token_ttl, api_filter_enabled=not filters_off,
+        access_token_ttl_s=access_token_ttl, token_max_requests=token_max_requests or None,
+        api_filter_enabled=not filters_off,
         admin_key=admin_key, list_lag_s=list_lag_s,
     )  # fmt: skip
     started = time.perf_counter()

@@ -29,7 +29,7 @@ from sync.emulator.problems import ApiProblem, internal_error
 from sync.emulator.query import parse_contacts_query, select
 from sync.emulator.ratelimit import RateLimiter
 from sync.emulator.render import contact_json
-from sync.emulator.requestlog import LoggedRequest, RequestLog
+from sync.emulator.requestlog import LoggedRequest, RequestLog, token_fingerprint
 from sync.emulator.routes import LIST_PATHS, dispatch, is_write, normalise_path
 from sync.emulator.seed import generate
 from sync.emulator.settings import EmulatorSettings
@@ -52,6 +52,9 @@ class Controls:
     api_filter_enabled: bool
     block_after_violations: int | None
     list_lag_s: float = 0.0
+    block_window_s: float | None = None
+    account_rate_limit: float | None = None
+    token_max_requests: int | None = None
 
 
 class Emulator:
@@ -68,13 +71,17 @@ class Emulator:
         s = self.settings
         self.account = Account(s, self.clock, generate(s))
         self.tokens = TokenBook(s, self.clock)
-        self.limiter = RateLimiter(s.rate_limit, s.rate_limit_window_s, s.block_after_violations)
+        self.limiter = RateLimiter(
+            s.rate_limit, s.rate_limit_window_s, s.block_after_violations,
+            account_limit=s.account_rate_limit, block_window_s=s.block_window_s,
+        )  # fmt: skip
         self.fault_book = FaultBook(seed=s.seed)
         self.log = RequestLog()
         self._random = random.Random(s.seed)  # noqa: S311 - jitter, not security
         self._controls = Controls(s.latency_ms, s.jitter_ms, s.rate_limit, s.rate_limit_body,
                                   s.api_filter_enabled, s.block_after_violations,
-                                  s.list_lag_s)  # fmt: skip
+                                  s.list_lag_s, s.block_window_s, s.account_rate_limit,
+                                  s.token_max_requests)  # fmt: skip
 
     # --- the server as a function -----------------------------------------------------------
 
@@ -86,7 +93,7 @@ class Emulator:
         self.log.add(LoggedRequest(
             seq, arrived_at, clock_at, request.client, request.method, request.path,
             request.query_string, 0 if response.reset else response.status, fault,
-            _write_body(request),
+            _write_body(request), token_fingerprint(request.header("authorization")),
         ))  # fmt: skip
         return _stamped(response)
 
@@ -116,7 +123,8 @@ class Emulator:
         try:
             if normalise_path(request.path) == "/oauth2/access_token":
                 return self._token_endpoint(request)
-            if not self.tokens.accepts(request.header("authorization")):
+            limit = self.controls().token_max_requests
+            if not self.tokens.accepts(request.header("authorization"), max_requests=limit):
                 raise ApiProblem(401, "Invalid user name or password")
             return dispatch(self._context(request))
         except ApiProblem as problem:
@@ -179,11 +187,14 @@ class Emulator:
 
     def set_controls(self, **changes: Any) -> Controls:
         """Change runtime switches: latency_ms, jitter_ms, rate_limit, rate_limit_body,
-        api_filter_enabled, block_after_violations, list_lag_s."""
+        api_filter_enabled, block_after_violations, list_lag_s, block_window_s,
+        account_rate_limit, token_max_requests."""
         with self._controls_lock:
             self._controls = replace(self._controls, **changes)
             self.limiter.limit = self._controls.rate_limit
             self.limiter.block_after = self._controls.block_after_violations
+            self.limiter.block_window_s = self._controls.block_window_s
+            self.limiter.account_limit = self._controls.account_rate_limit
             return self._controls
 
     def unblock(self) -> None:

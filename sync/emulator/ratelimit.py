@@ -1,8 +1,15 @@
-"""amoCRM's 7 requests/second limit as a sliding window per client IP, with the IP block.
+"""amoCRM's rate limits as sliding windows, with the IP block.
 
-Every request is counted at arrival (rejected ones too), before any injected latency, against
-real monotonic time rather than the emulator clock: the limit is about what the client really
-sends per second. After `block_after` violations the IP is blocked (403) until `unblock`.
+Two windows, both counted at arrival (rejected requests too), before any injected latency,
+against real monotonic time rather than the emulator clock (the limit is about what clients
+really send per second):
+- `limit` per client IP (amoCRM's 7 requests/s per integration);
+- `account_limit` across every client (the account-wide budget every integration on the account
+  shares, 50 requests/s on amoCRM): set it below a client's own `max_rps` to reproduce 429s that
+  come while that client stays under its own limit.
+
+After `block_after` violations (within the last `block_window_s` seconds; None = ever) the IP is
+blocked (403) until `unblock`.
 """
 
 from __future__ import annotations
@@ -13,15 +20,26 @@ from collections import deque
 from typing import Literal
 
 Verdict = Literal["ok", "limited", "blocked"]
+ACCOUNT = "*"  # the window every client shares
 
 
 class RateLimiter:
-    def __init__(self, limit: float | None, window_s: float, block_after: int | None) -> None:
+    def __init__(
+        self,
+        limit: float | None,
+        window_s: float,
+        block_after: int | None,
+        *,
+        account_limit: float | None = None,
+        block_window_s: float | None = None,
+    ) -> None:
         self.limit = limit
         self.window_s = window_s
         self.block_after = block_after
+        self.account_limit = account_limit
+        self.block_window_s = block_window_s
         self._arrivals: dict[str, deque[float]] = {}
-        self._violations: dict[str, int] = {}
+        self._violations: dict[str, deque[float]] = {}
         self._blocked: set[str] = set()
         self._lock = threading.Lock()
 
@@ -31,18 +49,26 @@ class RateLimiter:
         with self._lock:
             if client in self._blocked:
                 return "blocked"
-            window = self._arrivals.setdefault(client, deque())
-            while window and window[0] <= now - self.window_s:
-                window.popleft()
-            window.append(now)
-            if self.limit is None or len(window) <= self.limit:
+            own = self._count(client, now)
+            everyone = self._count(ACCOUNT, now)
+            if _within(own, self.limit) and _within(everyone, self.account_limit):
                 return "ok"
-            return self._violation(client)
+            return self._violation(client, now)
 
-    def _violation(self, client: str) -> Verdict:
-        count = self._violations.get(client, 0) + 1
-        self._violations[client] = count
-        if self.block_after is not None and count >= self.block_after:
+    def _count(self, key: str, now: float) -> int:
+        window = self._arrivals.setdefault(key, deque())
+        while window and window[0] <= now - self.window_s:
+            window.popleft()
+        window.append(now)
+        return len(window)
+
+    def _violation(self, client: str, now: float) -> Verdict:
+        seen = self._violations.setdefault(client, deque())
+        seen.append(now)
+        if self.block_window_s is not None:
+            while seen and seen[0] <= now - self.block_window_s:
+                seen.popleft()
+        if self.block_after is not None and len(seen) >= self.block_after:
             self._blocked.add(client)
         return "limited"
 
@@ -54,4 +80,9 @@ class RateLimiter:
 
     def state(self) -> dict[str, object]:
         with self._lock:
-            return {"blocked": sorted(self._blocked), "violations": dict(self._violations)}
+            violations = {client: len(times) for client, times in self._violations.items()}
+            return {"blocked": sorted(self._blocked), "violations": violations}
+
+
+def _within(count: int, limit: float | None) -> bool:
+    return limit is None or count <= limit

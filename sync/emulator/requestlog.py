@@ -3,6 +3,7 @@ carried these fields"). Admin calls are not logged."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -21,6 +22,7 @@ class LoggedRequest:
     status: int  # 0 when the connection was reset instead of answered
     fault: str | None
     body: Any  # parsed JSON of a write, else None
+    token: str | None = None  # `token_fingerprint` of the bearer token it carried
 
 
 class RequestLog:
@@ -60,3 +62,12 @@ def busiest_window(entries: Iterable[Mapping[str, Any]], window_s: float = 1.0) 
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+def token_fingerprint(authorization: str | None) -> str | None:
+    """Which bearer token a request carried, without the token: 12 hex digits of its SHA-256
+    (tests tell requests with an expired token from those with its successor)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return hashlib.sha256(token.encode()).hexdigest()[:12]

@@ -47,6 +47,10 @@ class EmulatorSettings:
     rate_limit_body: RateLimitBody = "json"
     retry_after_s: int = 1  # `retry_after` in the JSON 429 (amoCRM's docs show 300)
     block_after_violations: int | None = 30  # 429s before every request gets 403; None = never
+    block_window_s: float | None = None  # count only the 429s of the last N s; None = all
+    # requests per window across every client (the account-wide budget all integrations
+    # share; amoCRM's is 50): set below a client's max_rps for 429s it did not cause itself
+    account_rate_limit: float | None = None
 
     # --- auth -----------------------------------------------------------------------------
     auth_mode: AuthMode = "any"
@@ -56,6 +60,7 @@ class EmulatorSettings:
     client_secret: str = "emulator-client-secret"  # noqa: S105 - a public test fixture
     redirect_uri: str = "https://localhost/oauth/callback"
     access_token_ttl_s: int = 86_400
+    token_max_requests: int | None = None  # an OAuth access token dies after N accepted requests
     refresh_token_ttl_s: int = 90 * 86_400
     auth_code_ttl_s: int = 20 * 60
     admin_key: str | None = None  # when set, /_emulator/ needs `X-Emulator-Key: <key>`

@@ -142,6 +142,7 @@ def test_changes_flow_both_ways(
     metrics = daemon.metrics()
     assert 'amosync_last_success_timestamp_seconds{kind="push"}' in metrics
     assert "_created" not in metrics  # no creation-time series beside every counter
+    assert "amosync_amocrm_allowed_rps " in metrics
 
 
 def _two_contact_ids(engine: Engine) -> tuple[int, int]:

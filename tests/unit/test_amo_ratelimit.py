@@ -1,4 +1,5 @@
-"""The rate budget: sliding window of send times, shared by threads, pause and halt."""
+"""The rate limiter: evenly spaced starts, sends counted when they leave, pause and halt,
+AIMD on 429, and the budget shared with other processes through a store."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from sync.amo.ratelimit import RateLimiter, shared_limiter
-from sync.errors import AmoBlockedError
+from sync.errors import AmoBlockedError, StoreError
 
 
 def max_in_window(times: list[float], window: float) -> int:
@@ -93,3 +96,95 @@ def test_shared_limiter_is_one_per_origin() -> None:
     a = shared_limiter("http://127.0.0.1:8001", 7)
     assert shared_limiter("HTTP://127.0.0.1:8001/", 7) is a
     assert shared_limiter("http://127.0.0.1:8002", 7) is not a
+
+
+# --- AIMD and the budget shared through a store ---------------------------------------------
+
+
+class MemoryStore:
+    """A `BudgetStore` in memory whose clock runs far from the limiters' (as PostgreSQL's does)."""
+
+    name = "memory"
+
+    def __init__(self, skew_s: float = 5000.0) -> None:
+        self.value: dict[str, Any] | None = None
+        self.skew_s = skew_s
+        self.updates = 0
+        self._lock = threading.Lock()
+
+    def update(self, change: Any) -> tuple[Any, float, float]:
+        with self._lock:
+            local = time.monotonic()
+            result, self.value = change(self.value, local + self.skew_s)
+            self.updates += 1
+            return result, local + self.skew_s, local
+
+    def close(self) -> None:
+        pass
+
+
+class DownStore(MemoryStore):
+    def update(self, change: Any) -> tuple[Any, float, float]:
+        raise StoreError("PostgreSQL failed while sharing the rate budget: connection refused")
+
+
+def test_a_429_halves_the_allowed_rate_and_widens_the_spacing() -> None:
+    limiter = RateLimiter(7, margin_s=0.08)
+    throttle = limiter.throttled(limiter.acquire(), pause_s=0.0)
+    assert throttle.cut
+    assert limiter.allowed_rps == pytest.approx(3.5, abs=0.01)
+    times = [limiter.acquire().at for _ in range(3)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 2 * limiter.gap - 0.002  # twice the spacing at max_rps
+
+
+def test_a_429_holds_back_starts_already_granted() -> None:
+    limiter = RateLimiter(1000, margin_s=0.0)
+    limiter.throttled(limiter.acquire(), pause_s=0.3)
+    started = time.monotonic()
+    limiter.acquire()
+    assert time.monotonic() - started >= 0.28
+
+
+def test_two_limiters_sharing_a_store_stay_within_max_rps_together() -> None:
+    store = MemoryStore()
+    limiters = [RateLimiter(7, store=store), RateLimiter(7, store=store)]
+    with ThreadPoolExecutor(8) as pool:
+        times = list(pool.map(lambda i: limiters[i % 2].acquire().at, range(24)))
+    assert max_in_window(times, 1.0) <= 7
+    assert store.updates < 24  # starts are claimed a few at a time
+
+
+def test_a_429_in_one_process_slows_the_other() -> None:
+    store = MemoryStore()
+    one, other = RateLimiter(7, store=store), RateLimiter(7, store=store)
+    other.acquire()
+    one.throttled(one.acquire(), pause_s=0.0)
+    other.acquire()
+    assert other.allowed_rps == pytest.approx(3.5, abs=0.01)
+
+
+def test_a_block_stops_the_processes_running_then_but_not_one_started_later() -> None:
+    store = MemoryStore()
+    blocked, running = RateLimiter(100, store=store), RateLimiter(100, store=store)
+    running.acquire()
+    blocked.halt(AmoBlockedError("amoCRM blocked this IP (403 page)"))
+    with pytest.raises(AmoBlockedError, match="another amosync process"):
+        take(10, running)  # its starts claimed before the block run out first
+    restarted = RateLimiter(100, store=store)  # e.g. after support lifted the block
+    restarted.acquire()
+    restarted.acquire()
+
+
+def test_without_its_store_a_limiter_takes_half_the_rate() -> None:
+    limiter = RateLimiter(7, store=DownStore())
+    with capture_logs() as logs:
+        first, second = limiter.acquire(), limiter.acquire()
+    assert second.at - first.at >= 2 * limiter.gap - 0.002
+    assert limiter.allowed_rps == 3.5
+    assert [e["event"] for e in logs] == ["amo_rate_budget_unshared"]
+
+
+def take(count: int, limiter: RateLimiter) -> None:
+    for _ in range(count):
+        limiter.acquire()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -154,6 +155,58 @@ def test_401_with_a_long_lived_token_fails_at_once() -> None:
     assert len(script.requests) == 1
 
 
+class LazyTokens:
+    """Hands out the current token until told it was refused (as OAuthTokens does)."""
+
+    def __init__(self) -> None:
+        self.token = "first-token-AAAA"
+        self.refreshes = 0
+
+    def access_token(self) -> str:
+        return self.token
+
+    def after_unauthorized(self, used: str) -> bool:
+        if used == self.token:
+            self.refreshes += 1
+            self.token = "second-token-BBBB"
+        return self.token != used
+
+
+def test_a_token_another_thread_saw_refused_is_never_sent() -> None:
+    tokens = LazyTokens()
+    script = Script(OK)
+    s = session(script, tokens=tokens)
+    s.gate.mark_dead("first-token-AAAA")  # another thread's request just got a 401 with it
+    assert s.send("GET", "/x").data == {"_page": 1}
+    assert [r.headers["authorization"] for r in script.requests] == ["Bearer second-token-BBBB"]
+    assert tokens.refreshes == 1
+
+
+def test_a_long_lived_token_refused_once_is_not_sent_again() -> None:
+    script = Script(reply(401, {"status": 401, "detail": "Unauthorized"}), OK)
+    s = session(script)
+    with pytest.raises(AmoAuthError, match="401"):
+        s.send("GET", "/x")
+    with pytest.raises(AmoAuthError, match="not sent again"):
+        s.send("GET", "/y")
+    assert len(script.requests) == 1
+
+
+def test_a_429_cuts_the_allowed_rate_and_says_so() -> None:
+    json_429 = reply(429, {"title": "Too Many Requests", "status": 429, "retry_after": 0.2})
+    clock = FakeClock()
+    limiter = RateLimiter(7, monotonic=clock.monotonic)
+    with capture_logs() as logs:
+        session(Script(json_429, OK), clock=clock, limiter=limiter).send("GET", "/x")
+    warned = [e for e in logs if e["event"] == "amo_rate_limited"]
+    assert len(warned) == 1
+    assert warned[0]["log_level"] == "warning"
+    assert warned[0]["allowed_rps"] == 3.5
+    assert warned[0]["retry_after"] == 0.2
+    assert warned[0]["path"] == "/x"
+    assert limiter.allowed_rps < 7
+
+
 @pytest.mark.parametrize(
     "failure",
     [
@@ -241,3 +294,29 @@ def test_lost_create_is_not_resent_when_amocrm_ignores_order() -> None:
     with pytest.raises(AmoWriteUnknownError):
         client.create_contacts([{"name": "x"}])
     assert [r.method for r in script.requests].count("POST") == 1
+
+
+def test_a_request_whose_every_token_dies_before_it_leaves_gives_up_with_one_line() -> None:
+    class Doomed(LazyTokens):
+        """Each new token is refused (by other threads' 401s) before this request can leave."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.session: Any = None
+
+        def access_token(self) -> str:
+            self.session.gate.mark_dead(self.token)  # as another thread's 401 lands
+            return self.token
+
+        def after_unauthorized(self, used: str) -> bool:
+            self.token = f"token-{self.refreshes}"
+            self.refreshes += 1
+            return True
+
+    tokens = Doomed()
+    script = Script(OK)
+    s = session(script, tokens=tokens)
+    tokens.session = s
+    with pytest.raises(AmoAuthError, match="401"):
+        s.send("GET", "/x")
+    assert script.requests == []

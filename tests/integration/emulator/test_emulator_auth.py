@@ -190,3 +190,23 @@ def test_auth_modes_accept_only_their_token(make_settings, mode) -> None:
             assert long_lived == 401
             access = emulator.issue_tokens()["access_token"]
             assert http.get(CONTACTS, headers=bearer(access)).status_code == 200
+
+
+def test_an_access_token_dies_after_n_requests_and_its_successor_works(
+    anonymous: httpx.Client, emulator: Emulator
+) -> None:
+    emulator.set_controls(token_max_requests=3)
+    pair = code_pair(anonymous, emulator)
+    statuses = [
+        anonymous.get(CONTACTS, params={"limit": 1}, headers=bearer(pair["access_token"]))
+        for _ in range(5)
+    ]
+    assert [r.status_code for r in statuses] == [200, 200, 200, 401, 401]
+    emulator.set_controls(token_max_requests=None)  # dead for good once dead
+    assert anonymous.get(CONTACTS, headers=bearer(pair["access_token"])).status_code == 401
+    fresh = refresher(anonymous, emulator)(pair["refresh_token"]).json()
+    assert anonymous.get(CONTACTS, headers=bearer(fresh["access_token"])).status_code == 200
+    # the request log tells the tokens apart without holding them
+    prints = [r["token"] for r in emulator.requests() if r["path"] == CONTACTS]
+    assert len(set(prints)) == 2
+    assert all(p and len(p) == 12 and p not in pair["access_token"] for p in prints)

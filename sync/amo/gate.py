@@ -1,0 +1,101 @@
+"""Which access tokens are known dead, ordered against every request that carries one.
+
+A 401 proves the token it answered is dead. From the moment its status line is read (the HTTP
+trace `receive_response_headers.complete`), no request may leave with that token: `mark_dead`
+and the check at `send_request_headers.started` take the same lock, and the lock is held until
+that request's headers are written, so a request whose headers started before the 401 was known
+finishes first and any later one sees the token dead and is stopped before a byte leaves
+(`DeadTokenError`; the session gets a fresh token and asks the rate limiter again).
+
+A token stays known dead for `REMEMBER_S`: an OAuth token is never handed out again after its
+refresh, and a long-lived token that amoCRM refused is tried again at most that often (a daemon
+recovers by itself if the refusal was amoCRM's mistake).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+REMEMBER_S = 300.0
+MAX_REMEMBERED = 32
+
+
+class DeadTokenError(Exception):
+    """A request was stopped before sending: its token had been refused meanwhile."""
+
+
+class TokenGate:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._dead: dict[str, float] = {}  # token -> when it was refused
+
+    def __repr__(self) -> str:
+        return f"TokenGate(dead={len(self._dead)})"
+
+    def mark_dead(self, token: str) -> None:
+        """`token` got a 401: no request sends it from now on (waits for headers being sent)."""
+        with self._lock:
+            self._dead[token] = self._monotonic()
+            if len(self._dead) > MAX_REMEMBERED:
+                oldest = min(self._dead, key=self._dead.__getitem__)
+                del self._dead[oldest]
+
+    def is_dead(self, token: str | None) -> bool:
+        if token is None:
+            return False
+        with self._lock:
+            return self._dead_locked(token)
+
+    def _dead_locked(self, token: str) -> bool:
+        refused = self._dead.get(token)
+        if refused is None:
+            return False
+        if self._monotonic() - refused < REMEMBER_S:
+            return True
+        del self._dead[token]
+        return False
+
+    def begin_send(self, token: str | None) -> None:
+        """Headers carrying `token` are about to be written: hold the gate until `end_send`,
+        or raise `DeadTokenError` (gate not held) when the token is known dead."""
+        self._lock.acquire()
+        if token is not None and self._dead_locked(token):
+            self._lock.release()
+            raise DeadTokenError("the access token was refused before this request left")
+
+    def end_send(self) -> None:
+        self._lock.release()
+
+
+class RequestWatch:
+    """One request's HTTP trace (httpcore's `trace` extension): the gate held around writing
+    its headers, `on_left` called as they start, and a 401 marking its token dead the instant
+    the status line is read."""
+
+    def __init__(self, gate: TokenGate, token: str | None, on_left: Callable[[], None]) -> None:
+        self._gate = gate
+        self._token = token
+        self._on_left = on_left
+        self._holding = False
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event.endswith("send_request_headers.started"):  # it leaves now
+            self._gate.begin_send(self._token)  # raises DeadTokenError: nothing is sent
+            self._holding = True
+            self._on_left()
+        elif event.endswith(("send_request_headers.complete", "send_request_headers.failed")):
+            self.release()
+        elif event.endswith("receive_response_headers.complete") and self._token is not None:
+            answer = info.get("return_value")
+            if isinstance(answer, tuple) and len(answer) > 1 and answer[1] == 401:
+                self._gate.mark_dead(self._token)
+
+    def release(self) -> None:
+        """Let go of the gate if this request still holds it (the send failed half-way)."""
+        if self._holding:
+            self._holding = False
+            self._gate.end_send()

@@ -1,0 +1,129 @@
+"""The account's rate budget shared by every process: one `sync_state` row, changed under a row
+lock (implements `sync.amo.budget.BudgetStore`; what the value means is `sync.amo.budget`'s).
+
+`update(change)` is one short transaction on a connection of its own (never one from the pull's
+or push's pool, which may all be busy waiting for this very budget): `SELECT … FOR UPDATE` the
+row with PostgreSQL's `clock_timestamp()`, let `change` turn the value into a new one, write it
+back, commit. The row lock serialises processes; PostgreSQL's clock is the one clock they
+share, even on different hosts. A process claims a few request starts per transaction (see
+`sync.amo.ratelimit`), so at 7 requests/s the row sees a couple of updates a second.
+
+No table of its own: the state is a few numbers in the existing key/value table (key
+`amocrm_rate_budget`), so no migration is needed and a lost row only costs a fresh schedule.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from sync.db.diag import driver_message
+from sync.db.schema import sync_state
+from sync.errors import StoreError
+
+BUDGET_KEY = "amocrm_rate_budget"
+# milliseconds: the row lock is held for one claim; a statement that waits longer fails, and
+# the rate limiter falls back to half the budget until the database answers again
+SESSION_OPTIONS = "-c lock_timeout=2000 -c statement_timeout=5000"
+
+T = TypeVar("T")
+Value = Mapping[str, Any]
+Change = Callable[[Value | None, float], tuple[T, Value]]
+
+
+class BudgetRow:
+    """The shared rate budget of the engine's schema."""
+
+    def __init__(self, engine: Engine, key: str = BUDGET_KEY) -> None:
+        translate = engine.get_execution_options().get("schema_translate_map") or {}
+        schema = translate.get(None) or "public"
+        url = engine.url
+        self.name = f"{url.host or 'local'}:{url.port or ''}/{url.database}/{schema}/{key}"
+        self._key = key
+        self._engine = sa.create_engine(
+            url,
+            poolclass=NullPool,
+            connect_args={
+                "application_name": "amosync-budget",
+                "options": SESSION_OPTIONS,
+                "connect_timeout": 5,
+            },
+            execution_options={"schema_translate_map": dict(translate)},
+        )
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+        self._row_ready = False
+
+    def __repr__(self) -> str:
+        return f"BudgetRow({self.name!r})"
+
+    def update(self, change: Change[T]) -> tuple[T, float, float]:
+        """`change(value, now)` → (result, new value), under the row lock; returns
+        `(result, now, local)` with `local` this process's `time.monotonic()` at `now`."""
+        with self._lock:
+            try:
+                return self._update(change)
+            except SQLAlchemyError as exc:
+                self._drop()
+                message = driver_message(exc) if isinstance(exc, DBAPIError) else str(exc)
+                raise StoreError(
+                    f"PostgreSQL failed while sharing the rate budget: {message}", transient=True
+                ) from exc
+
+    def _update(self, change: Change[T]) -> tuple[T, float, float]:
+        conn = self._connection()
+        with conn.begin():
+            if not self._row_ready:
+                self._ensure_row(conn)
+            before = time.monotonic()
+            value, now = self._read(conn)
+            local = (before + time.monotonic()) / 2  # when `now` was read, on our clock
+            result, new = change(value if isinstance(value, Mapping) else None, now)
+            conn.execute(
+                sa.update(sync_state)
+                .where(sync_state.c.key == self._key)
+                .values(value=dict(new), updated_at=sa.func.now())
+            )
+        return result, now, local
+
+    def _read(self, conn: Connection) -> tuple[Any, float]:
+        clock = sa.extract("epoch", sa.func.clock_timestamp())
+        row = conn.execute(
+            sa.select(sync_state.c.value, clock)
+            .where(sync_state.c.key == self._key)
+            .with_for_update()
+        ).one()
+        return row[0], float(row[1])
+
+    def _ensure_row(self, conn: Connection) -> None:
+        statement = insert(sync_state).values(key=self._key, value={})
+        conn.execute(statement.on_conflict_do_nothing(index_elements=[sync_state.c.key]))
+        self._row_ready = True
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._engine.connect()
+        return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.invalidate()
+                conn.close()
+            except SQLAlchemyError:
+                pass  # it is gone either way
+
+    def close(self) -> None:
+        """Let the connection go; the next `update` opens another."""
+        with self._lock:
+            self._drop()
+            self._engine.dispose()

@@ -1,0 +1,141 @@
+"""The rate budget as a value: schedule spacing, AIMD, pauses, the 429 breaker, storage."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sync.amo.budget import (
+    COOL_DOWN_S,
+    FAST_S,
+    KNEE,
+    MAX_429_PER_MINUTE,
+    MIN_RPS,
+    PACE,
+    RECOVER_RPS_PER_S,
+    BudgetState,
+    shared_change,
+)
+from tests.unit.test_amo_ratelimit import max_in_window
+
+MAX_RPS = 7.0
+INTERVAL = 1.08 / 7  # the limiter's step at 7 rps with the default 80 ms margin
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 0.5), st.integers(1, 4), st.sampled_from([7.0, 3.5, 1.0])),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_claims_by_any_mix_of_processes_never_put_more_than_max_rps_in_a_second(
+    claims: list[tuple[float, int, float]],
+) -> None:
+    """Processes claim batches at arbitrary moments (each with its own max_rps, the account's
+    never above 7): the starts of every claim together hold at most 7 in any second."""
+    state = BudgetState()
+    now, starts = 100.0, []
+    for pause, count, max_rps in claims:
+        now += pause
+        claim = state.claim(now, count, max_rps, INTERVAL * MAX_RPS / max_rps)
+        assert claim.starts[0] >= now
+        starts.extend(claim.starts)
+    assert starts == sorted(starts)
+    assert max_in_window(starts, 1.0) <= MAX_RPS
+
+
+def test_a_429_halves_the_rate_once_per_episode() -> None:
+    state = BudgetState()
+    state.claim(10.0, 4, MAX_RPS, INTERVAL)
+    first = state.throttled(10.5, sent_at=10.2, max_rps=MAX_RPS, pause_s=1.0, cool_down_s=60)
+    assert (first.cut, first.rate) == (True, 3.5)
+    # sent before that cut: the same congestion, no second cut
+    same = state.throttled(10.6, sent_at=10.3, max_rps=MAX_RPS, pause_s=1.0, cool_down_s=60)
+    assert not same.cut
+    assert same.rate == pytest.approx(state.allowed(10.6, MAX_RPS))
+    assert same.rate > 3.5  # climbing back
+    # sent after it: a new episode, halving the rate it had climbed back to
+    climbed = state.allowed(12.0, MAX_RPS)
+    later = state.throttled(12.0, sent_at=11.8, max_rps=MAX_RPS, pause_s=1.0, cool_down_s=60)
+    assert later.cut
+    assert later.rate == pytest.approx(climbed / 2)
+
+
+def test_the_rate_climbs_fast_to_near_where_it_drew_the_429_then_slowly() -> None:
+    state = BudgetState()
+    state.throttled(100.0, 100.0, MAX_RPS, pause_s=0.0, cool_down_s=60)
+    knee = KNEE * MAX_RPS
+    assert state.allowed(100.0, MAX_RPS) == 3.5
+    assert state.allowed(100.0 + FAST_S / 2, MAX_RPS) == pytest.approx((3.5 + knee) / 2)
+    assert state.allowed(100.0 + FAST_S, MAX_RPS) == pytest.approx(knee)
+    assert state.allowed(100.0 + FAST_S + 25, MAX_RPS) == pytest.approx(
+        knee + 25 * RECOVER_RPS_PER_S
+    )
+    assert state.allowed(10_000.0, MAX_RPS) == MAX_RPS
+
+
+def test_the_rate_never_falls_below_the_floor() -> None:
+    state = BudgetState()
+    for moment in range(10):
+        state.throttled(float(moment), float(moment), MAX_RPS, pause_s=0.0, cool_down_s=0.0)
+    assert state.allowed(9.0, MAX_RPS) == MIN_RPS
+
+
+def test_starts_follow_the_allowed_rate_and_wait_out_a_pause() -> None:
+    state = BudgetState()
+    state.throttled(50.0, 50.0, MAX_RPS, pause_s=2.0, cool_down_s=60)
+    claim = state.claim(50.0, 3, MAX_RPS, INTERVAL)
+    assert claim.starts[0] == 52.0  # nobody starts during the pause
+    assert claim.step == pytest.approx(2 * INTERVAL)
+    assert claim.starts == pytest.approx((52.0, 52.0 + 2 * INTERVAL, 52.0 + 4 * INTERVAL))
+    assert claim.rate == 3.5  # below max_rps: evenly spaced, no catch-up
+
+
+def test_the_breaker_stops_everything_for_a_minute_after_six_429s_in_a_minute() -> None:
+    state = BudgetState()
+    verdicts = [
+        state.throttled(float(t), float(t), MAX_RPS, pause_s=1.0, cool_down_s=COOL_DOWN_S)
+        for t in range(0, 5 * MAX_429_PER_MINUTE, 5)  # one 429 every 5 s
+    ]
+    cooling = [v.cooling for v in verdicts]
+    assert cooling == [False] * (MAX_429_PER_MINUTE - 1) + [True]
+    fired = verdicts[MAX_429_PER_MINUTE - 1]
+    assert fired.pause_s == COOL_DOWN_S
+    at = 5.0 * (MAX_429_PER_MINUTE - 1)
+    assert state.claim(at + 1, 1, MAX_RPS, INTERVAL).starts[0] == at + COOL_DOWN_S
+    # spread out, 429s never trip it
+    calm = BudgetState()
+    spread = [calm.throttled(t * 20.0, t * 20.0, MAX_RPS, 1.0, COOL_DOWN_S) for t in range(20)]
+    assert not any(v.cooling for v in spread)
+
+
+def test_state_round_trips_through_its_stored_value_and_garbage_starts_afresh() -> None:
+    state = BudgetState()
+    state.claim(5.0, 2, MAX_RPS, INTERVAL)
+    state.throttled(5.2, 5.1, MAX_RPS, 1.0, 60)
+    state.block(6.0)
+    assert BudgetState.from_value(state.to_value()) == state
+    assert BudgetState.from_value(BudgetState().to_value()) == BudgetState()
+    assert BudgetState.from_value({"next_at": "soon"}) == BudgetState()
+    assert BudgetState.from_value(None).cut_at == -math.inf
+
+
+def test_shared_change_edits_the_stored_value() -> None:
+    change = shared_change(lambda state, now: state.claim(now, 2, MAX_RPS, INTERVAL))
+    claim, value = change({}, 7.0)
+    assert claim.starts == pytest.approx((7.0, 7.0 + PACE * INTERVAL))
+    assert value["granted"] == list(claim.starts)
+    again, _ = change(value, 7.0)
+    assert again.starts[0] == pytest.approx(7.0 + 2 * PACE * INTERVAL)
+
+
+def test_after_a_quiet_spell_the_schedule_catches_up_but_never_beyond_the_window() -> None:
+    state = BudgetState()
+    burst = state.claim(10.0, 9, MAX_RPS, INTERVAL).starts
+    assert burst[6] == pytest.approx(10.0 + 6 * PACE * INTERVAL)  # 7 at the paced gap
+    assert burst[7] == pytest.approx(10.0 + 7 * INTERVAL)  # the 8th waits for the window
+    assert max_in_window(list(burst), 1.0) <= MAX_RPS
