@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import threading
 import time
 from collections import Counter
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from scratch import drop_database, scratch_database
 
 from sync.amo.client import AmoClient
 from sync.clock import SystemClock
@@ -42,24 +41,19 @@ from sync.logs import configure_logging
 from sync.metrics import Metrics
 from sync.pull import run_pull
 
-SERVER = os.environ.get(
-    "AMOSYNC_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/postgres"
-)
 DEFAULT_POLL_S = 60.0
 
 
 def main() -> None:
     args = _args()
     configure_logging(LoggingConfig(level="warning", format="json"))
-    admin, db_url = _scratch_database()
+    admin, db_url = scratch_database()
     emulator = Emulator(EmulatorSettings(contacts=args.contacts, seed=5, rate_limit=None))
     try:
         with serve(emulator) as server:
             _run(args, emulator, server.base_url, db_url)
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_url.database}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(admin, db_url)
 
 
 def _config(args: argparse.Namespace, base_url: str, db_url: sa.URL) -> Config:
@@ -133,15 +127,6 @@ def _print(log: list[dict[str, Any]], polls: int) -> None:
     print(f"polls: {polls}  requests: {len(log)} {dict(paths)}")
     print(f"requests/poll: {per_poll:.2f}   projected requests/hour at the default "
           f"{DEFAULT_POLL_S:.0f} s poll: {per_poll * 3600 / DEFAULT_POLL_S:.0f}")  # fmt: skip
-
-
-def _scratch_database() -> tuple[sa.Engine, sa.URL]:
-    server = make_url(SERVER)
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    name = f"amosync_bench_{os.getpid()}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    return admin, server.set(database=name)
 
 
 def _args() -> argparse.Namespace:

@@ -17,14 +17,13 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from scratch import drop_database, emulator_process, scratch_database
 
 from sync.amo.client import AmoClient
 from sync.amo.ratelimit import DEFAULT_MARGIN_S, RateLimiter
@@ -43,11 +42,6 @@ from sync.emulator import Emulator, EmulatorSettings, busiest_window
 from sync.logs import configure_logging
 from sync.push import run_push
 
-SERVER = os.environ.get(
-    "AMOSYNC_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/postgres"
-)
-
-
 TOKEN = "bench-token"
 
 
@@ -59,29 +53,21 @@ def main() -> None:
     configure_logging(LoggingConfig(level="warning", format="json"))  # no line per request
     args.contacts = args.contacts or args.edits * 102 // 100  # ~1% of the seed is in the trash
     seeded = Emulator(EmulatorSettings(contacts=args.contacts, seed=11))
-    admin, db_url = _scratch_database()
+    admin, db_url = scratch_database()
     server = _start_emulator(args)
     try:
         _run(args, seeded, server, db_url)
     finally:
         server.terminate()
         server.wait(timeout=30)
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_url.database}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(admin, db_url)
 
 
 def _start_emulator(args: argparse.Namespace) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "sync", "emulator", "--port", str(args.port),
+    return emulator_process(["--port", str(args.port),
                "--contacts", str(args.contacts), "--seed", "11",
                "--latency-ms", str(args.latency_ms), "--rate-limit", "7", "--block-after", "0",
-               "--token", TOKEN]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("admin="):
-            return proc
-    raise RuntimeError("the emulator did not start")
+               "--token", TOKEN])  # fmt: skip
 
 
 _ADMIN = httpx.Client(timeout=60)  # one client: a new one per call costs a TLS context each
@@ -172,15 +158,6 @@ def _print(
     print(f"429s: {sum(v for k, v in by_kind.items() if k.endswith(' 429'))}   "
           f"max requests arriving in any 1 s: {windows}")  # fmt: skip
     print(f"edits in amoCRM: {arrived}/{len(ids)}   report: {report}")
-
-
-def _scratch_database() -> tuple[sa.Engine, sa.URL]:
-    server = make_url(SERVER)
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    name = f"amosync_bench_{os.getpid()}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    return admin, server.set(database=name)
 
 
 def _args() -> argparse.Namespace:

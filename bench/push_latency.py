@@ -21,7 +21,6 @@ import os
 import random
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,7 +28,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from scratch import drop_database, emulator_process, scratch_database
 
 from sync.amo.client import AmoClient
 from sync.clock import SystemClock
@@ -41,9 +40,6 @@ from sync.health import Health
 from sync.logs import configure_logging
 from sync.metrics import Metrics
 
-SERVER = os.environ.get(
-    "AMOSYNC_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/postgres"
-)
 TOKEN = "bench-token"
 LISTENING = (
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
@@ -55,29 +51,21 @@ _ADMIN = httpx.Client(timeout=60)
 def main() -> None:
     args = _args()
     configure_logging(LoggingConfig(level="warning", format="json"))
-    admin, db_url = _scratch_database()
+    admin, db_url = scratch_database()
     server = _start_emulator(args)
     try:
         _run(args, db_url)
     finally:
         server.terminate()
         server.wait(timeout=30)
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_url.database}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(admin, db_url)
 
 
 def _start_emulator(args: argparse.Namespace) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "sync", "emulator", "--port", str(args.port),
+    return emulator_process(["--port", str(args.port),
                "--contacts", str(args.contacts), "--seed", "11",
                "--latency-ms", str(args.latency_ms), "--rate-limit", "7", "--block-after", "0",
-               "--token", TOKEN]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("admin="):
-            return proc
-    raise RuntimeError("the emulator did not start")
+               "--token", TOKEN])  # fmt: skip
 
 
 def _run(args: argparse.Namespace, db_url: sa.URL) -> None:
@@ -155,15 +143,6 @@ def _print(args: argparse.Namespace, base_url: str, delays: list[float]) -> None
     print(f"UPDATE -> PATCH at amoCRM: p50 {statistics.median(delays):.2f} s  p95 {p95:.2f} s  "
           f"max {max(delays):.2f} s   target p95 <= 1.5 s -> {verdict}")  # fmt: skip
     print(f"requests: {dict(kinds)}")
-
-
-def _scratch_database() -> tuple[sa.Engine, sa.URL]:
-    server = make_url(SERVER)
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    name = f"amosync_bench_{os.getpid()}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    return admin, server.set(database=name)
 
 
 def _args() -> argparse.Namespace:
