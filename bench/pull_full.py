@@ -62,24 +62,17 @@ def free_port() -> int:
 
 
 def start_emulator(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
-    command = [
-        AMOSYNC,
-        "emulator",
-        "--port",
-        str(port),
-        "--contacts",
-        str(args.contacts),
-        "--latency-ms",
-        str(args.latency_ms),
-        "--jitter-ms",
-        str(args.jitter_ms),
-        "--rate-limit",
-        str(args.rate_limit),
-        "--token",
-        TOKEN,
-        "--block-after",
-        "1000000",
-    ]
+    return launch_emulator(
+        port,
+        ["--contacts", str(args.contacts), "--latency-ms", str(args.latency_ms),
+         "--jitter-ms", str(args.jitter_ms), "--rate-limit", str(args.rate_limit),
+         "--token", TOKEN, "--block-after", "1000000"],
+    )  # fmt: skip
+
+
+def launch_emulator(port: int, options: list[str]) -> subprocess.Popen[bytes]:
+    """`amosync emulator --port PORT OPTIONS` in its own process, once it answers."""
+    command = [AMOSYNC, "emulator", "--port", str(port), *options]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

@@ -62,10 +62,10 @@ def main() -> None:
 
 
 def _start_emulator(args: argparse.Namespace) -> subprocess.Popen[str]:
-    return emulator_process(["--port", str(args.port),
-               "--contacts", str(args.contacts), "--seed", "11",
+    options = ["--port", str(args.port), "--contacts", str(args.contacts), "--seed", "11",
                "--latency-ms", str(args.latency_ms), "--rate-limit", "7", "--block-after", "0",
-               "--token", TOKEN])  # fmt: skip
+               "--token", TOKEN]  # fmt: skip
+    return emulator_process(options)
 
 
 def _run(args: argparse.Namespace, db_url: sa.URL) -> None:

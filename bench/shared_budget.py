@@ -23,13 +23,12 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import sqlalchemy as sa
+from pull_full import launch_emulator
 from sqlalchemy.engine import make_url
 
 from sync.config import AmoCrmConfig, Config, DatabaseConfig, LoggingConfig, Secret, SyncConfig
@@ -40,7 +39,6 @@ from sync.logs import configure_logging
 from sync.pull import run_pull
 from sync.wiring import amo_client, database_engine
 
-AMOSYNC = str(Path(sys.executable).with_name("amosync"))
 TOKEN = "bench-token"
 
 
@@ -111,22 +109,13 @@ def _print(args: argparse.Namespace, log: Log, wall: float, allowed: float, outc
 
 
 def _start_emulator(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
-    command = [AMOSYNC, "emulator", "--port", str(port), "--contacts", str(args.contacts),
-               "--latency-ms", str(args.latency_ms), "--jitter-ms", str(args.jitter_ms),
-               "--rate-limit", "7", "--account-rate-limit", str(args.account_rps),
-               "--block-after", str(args.block_after),
-               "--block-window-s", str(args.block_window_s),
-               "--token", TOKEN]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_emulator/state", timeout=5):
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the emulator did not start")
+    return launch_emulator(
+        port,
+        ["--contacts", str(args.contacts), "--latency-ms", str(args.latency_ms),
+         "--jitter-ms", str(args.jitter_ms), "--rate-limit", "7",
+         "--account-rate-limit", str(args.account_rps), "--block-after", str(args.block_after),
+         "--block-window-s", str(args.block_window_s), "--token", TOKEN],
+    )  # fmt: skip
 
 
 def _server_log(port: int) -> list[dict[str, object]]:
