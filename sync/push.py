@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from sync.amo.client import AmoClient
 from sync.amo.reconcile import find_created, find_linked, newest_contact_id
@@ -35,7 +35,6 @@ from sync.config import Config
 from sync.db import inflight, outbox
 from sync.db.diag import error_line
 from sync.db.inflight import Done, PendingCreate, PendingLink
-from sync.db.locks import SessionLock
 from sync.db.lockwait import retrying
 from sync.db.runs import RunStore
 from sync.errors import AmoError, AmoRejectedError, mark_logged
@@ -67,7 +66,6 @@ class _Context:
     client: AmoClient
     clock: Clock
     count: _Counter
-    lock: SessionLock  # the push lock: checked before every write to amoCRM
 
 
 def run_push(
@@ -79,7 +77,7 @@ def run_push(
     started = clock.monotonic()
     requests_before = client.session.requests_sent  # runs in one process take turns
     with outbox.push_lock(engine) as lock:
-        ctx = _Context(config, engine, client, clock, _Counter(report), lock)
+        ctx = _Context(config, engine, client, clock, _Counter(report))
         with engine.begin() as conn:
             # a push killed earlier left its row 'running'; we hold the lock, so it is over
             RunStore(config.database.schema).abandon_stale_runs(conn, ("push",))
@@ -125,8 +123,7 @@ def _finish_failed(ctx: _Context, report: PushReport, error: str) -> None:
     try:
         _finish(ctx, report, error)
     except SQLAlchemyError as exc:
-        reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
-        log.warning("push_run_not_recorded", run_id=report.run_id, error=(reason or ["?"])[0])
+        log.warning("push_run_not_recorded", run_id=report.run_id, error=error_line(exc))
 
 
 def _summary(report: PushReport, clock: Clock, started: float) -> dict[str, Any]:
@@ -270,9 +267,9 @@ def _send(
     write: Callable[[], list[WriteResult]],
 ) -> tuple[list[WriteResult], Mapping[str, Sequence[Mapping[str, str]]], AmoError | None]:
     """A batched write's results, the entities amoCRM rejected (by request_id), and a failure to
-    raise once what did get through is recorded. Raises `LockLostError`, before writing, when
-    the push lock's session is gone (a second push may be sending the same edits)."""
-    ctx.lock.ensure_held()
+    raise once what did get through is recorded. The session's `write_guard` (set by
+    `run_push`) raises `LockLostError` before every attempt when the push lock's session is
+    gone (a second push may be sending the same edits)."""
     try:
         return write(), {}, None
     except AmoRejectedError as exc:

@@ -141,7 +141,6 @@ class JobRunner:
             fn()
         except DBAPIError as exc:  # escaped the sync.db boundary: still a database failure
             error = store_error(exc)
-            error.__cause__ = exc  # keeps what the run said of it (was_logged, disk_full)
         except Exception as exc:  # noqa: BLE001 - a failed job must never kill the scheduler
             error = exc
         self.metrics.job_duration.labels(name).observe(time.monotonic() - started)

@@ -57,6 +57,9 @@ def error_line(exc: BaseException) -> str:
 
 
 def store_error(exc: DBAPIError) -> StoreError:
-    """A driver error that escaped the `sync.db` boundary, as the `StoreError` it should be."""
+    """A driver error that escaped the `sync.db` boundary, as the `StoreError` it should be
+    (caused by it, so what was said of the driver error, `was_logged` or `disk_full`, holds)."""
     transient = isinstance(exc, OperationalError)
-    return StoreError(f"PostgreSQL failed: {driver_message(exc)}", transient=transient)
+    error = StoreError(f"PostgreSQL failed: {driver_message(exc)}", transient=transient)
+    error.__cause__ = exc
+    return error

