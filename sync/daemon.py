@@ -201,7 +201,7 @@ class Daemon:
     def _lose_leadership(self) -> None:
         """No job starts any more, /healthz and the metric stop saying leader now (not once the
         running job ends), and `leader_lock_lost` is logged once. A job still running cannot
-        write to amoCRM twice: push checks its own lock before every batch."""
+        write to amoCRM twice: push checks its own lock before every write attempt."""
         with self._loss:
             if self._lost.is_set() or self.runner.stopping.is_set():
                 return  # already lost, or a deliberate stop released the lock
