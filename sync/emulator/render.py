@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sync.emulator.model import Contact, CustomField, Event, Tag
+from sync.emulator.model import CatalogElementLink, Contact, CustomField, Event, Tag
 from sync.emulator.store import Account
 
 JSON = dict[str, Any]
@@ -82,14 +82,26 @@ def _embedded(contact: Contact, account: Account, base: str, embeds: set[str]) -
     if "customers" in embeds:
         embedded["customers"] = [_ref(base, "customers", i) for i in contact.customer_ids]
     if "catalog_elements" in embeds:
-        embedded["catalog_elements"] = [
-            {"id": e.id, "metadata": {"quantity": e.quantity, "catalog_id": e.catalog_id,
-                                      "price_id": e.price_id}}
-            for e in contact.catalog_elements
-        ]  # fmt: skip
+        embedded["catalog_elements"] = [catalog_element_json(e) for e in contact.catalog_elements]
     company = contact.company_id
     embedded["companies"] = [] if company is None else [_ref(base, "companies", company)]
     return embedded
+
+
+def catalog_element_json(element: CatalogElementLink) -> JSON:
+    """The reference lists `quantity` and `catalog_id` on the element itself, beside
+    `metadata`; the fact sheet (and the official SDK's model) read them inside `metadata`,
+    with `price_id`. Both places carry them."""
+    return {
+        "id": element.id,
+        "metadata": {
+            "quantity": element.quantity,
+            "catalog_id": element.catalog_id,
+            "price_id": element.price_id,
+        },
+        "quantity": element.quantity,
+        "catalog_id": element.catalog_id,
+    }
 
 
 def _ref(base: str, entity: str, entity_id: int) -> JSON:

@@ -224,9 +224,13 @@ def test_with_embeds_leads_customers_catalog_elements(client, emulator) -> None:
         f"/api/v4/leads/{contact.lead_ids[0]}"
     )
     assert "customers" in embedded
-    element = embedded["catalog_elements"][0]
-    assert set(element) == {"id", "metadata"}
-    assert set(element["metadata"]) >= {"quantity", "catalog_id"}
+    element, stored = embedded["catalog_elements"][0], contact.catalog_elements[0]
+    # the reference: `[catalog_elements][0][metadata]`, `[0][quantity]`, `[0][catalog_id]`
+    assert set(element) == {"id", "metadata", "quantity", "catalog_id"}
+    assert (element["quantity"], element["catalog_id"]) == (stored.quantity, stored.catalog_id)
+    assert element["metadata"] == {
+        "quantity": stored.quantity, "catalog_id": stored.catalog_id, "price_id": stored.price_id
+    }  # fmt: skip
 
 
 def test_custom_fields_values_is_null_when_empty_and_multitext_has_enum_codes(
