@@ -64,9 +64,14 @@ def test_a_batch_shares_one_updated_at_second(client, emulator) -> None:
 def test_patch_touches_only_the_fields_given(client, emulator) -> None:
     contact_id = live_ids(emulator)[0]
     before = client.get(f"/api/v4/contacts/{contact_id}").json()
-    client.patch(f"/api/v4/contacts/{contact_id}", json={"first_name": "Только"})
+    assert before["name"] == f"{before['first_name']} {before['last_name']}"  # built from them
+    answer = client.patch(f"/api/v4/contacts/{contact_id}", json={"first_name": "Только"})
     after = client.get(f"/api/v4/contacts/{contact_id}").json()
     assert after["first_name"] == "Только"
+    # the reference's update table lists name, first_name and last_name as separate fields:
+    # a first_name alone does not rewrite the full name
+    assert answer.json()["name"] == after["name"] == before["name"]
+    assert after["last_name"] == before["last_name"]
     assert after["custom_fields_values"] == before["custom_fields_values"]
     assert after["_embedded"] == before["_embedded"]
     assert after["responsible_user_id"] == before["responsible_user_id"]
