@@ -73,6 +73,20 @@ def test_last_page_has_no_next_and_past_the_end_is_an_empty_204(client, emulator
     assert past.content == b""
 
 
+@pytest.mark.parametrize(
+    "path", ["/api/v4/contacts", "/api/v4/events", "/api/v4/contacts/custom_fields"]
+)
+@pytest.mark.parametrize("page", ["0", "-1", "x"])
+def test_a_page_below_1_or_not_a_number_is_a_400(client: httpx.Client, path, page) -> None:
+    """Pages are 1-based (fact sheet §2: "`page` (1-based)"): page=0 is a 400 problem, not
+    page 1 served under another number."""
+    response = client.get(path, params={"page": page, "limit": 5})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 400
+    assert client.get(path, params={"page": 1, "limit": 5}).status_code == 200
+
+
 def test_limit_defaults_to_50_and_is_clamped_to_250(make_settings) -> None:
     emulator = Emulator(make_settings(contacts=600))
     with in_process_client(emulator) as http:
