@@ -37,7 +37,9 @@ def contact_json(contact: Contact, account: Account, base: str, embeds: set[str]
 
 
 def trash_stub(contact: Contact, account: Account, base: str) -> JSON:
-    """What `with=only_deleted` returns: most fields null, `is_deleted: true`."""
+    """What `with=only_deleted` returns (fact sheet §7): `is_deleted: true`, the contact's
+    fields null but `id`, `updated_by`, `updated_at`, `account_id` and `_links`; nothing else
+    (no `_embedded`, no `is_unsorted`: the sheet lists neither)."""
     return {
         "id": contact.id,
         "name": None,
@@ -51,11 +53,9 @@ def trash_stub(contact: Contact, account: Account, base: str) -> JSON:
         "updated_at": contact.updated_at,
         "closest_task_at": None,
         "is_deleted": True,
-        "is_unsorted": False,
         "custom_fields_values": None,
         "account_id": account.settings.account_id,
         "_links": link(f"{base}/api/v4/contacts/{contact.id}"),
-        "_embedded": {"tags": [], "companies": []},
     }
 
 

@@ -310,11 +310,18 @@ def test_only_deleted_lists_trash_stubs(client, emulator) -> None:
     assert trashed, "the seed puts some contacts in the trash"
     found = all_pages(client, {"with": "only_deleted"})
     assert [c["id"] for c in found] == trashed
-    stub = found[0]
+    stub, record = found[0], emulator.account.contacts[trashed[0]]
+    # fact sheet §7: "`is_deleted: true` and most fields `null`. Only `id`, `updated_by`,
+    # `updated_at`, `account_id` and `_links` stay filled"; no other keys
+    filled = {key for key, value in stub.items() if value is not None}
+    assert filled == {"id", "is_deleted", "updated_by", "updated_at", "account_id", "_links"}
+    assert set(stub) - filled == {
+        "name", "first_name", "last_name", "responsible_user_id", "group_id", "created_by",
+        "created_at", "closest_task_at", "custom_fields_values",
+    }  # fmt: skip
     assert stub["is_deleted"] is True
-    assert stub["name"] is None
-    assert stub["custom_fields_values"] is None
-    assert isinstance(stub["updated_at"], int)
+    assert (stub["updated_at"], stub["updated_by"]) == (record.updated_at, record.updated_by)
+    assert stub["_links"]["self"]["href"].endswith(f"/api/v4/contacts/{record.id}")
 
 
 def test_get_one_is_204_when_missing_or_deleted(client, emulator) -> None:
