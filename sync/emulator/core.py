@@ -249,11 +249,13 @@ class Emulator:
             now = self.clock.now_s()
             return [self.account.create(p, now, UI_USER).id for p in patches]
 
-    def update_contacts(self, items: list[dict[str, Any]]) -> int:
-        """A bulk edit: every contact gets the same `updated_at` second, which is returned."""
+    def update_contacts(self, items: list[dict[str, Any]], at: int | None = None) -> int:
+        """A bulk edit of any size: every contact gets the same `updated_at` second (the
+        clock's, read once, or `at` when given, past or future; the clock is not moved), which
+        is returned."""
         with self.account.lock:
             patches = parse_entities(items, self.account, update=True)
-            now = self.clock.now_s()
+            now = self.clock.now_s() if at is None else _second(at)
             for patch in patches:
                 self.account.update(patch, now, UI_USER)
             return now
@@ -273,15 +275,18 @@ class Emulator:
                 raise LookupError(f"no contact {contact_id} in the trash")
             self.account.restore(contact, self.clock.now_s(), UI_USER)
 
-    def touch_contacts(self, ids: list[int] | None = None, count: int | None = None) -> list[int]:
-        """Bump `updated_at` of the given contacts, or of the `count` least recently updated."""
+    def touch_contacts(
+        self, ids: list[int] | None = None, count: int | None = None, at: int | None = None
+    ) -> list[int]:
+        """Bump `updated_at` of the given contacts, or of the `count` least recently updated,
+        all to one second: the clock's, or `at` when given."""
         with self.account.lock:
             if ids is None:
                 ids = [c.id for c in self.account.view("updated_at", False, False)[: count or 0]]
             contacts = [self.account.live(i) for i in ids]
             if any(c is None for c in contacts):
                 raise LookupError("some ids are not live contacts")
-            now = self.clock.now_s()
+            now = self.clock.now_s() if at is None else _second(at)
             for contact in contacts:
                 assert contact is not None
                 self.account.touch(contact, now, UI_USER)
@@ -303,6 +308,27 @@ class Emulator:
                 contact, self.account, base, {"leads", "customers", "catalog_elements"}
             )
 
+    def contacts(
+        self, deleted: bool | None = None, base: str = "http://localhost"
+    ) -> list[dict[str, Any]]:
+        """Every contact in id order as `contact()` renders it, the trash included (`deleted`:
+        only the trash, or only live contacts); what a test compares a database with."""
+        with self.account.lock:
+            chosen = [c for c in self.account.contacts.values()
+                      if deleted is None or c.is_deleted == deleted]  # fmt: skip
+            every = {"leads", "customers", "catalog_elements"}
+            return [
+                contact_json(c, self.account, base, every)
+                for c in sorted(chosen, key=lambda c: c.id)
+            ]
+
+    def chat_links(self) -> list[dict[str, Any]]:
+        """Every contact-chat link in link-id order, those of contacts in the trash too (the
+        API's `/contacts/chats` hides them)."""
+        with self.account.lock:
+            links = sorted(self.account.chat_links.values(), key=lambda link: link.id)
+            return [asdict(link) for link in links]
+
     def state(self) -> dict[str, Any]:
         with self.account.lock:
             live = sum(1 for c in self.account.contacts.values() if not c.is_deleted)
@@ -310,6 +336,13 @@ class Emulator:
         return {"contacts": live, "trash": total - live, "events": events,
                 "clock": self.clock.state(), "controls": asdict(self.controls()),
                 "rate_limit": self.limiter.state(), "faults": self.faults()}  # fmt: skip
+
+
+def _second(at: object) -> int:
+    """An explicit `updated_at` for a bulk edit: whole unix seconds."""
+    if isinstance(at, bool) or not isinstance(at, int):
+        raise ValueError(f"updated_at must be whole unix seconds, got {at!r}")
+    return at
 
 
 def _stamped(response: Response) -> Response:
