@@ -24,9 +24,9 @@ FaultKind = Literal[
     "reset",  # close the connection without a response
     "truncate",  # send the first half of the JSON body, with a matching Content-Length
     "empty_page",  # a 204 for a list page >= `min_page`, though data exists
-    "drift",  # touch `touch` contacts (bump updated_at) just before serving a list page
+    "drift",  # touch `touch` contacts (see `pick`; bump updated_at) before serving a list page
     "edit",  # a user renames `touch` contacts (a real change, with events) before a list page
-    "vanish",  # a user deletes the first `touch` contacts of the list just before a page
+    "vanish",  # a user deletes `touch` contacts of the list (see `pick`) just before a page
     "revive",  # a user restores `touch` contacts from the trash just before a list page
 ]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
