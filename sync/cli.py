@@ -7,6 +7,7 @@ its traceback.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sys
@@ -21,7 +22,6 @@ from sqlalchemy.exc import DBAPIError
 from sync import cli_ops
 from sync.config import Config, load_config
 from sync.db.diag import error_line
-from sync.emulator.command import emulator_command
 from sync.errors import SyncError, UsageError
 from sync.logs import configure_logging
 
@@ -57,6 +57,34 @@ class _Context:
 
 
 pass_context = click.make_pass_decorator(_Context)
+
+
+class _Deferred(click.Command):
+    """A command whose module is imported only when it runs: `amosync emulator` lives in
+    `sync.emulator`, which no other command (nor `amosync --help`) should pay to import. Its
+    one-line help is given here; parsing, `--help` and the run are the real command's."""
+
+    def __init__(self, name: str, target: str, short_help: str) -> None:
+        super().__init__(name, help=short_help, short_help=short_help)
+        self._target = target
+
+    def real(self) -> click.Command:
+        module, _, attribute = self._target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        return self.real().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return self.real().invoke(ctx)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -178,7 +206,13 @@ def pull(app: _Context, full: bool) -> None:
     click.echo(report.describe())
 
 
-cli.add_command(emulator_command, "emulator")
+cli.add_command(
+    _Deferred(
+        "emulator",
+        "sync.emulator.command:emulator_command",
+        "Run the local amoCRM API v4 emulator (contacts, events, fields, account, chats, OAuth).",
+    )
+)
 cli.add_command(cli_ops.run)
 cli.add_command(cli_ops.resync)
 cli.add_command(cli_ops.status)

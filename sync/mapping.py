@@ -177,12 +177,16 @@ def catalog_rows(contact_id: int, item: Mapping[str, Any]) -> list[JSON]:
     rows: dict[tuple[int, int], JSON] = {}
     for element in _embedded(item, "catalog_elements"):
         meta = element.get("metadata") or {}
-        key = (int(meta.get("catalog_id") or 0), int(element["id"]))
+        # the reference lists quantity and catalog_id on the element, the SDK reads metadata
+        catalog_id = element.get("catalog_id") or meta.get("catalog_id")
+        quantity = element.get("quantity")
+        quantity = meta.get("quantity") if quantity is None else quantity
+        key = (int(catalog_id or 0), int(element["id"]))
         rows[key] = {
             "contact_id": contact_id,
             "catalog_id": key[0],
             "element_id": key[1],
-            "quantity": meta.get("quantity"),
+            "quantity": quantity,
             "metadata": meta or None,
         }
     return list(rows.values())

@@ -14,7 +14,7 @@ outbox and a new local edit of the row retries them).
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +25,6 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from sync.conflicts import Conflict
-from sync.db.capture import WRITABLE_CONTACT_COLUMNS
 from sync.db.engine import sync_origin
 from sync.db.locks import SessionLock, run_lock
 from sync.db.schema import TZ, contacts, sync_changes, sync_conflicts, sync_runs
@@ -167,16 +166,6 @@ def _attach_open_conflicts(conn: Connection, pending: dict[int, PendingUpdate]) 
     )
     for row in rows:
         pending[row.contact_id].open_conflicts[row.field] = (row.id, row.winner)
-
-
-def fetch_rows(conn: Connection, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """The contacts' writable columns as they are now."""
-    wanted = list(ids)
-    if not wanted:
-        return {}
-    columns = [contacts.c.id, *(contacts.c[c] for c in WRITABLE_CONTACT_COLUMNS)]
-    rows = conn.execute(sa.select(*columns).where(contacts.c.id.in_(wanted))).mappings()
-    return {row["id"]: {c: row[c] for c in WRITABLE_CONTACT_COLUMNS} for row in rows}
 
 
 # --- recording the outcome of an update batch ---------------------------------------------------

@@ -91,10 +91,23 @@ def _create(emulator: Emulator, request: Request, args: list[str]) -> Any:
 
 
 def _bulk_edit(emulator: Emulator, request: Request, args: list[str]) -> Any:
-    data = _body(request, [])
+    """An array of contacts with ids, or `{"contacts": [...], "updated_at": T}` to put them all
+    into the second T."""
+    data: Any = _body(request, [])
+    at = None
+    if isinstance(data, dict):
+        data, at = data.get("contacts"), data.get("updated_at")
     if not isinstance(data, list):
-        raise AdminError(400, "expected a JSON array of contacts with ids")
-    return {"updated_at": emulator.update_contacts(data)}
+        raise AdminError(400, "expected a JSON array of contacts with ids, or an object with one")
+    return {"updated_at": emulator.update_contacts(data, at)}
+
+
+def _every_contact(emulator: Emulator, request: Request, args: list[str]) -> Any:
+    raw = request.query.get("deleted")
+    choices = {None: None, "true": True, "1": True, "false": False, "0": False}
+    if raw not in choices:
+        raise AdminError(400, "deleted must be true or false")
+    return emulator.contacts(choices[raw], f"http://{request.header('host') or 'localhost'}")
 
 
 def _read(emulator: Emulator, request: Request, args: list[str]) -> Any:
@@ -120,10 +133,13 @@ def _restore(emulator: Emulator, request: Request, args: list[str]) -> Any:
 
 def _touch(emulator: Emulator, request: Request, args: list[str]) -> Any:
     data = _object(request)
-    return {"ids": emulator.touch_contacts(data.get("ids"), data.get("count"))}
+    touched = emulator.touch_contacts(data.get("ids"), data.get("count"), data.get("updated_at"))
+    return {"ids": touched}
 
 
 def _chat(emulator: Emulator, request: Request, args: list[str]) -> Any:
+    if request.method == "GET":
+        return emulator.chat_links()
     data = _object(request)
     return emulator.link_chat(int(data["contact_id"]), str(data["chat_id"]))
 
@@ -203,12 +219,12 @@ def _requests(emulator: Emulator, request: Request, args: list[str]) -> Any:
 ADMIN_ROUTES: list[tuple[str, dict[str, AdminHandler]]] = [
     (r"/state", {"GET": _state}),
     (r"/reset", {"POST": _reset}),
-    (r"/contacts", {"POST": _create, "PATCH": _bulk_edit}),
+    (r"/contacts", {"GET": _every_contact, "POST": _create, "PATCH": _bulk_edit}),
     (r"/contacts/touch", {"POST": _touch}),
     (r"/contacts/(\d+)", {"GET": _read, "PATCH": _edit, "DELETE": _delete}),
     (r"/contacts/(\d+)/delete", {"POST": _delete}),
     (r"/contacts/(\d+)/restore", {"POST": _restore}),
-    (r"/chats", {"POST": _chat}),
+    (r"/chats", {"GET": _chat, "POST": _chat}),
     (r"/clock", {"GET": _clock, "POST": _clock}),
     (r"/faults", {"GET": _faults, "POST": _faults, "DELETE": _faults}),
     (r"/faults/(\d+)", {"DELETE": _fault}),

@@ -29,12 +29,40 @@ from sync.emulator.settings import EmulatorSettings
 @click.option("--block-after", default=30, show_default=True, help="429s before a 403 block.")
 @click.option("--block-window-s", default=0.0, help="Count only 429s of the last N s (0 = all).")
 @click.option("--account-rate-limit", default=0.0, help="Requests/s across all clients; 0 = off.")
-@click.option("--token", default=None, help="Long-lived token to accept (default: minted).")
+@click.option(
+    "--token",
+    default=None,
+    envvar="AMOSYNC_EMULATOR_TOKEN",
+    help="Long-lived token to accept (default: minted; or $AMOSYNC_EMULATOR_TOKEN).",
+)
+@click.option(
+    "--client-id",
+    default=EmulatorSettings.client_id,
+    show_default=True,
+    help="The OAuth client id the token endpoint expects.",
+)
+@click.option(
+    "--client-secret",
+    default=EmulatorSettings.client_secret,
+    envvar="AMOSYNC_EMULATOR_CLIENT_SECRET",
+    help="OAuth client secret; prefer $AMOSYNC_EMULATOR_CLIENT_SECRET (argv is visible in ps).",
+)
+@click.option(
+    "--redirect-uri",
+    default=EmulatorSettings.redirect_uri,
+    show_default=True,
+    help="The OAuth redirect URI the token endpoint expects.",
+)
 @click.option("--auth-mode", type=click.Choice(["any", "long_lived", "oauth"]), default="any")
 @click.option("--access-token-ttl", default=86_400, show_default=True, help="Seconds.")
 @click.option("--token-max-requests", default=0, help="OAuth access tokens die after N; 0 = never.")
 @click.option("--filters-off", is_flag=True, help="Ignore every filter[...] (alpha accounts).")
-@click.option("--admin-key", default=None, help="Require X-Emulator-Key on /_emulator/.")
+@click.option(
+    "--admin-key",
+    default=None,
+    envvar="AMOSYNC_EMULATOR_ADMIN_KEY",
+    help="Require X-Emulator-Key on /_emulator/ (or $AMOSYNC_EMULATOR_ADMIN_KEY).",
+)
 @click.option("--list-lag-s", default=0.0, help="Lists show each contact as of N s ago.")
 def emulator_command(  # noqa: PLR0917 - click passes every option positionally by name
     host: str,
@@ -49,6 +77,9 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
     block_window_s: float,
     account_rate_limit: float,
     token: str | None,
+    client_id: str,
+    client_secret: str,
+    redirect_uri: str,
     auth_mode: str,
     access_token_ttl: int,
     token_max_requests: int,
@@ -58,6 +89,7 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
 ) -> None:
     """Run the local amoCRM API v4 emulator (contacts, events, fields, account, chats, OAuth)."""
     settings = EmulatorSettings(
+        client_id=client_id, client_secret=client_secret, redirect_uri=redirect_uri,
         contacts=contacts, seed=seed, latency_ms=latency_ms, jitter_ms=jitter_ms,
         rate_limit=rate_limit or None, rate_limit_body=rate_limit_body,  # type: ignore[arg-type]
         block_after_violations=block_after or None, long_lived_token=token,

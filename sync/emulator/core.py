@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import secrets
 import threading
 import time
@@ -24,9 +25,11 @@ from sync.emulator.auth import OAuthProblem, TokenBook
 from sync.emulator.clock import EmulatorClock
 from sync.emulator.context import Ctx
 from sync.emulator.faults import FaultBook, FaultRule
+from sync.emulator.model import Contact
 from sync.emulator.params import int_param
+from sync.emulator.patches import ContactPatch
 from sync.emulator.problems import ApiProblem, internal_error
-from sync.emulator.query import parse_contacts_query, select
+from sync.emulator.query import ContactQuery, parse_contacts_query, select
 from sync.emulator.ratelimit import RateLimiter
 from sync.emulator.render import contact_json
 from sync.emulator.requestlog import LoggedRequest, RequestLog, token_fingerprint
@@ -38,6 +41,7 @@ from sync.emulator.wire import PLAIN_JSON, PROBLEM, BadJson, Request, Response, 
 from sync.emulator.writes import parse_entities
 
 _log = logging.getLogger(__name__)
+_EDIT_MARK = re.compile(r" ✎\d+$")
 UI_USER = 8_000_002  # who "a CRM user" is when tests create, edit or delete through the admin API
 
 
@@ -78,6 +82,8 @@ class Emulator:
         self.fault_book = FaultBook(seed=s.seed)
         self.log = RequestLog()
         self._random = random.Random(s.seed)  # noqa: S311 - jitter, not security
+        self._edit_count = 0  # the `edit` fault's names: "<name> ✎N"
+        self._pick_random = random.Random(s.seed)  # noqa: S311 - the faults' pick="random"
         self._controls = Controls(s.latency_ms, s.jitter_ms, s.rate_limit, s.rate_limit_body,
                                   s.api_filter_enabled, s.block_after_violations,
                                   s.list_lag_s, s.block_window_s, s.account_rate_limit,
@@ -113,9 +119,9 @@ class Emulator:
         early = faulting.early_response(rule, request)
         if early is not None:
             return early
-        if rule.kind in ("drift", "vanish") and normalise_path(request.path) == "/api/v4/contacts":
-            self._drift(request, rule.touch, delete=rule.kind == "vanish")
-        if rule.kind == "revive" and normalise_path(request.path) == "/api/v4/contacts":
+        if rule.kind in ("drift", "edit", "vanish") and _is_contacts_list(request):
+            self._drift(request, rule)
+        if rule.kind == "revive" and _is_contacts_list(request):
             self._revive(rule.touch)
         return faulting.spoil(rule, request, self._answer(request))
 
@@ -155,21 +161,36 @@ class Emulator:
         jitter = self._random.uniform(0, controls.jitter_ms) if controls.jitter_ms else 0.0
         return (controls.latency_ms + jitter) / 1000
 
-    def _drift(self, request: Request, count: int, *, delete: bool = False) -> None:
-        """Touch (or, with `delete`, trash) the first `count` contacts in this list's order:
-        rows the client already read move behind it or go, so a page-number walk skips others
-        (amoCRM's unstable paging)."""
+    def _drift(self, request: Request, rule: FaultRule) -> None:
+        """A user saves (drift), renames (edit) or deletes (vanish) `rule.touch` live contacts
+        of this request's list, in its order and filters, just before the page is served: with
+        `pick="first"` rows the client has just read move ahead of it or go, so a page-number
+        walk skips others (amoCRM's unstable paging); "last" and "random" hit rows it has not
+        reached. A trash scan (`with=only_deleted`) picks from the live list the same way."""
         with self.account.lock:
             q = parse_contacts_query(
                 request.query, self.account, self.controls().api_filter_enabled
             )
-            contacts, _ = select(self.account, q, 0, count)
+            q.deleted = False
             now = self.clock.now_s()
-            for contact in contacts:
-                if delete:
+            for contact in self._picked(q, rule):
+                if rule.kind == "vanish":
                     self.account.trash(contact, now, UI_USER)
+                elif rule.kind == "edit":
+                    self._edit_count += 1
+                    name = f"{_EDIT_MARK.sub('', contact.name)} ✎{self._edit_count}"
+                    patch = ContactPatch("edit", contact.id, scalars={"name": name})
+                    self.account.update(patch, now, UI_USER)
                 else:
                     self.account.touch(contact, now, UI_USER)
+
+    def _picked(self, q: ContactQuery, rule: FaultRule) -> list[Contact]:
+        if rule.pick == "first":
+            return select(self.account, q, 0, rule.touch)[0]
+        every, _ = select(self.account, q, 0, len(self.account.contacts))
+        if rule.pick == "last":
+            return every[max(0, len(every) - rule.touch) :]
+        return self._pick_random.sample(every, min(rule.touch, len(every)))
 
     def _revive(self, count: int) -> None:
         """Restore the `count` lowest-id contacts in the trash (they shift later ones along)."""
@@ -249,11 +270,13 @@ class Emulator:
             now = self.clock.now_s()
             return [self.account.create(p, now, UI_USER).id for p in patches]
 
-    def update_contacts(self, items: list[dict[str, Any]]) -> int:
-        """A bulk edit: every contact gets the same `updated_at` second, which is returned."""
+    def update_contacts(self, items: list[dict[str, Any]], at: int | None = None) -> int:
+        """A bulk edit of any size: every contact gets the same `updated_at` second (the
+        clock's, read once, or `at` when given, past or future; the clock is not moved), which
+        is returned."""
         with self.account.lock:
             patches = parse_entities(items, self.account, update=True)
-            now = self.clock.now_s()
+            now = self.clock.now_s() if at is None else _second(at)
             for patch in patches:
                 self.account.update(patch, now, UI_USER)
             return now
@@ -273,15 +296,18 @@ class Emulator:
                 raise LookupError(f"no contact {contact_id} in the trash")
             self.account.restore(contact, self.clock.now_s(), UI_USER)
 
-    def touch_contacts(self, ids: list[int] | None = None, count: int | None = None) -> list[int]:
-        """Bump `updated_at` of the given contacts, or of the `count` least recently updated."""
+    def touch_contacts(
+        self, ids: list[int] | None = None, count: int | None = None, at: int | None = None
+    ) -> list[int]:
+        """Bump `updated_at` of the given contacts, or of the `count` least recently updated,
+        all to one second: the clock's, or `at` when given."""
         with self.account.lock:
             if ids is None:
                 ids = [c.id for c in self.account.view("updated_at", False, False)[: count or 0]]
             contacts = [self.account.live(i) for i in ids]
             if any(c is None for c in contacts):
                 raise LookupError("some ids are not live contacts")
-            now = self.clock.now_s()
+            now = self.clock.now_s() if at is None else _second(at)
             for contact in contacts:
                 assert contact is not None
                 self.account.touch(contact, now, UI_USER)
@@ -303,6 +329,27 @@ class Emulator:
                 contact, self.account, base, {"leads", "customers", "catalog_elements"}
             )
 
+    def contacts(
+        self, deleted: bool | None = None, base: str = "http://localhost"
+    ) -> list[dict[str, Any]]:
+        """Every contact in id order as `contact()` renders it, the trash included (`deleted`:
+        only the trash, or only live contacts); what a test compares a database with."""
+        with self.account.lock:
+            chosen = [c for c in self.account.contacts.values()
+                      if deleted is None or c.is_deleted == deleted]  # fmt: skip
+            every = {"leads", "customers", "catalog_elements"}
+            return [
+                contact_json(c, self.account, base, every)
+                for c in sorted(chosen, key=lambda c: c.id)
+            ]
+
+    def chat_links(self) -> list[dict[str, Any]]:
+        """Every contact-chat link in link-id order, those of contacts in the trash too (the
+        API's `/contacts/chats` hides them)."""
+        with self.account.lock:
+            links = sorted(self.account.chat_links.values(), key=lambda link: link.id)
+            return [asdict(link) for link in links]
+
     def state(self) -> dict[str, Any]:
         with self.account.lock:
             live = sum(1 for c in self.account.contacts.values() if not c.is_deleted)
@@ -310,6 +357,17 @@ class Emulator:
         return {"contacts": live, "trash": total - live, "events": events,
                 "clock": self.clock.state(), "controls": asdict(self.controls()),
                 "rate_limit": self.limiter.state(), "faults": self.faults()}  # fmt: skip
+
+
+def _is_contacts_list(request: Request) -> bool:
+    return request.method == "GET" and normalise_path(request.path) == "/api/v4/contacts"
+
+
+def _second(at: object) -> int:
+    """An explicit `updated_at` for a bulk edit: whole unix seconds."""
+    if isinstance(at, bool) or not isinstance(at, int):
+        raise ValueError(f"updated_at must be whole unix seconds, got {at!r}")
+    return at
 
 
 def _stamped(response: Response) -> Response:

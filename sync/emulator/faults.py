@@ -24,11 +24,17 @@ FaultKind = Literal[
     "reset",  # close the connection without a response
     "truncate",  # send the first half of the JSON body, with a matching Content-Length
     "empty_page",  # a 204 for a list page >= `min_page`, though data exists
-    "drift",  # touch `touch` contacts (bump updated_at) just before serving a list page
-    "vanish",  # a user deletes the first `touch` contacts of the list just before a page
+    "drift",  # touch `touch` contacts (see `pick`; bump updated_at) before serving a list page
+    "edit",  # a user renames `touch` contacts (a real change, with events) before a list page
+    "vanish",  # a user deletes `touch` contacts of the list (see `pick`) just before a page
     "revive",  # a user restores `touch` contacts from the trash just before a list page
 ]
 FAULT_KINDS: tuple[str, ...] = FaultKind.__args__  # type: ignore[attr-defined]
+# which contacts of the request's list drift / edit / vanish hit: the first ones (rows a walk
+# has just read), the last ones (rows it has not reached yet), or a seeded random choice
+Pick = Literal["first", "last", "random"]
+PICKS: tuple[str, ...] = Pick.__args__  # type: ignore[attr-defined]
+WALK_KINDS = ("empty_page", "drift", "edit", "vanish", "revive")  # fire on list pages only
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,8 @@ class FaultRule:
     apply_write: bool = False  # error/reset: apply the write first, then fail (the 504 trap)
     delay_ms: float = 0.0  # for "slow"
     body: Literal["json", "html"] = "json"  # for "rate_limit", and "error" of any status
-    touch: int = 1  # for "drift" / "vanish" / "revive": how many contacts change / go / return
+    touch: int = 1  # drift / edit / vanish / revive: how many contacts change / go / return
+    pick: Pick = "first"  # drift / edit / vanish: which of the list's contacts (see Pick)
     min_batch: int = 0  # writes only fire with at least this many entities (heavy-batch 504s)
 
     @classmethod
@@ -58,6 +65,8 @@ class FaultRule:
             raise ValueError(f"unknown fault keys: {', '.join(unknown)}")
         if data.get("kind") not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}")
+        if data.get("pick", "first") not in PICKS:
+            raise ValueError(f"fault pick must be one of {', '.join(PICKS)}")
         return cls(**data)
 
     def matches(self, method: str, path: str, page: int | None, batch: int | None = None) -> bool:
@@ -67,7 +76,7 @@ class FaultRule:
             return False
         if self.path is not None and not fnmatch.fnmatchcase(path, self.path):
             return False
-        needs_page = self.kind in ("empty_page", "drift", "vanish", "revive")
+        needs_page = self.kind in WALK_KINDS
         return not needs_page or (page is not None and page >= self.min_page)
 
 

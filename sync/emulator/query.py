@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import overload
 
-from sync.emulator.cf_filter import CustomFieldFilter, parse_cf_filters
 from sync.emulator.model import Contact
 from sync.emulator.params import Query, comma_values, ints_of, values_of
 from sync.emulator.store import Account, search_text
@@ -37,7 +36,6 @@ class ContactQuery:
     ranges: dict[str, Range] = field(default_factory=dict)  # updated_at / created_at
     names: list[str] | None = None
     users: dict[str, list[int]] = field(default_factory=dict)  # responsible_user_id, ...
-    custom_fields: list[CustomFieldFilter] = field(default_factory=list)
     as_of: float | None = None  # lists lag writes: each contact as it was at this clock time
     text: str | None = None
     order_field: str = "id"
@@ -68,7 +66,6 @@ def _parse_filter(raw: Query, q: ContactQuery, inclusive: bool) -> None:
     for name in ("responsible_user_id", "created_by", "updated_by"):
         if name in raw:
             q.users[name] = ints_of(raw[name]) or []
-    q.custom_fields = parse_cf_filters(raw.get("custom_fields_values"))
 
 
 def date_range(raw: object, inclusive: bool) -> Range:
@@ -183,7 +180,6 @@ def _predicate(account: Account, q: ContactQuery) -> Predicate | None:
         checks.append(lambda c: c.name in wanted)
     for name, ids in q.users.items():
         checks.append(lambda c, n=name, i=set(ids): getattr(c, n) in i)  # type: ignore[misc]
-    checks.extend(cf.holds for cf in q.custom_fields)
     if q.text is not None:
         checks.append(_text_check(account, q.text))
     if not checks:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sync.emulator.model import Contact, CustomField, Event, Tag
+from sync.emulator.model import CatalogElementLink, Contact, CustomField, Event, Tag
 from sync.emulator.store import Account
 
 JSON = dict[str, Any]
@@ -37,7 +37,9 @@ def contact_json(contact: Contact, account: Account, base: str, embeds: set[str]
 
 
 def trash_stub(contact: Contact, account: Account, base: str) -> JSON:
-    """What `with=only_deleted` returns: most fields null, `is_deleted: true`."""
+    """What `with=only_deleted` returns (fact sheet §7): `is_deleted: true`, the contact's
+    fields null but `id`, `updated_by`, `updated_at`, `account_id` and `_links`; nothing else
+    (no `_embedded`, no `is_unsorted`: the sheet lists neither)."""
     return {
         "id": contact.id,
         "name": None,
@@ -51,11 +53,9 @@ def trash_stub(contact: Contact, account: Account, base: str) -> JSON:
         "updated_at": contact.updated_at,
         "closest_task_at": None,
         "is_deleted": True,
-        "is_unsorted": False,
         "custom_fields_values": None,
         "account_id": account.settings.account_id,
         "_links": link(f"{base}/api/v4/contacts/{contact.id}"),
-        "_embedded": {"tags": [], "companies": []},
     }
 
 
@@ -82,14 +82,26 @@ def _embedded(contact: Contact, account: Account, base: str, embeds: set[str]) -
     if "customers" in embeds:
         embedded["customers"] = [_ref(base, "customers", i) for i in contact.customer_ids]
     if "catalog_elements" in embeds:
-        embedded["catalog_elements"] = [
-            {"id": e.id, "metadata": {"quantity": e.quantity, "catalog_id": e.catalog_id,
-                                      "price_id": e.price_id}}
-            for e in contact.catalog_elements
-        ]  # fmt: skip
+        embedded["catalog_elements"] = [catalog_element_json(e) for e in contact.catalog_elements]
     company = contact.company_id
     embedded["companies"] = [] if company is None else [_ref(base, "companies", company)]
     return embedded
+
+
+def catalog_element_json(element: CatalogElementLink) -> JSON:
+    """The reference lists `quantity` and `catalog_id` on the element itself, beside
+    `metadata`; the fact sheet (and the official SDK's model) read them inside `metadata`,
+    with `price_id`. Both places carry them."""
+    return {
+        "id": element.id,
+        "metadata": {
+            "quantity": element.quantity,
+            "catalog_id": element.catalog_id,
+            "price_id": element.price_id,
+        },
+        "quantity": element.quantity,
+        "catalog_id": element.catalog_id,
+    }
 
 
 def _ref(base: str, entity: str, entity_id: int) -> JSON:

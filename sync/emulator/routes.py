@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from sync.emulator import account_api, contacts_api, directory_api, other_api
+from sync.emulator import account_api, contacts_api, other_api
 from sync.emulator.context import Ctx
 from sync.emulator.problems import ApiProblem
 from sync.emulator.wire import Response
@@ -28,9 +28,6 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
         "GET": contacts_api.get_contact,
         "PATCH": contacts_api.update_contact,
     }),
-    (re.compile(r"/api/v4/contacts/tags"), {"GET": directory_api.list_tags}),
-    (re.compile(r"/api/v4/users"), {"GET": directory_api.list_users}),
-    (re.compile(r"/api/v4/users/(\d+)"), {"GET": directory_api.get_user}),
     (re.compile(r"/api/v4/events"), {"GET": other_api.list_events}),
     (re.compile(r"/api/v4/account"), {"GET": account_api.get_account}),
 ]  # fmt: skip

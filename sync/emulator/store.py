@@ -205,12 +205,8 @@ class Account:
 
     def _apply_scalars(self, contact: Contact, scalars: dict[str, Any], *, quiet: bool) -> None:
         old_name, old_responsible = contact.name, contact.responsible_user_id
-        derived = old_name in ("", _joined_name(contact))
-        for name, value in scalars.items():
-            setattr(contact, name, value)
-        # A name typed by hand survives first/last edits; one built from them follows them.
-        if derived and "name" not in scalars and ({"first_name", "last_name"} & scalars.keys()):
-            contact.name = _joined_name(contact)
+        for name, value in scalars.items():  # `name` is a field of its own: first/last edits
+            setattr(contact, name, value)  # leave it as it is (only a create builds it)
         if "responsible_user_id" in scalars:
             contact.group_id = self._group_of(contact.responsible_user_id)
         if quiet:

@@ -112,6 +112,27 @@ def test_relations_deduplicated_and_only_the_configured_ones() -> None:
     assert rows.catalog_elements[0]["quantity"] == 2
 
 
+def test_catalog_elements_read_quantity_and_catalog_id_at_the_top_level_first() -> None:
+    """The reference lists both on the element beside `metadata`; the SDK's shape has them
+    only in `metadata`. The element's own values win; `metadata` fills what it lacks."""
+    elements = [
+        {"id": 12, "quantity": 5, "catalog_id": 14, "metadata": {"quantity": 2, "catalog_id": 13}},
+        {"id": 15, "quantity": 0, "catalog_id": 16, "metadata": {"quantity": 9}},
+        {"id": 17, "quantity": 3, "catalog_id": 18},
+        {"id": 19, "metadata": {"quantity": 4, "catalog_id": 20, "price_id": 21}},
+    ]
+    item = contact(_embedded={"catalog_elements": elements})
+    rows = to_rows([item], FIELDS, with_=("catalog_elements",)).catalog_elements
+    assert [(r["element_id"], r["catalog_id"], r["quantity"]) for r in rows] == [
+        (12, 14, 5),
+        (15, 16, 0),
+        (17, 18, 3),
+        (19, 20, 4),
+    ]
+    assert rows[2]["metadata"] is None
+    assert rows[3]["metadata"] == {"quantity": 4, "catalog_id": 20, "price_id": 21}
+
+
 def test_a_contact_listed_twice_keeps_its_newest_version() -> None:
     rows = to_rows([contact(updated_at=5, name="new"), contact(updated_at=4, name="old")], {}, ())
     assert [r["name"] for r in rows.contacts] == ["new"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from emulator_helpers import NOW, SSL, live_ids
+from emulator_helpers import NOW, SSL, all_pages, live_ids
 
-from sync.emulator import Emulator, serve
+from sync.emulator import Emulator, EmulatorSettings, serve
 
 CONTACTS = "/api/v4/contacts"
 
@@ -137,3 +137,60 @@ def test_admin_reads_are_json(client, path) -> None:
     response = client.get(path)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
+
+
+def test_admin_reads_every_contact_and_chat_link_including_the_trash(client, emulator) -> None:
+    """A test (or an e2e run against a subprocess) can compare a database with the whole
+    account without reaching into the emulator's objects: the API hides the trash's data and
+    the chat links of trashed contacts."""
+    gone = live_ids(emulator)[5]
+    link = client.post("/_emulator/chats", json={"contact_id": gone, "chat_id": "c-gone"}).json()
+    client.post(f"/_emulator/contacts/{gone}/delete")
+    every = client.get("/_emulator/contacts").json()
+    assert [c["id"] for c in every] == sorted(emulator.account.contacts)
+    trash = {c["id"] for c in every if c.get("is_deleted")}
+    assert gone in trash
+    assert trash == {c.id for c in emulator.account.contacts.values() if c.is_deleted}
+    live = next(c for c in every if c["id"] == live_ids(emulator)[0])
+    assert set(live["_embedded"]) >= {"tags", "companies", "leads", "customers"}
+    only_trash = client.get("/_emulator/contacts", params={"deleted": "true"}).json()
+    assert {c["id"] for c in only_trash} == trash
+    only_live = client.get("/_emulator/contacts", params={"deleted": "false"}).json()
+    assert [c["id"] for c in only_live] == live_ids(emulator)
+    assert client.get("/_emulator/contacts", params={"deleted": "maybe"}).status_code == 400
+    links = client.get("/_emulator/chats").json()
+    assert link in links
+    assert [x["id"] for x in links] == sorted(x.id for x in emulator.account.chat_links.values())
+    hidden = client.get("/api/v4/contacts/chats", params={"contact_id": gone})
+    assert hidden.status_code == 204  # the API does not show a trashed contact's links
+    assert emulator.chat_links() == links
+    assert [c["id"] for c in emulator.contacts()] == [c["id"] for c in every]
+
+
+def test_bulk_edit_puts_thousands_into_one_given_second_while_the_clock_runs() -> None:
+    """Issue 12's knob: thousands of contacts in ONE `updated_at` second, over the admin HTTP
+    API and from Python, with the clock running (an explicit second, or the clock's read once)."""
+    emulator = Emulator(EmulatorSettings(contacts=3_200, seed=5, rate_limit=None))
+    ids = live_ids(emulator)[:3_000]
+    second = emulator.clock.now_s() - 3_600  # an hour ago: a window a cursor already passed
+    with serve(emulator) as running, httpx.Client(base_url=running.base_url, verify=SSL) as http:
+        http.headers["Authorization"] = f"Bearer {emulator.long_lived_token}"
+        body = {"contacts": [{"id": i, "first_name": "Bulk"} for i in ids], "updated_at": second}
+        answer = http.patch("/_emulator/contacts", json=body, timeout=60)
+        assert answer.json() == {"updated_at": second}
+        params = {"filter[updated_at][from]": second, "filter[updated_at][to]": second}
+        assert sorted(c["id"] for c in all_pages(http, params)) == ids
+        assert http.patch("/_emulator/contacts", json={"contacts": ids}).status_code == 400
+        wrong = {"contacts": [{"id": ids[0]}], "updated_at": "soon"}
+        assert http.patch("/_emulator/contacts", json=wrong).status_code == 400
+        touched = http.post(
+            "/_emulator/contacts/touch", json={"count": 2_000, "updated_at": second + 1}
+        ).json()["ids"]
+        assert len(touched) == 2_000
+        params = {"filter[updated_at][from]": second + 1, "filter[updated_at][to]": second + 1}
+        assert sorted(c["id"] for c in all_pages(http, params)) == sorted(touched)
+    stamp = emulator.update_contacts([{"id": i, "last_name": "Py"} for i in ids])
+    assert {emulator.account.contacts[i].updated_at for i in ids} == {stamp}
+    assert emulator.update_contacts([{"id": ids[0]}], at=second + 2) == second + 2
+    assert emulator.touch_contacts(ids[:10], at=second + 3) == ids[:10]
+    assert {emulator.account.contacts[i].updated_at for i in ids[:10]} == {second + 3}

@@ -160,3 +160,84 @@ def test_an_emulator_bug_still_answers_a_500_problem(client, emulator, monkeypat
     assert response.status_code == 500
     assert response.json()["trace_id"]
     assert "emulator_request_crashed" in caplog.text
+
+
+def _busiest_second(emulator) -> tuple[int, list[int]]:
+    """The seeded "bulk import" second with the most live contacts, and their ids."""
+    by_second: dict[int, list[int]] = {}
+    for contact_id in live_ids(emulator):
+        by_second.setdefault(emulator.account.contacts[contact_id].updated_at, []).append(
+            contact_id
+        )
+    second = max(by_second, key=lambda s: len(by_second[s]))
+    return second, by_second[second]
+
+
+@pytest.mark.parametrize("kind", ["drift", "edit", "vanish", "revive"])
+def test_walk_faults_fire_on_every_list_request_keyset_and_ties_included(
+    client, emulator, kind
+) -> None:
+    """Issue 12's knob: with `times: null` a change happens before EVERY contacts list request,
+    whatever its shape: page-number pages, `filter[updated_at][from]` keyset requests, a tie
+    second read by `order[id]`, and trash scans (`with=only_deleted`)."""
+    for contact_id in live_ids(emulator)[-8:]:
+        emulator.delete_contact(contact_id)  # something in the trash for `revive`
+    tie, tie_ids = _busiest_second(emulator)
+    assert len(tie_ids) > 3
+    rule = {"kind": kind, "path": CONTACTS, "times": None}
+    assert client.post("/_emulator/faults", json=rule).status_code == 200
+    walk = [
+        {"limit": 50},
+        {"filter[updated_at][from]": tie - 86_400, "order[updated_at]": "asc", "limit": 50},
+        {"filter[updated_at][from]": tie, "filter[updated_at][to]": tie, "order[id]": "asc",
+         "limit": 2},
+        {"filter[updated_at][from]": tie, "filter[updated_at][to]": tie, "order[id]": "asc",
+         "limit": 2, "page": 2},
+        {"with": "only_deleted", "limit": 50},
+    ]  # fmt: skip
+    for number, params in enumerate(walk, start=1):
+        version = emulator.account.version
+        trash = {c.id for c in emulator.account.contacts.values() if c.is_deleted}
+        assert client.get(CONTACTS, params=params).status_code in {200, 204}
+        assert emulator.account.version == version + 1, params  # one contact changed
+        (armed,) = client.get("/_emulator/faults").json()
+        assert armed["fired"] == number
+        if number == 3 and kind != "revive":  # the tie request hit the tie's first contact
+            first = emulator.account.contacts[tie_ids[0]]
+            assert first.updated_at != tie
+            assert first.is_deleted == (kind == "vanish")
+            assert first.name.endswith(" ✎3") == (kind == "edit")  # the third edit
+        now_trash = {c.id for c in emulator.account.contacts.values() if c.is_deleted}
+        if kind == "vanish":  # a live contact went, also during the trash scan
+            assert len(now_trash - trash) == 1
+        if kind == "revive":
+            assert len(trash - now_trash) == 1
+    client.get(f"{CONTACTS}/{tie_ids[-1]}")
+    client.get("/api/v4/events")
+    assert client.get("/_emulator/faults").json()[0]["fired"] == len(walk)  # lists only
+
+
+@pytest.mark.parametrize("kind", ["drift", "edit", "vanish"])
+def test_walk_faults_can_hit_rows_a_walk_has_not_reached(client, emulator, kind) -> None:
+    """`pick: "last"` changes the end of the request's list (rows a keyset walk reads last),
+    `pick: "random"` a seeded choice among the rows the request's filters select."""
+    tie, tie_ids = _busiest_second(emulator)
+    keyset = {"filter[updated_at][from]": tie - 86_400, "order[updated_at]": "asc", "limit": 5}
+    ahead = [c["id"] for c in all_pages(client, keyset)][-2:]
+    client.post("/_emulator/faults", json={"kind": kind, "path": CONTACTS, "pick": "last",
+                                           "touch": 2})  # fmt: skip
+    first_page = client.get(CONTACTS, params=keyset).json()["_embedded"]["contacts"]
+    assert not {c["id"] for c in first_page} & set(ahead)
+    hit = [emulator.account.contacts[i] for i in ahead]
+    assert all(c.is_deleted == (kind == "vanish") for c in hit)
+    assert all(c.updated_at == emulator.clock.now_s() for c in hit)
+    client.post("/_emulator/faults", json={"kind": kind, "path": CONTACTS, "pick": "random",
+                                           "touch": 3})  # fmt: skip
+    before = {i: emulator.account.contacts[i].updated_at for i in live_ids(emulator)}
+    tie_query = {"filter[updated_at][from]": tie, "filter[updated_at][to]": tie, "limit": 1}
+    client.get(CONTACTS, params=tie_query)
+    changed = {i for i, stamp in before.items() if emulator.account.contacts[i].updated_at != stamp}
+    assert len(changed) == 3
+    assert changed <= set(tie_ids)  # within what the request's filters select
+    wrong = client.post("/_emulator/faults", json={"kind": kind, "pick": "middle"})
+    assert wrong.status_code == 400

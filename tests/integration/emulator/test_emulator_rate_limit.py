@@ -106,3 +106,29 @@ def test_limit_can_be_switched_off(limited, emulator) -> None:
     limited.patch("/_emulator/controls", json={"rate_limit": None})
     statuses = {limited.get(CONTACTS, params={"limit": 1}).status_code for _ in range(15)}
     assert statuses == {200}
+
+
+def test_issue_12_limits_over_the_admin_api_without_timing(make_settings) -> None:
+    """The account budget below a client's own limit, the 403 block after repeated 429s and an
+    access token that dies after N requests, all switched on at run time through
+    `PATCH /_emulator/controls` (how e2e tests reach an emulator subprocess). An hour-long window
+    makes the counts independent of how fast this machine sends."""
+    emulator = Emulator(make_settings(rate_limit=7.0, rate_limit_window_s=3_600.0,
+                                      block_after_violations=None))  # fmt: skip
+    with serve(emulator) as running, httpx.Client(base_url=running.base_url, verify=SSL) as http:
+        controls = {"account_rate_limit": 3, "block_after_violations": 2}
+        assert http.patch("/_emulator/controls", json=controls).json()["account_rate_limit"] == 3
+        long_lived = {"Authorization": f"Bearer {emulator.long_lived_token}"}
+        statuses = [http.get(CONTACTS, headers=long_lived).status_code for _ in range(6)]
+        # the 4th request is this client's 4th of its own 7: the account's budget refused it
+        assert statuses == [200, 200, 200, 429, 429, 403]
+        assert http.get("/_emulator/state").json()["rate_limit"]["blocked"]
+        http.post("/_emulator/unblock")  # lifts the block and empties the windows
+        http.patch("/_emulator/controls", json={"account_rate_limit": None})
+        statuses = [http.get(CONTACTS, headers=long_lived).status_code for _ in range(8)]
+        assert statuses == [200] * 7 + [429]  # the client's own 7 again
+        http.patch("/_emulator/controls", json={"rate_limit": None, "token_max_requests": 2})
+        pair = http.post("/_emulator/oauth/tokens").json()
+        oauth = {"Authorization": f"Bearer {pair['access_token']}"}
+        assert [http.get(CONTACTS, headers=oauth).status_code for _ in range(3)] == [200, 200, 401]
+        assert http.get(CONTACTS, headers=long_lived).status_code == 200  # OAuth tokens only
