@@ -35,15 +35,15 @@ class Ctx:
             raise ApiProblem(400, "Request body is not valid JSON") from exc
 
     def page_and_limit(self, default: int, maximum: int) -> tuple[int, int]:
-        """`page` (1-based: 0 or less is a 400) and `limit`, clamped to `maximum` (a larger
-        limit is not an error)."""
+        """`page` (1-based: 0 or less is a 400) and `limit`; a limit above `maximum` is not an
+        error: the list silently falls back to `default` per page (fact sheet §16)."""
         page = int_param(self.request.query, "page", 1)
         limit = int_param(self.request.query, "limit", default)
         if page is None or limit is None:
             raise ApiProblem(400, "page and limit must be integers")
         if page < 1:
             raise ApiProblem(400, f"page must be 1 or more (pages are numbered from 1), got {page}")
-        return page, min(max(limit, 1), maximum)
+        return page, default if limit > maximum else max(limit, 1)
 
     def paged(
         self,

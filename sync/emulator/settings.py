@@ -70,7 +70,7 @@ class EmulatorSettings:
     inclusive_date_bounds: bool = True
     tie_break: TieBreak = "asc"  # id order among equal sort keys
     default_page_limit: int = 50
-    max_page_limit: int = 250  # a larger `limit` is clamped to this
+    max_page_limit: int = 250  # a larger `limit` falls back to default_page_limit (§16)
     max_batch: int = 250  # more entities in one POST/PATCH gives 422
     events_page_limit: int = 250  # amocrm.ru documents 100
     honour_client_updated_at: bool = False

@@ -87,11 +87,13 @@ def test_a_page_below_1_or_not_a_number_is_a_400(client: httpx.Client, path, pag
     assert client.get(path, params={"page": 1, "limit": 5}).status_code == 200
 
 
-def test_limit_defaults_to_50_and_is_clamped_to_250(make_settings) -> None:
+def test_limit_defaults_to_50_and_falls_back_to_50_above_250(make_settings) -> None:
     emulator = Emulator(make_settings(contacts=600))
     with in_process_client(emulator) as http:
         assert len(contacts_of(http.get("/api/v4/contacts"))) == 50
-        assert len(contacts_of(http.get("/api/v4/contacts", params={"limit": 1000}))) == 250
+        assert len(contacts_of(http.get("/api/v4/contacts", params={"limit": 250}))) == 250
+        # amoCRM does not refuse a larger limit: it silently serves its default page (§16)
+        assert len(contacts_of(http.get("/api/v4/contacts", params={"limit": 251}))) == 50
 
 
 def test_no_match_is_an_empty_204(client: httpx.Client) -> None:
