@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.exc import DBAPIError
 
-from sync import cli_ops
+from sync import cli_ops, cli_webhooks
 from sync.config import Config, load_config
 from sync.db.diag import error_line
 from sync.emulator.command import emulator_command
@@ -182,6 +182,7 @@ cli.add_command(emulator_command, "emulator")
 cli.add_command(cli_ops.run)
 cli.add_command(cli_ops.resync)
 cli.add_command(cli_ops.status)
+cli.add_command(cli_webhooks.webhooks)
 db.add_command(cli_ops.grant_reader)
 
 
