@@ -53,7 +53,7 @@ def _ours(client: AmoClient, config: WebhooksConfig) -> tuple[Webhook | None, li
     prefix, destination = prefix_of(config), config.destination
     hooks = client.list_webhooks()
     ours = next((h for h in hooks if h.destination == destination), None)
-    stale = [h for h in hooks if h.destination.startswith(prefix) and h is not ours]
+    stale = [h for h in hooks if h.destination.startswith(prefix) and h.destination != destination]
     return ours, stale
 
 

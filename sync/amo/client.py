@@ -251,8 +251,8 @@ class AmoClient:
     def subscribe_webhook(
         self, destination: str, settings: Sequence[str], *, sort: int | None = None
     ) -> Webhook:
-        """`POST /api/v4/webhooks`. Retried like a read: amoCRM keeps one hook per
-        destination, so sending the same subscription twice leaves one."""
+        """`POST /api/v4/webhooks`. Retried like a read: a subscription is a whole state (the
+        emulator keeps one hook per destination; amoCRM does not document a repeated one)."""
         body: dict[str, Any] = {"destination": destination, "settings": list(settings)}
         if sort is not None:
             body["sort"] = sort
