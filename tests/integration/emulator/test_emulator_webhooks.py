@@ -4,6 +4,9 @@ loss, duplicates, batching, retries, the auto-disable rule."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -389,3 +392,22 @@ def test_starting_knobs_come_from_the_settings() -> None:
     assert emulator.webhooks.dispatcher.controls().batch_max == 7
     with pytest.raises(ValueError, match="loss_rate"):
         HookControls().changed({"loss_rate": -0.1})
+
+
+def test_the_command_takes_webhook_knobs() -> None:
+    """`amosync emulator --webhook KEY=VALUE`: the knobs reach the running emulator; a bad one
+    is a usage error (exit 2) naming it."""
+    base = [sys.executable, "-m", "sync", "emulator", "--port", "0", "--contacts", "5"]
+    bad = subprocess.run([*base, "--webhook", "loss_rate=2"], capture_output=True, text=True,
+                         timeout=60, check=False)  # fmt: skip
+    assert bad.returncode == 2
+    assert "loss_rate must be between 0 and 1" in bad.stderr
+    knobs = ["--webhook", "delay_ms=250", "--webhook", "retry=false", "--webhook", "batch_max=7"]
+    with subprocess.Popen([*base, *knobs], stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        admin = next(line for line in process.stdout if line.startswith("admin="))
+        base_url = admin.strip().removeprefix("admin=").removesuffix("/_emulator/state")
+        knobs_seen = httpx.get(f"{base_url}/_emulator/webhooks/controls", timeout=10).json()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    assert (knobs_seen["delay_ms"], knobs_seen["retry"], knobs_seen["batch_max"]) == (250, False, 7)
