@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.exc import DBAPIError
 
-from sync import cli_ops
+from sync import cli_ops, cli_webhooks
 from sync.config import Config, load_config
 from sync.db.diag import error_line
 from sync.errors import SyncError, UsageError
@@ -216,6 +216,7 @@ cli.add_command(
 cli.add_command(cli_ops.run)
 cli.add_command(cli_ops.resync)
 cli.add_command(cli_ops.status)
+cli.add_command(cli_webhooks.webhooks)
 db.add_command(cli_ops.grant_reader)
 
 

@@ -28,10 +28,12 @@ from sync.config_checks import (
     cron,
     database_url,
     field_policies,
+    hook_secret,
     is_loopback_host,
     one_of,
     positive,
     printable,
+    public_url,
     schema_name,
     secret_text,
     subset_of,
@@ -170,6 +172,33 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class WebhooksConfig:
+    """amoCRM webhooks as hints: `amosync run` serves POST /webhooks/amocrm/<secret>, and
+    `amosync webhooks register` subscribes public_url + that path."""
+
+    enabled: bool = _key(False)
+    public_url: str = _key("", public_url)
+    secret: Secret = _key(Secret(""), secret_text, hook_secret, secret=True)
+
+    HOOK_PATH = "/webhooks/amocrm/"
+
+    @property
+    def destination(self) -> str:
+        """The URL amoCRM posts to (holds the secret: never print or log it; see `masked`)."""
+        return self.public_url.rstrip("/") + self.HOOK_PATH + self.secret.reveal()
+
+    @property
+    def masked_destination(self) -> str:
+        """`destination` with all but the secret's first 4 characters hidden."""
+        return self.public_url.rstrip("/") + self.HOOK_PATH + mask_secret(self.secret.reveal())
+
+
+def mask_secret(secret: str) -> str:
+    """The first 4 characters and an ellipsis: enough to tell two secrets apart."""
+    return secret[:4] + "…" if secret else ""
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = _key("info", one_of("debug", "info", "warning", "error"))
     format: str = _key("auto", one_of("auto", "json", "console"))
@@ -181,6 +210,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "defaults"  # the file the values came from, for messages
 
@@ -220,6 +250,7 @@ def load_config(
     loader.report_unknown_env()
     problems.extend(_auth_problems(config.amocrm))
     problems.extend(_rate_problems(config.amocrm))
+    problems.extend(_webhook_problems(config.webhooks, problems))
     if problems:
         raise ConfigError(problems)
     return config
@@ -403,6 +434,14 @@ def _auth_problems(amo: AmoCrmConfig) -> list[ConfigProblem]:
                     )
                 )
     return problems
+
+
+def _webhook_problems(hooks: WebhooksConfig, found: list[ConfigProblem]) -> list[ConfigProblem]:
+    """Enabled webhooks need a secret (the daemon must not serve a guessable path)."""
+    if hooks.enabled and not hooks.secret and not any(p.key == "webhooks.secret" for p in found):
+        return [ConfigProblem("webhooks.secret", "not set", "required when webhooks.enabled "
+                              "is true: the hook path is /webhooks/amocrm/<secret>")]  # fmt: skip
+    return []
 
 
 def _rate_problems(amo: AmoCrmConfig) -> list[ConfigProblem]:

@@ -106,6 +106,52 @@ def amocrm_url(value: Any) -> str | None:
     return None
 
 
+# The hook path is /webhooks/amocrm/<secret>: the secret is its only protection (amoCRM does not
+# sign hooks), so it must be long enough not to be guessed, and made of characters a URL path
+# carries unchanged (RFC 3986 unreserved).
+HOOK_SECRET_MIN, HOOK_SECRET_MAX = 16, 128
+_HOOK_SECRET = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def hook_secret(value: Any) -> str | None:
+    """`webhooks.secret`: empty (webhooks off), or 16..128 URL-safe characters; never shown."""
+    text = value.reveal() if hasattr(value, "reveal") else str(value)
+    if not text:
+        return None
+    if not _HOOK_SECRET.fullmatch(text):
+        return (
+            "must use only letters, digits and - . _ ~ (it is a URL path segment); value not "
+            "shown. Generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    if not HOOK_SECRET_MIN <= len(text) <= HOOK_SECRET_MAX:
+        return (
+            f"must be {HOOK_SECRET_MIN} to {HOOK_SECRET_MAX} characters long (it is the hook "
+            f"path's only protection), got {len(text)}; value not shown"
+        )
+    return None
+
+
+def public_url(value: Any) -> str | None:
+    """`webhooks.public_url`: empty, or the https:// address amoCRM reaches the daemon at
+    (http:// only for a loopback host, e.g. the emulator in tests)."""
+    if not value:
+        return None
+    parts = urlsplit(value)
+    clean = not printable(value) and value == value.strip()
+    if not (clean and parts.scheme in ("http", "https") and parts.hostname):
+        return "must be an absolute https:// URL such as https://sync.example.com, without spaces"
+    if "@" in parts.netloc:
+        return "must not carry credentials (user:password@); amoCRM posts to it as it is"
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        return (
+            "must be https:// (amoCRM would post the hook path, which holds the secret, in "
+            "clear); plain http:// is allowed only for 127.0.0.1 or localhost"
+        )
+    if parts.query or parts.fragment:
+        return "must not have a query or fragment (the hook path is appended to it)"
+    return None
+
+
 def database_url(value: Any) -> str | None:
     url = value.reveal()
     if not url:

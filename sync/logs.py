@@ -38,6 +38,8 @@ _SECRET_PATTERNS = (
         re.compile(r"(?i)((?:access_token|refresh_token|client_secret|code|password)=)[^&\s\"']+"),
         r"\1" + REDACTED,
     ),
+    # the daemon's hook path ends in the webhook secret
+    (re.compile(r"(/webhooks/amocrm/)[^/?#\s\"']+"), r"\1" + REDACTED),
 )
 
 

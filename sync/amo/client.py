@@ -24,6 +24,7 @@ import httpx
 from sync.amo.auth import OAuthTokens, StaticToken, TokenProvider, TokenStorage
 from sync.amo.backoff import Backoff
 from sync.amo.budget import BudgetStore
+from sync.amo.hooks import WEBHOOKS, Webhook, parse_webhook, parse_webhooks
 from sync.amo.pages import MAX_LIMIT, Page, iter_pages
 from sync.amo.ratelimit import RateLimiter, shared_limiter
 from sync.amo.reconcile import find_created, find_linked, find_updated, newest_contact_id
@@ -31,7 +32,7 @@ from sync.amo.session import AmoSession, Reply
 from sync.amo.writes import Item, WriteResult, parse_results, prepare, run_writes
 from sync.clock import Clock
 from sync.config import AmoCrmConfig
-from sync.errors import AmoAuthError, InvariantError
+from sync.errors import AmoAuthError, AmoError, InvariantError
 
 CONTACTS = "/api/v4/contacts"
 CHATS = "/api/v4/contacts/chats"
@@ -239,6 +240,33 @@ class AmoClient:
         if not isinstance(reply.data, dict):
             raise InvariantError("amoCRM answered /api/v4/account without an account")
         return reply.data
+
+    # --- webhooks ------------------------------------------------------------------------------
+
+    def list_webhooks(self, *, destination: str | None = None) -> list[Webhook]:
+        """`GET /api/v4/webhooks`, all of them or those posting to `destination` (exact)."""
+        params = {"filter": {"destination": destination}} if destination else None
+        return parse_webhooks(self.get(WEBHOOKS, params).data)
+
+    def subscribe_webhook(
+        self, destination: str, settings: Sequence[str], *, sort: int | None = None
+    ) -> Webhook:
+        """`POST /api/v4/webhooks`. Retried like a read: a subscription is a whole state (the
+        emulator keeps one hook per destination; amoCRM does not document a repeated one)."""
+        body: dict[str, Any] = {"destination": destination, "settings": list(settings)}
+        if sort is not None:
+            body["sort"] = sort
+        return parse_webhook(self.session.send("POST", WEBHOOKS, json=body).data)
+
+    def unsubscribe_webhook(self, destination: str) -> bool:
+        """`DELETE /api/v4/webhooks`; False when no hook posts to `destination` (404)."""
+        try:
+            self.session.send("DELETE", WEBHOOKS, json={"destination": destination})
+        except AmoError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     # --- writes --------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sync.emulator.faults import FaultRule
 from sync.emulator.problems import ApiProblem
+from sync.emulator.webhooks_admin import WEBHOOK_ADMIN_ROUTES
 from sync.emulator.wire import PLAIN_JSON, BadJson, Request, Response, json_response
 
 if TYPE_CHECKING:
@@ -235,4 +236,5 @@ ADMIN_ROUTES: list[tuple[str, dict[str, AdminHandler]]] = [
     (r"/tokens/expire", {"POST": _expire}),
     (r"/tokens/revoke", {"POST": _revoke}),
     (r"/requests", {"GET": _requests, "DELETE": _requests}),
+    *WEBHOOK_ADMIN_ROUTES,
 ]

@@ -11,6 +11,7 @@ from types import FrameType
 import click
 
 from sync.emulator.core import Emulator
+from sync.emulator.hook_controls import HookControls, parse_assignments
 from sync.emulator.server import start
 from sync.emulator.settings import EmulatorSettings
 
@@ -64,6 +65,13 @@ from sync.emulator.settings import EmulatorSettings
     help="Require X-Emulator-Key on /_emulator/ (or $AMOSYNC_EMULATOR_ADMIN_KEY).",
 )
 @click.option("--list-lag-s", default=0.0, help="Lists show each contact as of N s ago.")
+@click.option(
+    "--webhook",
+    "webhook",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A webhook delivery knob, e.g. delay_ms=500, loss_rate=0.1 (repeatable).",
+)
 def emulator_command(  # noqa: PLR0917 - click passes every option positionally by name
     host: str,
     port: int,
@@ -86,6 +94,7 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
     filters_off: bool,
     admin_key: str | None,
     list_lag_s: float,
+    webhook: tuple[str, ...],
 ) -> None:
     """Run the local amoCRM API v4 emulator (contacts, events, fields, account, chats, OAuth)."""
     settings = EmulatorSettings(
@@ -97,7 +106,7 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
         auth_mode=auth_mode,  # type: ignore[arg-type]
         access_token_ttl_s=access_token_ttl, token_max_requests=token_max_requests or None,
         api_filter_enabled=not filters_off,
-        admin_key=admin_key, list_lag_s=list_lag_s,
+        admin_key=admin_key, list_lag_s=list_lag_s, webhooks=_hook_controls(webhook),
     )  # fmt: skip
     started = time.perf_counter()
     emulator = Emulator(settings)
@@ -114,6 +123,13 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
     _wait_for_signal()
     server.stop()
     click.echo("emulator stopped")
+
+
+def _hook_controls(pairs: tuple[str, ...]) -> HookControls:
+    try:
+        return parse_assignments(pairs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--webhook") from exc
 
 
 def _announce(emulator: Emulator, base_url: str, seconds: float) -> None:

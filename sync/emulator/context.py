@@ -26,6 +26,7 @@ class Ctx:
     base: str  # absolute scheme://host[:port] for _links
     filters_enabled: bool
     list_lag_s: float = 0.0
+    webhooks: Any = None  # the account's `Webhooks` (for /api/v4/webhooks)
 
     def body(self) -> Any:
         """The parsed JSON body (None when empty); 400 problem when it is not JSON."""

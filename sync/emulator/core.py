@@ -37,6 +37,7 @@ from sync.emulator.routes import LIST_PATHS, dispatch, is_write, normalise_path
 from sync.emulator.seed import generate
 from sync.emulator.settings import EmulatorSettings
 from sync.emulator.store import Account
+from sync.emulator.webhooks import Webhooks
 from sync.emulator.wire import PLAIN_JSON, PROBLEM, BadJson, Request, Response, json_response
 from sync.emulator.writes import parse_entities
 
@@ -74,6 +75,11 @@ class Emulator:
         """Back to the seeded account: faults, log, tokens, the block and switches cleared."""
         s = self.settings
         self.account = Account(s, self.clock, generate(s))
+        previous = getattr(self, "webhooks", None)
+        if previous is not None:
+            previous.close()  # its subscriptions and queued hooks go with the old account
+        self.webhooks: Webhooks = Webhooks(self.account, self.clock, s.webhooks, seed=s.seed)
+        self.account.listeners.append(self.webhooks.on_change)
         self.tokens = TokenBook(s, self.clock)
         self.limiter = RateLimiter(
             s.rate_limit, s.rate_limit_window_s, s.block_after_violations,
@@ -154,7 +160,7 @@ class Emulator:
         controls = self.controls()
         return Ctx(
             request, self.account, self.clock, base, controls.api_filter_enabled,
-            controls.list_lag_s,
+            controls.list_lag_s, self.webhooks,
         )  # fmt: skip
 
     def _latency(self, controls: Controls) -> float:

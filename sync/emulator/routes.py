@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from sync.emulator import account_api, contacts_api, other_api
+from sync.emulator import account_api, contacts_api, other_api, webhooks_api
 from sync.emulator.context import Ctx
 from sync.emulator.problems import ApiProblem
 from sync.emulator.wire import Response
@@ -30,6 +30,11 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
     }),
     (re.compile(r"/api/v4/events"), {"GET": other_api.list_events}),
     (re.compile(r"/api/v4/account"), {"GET": account_api.get_account}),
+    (re.compile(r"/api/v4/webhooks"), {
+        "GET": webhooks_api.list_webhooks,
+        "POST": webhooks_api.subscribe,
+        "DELETE": webhooks_api.unsubscribe,
+    }),
 ]  # fmt: skip
 
 LIST_PATHS = ("/api/v4/contacts", "/api/v4/events")

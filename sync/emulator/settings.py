@@ -7,8 +7,10 @@ only the starting values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from sync.emulator.hook_controls import HookControls
 
 AuthMode = Literal["any", "long_lived", "oauth"]
 RateLimitBody = Literal["json", "html"]
@@ -75,3 +77,6 @@ class EmulatorSettings:
     events_page_limit: int = 250  # amocrm.ru documents 100
     honour_client_updated_at: bool = False
     list_lag_s: float = 0.0  # eventual consistency: lists show the version of this long ago
+
+    # --- webhooks: delivery delay, loss, duplicates, batching, retries, the disable rule -----
+    webhooks: HookControls = field(default_factory=HookControls)

@@ -59,6 +59,8 @@ class Account:
         self._load_contacts(seed.contacts)
         self._next_link_id = 700_001 + len(seed.chat_links)
         self._next_tag_id = max(self.tags, default=900_000) + 1
+        # called under the lock after every change: (add|update|delete|restore|responsible, contact)
+        self.listeners: list[Callable[[str, Contact], None]] = []
 
     def _load_contacts(self, contacts: list[Contact]) -> None:
         for contact in contacts:
@@ -146,6 +148,7 @@ class Account:
         contact.name = contact.name or _joined_name(contact)
         self._event("contact_added", contact, contact.created_by, now)
         self._finish(contact)
+        self._announce("add", contact)
         return contact
 
     def update(self, patch: ContactPatch, now: int, actor: int) -> Contact:
@@ -153,9 +156,13 @@ class Account:
         contact = self.contacts[patch.contact_id]
         self._keep_previous(contact.id, contact)
         self._unlist(contact)
+        responsible = contact.responsible_user_id
         contact.updated_by, contact.updated_at = actor, now
         self._apply(contact, patch, quiet=False)
         self._finish(contact)
+        self._announce("update", contact)
+        if contact.responsible_user_id != responsible:
+            self._announce("responsible", contact)
         return contact
 
     def touch(self, contact: Contact, now: int, actor: int) -> None:
@@ -164,6 +171,7 @@ class Account:
         self._unlist(contact)
         contact.updated_at, contact.updated_by = now, actor
         self.changed(contact)
+        self._announce("update", contact)
 
     def trash(self, contact: Contact, now: int, actor: int) -> None:
         self._keep_previous(contact.id, contact)
@@ -171,6 +179,7 @@ class Account:
         contact.is_deleted, contact.updated_at, contact.updated_by = True, now, actor
         self._event("contact_deleted", contact, actor, now)
         self.changed(contact)
+        self._announce("delete", contact)
 
     def restore(self, contact: Contact, now: int, actor: int) -> None:
         self._keep_previous(contact.id, contact)
@@ -178,6 +187,7 @@ class Account:
         contact.is_deleted, contact.updated_at, contact.updated_by = False, now, actor
         self._event("contact_restored", contact, actor, now)
         self.changed(contact)
+        self._announce("restore", contact)
 
     def link_chat(self, contact_id: int, chat_id: str) -> ChatLink:
         """Link a chat to a contact; a chat belongs to one contact, so relinking moves it."""
@@ -188,6 +198,10 @@ class Account:
         self._next_link_id += 1
         self.chat_links[chat_id] = link
         return link
+
+    def _announce(self, change: str, contact: Contact) -> None:
+        for listener in self.listeners:
+            listener(change, contact)
 
     def _finish(self, contact: Contact) -> None:
         contact.search_text = None
