@@ -20,7 +20,7 @@ from sync.conflicts import (
     split,
     write_values,
 )
-from sync.db.outbox import Change, PendingUpdate
+from sync.push_items import Change, PendingUpdate
 from sync.push_plan import plan_update, to_create_payload
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
