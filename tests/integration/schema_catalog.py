@@ -9,7 +9,10 @@ import difflib
 import pprint
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+
+from sync.config import DatabaseConfig
+from sync.db.migrate import upgrade
 
 Catalog = dict[str, list[tuple[object, ...]]]
 
@@ -78,3 +81,18 @@ def differences(actual: Catalog, expected: Catalog) -> str:
             )
             parts.append(f"{kind}:\n" + "\n".join(lines))
     return "\n\n".join(parts)
+
+
+def schema_of(db: DatabaseConfig) -> Catalog:
+    """The catalog of the configured schema."""
+    engine = sa.create_engine(make_url(db.url.reveal()))
+    try:
+        return catalog(engine, db.schema)
+    finally:
+        engine.dispose()
+
+
+def fresh_install(db: DatabaseConfig) -> Catalog:
+    """The catalog of `db` after this code's `db upgrade` from nothing."""
+    upgrade(db)
+    return schema_of(db)

@@ -9,19 +9,19 @@ Each step is also reversible: downgrading a revision gives back the schema befor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import sqlalchemy as sa
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import make_url
 
-from sync.config import DatabaseConfig, Secret
+from sync.config import DatabaseConfig
 from sync.db import definitions
 from sync.db.engine import create_engine
 from sync.db.migrate import downgrade, script_location, upgrade
-from tests.integration.schema_catalog import Catalog, catalog, differences
+from tests.integration.schema_catalog import (
+    Catalog,
+    differences,
+    schema_of,
+)
 
 SCHEMA = "amocrm"
 
@@ -31,22 +31,6 @@ def revisions_in_order() -> list[str]:
     config.set_main_option("script_location", script_location())
     scripts = ScriptDirectory.from_config(config)
     return [script.revision for script in reversed(list(scripts.walk_revisions()))]
-
-
-@pytest.fixture
-def code_db_config(_databases: object) -> Iterator[DatabaseConfig]:
-    """A second fresh database, for the schema built from the code."""
-    url = _databases.create()  # type: ignore[attr-defined]
-    yield DatabaseConfig(url=Secret(url.render_as_string(hide_password=False)), schema=SCHEMA)
-    _databases.drop(url)  # type: ignore[attr-defined]
-
-
-def schema_of(db: DatabaseConfig) -> Catalog:
-    engine = sa.create_engine(make_url(db.url.reveal()))
-    try:
-        return catalog(engine, db.schema)
-    finally:
-        engine.dispose()
 
 
 def built_from_the_code(db: DatabaseConfig) -> Catalog:
@@ -67,9 +51,9 @@ def test_revisions_form_one_line_from_the_first() -> None:
 
 @pytest.mark.slow
 def test_upgrading_step_by_step_ends_at_the_schema_the_code_expects(
-    blank_db_config: DatabaseConfig, code_db_config: DatabaseConfig
+    blank_db_config: DatabaseConfig, other_blank_db_config: DatabaseConfig
 ) -> None:
-    expected = built_from_the_code(code_db_config)
+    expected = built_from_the_code(other_blank_db_config)
     assert all(expected[kind] for kind in ("functions", "triggers", "views"))
     before = None
     for revision in revisions_in_order():
