@@ -5,6 +5,7 @@
   Handles are fine — `sqlalchemy.engine` (`Engine`, `Connection`) passes through the layers
   above, and they write no SQL with it without `sqlalchemy` itself;
 - HTTP stays in `sync/amo` (and the emulator, which is an HTTP server and client of its own);
+  serving HTTP (`http.server` for /healthz, /metrics, webhooks) is not a client and is allowed;
 - the engine never imports the emulator (only `cli*` and `demo` start it), and the emulator
   imports nothing from the engine;
 - `sync/amo` and `sync/db` are siblings below the use cases: neither imports the other, nor
