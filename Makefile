@@ -19,8 +19,8 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check sync tests bench
-	$(BIN)/ruff format --check sync tests bench
+	$(BIN)/ruff check sync tests bench migrations
+	$(BIN)/ruff format --check sync tests bench migrations
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

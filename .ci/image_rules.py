@@ -5,7 +5,8 @@
 Dockerfile: every image comes from BASE_IMAGE; every pip install is --no-deps, and from a
 requirements file only with --require-hashes (so nothing is resolved at build time); psql is
 installed; the last stage runs as a non-root user; the HEALTHCHECK probes /livez on
-AMOSYNC_DAEMON__HTTP_PORT. Compose file: a structural check (what `docker compose config` would
+AMOSYNC_DAEMON__HTTP_PORT; the build copies every directory the wheel is built from (`sync`, and
+`migrations`, which the wheel installs as `sync.migrations`). Compose file: a structural check (what `docker compose config` would
 refuse: unknown top-level keys, a service without image or build, references to undeclared
 services or volumes, ports on a service that shares another's network), and the rules that
 PostgreSQL is not published on the host's port 5432 and every port binds to loopback only.
@@ -24,6 +25,8 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]
 
 TOP_LEVEL = {"version", "name", "services", "volumes", "networks", "configs", "secrets"}
+# What `pip wheel .` reads besides pyproject.toml: without one, the image's wheel lacks it.
+WHEEL_SOURCES = ("sync", "migrations")
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -83,6 +86,18 @@ def dockerfile_problems(text: str) -> list[str]:
     ]
     if not any(w == "ARG" and r.startswith("BASE_IMAGE=") for w, r in steps):
         problems.append("no ARG BASE_IMAGE=<default> before the first FROM")
+    copied = {
+        source.rstrip("/").removeprefix("./")
+        for word, rest in steps
+        if word == "COPY"
+        for source in shlex.split(rest)[:-1]
+        if not source.startswith("--")
+    }
+    problems += [
+        f"no COPY of {source}/ before the wheel is built: the image would lack it"
+        for source in WHEEL_SOURCES
+        if source not in copied
+    ]
     final = last_stage(steps)
     if not any(w == "RUN" and "postgresql-client" in r for w, r in final):
         problems.append("the final stage does not install postgresql-client (db shell needs psql)")

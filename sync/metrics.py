@@ -34,7 +34,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-import httpx
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -49,8 +48,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from sync.amo.responses import network_reason
-from sync.amo.session import host_port
+from sync.amo.observe import Transport, observed_transport
 from sync.db import status as queries
 from sync.db.diag import error_line
 from sync.db.status import RunRow
@@ -222,33 +220,24 @@ def jwt_expiry(token: str) -> float | None:
     return float(exp) if isinstance(exp, int | float) else None
 
 
-class ObservedTransport(httpx.BaseTransport):
-    """Wraps the real transport of the amoCRM client: counts every answer, tells `Health`."""
+class _AmoTraffic:
+    """Counts every answer of amoCRM and tells `Health` (a `TrafficObserver` of the client)."""
 
-    def __init__(self, inner: httpx.BaseTransport, metrics: Metrics, health: Health) -> None:
-        self._inner = inner
+    def __init__(self, metrics: Metrics, health: Health) -> None:
         self._metrics = metrics
         self._health = health
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            response = self._inner.handle_request(request)
-        except httpx.TransportError as exc:
-            self._metrics.requests.labels(request.method, "error").inc()
-            where = host_port(str(request.url))
-            self._health.amocrm_unreachable(f"{network_reason(exc)} ({where})")
-            raise
-        self._metrics.requests.labels(request.method, str(response.status_code)).inc()
-        if response.status_code == 429:
+    def answered(self, method: str, status: int) -> None:
+        self._metrics.requests.labels(method, str(status)).inc()
+        if status == 429:
             self._metrics.rate_limited.inc()
-        self._health.amocrm_answered(response.status_code)
-        return response
+        self._health.amocrm_answered(status)
 
-    def close(self) -> None:
-        self._inner.close()
+    def unreachable(self, method: str, reason: str) -> None:
+        self._metrics.requests.labels(method, "error").inc()
+        self._health.amocrm_unreachable(reason)
 
 
-def amocrm_transport(metrics: Metrics, health: Health) -> ObservedTransport:
+def amocrm_transport(metrics: Metrics, health: Health) -> Transport:
     """The transport the daemon gives its amoCRM client (same pool limits as the client's)."""
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
-    return ObservedTransport(httpx.HTTPTransport(limits=limits), metrics, health)
+    return observed_transport(_AmoTraffic(metrics, health))

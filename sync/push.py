@@ -40,6 +40,7 @@ from sync.db.runs import RunStore
 from sync.errors import AmoError, AmoRejectedError, mark_logged
 from sync.logs import get_logger
 from sync.push_fresh import plan_current
+from sync.push_items import PendingUpdate, UpdateOutcome
 from sync.push_plan import UpdatePlan, plan_update, to_create_payload
 from sync.push_pool import ReadThenWrite
 from sync.push_report import PushReport, tally
@@ -185,13 +186,13 @@ def _push_updates(ctx: _Context) -> None:
     if not pending:
         return
     chunks = [pending[i : i + FETCH_CHUNK] for i in range(0, len(pending), FETCH_CHUNK)]
-    work: ReadThenWrite[list[outbox.PendingUpdate], list[UpdatePlan]] = ReadThenWrite(
+    work: ReadThenWrite[list[PendingUpdate], list[UpdatePlan]] = ReadThenWrite(
         chunks, lambda chunk: _plan_chunk(ctx, chunk), lambda batch: _send_update_batch(ctx, batch)
     )
     work.run(ctx.config.sync.push_workers)
 
 
-def _plan_chunk(ctx: _Context, chunk: list[outbox.PendingUpdate]) -> list[list[UpdatePlan]]:
+def _plan_chunk(ctx: _Context, chunk: list[PendingUpdate]) -> list[list[UpdatePlan]]:
     """amoCRM's versions (one GET, re-read by id where it may lag); record what needs no PATCH
     (or cannot be sent); return the PATCH batches. Each contact is planned on its own: one bad
     row never stops the rest."""
@@ -206,7 +207,7 @@ def _plan_chunk(ctx: _Context, chunk: list[outbox.PendingUpdate]) -> list[list[U
 
 
 def _plan_one(
-    ctx: _Context, pending: outbox.PendingUpdate, remote: Mapping[str, Any] | None
+    ctx: _Context, pending: PendingUpdate, remote: Mapping[str, Any] | None
 ) -> UpdatePlan:
     """The contact's plan; a row that cannot be sent gets a plan that records why."""
     policy, overrides = ctx.config.sync.conflict_policy, ctx.config.sync.conflict_fields_map
@@ -244,7 +245,7 @@ def _send_update_batch(ctx: _Context, batch: Sequence[UpdatePlan]) -> None:
         raise failure
 
 
-def _record_updates(ctx: _Context, outcomes: Sequence[outbox.UpdateOutcome]) -> None:
+def _record_updates(ctx: _Context, outcomes: Sequence[UpdateOutcome]) -> None:
     if not outcomes:
         return
     _record(ctx, lambda conn: outbox.record_updates(conn, outcomes, ctx.clock.now()))

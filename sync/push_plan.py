@@ -31,7 +31,7 @@ from sync.conflicts import (
     split,
     write_values,
 )
-from sync.db.outbox import PendingUpdate, UpdateOutcome
+from sync.push_items import PendingUpdate, UpdateOutcome
 
 TEXT_FIELDS = ("name", "first_name", "last_name")
 NOT_FOUND = "the contact was not found in amoCRM (deleted there, or not visible to this token)"

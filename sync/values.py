@@ -16,14 +16,15 @@ B = TypeVar("B")
 
 
 def as_text(value: Any) -> str | None:
-    """The normalised text of a scalar (None for null and for the empty string)."""
-    if value is None or value == "":
+    """The normalised text of a scalar (None for null and for empty or blank text, which amoCRM
+    shows alike: surrounding blanks never count)."""
+    if value is None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value).strip()
+    return str(value).strip() or None
 
 
 def same_scalar(a: Any, b: Any, *, key: str | None = None) -> bool:

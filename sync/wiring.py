@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
 from sqlalchemy.engine import Engine
 
 from sync.amo.client import AmoClient
+from sync.amo.observe import Transport
 from sync.config import Config
 from sync.db.budget import BudgetRow
 from sync.db.engine import (
@@ -45,9 +45,7 @@ def migrated_engine(config: Config) -> Engine:
     return engine
 
 
-def amo_client(
-    config: Config, engine: Engine, *, transport: httpx.BaseTransport | None = None
-) -> AmoClient:
+def amo_client(config: Config, engine: Engine, *, transport: Transport | None = None) -> AmoClient:
     """The amoCRM client, authenticated the configured way, with the pull's thread pool and the
     account's rate budget shared through the database with every other amosync process."""
     return AmoClient.connect(

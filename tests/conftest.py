@@ -9,6 +9,7 @@ Fixtures:
   db_config        DatabaseConfig of a fresh database migrated to head, schema "amocrm" (per test,
                    cloned from a template migrated once per session)
   blank_db_config  DatabaseConfig of a fresh empty database (per test), for migration tests
+  other_blank_db_config  a second one, to compare the first with
   engine           SQLAlchemy engine on `db_config` (schema-translated)
   reader_role      a unique BI reader role name, dropped afterwards
 """
@@ -159,6 +160,13 @@ def db_config(_databases: _Databases, _template: str) -> Iterator[DatabaseConfig
 
 @pytest.fixture
 def blank_db_config(_databases: _Databases) -> Iterator[DatabaseConfig]:
+    url = _databases.create()
+    yield _config(url)
+    _databases.drop(url)
+
+
+@pytest.fixture
+def other_blank_db_config(_databases: _Databases) -> Iterator[DatabaseConfig]:
     url = _databases.create()
     yield _config(url)
     _databases.drop(url)

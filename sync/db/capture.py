@@ -8,9 +8,14 @@ What a person or program does to the tables, and what happens:
                                         was never pushed (negative id) may be deleted
   INSERT INTO contact_chats           → temporary negative id, a `chat_link` change
   writes to the other relation tables → refused: they mirror amoCRM and are replaced on pull
+  a captured change, a settled conflict → NOTIFY on `changes_channel` once per transaction
 
 The sync marks its own transactions with `SET LOCAL amosync.origin = 'sync'` (see
 `sync.db.engine.sync_origin`); the triggers let those writes through uncaptured.
+
+These are today's definitions. Migrations hold their own frozen copies (0001, 0006, 0008): a change
+here ships as a new revision that recreates what changed
+(tests/integration/test_migrations_frozen.py fails until it does).
 """
 
 from __future__ import annotations
@@ -219,6 +224,14 @@ BEGIN
     RETURN NULL;
 END
 $fn$""",
+        f"""
+CREATE FUNCTION "{s}".amosync_announce_change() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_notify('{changes_channel(s)}', '');
+    RETURN NULL;
+END
+$fn$""",
     ]
 
 
@@ -284,6 +297,17 @@ def _triggers(s: str) -> list[str]:
         ),
         f'CREATE TRIGGER amosync_announce AFTER INSERT ON "{s}".sync_requests '
         f'FOR EACH ROW EXECUTE FUNCTION "{s}".amosync_announce_request()',
+        # only the capture triggers insert into sync_changes, so this fires for local edits
+        # only; a statement trigger with a constant payload: one NOTIFY per transaction
+        f'CREATE TRIGGER amosync_announce_change AFTER INSERT ON "{s}".sync_changes '
+        f'FOR EACH STATEMENT EXECUTE FUNCTION "{s}".amosync_announce_change()',
+        _local_trigger(
+            "amosync_announce_settled",
+            "AFTER UPDATE OF winner",
+            f'"{s}".sync_conflicts',
+            f'"{s}".amosync_announce_change()',
+            each="STATEMENT",
+        ),
     ]
     for table, hint in READ_ONLY_RELATIONS.items():
         statements.append(
@@ -300,24 +324,6 @@ def _triggers(s: str) -> list[str]:
     return statements
 
 
-_FUNCTION_NAMES = (
-    "amosync_contact_before_update",
-    "amosync_contact_before_insert",
-    "amosync_contact_after_insert",
-    "amosync_contact_before_delete",
-    "amosync_refuse_truncate",
-    "amosync_chat_before_write",
-    "amosync_chat_after_insert",
-    "amosync_refuse_relation_write",
-    "amosync_announce_request",
-)
-
-
 def create_statements(schema: str) -> list[str]:
     """SQL that installs the capture functions and triggers (tables must exist)."""
     return _functions(schema) + _triggers(schema)
-
-
-def drop_statements(schema: str) -> list[str]:
-    """SQL that removes them again (dropping a function drops its triggers)."""
-    return [f'DROP FUNCTION IF EXISTS "{schema}".{name}() CASCADE' for name in _FUNCTION_NAMES]

@@ -1,4 +1,8 @@
-"""Apply and revert the alembic migrations in `sync/migrations` on the configured schema.
+"""Apply and revert the alembic migrations on the configured schema.
+
+The revisions live in the checkout's top-level `migrations/`, installed as the package
+`sync.migrations`; alembic gets that package's directory, found by import (an editable install
+maps the package there, a wheel carries it under `sync/`).
 
 Each call runs in one transaction under an advisory lock, so two `amosync db upgrade` at once
 are serialised and a failed migration leaves nothing half-done (PostgreSQL DDL is transactional).
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.resources import files
 
 import sqlalchemy as sa
 from alembic import command
@@ -21,13 +26,18 @@ from sync.config import DatabaseConfig
 from sync.db.engine import create_engine, lock_taken, store_errors, wait_for_lock
 from sync.errors import SchemaMissingError, UsageError
 
-SCRIPT_LOCATION = "sync:migrations"
+MIGRATIONS_PACKAGE = "sync.migrations"
+
+
+def script_location() -> str:
+    """The directory of the installed migrations (alembic's `script_location`)."""
+    return str(files(MIGRATIONS_PACKAGE)).replace("%", "%%")  # alembic's config interpolates %
 
 
 def alembic_config(connection: Connection, schema: str) -> AlembicConfig:
     """An alembic configuration bound to an open connection and a target schema."""
     config = AlembicConfig()
-    config.set_main_option("script_location", SCRIPT_LOCATION)
+    config.set_main_option("script_location", script_location())
     config.attributes["connection"] = connection
     config.attributes["schema"] = schema
     return config
@@ -80,7 +90,7 @@ def _known_revisions() -> set[str]:
 
 def _scripts() -> ScriptDirectory:
     config = AlembicConfig()
-    config.set_main_option("script_location", SCRIPT_LOCATION)
+    config.set_main_option("script_location", script_location())
     return ScriptDirectory.from_config(config)
 
 

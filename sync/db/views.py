@@ -1,4 +1,6 @@
-"""Views for BI tools and SQL users, over the tables pull fills (plain SQL, installed by 0002).
+"""Views for BI tools and SQL users, over the tables pull fills (plain SQL; today's definitions,
+installed by migration 0002, which holds its own frozen copy: a change here ships as a new
+revision that recreates the views).
 
     contact_phones   one row per phone number of a contact, with its enum code (WORK, MOB, …)
     contact_emails   one row per e-mail address of a contact, with its enum code (WORK, PRIV, …)
@@ -73,7 +75,6 @@ _COMMENTS: tuple[tuple[str, str | None, str], ...] = (
     ("contacts_flat", "tags", "Tag names, sorted; NULL when the contact has none."),
     ("contacts_flat", "company_id", "The contact's company (amoCRM allows at most one)."),
 )
-VIEW_NAMES = ("contacts_flat", "contact_emails", "contact_phones")  # drop order
 
 
 def _quote(text: str) -> str:
@@ -94,8 +95,3 @@ def create_statements(schema: str) -> list[str]:
     ]
     statements += [_comment(schema, *entry) for entry in _COMMENTS]
     return statements
-
-
-def drop_statements(schema: str) -> list[str]:
-    """SQL that removes the views again."""
-    return [f'DROP VIEW IF EXISTS "{schema}".{name}' for name in VIEW_NAMES]

@@ -1,5 +1,6 @@
-"""Installable as documented: a wheel built from the checkout carries the migrations and, installed
-outside the checkout, migrates a database."""
+"""Installable as documented: a wheel built from the checkout carries the migrations (the top-level
+`migrations/`, installed as `sync.migrations`) and, installed outside the checkout, migrates a
+database with them."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ def _build_wheel(tmp_path: Path) -> Path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(CHECKOUT / name, source / name)
-    shutil.copytree(CHECKOUT / "sync", source / "sync",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for tree in ("sync", "migrations"):
+        shutil.copytree(CHECKOUT / tree, source / tree,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
                     str(tmp_path / "dist"), str(source)], check=True, timeout=600)  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("amocrm_sync-*.whl")
@@ -42,12 +44,13 @@ def test_a_wheel_from_the_checkout_installs_and_migrates(
     wheel = _build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     migrations = {
-        str(path.relative_to(CHECKOUT))
-        for path in (CHECKOUT / "sync" / "migrations").rglob("*")
+        "sync/migrations/" + str(path.relative_to(CHECKOUT / "migrations"))
+        for path in (CHECKOUT / "migrations").rglob("*")
         if path.suffix in (".py", ".mako")
     }
-    assert migrations
+    assert "sync/migrations/versions/0001_initial.py" in migrations
     assert migrations <= names, migrations - names
+    assert not any(name.startswith("migrations/") for name in names)  # no top-level package
     site = tmp_path / "site"  # the wheel alone; its dependencies come from this interpreter
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(site), str(wheel)], check=True, timeout=300)  # fmt: skip
@@ -61,8 +64,10 @@ def test_a_wheel_from_the_checkout_installs_and_migrates(
         return subprocess.run([sys.executable, *args], cwd=elsewhere, env=env,
                               capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
+    # the wheel's own copy, not the checkout's (the editable install of this interpreter maps
+    # sync.migrations to the checkout: it must not be what answers)
     where = run("-c", "import sync.migrations; print(sync.migrations.__file__)")
-    assert where.stdout.startswith(str(site)), where
+    assert where.stdout.startswith(str(site / "sync" / "migrations")), where
     assert run("-m", "sync", "--help").returncode == 0
     upgraded = run("-m", "sync", "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sync.cf_shape import ShapeError, problem
 from sync.conflicts import split, write_values
-from sync.db.outbox import Change, PendingUpdate
+from sync.push_items import Change, PendingUpdate
 from sync.push_plan import plan_update, to_create_payload
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sync.conflicts import (
@@ -20,7 +20,7 @@ from sync.conflicts import (
     split,
     write_values,
 )
-from sync.db.outbox import Change, PendingUpdate
+from sync.push_items import Change, PendingUpdate
 from sync.push_plan import plan_update, to_create_payload
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -133,20 +133,61 @@ def test_values_compare_as_amocrm_means_them() -> None:
 scalars = st.one_of(st.none(), st.text(max_size=5), st.integers(-3, 3), st.booleans())
 
 
-@given(scalars, scalars, scalars)
-def test_merge_rules_hold_for_any_values(base: Any, local: Any, remote: Any) -> None:
+# The oracle: amoCRM's meaning of a scalar and the three-way merge, written out here from the
+# decision table (docs/push.md) without `sync.conflicts` or `sync.values`.
+
+
+def shown(value: Any) -> str:
+    """What amoCRM shows for a scalar: checkboxes as true/false, numbers as digits, text without
+    surrounding blanks; null, "" and blanks all show as nothing."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return "" if value is None else str(value).strip()
+
+
+def expected_merge(
+    base: Any, local: Any, remote: Any, policy: str, local_is_newer: bool
+) -> tuple[dict[str, Any], dict[str, Any], set[str], set[str], list[str | None]]:
+    """(send, take_remote, settled, held, conflict winners) for one edited field `name`."""
+    if shown(local) == shown(remote):  # amoCRM already has it
+        return {}, {}, {"name"}, set(), []
+    if shown(base) == shown(remote):  # only we changed it
+        return {"name": local}, {}, {"name"}, set(), []
+    winner = {
+        "local_wins": "local",
+        "remote_wins": "remote",
+        "newest_wins": "local" if local_is_newer else "remote",  # a tie goes to amoCRM
+        "manual": None,
+    }[policy]
+    if winner is None:
+        return {}, {}, set(), {"name"}, [None]
+    if winner == "local":
+        return {"name": local}, {}, {"name"}, set(), ["local"]
+    return {}, {"name": remote}, {"name"}, set(), ["remote"]
+
+
+@given(scalars, scalars, scalars, st.booleans())
+@example(None, " ", None, False)  # blank text is cleared text
+@example("1", 1, " 1", True)
+@example(True, "true", False, False)
+def test_merge_rules_hold_for_any_values(
+    base: Any, local: Any, remote: Any, local_is_newer: bool
+) -> None:
+    local_at = LATER + timedelta(seconds=1) if local_is_newer else LATER
     for policy in ("newest_wins", "remote_wins", "local_wins", "manual"):
-        merge = resolve([edit("name", base, local)], {"name": remote}, LATER, policy)
-        if same(local, remote):
-            assert merge.send == {}
-            assert merge.conflicts == ()
-        elif same(base, remote):
-            assert merge.send == {"name": local}
-            assert merge.conflicts == ()
-        else:
-            assert len(merge.conflicts) == 1
-        assert merge.settled.isdisjoint(merge.held)
-        assert merge.settled | merge.held == {"name"}
+        merge = resolve([edit("name", base, local, local_at)], {"name": remote}, LATER, policy)
+        actual = (
+            merge.send,
+            merge.take_remote,
+            set(merge.settled),
+            set(merge.held),
+            [c.winner for c in merge.conflicts],
+        )
+        assert actual == expected_merge(base, local, remote, policy, local_is_newer), policy
+        for conflict in merge.conflicts:
+            assert (conflict.base, conflict.local, conflict.remote) == (base, local, remote)
 
 
 # --- custom fields --------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ def test_deploy_files_keep_every_promise(tmp_path: Path) -> None:
         ("postgresql-client", "curl", "postgresql-client"),
         ("/livez', timeout", "/healthz', timeout", "HEALTHCHECK"),
         ("FROM ${BASE_IMAGE}\nLABEL", "FROM python:3.11-slim\nLABEL", "from ${BASE_IMAGE}"),
+        ("COPY migrations ./migrations\n", "", "no COPY of migrations/"),
+        ("COPY sync ./sync\n", "", "no COPY of sync/"),
     ],
 )
 def test_dockerfile_mistakes_are_named(tmp_path: Path, old: str, new: str, words: str) -> None:

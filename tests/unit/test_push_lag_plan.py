@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sync.conflicts import FieldEdit, Resolution, resolve
-from sync.db.outbox import Change, PendingUpdate
+from sync.push_items import Change, PendingUpdate
 from sync.push_plan import plan_update
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)

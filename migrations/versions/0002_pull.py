@@ -6,6 +6,9 @@
 - `sync_full_seen` (unlogged): ids a running full resync has seen, to find the ones that are gone;
 - views `contact_phones`, `contact_emails`, `contacts_flat` (see `sync.db.views`).
 
+The SQL of the views is frozen: it is what `sync.db.views` produced on this revision's day
+(commit 2a9110a), and the file imports nothing from the product.
+
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-24 18:20:00
@@ -17,14 +20,99 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
-from sync.db import views
-
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
 TZ = postgresql.TIMESTAMP(timezone=True)
+
+VIEWS = r"""
+CREATE VIEW "{s}".contact_phones AS
+SELECT v.contact_id, v.field_id, v.position, v.value AS phone, v.enum_id, v.enum_code
+FROM "{s}".contact_custom_field_values v
+WHERE v.field_code = 'PHONE';
+
+CREATE VIEW "{s}".contact_emails AS
+SELECT v.contact_id, v.field_id, v.position, v.value AS email, v.enum_id, v.enum_code
+FROM "{s}".contact_custom_field_values v
+WHERE v.field_code = 'EMAIL';
+
+CREATE VIEW "{s}".contacts_flat AS
+SELECT c.id, c.name, c.first_name, c.last_name, c.responsible_user_id, c.group_id,
+       c.created_by, c.updated_by, c.created_at, c.updated_at, c.closest_task_at, c.account_id,
+       p.phone, p.enum_code AS phone_enum_code,
+       e.email, e.enum_code AS email_enum_code,
+       t.tags, co.company_id,
+       c.is_deleted, c.deleted_at, c.sync_status, c.synced_at
+FROM "{s}".contacts c
+LEFT JOIN LATERAL (
+    SELECT ph.phone, ph.enum_code FROM "{s}".contact_phones ph
+    WHERE ph.contact_id = c.id ORDER BY ph.field_id, ph.position LIMIT 1
+) p ON true
+LEFT JOIN LATERAL (
+    SELECT em.email, em.enum_code FROM "{s}".contact_emails em
+    WHERE em.contact_id = c.id ORDER BY em.field_id, em.position LIMIT 1
+) e ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(tg.tag_name ORDER BY tg.tag_name) AS tags FROM "{s}".contact_tags tg
+    WHERE tg.contact_id = c.id
+) t ON true
+LEFT JOIN LATERAL (
+    SELECT min(cc.company_id) AS company_id FROM "{s}".contact_companies cc
+    WHERE cc.contact_id = c.id
+) co ON true;
+
+COMMENT ON VIEW "{s}".contact_phones IS 'One row per phone number of a contact (the PHONE field).';
+
+COMMENT ON COLUMN "{s}".contact_phones.contact_id IS 'The contact (contacts.id).';
+
+COMMENT ON COLUMN "{s}".contact_phones.field_id IS 'amoCRM id of the PHONE field.';
+
+COMMENT ON COLUMN "{s}".contact_phones.position IS 'Order of the number within the field, from 0.';
+
+COMMENT ON COLUMN "{s}".contact_phones.phone IS 'The phone number as entered in amoCRM.';
+
+COMMENT ON COLUMN "{s}".contact_phones.enum_id IS 'amoCRM enum id of the number''s kind.';
+
+COMMENT ON COLUMN "{s}".contact_phones.enum_code IS 'Kind of number: WORK, WORKDD, MOB, FAX, HOME, OTHER.';
+
+COMMENT ON VIEW "{s}".contact_emails IS 'One row per e-mail address of a contact (the EMAIL field).';
+
+COMMENT ON COLUMN "{s}".contact_emails.contact_id IS 'The contact (contacts.id).';
+
+COMMENT ON COLUMN "{s}".contact_emails.field_id IS 'amoCRM id of the EMAIL field.';
+
+COMMENT ON COLUMN "{s}".contact_emails.position IS 'Order of the address within the field, from 0.';
+
+COMMENT ON COLUMN "{s}".contact_emails.email IS 'The e-mail address as entered in amoCRM.';
+
+COMMENT ON COLUMN "{s}".contact_emails.enum_id IS 'amoCRM enum id of the address''s kind.';
+
+COMMENT ON COLUMN "{s}".contact_emails.enum_code IS 'Kind of address: WORK, PRIV, OTHER.';
+
+COMMENT ON VIEW "{s}".contacts_flat IS 'One row per contact with its primary phone and e-mail as columns, for BI tools.';
+
+COMMENT ON COLUMN "{s}".contacts_flat.phone IS 'Primary phone: the first value of the PHONE field.';
+
+COMMENT ON COLUMN "{s}".contacts_flat.phone_enum_code IS 'Kind of the primary phone (WORK, MOB, …).';
+
+COMMENT ON COLUMN "{s}".contacts_flat.email IS 'Primary e-mail: the first value of the EMAIL field.';
+
+COMMENT ON COLUMN "{s}".contacts_flat.email_enum_code IS 'Kind of the primary e-mail (WORK, PRIV, …).';
+
+COMMENT ON COLUMN "{s}".contacts_flat.tags IS 'Tag names, sorted; NULL when the contact has none.';
+
+COMMENT ON COLUMN "{s}".contacts_flat.company_id IS 'The contact''s company (amoCRM allows at most one).';
+"""
+
+DROP_VIEWS = r"""
+DROP VIEW IF EXISTS "{s}".contacts_flat;
+
+DROP VIEW IF EXISTS "{s}".contact_emails;
+
+DROP VIEW IF EXISTS "{s}".contact_phones;
+"""
 
 
 def upgrade() -> None:
@@ -126,13 +214,19 @@ def upgrade() -> None:
         "find the ones that are gone; emptied when the run ends (unlogged: not crash-safe by "
         "design).",
     )
-    for statement in views.create_statements(context.config.attributes["schema"]):
-        op.execute(statement)
+    _execute(VIEWS)
 
 
 def downgrade() -> None:
-    for statement in views.drop_statements(context.config.attributes["schema"]):
-        op.execute(statement)
+    _execute(DROP_VIEWS)
     op.drop_table("sync_full_seen")
     op.drop_table("contact_remote_values")
     op.drop_table("contact_custom_fields")
+
+
+def _execute(sql: str) -> None:
+    """Each statement of `sql` (they end with `;` and a blank line) on the target schema."""
+    schema = str(context.config.attributes["schema"])
+    for statement in sql.strip().removesuffix(";").split(";\n\n"):
+        if statement.strip():
+            op.execute(statement.strip().replace("{s}", schema))

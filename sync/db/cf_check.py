@@ -1,0 +1,324 @@
+"""The SQL-time check of a local `custom_fields_values` (functions and a trigger on `contacts`).
+
+A local INSERT or UPDATE whose `custom_fields_values` is not NULL or a JSON array of
+`{field_id | field_code, values: null | [] | [{value, enum_id, enum_code}]}` is refused, naming
+the contact, the path inside the JSON and what is wrong (ERRCODE check_violation, with a HINT);
+with cached definitions (`contact_custom_fields`) also an unknown field or a value that cannot
+fit its type. A field whose values are as before the UPDATE is checked for its shape only. The
+rules and messages are those of `sync.cf_shape`, which push runs on rows captured before the
+check existed. The sync's own writes skip the trigger (`amosync.origin = 'sync'`).
+
+This is today's definition; migration 0003 installed it. A change here ships as a new revision
+that recreates the functions (tests/integration/test_migrations_frozen.py fails until it does).
+"""
+
+from __future__ import annotations
+
+_SQL = r"""
+CREATE FUNCTION "{s}".amosync_cf_present(x jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT x IS NOT NULL AND jsonb_typeof(x) <> 'null'
+$fn$;
+
+CREATE FUNCTION "{s}".amosync_cf_shown(x jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT CASE
+        WHEN x IS NULL OR jsonb_typeof(x) IN ('object', 'array', 'null')
+            THEN coalesce(jsonb_typeof(x), 'null')
+        WHEN length(x::text) <= 40 THEN x::text
+        ELSE left(x::text, 40) || '…'
+    END
+$fn$;
+
+-- kind 'integer': a JSON integer above 0; kind 'code': a non-empty string; absent/null is fine
+CREATE FUNCTION "{s}".amosync_cf_scalar_problem(x jsonb, path text, kind text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+BEGIN
+    IF NOT "{s}".amosync_cf_present(x) THEN
+        RETURN NULL;
+    END IF;
+    IF kind = 'code' THEN
+        IF jsonb_typeof(x) = 'string' AND (x #>> '{}') ~ '\S' THEN
+            RETURN NULL;
+        END IF;
+        RETURN path || ': must be a non-empty string, got ' || "{s}".amosync_cf_shown(x);
+    END IF;
+    IF jsonb_typeof(x) <> 'number' OR x::numeric <> trunc(x::numeric) THEN
+        RETURN path || ': must be an integer, got ' || "{s}".amosync_cf_shown(x);
+    END IF;
+    IF x::numeric <= 0 THEN
+        RETURN path || ': must be above 0, got ' || "{s}".amosync_cf_shown(x);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE FUNCTION "{s}".amosync_cf_item_problem(item jsonb, path text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    extra text;
+BEGIN
+    IF jsonb_typeof(item) <> 'object' THEN
+        RETURN path || ': must be an object with value, enum_id or enum_code, got '
+            || jsonb_typeof(item);
+    END IF;
+    SELECT min(k COLLATE "C") INTO extra FROM jsonb_object_keys(item) AS k
+    WHERE k NOT IN ('value', 'enum_id', 'enum_code');
+    IF extra IS NOT NULL THEN
+        RETURN format('%s: unexpected key "%s" (a value has value, enum_id, enum_code)',
+                      path, extra);
+    END IF;
+    IF NOT ("{s}".amosync_cf_present(item -> 'value')
+            OR "{s}".amosync_cf_present(item -> 'enum_id')
+            OR "{s}".amosync_cf_present(item -> 'enum_code')) THEN
+        RETURN path || ': needs value, enum_id or enum_code';
+    END IF;
+    IF jsonb_typeof(item -> 'value') IN ('object', 'array') THEN
+        RETURN path || '.value: must be a string, number or boolean, got '
+            || jsonb_typeof(item -> 'value');
+    END IF;
+    RETURN coalesce(
+        "{s}".amosync_cf_scalar_problem(item -> 'enum_id', path || '.enum_id', 'integer'),
+        "{s}".amosync_cf_scalar_problem(item -> 'enum_code', path || '.enum_code', 'code'));
+END
+$fn$;
+
+-- check_items false: the field's values are as they were (push never sends an unchanged field),
+-- so values amoCRM itself gave (an object as value, an address's subtype) stay accepted
+CREATE FUNCTION "{s}".amosync_cf_entry_problem(entry jsonb, path text, check_items boolean)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    item jsonb;
+    j integer;
+    found text;
+BEGIN
+    IF jsonb_typeof(entry) <> 'object' THEN
+        RETURN path || ': must be an object with field_id or field_code and values, got '
+            || jsonb_typeof(entry);
+    END IF;
+    IF NOT ("{s}".amosync_cf_present(entry -> 'field_id')
+            OR "{s}".amosync_cf_present(entry -> 'field_code')) THEN
+        RETURN path || ': needs field_id or field_code';
+    END IF;
+    found := coalesce(
+        "{s}".amosync_cf_scalar_problem(entry -> 'field_id', path || '.field_id', 'integer'),
+        "{s}".amosync_cf_scalar_problem(entry -> 'field_code', path || '.field_code', 'code'));
+    IF found IS NOT NULL THEN
+        RETURN found;
+    END IF;
+    IF NOT entry ? 'values' THEN
+        RETURN path || '.values: missing; write null or [] to clear the field';
+    END IF;
+    IF jsonb_typeof(entry -> 'values') = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF NOT check_items AND jsonb_typeof(entry -> 'values') = 'array' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(entry -> 'values') <> 'array' THEN
+        RETURN path || '.values: must be an array of values or null, got '
+            || jsonb_typeof(entry -> 'values');
+    END IF;
+    FOR item, j IN SELECT e, (n - 1)::integer
+                   FROM jsonb_array_elements(entry -> 'values') WITH ORDINALITY AS t(e, n) LOOP
+        found := "{s}".amosync_cf_item_problem(item, format('%s.values[%s]', path, j));
+        IF found IS NOT NULL THEN
+            RETURN found;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;
+
+-- the field of `entry` holds exactly the same values in `old_cf` (the row before the UPDATE)
+CREATE FUNCTION "{s}".amosync_cf_unchanged(entry jsonb, old_cf jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT jsonb_typeof(old_cf) = 'array' AND jsonb_typeof(entry) = 'object' AND EXISTS (
+        SELECT 1 FROM jsonb_array_elements(old_cf) AS o
+        WHERE jsonb_typeof(o) = 'object' AND (o -> 'values') = (entry -> 'values')
+          AND ((jsonb_typeof(entry -> 'field_id') = 'number'
+                AND (o -> 'field_id') = (entry -> 'field_id'))
+               OR (jsonb_typeof(entry -> 'field_id') IS DISTINCT FROM 'number'
+                   AND jsonb_typeof(entry -> 'field_code') = 'string'
+                   AND upper(o ->> 'field_code') = upper(entry ->> 'field_code'))))
+$fn$;
+
+-- an accepted entry against the cached definition of its field (only called when the cache
+-- holds definitions): an unknown field, or a value that cannot fit the field's type
+CREATE FUNCTION "{s}".amosync_cf_definition_problem(
+    entry jsonb, path text, OUT problem text, OUT hint text)
+LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    def record;
+    item jsonb;
+    j integer;
+    v jsonb;
+    at text;
+BEGIN
+    IF "{s}".amosync_cf_present(entry -> 'field_id') THEN
+        SELECT f.id, f.type, f.enums INTO def FROM "{s}".contact_custom_fields f
+        WHERE f.id = trunc((entry -> 'field_id')::numeric);
+        at := path || '.field_id';
+    ELSE
+        SELECT f.id, f.type, f.enums INTO def FROM "{s}".contact_custom_fields f
+        WHERE upper(f.code) = upper(entry ->> 'field_code') ORDER BY f.id LIMIT 1;
+        at := path || '.field_code';
+    END IF;
+    IF def.id IS NULL THEN
+        problem := format('%s: no such field among the account''s custom fields (%s)', at,
+            "{s}".amosync_cf_shown(coalesce(entry -> 'field_id', entry -> 'field_code')));
+        hint := 'The known fields are in contact_custom_fields; a field added in amoCRM since '
+            'the last pull appears there after the next pull (amosync pull).';
+        RETURN;
+    END IF;
+    hint := 'Values by field type: numeric a number; checkbox true or false; date, date_time, '
+        'birthday unix seconds; select, multiselect, radiobutton an enum_id from '
+        'contact_custom_fields.enums.';
+    IF jsonb_typeof(entry -> 'values') <> 'array' THEN
+        hint := NULL;
+        RETURN;
+    END IF;
+    FOR item, j IN SELECT e, (n - 1)::integer
+                   FROM jsonb_array_elements(entry -> 'values') WITH ORDINALITY AS t(e, n) LOOP
+        v := item -> 'value';
+        at := format('%s.values[%s]', path, j);
+        IF def.type = 'numeric' AND "{s}".amosync_cf_present(v)
+           AND NOT (jsonb_typeof(v) = 'number' OR (jsonb_typeof(v) = 'string'
+                    AND (v #>> '{}') ~ '^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$')) THEN
+            problem := format('%s.value: field %s is numeric and needs a number, got %s',
+                              at, def.id, jsonb_typeof(v));
+        ELSIF def.type = 'checkbox' AND "{s}".amosync_cf_present(v)
+              AND jsonb_typeof(v) <> 'boolean' THEN
+            problem := format('%s.value: field %s is a checkbox and needs true or false, got %s',
+                              at, def.id, jsonb_typeof(v));
+        ELSIF def.type IN ('date', 'date_time', 'birthday') AND "{s}".amosync_cf_present(v)
+              AND NOT ((jsonb_typeof(v) = 'number' AND v::numeric = trunc(v::numeric))
+                       OR (jsonb_typeof(v) = 'string' AND (v #>> '{}') ~ '^\s*-?\d+\s*$')) THEN
+            problem := format('%s.value: field %s is a %s and needs unix seconds (an integer), '
+                              'got %s', at, def.id, def.type, jsonb_typeof(v));
+        ELSIF def.type IN ('select', 'multiselect', 'radiobutton')
+              AND "{s}".amosync_cf_present(item -> 'enum_id')
+              AND jsonb_typeof(def.enums) = 'array' AND jsonb_array_length(def.enums) > 0
+              AND NOT EXISTS (
+                  SELECT 1 FROM jsonb_array_elements(def.enums) AS o
+                  WHERE jsonb_typeof(o -> 'id') = 'number'
+                    AND (o -> 'id')::numeric = (item -> 'enum_id')::numeric) THEN
+            problem := format('%s.enum_id: field %s has no choice %s', at, def.id,
+                              "{s}".amosync_cf_shown(item -> 'enum_id'));
+        END IF;
+        IF problem IS NOT NULL THEN
+            RETURN;
+        END IF;
+    END LOOP;
+    hint := NULL;
+END
+$fn$;
+
+CREATE FUNCTION "{s}".amosync_cf_problem(
+    cf jsonb, old_cf jsonb, OUT problem text, OUT hint text)
+LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    entry jsonb;
+    i integer;
+    ref text;
+    seen jsonb := '{}';
+    codes jsonb;
+    have_defs boolean;
+    checked record;
+    unchanged boolean;
+BEGIN
+    hint := 'custom_fields_values is NULL (no custom fields: clears them all) or a JSON array of '
+        '{"field_id": <integer> or "field_code": "<CODE>", "values": null | [] | '
+        '[{"value": <text, number or boolean>, "enum_id": <integer>, "enum_code": "<CODE>"}]}; '
+        'a field left out, or with values null or [], is cleared in amoCRM.';
+    IF NOT "{s}".amosync_cf_present(cf) THEN
+        hint := NULL;
+        RETURN;
+    END IF;
+    IF jsonb_typeof(cf) <> 'array' THEN
+        problem := 'custom_fields_values: must be a JSON array of fields or NULL, got '
+            || jsonb_typeof(cf);
+        RETURN;
+    END IF;
+    SELECT coalesce(jsonb_object_agg(upper(e ->> 'field_code'),
+                                     trunc((e -> 'field_id')::numeric)::text), '{}')
+    INTO codes FROM jsonb_array_elements(cf) AS e
+    WHERE jsonb_typeof(e) = 'object' AND jsonb_typeof(e -> 'field_code') = 'string'
+      AND jsonb_typeof(e -> 'field_id') = 'number'
+      AND (e -> 'field_id')::numeric = trunc((e -> 'field_id')::numeric);
+    have_defs := EXISTS (SELECT 1 FROM "{s}".contact_custom_fields);
+    FOR entry, i IN SELECT e, (n - 1)::integer
+                    FROM jsonb_array_elements(cf) WITH ORDINALITY AS t(e, n) LOOP
+        unchanged := "{s}".amosync_cf_unchanged(entry, old_cf);
+        problem := "{s}".amosync_cf_entry_problem(
+            entry, format('custom_fields_values[%s]', i), NOT unchanged);
+        IF problem IS NOT NULL THEN
+            RETURN;
+        END IF;
+        IF "{s}".amosync_cf_present(entry -> 'field_id') THEN
+            ref := trunc((entry -> 'field_id')::numeric)::text;
+        ELSE
+            ref := coalesce(
+                codes ->> upper(entry ->> 'field_code'),
+                (SELECT f.id::text FROM "{s}".contact_custom_fields f
+                 WHERE upper(f.code) = upper(entry ->> 'field_code') ORDER BY f.id LIMIT 1),
+                upper(entry ->> 'field_code'));
+        END IF;
+        IF seen ? ref THEN
+            problem := format('custom_fields_values[%s]: field %s appears twice (also at [%s])',
+                              i, ref, seen ->> ref);
+            RETURN;
+        END IF;
+        seen := seen || jsonb_build_object(ref, i);
+        IF have_defs AND NOT unchanged THEN
+            SELECT * INTO checked FROM "{s}".amosync_cf_definition_problem(
+                entry, format('custom_fields_values[%s]', i));
+            IF checked.problem IS NOT NULL THEN
+                problem := checked.problem;
+                hint := checked.hint;
+                RETURN;
+            END IF;
+        END IF;
+    END LOOP;
+    hint := NULL;
+END
+$fn$;
+
+CREATE FUNCTION "{s}".amosync_check_custom_fields() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    checked record;
+BEGIN
+    IF TG_OP = 'UPDATE'
+       AND NEW.custom_fields_values IS NOT DISTINCT FROM OLD.custom_fields_values THEN
+        RETURN NEW;
+    END IF;
+    SELECT * INTO checked FROM "{s}".amosync_cf_problem(
+        NEW.custom_fields_values,
+        CASE WHEN TG_OP = 'UPDATE' THEN OLD.custom_fields_values END);
+    IF checked.problem IS NOT NULL THEN
+        RAISE EXCEPTION 'amosync: % %: %',
+            CASE WHEN TG_OP = 'INSERT' THEN 'new contact' ELSE 'contact' END, NEW.id,
+            checked.problem
+            USING ERRCODE = 'check_violation', HINT = checked.hint;
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+
+CREATE TRIGGER amosync_check_custom_fields
+BEFORE INSERT OR UPDATE OF custom_fields_values ON "{s}".contacts
+FOR EACH ROW
+WHEN (NOT coalesce(current_setting('amosync.origin', true), '') = 'sync')
+EXECUTE FUNCTION "{s}".amosync_check_custom_fields();
+"""
+
+
+def create_statements(schema: str) -> list[str]:
+    """SQL that installs the check's functions and trigger (`contacts` and
+    `contact_custom_fields` must exist)."""
+    return [
+        statement.replace('"{s}"', f'"{schema}"')
+        for statement in _SQL.strip().removesuffix(";").split(";\n\n")
+    ]
