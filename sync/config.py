@@ -35,6 +35,8 @@ from sync.config_checks import (
     schema_name,
     secret_text,
     subset_of,
+    webhook_secret,
+    webhook_url,
 )
 from sync.errors import ConfigError, ConfigProblem
 
@@ -170,6 +172,26 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class WebhooksConfig:
+    """amoCRM webhooks as hints for seconds-level freshness (`sync.hooks`, `sync.hook_pull`)."""
+
+    enabled: bool = _key(False)
+    public_url: str = _key("", webhook_url)
+    secret: Secret = _key(Secret(""), webhook_secret, secret=True)
+    # polling while hooks are known to arrive; sync.poll_interval_s otherwise
+    poll_interval_s: float = _key(600.0, positive)
+    stale_after_s: float = _key(3600.0, positive)  # no hook for this long: back to the short poll
+    announce_grace_s: float = _key(30.0, between(1, 3600))  # a hook may lag its change this long
+    min_pull_gap_s: float = _key(2.0, between(0, 3600))  # hook-triggered pulls at most this often
+    check_interval_s: float = _key(300.0, between(30, 86_400))  # GET /api/v4/webhooks this often
+
+    @property
+    def path(self) -> str:
+        """The hook's path on the daemon's HTTP port (it holds the secret: never log it)."""
+        return f"/webhooks/amocrm/{self.secret.reveal()}"
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = _key("info", one_of("debug", "info", "warning", "error"))
     format: str = _key("auto", one_of("auto", "json", "console"))
@@ -181,6 +203,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "defaults"  # the file the values came from, for messages
 
@@ -220,6 +243,8 @@ def load_config(
     loader.report_unknown_env()
     problems.extend(_auth_problems(config.amocrm))
     problems.extend(_rate_problems(config.amocrm))
+    reported = {problem.key for problem in problems}  # an invalid secret is not also "not set"
+    problems.extend(p for p in _webhook_problems(config) if p.key not in reported)
     if problems:
         raise ConfigError(problems)
     return config
@@ -416,3 +441,20 @@ def _rate_problems(amo: AmoCrmConfig) -> list[ConfigProblem]:
             )
         ]
     return []
+
+
+def _webhook_problems(config: Config) -> list[ConfigProblem]:
+    """With webhooks on, the hook needs its secret path and the daemon's HTTP port."""
+    hooks = config.webhooks
+    if not hooks.enabled:
+        return []
+    problems = []
+    if not hooks.secret:
+        why = (
+            "required when webhooks.enabled is true (the hook's path is /webhooks/amocrm/<secret>)"
+        )
+        problems.append(ConfigProblem("webhooks.secret", "not set", why))
+    if not config.daemon.http_port:
+        why = "must not be 0 when webhooks.enabled is true: the hook is served on that port"
+        problems.append(ConfigProblem("daemon.http_port", "file/environment", why))
+    return problems

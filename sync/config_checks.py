@@ -149,3 +149,41 @@ def field_policies(value: Any) -> str | None:
                 f"{', '.join(POLICIES)}), got {item!r}"
             )
     return None
+
+
+WEBHOOK_SECRET_MIN = 16
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def webhook_secret(value: Any) -> str | None:
+    """The hook's path segment: long enough not to be guessed, safe in a URL path as it is.
+    Never shows the value."""
+    text = value.reveal()
+    if not text:
+        return None  # required only when webhooks are enabled (checked with the other keys)
+    if not _URL_SAFE.fullmatch(text):
+        return (
+            "must hold only letters, digits and . _ ~ - (it is a URL path segment); value not shown"
+        )
+    if len(text) < WEBHOOK_SECRET_MIN:
+        return (
+            f"must be at least {WEBHOOK_SECRET_MIN} characters (anyone who guesses it can "
+            "make the daemon pull); value not shown"
+        )
+    return None
+
+
+def webhook_url(value: Any) -> str | None:
+    """`webhooks.public_url`: empty, or an absolute https URL (http only for loopback hosts)."""
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or value != value.strip():
+        return f"must be an absolute https URL such as https://sync.example.com, got {value!r}"
+    if "@" in parts.netloc:
+        return "must not carry credentials (user:password@)"
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        return "plain http:// is refused for non-loopback hosts (the secret would travel in clear)"
+    if parts.query or parts.fragment:
+        return "must not have a query or fragment (the daemon appends /webhooks/amocrm/<secret>)"
+    return None
