@@ -1,0 +1,143 @@
+"""Coalescing and rate-bounding of hook-triggered pulls, on an injected clock: the pure parts
+(`Pending`, `Pace`, the debounce's `Burst`) and how they add up over a burst of hooks."""
+
+from __future__ import annotations
+
+import itertools
+
+from sync.debounce import Burst
+from sync.hook_pull import HOOK_MAX_S, HOOK_QUIET_S, MAX_TRIES, Pace, Pending
+from sync.hooks import Hint
+
+
+def _hint(*versions: tuple[int, int | None], events: bool = False) -> Hint:
+    hint = Hint(events=events, posts=1)
+    for contact, version in versions:
+        hint.note_version(contact, version)
+    return hint
+
+
+def test_a_hint_already_stored_makes_no_pull() -> None:
+    pending = Pending()
+    pending.add(_hint((1, 100), (2, 100)))
+    pending.settle({1: 100, 2: 101}, succeeded=True)  # our own push's echo, or a newer version
+    assert not pending.wanted()
+
+
+def test_a_hint_newer_than_what_is_stored_or_unknown_stays_until_a_pull_stores_it() -> None:
+    pending = Pending()
+    pending.add(_hint((1, 100), (2, None), (3, 100)))
+    pending.settle({1: 99, 2: 500}, succeeded=True)
+    assert pending.wanted()
+    assert set(pending.versions) == {1, 2, 3}
+    pending.start()
+    pending.settle({1: 100, 3: 100}, succeeded=True)
+    assert set(pending.versions) == {2}  # no version announced: one more try
+
+
+def test_a_hint_no_pull_can_confirm_is_given_up_after_its_tries() -> None:
+    pending = Pending()
+    pending.add(_hint((1, 2_000_000_000)))  # a version amoCRM never lists (or a forged hook)
+    given_up: list[int] = []
+    pulls = 0
+    while pending.wanted():
+        pending.start()
+        pulls += 1
+        given_up += pending.settle({1: 100}, succeeded=True)
+        assert pulls <= MAX_TRIES
+    assert given_up == [1]
+    assert pulls == MAX_TRIES
+
+
+def test_a_hint_that_arrives_during_a_pull_is_dropped_if_that_pull_stored_it() -> None:
+    pending = Pending()
+    pending.add(_hint((1, 100)))
+    pending.start()  # pull 1 starts
+    pending.add(_hint((2, 101)))  # arrives while pull 1 runs
+    pending.settle({1: 100, 2: 101}, succeeded=True)  # pull 1 stored both
+    assert not pending.wanted()
+
+
+def test_deletions_ask_for_the_events_once_a_pull_succeeded() -> None:
+    pending = Pending()
+    pending.add(_hint(events=True))
+    assert pending.start()  # this pull reads the events
+    pending.settle({}, succeeded=False)
+    assert pending.wanted()  # it failed: the next one reads them again
+    assert pending.start()
+    pending.settle({}, succeeded=True)
+    assert not pending.wanted()
+
+
+def test_too_many_contacts_make_one_blind_pull() -> None:
+    pending = Pending(max_contacts=100)
+    pending.add(_hint(*((n, 1) for n in range(1, 102))))
+    assert pending.blind
+    assert pending.versions == {}
+    pending.start()
+    pending.settle({}, succeeded=True)
+    assert not pending.wanted()
+
+
+def test_pace_keeps_hook_pulls_apart_and_backs_off_after_failures() -> None:
+    pace = Pace(gap_s=2.0, max_gap_s=60.0)
+    assert pace.next_start(100.0) == 100.0
+    pace.started(100.0)
+    assert pace.next_start(100.5) == 102.0
+    assert pace.next_start(105.0) == 105.0
+    for gap in (4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0):  # doubling, capped at a poll interval
+        pace.ended(False)
+        assert pace.next_start(100.0) == 100.0 + gap
+    pace.ended(True)
+    assert pace.next_start(100.0) == 102.0
+
+
+def _simulate(hook_times: list[float], pull_s: float, gap_s: float) -> list[float]:
+    """When pulls start for hooks arriving at `hook_times`, each pull taking `pull_s`: the
+    debounce, the pace, one pull at a time, and one more pull after a pull that hooks arrived
+    during (what `Inbox` and `PullSoon` do with threads)."""
+    burst = Burst(HOOK_QUIET_S, HOOK_MAX_S)
+    pace = Pace(gap_s, max_gap_s=60.0)
+    starts: list[float] = []
+    wanted_at: float | None = None
+    busy_until = 0.0
+    hooks = iter(sorted(hook_times))
+    upcoming = next(hooks, None)
+    now = 0.0
+    while upcoming is not None or burst.due is not None or wanted_at is not None:
+        candidates = [t for t in (upcoming, burst.due, wanted_at) if t is not None]
+        now = max(now, min(candidates))
+        if upcoming is not None and upcoming <= now:
+            burst.note(now)
+            upcoming = next(hooks, None)
+            continue
+        if burst.take(now):  # the debounce fires: the leader wants a pull
+            wanted_at = pace.next_start(max(now, busy_until))
+            continue
+        if wanted_at is not None and now >= wanted_at:
+            if now < busy_until:  # a pull runs: one more after it
+                wanted_at = pace.next_start(busy_until)
+                continue
+            pace.started(now)
+            starts.append(now)
+            busy_until = now + pull_s
+            wanted_at = None
+    return starts
+
+
+def test_a_burst_of_2000_hooks_over_ten_seconds_makes_a_handful_of_pulls() -> None:
+    hooks = [i * 0.005 for i in range(2000)]  # 2,000 posts in 10 s
+    starts = _simulate(hooks, pull_s=1.5, gap_s=2.0)
+    assert 3 <= len(starts) <= 7
+    assert all(b - a >= 2.0 for a, b in itertools.pairwise(starts))
+    assert starts[0] <= HOOK_MAX_S  # the first pull does not wait for the burst to end
+    assert starts[-1] >= hooks[-1]  # and one comes after the last hook
+
+
+def test_one_hook_pulls_after_the_quiet_period() -> None:
+    assert _simulate([5.0], pull_s=1.0, gap_s=2.0) == [5.0 + HOOK_QUIET_S]
+
+
+def test_a_hook_during_a_pull_makes_exactly_one_more_pull_after_it() -> None:
+    starts = _simulate([0.0, 1.0, 1.1, 1.2], pull_s=3.0, gap_s=2.0)
+    assert starts == [HOOK_QUIET_S, HOOK_QUIET_S + 3.0]
