@@ -159,6 +159,8 @@ class PullSoon:
         self._hooked = False  # the pull running now was triggered by hooks (one pull at a time)
         self._succeeded = True  # how the latest pull ended
         self._first = True  # no pull has run yet under this leadership
+        self.offered = 0  # hints offered, and of those, found stored already (no pull)
+        self.stored_already = 0
         self._lock = threading.RLock()
         self._scheduler: BackgroundScheduler | None = None
         self._stopping = threading.Event()
@@ -173,8 +175,13 @@ class PullSoon:
     def offer(self, hint: Hint) -> None:
         """Hooks announced `hint`: pull soon unless it is stored already."""
         with self._lock:
+            had = self._pending.wanted()
             self._pending.add(hint)
-        self._consider()
+        wanted = self._consider()
+        with self._lock:
+            self.offered += 1
+            if not wanted and not had:
+                self.stored_already += 1
 
     # --- the pull job, as scheduled --------------------------------------------------------------
 
@@ -227,22 +234,24 @@ class PullSoon:
         if event.job_id == "pull":
             self._consider(after_pull=True)
 
-    def _consider(self, *, after_pull: bool = False) -> None:
+    def _consider(self, *, after_pull: bool = False) -> bool:
         """Drop what is stored; if anything is left, move `pull` to the earliest allowed start
-        (a pull running now is followed by one more when it ends: `_ended`)."""
+        (a pull running now is followed by one more when it ends: `_ended`). True if a pull is
+        wanted."""
         if self._stopping.is_set() or "pull" in self._running():
-            return
+            return True
         with self._lock:
             ids = list(self._pending.versions)
             stored = self._check(ids)
             given_up = self._pending.settle(stored, succeeded=self._succeeded or not after_pull)
             if not self._pending.wanted():
-                return
+                return False
             self._due = True
             start = self._pace.next_start(self._clock())
         if given_up:
             log.debug("webhook_hints_unconfirmed", contacts=len(given_up))
         self._move(start)
+        return True
 
     def _check(self, ids: list[int]) -> dict[int, int]:
         if not ids:
