@@ -1,7 +1,7 @@
 """From webhooks to few, rate-bounded pulls on the leader's scheduler.
 
     HTTP thread             Inbox.receive(hint)  ── answers 200 at once; no I/O here
-    amosync-hooks thread    debounce (0.3 s quiet, ≤ 1 s) → Inbox._flush:
+    amosync-hooks thread    debounce (0.05 s quiet, ≤ 1 s) → Inbox._flush:
                               leader:  PullSoon.offer(hint)
                               standby: NOTIFY amosync_<schema>_hooks (the leader's listener
                                        feeds it to its own Inbox), with webhooks.last_hook
@@ -41,7 +41,7 @@ log = get_logger("sync.daemon")
 
 MAX_TRIES = 2  # pulls a hinted contact may cause before the polls are left to find it
 MAX_CONTACTS = 5000  # hinted contacts checked one by one; more make one blind pull
-HOOK_QUIET_S = 0.3  # the debounce of hooks: a burst goes out together …
+HOOK_QUIET_S = 0.05  # the debounce of hooks: posts sent together go out together …
 HOOK_MAX_S = 1.0  # … and a stream at least this often
 LAST_HOOK_EVERY_S = 1.0  # webhooks.last_hook is written at most this often
 RETRY_S = 2.0  # a standby that could not forward tries again after this long
