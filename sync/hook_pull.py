@@ -159,6 +159,7 @@ class PullSoon:
         self._hooked = False  # the pull running now was triggered by hooks (one pull at a time)
         self._succeeded = True  # how the latest pull ended
         self._first = True  # no pull has run yet under this leadership
+        self._missed = False  # a hook-triggered pull failed since the last scheduled poll
         self.offered = 0  # hints offered, and of those, found stored already (no pull)
         self.stored_already = 0
         self._lock = threading.RLock()
@@ -221,11 +222,16 @@ class PullSoon:
             except BaseException:
                 self._pace.ended(False)
                 self._succeeded = False
+                self._missed |= hooked
                 raise
             self._pace.ended(True)
             self._succeeded = True
-            if not hooked and not first:  # the first catches up on what changed before we led
+            # evidence of lost hooks? Not from the first pull (it catches up on what changed
+            # before we led), nor after a hook-triggered pull failed (the poll stores its edits)
+            if not hooked and not first and not self._missed:
                 self._watch.poll_stored(started, int(getattr(report, "upserted", 0) or 0))
+            if not hooked:
+                self._missed = False
             return report
 
         return run
@@ -249,6 +255,7 @@ class PullSoon:
             self._due = True
             start = self._pace.next_start(self._clock())
         if given_up:
+            self._missed = True  # a poll may find those: not evidence of lost hooks
             log.debug("webhook_hints_unconfirmed", contacts=len(given_up))
         self._move(start)
         return True

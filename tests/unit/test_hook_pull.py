@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from sync.debounce import Burst
-from sync.hook_pull import HOOK_MAX_S, HOOK_QUIET_S, MAX_TRIES, Pace, Pending
+from sync.hook_pull import HOOK_MAX_S, HOOK_QUIET_S, MAX_TRIES, Pace, Pending, PullSoon
+from sync.hook_watch import DEGRADED, HEALTHY, QUIET, HookWatch
 from sync.hooks import Hint
 
 
@@ -141,3 +145,66 @@ def test_one_hook_pulls_after_the_quiet_period() -> None:
 def test_a_hook_during_a_pull_makes_exactly_one_more_pull_after_it() -> None:
     starts = _simulate([0.0, 1.0, 1.1, 1.2], pull_s=3.0, gap_s=2.0)
     assert starts == [HOOK_QUIET_S, HOOK_QUIET_S + 3.0]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class _Report:
+    upserted: int
+
+
+def _pull_soon(clock: _Clock) -> tuple[PullSoon, HookWatch]:
+    watch = HookWatch(poll_interval_s=60, hooks_poll_interval_s=600, stale_after_s=3600,
+                      announce_grace_s=30, clock=clock)  # fmt: skip
+    pull_soon = PullSoon(watch, Pace(2.0, 60.0), lambda ids: {}, running=set, clock=clock)
+    return pull_soon, watch
+
+
+def _run(pull_soon: PullSoon, pull: Callable[[], object]) -> None:
+    """One run of the scheduled pull job: the gate, then the pull as the runner would call it."""
+    observed = pull_soon.observe(pull)
+
+    def job() -> None:
+        with contextlib.suppress(RuntimeError):
+            observed()
+
+    pull_soon.gate(job)()
+
+
+def _fails() -> object:
+    raise RuntimeError("amoCRM answered 502")
+
+
+def test_a_poll_storing_unannounced_changes_is_evidence_but_not_the_first_one() -> None:
+    clock = _Clock()
+    pull_soon, watch = _pull_soon(clock)
+    _run(pull_soon, lambda: _Report(upserted=40))  # the leader's first pull catches up
+    clock.t += 60
+    assert watch.verdict().state == QUIET
+    _run(pull_soon, lambda: _Report(upserted=2))
+    clock.t += 31
+    assert watch.verdict().state == DEGRADED
+
+
+def test_changes_a_failed_hook_pull_left_to_the_poll_are_not_evidence() -> None:
+    clock = _Clock()
+    pull_soon, watch = _pull_soon(clock)
+    _run(pull_soon, lambda: _Report(upserted=40))  # first
+    watch.hook()
+    pull_soon.offer(_hint((7, 100)))  # not stored: a hook-triggered run is due
+    _run(pull_soon, _fails)
+    clock.t += 600
+    _run(pull_soon, lambda: _Report(upserted=1))  # the scheduled poll stores contact 7
+    clock.t += 31
+    assert watch.verdict().state == HEALTHY
+    clock.t += 600
+    _run(pull_soon, lambda: _Report(upserted=1))  # the next poll has no such excuse
+    clock.t += 31
+    assert watch.verdict().state == DEGRADED
