@@ -15,6 +15,13 @@ The emulator runs in its own process (`amosync emulator`, 600±200 ms on every a
   Target: within 30 s, list requests <= 2 x ceil(bulk/250) + 6.
 - idle (`--idle-s`): nothing changes for that long after a hook; requests per second.
   Target: well under 0.1 request/s.
+- lost (`--lost N`): hooks are healthy, then N remote edits come without their hooks, each
+  0.5-2.5 s after the previous one arrived; the delay of each. Once the daemon has seen an edit
+  no hook announced it polls every `sync.poll_interval_s`: target for those, poll_interval_s +
+  10 s. The first one waits up to `webhooks.poll_interval_s` (printed apart).
+
+`--compress K` divides every interval (polls, events, hook staleness, grace) by K so that idle
+and lost runs take minutes, not hours; rates are then printed for the real intervals too.
 
 Printed: the numbers and the requests by kind. Needs a PostgreSQL: $AMOSYNC_TEST_DATABASE_URL,
 else postgres@127.0.0.1:5432 (a scratch database is created and dropped). The emulator has no
@@ -86,9 +93,12 @@ def _run(args: argparse.Namespace, db_url: sa.URL) -> None:
     amo_url = f"http://127.0.0.1:{args.port}"
     database = DatabaseConfig(url=Secret(db_url.render_as_string(hide_password=False)))
     amo = AmoCrmConfig(base_url=amo_url, access_token=Secret(TOKEN), max_rps=7.0)
-    config = Config(amocrm=amo, database=database, sync=SyncConfig(full_resync_cron=""),
-                    daemon=DaemonConfig(http_port=args.http_port),
-                    webhooks=WebhooksConfig(enabled=True, secret=Secret(SECRET)))  # fmt: skip
+    k = args.compress
+    sync = SyncConfig(full_resync_cron="", poll_interval_s=60 / k, events_interval_s=300 / k)
+    hooks = WebhooksConfig(enabled=True, secret=Secret(SECRET), poll_interval_s=600 / k,
+                           stale_after_s=3600 / k, announce_grace_s=max(1.0, 30 / k))  # fmt: skip
+    config = Config(amocrm=amo, database=database, sync=sync,
+                    daemon=DaemonConfig(http_port=args.http_port), webhooks=hooks)  # fmt: skip
     upgrade(database)
     engine = create_engine(database)
     client = AmoClient.connect(amo, workers=config.sync.pull_workers)
@@ -114,6 +124,8 @@ def _run(args: argparse.Namespace, db_url: sa.URL) -> None:
             bench.bulk()
         if args.idle_s:
             bench.idle()
+        if args.lost:
+            bench.lost(hooks)
         print(f"hook-triggered pulls: {metrics.hook_pulls._value.get():.0f}")
     finally:
         stop.set()
@@ -186,9 +198,35 @@ class _Bench:
         time.sleep(self.args.idle_s)
         api = [r for r in self._log() if str(r["path"]).startswith("/api/v4")]
         rate = len(api) / self.args.idle_s
-        verdict = "PASS" if rate < 0.1 else "FAIL"
-        print(f"idle: {len(api)} requests in {self.args.idle_s:g} s = {rate:.4f}/s   "
+        real = rate / self.args.compress
+        verdict = "PASS" if real < 0.1 else "FAIL"
+        print(f"idle: {len(api)} requests in {self.args.idle_s:g} s = {rate:.4f}/s with the "
+              f"intervals / {self.args.compress:g}, {real:.4f}/s at the real intervals   "
               f"target well under 0.1/s -> {verdict}")  # fmt: skip
+        self._requests("idle")
+
+    def lost(self, hooks: WebhooksConfig) -> None:
+        ids = self._ids(self.args.lost + 1, offset=0)
+        self._edit([{"id": ids[0], "name": "hooked"}])
+        self._post(ids[:1])  # hooks are healthy
+        time.sleep(2.0)
+        delays = []
+        for number, contact in enumerate(ids[1:]):
+            time.sleep(random.uniform(0.5, 2.5))
+            name = f"lost {number}"
+            started = time.monotonic()
+            self._edit([{"id": contact, "name": name}])  # its hook never comes
+            sql = "SELECT name FROM amocrm.contacts WHERE id = :i"
+            while self._scalar(sql, i=contact) != name:
+                time.sleep(0.05)
+            delays.append(time.monotonic() - started)
+        poll = 60 / self.args.compress
+        rest = delays[1:] or [0.0]
+        verdict = "PASS" if max(rest) <= poll + 10 else "FAIL"
+        print(f"lost: first edit after {delays[0]:.1f} s (webhooks.poll_interval_s "
+              f"{hooks.poll_interval_s:g} s); the next {len(rest)}: max {max(rest):.1f} s, "
+              f"median {statistics.median(rest):.1f} s   target <= poll_interval_s {poll:g} s "
+              f"+ 10 s -> {verdict}")  # fmt: skip
 
     def _post(self, ids: list[int]) -> None:
         pairs: list[tuple[str, str]] = []
@@ -232,6 +270,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--edits", type=int, default=30)
     parser.add_argument("--bulk", type=int, default=2000)
     parser.add_argument("--idle-s", type=float, default=0.0)
+    parser.add_argument("--lost", type=int, default=0)
+    parser.add_argument("--compress", type=float, default=1.0)
     parser.add_argument("--latency-ms", type=float, default=600)
     parser.add_argument("--jitter-ms", type=float, default=400)
     parser.add_argument("--contacts", type=int, default=5000)

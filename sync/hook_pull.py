@@ -214,9 +214,7 @@ class PullSoon:
         def run() -> Any:
             started = self._watch.pull_started()
             hooked, first = self._hooked, self._first
-            self._hooked = self._first = (
-                False  # a full resync or a pull not started by `gate` is no poll
-            )
+            self._hooked = self._first = False
             try:
                 report = pull()
             except BaseException:
