@@ -293,7 +293,8 @@ class HookRoute:
         """Is `path` the hook's? The secret is compared in constant time."""
         if not path.startswith(HOOK_PREFIX) or not self.secret:
             return False
-        return hmac.compare_digest(path[len(HOOK_PREFIX) :].encode(), self.secret.encode())
+        candidate = path[len(HOOK_PREFIX) :].rstrip("/")  # a destination registered with a /
+        return hmac.compare_digest(candidate.encode(), self.secret.encode())
 
 
 @dataclass(frozen=True)
