@@ -95,10 +95,12 @@ def _run(args: argparse.Namespace, db_url: sa.URL) -> None:
     amo = AmoCrmConfig(base_url=amo_url, access_token=Secret(TOKEN), max_rps=7.0)
     k = args.compress
     sync = SyncConfig(full_resync_cron="", poll_interval_s=60 / k, events_interval_s=300 / k)
-    hooks = WebhooksConfig(enabled=True, secret=Secret(SECRET), poll_interval_s=600 / k,
-                           stale_after_s=3600 / k, announce_grace_s=max(1.0, 30 / k))  # fmt: skip
-    config = Config(amocrm=amo, database=database, sync=sync,
-                    daemon=DaemonConfig(http_port=args.http_port), webhooks=hooks)  # fmt: skip
+    hook_config = WebhooksConfig(
+        enabled=True, secret=Secret(SECRET), poll_interval_s=600 / k, stale_after_s=3600 / k,
+        announce_grace_s=max(1.0, 30 / k),
+    )  # fmt: skip
+    daemon = DaemonConfig(http_port=args.http_port)
+    config = Config(amocrm=amo, database=database, sync=sync, daemon=daemon, webhooks=hook_config)
     upgrade(database)
     engine = create_engine(database)
     client = AmoClient.connect(amo, workers=config.sync.pull_workers)
@@ -125,7 +127,7 @@ def _run(args: argparse.Namespace, db_url: sa.URL) -> None:
         if args.idle_s:
             bench.idle()
         if args.lost:
-            bench.lost(hooks)
+            bench.lost(config.webhooks)
         print(f"hook-triggered pulls: {metrics.hook_pulls._value.get():.0f}")
     finally:
         stop.set()
