@@ -382,6 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # a burst of hook posts must not meet a full listen backlog (5)
     endpoints: Endpoints
 
 
