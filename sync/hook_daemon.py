@@ -139,7 +139,7 @@ class DaemonHooks:
 
     def caught_up(self) -> None:
         """The listener reconnected: forwarded hints may have been lost, so pull once."""
-        self.inbox.receive(Hint(blind=True))
+        self.inbox.nudge(Hint(blind=True))
 
     def stop_leading(self) -> None:
         self.inbox.lead(None)

@@ -311,6 +311,7 @@ class Inbox:
         self._debounce = Debounce(self._flush, quiet_s=HOOK_QUIET_S, max_s=HOOK_MAX_S,
                                   name="amosync-hooks")  # fmt: skip
         self._stop = threading.Event()
+        self._failing = False  # forwarding failed last time (warned once)
 
     def start(self) -> None:
         self._debounce.start()
@@ -332,6 +333,13 @@ class Inbox:
             self._last_hook_at = self._wall()
         self._debounce.note()
 
+    def nudge(self, hint: Hint) -> None:
+        """A hint that is no hook (the leader's listener reconnected): pull, but it proves
+        nothing about hooks and is no `webhooks.last_hook`."""
+        with self._lock:
+            self._hint.merge(hint)
+        self._debounce.note()
+
     def _flush(self) -> None:
         with self._lock:
             hint, self._hint = self._hint, Hint()
@@ -345,13 +353,17 @@ class Inbox:
         try:
             self._forward(hint)
         except Exception as exc:  # noqa: BLE001 - keep the hint and try again
-            log.warning("webhook_forward_failed", error=str(exc).splitlines()[0][:200],
-                        retry_in_s=RETRY_S)  # fmt: skip
+            level = log.debug if self._failing else log.warning  # once per outage
+            level("webhook_forward_failed", error=str(exc).splitlines()[0][:200],
+                  retry_in_s=RETRY_S)  # fmt: skip
+            self._failing = True
             with self._lock:
                 hint.merge(self._hint)
                 self._hint = hint
             if not self._stop.wait(RETRY_S):
                 self._debounce.note()
+            return
+        self._failing = False
 
     def _note_last_hook(self, received_at: float | None) -> None:
         now = self._wall()

@@ -1,15 +1,17 @@
 """Coalescing and rate-bounding of hook-triggered pulls, on an injected clock: the pure parts
-(`Pending`, `Pace`, the debounce's `Burst`) and how they add up over a burst of hooks."""
+(`Pending`, `Pace`, the debounce's `Burst`) and how they add up over a burst of hooks; `PullSoon`
+and `Inbox` with their threads where the behaviour needs them."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sync.debounce import Burst
-from sync.hook_pull import HOOK_MAX_S, HOOK_QUIET_S, MAX_TRIES, Pace, Pending, PullSoon
+from sync.hook_pull import HOOK_MAX_S, HOOK_QUIET_S, MAX_TRIES, Inbox, Pace, Pending, PullSoon
 from sync.hook_watch import DEGRADED, HEALTHY, QUIET, HookWatch
 from sync.hooks import Hint
 
@@ -208,3 +210,58 @@ def test_changes_a_failed_hook_pull_left_to_the_poll_are_not_evidence() -> None:
     _run(pull_soon, lambda: _Report(upserted=1))  # the next poll has no such excuse
     clock.t += 31
     assert watch.verdict().state == DEGRADED
+
+
+def _wait(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 20
+    while not check():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_a_standby_keeps_a_hint_it_could_not_forward_and_sends_it_later() -> None:
+    watch = HookWatch(poll_interval_s=60, hooks_poll_interval_s=600, stale_after_s=3600,
+                      announce_grace_s=30)  # fmt: skip
+    sent: list[Hint] = []
+    recorded: list[float] = []
+
+    def forward(hint: Hint) -> None:
+        if not sent and not getattr(forward, "failed", False):
+            forward.failed = True  # type: ignore[attr-defined]
+            raise ConnectionError("PostgreSQL at db:5432 failed: connection refused")
+        sent.append(hint)
+
+    inbox = Inbox(watch, forward=forward, record_last_hook=recorded.append)
+    inbox.start()
+    try:
+        inbox.receive(_hint((5, 100)))
+        inbox.receive(_hint((6, 101), events=True))
+        _wait(lambda: bool(sent))
+    finally:
+        inbox.close()
+    merged = Hint()
+    for hint in sent:
+        merged.merge(hint)
+    assert merged.versions == {5: 100, 6: 101}
+    assert merged.events
+    assert watch.received == 2
+    assert recorded  # webhooks.last_hook was written
+
+
+def test_a_nudge_pulls_but_is_no_hook() -> None:
+    watch = HookWatch(poll_interval_s=60, hooks_poll_interval_s=600, stale_after_s=3600,
+                      announce_grace_s=30)  # fmt: skip
+    delivered: list[Hint] = []
+    recorded: list[float] = []
+    inbox = Inbox(watch, forward=delivered.append, record_last_hook=recorded.append)
+    inbox.lead(delivered.append)
+    inbox.start()
+    try:
+        inbox.nudge(Hint(blind=True))
+        _wait(lambda: bool(delivered))
+    finally:
+        inbox.close()
+    assert delivered[0].blind
+    assert watch.received == 0
+    assert watch.verdict().state == QUIET
+    assert recorded == []
