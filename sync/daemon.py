@@ -336,13 +336,13 @@ def run_daemon(config: Config) -> None:
     metrics = Metrics()
     metrics.poll_interval.set(config.sync.poll_interval_s)
     engine = database_engine(config)
-    client = amo_client(config, engine, transport=amocrm_transport(metrics, health))
-    hooks = (
-        DaemonHooks(config, engine, metrics, health, client) if config.webhooks.enabled else None
-    )
-    http = start_http(config, health, metrics, engine, hooks)
+    hooks = DaemonHooks(config, engine, metrics, health) if config.webhooks.enabled else None
+    http = start_http(config, health, metrics, engine, hooks)  # before anything may wait
     if hooks is not None:
         hooks.start()
+    client = amo_client(config, engine, transport=amocrm_transport(metrics, health))
+    if hooks is not None:
+        hooks.client = client  # for the subscription check
     metrics.watch_budget(client.session.limiter)
     clean = True
     try:

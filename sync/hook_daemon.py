@@ -46,7 +46,7 @@ class DaemonHooks:
         engine: Engine,
         metrics: Metrics,
         health: Health,
-        client: object,
+        client: object = None,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -126,7 +126,7 @@ class DaemonHooks:
         assert self._pull_soon is not None
         self.watch.forget_reported()
         self.inbox.lead(self._pull_soon.offer)
-        if hasattr(self.client, "list_webhooks"):
+        if self.client is not None and hasattr(self.client, "list_webhooks"):
             scheduler.add_job(
                 self.check_subscription,
                 IntervalTrigger(seconds=self.config.webhooks.check_interval_s),
