@@ -180,7 +180,19 @@ class WebhooksConfig:
     public_url: str = _key("", public_url)
     secret: Secret = _key(Secret(""), secret_text, hook_secret, secret=True)
 
+    # polling while hooks are known to arrive; sync.poll_interval_s otherwise
+    poll_interval_s: float = _key(600.0, positive)
+    stale_after_s: float = _key(3600.0, positive)  # no hook for this long: back to the short poll
+    announce_grace_s: float = _key(30.0, between(1, 3600))  # a hook may lag its change this long
+    min_pull_gap_s: float = _key(2.0, between(0, 3600))  # hook-triggered pulls at most this often
+    check_interval_s: float = _key(300.0, between(30, 86_400))  # GET /api/v4/webhooks this often
+
     HOOK_PATH = "/webhooks/amocrm/"
+
+    @property
+    def path(self) -> str:
+        """The hook's path on the daemon's HTTP port (it holds the secret: never log it)."""
+        return self.HOOK_PATH + self.secret.reveal()
 
     @property
     def destination(self) -> str:
@@ -250,7 +262,8 @@ def load_config(
     loader.report_unknown_env()
     problems.extend(_auth_problems(config.amocrm))
     problems.extend(_rate_problems(config.amocrm))
-    problems.extend(_webhook_problems(config.webhooks, problems))
+    reported = {problem.key for problem in problems}  # an invalid secret is not also "not set"
+    problems.extend(p for p in _webhook_problems(config) if p.key not in reported)
     if problems:
         raise ConfigError(problems)
     return config
@@ -436,14 +449,6 @@ def _auth_problems(amo: AmoCrmConfig) -> list[ConfigProblem]:
     return problems
 
 
-def _webhook_problems(hooks: WebhooksConfig, found: list[ConfigProblem]) -> list[ConfigProblem]:
-    """Enabled webhooks need a secret (the daemon must not serve a guessable path)."""
-    if hooks.enabled and not hooks.secret and not any(p.key == "webhooks.secret" for p in found):
-        return [ConfigProblem("webhooks.secret", "not set", "required when webhooks.enabled "
-                              "is true: the hook path is /webhooks/amocrm/<secret>")]  # fmt: skip
-    return []
-
-
 def _rate_problems(amo: AmoCrmConfig) -> list[ConfigProblem]:
     if amo.max_rps > 7 and not amo.is_loopback:
         return [
@@ -455,3 +460,20 @@ def _rate_problems(amo: AmoCrmConfig) -> list[ConfigProblem]:
             )
         ]
     return []
+
+
+def _webhook_problems(config: Config) -> list[ConfigProblem]:
+    """With webhooks on, the hook needs its secret path and the daemon's HTTP port."""
+    hooks = config.webhooks
+    if not hooks.enabled:
+        return []
+    problems = []
+    if not hooks.secret:
+        why = (
+            "required when webhooks.enabled is true (the hook's path is /webhooks/amocrm/<secret>)"
+        )
+        problems.append(ConfigProblem("webhooks.secret", "not set", why))
+    if not config.daemon.http_port:
+        why = "must not be 0 when webhooks.enabled is true: the hook is served on that port"
+        problems.append(ConfigProblem("daemon.http_port", "file/environment", why))
+    return problems

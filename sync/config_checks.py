@@ -195,3 +195,7 @@ def field_policies(value: Any) -> str | None:
                 f"{', '.join(POLICIES)}), got {item!r}"
             )
     return None
+
+
+WEBHOOK_SECRET_MIN = 16
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")

@@ -8,7 +8,11 @@
     │   each second and before each job: leader lock held?  SIGTERM → stop      │
     │ thread amosync-listen (leader): LISTEN requests → full resync at once;    │
     │   LISTEN changes → thread amosync-debounce → PushSoon: push job now       │
+    │   LISTEN hooks (a standby's webhooks) → Inbox                             │
     │ thread amosync-http: /healthz /livez /metrics (sync.health, sync.metrics) │
+    │   POST /webhooks/amocrm/<secret> → Inbox (sync.hook_daemon): debounce →   │
+    │   leader: PullSoon moves the pull job to now (rate-bounded, sync.hook_pull)│
+    │   standby: NOTIFY the leader                                              │
     └───────────────────────────────────────────────────────────────────────────┘
 
 Stop (SIGTERM/SIGINT): no new job starts; a running job gets `daemon.shutdown_timeout_s` to
@@ -23,7 +27,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from types import FrameType
 
@@ -38,12 +42,14 @@ from sync.db import status as queries
 from sync.db.capture import changes_channel, notify_channel
 from sync.db.diag import error_line
 from sync.db.engine import probe
+from sync.db.hooks import hooks_channel
 from sync.db.listen import Listener
 from sync.db.locks import LeaderLock, holder_name
 from sync.db.migrate import upgrade
 from sync.debounce import Debounce
 from sync.errors import StoreError, UsageError
 from sync.health import Endpoints, Health, HttpServer
+from sync.hook_daemon import DaemonHooks
 from sync.logs import get_logger
 from sync.metrics import DatabaseCollector, Metrics, amocrm_transport, jwt_expiry
 from sync.poll_memo import PollMemo
@@ -77,6 +83,8 @@ class Parts:
     health: Health
     metrics: Metrics
     clock: Clock
+    hooks: DaemonHooks | None = None  # with `webhooks.enabled`
+    memo: PollMemo | None = None  # the incremental pulls' memo (a hook may ask for the events)
 
 
 class Daemon:
@@ -133,11 +141,17 @@ class Daemon:
         self._lost.clear()
         prune = self._prune if self.config.daemon.keep_runs_days else None
         push_soon = PushSoon(self.runner, self.parts.clock.now)
+        hooks, jobs, pull_soon = self.parts.hooks, self.parts.jobs, None
+        if hooks is not None:
+            pull_soon = hooks.pull_soon(self.runner.running, self.parts.memo)
+            jobs = replace(jobs, pull=pull_soon.observe(jobs.pull))
         scheduler = build_scheduler(
-            self.config, self.parts.jobs, self.runner, self._check_requests, self.parts.clock,
-            prune=prune, push_soon=push_soon,
+            self.config, jobs, self.runner, self._check_requests, self.parts.clock,
+            prune=prune, push_soon=push_soon, pull_soon=pull_soon,
         )  # fmt: skip
         self._scheduler = scheduler
+        if hooks is not None:
+            hooks.lead(scheduler, self.parts.clock.now())
         scheduler.start()
         debounce = Debounce(push_soon.want, quiet_s=self.config.sync.push_debounce_s,
                             max_s=self.config.sync.push_debounce_max_s)  # fmt: skip
@@ -153,9 +167,13 @@ class Daemon:
                 if self._lost.is_set() or not self._still_leading():
                     break
                 self.health.database_ok()  # the lock session answered: PostgreSQL is up
+                if hooks is not None:
+                    hooks.tick()
         finally:
             listener.close()
             debounce.close()
+            if hooks is not None:
+                hooks.stop_leading()
             clean = self._stop_leading(scheduler, stop)
         return clean
 
@@ -164,13 +182,18 @@ class Daemon:
         lost connection, push once and look for requests: their notifications may be lost."""
         schema = self.config.database.schema
 
+        hooks = self.parts.hooks
+
         def catch_up() -> None:
             push_soon.want()
             self._check_requests()
+            if hooks is not None:
+                hooks.caught_up()
 
         handlers = {notify_channel(schema): self._check_requests,
                     changes_channel(schema): debounce.note}  # fmt: skip
-        return Listener(self.parts.engine, handlers, on_reconnect=catch_up)
+        payloads = {hooks_channel(schema): hooks.forwarded} if hooks is not None else None
+        return Listener(self.parts.engine, handlers, on_reconnect=catch_up, payloads=payloads)
 
     def _stop_leading(self, scheduler: BackgroundScheduler, stop: threading.Event) -> bool:
         self.runner.stopping.set()
@@ -289,10 +312,12 @@ def exit_now(code: int) -> None:
 # --- composition -------------------------------------------------------------------------------
 
 
-def build_jobs(config: Config, engine: Engine, client: AmoClient) -> Jobs:
+def build_jobs(
+    config: Config, engine: Engine, client: AmoClient, memo: PollMemo | None = None
+) -> Jobs:
     """The leader's jobs: pull and push as the CLI runs them, on the daemon's client; its
     incremental pulls share a `PollMemo`, so idle polls skip what they may (`sync.poll_memo`)."""
-    memo = PollMemo(config.sync.events_interval_s)
+    memo = memo or PollMemo(config.sync.events_interval_s)
     return Jobs(
         pull=partial(run_pull, config, engine, client, memo=memo),
         push=partial(run_push, config, engine, client),
@@ -309,20 +334,29 @@ def run_daemon(config: Config) -> None:
     install_signal_handlers(stop)
     health = Health(config.sync.poll_interval_s, config.daemon.unhealthy_after_polls)
     metrics = Metrics()
+    metrics.poll_interval.set(config.sync.poll_interval_s)
     engine = database_engine(config)
-    http = start_http(config, health, metrics, engine)
+    hooks = DaemonHooks(config, engine, metrics, health) if config.webhooks.enabled else None
+    http = start_http(config, health, metrics, engine, hooks)  # before anything may wait
+    if hooks is not None:
+        hooks.start()
     client = amo_client(config, engine, transport=amocrm_transport(metrics, health))
+    if hooks is not None:
+        hooks.client = client  # for the subscription check
     metrics.watch_budget(client.session.limiter)
     clean = True
     try:
         if config.daemon.migrate and not migrate_when_possible(config, stop, health):
             return
-        parts = Parts(config, engine, build_jobs(config, engine, client), health, metrics,
-                      SystemClock())  # fmt: skip
+        memo = PollMemo(config.sync.events_interval_s)
+        parts = Parts(config, engine, build_jobs(config, engine, client, memo), health, metrics,
+                      SystemClock(), hooks=hooks, memo=memo)  # fmt: skip
         clean = Daemon(parts).run(stop)
     finally:
         if http is not None:
             http.stop()
+        if hooks is not None:
+            hooks.close()
         log.info("daemon_stopped", clean=clean)
         if not clean:
             exit_now(0)
@@ -331,15 +365,21 @@ def run_daemon(config: Config) -> None:
 
 
 def start_http(
-    config: Config, health: Health, metrics: Metrics, engine: Engine
+    config: Config,
+    health: Health,
+    metrics: Metrics,
+    engine: Engine,
+    hooks: DaemonHooks | None = None,
 ) -> HttpServer | None:
-    """The /healthz, /livez and /metrics server (None when `daemon.http_port` is 0)."""
+    """The /healthz, /livez and /metrics server, and the webhook with `hooks` (None when
+    `daemon.http_port` is 0)."""
     token = config.amocrm.access_token.reveal()
     metrics.registry.register(DatabaseCollector(engine, lambda: jwt_expiry(token)))
     if not config.daemon.http_port:
         return None
     silence = max(30.0, 3 * STANDBY_RETRY_MAX_S)
-    endpoints = Endpoints(health.report, lambda: health.alive(silence), metrics.exposition)
+    route = hooks.route() if hooks is not None else None
+    endpoints = Endpoints(health.report, lambda: health.alive(silence), metrics.exposition, route)
     try:
         server = HttpServer(config.daemon.http_host, config.daemon.http_port, endpoints)
     except OSError as exc:
@@ -348,7 +388,8 @@ def start_http(
             f"cannot serve /healthz on {where} (daemon.http_port): {exc.strerror}"
         ) from exc
     server.start()
-    log.info("http_listening", host=config.daemon.http_host, port=server.port)
+    log.info("http_listening", host=config.daemon.http_host, port=server.port,
+             webhook=route is not None)  # fmt: skip
     return server
 
 

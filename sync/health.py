@@ -9,13 +9,22 @@ answer or network failure, as it happens), and turns that into the /healthz verd
   reachable (no streak of network errors or 5xx longer than a grace period), authentication
   works, the IP is not blocked and PostgreSQL answers.
 
-/healthz answers 200 or 503 with a JSON body that lists every reason. /livez answers 200 while
-the daemon's main loop is turning (for a liveness probe: restarting the process does not help
-when amoCRM is down, so liveness must not depend on it). /metrics is the Prometheus exposition.
+/healthz answers 200 or 503 with a JSON body that lists every reason; with webhooks on it also
+says what `sync.hook_watch` concluded, and answers 200 with status "degraded" (not down) while
+hooks are known to be lost: polling covers for them. /livez answers 200 while the daemon's main
+loop is turning (for a liveness probe: restarting the process does not help when amoCRM is down,
+so liveness must not depend on it). /metrics is the Prometheus exposition.
+
+POST /webhooks/amocrm/<secret> (with `webhooks.enabled`) is amoCRM's webhook: the secret is
+compared in constant time (wrong: 404, body unread); a wrong content type (415), a missing length
+(411), a body over 1 MiB (413) or one that is not a form (400) is refused; anything else is
+answered 200 at once, after handing its hint (`sync.hooks`) to `HookRoute.receive` — the pull
+happens on the scheduler's thread, never here.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 from collections.abc import Callable
@@ -33,6 +42,7 @@ from sync.errors import (
     StoreError,
     disk_full,
 )
+from sync.hooks import Hint, HookRejected, check_request, parse_hook
 from sync.logs import get_logger
 
 log = get_logger("sync.health")
@@ -68,6 +78,8 @@ class Health:
     _disk_full: str | None = None  # a job failed for want of disk space
     _lost: str | None = None  # the leader lock was lost; the old leadership is winding down
     _heartbeat: float | None = None
+    _longest_interval: float | None = None  # the longest poll interval since the last good pull
+    _webhooks: Callable[[], dict[str, Any]] | None = None  # the webhooks' state (when on)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- fed by the daemon ---------------------------------------------------------------------
@@ -88,6 +100,19 @@ class Health:
             self.role = "standby"
             self._leader_since = self._last_pull_ok = None
             self._lost = reason
+
+    def set_poll_interval(self, seconds: float) -> None:
+        """Polls run every `seconds` now (webhooks make it longer while they arrive): a pull is
+        stale after `unhealthy_after_polls` of the longest interval since the last good one."""
+        with self._lock:
+            self.poll_interval_s = seconds
+            self._longest_interval = max(self._longest_interval or 0.0, seconds)
+
+    def set_webhooks(self, describe: Callable[[], dict[str, Any]] | None) -> None:
+        """Where /healthz reads the webhooks' state (`state`, `reason`, …); "degraded" makes the
+        answer 200 "degraded" unless something is failing."""
+        with self._lock:
+            self._webhooks = describe
 
     def beat(self) -> None:
         """The main loop is alive (for /livez)."""
@@ -114,6 +139,7 @@ class Health:
             if job in PULL_JOBS:
                 self._last_pull_ok = self.clock.monotonic()
                 self._last_pull_ok_at = self.clock.now()
+                self._longest_interval = self.poll_interval_s
             # amoCRM problems clear only when amoCRM accepts a request (`amocrm_answered`): a
             # push with nothing to send succeeds without asking amoCRM anything.
 
@@ -165,13 +191,21 @@ class Health:
         """(HTTP status, JSON body) of /healthz."""
         with self._lock:
             reasons = self._reasons()
+            describe = self._webhooks
+        hooks = describe() if describe is not None else None
+        with self._lock:
+            degraded = hooks is not None and hooks.get("state") == "degraded"
             body: dict[str, Any] = {
-                "status": "ok" if not reasons else "failing",
+                "status": "failing" if reasons else "degraded" if degraded else "ok",
                 "role": self.role,
                 "reasons": reasons,
                 "last_pull_succeeded_at": _iso(self._last_pull_ok_at),
                 "running_jobs": sorted(self._running),
             }
+            if hooks is not None:
+                body["webhooks"] = dict(hooks)
+            if degraded and hooks is not None:
+                body["warnings"] = [f"webhooks_degraded: {hooks.get('reason')}"]
         return (200 if not reasons else 503), body
 
     def _reasons(self) -> list[str]:
@@ -205,7 +239,8 @@ class Health:
 
     def _pull_staleness(self) -> str | None:
         now = self.clock.monotonic()
-        window = self.poll_interval_s * self.unhealthy_after_polls
+        interval = max(self.poll_interval_s, self._longest_interval or 0.0)
+        window = interval * self.unhealthy_after_polls
         if self._last_pull_ok is None:
             return "no_successful_pull: none yet since this daemon became leader"
         fresh = self._last_pull_ok
@@ -242,17 +277,77 @@ def _iso(moment: datetime | None) -> str | None:
 # --- HTTP ------------------------------------------------------------------------------------
 
 
+HOOK_PREFIX = "/webhooks/amocrm/"
+READ_TIMEOUT_S = 10.0  # a client that sends its body slower than this is cut off
+
+
+@dataclass(frozen=True)
+class HookRoute:
+    """amoCRM's webhook: its secret path segment, and where accepted and refused posts go."""
+
+    secret: str = field(repr=False)
+    receive: Callable[[Hint], None]
+    rejected: Callable[[str], None] = lambda reason: None  # a refused post, by reason
+
+    def matches(self, path: str) -> bool:
+        """Is `path` the hook's? The secret is compared in constant time."""
+        if not path.startswith(HOOK_PREFIX) or not self.secret:
+            return False
+        candidate = path[len(HOOK_PREFIX) :].rstrip("/")  # a destination registered with a /
+        return hmac.compare_digest(candidate.encode(), self.secret.encode())
+
+
 @dataclass(frozen=True)
 class Endpoints:
-    """What the HTTP server serves: three callables returning (status, content type, body)."""
+    """What the HTTP server serves: three callables returning (status, content type, body), and
+    the webhook when it is enabled."""
 
     health: Callable[[], tuple[int, dict[str, Any]]]
     alive: Callable[[], bool]
     metrics: Callable[[], tuple[bytes, str]]
+    hook: HookRoute | None = None
+
+
+_REJECTED = {411: "length", 413: "too_large", 415: "content_type", 400: "not_form"}
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    timeout = READ_TIMEOUT_S  # no slow client holds a thread for long
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        route = self.server.endpoints.hook
+        if route is None or not route.matches(path):
+            if route is not None and path.startswith(HOOK_PREFIX):
+                route.rejected("secret")
+            self._refuse(404, "not found")  # the same answer as any unknown path
+            return
+        try:
+            size = check_request(
+                self.headers.get("Content-Type"), self.headers.get("Content-Length")
+            )
+            body = self.rfile.read(size)
+            if len(body) < size:
+                raise HookRejected(400, "body shorter than its Content-Length")
+            hint = parse_hook(body)
+        except HookRejected as exc:
+            route.rejected(_REJECTED.get(exc.status, "other"))
+            self._refuse(exc.status, exc.reason)
+            return
+        except OSError:  # the client went away or was too slow: nothing to answer
+            route.rejected("read")
+            self.close_connection = True
+            return
+        try:
+            route.receive(hint)
+        except Exception:  # a bug must not make amoCRM count failures: the polls cover
+            log.exception("webhook_receive_failed")
+        self._send(200, "text/plain", b"ok\n")
+
+    def _refuse(self, status: int, reason: str) -> None:
+        self.close_connection = True  # the body may be unread: never parse it as a request
+        self._send(status, "text/plain", f"{reason}\n".encode())
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -287,6 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # a burst of hook posts must not meet a full listen backlog (5)
     endpoints: Endpoints
 
 

@@ -6,6 +6,15 @@ Counted in the process as things happen:
   amosync_job_duration_seconds{job}        histogram of job run times
   amosync_amocrm_requests_total{method,status}   every HTTP answer from amoCRM ("error" = none)
   amosync_amocrm_rate_limited_total        429 answers
+  amosync_webhooks_received_total{via}     hook posts accepted: "http" here, "standby" forwarded
+  amosync_webhooks_rejected_total{reason}  hook posts refused: secret (404), content_type, length,
+                                           too_large, not_form, read
+  amosync_webhook_pulls_total              pulls that hooks triggered
+  amosync_poll_interval_seconds            the scheduled poll interval in effect now (longer
+                                           while webhooks arrive)
+Read from the webhook watch at scrape time (webhooks enabled):
+  amosync_webhook_last_age_seconds         seconds since the last hook (absent before the first)
+  amosync_webhooks_healthy                 1 healthy, 0 quiet (no hook lately), -1 degraded
 Read from the rate limiter at scrape time:
   amosync_amocrm_allowed_rps               requests/s the client allows itself now: max_rps, cut
                                            on each 429 episode and restored gradually (AIMD)
@@ -89,6 +98,22 @@ class Metrics:
             name: Counter(f"amosync_rows_{name}", f"Rows {name}", registry=r)
             for name in ("pulled", "pushed", "deleted", "rejected")
         }
+        self.hooks_received = Counter(
+            "amosync_webhooks_received", "Webhook posts accepted", ["via"], registry=r
+        )
+        self.hooks_rejected = Counter(
+            "amosync_webhooks_rejected", "Webhook posts refused", ["reason"], registry=r
+        )
+        self.hook_pulls = Counter(
+            "amosync_webhook_pulls", "Pulls triggered by webhooks", registry=r
+        )
+        self.poll_interval = Gauge(
+            "amosync_poll_interval_seconds", "Scheduled poll interval in effect", registry=r
+        )
+
+    def watch_webhooks(self, watch: HookState) -> None:
+        """Report the webhooks' state and the poll interval at every scrape."""
+        self.registry.register(HookCollector(watch))
 
     def watch_budget(self, limiter: RateBudget) -> None:
         """Report the rate limiter's allowed rate and pause at every scrape."""
@@ -113,6 +138,35 @@ class RateBudget(Protocol):
     def allowed_rps(self) -> float: ...
 
     def paused_for(self) -> float: ...
+
+
+class HookState(Protocol):
+    """What `HookCollector` reads (`sync.hook_watch.HookWatch`)."""
+
+    def last_hook_age(self) -> float | None: ...
+
+    def verdict(self) -> Any: ...
+
+
+HOOK_STATES = {"healthy": 1, "quiet": 0, "degraded": -1}
+
+
+class HookCollector(Collector):
+    """The webhook watch's state, read when Prometheus scrapes."""
+
+    def __init__(self, watch: HookState) -> None:
+        self._watch = watch
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        age = self._watch.last_hook_age()
+        if age is not None:
+            yield _gauge("amosync_webhook_last_age_seconds", "Seconds since the last webhook", age)
+        verdict = self._watch.verdict()
+        yield _gauge("amosync_webhooks_healthy", "1 healthy, 0 quiet, -1 degraded",
+                     HOOK_STATES.get(verdict.state, 0))  # fmt: skip
 
 
 class BudgetCollector(Collector):

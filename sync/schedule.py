@@ -1,7 +1,10 @@
 """The leader's APScheduler 3.x: which jobs run when, and the wrapper that keeps it alive.
 
 Jobs (ids):
-  pull            incremental pull every `sync.poll_interval_s`, first run at once
+  pull            incremental pull every `sync.poll_interval_s`, first run at once; with webhooks,
+                  soon after a hook (`sync.hook_pull.PullSoon`: the same job, moved), and a
+                  scheduled run is skipped while hooks are healthy until
+                  `webhooks.poll_interval_s` has passed since the last pull
   push            push of local edits every `sync.push_interval_s`, and soon after a local edit
                   is announced (`PushSoon`: the same job, moved to now)
   full            full resync on `sync.full_resync_cron` (omitted when the cron is empty)
@@ -68,6 +71,7 @@ from sync.db.diag import error_line, store_error
 from sync.db.status import RunRow
 from sync.errors import AmoBlockedError, SyncError, disk_full, was_logged
 from sync.health import Health
+from sync.hook_pull import PullSoon
 from sync.logs import get_logger
 from sync.metrics import Metrics
 
@@ -259,9 +263,10 @@ def build_scheduler(
     *,
     prune: Callable[[], object] | None = None,
     push_soon: PushSoon | None = None,
+    pull_soon: PullSoon | None = None,
 ) -> BackgroundScheduler:
     """A scheduler (not started) with every job of the leader; with `push_soon`, its push job
-    also runs soon after announced local edits."""
+    also runs soon after announced local edits; with `pull_soon`, its pull job soon after hooks."""
     scheduler = BackgroundScheduler(
         executors={
             SYNC_EXECUTOR: ThreadPoolExecutor(
@@ -275,7 +280,11 @@ def build_scheduler(
     )
     sync = config.sync
     now = clock.now()
-    _interval(scheduler, "pull", runner.wrap("pull", jobs.pull), sync.poll_interval_s, now)
+    pull = runner.wrap("pull", jobs.pull)
+    if pull_soon is not None:
+        pull = pull_soon.gate(pull)
+        pull_soon.attach(scheduler)
+    _interval(scheduler, "pull", pull, sync.poll_interval_s, now)
     push = runner.wrap("push", jobs.push)
     if push_soon is not None:
         push = push_soon.wrap(push)

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from sync.config import Config
 from sync.db import status as queries
+from sync.db.hooks import fetch_hook_rows
 from sync.db.migrate import current_revision
 
 CONTACTS_CURSOR = "pull.contacts"  # the pull's cursor key in sync_state (sync.db.runs)
@@ -45,8 +46,33 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
         "open_conflicts": queries.count_open_conflicts(conn),
         "errors": queries.fetch_row_errors(conn),
         "last_lock_wait": _lock_wait(queries.fetch_last_lock_wait(conn)),
+        "webhooks": _webhooks(conn, config, now),
         "state": state,
     }
+
+
+def _webhooks(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
+    """Whether hooks are on, when one last arrived, and the leader's verdict on them."""
+    last, health = fetch_hook_rows(conn)
+    received = last.get("received_at") if last else None
+    data: dict[str, Any] = {
+        "enabled": config.webhooks.enabled,
+        "last_hook_at": None,
+        "last_hook_age_s": None,
+        "state": None,
+        "reason": None,
+        "since": None,
+        "poll_interval_s": None,
+    }
+    if isinstance(received, int | float):
+        data["last_hook_at"] = datetime.fromtimestamp(received, UTC).isoformat()
+        data["last_hook_age_s"] = round(max(0.0, now.timestamp() - received), 1)
+    if health:
+        data.update({k: health.get(k) for k in ("state", "reason", "poll_interval_s")})
+        since = health.get("since")
+        if isinstance(since, int | float):
+            data["since"] = datetime.fromtimestamp(since, UTC).isoformat()
+    return data
 
 
 def _request(row: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +134,7 @@ def render(data: dict[str, Any]) -> str:
     conflicts = data["open_conflicts"]
     hint = " (amosync conflicts list)" if conflicts else ""
     lines.append(_row("conflicts", f"{conflicts} open{hint}"))
+    lines.append(_row("webhooks", _webhooks_line(data["webhooks"])))
     wait = data.get("last_lock_wait")
     if wait:
         lines.append(_row("lock wait", f"{wait['kind']} run {wait['run_id']} at {wait['at']}: "
@@ -117,6 +144,22 @@ def render(data: dict[str, Any]) -> str:
             _row("error", f"contact {error['id']} ({error['name']}): {error['sync_error']}")
         )
     return "\n".join(lines)
+
+
+def _webhooks_line(hooks: dict[str, Any]) -> str:
+    if not hooks["enabled"]:
+        return "off (webhooks.enabled): polling every sync.poll_interval_s"
+    age = hooks["last_hook_age_s"]
+    last = "no hook received yet" if age is None else f"last hook {_duration(age)} ago"
+    state = hooks["state"]
+    if state is None:
+        return f"on, {last}; no daemon has judged them yet"
+    text = f"{state} since {hooks['since']}"
+    if hooks["reason"] and state != "healthy":
+        text += f" ({hooks['reason']})"
+    interval = hooks["poll_interval_s"]
+    polling = f", polling every {_duration(interval)}" if isinstance(interval, int | float) else ""
+    return f"{text}; {last}{polling}"
 
 
 def _daemon_line(daemon: dict[str, Any]) -> str:

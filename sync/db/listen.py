@@ -7,6 +7,8 @@
 Channels (their triggers are in `sync.db.capture` and migration 0006):
   amosync_<schema>_requests   a `sync_requests` row was inserted: the full resync starts at once
   amosync_<schema>_changes    a local write captured changes into `sync_changes`: push soon
+  amosync_<schema>_hooks      a standby forwards the webhooks it received (`payloads`: the
+                              callback gets the notifications' payloads)
 
 Each notification calls its channel's callback on the listener thread, so callbacks must be quick
 and must not raise. When the connection fails (PostgreSQL restarted, the backend terminated) the
@@ -42,9 +44,11 @@ class Listener:
         *,
         on_reconnect: Callable[[], None] | None = None,
         retry_s: float = RETRY_S,
+        payloads: Mapping[str, Callable[[list[str]], None]] | None = None,
     ) -> None:
         self._engine = engine
         self._handlers = dict(handlers)
+        self._payloads = dict(payloads or {})
         self._on_reconnect = on_reconnect
         self._retry_s = retry_s
         self._attempts = 0
@@ -75,10 +79,10 @@ class Listener:
         try:
             conn: Any = raw.driver_connection
             conn.autocommit = True
-            for channel in self._handlers:
+            for channel in (*self._handlers, *self._payloads):
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
             if self._attempts > 1 and self._on_reconnect is not None:
-                log.info("listen_reconnected", channels=sorted(self._handlers))
+                log.info("listen_reconnected", channels=sorted({*self._handlers, *self._payloads}))
                 self._on_reconnect()  # what was announced while we were away is not lost
             self.listening.set()
             while not self.stop.is_set():
@@ -91,8 +95,13 @@ class Listener:
     def _dispatch(self, conn: Any) -> None:
         """Wait up to WAKE_S for notifications; one call per channel that had any. The whole
         batch is read (a batch cut short would lose the notifications after the first)."""
-        channels = {n.channel for n in conn.notifies(timeout=WAKE_S, stop_after=1)}
-        for channel in sorted(channels):
+        received: dict[str, list[str]] = {}
+        for note in conn.notifies(timeout=WAKE_S, stop_after=1):
+            received.setdefault(note.channel, []).append(note.payload)
+        for channel in sorted(received):
             handler = self._handlers.get(channel)
             if handler is not None:
                 handler()
+            with_payloads = self._payloads.get(channel)
+            if with_payloads is not None:
+                with_payloads(received[channel])

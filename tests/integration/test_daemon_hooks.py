@@ -1,0 +1,223 @@
+"""The daemon's webhook endpoint (issue 15 items 1 and 3): real HTTP posts to a daemon running in
+process with its real jobs, the emulator over HTTP, real PostgreSQL. `poll_interval_s` and
+`push_interval_s` are an hour, so only a hook (or the listener) can make a pull happen."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from structlog.testing import capture_logs
+
+from sync.config import Config, DatabaseConfig
+from sync.emulator import Emulator
+from sync.hooks import MAX_BODY_BYTES
+from sync.status import gather, render
+from tests.integration.hook_env import (
+    FORM,
+    SECRET,
+    hook_daemon,
+    make_config,
+    post,
+    scalar,
+    wait,
+)
+from tests.integration.pull_helpers import emulated
+
+STORED_NAME = "SELECT name FROM amocrm.contacts WHERE id = :i"
+HOOK_PULLS = "SELECT count(*) FROM amocrm.sync_runs WHERE kind = 'pull' AND id > :after"
+
+
+def _rename(emulator: Emulator, contact: int, name: str) -> None:
+    emulator.update_contacts([{"id": contact, "name": name}])
+
+
+def _ids(engine: Engine, n: int) -> list[int]:
+    with engine.connect() as conn:
+        sql = "SELECT id FROM amocrm.contacts WHERE NOT is_deleted ORDER BY id LIMIT :n"
+        return list(conn.scalars(sa.text(sql), {"n": n}))
+
+
+def _last_run(engine: Engine) -> int:
+    return int(scalar(engine, "SELECT max(id) FROM amocrm.sync_runs"))
+
+
+def test_a_hook_makes_the_leader_pull_the_remote_edit_at_once(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=200) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        with hook_daemon(config, engine, emulator, url) as d:
+            (contact,) = _ids(engine, 1)
+            _rename(emulator, contact, "Edited in amoCRM")
+            assert d.post_hook([contact]) == 200
+            wait("the edit", lambda: scalar(engine, STORED_NAME, i=contact) == "Edited in amoCRM")
+            wait("the pull recorded", lambda: d.hook_pulls() == 1)
+            assert d.sample("amosync_webhooks_received_total", via="http") == 1
+            with engine.connect() as conn:
+                last = conn.scalar(sa.text(
+                    "SELECT value FROM amocrm.sync_state WHERE key = 'webhooks.last_hook'"
+                ))  # fmt: skip
+            assert isinstance(last["received_at"], int)
+
+
+def test_a_wrong_secret_gets_404_and_never_reaches_amocrm(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=50) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        with hook_daemon(config, engine, emulator, url) as d:
+            (contact,) = _ids(engine, 1)
+            body = b"contacts[update][0][id]=" + str(contact).encode()
+            wrong = [SECRET[:-1] + "X", SECRET + "X", SECRET[:-1], "", "x" * 5000]
+            for secret in wrong:
+                status, answer = post(d.port, f"/webhooks/amocrm/{secret}", body)
+                assert status == 404
+                assert SECRET.encode() not in answer
+            assert post(d.port, f"/webhooks/{SECRET}", body)[0] == 404
+            assert d.sample("amosync_webhooks_rejected_total", reason="secret") == len(wrong)
+            assert d.hooks.watch.received == 0  # the hint never entered the daemon
+            assert d.hook_pulls() == 0
+            assert emulator.requests() == []
+
+
+def test_oversized_non_form_and_garbage_bodies_are_refused_and_the_daemon_goes_on(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=50) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        with hook_daemon(config, engine, emulator, url) as d:
+            path = f"/webhooks/amocrm/{SECRET}"
+            cases = [
+                (b"contacts[update][0][id]=1&" + b"x" * MAX_BODY_BYTES, FORM, 413),
+                (b'{"contacts": {"update": [{"id": 1}]}}', "application/json", 415),
+                (b"contacts[update][0][id]=1", "text/plain", 415),
+                (b'{"contacts": 1}', FORM, 400),
+                (b"\xff\xfe\x00garbage", FORM, 400),
+            ]
+            for body, content_type, expected in cases:
+                assert post(d.port, path, body, content_type)[0] == expected
+            assert d.hooks.watch.received == 0
+            assert emulator.requests() == []
+            assert post(d.port, path, b"leads[update][0][id]=5&account[id]=1")[0] == 200
+            (contact,) = _ids(engine, 1)
+            _rename(emulator, contact, "After the garbage")
+            assert d.post_hook([contact]) == 200
+            wait("the edit", lambda: scalar(engine, STORED_NAME, i=contact) == "After the garbage")
+            code, health = d.health.report()
+            assert (code, health["status"]) == (200, "ok")
+
+
+def test_a_hook_for_a_version_already_stored_costs_no_request(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=50) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        with hook_daemon(config, engine, emulator, url) as d:
+            ids = _ids(engine, 3)
+            assert d.post_hook(ids) == 200  # what amoCRM sends after our own push, say
+            pull_soon = d.hooks._pull_soon
+            assert pull_soon is not None
+            wait("the hint checked", lambda: pull_soon.offered == 1)
+            assert pull_soon.stored_already == 1
+            assert d.hook_pulls() == 0
+            assert emulator.requests() == []
+
+
+def test_a_burst_of_2000_hooks_makes_a_handful_of_pulls_and_stores_every_edit(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=2100) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, min_pull_gap_s=2.0)
+        with hook_daemon(config, engine, emulator, url) as d:
+            ids = _ids(engine, 2000)
+            after = _last_run(engine)
+
+            def edit_and_hook(contact: int) -> int:  # a bulk edit: each change, then its hook
+                _rename(emulator, contact, f"Bulk {contact}")
+                return d.post_hook([contact])
+
+            with ThreadPoolExecutor(8) as pool:
+                statuses = list(pool.map(edit_and_hook, ids))
+            assert statuses == [200] * 2000
+            renamed = "SELECT count(*) FROM amocrm.contacts WHERE name LIKE 'Bulk %'"
+            wait("every edit stored", lambda: scalar(engine, renamed) == 2000)
+            wait("the pulls settled", lambda: "pull" not in d.daemon.runner.running())
+            pulls = scalar(engine, HOOK_PULLS, after=after)
+            lists = sum(1 for r in emulator.requests() if r["path"] == "/api/v4/contacts")
+            print(f"2000 hooks: {pulls} pulls, {lists} contact list requests")
+            assert d.sample("amosync_webhooks_received_total", via="http") == 2000
+            assert 1 <= pulls <= 15  # a handful, not one per hook
+            assert d.hook_pulls() == pulls
+
+
+def test_a_hook_sent_to_a_standby_reaches_the_leader(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=100) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        standby_config = make_config(db_config, url, emulator.long_lived_token)
+        with (
+            hook_daemon(config, engine, emulator, url) as leader,
+            hook_daemon(standby_config, engine, emulator, url, leader=False) as standby,
+        ):
+            wait("the standby", lambda: standby.health.role == "standby")
+            contact = _ids(engine, 1)[0]
+            _rename(emulator, contact, "Via the standby")
+            assert standby.post_hook([contact]) == 200
+            wait("the edit", lambda: scalar(engine, STORED_NAME, i=contact) == "Via the standby")
+            assert leader.sample("amosync_webhooks_received_total", via="standby") == 1
+            assert leader.hook_pulls() == 1
+            assert standby.hook_pulls() == 0
+            deleted = _ids(engine, 2)[1]
+            emulator.delete_contact(deleted)  # a deletion: the pull must read the events
+            assert standby.post_hook([deleted], event="delete") == 200
+            is_deleted = "SELECT is_deleted FROM amocrm.contacts WHERE id = :i"
+            wait("the deletion", lambda: scalar(engine, is_deleted, i=deleted) is True)
+
+
+def test_hooks_lost_means_degraded_and_the_short_poll_interval_until_they_come_back(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=100) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, poll_interval_s=4.0,
+                             sync={"poll_interval_s": 1.0})  # fmt: skip
+        with capture_logs() as logs, hook_daemon(config, engine, emulator, url) as d:
+            first, second = _ids(engine, 2)
+            _rename(emulator, first, "With its hook")
+            assert d.post_hook([first]) == 200
+            wait("healthy", lambda: d.hooks.describe()["state"] == "healthy")
+            wait("the poll interval", lambda: d.sample("amosync_poll_interval_seconds") == 4.0)
+            _rename(emulator, second, "Hook lost")  # amoCRM's hook never comes
+            wait(
+                "the edit, by a poll", lambda: scalar(engine, STORED_NAME, i=second) == "Hook lost"
+            )
+            wait("degraded", lambda: d.health.report()[1]["status"] == "degraded")
+            code, body = d.health.report()
+            assert code == 200  # degraded, not down
+            assert body["webhooks"]["state"] == "degraded"
+            assert "no hook announced" in body["warnings"][0]
+            wait("the short interval", lambda: d.sample("amosync_poll_interval_seconds") == 1.0)
+            assert d.sample("amosync_webhooks_healthy") == -1
+            assert d.sample("amosync_webhook_last_age_seconds") > 0
+            text = _status(engine, config)
+            assert "degraded since" in text
+            assert "no hook announced" in text
+            assert "polling every 1 s" in text
+            _rename(emulator, first, "Hooks are back")
+            assert d.post_hook([first]) == 200
+            wait("healthy again", lambda: d.health.report()[1]["status"] == "ok")
+            wait("status says so", lambda: "healthy since" in _status(engine, config))
+        events = [e["event"] for e in logs if e["event"].startswith("webhooks_")]
+        assert events.count("webhooks_degraded") == 1  # once per transition
+        assert events[-1] == "webhooks_healthy"
+        assert SECRET not in json.dumps([str(e) for e in logs])
+
+
+def _status(engine: Engine, config: Config) -> str:
+    with engine.begin() as conn:
+        data: dict[str, Any] = gather(conn, config)
+    return render(data)
