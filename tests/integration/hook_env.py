@@ -31,6 +31,7 @@ from tests.integration.amo_emulator import amo_config, client_for
 SECRET = "hook-secret-0123456789abcdef"
 HOUR = 3600.0
 FORM = "application/x-www-form-urlencoded"
+HOOK_EVENTS = ["add_contact", "update_contact", "delete_contact", "restore_contact"]
 
 
 def wait(what: str, check: Callable[[], object], timeout: float = 60) -> None:
@@ -125,6 +126,12 @@ def hook_daemon(
     """`amosync run` in a thread with webhooks on. With `leader`, waits until it leads with its
     first pull and push done and its listener LISTENing, then clears the emulator's log."""
     client: AmoClient = client_for(emulator, url, workers=4)
+    http_port = config.daemon.http_port
+    # the subscription `amosync webhooks register` makes, so the leader's check of it finds the
+    # hook enabled; the emulator's own deliveries are lost: these tests post every hook themselves
+    emulator.webhooks.dispatcher.set_controls({"loss_rate": 1.0})
+    destination = f"http://127.0.0.1:{http_port}/webhooks/amocrm/{SECRET}"
+    emulator.webhooks.subscribe({"destination": destination, "settings": HOOK_EVENTS}, 0)
     health = Health(config.sync.poll_interval_s)
     metrics = Metrics()
     hooks = DaemonHooks(config, engine, metrics, health, client)

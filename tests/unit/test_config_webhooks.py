@@ -33,7 +33,11 @@ def test_enabled_needs_a_secret_and_an_http_port() -> None:
 
 @pytest.mark.parametrize(
     ("secret", "message"),
-    [("short-secret", "at least 16"), (SECRET + "/x", "URL path segment"), (SECRET + " ", "")],
+    [
+        ("short-secret", "16 to 128 characters"),
+        (SECRET + "/x", "URL path segment"),
+        (SECRET + " ", ""),
+    ],
 )
 def test_a_secret_that_is_guessable_or_not_a_path_segment_is_refused_unseen(
     secret: str, message: str
