@@ -282,12 +282,13 @@ def conflicts_list(app: _Context, include_resolved: bool) -> None:
 def conflicts_resolve(app: _Context, conflict_id: int, keep: str) -> None:
     """Settle a waiting conflict; the next push applies it."""
     from sync.db.outbox import set_winner
+    from sync.models import Winner
     from sync.wiring import migrated_engine
 
     engine = migrated_engine(app.config)
     try:
         with engine.begin() as conn:
-            set_winner(conn, conflict_id, keep)
+            set_winner(conn, conflict_id, Winner(keep))
     finally:
         engine.dispose()
     click.echo(f"conflict {conflict_id}: {keep} wins; the next push applies it")
