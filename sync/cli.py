@@ -24,6 +24,7 @@ from sync.config import Config, load_config
 from sync.db.diag import error_line
 from sync.errors import SyncError, UsageError
 from sync.logs import configure_logging
+from sync.models import Winner
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -276,13 +277,15 @@ def conflicts_list(app: _Context, include_resolved: bool) -> None:
 @conflicts.command("resolve")
 @click.argument("conflict_id", type=int)
 @click.option(
-    "--keep", type=click.Choice(["local", "remote"]), required=True, help="The side that wins."
+    "--keep",
+    type=click.Choice([w.value for w in Winner]),
+    required=True,
+    help="The side that wins.",
 )
 @pass_context
 def conflicts_resolve(app: _Context, conflict_id: int, keep: str) -> None:
     """Settle a waiting conflict; the next push applies it."""
     from sync.db.outbox import set_winner
-    from sync.models import Winner
     from sync.wiring import migrated_engine
 
     engine = migrated_engine(app.config)
