@@ -48,6 +48,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from sync.db.catalog import pg_locks, this_database
 from sync.db.engine import driver_message, lock_taken, wait_for_lock
 from sync.errors import LockLostError
 from sync.logs import get_logger
@@ -243,35 +244,16 @@ class LeaderLock(SessionLock):
         return self.check()
 
 
-# The catalog views the locks are seen in (not the sync's tables: never schema-translated).
-pg_locks = sa.table(
-    "pg_locks",
-    *(sa.column(n) for n in ("locktype", "granted", "pid", "database", "objsubid")),
-    sa.column("classid", sa.BigInteger),
-    sa.column("objid", sa.BigInteger),
-    schema="pg_catalog",
-)
-pg_stat_activity = sa.table(
-    "pg_stat_activity",
-    *(sa.column(n) for n in ("pid", "application_name", "client_addr", "backend_start")),
-    schema="pg_catalog",
-)
-pg_database = sa.table("pg_database", sa.column("oid"), sa.column("datname"), schema="pg_catalog")
-
-
 def advisory_held(key: int) -> sa.ColumnElement[bool]:
     """The `pg_locks` rows of the granted advisory lock `key` (bigint form) in this database."""
     parts = key_parts(key)
-    this_database = sa.select(pg_database.c.oid).where(
-        pg_database.c.datname == sa.func.current_database()
-    )
     return sa.and_(
         pg_locks.c.locktype == "advisory",
         pg_locks.c.granted,
         pg_locks.c.objsubid == 1,
         pg_locks.c.classid == parts["hi"],
         pg_locks.c.objid == parts["lo"],
-        pg_locks.c.database == this_database.scalar_subquery(),
+        pg_locks.c.database == this_database(),
     )
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync.db.locks import advisory_held, leader_lock_key, pg_locks, pg_stat_activity
+from sync.db.catalog import pg_locks, pg_stat_activity
+from sync.db.locks import advisory_held, leader_lock_key
 from sync.db.schema import (
     contacts,
     sync_changes,
