@@ -41,8 +41,12 @@ pg_stat_activity = _view(
     "query_start",
 )
 pg_database = _view("pg_database", "oid", "datname")
-pg_class = _view("pg_class", "oid", sa.column("relname", sa.Text), "relnamespace")
+pg_class = _view("pg_class", "oid", sa.column("relname", sa.Text), "relnamespace", "relkind")
 pg_namespace = _view("pg_namespace", "oid", sa.column("nspname", sa.Text))
+pg_roles = _view("pg_roles", sa.column("rolname", sa.Text))
+pg_attribute = _view(
+    "pg_attribute", "attrelid", sa.column("attname", sa.Text), "attnum", "attisdropped"
+)
 
 
 def this_database() -> sa.ScalarSelect[object]:
