@@ -24,6 +24,7 @@ from sync.config import Config, load_config
 from sync.db.diag import error_line
 from sync.errors import SyncError, UsageError
 from sync.logs import configure_logging
+from sync.models import Winner
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -276,7 +277,10 @@ def conflicts_list(app: _Context, include_resolved: bool) -> None:
 @conflicts.command("resolve")
 @click.argument("conflict_id", type=int)
 @click.option(
-    "--keep", type=click.Choice(["local", "remote"]), required=True, help="The side that wins."
+    "--keep",
+    type=click.Choice([w.value for w in Winner]),
+    required=True,
+    help="The side that wins.",
 )
 @pass_context
 def conflicts_resolve(app: _Context, conflict_id: int, keep: str) -> None:
@@ -287,7 +291,7 @@ def conflicts_resolve(app: _Context, conflict_id: int, keep: str) -> None:
     engine = migrated_engine(app.config)
     try:
         with engine.begin() as conn:
-            set_winner(conn, conflict_id, keep)
+            set_winner(conn, conflict_id, Winner(keep))
     finally:
         engine.dispose()
     click.echo(f"conflict {conflict_id}: {keep} wins; the next push applies it")

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from sync.errors import SyncError
+from sync.models import RequestStatus
 
 
 @click.command("run")
@@ -52,7 +53,7 @@ def resync(app: Any, wait_s: float | None) -> None:
         return
     row = outcome.request
     where = "here (no daemon was running)" if outcome.ran_here else f"by {outcome.leader}"
-    if row["status"] != "done":
+    if row["status"] != RequestStatus.DONE:
         raise SyncError(f"resync request {outcome.request_id} failed {where}: {row['error']}")
     click.echo(f"resync request {outcome.request_id} done {where}: sync_runs id {row['run_id']}")
 

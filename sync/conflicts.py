@@ -28,10 +28,9 @@ from datetime import datetime
 from typing import Any
 
 from sync.cf_shape import ShapeError, is_integer, json_type
+from sync.models import CF_COLUMN, SCALAR_FIELDS, Winner
 from sync.values import as_text, same_items, same_scalar
 
-SCALAR_FIELDS = ("name", "first_name", "last_name", "responsible_user_id")
-CF_COLUMN = "custom_fields_values"
 CF_PREFIX = "cf:"
 POLICIES = ("newest_wins", "remote_wins", "local_wins", "manual")
 _VALUE_KEYS = ("value", "enum_id", "enum_code")
@@ -59,7 +58,7 @@ class Resolution:
     """A conflict already on record for a field: the winner a person (or policy) chose."""
 
     conflict_id: int
-    winner: str | None  # "local" | "remote" | None while waiting for a person
+    winner: Winner | None  # None while waiting for a person
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class Conflict:
     local_changed_at: datetime
     remote_updated_at: datetime | None
     policy: str
-    winner: str | None
+    winner: Winner | None
     conflict_id: int | None = None  # set when it continues a conflict already on record
 
 
@@ -124,7 +123,7 @@ def resolve(
             held.add(edit.field)
             continue
         settled.add(edit.field)
-        if conflict.winner == "local":
+        if conflict.winner == Winner.LOCAL:
             send[edit.field] = edit.local
         else:
             take[edit.field] = theirs
@@ -135,8 +134,8 @@ def _policy_for(name: str, policy: str, overrides: Mapping[str, str] | None) -> 
     if overrides:
         if name in overrides:
             return overrides[name]
-        if name.startswith(CF_PREFIX) and "custom_fields_values" in overrides:
-            return overrides["custom_fields_values"]
+        if name.startswith(CF_PREFIX) and CF_COLUMN in overrides:
+            return overrides[CF_COLUMN]
     return policy
 
 
@@ -169,16 +168,16 @@ def _conflict(
 
 def decide_winner(
     policy: str, local_changed_at: datetime, remote_updated_at: datetime | None
-) -> str | None:
+) -> Winner | None:
     """The winner a policy picks by itself; None for `manual`."""
     if policy == "local_wins":
-        return "local"
+        return Winner.LOCAL
     if policy == "remote_wins":
-        return "remote"
+        return Winner.REMOTE
     if policy == "newest_wins":
         if remote_updated_at is None or local_changed_at > remote_updated_at:
-            return "local"
-        return "remote"
+            return Winner.LOCAL
+        return Winner.REMOTE
     if policy == "manual":
         return None
     raise ValueError(f"unknown conflict policy {policy!r}")

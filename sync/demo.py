@@ -27,6 +27,7 @@ from sync.db.migrate import downgrade, upgrade
 from sync.db.outbox import list_conflicts, set_winner
 from sync.emulator import Emulator, EmulatorSettings, serve
 from sync.lines import count
+from sync.models import Winner
 from sync.pull import run_pull
 from sync.push import run_push
 
@@ -137,7 +138,7 @@ def _conflict(run: _Run, cid: int) -> None:
     for line in render_conflicts(rows, include_resolved=False).splitlines():
         run.say(f"     {line}")
     with run.engine.begin() as conn:
-        set_winner(conn, int(rows[0]["id"]), "local")
+        set_winner(conn, int(rows[0]["id"]), Winner.LOCAL)
     run_push(run.config, run.engine, run.client)
     run.say(f"6. amosync conflicts resolve {rows[0]['id']} --keep local, then a push: amoCRM "
             f"now has name {run.remote_name(cid)!r}.")  # fmt: skip

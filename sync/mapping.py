@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sync.models import WRITABLE_FIELDS
+
 JSON = dict[str, Any]
-WRITABLE_FIELDS = ("name", "first_name", "last_name", "responsible_user_id", "custom_fields_values")
 CONTACT_SCALARS = (
     "id",
     "name",

@@ -24,21 +24,21 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from sync.amo.client import AmoClient
-from sync.amo.reconcile import find_created, find_linked, newest_contact_id
-from sync.amo.writes import WriteResult, prepare
+from sync.amo.writes import WriteResult
 from sync.cf_shape import ShapeError
 from sync.clock import Clock, SystemClock
 from sync.config import Config
 from sync.db import inflight, outbox
 from sync.db.diag import error_line
+from sync.db.engine import store_errors
 from sync.db.inflight import Done, PendingCreate, PendingLink
 from sync.db.lockwait import retrying
-from sync.db.runs import RunStore
-from sync.errors import AmoError, AmoRejectedError, mark_logged
+from sync.db.runs import RunStore, push_lock
+from sync.errors import AmoError, AmoRejectedError, StoreError, mark_logged
 from sync.logs import get_logger
+from sync.models import RunKind, RunStatus
 from sync.push_fresh import plan_current
 from sync.push_items import PendingUpdate, UpdateOutcome
 from sync.push_plan import UpdatePlan, plan_update, to_create_payload
@@ -67,22 +67,26 @@ class _Context:
     client: AmoClient
     clock: Clock
     count: _Counter
+    runs: RunStore
 
 
 def run_push(
     config: Config, engine: Engine, client: AmoClient, *, clock: Clock | None = None
 ) -> PushReport:
-    """One push of every pending local change; see the module docstring."""
+    """One push of every pending local change; see the module docstring. A database failure
+    is raised once, as `StoreError` with one line (the run row says `failed` when PostgreSQL
+    can still record it)."""
     clock = clock or SystemClock()
     report = PushReport()
     started = clock.monotonic()
     requests_before = client.session.requests_sent  # runs in one process take turns
-    with outbox.push_lock(engine) as lock:
-        ctx = _Context(config, engine, client, clock, _Counter(report))
+    runs = RunStore(config.database.schema)
+    with store_errors(config.database), push_lock(engine, config.database.schema) as lock:
+        ctx = _Context(config, engine, client, clock, _Counter(report), runs)
         with engine.begin() as conn:
             # a push killed earlier left its row 'running'; we hold the lock, so it is over
-            RunStore(config.database.schema).abandon_stale_runs(conn, ("push",))
-            report.run_id = outbox.start_run(conn, clock.now())
+            runs.abandon_stale_runs(conn, (RunKind.PUSH,))
+            report.run_id = runs.start_run(conn, RunKind.PUSH)
         guard_before = client.session.write_guard
         client.session.write_guard = lock.ensure_held  # before every write attempt, retries too
         try:
@@ -114,17 +118,19 @@ def _finish(ctx: _Context, report: PushReport, error: str | None = None) -> None
         "errors": report.errors,
         "requests": report.requests,
     }
+    status = RunStatus.FAILED if error else RunStatus.SUCCEEDED
     with ctx.engine.begin() as conn:
-        outbox.finish_run(conn, report.run_id, ctx.clock.now(), counts, error)
+        ctx.runs.finish_run(conn, report.run_id, status, counts, error)
 
 
 def _finish_failed(ctx: _Context, report: PushReport, error: str) -> None:
     """Mark the run failed (a fresh connection); if PostgreSQL is down too, say so and go on:
     the next push marks a row left 'running' failed."""
     try:
-        _finish(ctx, report, error)
-    except SQLAlchemyError as exc:
-        log.warning("push_run_not_recorded", run_id=report.run_id, error=error_line(exc))
+        with store_errors(ctx.config.database):
+            _finish(ctx, report, error)
+    except StoreError as exc:
+        log.warning("push_run_not_recorded", run_id=report.run_id, error=str(exc))
 
 
 def _summary(report: PushReport, clock: Clock, started: float) -> dict[str, Any]:
@@ -145,10 +151,9 @@ def _recover(ctx: _Context) -> None:
 
 
 def _recover_creates(ctx: _Context, entry: Mapping[str, Any]) -> None:
-    items = prepare([dict(p) for p in entry["items"].values()])
-    floor = entry.get("floor")
-    found = find_created(ctx.client, items, floor, set(), ctx.client.reconcile_settle_s)
-    temps = [int(i.request_id) for i in items]
+    payloads = [dict(p) for p in entry["items"].values()]
+    found = ctx.client.recover_creates(payloads, entry.get("floor"))
+    temps = [int(p["request_id"]) for p in payloads]
     with ctx.engine.begin() as conn:
         pending = {p.temp_id: p for p in inflight.claim_creates(conn, include_errors=True)}
         done = [
@@ -159,12 +164,12 @@ def _recover_creates(ctx: _Context, entry: Mapping[str, Any]) -> None:
         inflight.record_created(conn, done, ctx.clock.now())
         inflight.forget_sent(conn, "creates", temps)
     ctx.count.add(recovered=len(done), created=len(done))
-    log.warning("push_creates_recovered", sent=len(items), found=len(found))
+    log.warning("push_creates_recovered", sent=len(payloads), found=len(found))
 
 
 def _recover_links(ctx: _Context, entry: Mapping[str, Any]) -> None:
-    items = prepare([dict(p) for p in entry["items"].values()])
-    found = find_linked(ctx.client, items)
+    payloads = [dict(p) for p in entry["items"].values()]
+    found = ctx.client.recover_links(payloads)
     with ctx.engine.begin() as conn:
         pending = {p.temp_id: p for p in inflight.claim_links(conn)}
         done = [
@@ -173,7 +178,7 @@ def _recover_links(ctx: _Context, entry: Mapping[str, Any]) -> None:
             if int(rid) in pending
         ]
         inflight.record_linked(conn, done)
-        inflight.forget_sent(conn, "links", [int(i.request_id) for i in items])
+        inflight.forget_sent(conn, "links", [int(p["request_id"]) for p in payloads])
     ctx.count.add(recovered=len(done), linked=len(done))
 
 
@@ -299,7 +304,7 @@ def _push_creates(ctx: _Context) -> None:
         pending = inflight.claim_creates(conn)
     if not pending:
         return
-    floor = newest_contact_id(ctx.client)
+    floor = ctx.client.newest_contact_id()
     size = ctx.config.amocrm.batch_size
     for start in range(0, len(pending), size):
         floor = _create_batch(ctx, pending[start : start + size], floor)

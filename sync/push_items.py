@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sync.conflicts import Conflict
+from sync.models import Winner
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class PendingUpdate:
     local: dict[str, Any] = field(default_factory=dict)  # column → latest local value
     changed_at: dict[str, datetime] = field(default_factory=dict)  # column → last edit time
     base_updated_at: datetime | None = None  # amoCRM's updated_at the first edit was made on
-    open_conflicts: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    open_conflicts: dict[str, tuple[int, Winner | None]] = field(default_factory=dict)
     # column → every value the chain gave it, oldest first (the last one is `local`): an earlier
     # one in amoCRM may be our own write from a run that died before recording it
     values: dict[str, list[Any]] = field(default_factory=dict)

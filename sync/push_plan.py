@@ -16,9 +16,7 @@ from typing import Any
 from sync.cf_shape import ShapeError, require
 from sync.clock import from_unix
 from sync.conflicts import (
-    CF_COLUMN,
     CF_PREFIX,
-    SCALAR_FIELDS,
     FieldEdit,
     Merge,
     Resolution,
@@ -31,6 +29,7 @@ from sync.conflicts import (
     split,
     write_values,
 )
+from sync.models import CF_COLUMN, SCALAR_FIELDS
 from sync.push_items import PendingUpdate, UpdateOutcome
 
 TEXT_FIELDS = ("name", "first_name", "last_name")

@@ -20,11 +20,13 @@ from sync.amo.client import AmoClient
 from sync.config import Config
 from sync.db import status as queries
 from sync.db.locks import LeaderLock
+from sync.db.runs import add_request
 from sync.errors import SyncError
+from sync.models import FINISHED_REQUEST, RequestStatus
 from sync.pull import serve_request
 from sync.writer import Progress
 
-FINISHED = ("done", "failed")
+FINISHED = FINISHED_REQUEST
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,8 @@ def resync(
     `note` hears, first, about the previous request if it failed (it is not retried)."""
     with engine.begin() as conn:
         previous = next(iter(queries.fetch_recent_requests(conn, 1)), None)
-        request_id = queries.add_request(conn)
-    if note is not None and previous is not None and previous["status"] == "failed":
+        request_id = add_request(conn)
+    if note is not None and previous is not None and previous["status"] == RequestStatus.FAILED:
         note(f"the previous resync request {previous['id']} failed: {previous['error']}")
     lock = LeaderLock(engine, config.database.schema)
     if lock.try_acquire():
@@ -90,14 +92,16 @@ class _Watch:
         if self.progress is None or row is None:
             return
         daemon = f"the daemon ({self.leader})" if self.leader else "the daemon"
-        if row["status"] == "pending":
-            self._start(("pending", None), None, f"request {self.request_id} waits for {daemon}")
+        if row["status"] == RequestStatus.PENDING:
+            self._start(
+                (RequestStatus.PENDING, None), None, f"request {self.request_id} waits for {daemon}"
+            )
             return
         with engine.connect() as conn:
             running = queries.fetch_full_run_progress(conn)
             total = queries.count_live_contacts(conn)
         run_id, seen = running or (None, 0)
-        self._start(("running", run_id), total or None, f"full resync by {daemon}")
+        self._start((RequestStatus.RUNNING, run_id), total or None, f"full resync by {daemon}")
         self._show(seen)
 
     def finish(self, engine: Engine, row: dict[str, Any]) -> None:

@@ -319,6 +319,29 @@ class AmoClient:
             "chats linked",
         )
 
+    # --- recovery of a dead process's writes ----------------------------------------------------
+
+    def newest_contact_id(self) -> int | None:
+        """The largest contact id now: a later `recover_creates` looks above it. None when
+        amoCRM ignores `order[id]` (then a lost create cannot be recovered, and is not resent)."""
+        return newest_contact_id(self)
+
+    def recover_creates(
+        self, entities: Sequence[Mapping[str, Any]], floor: int | None
+    ) -> dict[str, WriteResult]:
+        """Which of `entities` (POSTed, each with its `request_id`, by a process that died before
+        it stored the answer) amoCRM did create, by request_id; created contacts have ids above
+        `floor` (`newest_contact_id` before the POST). Missing ones are not resent here.
+
+        Raises `InvariantError` when `floor` is None: amoCRM ignores the order reconciliation
+        needs, and resending could create duplicates."""
+        return find_created(self, prepare(entities), floor, set(), self.reconcile_settle_s)
+
+    def recover_links(self, links: Sequence[Mapping[str, Any]]) -> dict[str, WriteResult]:
+        """Which of `links` (`{contact_id, chat_id, request_id}` POSTed by a process that died
+        before it stored the answer) exist in amoCRM, by request_id."""
+        return find_linked(self, prepare(links))
+
     def _send(self, method: str, path: str, key: str, batch: list[Item]) -> list[WriteResult]:
         reply = self.session.send(method, path, json=[i.payload for i in batch], write=True)
         return parse_results(batch, reply.data, key)

@@ -20,14 +20,10 @@ here ships as a new revision that recreates what changed
 
 from __future__ import annotations
 
+from sync.models import WRITABLE_FIELDS
+
 ORIGIN_SETTING = "amosync.origin"
-WRITABLE_CONTACT_COLUMNS = (
-    "name",
-    "first_name",
-    "last_name",
-    "responsible_user_id",
-    "custom_fields_values",
-)
+WRITABLE_CONTACT_COLUMNS = WRITABLE_FIELDS  # the triggers' name for the one list
 READ_ONLY_CONTACT_COLUMNS = (
     "id",
     "group_id",

@@ -44,6 +44,7 @@ __all__ = [  # driver_message lives in sync.db.diag; many modules import it from
     "embedded_exists",
     "embedded_pgdata",
     "embedded_url",
+    "engine_schema",
     "import_embedded",
     "lock_taken",
     "probe",
@@ -115,23 +116,43 @@ def sync_origin(connection: Connection) -> None:
 
 
 @contextmanager
-def store_errors(config: DatabaseConfig) -> Iterator[None]:
-    """Turn driver errors into `StoreError` with one clear line (no URL password, no SQL)."""
+def store_errors(where: DatabaseConfig | Engine) -> Iterator[None]:
+    """Turn driver errors into `StoreError` with one clear line (no URL password, no SQL): the
+    one wrapper of the data layer, used once per use case (a command, a pull or push run, the
+    token store) around everything it does with the database."""
     try:
         yield
     except OperationalError as exc:
         full = disk_full(exc)
         if full:  # SQLSTATE 53100: say what it is, not "failed"
             raise DiskFullError(full) from exc
-        where = "the embedded PostgreSQL" if config.embedded else describe(database_url(config))
         raise StoreError(
-            f"PostgreSQL at {where} failed: {driver_message(exc)}", transient=True
+            f"PostgreSQL at {_place(where)} failed: {driver_message(exc)}", transient=True
         ) from exc
     except DBAPIError as exc:
         missing = not_migrated(exc)
         if missing:
-            raise SchemaMissingError(f"schema {config.schema}: {missing}") from exc
+            raise SchemaMissingError(f"schema {_schema(where)}: {missing}") from exc
         raise StoreError(f"PostgreSQL refused a statement: {driver_message(exc)}") from exc
+
+
+def _place(where: DatabaseConfig | Engine) -> str:
+    if isinstance(where, Engine):
+        return describe(where.url)
+    return "the embedded PostgreSQL" if where.embedded else describe(database_url(where))
+
+
+def _schema(where: DatabaseConfig | Engine) -> str:
+    if isinstance(where, Engine):
+        return str(engine_schema(where))
+    return where.schema
+
+
+def engine_schema(engine: Engine) -> str | None:
+    """The schema an engine of `create_engine` maps its statements to (None: not mapped)."""
+    mapping = engine.get_execution_options().get("schema_translate_map") or {}
+    schema = mapping.get(None)
+    return None if schema is None else str(schema)
 
 
 def probe(engine: Engine) -> str | None:

@@ -17,12 +17,12 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
-from sync.db.capture import WRITABLE_CONTACT_COLUMNS
 from sync.db.engine import sync_origin
-from sync.db.schema import contact_chats, contacts, sync_changes, sync_state
+from sync.db.runs import delete_state, read_state, write_state
+from sync.db.schema import contact_chats, contacts, sync_changes
+from sync.models import WRITABLE_FIELDS, ChangeKind, ContactStatus
 
 IN_FLIGHT_KEY = "push_in_flight"
 
@@ -65,14 +65,14 @@ def claim_creates(conn: Connection, *, include_errors: bool = False) -> list[Pen
         sa.select(contacts, ids.label("change_ids"))
         .join(sync_changes, sync_changes.c.contact_id == contacts.c.id)
         .where(contacts.c.id < 0)
-        .where(sa.true() if include_errors else contacts.c.sync_status != "error")
-        .where(sync_changes.c.kind == "create")
+        .where(sa.true() if include_errors else contacts.c.sync_status != ContactStatus.ERROR)
+        .where(sync_changes.c.kind == ChangeKind.CREATE)
         .group_by(contacts.c.id)
         .order_by(contacts.c.id.desc())  # -1 was inserted first
     )
     out = []
     for row in conn.execute(query).mappings():
-        values = {c: row[c] for c in WRITABLE_CONTACT_COLUMNS if row[c] is not None}
+        values = {c: row[c] for c in WRITABLE_FIELDS if row[c] is not None}
         out.append(PendingCreate(row["id"], tuple(sorted(row["change_ids"])), values))
     return out
 
@@ -82,7 +82,7 @@ def claim_links(conn: Connection) -> list[PendingLink]:
     sync_origin(conn)
     conn.execute(  # links deleted locally before they were pushed: nothing to send
         sa.delete(sync_changes).where(
-            sync_changes.c.kind == "chat_link",
+            sync_changes.c.kind == ChangeKind.CHAT_LINK,
             ~sa.exists().where(contact_chats.c.id == sync_changes.c.chat_link_id),
         )
     )
@@ -91,8 +91,8 @@ def claim_links(conn: Connection) -> list[PendingLink]:
         sa.select(contact_chats, ids.label("change_ids"))
         .join(sync_changes, sync_changes.c.chat_link_id == contact_chats.c.id)
         .join(contacts, contacts.c.id == contact_chats.c.contact_id)
-        .where(sync_changes.c.kind == "chat_link", contact_chats.c.id < 0)
-        .where(contact_chats.c.contact_id > 0, contacts.c.sync_status != "error")
+        .where(sync_changes.c.kind == ChangeKind.CHAT_LINK, contact_chats.c.id < 0)
+        .where(contact_chats.c.contact_id > 0, contacts.c.sync_status != ContactStatus.ERROR)
         .group_by(contact_chats.c.id)
         .order_by(contact_chats.c.id.desc())
     )
@@ -106,10 +106,7 @@ def claim_links(conn: Connection) -> list[PendingLink]:
 
 
 def load_in_flight(conn: Connection) -> dict[str, Any]:
-    value = conn.execute(
-        sa.select(sync_state.c.value).where(sync_state.c.key == IN_FLIGHT_KEY)
-    ).scalar_one_or_none()
-    return dict(value) if isinstance(value, Mapping) else {}
+    return read_state(conn, IN_FLIGHT_KEY) or {}
 
 
 def mark_sending(
@@ -149,16 +146,10 @@ def forget_sent(
 
 
 def _save(conn: Connection, state: Mapping[str, Any]) -> None:
-    if not state:
-        conn.execute(sa.delete(sync_state).where(sync_state.c.key == IN_FLIGHT_KEY))
-        return
-    statement = insert(sync_state).values(key=IN_FLIGHT_KEY, value=dict(state))
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[sync_state.c.key],
-            set_={"value": statement.excluded.value, "updated_at": sa.func.now()},
-        )
-    )
+    if state:
+        write_state(conn, IN_FLIGHT_KEY, state)
+    else:
+        delete_state(conn, IN_FLIGHT_KEY)
 
 
 # --- recording results ---------------------------------------------------------------------
@@ -184,8 +175,8 @@ def record_created(conn: Connection, done: Sequence[Done], now: datetime) -> Non
     real = [d.real_id for d in done]
     conn.execute(
         sa.update(sync_changes)
-        .where(sync_changes.c.contact_id.in_(real), sync_changes.c.kind == "create")
-        .values(kind="update")
+        .where(sync_changes.c.contact_id.in_(real), sync_changes.c.kind == ChangeKind.CREATE)
+        .values(kind=ChangeKind.UPDATE)
     )
     _set_status_after_write(conn, real, now)
 
@@ -207,13 +198,13 @@ def record_linked(conn: Connection, done: Sequence[Done]) -> None:
 
 def _set_status_after_write(conn: Connection, ids: list[int], now: datetime) -> None:
     waiting = sa.exists().where(
-        sync_changes.c.contact_id == contacts.c.id, sync_changes.c.kind != "chat_link"
+        sync_changes.c.contact_id == contacts.c.id, sync_changes.c.kind != ChangeKind.CHAT_LINK
     )  # a pending chat link does not make the contact itself pending
     conn.execute(
         sa.update(contacts)
         .where(contacts.c.id.in_(ids))
         .values(
-            sync_status=sa.case((waiting, "pending"), else_="synced"),
+            sync_status=sa.case((waiting, ContactStatus.PENDING), else_=ContactStatus.SYNCED),
             sync_error=None,
             synced_at=sa.case((waiting, contacts.c.synced_at), else_=now),
         )
@@ -229,5 +220,5 @@ def mark_errors(conn: Connection, messages: Mapping[int, str]) -> None:
         conn.execute(
             sa.update(contacts)
             .where(contacts.c.id == contact_id)
-            .values(sync_status="error", sync_error=message)
+            .values(sync_status=ContactStatus.ERROR, sync_error=message)
         )

@@ -1,4 +1,20 @@
-"""Leader election: one PostgreSQL session-level advisory lock per account (schema).
+"""Advisory locks, all with one key scheme: `lock_key(schema, name)` is the signed 64-bit
+BLAKE2b digest of `amosync-<name>:<schema>`. Every lock of the sync is named here:
+
+    leader   session lock of the daemon that runs the jobs      LeaderLock
+    pull     session lock of one pull run                       session_lock (sync.db.runs)
+    push     session lock of one push run                       session_lock (sync.db.runs)
+    migrate  transaction lock of `amosync db upgrade`           advisory_lock (sync.db.migrate)
+    <key>    transaction lock of a token refresh (`sync_state`  advisory_lock (sync.db.tokens)
+             key, amocrm_oauth_tokens)
+
+The leader and pull keys are the ones every earlier release used. The push, migrate and token
+locks had keys of their own schemes before; until no such release runs anywhere, a new process
+takes that released key as well (`released_keys`, after its own, in the same session or
+transaction), so an old and a new process still exclude each other during a rolling upgrade
+(docs/operations.md, "Upgrading").
+
+Leader election: one PostgreSQL session-level advisory lock per account (schema).
 
 The daemon that holds the lock is the leader and runs the jobs; any other daemon on the same
 schema is a hot standby that retries `try_acquire` until the lock is free. The lock lives as long
@@ -22,15 +38,18 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from sync.db.engine import driver_message
+from sync.db.catalog import pg_locks, this_database
+from sync.db.engine import driver_message, lock_taken, wait_for_lock
 from sync.errors import LockLostError
 from sync.logs import get_logger
 
@@ -42,15 +61,48 @@ LEADER_APPLICATION = "amosync-leader"
 _KEEPALIVES = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5, "tcp_keepalives_count": 4}
 
 
+def lock_key(schema: str, name: str) -> int:
+    """The advisory lock key of the lock `name` of one account (schema): the one key scheme."""
+    return advisory_key(f"amosync-{name}:{schema}")
+
+
 def leader_lock_key(schema: str) -> int:
     """The advisory lock key (signed 64-bit) of one account's leader lock."""
-    return advisory_key(f"amosync-leader:{schema}")
+    return lock_key(schema, "leader")
 
 
-def advisory_key(name: str) -> int:
-    """A signed 64-bit advisory lock key for a name."""
-    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+def advisory_key(text: str) -> int:
+    """A signed 64-bit advisory lock key for a text (BLAKE2b; `lock_key` says which text)."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def released_keys(schema: str, name: str) -> tuple[int, ...]:
+    """The key releases before the one scheme used for this lock, when it was another (taken
+    too, so old and new processes exclude each other; drop once no such release runs)."""
+    if name in ("leader", "pull"):
+        return ()  # unchanged
+    if name == "push":
+        return (zlib.crc32(f"amosync:{schema}:push".encode()),)
+    if name == "migrate":
+        return ()  # hashtext(), computed by PostgreSQL: see advisory_lock
+    high = zlib.crc32(f"amosync:{schema}:{name}".encode())  # a sync_state row's lock (tokens)
+    low = zlib.crc32(f"amosync:{schema}:{name}"[::-1].encode())
+    value = (high << 32) | low
+    return (value - (1 << 64) if value >= 1 << 63 else value,)
+
+
+def advisory_lock(connection: Connection, schema: str, name: str) -> None:
+    """Wait for the transaction-level lock `name` of the schema, however long another amosync
+    process holds it (for a known, bounded time); the commit or rollback releases it. The rest
+    of the transaction keeps the configured `lock_timeout`."""
+    wait_for_lock(connection)
+    keys: list[Any] = [lock_key(schema, name), *released_keys(schema, name)]
+    if name == "migrate":  # what releases before the one scheme took for `db upgrade`
+        keys.append(sa.cast(sa.func.hashtext(f"amosync-migrate:{schema}"), sa.BigInteger))
+    for key in keys:
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+    lock_taken(connection)
 
 
 def holder_name() -> str:
@@ -69,9 +121,12 @@ class SessionLock:
     immediately before each write that must not happen twice.
     """
 
-    def __init__(self, engine: Engine, key: int, *, name: str, consequence: str) -> None:
+    def __init__(
+        self, engine: Engine, key: int, *, name: str, consequence: str, also: Sequence[int] = ()
+    ) -> None:
         self._engine = _lock_engine(engine, _application(name))
         self.key = key
+        self.also = tuple(also)  # released keys of the same lock, taken after `key`
         self.name = name
         self.consequence = consequence
         self.lost: str | None = None
@@ -95,14 +150,14 @@ class SessionLock:
                 return True
             conn = self._engine.connect()
             try:
-                got = bool(conn.scalar(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}))
+                got = all(_try_lock(conn, key) for key in (self.key, *self.also))
                 if got:
                     _mark_session(conn)
             except BaseException:
                 _close_quietly(conn)
                 raise
             if not got:
-                _close_quietly(conn)
+                _close_quietly(conn)  # the session ends: a key it did take is free again
                 return False
             self._conn, self.lost = conn, None
             return True
@@ -114,7 +169,7 @@ class SessionLock:
             if self._conn is None:
                 return False
             try:
-                held = bool(self._conn.scalar(_HELD, key_parts(self.key)))
+                held = bool(self._conn.scalar(_held_here(self.key)))
                 self._conn.commit()
             except DBAPIError as exc:
                 return self._forget(driver_message(exc))
@@ -132,7 +187,8 @@ class SessionLock:
         if conn is None:
             return
         try:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+            for key in (self.key, *self.also):
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
             conn.commit()
         except DBAPIError:
             pass  # the session is gone, and with it the lock
@@ -150,13 +206,21 @@ class SessionLock:
         return False
 
 
+def session_lock(
+    engine: Engine, schema: str, name: str, *, consequence: str
+) -> AbstractContextManager[SessionLock | None]:
+    """Hold the session lock `name` of the schema for the block (None when another session
+    holds it); released quietly, even when its session is gone."""
+    also = released_keys(schema, name)
+    return run_lock(engine, lock_key(schema, name), name=name, consequence=consequence, also=also)
+
+
 @contextmanager
 def run_lock(
-    engine: Engine, key: int, *, name: str, consequence: str
+    engine: Engine, key: int, *, name: str, consequence: str, also: Sequence[int] = ()
 ) -> Iterator[SessionLock | None]:
-    """Hold a run's lock for the block (None when another session holds it); released quietly,
-    even when its session is gone."""
-    lock = SessionLock(engine, key, name=name, consequence=consequence)
+    """`session_lock` by key (kept for callers that still pass `lock_key(schema, name)`)."""
+    lock = SessionLock(engine, key, name=name, consequence=consequence, also=also)
     try:
         yield lock if lock.try_acquire() else None
     finally:
@@ -180,10 +244,28 @@ class LeaderLock(SessionLock):
         return self.check()
 
 
-_HELD = sa.text(
-    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
-    "AND pid = pg_backend_pid() AND objsubid = 1 AND classid = :hi AND objid = :lo)"
-)
+def advisory_held(key: int) -> sa.ColumnElement[bool]:
+    """The `pg_locks` rows of the granted advisory lock `key` (bigint form) in this database."""
+    parts = key_parts(key)
+    return sa.and_(
+        pg_locks.c.locktype == "advisory",
+        pg_locks.c.granted,
+        pg_locks.c.objsubid == 1,
+        pg_locks.c.classid == parts["hi"],
+        pg_locks.c.objid == parts["lo"],
+        pg_locks.c.database == this_database(),
+    )
+
+
+def _held_here(key: int) -> sa.Select[tuple[bool]]:
+    mine = sa.select(pg_locks.c.pid).where(
+        advisory_held(key), pg_locks.c.pid == sa.func.pg_backend_pid()
+    )
+    return sa.select(mine.exists())
+
+
+def _try_lock(conn: Connection, key: int) -> bool:
+    return bool(conn.scalar(sa.select(sa.func.pg_try_advisory_lock(key))))
 
 
 def key_parts(key: int) -> dict[str, int]:

@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from sync.db.catalog import pg_class, pg_locks, pg_namespace, pg_stat_activity, this_database
 from sync.db.diag import driver_message, sqlstate
 from sync.errors import LockWaitError, StoreError
 from sync.logs import get_logger
@@ -41,18 +42,34 @@ _MODES = (
     "AccessExclusiveLock", "ExclusiveLock", "ShareRowExclusiveLock", "ShareLock",
     "ShareUpdateExclusiveLock", "RowExclusiveLock", "RowShareLock", "AccessShareLock",
 )  # fmt: skip
-_HOLDERS = sa.text("""
-    SELECT n.nspname || '.' || c.relname AS relation, c.relname, l.mode, a.pid,
-           coalesce(a.application_name, '') AS application_name, coalesce(a.state, '') AS state,
-           floor(extract(epoch FROM now() - coalesce(a.xact_start, a.query_start,
-                 a.backend_start)))::int AS seconds
-    FROM pg_locks l
-    JOIN pg_class c ON c.oid = l.relation
-    JOIN pg_namespace n ON n.oid = c.relnamespace
-    JOIN pg_stat_activity a ON a.pid = l.pid
-    WHERE l.granted AND l.locktype = 'relation' AND n.nspname = :schema
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.pid <> pg_backend_pid() AND l.pid <> :own""")
+_l, _a, _c, _n = pg_locks, pg_stat_activity, pg_class, pg_namespace
+_HOLDERS = (
+    sa.select(
+        (_n.c.nspname + "." + _c.c.relname).label("relation"),
+        _c.c.relname,
+        _l.c.mode,
+        _a.c.pid,
+        sa.func.coalesce(_a.c.application_name, "").label("application_name"),
+        sa.func.coalesce(_a.c.state, "").label("state"),
+        sa.cast(
+            sa.func.floor(
+                sa.extract(
+                    "epoch",
+                    sa.func.now()
+                    - sa.func.coalesce(_a.c.xact_start, _a.c.query_start, _a.c.backend_start),
+                )
+            ),
+            sa.Integer,
+        ).label("seconds"),
+    )
+    .select_from(_l)
+    .join(_c, _c.c.oid == _l.c.relation)
+    .join(_n, _n.c.oid == _c.c.relnamespace)
+    .join(_a, _a.c.pid == _l.c.pid)
+    .where(_l.c.granted, _l.c.locktype == "relation", _n.c.nspname == sa.bindparam("schema"))
+    .where(_l.c.database == this_database())
+    .where(_l.c.pid != sa.func.pg_backend_pid(), _l.c.pid != sa.bindparam("own"))
+)
 _DIAGNOSE_OPTIONS = "-c statement_timeout=5000 -c lock_timeout=1000"
 
 

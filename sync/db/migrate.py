@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
 
-import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
@@ -23,7 +22,8 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 from sync.config import DatabaseConfig
-from sync.db.engine import create_engine, lock_taken, store_errors, wait_for_lock
+from sync.db.engine import create_engine, store_errors
+from sync.db.locks import advisory_lock
 from sync.errors import SchemaMissingError, UsageError
 
 MIGRATIONS_PACKAGE = "sync.migrations"
@@ -99,12 +99,7 @@ def _locked(db: DatabaseConfig) -> Iterator[Connection]:
     engine = create_engine(db, statement_timeout=False)  # a migration may legitimately run long
     try:
         with store_errors(db), engine.begin() as conn:
-            wait_for_lock(conn)  # behind another `db upgrade`; its tables keep lock_timeout
-            conn.execute(
-                sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                {"key": f"amosync-migrate:{db.schema}"},
-            )
-            lock_taken(conn)
+            advisory_lock(conn, db.schema, "migrate")  # behind another `db upgrade`
             yield conn
     finally:
         engine.dispose()

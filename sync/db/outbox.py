@@ -13,28 +13,26 @@ outbox and a new local edit of the row retries them).
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from sync.db.engine import sync_origin
-from sync.db.locks import SessionLock, run_lock
-from sync.db.schema import TZ, contacts, sync_changes, sync_conflicts, sync_runs
-from sync.errors import SyncError, UsageError
+from sync.db.schema import TZ, contacts, sync_changes, sync_conflicts
+from sync.errors import UsageError
+from sync.models import ChangeKind, ContactStatus, Winner
 from sync.push_items import Change, PendingUpdate, UpdateOutcome
 
 # --- claiming ------------------------------------------------------------------------------
 
 _CLAIMABLE = sa.or_(
-    contacts.c.sync_status == "pending",
+    contacts.c.sync_status == ContactStatus.PENDING,
     sa.and_(
-        contacts.c.sync_status == "conflict",
+        contacts.c.sync_status == ContactStatus.CONFLICT,
         sa.exists().where(
             sync_conflicts.c.contact_id == contacts.c.id,
             sync_conflicts.c.resolved_at.is_(None),
@@ -52,7 +50,8 @@ def claim_updates(conn: Connection, limit: int | None = None) -> list[PendingUpd
     query = (
         sa.select(sync_changes, contacts.c.updated_at.label("known_updated_at"))
         .join(contacts, contacts.c.id == sync_changes.c.contact_id)
-        .where(sync_changes.c.kind.in_(("update", "create")), sync_changes.c.contact_id > 0)
+        .where(sync_changes.c.kind.in_((ChangeKind.UPDATE, ChangeKind.CREATE)))
+        .where(sync_changes.c.contact_id > 0)
         .where(_CLAIMABLE)
         .order_by(sync_changes.c.contact_id, sync_changes.c.id)
     )
@@ -97,7 +96,8 @@ def _attach_open_conflicts(conn: Connection, pending: dict[int, PendingUpdate]) 
         .order_by(sync_conflicts.c.id)
     )
     for row in rows:
-        pending[row.contact_id].open_conflicts[row.field] = (row.id, row.winner)
+        winner = None if row.winner is None else Winner(row.winner)
+        pending[row.contact_id].open_conflicts[row.field] = (row.id, winner)
 
 
 # --- recording the outcome of an update batch ---------------------------------------------------
@@ -169,7 +169,7 @@ def _columns_left(conn: Connection, ids: list[int]) -> dict[int, set[str]]:
     left: dict[int, set[str]] = {}
     rows = conn.execute(
         sa.select(sync_changes.c.contact_id, sync_changes.c.new_values).where(
-            sync_changes.c.contact_id.in_(ids), sync_changes.c.kind != "chat_link"
+            sync_changes.c.contact_id.in_(ids), sync_changes.c.kind != ChangeKind.CHAT_LINK
         )
     )
     for row in rows:
@@ -193,15 +193,15 @@ def _status_row(outcome: UpdateOutcome, left: set[str] | None, now: datetime) ->
     row: dict[str, Any] = {"b_id": outcome.pending.contact_id, "b_error": None}
     row["b_synced_at"] = row["b_updated_at"] = None
     if outcome.error is not None:
-        row.update(b_status="error", b_error=outcome.error)
+        row.update(b_status=ContactStatus.ERROR, b_error=outcome.error)
         return row
     row["b_updated_at"] = outcome.updated_at
     if outcome.held:
-        row["b_status"] = "conflict"
+        row["b_status"] = ContactStatus.CONFLICT
     elif left:
-        row["b_status"] = "pending"
+        row["b_status"] = ContactStatus.PENDING
     else:
-        row.update(b_status="synced", b_synced_at=now)
+        row.update(b_status=ContactStatus.SYNCED, b_synced_at=now)
     return row
 
 
@@ -248,58 +248,6 @@ def _store_conflicts(conn: Connection, outcome: UpdateOutcome, now: datetime) ->
         )
 
 
-# --- the push run: single instance, one sync_runs row -----------------------------------------
-
-
-PUSH_LOCK_LOST = "stopping before the next write so no edit is sent twice"
-
-
-@contextmanager
-def push_lock(engine: Engine) -> Iterator[SessionLock]:
-    """Hold the push lock (one push at a time per schema) for the block, or fail at once.
-
-    The lock sits on its own connection; the run calls `ensure_held()` before every write to
-    amoCRM, so a push whose lock session was ended stops before a second push could repeat it.
-    """
-    with run_lock(engine, push_lock_key(engine), name="push", consequence=PUSH_LOCK_LOST) as lock:
-        if lock is None:
-            raise SyncError("another push is running on this database schema; try again later")
-        yield lock
-
-
-def push_lock_key(engine: Engine) -> int:
-    schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
-    digest = zlib.crc32(f"amosync:{schema}:push".encode())
-    return int(digest)
-
-
-def start_run(conn: Connection, now: datetime) -> int:
-    run_id = conn.scalar(
-        sa.insert(sync_runs).values(kind="push", started_at=now).returning(sync_runs.c.id)
-    )
-    return int(run_id or 0)
-
-
-def finish_run(
-    conn: Connection,
-    run_id: int,
-    now: datetime,
-    counts: Mapping[str, int],
-    error: str | None = None,
-) -> None:
-    query = sa.update(sync_runs).where(sync_runs.c.id == run_id)
-    if not error:  # a run another push already marked failed (abandoned) never turns succeeded
-        query = query.where(sync_runs.c.status == "running")
-    conn.execute(
-        query.values(
-            finished_at=now,
-            status="failed" if error else "succeeded",
-            error=error,
-            **{k: counts.get(k, 0) for k in ("pushed", "conflicts", "errors", "requests")},
-        )
-    )
-
-
 # --- conflicts for people -------------------------------------------------------------------
 
 
@@ -310,7 +258,7 @@ def list_conflicts(conn: Connection, *, include_resolved: bool = False) -> list[
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
-def set_winner(conn: Connection, conflict_id: int, winner: str) -> None:
+def set_winner(conn: Connection, conflict_id: int, winner: Winner) -> None:
     """Settle a waiting conflict; push applies it on its next run."""
     row = conn.execute(
         sa.select(sync_conflicts.c.resolved_at).where(sync_conflicts.c.id == conflict_id)

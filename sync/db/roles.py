@@ -14,7 +14,10 @@ and also grants tables that later migrations added (run it after `amosync db upg
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import REGCLASS
 from sqlalchemy.engine import Connection
+
+from sync.db.catalog import pg_attribute, pg_class, pg_namespace, pg_roles
 
 # Tables a reader must not see, with the reason (shown by the command).
 PRIVATE_TABLES = {"sync_state": "holds the OAuth tokens"}
@@ -29,11 +32,11 @@ def _quote(conn: Connection, name: str) -> str:
 def grant_reader(conn: Connection, schema: str, role: str) -> list[str]:
     """Create `role` if missing and grant it read access to `schema`; the tables granted."""
     quoted_role, quoted_schema = _quote(conn, role), _quote(conn, schema)
-    exists = conn.scalar(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
+    exists = conn.scalar(sa.select(sa.literal(1)).where(pg_roles.c.rolname == role))
     if not exists:
         conn.execute(sa.text(f"CREATE ROLE {quoted_role} NOLOGIN"))
     conn.execute(sa.text(f"ALTER ROLE {quoted_role} SET default_transaction_read_only = on"))
-    database = _quote(conn, str(conn.scalar(sa.text("SELECT current_database()"))))
+    database = _quote(conn, str(conn.scalar(sa.select(sa.func.current_database()))))
     conn.execute(sa.text(f"GRANT CONNECT ON DATABASE {database} TO {quoted_role}"))
     conn.execute(sa.text(f"GRANT USAGE ON SCHEMA {quoted_schema} TO {quoted_role}"))
     names = _relations(conn, schema)
@@ -52,18 +55,23 @@ def _public_columns(conn: Connection, schema: str, table: str) -> str:
     hidden = PRIVATE_COLUMNS.get(table)
     if not hidden:
         return ""
-    query = sa.text(
-        "SELECT attname FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) AND attnum > 0 "
-        "AND NOT attisdropped ORDER BY attnum"
+    relation = sa.cast(f"{_quote(conn, schema)}.{_quote(conn, table)}", REGCLASS)
+    query = (
+        sa.select(pg_attribute.c.attname)
+        .where(pg_attribute.c.attrelid == relation, pg_attribute.c.attnum > 0)
+        .where(sa.not_(pg_attribute.c.attisdropped))
+        .order_by(pg_attribute.c.attnum)
     )
-    names = conn.scalars(query, {"t": f"{_quote(conn, schema)}.{_quote(conn, table)}"})
+    names = conn.scalars(query)
     return "(" + ", ".join(_quote(conn, n) for n in names if n not in hidden) + ") "
 
 
 def _relations(conn: Connection, schema: str) -> list[str]:
     """Tables, views and materialised views of the schema."""
-    query = sa.text(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = :s AND c.relkind IN ('r', 'v', 'm', 'p') ORDER BY c.relname"
+    query = (
+        sa.select(pg_class.c.relname)
+        .join(pg_namespace, pg_namespace.c.oid == pg_class.c.relnamespace)
+        .where(pg_namespace.c.nspname == schema, pg_class.c.relkind.in_(("r", "v", "m", "p")))
+        .order_by(pg_class.c.relname)
     )
-    return list(conn.scalars(query, {"s": schema}))
+    return list(conn.scalars(query))

@@ -1,5 +1,10 @@
-"""Operations state of pull: cursors in `sync_state`, `sync_runs` rows, `sync_requests`, the
-custom field cache and the single-instance lock. Every statement of these tables is here.
+"""The operations tables, for pull and push alike: cursors and other state in `sync_state`, the
+`sync_runs` rows, `sync_requests`, the custom field cache, and the run locks. Every statement on
+these tables is here, whoever calls it (push's run rows too).
+
+One clock: every timestamp these tables hold is the database's `now()` (the transaction's start),
+never the process's clock, so `started_at` and `finished_at` of pull and push runs compare with
+each other and with `sync_requests` whatever host wrote them.
 
 Cursor keys in `sync_state` (values are JSON objects):
     pull.contacts   {"updated_at": unix s}  every contact updated before this is stored
@@ -8,48 +13,61 @@ Cursor keys in `sync_state` (values are JSON objects):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import Executable
 
-from sync.db.locks import SessionLock, advisory_key, run_lock
+from sync.db.locks import SessionLock, lock_key, session_lock
+from sync.db.schema import contact_custom_fields, sync_requests, sync_runs, sync_state
+from sync.errors import SyncError
 from sync.mapping import FieldDef, field_def
+from sync.models import RequestKind, RequestStatus, RunKind, RunStatus
 
 CONTACTS_CURSOR = "pull.contacts"
 EVENTS_CURSOR = "pull.events"
-RUN_COUNTERS = ("fetched", "upserted", "deleted", "requests")
+PULL_COUNTERS = ("fetched", "upserted", "deleted", "requests")
+PUSH_COUNTERS = ("pushed", "conflicts", "errors", "requests")
+RUN_COUNTERS = tuple(dict.fromkeys((*PULL_COUNTERS, *PUSH_COUNTERS)))
+INTERRUPTED = "interrupted: the run stopped, or lost its lock, before it finished"
+_FIELD_COLUMNS = ("id", "name", "code", "type", "sort", "is_api_only", "enums")
 
 
 class RunStore:
-    """Bookkeeping SQL for one schema (a validated identifier)."""
+    """The operations tables of one schema (a validated identifier): every statement runs with
+    that schema, whatever the connection's engine maps (Core with `schema_translate_map`)."""
 
     def __init__(self, schema: str) -> None:
         self.schema = schema
-        self.s = f'"{schema}"'
 
-    # --- cursors ------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"RunStore(schema={self.schema!r})"
+
+    def _run(self, conn: Connection, statement: Executable, params: Any = None) -> sa.Result[Any]:
+        return _execute(conn, statement, params, self.schema)
+
+    # --- sync_state ---------------------------------------------------------------------------
 
     def get_state(self, conn: Connection, key: str) -> dict[str, Any] | None:
-        sql = f"SELECT value FROM {self.s}.sync_state WHERE key = :k"
-        value = conn.scalar(sa.text(sql), {"k": key})
-        return dict(value) if isinstance(value, Mapping) else None
+        return read_state(conn, key, schema=self.schema)
 
     def set_state(self, conn: Connection, key: str, value: Mapping[str, Any]) -> None:
-        sql = f"""
-            INSERT INTO {self.s}.sync_state (key, value, updated_at)
-            VALUES (:k, CAST(:v AS jsonb), now())
-            ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"""
-        conn.execute(sa.text(sql), {"k": key, "v": json.dumps(dict(value))})
+        write_state(conn, key, value, schema=self.schema)
 
-    # --- runs ---------------------------------------------------------------------------------
+    # --- sync_runs ----------------------------------------------------------------------------
 
     def start_run(self, conn: Connection, kind: str) -> int:
-        sql = f"INSERT INTO {self.s}.sync_runs (kind) VALUES (:kind) RETURNING id"
-        return int(conn.scalar(sa.text(sql), {"kind": kind}) or 0)
+        """A new `running` row of `kind` (pull, full, push), started now (the database's)."""
+        statement = (
+            sa.insert(sync_runs)
+            .values(kind=RunKind(kind), started_at=sa.func.now())
+            .returning(sync_runs.c.id)
+        )
+        return int(self._run(conn, statement).scalar_one())
 
     def finish_run(
         self,
@@ -59,40 +77,59 @@ class RunStore:
         counts: Mapping[str, int],
         error: str | None = None,
     ) -> None:
-        sets = ", ".join(f"{name} = :{name}" for name in RUN_COUNTERS)
-        # a run already marked failed (abandoned by a run that took the lock) never turns succeeded
-        sql = f"""
-            UPDATE {self.s}.sync_runs SET finished_at = now(), status = :status, error = :error,
-            {sets} WHERE id = :id AND (status = 'running' OR :status <> 'succeeded')"""
+        """Close a run with its counters (those not given are 0). A run already marked failed
+        (abandoned by a run that took the lock) never turns succeeded."""
+        status = RunStatus(status)
+        statement = sa.update(sync_runs).where(sync_runs.c.id == run_id)
+        if status == RunStatus.SUCCEEDED:
+            statement = statement.where(sync_runs.c.status == RunStatus.RUNNING)
         values = {name: int(counts.get(name, 0)) for name in RUN_COUNTERS}
-        conn.execute(sa.text(sql), {"id": run_id, "status": status, "error": error, **values})
+        statement = statement.values(
+            finished_at=sa.func.now(), status=status, error=error, **values
+        )
+        self._run(conn, statement)
 
     def abandon_stale_runs(self, conn: Connection, kinds: Sequence[str]) -> int:
         """Runs left 'running' by a killed process (the caller holds the lock for those kinds)."""
-        sql = f"""
-            UPDATE {self.s}.sync_runs SET status = 'failed', finished_at = now(),
-            error = 'interrupted: the run stopped, or lost its lock, before it finished'
-            WHERE status = 'running' AND kind = ANY(:kinds) RETURNING id"""
-        return len(conn.execute(sa.text(sql), {"kinds": list(kinds)}).all())
+        statement = (
+            sa.update(sync_runs)
+            .where(sync_runs.c.status == RunStatus.RUNNING)
+            .where(sync_runs.c.kind.in_([RunKind(k) for k in kinds]))
+            .values(status=RunStatus.FAILED, finished_at=sa.func.now(), error=INTERRUPTED)
+            .returning(sync_runs.c.id)
+        )
+        return len(self._run(conn, statement).all())
 
-    # --- requests -----------------------------------------------------------------------------
+    # --- sync_requests ------------------------------------------------------------------------
 
     def claim_request(self, conn: Connection) -> int | None:
         """Take the oldest pending full-resync request (skipping ones another process holds)."""
-        sql = f"""
-            UPDATE {self.s}.sync_requests SET status = 'running', started_at = now()
-            WHERE id = (SELECT id FROM {self.s}.sync_requests WHERE status = 'pending'
-                        ORDER BY requested_at, id FOR UPDATE SKIP LOCKED LIMIT 1)
-            RETURNING id"""
-        value = conn.scalar(sa.text(sql))
+        oldest = (
+            sa.select(sync_requests.c.id)
+            .where(sync_requests.c.status == RequestStatus.PENDING)
+            .order_by(sync_requests.c.requested_at, sync_requests.c.id)
+            .with_for_update(skip_locked=True)
+            .limit(1)
+            .scalar_subquery()
+        )
+        statement = (
+            sa.update(sync_requests)
+            .where(sync_requests.c.id == oldest)
+            .values(status=RequestStatus.RUNNING, started_at=sa.func.now())
+            .returning(sync_requests.c.id)
+        )
+        value = self._run(conn, statement).scalar()
         return None if value is None else int(value)
 
     def release_request(self, conn: Connection, request_id: int) -> None:
         """Put a claimed request back (it could not be served now)."""
-        sql = f"""
-            UPDATE {self.s}.sync_requests SET status = 'pending', started_at = NULL
-            WHERE id = :id AND status = 'running'"""
-        conn.execute(sa.text(sql), {"id": request_id})
+        statement = (
+            sa.update(sync_requests)
+            .where(sync_requests.c.id == request_id)
+            .where(sync_requests.c.status == RequestStatus.RUNNING)
+            .values(status=RequestStatus.PENDING, started_at=None)
+        )
+        self._run(conn, statement)
 
     def finish_request(
         self, conn: Connection, request_id: int, run_id: int | None, error: str | None
@@ -101,45 +138,89 @@ class RunStore:
 
         Only a request still `running` is closed: one its run already closed `done` stays done
         whatever fails after (releasing a lock, a second report of the same failure)."""
-        status = "failed" if error else "done"
-        sql = f"""
-            UPDATE {self.s}.sync_requests SET status = :status, finished_at = now(),
-            run_id = :run, error = :error
-            WHERE (id = :id AND status = 'running')
-            OR (:status = 'done' AND status = 'pending' AND requested_at <= (
-                SELECT started_at FROM {self.s}.sync_requests WHERE id = :id))"""
-        conn.execute(
-            sa.text(sql), {"id": request_id, "run": run_id, "status": status, "error": error}
+        status = RequestStatus.FAILED if error else RequestStatus.DONE
+        this = sa.and_(
+            sync_requests.c.id == request_id, sync_requests.c.status == RequestStatus.RUNNING
         )
+        if status == RequestStatus.DONE:
+            started = sa.select(sync_requests.c.started_at).where(sync_requests.c.id == request_id)
+            asked_before = sa.and_(
+                sync_requests.c.status == RequestStatus.PENDING,
+                sync_requests.c.requested_at <= started.scalar_subquery(),
+            )
+            this = sa.or_(this, asked_before)
+        statement = (
+            sa.update(sync_requests)
+            .where(this)
+            .values(status=status, finished_at=sa.func.now(), run_id=run_id, error=error)
+        )
+        self._run(conn, statement)
 
     # --- custom field definitions ------------------------------------------------------------
 
     def load_fields(self, conn: Connection) -> dict[int, FieldDef]:
-        sql = f"SELECT id, name, code, type, enums FROM {self.s}.contact_custom_fields"
-        rows = conn.execute(sa.text(sql)).mappings()
+        columns = [contact_custom_fields.c[name] for name in ("id", "name", "code", "type")]
+        query = sa.select(*columns, contact_custom_fields.c.enums)
+        rows = self._run(conn, query).mappings()
         return {int(r["id"]): field_def(dict(r)) for r in rows}
 
     def save_fields(self, conn: Connection, raw_fields: Sequence[Mapping[str, Any]]) -> None:
         """Replace the cached definitions with amoCRM's current list."""
-        rows = [
-            {k: f.get(k) for k in ("id", "name", "code", "type", "sort", "is_api_only", "enums")}
-            for f in raw_fields
-        ]
-        conn.execute(sa.text(f"DELETE FROM {self.s}.contact_custom_fields"))
-        sql = f"""
-            INSERT INTO {self.s}.contact_custom_fields
-                (id, name, code, type, sort, is_api_only, enums, fetched_at)
-            SELECT id, name, code, type, sort, is_api_only, enums, now()
-            FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS n(id bigint, name text, code text,
-                type text, sort integer, is_api_only boolean, enums jsonb)"""
-        conn.execute(sa.text(sql), {"rows": json.dumps(rows)})
+        rows = [{k: f.get(k) for k in _FIELD_COLUMNS} for f in raw_fields]
+        self._run(conn, sa.delete(contact_custom_fields))
+        if rows:
+            statement = sa.insert(contact_custom_fields).values(fetched_at=sa.func.now())
+            self._run(conn, statement, rows)
+
+
+# --- module level: the same statements on the connection's own schema map ----------------------
+
+
+def _execute(
+    conn: Connection, statement: Executable, params: Any = None, schema: str | None = None
+) -> sa.Result[Any]:
+    if schema is None:  # the engine's schema_translate_map (sync.db.engine.create_engine)
+        return conn.execute(statement, params)
+    options = {"schema_translate_map": {None: schema}}
+    return conn.execute(statement, params, execution_options=options)
+
+
+def read_state(conn: Connection, key: str, *, schema: str | None = None) -> dict[str, Any] | None:
+    """The `sync_state` value under `key` (a JSON object), None when there is none."""
+    query = sa.select(sync_state.c.value).where(sync_state.c.key == key)
+    value = _execute(conn, query, schema=schema).scalar()
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def write_state(
+    conn: Connection, key: str, value: Mapping[str, Any], *, schema: str | None = None
+) -> None:
+    """Store `value` under `key` (insert or replace), stamped now."""
+    statement = insert(sync_state).values(key=key, value=dict(value), updated_at=sa.func.now())
+    statement = statement.on_conflict_do_update(
+        index_elements=[sync_state.c.key],
+        set_={"value": statement.excluded.value, "updated_at": sa.func.now()},
+    )
+    _execute(conn, statement, schema=schema)
+
+
+def delete_state(conn: Connection, key: str, *, schema: str | None = None) -> None:
+    _execute(conn, sa.delete(sync_state).where(sync_state.c.key == key), schema=schema)
+
+
+def add_request(conn: Connection, kind: str = RequestKind.FULL) -> int:
+    """Ask for a full resync (the daemon's trigger NOTIFYs it); returns the request id."""
+    statement = (
+        sa.insert(sync_requests).values(kind=RequestKind(kind)).returning(sync_requests.c.id)
+    )
+    return int(conn.execute(statement).scalar_one())
 
 
 PULL_LOCK_LOST = "the run is not recorded as succeeded; the next pull goes on from the cursor"
 
 
 def pull_lock_key(schema: str) -> int:
-    return advisory_key(f"amosync-pull:{schema}")
+    return lock_key(schema, "pull")
 
 
 @contextmanager
@@ -150,5 +231,25 @@ def pull_lock(engine: Engine, schema: str) -> Iterator[SessionLock | None]:
     Pull writes only to PostgreSQL, idempotently, and its cursor only moves forward, so a pull
     that lost its lock harms nothing by finishing its page; it checks the lock before it records
     itself succeeded."""
-    with run_lock(engine, pull_lock_key(schema), name="pull", consequence=PULL_LOCK_LOST) as lock:
+    with session_lock(engine, schema, "pull", consequence=PULL_LOCK_LOST) as lock:
+        yield lock
+
+
+PUSH_LOCK_LOST = "stopping before the next write so no edit is sent twice"
+
+
+def push_lock_key(schema: str) -> int:
+    return lock_key(schema, "push")
+
+
+@contextmanager
+def push_lock(engine: Engine, schema: str) -> Iterator[SessionLock]:
+    """Hold the push lock (one push at a time per schema) for the block, or fail at once.
+
+    The lock sits on its own connection; the run calls `ensure_held()` before every write to
+    amoCRM, so a push whose lock session was ended stops before a second push could repeat it.
+    """
+    with session_lock(engine, schema, "push", consequence=PUSH_LOCK_LOST) as lock:
+        if lock is None:
+            raise SyncError("another push is running on this database schema; try again later")
         yield lock

@@ -28,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 
+from sync.models import ContactStatus
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -38,7 +40,7 @@ NAMING = {
 metadata = MetaData(naming_convention=NAMING)
 
 TZ = TIMESTAMP(timezone=True)
-SYNC_STATUSES = ("synced", "pending", "conflict", "error")
+SYNC_STATUSES = tuple(ContactStatus)
 
 # Locally inserted contacts (and chat links) get ids from these descending sequences, so a
 # temporary id is always negative and never collides with amoCRM's positive ids.

@@ -1,8 +1,8 @@
-"""Read-only queries behind `amosync status`, `/healthz` and `/metrics`, plus the request queue.
+"""Read-only queries behind `amosync status`, `/healthz` and `/metrics`.
 
-Everything here is a small statement on the operations tables (`sync_runs`, `sync_state`,
-`sync_requests`) or a count on the data tables; nothing here writes except `add_request` and the
-`claim_requests`/`finish_requests` pair the daemon uses for `sync_requests`.
+Everything here is a small read of the operations tables (`sync_runs`, `sync_state`,
+`sync_requests`) or a count on the data tables; nothing here writes (every write of those
+tables, asking for a resync included, is in `sync.db.runs`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync.db.locks import leader_lock_key
+from sync.db.catalog import pg_locks, pg_stat_activity
+from sync.db.locks import advisory_held, leader_lock_key
 from sync.db.schema import (
     contacts,
     sync_changes,
@@ -24,8 +25,10 @@ from sync.db.schema import (
     sync_runs,
     sync_state,
 )
+from sync.models import FINISHED_REQUEST, ContactStatus, RequestStatus, RunKind, RunStatus
+from sync.models import PULL_KINDS as PULL_RUN_KINDS
 
-PULL_KINDS = ("pull", "full")
+PULL_KINDS = PULL_RUN_KINDS  # sync.status reads it here
 # sync_state keys that hold secrets: status shows that they exist, never their value.
 SECRET_STATE_KEYS = ("amocrm_oauth_tokens",)
 
@@ -35,8 +38,8 @@ class RunRow:
     """One `sync_runs` row."""
 
     id: int
-    kind: str
-    status: str
+    kind: RunKind
+    status: RunStatus
     started_at: datetime
     finished_at: datetime | None
     fetched: int
@@ -78,7 +81,7 @@ def fetch_last_runs(conn: Connection) -> dict[str, RunRow]:
 
 def fetch_last_success(conn: Connection) -> dict[str, RunRow]:
     """The latest succeeded run of each kind."""
-    done = sync_runs.c.status == "succeeded"
+    done = sync_runs.c.status == RunStatus.SUCCEEDED
     ranked = sa.select(
         sync_runs,
         sa.func.row_number()
@@ -94,7 +97,7 @@ def fetch_runs_since(conn: Connection, after_id: int) -> list[RunRow]:
     """Finished runs with an id above `after_id`, oldest first (to count what a job did)."""
     query = (
         sa.select(sync_runs)
-        .where(sync_runs.c.id > after_id, sync_runs.c.status != "running")
+        .where(sync_runs.c.id > after_id, sync_runs.c.status != RunStatus.RUNNING)
         .order_by(sync_runs.c.id)
     )
     return [_run(row) for row in conn.execute(query).mappings()]
@@ -122,7 +125,9 @@ def fetch_max_run_id(conn: Connection) -> int:
 
 
 def _run(row: Any) -> RunRow:
-    return RunRow(**{name: row[name] for name in RunRow.__dataclass_fields__})
+    values = {name: row[name] for name in RunRow.__dataclass_fields__}
+    values.update(kind=RunKind(row["kind"]), status=RunStatus(row["status"]))
+    return RunRow(**values)
 
 
 def count_pending_changes(conn: Connection) -> int:
@@ -137,7 +142,7 @@ def count_rejected_changes(conn: Connection) -> int:
 
 def _count_changes(conn: Connection, *, rejected: bool) -> int:
     in_error = sa.exists().where(
-        contacts.c.id == sync_changes.c.contact_id, contacts.c.sync_status == "error"
+        contacts.c.id == sync_changes.c.contact_id, contacts.c.sync_status == ContactStatus.ERROR
     )
     query = sa.select(sa.func.count()).select_from(sync_changes)
     return int(conn.scalar(query.where(in_error if rejected else ~in_error)) or 0)
@@ -162,7 +167,7 @@ def fetch_row_errors(conn: Connection, limit: int = 5) -> list[dict[str, Any]]:
     """A few contacts amoCRM rejected, with its message."""
     query = (
         sa.select(contacts.c.id, contacts.c.name, contacts.c.sync_error)
-        .where(contacts.c.sync_status == "error")
+        .where(contacts.c.sync_status == ContactStatus.ERROR)
         .order_by(contacts.c.id)
         .limit(limit)
     )
@@ -183,16 +188,16 @@ def fetch_state(conn: Connection) -> dict[str, Any]:
 
 def fetch_leader(conn: Connection, schema: str) -> Leader | None:
     """The session holding this schema's leader lock in this database, if any."""
-    key = leader_lock_key(schema)
-    query = sa.text(
-        "SELECT a.application_name, host(a.client_addr) AS client_addr, a.backend_start "
-        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND l.classid = :hi AND l.objid = :lo"
+    query = (
+        sa.select(
+            pg_stat_activity.c.application_name,
+            sa.func.host(pg_stat_activity.c.client_addr).label("client_addr"),
+            pg_stat_activity.c.backend_start,
+        )
+        .join_from(pg_locks, pg_stat_activity, pg_stat_activity.c.pid == pg_locks.c.pid)
+        .where(advisory_held(leader_lock_key(schema)))
     )
-    unsigned = key & 0xFFFFFFFFFFFFFFFF
-    row = conn.execute(query, {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF}).first()
+    row = conn.execute(query).first()
     if row is None:
         return None
     return Leader(row.application_name, row.client_addr, row.backend_start)
@@ -201,15 +206,8 @@ def fetch_leader(conn: Connection, schema: str) -> Leader | None:
 # --- sync_requests -----------------------------------------------------------------------------
 
 
-def add_request(conn: Connection, kind: str = "full") -> int:
-    """Ask for a full resync (the daemon's trigger NOTIFYs it); returns the request id."""
-    return int(
-        conn.scalar(sa.insert(sync_requests).values(kind=kind).returning(sync_requests.c.id))
-    )
-
-
 def count_pending_requests(conn: Connection) -> int:
-    query = sa.select(sa.func.count()).where(sync_requests.c.status == "pending")
+    query = sa.select(sa.func.count()).where(sync_requests.c.status == RequestStatus.PENDING)
     return int(conn.scalar(query) or 0)
 
 
@@ -233,7 +231,7 @@ def fetch_full_run_progress(conn: Connection) -> tuple[int, int] | None:
     waiting for the daemon's resync sees grow."""
     run_id = conn.scalar(
         sa.select(sync_runs.c.id)
-        .where(sync_runs.c.kind == "full", sync_runs.c.status == "running")
+        .where(sync_runs.c.kind == RunKind.FULL, sync_runs.c.status == RunStatus.RUNNING)
         .order_by(sync_runs.c.id.desc())
         .limit(1)
     )
@@ -270,19 +268,19 @@ def prune_history(conn: Connection, keep_days: int) -> tuple[int, int]:
     cutoff = sa.func.now() - sa.func.make_interval(0, 0, 0, keep_days)
     latest = (
         sa.select(sa.func.max(sync_runs.c.id))
-        .where(sync_runs.c.status == "succeeded")
+        .where(sync_runs.c.status == RunStatus.SUCCEEDED)
         .group_by(sync_runs.c.kind)
     )
     runs = conn.execute(
         sa.delete(sync_runs).where(
-            sync_runs.c.status != "running",
+            sync_runs.c.status != RunStatus.RUNNING,
             sync_runs.c.started_at < cutoff,
             sync_runs.c.id.not_in(latest),
         )
     ).rowcount
     requests = conn.execute(
         sa.delete(sync_requests).where(
-            sync_requests.c.status.in_(("done", "failed")),
+            sync_requests.c.status.in_(FINISHED_REQUEST),
             sync_requests.c.requested_at < cutoff,
         )
     ).rowcount

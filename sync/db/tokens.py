@@ -3,12 +3,12 @@
 `TokenStore.locked()` opens a transaction, takes a transaction-level advisory lock (so every
 thread and process refreshing the same account's tokens queues behind one refresher), reads the
 stored pair and, when the block ends without an error, commits what `save` wrote. The lock is
-released by the commit, after the new pair is durable. The row key and lock are per schema.
+released by the commit, after the new pair is durable. The row key and lock are per schema: the
+lock is `sync.db.locks.advisory_lock(schema, <row key>)`.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -16,11 +16,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
 
-from sync.db.engine import driver_message, lock_taken, wait_for_lock
+from sync.db.engine import engine_schema, store_errors
+from sync.db.locks import advisory_lock
 from sync.db.schema import sync_state
-from sync.errors import StoreError
 
 TOKENS_KEY = "amocrm_oauth_tokens"
 
@@ -52,24 +51,21 @@ class TokenStore:
     def __init__(self, engine: Engine, key: str = TOKENS_KEY) -> None:
         self._engine = engine
         self._key = key
-        schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
-        self._lock_id = _lock_id(f"amosync:{schema}:{key}")
+        self._schema = str(engine_schema(engine))
 
     def __repr__(self) -> str:
         return f"TokenStore(key={self._key!r})"
 
     def load(self) -> Mapping[str, Any] | None:
         """The stored pair without locking (a quick read on start-up)."""
-        with _store_errors(), self._engine.connect() as connection:
+        with store_errors(self._engine), self._engine.connect() as connection:
             return self._read(connection)
 
     @contextmanager
     def locked(self) -> Iterator[LockedTokens]:
         """Hold the refresh lock for the block; commit what was saved when the block ends."""
-        with _store_errors(), self._engine.begin() as connection:
-            wait_for_lock(connection)  # another refresher holds it for one HTTP exchange
-            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self._lock_id)))
-            lock_taken(connection)
+        with store_errors(self._engine), self._engine.begin() as connection:
+            advisory_lock(connection, self._schema, self._key)  # a refresher: one HTTP exchange
             yield LockedTokens(connection, self._key, self._read(connection))
 
     def _read(self, connection: Connection) -> Mapping[str, Any] | None:
@@ -77,25 +73,3 @@ class TokenStore:
             sa.select(sync_state.c.value).where(sync_state.c.key == self._key)
         ).scalar_one_or_none()
         return value if isinstance(value, Mapping) else None
-
-
-def _lock_id(name: str) -> int:
-    """A stable signed 64-bit advisory-lock id for `name`."""
-    high = zlib.crc32(name.encode())
-    low = zlib.crc32(name[::-1].encode())
-    value = (high << 32) | low
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    try:
-        yield
-    except OperationalError as exc:
-        raise StoreError(
-            f"PostgreSQL failed while handling OAuth tokens: {driver_message(exc)}", transient=True
-        ) from exc
-    except DBAPIError as exc:
-        raise StoreError(
-            f"PostgreSQL refused an OAuth token statement: {driver_message(exc)}"
-        ) from exc

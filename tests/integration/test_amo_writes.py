@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sync.emulator import Emulator, FaultRule
-from sync.errors import AmoRejectedError, AmoWriteUnknownError
+from sync.errors import AmoRejectedError, AmoWriteUnknownError, InvariantError
 from tests.integration.amo_emulator import client_for, running
 
 POST = "/api/v4/contacts"
@@ -195,3 +195,35 @@ def test_link_chats_and_a_lost_link_answer() -> None:
             for x in p.items
         ]
         assert sorted(got) == sorted((x["contact_id"], x["chat_id"]) for x in links)
+
+
+def test_the_client_recovers_what_a_dead_process_created_by_request_id() -> None:
+    """A push that died after its POST: `recover_creates` finds the contacts it made (and only
+    those) by content above the floor it noted; the rest were never created."""
+    with running(contacts=3) as (emulator, url), client_for(emulator, url) as client:
+        floor = client.newest_contact_id()
+        sent = [{**person(n, "dead"), "request_id": str(-n)} for n in (1, 2, 3)]
+        created = client.create_contacts(sent[:2])  # the third never left
+        found = client.recover_creates(sent, floor)
+        assert {rid: r.id for rid, r in found.items()} == {r.request_id: r.id for r in created}
+        assert all(r.reconciled for r in found.values())
+        assert len(posts(emulator)) == 1  # recovery reads, it never resends
+
+
+def test_the_client_refuses_to_recover_creates_without_a_floor() -> None:
+    with (
+        running() as (emulator, url),
+        client_for(emulator, url) as client,
+        pytest.raises(InvariantError, match="ignores order"),
+    ):
+        client.recover_creates([person(1)], None)
+
+
+def test_the_client_recovers_chat_links_that_exist() -> None:
+    with running(contacts=2) as (emulator, url), client_for(emulator, url) as client:
+        contact = sorted(emulator.account.contacts)[0]
+        chat = "6f2d1c6e-0000-4000-8000-000000000001"
+        links = [{"contact_id": contact, "chat_id": chat, "request_id": "-1"}]
+        assert client.recover_links(links) == {}
+        [linked] = client.link_chats(links)
+        assert client.recover_links(links)["-1"].id == linked.id

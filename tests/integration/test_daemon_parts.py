@@ -15,6 +15,7 @@ from sync.db import status as queries
 from sync.db.engine import create_engine
 from sync.db.locks import LeaderLock, holder_name
 from sync.db.roles import grant_reader
+from sync.db.runs import add_request
 from sync.errors import AmoBlockedError, StoreError, mark_logged
 from sync.health import Health
 from sync.metrics import Metrics
@@ -166,7 +167,7 @@ def test_status_reports_runs_requests_and_leader(db_config: DatabaseConfig, engi
             "INSERT INTO amocrm.sync_runs (kind, status, finished_at, fetched, upserted) "
             "VALUES ('full', 'succeeded', now(), 10, 10), ('push', 'failed', now(), 0, 0)"
         ))  # fmt: skip
-        request_id = queries.add_request(conn)
+        request_id = add_request(conn)
     config = Config(database=db_config)
     with engine.begin() as conn:
         data = gather(conn, config)

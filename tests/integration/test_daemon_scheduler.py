@@ -17,6 +17,7 @@ from sync.clock import SystemClock
 from sync.config import Config, DaemonConfig, DatabaseConfig, SyncConfig
 from sync.daemon import Daemon, Parts
 from sync.db import status as queries
+from sync.db.runs import add_request
 from sync.health import Health
 from sync.metrics import Metrics
 from sync.schedule import JobRunner, Jobs, PushSoon, build_scheduler
@@ -108,7 +109,7 @@ def test_a_request_row_starts_a_full_resync(
     start(Jobs(rec.job("pull"), rec.job("push"), rec.job("full"), rec.job("requested")))
     _wait(lambda: rec.count("pull") >= 1)
     with engine.begin() as conn:
-        queries.add_request(conn)
+        add_request(conn)
     _wait(lambda: rec.count("requested") >= 1, timeout=5)
     assert rec.count("full") == 0  # the cron resync is disabled here
 
@@ -164,7 +165,7 @@ def test_notify_wakes_the_leader_long_before_the_next_poll(
         _wait(lambda: rec.count("pull") >= 1)
         time.sleep(1.5)  # the listener is LISTENing; the poll already ran and waits 600 s
         with engine.begin() as conn:
-            queries.add_request(conn)
+            add_request(conn)
         _wait(lambda: rec.count("requested") >= 1, timeout=5)
     finally:
         stop.set()

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
 from sync.config import DatabaseConfig
-from sync.db.outbox import push_lock_key
+from sync.db.runs import push_lock_key
 from sync.emulator.faults import FaultRule
 from sync.errors import LockLostError
 from sync.push import PushReport
@@ -43,7 +43,7 @@ def _cut_after_first_batch(
         results = real(entities, **kw)
         if not second:
             second.append(PushReport())
-            assert terminate_lock_holder(engine, push_lock_key(engine)) == 1
+            assert terminate_lock_holder(engine, push_lock_key("amocrm")) == 1
             second[0] = env.push(push_workers=1)
         return results
 
@@ -81,7 +81,7 @@ def test_the_lock_is_checked_before_each_write_and_the_run_is_never_succeeded(
         calls.append(len(entities))
         results = real(entities, **kw)
         if sum(calls) == 30:  # the last batch went out; then the DBA ends the session
-            terminate_lock_holder(engine, push_lock_key(engine))
+            terminate_lock_holder(engine, push_lock_key("amocrm"))
         return results
 
     monkeypatch.setattr(env.client, "update_contacts", update)
@@ -102,7 +102,7 @@ def test_a_write_is_not_retried_after_the_lock_is_lost(
     real = session._sleep_before_retry
 
     def back_off(*args: Any) -> None:
-        terminate_lock_holder(engine, push_lock_key(engine))
+        terminate_lock_holder(engine, push_lock_key("amocrm"))
         real(*args)
 
     monkeypatch.setattr(session, "_sleep_before_retry", back_off)

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from sync.config import DatabaseConfig
 from sync.db import status as queries
-from sync.db.runs import RunStore, pull_lock_key
+from sync.db.runs import RunStore, add_request, pull_lock_key
 from sync.errors import LockLostError
 from sync.pull import serve_request
 from sync.writer import PageWriter
@@ -47,7 +47,7 @@ def test_a_resync_whose_lock_session_ends_fails_its_run_and_its_request_alike(
     with emulated(contacts=30) as (emulator, url):
         config = make_config(db_config, url, emulator.long_lived_token)
         with engine.begin() as conn:
-            queries.add_request(conn)
+            add_request(conn)
         with (
             capture_logs() as logs,
             client_for(emulator, url) as client,
@@ -67,7 +67,7 @@ def test_a_resync_whose_lock_session_ends_fails_its_run_and_its_request_alike(
 def test_a_request_closed_done_stays_done_whatever_fails_afterwards(engine: Engine) -> None:
     runs = RunStore("amocrm")
     with engine.begin() as conn:
-        request_id = queries.add_request(conn)
+        request_id = add_request(conn)
         assert runs.claim_request(conn) == request_id
         run_id = runs.start_run(conn, "full")
         runs.finish_run(conn, run_id, "succeeded", {})

@@ -79,10 +79,6 @@ EXCEPTIONS = {
         "the daemon's loop outlives a lost database connection (standby, lock, listen)"
     ),
     ("sync/metrics.py", "sqlalchemy.exc", "sql"): "a scrape answers even when the database cannot",
-    ("sync/*push.py", "sqlalchemy.exc", "sql"): (
-        "push records a failed run when its own transaction broke (wrapping it in StoreError "
-        "belongs to issue 14's data-layer work)"
-    ),
     ("sync/*writer.py", "sqlalchemy.exc", "sql"): (
         "a page whose bulk insert failed is retried row by row to name the bad contact"
     ),
