@@ -202,11 +202,12 @@ def measure(
     args: argparse.Namespace, port: int, config: Config, engine: Engine, client: AmoClient
 ) -> None:
     before, *_ = server_counts(port)
-    cpu_before = cpu_seconds(port)
+    cpu_before = cpu_seconds(port, engine)
     started = time.monotonic()
     report = run_pull(config, engine, client, full=True)
     wall = time.monotonic() - started
-    cpu = {name: spent - cpu_before.get(name, 0.0) for name, spent in cpu_seconds(port).items()}
+    cpu_after = cpu_seconds(port, engine)
+    cpu = {name: spent - cpu_before.get(name, 0.0) for name, spent in cpu_after.items()}
     _, api, throttled, log_bytes = server_counts(port, before)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"contacts stored      {report.fetched} ({report.upserted} written)")
@@ -225,10 +226,27 @@ def measure(
     print(f"cpus                 {os.cpu_count()} (shared with other engineers' jobs)")
 
 
-def cpu_seconds(port: int) -> dict[str, float]:
-    """CPU time used so far by this process, the emulator and the PostgreSQL server (Linux
-    /proc; the pool keeps its backends alive, so a difference over a pass is what it cost)."""
+def cpu_seconds(port: int, engine: Engine) -> dict[str, float]:
+    """CPU time used so far by this process, the emulator and PostgreSQL (Linux /proc).
+
+    "postgres" counts the backends connected to this benchmark's database (the pool keeps its
+    backends alive, so a difference over a pass is what it cost; autovacuum workers that come
+    and go are not in it), not the whole server: other jobs on the machine use the same one.
+    "pg server" is the server's shared processes (WAL writer, checkpointer, …), which work for
+    every database on it."""
     spent = {"pull": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}
+    with engine.connect() as conn:
+        ours = set(
+            conn.scalars(
+                sa.text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()"
+                )
+            )
+        )
+        shared = set(
+            conn.scalars(sa.text("SELECT pid FROM pg_stat_activity WHERE datname IS NULL"))
+        )
     ticks = os.sysconf("SC_CLK_TCK")
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -236,7 +254,8 @@ def cpu_seconds(port: int) -> dict[str, float]:
             command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        name = "postgres" if command.startswith("postgres") else None
+        pid = int(proc.name)
+        name = "postgres" if pid in ours else "pg server" if pid in shared else None
         if f"--port {port} " in command and "emulator" in command:
             name = "emulator"
         if name:

@@ -126,20 +126,30 @@ def unknown_fields(items: Iterable[Mapping[str, Any]], fields: Mapping[int, Fiel
     return False
 
 
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)
+def _whole(value: Any) -> Any:
+    """An integer column's value: amoCRM's int as is, an int-like string or float made one;
+    anything else is left for PostgreSQL to refuse (one clear line, not a crash here)."""
+    if value is None or type(value) is int:
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _text(value: Any) -> Any:
+    return value if value is None or type(value) is str else str(value)
 
 
 def contact_row(item: Mapping[str, Any]) -> Row:
     """The `contacts` columns of one contact, in `CONTACT_COLUMNS` order (times stay unix
     seconds; SQL converts them)."""
     get = item.get
-    created, updated, closest = get("created_at"), get("updated_at"), get("closest_task_at")
     return (
-        int(item["id"]), get("name"), get("first_name"), get("last_name"),
-        get("responsible_user_id"), get("group_id"), get("created_by"), get("updated_by"),
-        None if created is None else int(created), None if updated is None else int(updated),
-        None if closest is None else int(closest), get("account_id"),
+        int(item["id"]), _text(get("name")), _text(get("first_name")), _text(get("last_name")),
+        _whole(get("responsible_user_id")), _whole(get("group_id")), _whole(get("created_by")),
+        _whole(get("updated_by")), _whole(get("created_at")), _whole(get("updated_at")),
+        _whole(get("closest_task_at")), _whole(get("account_id")),
         get("custom_fields_values") or None,
     )  # fmt: skip
 

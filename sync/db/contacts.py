@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 import psycopg
 import sqlalchemy as sa
+from psycopg.types.json import set_json_dumps
 from sqlalchemy.engine import Connection
 
 from sync.mapping import (
@@ -102,6 +103,7 @@ CONTACT_COLUMNS = (
     ("held", "text[]"),
 )
 STAGE_PREFIX = "amosync_stage_"
+BINARY_TYPES = {"bigint": "int8", "integer": "int4"}  # psycopg's names of the SQL types
 
 
 @dataclass
@@ -135,19 +137,28 @@ def _stage_name(table: str) -> str:
 
 
 def _stage_ddl() -> str:
-    """One statement that creates the staging tables this session lacks (a session on a pooler
-    in transaction mode may meet a backend that has none yet, so it runs in every transaction;
-    `ON COMMIT DELETE ROWS` empties them at every commit)."""
+    """One statement that readies the staging tables: creates those this session lacks (a
+    session on a pooler in transaction mode may meet a backend that has none yet, so it runs in
+    every transaction), and empties them when they exist (`ON COMMIT DELETE ROWS` empties them
+    at every commit, but a caller may store two pages in one transaction)."""
     tables = {"contacts": CONTACT_COLUMNS} | {t: cols for t, (cols, _) in RELATIONS.items()}
     creates = "".join(
         f"""
-    IF to_regclass('{_stage_name(table)}') IS NULL THEN
         CREATE TEMP TABLE {STAGE_PREFIX}{table} ({", ".join(f"{c} {k}" for c, k in columns)})
-        ON COMMIT DELETE ROWS;
-    END IF;"""
+        ON COMMIT DELETE ROWS;"""
         for table, columns in tables.items()
     )
-    return f"DO $stage$ BEGIN{creates}\nEND $stage$"
+    empties = "".join(
+        f"""
+        DELETE FROM {_stage_name(table)};"""
+        for table in tables
+    )
+    first = _stage_name("contacts")
+    return f"""DO $stage$ BEGIN
+    IF to_regclass('{first}') IS NULL THEN{creates}
+    ELSE{empties}
+    END IF;
+END $stage$"""
 
 
 STAGE_DDL = _stage_ddl()
@@ -183,12 +194,10 @@ class ContactStore:
         stale = set(result.stale)
         taken = [r for r in rows.contacts if r[0] not in stale]
         conn.execute(self._text("stage", STAGE_DDL))
-        written = self._upsert(conn, taken, result.held)
-        result.upserted = len(written)
+        result.upserted, inserted = self._upsert(conn, taken, result.held)
         ids = [r[0] for r in taken]
         # Contacts this statement inserted cannot have relation rows yet (a parallel writer that
         # inserted the same contact first makes ours an update): only the others are diffed.
-        inserted = {cid for cid, new in written if new}
         known = [i for i in ids if i not in inserted]
         rows = _with_local_values(rows, local_cfv, fields, set(ids))
         wanted = set(ids)  # a stale version's relations are not stored either
@@ -213,11 +222,22 @@ class ContactStore:
         return {int(row[0]): int(row[1]) for row in conn.execute(sa.text(sql), {"ids": _ids(ids)})}
 
     def _lock(self, conn: Connection, ids: list[int]) -> dict[int, int | None]:
-        sql = (
-            f"SELECT id, extract(epoch FROM updated_at)::bigint FROM {self.s}.contacts "
-            "WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR UPDATE"
-        )
-        return {row[0]: row[1] for row in conn.execute(self._text("lock", sql), {"ids": _ids(ids)})}
+        # one row of two lists, not a row per contact: 250 result rows cost more in the driver
+        # and SQLAlchemy than the statement costs PostgreSQL
+        sql = f"""
+            WITH locked AS (
+                SELECT id, extract(epoch FROM updated_at)::bigint AS at FROM {self.s}.contacts
+                WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR UPDATE
+            )
+            SELECT string_agg(id::text, ','), string_agg(coalesce(at::text, ''), ',')
+            FROM locked"""
+        found, stamps = conn.execute(self._text("lock", sql), {"ids": _ids(ids)}).one()
+        if found is None:
+            return {}
+        return {
+            int(cid): int(at) if at else None
+            for cid, at in zip(found.split(","), stamps.split(","), strict=True)
+        }
 
     def _held(
         self, conn: Connection, ids: list[int]
@@ -239,12 +259,14 @@ class ContactStore:
 
     def _upsert(
         self, conn: Connection, rows: list[Row], held: dict[int, list[str]]
-    ) -> list[tuple[int, bool]]:
-        """Returns (id, inserted?) of every row written; unchanged and stale rows are absent."""
-        _copy(conn, "contacts", CONTACT_COLUMNS, [_contact_tuple(r, held) for r in rows])
+    ) -> tuple[int, set[int]]:
+        """Returns how many rows were written (unchanged and stale ones are not) and the ids of
+        those inserted."""
+        staged = [_contact_tuple(r, held) for r in rows]
+        _copy(conn, "contacts", CONTACT_COLUMNS, staged, binary=True)
         sql = self._text("upsert", _UPSERT.format(s=self.s))
-        result = conn.execute(sql, {"held": _ids(held)})
-        return [(int(cid), bool(new)) for cid, new in result]
+        written, inserted = conn.execute(sql, {"held": _ids(held)}).one()
+        return int(written), set(map(int, inserted.split(","))) if inserted else set()
 
     def _replace(
         self,
@@ -299,20 +321,26 @@ class ContactStore:
         id) stays, and an amoCRM link for the same chat is not added beside it."""
         if not ids:
             return
+        # the three ways a stored link can be affected, each by its own index (with OR the
+        # planner scans the whole table on every page)
         delete = f"""
-            WITH n AS MATERIALIZED (SELECT * FROM {_recordset(CHAT_COLUMNS)})
-            DELETE FROM {self.s}.contact_chats t WHERE t.id > 0
-            AND (t.contact_id = ANY(CAST(:ids AS bigint[])) OR t.chat_id IN (SELECT chat_id FROM n)
-                 OR t.id IN (SELECT id FROM n))
+            WITH n AS MATERIALIZED (SELECT * FROM {_recordset(CHAT_COLUMNS)}),
+            old AS (
+                SELECT t.id FROM {self.s}.contact_chats t
+                WHERE t.contact_id = ANY(CAST(:ids AS bigint[]))
+                UNION SELECT t.id FROM n JOIN {self.s}.contact_chats t ON t.chat_id = n.chat_id
+                UNION SELECT t.id FROM n JOIN {self.s}.contact_chats t ON t.id = n.id
+            )
+            DELETE FROM {self.s}.contact_chats t USING old WHERE t.id = old.id AND t.id > 0
             AND NOT EXISTS (SELECT 1 FROM n WHERE n.id = t.id AND n.contact_id = t.contact_id
                             AND n.chat_id = t.chat_id)"""
-        conn.execute(sa.text(delete), {"rows": _dump(rows), "ids": _ids(ids)})
+        conn.execute(self._text("chats delete", delete), {"rows": _dump(rows), "ids": _ids(ids)})
         if rows:
             insert = f"""
                 INSERT INTO {self.s}.contact_chats (id, contact_id, chat_id)
                 SELECT id, contact_id, chat_id FROM {_recordset(CHAT_COLUMNS)}
                 ON CONFLICT DO NOTHING"""
-            conn.execute(sa.text(insert), {"rows": _dump(rows)})
+            conn.execute(self._text("chats insert", insert), {"rows": _dump(rows)})
 
     # --- deletions -------------------------------------------------------------------------
 
@@ -376,22 +404,37 @@ class ContactStore:
 
 
 def _copy(
-    conn: Connection, table: str, columns: Sequence[tuple[str, str]], rows: list[tuple[Any, ...]]
+    conn: Connection,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: list[tuple[Any, ...]],
+    *,
+    binary: bool = False,
 ) -> None:
     """`COPY` rows (tuples in `columns` order) into the staging table of `table`, on the
-    caller's transaction. A driver error comes out as SQLAlchemy's, like every other statement's."""
+    caller's transaction; `binary` sends PostgreSQL's binary format, with jsonb values encoded
+    by orjson straight to UTF-8 (no str in between). A driver error, or a value the binary
+    format cannot carry, comes out as SQLAlchemy's error, like every other statement's."""
     if not rows:
         return
     sql = f"COPY {_stage_name(table)} ({', '.join(c for c, _ in columns)}) FROM STDIN"
     raw = conn.connection.driver_connection
     assert isinstance(raw, psycopg.Connection)
     try:
-        with raw.cursor() as cursor, cursor.copy(sql) as copy:
-            write = copy.write_row
-            for row in rows:
-                write(row)
+        with raw.cursor() as cursor:
+            if binary:
+                set_json_dumps(orjson.dumps, cursor)
+            with cursor.copy(sql + " (FORMAT BINARY)" if binary else sql) as copy:
+                if binary:
+                    copy.set_types([BINARY_TYPES.get(kind, kind) for _, kind in columns])
+                write = copy.write_row
+                for row in rows:
+                    write(row)
     except psycopg.Error as exc:
         raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+    except (TypeError, ValueError) as exc:  # the binary format met a value of another type
+        error = psycopg.DataError(f"a value amoCRM sent does not fit its column in {table}")
+        raise sa.exc.DBAPIError.instance(sql, None, error, psycopg.Error) from exc
 
 
 def _json(value: Any) -> str | None:
@@ -399,14 +442,14 @@ def _json(value: Any) -> str | None:
 
 
 def _contact_tuple(row: Row, held: Mapping[int, list[str]]) -> Row:
-    """A contact row as staged: custom_fields_values as JSON, the held-back fields' names."""
-    # only the writable fields' names can be held (and they need no quoting in an array literal)
-    keys = [k for k in held.get(row[0], ()) if k in WRITABLE_FIELDS]
-    return (*row[:12], _json(row[12]), "{" + ",".join(keys) + "}" if keys else None)
+    """A contact row as staged: the mapped columns and the held-back fields' names."""
+    keys = held.get(row[0])
+    # only the writable fields' names can be held (the SQL knows no others)
+    return (*row, [k for k in keys if k in WRITABLE_FIELDS] if keys else None)
 
 
-def _older(incoming: int | None, stored: int | None) -> bool:
-    return incoming is not None and stored is not None and incoming < stored
+def _older(incoming: Any, stored: int | None) -> bool:
+    return type(incoming) is int and stored is not None and incoming < stored
 
 
 def _with_local_values(
@@ -445,7 +488,8 @@ WITH m AS (
     -- only held-back contacts need their stored values: probing just those by id keeps the
     -- planner from hashing the whole table (the staging table has no statistics)
     LEFT JOIN {s}.contacts c ON c.id = n.id AND c.id = ANY(CAST(:held AS bigint[]))
-)
+),
+written AS (
 INSERT INTO {s}.contacts AS t (id, name, first_name, last_name, responsible_user_id, group_id,
     created_by, updated_by, created_at, updated_at, closest_task_at, account_id,
     custom_fields_values, is_deleted, deleted_at, sync_status, synced_at)
@@ -471,5 +515,7 @@ WHERE (t.updated_at IS NULL OR EXCLUDED.updated_at IS NULL OR EXCLUDED.updated_a
        EXCLUDED.group_id, EXCLUDED.created_by, EXCLUDED.updated_by, EXCLUDED.created_at,
        EXCLUDED.updated_at, EXCLUDED.closest_task_at, EXCLUDED.account_id,
        EXCLUDED.custom_fields_values, false)
-RETURNING t.id, (t.xmax = 0) AS inserted"""
+RETURNING t.id, (t.xmax = 0) AS inserted
+)
+SELECT count(*), string_agg(id::text, ',') FILTER (WHERE inserted) FROM written"""
 )
