@@ -137,7 +137,8 @@ def _stage_name(table: str) -> str:
 
 
 def _stage_ddl() -> str:
-    """One statement that readies the staging tables: creates those this session lacks (a
+    """One statement that readies the transaction: JIT off, and the staging tables: creates
+    those this session lacks (a
     session on a pooler in transaction mode may meet a backend that has none yet, so it runs in
     every transaction), and empties them when they exist (`ON COMMIT DELETE ROWS` empties them
     at every commit, but a caller may store two pages in one transaction)."""
@@ -154,7 +155,10 @@ def _stage_ddl() -> str:
         for table in tables
     )
     first = _stage_name("contacts")
+    # JIT compiles a plan whose cost estimate is high, and the estimates of a first resync's
+    # tables (no statistics yet) are: 45 ms of compiling for a 5 ms statement, on every page.
     return f"""DO $stage$ BEGIN
+    PERFORM set_config('jit', 'off', true);
     IF to_regclass('{first}') IS NULL THEN{creates}
     ELSE{empties}
     END IF;
@@ -289,26 +293,27 @@ class ContactStore:
             conn.execute(diff, {"ids": _ids(ids)})
         if rows:
             # rows of contacts just inserted cannot conflict: skip speculative insertion then
-            key = f"insert {table} {bool(ids)}"
-            conn.execute(self._text(key, self._insert_sql(table, names, conflict=bool(ids))))
+            listed = ", ".join(names)
+            clause = " ON CONFLICT DO NOTHING" if ids else ""
+            sql = f"""
+                INSERT INTO {self.s}.{table} ({listed})
+                SELECT {listed} FROM {_stage_name(table)}{clause}"""
+            conn.execute(self._text(f"insert {table} {bool(ids)}", sql))
 
     def _diff_sql(self, table: str, names: list[str]) -> str:
-        # the contact_id equality lets the planner hash the anti-join; with the null-safe
-        # comparisons alone it compares every row with every row of the page
-        same = " AND ".join(
-            f"n.{c} = t.{c}" if c == "contact_id" else f"n.{c} IS NOT DISTINCT FROM t.{c}"
-            for c in names
-        )
+        # Each known contact's stored rows are read by one index probe (`OFFSET 0` keeps the
+        # planner from flattening the lateral subquery into a join): with `contact_id =
+        # ANY(…)` and no statistics yet (a first resync outruns autovacuum's ANALYZE) it chose
+        # to scan the whole table on every page.
         return f"""
-            DELETE FROM {self.s}.{table} t WHERE t.contact_id = ANY(CAST(:ids AS bigint[]))
-            AND NOT EXISTS (SELECT 1 FROM {_stage_name(table)} n WHERE {same})"""
-
-    def _insert_sql(self, table: str, names: list[str], *, conflict: bool) -> str:
-        listed = ", ".join(names)
-        clause = " ON CONFLICT DO NOTHING" if conflict else ""
-        return f"""
-            INSERT INTO {self.s}.{table} ({listed})
-            SELECT {listed} FROM {_stage_name(table)}{clause}"""
+            DELETE FROM {self.s}.{table} t USING (
+                SELECT t.tid FROM unnest(CAST(:ids AS bigint[])) AS k(id)
+                CROSS JOIN LATERAL (
+                    SELECT s.ctid AS tid, s.* FROM {self.s}.{table} s
+                    WHERE s.contact_id = k.id OFFSET 0
+                ) t
+                WHERE NOT EXISTS (SELECT 1 FROM {_stage_name(table)} n WHERE {_same(names)})
+            ) o WHERE t.ctid = o.tid"""
 
     def _text(self, key: str, sql: str) -> sa.TextClause:
         clause = self._sql.get(key)
@@ -321,13 +326,15 @@ class ContactStore:
         id) stays, and an amoCRM link for the same chat is not added beside it."""
         if not ids:
             return
-        # the three ways a stored link can be affected, each by its own index (with OR the
-        # planner scans the whole table on every page)
+        # the three ways a stored link can be affected, each by its own index (with OR, or
+        # `contact_id = ANY(…)` before the table has statistics, the planner scans the whole
+        # table on every page)
         delete = f"""
             WITH n AS MATERIALIZED (SELECT * FROM {_recordset(CHAT_COLUMNS)}),
             old AS (
-                SELECT t.id FROM {self.s}.contact_chats t
-                WHERE t.contact_id = ANY(CAST(:ids AS bigint[]))
+                SELECT t.id FROM unnest(CAST(:ids AS bigint[])) AS k(id) CROSS JOIN LATERAL (
+                    SELECT s.id FROM {self.s}.contact_chats s WHERE s.contact_id = k.id OFFSET 0
+                ) t
                 UNION SELECT t.id FROM n JOIN {self.s}.contact_chats t ON t.chat_id = n.chat_id
                 UNION SELECT t.id FROM n JOIN {self.s}.contact_chats t ON t.id = n.id
             )
@@ -435,6 +442,15 @@ def _copy(
     except (TypeError, ValueError) as exc:  # the binary format met a value of another type
         error = psycopg.DataError(f"a value amoCRM sent does not fit its column in {table}")
         raise sa.exc.DBAPIError.instance(sql, None, error, psycopg.Error) from exc
+
+
+def _same(names: Sequence[str]) -> str:
+    """Staged row n is stored row t. The contact_id equality lets the planner hash the
+    anti-join; with the null-safe comparisons alone it compares every row with every row."""
+    return " AND ".join(
+        f"n.{c} = t.{c}" if c == "contact_id" else f"n.{c} IS NOT DISTINCT FROM t.{c}"
+        for c in names
+    )
 
 
 def _json(value: Any) -> str | None:
