@@ -64,7 +64,7 @@ def _pulled_contact_id() -> Column[int]:
     """`contact_id` of a table only pull writes: no foreign key (migration 0007). The guard
     triggers refuse local writes, pull writes the contact and these rows in one transaction,
     and contacts are never deleted, so the key guarded nothing while its check (a lookup and a
-    row lock in `contacts` per row) was a third of PostgreSQL's work in a first full resync."""
+    row lock in `contacts` per row) was a quarter of PostgreSQL's work in a first full resync."""
     return Column(
         "contact_id",
         BigInteger,

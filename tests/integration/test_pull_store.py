@@ -116,3 +116,17 @@ def test_two_pages_in_one_transaction_do_not_see_each_others_rows(engine: Engine
             ContactStore("amocrm").store_page(conn, rows, {}, with_relations=RELATIONS, chats=None)
     tags = stored(engine, "SELECT contact_id, tag_name FROM amocrm.contact_tags ORDER BY 1")
     assert tags == [(7, "one"), (8, "two")]
+
+
+def test_a_row_whose_key_stays_and_values_change_is_replaced(engine: Engine) -> None:
+    def version(updated_at: int, tag: str, phone: str) -> dict[str, Any]:
+        item = contact(updated_at, tag)
+        item["_embedded"]["tags"] = [{"id": 5, "name": tag}]  # same key (contact, tag id)
+        item["custom_fields_values"] = [{"field_id": 1, "values": [{"value": phone}]}]
+        return item
+
+    store(engine, version(200, "old", "+7 1"))
+    assert store(engine, version(300, "new", "+7 2")).upserted == 1
+    assert stored(engine, "SELECT tag_id, tag_name FROM amocrm.contact_tags") == [(5, "new")]
+    values = "SELECT field_id, position, value FROM amocrm.contact_custom_field_values"
+    assert stored(engine, values) == [(1, 0, "+7 2")]

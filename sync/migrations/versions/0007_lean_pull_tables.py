@@ -5,8 +5,8 @@
   their foreign key to `contacts`. Their guard triggers refuse every local write, pull writes a
   contact's row and its relation rows in one transaction, contacts are never deleted (only a
   never-pushed local contact, which has no such rows), and amoCRM ids never change, so the keys
-  guarded nothing; their checks were a third of what PostgreSQL spent storing a first full
-  resync (one lookup and row lock in `contacts` per relation row). `contact_chats`,
+  guarded nothing; their checks were about a quarter of what PostgreSQL spent storing a first
+  full resync (one lookup and row lock in `contacts` per relation row). `contact_chats`,
   `sync_changes` and `sync_conflicts` keep theirs: people insert into them, and a created
   contact's id swap moves their rows by `ON UPDATE CASCADE`.
 - `contact_remote_values` goes: pull wrote amoCRM's values of held-back contacts there on every
