@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from sync.amo.client import AmoClient
 from sync.config import AmoCrmConfig, LoggingConfig, Secret
-from sync.db import contacts
+from sync.db import staging
 from sync.db.contacts import ContactStore
 from sync.db.engine import create_engine, sync_origin
 from sync.heap import fewer_collections
@@ -139,7 +139,7 @@ def timed_pass(
     with engine.connect() as conn:
         backend = int(conn.scalar(sa.text("SELECT pg_backend_pid()")) or 0)
         statements = StatementCpu(conn, backend)
-        copy, contacts._copy = contacts._copy, statements.copies(contacts._copy)
+        copy, staging.copy_rows = staging.copy_rows, statements.copies(staging.copy_rows)
         conn.commit()
         by_contact: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for link in chats:
@@ -162,7 +162,7 @@ def timed_pass(
         wall = time.monotonic() - started
         pg = backend_cpu(backend) - pg_before
         statements.close()
-        contacts._copy = copy
+        staging.copy_rows = copy
     here = sum(spent.values())
     print(f"--- pass {title}: {count / wall:,.0f} contacts/s of the sink alone ({wall:.1f} s)")
     print(f"  per 100k contacts, CPU s: this process {here * 1e5 / count:.2f}, PostgreSQL "
@@ -216,7 +216,7 @@ class StatementCpu:
         entry[1] += backend_cpu(self.backend) - self.start
 
     def copies(self, copy: Callable[..., None]) -> Callable[..., None]:
-        """`copy` (`sync.db.contacts._copy`) with its backend CPU counted as `COPY table`."""
+        """`copy` (`sync.db.staging.copy_rows`) with its backend CPU counted as `COPY table`."""
 
         def counted(conn: Connection, table: str, *args: Any, **options: Any) -> None:
             start = backend_cpu(self.backend)

@@ -1,11 +1,8 @@
 """Set-based writes of pulled contacts: one call stores a whole page, in the caller's transaction.
 
-A page's rows reach PostgreSQL by `COPY` into session-private staging tables (`pg_temp`,
-emptied at every commit), one per target table, and go from there in one set-based statement
-per target: about a dozen statements per 250-contact page whatever its content. `COPY` costs
-PostgreSQL about a third less than parsing the same rows out of a JSON document
-(`jsonb_to_recordset`, which the writes used before), and this process no longer encodes them
-as JSON (`bench/pull_store.py` measures both sides).
+A page's rows reach PostgreSQL by `COPY` into session-private staging tables (`sync.db.staging`),
+one per target table, and go from there in set-based statements: about a dozen per 250-contact
+page whatever its content.
 
 What `store_page` does, in order (the caller commits it together with the cursor):
   1. locks the page's existing contact rows (`FOR UPDATE`, in id order: no deadlock with push),
@@ -34,14 +31,12 @@ from functools import partial
 from typing import Any
 
 import orjson
-import psycopg
 import sqlalchemy as sa
-from psycopg.types.json import set_json_dumps
 from sqlalchemy.engine import Connection
 
+from sync.db import staging
 from sync.mapping import (
     JSON,
-    RELATION_COLUMNS,
     UPDATED_AT,
     WRITABLE_FIELDS,
     FieldDef,
@@ -50,61 +45,9 @@ from sync.mapping import (
     custom_value_rows,
 )
 
-# the SQL type of every relation column (the columns and their order are `RELATION_COLUMNS`)
-COLUMN_TYPES = {
-    "contact_id": "bigint",
-    "field_id": "bigint",
-    "position": "integer",
-    "field_code": "text",
-    "field_name": "text",
-    "field_type": "text",
-    "value": "text",
-    "enum_id": "bigint",
-    "enum_code": "text",
-    "tag_id": "bigint",
-    "tag_name": "text",
-    "lead_id": "bigint",
-    "customer_id": "bigint",
-    "company_id": "bigint",
-    "catalog_id": "bigint",
-    "element_id": "bigint",
-    "quantity": "numeric",
-    "metadata": "jsonb",
-}
-# relation table → (columns with their types, the PageRows attribute holding its rows)
-RELATIONS: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
-    table: (tuple((c, COLUMN_TYPES[c]) for c in RELATION_COLUMNS[attr]), attr)
-    for table, attr in (
-        ("contact_custom_field_values", "custom_values"),
-        ("contact_tags", "tags"),
-        ("contact_leads", "leads"),
-        ("contact_customers", "customers"),
-        ("contact_companies", "companies"),
-        ("contact_catalog_elements", "catalog_elements"),
-    )
-}
 CHAT_COLUMNS = (("id", "bigint"), ("contact_id", "bigint"), ("chat_id", "text"))
 HELD_STATUSES = ("pending", "conflict", "error")
 HELD_SQL = "(" + ", ".join(f"'{status}'" for status in HELD_STATUSES) + ")"
-# the staged `contacts` columns, in the order `_contact_tuple` writes them (times: unix seconds)
-CONTACT_COLUMNS = (
-    ("id", "bigint"),
-    ("name", "text"),
-    ("first_name", "text"),
-    ("last_name", "text"),
-    ("responsible_user_id", "bigint"),
-    ("group_id", "bigint"),
-    ("created_by", "bigint"),
-    ("updated_by", "bigint"),
-    ("created_at", "bigint"),
-    ("updated_at", "bigint"),
-    ("closest_task_at", "bigint"),
-    ("account_id", "bigint"),
-    ("custom_fields_values", "jsonb"),
-    ("held", "text[]"),
-)
-STAGE_PREFIX = "amosync_stage_"
-BINARY_TYPES = {"bigint": "int8", "integer": "int4"}  # psycopg's names of the SQL types
 
 
 @dataclass
@@ -131,42 +74,6 @@ def _ids(ids: Iterable[int]) -> str:
 def _recordset(columns: Sequence[tuple[str, str]], param: str = "rows") -> str:
     spec = ", ".join(f"{name} {kind}" for name, kind in columns)
     return f"jsonb_to_recordset(CAST(:{param} AS jsonb)) AS n({spec})"
-
-
-def _stage_name(table: str) -> str:
-    return f"pg_temp.{STAGE_PREFIX}{table}"
-
-
-def _stage_ddl() -> str:
-    """One statement that readies the transaction: JIT off, and the staging tables: creates
-    those this session lacks (a
-    session on a pooler in transaction mode may meet a backend that has none yet, so it runs in
-    every transaction), and empties them when they exist (`ON COMMIT DELETE ROWS` empties them
-    at every commit, but a caller may store two pages in one transaction)."""
-    tables = {"contacts": CONTACT_COLUMNS} | {t: cols for t, (cols, _) in RELATIONS.items()}
-    creates = "".join(
-        f"""
-        CREATE TEMP TABLE {STAGE_PREFIX}{table} ({", ".join(f"{c} {k}" for c, k in columns)})
-        ON COMMIT DELETE ROWS;"""
-        for table, columns in tables.items()
-    )
-    empties = "".join(
-        f"""
-        DELETE FROM {_stage_name(table)};"""
-        for table in tables
-    )
-    first = _stage_name("contacts")
-    # JIT compiles a plan whose cost estimate is high, and the estimates of a first resync's
-    # tables (no statistics yet) are: 45 ms of compiling for a 5 ms statement, on every page.
-    return f"""DO $stage$ BEGIN
-    PERFORM set_config('jit', 'off', true);
-    IF to_regclass('{first}') IS NULL THEN{creates}
-    ELSE{empties}
-    END IF;
-END $stage$"""
-
-
-STAGE_DDL = _stage_ddl()
 
 
 class ContactStore:
@@ -198,7 +105,7 @@ class ContactStore:
             result.held, local_cfv = self._held(conn, rows.ids)
         stale = set(result.stale)
         taken = [r for r in rows.contacts if r[0] not in stale]
-        conn.execute(self._text("stage", STAGE_DDL))
+        conn.execute(self._text("stage", staging.PREPARE))
         result.upserted, inserted = self._upsert(conn, taken, result.held)
         ids = [r[0] for r in taken]
         # Contacts this statement inserted cannot have relation rows yet (a parallel writer that
@@ -207,7 +114,7 @@ class ContactStore:
         rows = _with_local_values(rows, local_cfv, fields, set(ids))
         wanted = set(ids)  # a stale version's relations are not stored either
         relations: dict[str, list[Row]] = {}
-        for table, (_, attr) in RELATIONS.items():
+        for table, (_, attr) in staging.RELATIONS.items():
             if attr in with_relations:
                 mine: list[Row] = getattr(rows, attr)
                 relations[table] = [r for r in mine if r[0] in wanted] if stale else mine
@@ -268,7 +175,7 @@ class ContactStore:
         """Returns how many rows were written (unchanged and stale ones are not) and the ids of
         those inserted."""
         staged = [_contact_tuple(r, held) for r in rows]
-        _copy(conn, "contacts", CONTACT_COLUMNS, staged, binary=True)
+        staging.copy_rows(conn, "contacts", staging.CONTACT_COLUMNS, staged, binary=True)
         sql = self._text("upsert", _UPSERT.format(s=self.s))
         written, inserted = conn.execute(sql, {"held": _ids(held)}).one()
         return int(written), set(map(int, inserted.split(","))) if inserted else set()
@@ -284,7 +191,7 @@ class ContactStore:
             rows = given
             if table == "contact_catalog_elements":
                 rows = [(*r[:4], _json(r[4])) for r in given]  # metadata: jsonb
-            _copy(conn, table, RELATIONS[table][0], rows)
+            staging.copy_rows(conn, table, staging.RELATIONS[table][0], rows)
             if rows:
                 filled.append(table)
         if ids and relations:
@@ -308,18 +215,18 @@ class ContactStore:
         return f"WITH {ctes}\nSELECT 1"
 
     def _insert_sql(self, table: str, *, conflict: bool) -> str:
-        names = ", ".join(c for c, _ in RELATIONS[table][0])
+        names = ", ".join(c for c, _ in staging.RELATIONS[table][0])
         clause = " ON CONFLICT DO NOTHING" if conflict else ""
         return f"""
             INSERT INTO {self.s}.{table} ({names})
-            SELECT {names} FROM {_stage_name(table)}{clause}"""
+            SELECT {names} FROM {staging.stage_name(table)}{clause}"""
 
     def _diff_sql(self, table: str) -> str:
         # Each known contact's stored rows are read by one index probe (`OFFSET 0` keeps the
         # planner from flattening the lateral subquery into a join): with `contact_id =
         # ANY(…)` and no statistics yet (a first resync outruns autovacuum's ANALYZE) it chose
         # to scan the whole table on every page.
-        names = [c for c, _ in RELATIONS[table][0]]
+        names = [c for c, _ in staging.RELATIONS[table][0]]
         # The rows to delete are collected first (an InitPlan) and deleted by their ctids (a TID
         # scan): joined back to the table instead, the planner hashed a scan of all of it.
         return f"""
@@ -329,7 +236,7 @@ class ContactStore:
                     SELECT s.ctid AS tid, s.* FROM {self.s}.{table} s
                     WHERE s.contact_id = k.id OFFSET 0
                 ) t
-                WHERE NOT EXISTS (SELECT 1 FROM {_stage_name(table)} n WHERE {_same(names)})
+                WHERE NOT EXISTS (SELECT 1 FROM {staging.stage_name(table)} n WHERE {_same(names)})
             ))"""
 
     def _text(self, key: str, sql: str) -> sa.TextClause:
@@ -427,40 +334,6 @@ class ContactStore:
             conn.execute(sa.text(sql), {"run": run_id})
 
 
-def _copy(
-    conn: Connection,
-    table: str,
-    columns: Sequence[tuple[str, str]],
-    rows: list[tuple[Any, ...]],
-    *,
-    binary: bool = False,
-) -> None:
-    """`COPY` rows (tuples in `columns` order) into the staging table of `table`, on the
-    caller's transaction; `binary` sends PostgreSQL's binary format, with jsonb values encoded
-    by orjson straight to UTF-8 (no str in between). A driver error, or a value the binary
-    format cannot carry, comes out as SQLAlchemy's error, like every other statement's."""
-    if not rows:
-        return
-    sql = f"COPY {_stage_name(table)} ({', '.join(c for c, _ in columns)}) FROM STDIN"
-    raw = conn.connection.driver_connection
-    assert isinstance(raw, psycopg.Connection)
-    try:
-        with raw.cursor() as cursor:
-            if binary:
-                set_json_dumps(orjson.dumps, cursor)
-            with cursor.copy(sql + " (FORMAT BINARY)" if binary else sql) as copy:
-                if binary:
-                    copy.set_types([BINARY_TYPES.get(kind, kind) for _, kind in columns])
-                write = copy.write_row
-                for row in rows:
-                    write(row)
-    except psycopg.Error as exc:
-        raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
-    except (TypeError, ValueError) as exc:  # the binary format met a value of another type
-        error = psycopg.DataError(f"a value amoCRM sent does not fit its column in {table}")
-        raise sa.exc.DBAPIError.instance(sql, None, error, psycopg.Error) from exc
-
-
 def _same(names: Sequence[str]) -> str:
     """Staged row n is stored row t. The contact_id equality lets the planner hash the
     anti-join; with the null-safe comparisons alone it compares every row with every row."""
@@ -516,7 +389,7 @@ WITH m AS (
         CASE WHEN 'custom_fields_values' = ANY(n.held) THEN c.custom_fields_values
              ELSE n.custom_fields_values END AS custom_fields_values
     FROM """
-    + _stage_name("contacts")
+    + staging.stage_name("contacts")
     + """ n
     -- only held-back contacts need their stored values: probing just those by id keeps the
     -- planner from hashing the whole table (the staging table has no statistics)
