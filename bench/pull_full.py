@@ -202,11 +202,14 @@ def measure(
     args: argparse.Namespace, port: int, config: Config, engine: Engine, client: AmoClient
 ) -> None:
     before, *_ = server_counts(port)
-    cpu_before = cpu_seconds(port)
+    cpu_before = cpu_seconds(port, engine)
     started = time.monotonic()
     report = run_pull(config, engine, client, full=True)
     wall = time.monotonic() - started
-    cpu = {name: spent - cpu_before.get(name, 0.0) for name, spent in cpu_seconds(port).items()}
+    cpu_after = cpu_seconds(port, engine)
+    cpu: dict[str, float] = {}
+    for (name, pid), spent in cpu_after.items():
+        cpu[name] = cpu.get(name, 0.0) + spent - cpu_before.get((name, pid), 0.0)
     _, api, throttled, log_bytes = server_counts(port, before)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"contacts stored      {report.fetched} ({report.upserted} written)")
@@ -222,13 +225,35 @@ def measure(
     print(f"peak RSS (this proc) {peak_mb:.0f} MB")
     print(f"request log          {log_bytes / 2**20:.1f} MB (read in a child process)")
     print("CPU seconds          " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    cpus = os.cpu_count() or 1
+    # the machine is shared: what the three processes' CPU allows with every core to themselves
+    bound = report.fetched * cpus / max(sum(cpu.values()), 1e-9)
+    print(f"CPU-bound rate       {bound:.0f} contacts/s (contacts x {cpus} cpus / CPU seconds)")
     print(f"cpus                 {os.cpu_count()} (shared with other engineers' jobs)")
 
 
-def cpu_seconds(port: int) -> dict[str, float]:
-    """CPU time used so far by this process, the emulator and the PostgreSQL server (Linux
-    /proc; the pool keeps its backends alive, so a difference over a pass is what it cost)."""
-    spent = {"pull": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}
+def cpu_seconds(port: int, engine: Engine) -> dict[tuple[str, int], float]:
+    """CPU time used so far by this process, the emulator and PostgreSQL (Linux /proc).
+
+    "postgres" counts the backends connected to this benchmark's database (the pool keeps its
+    backends alive, so a difference over a pass is what it cost; autovacuum workers that come
+    and go are not in it), not the whole server: other jobs on the machine use the same one.
+    "pg server" is the server's shared processes (WAL writer, checkpointer, …), which work for
+    every database on it. Keyed by (name, pid): a backend that ends during a pass takes its
+    CPU with it, but must not take its earlier CPU off the others'."""
+    spent = {("pull", os.getpid()): sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}
+    with engine.connect() as conn:
+        ours = set(
+            conn.scalars(
+                sa.text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()"
+                )
+            )
+        )
+        shared = set(
+            conn.scalars(sa.text("SELECT pid FROM pg_stat_activity WHERE datname IS NULL"))
+        )
     ticks = os.sysconf("SC_CLK_TCK")
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -236,11 +261,12 @@ def cpu_seconds(port: int) -> dict[str, float]:
             command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        name = "postgres" if command.startswith("postgres") else None
+        pid = int(proc.name)
+        name = "postgres" if pid in ours else "pg server" if pid in shared else None
         if f"--port {port} " in command and "emulator" in command:
             name = "emulator"
         if name:
-            spent[name] = spent.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+            spent[name, pid] = (int(fields[11]) + int(fields[12])) / ticks
     return spent
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from alembic import context, op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -62,6 +62,20 @@ def _contact_fk(comment: str = "The contact (contacts.id).") -> Column[int]:
     )
 
 
+def _pulled_contact_id() -> Column[int]:
+    """`contact_id` of a table only pull writes: no foreign key (migration 0007). The guard
+    triggers refuse local writes, pull writes the contact and these rows in one transaction,
+    and contacts are never deleted, so the key guarded nothing while its check (a lookup and a
+    row lock in `contacts` per row) was a quarter of PostgreSQL's work in a first full resync."""
+    return Column(
+        "contact_id",
+        BigInteger,
+        nullable=False,
+        comment="The contact (contacts.id). Not a foreign key: only pull writes these rows, in "
+        "the transaction that writes the contact, and contacts are never deleted.",
+    )
+
+
 contacts = Table(
     "contacts",
     metadata,
@@ -125,7 +139,7 @@ Index("ix_contacts_responsible_user_id", contacts.c.responsible_user_id)
 contact_custom_field_values = Table(
     "contact_custom_field_values",
     metadata,
-    _contact_fk(),
+    _pulled_contact_id(),
     Column("field_id", BigInteger, nullable=False, comment="amoCRM custom field id."),
     Column("field_code", Text, comment="Field code such as PHONE or EMAIL; NULL if none."),
     Column("field_name", Text, comment="Field name as shown in amoCRM (may be localised)."),
@@ -161,7 +175,7 @@ def _link_table(name: str, column: str, what: str, plural: str) -> Table:
     table = Table(
         name,
         metadata,
-        _contact_fk(),
+        _pulled_contact_id(),
         Column(column, BigInteger, nullable=False, comment=f"amoCRM {what} id."),
         PrimaryKeyConstraint("contact_id", column),
         comment=f"Links from contacts to amoCRM {plural}; replaced on every pull of the contact.",
@@ -177,7 +191,7 @@ contact_companies = _link_table("contact_companies", "company_id", "company", "c
 contact_tags = Table(
     "contact_tags",
     metadata,
-    _contact_fk(),
+    _pulled_contact_id(),
     Column("tag_id", BigInteger, nullable=False, comment="amoCRM tag id."),
     Column("tag_name", Text, comment="Tag name."),
     PrimaryKeyConstraint("contact_id", "tag_id"),
@@ -188,7 +202,7 @@ Index("ix_contact_tags_tag_name", contact_tags.c.tag_name)
 contact_catalog_elements = Table(
     "contact_catalog_elements",
     metadata,
-    _contact_fk(),
+    _pulled_contact_id(),
     Column("catalog_id", BigInteger, nullable=False, comment="amoCRM catalog (list) id."),
     Column("element_id", BigInteger, nullable=False, comment="Catalog element id."),
     Column("quantity", Numeric, comment="Quantity of the element linked to the contact."),
@@ -403,41 +417,6 @@ contact_custom_fields = Table(
     comment="Definitions of the account's contact custom fields (GET "
     "/api/v4/contacts/custom_fields), cached by pull and refreshed when an unknown field or "
     "enum appears.",
-)
-
-contact_remote_values = Table(
-    "contact_remote_values",
-    metadata,
-    Column(
-        "contact_id",
-        BigInteger,
-        ForeignKey("contacts.id", ondelete="CASCADE", onupdate="CASCADE"),
-        primary_key=True,
-        comment="The contact (contacts.id).",
-    ),
-    Column(
-        "remote_values",
-        JSONB,
-        nullable=False,
-        comment="amoCRM's values of the writable fields (name, first_name, last_name, "
-        "responsible_user_id, custom_fields_values) in the last version pull read.",
-    ),
-    Column(
-        "remote_updated_at",
-        TZ,
-        nullable=False,
-        comment="amoCRM's updated_at of that version.",
-    ),
-    Column(
-        "pulled_at",
-        TZ,
-        nullable=False,
-        server_default=text("now()"),
-        comment="When pull read it.",
-    ),
-    comment="What amoCRM says about contacts that have unpushed local changes (sync_status "
-    "pending, conflict or error): pull keeps the local values in contacts and records amoCRM's "
-    "here, for push's conflict detection. The row goes away when the contact is synced again.",
 )
 
 sync_full_seen = Table(

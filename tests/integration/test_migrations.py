@@ -22,6 +22,10 @@ SNAPSHOT_QUERIES = {
         SELECT table_name, column_name, data_type, is_nullable, column_default
         FROM information_schema.columns WHERE table_schema = :s ORDER BY 1, 2""",
     "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = :s ORDER BY 1",
+    "constraints": """
+        SELECT c.relname, k.conname, pg_get_constraintdef(k.oid) FROM pg_constraint k
+        JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = :s ORDER BY 1, 2""",
     "triggers": """
         SELECT event_object_table, trigger_name, event_manipulation, action_statement
         FROM information_schema.triggers WHERE trigger_schema = :s ORDER BY 1, 2, 3""",
@@ -223,4 +227,34 @@ def test_0005_downgrade_gives_back_0004s_schema(blank_db_config: DatabaseConfig)
     upgrade(blank_db_config, "0005")
     assert snapshot(blank_db_config)["comments"] != before["comments"]
     assert downgrade(blank_db_config, "0004") == ("0005", "0004")
+    assert snapshot(blank_db_config) == before
+
+
+PULL_ONLY = (
+    "contact_custom_field_values",
+    "contact_tags",
+    "contact_leads",
+    "contact_customers",
+    "contact_companies",
+    "contact_catalog_elements",
+)
+
+
+def test_0007_drops_the_pull_only_foreign_keys_and_the_remote_values(
+    blank_db_config: DatabaseConfig,
+) -> None:
+    upgrade(blank_db_config, "0006")
+    before = snapshot(blank_db_config)
+    upgrade(blank_db_config, "0007")
+    after = snapshot(blank_db_config)
+    keys = {(table, name) for table, name, sql in after["constraints"] if "FOREIGN KEY" in sql}
+    assert keys == {
+        ("contact_chats", "fk_contact_chats_contact_id"),
+        ("sync_changes", "fk_sync_changes_contact_id"),
+        ("sync_conflicts", "fk_sync_conflicts_contact_id"),
+    }
+    tables = {table for table, *_ in after["columns"]}
+    assert "contact_remote_values" not in tables
+    assert PULL_ONLY[0] in tables
+    assert downgrade(blank_db_config, "0006") == ("0007", "0006")
     assert snapshot(blank_db_config) == before

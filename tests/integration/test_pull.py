@@ -173,7 +173,7 @@ def test_deletions_and_restores_from_events(
         assert_converged(engine, emulator)
 
 
-def test_unpushed_local_fields_are_kept_and_remote_values_recorded(
+def test_unpushed_local_fields_are_kept_and_the_others_take_amocrms(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
     with emulated(contacts=100) as (emulator, url):
@@ -192,16 +192,8 @@ def test_unpushed_local_fields_are_kept_and_remote_values_recorded(
                 sa.text("SELECT name, first_name, sync_status FROM amocrm.contacts WHERE id = :i"),
                 {"i": cid},
             ).one()
-            remote = conn.execute(
-                sa.text(
-                    "SELECT remote_values FROM amocrm.contact_remote_values WHERE contact_id = :i"
-                ),
-                {"i": cid},
-            ).scalar_one()
             changes = conn.scalar(sa.text("SELECT count(*) FROM amocrm.sync_changes"))
         assert tuple(row) == ("Local", "RemoteFirst", "pending")
-        assert remote["name"] == "Remote"
-        assert remote["first_name"] == "RemoteFirst"
         assert changes == 1
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from sync.config import DatabaseConfig
 from sync.db.contacts import ContactStore, PageResult
-from sync.db.engine import sync_origin
+from sync.db.engine import store_errors, sync_origin
+from sync.errors import StoreError
 from sync.mapping import to_rows
 
 RELATIONS = ["custom_values", "tags", "companies", "leads"]
@@ -60,3 +63,70 @@ def test_a_newer_version_replaces_the_relations(engine: Engine) -> None:
     store(engine, contact(200, "a"))
     assert store(engine, contact(300, "b")).upserted == 1
     assert tags(engine) == ["b"]
+
+
+def stored(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(sql))]
+
+
+def test_int_like_values_are_stored_as_numbers_and_names_as_text(engine: Engine) -> None:
+    item = contact(200, "a") | {"responsible_user_id": "123", "account_id": 5.0, "name": 42}
+    assert store(engine, item).upserted == 1
+    row = stored(engine, "SELECT responsible_user_id, account_id, name FROM amocrm.contacts")
+    assert row == [(123, 5, "42")]
+
+
+def test_a_value_that_fits_no_column_fails_the_page_in_one_line(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    item = contact(200, "a") | {"responsible_user_id": "the boss"}
+    with pytest.raises(StoreError) as caught, store_errors(db_config):
+        store(engine, item)
+    assert str(caught.value) == (
+        "PostgreSQL refused a statement: a value amoCRM sent does not fit its column in contacts"
+    )
+    assert stored(engine, "SELECT count(*) FROM amocrm.contacts") == [(0,)]
+
+
+def test_a_page_of_new_and_known_contacts_diffs_only_the_known(engine: Engine) -> None:
+    store(engine, contact(200, "old"))
+    known = contact(300, "new")
+    fresh = contact(300, "first") | {"id": 8}
+    with engine.begin() as conn:
+        sync_origin(conn)
+        rows = to_rows([known, fresh], {}, ("leads",))
+        result = ContactStore("amocrm").store_page(
+            conn, rows, {}, with_relations=RELATIONS, chats=None
+        )
+    assert result.upserted == 2
+    tags = stored(engine, "SELECT contact_id, tag_name FROM amocrm.contact_tags ORDER BY 1")
+    assert tags == [(7, "new"), (8, "first")]
+    leads = stored(engine, "SELECT contact_id, lead_id FROM amocrm.contact_leads ORDER BY 1")
+    assert leads == [(7, 3), (8, 3)]
+
+
+def test_two_pages_in_one_transaction_do_not_see_each_others_rows(engine: Engine) -> None:
+    first = contact(300, "one")
+    second = contact(300, "two") | {"id": 8}
+    with engine.begin() as conn:
+        sync_origin(conn)
+        for item in (first, second):  # the staging tables are emptied between the two
+            rows = to_rows([item], {}, ("leads",))
+            ContactStore("amocrm").store_page(conn, rows, {}, with_relations=RELATIONS, chats=None)
+    tags = stored(engine, "SELECT contact_id, tag_name FROM amocrm.contact_tags ORDER BY 1")
+    assert tags == [(7, "one"), (8, "two")]
+
+
+def test_a_row_whose_key_stays_and_values_change_is_replaced(engine: Engine) -> None:
+    def version(updated_at: int, tag: str, phone: str) -> dict[str, Any]:
+        item = contact(updated_at, tag)
+        item["_embedded"]["tags"] = [{"id": 5, "name": tag}]  # same key (contact, tag id)
+        item["custom_fields_values"] = [{"field_id": 1, "values": [{"value": phone}]}]
+        return item
+
+    store(engine, version(200, "old", "+7 1"))
+    assert store(engine, version(300, "new", "+7 2")).upserted == 1
+    assert stored(engine, "SELECT tag_id, tag_name FROM amocrm.contact_tags") == [(5, "new")]
+    values = "SELECT field_id, position, value FROM amocrm.contact_custom_field_values"
+    assert stored(engine, values) == [(1, 0, "+7 2")]

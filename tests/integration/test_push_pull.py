@@ -73,7 +73,6 @@ def test_our_patch_coming_back_is_an_echo(env: PushEnv) -> None:
     assert (after["first_name"], after["sync_status"]) == ("Echo", "synced")
     assert after["updated_at"] == before["updated_at"]
     assert env.sql("SELECT count(*) FROM sync_conflicts")[0][0] == 0
-    assert env.sql("SELECT count(*) FROM contact_remote_values")[0][0] == 0
     assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
     again = env.push()
     assert again.pushed == 0

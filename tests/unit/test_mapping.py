@@ -8,13 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sync.mapping import (
+    CONTACT_COLUMNS,
+    RELATION_COLUMNS,
     FieldDef,
     chat_rows,
     contact_row,
     custom_value_rows,
     event_changes,
     field_def,
-    remote_values,
     to_rows,
     unknown_fields,
     value_text,
@@ -66,20 +67,28 @@ def contact(cid: int = 1, updated_at: int = 1_700_000_000, **extra: Any) -> dict
     return data
 
 
+def as_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(CONTACT_COLUMNS, row, strict=True))
+
+
+def value_dicts(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    return [dict(zip(RELATION_COLUMNS["custom_values"], r, strict=True)) for r in rows]
+
+
 def test_contact_row_keeps_unix_seconds_and_cfv_shape() -> None:
-    row = contact_row(contact())
+    row = as_dict(contact_row(contact()))
     assert row["id"] == 1
     assert row["updated_at"] == 1_700_000_000
     assert row["custom_fields_values"][0]["field_id"] == 10
 
 
 def test_contact_without_values_has_null_jsonb() -> None:
-    assert contact_row(contact(custom_fields_values=[]))["custom_fields_values"] is None
-    assert contact_row(contact(custom_fields_values=None))["custom_fields_values"] is None
+    assert as_dict(contact_row(contact(custom_fields_values=[])))["custom_fields_values"] is None
+    assert as_dict(contact_row(contact(custom_fields_values=None)))["custom_fields_values"] is None
 
 
 def test_one_row_per_value_with_names_from_definitions_and_amocrms_own_enum_codes() -> None:
-    rows = custom_value_rows(1, contact()["custom_fields_values"], FIELDS)
+    rows = value_dicts(custom_value_rows(1, contact()["custom_fields_values"], FIELDS))
     assert [(r["field_id"], r["position"]) for r in rows] == [(10, 0), (10, 1), (20, 0), (30, 0)]
     assert rows[0]["field_name"] == "Телефон"  # the definition wins over the contact's copy
     assert (rows[1]["value"], rows[1]["enum_code"]) == ("+7 2", "MOB")
@@ -93,23 +102,26 @@ def test_enum_code_is_the_values_own_never_a_label_from_the_definitions() -> Non
         {"field_id": 10, "values": [{"value": "+7 3", "enum_id": 102}]},  # no code sent
         {"field_id": 20, "values": [{"value": "Red", "enum_id": 201, "enum_code": None}]},
     ]
-    rows = custom_value_rows(1, values, FIELDS)
+    rows = value_dicts(custom_value_rows(1, values, FIELDS))
     assert [(r["enum_id"], r["enum_code"]) for r in rows] == [(102, None), (201, None)]
 
 
 def test_unknown_field_falls_back_to_the_contacts_own_names() -> None:
-    rows = custom_value_rows(1, contact()["custom_fields_values"][:1], {})
+    rows = value_dicts(custom_value_rows(1, contact()["custom_fields_values"][:1], {}))
     assert (rows[0]["field_code"], rows[0]["field_type"]) == ("PHONE", "multitext")
 
 
 def test_relations_deduplicated_and_only_the_configured_ones() -> None:
     rows = to_rows([contact()], FIELDS, with_=("leads", "catalog_elements"))
-    assert rows.leads == [{"contact_id": 1, "lead_id": 8}, {"contact_id": 1, "lead_id": 9}]
+    assert rows.dicts("leads") == [
+        {"contact_id": 1, "lead_id": 8},
+        {"contact_id": 1, "lead_id": 9},
+    ]
     assert rows.customers == []
-    assert rows.tags == [{"contact_id": 1, "tag_id": 7, "tag_name": "vip"}]
-    assert rows.companies == [{"contact_id": 1, "company_id": 70}]
-    assert rows.catalog_elements[0]["catalog_id"] == 13
-    assert rows.catalog_elements[0]["quantity"] == 2
+    assert rows.dicts("tags") == [{"contact_id": 1, "tag_id": 7, "tag_name": "vip"}]
+    assert rows.dicts("companies") == [{"contact_id": 1, "company_id": 70}]
+    assert rows.dicts("catalog_elements")[0]["catalog_id"] == 13
+    assert rows.dicts("catalog_elements")[0]["quantity"] == 2
 
 
 def test_catalog_elements_read_quantity_and_catalog_id_at_the_top_level_first() -> None:
@@ -135,7 +147,7 @@ def test_catalog_elements_read_quantity_and_catalog_id_at_the_top_level_first() 
 
 def test_a_contact_listed_twice_keeps_its_newest_version() -> None:
     rows = to_rows([contact(updated_at=5, name="new"), contact(updated_at=4, name="old")], {}, ())
-    assert [r["name"] for r in rows.contacts] == ["new"]
+    assert [r["name"] for r in rows.dicts("contacts")] == ["new"]
 
 
 def test_unknown_fields_and_enums_are_noticed() -> None:
@@ -162,16 +174,6 @@ def test_value_text_shapes() -> None:
     assert value_text("12.5", "numeric") == "12.5"
     assert value_text({"b": 1, "a": 2}, "legal_entity") == '{"a": 2, "b": 1}'
     assert value_text(None, "text") is None
-
-
-def test_remote_values_are_the_writable_fields() -> None:
-    assert set(remote_values(contact())) == {
-        "name",
-        "first_name",
-        "last_name",
-        "responsible_user_id",
-        "custom_fields_values",
-    }
 
 
 def test_chat_rows_one_per_chat() -> None:
