@@ -21,8 +21,7 @@ from sync.config import Config
 from sync.db import status as queries
 from sync.db.locks import LeaderLock
 from sync.errors import SyncError
-from sync.pull import serve_request
-from sync.writer import Progress
+from sync.pull import Progress, serve_request
 
 FINISHED = ("done", "failed")
 
