@@ -37,6 +37,7 @@ class Events:
     def __init__(self, client: AmoClient) -> None:
         self.client = client
         self.newest: int | None = None
+        self.later: list[Mapping[str, Any]] = []  # what `new_deletion` listed (applied too)
 
     def since(self, start: int) -> list[Mapping[str, Any]]:
         return list(self._since(start))
@@ -95,6 +96,7 @@ class Events:
         start = before.start if before.known else theta
         for _attempt in range(2):
             listed = self.since(start)
+            self.later = listed
             if any(
                 e.get("type") == "contact_deleted"
                 and str(e.get("id")) not in before.known

@@ -34,10 +34,13 @@ that was not before (`deleted_since`). See docs/pull.md for the whole argument.
 
 from __future__ import annotations
 
+import math
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from sync.amo.client import CONTACTS, AmoClient
@@ -46,12 +49,12 @@ from sync.errors import InvariantError
 from sync.logs import get_logger
 from sync.mapping import FieldDef, chat_rows, field_def, unknown_fields
 from sync.pull.sink import ChatLinks, CompletePage
-from sync.pull.windows import Plan, Span, Window
+from sync.pull.windows import Plan, Span, Window, subtract
 
 log = get_logger("sync.pull.fetch")
 
-SETTLE_S = 2  # lists may lag writes, and our clock amoCRM's, by at most this together
-SPECULATIVE = 2  # tie pages asked beyond the last one known to exist
+SETTLE_S = 2  # lists may lag writes by at most this (amoCRM's clock: see `amo_start`)
+SPECULATIVE = 3  # tie pages asked beyond the last one known to exist
 PROMISED_ASKS = 4  # a 204 where the previous page said more follows is asked this often
 TIE_ASKS = 3
 MAX_FIELD_REFRESHES = 3
@@ -87,9 +90,12 @@ class Tie:
     asks: dict[int, int] = field(default_factory=dict)
     last: int | None = None
     ids: set[int] = field(default_factory=set)
-    waiting: bool = True  # for the top and the events baseline
+    speculative: int = SPECULATIVE  # pages asked beyond the last known to exist
+    waiting: bool = True  # for the events listed before it
     verified: bool = False
     finished: bool = False
+    checked: bool = False  # a final pass and a deletion check began after its read
+    deleted: bool = False  # a deletion was listed that its read may have missed
 
     def complete(self) -> bool:
         return self.last is not None and all(p in self.answered for p in range(1, self.last + 1))
@@ -119,7 +125,8 @@ class FetchSetup:
     first_attempts: int  # a 204 on a run's first window is asked this often
     bounds: str | None  # "inclusive" / "exclusive" once proven, else None
     top_at_start: bool  # a full resync reads the newest page at once
-    final_from: int | None  # a full resync's final pass starts here (None: only after ties)
+    final_pass: bool  # a full resync: a final pass from amoCRM's run start after every window
+    now: Callable[[], float]  # our clock, unix seconds (to compare with amoCRM's `Date`)
 
 
 class Fetcher:
@@ -131,8 +138,9 @@ class Fetcher:
         setup: FetchSetup,
         plan: Plan,
         fields: dict[int, FieldDef],
-        emit: Callable[[CompletePage], None],
         *,
+        stamp: Callable[[CompletePage], CompletePage],
+        offer: Callable[[CompletePage], bool],
         stored_versions: Callable[[list[int]], dict[int, int]],
         baseline: Callable[[], None],
         deleted_since: Callable[[int], bool],
@@ -140,7 +148,8 @@ class Fetcher:
         filters_off: Callable[[], bool],
     ) -> None:
         self.client, self.setup, self.plan, self.fields = client, setup, plan, fields
-        self.emit_page, self.stored_versions = emit, stored_versions
+        self.stamp, self.offer, self.stored_versions = stamp, offer, stored_versions
+        self.outbox: deque[CompletePage] = deque()  # complete pages the sink has no room for
         self.baseline, self.deleted_since, self.stop = baseline, deleted_since, stop
         self.filters_off = filters_off
         self.margin = 1 if setup.bounds == "exclusive" else 0
@@ -156,9 +165,12 @@ class Fetcher:
         self.field_refreshes = 0
         self.new_fields: list[dict[str, Any]] | None = None
         self.baseline_state = "none"  # none / asked / done
-        self.phase = "walk"  # walk → final → verify → final2 → done
+        self.full_tail = False
+        self.reread_from: int | None = None
         self.starts: dict[int, int] = {}  # id(window) → the start second of an unproven first page
         self.list_requests = 0
+        self.skew: float | None = None
+        self._skew_lock = threading.Lock()
         self.first_start: int | None = None
         self._pool: ThreadPoolExecutor | None = None
         plan.may_split = self.bounds is not None
@@ -172,19 +184,25 @@ class Fetcher:
         try:
             for window in self.plan.windows:
                 window.busy = False
-            if self.top == "pending":
+            if self.top == "pending":  # a full resync: the top and the events marker at once
                 self._ask_top()
+                self._ask_baseline()
             while True:
                 if self.stop.is_set():
                     raise InvariantError("the pull stopped: its database end failed")
-                if self.filters_off():
-                    raise FiltersIgnored("the account has API filtering off")
+                self._hand_on()
                 self._dispatch()
+                if self.filters_off():  # asked once the first requests went out
+                    raise FiltersIgnored("the account has API filtering off")
                 if not self.inflight:
+                    if self.outbox:
+                        self.stop.wait(0.02)
+                        continue
                     if self._next_phase():
                         continue
                     return
-                done, _ = wait(list(self.inflight), return_when=FIRST_COMPLETED)
+                pause = 0.02 if self.outbox else None
+                done, _ = wait(list(self.inflight), timeout=pause, return_when=FIRST_COMPLETED)
                 for future in done:
                     handler = self.inflight.pop(future)
                     handler(future.result())
@@ -199,6 +217,7 @@ class Fetcher:
 
     def _dispatch(self) -> None:
         self._release_ties()
+        self._early_tail()
         while self._requests_in_flight() < self.setup.workers:
             if not self._start_one():
                 return
@@ -206,13 +225,20 @@ class Fetcher:
     def _requests_in_flight(self) -> int:
         return len(self.inflight)
 
+    def _hand_on(self) -> None:
+        """Pages to the sink while it has room; the walk waits while it has none (memory)."""
+        while self.outbox and self.offer(self.outbox[0]):
+            self.outbox.popleft()
+
     def _start_one(self) -> bool:
+        if len(self.outbox) >= self.setup.workers:
+            return False  # the database is behind: read no more pages until it catches up
         for tie in self.ties:
             if not tie.waiting and tie.queue:
                 number = tie.queue.pop(0)
                 self._ask_tie(tie, number)
                 return True
-            if not tie.waiting and tie.last is None and tie.issued < tie.frontier + SPECULATIVE:
+            if not tie.waiting and tie.last is None and tie.issued < tie.frontier + tie.speculative:
                 tie.issued += 1
                 self._ask_tie(tie, tie.issued)
                 return True
@@ -244,7 +270,28 @@ class Fetcher:
         if self.setup.with_:
             params["with"] = list(self.setup.with_)
         reply = self.client.get(CONTACTS, params)
+        self._clock_sample(reply.headers)
         return None if reply.data is None else parse_page(page, reply, "contacts")
+
+    def _clock_sample(self, headers: Mapping[str, str]) -> None:
+        """amoCRM's `Date` less our clock when we read it is at most how far amoCRM's clock
+        is ahead of ours; the largest such sample is the best lower bound (see `amo_start`)."""
+        raw = headers.get("date") or headers.get("Date")
+        if not raw:
+            return
+        try:
+            stamp = parsedate_to_datetime(raw).timestamp()
+        except (TypeError, ValueError):
+            return
+        sample = stamp - self.setup.now()
+        with self._skew_lock:
+            if self.skew is None or sample > self.skew:
+                self.skew = sample
+
+    def amo_start(self) -> int:
+        """A lower bound of amoCRM's clock when the run began: our start R moved by the skew
+        amoCRM's `Date` headers showed (R itself when no answer carried one)."""
+        return self.setup.ceiling + math.floor(self.skew or 0.0)
 
     def _ask_window(self, window: Window) -> None:
         bound: dict[str, int] = {"from": window.pos - self.margin}
@@ -288,9 +335,15 @@ class Fetcher:
             self._collect(fresh, (low, last))
             window.rate = len(items) / max(1, last - max(window.pos, _u(items[0])))
             window.boundary = frozenset(_ids([i for i in inside if _u(i) == last]))
-            window.pos, window.promised = last, True
+            # "more follows" speaks of the range asked; a window split meanwhile may hold none
+            window.pos, window.promised = last, asked[1] == window.hi
             if self.top == "none" and window.hi is None:
                 self._ask_top()  # a backlog: learn where it ends, to split it
+            heavy = [i for i in inside if _u(i) == last]
+            if self.bounds is not None and 2 * len(heavy) >= self.setup.page_size:
+                # likely a tie: read it by id now, not a page later (page 1 first: it may be
+                # one page only)
+                self._start_tie(window, heavy, speculative=0)
 
     def _on_window_204(self, window: Window) -> None:
         window.asks += 1
@@ -302,8 +355,8 @@ class Fetcher:
             limit = 2
         if window.asks < limit:
             return  # asked again at the next dispatch
-        if window.promised:
-            raise InvariantError(f"amoCRM keeps answering 204 for updated_at >= {window.pos}")
+        if window.promised:  # deleted meanwhile (a spurious 204 does not persist): believed
+            log.warning("pull_window_emptied", second=window.pos, asked=window.asks)
         low = self.starts.pop(id(window), window.pos)
         self._collect([], (low, window.hi))
         self.plan.finish(window)
@@ -378,25 +431,39 @@ class Fetcher:
 
     # --- ties -------------------------------------------------------------------------------
 
-    def _start_tie(self, window: Window, found: list[dict[str, Any]]) -> None:
+    def _start_tie(
+        self, window: Window, found: list[dict[str, Any]], speculative: int = SPECULATIVE
+    ) -> None:
+        if any(t.second == window.pos for t in self.ties):  # read by id in this run already
+            window.busy, window.pos, window.boundary = False, window.pos + 1, frozenset()
+            if window.hi is not None and window.pos >= window.hi:
+                self.plan.finish(window)
+            return
+        if window.hi is None or window.hi > window.pos + 1:  # the rest goes on meanwhile
+            rest = Window(window.pos + 1, window.hi, rate=window.rate, pages=1)
+            self.plan.windows.append(rest)
+            window.hi = window.pos + 1
         window.busy = True  # blocked until the tie is read
-        tie = Tie(window.pos, window, known=_ids(found))
+        tie = Tie(window.pos, window, known=_ids(found), speculative=speculative)
         log.info("pull_tie_found", second=tie.second)
         self.ties.append(tie)
         if self.top == "none":
             self._ask_top()
+        self._ask_baseline()
+
+    def _ask_baseline(self) -> None:
         if self.baseline_state == "none":
             self.baseline_state = "asked"
             self._submit(self.baseline, lambda _: setattr(self, "baseline_state", "done"))
 
     def _release_ties(self) -> None:
-        """A tie's read begins once amoCRM's newest time and the events before it are known."""
-        if self.top in ("pending", "asked") or self.baseline_state == "asked":
+        """A tie's read begins once the events listed before it are known."""
+        if self.baseline_state == "asked":
             return
         for tie in self.ties:
             if tie.waiting and not tie.verified:
                 tie.waiting = False
-                tie.theta = max(self.newest or 0, self.setup.ceiling - SETTLE_S)
+                tie.theta = max(self.newest or 0, self.amo_start() - SETTLE_S)
                 tie.started = self.listings
 
     def _tie_filter(self, second: int) -> dict[str, Any]:
@@ -419,6 +486,7 @@ class Fetcher:
             tie.empty.discard(number)
             if page.has_next:
                 tie.frontier = max(tie.frontier, number + 1)
+                tie.speculative = SPECULATIVE  # more than a page after all
                 if number + 1 in tie.empty:  # it exists after all: ask again
                     tie.empty.discard(number + 1)
                     tie.queue.append(number + 1)
@@ -462,48 +530,70 @@ class Fetcher:
     # --- after the walk ---------------------------------------------------------------------
 
     def _next_phase(self) -> bool:
-        """Start what comes after the walk; False when the run's reading is over."""
+        """What comes when nothing is in flight; False when the run's reading is over."""
         if self.waiting:
             raise InvariantError("pull: pages left waiting with nothing in flight")
-        if self.phase == "walk":
-            self.phase = "final"
-            start = self._final_start()
-            if start is not None:
-                self._final_pass(start)
-                return True
-        if self.phase == "final":
-            self.phase = "verify"
-            shaken = [t for t in self.ties if not t.verified and self._shaken(t)]
-            if shaken:
-                self._submit(lambda: self._verify_all(shaken), self._on_verified)
-                return True
-        if self.phase == "verify" and any(t.verified for t in self.ties):
-            self.phase = "final2"
-            self._final_pass(min(t.theta for t in self.ties if t.verified))
+        if self.setup.final_pass and not self.full_tail:
+            self.full_tail = True  # a full resync: the final pass after every window
+            self._tail([t for t in self.ties if not t.checked], self.amo_start() - SETTLE_S)
             return True
-        self.phase = "done"
+        unchecked = [t for t in self.ties if not t.checked]
+        if unchecked:
+            self._tail(unchecked, None)
+            return True
+        shaken = [t for t in self.ties if not t.verified and self._shaken(t)]
+        if shaken:
+            for tie in shaken:
+                tie.verified = True
+            self._submit(lambda: self._verify_all(shaken), self._on_verified)
+            self.reread_from = min(t.theta for t in shaken)
+            return True
+        if self.reread_from is not None:  # after a re-read: what changed meanwhile, stored
+            self._final_pass(self.reread_from, self.setup.first_attempts)
+            self.reread_from = None
+            return True
         for tie in self.ties:
             self._collect([], (tie.second, tie.second + 1))
         return False
 
-    def _final_start(self) -> int | None:
-        starts = [t.theta for t in self.ties]
-        if self.setup.final_from is not None:
-            starts.append(self.setup.final_from)
-        return min(starts) if starts else None
+    def _early_tail(self) -> None:
+        """An incremental run checks its ties as soon as they are all read, beside the rest."""
+        if self.setup.final_pass or not self.ties:
+            return
+        if all(t.finished and not t.checked for t in self.ties):
+            self._tail(self.ties, None)
 
-    def _final_pass(self, start: int) -> None:
-        self.plan.may_split = False
-        window = Window(start, None)
-        window.first = self.setup.first_attempts
-        self.plan.windows.append(window)
+    def _tail(self, ties: list[Tie], start: int | None) -> None:
+        """The final pass (everything from the lowest theta, or `start`, to the end, listed after
+        the ties were read) and, beside it, the check for deletions since."""
+        starts = [t.theta for t in ties] + ([] if start is None else [start])
+        self._final_pass(min(starts), self.setup.first_attempts if start is not None else 1)
+        for tie in ties:
+            tie.checked = True
+        if ties:
+            theta = min(t.theta for t in ties)
+            self._submit(lambda: self.deleted_since(theta), lambda gone: self._deleted(ties, gone))
+
+    @staticmethod
+    def _deleted(ties: list[Tie], gone: bool) -> None:
+        for tie in ties:
+            tie.deleted = gone
+
+    def _final_pass(self, start: int, first: int) -> None:
+        """Everything from `start` on, by keyset to the end; seconds read by id are left out."""
+        read = [(t.second, t.second + 1) for t in self.ties]
+        for lo, hi in subtract([(start, None)], read):
+            self.plan.windows.append(Window(lo, hi, first=first, splittable=False))
 
     def _shaken(self, tie: Tie) -> bool:
         """Whether something changed while the tie was read that could have shifted its pages."""
-        if len(self.recent) >= RECENT_LIMIT:
+        if tie.deleted or len(self.recent) >= RECENT_LIMIT:
             return True
-        moved = any(at >= tie.theta and seen > tie.started for at, seen in self.recent.values())
-        return moved or self.deleted_since(tie.theta)
+        # a contact that left U has a version after U (one still at U did not leave it)
+        return any(
+            at >= tie.theta and at != tie.second and seen > tie.started
+            for at, seen in self.recent.values()
+        )
 
     def _verify_all(self, ties: list[Tie]) -> list[tuple[Tie, list[dict[str, Any]]]]:
         return [(tie, self._verify(tie)) for tie in ties]
@@ -532,7 +622,6 @@ class Fetcher:
 
     def _on_verified(self, results: list[tuple[Tie, list[dict[str, Any]]]]) -> None:
         for tie, items in results:
-            tie.verified = True
             self._seen(items)
             self._collect(self._tie_items(tie, items) if items else [], None)
 
@@ -540,7 +629,7 @@ class Fetcher:
 
     def _seen(self, items: list[dict[str, Any]]) -> None:
         self.listings += 1
-        floor = self.setup.ceiling - SETTLE_S
+        floor = self.amo_start() - SETTLE_S
         for item in items:
             at = _u(item)
             if self.newest is None or at > self.newest:
@@ -611,16 +700,16 @@ class Fetcher:
                 self._refresh_fields()
                 continue
             new, self.new_fields = self.new_fields, None
-            self.emit_page(
-                CompletePage(
-                    waiting.items,
-                    self.fields,
-                    chats=waiting.chats,
-                    new_fields=new,
-                    covers=waiting.covers,
-                    listed=waiting.listed,
-                )
+            page = CompletePage(
+                waiting.items,
+                self.fields,
+                chats=waiting.chats,
+                new_fields=new,
+                covers=waiting.covers,
+                listed=waiting.listed,
             )
+            self.outbox.append(self.stamp(page))
+        self._hand_on()
 
 
 def complete_now(

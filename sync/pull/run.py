@@ -25,6 +25,7 @@ that shows it) the run switches to the fallback walks of `sync.pull.filters_off`
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -174,14 +175,16 @@ class _Run:
             kind = "full" if full or self.old.cursor is None else "pull"
             self.report = PullReport(self.runs.start_run(conn, kind), kind)
         try:
-            self._full() if kind == "full" else self._incremental()
+            try:
+                self._full() if kind == "full" else self._incremental()
+            finally:  # requests beside the walk are counted too: wait for them
+                interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt | SystemExit)
+                self.helpers.shutdown(wait=not interrupted, cancel_futures=True)
             self.lock.ensure_held()  # a run that lost its lock never says succeeded
         except BaseException as exc:
             self._finish(started, "failed", request_id, error_line(exc))
             mark_logged(exc)  # pull_failed said it; the daemon's job runner must not repeat it
             raise
-        finally:
-            self.helpers.shutdown(wait=False, cancel_futures=True)
         self._finish(started, "succeeded", request_id, None)
         return self.report
 
@@ -214,7 +217,7 @@ class _Run:
 
     # --- the pipeline -------------------------------------------------------------------------
 
-    def _setup(self, *, full: bool, final_from: int | None) -> FetchSetup:
+    def _setup(self, *, full: bool) -> FetchSetup:
         return FetchSetup(
             with_=self.sync.with_,
             page_size=self.config.amocrm.page_size,
@@ -227,7 +230,8 @@ class _Run:
             first_attempts=1 if self.memo is not None and not full else 2,
             bounds=self.old.bounds,
             top_at_start=full,
-            final_from=final_from,
+            final_pass=full,
+            now=lambda: self.clock.now().timestamp(),
         )
 
     def _begin(self, spans: list[Span], *, seen_run: int | None) -> None:
@@ -254,22 +258,20 @@ class _Run:
         pages: queue.Queue[Any] = queue.Queue(maxsize=PIPELINE_DEPTH)
         failed = threading.Event()
 
-        def emit(page: CompletePage) -> None:
-            keeper.stamp(page)
-            while True:
-                try:
-                    pages.put(page, timeout=0.1)
-                    return
-                except queue.Full:
-                    if failed.is_set():
-                        raise InvariantError("the pull stopped: its database end failed") from None
+        def offer(page: CompletePage) -> bool:
+            try:
+                pages.put_nowait(page)
+            except queue.Full:
+                return False
+            return True
 
         fetcher = Fetcher(
             self.client,
             setup,
             plan,
             self.fields,
-            emit,
+            stamp=keeper.stamp,
+            offer=offer,
             stored_versions=self._stored_versions,
             baseline=baseline,
             deleted_since=deleted_since,
@@ -308,7 +310,8 @@ class _Run:
     def _settle(self, fetcher: Fetcher) -> None:
         """Ties read by id whose second can gain no contact any more are not read again."""
         assert self.keeper is not None
-        settled = [t.second for t in fetcher.ties if t.second <= self.ceiling - SETTLE_S]
+        self.keeper.ceiling = fetcher.amo_start()  # the cursor's cap, by amoCRM's clock
+        settled = [t.second for t in fetcher.ties if t.second <= self.keeper.ceiling - SETTLE_S]
         if settled:
             self.keeper.tie_settled = max([*settled, self.keeper.tie_settled or 0])
 
@@ -317,7 +320,7 @@ class _Run:
             return self.store.stored_versions(conn, ids)
 
     def _complete(self, items: list[dict[str, Any]], *, full: bool) -> CompletePage:
-        setup = self._setup(full=full, final_from=None)
+        setup = self._setup(full=full)
         page, self.fields = complete_now(
             self.client, setup, self.fields, items, stored_versions=self._stored_versions
         )
@@ -328,12 +331,21 @@ class _Run:
         assert self.sink is not None
         self.sink.store(self.keeper.stamp(page))
 
-    def _filters_future(self) -> Future[bool] | None:
-        """The account's filter flag, read beside the walk (None: remembered by the daemon)."""
+    def _filters_check(self) -> Any:
+        """A check for the walk's loop: False until the account's flag says filters are off.
+        The flag is asked for on the first call (after the walk's first requests went out);
+        the daemon's remembered flag asks nothing."""
         remembered = None if self.memo is None else self.memo.cached_filters()
         if remembered is not None:
-            return None if remembered else _done(False)
-        return self.helpers.submit(self._read_filters)
+            return lambda: not remembered
+        asked: list[Future[bool]] = []
+
+        def off() -> bool:
+            if not asked:
+                asked.append(self.helpers.submit(self._read_filters))
+            return asked[0].done() and not asked[0].result()
+
+        return off
 
     def _read_filters(self) -> bool:
         account = self.client.fetch_account(with_=["is_api_filter_enabled"])
@@ -363,8 +375,8 @@ class _Run:
         listed: Future[list[Mapping[str, Any]]] | None = None
         if self.memo is None or self.memo.events_due():
             listed = self.helpers.submit(self.events.since, events_from)
-        filters = self._filters_future()
-        if filters is not None and filters.done() and not filters.result():
+        filters_off = self._filters_check()
+        if self.memo is not None and self.memo.cached_filters() is False:
             self._descending(start, events_from)
             return
         self._start_progress(None, "pulling changes")
@@ -381,12 +393,10 @@ class _Run:
         try:
             self._walk(
                 spans,
-                self._setup(full=False, final_from=None),
+                self._setup(full=False),
                 baseline=baseline,
-                deleted_since=_once(
-                    lambda theta: Events(self.client).new_deletion(marker[0], theta)
-                ),
-                filters_off=lambda: filters is not None and filters.done() and not filters.result(),
+                deleted_since=_once(lambda theta: self.events.new_deletion(marker[0], theta)),
+                filters_off=filters_off,
             )
         except FiltersIgnored as exc:
             log.warning("pull_filter_ignored", detail=str(exc))
@@ -416,6 +426,7 @@ class _Run:
             return
         began = None if memo is None else memo.now()
         events = listed.result() if listed is not None else self.events.since(start)
+        events = [*events, *self.events.later]  # listed after the walk's ties: newer
         self.report.events = "read"
         self._apply(events, self.events.newest)
         if memo is not None and began is not None:
@@ -435,7 +446,7 @@ class _Run:
             self.report.deleted += self.store.mark_deleted(conn, deleted)
             self.report.restored += self.store.mark_restored(conn, restored)
             if newest is not None:
-                cursor = min(newest + 1, self.ceiling)
+                cursor = min(newest + 1, self.keeper.ceiling)
                 self.runs.set_state(conn, EVENTS_CURSOR, {"created_at": cursor})
             self.keeper.store_final(conn, complete=True)
         return list(deleted.values())
@@ -489,21 +500,20 @@ class _Run:
         self._begin([(0, None)], seen_run=self.report.run_id)
         # amoCRM's contact lists carry no total: the stored live contacts are the estimate
         self._start_progress(total or None, "full resync")
-        filters = self._filters_future()
-        if filters is not None and filters.done() and not filters.result():
+        filters_off = self._filters_check()
+        if self.memo is not None and self.memo.cached_filters() is False:
             self._full_by_id()
             return
         marker: list[Marker] = []
-        final_from = self.ceiling - SETTLE_S
         try:
             self._walk(
                 [(0, None)],
-                self._setup(full=True, final_from=final_from),
+                self._setup(full=True),
                 baseline=lambda: marker.append(self.events.marker()),
                 deleted_since=_once(
                     lambda theta: Events(self.client).new_deletion(marker[0], theta)
                 ),
-                filters_off=lambda: filters is not None and filters.done() and not filters.result(),
+                filters_off=filters_off,
             )
         except FiltersIgnored as exc:
             log.warning("pull_filter_ignored", detail=str(exc))
@@ -566,12 +576,6 @@ class _Run:
                 reason="the listing may have skipped contacts (deleted or restored during the "
                 "walk, or listed by no page)",
             )
-
-
-def _done(value: bool) -> Future[bool]:
-    future: Future[bool] = Future()
-    future.set_result(value)
-    return future
 
 
 def _once(check: Any) -> Any:

@@ -32,7 +32,9 @@ def _end(hi: int | None) -> float:
 
 def normalize(spans: Iterable[Span]) -> list[Span]:
     """Sorted, disjoint, non-empty spans; overlapping or touching ones merged."""
-    ordered = sorted((lo, hi) for lo, hi in spans if _end(hi) > lo)
+    ordered = sorted(
+        ((lo, hi) for lo, hi in spans if _end(hi) > lo), key=lambda s: (s[0], _end(s[1]))
+    )
     merged: list[Span] = []
     for lo, hi in ordered:
         if merged and lo <= _end(merged[-1][1]):
@@ -122,6 +124,7 @@ class Window:
     boundary: frozenset[int] = frozenset()  # ids at second `pos` of the last page
     first: int = 1  # how often a 204 on its first page is asked (split windows: believed)
     asks: int = 0  # 204s in a row
+    splittable: bool = True  # a final pass is read to its end by one walk
 
 
 @dataclass
@@ -152,7 +155,7 @@ class Plan:
             return None
         best: tuple[float, Window, int] | None = None
         for window in self.windows:
-            if window.rate is None:
+            if window.rate is None or not window.splittable:
                 continue  # no page yet: nothing known of its density
             end = window.hi if window.hi is not None else max(self.top, window.pos + 1)
             at = split_point(window.pos, end, window.rate, self.page_size)
