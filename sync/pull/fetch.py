@@ -567,7 +567,7 @@ class Fetcher:
         """The final pass (everything from the lowest theta, or `start`, to the end, listed after
         the ties were read) and, beside it, the check for deletions since."""
         starts = [t.theta for t in ties] + ([] if start is None else [start])
-        self._final_pass(min(starts), self.setup.first_attempts if start is not None else 1)
+        self._final_pass(min(starts), 1)  # a 204 here is believed, as for any split window
         for tie in ties:
             tie.checked = True
         if ties:
