@@ -57,6 +57,7 @@ SETTLE_S = 2  # lists may lag writes by at most this (amoCRM's clock: see `amo_s
 SPECULATIVE = 3  # tie pages asked beyond the last one known to exist
 PROMISED_ASKS = 4  # a 204 where the previous page said more follows is asked this often
 TIE_ASKS = 3
+OUTBOX = 2  # complete pages beyond the sink's queue before no new page is asked for (memory)
 MAX_FIELD_REFRESHES = 3
 RECENT_LIMIT = 200_000  # versions near "now" remembered for the tie checks
 
@@ -231,7 +232,7 @@ class Fetcher:
             self.outbox.popleft()
 
     def _start_one(self) -> bool:
-        if len(self.outbox) >= self.setup.workers:
+        if len(self.outbox) >= OUTBOX:
             return False  # the database is behind: read no more pages until it catches up
         for tie in self.ties:
             if not tie.waiting and tie.queue:

@@ -58,7 +58,7 @@ from sync.pull.windows import Coverage, Plan, Span, start_after
 log = get_logger("sync.pull")
 
 DELETE_FLOOR = 10  # a full resync may always tombstone this many contacts, whatever the share
-PIPELINE_DEPTH = 6  # complete pages waiting for the database, at most (bounds memory)
+PIPELINE_DEPTH = 4  # complete pages waiting for the database, at most (bounds memory)
 WRITERS = 2  # database transactions storing pages at once
 READ_AHEAD = 2  # pages the descending fallback reads ahead of the one being stored
 
