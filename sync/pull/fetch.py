@@ -147,12 +147,15 @@ class Fetcher:
         deleted_since: Callable[[int], bool],
         stop: threading.Event,
         filters_off: Callable[[], bool],
+        answered: Callable[[], None],
     ) -> None:
         self.client, self.setup, self.plan, self.fields = client, setup, plan, fields
         self.stamp, self.offer, self.stored_versions = stamp, offer, stored_versions
         self.outbox: deque[CompletePage] = deque()  # complete pages the sink has no room for
         self.baseline, self.deleted_since, self.stop = baseline, deleted_since, stop
-        self.filters_off = filters_off
+        self.filters_off, self.on_answer = filters_off, answered
+        self.answered = False  # nothing else is asked before amoCRM answered once
+        self.first_ids: set[int] = set()
         self.margin = 1 if setup.bounds == "exclusive" else 0
         self.bounds = setup.bounds
         self.inflight: dict[Future[Any], Callable[[Any], None]] = {}
@@ -185,15 +188,12 @@ class Fetcher:
         try:
             for window in self.plan.windows:
                 window.busy = False
-            if self.top == "pending":  # a full resync: the top and the events marker at once
-                self._ask_top()
-                self._ask_baseline()
             while True:
                 if self.stop.is_set():
                     raise InvariantError("the pull stopped: its database end failed")
                 self._hand_on()
                 self._dispatch()
-                if self.filters_off():  # asked once the first requests went out
+                if self.answered and self.filters_off():  # asked once amoCRM answered
                     raise FiltersIgnored("the account has API filtering off")
                 if not self.inflight:
                     if self.outbox:
@@ -306,6 +306,7 @@ class Fetcher:
         )
 
     def _on_window(self, window: Window, asked: tuple[int, int | None, int], page: Any) -> None:
+        self._first_answer()
         if window not in self.plan.windows:
             return  # the top page proved it read meanwhile
         window.busy = False
@@ -315,6 +316,8 @@ class Fetcher:
             self._on_window_204(window)
             return
         window.asks = 0
+        if not self.first_ids:
+            self.first_ids = _ids(page.items)  # the newest page drops what this one stored
         self._seen(page.items)
         items: list[dict[str, Any]] = page.items
         self._check_ascending(items, window.pos - self.margin, asked[1], self.margin)
@@ -345,6 +348,18 @@ class Fetcher:
                 # likely a tie: read it by id now, not a page later (page 1 first: it may be
                 # one page only)
                 self._start_tie(window, heavy, speculative=0)
+
+    def _first_answer(self) -> None:
+        """One request first: an unreachable amoCRM fails one request, not five at once.
+        Then the rest of the preamble (a full resync's newest page and events marker, the
+        caller's events and account reads) goes out beside the walk."""
+        if self.answered:
+            return
+        self.answered = True
+        if self.top == "pending":
+            self._ask_top()
+            self._ask_baseline()
+        self.on_answer()
 
     def _on_window_204(self, window: Window) -> None:
         window.asks += 1
@@ -418,11 +433,14 @@ class Fetcher:
         low = stamps[-1]
         if not page.has_next:  # the whole account in one page
             lows = [w.pos for w in self.plan.windows]
-            self._collect(page.items, (min([low, *lows]), None))
+            fresh = [i for i in page.items if int(i["id"]) not in self.first_ids]
+            self._collect(fresh, (min([low, *lows]), None))
             for window in list(self.plan.windows):
                 self.plan.finish(window)
             return
-        self._collect(page.items, (low + 1, None))
+        self._collect(
+            [i for i in page.items if int(i["id"]) not in self.first_ids], (low + 1, None)
+        )
         self.plan.top = low + 1
         for window in list(self.plan.windows):
             if window.pos > low:

@@ -247,6 +247,7 @@ class _Run:
         baseline: Any,
         deleted_since: Any,
         filters_off: Any,
+        answered: Any = None,
     ) -> Fetcher:
         """Run the fetch stage and the sink until every span is read; raise the first failure."""
         keeper, sink = self.keeper, self.sink
@@ -277,6 +278,7 @@ class _Run:
             deleted_since=deleted_since,
             stop=failed,
             filters_off=filters_off,
+            answered=answered or (lambda: None),
         )
         first = min(plan.windows, key=lambda w: w.pos, default=None)
         if setup.bounds is None and first is not None and first.pos > (self.old.cursor or 0):
@@ -372,20 +374,24 @@ class _Run:
             spans = start_after(spans, min(old.tie_settled + 1, old.cursor))
         self._begin(spans, seen_run=None)
         events_from = self._events_start(start)
-        listed: Future[list[Mapping[str, Any]]] | None = None
-        if self.memo is None or self.memo.events_due():
-            listed = self.helpers.submit(self.events.since, events_from)
+        side: list[Future[list[Mapping[str, Any]]]] = []  # the events, once amoCRM answered
+        due = self.memo is None or self.memo.events_due()
+
+        def answered() -> None:  # amoCRM's first answer: no longer "connecting"
+            self._start_progress(None, "pulling changes")
+            if due and not side:
+                side.append(self.helpers.submit(self.events.since, events_from))
+
         filters_off = self._filters_check()
         if self.memo is not None and self.memo.cached_filters() is False:
             self._descending(start, events_from)
             return
-        self._start_progress(None, "pulling changes")
         self.report.mode = "keyset"
         marker: list[Marker] = []
 
         def baseline() -> None:
-            if listed is not None:
-                known = {str(e.get("id")) for e in listed.result()}
+            if side:
+                known = {str(e.get("id")) for e in side[0].result()}
                 marker.append(Marker(events_from, known))
             else:
                 marker.append(self.events.marker())
@@ -397,13 +403,14 @@ class _Run:
                 baseline=baseline,
                 deleted_since=_once(lambda theta: self.events.new_deletion(marker[0], theta)),
                 filters_off=filters_off,
+                answered=answered,
             )
         except FiltersIgnored as exc:
             log.warning("pull_filter_ignored", detail=str(exc))
             self._remember_filters(False)
             self._descending(start, events_from)
             return
-        self._events_unless_idle(events_from, listed)
+        self._events_unless_idle(events_from, side[0] if side else None)
 
     def _events_start(self, contacts_start: int) -> int:
         with self.engine.connect() as conn:
@@ -498,8 +505,9 @@ class _Run:
             self.store.forget_seen(conn)  # lists left by killed runs (we hold the lock)
             total = self.store.live_count(conn)
         self._begin([(0, None)], seen_run=self.report.run_id)
-        # amoCRM's contact lists carry no total: the stored live contacts are the estimate
-        self._start_progress(total or None, "full resync")
+        # amoCRM's contact lists carry no total: the stored live contacts are the estimate;
+        # shown from amoCRM's first answer on (until then the bar says it is connecting)
+        started = lambda: self._start_progress(total or None, "full resync")  # noqa: E731
         filters_off = self._filters_check()
         if self.memo is not None and self.memo.cached_filters() is False:
             self._full_by_id()
@@ -514,6 +522,7 @@ class _Run:
                     lambda theta: Events(self.client).new_deletion(marker[0], theta)
                 ),
                 filters_off=filters_off,
+                answered=started,
             )
         except FiltersIgnored as exc:
             log.warning("pull_filter_ignored", detail=str(exc))
@@ -525,6 +534,7 @@ class _Run:
     def _full_by_id(self) -> None:
         """The full resync of accounts whose filters are ignored (`sync.pull.filters_off`)."""
         self.report.mode = "full-by-id"
+        self._start_progress(None, "full resync (by id)")
         before = self.events.marker()
         pages = by_id(
             self.client, self.sync.with_, self.config.amocrm.page_size, self.sync.pull_workers
