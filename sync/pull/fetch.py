@@ -126,6 +126,7 @@ class FetchSetup:
     first_attempts: int  # a 204 on a run's first window is asked this often
     bounds: str | None  # "inclusive" / "exclusive" once proven, else None
     top_at_start: bool  # a full resync reads the newest page at once
+    top_allowed: bool  # False: the account is known to fit in two pages (no newest page)
     final_pass: bool  # a full resync: a final pass from amoCRM's run start after every window
     now: Callable[[], float]  # our clock, unix seconds (to compare with amoCRM's `Date`)
 
@@ -341,7 +342,7 @@ class Fetcher:
             window.boundary = frozenset(_ids([i for i in inside if _u(i) == last]))
             # "more follows" speaks of the range asked; a window split meanwhile may hold none
             window.pos, window.promised = last, asked[1] == window.hi
-            if self.top == "none" and window.hi is None:
+            if self.top == "none" and window.hi is None and self.setup.top_allowed:
                 self._ask_top()  # a backlog: learn where it ends, to split it
             heavy = [i for i in inside if _u(i) == last]
             if self.bounds is not None and 2 * len(heavy) >= self.setup.page_size:
@@ -466,7 +467,7 @@ class Fetcher:
         tie = Tie(window.pos, window, known=_ids(found), speculative=speculative)
         log.info("pull_tie_found", second=tie.second)
         self.ties.append(tie)
-        if self.top == "none":
+        if self.top == "none" and self.setup.top_allowed:
             self._ask_top()
         self._ask_baseline()
 

@@ -162,6 +162,7 @@ class _Run:
         self.fields: dict[int, FieldDef] = {}
         self.old = CursorState()
         self.keeper: CursorKeeper | None = None
+        self.live_before = 0  # live contacts stored when a full resync began
         self.sink: Sink | None = None
 
     # --- the run ------------------------------------------------------------------------------
@@ -229,10 +230,17 @@ class _Run:
             # asks again at the next poll anyway (the cursor stays)
             first_attempts=1 if self.memo is not None and not full else 2,
             bounds=self.old.bounds,
-            top_at_start=full,
+            # the newest page tells a big account where its data ends (to split); an account
+            # known to fit in two pages would only read it twice
+            top_at_start=full and self._big(),
+            top_allowed=self._big(),
             final_pass=full,
             now=lambda: self.clock.now().timestamp(),
         )
+
+    def _big(self) -> bool:
+        """Not known to fit in two pages (a full resync knows the live contacts stored)."""
+        return not 0 < self.live_before <= 2 * self.config.amocrm.page_size
 
     def _begin(self, spans: list[Span], *, seen_run: int | None) -> None:
         coverage = Coverage(spans)
@@ -503,7 +511,7 @@ class _Run:
         self.report.mode = "full"
         with self.engine.begin() as conn:
             self.store.forget_seen(conn)  # lists left by killed runs (we hold the lock)
-            total = self.store.live_count(conn)
+            total = self.live_before = self.store.live_count(conn)
         self._begin([(0, None)], seen_run=self.report.run_id)
         # amoCRM's contact lists carry no total: the stored live contacts are the estimate;
         # shown from amoCRM's first answer on (until then the bar says it is connecting)
