@@ -23,8 +23,7 @@ from sync.db.locks import LeaderLock
 from sync.db.runs import add_request
 from sync.errors import SyncError
 from sync.models import FINISHED_REQUEST, RequestStatus
-from sync.pull import serve_request
-from sync.writer import Progress
+from sync.pull import Progress, serve_request
 
 FINISHED = FINISHED_REQUEST
 

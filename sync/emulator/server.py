@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -56,6 +57,11 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body leave in two writes; with Nagle on, the client's delayed ACK would add
     # ~40 ms to every keep-alive response.
     disable_nagle_algorithm = True
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header by the account's clock, which its `updated_at` values follow."""
+        moment = self.server.emulator.clock.now() if timestamp is None else timestamp
+        return formatdate(moment, usegmt=True)
 
     def _serve(self) -> None:
         parts = urlsplit(self.path)

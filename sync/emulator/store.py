@@ -107,6 +107,12 @@ class Account:
         tie = -1 if self.settings.tie_break == "desc" else 1
         if sort_field == "id":
             return lambda c: (sign * c.id, 0)
+        if self.settings.tie_break == "shuffle":  # equal keys in an order unrelated to ids
+            salt = self.settings.seed * 2_654_435_761
+            return lambda c: (
+                sign * getattr(c, sort_field),
+                (c.id * 2_246_822_519 ^ salt) % 1_000_003,
+            )
         return lambda c: (sign * getattr(c, sort_field), tie * c.id)
 
     # --- writes -----------------------------------------------------------------------------

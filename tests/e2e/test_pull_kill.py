@@ -101,3 +101,36 @@ def test_pull_without_credentials_fails_with_one_line_and_exit_2(
     assert result.returncode == 2
     assert "amocrm.access_token" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _state(engine: Engine) -> dict[str, object]:
+    with engine.connect() as conn:
+        value = conn.scalar(
+            sa.text("SELECT value FROM amocrm.sync_state WHERE key = 'pull.contacts'")
+        )
+    return dict(value or {})
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_kill_9_mid_window_resumes_the_unfinished_windows_only(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=4000, latency_ms=15, tie_break="shuffle") as (emulator, url):
+        env = _env(db_config, url, emulator.long_lived_token)
+        assert amosync("db", "upgrade", env=env).returncode == 0
+        stored = "SELECT count(*) FROM amocrm.contacts"
+        _kill_when(env, lambda: _scalar(engine, stored) >= 1500, ("pull", "--full"))
+        state = _state(engine)
+        assert state["windows"], state  # the windows not read yet, stored with the pages
+        before = _scalar(engine, stored)
+        _edit(emulator, 30, "Meanwhile")
+        result = amosync("pull", env=env)
+        assert result.returncode == 0, result.stderr
+        assert_converged(engine, emulator)
+        with engine.connect() as conn:
+            fetched = conn.scalar(
+                sa.text("SELECT fetched FROM amocrm.sync_runs ORDER BY id DESC LIMIT 1")
+            )
+        # the finished windows were not read again: the resumed run read about what was left
+        assert int(fetched or 0) < 4000 - before + 500
+        assert _state(engine)["windows"] == []

@@ -429,108 +429,92 @@ def _mirrored_amo_an_hour_behind(
         yield emulator, config
 
 
-def test_first_full_resync_with_a_deletion_mid_walk_then_reads_everything_by_keyset(
+def test_a_first_full_resync_with_a_deletion_mid_walk_stores_every_contact(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
     with emulated(contacts=300, trashed_fraction=0.0) as (emulator, url):
         config = _page_by_page(db_config, emulator, url)
-        # before page 3, a user deletes a contact of page 1: the first contact of page 3 moves
-        # to page 2, already read, and no page lists it
-        emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", min_page=3))
+        # before a later page, a user deletes a contact of the walk: windows are keyset reads,
+        # so no other contact moves out of view (an order[id] walk lost one here)
+        emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", skip=2))
         with capture_logs() as logs:
             first = pull(config, engine, emulator)
         assert first.kind == "full"
-        assert set(_live_ids(emulator, 1000)) - _stored_ids(engine)  # the shift hid one
-        assert "pull_cursor_held" in [e["event"] for e in logs]
-        with engine.connect() as conn:
-            cursor = conn.scalar(
-                sa.text("SELECT value FROM amocrm.sync_state WHERE key = 'pull.contacts'")
-            )
-        assert cursor == {"updated_at": 0}  # nothing is known to be stored yet
+        assert set(_live_ids(emulator, 1000)) <= _stored_ids(engine)
+        assert "pull_cursor_held" not in [e["event"] for e in logs]
         again = pull(config, engine, emulator)
-        assert (again.kind, again.mode) == ("pull", "keyset")  # everything, by keyset
+        assert (again.kind, again.mode) == ("pull", "keyset")
         assert_converged(engine, emulator)
 
 
-def test_full_resync_with_a_deletion_mid_walk_holds_the_cursor_for_the_next_pull(
+def test_a_full_resync_stores_a_new_contact_whatever_is_deleted_meanwhile(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
     with _mirrored_amo_an_hour_behind(db_config, engine) as (emulator, config):
         emulator.clock.advance(10)
-        hidden, _after = emulator.create_contacts([{"name": "new A"}, {"name": "new B"}])
-        emulator.clock.advance(60)  # later changes put the cursor far past the new ones
+        new, _after = emulator.create_contacts([{"name": "new A"}, {"name": "new B"}])
+        emulator.clock.advance(60)
         emulator.update_contacts([{"id": _live_ids(emulator, 1)[0], "name": "later"}])
-        # 302 contacts: "new A" opens page 7 until a page-1 contact goes, then it sits on page 6
-        emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", min_page=7))
+        emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", skip=3, times=3))
         full = pull(config, engine, emulator, full=True)
         assert full.kind == "full"
-        assert hidden not in _stored_ids(engine)  # the shift hid it from the walk
-        incremental = pull(config, engine, emulator)
-        assert incremental.kind == "pull"
-        assert hidden in _stored_ids(engine)
+        assert new in _stored_ids(engine)  # listed by the full resync itself
+        pull(config, engine, emulator)
         assert_converged(engine, emulator)
 
 
-def test_a_bulk_deletion_before_the_first_run_does_not_hold_its_cursor(
-    db_config: DatabaseConfig, engine: Engine
-) -> None:
-    with emulated(contacts=300, trashed_fraction=0.0) as (emulator, url):
-        config = _page_by_page(db_config, emulator, url)
-        emulator.clock.freeze()
-        for cid in _live_ids(emulator, 3):  # deleted together: one created_at for all three
-            emulator.delete_contact(cid)
-        emulator.clock.unfreeze()
-        emulator.clock.advance(30)
-        with capture_logs() as logs:
-            first = pull(config, engine, emulator)
-        assert first.kind == "full"
-        assert "pull_cursor_held" not in [e["event"] for e in logs]
-        assert pull(config, engine, emulator).kind == "pull"
-        assert_converged(engine, emulator)
-
-
-def test_a_deletion_in_the_second_of_the_last_one_is_seen_with_exclusive_bounds(
+def test_exclusive_date_bounds_and_a_deletion_mid_walk_lose_nothing(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
     settings = {"contacts": 300, "trashed_fraction": 0.0, "inclusive_date_bounds": False}
     with emulated(**settings) as (emulator, url):
         config = _page_by_page(db_config, emulator, url)
-        emulator.clock.freeze()  # every deletion below falls in one second
-        emulator.delete_contact(_live_ids(emulator, 1000)[-1])
-        emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", min_page=3))
+        emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", skip=3))
         with capture_logs() as logs:
             pull(config, engine, emulator)
-        emulator.clock.unfreeze()
-        assert "pull_cursor_held" in [e["event"] for e in logs]
-        pull(config, engine, emulator)
+        assert "pull_bounds_exclusive" in [e["event"] for e in logs]
+        assert set(_live_ids(emulator, 1000)) <= _stored_ids(engine)
+        with engine.connect() as conn:
+            state = conn.scalar(
+                sa.text("SELECT value FROM amocrm.sync_state WHERE key = 'pull.contacts'")
+            )
+        assert state["bounds"] == "exclusive"  # the next runs ask one second wider at once
+        with capture_logs() as logs:
+            pull(config, engine, emulator)
+        assert "pull_bounds_exclusive" not in [e["event"] for e in logs]
         assert_converged(engine, emulator)
 
 
-def test_a_restore_during_the_full_resync_walk_holds_the_cursor_too(
+def test_a_restore_during_the_full_resync_walk_loses_nothing(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
     with emulated(contacts=300, trashed_fraction=0.05) as (emulator, url):
         config = _page_by_page(db_config, emulator, url)
         pull(config, engine, emulator)
         emulator.clock.advance(10)
-        # a restore shifts later contacts towards later pages: answered out of order, two pages
-        # in flight would skip one, so it counts like a deletion
         assert any(c.is_deleted for c in emulator.account.contacts.values())  # some to restore
-        emulator.add_fault(FaultRule(kind="revive", path="/api/v4/contacts", min_page=3))
-        assert _held(config, engine, emulator, full=True)
-        pull(config, engine, emulator)
+        emulator.add_fault(FaultRule(kind="revive", path="/api/v4/contacts", skip=2, times=3))
+        assert not _held(config, engine, emulator, full=True)
         assert_converged(engine, emulator)
 
 
-def test_a_spurious_204_on_the_events_after_the_walk_does_not_let_the_cursor_move(
+def test_filters_off_a_full_resync_by_id_holds_the_cursor_after_a_shift(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
-    with emulated(contacts=300, trashed_fraction=0.05) as (emulator, url):
+    """The fallback (order[id]) can be shifted by a deletion: it holds the cursor, and a spurious
+    204 on the events after the walk does not let it move either."""
+    with emulated(contacts=300, trashed_fraction=0.05, api_filter_enabled=False) as (
+        emulator,
+        url,
+    ):
         config = _page_by_page(db_config, emulator, url)
         emulator.add_fault(FaultRule(kind="vanish", path="/api/v4/contacts", min_page=3))
         # the read before the walk passes; the one after answers 204 on page 1 (twice)
         emulator.add_fault(FaultRule(kind="empty_page", path="/api/v4/events", skip=1, times=2))
-        assert _held(config, engine, emulator)
+        with capture_logs() as logs:
+            first = pull(config, engine, emulator)
+        assert first.mode == "full-by-id"
+        assert "pull_cursor_held" in [e["event"] for e in logs]
         pull(config, engine, emulator)
         assert_converged(engine, emulator)
 

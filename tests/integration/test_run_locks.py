@@ -3,6 +3,7 @@ always agree, and a request a run closed `done` never turns `failed` afterwards.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from sync.db import status as queries
 from sync.db.runs import RunStore, add_request, pull_lock_key
 from sync.errors import LockLostError
 from sync.pull import serve_request
-from sync.writer import PageWriter
+from sync.pull.sink import Sink
 from tests.integration.amo_emulator import client_for
 from tests.integration.lock_helpers import terminate_lock_holder
 from tests.integration.pull_helpers import emulated, make_config
@@ -35,15 +36,17 @@ def _rows(engine: Engine) -> tuple[Any, Any]:
 def test_a_resync_whose_lock_session_ends_fails_its_run_and_its_request_alike(
     db_config: DatabaseConfig, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = PageWriter.store
+    real = Sink.store
     cut: list[int] = []
+    once = threading.Lock()  # the sink stores pages on several threads
 
-    def store(self: PageWriter, *args: Any, **kw: Any) -> None:
-        if not cut:  # a DBA ends the pull lock's session while the resync stores its pages
-            cut.append(terminate_lock_holder(engine, pull_lock_key("amocrm")))
+    def store(self: Sink, *args: Any, **kw: Any) -> None:
+        with once:
+            if not cut:  # a DBA ends the pull lock's session while the resync stores its pages
+                cut.append(terminate_lock_holder(engine, pull_lock_key("amocrm")))
         real(self, *args, **kw)
 
-    monkeypatch.setattr(PageWriter, "store", store)
+    monkeypatch.setattr(Sink, "store", store)
     with emulated(contacts=30) as (emulator, url):
         config = make_config(db_config, url, emulator.long_lived_token)
         with engine.begin() as conn:

@@ -1,4 +1,4 @@
-"""`sync.readahead.ReadAhead`: order, errors after the items before them, early exit."""
+"""`sync.pull.readahead.ReadAhead`: order, errors after the items before them, early exit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sync.readahead import ReadAhead
+from sync.pull.readahead import ReadAhead
 
 
 def test_items_arrive_in_order_prepared_on_the_producer_thread() -> None:

@@ -1,0 +1,73 @@
+"""The fallback for accounts whose API filters amoCRM ignores (`is_api_filter_enabled` false).
+
+With filters off, `filter[updated_at]` is silently ignored, so no window can be asked for; only
+the order and page numbers work. Pages are asked one at a time, in order.
+
+**Incremental — `descending(start)`.** `order[updated_at]=desc` page by page, stopping at the
+first contact older than the start. A change while we read moves a contact to the front, which
+shifts pages back: contacts are read twice, never skipped. A deletion in the part already read
+shifts them forward and can skip one, so the caller keeps the old cursor when deletion events
+fall into the walk (the next run reads the window again). The cursor is stored only at the end.
+Cost: every page from the newest contact down to the start, one round trip each — the same
+pages the windows would read, but with no parallelism.
+
+**Full resync — `by_id()`.** `order[id]=asc` page by page. Edits cannot shift it (ids do not
+change); a deletion or restore during the walk can (the contact at a page's edge is then listed by
+no page). The caller compares amoCRM's events before and after the walk (`Events.moved_since`):
+a shift holds the cursor, and every stored live contact the walk did not list is read by id. A
+full resync here guarantees: every contact stored before it is confirmed (read, or tombstoned
+when amoCRM does not have it); a contact new since the last run that a deletion hid from the walk
+is stored by the next incremental run, not by this one (see docs/pull.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from sync.amo.client import AmoClient
+from sync.errors import InvariantError
+
+
+def _u(item: Mapping[str, Any]) -> int:
+    return int(item.get("updated_at") or 0)
+
+
+def descending(
+    client: AmoClient, with_: Sequence[str], page_size: int, start: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Contacts with `updated_at` ≥ start, newest first, a page at a time. Raises
+    `InvariantError` if a 204 cuts the walk short."""
+    pages = client.iter_contacts(order=("updated_at", "desc"), with_=with_, limit=page_size)
+    complete = True
+    try:
+        for page in pages:
+            wanted = [i for i in page.items if _u(i) >= start]
+            if wanted:
+                yield wanted
+            complete = not page.has_next  # a 204 after "more follows" cut the walk short
+            if len(wanted) < len(page.items):
+                complete = True  # reached the start
+                break
+    finally:
+        pages.close()  # type: ignore[attr-defined]
+    if not complete:
+        raise InvariantError("amoCRM answered 204 in the middle of the descending walk")
+
+
+def by_id(
+    client: AmoClient, with_: Sequence[str], page_size: int, prefetch: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Every live contact by `order[id]=asc` (pages fetched `prefetch` ahead, yielded in order)."""
+    pages = client.iter_contacts(
+        order=("id", "asc"), with_=with_, limit=page_size, prefetch=prefetch
+    )
+    more = False
+    try:
+        for page in pages:
+            more = page.has_next
+            yield page.items
+    finally:
+        pages.close()  # type: ignore[attr-defined]
+    if more:  # iteration ended on a 204 after a page that promised more
+        raise InvariantError("amoCRM answered 204 in the middle of the full resync")

@@ -1,0 +1,294 @@
+"""The database end of the pull pipeline: complete pages in, one transaction each, no HTTP.
+
+A `CompletePage` arrives from the fetch stage (`sync.pull.fetch`) with everything it needs: the
+contacts, the chat links of those whose links were read, custom field definitions new since the
+last page (saved first), the definitions to map with, and the span of `updated_at` seconds it
+proves read. `Sink.store` writes it in ONE transaction: definitions, rows and relations, the ids a
+full resync saw, and the cursor state. A page that hits a deadlock or serialization failure is
+retried (upserts are idempotent).
+
+`CursorKeeper` is the one owner of the contacts cursor (`sync_state` "pull.contacts"). It numbers
+pages as the fetch stage hands them over and adds their spans to a `Coverage`; several writer
+threads may commit pages out of order, so a transaction stores the state as of the newest page
+whose predecessors are all committed (or in this very transaction): the state stored never
+claims a page that is not. The value stored:
+
+    {"updated_at": C,            every version with updated_at < C is stored
+     "windows": [[p, hi], ...],  spans at or above C not read yet (hi null: open); [] when done
+     "ceiling": R,               the run's start, where the next run resumes the head
+     "tie_settled": U,           newest second read by id (a tie) that can gain no contact now
+     "bounds": "inclusive"}      amoCRM's date filter bounds, once a walk proved them
+
+Old values (`{"updated_at": C}` only) still load: no windows, nothing settled, bounds unknown.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from sync.config import Config
+from sync.db.contacts import ContactStore, PageResult
+from sync.db.engine import sync_origin
+from sync.db.runs import CONTACTS_CURSOR, RunStore
+from sync.logs import get_logger
+from sync.mapping import FieldDef, to_rows
+from sync.pull.windows import Coverage, Span
+
+log = get_logger("sync.pull.sink")
+
+RETRIED_SQLSTATES = ("40P01", "40001")  # deadlock, serialization failure
+ATTEMPTS = 3
+
+
+class Progress(Protocol):
+    """Where a run reports progress (the CLI draws a bar)."""
+
+    def start(self, total: int | None, description: str) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class ChatLinks:
+    """The chat links amoCRM listed for the contacts `ids` (only theirs are replaced)."""
+
+    ids: list[int]
+    rows: list[dict[str, Any]]
+
+
+@dataclass
+class CompletePage:
+    """One unit of work for the sink (see the module docstring)."""
+
+    items: list[dict[str, Any]]
+    fields: Mapping[int, FieldDef]
+    chats: ChatLinks | None = None
+    new_fields: list[dict[str, Any]] | None = None
+    covers: Span | None = None
+    listed: bool = True  # from a list read (counts for the cursor's end), not a by-id fetch
+    seq: int = 0
+    state: dict[str, Any] | None = field(default=None, repr=False)
+
+
+@dataclass
+class CursorState:
+    """The stored value of "pull.contacts", read leniently."""
+
+    cursor: int | None = None
+    windows: list[Span] = field(default_factory=list)
+    ceiling: int | None = None
+    tie_settled: int | None = None
+    bounds: str | None = None
+
+    @classmethod
+    def load(cls, value: Mapping[str, Any] | None) -> CursorState:
+        if value is None:
+            return cls()
+        windows = [
+            (int(w[0]), None if w[1] is None else int(w[1])) for w in value.get("windows") or ()
+        ]
+        settled = value.get("tie_settled")
+        ceiling = value.get("ceiling")
+        return cls(
+            int(value["updated_at"]),
+            windows,
+            None if ceiling is None else int(ceiling),
+            None if settled is None else int(settled),
+            value.get("bounds"),
+        )
+
+
+class CursorKeeper:
+    """The one owner of the contacts cursor of a run (thread-safe)."""
+
+    def __init__(self, runs: RunStore, coverage: Coverage, old: CursorState, ceiling: int) -> None:
+        self.runs, self.coverage, self.old, self.ceiling = runs, coverage, old, ceiling
+        self.bounds = old.bounds
+        self.tie_settled = old.tie_settled
+        self.newest: int | None = None  # newest updated_at listed by this run
+        self.cursor = old.cursor
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._states: dict[int, dict[str, Any]] = {}
+        self._committed: set[int] = set()
+        self._written = 0  # the newest page whose state is stored (or being stored)
+
+    def stamp(self, page: CompletePage) -> CompletePage:
+        """Number the page, add its span, and give it the state as of this page."""
+        with self._lock:
+            self._seq += 1
+            page.seq = self._seq
+            if page.listed and page.items:
+                top = max(int(i.get("updated_at") or 0) for i in page.items)
+                self.newest = top if self.newest is None else max(self.newest, top)
+            if page.covers is not None:
+                self.coverage.add(*page.covers)
+            self._states[page.seq] = self._value(final=False)
+            return page
+
+    def end(self) -> int:
+        """Where the cursor goes once everything is read: amoCRM's newest listed + 1, never
+        beyond the run's start (our clock) nor back."""
+        if self.newest is None:  # nothing listed (a 204, or a walk held back): stay
+            return self.old.cursor or 0
+        return max(min(self.newest + 1, self.ceiling), self.old.cursor or 0)
+
+    def _value(self, *, final: bool) -> dict[str, Any]:
+        floor = self.old.cursor or 0
+        cursor = max(floor, min(self.coverage.cursor(self.end()), self.ceiling))
+        if final:
+            cursor, left = self.end(), []
+        else:
+            left = [[max(lo, cursor), hi] for lo, hi in self.coverage.remaining()]
+            left = [w for w in left if w[1] is None or int(w[1]) > int(w[0] or 0)]
+        value: dict[str, Any] = {"updated_at": cursor, "windows": left, "ceiling": self.ceiling}
+        if self.tie_settled is not None:
+            value["tie_settled"] = self.tie_settled
+        if self.bounds is not None:
+            value["bounds"] = self.bounds
+        return value
+
+    def claim(self, seq: int) -> dict[str, Any] | None:
+        """The state a transaction storing page `seq` writes (None: nothing newer to say)."""
+        with self._lock:
+            top = self._written
+            while top + 1 == seq or (top + 1) in self._committed:
+                top += 1
+            if top <= self._written:
+                return None
+            self._written = top
+            value = self._states[top]
+            for old in [s for s in self._states if s < top]:
+                del self._states[old]
+            return value
+
+    def committed(self, seq: int) -> None:
+        with self._lock:
+            self._committed.add(seq)
+            self._committed = {s for s in self._committed if s > self._written}
+
+    def store(self, conn: Connection, value: Mapping[str, Any]) -> None:
+        self.runs.set_state(conn, CONTACTS_CURSOR, value)
+        self.cursor = int(value["updated_at"])
+
+    def store_final(self, conn: Connection, *, complete: bool) -> None:
+        """The run's last state: everything read (`complete`), or as the pages left it."""
+        with self._lock:
+            value = self._value(final=complete)
+        self.store(conn, value)
+
+    def store_initial(self, conn: Connection) -> None:
+        """A run that resumes or skips spans says so before its first page."""
+        with self._lock:
+            value = self._value(final=False)
+        self.store(conn, value)
+
+
+_END = object()
+
+
+class Sink:
+    """Stores complete pages; `drain` runs `writers` threads over a queue until its end."""
+
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        keeper: CursorKeeper,
+        progress: Progress | None,
+        *,
+        seen_run: int | None = None,
+    ) -> None:
+        self.engine, self.keeper, self.progress = engine, keeper, progress
+        self.schema = config.database.schema
+        self.with_ = config.sync.with_
+        self.contacts = ContactStore(config.database.schema)
+        self.runs = RunStore(config.database.schema)
+        self.relations = ["custom_values", "tags", "companies", *config.sync.with_]
+        self.seen_run = seen_run  # a full resync's run id: record the ids seen
+        self.fetched = self.upserted = 0
+        self._lock = threading.Lock()
+
+    def store(self, page: CompletePage) -> None:
+        """One transaction for the page (see the module docstring)."""
+        result = self._write_retrying(page)
+        self.keeper.committed(page.seq)
+        with self._lock:
+            self.fetched += len(page.items)
+            self.upserted += result.upserted
+        if self.progress is not None and page.items:
+            self.progress.advance(len(page.items))
+
+    def _write_retrying(self, page: CompletePage) -> PageResult:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self._write(page)
+            except DBAPIError as exc:
+                code = getattr(exc.orig, "sqlstate", None)
+                if code not in RETRIED_SQLSTATES or attempt == ATTEMPTS:
+                    raise
+                log.warning("pull_page_retried", sqlstate=code, attempt=attempt)
+        raise AssertionError("unreachable")
+
+    def _write(self, page: CompletePage) -> PageResult:
+        rows = to_rows(page.items, page.fields, self.with_)
+        links, linked = (None, None) if page.chats is None else (page.chats.rows, page.chats.ids)
+        with self.engine.begin() as conn:
+            sync_origin(conn)
+            if page.new_fields is not None:
+                self.runs.save_fields(conn, page.new_fields)
+            result = self.contacts.store_page(
+                conn,
+                rows,
+                page.fields,
+                with_relations=self.relations,
+                chats=links,
+                chat_ids=linked,
+            )
+            if self.seen_run is not None and rows.ids:
+                self.contacts.mark_seen(conn, self.seen_run, rows.ids)
+            state = self.keeper.claim(page.seq)
+            if state is not None:
+                self.keeper.store(conn, state)
+        return result
+
+    def drain(self, pages: queue.Queue[Any], writers: int, failed: threading.Event) -> None:
+        """Store what arrives on `pages` on `writers` threads until the end marker; the first
+        failure sets `failed` and is re-raised here once every writer has stopped."""
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            while True:
+                page = pages.get()
+                if page is _END:
+                    pages.put(_END)  # for the other writers
+                    return
+                if failed.is_set():
+                    continue  # keep taking pages so the producer never blocks forever
+                try:
+                    self.store(page)
+                except BaseException as exc:  # noqa: BLE001 - re-raised below
+                    errors.append(exc)
+                    failed.set()
+
+        threads = [
+            threading.Thread(target=work, name=f"pull-db-{n}", daemon=True) for n in range(writers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+
+def end_marker() -> object:
+    """What the producer puts on the queue after its last page."""
+    return _END
