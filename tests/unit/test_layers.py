@@ -79,8 +79,8 @@ EXCEPTIONS = {
         "the daemon's loop outlives a lost database connection (standby, lock, listen)"
     ),
     ("sync/metrics.py", "sqlalchemy.exc", "sql"): "a scrape answers even when the database cannot",
-    ("sync/*writer.py", "sqlalchemy.exc", "sql"): (
-        "a page whose bulk insert failed is retried row by row to name the bad contact"
+    ("sync/pull/sink.py", "sqlalchemy.exc", "sql"): (
+        "a page whose transaction met a deadlock or serialization failure is written again"
     ),
     ("sync/amo/responses.py", "httpx", "pure"): (
         "classifies httpx's exception types (isinstance only); sends nothing"

@@ -134,7 +134,7 @@ def test_catalog_elements_read_quantity_and_catalog_id_at_the_top_level_first() 
         {"id": 19, "metadata": {"quantity": 4, "catalog_id": 20, "price_id": 21}},
     ]
     item = contact(_embedded={"catalog_elements": elements})
-    rows = to_rows([item], FIELDS, with_=("catalog_elements",)).catalog_elements
+    rows = to_rows([item], FIELDS, with_=("catalog_elements",)).dicts("catalog_elements")
     assert [(r["element_id"], r["catalog_id"], r["quantity"]) for r in rows] == [
         (12, 14, 5),
         (15, 16, 0),
