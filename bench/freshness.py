@@ -20,9 +20,9 @@ against its target:
   Target <= 30 s, list requests <= 2 x ceil(bulk/250) + 6.
 - idle: nothing changes for `--idle-s` with hooks healthy, then again after a restart with
   webhooks off; requests counted, extrapolated to an hour. Target well under 0.1 request/s.
-  Measured before the bulk edit: while the newest second holds 2,000 contacts, every poll reads
-  that second again by id (the pull's tie passes), about 20 requests a poll until a newer change
-  moves the cursor on — a cost of the pull, with or without hooks.
+  Measured before the bulk edit: while a second holding 2,000 contacts is within
+  `sync.overlap_s` of the cursor, every poll reads it again by id (the pull's tie passes), about
+  20 requests a poll — a cost of the pull, with or without hooks.
 - lost: the daemon restarted with sync.poll_interval_s = `--lost-poll-s` (printed), one hooked
   edit (hooks healthy), then the emulator's loss_rate 1.0 and `--lost` remote edits; seconds for
   each. Target every one within poll_interval_s + 10 s; the daemon's verdict is printed.
