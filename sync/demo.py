@@ -28,6 +28,7 @@ from sync.amo.client import AmoClient
 from sync.clock import SystemClock
 from sync.config import Config, Secret
 from sync.conflict_view import render_conflicts
+from sync.daemon import Daemon, Parts, build_jobs, start_http
 from sync.db import samples
 from sync.db.engine import create_engine, store_errors
 from sync.db.migrate import downgrade, upgrade
@@ -160,8 +161,6 @@ def _conflict(run: _Run, cid: int) -> None:
 def _hooked_edit(run: _Run, cid: int) -> None:
     """`amosync run` with webhooks on, in this process: the daemon's jobs, its HTTP port and the
     hook path; amoCRM (the emulator) posts the hook of a remote edit, the daemon pulls."""
-    from sync.daemon import Daemon, Parts, build_jobs, start_http  # the daemon's composition
-
     config = _daemon_config(run.config)
     registration = register(run.client, config.webhooks)
     health, metrics = Health(config.sync.poll_interval_s), Metrics()
