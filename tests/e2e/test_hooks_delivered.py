@@ -58,6 +58,14 @@ def _webhooks_state(daemon: DaemonProcess) -> dict[str, Any] | None:
     return got[1].get("webhooks") if got else None
 
 
+def _status_state(daemon: DaemonProcess) -> str:
+    """The state `amosync status` shows: the leader stores each change within about a second."""
+    status = amosync("status", "--json", env=env_for(daemon))
+    assert status.returncode == 0, status.stderr
+    assert SECRET not in status.stdout + status.stderr
+    return str(json.loads(status.stdout)["webhooks"]["state"])
+
+
 def test_a_remote_edit_arrives_through_a_hook_the_emulator_delivers(
     tmp_path: Path, db_config: DatabaseConfig, engine: Engine
 ) -> None:
@@ -77,8 +85,7 @@ def test_a_remote_edit_arrives_through_a_hook_the_emulator_delivers(
         assert "delivered" in _deliveries(emulator, contact)
         assert "amosync_webhook_pulls_total 1.0" in daemon.metrics()
         wait_for("healthy", lambda: (_webhooks_state(daemon) or {}).get("state") == "healthy", 5)
-        status = amosync("status", "--json", env=env_for(daemon))
-        assert json.loads(status.stdout)["webhooks"]["state"] == "healthy", status.stderr
+        wait_for("status healthy", lambda: _status_state(daemon) == "healthy", timeout=10)
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(timeout=15) == 0
         assert SECRET not in daemon.log.read_text(encoding="utf-8", errors="replace")
@@ -114,8 +121,7 @@ def test_with_every_hook_lost_the_default_poll_still_brings_edits_and_says_degra
         )
         assert "no hook announced" in state["reason"]
         assert state["poll_interval_s"] == 4
-        status = amosync("status", "--json", env=env_for(daemon))
-        assert json.loads(status.stdout)["webhooks"]["state"] == "degraded", status.stderr
+        wait_for("status degraded", lambda: _status_state(daemon) == "degraded", timeout=10)
     finally:
         daemon.kill()
         emulator.stop()
