@@ -82,9 +82,9 @@ def _run(args: argparse.Namespace, db_url: sa.URL) -> None:
     thread = threading.Thread(target=Daemon(parts).run, args=(stop,), daemon=True)
     thread.start()
     try:
-        _ready(engine)
+        ready(engine)
         _ADMIN.delete(f"{base_url}/_emulator/requests")
-        delays = [_one_edit(engine, base_url, n, _pick(engine, n)) for n in range(args.edits)]
+        delays = [one_edit(engine, base_url, n, pick(engine, n)) for n in range(args.edits)]
         _print(args, base_url, delays)
     finally:
         stop.set()
@@ -93,7 +93,7 @@ def _run(args: argparse.Namespace, db_url: sa.URL) -> None:
         engine.dispose()
 
 
-def _ready(engine: sa.Engine) -> None:
+def ready(engine: sa.Engine) -> None:
     done = "SELECT count(DISTINCT kind) FROM amocrm.sync_runs WHERE status = 'succeeded'"
     with engine.connect() as conn:
         while conn.scalar(sa.text(done)) != 2 or conn.scalar(sa.text(LISTENING)) == 0:
@@ -101,13 +101,13 @@ def _ready(engine: sa.Engine) -> None:
             time.sleep(0.1)
 
 
-def _pick(engine: sa.Engine, number: int) -> int:
+def pick(engine: sa.Engine, number: int) -> int:
     sql = "SELECT id FROM amocrm.contacts WHERE NOT is_deleted ORDER BY id OFFSET :n LIMIT 1"
     with engine.connect() as conn:
         return int(conn.scalar(sa.text(sql), {"n": number}) or 0)
 
 
-def _one_edit(engine: sa.Engine, base_url: str, number: int, contact: int) -> float:
+def one_edit(engine: sa.Engine, base_url: str, number: int, contact: int) -> float:
     """Rename `contact` by SQL; seconds from its commit until amoCRM received the PATCH."""
     time.sleep(random.uniform(0.5, 2.5))  # spread over the push and poll intervals
     with engine.begin() as conn:

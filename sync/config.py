@@ -180,8 +180,9 @@ class WebhooksConfig:
     public_url: str = _key("", public_url)
     secret: Secret = _key(Secret(""), secret_text, hook_secret, secret=True)
 
-    # polling while hooks are known to arrive; sync.poll_interval_s otherwise
-    poll_interval_s: float = _key(600.0, positive)
+    # polling while hooks are known to arrive (0: sync.poll_interval_s, the default, so a silent
+    # loss of every hook costs no more than polling alone); sync.poll_interval_s otherwise
+    poll_interval_s: float = _key(0.0, between(0, 604_800))
     stale_after_s: float = _key(3600.0, positive)  # no hook for this long: back to the short poll
     announce_grace_s: float = _key(30.0, between(1, 3600))  # a hook may lag its change this long
     min_pull_gap_s: float = _key(2.0, between(0, 3600))  # hook-triggered pulls at most this often

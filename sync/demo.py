@@ -3,6 +3,8 @@
     emulator (in this process, 120 contacts, amoCRM's 7 requests/s)  ⇄  schema amocrm_demo
     1 migrate  2 full pull  3 SQL edit → push  4 amoCRM edit → pull
     5 both sides edit → a conflict waits  6 it is resolved and pushed
+    7 the daemon with webhooks on (`amosync webhooks register`, polls an hour apart): an amoCRM
+      edit reaches the table within a second through the hook the emulator posts
 
 The demo never touches the configured schema: it (re)creates `amocrm_demo` in the configured
 database, or in the embedded PostgreSQL when `database.url` is empty, so it can be run again at
@@ -12,6 +14,10 @@ CLI that starts the emulator; the engine modules it drives never import it.
 
 from __future__ import annotations
 
+import secrets
+import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,15 +25,23 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from sync.amo.client import AmoClient
+from sync.clock import SystemClock
 from sync.config import Config, Secret
 from sync.conflict_view import render_conflicts
+from sync.daemon import Daemon, Parts, build_jobs, start_http
 from sync.db import samples
 from sync.db.engine import create_engine, store_errors
 from sync.db.migrate import downgrade, upgrade
 from sync.db.outbox import list_conflicts, set_winner
 from sync.emulator import Emulator, EmulatorSettings, serve
+from sync.errors import SyncError
+from sync.health import Health
+from sync.hook_daemon import DaemonHooks
+from sync.hook_subscription import register
 from sync.lines import count
+from sync.metrics import Metrics
 from sync.models import Winner
+from sync.poll_memo import PollMemo
 from sync.pull import run_pull
 from sync.push import run_push
 
@@ -101,6 +115,7 @@ def _steps(run: _Run) -> None:
     _local_edit(run, first)
     _remote_edit(run, second)
     _conflict(run, third)
+    _hooked_edit(run, second)
 
 
 def _local_edit(run: _Run, cid: int) -> None:
@@ -142,6 +157,82 @@ def _conflict(run: _Run, cid: int) -> None:
     run_push(run.config, run.engine, run.client)
     run.say(f"6. amosync conflicts resolve {rows[0]['id']} --keep local, then a push: amoCRM "
             f"now has name {run.remote_name(cid)!r}.")  # fmt: skip
+
+
+def _hooked_edit(run: _Run, cid: int) -> None:
+    """`amosync run` with webhooks on, in this process: the daemon's jobs, its HTTP port and the
+    hook path; amoCRM (the emulator) posts the hook of a remote edit, the daemon pulls."""
+    config = _daemon_config(run.config)
+    registration = register(run.client, config.webhooks)
+    health, metrics = Health(config.sync.poll_interval_s), Metrics()
+    hooks = DaemonHooks(config, run.engine, metrics, health, run.client)
+    http = start_http(config, health, metrics, run.engine, hooks)
+    hooks.start()
+    memo = PollMemo(config.sync.events_interval_s)
+    jobs = build_jobs(config, run.engine, run.client, memo)
+    parts = Parts(config, run.engine, jobs, health, metrics, SystemClock(), hooks=hooks, memo=memo)
+    stop = threading.Event()
+    daemon = threading.Thread(target=Daemon(parts).run, args=(stop,), daemon=True)
+    daemon.start()
+    try:
+        _wait(lambda: _leading(health), DAEMON_READY_S, "the daemon's first pull")
+        time.sleep(config.webhooks.min_pull_gap_s)  # hook pulls keep this far from the last pull
+        name = "Renamed in amoCRM, announced by a hook"
+        started = time.monotonic()
+        run.emulator.update_contacts([{"id": cid, "name": name}])
+        _wait(lambda: _row_name(run, cid) == name, HOOKED_EDIT_S, "the hooked edit")
+        took = time.monotonic() - started
+        announced = {"event": "update", "id": cid}
+        posts = [d for d in run.emulator.webhooks.dispatcher.deliveries()
+                 if d["outcome"] == "delivered" and announced in d["entities"]]  # fmt: skip
+    finally:
+        stop.set()
+        daemon.join(config.daemon.shutdown_timeout_s + 5)
+        if http is not None:
+            http.stop()
+        hooks.close()
+    poll = config.sync.poll_interval_s / 60
+    run.say(f"7. amosync run with webhooks on, subscribed by `amosync webhooks register` "
+            f"({registration.action}; polls {poll:g} minutes apart): a CRM user renamed contact "
+            f"{cid}; amoCRM posted {count(len(posts), 'hook')}, the daemon pulled, and "
+            f"{took:.2f} s after the edit the row said {_row_name(run, cid)!r}.")  # fmt: skip
+
+
+DAEMON_READY_S = 60.0  # the demo daemon's first pull of 120 contacts takes well under a second
+HOOKED_EDIT_S = 30.0
+
+
+def _daemon_config(demo: Config) -> Config:
+    """The demo's settings for a daemon that only a hook makes pull: polls an hour apart, its
+    HTTP port on a free loopback port, a generated secret for the hook path."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    return replace(
+        demo,
+        sync=replace(demo.sync, poll_interval_s=3600, push_interval_s=3600, full_resync_cron=""),
+        daemon=replace(demo.daemon, http_host="127.0.0.1", http_port=port, shutdown_timeout_s=2),
+        webhooks=replace(demo.webhooks, enabled=True, public_url=f"http://127.0.0.1:{port}",
+                         secret=Secret(secrets.token_urlsafe(24)), poll_interval_s=0),
+    )  # fmt: skip
+
+
+def _leading(health: Health) -> bool:
+    body = health.report()[1]
+    return body["role"] == "leader" and body["last_pull_succeeded_at"] is not None
+
+
+def _row_name(run: _Run, cid: int) -> Any:
+    with run.engine.connect() as conn:
+        return samples.fetch_brief(conn, cid)["name"]
+
+
+def _wait(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise SyncError(f"the demo timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.01)
 
 
 def _next(say: Say, cmd: str) -> None:

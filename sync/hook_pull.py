@@ -9,7 +9,9 @@
                             one: the echo of our own push, a hook that arrived while a pull
                             stored that version), then moves the scheduler's `pull` job to the
                             earliest start `Pace` allows; a hint that arrives during a pull makes
-                            exactly one more pull after it, if the pull did not store it.
+                            exactly one more pull after it, if the pull did not store it; a
+                            hint that arrives during a push is decided when the push ends (the
+                            hook of our own PATCH comes before the push stores its answer).
 
 `Pace` bounds hook-triggered pulls: a pull starts at least `webhooks.min_pull_gap_s` after the
 previous one started, twice as long after each failed one (up to a poll interval), so hooks can
@@ -237,13 +239,22 @@ class PullSoon:
     def _ended(self, event: JobExecutionEvent) -> None:
         if event.job_id == "pull":
             self._consider(after_pull=True)
+        elif event.job_id == "push":
+            self._consider()  # hints held while it ran: its own echoes are stored now
 
     def _consider(self, *, after_pull: bool = False) -> bool:
         """Drop what is stored; if anything is left, move `pull` to the earliest allowed start
         (a pull running now is followed by one more when it ends: `_ended`). True if a pull is
         wanted."""
-        if self._stopping.is_set() or "pull" in self._running():
+        running = self._running()
+        if self._stopping.is_set() or "pull" in running:
             return True
+        if "push" in running:
+            # amoCRM posts the hook of our own PATCH before the push has stored amoCRM's answer:
+            # decide when the push ends (`_ended`), once its echoes are stored. A pull moved now
+            # would wait for the push anyway (one worker), then delay the next push by a pull.
+            with self._lock:
+                return self._pending.wanted()
         with self._lock:
             ids = list(self._pending.versions)
             stored = self._check(ids)

@@ -4,7 +4,8 @@ An idle account sends no hooks, so "no hook lately" alone cannot mean "broken". 
 
   healthy   a hook arrived within `webhooks.stale_after_s`, amoCRM does not report the
             subscription disabled or missing, and no poll found a change that no hook announced.
-            Polls run every `webhooks.poll_interval_s` (hooks make the pulls that matter).
+            Polls run every `webhooks.poll_interval_s` (by default 0: `sync.poll_interval_s`,
+            so a silent loss of every hook costs one poll interval, as without hooks).
   quiet     nothing is known to be wrong, but no hook arrived within `stale_after_s` (an idle
             account, or a daemon that has not received one yet). Polls every `sync.poll_interval_s`;
             /healthz stays "ok".

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,14 @@ def test_demo_runs_every_step_on_the_configured_database(db_config: DatabaseConf
         "2. Full pull: 118 of 120 contacts read (2 in the trash: the API does not list them)" in out
     )
     assert "now has name 'Ann (edited in SQL)'" in out
+    hooked = re.search(
+        r"7\. amosync run with webhooks on, subscribed by `amosync webhooks register` \(created; "
+        r"polls 60 minutes apart\): a CRM user renamed contact (\d+); amoCRM posted 1 hook, the "
+        r"daemon pulled, and \d+\.\d\d s after the edit the row said 'Renamed in amoCRM, "
+        r"announced by a hook'\.",
+        out,
+    )
+    assert hooked, out
 
     engine = sa.create_engine(
         db_config.url.reveal().replace("postgresql://", "postgresql+psycopg://")
@@ -52,7 +61,8 @@ def test_demo_runs_every_step_on_the_configured_database(db_config: DatabaseConf
             ))  # fmt: skip
     finally:
         engine.dispose()
-    assert names == ["Ann (edited in SQL)", "Renamed in PostgreSQL", "Renamed in amoCRM"]
+    assert names == ["Ann (edited in SQL)", "Renamed in PostgreSQL",
+                     "Renamed in amoCRM, announced by a hook"]  # fmt: skip
     assert conflicts == [("local", True)]
     assert untouched == 1  # the configured schema is still there, not used by the demo
 

@@ -19,10 +19,16 @@ def _problems(env: dict[str, str]) -> dict[str, str]:
     return {p.key: p.message for p in caught.value.problems}
 
 
-def test_defaults_are_off_with_a_long_poll_while_hooks_arrive() -> None:
+def test_defaults_are_off_and_healthy_hooks_do_not_lengthen_the_poll() -> None:
+    # a silent loss of every hook must cost no more than sync.poll_interval_s (issue 15 target)
     hooks = load_config(environ={}).webhooks
     assert (hooks.enabled, hooks.public_url, bool(hooks.secret)) == (False, "", False)
-    assert (hooks.poll_interval_s, hooks.stale_after_s, hooks.min_pull_gap_s) == (600, 3600, 2)
+    assert (hooks.poll_interval_s, hooks.stale_after_s, hooks.min_pull_gap_s) == (0, 3600, 2)
+
+
+def test_a_negative_hook_poll_interval_is_refused() -> None:
+    found = _problems({"AMOSYNC_WEBHOOKS__POLL_INTERVAL_S": "-5"})
+    assert "between 0 and 604800" in found["webhooks.poll_interval_s"]
 
 
 def test_enabled_needs_a_secret_and_an_http_port() -> None:

@@ -265,3 +265,55 @@ def test_a_nudge_pulls_but_is_no_hook() -> None:
     assert watch.received == 0
     assert watch.verdict().state == QUIET
     assert recorded == []
+
+
+class _Scheduler:
+    """What `PullSoon` uses of the scheduler: its listener, the `pull` job and moving it."""
+
+    def __init__(self) -> None:
+        self.listener: Callable[[object], None] | None = None
+        self.moved: list[object] = []
+        self.next_run_time = None
+
+    def add_listener(self, listener: Callable[[object], None], mask: int) -> None:
+        self.listener = listener
+
+    def get_job(self, job_id: str) -> _Scheduler:
+        return self
+
+    def modify_job(self, job_id: str, next_run_time: object) -> None:
+        self.moved.append(next_run_time)
+
+
+@dataclass
+class _Ended:
+    job_id: str
+
+
+def test_the_hook_of_our_own_push_is_decided_when_that_push_ends() -> None:
+    # amoCRM posts the hook of the push's PATCH before the push stores amoCRM's answer; a pull
+    # moved then would run right after the push (one worker) and delay the next local edit
+    stored: dict[int, int] = {}
+    running = {"push"}
+    watch = HookWatch(poll_interval_s=60, hooks_poll_interval_s=0, stale_after_s=3600,
+                      announce_grace_s=30)  # fmt: skip
+    pull_soon = PullSoon(watch, Pace(2.0, 60.0), lambda ids: {i: stored[i] for i in ids if i in
+                         stored}, running=lambda: set(running))  # fmt: skip
+    scheduler = _Scheduler()
+    pull_soon.attach(scheduler)  # type: ignore[arg-type]
+    assert scheduler.listener is not None
+    pull_soon.offer(_hint((7, 500)))  # the echo of the PATCH the running push sent
+    pull_soon.offer(_hint((8, 600)))  # a remote edit, announced at the same moment
+    assert scheduler.moved == []  # nothing decided while the push runs
+    stored[7] = 500  # the push stores amoCRM's answer for contact 7, and ends
+    running.clear()
+    scheduler.listener(_Ended("push"))
+    assert len(scheduler.moved) == 1  # contact 8 still needs a pull
+    stored[8] = 600  # that pull stored it
+    scheduler.listener(_Ended("pull"))
+    running.add("push")
+    pull_soon.offer(_hint((7, 501)))  # the next push's echo alone
+    stored[7] = 501
+    running.clear()
+    scheduler.listener(_Ended("push"))
+    assert len(scheduler.moved) == 1  # no pull for an echo

@@ -120,3 +120,17 @@ def test_each_transition_is_reported_once() -> None:
     assert watch.changed() is None
     watch.forget_reported()
     assert watch.changed() is not None  # a new leadership reports the state it finds
+
+
+def test_by_default_healthy_hooks_keep_the_short_poll_so_a_silent_loss_costs_one_interval() -> None:
+    # webhooks.poll_interval_s = 0 (the default): healthy hooks only add speed
+    clock = _Clock()
+    watch = HookWatch(poll_interval_s=60, hooks_poll_interval_s=0, stale_after_s=3600,
+                      announce_grace_s=30, clock=clock)  # fmt: skip
+    watch.hook()
+    watch.pull_started()  # the pull that hook made
+    assert (watch.verdict().state, watch.verdict().interval_s) == (HEALTHY, 60)
+    clock.t += 20
+    assert watch.skip_poll()  # a tick right after a hooked pull adds nothing
+    clock.t += 40
+    assert not watch.skip_poll()  # a minute after the last pull the poll runs, hooks or not
