@@ -1,34 +1,7 @@
-"""Conflicts as text for `amosync conflicts list`. Pure."""
+"""Moved to `sync.push.conflict_view` (pure). Kept only for modules other branches edit right now
+(sync/demo.py); the lead removes it once they import `sync.push.conflict_view`
+(test_module_size.py lists it)."""
 
-from __future__ import annotations
+from sync.push.conflict_view import render_conflicts
 
-import json
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-WIDTH = 40
-
-
-def render_conflicts(rows: Sequence[Mapping[str, Any]], *, include_resolved: bool) -> str:
-    if not rows:
-        return "no conflicts" if include_resolved else "no conflicts waiting"
-    lines = []
-    for row in rows:
-        state = row["winner"] or "waiting"
-        if row["resolved_at"] is not None:
-            state += f", applied {row['resolved_at']:%Y-%m-%d %H:%M:%S}"
-        lines.append(
-            f"#{row['id']} contact {row['contact_id']} {row['field']} [{row['policy']}: {state}]"
-        )
-        lines.append(f"    base   {_show(row['base_value'])}")
-        local, remote = _show(row["local_value"]), _show(row["remote_value"])
-        lines.append(f"    local  {local}  (edited {row['local_changed_at']})")
-        lines.append(f"    remote {remote}  (amoCRM {row['remote_updated_at']})")
-    if not include_resolved:
-        lines.append("settle one with: amosync conflicts resolve ID --keep local|remote")
-    return "\n".join(lines)
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= WIDTH * 2 else text[: WIDTH * 2 - 3] + "..."
+__all__ = ["render_conflicts"]

@@ -34,6 +34,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from sync.core.models import WRITABLE_FIELDS
 from sync.db import staging
 from sync.mapping import (
     JSON,
@@ -43,7 +44,6 @@ from sync.mapping import (
     Row,
     custom_value_rows,
 )
-from sync.models import WRITABLE_FIELDS
 
 CHAT_COLUMNS = (("id", "bigint"), ("contact_id", "bigint"), ("chat_id", "text"))
 HELD_STATUSES = ("pending", "conflict", "error")

@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 
-from sync.models import ContactStatus
+from sync.core.models import ContactStatus
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
