@@ -1,6 +1,6 @@
-"""Moved to `sync.push.conflict_view` (pure). Kept only for modules other branches edit right now
-(sync/demo.py); the lead removes it once they import `sync.push.conflict_view`
-(test_module_size.py lists it)."""
+"""Moved to `sync.push.conflict_view` (pure). This re-export stays only for sync/demo.py, which
+another branch edits right now; the lead deletes it once demo.py imports
+`sync.push.conflict_view`."""
 
 from sync.push.conflict_view import render_conflicts
 

@@ -1,5 +1,4 @@
-"""Moved to `sync.core.models` (pure). Kept only for modules other branches edit right now
-(sync/demo.py); the lead removes it once they import `sync.core.models` (test_module_size.py
-lists it)."""
+"""Moved to `sync.core.models` (pure). This re-export stays only for sync/demo.py, which another
+branch edits right now; the lead deletes it once demo.py imports `sync.core.models`."""
 
 from sync.core.models import *  # noqa: F403
