@@ -226,7 +226,7 @@ def test_a_removed_custom_field_is_cleared_with_null() -> None:
     ]
 
 
-# --- push_plan: entities --------------------------------------------------------------------------
+# --- push.plan: entities --------------------------------------------------------------------------
 
 
 def pending(new: dict[str, Any], base: dict[str, Any]) -> PendingUpdate:
