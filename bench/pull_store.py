@@ -37,12 +37,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from sync.amo.client import AmoClient
 from sync.config import AmoCrmConfig, LoggingConfig, Secret
+from sync.core.mapping import FieldDef, chat_rows, field_def, to_rows
 from sync.db import staging
 from sync.db.contacts import ContactStore
 from sync.db.engine import create_engine, sync_origin
 from sync.heap import fewer_collections
 from sync.logs import configure_logging
-from sync.mapping import FieldDef, chat_rows, field_def, to_rows
 
 WITH = ("leads", "customers", "catalog_elements")
 RELATIONS = ["custom_values", "tags", "companies", *WITH]

@@ -21,10 +21,10 @@ from sqlalchemy.exc import DBAPIError
 
 from sync import cli_ops, cli_webhooks
 from sync.config import Config, load_config
+from sync.core.models import Winner
 from sync.db.diag import error_line
 from sync.errors import SyncError, UsageError
 from sync.logs import configure_logging
-from sync.models import Winner
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -261,8 +261,8 @@ def conflicts() -> None:
 @pass_context
 def conflicts_list(app: _Context, include_resolved: bool) -> None:
     """Conflicts waiting for a person (or all of them with --all)."""
-    from sync.conflict_view import render_conflicts
     from sync.db.outbox import list_conflicts
+    from sync.push.conflict_view import render_conflicts
     from sync.wiring import migrated_engine
 
     engine = migrated_engine(app.config)

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
+from sync.core.models import RequestStatus
 from sync.errors import SyncError
-from sync.models import RequestStatus
 
 
 @click.command("run")

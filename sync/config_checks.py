@@ -10,8 +10,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from sync.errors import ConfigProblem
+
+if TYPE_CHECKING:
+    from sync.config import AmoCrmConfig, Config
 
 Validator = Callable[[Any], str | None]
 
@@ -199,3 +204,59 @@ def field_policies(value: Any) -> str | None:
 
 WEBHOOK_SECRET_MIN = 16
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+# --- cross-key rules (each key alone is checked by the validators above) ---------------------
+
+
+def auth_problems(amo: AmoCrmConfig) -> list[ConfigProblem]:
+    """Cross-key rules for authentication (the keys themselves are checked one by one)."""
+    problems: list[ConfigProblem] = []
+    oauth = amo.oauth
+    if amo.access_token and oauth.enabled:
+        problems.append(
+            ConfigProblem(
+                "amocrm.access_token",
+                "file/environment",
+                "set either a long-lived access_token or [amocrm.oauth], not both",
+            )
+        )
+    if oauth.enabled:
+        for name in ("client_id", "client_secret", "redirect_uri"):
+            if not getattr(oauth, name):
+                problems.append(
+                    ConfigProblem(
+                        f"amocrm.oauth.{name}", "not set", "required when OAuth is configured"
+                    )
+                )
+    return problems
+
+
+def rate_problems(amo: AmoCrmConfig) -> list[ConfigProblem]:
+    if amo.max_rps > 7 and not amo.is_loopback:
+        return [
+            ConfigProblem(
+                "amocrm.max_rps",
+                "file/environment",
+                f"{amo.max_rps:g} exceeds amoCRM's limit of 7 requests/s (an IP ban follows); "
+                "values above 7 are allowed only against a loopback emulator",
+            )
+        ]
+    return []
+
+
+def webhook_problems(config: Config) -> list[ConfigProblem]:
+    """With webhooks on, the hook needs its secret path and the daemon's HTTP port."""
+    hooks = config.webhooks
+    if not hooks.enabled:
+        return []
+    problems = []
+    if not hooks.secret:
+        why = (
+            "required when webhooks.enabled is true (the hook's path is /webhooks/amocrm/<secret>)"
+        )
+        problems.append(ConfigProblem("webhooks.secret", "not set", why))
+    if not config.daemon.http_port:
+        why = "must not be 0 when webhooks.enabled is true: the hook is served on that port"
+        problems.append(ConfigProblem("daemon.http_port", "file/environment", why))
+    return problems

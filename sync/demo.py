@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from sync.amo.client import AmoClient
 from sync.clock import SystemClock
 from sync.config import Config, Secret
-from sync.conflict_view import render_conflicts
+from sync.core.models import Winner
 from sync.daemon import Daemon, Parts, build_jobs, start_http
 from sync.db import samples
 from sync.db.engine import create_engine, store_errors
@@ -40,10 +40,10 @@ from sync.hook_daemon import DaemonHooks
 from sync.hook_subscription import register
 from sync.lines import count
 from sync.metrics import Metrics
-from sync.models import Winner
 from sync.poll_memo import PollMemo
 from sync.pull import run_pull
 from sync.push import run_push
+from sync.push.conflict_view import render_conflicts
 
 DEMO_SCHEMA = "amocrm_demo"
 DEMO_CONTACTS = 120

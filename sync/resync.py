@@ -18,11 +18,11 @@ from sqlalchemy.engine import Engine
 
 from sync.amo.client import AmoClient
 from sync.config import Config
+from sync.core.models import FINISHED_REQUEST, RequestStatus
 from sync.db import status as queries
 from sync.db.locks import LeaderLock
 from sync.db.runs import add_request
 from sync.errors import SyncError
-from sync.models import FINISHED_REQUEST, RequestStatus
 from sync.pull import Progress, serve_request
 
 FINISHED = FINISHED_REQUEST

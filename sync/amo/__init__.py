@@ -27,8 +27,9 @@ from sync.amo.auth import (
 )
 from sync.amo.client import AmoClient
 from sync.amo.pages import Page
+from sync.amo.query import encode_query
 from sync.amo.ratelimit import RateLimiter, shared_limiter
-from sync.amo.session import AmoSession, Reply, encode_query
+from sync.amo.session import AmoSession, Reply
 from sync.amo.writes import WriteResult
 
 __all__ = [

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sync.values import same_items, same_scalar
+from sync.core.values import same_items, same_scalar
 
 # Keys whose effect cannot be read back exactly; an entity that uses them is "unverifiable".
 UNVERIFIABLE = frozenset({"tags_to_add", "tags_to_delete"})

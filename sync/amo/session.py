@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -19,6 +19,7 @@ from sync.amo.auth import TOKEN_PATH, TokenProvider
 from sync.amo.backoff import Backoff
 from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
 from sync.amo.gate import DeadTokenError, RequestWatch, TokenGate
+from sync.amo.query import Params, encode_query
 from sync.amo.ratelimit import RateLimiter, Slot
 from sync.amo.responses import Outcome, classify, classify_exception
 from sync.clock import Clock, SystemClock
@@ -28,7 +29,6 @@ from sync.logs import get_logger, redact_text
 
 log = get_logger("sync.amo")
 
-Params = Mapping[str, Any] | None
 USER_AGENT = "amocrm-sync/0.1 (+httpx)"
 MAX_UNSENT = 3  # a request stopped this often because its token died meanwhile gives up
 
@@ -40,41 +40,6 @@ class Reply:
     status: int
     data: Any
     headers: Mapping[str, str]
-
-
-def encode_query(params: Params) -> str:
-    """PHP-style query string, brackets kept literal (shorter URLs for long id lists).
-
-    `{"filter": {"id": [1, 2], "updated_at": {"from": 5}}, "with": ["leads", "customers"]}` →
-    `filter[id][]=1&filter[id][]=2&filter[updated_at][from]=5&with=leads,customers`.
-    `with` lists join with commas (amoCRM's form); other lists repeat `key[]`.
-    """
-    pairs: list[tuple[str, str]] = []
-    for key, value in (params or {}).items():
-        _flatten(str(key), value, pairs)
-    return "&".join(f"{quote(k, safe='[]')}={quote(v, safe=',')}" for k, v in pairs)
-
-
-def _flatten(key: str, value: Any, out: list[tuple[str, str]]) -> None:
-    if value is None:
-        return
-    if isinstance(value, Mapping):
-        for sub, item in value.items():
-            _flatten(f"{key}[{sub}]", item, out)
-    elif isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value) if isinstance(value, set | frozenset) else value
-        if key == "with":
-            out.append((key, ",".join(str(v) for v in items)))
-        else:
-            out.extend((f"{key}[]", _scalar(v)) for v in items)
-    else:
-        out.append((key, _scalar(value)))
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 class AmoSession:

@@ -20,7 +20,7 @@ here ships as a new revision that recreates what changed
 
 from __future__ import annotations
 
-from sync.models import WRITABLE_FIELDS
+from sync.core.models import WRITABLE_FIELDS
 
 ORIGIN_SETTING = "amosync.origin"
 WRITABLE_CONTACT_COLUMNS = WRITABLE_FIELDS  # the triggers' name for the one list

@@ -5,7 +5,7 @@ A local INSERT or UPDATE whose `custom_fields_values` is not NULL or a JSON arra
 the contact, the path inside the JSON and what is wrong (ERRCODE check_violation, with a HINT);
 with cached definitions (`contact_custom_fields`) also an unknown field or a value that cannot
 fit its type. A field whose values are as before the UPDATE is checked for its shape only. The
-rules and messages are those of `sync.cf_shape`, which push runs on rows captured before the
+rules and messages are those of `sync.core.cf_shape`, which push runs on rows captured before the
 check existed. The sync's own writes skip the trigger (`amosync.origin = 'sync'`).
 
 This is today's definition; migration 0003 installed it. A change here ships as a new revision

@@ -25,7 +25,7 @@ right before it merges (docs/push.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -34,8 +34,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync.db import staging
-from sync.mapping import (
+from sync.core.mapping import (
     JSON,
     UPDATED_AT,
     FieldDef,
@@ -43,7 +42,9 @@ from sync.mapping import (
     Row,
     custom_value_rows,
 )
-from sync.models import WRITABLE_FIELDS
+from sync.core.models import WRITABLE_FIELDS
+from sync.db import staging
+from sync.db.tombstones import Tombstones, dump_rows, id_array, recordset
 
 CHAT_COLUMNS = (("id", "bigint"), ("contact_id", "bigint"), ("chat_id", "text"))
 HELD_STATUSES = ("pending", "conflict", "error")
@@ -59,29 +60,9 @@ class PageResult:
     held: dict[int, list[str]] = field(default_factory=dict)  # id → fields kept local
 
 
-def _dump(rows: Any) -> str:
-    # orjson (UTF-8, compact): several times faster than the stdlib on a page's rows, which
-    # matters because encoding holds the GIL that the fetching threads need
-    return orjson.dumps(rows).decode()
-
-
-def _ids(ids: Iterable[int]) -> str:
-    """Ids as a PostgreSQL array literal, for `CAST(:ids AS bigint[])`: the driver sends one
-    string, where a list parameter costs it about a millisecond of Python per 250 ids."""
-    return "{" + ",".join(map(str, ids)) + "}"
-
-
-def _recordset(columns: Sequence[tuple[str, str]], param: str = "rows") -> str:
-    spec = ", ".join(f"{name} {kind}" for name, kind in columns)
-    return f"jsonb_to_recordset(CAST(:{param} AS jsonb)) AS n({spec})"
-
-
-class ContactStore:
-    """The SQL of pull for one schema (a validated identifier)."""
-
-    def __init__(self, schema: str) -> None:
-        self.s = f'"{schema}"'
-        self._sql: dict[str, sa.TextClause] = {}  # built once: a page runs each many times
+class ContactStore(Tombstones):
+    """The SQL of pull for one schema (a validated identifier): the page store here, deletions
+    and the full resync's seen list inherited from `Tombstones`."""
 
     def store_page(
         self,
@@ -131,7 +112,9 @@ class ContactStore:
             f"SELECT id, extract(epoch FROM updated_at)::bigint FROM {self.s}.contacts "
             "WHERE id = ANY(CAST(:ids AS bigint[])) AND updated_at IS NOT NULL AND NOT is_deleted"
         )
-        return {int(row[0]): int(row[1]) for row in conn.execute(sa.text(sql), {"ids": _ids(ids)})}
+        return {
+            int(row[0]): int(row[1]) for row in conn.execute(sa.text(sql), {"ids": id_array(ids)})
+        }
 
     def _lock(self, conn: Connection, ids: list[int]) -> dict[int, int | None]:
         # one row of two lists, not a row per contact: 250 result rows cost more in the driver
@@ -143,7 +126,7 @@ class ContactStore:
             )
             SELECT string_agg(id::text, ','), string_agg(coalesce(at::text, ''), ',')
             FROM locked"""
-        found, stamps = conn.execute(self._text("lock", sql), {"ids": _ids(ids)}).one()
+        found, stamps = conn.execute(self._text("lock", sql), {"ids": id_array(ids)}).one()
         if found is None:
             return {}
         return {
@@ -163,7 +146,7 @@ class ContactStore:
             GROUP BY c.id"""
         held: dict[int, list[str]] = {}
         local_cfv: dict[int, Any] = {}
-        for cid, keys, cfv in conn.execute(self._text("held", sql), {"ids": _ids(ids)}):
+        for cid, keys, cfv in conn.execute(self._text("held", sql), {"ids": id_array(ids)}):
             held[cid] = list(keys)
             if "custom_fields_values" in keys:
                 local_cfv[cid] = cfv
@@ -177,7 +160,7 @@ class ContactStore:
         staged = [_contact_tuple(r, held) for r in rows]
         staging.copy_rows(conn, "contacts", staging.CONTACT_COLUMNS, staged, binary=True)
         sql = self._text("upsert", _UPSERT.format(s=self.s))
-        written, inserted = conn.execute(sql, {"held": _ids(held)}).one()
+        written, inserted = conn.execute(sql, {"held": id_array(held)}).one()
         return int(written), set(map(int, inserted.split(","))) if inserted else set()
 
     def _replace(self, conn: Connection, relations: dict[str, list[Row]], ids: list[int]) -> None:
@@ -197,7 +180,7 @@ class ContactStore:
         if ids and relations:
             tables = tuple(relations)
             sql = self._text(f"diff {tables}", self._every(tables, self._diff_sql))
-            conn.execute(sql, {"ids": _ids(ids)})
+            conn.execute(sql, {"ids": id_array(ids)})
         if filled:
             # rows of contacts just inserted cannot conflict: skip speculative insertion then
             tables, conflict = tuple(filled), bool(ids)
@@ -239,12 +222,6 @@ class ContactStore:
                 WHERE NOT EXISTS (SELECT 1 FROM {staging.stage_name(table)} n WHERE {_same(names)})
             ))"""
 
-    def _text(self, key: str, sql: str) -> sa.TextClause:
-        clause = self._sql.get(key)
-        if clause is None:
-            clause = self._sql[key] = sa.text(sql)
-        return clause
-
     def _replace_chats(self, conn: Connection, ids: list[int], rows: list[JSON]) -> None:
         """Chat links amoCRM has (positive ids); a local link still waiting for push (negative
         id) stays, and an amoCRM link for the same chat is not added beside it."""
@@ -254,7 +231,7 @@ class ContactStore:
         # `contact_id = ANY(…)` before the table has statistics, the planner scans the whole
         # table on every page)
         delete = f"""
-            WITH n AS MATERIALIZED (SELECT * FROM {_recordset(CHAT_COLUMNS)}),
+            WITH n AS MATERIALIZED (SELECT * FROM {recordset(CHAT_COLUMNS)}),
             old AS (
                 SELECT t.id FROM unnest(CAST(:ids AS bigint[])) AS k(id) CROSS JOIN LATERAL (
                     SELECT s.id FROM {self.s}.contact_chats s WHERE s.contact_id = k.id OFFSET 0
@@ -265,73 +242,15 @@ class ContactStore:
             DELETE FROM {self.s}.contact_chats t USING old WHERE t.id = old.id AND t.id > 0
             AND NOT EXISTS (SELECT 1 FROM n WHERE n.id = t.id AND n.contact_id = t.contact_id
                             AND n.chat_id = t.chat_id)"""
-        conn.execute(self._text("chats delete", delete), {"rows": _dump(rows), "ids": _ids(ids)})
+        conn.execute(
+            self._text("chats delete", delete), {"rows": dump_rows(rows), "ids": id_array(ids)}
+        )
         if rows:
             insert = f"""
                 INSERT INTO {self.s}.contact_chats (id, contact_id, chat_id)
-                SELECT id, contact_id, chat_id FROM {_recordset(CHAT_COLUMNS)}
+                SELECT id, contact_id, chat_id FROM {recordset(CHAT_COLUMNS)}
                 ON CONFLICT DO NOTHING"""
-            conn.execute(self._text("chats insert", insert), {"rows": _dump(rows)})
-
-    # --- deletions -------------------------------------------------------------------------
-
-    def mark_deleted(self, conn: Connection, deleted: Mapping[int, int]) -> int:
-        """Tombstone contacts (id → unix time of the deletion); returns how many changed."""
-        if not deleted:
-            return 0
-        sql = f"""
-            UPDATE {self.s}.contacts c SET is_deleted = true, deleted_at = to_timestamp(n.at)
-            FROM {_recordset((("id", "bigint"), ("at", "bigint")))}
-            WHERE c.id = n.id AND NOT c.is_deleted RETURNING c.id"""
-        rows = [{"id": k, "at": v} for k, v in deleted.items()]
-        return len(conn.execute(sa.text(sql), {"rows": _dump(rows)}).all())
-
-    def mark_restored(self, conn: Connection, ids: Sequence[int]) -> int:
-        """Undo tombstones of contacts amoCRM restored; returns how many changed."""
-        if not ids:
-            return 0
-        sql = f"""
-            UPDATE {self.s}.contacts SET is_deleted = false, deleted_at = NULL
-            WHERE id = ANY(CAST(:ids AS bigint[])) AND is_deleted RETURNING id"""
-        return len(conn.execute(sa.text(sql), {"ids": _ids(ids)}).all())
-
-    def deleted_ids(self, conn: Connection, ids: Sequence[int]) -> set[int]:
-        """Which of `ids` are stored as deleted, or not stored at all."""
-        sql = (
-            f"SELECT id FROM {self.s}.contacts "
-            "WHERE id = ANY(CAST(:ids AS bigint[])) AND NOT is_deleted"
-        )
-        alive = set(conn.scalars(sa.text(sql), {"ids": _ids(ids)}))
-        return set(ids) - alive
-
-    # --- full resync bookkeeping -------------------------------------------------------------
-
-    def mark_seen(self, conn: Connection, run_id: int, ids: Sequence[int]) -> None:
-        sql = f"""
-            INSERT INTO {self.s}.sync_full_seen (run_id, contact_id)
-            SELECT :run, unnest(CAST(:ids AS bigint[])) ON CONFLICT DO NOTHING"""
-        conn.execute(self._text("seen", sql), {"run": run_id, "ids": _ids(ids)})
-
-    def unseen(self, conn: Connection, run_id: int) -> list[int]:
-        """Live stored contacts the full resync `run_id` did not see in amoCRM."""
-        sql = f"""
-            SELECT c.id FROM {self.s}.contacts c WHERE c.id > 0 AND NOT c.is_deleted
-            AND NOT EXISTS (SELECT 1 FROM {self.s}.sync_full_seen s
-                            WHERE s.run_id = :run AND s.contact_id = c.id)
-            ORDER BY c.id"""
-        return list(conn.scalars(sa.text(sql), {"run": run_id}))
-
-    def live_count(self, conn: Connection) -> int:
-        sql = f"SELECT count(*) FROM {self.s}.contacts WHERE id > 0 AND NOT is_deleted"
-        return int(conn.scalar(sa.text(sql)) or 0)
-
-    def forget_seen(self, conn: Connection, run_id: int | None = None) -> None:
-        """Drop a run's seen list (None: every run's, e.g. left by a killed process)."""
-        if run_id is None:
-            conn.execute(sa.text(f"TRUNCATE {self.s}.sync_full_seen"))
-        else:
-            sql = f"DELETE FROM {self.s}.sync_full_seen WHERE run_id = :run"
-            conn.execute(sa.text(sql), {"run": run_id})
+            conn.execute(self._text("chats insert", insert), {"rows": dump_rows(rows)})
 
 
 def _same(names: Sequence[str]) -> str:

@@ -19,10 +19,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from sync.core.models import WRITABLE_FIELDS, ChangeKind, ContactStatus
 from sync.db.engine import sync_origin
 from sync.db.runs import delete_state, read_state, write_state
 from sync.db.schema import contact_chats, contacts, sync_changes
-from sync.models import WRITABLE_FIELDS, ChangeKind, ContactStatus
 
 IN_FLIGHT_KEY = "push_in_flight"
 

@@ -21,11 +21,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
+from sync.core.items import Change, PendingUpdate, UpdateOutcome
+from sync.core.models import ChangeKind, ContactStatus, Winner
 from sync.db.engine import sync_origin
 from sync.db.schema import TZ, contacts, sync_changes, sync_conflicts
 from sync.errors import UsageError
-from sync.models import ChangeKind, ContactStatus, Winner
-from sync.push_items import Change, PendingUpdate, UpdateOutcome
 
 # --- claiming ------------------------------------------------------------------------------
 

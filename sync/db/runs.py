@@ -22,11 +22,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import Executable
 
+from sync.core.mapping import FieldDef, field_def
+from sync.core.models import RequestKind, RequestStatus, RunKind, RunStatus
 from sync.db.locks import SessionLock, lock_key, session_lock
 from sync.db.schema import contact_custom_fields, sync_requests, sync_runs, sync_state
 from sync.errors import SyncError
-from sync.mapping import FieldDef, field_def
-from sync.models import RequestKind, RequestStatus, RunKind, RunStatus
 
 CONTACTS_CURSOR = "pull.contacts"
 EVENTS_CURSOR = "pull.events"

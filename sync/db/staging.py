@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from psycopg.types.json import set_json_dumps
 from sqlalchemy.engine import Connection
 
-from sync.mapping import RELATION_COLUMNS
+from sync.core.mapping import RELATION_COLUMNS
 
 # the SQL type of every relation column (the columns and their order are `RELATION_COLUMNS`)
 COLUMN_TYPES = {

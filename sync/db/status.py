@@ -14,6 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from sync.core.models import FINISHED_REQUEST, ContactStatus, RequestStatus, RunKind, RunStatus
+from sync.core.models import PULL_KINDS as PULL_RUN_KINDS
 from sync.db.catalog import pg_locks, pg_stat_activity
 from sync.db.locks import advisory_held, leader_lock_key
 from sync.db.schema import (
@@ -25,8 +27,6 @@ from sync.db.schema import (
     sync_runs,
     sync_state,
 )
-from sync.models import FINISHED_REQUEST, ContactStatus, RequestStatus, RunKind, RunStatus
-from sync.models import PULL_KINDS as PULL_RUN_KINDS
 
 PULL_KINDS = PULL_RUN_KINDS  # sync.status reads it here
 # sync_state keys that hold secrets: status shows that they exist, never their value.

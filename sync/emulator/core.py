@@ -17,7 +17,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
-from urllib.parse import parse_qsl
 
 from sync.emulator import faulting
 from sync.emulator.admin import handle_admin
@@ -26,19 +25,26 @@ from sync.emulator.clock import EmulatorClock
 from sync.emulator.context import Ctx
 from sync.emulator.faults import FaultBook, FaultRule
 from sync.emulator.model import Contact
-from sync.emulator.params import int_param
 from sync.emulator.patches import ContactPatch
 from sync.emulator.problems import ApiProblem, internal_error
 from sync.emulator.query import ContactQuery, parse_contacts_query, select
 from sync.emulator.ratelimit import RateLimiter
+from sync.emulator.reading import (
+    batch_size_of,
+    form_of,
+    is_contacts_list,
+    page_of,
+    stamped,
+    write_body,
+)
 from sync.emulator.render import contact_json
 from sync.emulator.requestlog import LoggedRequest, RequestLog, token_fingerprint
-from sync.emulator.routes import LIST_PATHS, dispatch, is_write, normalise_path
+from sync.emulator.routes import dispatch, normalise_path
 from sync.emulator.seed import generate
 from sync.emulator.settings import EmulatorSettings
 from sync.emulator.store import Account
 from sync.emulator.webhooks import Webhooks
-from sync.emulator.wire import PLAIN_JSON, PROBLEM, BadJson, Request, Response, json_response
+from sync.emulator.wire import PLAIN_JSON, PROBLEM, Request, Response, json_response
 from sync.emulator.writes import parse_entities
 
 _log = logging.getLogger(__name__)
@@ -99,15 +105,15 @@ class Emulator:
 
     def handle(self, request: Request) -> Response:
         if request.path.startswith("/_emulator"):
-            return _stamped(handle_admin(self, request))
+            return stamped(handle_admin(self, request))
         arrived_at, clock_at, seq = time.time(), self.clock.now(), self.log.next_seq()
         response, fault = self._serve(request)
         self.log.add(LoggedRequest(
             seq, arrived_at, clock_at, request.client, request.method, request.path,
             request.query_string, 0 if response.reset else response.status, fault,
-            _write_body(request), token_fingerprint(request.header("authorization")),
+            write_body(request), token_fingerprint(request.header("authorization")),
         ))  # fmt: skip
-        return _stamped(response)
+        return stamped(response)
 
     def _serve(self, request: Request) -> tuple[Response, str | None]:
         controls = self.controls()
@@ -116,7 +122,7 @@ class Emulator:
             body = controls.rate_limit_body
             return faulting.refusal(verdict, body, self.settings.retry_after_s), None
         path = normalise_path(request.path)
-        rule = self.fault_book.pick(request.method, path, _page(request), _batch(request))
+        rule = self.fault_book.pick(request.method, path, page_of(request), batch_size_of(request))
         response = self._faulted(request, rule) if rule else self._answer(request)
         response.delay_s += self._latency(controls)
         return response, rule.kind if rule else None
@@ -125,9 +131,9 @@ class Emulator:
         early = faulting.early_response(rule, request)
         if early is not None:
             return early
-        if rule.kind in ("drift", "edit", "vanish") and _is_contacts_list(request):
+        if rule.kind in ("drift", "edit", "vanish") and is_contacts_list(request):
             self._drift(request, rule)
-        if rule.kind == "revive" and _is_contacts_list(request):
+        if rule.kind == "revive" and is_contacts_list(request):
             self._revive(rule.touch)
         return faulting.spoil(rule, request, self._answer(request))
 
@@ -151,7 +157,7 @@ class Emulator:
         if request.method != "POST":
             raise ApiProblem(405, "Method Not Allowed")
         try:
-            return json_response(200, self.tokens.grant(_form(request)), PLAIN_JSON)
+            return json_response(200, self.tokens.grant(form_of(request)), PLAIN_JSON)
         except OAuthProblem as problem:
             return json_response(problem.status, problem.body, PROBLEM)
 
@@ -365,51 +371,8 @@ class Emulator:
                 "rate_limit": self.limiter.state(), "faults": self.faults()}  # fmt: skip
 
 
-def _is_contacts_list(request: Request) -> bool:
-    return request.method == "GET" and normalise_path(request.path) == "/api/v4/contacts"
-
-
 def _second(at: object) -> int:
     """An explicit `updated_at` for a bulk edit: whole unix seconds."""
     if isinstance(at, bool) or not isinstance(at, int):
         raise ValueError(f"updated_at must be whole unix seconds, got {at!r}")
     return at
-
-
-def _stamped(response: Response) -> Response:
-    response.headers.setdefault("X-Request-Id", secrets.token_hex(8))
-    return response
-
-
-def _page(request: Request) -> int | None:
-    if request.method != "GET" or normalise_path(request.path) not in LIST_PATHS:
-        return None
-    return int_param(request.query, "page", 1)
-
-
-def _batch(request: Request) -> int | None:
-    """How many entities a write carries (for faults that hit only heavy batches)."""
-    if not is_write(request.method):
-        return None
-    body = _write_body(request)
-    return len(body) if isinstance(body, list) else 1
-
-
-def _write_body(request: Request) -> Any:
-    if not is_write(request.method):
-        return None
-    try:
-        return request.json()
-    except BadJson:
-        return request.body.decode("utf-8", "replace")
-
-
-def _form(request: Request) -> dict[str, Any]:
-    """The token endpoint takes JSON (amoCRM's docs) or a standard OAuth form body."""
-    if "json" in (request.header("content-type") or "") or request.body.lstrip().startswith(b"{"):
-        try:
-            data = request.json()
-        except BadJson:
-            return {}
-        return data if isinstance(data, dict) else {}
-    return dict(parse_qsl(request.body.decode("utf-8", "replace")))

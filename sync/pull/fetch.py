@@ -45,9 +45,9 @@ from typing import Any
 
 from sync.amo.client import CONTACTS, AmoClient
 from sync.amo.pages import Page, parse_page
+from sync.core.mapping import FieldDef, chat_rows, field_def, unknown_fields
 from sync.errors import InvariantError
 from sync.logs import get_logger
-from sync.mapping import FieldDef, chat_rows, field_def, unknown_fields
 from sync.pull.sink import ChatLinks, CompletePage
 from sync.pull.windows import Plan, Span, Window, subtract
 

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Engine
 from sync.amo.client import AmoClient
 from sync.clock import Clock, SystemClock, to_unix
 from sync.config import Config
+from sync.core.mapping import FieldDef, event_changes
 from sync.db.contacts import ContactStore
 from sync.db.diag import error_line
 from sync.db.engine import store_errors, sync_origin
@@ -46,7 +47,6 @@ from sync.errors import InvariantError, SyncError, mark_logged
 from sync.heap import fewer_collections
 from sync.lines import count
 from sync.logs import get_logger
-from sync.mapping import FieldDef, event_changes
 from sync.poll_memo import PollMemo
 from sync.pull.events import Events, Marker
 from sync.pull.fetch import SETTLE_S, Fetcher, FetchSetup, FiltersIgnored, complete_now

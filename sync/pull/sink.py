@@ -34,11 +34,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from sync.config import Config
+from sync.core.mapping import FieldDef, to_rows
 from sync.db.contacts import ContactStore, PageResult
 from sync.db.engine import sync_origin
 from sync.db.runs import CONTACTS_CURSOR, RunStore
 from sync.logs import get_logger
-from sync.mapping import FieldDef, to_rows
 from sync.pull.windows import Coverage, Span
 
 log = get_logger("sync.pull.sink")

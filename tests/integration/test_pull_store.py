@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sync.config import DatabaseConfig
+from sync.core.mapping import to_rows
 from sync.db.contacts import ContactStore, PageResult
 from sync.db.engine import store_errors, sync_origin
 from sync.errors import StoreError
-from sync.mapping import to_rows
 
 RELATIONS = ["custom_values", "tags", "companies", "leads"]
 

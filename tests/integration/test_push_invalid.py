@@ -143,17 +143,17 @@ def test_a_fixed_row_is_sent_on_the_next_push(env: PushEnv) -> None:
 def test_an_unexpected_failure_planning_one_contact_marks_only_that_one(
     env: PushEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sync.push
+    import sync.push.updates
 
     bad, good = _ids(env)[:2]
-    real = sync.push.plan_update
+    real = sync.push.updates.plan_update
 
     def failing(pending: Any, *args: Any) -> Any:
         if pending.contact_id == bad:
             raise KeyError("secret value")
         return real(pending, *args)
 
-    monkeypatch.setattr(sync.push, "plan_update", failing)
+    monkeypatch.setattr(sync.push.updates, "plan_update", failing)
     for contact_id in (bad, good):
         env.sql("UPDATE contacts SET name = 'n ' || id WHERE id = :id", id=contact_id)
     report = env.push()

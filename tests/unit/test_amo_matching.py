@@ -77,7 +77,7 @@ def test_pairing_uses_each_remote_contact_once() -> None:
 
 
 def test_values_compare_as_push_compares_them() -> None:
-    # the same normalisation as sync.conflicts: numbers, empties, booleans, enum code case
+    # the same normalisation as sync.push.conflicts: numbers, empties, booleans, enum code case
     remote = {
         "name": "Ann",
         "last_name": "",

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from sync.amo.query import encode_query
 from sync.amo.ratelimit import RateLimiter
-from sync.amo.session import encode_query
 from sync.errors import (
     AmoAuthError,
     AmoBlockedError,

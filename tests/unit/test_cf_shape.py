@@ -1,5 +1,6 @@
-"""The shapes a local custom_fields_values may take (`sync.cf_shape`), and that push plans every
-accepted one without an exception and refuses every other one instead of clearing fields."""
+"""The shapes a local custom_fields_values may take (`sync.core.cf_shape`), and that push plans
+every accepted one without an exception and refuses every other one instead of clearing
+fields."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.cf_shape import ShapeError, problem
-from sync.conflicts import split, write_values
-from sync.push_items import Change, PendingUpdate
-from sync.push_plan import plan_update, to_create_payload
+from sync.core.cf_shape import ShapeError, problem
+from sync.core.items import Change, PendingUpdate
+from sync.push.conflicts import split, write_values
+from sync.push.plan import plan_update, to_create_payload
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 READ_SHAPE = [  # amoCRM's GET shape, as pull stores it

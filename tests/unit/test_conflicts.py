@@ -1,4 +1,5 @@
-"""The pure three-way merge (`sync.conflicts`) and push's entity planning (`sync.push_plan`)."""
+"""The pure three-way merge (`sync.push.conflicts`) and push's entity planning
+(`sync.push.plan`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sync.conflicts import (
+from sync.core.items import Change, PendingUpdate
+from sync.push.conflicts import (
     FieldEdit,
     Resolution,
     changed_fields,
@@ -20,8 +22,7 @@ from sync.conflicts import (
     split,
     write_values,
 )
-from sync.push_items import Change, PendingUpdate
-from sync.push_plan import plan_update, to_create_payload
+from sync.push.plan import plan_update, to_create_payload
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 LATER = T0 + timedelta(seconds=30)
@@ -134,7 +135,7 @@ scalars = st.one_of(st.none(), st.text(max_size=5), st.integers(-3, 3), st.boole
 
 
 # The oracle: amoCRM's meaning of a scalar and the three-way merge, written out here from the
-# decision table (docs/push.md) without `sync.conflicts` or `sync.values`.
+# decision table (docs/push.md) without `sync.push.conflicts` or `sync.core.values`.
 
 
 def shown(value: Any) -> str:
@@ -225,7 +226,7 @@ def test_a_removed_custom_field_is_cleared_with_null() -> None:
     ]
 
 
-# --- push_plan: entities --------------------------------------------------------------------------
+# --- push.plan: entities --------------------------------------------------------------------------
 
 
 def pending(new: dict[str, Any], base: dict[str, Any]) -> PendingUpdate:

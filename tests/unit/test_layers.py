@@ -10,7 +10,10 @@
   imports nothing from the engine;
 - `sync/amo` and `sync/db` are siblings below the use cases: neither imports the other, nor
   anything above them (only the ground floor and pure modules);
-- the ground floor (config, errors, clock, lines, logs) imports nothing above it;
+- the ground floor (config with its loading and checks, errors, clock, lines, logs) imports
+  nothing above it;
+- `sync/core` (the pure pieces both sides and `sync/db` share) is the lowest floor of the engine:
+  it imports nothing from `sync` outside itself;
 - a module whose docstring's first paragraph says it is pure imports no I/O, not even through
   another module of `sync` (the whole chain of imports is followed);
 - a migration imports nothing from `sync`: it is frozen history (see README "Migrations").
@@ -62,7 +65,14 @@ IO = (
     "prometheus_client",
     "apscheduler",
 )
-GROUND_FLOOR = ("sync.config", "sync.config_checks", "sync.errors", "sync.clock", "sync.lines")
+GROUND_FLOOR = (
+    "sync.config",
+    "sync.config_load",
+    "sync.config_checks",
+    "sync.errors",
+    "sync.clock",
+    "sync.lines",
+)
 GROUND_FLOOR_WITH_LOGS = (*GROUND_FLOOR, "sync.logs")
 STARTS_THE_EMULATOR = ("sync/cli*.py", "sync/demo.py", "sync/emulator/*")
 
@@ -279,6 +289,12 @@ def _import_rules(path: str, imp: Import) -> list[Violation]:
             if not allowed and not (target is not None and is_pure(target)):
                 why = f"sync/{layer} is below the use cases and beside sync/{sibling}"
                 return broken("layer", why)
+    if (
+        path.startswith("sync/core/")
+        and module.startswith("sync")
+        and not within(module, ("sync.core",))
+    ):
+        return broken("layer", "sync/core is below sync/db and sync/amo: it imports only itself")
     in_ground_floor = module_of(path) in GROUND_FLOOR_WITH_LOGS
     if in_ground_floor and module.startswith("sync") and not within(module, GROUND_FLOOR_WITH_LOGS):
         return broken("layer", "the ground floor imports nothing above it")
@@ -314,7 +330,7 @@ def test_every_listed_exception_is_still_needed() -> None:
         ("sync/status.py", "import sqlalchemy as sa\n", "sql"),
         ("sync/pull/scan.py", "from sqlalchemy import text\n", "sql"),
         ("sync/daemon/hooks.py", "import psycopg\n", "sql"),
-        ("sync/push.py", "import httpx\n", "http"),
+        ("sync/push/run.py", "import httpx\n", "http"),
         ("sync/health.py", "from urllib.request import urlopen\n", "http"),
         ("sync/daemon.py", "from sync.emulator import Emulator\n", "emulator"),
         ("sync/pull/run.py", "def f():\n    from sync import emulator\n", "emulator"),
@@ -325,11 +341,13 @@ def test_every_listed_exception_is_still_needed() -> None:
         ("sync/db/outbox.py", "from sync.push import run_push\n", "layer"),
         ("sync/db/runs.py", "from sync.amo import client\n", "layer"),
         ("sync/errors.py", "from sync.db.engine import create_engine\n", "layer"),
-        ("sync/mapping.py", '"""Pure: no I/O."""\nimport threading\n', "pure"),
-        ("sync/mapping.py", '"""Pure: no I/O."""\nimport os.path\n', "pure"),
+        ("sync/core/items.py", "from sync.push.conflicts import resolve\n", "layer"),
+        ("sync/core/models.py", "from sync.config import Config\n", "layer"),
+        ("sync/core/mapping.py", '"""Pure: no I/O."""\nimport threading\n', "pure"),
+        ("sync/core/mapping.py", '"""Pure: no I/O."""\nimport os.path\n', "pure"),
         # through another module: outbox imports sqlalchemy
-        ("sync/values.py", '"""Pure functions."""\nfrom sync.db.outbox import Change\n', "pure"),
-        ("sync/values.py", '"""Pure functions."""\nfrom .db import outbox\n', "pure"),
+        ("sync/core/values.py", '"""Pure."""\nfrom sync.db.outbox import Change\n', "pure"),
+        ("sync/core/values.py", '"""Pure functions."""\nfrom ..db import outbox\n', "pure"),
     ],
 )
 def test_each_rule_catches_its_mistake(path: str, source: str, rule: str) -> None:
@@ -344,8 +362,9 @@ def test_each_rule_catches_its_mistake(path: str, source: str, rule: str) -> Non
         ("migrations/versions/0009_next.py", "import sqlalchemy as sa\nfrom alembic import op\n"),
         ("sync/amo/session.py", "import httpx\n"),
         ("sync/cli_ops.py", "from sync.emulator import Emulator\n"),
-        ("sync/db/outbox.py", "from sync.conflicts import Conflict\n"),  # pure: allowed below
-        ("sync/mapping.py", '"""Pure: no I/O."""\nfrom sync.values import same\n'),
+        ("sync/db/outbox.py", "from sync.core.items import Conflict\n"),
+        ("sync/core/items.py", "from sync.core.models import Winner\n"),
+        ("sync/core/mapping.py", '"""Pure: no I/O."""\nfrom sync.core.values import same\n'),
         ("sync/status.py", '"""Read-only queries."""\nimport threading\n'),
     ],
 )

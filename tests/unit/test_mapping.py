@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync.mapping import (
+from sync.core.mapping import (
     CONTACT_COLUMNS,
     RELATION_COLUMNS,
     FieldDef,

@@ -1,6 +1,6 @@
 """Pure parts of push under amoCRM's lag (issue 11, item 4): a value the outbox chain itself had
-is not a remote change (`sync.conflicts`), and which plans must be re-read where amoCRM cannot
-lag (`sync.push_plan`)."""
+is not a remote change (`sync.push.conflicts`), and which plans must be re-read where amoCRM cannot
+lag (`sync.push.plan`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from sync.conflicts import FieldEdit, Resolution, resolve
-from sync.push_items import Change, PendingUpdate
-from sync.push_plan import plan_update
+from sync.core.items import Change, PendingUpdate
+from sync.push.conflicts import FieldEdit, Resolution, resolve
+from sync.push.plan import plan_update
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=30)

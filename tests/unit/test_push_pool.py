@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from sync.push_pool import ReadThenWrite
+from sync.push.pool import ReadThenWrite
 
 
 def test_every_batch_of_every_chunk_is_written_once() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sync.push_report import PushReport
+from sync.push.report import PushReport
 
 
 def test_a_run_without_conflicts_does_not_mention_them() -> None:

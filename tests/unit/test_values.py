@@ -1,10 +1,10 @@
-"""`sync.values`: the one comparison of amoCRM values shared by push's merge and the client."""
+"""`sync.core.values`: the one comparison of amoCRM values shared by push's merge and the client."""
 
 from __future__ import annotations
 
 import pytest
 
-from sync.values import as_text, same_scalar
+from sync.core.values import as_text, same_scalar
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sync.amo.client import AmoClient
+from sync.core.items import PendingUpdate
 from sync.errors import AmoTransientError
 from sync.logs import get_logger
-from sync.push_items import PendingUpdate
-from sync.push_plan import UpdatePlan
+from sync.push.plan import UpdatePlan
 
 log = get_logger("sync.push")
 Remote = Mapping[str, Any] | None

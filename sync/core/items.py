@@ -10,8 +10,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sync.conflicts import Conflict
-from sync.models import Winner
+from sync.core.models import Winner
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A field changed on both sides, as recorded in `sync_conflicts`."""
+
+    field: str
+    base: Any
+    local: Any
+    remote: Any
+    local_changed_at: datetime
+    remote_updated_at: datetime | None
+    policy: str
+    winner: Winner | None
+    conflict_id: int | None = None  # set when it continues a conflict already on record
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 `plan_update` turns a coalesced local edit and amoCRM's current version into an `UpdatePlan`:
 the PATCH entity (only the fields to send, never `updated_at` or anything fetched) and the
 outcome to record once amoCRM answered. `to_create_payload` is the POST entity of a new contact.
-Both first check the local custom_fields_values (`sync.cf_shape`) and raise `ShapeError` with a
+Both first check the local custom_fields_values (`sync.core.cf_shape`) and raise `ShapeError` with a
 one-line reason when it is not an accepted shape: push marks that contact `error`, never sends it.
 """
 
@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sync.cf_shape import ShapeError, require
 from sync.clock import from_unix
-from sync.conflicts import (
+from sync.core.cf_shape import ShapeError, require
+from sync.core.items import PendingUpdate, UpdateOutcome
+from sync.core.models import CF_COLUMN, SCALAR_FIELDS
+from sync.push.conflicts import (
     CF_PREFIX,
     FieldEdit,
     Merge,
@@ -29,8 +31,6 @@ from sync.conflicts import (
     split,
     write_values,
 )
-from sync.models import CF_COLUMN, SCALAR_FIELDS
-from sync.push_items import PendingUpdate, UpdateOutcome
 
 TEXT_FIELDS = ("name", "first_name", "last_name")
 NOT_FOUND = "the contact was not found in amoCRM (deleted there, or not visible to this token)"

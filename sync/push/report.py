@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sync.core.items import UpdateOutcome
 from sync.lines import count
-from sync.push_items import UpdateOutcome
 
 
 @dataclass

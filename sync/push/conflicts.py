@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sync.cf_shape import ShapeError, is_integer, json_type
-from sync.models import CF_COLUMN, SCALAR_FIELDS, Winner
-from sync.values import as_text, same_items, same_scalar
+from sync.core.cf_shape import ShapeError, is_integer, json_type
+from sync.core.items import Conflict
+from sync.core.models import CF_COLUMN, SCALAR_FIELDS, Winner
+from sync.core.values import as_text, same_items, same_scalar
 
 CF_PREFIX = "cf:"
 POLICIES = ("newest_wins", "remote_wins", "local_wins", "manual")
@@ -59,21 +60,6 @@ class Resolution:
 
     conflict_id: int
     winner: Winner | None  # None while waiting for a person
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """A field changed on both sides, as recorded in `sync_conflicts`."""
-
-    field: str
-    base: Any
-    local: Any
-    remote: Any
-    local_changed_at: datetime
-    remote_updated_at: datetime | None
-    policy: str
-    winner: Winner | None
-    conflict_id: int | None = None  # set when it continues a conflict already on record
 
 
 @dataclass(frozen=True)

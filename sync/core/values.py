@@ -1,4 +1,4 @@
-"""How two amoCRM values are compared: one rule for push's three-way merge (`sync.conflicts`)
+"""How two amoCRM values are compared: one rule for push's three-way merge (`sync.push.conflicts`)
 and for the client's check of a lost write (`sync.amo.matching`). Pure functions.
 
 amoCRM answers with JSON of its own choosing: a number written as `"5"` may come back as `5` or

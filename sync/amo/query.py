@@ -1,0 +1,45 @@
+"""amoCRM's query strings: PHP-style brackets for nested filters and lists, `with` joined by
+commas. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+Params = Mapping[str, Any] | None
+
+
+def encode_query(params: Params) -> str:
+    """PHP-style query string, brackets kept literal (shorter URLs for long id lists).
+
+    `{"filter": {"id": [1, 2], "updated_at": {"from": 5}}, "with": ["leads", "customers"]}` →
+    `filter[id][]=1&filter[id][]=2&filter[updated_at][from]=5&with=leads,customers`.
+    `with` lists join with commas (amoCRM's form); other lists repeat `key[]`.
+    """
+    pairs: list[tuple[str, str]] = []
+    for key, value in (params or {}).items():
+        _flatten(str(key), value, pairs)
+    return "&".join(f"{quote(k, safe='[]')}={quote(v, safe=',')}" for k, v in pairs)
+
+
+def _flatten(key: str, value: Any, out: list[tuple[str, str]]) -> None:
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for sub, item in value.items():
+            _flatten(f"{key}[{sub}]", item, out)
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value) if isinstance(value, set | frozenset) else value
+        if key == "with":
+            out.append((key, ",".join(str(v) for v in items)))
+        else:
+            out.extend((f"{key}[]", _scalar(v)) for v in items)
+    else:
+        out.append((key, _scalar(value)))
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

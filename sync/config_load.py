@@ -1,0 +1,226 @@
+"""Loading the configuration: the file chosen (`--config`, `$AMOSYNC_CONFIG`, `./amosync.toml`),
+its TOML read, every key of the dataclass tree in `sync.config` taken from the environment, the
+file or its default and coerced to its type, each key's validators run and then the cross-key
+rules (`sync.config_checks`) — every problem collected before `ConfigError` is raised.
+`sync.config.load_config` is the entry point callers use.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from sync.config import Config, Secret
+from sync.config_checks import (
+    Validator,
+    auth_problems,
+    printable,
+    rate_problems,
+    secret_text,
+    webhook_problems,
+)
+from sync.errors import ConfigError, ConfigProblem
+
+ENV_PREFIX = "AMOSYNC_"
+DEFAULT_CONFIG_FILE = "amosync.toml"
+# Environment variables that start with the prefix but are not configuration keys.
+NON_KEY_ENV = frozenset({"AMOSYNC_CONFIG", "AMOSYNC_TEST_DATABASE_URL"})
+
+
+def _checks_of(hint: Any, checks: tuple[Validator, ...]) -> tuple[Validator, ...]:
+    """Every plain string is printable; every secret has no control characters (a URL secret
+    has its own, stricter check)."""
+    if hint is str:
+        return (printable, *checks)
+    if hint is Secret and not checks:
+        return (secret_text,)
+    return checks
+
+
+def _toml_name(python_name: str) -> str:
+    """`with_` is `with` in TOML (a Python keyword)."""
+    return python_name.rstrip("_")
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read, merge and validate the configuration; raise `ConfigError` listing every problem."""
+    env = os.environ if environ is None else environ
+    problems: list[ConfigProblem] = []
+    file_path, explicit = _choose_file(path, env)
+    data = _read_toml(file_path, explicit, problems)
+    loader = _Loader(str(file_path) if data is not None else "", env, problems)
+    config: Config = loader.build(Config, data or {}, ())
+    loader.report_unknown_env()
+    problems.extend(auth_problems(config.amocrm))
+    problems.extend(rate_problems(config.amocrm))
+    reported = {problem.key for problem in problems}  # an invalid secret is not also "not set"
+    problems.extend(p for p in webhook_problems(config) if p.key not in reported)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _choose_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple[Path, bool]:
+    if path is not None:
+        return Path(path), True
+    if env.get("AMOSYNC_CONFIG"):
+        return Path(env["AMOSYNC_CONFIG"]), True
+    return Path(DEFAULT_CONFIG_FILE), False
+
+
+def _read_toml(path: Path, explicit: bool, problems: list[ConfigProblem]) -> dict[str, Any] | None:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        if explicit:
+            problems.append(ConfigProblem("config file", str(path), "file not found"))
+        return None
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(ConfigProblem("config file", str(path), f"not valid TOML: {exc}"))
+    except OSError as exc:
+        problems.append(ConfigProblem("config file", str(path), f"cannot be read: {exc.strerror}"))
+    return None
+
+
+class _Loader:
+    """Walks the dataclass tree, taking each key from the environment, the file or the default."""
+
+    def __init__(self, file_name: str, env: Mapping[str, str], problems: list[ConfigProblem]):
+        self.file_name = file_name
+        self.env = env
+        self.problems = problems
+        self.used_env: set[str] = set()
+
+    def build(self, cls: type[Any], table: Mapping[str, Any], prefix: tuple[str, ...]) -> Any:
+        hints = get_type_hints(cls)
+        known: set[str] = set()
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            if spec.name == "source":
+                continue
+            name = _toml_name(spec.name)
+            known.add(name)
+            key = (*prefix, name)
+            if is_dataclass(hints[spec.name]):
+                sub = table.get(name, {})
+                if not isinstance(sub, Mapping):
+                    self._problem(key, self._file_source(key), "must be a table")
+                    sub = {}
+                values[spec.name] = self.build(hints[spec.name], sub, key)
+            else:
+                values[spec.name] = self._value(spec, hints[spec.name], table, key)
+        for name in table:
+            if name not in known:
+                self._problem((*prefix, name), self._file_source((*prefix, name)), "unknown key")
+        if cls is Config:
+            values["source"] = self.file_name or "defaults"
+        return cls(**values)
+
+    def _value(self, spec: Any, hint: Any, table: Mapping[str, Any], key: tuple[str, ...]) -> Any:
+        default = spec.default if spec.default is not MISSING else spec.default_factory()
+        env_name = ENV_PREFIX + "__".join(part.upper() for part in key)
+        if env_name in self.env:
+            self.used_env.add(env_name)
+            source, raw = f"environment {env_name}", self.env[env_name]
+            value = _coerce_env(raw, hint)
+        elif key[-1] in table:
+            source, value = self._file_source(key), _coerce_file(table[key[-1]], hint)
+        else:
+            return default
+        if isinstance(value, _Invalid):
+            self._problem(key, source, value.message)
+            return default
+        checks = spec.metadata.get("checks", ())
+        for check in _checks_of(hint, checks):
+            message = check(value)
+            if message:
+                self._problem(key, source, message)
+                return default
+        return value
+
+    def _file_source(self, key: tuple[str, ...]) -> str:
+        return f"file {self.file_name}" if self.file_name else "file"
+
+    def _problem(self, key: tuple[str, ...], source: str, message: str) -> None:
+        self.problems.append(ConfigProblem(".".join(key), source, message))
+
+    def report_unknown_env(self) -> None:
+        for name in sorted(self.env):
+            if (
+                name.startswith(ENV_PREFIX)
+                and name not in NON_KEY_ENV
+                and name not in self.used_env
+            ):
+                self.problems.append(
+                    ConfigProblem(name, "environment", "does not name a configuration key")
+                )
+
+
+@dataclass(frozen=True)
+class _Invalid:
+    message: str
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce_env(raw: str, hint: Any) -> Any:
+    """Environment values are strings; turn them into the key's type."""
+    text = raw.strip()
+    if hint is bool:
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        return _Invalid(f"must be true or false, got {text!r}")
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            return _Invalid(f"must be a number, got {text!r}")
+    if hint == tuple[str, ...]:
+        if text.startswith("["):
+            try:
+                return _coerce_file(tomllib.loads(f"v = {text}")["v"], hint)
+            except tomllib.TOMLDecodeError:
+                return _Invalid(f'must be a list such as ["a", "b"] or a,b; got {text!r}')
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    if hint is Secret:
+        return Secret(raw)
+    return raw
+
+
+def _coerce_file(value: Any, hint: Any) -> Any:
+    """TOML values are typed already; check the type and widen int to float."""
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint in (str, Secret) and isinstance(value, str):
+        return Secret(value) if hint is Secret else value
+    if hint == tuple[str, ...] and isinstance(value, list):
+        if all(isinstance(item, str) for item in value):
+            return tuple(value)
+        return _Invalid("must be a list of strings")
+    expected = {float: "a number", int: "an integer", bool: "true or false"}.get(hint, "a string")
+    if hint == tuple[str, ...]:
+        expected = "a list of strings"
+    if hint is Secret:  # never echo what was meant to be a secret
+        return _Invalid(f"must be {expected}")
+    return _Invalid(f"must be {expected}, got {type(value).__name__} {_preview(value)}")
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,93 @@
+"""What the steps of one push run share: the run's context and counters, and the way a batched
+write is sent (its rejected entities apart) and its outcome recorded (lock waits retried)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Connection, Engine
+
+from sync.amo.client import AmoClient
+from sync.amo.writes import WriteResult
+from sync.clock import Clock
+from sync.config import Config
+from sync.core.cf_shape import ShapeError
+from sync.db.lockwait import retrying
+from sync.db.runs import RunStore
+from sync.errors import AmoError, AmoRejectedError
+from sync.logs import get_logger
+from sync.push.report import PushReport
+
+log = get_logger("sync.push")
+
+
+class Counter:
+    def __init__(self, report: PushReport) -> None:
+        self.report = report
+        self._lock = threading.Lock()
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self.report, name, getattr(self.report, name) + value)
+
+
+@dataclass(frozen=True)
+class Context:
+    config: Config
+    engine: Engine
+    client: AmoClient
+    clock: Clock
+    count: Counter
+    runs: RunStore
+
+
+def invalid_reason(contact_id: int, exc: Exception) -> str:
+    """The one-line reason for a row push cannot send (logged without any of its values)."""
+    if isinstance(exc, ShapeError):
+        reason = f"not sent: {exc}"
+    else:
+        reason = f"not sent: push could not plan this change ({type(exc).__name__})"
+    log.warning("push_row_invalid", contact_id=contact_id, reason=reason)
+    return reason
+
+
+def record_outcome(ctx: Context, work: Callable[[Connection], None]) -> None:
+    """Record what amoCRM accepted, in one transaction; a lock another session holds (an
+    analyst's `SELECT … FOR UPDATE`) delays the record with back-off instead of failing the run."""
+
+    def attempt() -> None:
+        with ctx.engine.begin() as conn:
+            work(conn)
+
+    retrying(attempt, ctx.clock.sleep)
+
+
+def send(
+    ctx: Context,
+    write: Callable[[], list[WriteResult]],
+) -> tuple[list[WriteResult], Mapping[str, Sequence[Mapping[str, str]]], AmoError | None]:
+    """A batched write's results, the entities amoCRM rejected (by request_id), and a failure to
+    raise once what did get through is recorded. The session's `write_guard` (set by
+    `run_push`) raises `LockLostError` before every attempt when the push lock's session is
+    gone (a second push may be sending the same edits)."""
+    try:
+        return write(), {}, None
+    except AmoRejectedError as exc:
+        return results(exc), exc.errors_by_request_id, None
+    except AmoError as exc:
+        return results(exc), {}, exc
+
+
+def results(exc: AmoError) -> list[WriteResult]:
+    return [r for r in exc.results if isinstance(r, WriteResult)]
+
+
+def message(errors: Sequence[Mapping[str, str]]) -> str:
+    parts = []
+    for error in errors:
+        path, detail = error.get("path") or "", error.get("detail") or error.get("code") or ""
+        parts.append(f"{path}: {detail}" if path else detail)
+    return "amoCRM rejected the change: " + "; ".join(parts)

@@ -1,0 +1,110 @@
+"""Push: local edits, inserted contacts and chat links go to amoCRM (issue 6).
+
+    run_push(config, engine, client) -> PushReport
+
+One run, under a per-schema lock:
+1. **recover**: whatever a dead run left in flight (creates, chat links) is looked up in amoCRM
+   through the client's duplicate-safe reconciliation; found ones get their ids, the rest are
+   sent again below like any pending row;
+2. **updates**: the outbox is claimed and coalesced per contact; for every ≤250 contacts one
+   batched GET by `filter[id]` gives amoCRM's current version, `sync.push.conflicts.resolve` merges
+   field by field, and the fields to send go out as PATCHes of ≤`amocrm.batch_size` entities —
+   several batches in flight on a small thread pool, each recorded in its own transaction;
+3. **creates**: POSTs, one batch at a time, each first recorded as in flight;
+4. **chat links**: POST `/contacts/chats`, likewise.
+A 400 rejects a whole batch: the client resends the valid entities, the rejected contacts get
+`sync_status = 'error'`. One `sync_runs` row and one `push_finished`/`push_failed` event per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from sync.amo.client import AmoClient
+from sync.clock import Clock, SystemClock
+from sync.config import Config
+from sync.core.models import RunKind, RunStatus
+from sync.db.diag import error_line
+from sync.db.engine import store_errors
+from sync.db.runs import RunStore, push_lock
+from sync.errors import StoreError, mark_logged
+from sync.logs import get_logger
+from sync.push.context import Context, Counter
+from sync.push.posts import push_creates, push_links, recover
+from sync.push.report import PushReport
+from sync.push.updates import push_updates
+
+log = get_logger("sync.push")
+
+
+def run_push(
+    config: Config, engine: Engine, client: AmoClient, *, clock: Clock | None = None
+) -> PushReport:
+    """One push of every pending local change; see the module docstring. A database failure
+    is raised once, as `StoreError` with one line (the run row says `failed` when PostgreSQL
+    can still record it)."""
+    clock = clock or SystemClock()
+    report = PushReport()
+    started = clock.monotonic()
+    requests_before = client.session.requests_sent  # runs in one process take turns
+    runs = RunStore(config.database.schema)
+    with store_errors(config.database), push_lock(engine, config.database.schema) as lock:
+        ctx = Context(config, engine, client, clock, Counter(report), runs)
+        with engine.begin() as conn:
+            # a push killed earlier left its row 'running'; we hold the lock, so it is over
+            runs.abandon_stale_runs(conn, (RunKind.PUSH,))
+            report.run_id = runs.start_run(conn, RunKind.PUSH)
+        guard_before = client.session.write_guard
+        client.session.write_guard = lock.ensure_held  # before every write attempt, retries too
+        try:
+            recover(ctx)
+            push_updates(ctx)
+            push_creates(ctx)
+            if config.sync.chats:
+                push_links(ctx)
+            lock.ensure_held()  # a run that lost its lock never says succeeded
+        except Exception as exc:
+            report.requests = client.session.requests_sent - requests_before
+            error = error_line(exc)  # one line: never the SQL, its parameters or a traceback
+            _finish_failed(ctx, report, error)
+            log.error("push_failed", error=error, **_summary(report, clock, started))
+            mark_logged(exc)
+            raise
+        finally:
+            client.session.write_guard = guard_before
+        report.requests = client.session.requests_sent - requests_before
+        _finish(ctx, report)
+    log.info("push_finished", **_summary(report, clock, started))
+    return report
+
+
+def _finish(ctx: Context, report: PushReport, error: str | None = None) -> None:
+    counts = {
+        "pushed": report.pushed,
+        "conflicts": report.conflicts,
+        "errors": report.errors,
+        "requests": report.requests,
+    }
+    status = RunStatus.FAILED if error else RunStatus.SUCCEEDED
+    with ctx.engine.begin() as conn:
+        ctx.runs.finish_run(conn, report.run_id, status, counts, error)
+
+
+def _finish_failed(ctx: Context, report: PushReport, error: str) -> None:
+    """Mark the run failed (a fresh connection); if PostgreSQL is down too, say so and go on:
+    the next push marks a row left 'running' failed."""
+    try:
+        with store_errors(ctx.config.database):
+            _finish(ctx, report, error)
+    except StoreError as exc:
+        log.warning("push_run_not_recorded", run_id=report.run_id, error=str(exc))
+
+
+def _summary(report: PushReport, clock: Clock, started: float) -> dict[str, Any]:
+    return {**asdict(report), "duration_s": round(clock.monotonic() - started, 3)}
+
+
+__all__ = ["PushReport", "run_push"]

@@ -1,0 +1,79 @@
+"""Step 2 of a push run: the outbox's updates. Claimed and coalesced per contact; for every
+≤250 contacts one batched GET gives amoCRM's current versions, each contact is merged and planned
+on its own, and the PATCH batches go out on the read-then-write pool, each recorded in its own
+transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sync.core.items import PendingUpdate, UpdateOutcome
+from sync.db import outbox
+from sync.push.context import Context, invalid_reason, message, record_outcome, send
+from sync.push.fresh import plan_current
+from sync.push.plan import UpdatePlan, plan_update
+from sync.push.pool import ReadThenWrite
+from sync.push.report import tally
+
+FETCH_CHUNK = 250  # contacts per GET by filter[id] (amoCRM's page maximum)
+
+
+def push_updates(ctx: Context) -> None:
+    with ctx.engine.begin() as conn:
+        pending = outbox.claim_updates(conn)
+    if not pending:
+        return
+    chunks = [pending[i : i + FETCH_CHUNK] for i in range(0, len(pending), FETCH_CHUNK)]
+    work: ReadThenWrite[list[PendingUpdate], list[UpdatePlan]] = ReadThenWrite(
+        chunks, lambda chunk: _plan_chunk(ctx, chunk), lambda batch: _send_update_batch(ctx, batch)
+    )
+    work.run(ctx.config.sync.push_workers)
+
+
+def _plan_chunk(ctx: Context, chunk: list[PendingUpdate]) -> list[list[UpdatePlan]]:
+    """amoCRM's versions (one GET, re-read by id where it may lag); record what needs no PATCH
+    (or cannot be sent); return the PATCH batches. Each contact is planned on its own: one bad
+    row never stops the rest."""
+    plans, deferred = plan_current(
+        ctx.client, chunk, lambda pending, remote: _plan_one(ctx, pending, remote)
+    )
+    ctx.count.add(deferred=len(deferred))
+    _record_updates(ctx, [plan.outcome() for plan in plans if plan.entity is None])
+    to_send = [plan for plan in plans if plan.entity is not None]
+    size = ctx.config.amocrm.batch_size
+    return [to_send[start : start + size] for start in range(0, len(to_send), size)]
+
+
+def _plan_one(ctx: Context, pending: PendingUpdate, remote: Mapping[str, Any] | None) -> UpdatePlan:
+    """The contact's plan; a row that cannot be sent gets a plan that records why."""
+    policy, overrides = ctx.config.sync.conflict_policy, ctx.config.sync.conflict_fields_map
+    try:
+        return plan_update(pending, remote, policy, overrides)
+    except Exception as exc:  # noqa: BLE001 - one contact's bad row must not stop the others
+        return UpdatePlan.invalid_row(pending, invalid_reason(pending.contact_id, exc))
+
+
+def _send_update_batch(ctx: Context, batch: Sequence[UpdatePlan]) -> None:
+    entities = [plan.entity for plan in batch if plan.entity is not None]
+    results, rejected, failure = send(
+        ctx, lambda: ctx.client.update_contacts(entities, batch_size=len(entities))
+    )
+    by_id = {r.request_id: r for r in results}
+    outcomes = []
+    for plan in batch:
+        rid = str(plan.pending.contact_id)  # the entity's request_id
+        if rid in by_id:
+            outcomes.append(plan.outcome(by_id[rid].updated_at))
+        elif rid in rejected:
+            outcomes.append(plan.rejected(message(rejected[rid])))
+    _record_updates(ctx, outcomes)
+    if failure is not None:
+        raise failure
+
+
+def _record_updates(ctx: Context, outcomes: Sequence[UpdateOutcome]) -> None:
+    if not outcomes:
+        return
+    record_outcome(ctx, lambda conn: outbox.record_updates(conn, outcomes, ctx.clock.now()))
+    ctx.count.add(**tally(outcomes))
