@@ -308,6 +308,7 @@ class Endpoints:
     hook: HookRoute | None = None
 
 
+DISCARD_LIMIT = 8 << 20  # a refused body up to this size is read and dropped before the answer
 _REJECTED = {411: "length", 413: "too_large", 415: "content_type", 400: "not_form"}
 
 
@@ -321,8 +322,9 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None or not route.matches(path):
             if route is not None and path.startswith(HOOK_PREFIX):
                 route.rejected("secret")
-            self._refuse(404, "not found")  # the same answer as any unknown path
+            self._refuse(404, "not found", unread=True)  # the same answer as any unknown path
             return
+        body: bytes | None = None
         try:
             size = check_request(
                 self.headers.get("Content-Type"), self.headers.get("Content-Length")
@@ -333,7 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
             hint = parse_hook(body)
         except HookRejected as exc:
             route.rejected(_REJECTED.get(exc.status, "other"))
-            self._refuse(exc.status, exc.reason)
+            self._refuse(exc.status, exc.reason, unread=body is None)
             return
         except OSError:  # the client went away or was too slow: nothing to answer
             route.rejected("read")
@@ -345,9 +347,30 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("webhook_receive_failed")
         self._send(200, "text/plain", b"ok\n")
 
-    def _refuse(self, status: int, reason: str) -> None:
+    def _refuse(self, status: int, reason: str, *, unread: bool = False) -> None:
+        if unread:
+            self._discard_body()
         self.close_connection = True  # the body may be unread: never parse it as a request
         self._send(status, "text/plain", f"{reason}\n".encode())
+
+    def _discard_body(self) -> None:
+        """Read and drop a declared body of up to `DISCARD_LIMIT` bytes (never parsed), so a
+        client still sending it reads our refusal instead of a reset connection; a larger one
+        is cut off by closing. The read timeout bounds how long a slow sender holds the thread."""
+        try:
+            left = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return
+        if not 0 < left <= DISCARD_LIMIT:
+            return
+        try:
+            while left > 0:
+                chunk = self.rfile.read(min(left, 1 << 16))
+                if not chunk:
+                    return
+                left -= len(chunk)
+        except OSError:
+            return
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]

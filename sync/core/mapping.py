@@ -259,10 +259,12 @@ def chat_rows(links: Iterable[Mapping[str, Any]]) -> list[JSON]:
     ]
 
 
-def event_changes(events: Iterable[Mapping[str, Any]]) -> dict[int, tuple[bool, int]]:
+def event_changes(events: Iterable[Mapping[str, Any]]) -> dict[int, tuple[bool | None, int]]:
     """contact_deleted / contact_restored events → contact id → (deleted?, at); the latest
-    event of each contact wins (ties: the later id, amoCRM's ids sort by time)."""
-    latest: dict[int, tuple[int, str, bool]] = {}
+    event of each contact wins. None for "unsure": a deletion and a restore of the contact in
+    its latest second, whose order the list cannot tell (timestamps are whole seconds, and
+    the ids' order within a second is not a promise) — the caller asks amoCRM by id."""
+    latest: dict[int, tuple[int, set[bool]]] = {}
     for event in events:
         kind = event.get("type")
         if kind not in ("contact_deleted", "contact_restored") or event.get("entity_type") not in (
@@ -270,8 +272,11 @@ def event_changes(events: Iterable[Mapping[str, Any]]) -> dict[int, tuple[bool, 
             None,
         ):
             continue
-        key = (int(event.get("created_at") or 0), str(event.get("id")), kind == "contact_deleted")
-        cid = int(event["entity_id"])
-        if cid not in latest or key[:2] > latest[cid][:2]:
-            latest[cid] = key
-    return {cid: (deleted, at) for cid, (at, _, deleted) in latest.items()}
+        at, cid = int(event.get("created_at") or 0), int(event["entity_id"])
+        seen = latest.get(cid)
+        if seen is None or at > seen[0]:
+            latest[cid] = (at, {kind == "contact_deleted"})
+        elif at == seen[0]:
+            seen[1].add(kind == "contact_deleted")
+    return {cid: (next(iter(kinds)) if len(kinds) == 1 else None, at)
+            for cid, (at, kinds) in latest.items()}  # fmt: skip

@@ -452,7 +452,7 @@ class _Run:
         transaction (restored contacts missing locally are fetched by id first). Returns the
         times of the deletions."""
         assert self.keeper is not None
-        changes = event_changes(events)
+        changes = self._settle_unsure(event_changes(events))
         deleted = {cid: at for cid, (gone, at) in changes.items() if gone}
         restored = [cid for cid, (gone, _) in changes.items() if not gone]
         self._fetch_restored(restored)
@@ -465,6 +465,20 @@ class _Run:
                 self.runs.set_state(conn, EVENTS_CURSOR, {"created_at": cursor})
             self.keeper.store_final(conn, complete=True)
         return list(deleted.values())
+
+    def _settle_unsure(
+        self, changes: dict[int, tuple[bool | None, int]]
+    ) -> dict[int, tuple[bool, int]]:
+        """A contact deleted and restored in the same second: amoCRM says by id which came
+        last (found: live, and stored now; absent: deleted)."""
+        unsure = sorted(cid for cid, (gone, _) in changes.items() if gone is None)
+        found = self.client.fetch_contacts_by_ids(unsure, with_=self.sync.with_) if unsure else {}
+        if found:
+            self._store_now(self._complete(list(found.values()), full=False))
+        return {
+            cid: ((cid not in found) if gone is None else gone, at)
+            for cid, (gone, at) in changes.items()
+        }
 
     def _fetch_restored(self, restored: list[int]) -> None:
         if not restored:
@@ -494,7 +508,7 @@ class _Run:
         # of our clock and amoCRM's (the newest updated_at read), so clock skew cannot hide one
         since = min(walk_started, newest or walk_started) - 1
         changes = event_changes(events)
-        late = any(gone and at >= since for gone, at in changes.values())
+        late = any(gone is not False and at >= since for gone, at in changes.values())
         if late:
             log.warning("pull_cursor_held", reason="contacts deleted during the descending walk")
             self.keeper.newest = None  # the final state keeps the old cursor

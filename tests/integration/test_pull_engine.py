@@ -112,6 +112,28 @@ def test_a_full_resync_holds_every_contact_that_existed_throughout(
         assert_converged(engine, emulator)
 
 
+def test_a_deletion_and_restore_in_one_second_is_settled_by_asking_amocrm(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """Event ids do not order events inside one second: a contact deleted and restored (or
+    restored and deleted) in the same second is read by id, never guessed from the list."""
+    with emulated(contacts=300, **BEHIND) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        pull(config, engine, emulator)
+        flips = sorted(_live(emulator))[:24]
+        emulator.clock.freeze()
+        for contact in flips:  # each in one second, the trash's ids in random order
+            emulator.delete_contact(contact)
+            emulator.restore_contact(contact)
+        for contact in flips[::2]:  # half of them end in the trash, in the same second
+            emulator.delete_contact(contact)
+        emulator.clock.unfreeze()
+        emulator.clock.advance(5)
+        report = pull(config, engine, emulator)
+        assert report.deleted == len(flips[::2])
+        assert_converged(engine, emulator)
+
+
 @pytest.mark.parametrize("tie_break", ["asc", "desc", "shuffle"])
 def test_a_bulk_second_is_read_about_once_and_never_again(
     db_config: DatabaseConfig, engine: Engine, tie_break: str
