@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 
+from sync.db.runs import write_state
 from sync.db.schema import contacts, sync_state
 
 LAST_HOOK_KEY = "webhooks.last_hook"
@@ -69,13 +70,7 @@ def record_last_hook(conn: Connection, received_at: float) -> None:
 
 
 def record_health(conn: Connection, value: Mapping[str, Any]) -> None:
-    statement = insert(sync_state).values(key=HEALTH_KEY, value=dict(value))
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[sync_state.c.key],
-            set_={"value": statement.excluded.value, "updated_at": sa.func.now()},
-        )
-    )
+    write_state(conn, HEALTH_KEY, value)
 
 
 def fetch_hook_rows(conn: Connection) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
