@@ -33,12 +33,13 @@ from scratch import drop_database, emulator_process, scratch_database
 from sync.amo.client import AmoClient
 from sync.clock import SystemClock
 from sync.config import AmoCrmConfig, Config, DatabaseConfig, LoggingConfig, Secret, SyncConfig
-from sync.daemon import Daemon, Parts, build_jobs
+from sync.daemon.health import Health
+from sync.daemon.leader import Daemon, Parts
+from sync.daemon.metrics import Metrics
+from sync.daemon.run import build_jobs
 from sync.db.engine import create_engine
 from sync.db.migrate import upgrade
-from sync.health import Health
 from sync.logs import configure_logging
-from sync.metrics import Metrics
 
 TOKEN = "bench-token"
 LISTENING = (

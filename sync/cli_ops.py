@@ -24,7 +24,7 @@ def run(app: Any) -> None:
     the others wait as hot standbys. /healthz, /livez and /metrics are served on
     daemon.http_port.
     """
-    from sync.daemon import run_daemon
+    from sync.daemon.run import run_daemon
 
     run_daemon(app.config)
 
@@ -35,8 +35,8 @@ def run(app: Any) -> None:
 @click.pass_obj
 def resync(app: Any, wait_s: float | None) -> None:
     """Ask the running daemon for a full resync (run it here if no daemon is running)."""
+    from sync.daemon.resync import resync as ask
     from sync.progress import progress_bar
-    from sync.resync import resync as ask
     from sync.wiring import amo_client, migrated_engine
 
     config = app.config

@@ -25,8 +25,8 @@ def webhooks() -> None:
 def register(app: Any) -> None:
     """Subscribe public_url + /webhooks/amocrm/<secret> to contact add/update/delete/restore
     (an identical subscription is left alone; a disabled one is subscribed again)."""
-    from sync.hook_subscription import describe_hook, masked, prefix_of
-    from sync.hook_subscription import register as subscribe
+    from sync.daemon.webhooks.subscription import describe_hook, masked, prefix_of
+    from sync.daemon.webhooks.subscription import register as subscribe
     from sync.wiring import connected
 
     config = _checked(app.config, need_secret=True)
@@ -48,8 +48,13 @@ def register(app: Any) -> None:
 def status(app: Any, as_json: bool) -> None:
     """The subscription as amoCRM reports it (disabled or not) and when the daemon last
     received a hook."""
+    from sync.daemon.webhooks.subscription import (
+        LAST_HOOK_KEY,
+        hook_status,
+        render_status,
+        status_json,
+    )
     from sync.db.runs import RunStore
-    from sync.hook_subscription import LAST_HOOK_KEY, hook_status, render_status, status_json
     from sync.wiring import connected
 
     config = _checked(app.config, need_secret=False)
@@ -67,8 +72,8 @@ def status(app: Any, as_json: bool) -> None:
 @click.pass_obj
 def unregister(app: Any) -> None:
     """Remove the subscription (and any left from an earlier secret) from amoCRM."""
-    from sync.hook_subscription import masked, prefix_of
-    from sync.hook_subscription import unregister as remove
+    from sync.daemon.webhooks.subscription import masked, prefix_of
+    from sync.daemon.webhooks.subscription import unregister as remove
     from sync.wiring import connected
 
     config = _checked(app.config, need_secret=False)

@@ -28,20 +28,21 @@ from sync.amo.client import AmoClient
 from sync.clock import SystemClock
 from sync.config import Config, Secret
 from sync.core.models import Winner
-from sync.daemon import Daemon, Parts, build_jobs, start_http
+from sync.daemon.health import Health
+from sync.daemon.leader import Daemon, Parts
+from sync.daemon.metrics import Metrics
+from sync.daemon.run import build_jobs, start_http
+from sync.daemon.webhooks.daemon_hooks import DaemonHooks
+from sync.daemon.webhooks.subscription import register
 from sync.db import samples
 from sync.db.engine import create_engine, store_errors
 from sync.db.migrate import downgrade, upgrade
 from sync.db.outbox import list_conflicts, set_winner
 from sync.emulator import Emulator, EmulatorSettings, serve
 from sync.errors import SyncError
-from sync.health import Health
-from sync.hook_daemon import DaemonHooks
-from sync.hook_subscription import register
 from sync.lines import count
-from sync.metrics import Metrics
-from sync.poll_memo import PollMemo
 from sync.pull import run_pull
+from sync.pull.memo import PollMemo
 from sync.push import run_push
 from sync.push.conflict_view import render_conflicts
 

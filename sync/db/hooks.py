@@ -5,10 +5,12 @@ and the NOTIFY that carries a standby's hooks to the leader.
   webhooks.last_hook   {"received_at": unix_s}: when a hook last reached any daemon of the schema
                        (written at most about once a second; read by `amosync webhooks status`)
   webhooks.health      {"state", "reason", "since", "poll_interval_s"}: the leader's verdict
-                       (`sync.hook_watch`), written on each change; read by `amosync status`
+                       (`sync.daemon.webhooks.watch`), written on each change; read by
+                       `amosync status`
 
-Channel `amosync_<schema>_hooks`: a standby's hints for the leader (payloads: `sync.hooks.
-encode_hint`). `amosync_` + a schema of at most 46 characters + `_hooks` fits 63 bytes.
+Channel `amosync_<schema>_hooks`: a standby's hints for the leader (payloads:
+`sync.daemon.webhooks.hints.encode_hint`). `amosync_` + a schema of at most 46 characters +
+`_hooks` fits 63 bytes.
 """
 
 from __future__ import annotations

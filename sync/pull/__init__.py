@@ -6,7 +6,8 @@ docs/pull.md). What callers use:
 Inside: `windows` (pure: spans, split, cursor arithmetic), `fetch` (the fetch stage: windows
 walked in parallel, ties, chats, field definitions), `sink` (the database end and the one owner
 of the cursor), `events` (deletions and restores), `filters_off` (the fallback walks), `run`
-(one run), `readahead` (a bounded producer thread).
+(one run), `readahead` (a bounded producer thread), `memo` (what the daemon's pulls remember
+between polls, so an idle poll costs one request).
 """
 
 from sync.pull.run import DELETE_FLOOR, PullBusyError, PullReport, run_pull, serve_request

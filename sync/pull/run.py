@@ -13,7 +13,7 @@ list of spans of `updated_at` seconds:
 * incremental: `[C - overlap, ∞)` from the cursor C, or the windows a killed run left plus its
   head; seconds up to the newest tie already read by id and settled are not read again.
   Deletions and restores come from the events (read while the walk runs; an idle poll of the
-  daemon skips them, see `sync.poll_memo`), applied at the end.
+  daemon skips them, see `sync.pull.memo`), applied at the end.
 * full resync: `[0, ∞)`, the newest page at once, a final pass from the run's start (less the
   settle margin) after everything else, then every stored live contact the run did not list is
   read by id: found → stored, absent → tombstoned (unless more than `sync.max_delete_share`).
@@ -47,10 +47,10 @@ from sync.errors import InvariantError, SyncError, mark_logged
 from sync.heap import fewer_collections
 from sync.lines import count
 from sync.logs import get_logger
-from sync.poll_memo import PollMemo
 from sync.pull.events import Events, Marker
 from sync.pull.fetch import SETTLE_S, Fetcher, FetchSetup, FiltersIgnored, complete_now
 from sync.pull.filters_off import by_id, descending
+from sync.pull.memo import PollMemo
 from sync.pull.readahead import ReadAhead
 from sync.pull.sink import CompletePage, CursorKeeper, CursorState, Progress, Sink, end_marker
 from sync.pull.windows import Coverage, Plan, Span, start_after
@@ -431,7 +431,7 @@ class _Run:
         self, start: int, listed: Future[list[Mapping[str, Any]]] | None
     ) -> None:
         """Apply deletions and restores, unless this is an idle poll of the daemon whose events
-        were read less than `sync.events_interval_s` ago (see `sync.poll_memo`); the final
+        were read less than `sync.events_interval_s` ago (see `sync.pull.memo`); the final
         cursor state goes in the same transaction."""
         assert self.sink is not None
         memo = self.memo

@@ -20,12 +20,14 @@ from sqlalchemy.engine import Engine
 from sync.amo.client import AmoClient
 from sync.clock import SystemClock
 from sync.config import Config, DaemonConfig, DatabaseConfig, Secret, SyncConfig, WebhooksConfig
-from sync.daemon import Daemon, Parts, build_jobs, start_http
+from sync.daemon.health import Health
+from sync.daemon.leader import Daemon, Parts
+from sync.daemon.metrics import Metrics
+from sync.daemon.run import build_jobs, start_http
+from sync.daemon.server import HttpServer
+from sync.daemon.webhooks.daemon_hooks import DaemonHooks
 from sync.emulator import Emulator
-from sync.health import Health, HttpServer
-from sync.hook_daemon import DaemonHooks
-from sync.metrics import Metrics
-from sync.poll_memo import PollMemo
+from sync.pull.memo import PollMemo
 from tests.integration.amo_emulator import amo_config, client_for
 
 SECRET = "hook-secret-0123456789abcdef"

@@ -13,8 +13,8 @@ from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
 from sync.config import Config, DatabaseConfig
+from sync.daemon.webhooks.hints import MAX_BODY_BYTES
 from sync.emulator import Emulator
-from sync.hooks import MAX_BODY_BYTES
 from sync.status import gather, render
 from tests.integration.hook_env import (
     FORM,

@@ -15,11 +15,11 @@ from structlog.testing import capture_logs
 
 from sync.clock import SystemClock
 from sync.config import Config, DaemonConfig, DatabaseConfig, SyncConfig
-from sync.daemon import Daemon, Parts
+from sync.daemon.health import Health
+from sync.daemon.leader import Daemon, Parts
+from sync.daemon.metrics import Metrics
+from sync.daemon.schedule import Jobs
 from sync.db.locks import leader_lock_key
-from sync.health import Health
-from sync.metrics import Metrics
-from sync.schedule import Jobs
 from tests.integration.lock_helpers import terminate_lock_holder
 
 

@@ -11,16 +11,16 @@ from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
 from sync.config import Config, DatabaseConfig, SyncConfig
+from sync.daemon.health import Health
+from sync.daemon.metrics import Metrics
+from sync.daemon.resync import resync
+from sync.daemon.schedule import JobRunner
 from sync.db import status as queries
 from sync.db.engine import create_engine
 from sync.db.locks import LeaderLock, holder_name
 from sync.db.roles import grant_reader
 from sync.db.runs import add_request
 from sync.errors import AmoBlockedError, StoreError, mark_logged
-from sync.health import Health
-from sync.metrics import Metrics
-from sync.resync import resync
-from sync.schedule import JobRunner
 from sync.status import gather, render
 from tests.integration.amo_emulator import client_for, running
 

@@ -18,10 +18,11 @@ from structlog.testing import capture_logs
 
 from sync.clock import SystemClock
 from sync.config import Config, DaemonConfig, DatabaseConfig, SyncConfig
-from sync.daemon import Daemon, Parts, build_jobs
+from sync.daemon.health import Health
+from sync.daemon.leader import Daemon, Parts
+from sync.daemon.metrics import Metrics
+from sync.daemon.run import build_jobs
 from sync.emulator import Emulator
-from sync.health import Health
-from sync.metrics import Metrics
 from tests.integration.amo_emulator import amo_config, client_for
 from tests.integration.pull_helpers import emulated
 

@@ -15,12 +15,12 @@ from structlog.testing import capture_logs
 
 from sync.clock import SystemClock
 from sync.config import Config, DaemonConfig, DatabaseConfig, SyncConfig
-from sync.daemon import Daemon, Parts
+from sync.daemon.health import Health
+from sync.daemon.leader import Daemon, Parts
+from sync.daemon.metrics import Metrics
+from sync.daemon.schedule import JobRunner, Jobs, PushSoon, build_scheduler
 from sync.db import status as queries
 from sync.db.runs import add_request
-from sync.health import Health
-from sync.metrics import Metrics
-from sync.schedule import JobRunner, Jobs, PushSoon, build_scheduler
 
 
 @dataclass

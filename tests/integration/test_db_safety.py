@@ -15,12 +15,12 @@ from structlog.testing import capture_logs
 
 from sync.clock import SystemClock
 from sync.config import Config, DatabaseConfig, Secret
+from sync.daemon.health import Health
+from sync.daemon.metrics import Metrics
+from sync.daemon.schedule import JobRunner
 from sync.db.engine import create_engine
 from sync.errors import LockWaitError
-from sync.health import Health
-from sync.metrics import Metrics
 from sync.push import run_push
-from sync.schedule import JobRunner
 from sync.status import gather, render
 from tests.integration.pull_helpers import assert_converged, emulated, make_config, pull
 from tests.integration.push_env import push_env

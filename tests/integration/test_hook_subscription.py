@@ -4,7 +4,13 @@ database): each path of `register`, `unregister` by path prefix, and the status 
 from __future__ import annotations
 
 from sync.config import Secret, WebhooksConfig
-from sync.hook_subscription import EVENTS, hook_status, register, render_status, unregister
+from sync.daemon.webhooks.subscription import (
+    EVENTS,
+    hook_status,
+    register,
+    render_status,
+    unregister,
+)
 from tests.integration.amo_emulator import client_for, running
 
 SECRET = "Uc7_secret-for-use-case-tests"

@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 
 from sync.config import Config, DatabaseConfig
 from sync.emulator import Emulator
-from sync.poll_memo import PollMemo
 from sync.pull import PullReport
+from sync.pull.memo import PollMemo
 from tests.integration.pull_helpers import assert_converged, count, emulated, make_config, pull
 
 EVENTS_EVERY_S = 300.0

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from sync.debounce import Burst, Debounce
+from sync.daemon.debounce import Burst, Debounce
 
 
 def test_one_note_is_due_after_the_quiet_period() -> None:

@@ -11,11 +11,11 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from sync.config import DatabaseConfig, Secret
+from sync.daemon.health import Health
+from sync.daemon.metrics import Metrics
+from sync.daemon.schedule import JobRunner
 from sync.db.engine import store_errors
 from sync.errors import DiskFullError, disk_full
-from sync.health import Health
-from sync.metrics import Metrics
-from sync.schedule import JobRunner
 
 PG_MESSAGE = 'could not extend file "base/16384/16385": No space left on device'
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from sync.daemon.health import Health
+from sync.daemon.metrics import jwt_expiry
 from sync.errors import AmoAuthError, AmoTransientError, LockWaitError, StoreError
-from sync.health import Health
-from sync.metrics import jwt_expiry
 
 
 class FakeClock:

@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from sync.config import Config, DaemonConfig, Secret, WebhooksConfig
-from sync.health import HOOK_PREFIX, HookRoute
-from sync.hook_daemon import DaemonHooks, subscription_state
-from sync.metrics import Metrics
+from sync.daemon.metrics import Metrics
+from sync.daemon.server import HOOK_PREFIX, HookRoute
+from sync.daemon.webhooks.daemon_hooks import DaemonHooks, subscription_state
 from tests.unit.test_health import leader
 
 SECRET = "0123456789abcdef0123"

@@ -10,10 +10,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sync.debounce import Burst
-from sync.hook_pull import HOOK_MAX_S, HOOK_QUIET_S, MAX_TRIES, Inbox, Pace, Pending, PullSoon
-from sync.hook_watch import DEGRADED, HEALTHY, QUIET, HookWatch
-from sync.hooks import Hint
+from sync.daemon.debounce import Burst
+from sync.daemon.webhooks.hints import Hint
+from sync.daemon.webhooks.pull import (
+    HOOK_MAX_S,
+    HOOK_QUIET_S,
+    MAX_TRIES,
+    Inbox,
+    Pace,
+    Pending,
+    PullSoon,
+)
+from sync.daemon.webhooks.watch import DEGRADED, HEALTHY, QUIET, HookWatch
 
 
 def _hint(*versions: tuple[int, int | None], events: bool = False) -> Hint:

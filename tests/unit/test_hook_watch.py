@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sync.hook_watch import DEGRADED, HEALTHY, QUIET, HookWatch
+from sync.daemon.webhooks.watch import DEGRADED, HEALTHY, QUIET, HookWatch
 
 
 class _Clock:

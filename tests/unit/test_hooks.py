@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from sync.hooks import (
+from sync.daemon.webhooks.hints import (
     MAX_BODY_BYTES,
     Hint,
     HookRejected,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sync.amo.ratelimit import RateLimiter
-from sync.metrics import Metrics
+from sync.daemon.metrics import Metrics
 
 
 def _line(text: str, name: str) -> float:

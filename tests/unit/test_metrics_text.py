@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sync.metrics import Metrics
+from sync.daemon.metrics import Metrics
 
 
 def test_counters_and_histograms_have_no_created_series() -> None:

@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from sync.amo.observe import ObservedTransport
-from sync.health import Health
-from sync.metrics import Metrics, _AmoTraffic
+from sync.daemon.health import Health
+from sync.daemon.metrics import Metrics, _AmoTraffic
 
 
 def _client(handler: httpx.MockTransport, metrics: Metrics, health: Health) -> httpx.Client:

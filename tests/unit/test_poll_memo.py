@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sync.poll_memo import PollMemo
+from sync.pull.memo import PollMemo
 
 
 class Ticks:

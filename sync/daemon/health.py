@@ -1,4 +1,4 @@
-"""What the daemon knows about its own health, and the HTTP server for /healthz, /livez, /metrics.
+"""What the daemon knows about its own health: the verdicts /healthz and /livez answer with.
 
 `Health` is fed by the daemon (role changes, job outcomes) and by the amoCRM transport (every
 answer or network failure, as it happens), and turns that into the /healthz verdict:
@@ -10,27 +10,19 @@ answer or network failure, as it happens), and turns that into the /healthz verd
   works, the IP is not blocked and PostgreSQL answers.
 
 /healthz answers 200 or 503 with a JSON body that lists every reason; with webhooks on it also
-says what `sync.hook_watch` concluded, and answers 200 with status "degraded" (not down) while
-hooks are known to be lost: polling covers for them. /livez answers 200 while the daemon's main
-loop is turning (for a liveness probe: restarting the process does not help when amoCRM is down,
-so liveness must not depend on it). /metrics is the Prometheus exposition.
-
-POST /webhooks/amocrm/<secret> (with `webhooks.enabled`) is amoCRM's webhook: the secret is
-compared in constant time (wrong: 404, body unread); a wrong content type (415), a missing length
-(411), a body over 1 MiB (413) or one that is not a form (400) is refused; anything else is
-answered 200 at once, after handing its hint (`sync.hooks`) to `HookRoute.receive` — the pull
-happens on the scheduler's thread, never here.
+says what `sync.daemon.webhooks.watch` concluded, and answers 200 with status "degraded" (not
+down) while hooks are known to be lost: polling covers for them. /livez answers 200 while the
+daemon's main loop is turning (for a liveness probe: restarting the process does not help when
+amoCRM is down, so liveness must not depend on it). The HTTP server that serves them is
+`sync.daemon.server`.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from sync.clock import Clock, SystemClock
@@ -42,10 +34,6 @@ from sync.errors import (
     StoreError,
     disk_full,
 )
-from sync.hooks import Hint, HookRejected, check_request, parse_hook
-from sync.logs import get_logger
-
-log = get_logger("sync.health")
 
 PULL_JOBS = frozenset({"pull", "full"})
 AMO_GRACE_MAX_S = 15.0  # a failure streak shorter than this (and one poll) is not yet a problem
@@ -272,161 +260,3 @@ def _problem_of(error: BaseException) -> str | None:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
-
-
-# --- HTTP ------------------------------------------------------------------------------------
-
-
-HOOK_PREFIX = "/webhooks/amocrm/"
-READ_TIMEOUT_S = 10.0  # a client that sends its body slower than this is cut off
-
-
-@dataclass(frozen=True)
-class HookRoute:
-    """amoCRM's webhook: its secret path segment, and where accepted and refused posts go."""
-
-    secret: str = field(repr=False)
-    receive: Callable[[Hint], None]
-    rejected: Callable[[str], None] = lambda reason: None  # a refused post, by reason
-
-    def matches(self, path: str) -> bool:
-        """Is `path` the hook's? The secret is compared in constant time."""
-        if not path.startswith(HOOK_PREFIX) or not self.secret:
-            return False
-        candidate = path[len(HOOK_PREFIX) :].rstrip("/")  # a destination registered with a /
-        return hmac.compare_digest(candidate.encode(), self.secret.encode())
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """What the HTTP server serves: three callables returning (status, content type, body), and
-    the webhook when it is enabled."""
-
-    health: Callable[[], tuple[int, dict[str, Any]]]
-    alive: Callable[[], bool]
-    metrics: Callable[[], tuple[bytes, str]]
-    hook: HookRoute | None = None
-
-
-DISCARD_LIMIT = 8 << 20  # a refused body up to this size is read and dropped before the answer
-_REJECTED = {411: "length", 413: "too_large", 415: "content_type", 400: "not_form"}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = READ_TIMEOUT_S  # no slow client holds a thread for long
-
-    def do_POST(self) -> None:
-        path = self.path.split("?", 1)[0]
-        route = self.server.endpoints.hook
-        if route is None or not route.matches(path):
-            if route is not None and path.startswith(HOOK_PREFIX):
-                route.rejected("secret")
-            self._refuse(404, "not found", unread=True)  # the same answer as any unknown path
-            return
-        body: bytes | None = None
-        try:
-            size = check_request(
-                self.headers.get("Content-Type"), self.headers.get("Content-Length")
-            )
-            body = self.rfile.read(size)
-            if len(body) < size:
-                raise HookRejected(400, "body shorter than its Content-Length")
-            hint = parse_hook(body)
-        except HookRejected as exc:
-            route.rejected(_REJECTED.get(exc.status, "other"))
-            self._refuse(exc.status, exc.reason, unread=body is None)
-            return
-        except OSError:  # the client went away or was too slow: nothing to answer
-            route.rejected("read")
-            self.close_connection = True
-            return
-        try:
-            route.receive(hint)
-        except Exception:  # a bug must not make amoCRM count failures: the polls cover
-            log.exception("webhook_receive_failed")
-        self._send(200, "text/plain", b"ok\n")
-
-    def _refuse(self, status: int, reason: str, *, unread: bool = False) -> None:
-        if unread:
-            self._discard_body()
-        self.close_connection = True  # the body may be unread: never parse it as a request
-        self._send(status, "text/plain", f"{reason}\n".encode())
-
-    def _discard_body(self) -> None:
-        """Read and drop a declared body of up to `DISCARD_LIMIT` bytes (never parsed), so a
-        client still sending it reads our refusal instead of a reset connection; a larger one
-        is cut off by closing. The read timeout bounds how long a slow sender holds the thread."""
-        try:
-            left = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return
-        if not 0 < left <= DISCARD_LIMIT:
-            return
-        try:
-            while left > 0:
-                chunk = self.rfile.read(min(left, 1 << 16))
-                if not chunk:
-                    return
-                left -= len(chunk)
-        except OSError:
-            return
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        endpoints = self.server.endpoints
-        try:
-            if path == "/healthz":
-                status, body = endpoints.health()
-                self._send(status, "application/json", json.dumps(body).encode())
-            elif path == "/livez":
-                ok = endpoints.alive()
-                self._send(200 if ok else 503, "text/plain", b"ok\n" if ok else b"stalled\n")
-            elif path == "/metrics":
-                payload, content_type = endpoints.metrics()
-                self._send(200, content_type, payload)
-            else:
-                self._send(404, "text/plain", b"not found: try /healthz, /livez or /metrics\n")
-        except Exception as exc:  # an endpoint bug must not kill the server thread
-            log.exception("http_endpoint_failed", path=path)
-            self._send(500, "text/plain", f"internal error: {type(exc).__name__}\n".encode())
-
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Probes every few seconds would flood the log; stay quiet."""
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # a burst of hook posts must not meet a full listen backlog (5)
-    endpoints: Endpoints
-
-
-class HttpServer:
-    """The health and metrics endpoints on a background thread."""
-
-    def __init__(self, host: str, port: int, endpoints: Endpoints) -> None:
-        self._server = _Server((host, port), _Handler)
-        self._server.endpoints = endpoints
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="amosync-http", daemon=True
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)

@@ -23,14 +23,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
 from sync.config import Config
+from sync.daemon.health import Health
+from sync.daemon.metrics import Metrics
+from sync.daemon.server import HookRoute
+from sync.daemon.webhooks.hints import Hint, decode_hint, encode_hint
+from sync.daemon.webhooks.pull import Inbox, Pace, PullSoon
+from sync.daemon.webhooks.watch import DEGRADED, HookWatch
 from sync.db import hooks as queries
-from sync.health import Health, HookRoute
-from sync.hook_pull import Inbox, Pace, PullSoon
-from sync.hook_watch import DEGRADED, HookWatch
-from sync.hooks import Hint, decode_hint, encode_hint
 from sync.logs import get_logger
-from sync.metrics import Metrics
-from sync.poll_memo import PollMemo
+from sync.pull.memo import PollMemo
 
 log = get_logger("sync.daemon")
 

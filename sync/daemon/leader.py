@@ -1,61 +1,31 @@
-"""`amosync run`: the composition root — lock, scheduler, signals, health and metrics.
+"""The daemon's main loop: stand by, take the leader lock, lead until it is lost or `stop`.
 
-    ┌──────────── amosync run (one process) ────────────────────────────────────┐
-    │ main thread: Daemon.run                                                   │
-    │   standby ──try pg_try_advisory_lock every ≤ poll/2──► leader             │
-    │   leader: BackgroundScheduler (sync.schedule) ── pull / push / full ──►   │
-    │           JobRunner (one job at a time, never raises)   sync.pull/push    │
-    │   each second and before each job: leader lock held?  SIGTERM → stop      │
-    │ thread amosync-listen (leader): LISTEN requests → full resync at once;    │
-    │   LISTEN changes → thread amosync-debounce → PushSoon: push job now       │
-    │   LISTEN hooks (a standby's webhooks) → Inbox                             │
-    │ thread amosync-http: /healthz /livez /metrics (sync.health, sync.metrics) │
-    │   POST /webhooks/amocrm/<secret> → Inbox (sync.hook_daemon): debounce →   │
-    │   leader: PullSoon moves the pull job to now (rate-bounded, sync.hook_pull)│
-    │   standby: NOTIFY the leader                                              │
-    └───────────────────────────────────────────────────────────────────────────┘
-
-Stop (SIGTERM/SIGINT): no new job starts; a running job gets `daemon.shutdown_timeout_s` to
-finish its transaction; if it has not, the process exits anyway and PostgreSQL rolls the open
-transaction back when the connection closes. Exit code 0 either way, well within 15 s.
+A standby tries `pg_try_advisory_lock` every ≤ poll/2 (at most `STANDBY_RETRY_MAX_S`). The
+leader starts the scheduler's jobs (`sync.daemon.schedule`), the debounce of local edits
+(`PushSoon`), the LISTEN thread (requests, local changes, a standby's hooks) and, with webhooks,
+the per-leadership part of `DaemonHooks`; every second, and before every job, it checks that
+the lock is still held. A lost lock stops leading at once (no new job; /healthz and the metric
+stop saying leader); a stop gives the running job `daemon.shutdown_timeout_s` to finish.
+Everything it runs on comes in as `Parts`, so tests build one without `amosync run`
+(`sync.daemon.run` builds them for the process).
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, replace
-from functools import partial
-from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from sync.amo.client import AmoClient
-from sync.clock import Clock, SystemClock
+from sync.clock import Clock
 from sync.config import Config
-from sync.db import status as queries
-from sync.db.capture import changes_channel, notify_channel
-from sync.db.diag import error_line
-from sync.db.engine import probe
-from sync.db.hooks import hooks_channel
-from sync.db.listen import Listener
-from sync.db.locks import LeaderLock, holder_name
-from sync.db.migrate import upgrade
-from sync.debounce import Debounce
-from sync.errors import StoreError, UsageError
-from sync.health import Endpoints, Health, HttpServer
-from sync.hook_daemon import DaemonHooks
-from sync.logs import get_logger
-from sync.metrics import DatabaseCollector, Metrics, amocrm_transport, jwt_expiry
-from sync.poll_memo import PollMemo
-from sync.pull import run_pull, serve_request
-from sync.push import run_push
-from sync.schedule import (
+from sync.daemon.debounce import Debounce
+from sync.daemon.health import Health
+from sync.daemon.metrics import Metrics
+from sync.daemon.schedule import (
     JobRunner,
     Jobs,
     PushSoon,
@@ -64,7 +34,16 @@ from sync.schedule import (
     quiet_apscheduler,
     request_full,
 )
-from sync.wiring import amo_client, database_engine
+from sync.daemon.webhooks.daemon_hooks import DaemonHooks
+from sync.db import status as queries
+from sync.db.capture import changes_channel, notify_channel
+from sync.db.diag import error_line
+from sync.db.engine import probe
+from sync.db.hooks import hooks_channel
+from sync.db.listen import Listener
+from sync.db.locks import LeaderLock, holder_name
+from sync.logs import get_logger
+from sync.pull.memo import PollMemo
 
 log = get_logger("sync.daemon")
 
@@ -283,133 +262,3 @@ class Daemon:
         scheduler = self._scheduler
         if pending and scheduler is not None and not self.runner.stopping.is_set():
             request_full(scheduler, self.runner, self.parts.jobs.requested)
-
-
-# --- signals and process exit ------------------------------------------------------------------
-
-
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM/SIGINT ask for a clean stop; a second one exits at once (still status 0)."""
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            log.warning("shutdown_forced", signal=signal.Signals(signum).name)
-            exit_now(0)
-        log.info("shutdown_requested", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-
-def exit_now(code: int) -> None:
-    """Leave without waiting for job threads: their sessions close, PostgreSQL rolls back."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-# --- composition -------------------------------------------------------------------------------
-
-
-def build_jobs(
-    config: Config, engine: Engine, client: AmoClient, memo: PollMemo | None = None
-) -> Jobs:
-    """The leader's jobs: pull and push as the CLI runs them, on the daemon's client; its
-    incremental pulls share a `PollMemo`, so idle polls skip what they may (`sync.poll_memo`)."""
-    memo = memo or PollMemo(config.sync.events_interval_s)
-    return Jobs(
-        pull=partial(run_pull, config, engine, client, memo=memo),
-        push=partial(run_push, config, engine, client),
-        full=partial(run_pull, config, engine, client, full=True),
-        requested=partial(serve_request, config, engine, client),
-    )
-
-
-def run_daemon(config: Config) -> None:
-    """`amosync run`: serve until SIGTERM/SIGINT, then stop cleanly (exit status 0)."""
-    config.require_amocrm_auth()
-    os.environ.setdefault("PGCONNECT_TIMEOUT", "5")  # a dead database must not hang a probe
-    stop = threading.Event()
-    install_signal_handlers(stop)
-    health = Health(config.sync.poll_interval_s, config.daemon.unhealthy_after_polls)
-    metrics = Metrics()
-    metrics.poll_interval.set(config.sync.poll_interval_s)
-    engine = database_engine(config)
-    hooks = DaemonHooks(config, engine, metrics, health) if config.webhooks.enabled else None
-    http = start_http(config, health, metrics, engine, hooks)  # before anything may wait
-    if hooks is not None:
-        hooks.start()
-    client = amo_client(config, engine, transport=amocrm_transport(metrics, health))
-    if hooks is not None:
-        hooks.client = client  # for the subscription check
-    metrics.watch_budget(client.session.limiter)
-    clean = True
-    try:
-        if config.daemon.migrate and not migrate_when_possible(config, stop, health):
-            return
-        memo = PollMemo(config.sync.events_interval_s)
-        parts = Parts(config, engine, build_jobs(config, engine, client, memo), health, metrics,
-                      SystemClock(), hooks=hooks, memo=memo)  # fmt: skip
-        clean = Daemon(parts).run(stop)
-    finally:
-        if http is not None:
-            http.stop()
-        if hooks is not None:
-            hooks.close()
-        log.info("daemon_stopped", clean=clean)
-        if not clean:
-            exit_now(0)
-        client.close()
-        engine.dispose()
-
-
-def start_http(
-    config: Config,
-    health: Health,
-    metrics: Metrics,
-    engine: Engine,
-    hooks: DaemonHooks | None = None,
-) -> HttpServer | None:
-    """The /healthz, /livez and /metrics server, and the webhook with `hooks` (None when
-    `daemon.http_port` is 0)."""
-    token = config.amocrm.access_token.reveal()
-    metrics.registry.register(DatabaseCollector(engine, lambda: jwt_expiry(token)))
-    if not config.daemon.http_port:
-        return None
-    silence = max(30.0, 3 * STANDBY_RETRY_MAX_S)
-    route = hooks.route() if hooks is not None else None
-    endpoints = Endpoints(health.report, lambda: health.alive(silence), metrics.exposition, route)
-    try:
-        server = HttpServer(config.daemon.http_host, config.daemon.http_port, endpoints)
-    except OSError as exc:
-        where = f"{config.daemon.http_host}:{config.daemon.http_port}"
-        raise UsageError(
-            f"cannot serve /healthz on {where} (daemon.http_port): {exc.strerror}"
-        ) from exc
-    server.start()
-    log.info("http_listening", host=config.daemon.http_host, port=server.port,
-             webhook=route is not None)  # fmt: skip
-    return server
-
-
-def migrate_when_possible(config: Config, stop: threading.Event, health: Health) -> bool:
-    """Apply migrations, waiting for PostgreSQL while it is down; False if stopped first."""
-    delay = 1.0
-    while not stop.is_set():
-        health.beat()
-        try:
-            before, after = upgrade(config.database)
-        except StoreError as exc:
-            if not exc.transient:
-                raise
-            health.database_failed(str(exc))
-            log.warning("database_unavailable", error=str(exc), retry_in_s=delay)
-            stop.wait(delay)
-            delay = min(delay * 2, 30.0)
-            continue
-        health.database_ok()
-        if before != after:
-            log.info("database_migrated", schema=config.database.schema, before=before, after=after)
-        return True
-    return False

@@ -58,10 +58,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sync.amo.observe import Transport, observed_transport
+from sync.daemon.health import Health
 from sync.db import status as queries
 from sync.db.diag import error_line
 from sync.db.status import RunRow
-from sync.health import Health
 from sync.logs import get_logger
 
 log = get_logger("sync.metrics")
@@ -141,7 +141,7 @@ class RateBudget(Protocol):
 
 
 class HookState(Protocol):
-    """What `HookCollector` reads (`sync.hook_watch.HookWatch`)."""
+    """What `HookCollector` reads (`sync.daemon.webhooks.watch.HookWatch`)."""
 
     def last_hook_age(self) -> float | None: ...
 

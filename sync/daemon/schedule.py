@@ -2,7 +2,7 @@
 
 Jobs (ids):
   pull            incremental pull every `sync.poll_interval_s`, first run at once; with webhooks,
-                  soon after a hook (`sync.hook_pull.PullSoon`: the same job, moved), and a
+                  soon after a hook (`webhooks.pull.PullSoon`: the same job, moved), and a
                   scheduled run is skipped while hooks are healthy until
                   `webhooks.poll_interval_s` has passed since the last pull
   push            push of local edits every `sync.push_interval_s`, and soon after a local edit
@@ -66,14 +66,14 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sync.clock import Clock
 from sync.config import Config
+from sync.daemon.health import Health
+from sync.daemon.metrics import Metrics
+from sync.daemon.webhooks.pull import PullSoon
 from sync.db import status as queries
 from sync.db.diag import error_line, store_error
 from sync.db.status import RunRow
 from sync.errors import AmoBlockedError, SyncError, disk_full, was_logged
-from sync.health import Health
-from sync.hook_pull import PullSoon
 from sync.logs import get_logger
-from sync.metrics import Metrics
 
 log = get_logger("sync.daemon")
 
@@ -85,7 +85,7 @@ CRON_MISFIRE_S = 3600
 
 @dataclass(frozen=True)
 class Jobs:
-    """The work the leader schedules; plain callables, built in `sync.daemon`."""
+    """The work the leader schedules; plain callables, built in `sync.daemon.run`."""
 
     pull: Job  # incremental pull
     push: Job  # push of pending local changes

@@ -33,11 +33,11 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecution
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from sync.debounce import Debounce
-from sync.hook_watch import HookWatch
-from sync.hooks import Hint
+from sync.daemon.debounce import Debounce
+from sync.daemon.webhooks.hints import Hint
+from sync.daemon.webhooks.watch import HookWatch
 from sync.logs import get_logger
-from sync.poll_memo import PollMemo
+from sync.pull.memo import PollMemo
 
 log = get_logger("sync.daemon")
 
