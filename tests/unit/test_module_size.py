@@ -12,10 +12,6 @@ LIMIT = 400
 # path → why it may exceed the limit for now. The list only shrinks: an entry whose file is gone
 # or back under the limit fails the test too.
 ALLOWED = {
-    # the read engine of issue 12 landed as these two; split them along the fetch stage's parts
-    # (windows walked, ties, chats and field definitions) and the run's (incremental, full)
-    "sync/pull/fetch.py": "the pull's fetch stage: windows, ties, chats, fields in one module",
-    "sync/pull/run.py": "one pull run, incremental and full, with the deletion check",
     # the daemon and its HTTP side grew with the webhook endpoint: sync/daemon/ is the next step
     "sync/daemon.py": "the daemon's loop and wiring, webhooks included",
     "sync/health.py": "health verdicts and the HTTP server, the webhook route included",
