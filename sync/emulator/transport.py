@@ -2,12 +2,15 @@
 
 For unit tests of HTTP clients: `httpx.Client(transport=EmulatorTransport(emulator),
 base_url="http://emulator.test")`. Latency is slept, a "reset" fault raises
-`httpx.ReadError`, like a dropped connection does on a real socket.
+`httpx.ReadError`, like a dropped connection does on a real socket. Every answer carries a
+`Date` by the account's clock, as the served emulator's (and amoCRM's) do: the pull reads
+amoCRM's clock from it.
 """
 
 from __future__ import annotations
 
 import time
+from email.utils import formatdate
 
 import httpx
 
@@ -32,7 +35,9 @@ class EmulatorTransport(httpx.BaseTransport):
             time.sleep(response.delay_s)
         if response.reset:
             raise httpx.ReadError("connection reset by the emulator", request=request)
+        headers = {"Date": formatdate(self.emulator.clock.now(), usegmt=True)}
+        headers.update(response.all_headers())
         return httpx.Response(
-            response.status, headers=response.all_headers(), content=response.body,
+            response.status, headers=headers, content=response.body,
             request=request,
         )  # fmt: skip

@@ -1,0 +1,182 @@
+"""An incremental pull: the spans from the cursor (less the overlap), or what a killed run left,
+through the pipeline; deletions and restores from amoCRM's events, applied at the end. Accounts
+whose filters are ignored take the descending walk (`sync.pull.filters_off`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any
+
+from sync.clock import to_unix
+from sync.core.mapping import event_changes
+from sync.db.engine import sync_origin
+from sync.db.runs import EVENTS_CURSOR
+from sync.logs import get_logger
+from sync.pull.events import Marker
+from sync.pull.fetch import FiltersIgnored
+from sync.pull.filters_off import descending
+from sync.pull.pipeline import RunBase, once_per_theta
+from sync.pull.readahead import ReadAhead
+from sync.pull.sink import CompletePage
+from sync.pull.windows import Span, start_after
+
+log = get_logger("sync.pull")
+
+READ_AHEAD = 2  # pages the descending fallback reads ahead of the one being stored
+
+
+class IncrementalRun(RunBase):
+    """The incremental run, and the events both kinds of run apply."""
+
+    def _incremental(self) -> None:
+        old = self.old
+        assert old.cursor is not None
+        overlap = self.sync.overlap_s
+        start = max(0, old.cursor - overlap)
+        if old.windows and old.ceiling is not None:  # a killed run: its windows and its head
+            spans: list[Span] = [*old.windows, (max(0, old.ceiling - overlap), None)]
+        else:
+            spans = [(start, None)]
+        if old.tie_settled is not None:
+            spans = start_after(spans, min(old.tie_settled + 1, old.cursor))
+        self._begin(spans, seen_run=None)
+        events_from = self._events_start(start)
+        side: list[Future[list[Mapping[str, Any]]]] = []  # the events, once amoCRM answered
+        due = self.memo is None or self.memo.events_due()
+
+        def answered() -> None:  # amoCRM's first answer: no longer "connecting"
+            self._start_progress(None, "pulling changes")
+            if due and not side:
+                side.append(self.helpers.submit(self.events.since, events_from))
+
+        filters_off = self._filters_check()
+        if self.memo is not None and self.memo.cached_filters() is False:
+            self._descending(start, events_from)
+            return
+        self.report.mode = "keyset"
+        marker: list[Marker] = []
+
+        def baseline() -> None:
+            if side:
+                known = {str(e.get("id")) for e in side[0].result()}
+                marker.append(Marker(events_from, known))
+            else:
+                marker.append(self.events.marker())
+
+        try:
+            self._walk(
+                spans,
+                self._setup(full=False),
+                baseline=baseline,
+                deleted_since=once_per_theta(
+                    lambda theta: self.events.new_deletion(marker[0], theta)
+                ),
+                filters_off=filters_off,
+                answered=answered,
+            )
+        except FiltersIgnored as exc:
+            log.warning("pull_filter_ignored", detail=str(exc))
+            self._remember_filters(False)
+            self._descending(start, events_from)
+            return
+        self._events_unless_idle(events_from, side[0] if side else None)
+
+    def _events_start(self, contacts_start: int) -> int:
+        with self.engine.connect() as conn:
+            state = self.runs.get_state(conn, EVENTS_CURSOR)
+        if state is None:
+            return contacts_start
+        return max(0, int(state["created_at"]) - self.sync.overlap_s)
+
+    def _events_unless_idle(
+        self, start: int, listed: Future[list[Mapping[str, Any]]] | None
+    ) -> None:
+        """Apply deletions and restores, unless this is an idle poll of the daemon whose events
+        were read less than `sync.events_interval_s` ago (see `sync.pull.memo`); the final
+        cursor state goes in the same transaction."""
+        assert self.sink is not None
+        memo = self.memo
+        if listed is None and memo is not None and self.sink.upserted == 0:
+            self.report.events = "skipped"
+            self._apply([], None)
+            return
+        began = None if memo is None else memo.now()
+        events = listed.result() if listed is not None else self.events.since(start)
+        events = [*events, *self.events.later]  # listed after the walk's ties: newer
+        self.report.events = "read"
+        self._apply(events, self.events.newest)
+        if memo is not None and began is not None:
+            memo.events_done(began)
+
+    def _apply(self, events: list[Mapping[str, Any]], newest: int | None) -> list[int]:
+        """Deletions/restores, the events cursor and the final contacts state, in one
+        transaction (restored contacts missing locally are fetched by id first). Returns the
+        times of the deletions."""
+        assert self.keeper is not None
+        changes = self._settle_unsure(event_changes(events))
+        deleted = {cid: at for cid, (gone, at) in changes.items() if gone}
+        restored = [cid for cid, (gone, _) in changes.items() if not gone]
+        self._fetch_restored(restored)
+        with self.engine.begin() as conn:
+            sync_origin(conn)
+            self.report.deleted += self.store.mark_deleted(conn, deleted)
+            self.report.restored += self.store.mark_restored(conn, restored)
+            if newest is not None:
+                cursor = min(newest + 1, self.keeper.ceiling)
+                self.runs.set_state(conn, EVENTS_CURSOR, {"created_at": cursor})
+            self.keeper.store_final(conn, complete=True)
+        return list(deleted.values())
+
+    def _settle_unsure(
+        self, changes: dict[int, tuple[bool | None, int]]
+    ) -> dict[int, tuple[bool, int]]:
+        """A contact deleted and restored in the same second: amoCRM says by id which came
+        last (found: live, and stored now; absent: deleted)."""
+        unsure = sorted(cid for cid, (gone, _) in changes.items() if gone is None)
+        found = self.client.fetch_contacts_by_ids(unsure, with_=self.sync.with_) if unsure else {}
+        if found:
+            self._store_now(self._complete(list(found.values()), full=False))
+        return {
+            cid: ((cid not in found) if gone is None else gone, at)
+            for cid, (gone, at) in changes.items()
+        }
+
+    def _fetch_restored(self, restored: list[int]) -> None:
+        if not restored:
+            return
+        with self.engine.connect() as conn:
+            missing = sorted(self.store.deleted_ids(conn, restored))
+        if missing:
+            found = self.client.fetch_contacts_by_ids(missing, with_=self.sync.with_)
+            self._store_now(self._complete(list(found.values()), full=False))
+
+    def _descending(self, start: int, events_from: int) -> None:
+        """The walk for accounts whose filters are ignored; the cursor waits for the events."""
+        assert self.keeper is not None
+        self.report.mode = "descending"
+        self._start_progress(None, "pulling changes (newest first)")
+        walk_started = to_unix(self.clock.now())
+        walk = descending(self.client, self.sync.with_, self.config.amocrm.page_size, start)
+        with ReadAhead(
+            walk, depth=READ_AHEAD, name="pull-walk", prepare=self._listed_page
+        ) as ahead:
+            for page in ahead:
+                self._store_now(page)
+        events = self.events.since(events_from)
+        self.report.events = "read"
+        newest = self.keeper.newest
+        # deletions after the walk began may have shifted pages; the threshold takes the smaller
+        # of our clock and amoCRM's (the newest updated_at read), so clock skew cannot hide one
+        since = min(walk_started, newest or walk_started) - 1
+        changes = event_changes(events)
+        late = any(gone is not False and at >= since for gone, at in changes.values())
+        if late:
+            log.warning("pull_cursor_held", reason="contacts deleted during the descending walk")
+            self.keeper.newest = None  # the final state keeps the old cursor
+        self._apply(events, self.events.newest)
+
+    def _listed_page(self, items: list[dict[str, Any]]) -> CompletePage:
+        page = self._complete(items, full=False)
+        page.listed = True
+        return page

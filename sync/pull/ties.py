@@ -1,0 +1,166 @@
+"""The fetch stage's reads beside the windows: the newest page, and seconds read by id (ties).
+
+**The top.** A full resync, and an incremental run whose first page is full (a backlog), also
+read the newest page (`order[updated_at]=desc`, no filter): it proves everything above its lowest
+second U read, bounds the open window at U + 1 for splitting, and tells the run amoCRM's newest
+time before any tie is read.
+
+**Ties.** A full page all in one second U (more contacts in it than a page holds) is read by id:
+`filter[updated_at][from]=U&[to]=U&order[id]=asc`, pages 1, 2, … several in flight (at most
+`SPECULATIVE` beyond the last page known to exist). Pages addressed by number can shift when a
+contact leaves U during the read, so every tie records `theta` (amoCRM's newest time known when
+its read began) and the listing sequence number; `sync.pull.tail` checks them after the walk.
+See docs/pull.md for the whole argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sync.amo.pages import Page
+from sync.errors import InvariantError
+from sync.pull.complete import Completion
+from sync.pull.stage import (
+    SETTLE_S,
+    SPECULATIVE,
+    TIE_ASKS,
+    FiltersIgnored,
+    Tie,
+    ids_of,
+    log,
+    updated,
+)
+from sync.pull.windows import Window
+
+
+class TieReads(Completion):
+    """The newest page and the ties of one run."""
+
+    def _ask_top(self) -> None:
+        self.top = "asked"
+        self.list_requests += 1
+        self._submit(lambda: self._list(None, ("updated_at", "desc"), 1), self._on_top)
+
+    def _on_top(self, page: Page | None) -> None:
+        self.top = "done"
+        if page is None:
+            return  # an empty account, or a spurious 204: the windows read everything anyway
+        self._seen(page.items)
+        stamps = [updated(i) for i in page.items]
+        if stamps != sorted(stamps, reverse=True):
+            raise FiltersIgnored("amoCRM ignored order[updated_at]=desc")
+        low = stamps[-1]
+        if not page.has_next:  # the whole account in one page
+            lows = [w.pos for w in self.plan.windows]
+            fresh = [i for i in page.items if int(i["id"]) not in self.first_ids]
+            self._collect(fresh, (min([low, *lows]), None))
+            for window in list(self.plan.windows):
+                self.plan.finish(window)
+            return
+        self._collect(
+            [i for i in page.items if int(i["id"]) not in self.first_ids], (low + 1, None)
+        )
+        self.plan.top = low + 1
+        for window in list(self.plan.windows):
+            if window.pos > low:
+                self.plan.finish(window)
+            elif window.hi is None or window.hi > low + 1:
+                window.hi = low + 1
+
+    # --- ties -------------------------------------------------------------------------------
+
+    def _start_tie(
+        self, window: Window, found: list[dict[str, Any]], speculative: int = SPECULATIVE
+    ) -> None:
+        if any(t.second == window.pos for t in self.ties):  # read by id in this run already
+            window.busy, window.pos, window.boundary = False, window.pos + 1, frozenset()
+            if window.hi is not None and window.pos >= window.hi:
+                self.plan.finish(window)
+            return
+        if window.hi is None or window.hi > window.pos + 1:  # the rest goes on meanwhile
+            rest = Window(window.pos + 1, window.hi, rate=window.rate, pages=1)
+            self.plan.windows.append(rest)
+            window.hi = window.pos + 1
+        window.busy = True  # blocked until the tie is read
+        tie = Tie(window.pos, window, known=ids_of(found), speculative=speculative)
+        log.info("pull_tie_found", second=tie.second)
+        self.ties.append(tie)
+        if self.top == "none" and self.setup.top_allowed:
+            self._ask_top()
+        self._ask_baseline()
+
+    def _ask_baseline(self) -> None:
+        if self.baseline_state == "none":
+            self.baseline_state = "asked"
+            self._submit(self.baseline, lambda _: setattr(self, "baseline_state", "done"))
+
+    def _release_ties(self) -> None:
+        """A tie's read begins once the events listed before it are known."""
+        if self.baseline_state == "asked":
+            return
+        for tie in self.ties:
+            if tie.waiting and not tie.verified:
+                tie.waiting = False
+                tie.theta = max(self.newest or 0, self.amo_start() - SETTLE_S)
+                tie.started = self.listings
+
+    def _tie_filter(self, second: int) -> dict[str, Any]:
+        return {"updated_at": {"from": second - self.margin, "to": second + self.margin}}
+
+    def _ask_tie(self, tie: Tie, number: int) -> None:
+        self.list_requests += 1
+        self._submit(
+            lambda: self._list(self._tie_filter(tie.second), ("id", "asc"), number),
+            lambda page: self._on_tie(tie, number, page),
+        )
+
+    def _on_tie(self, tie: Tie, number: int, page: Page | None) -> None:
+        if page is None:
+            self._on_tie_204(tie, number)
+        else:
+            self._seen(page.items)
+            mine = self._tie_items(tie, page.items)
+            tie.answered[number] = page.has_next
+            tie.empty.discard(number)
+            if page.has_next:
+                tie.frontier = max(tie.frontier, number + 1)
+                tie.speculative = SPECULATIVE  # more than a page after all
+                if number + 1 in tie.empty:  # it exists after all: ask again
+                    tie.empty.discard(number + 1)
+                    tie.queue.append(number + 1)
+            else:
+                tie.last = number if tie.last is None else max(tie.last, number)
+            fresh = [i for i in mine if int(i["id"]) not in tie.known | tie.ids]
+            tie.ids.update(ids_of(mine))
+            self._collect(fresh, None)
+        if tie.complete():
+            self._tie_done(tie)
+
+    def _on_tie_204(self, tie: Tie, number: int) -> None:
+        tie.asks[number] = tie.asks.get(number, 0) + 1
+        if number <= tie.frontier and tie.answered.get(number - 1, True):
+            if tie.asks[number] >= TIE_ASKS:
+                raise InvariantError(f"amoCRM keeps answering 204 for the contacts of {tie.second}")
+            tie.queue.append(number)
+            return
+        tie.empty.add(number)
+        if tie.last is None and number - 1 in tie.answered and not tie.answered[number - 1]:
+            tie.last = number - 1
+
+    def _tie_items(self, tie: Tie, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        stamps = [updated(i) for i in items]
+        if min(stamps) < tie.second - self.margin or max(stamps) > tie.second + self.margin:
+            raise FiltersIgnored(f"asked {tie.second}, got {min(stamps)}..{max(stamps)}")
+        return [i for i in items if updated(i) == tie.second]
+
+    def _tie_done(self, tie: Tie) -> None:
+        if tie.finished:
+            return  # done already (a late answer past the end)
+        tie.finished = True
+        log.info("pull_tie_read", second=tie.second, contacts=len(tie.ids | tie.known))
+        window = tie.window
+        window.busy = False
+        window.pos, window.promised, window.boundary = tie.second + 1, False, frozenset()
+        window.pages += 1
+        if window.hi is not None and window.pos >= window.hi:
+            self.plan.finish(window)

@@ -1,0 +1,208 @@
+"""The pull's fetch stage (`sync.pull.fetch.Fetcher`) walking the in-process emulator: no socket,
+no PostgreSQL. The sink is replaced by a list and the stored versions by a dict, so these tests
+pin the walk itself — every live contact handed on with its newest version and its chat links,
+the read spans joined without a gap, an incremental walk reading what changed (ties included)
+and not the rest — under the emulator's vanish, revive and drift faults. The same walk against
+real HTTP and PostgreSQL is `tests/integration/test_pull_engine.py`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from sync.amo.backoff import Backoff
+from sync.amo.client import AmoClient
+from sync.amo.ratelimit import RateLimiter
+from sync.config import AmoCrmConfig, Secret
+from sync.emulator import Emulator, EmulatorSettings, EmulatorTransport, FaultRule
+from sync.pull.events import Events
+from sync.pull.fetch import Fetcher, FetchSetup
+from sync.pull.pipeline import once_per_theta
+from sync.pull.sink import CompletePage
+from sync.pull.windows import Plan, Span, normalize
+
+PAGE = 40
+WITH = ("leads", "customers", "catalog_elements")
+
+
+@dataclass
+class Stored:
+    """What the sink would have stored: the newest version seen of each contact, its chats."""
+
+    versions: dict[int, int] = field(default_factory=dict)
+    chats: dict[int, set[str]] = field(default_factory=dict)
+    covers: list[Span] = field(default_factory=list)
+    handed: int = 0  # contacts handed on, repeats included
+
+    def offer(self, page: CompletePage) -> bool:
+        self.handed += len(page.items)
+        for item in page.items:
+            cid, version = int(item["id"]), int(item["updated_at"])
+            self.versions[cid] = max(version, self.versions.get(cid, 0))
+        if page.chats is not None:  # the sink replaces the links of exactly these contacts
+            for cid in page.chats.ids:
+                self.chats.pop(cid, None)
+            for row in page.chats.rows:
+                self.chats.setdefault(int(row["contact_id"]), set()).add(str(row["chat_id"]))
+        if page.covers is not None:
+            self.covers.append(page.covers)
+        return True
+
+
+@contextmanager
+def amo(**settings: Any) -> Iterator[tuple[Emulator, AmoClient]]:
+    values: dict[str, Any] = {
+        "contacts": 600,
+        "seed": 11,
+        "rate_limit": None,
+        "tie_break": "shuffle",
+        "clock_start": time.time() - 600,  # amoCRM's changes are in the past when a walk starts
+    }
+    values.update(settings)
+    emulator = Emulator(EmulatorSettings(**values))
+    config = AmoCrmConfig(
+        base_url="http://emulator.test",
+        access_token=Secret(emulator.long_lived_token),
+        max_rps=1000.0,
+        page_size=PAGE,
+        timeout_s=2.0,
+        max_retries=4,
+    )
+    client = AmoClient.connect(
+        config,
+        limiter=RateLimiter(config.max_rps, margin_s=0.0),
+        backoff=Backoff(base_s=0.02, throttle_base_s=0.05, cap_s=0.5),
+        transport=EmulatorTransport(emulator),
+        workers=4,
+    )
+    with client:
+        yield emulator, client
+
+
+def walk(client: AmoClient, stored: Stored, spans: list[Span], *, full: bool) -> Fetcher:
+    """One run's fetch stage over `spans`, as `sync.pull.pipeline` runs it, into `stored`."""
+    ceiling = int(time.time())
+    setup = FetchSetup(
+        with_=WITH,
+        page_size=PAGE,
+        workers=4,
+        ceiling=ceiling,
+        chats=True,
+        new_chats_only=not full,
+        first_attempts=2,
+        bounds=None,
+        top_at_start=full,
+        top_allowed=True,
+        final_pass=full,
+        now=time.time,
+    )
+    known = dict(stored.versions)
+    events, marker = Events(client), []  # deletions during a tie's read, as the runs ask
+    fetcher = Fetcher(
+        client,
+        setup,
+        Plan.of(spans, ceiling, PAGE),
+        {},
+        stamp=lambda page: page,
+        offer=stored.offer,
+        stored_versions=lambda ids: {i: known[i] for i in ids if i in known},
+        baseline=lambda: marker.append(events.marker()),
+        deleted_since=once_per_theta(lambda theta: events.new_deletion(marker[0], theta)),
+        stop=threading.Event(),
+        filters_off=lambda: False,
+        answered=lambda: None,
+    )
+    first = min(fetcher.plan.windows, key=lambda w: w.pos)
+    if first.pos > 0:
+        fetcher.unproven_start(first)
+    fetcher.run()
+    return fetcher
+
+
+def live(emulator: Emulator) -> dict[int, int]:
+    with emulator.account.lock:
+        return {c.id: c.updated_at for c in emulator.account.contacts.values() if not c.is_deleted}
+
+
+def chat_links(emulator: Emulator, ids: set[int]) -> dict[int, set[str]]:
+    links: dict[int, set[str]] = {}
+    with emulator.account.lock:
+        for link in emulator.account.chat_links.values():
+            if link.contact_id in ids:
+                links.setdefault(link.contact_id, set()).add(link.chat_id)
+    return links
+
+
+def bulk_edit(emulator: Emulator, ids: list[int], label: str) -> None:
+    """Many contacts into one second, as amoCRM's bulk edits and imports do."""
+    emulator.update_contacts([{"id": i, "last_name": f"{label} {i}"} for i in ids])
+
+
+FAULTS = {
+    "none": [],
+    "vanish": [FaultRule(kind="vanish", path="/api/v4/contacts", times=None, rate=0.5, touch=1)],
+    "revive": [FaultRule(kind="revive", path="/api/v4/contacts", times=None, rate=0.5, touch=1)],
+    "drift": [FaultRule(kind="drift", path="/api/v4/contacts", times=None, rate=0.5, touch=3)],
+}
+
+
+def test_a_first_walk_hands_on_every_live_contact_with_its_chats_and_no_gap() -> None:
+    with amo() as (emulator, client):
+        bulk_edit(emulator, sorted(live(emulator))[:130], "Bulk")  # a second of 130 > a page
+        emulator.clock.advance(5)
+        stored = Stored()
+        fetcher = walk(client, stored, [(0, None)], full=False)
+        expected = live(emulator)
+    assert stored.versions == expected
+    assert stored.chats == chat_links(emulator, set(expected))
+    assert any(len(t.ids) > PAGE for t in fetcher.ties)  # the bulk second was read as a tie
+    # the spans the pages prove read join up from the start to where the walk ended
+    joined = normalize(stored.covers)
+    assert len(joined) == 1, joined
+    assert joined[0][0] == 0
+    assert stored.handed <= len(expected) * 1.3  # about one read: no "until two passes agree"
+
+
+@pytest.mark.parametrize("faults", sorted(FAULTS))
+def test_an_incremental_walk_reads_what_changed_and_little_else(faults: str) -> None:
+    with amo() as (emulator, client):
+        stored = Stored()
+        walk(client, stored, [(0, None)], full=False)
+        before = dict(stored.versions)
+        cursor = max(before.values())
+        emulator.clock.advance(30)
+        ids = sorted(live(emulator))
+        for i in ids[::25]:  # edits spread over seconds
+            emulator.update_contacts([{"id": i, "first_name": f"Edited {i}"}])
+            emulator.clock.advance(1)
+        bulk_edit(emulator, ids[1::4], "Bulk")  # 150 contacts in one second
+        created = emulator.create_contacts([{"name": f"New {n}"} for n in range(30)])
+        emulator.clock.advance(5)
+        changed = {cid: v for cid, v in live(emulator).items() if before.get(cid) != v}
+        for rule in FAULTS[faults]:
+            emulator.add_fault(rule)
+        stored.covers.clear()
+        handed_before = stored.handed
+        fetcher = walk(client, stored, [(max(0, cursor - 5), None)], full=False)
+        fired = sum(int(f["fired"]) for f in emulator.faults())
+        emulator.clear_faults()
+        now = live(emulator)
+    assert len(created) == 30
+    if faults != "none":
+        assert fired >= 2  # the knob really hit the walk
+    # where the run's cursor goes: below it, every live contact is at amoCRM's version; what
+    # changed during the walk at or after it is the next run's (as `CursorKeeper.end` says)
+    assert fetcher.newest is not None
+    end = min(fetcher.newest + 1, fetcher.amo_start())
+    stale = {cid for cid, v in now.items() if v < end and stored.versions.get(cid) != v}
+    assert not stale, f"{len(stale)} live contacts below the cursor not at amoCRM's version"
+    assert all(v < end for cid, v in changed.items() if now.get(cid) == v)  # all before the walk
+    # and the rest was not read again: the changes, one page of overlap, a tie's spare pages
+    assert stored.handed - handed_before <= len(changed) * 1.3 + 4 * PAGE
