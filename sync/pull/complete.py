@@ -76,19 +76,23 @@ class Completion(Stage):
         self._flush()
 
     def _flush(self) -> None:
-        """Hand on every page that has all it needs (pages need not go in order)."""
+        """Hand on, in the order they were read, the pages that have all they need.
+
+        Never out of order: a page's span may rely on contacts an earlier page carries (a
+        continuation page drops the contacts of its start second that the page before listed;
+        the newest page drops those of the first answer; a tie's span is closed after its
+        pages). The state stored with page N covers pages 1..N, so if page N+1 went first, a
+        run killed before page N committed would leave a cursor past contacts no stored page
+        holds (and the next run would never read them)."""
         if self.fields_refreshing:
             return
-        ready = [w for w in self.waiting if not w.chats_due]
-        if not ready:
-            return
-        self.waiting = [w for w in self.waiting if w.chats_due]
-        for waiting in ready:
+        while self.waiting and not self.waiting[0].chats_due:
+            waiting = self.waiting[0]
             stale = waiting.items and unknown_fields(waiting.items, self.fields)
             if stale and self.field_refreshes < MAX_FIELD_REFRESHES:
-                self.waiting.append(waiting)
-                self._refresh_fields()
-                continue
+                self._refresh_fields()  # `_fields_in` flushes again
+                break
+            del self.waiting[0]
             new, self.new_fields = self.new_fields, None
             page = CompletePage(
                 waiting.items,

@@ -40,20 +40,32 @@ class Stored:
     chats: dict[int, set[str]] = field(default_factory=dict)
     covers: list[Span] = field(default_factory=list)
     handed: int = 0  # contacts handed on, repeats included
+    truth: dict[int, int] = field(default_factory=dict)  # amoCRM's versions, when they hold still
+    claimed_early: set[int] = field(default_factory=set)
 
     def offer(self, page: CompletePage) -> bool:
         self.handed += len(page.items)
         for item in page.items:
             cid, version = int(item["id"]), int(item["updated_at"])
             self.versions[cid] = max(version, self.versions.get(cid, 0))
+        if page.covers is not None:
+            self.covers.append(page.covers)
+        self._check_claims()
         if page.chats is not None:  # the sink replaces the links of exactly these contacts
             for cid in page.chats.ids:
                 self.chats.pop(cid, None)
             for row in page.chats.rows:
                 self.chats.setdefault(int(row["contact_id"]), set()).add(str(row["chat_id"]))
-        if page.covers is not None:
-            self.covers.append(page.covers)
         return True
+
+    def _check_claims(self) -> None:
+        """The state stored with a page covers the spans of every page handed on so far: each
+        contact in them must be in a page handed on by now, or a run killed here loses it."""
+        spans = normalize(self.covers)
+        for cid, version in self.truth.items():
+            inside = any(lo <= version and (hi is None or version < hi) for lo, hi in spans)
+            if inside and self.versions.get(cid, 0) < version:
+                self.claimed_early.add(cid)
 
 
 @contextmanager
@@ -157,9 +169,10 @@ def test_a_first_walk_hands_on_every_live_contact_with_its_chats_and_no_gap() ->
     with amo() as (emulator, client):
         bulk_edit(emulator, sorted(live(emulator))[:130], "Bulk")  # a second of 130 > a page
         emulator.clock.advance(5)
-        stored = Stored()
+        stored = Stored(truth=live(emulator))
         fetcher = walk(client, stored, [(0, None)], full=False)
         expected = live(emulator)
+    assert not stored.claimed_early
     assert stored.versions == expected
     assert stored.chats == chat_links(emulator, set(expected))
     assert any(len(t.ids) > PAGE for t in fetcher.ties)  # the bulk second was read as a tie
@@ -168,6 +181,24 @@ def test_a_first_walk_hands_on_every_live_contact_with_its_chats_and_no_gap() ->
     assert len(joined) == 1, joined
     assert joined[0][0] == 0
     assert stored.handed <= len(expected) * 1.3  # about one read: no "until two passes agree"
+
+
+def test_no_page_claims_a_span_before_the_pages_holding_its_contacts_are_handed_on() -> None:
+    """Chat links answer out of order (the first page's slowly): pages are still handed on in
+    the order they were read, so no stored cursor ever passes a contact not yet stored."""
+    with amo() as (emulator, client):
+        bulk_edit(emulator, sorted(live(emulator))[:130], "Bulk")  # a tie: its span closes last
+        emulator.clock.advance(5)
+        for delay_ms in (400, 150):  # the first two chat reads answer late, others at once
+            emulator.add_fault(
+                FaultRule(kind="slow", path="/api/v4/contacts/chats", times=1, delay_ms=delay_ms)
+            )
+        stored = Stored(truth=live(emulator))
+        walk(client, stored, [(0, None)], full=True)
+        fired = sum(int(f["fired"]) for f in emulator.faults())
+    assert fired == 2
+    assert stored.versions == stored.truth
+    assert not stored.claimed_early, f"{len(stored.claimed_early)} contacts claimed before stored"
 
 
 @pytest.mark.parametrize("faults", sorted(FAULTS))
