@@ -50,6 +50,12 @@ def test_a_hook_brings_a_remote_edit_in_and_the_secret_stays_secret(
                            AMOSYNC_WEBHOOKS__ENABLED="true",
                            AMOSYNC_WEBHOOKS__POLL_INTERVAL_S="7200",
                            AMOSYNC_WEBHOOKS__SECRET=SECRET)  # fmt: skip
+    # subscribed as an operator does it, so the leader's check of the subscription finds it; the
+    # emulator's own deliveries are lost: this test posts its hook itself
+    daemon.env["AMOSYNC_WEBHOOKS__PUBLIC_URL"] = f"http://127.0.0.1:{daemon.port}"
+    emulator.admin("PATCH", "webhooks/controls", {"loss_rate": 1.0})
+    registered = amosync("webhooks", "register", env=env_for(daemon))
+    assert registered.returncode == 0, registered.stderr
     try:
         daemon.start()
         body = daemon.wait_health(200)

@@ -18,6 +18,7 @@ from sync.emulator import Emulator
 from sync.status import gather, render
 from tests.integration.hook_env import (
     FORM,
+    HOOK_EVENTS,
     SECRET,
     hook_daemon,
     make_config,
@@ -221,3 +222,43 @@ def _status(engine: Engine, config: Config) -> str:
     with engine.begin() as conn:
         data: dict[str, Any] = gather(conn, config)
     return render(data)
+
+
+def test_a_hook_after_the_check_found_no_subscription_has_it_checked_again_at_once(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """An operator runs `amosync webhooks register` after the daemon's check found none: the
+    first hook that arrives has the leader check again, so the verdict does not stay degraded
+    for `webhooks.check_interval_s` (300 s by default) while hooks arrive."""
+    with emulated(contacts=50) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        with hook_daemon(config, engine, emulator, url) as d:
+            wait("the leader's first scheduled check", lambda: _first_check_done(d), timeout=20)
+            (destination,) = [h.destination for h in emulator.webhooks.list()]
+            emulator.webhooks.unsubscribe({"destination": destination})
+            d.hooks.check_subscription()  # what a scheduled check finds now: no hook
+            assert d.hooks.describe()["state"] == "degraded"
+            assert "amosync webhooks register" in d.hooks.describe()["reason"]
+            emulator.webhooks.subscribe({"destination": destination, "settings": HOOK_EVENTS}, 0)
+            emulator.clear_requests()
+            (first,) = _ids(engine, 1)
+            _rename(emulator, first, "Registered late")
+            assert d.post_hook([first]) == 200
+            # the next scheduled check is minutes away: only the re-check makes it healthy
+            wait("healthy", lambda: d.hooks.describe()["state"] == "healthy", timeout=15)
+            assert _checks(emulator) == 1
+            _rename(emulator, first, "Registered late, again")
+            assert d.post_hook([first]) == 200  # the subscription is not in doubt: no check
+            wait(
+                "the edit", lambda: scalar(engine, STORED_NAME, i=first) == "Registered late, again"
+            )
+            assert _checks(emulator) == 1
+
+
+def _first_check_done(d: Any) -> bool:
+    """The leader's first scheduled check (`FIRST_CHECK_S` after it leads) has run."""
+    return d.hooks.watch._subscription is not None
+
+
+def _checks(emulator: Emulator) -> int:
+    return len([r for r in emulator.requests() if r["path"] == "/api/v4/webhooks"])

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
@@ -36,6 +37,8 @@ from sync.pull.memo import PollMemo
 log = get_logger("sync.daemon")
 
 FIRST_CHECK_S = 5.0  # the first subscription check, after becoming leader
+RECHECK_GAP_S = 30.0  # a hook while the subscription is in doubt checks again, at most this often
+CHECK_JOB = "webhooks_check"
 
 
 class DaemonHooks:
@@ -67,6 +70,8 @@ class DaemonHooks:
         )
         self.inbox = Inbox(self.watch, forward=self._forward, record_last_hook=self._record)
         self._pull_soon: PullSoon | None = None
+        self._scheduler: BackgroundScheduler | None = None  # the leader's, while it leads
+        self._rechecked: float | None = None
         metrics.watch_webhooks(self.watch)
         metrics.poll_interval.set(self.watch.verdict().interval_s)
         health.set_webhooks(self.describe)
@@ -92,6 +97,7 @@ class DaemonHooks:
         log.debug("webhook_received", contacts=hint.contacts, ignored=hint.ignored,
                   events=hint.events)  # fmt: skip
         self.inbox.receive(hint)
+        self._recheck_if_doubted()
 
     def forwarded(self, payloads: list[str]) -> None:
         """The leader's listener: hints a standby received."""
@@ -100,6 +106,24 @@ class DaemonHooks:
             hint.merge(decode_hint(payload))
         self.metrics.hooks_received.labels("standby").inc(max(1, hint.posts))
         self.inbox.receive(hint)
+        self._recheck_if_doubted()
+
+    def _recheck_if_doubted(self) -> None:
+        """A hook arrived although the last check found the subscription missing or disabled
+        (registered again since, e.g. `amosync webhooks register` after the daemon started):
+        check now instead of after `check_interval_s`, so the verdict does not say degraded
+        for minutes while hooks arrive."""
+        scheduler = self._scheduler
+        if scheduler is None or not self.watch.subscription_doubted():
+            return
+        now = self.clock()
+        if self._rechecked is not None and now - self._rechecked < RECHECK_GAP_S:
+            return
+        self._rechecked = now
+        try:
+            scheduler.modify_job(CHECK_JOB, next_run_time=datetime.now().astimezone())
+        except JobLookupError:  # no check job (no client support) or shutting down
+            return
 
     def _forward(self, hint: Hint) -> None:
         """A standby's flush: NOTIFY the leader (an error keeps the hint for a retry)."""
@@ -128,10 +152,11 @@ class DaemonHooks:
         self.watch.forget_reported()
         self.inbox.lead(self._pull_soon.offer)
         if self.client is not None and hasattr(self.client, "list_webhooks"):
+            self._scheduler = scheduler
             scheduler.add_job(
                 self.check_subscription,
                 IntervalTrigger(seconds=self.config.webhooks.check_interval_s),
-                id="webhooks_check",
+                id=CHECK_JOB,
                 next_run_time=now + timedelta(seconds=FIRST_CHECK_S),
                 misfire_grace_time=60,
             )
@@ -143,6 +168,7 @@ class DaemonHooks:
         self.inbox.nudge(Hint(blind=True))
 
     def stop_leading(self) -> None:
+        self._scheduler = None
         self.inbox.lead(None)
         if self._pull_soon is not None:
             self._pull_soon.close()

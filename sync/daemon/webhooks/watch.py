@@ -13,7 +13,9 @@ An idle account sends no hooks, so "no hook lately" alone cannot mean "broken". 
             failed deliveries in 2 hours) or missing, or a scheduled poll stored changed contacts
             and no hook arrived from `announce_grace_s` before that poll until `announce_grace_s`
             after it. Polls every `sync.poll_interval_s`; /healthz answers 200 "degraded".
-            A hook that arrives afterwards (and a subscription reported enabled) makes it healthy.
+            A hook that arrives afterwards (and a subscription reported enabled) makes it healthy;
+            a hook while the subscription was reported missing or disabled has the leader check
+            it again at once (at most every `RECHECK_GAP_S`), not after `check_interval_s`.
 
 Only scheduled polls count as evidence: a hook-triggered pull stores what a hook announced, and
 the leader's first pull catches up on what changed while no daemon was listening. Times are
@@ -91,6 +93,12 @@ class HookWatch:
         """What GET /api/v4/webhooks said about this daemon's hook: enabled|disabled|missing."""
         with self._lock:
             self._subscription = state
+
+    def subscription_doubted(self) -> bool:
+        """The last check found the hook missing or disabled: a hook arriving now says that
+        changed (an operator registered it after the check), so it is worth checking again."""
+        with self._lock:
+            return self._subscription in ("missing", "disabled")
 
     # --- the verdict ---------------------------------------------------------------------------
 
