@@ -17,12 +17,14 @@ privilege on the database, which every role has unless it was revoked from PUBLI
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import orjson
 import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import set_json_dumps
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import Connection
 
 from sync.core.mapping import RELATION_COLUMNS
@@ -81,8 +83,28 @@ STAGE_PREFIX = "amosync_stage_"
 BINARY_TYPES = {"bigint": "int8", "integer": "int4"}  # psycopg's names of the SQL types
 
 
+# the SQL types above as SQLAlchemy's, for the staging tables as Core tables
+CORE_TYPES: dict[str, Any] = {
+    "bigint": sa.BigInteger,
+    "integer": sa.Integer,
+    "text": sa.Text,
+    "numeric": sa.Numeric,
+    "jsonb": JSONB,
+    "text[]": ARRAY(sa.Text),
+}
+
+
 def stage_name(table: str) -> str:
     return f"pg_temp.{STAGE_PREFIX}{table}"
+
+
+@cache
+def stage_table(table: str) -> sa.TableClause:
+    """The staging table of `table` ("contacts" or a relation table) as a Core table, for the
+    statements that read it (`sync.db.page_sql`)."""
+    columns = CONTACT_COLUMNS if table == "contacts" else RELATIONS[table][0]
+    typed = (sa.column(name, CORE_TYPES[kind]) for name, kind in columns)
+    return sa.table(f"{STAGE_PREFIX}{table}", *typed, schema="pg_temp")
 
 
 def _prepare() -> str:
