@@ -7,7 +7,9 @@
     rows.dicts("tags")     the same rows as dicts, for people and tests
 
 Rows are tuples in the column order `RELATION_COLUMNS[attr]` names (the contact id first):
-what `COPY` takes, and about half the cost of a dict each on a page's ~2,000 rows.
+what `COPY` takes, and about half the cost of a dict each on a page's ~2,000 rows. Their values
+are of the columns' types (ints, strs or None; only catalog quantities and metadata are passed
+as amoCRM sent them), so the COPY can format them by column (`sync.db.staging.copy_rows`).
 `fields` maps field id → definition (`FieldDef`, from GET /api/v4/contacts/custom_fields); the
 names, codes and types in the contact JSON are used when a field is not (yet) known.
 `enum_id` and `enum_code` are the value's own, as amoCRM sent them: a phone or e-mail carries its
@@ -106,7 +108,8 @@ class PageRows:
 def field_def(raw: Mapping[str, Any]) -> FieldDef:
     """A custom field definition from GET /api/v4/contacts/custom_fields."""
     enums = {int(e["id"]): str(e.get("value")) for e in raw.get("enums") or () if "id" in e}
-    return FieldDef(int(raw["id"]), raw.get("name"), raw.get("code"), raw.get("type"), enums)
+    text = [_text(raw.get(key)) for key in ("name", "code", "type")]
+    return FieldDef(int(raw["id"]), *text, enums)
 
 
 def unknown_fields(items: Iterable[Mapping[str, Any]], fields: Mapping[int, FieldDef]) -> bool:
@@ -190,16 +193,18 @@ def _value_rows(
         known = fields.get(field_id)
         if known is not None:
             code, name, ftype = known.code, known.name, known.type
-        else:
-            code, name, ftype = cf.get("field_code"), cf.get("field_name"), cf.get("field_type")
+        else:  # a field not known yet: as the contact names it
+            code, name = _text(cf.get("field_code")), _text(cf.get("field_name"))
+            ftype = _text(cf.get("field_type"))
         for position, value in enumerate(cf.get("values") or ()):
             get = value.get
-            raw, enum_id = get("value"), get("enum_id")
+            raw, enum_id, enum_code = get("value"), get("enum_id"), get("enum_code")
             append((
                 contact_id, field_id, position, code, name, ftype,
                 raw if type(raw) is str else value_text(raw, ftype),
                 enum_id if enum_id is None or type(enum_id) is int else int(enum_id),
-                get("enum_code"),  # amoCRM's own: null for select-type values
+                # amoCRM's own: null for select-type values
+                enum_code if enum_code is None or type(enum_code) is str else str(enum_code),
             ))  # fmt: skip
 
 
@@ -213,7 +218,7 @@ def _links(contact_id: int, items: Iterable[Mapping[str, Any]] | None) -> list[R
 def tag_rows(contact_id: int, tags: Iterable[Mapping[str, Any]] | None) -> list[Row]:
     if not tags:
         return []
-    named = {int(t["id"]): t.get("name") for t in tags}
+    named = {int(t["id"]): _text(t.get("name")) for t in tags}
     return [(contact_id, i, n) for i, n in named.items()]
 
 
