@@ -108,8 +108,8 @@ class PageRows:
 def field_def(raw: Mapping[str, Any]) -> FieldDef:
     """A custom field definition from GET /api/v4/contacts/custom_fields."""
     enums = {int(e["id"]): str(e.get("value")) for e in raw.get("enums") or () if "id" in e}
-    text = [_text(raw.get(key)) for key in ("name", "code", "type")]
-    return FieldDef(int(raw["id"]), *text, enums)
+    name, code, kind = (_text(raw.get(key)) for key in ("name", "code", "type"))
+    return FieldDef(int(raw["id"]), name, code, kind, enums)
 
 
 def unknown_fields(items: Iterable[Mapping[str, Any]], fields: Mapping[int, FieldDef]) -> bool:
