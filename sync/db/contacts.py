@@ -2,7 +2,8 @@
 
 A page's rows reach PostgreSQL by `COPY` into session-private staging tables (`sync.db.staging`),
 one per target table, and go from there in set-based statements: about a dozen per 250-contact
-page whatever its content.
+page whatever its content. The statements are SQLAlchemy Core (`sync.db.page_sql`), run with
+the store's schema like every other statement of `sync.db` (`Tombstones._run`).
 
 What `store_page` does, in order (the caller commits it together with the cursor):
   1. locks the page's existing contact rows (`FOR UPDATE`, in id order: no deadlock with push),
