@@ -7,7 +7,9 @@
     rows.dicts("tags")     the same rows as dicts, for people and tests
 
 Rows are tuples in the column order `RELATION_COLUMNS[attr]` names (the contact id first):
-what `COPY` takes, and about half the cost of a dict each on a page's ~2,000 rows.
+what `COPY` takes, and about half the cost of a dict each on a page's ~2,000 rows. Their values
+are of the columns' types (ints, strs or None; only catalog quantities and metadata are passed
+as amoCRM sent them), so the COPY can format them by column (`sync.db.staging.copy_rows`).
 `fields` maps field id → definition (`FieldDef`, from GET /api/v4/contacts/custom_fields); the
 names, codes and types in the contact JSON are used when a field is not (yet) known.
 `enum_id` and `enum_code` are the value's own, as amoCRM sent them: a phone or e-mail carries its
@@ -20,7 +22,7 @@ Values become text: dates as ISO 8601 (UTC), checkboxes as true/false, objects a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -106,7 +108,8 @@ class PageRows:
 def field_def(raw: Mapping[str, Any]) -> FieldDef:
     """A custom field definition from GET /api/v4/contacts/custom_fields."""
     enums = {int(e["id"]): str(e.get("value")) for e in raw.get("enums") or () if "id" in e}
-    return FieldDef(int(raw["id"]), raw.get("name"), raw.get("code"), raw.get("type"), enums)
+    name, code, kind = (_text(raw.get(key)) for key in ("name", "code", "type"))
+    return FieldDef(int(raw["id"]), name, code, kind, enums)
 
 
 def unknown_fields(items: Iterable[Mapping[str, Any]], fields: Mapping[int, FieldDef]) -> bool:
@@ -169,35 +172,53 @@ def value_text(value: Any, field_type: str | None) -> str | None:
 def custom_value_rows(
     contact_id: int, values: Sequence[Mapping[str, Any]] | None, fields: Mapping[int, FieldDef]
 ) -> list[Row]:
-    """One row per value of every custom field of a contact (`RELATION_COLUMNS["custom_values"]`).
-    The hot loop of a pull (about seven values a contact), so it is written flat."""
+    """One row per value of every custom field of a contact (`RELATION_COLUMNS` "custom_values")."""
     rows: list[Row] = []
-    append = rows.append
-    for cf in values or ():
-        field_id = int(cf["field_id"])
-        known = fields.get(field_id)
-        if known is not None:
-            code, name, ftype = known.code, known.name, known.type
-        else:
-            code, name, ftype = cf.get("field_code"), cf.get("field_name"), cf.get("field_type")
-        for position, value in enumerate(cf.get("values") or ()):
-            raw, enum_id = value.get("value"), value.get("enum_id")
-            append((
-                contact_id, field_id, position, code, name, ftype,
-                raw if type(raw) is str else value_text(raw, ftype),
-                None if enum_id is None else int(enum_id),
-                value.get("enum_code"),  # amoCRM's own: null for select-type values
-            ))  # fmt: skip
+    if values:
+        _value_rows(rows.append, contact_id, values, fields)
     return rows
 
 
+def _value_rows(
+    append: Callable[[Row], None],
+    contact_id: int,
+    values: Iterable[Mapping[str, Any]],
+    fields: Mapping[int, FieldDef],
+) -> None:
+    """The hot loop of a pull (about seven values a contact), so it is written flat."""
+    for cf in values:
+        field_id = cf["field_id"]
+        if type(field_id) is not int:
+            field_id = int(field_id)
+        known = fields.get(field_id)
+        if known is not None:
+            code, name, ftype = known.code, known.name, known.type
+        else:  # a field not known yet: as the contact names it
+            code, name = _text(cf.get("field_code")), _text(cf.get("field_name"))
+            ftype = _text(cf.get("field_type"))
+        for position, value in enumerate(cf.get("values") or ()):
+            get = value.get
+            raw, enum_id, enum_code = get("value"), get("enum_id"), get("enum_code")
+            append((
+                contact_id, field_id, position, code, name, ftype,
+                raw if type(raw) is str else value_text(raw, ftype),
+                enum_id if enum_id is None or type(enum_id) is int else int(enum_id),
+                # amoCRM's own: null for select-type values
+                enum_code if enum_code is None or type(enum_code) is str else str(enum_code),
+            ))  # fmt: skip
+
+
 def _links(contact_id: int, items: Iterable[Mapping[str, Any]] | None) -> list[Row]:
-    ids = dict.fromkeys(int(i["id"]) for i in items or ())  # amoCRM may repeat an id: keep one
+    if not items:
+        return []
+    ids = dict.fromkeys([int(i["id"]) for i in items])  # amoCRM may repeat an id: keep one
     return [(contact_id, i) for i in ids]
 
 
 def tag_rows(contact_id: int, tags: Iterable[Mapping[str, Any]] | None) -> list[Row]:
-    named = {int(t["id"]): t.get("name") for t in tags or ()}
+    if not tags:
+        return []
+    named = {int(t["id"]): _text(t.get("name")) for t in tags}
     return [(contact_id, i, n) for i, n in named.items()]
 
 
@@ -221,33 +242,33 @@ def to_rows(
     newest: dict[int, Mapping[str, Any]] = {}
     for item in items:
         cid = int(item["id"])
-        stamp = item.get("updated_at") or 0
-        if cid not in newest or stamp >= (newest[cid].get("updated_at") or 0):
+        kept = newest.get(cid)
+        if kept is None or (item.get("updated_at") or 0) >= (kept.get("updated_at") or 0):
             newest[cid] = item
     rows = PageRows()
+    add_contact, add_value = rows.contacts.append, rows.custom_values.append
+    tags, companies = rows.tags, rows.companies
+    leads = rows.leads if "leads" in with_ else None
+    customers = rows.customers if "customers" in with_ else None
+    catalog = rows.catalog_elements if "catalog_elements" in with_ else None
     for cid, item in newest.items():
-        _add_contact(rows, cid, item, fields, with_)
+        add_contact(contact_row(item))
+        values = item.get("custom_fields_values")
+        if values:
+            _value_rows(add_value, cid, values, fields)
+        embedded = item.get("_embedded")
+        if not embedded:
+            continue
+        get = embedded.get
+        tags += tag_rows(cid, get("tags"))
+        companies += _links(cid, get("companies"))
+        if leads is not None:
+            leads += _links(cid, get("leads"))
+        if customers is not None:
+            customers += _links(cid, get("customers"))
+        if catalog is not None:
+            catalog += catalog_rows(cid, get("catalog_elements"))
     return rows
-
-
-def _add_contact(
-    rows: PageRows,
-    cid: int,
-    item: Mapping[str, Any],
-    fields: Mapping[int, FieldDef],
-    with_: Sequence[str],
-) -> None:
-    rows.contacts.append(contact_row(item))
-    rows.custom_values += custom_value_rows(cid, item.get("custom_fields_values"), fields)
-    embedded = item.get("_embedded") or {}
-    rows.tags += tag_rows(cid, embedded.get("tags"))
-    rows.companies += _links(cid, embedded.get("companies"))
-    if "leads" in with_:
-        rows.leads += _links(cid, embedded.get("leads"))
-    if "customers" in with_:
-        rows.customers += _links(cid, embedded.get("customers"))
-    if "catalog_elements" in with_:
-        rows.catalog_elements += catalog_rows(cid, embedded.get("catalog_elements"))
 
 
 def chat_rows(links: Iterable[Mapping[str, Any]]) -> list[JSON]:

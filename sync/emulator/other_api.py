@@ -93,12 +93,11 @@ def list_chats(ctx: Ctx) -> Response:
     contact_ids, chat_ids = ints_of(query.get("contact_id")), values_of(query.get("chat_id"))
     if ("contact_id" in query) == ("chat_id" in query) or contact_ids is None:
         raise ApiProblem(400, "Pass either contact_id or chat_id (integers / chat uuids)")
-    wanted_contacts, wanted_chats = set(contact_ids), set(chat_ids)  # O(1) per link
+    wanted_contacts, wanted_chats = set(contact_ids), set(chat_ids)
     with ctx.account.lock:
         links = [
-            link_ for link_ in ctx.account.chat_links.values()
-            if (link_.contact_id in wanted_contacts or link_.chat_id in wanted_chats)
-            and ctx.account.live(link_.contact_id) is not None
+            link_ for link_ in ctx.account.links_of(wanted_contacts, wanted_chats)
+            if ctx.account.live(link_.contact_id) is not None
         ]  # fmt: skip
     if not links:
         return no_content()

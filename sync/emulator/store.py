@@ -50,7 +50,13 @@ class Account:
         self.users: dict[int, User] = {u.id: u for u in seed.users}
         self.tags: dict[int, Tag] = {t.id: t for t in seed.tags}
         self.contacts: dict[int, Contact] = {}
-        self.chat_links: dict[str, ChatLink] = {link.chat_id: link for link in seed.chat_links}
+        self.chat_links: dict[str, ChatLink] = {}
+        # contact id → its chats, and each chat's place in `chat_links` (first linked first):
+        # a lookup by contact reads its own links, not every link of the account
+        self.chats_by_contact: dict[int, set[str]] = {}
+        self.chat_rank: dict[str, int] = {}
+        for seeded in seed.chat_links:
+            self._put_link(seeded)
         self.events: list[Event] = []
         self.version = 0
         self._views: dict[tuple[str, bool, bool], list[Contact]] = {}
@@ -202,8 +208,22 @@ class Account:
             return current
         link = ChatLink(self._next_link_id, contact_id, chat_id)
         self._next_link_id += 1
-        self.chat_links[chat_id] = link
+        self._put_link(link)
         return link
+
+    def _put_link(self, link: ChatLink) -> None:
+        old = self.chat_links.get(link.chat_id)
+        if old is not None:
+            self.chats_by_contact.get(old.contact_id, set()).discard(link.chat_id)
+        self.chat_rank.setdefault(link.chat_id, len(self.chat_rank))
+        self.chat_links[link.chat_id] = link
+        self.chats_by_contact.setdefault(link.contact_id, set()).add(link.chat_id)
+
+    def links_of(self, contact_ids: Iterable[int], chat_ids: Iterable[str]) -> list[ChatLink]:
+        """The chat links of these contacts or chats, in `chat_links` order."""
+        chosen = {c for i in contact_ids for c in self.chats_by_contact.get(i, ())}
+        chosen.update(c for c in chat_ids if c in self.chat_links)
+        return [self.chat_links[c] for c in sorted(chosen, key=self.chat_rank.__getitem__)]
 
     def _announce(self, change: str, contact: Contact) -> None:
         for listener in self.listeners:

@@ -111,6 +111,32 @@ def test_unknown_field_falls_back_to_the_contacts_own_names() -> None:
     assert (rows[0]["field_code"], rows[0]["field_type"]) == ("PHONE", "multitext")
 
 
+def test_relation_values_are_ints_strs_or_none_whatever_json_types_amocrm_sends() -> None:
+    """The COPY into staging formats values by column type (`sync.db.staging.copy_rows`): an
+    int where a text column is, or a str where a bigint column is, would fail the page."""
+    odd = contact(
+        custom_fields_values=[
+            {"field_id": "99", "field_name": 5, "field_code": 6, "field_type": 7,
+             "values": [{"value": 1.5, "enum_id": "3", "enum_code": 4}, {"value": True}]},
+        ],
+        _embedded={"tags": [{"id": "7", "name": 8}], "leads": [{"id": "9"}],
+                   "customers": [{"id": 10}], "companies": [{"id": "11"}]},
+    )  # fmt: skip
+    rows = to_rows(
+        [odd],
+        {99: field_def({"id": 99, "name": 1, "code": None, "type": 2})},
+        with_=("leads", "customers"),
+    )
+    text = {"field_code", "field_name", "field_type", "value", "enum_code", "tag_name"}
+    for attr in ("custom_values", "tags", "leads", "customers", "companies"):
+        for row in rows.dicts(attr):
+            for column, value in row.items():
+                wanted = str if column in text else int
+                assert value is None or type(value) is wanted, (attr, column, value)
+    assert [r["field_name"] for r in rows.dicts("custom_values")] == ["1", "1"]
+    assert custom_value_rows(1, odd["custom_fields_values"], {})[0][3:6] == ("6", "5", "7")
+
+
 def test_relations_deduplicated_and_only_the_configured_ones() -> None:
     rows = to_rows([contact()], FIELDS, with_=("leads", "catalog_elements"))
     assert rows.dicts("leads") == [
