@@ -67,10 +67,13 @@ class Fetcher(AfterWalk):
                     if self._next_phase():
                         continue
                     return
+                if not self.producers and self._final_beside_chats():
+                    continue
                 pause = 0.02 if self.outbox else None
                 done, _ = wait(list(self.inflight), timeout=pause, return_when=FIRST_COMPLETED)
                 for future in done:
                     handler = self.inflight.pop(future)
+                    self.producers.discard(future)
                     handler(future.result())
         finally:
             for future in self.inflight:
@@ -82,7 +85,8 @@ class Fetcher(AfterWalk):
         self._early_tail()
         while self._requests_in_flight() < self.setup.workers:
             if not self._start_one():
-                return
+                break
+        self._drain_chats()
 
     def _requests_in_flight(self) -> int:
         return len(self.inflight)
@@ -100,7 +104,7 @@ class Fetcher(AfterWalk):
                 self._ask_tie(tie, tie.issued)
                 return True
         window = self.plan.idle() if self.bounds is not None else self._lowest_idle()
-        if window is None and not self._top_unknown():
+        if window is None and not self._top_unknown() and self._budget_has_room():
             window = self.plan.steal()
         if window is None:
             return False
@@ -114,6 +118,11 @@ class Fetcher(AfterWalk):
             return None
         lowest.busy = True
         return lowest
+
+    def _budget_has_room(self) -> bool:
+        """A window is split only while no request waits for the rate budget: once requests
+        queue for it, another window adds no speed, only a part-page at its end."""
+        return self.client.session.limiter.waiting == 0
 
     def _top_unknown(self) -> bool:
         """Open windows are not split before the top is known (their end is a guess)."""
@@ -130,6 +139,7 @@ class Fetcher(AfterWalk):
         self._submit(
             lambda: self._list({"updated_at": bound}, ("updated_at", "asc"), 1),
             lambda page: self._on_window(window, asked, page),
+            produces=True,
         )
 
     def _on_window(self, window: Window, asked: tuple[int, int | None, int], page: Any) -> None:

@@ -39,7 +39,9 @@ class TieReads(Completion):
     def _ask_top(self) -> None:
         self.top = "asked"
         self.list_requests += 1
-        self._submit(lambda: self._list(None, ("updated_at", "desc"), 1), self._on_top)
+        self._submit(
+            lambda: self._list(None, ("updated_at", "desc"), 1), self._on_top, produces=True
+        )
 
     def _on_top(self, page: Page | None) -> None:
         self.top = "done"
@@ -112,6 +114,7 @@ class TieReads(Completion):
         self._submit(
             lambda: self._list(self._tie_filter(tie.second), ("id", "asc"), number),
             lambda page: self._on_tie(tie, number, page),
+            produces=True,
         )
 
     def _on_tie(self, tie: Tie, number: int, page: Page | None) -> None:
