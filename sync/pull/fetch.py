@@ -38,6 +38,8 @@ from sync.pull.stage import (
 from sync.pull.tail import AfterWalk
 from sync.pull.windows import Window
 
+MIN_WINDOWS = 3  # windows read at once before the budget's queue may hold back a split
+
 __all__ = ["SETTLE_S", "SPECULATIVE", "FetchSetup", "Fetcher", "FiltersIgnored"]
 
 
@@ -120,9 +122,12 @@ class Fetcher(AfterWalk):
         return lowest
 
     def _budget_has_room(self) -> bool:
-        """A window is split only while no request waits for the rate budget: once requests
-        queue for it, another window adds no speed, only a part-page at its end."""
-        return self.client.session.limiter.waiting == 0
+        """A window is split only while no request waits for the rate budget (once requests
+        queue for it, another window adds no speed, only a part-page at its end), or while
+        fewer than `MIN_WINDOWS` are read: the last pages of a walk go in parallel, not one
+        round trip after another in the last window."""
+        busy = sum(1 for w in self.plan.windows if w.busy)
+        return busy < MIN_WINDOWS or self.client.session.limiter.waiting == 0
 
     def _top_unknown(self) -> bool:
         """Open windows are not split before the top is known (their end is a guess)."""
