@@ -307,11 +307,11 @@ def old_walk(args: argparse.Namespace, port: int, folder: str) -> None:
         run_cli(config, ["db", "upgrade"], checkout=tree)
         before, *_ = server_counts(port)
         wall, line, peak_mb = run_cli(config, ["pull", "--full"], checkout=tree)
-        print(f"peak RSS (process)   {peak_mb:.0f} MB")
         _, api, throttled, _size, kinds = server_kinds(port, before)
         print(f"amosync said         {line}")
         print(f"wall time            {wall:.1f} s (process start to exit)")
         print(f"requests (server)    {api}: " + by_kind(kinds) + f"; 429s {throttled}")
+        print(f"peak RSS (process)   {peak_mb:.0f} MB")
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

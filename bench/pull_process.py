@@ -58,6 +58,7 @@ def check_imports(checkout: Path = CHECKOUT) -> str:
     out = subprocess.run(
         [sys.executable, "-c", "import sync; print(sync.__file__)"],
         env=child_env(checkout),
+        cwd="/",  # `-c` puts the working directory first on the path
         capture_output=True,
         text=True,
         check=True,
@@ -73,7 +74,7 @@ def run_cli(
     command = [AMOSYNC, "--config", str(config), *args]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.monotonic()
-        proc = subprocess.Popen(command, env=child_env(checkout), stdout=out, stderr=err)
+        proc = subprocess.Popen(command, env=child_env(checkout), stdout=out, stderr=err, cwd="/")
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.monotonic() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -91,5 +92,6 @@ def old_walk_tree(commit: str, into: Path) -> Path:
     archive = subprocess.run(
         ["git", "-C", str(CHECKOUT), "archive", commit, "sync"], capture_output=True, check=True
     )
+    into.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into

@@ -127,7 +127,9 @@ class TieReads(Completion):
             tie.empty.discard(number)
             if page.has_next:
                 tie.frontier = max(tie.frontier, number + 1)
-                tie.speculative = SPECULATIVE  # more than a page after all
+                # more than a page after all: ask ahead as far as the pages read so far (a
+                # second of two pages wastes one speculative page, not SPECULATIVE)
+                tie.speculative = min(SPECULATIVE, len(tie.answered))
                 if number + 1 in tie.empty:  # it exists after all: ask again
                     tie.empty.discard(number + 1)
                     tie.queue.append(number + 1)
