@@ -83,6 +83,7 @@ class Fetcher(AfterWalk):
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _dispatch(self) -> None:
+        self.stolen = False
         self._release_ties()
         self._early_tail()
         while self._requests_in_flight() < self.setup.workers:
@@ -108,6 +109,7 @@ class Fetcher(AfterWalk):
         window = self.plan.idle() if self.bounds is not None else self._lowest_idle()
         if window is None and not self._top_unknown() and self._budget_has_room():
             window = self.plan.steal()
+            self.stolen = self.stolen or window is not None
         if window is None:
             return False
         self._ask_window(window)
@@ -127,7 +129,10 @@ class Fetcher(AfterWalk):
         fewer than `MIN_WINDOWS` are read: the last pages of a walk go in parallel, not one
         round trip after another in the last window."""
         busy = sum(1 for w in self.plan.windows if w.busy)
-        return busy < MIN_WINDOWS or self.client.session.limiter.waiting == 0
+        if busy < MIN_WINDOWS:
+            return True
+        # one split per answer: a request just submitted is not waiting for the budget yet
+        return not self.stolen and self.client.session.limiter.waiting == 0
 
     def _top_unknown(self) -> bool:
         """Open windows are not split before the top is known (their end is a guess)."""

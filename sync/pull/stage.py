@@ -138,6 +138,7 @@ class Stage:
         self.margin = 1 if setup.bounds == "exclusive" else 0
         self.bounds = setup.bounds
         self.inflight: dict[Future[Any], Callable[[Any], None]] = {}
+        self.stolen = False  # a window was split in this dispatch
         self.producers: set[Future[Any]] = set()  # requests whose answer may list contacts
         self.chat_batch: list[tuple[Waiting, list[int]]] = []  # contacts whose links to ask
         self.chat_batched = 0  # contacts in `chat_batch`

@@ -6,11 +6,12 @@ second U read, bounds the open window at U + 1 for splitting, and tells the run 
 time before any tie is read.
 
 **Ties.** A full page all in one second U (more contacts in it than a page holds) is read by id:
-`filter[updated_at][from]=U&[to]=U&order[id]=asc`, pages 1, 2, … several in flight (at most
-`SPECULATIVE` beyond the last page known to exist). Pages addressed by number can shift when a
-contact leaves U during the read, so every tie records `theta` (amoCRM's newest time known when
-its read began) and the listing sequence number; `sync.pull.tail` checks them after the walk.
-See docs/pull.md for the whole argument.
+`filter[updated_at][from]=U&[to]=U&order[id]=asc`, pages 1, 2, … several in flight: one page
+beyond the last known to exist at first, then as many as pages were read, at most `SPECULATIVE`
+(a second of two pages wastes one page answering 204, a bulk second of 16 is read 4 at a time).
+Pages addressed by number can shift when a contact leaves U during the read, so every tie
+records `theta` (amoCRM's newest time known when its read began) and the listing sequence
+number; `sync.pull.tail` checks them after the walk. See docs/pull.md for the whole argument.
 """
 
 from __future__ import annotations
@@ -71,9 +72,7 @@ class TieReads(Completion):
 
     # --- ties -------------------------------------------------------------------------------
 
-    def _start_tie(
-        self, window: Window, found: list[dict[str, Any]], speculative: int = SPECULATIVE
-    ) -> None:
+    def _start_tie(self, window: Window, found: list[dict[str, Any]], speculative: int = 1) -> None:
         if any(t.second == window.pos for t in self.ties):  # read by id in this run already
             window.busy, window.pos, window.boundary = False, window.pos + 1, frozenset()
             if window.hi is not None and window.pos >= window.hi:
