@@ -149,7 +149,9 @@ class Fetcher(AfterWalk):
         self._submit(
             lambda: self._list({"updated_at": bound}, ("updated_at", "asc"), 1),
             lambda page: self._on_window(window, asked, page),
-            produces=True,
+            # a final pass (not splittable) rarely lists anyone: the last chat batch goes out
+            # beside it, not after it (if it lists contacts, they make a batch of their own)
+            produces=window.splittable,
         )
 
     def _on_window(self, window: Window, asked: tuple[int, int | None, int], page: Any) -> None:
