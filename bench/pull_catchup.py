@@ -7,20 +7,25 @@ The account is mirrored first with a fast full resync (latency and limit off). T
 minute before the pull (amoCRM's clock is set a minute behind ours, so all of it is in the past
 when the pull starts, as it is on a real account): one bulk edit puts `--bulk` contacts into one
 second, `--edits` more are edited over `--seconds` seconds, `--creates` contacts are created and
-`--deletes` deleted. One incremental pull is timed. It prints the wall time, the requests amoCRM
-saw by kind, the target bound `1.5 x (ceil(changed / 250) + chat requests) / 7` and the list
-requests against `1.2 x ceil(changed / 250) + 4`; then a second pull (nothing changed) shows that
-the bulk second is not read again.
+`--deletes` deleted. One incremental pull is timed: `amosync pull` as a process from its start
+to its exit (with a generated config and this checkout first on `PYTHONPATH`; `--in-process`
+calls `run_pull` here instead). It prints the wall time, the requests amoCRM saw by kind, the
+target bound `1.5 x (ceil(changed / 250) + chat requests) / 7` and the list requests against
+`1.2 x ceil(changed / 250) + 4`; then a second pull (nothing changed) shows that the bulk second
+is not read again.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 import time
+from pathlib import Path
 
 from pull_backlog import _config, admin
-from pull_full import by_kind, emulator_and_database, server_counts, server_kinds, timeline
+from pull_full import TOKEN, by_kind, emulator_and_database, server_counts, server_kinds, timeline
+from pull_process import check_imports, run_cli, write_config
 
 from sync.amo.client import AmoClient
 from sync.config import DatabaseConfig, LoggingConfig
@@ -42,6 +47,7 @@ def main() -> None:
     parser.add_argument("--rate-limit", type=float, default=7)
     parser.add_argument("--max-rps", type=float, default=7)
     parser.add_argument("--timeline", action="store_true", help="print every request's time")
+    parser.add_argument("--in-process", action="store_true", help="call run_pull in this process")
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     configure_logging(LoggingConfig(level="warning", format="json"))
@@ -59,19 +65,28 @@ def run(args: argparse.Namespace, port: int, db: DatabaseConfig) -> None:
     admin(port, "PATCH", "/controls", _controls(args))
     time.sleep(1.1)  # the mirror's burst must leave amoCRM's 1-second window first
     config = _config(port, db, max_rps=args.max_rps)
+    folder = tempfile.TemporaryDirectory()
+    toml = write_config(
+        Path(folder.name), port=port, db_url=db.url.reveal(), token=TOKEN, max_rps=args.max_rps
+    )
+    if not args.in_process:
+        print(f"sync imported from   {check_imports()}")
     for label in ("catch-up pull", "next pull (idle)"):
         before, *_ = server_counts(port)
         started = time.monotonic()
-        with AmoClient.connect(config.amocrm, workers=8) as client:
-            report = run_pull(config, engine, client)
+        if args.in_process:
+            with AmoClient.connect(config.amocrm, workers=8) as client:
+                report = run_pull(config, engine, client)
+            said = report.describe() + f" (mode {report.mode})"
+        else:
+            _, said, _peak = run_cli(toml, ["pull"])
         wall = time.monotonic() - started
         _, api, throttled, _size, kinds = server_kinds(port, before)
         print(f"--- {label}")
-        print(
-            f"contacts read        {report.fetched} ({report.upserted} written, mode {report.mode})"
-        )
-        print(f"wall time            {wall:.1f} s")
-        print(f"requests (server)    {api} (pull counted {report.requests}): {by_kind(kinds)}")
+        print(f"pull said            {said}")
+        where = "run_pull" if args.in_process else "process start to exit"
+        print(f"wall time            {wall:.1f} s ({where})")
+        print(f"requests (server)    {api}: {by_kind(kinds)}")
         print(f"429 responses        {throttled}")
         if args.timeline:
             timeline(port, before, started)
@@ -88,6 +103,7 @@ def run(args: argparse.Namespace, port: int, db: DatabaseConfig) -> None:
                 f"{1.2 * pages + 4:.1f}"
             )
     engine.dispose()
+    folder.cleanup()
 
 
 def _scenario(port: int, args: argparse.Namespace) -> int:
@@ -115,7 +131,7 @@ def _scenario(port: int, args: argparse.Namespace) -> int:
         f"scenario             bulk edit of {len(bulk_ids)} in one second, {edited} edits over "
         f"{args.seconds} s, {len(ids)} creates, {args.deletes} deletions"
     )
-    return len(bulk_ids) + edited + len(ids) + args.deletes
+    return int(len(bulk_ids) + edited + len(ids) + args.deletes)
 
 
 def _controls(args: argparse.Namespace) -> dict[str, object]:

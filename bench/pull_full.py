@@ -1,10 +1,21 @@
-"""Full resync benchmark: `run_pull(full=True)` against `amosync emulator` in a subprocess.
+"""Full resync benchmark: `amosync pull --full` (or `run_pull(full=True)`) against `amosync
+emulator` in a subprocess.
 
-    # the rate-limited target: 20,000 contacts, 600±200 ms latency, strict 7 rps
+    # the rate-limited target: 20,000 contacts, 600±200 ms latency, strict 7 rps; times the
+    # command `amosync pull --full` from its start to its exit (--cli, the default here)
     .venv/bin/python bench/pull_full.py --contacts 20000 --latency-ms 400 --jitter-ms 400 \\
         --rate-limit 7 --max-rps 7
-    # ingest speed and memory: latency and rate limit off
+    # the same with updated_at packed into one day (or spread over years), beside the old
+    # order[id] walk of commit 6d7e778 run as a process against the same emulator
+    .venv/bin/python bench/pull_full.py --spread-days 1 --old-walk 6d7e778 --passes 1
+    # ingest speed and memory: latency and rate limit off (in-process, the default here)
     .venv/bin/python bench/pull_full.py --contacts 100000 --rate-limit 0 --max-rps 1000
+
+`--cli` runs the command with a generated config and this checkout first on `PYTHONPATH`, and
+prints its wall time from spawn to exit, the requests amoCRM saw by kind, 429s, the ratio to
+`(list + chat requests) / 7` and the old walk's cost: measured with `--old-walk COMMIT`, else
+modelled as issue 12 measured it (⌈N/250⌉ list + ⌈N/250⌉ chat requests at 0.77 of the rate
+bound). `--in-process` calls `run_pull` in this process (ingest rate, CPU split, peak RSS).
 
 The emulator runs in its own process (so its JSON rendering does not compete with the pull for
 this process's GIL). A fresh database is created on `--pg` (default: the local server the tests
@@ -20,11 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -41,6 +54,9 @@ from sync.db.engine import create_engine
 from sync.db.migrate import upgrade
 from sync.logs import configure_logging
 from sync.pull import run_pull
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pull_process import check_imports, old_walk_tree, run_cli, write_config
 
 AMOSYNC = str(Path(sys.executable).with_name("amosync"))
 TOKEN = "bench-token"
@@ -66,7 +82,8 @@ def start_emulator(args: argparse.Namespace, port: int) -> subprocess.Popen[byte
         port,
         ["--contacts", str(args.contacts), "--latency-ms", str(args.latency_ms),
          "--jitter-ms", str(args.jitter_ms), "--rate-limit", str(args.rate_limit),
-         "--token", TOKEN, "--block-after", "1000000"],
+         "--token", TOKEN, "--block-after", "1000000",
+         "--spread-days", str(getattr(args, "spread_days", 365))],
     )  # fmt: skip
 
 
@@ -170,10 +187,22 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=2, help="full resyncs in a row")
     parser.add_argument("--timeline", action="store_true", help="print every request's time")
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--spread-days", type=float, default=365,
+        help="the seed's updated_at spread over this many days (365 * 5: years; 1: one day)",
+    )  # fmt: skip
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--cli", action="store_true", help="time `amosync pull --full` processes")
+    mode.add_argument("--in-process", action="store_true", help="call run_pull in this process")
+    parser.add_argument("--old-walk", metavar="COMMIT", help="also run that commit's pull --full")
     args = parser.parse_args()
     configure_logging(LoggingConfig(level="warning", format="json"))
+    cli = args.cli or (not args.in_process and args.rate_limit > 0)
     with emulator_and_database(args, args.pg) as (port, db):
-        run(args, port, db)
+        if cli:
+            run_processes(args, port, db)
+        else:
+            run(args, port, db)
 
 
 @contextmanager
@@ -215,6 +244,78 @@ def run(args: argparse.Namespace, port: int, db: DatabaseConfig) -> None:
             print(f"--- pass {number}: {'empty tables' if number == 1 else 'tables filled'}")
             measure(args, port, config, engine, client)
     engine.dispose()
+
+
+def run_processes(args: argparse.Namespace, port: int, db: DatabaseConfig) -> None:
+    """`amosync pull --full` as a process, `--passes` times; then the old walk if asked."""
+    print(f"sync imported from   {check_imports()}")
+    engine = create_engine(db, pool_size=2)
+    with tempfile.TemporaryDirectory() as folder:
+        url = db.url.reveal()
+        config = write_config(
+            Path(folder), port=port, db_url=url, token=TOKEN, max_rps=args.max_rps,
+            workers=args.workers,
+        )  # fmt: skip
+        for number in range(1, args.passes + 1):
+            print(f"--- pass {number} (process): {'empty tables' if number == 1 else 'filled'}")
+            measure_process(args, port, config, engine, db.schema)
+        if args.old_walk:
+            old_walk(args, port, folder)
+    engine.dispose()
+
+
+def measure_process(
+    args: argparse.Namespace, port: int, config: Path, engine: Engine, schema: str
+) -> None:
+    before, *_ = server_counts(port)
+    spawned = time.monotonic()
+    wall, line, peak_mb = run_cli(config, ["pull", "--full"])
+    _, api, throttled, _size, kinds = server_kinds(port, before)
+    if args.timeline:
+        timeline(port, before, spawned)
+    print(f"amosync said         {line}")
+    print(f"relation rows        {relation_rows(engine, schema)}")
+    print(f"wall time            {wall:.1f} s (process start to exit)")
+    print(f"requests (server)    {api}: " + by_kind(kinds))
+    print_bound(wall, kinds, 1.15)
+    print(f"429 responses        {throttled}")
+    print(f"peak RSS (process)   {peak_mb:.0f} MB")
+    print(f"old order[id] walk   {old_model(args):.1f} s modelled (issue 12: 0.77 of the bound)")
+
+
+def old_model(args: argparse.Namespace) -> float:
+    """The old walk's cost as issue 12 measured it: ceil(N/250) list + ceil(N/250) chat
+    requests at 0.77 of the rate bound (29.7 s for 80 + 80 at 7 rps)."""
+    pages = math.ceil(args.contacts / 250)
+    return float(2 * pages / args.max_rps / 0.77)
+
+
+def old_walk(args: argparse.Namespace, port: int, folder: str) -> None:
+    """The old commit's `amosync pull --full` against the same emulator, into a database of its
+    own (migrated by its own code)."""
+    tree = old_walk_tree(args.old_walk, Path(folder) / "old")
+    admin = sa.create_engine(make_url(args.pg), isolation_level="AUTOCOMMIT")
+    name = f"amosync_bench_old_{os.getpid()}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = make_url(args.pg).set(database=name).render_as_string(hide_password=False)
+        config = write_config(
+            tree, port=port, db_url=url, token=TOKEN, max_rps=args.max_rps, workers=args.workers
+        )
+        print(f"--- the old walk ({args.old_walk}), sync imported from {check_imports(tree)}")
+        run_cli(config, ["db", "upgrade"], checkout=tree)
+        before, *_ = server_counts(port)
+        wall, line, peak_mb = run_cli(config, ["pull", "--full"], checkout=tree)
+        _, api, throttled, _size, kinds = server_kinds(port, before)
+        print(f"amosync said         {line}")
+        print(f"wall time            {wall:.1f} s (process start to exit)")
+        print(f"requests (server)    {api}: " + by_kind(kinds) + f"; 429s {throttled}")
+        print(f"peak RSS (process)   {peak_mb:.0f} MB")
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def measure(

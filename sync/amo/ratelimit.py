@@ -311,6 +311,11 @@ class RateLimiter:
             return self._rate
 
     @property
+    def waiting(self) -> int:
+        """Threads waiting for a start now: 0 means the budget has room for another request."""
+        return self._waiting
+
+    @property
     def halted(self) -> AmoError | None:
         return self._halted
 

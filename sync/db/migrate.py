@@ -6,19 +6,22 @@ maps the package there, a wheel carries it under `sync/`).
 
 Each call runs in one transaction under an advisory lock, so two `amosync db upgrade` at once
 are serialised and a failed migration leaves nothing half-done (PostgreSQL DDL is transactional).
+
+Every command checks the schema first (`require_schema`); when it is at the head this version
+ships, the check reads the version table and the revision files' headers without importing
+alembic (a few hundred ms of every command's start-up); anything else takes alembic's word.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from sync.config import DatabaseConfig
@@ -26,7 +29,12 @@ from sync.db.engine import create_engine, store_errors
 from sync.db.locks import advisory_lock
 from sync.errors import SchemaMissingError, UsageError
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
 MIGRATIONS_PACKAGE = "sync.migrations"
+_HEADER = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(.+?)\s*(?:#.*)?$", re.MULTILINE)
 
 
 def script_location() -> str:
@@ -36,6 +44,8 @@ def script_location() -> str:
 
 def alembic_config(connection: Connection, schema: str) -> AlembicConfig:
     """An alembic configuration bound to an open connection and a target schema."""
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", script_location())
     config.attributes["connection"] = connection
@@ -44,6 +54,8 @@ def alembic_config(connection: Connection, schema: str) -> AlembicConfig:
 
 
 def current_revision(connection: Connection, schema: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     context = MigrationContext.configure(connection, opts={"version_table_schema": schema})
     return context.get_current_revision()
 
@@ -60,6 +72,9 @@ def require_schema(engine: Engine, db: DatabaseConfig) -> None:
     schema is migrated to this version's head: every command but `db upgrade`, `run` and `demo`
     (which migrate) checks it before its first statement, so none fails on a missing table."""
     with store_errors(db), engine.connect() as conn:
+        shipped = shipped_head()
+        if shipped is not None and _stored_revision(conn, db.schema) == shipped:
+            return  # the common case, without importing alembic
         revision = current_revision(conn, db.schema)
     head = head_revision()
     if revision == head:
@@ -84,11 +99,39 @@ def _place(engine: Engine, db: DatabaseConfig) -> str:
     return f"database {url.database} on {url.host or 'localhost'}:{url.port or 5432}"
 
 
+def _stored_revision(conn: Connection, schema: str) -> str | None:
+    """The one revision in the schema's version table, or None (no table, none, several)."""
+    table = conn.dialect.identifier_preparer.quote_schema(schema) + ".alembic_version"
+    if conn.scalar(text("SELECT to_regclass(:table)"), {"table": table}) is None:
+        return None
+    rows = conn.execute(text(f"SELECT version_num FROM {table}")).scalars().all()
+    return str(rows[0]) if len(rows) == 1 else None
+
+
+@cache
+def shipped_head() -> str | None:
+    """The head revision, read from the revision files' `revision` / `down_revision` lines (no
+    alembic): the one revision no other names as its parent; None if that is not one."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (files(MIGRATIONS_PACKAGE) / "versions").iterdir():
+        if not path.name.endswith(".py") or path.name.startswith("__"):
+            continue
+        for key, value in _HEADER.findall(path.read_text(encoding="utf-8")):
+            named = set(re.findall(r"[\"']([^\"']+)[\"']", value))
+            (revisions if key == "revision" else parents).update(named)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
 def _known_revisions() -> set[str]:
     return {script.revision for script in _scripts().walk_revisions()}
 
 
 def _scripts() -> ScriptDirectory:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
     config = AlembicConfig()
     config.set_main_option("script_location", script_location())
     return ScriptDirectory.from_config(config)
@@ -108,6 +151,8 @@ def _locked(db: DatabaseConfig) -> Iterator[Connection]:
 def upgrade(db: DatabaseConfig, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade the schema to `revision`; returns (before, after). A second run changes nothing."""
     with _locked(db) as conn:
+        from alembic import command
+
         before = current_revision(conn, db.schema)
         _run(command.upgrade, conn, db.schema, revision)
         return before, current_revision(conn, db.schema)
@@ -116,12 +161,16 @@ def upgrade(db: DatabaseConfig, revision: str = "head") -> tuple[str | None, str
 def downgrade(db: DatabaseConfig, revision: str) -> tuple[str | None, str | None]:
     """Downgrade the schema to `revision` ('base' removes every object the sync created)."""
     with _locked(db) as conn:
+        from alembic import command
+
         before = current_revision(conn, db.schema)
         _run(command.downgrade, conn, db.schema, revision)
         return before, current_revision(conn, db.schema)
 
 
 def _run(action: object, conn: Connection, schema: str, revision: str) -> None:
+    from alembic.util.exc import CommandError
+
     try:
         action(alembic_config(conn, schema), revision)  # type: ignore[operator]
     except CommandError as exc:

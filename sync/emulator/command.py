@@ -21,6 +21,10 @@ from sync.emulator.settings import EmulatorSettings
 @click.option("--port", default=8899, show_default=True, help="Port (0 = any free port).")
 @click.option("--contacts", default=1000, show_default=True, help="Seeded contacts.")
 @click.option("--seed", default=1, show_default=True, help="Seed for deterministic data.")
+@click.option(
+    "--spread-days", default=365.0, show_default=True,
+    help="Seeded created_at/updated_at spread over this many days before the data epoch.",
+)  # fmt: skip
 @click.option("--latency-ms", default=0.0, show_default=True, help="Added to every API answer.")
 @click.option("--jitter-ms", default=0.0, show_default=True, help="Plus uniform(0, jitter).")
 @click.option(
@@ -76,6 +80,7 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
     host: str,
     port: int,
     contacts: int,
+    spread_days: float,
     seed: int,
     latency_ms: float,
     jitter_ms: float,
@@ -99,7 +104,8 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
     """Run the local amoCRM API v4 emulator (contacts, events, fields, account, chats, OAuth)."""
     settings = EmulatorSettings(
         client_id=client_id, client_secret=client_secret, redirect_uri=redirect_uri,
-        contacts=contacts, seed=seed, latency_ms=latency_ms, jitter_ms=jitter_ms,
+        contacts=contacts, seed=seed, spread_s=max(1, round(spread_days * 86_400)),
+        latency_ms=latency_ms, jitter_ms=jitter_ms,
         rate_limit=rate_limit or None, rate_limit_body=rate_limit_body,  # type: ignore[arg-type]
         block_after_violations=block_after or None, long_lived_token=token,
         block_window_s=block_window_s or None, account_rate_limit=account_rate_limit or None,

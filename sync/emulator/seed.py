@@ -3,9 +3,9 @@
 
 Contacts get unicode names, phones and emails with multitext enum codes, values in every
 seeded custom-field type, tags, a company, leads, customers, catalog elements and chat links,
-with timestamps spread over the year before `data_epoch`. Ids grow with `created_at`, as in a
-real account, and some contacts share one `updated_at` second (bulk imports), so tie handling
-gets exercised. 100,000 contacts take about a second.
+with timestamps spread over the year (`spread_s`) before `data_epoch`. Ids grow with
+`created_at`, as in a real account, and some contacts share one `updated_at` second (bulk
+imports), so tie handling gets exercised. 100,000 contacts take about a second.
 """
 
 from __future__ import annotations
@@ -224,8 +224,8 @@ class _ContactMaker:
         self._next_lead = FIRST_LEAD_ID
         self._companies = max(1, settings.contacts // 5)
         # A few "import seconds" that many contacts share, so updated_at ties are common.
-        start = settings.data_epoch - YEAR_S
-        self._import_seconds = sorted(start + rng.randrange(YEAR_S) for _ in range(20))
+        start = settings.data_epoch - settings.spread_s
+        self._import_seconds = sorted(start + rng.randrange(settings.spread_s) for _ in range(20))
         # Pools of shared, never-mutated value lists: far cheaper than drawing each contact's
         # optional fields afresh, and still varied enough for filters and mapping tests.
         # The radiobutton came later: its own random stream keeps every other value as it was.
@@ -241,8 +241,8 @@ class _ContactMaker:
         return items[int(self.rng.random() * len(items))]
 
     def make_all(self, count: int) -> list[Contact]:
-        start = self.settings.data_epoch - YEAR_S
-        created = sorted(start + self.below(YEAR_S) for _ in range(count))
+        start = self.settings.data_epoch - self.settings.spread_s
+        created = sorted(start + self.below(self.settings.spread_s) for _ in range(count))
         contacts: list[Contact] = []
         next_id = FIRST_CONTACT_ID
         for created_at in created:

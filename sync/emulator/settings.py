@@ -29,6 +29,9 @@ class EmulatorSettings:
     contacts: int = 1_000
     seed: int = 1
     data_epoch: int = DEFAULT_DATA_EPOCH
+    # created_at and updated_at are spread over this many seconds before data_epoch (a year;
+    # benchmarks pack them into a day or spread them over years)
+    spread_s: int = 365 * 86_400
     trashed_fraction: float = 0.01  # share of seeded contacts that start in the trash
     # Share of seeded contacts created (half of them also last edited) by a user who has since
     # been deleted: GET returns that id, /users does not list it, and sending it back is a 400.

@@ -1,8 +1,12 @@
 """The fetch stage's pages made complete: their chat links and the custom field definitions they
 need, then handed on to the sink (`sync.pull.sink`) as `CompletePage`s.
 
-**Chat links** are asked for as pages arrive, on the same workers (≤ 250 contacts a request; an
-incremental run asks only for listed versions not stored yet). **Field definitions** are fetched
+**Chat links** are asked for in batches of `CHAT_BATCH` (250) contacts across pages, on the
+same workers: a page's contacts join the batch as the page arrives, a full batch goes out at
+once, and a part-full one only when no request in flight can list more contacts (the walk is
+draining). A page is handed on once every batch holding its contacts has answered, so a page,
+its chat links and the cursor position it proves still go into one transaction. An incremental
+run asks only for listed versions not stored yet. **Field definitions** are fetched
 when a page names an unknown field or option, before that page reaches the sink, which saves them
 in the page's transaction. `complete_now` does the same for a page read outside the walk.
 """
@@ -16,7 +20,9 @@ from sync.amo.client import AmoClient
 from sync.core.mapping import FieldDef, chat_rows, field_def, unknown_fields
 from sync.pull.sink import ChatLinks, CompletePage
 from sync.pull.stage import (
+    CHAT_BATCH,
     MAX_FIELD_REFRESHES,
+    OUTBOX,
     FetchSetup,
     Stage,
     Waiting,
@@ -34,25 +40,59 @@ class Completion(Stage):
         waiting = Waiting(items, covers)
         self.waiting.append(waiting)
         if items and self.setup.chats:
-            waiting.chats_due = True
-            self._submit(lambda: self._chats(items), lambda c: self._chats_in(waiting, c))
+            waiting.chats = ChatLinks([], [])  # filled as its contacts' batches answer
+            self._batch_chats(waiting, self._chat_ids(items))
         if items and unknown_fields(items, self.fields) and not self.fields_refreshing:
             self._refresh_fields()
         self._flush()
 
-    def _chats(self, items: list[dict[str, Any]]) -> ChatLinks:
+    def _chat_ids(self, items: list[dict[str, Any]]) -> list[int]:
+        """The contacts of a page whose chat links to read (incremental: versions not stored)."""
         ids = [int(i["id"]) for i in items]
-        if self.setup.new_chats_only:
-            stored = self.stored_versions(ids)
-            ids = [int(i["id"]) for i in items if stored.get(int(i["id"])) != updated(i)]
-        links: list[dict[str, Any]] = []
-        if ids:
-            for page in self.client.iter_chats(contact_ids=ids):
-                links += page.items
-        return ChatLinks(ids, chat_rows(links))
+        if not self.setup.new_chats_only:
+            return ids
+        stored = self.stored_versions(ids)
+        return [int(i["id"]) for i in items if stored.get(int(i["id"])) != updated(i)]
 
-    def _chats_in(self, waiting: Waiting, chats: ChatLinks) -> None:
-        waiting.chats, waiting.chats_due = chats, False
+    def _batch_chats(self, waiting: Waiting, ids: list[int]) -> None:
+        """Add a page's contacts to the chat batch; a full batch is asked for at once. A page
+        may span two batches: it waits for both (its chats go into its own transaction)."""
+        while ids:
+            room = CHAT_BATCH - self.chat_batched
+            part, ids = ids[:room], ids[room:]
+            self.chat_batch.append((waiting, part))
+            self.chat_batched += len(part)
+            waiting.chats_due += 1
+            if self.chat_batched >= CHAT_BATCH:
+                self._send_chats()
+
+    def _drain_chats(self) -> None:
+        """The batch goes out part-full only when nothing in flight can add to it (the walk is
+        draining, or waits for something else)."""
+        if self.chat_batch and not self.producers and len(self.outbox) < OUTBOX:
+            self._send_chats()
+
+    def _send_chats(self) -> None:
+        batch, self.chat_batch, self.chat_batched = self.chat_batch, [], 0
+        ids = [cid for _, part in batch for cid in part]
+        self._submit(lambda: self._chats(ids), lambda rows: self._chats_in(batch, rows))
+
+    def _chats(self, ids: list[int]) -> list[dict[str, Any]]:
+        links: list[dict[str, Any]] = []
+        for page in self.client.iter_chats(contact_ids=ids):
+            links += page.items
+        return chat_rows(links)
+
+    def _chats_in(self, batch: list[tuple[Waiting, list[int]]], rows: list[dict[str, Any]]) -> None:
+        """A batch answered: each page gets the links of its own contacts."""
+        of: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            of.setdefault(int(row["contact_id"]), []).append(row)
+        for waiting, part in batch:
+            assert waiting.chats is not None
+            waiting.chats.ids.extend(part)
+            waiting.chats.rows.extend(row for cid in part for row in of.get(cid, ()))
+            waiting.chats_due -= 1
         self._flush()
 
     def _refresh_fields(self) -> None:

@@ -38,6 +38,8 @@ from sync.pull.stage import (
 from sync.pull.tail import AfterWalk
 from sync.pull.windows import Window
 
+MIN_WINDOWS = 3  # windows read at once before the budget's queue may hold back a split
+
 __all__ = ["SETTLE_S", "SPECULATIVE", "FetchSetup", "Fetcher", "FiltersIgnored"]
 
 
@@ -67,10 +69,13 @@ class Fetcher(AfterWalk):
                     if self._next_phase():
                         continue
                     return
+                if not self.producers and self._final_beside_chats():
+                    continue
                 pause = 0.02 if self.outbox else None
                 done, _ = wait(list(self.inflight), timeout=pause, return_when=FIRST_COMPLETED)
                 for future in done:
                     handler = self.inflight.pop(future)
+                    self.producers.discard(future)
                     handler(future.result())
         finally:
             for future in self.inflight:
@@ -78,11 +83,13 @@ class Fetcher(AfterWalk):
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _dispatch(self) -> None:
+        self.stolen = False
         self._release_ties()
         self._early_tail()
         while self._requests_in_flight() < self.setup.workers:
             if not self._start_one():
-                return
+                break
+        self._drain_chats()
 
     def _requests_in_flight(self) -> int:
         return len(self.inflight)
@@ -100,8 +107,9 @@ class Fetcher(AfterWalk):
                 self._ask_tie(tie, tie.issued)
                 return True
         window = self.plan.idle() if self.bounds is not None else self._lowest_idle()
-        if window is None and not self._top_unknown():
+        if window is None and not self._top_unknown() and self._budget_has_room():
             window = self.plan.steal()
+            self.stolen = self.stolen or window is not None
         if window is None:
             return False
         self._ask_window(window)
@@ -114,6 +122,17 @@ class Fetcher(AfterWalk):
             return None
         lowest.busy = True
         return lowest
+
+    def _budget_has_room(self) -> bool:
+        """A window is split only while no request waits for the rate budget (once requests
+        queue for it, another window adds no speed, only a part-page at its end), or while
+        fewer than `MIN_WINDOWS` are read: the last pages of a walk go in parallel, not one
+        round trip after another in the last window."""
+        busy = sum(1 for w in self.plan.windows if w.busy)
+        if busy < MIN_WINDOWS:
+            return True
+        # one split per answer: a request just submitted is not waiting for the budget yet
+        return not self.stolen and self.client.session.limiter.waiting == 0
 
     def _top_unknown(self) -> bool:
         """Open windows are not split before the top is known (their end is a guess)."""
@@ -130,6 +149,9 @@ class Fetcher(AfterWalk):
         self._submit(
             lambda: self._list({"updated_at": bound}, ("updated_at", "asc"), 1),
             lambda page: self._on_window(window, asked, page),
+            # a final pass (not splittable) rarely lists anyone: the last chat batch goes out
+            # beside it, not after it (if it lists contacts, they make a batch of their own)
+            produces=window.splittable,
         )
 
     def _on_window(self, window: Window, asked: tuple[int, int | None, int], page: Any) -> None:

@@ -34,6 +34,7 @@ SETTLE_S = 2  # lists may lag writes by at most this (amoCRM's clock: see `amo_s
 SPECULATIVE = 3  # tie pages asked beyond the last one known to exist
 PROMISED_ASKS = 4  # a 204 where the previous page said more follows is asked this often
 TIE_ASKS = 3
+CHAT_BATCH = 250  # contacts a chat-links request names (amoCRM's most per request)
 OUTBOX = 2  # complete pages beyond the sink's queue before no new page is asked for (memory)
 MAX_FIELD_REFRESHES = 3
 RECENT_LIMIT = 200_000  # versions near "now" remembered for the tie checks
@@ -86,7 +87,7 @@ class Waiting:
     items: list[dict[str, Any]]
     covers: Span | None
     chats: ChatLinks | None = None
-    chats_due: bool = False
+    chats_due: int = 0  # chat batches holding some of its contacts, not answered yet
     listed: bool = True
 
 
@@ -137,6 +138,10 @@ class Stage:
         self.margin = 1 if setup.bounds == "exclusive" else 0
         self.bounds = setup.bounds
         self.inflight: dict[Future[Any], Callable[[Any], None]] = {}
+        self.stolen = False  # a window was split in this dispatch
+        self.producers: set[Future[Any]] = set()  # requests whose answer may list contacts
+        self.chat_batch: list[tuple[Waiting, list[int]]] = []  # contacts whose links to ask
+        self.chat_batched = 0  # contacts in `chat_batch`
         self.waiting: list[Waiting] = []
         self.ties: list[Tie] = []
         self.newest: int | None = None  # newest updated_at listed
@@ -157,9 +162,17 @@ class Stage:
         self._pool: ThreadPoolExecutor | None = None
         plan.may_split = self.bounds is not None
 
-    def _submit(self, job: Callable[[], Any], then: Callable[[Any], None]) -> None:
+    def _submit(
+        self, job: Callable[[], Any], then: Callable[[Any], None], *, produces: bool = False
+    ) -> None:
+        """Run `job` on the pool and `then(result)` on this thread. `produces`: its answer may
+        list contacts (a window, a tie's page, the newest page, a re-read), so a chat batch
+        may still grow while it is in flight."""
         assert self._pool is not None
-        self.inflight[self._pool.submit(job)] = then
+        future = self._pool.submit(job)
+        self.inflight[future] = then
+        if produces:
+            self.producers.add(future)
 
     def _hand_on(self) -> None:
         """Pages to the sink while it has room; the walk waits while it has none (memory)."""

@@ -42,7 +42,7 @@ class AfterWalk(TieReads):
         if shaken:
             for tie in shaken:
                 tie.verified = True
-            self._submit(lambda: self._verify_all(shaken), self._on_verified)
+            self._submit(lambda: self._verify_all(shaken), self._on_verified, produces=True)
             self.reread_from = min(t.theta for t in shaken)
             return True
         if self.reread_from is not None:  # after a re-read: what changed meanwhile, stored
@@ -52,6 +52,17 @@ class AfterWalk(TieReads):
         for tie in self.ties:
             self._collect([], (tie.second, tie.second + 1))
         return False
+
+    def _final_beside_chats(self) -> bool:
+        """A full resync's final pass needs every window answered, not their pages stored: it
+        goes out beside the last chat links (a round trip less at the end)."""
+        if not self.setup.final_pass or self.full_tail or self.plan.windows:
+            return False
+        if self.baseline_state == "asked" or any(not t.finished for t in self.ties):
+            return False
+        self.full_tail = True
+        self._tail([t for t in self.ties if not t.checked], self.amo_start() - SETTLE_S)
+        return True
 
     def _early_tail(self) -> None:
         """An incremental run checks its ties as soon as they are all read, beside the rest."""

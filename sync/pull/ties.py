@@ -6,11 +6,12 @@ second U read, bounds the open window at U + 1 for splitting, and tells the run 
 time before any tie is read.
 
 **Ties.** A full page all in one second U (more contacts in it than a page holds) is read by id:
-`filter[updated_at][from]=U&[to]=U&order[id]=asc`, pages 1, 2, … several in flight (at most
-`SPECULATIVE` beyond the last page known to exist). Pages addressed by number can shift when a
-contact leaves U during the read, so every tie records `theta` (amoCRM's newest time known when
-its read began) and the listing sequence number; `sync.pull.tail` checks them after the walk.
-See docs/pull.md for the whole argument.
+`filter[updated_at][from]=U&[to]=U&order[id]=asc`, pages 1, 2, … several in flight: one page
+beyond the last known to exist at first, then as many as pages were read, at most `SPECULATIVE`
+(a second of two pages wastes one page answering 204, a bulk second of 16 is read 4 at a time).
+Pages addressed by number can shift when a contact leaves U during the read, so every tie
+records `theta` (amoCRM's newest time known when its read began) and the listing sequence
+number; `sync.pull.tail` checks them after the walk. See docs/pull.md for the whole argument.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ class TieReads(Completion):
     def _ask_top(self) -> None:
         self.top = "asked"
         self.list_requests += 1
-        self._submit(lambda: self._list(None, ("updated_at", "desc"), 1), self._on_top)
+        self._submit(
+            lambda: self._list(None, ("updated_at", "desc"), 1), self._on_top, produces=True
+        )
 
     def _on_top(self, page: Page | None) -> None:
         self.top = "done"
@@ -69,9 +72,7 @@ class TieReads(Completion):
 
     # --- ties -------------------------------------------------------------------------------
 
-    def _start_tie(
-        self, window: Window, found: list[dict[str, Any]], speculative: int = SPECULATIVE
-    ) -> None:
+    def _start_tie(self, window: Window, found: list[dict[str, Any]], speculative: int = 1) -> None:
         if any(t.second == window.pos for t in self.ties):  # read by id in this run already
             window.busy, window.pos, window.boundary = False, window.pos + 1, frozenset()
             if window.hi is not None and window.pos >= window.hi:
@@ -112,6 +113,7 @@ class TieReads(Completion):
         self._submit(
             lambda: self._list(self._tie_filter(tie.second), ("id", "asc"), number),
             lambda page: self._on_tie(tie, number, page),
+            produces=True,
         )
 
     def _on_tie(self, tie: Tie, number: int, page: Page | None) -> None:
@@ -124,7 +126,9 @@ class TieReads(Completion):
             tie.empty.discard(number)
             if page.has_next:
                 tie.frontier = max(tie.frontier, number + 1)
-                tie.speculative = SPECULATIVE  # more than a page after all
+                # more than a page after all: ask ahead as far as the pages read so far (a
+                # second of two pages wastes one speculative page, not SPECULATIVE)
+                tie.speculative = min(SPECULATIVE, len(tie.answered))
                 if number + 1 in tie.empty:  # it exists after all: ask again
                     tie.empty.discard(number + 1)
                     tie.queue.append(number + 1)

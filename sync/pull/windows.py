@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 Span = tuple[int, int | None]
 
 MIN_SPLIT_PAGES = 2  # a window is split only if it still holds about this many pages
+SLACK_PAGES = 0.15  # the near half of a split ends this much of a page short of a page's end
 
 
 def _end(hi: int | None) -> float:
@@ -102,13 +103,22 @@ def split_point(pos: int, hi: int, rate: float | None, page_size: int) -> int | 
     """Where to split a window `[pos, hi)` (hi: its end, or an estimate for an open one) being
     read from `pos`, or None if it is not worth it: the far half must be likely to hold at least
     a page, else the split costs an extra request for nothing. `rate` is the contacts per second
-    the window's pages showed (None: unknown, assume dense)."""
+    the window's pages showed (None: unknown, assume dense: the middle).
+
+    The near half keeps about half the pages left, as whole pages: it ends `SLACK_PAGES` short
+    of the end of its last page by the density (an estimate), so its last page is nearly full
+    instead of a part-page of any size. Each window ends in a part-page; this makes that page
+    hold most of a page at least for the near half of every split."""
     width = hi - pos
     if width < 2:
         return None
-    if rate is not None and rate * width < MIN_SPLIT_PAGES * page_size:
+    if rate is None:
+        return pos + width // 2
+    if rate * width < MIN_SPLIT_PAGES * page_size:
         return None
-    return pos + width // 2
+    near = max(1, round(rate * width / page_size / 2))
+    at = pos + int((near - SLACK_PAGES) * page_size / rate)
+    return at if pos < at < hi else pos + width // 2
 
 
 @dataclass

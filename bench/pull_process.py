@@ -1,0 +1,97 @@
+"""`amosync pull` as a process, timed from its start to its exit (issue 12's targets are wall
+time of the command an operator runs: Python's start-up, the CLI's imports, the database
+connection and the migration check are in the figure).
+
+    wall, report, peak_mb = run_cli(config_path, ["pull", "--full"])
+
+`write_config` writes the TOML the command reads (`amosync --config PATH`). The command runs
+with this checkout first on `PYTHONPATH`, so the `amosync` script of the venv (an editable
+install that may point at another checkout) imports this checkout's `sync`; `check_imports`
+says which one a child process gets. `old_walk_tree` unpacks an older commit of the repository
+(`git archive`, nothing in `.git` changes) to run its pull the same way against the same emulator.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CHECKOUT = HERE.parent
+AMOSYNC = str(Path(sys.executable).with_name("amosync"))
+
+
+def write_config(
+    folder: Path, *, port: int, db_url: str, token: str, max_rps: float, workers: int = 8
+) -> Path:
+    """A config file for one benchmark run (the emulator on `port`, the database `db_url`)."""
+    path = folder / "amosync.toml"
+    path.write_text(
+        "[amocrm]\n"
+        f'base_url = "http://127.0.0.1:{port}"\n'
+        f'access_token = "{token}"\n'
+        f"max_rps = {max_rps}\n"
+        "timeout_s = 60\n"
+        "[database]\n"
+        f'url = "{db_url}"\n'
+        "[sync]\n"
+        f"pull_workers = {workers}\n"
+        "[logging]\n"
+        'level = "warning"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def child_env(checkout: Path = CHECKOUT) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(checkout), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def check_imports(checkout: Path = CHECKOUT) -> str:
+    """Where a child process started like the command finds `sync`."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import sync; print(sync.__file__)"],
+        env=child_env(checkout),
+        cwd="/",  # `-c` puts the working directory first on the path
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def run_cli(
+    config: Path, args: list[str], *, checkout: Path = CHECKOUT
+) -> tuple[float, str, float]:
+    """Run `amosync --config CONFIG ARGS`; (wall seconds from spawn to exit, its stdout's last
+    line, its peak RSS in MB). Raises if it fails."""
+    command = [AMOSYNC, "--config", str(config), *args]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(command, env=child_env(checkout), stdout=out, stderr=err, cwd="/")
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}): {stderr[-2000:]}")
+    lines = stdout.strip().splitlines()
+    return wall, lines[-1] if lines else "", usage.ru_maxrss / 1024
+
+
+def old_walk_tree(commit: str, into: Path) -> Path:
+    """The repository at `commit`, unpacked into `into` (to run its `sync` package)."""
+    archive = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "archive", commit, "sync"], capture_output=True, check=True
+    )
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
