@@ -54,6 +54,11 @@ class PageResult:
     """What storing a page did."""
 
     upserted: int = 0  # contact rows inserted or changed
+    # contacts stored at a version (`updated_at`) this database did not have: new to us, so a
+    # change some hook should have announced. Not the rows refreshed at a version already
+    # stored (after our own PATCH amoCRM reports `updated_by` = the API user, which the push
+    # does not know; the pull's next read writes it, at the same version)
+    new_versions: int = 0
     stale: list[int] = field(default_factory=list)  # older than what is stored: ignored
     held: dict[int, list[str]] = field(default_factory=dict)  # id → fields kept local
 
@@ -84,6 +89,7 @@ class ContactStore(Tombstones):
             result.held, local_cfv = self._held(conn, rows.ids)
         stale = set(result.stale)
         taken = [r for r in rows.contacts if r[0] not in stale]
+        result.new_versions = sum(1 for r in taken if r[UPDATED_AT] != stored.get(r[0]))
         conn.execute(PREPARE)
         result.upserted, inserted = self._upsert(conn, taken, result.held)
         ids = [r[0] for r in taken]

@@ -44,6 +44,7 @@ class PullReport:
     mode: str = ""
     fetched: int = 0
     upserted: int = 0
+    new_versions: int = 0  # of those written, versions not stored before (not refreshes)
     deleted: int = 0
     restored: int = 0
     requests: int = 0

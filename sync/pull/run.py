@@ -132,6 +132,7 @@ class _Run(FullRun, IncrementalRun):
         report.cursor = None if self.keeper is None else self.keeper.cursor
         if self.sink is not None:
             report.fetched, report.upserted = self.sink.fetched, self.sink.upserted
+            report.new_versions = self.sink.new_versions
         counts = {k: v for k, v in asdict(report).items() if isinstance(v, int)}
         with self.engine.begin() as conn:
             self.runs.finish_run(conn, report.run_id, status, counts, error)

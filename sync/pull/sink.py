@@ -213,7 +213,7 @@ class Sink:
         self.runs = RunStore(config.database.schema)
         self.relations = ["custom_values", "tags", "companies", *config.sync.with_]
         self.seen_run = seen_run  # a full resync's run id: record the ids seen
-        self.fetched = self.upserted = 0
+        self.fetched = self.upserted = self.new_versions = 0
         self._lock = threading.Lock()
 
     def store(self, page: CompletePage) -> None:
@@ -223,6 +223,7 @@ class Sink:
         with self._lock:
             self.fetched += len(page.items)
             self.upserted += result.upserted
+            self.new_versions += result.new_versions
         if self.progress is not None and page.items:
             self.progress.advance(len(page.items))
 

@@ -5,6 +5,7 @@ process with its real jobs, the emulator over HTTP, real PostgreSQL. `poll_inter
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -262,3 +263,39 @@ def _first_check_done(d: Any) -> bool:
 
 def _checks(emulator: Emulator) -> int:
     return len([r for r in emulator.requests() if r["path"] == "/api/v4/webhooks"])
+
+
+def test_our_own_pushes_read_back_by_the_polls_are_not_taken_for_lost_hooks(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """A local edit goes out by PATCH; amoCRM then reports the contact with `updated_by` = the
+    API user at the version the push stored. The polls that read it back write that, but it is
+    no change a hook should have announced: hooks stay healthy."""
+    with emulated(contacts=60) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, poll_interval_s=4.0,
+                             sync={"poll_interval_s": 1.0})  # fmt: skip
+        with hook_daemon(config, engine, emulator, url) as d:
+            first, *edited = _ids(engine, 6)
+            _rename(emulator, first, "With its hook")
+            assert d.post_hook([first]) == 200
+            wait("healthy", lambda: d.hooks.describe()["state"] == "healthy")
+            with engine.begin() as conn:  # as an integrator edits: pushed at once (NOTIFY)
+                conn.execute(
+                    sa.text("UPDATE amocrm.contacts SET name = 'Edited here' WHERE id = ANY(:ids)"),
+                    {"ids": edited},
+                )
+            pushed = (
+                "SELECT count(*) FROM amocrm.contacts WHERE id = ANY(:ids) "
+                "AND sync_status = 'synced'"
+            )
+            wait("the push", lambda: scalar(engine, pushed, ids=edited) == len(edited))
+            assert all(emulator.contact(i)["name"] == "Edited here" for i in edited)
+            runs = _last_run(engine)
+            wait("three polls", lambda: _last_run(engine) >= runs + 3, timeout=30)
+            time.sleep(config.webhooks.announce_grace_s + 0.5)
+            assert d.hooks.describe()["state"] == "healthy", d.hooks.describe()["reason"]
+            refreshed = (
+                "SELECT count(*) FROM amocrm.contacts WHERE id = ANY(:ids) AND updated_by = :u"
+            )
+            user = emulator.contact(edited[0])["updated_by"]
+            assert scalar(engine, refreshed, ids=edited, u=user) == len(edited)  # read back

@@ -167,7 +167,8 @@ class _Clock:
 
 @dataclass
 class _Report:
-    upserted: int
+    new_versions: int  # what the watch reads: versions new to the store
+    upserted: int = 0
 
 
 def _pull_soon(clock: _Clock) -> tuple[PullSoon, HookWatch]:
@@ -195,10 +196,10 @@ def _fails() -> object:
 def test_a_poll_storing_unannounced_changes_is_evidence_but_not_the_first_one() -> None:
     clock = _Clock()
     pull_soon, watch = _pull_soon(clock)
-    _run(pull_soon, lambda: _Report(upserted=40))  # the leader's first pull catches up
+    _run(pull_soon, lambda: _Report(new_versions=40))  # the leader's first pull catches up
     clock.t += 60
     assert watch.verdict().state == QUIET
-    _run(pull_soon, lambda: _Report(upserted=2))
+    _run(pull_soon, lambda: _Report(new_versions=2))
     clock.t += 31
     assert watch.verdict().state == DEGRADED
 
@@ -206,18 +207,30 @@ def test_a_poll_storing_unannounced_changes_is_evidence_but_not_the_first_one() 
 def test_changes_a_failed_hook_pull_left_to_the_poll_are_not_evidence() -> None:
     clock = _Clock()
     pull_soon, watch = _pull_soon(clock)
-    _run(pull_soon, lambda: _Report(upserted=40))  # first
+    _run(pull_soon, lambda: _Report(new_versions=40))  # first
     watch.hook()
     pull_soon.offer(_hint((7, 100)))  # not stored: a hook-triggered run is due
     _run(pull_soon, _fails)
     clock.t += 600
-    _run(pull_soon, lambda: _Report(upserted=1))  # the scheduled poll stores contact 7
+    _run(pull_soon, lambda: _Report(new_versions=1))  # the scheduled poll stores contact 7
     clock.t += 31
     assert watch.verdict().state == HEALTHY
     clock.t += 600
-    _run(pull_soon, lambda: _Report(upserted=1))  # the next poll has no such excuse
+    _run(pull_soon, lambda: _Report(new_versions=1))  # the next poll has no such excuse
     clock.t += 31
     assert watch.verdict().state == DEGRADED
+
+
+def test_a_poll_that_only_refreshes_versions_already_stored_is_no_evidence() -> None:
+    """After our own PATCH the next poll reads the contact at the version the push stored, with
+    amoCRM's `updated_by` (the API user): a row written, but no change a hook missed."""
+    clock = _Clock()
+    pull_soon, watch = _pull_soon(clock)
+    _run(pull_soon, lambda: _Report(new_versions=40))  # first
+    clock.t += 60
+    _run(pull_soon, lambda: _Report(new_versions=0, upserted=30))
+    clock.t += 31
+    assert watch.verdict().state == QUIET
 
 
 def _wait(check: Callable[[], bool]) -> None:

@@ -229,7 +229,8 @@ class PullSoon:
             # evidence of lost hooks? Not from the first pull (it catches up on what changed
             # before we led), nor after a hook-triggered pull failed (the poll stores its edits)
             if not hooked and not first and not self._missed:
-                self._watch.poll_stored(started, int(getattr(report, "upserted", 0) or 0))
+                # versions new to the store: not our own PATCHes read back (same version)
+                self._watch.poll_stored(started, int(getattr(report, "new_versions", 0) or 0))
             if not hooked:
                 self._missed = False
             return report
