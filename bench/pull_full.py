@@ -52,6 +52,7 @@ from sync.config import AmoCrmConfig, Config, DatabaseConfig, LoggingConfig, Sec
 from sync.db.budget import BudgetRow
 from sync.db.engine import create_engine
 from sync.db.migrate import upgrade
+from sync.heap import fewer_malloc_arenas
 from sync.logs import configure_logging
 from sync.pull import run_pull
 
@@ -196,6 +197,7 @@ def main() -> None:
     mode.add_argument("--in-process", action="store_true", help="call run_pull in this process")
     parser.add_argument("--old-walk", metavar="COMMIT", help="also run that commit's pull --full")
     args = parser.parse_args()
+    fewer_malloc_arenas()  # as `amosync` does at its start (sync.heap)
     configure_logging(LoggingConfig(level="warning", format="json"))
     cli = args.cli or (not args.in_process and args.rate_limit > 0)
     with emulator_and_database(args, args.pg) as (port, db):

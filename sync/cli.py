@@ -25,6 +25,7 @@ from sync.config import Config, load_config
 from sync.core.models import Winner
 from sync.db.diag import error_line
 from sync.errors import SyncError, UsageError
+from sync.heap import fewer_malloc_arenas
 from sync.logs import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -329,6 +330,7 @@ _QUICK_EXIT: list[bool] = []
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command; turn expected errors into one line and an exit code."""
+    fewer_malloc_arenas()  # before any thread starts (see sync.heap)
     try:
         cli.main(args=argv, prog_name="amosync", standalone_mode=False)
     except click.exceptions.Abort:

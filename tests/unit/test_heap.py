@@ -1,4 +1,5 @@
-"""`sync.heap.fewer_collections`: raised while any block runs, restored after the last."""
+"""`sync.heap`: the collector threshold raised while any block runs, restored after the last;
+glibc's malloc arenas capped."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 
 import pytest
 
-from sync.heap import fewer_collections
+from sync.heap import fewer_collections, fewer_malloc_arenas
 
 
 def test_threshold_raised_inside_and_restored_after() -> None:
@@ -53,3 +54,13 @@ def test_never_lowers_a_threshold_set_higher_elsewhere() -> None:
             assert gc.get_threshold()[0] == 1_000_000
     finally:
         gc.set_threshold(*before)
+
+
+def test_malloc_arenas_are_capped_unless_the_operator_chose() -> None:
+    """glibc (this image, CI): capped; an operator's MALLOC_ARENA_MAX is left to glibc."""
+    assert fewer_malloc_arenas() is True
+
+
+def test_an_operators_malloc_arena_max_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert fewer_malloc_arenas() is False

@@ -11,8 +11,9 @@ An idle account sends no hooks, so "no hook lately" alone cannot mean "broken". 
             /healthz stays "ok".
   degraded  evidence that hooks are lost: amoCRM reports the subscription disabled (more than 100
             failed deliveries in 2 hours) or missing, or a scheduled poll stored contact versions
-            new to the database (not our own PATCHes read back) and no hook arrived from `announce_grace_s` before that poll until `announce_grace_s`
-            after it. Polls every `sync.poll_interval_s`; /healthz answers 200 "degraded".
+            new to the database (not our own PATCHes read back) and no hook arrived from
+            `announce_grace_s` before that poll until `announce_grace_s` after it. Polls every
+            `sync.poll_interval_s`; /healthz answers 200 "degraded".
             A hook that arrives afterwards (and a subscription reported enabled) makes it healthy;
             a hook while the subscription was reported missing or disabled has the leader check
             it again at once (at most every `RECHECK_GAP_S`), not after `check_interval_s`.
