@@ -24,8 +24,10 @@ from sync.errors import InvariantError
 from sync.pull import PullBusyError, run_pull, serve_request
 from tests.integration.amo_emulator import client_for
 from tests.integration.pull_helpers import (
+    amo_state,
     assert_converged,
     count,
+    db_state,
     emulated,
     make_config,
     pull,
@@ -109,8 +111,8 @@ def test_drift_while_paging_and_spurious_204(db_config: DatabaseConfig, engine: 
         pull(config, engine, emulator)
         # a contact the drift saved after the walk passed it has amoCRM's now as `updated_at`:
         # the next run's, never below the cursor this run stored (under load that happens often)
-        cursor = _cursor(engine)
-        assert cursor is not None
+        cursor = count(engine, CURSOR)
+        assert cursor > 0
         behind = _stale_versions(engine, emulator)
         assert all(version >= cursor for version in behind.values()), (cursor, behind)
         emulator.clear_faults()
@@ -118,22 +120,17 @@ def test_drift_while_paging_and_spurious_204(db_config: DatabaseConfig, engine: 
         assert_converged(engine, emulator)
 
 
-def _cursor(engine: Engine) -> int | None:
-    sql = "SELECT (value->>'updated_at')::bigint FROM amocrm.sync_state WHERE key = 'pull.contacts'"
-    with engine.connect() as conn:
-        value = conn.scalar(sa.text(sql))
-    return None if value is None else int(value)
+CURSOR = "SELECT (value->>'updated_at')::bigint FROM amocrm.sync_state WHERE key = 'pull.contacts'"
 
 
 def _stale_versions(engine: Engine, emulator: Emulator) -> dict[int, int]:
-    """amoCRM's `updated_at` of every live contact PostgreSQL holds at another version."""
-    with engine.connect() as conn:
-        stored: dict[int, int] = dict(conn.execute(sa.text(
-            "SELECT id, extract(epoch FROM updated_at)::bigint FROM amocrm.contacts"
-        )).all())  # fmt: skip
-    with emulator.account.lock:
-        live = {c.id: c.updated_at for c in emulator.account.contacts.values() if not c.is_deleted}
-    return {cid: at for cid, at in live.items() if stored.get(cid) != at}
+    """amoCRM's `updated_at` of every live contact PostgreSQL does not hold at that version."""
+    want, have = amo_state(emulator)["live"], db_state(engine)["live"]
+    return {
+        cid: int(contact["updated_at"])
+        for cid, contact in want.items()
+        if (have.get(cid) or {}).get("updated_at") != contact["updated_at"]
+    }
 
 
 def test_filters_off_walks_newest_first_and_stops_at_the_cursor(
@@ -318,11 +315,7 @@ def test_filters_off_holds_the_cursor_when_a_deletion_lands_mid_walk(
         emulator.clock.advance(30)
         ids = _live_ids(emulator, 100)
         emulator.update_contacts([{"id": i, "last_name": "Walk"} for i in ids])
-        before = count(
-            engine,
-            "SELECT (value->>'updated_at')::bigint FROM amocrm.sync_state "
-            "WHERE key = 'pull.contacts'",
-        )
+        before = count(engine, CURSOR)
         # a deletion of an already-read contact while the walk pages (a UI user, mid-run)
         original = emulator.handle
         state = {"pages": 0}
@@ -338,11 +331,7 @@ def test_filters_off_holds_the_cursor_when_a_deletion_lands_mid_walk(
         report = pull(config, engine, emulator)
         emulator.handle = original  # type: ignore[method-assign]
         assert report.mode == "descending"
-        after = count(
-            engine,
-            "SELECT (value->>'updated_at')::bigint FROM amocrm.sync_state "
-            "WHERE key = 'pull.contacts'",
-        )
+        after = count(engine, CURSOR)
         assert after == before  # held: the next run re-reads the window
         pull(config, engine, emulator)
         assert_converged(engine, emulator)
