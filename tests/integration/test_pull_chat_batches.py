@@ -7,6 +7,7 @@ before a batch answers has stored no contact of it, and its stored cursor claims
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pytest
@@ -90,6 +91,11 @@ def test_a_run_that_dies_before_a_batch_answers_claims_none_of_its_contacts(
         def dies_at_the_fourth(**kw: Any) -> Any:  # what the sink sees of a kill -9 there
             asked.append(kw)
             if len(asked) >= 4:
+                # die once the sink has committed a page of the first batches: a kill mid-walk,
+                # not one before anything was stored (the sink races the fetch stage otherwise)
+                deadline = time.monotonic() + 10
+                while not _stored(engine) and time.monotonic() < deadline:
+                    time.sleep(0.02)
                 raise AmoError("chat links: the process died here")
             return real(**kw)
 
