@@ -57,7 +57,6 @@ from apscheduler.events import (
     JobExecutionEvent,
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -67,6 +66,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sync.clock import Clock
 from sync.config import Config
 from sync.daemon.health import Health
+from sync.daemon.jobs import run_job_at
 from sync.daemon.metrics import Metrics
 from sync.daemon.webhooks.pull import PullSoon
 from sync.db import status as queries
@@ -248,10 +248,7 @@ class PushSoon:
         scheduler = self._scheduler
         if scheduler is None or self._runner.stopping.is_set():
             return
-        try:
-            scheduler.modify_job("push", next_run_time=self._now())
-        except JobLookupError:  # the scheduler is being shut down
-            return
+        run_job_at(scheduler, "push", self._now())
 
 
 def build_scheduler(

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
 from sync.config import Config
 from sync.daemon.health import Health
+from sync.daemon.jobs import run_job_at
 from sync.daemon.metrics import Metrics
 from sync.daemon.server import HookRoute
 from sync.daemon.webhooks.hints import Hint, decode_hint, encode_hint
@@ -120,10 +120,7 @@ class DaemonHooks:
         if self._rechecked is not None and now - self._rechecked < RECHECK_GAP_S:
             return
         self._rechecked = now
-        try:
-            scheduler.modify_job(CHECK_JOB, next_run_time=datetime.now().astimezone())
-        except JobLookupError:  # no check job (no client support) or shutting down
-            return
+        run_job_at(scheduler, CHECK_JOB, datetime.now().astimezone())  # none: no client support
 
     def _forward(self, hint: Hint) -> None:
         """A standby's flush: NOTIFY the leader (an error keeps the hint for a retry)."""

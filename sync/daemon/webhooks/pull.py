@@ -30,10 +30,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from sync.daemon.debounce import Debounce
+from sync.daemon.jobs import run_job_at
 from sync.daemon.webhooks.hints import Hint
 from sync.daemon.webhooks.watch import HookWatch
 from sync.logs import get_logger
@@ -285,15 +285,8 @@ class PullSoon:
             return
         now = self._wall() if self._wall is not None else datetime.now().astimezone()
         when = now + timedelta(seconds=max(0.0, start - self._clock()))
-        try:
-            job = scheduler.get_job("pull")
-            if job is None:
-                return
-            if job.next_run_time is not None and now <= job.next_run_time <= when:
-                return  # it runs sooner anyway (and will be the hook-triggered run)
-            scheduler.modify_job("pull", next_run_time=when)
-        except JobLookupError:  # the scheduler is being shut down
-            return
+        # a pull already due sooner is left alone (it will be the hook-triggered run)
+        run_job_at(scheduler, "pull", when, now=now)
 
 
 # --- both roles: the HTTP side ------------------------------------------------------------------
