@@ -4,11 +4,10 @@ amoCRM allows 7 requests per second per integration (and 50 per account, shared 
 integration on it) and answers 429, then a 403 block, beyond it. The server counts requests when
 they *arrive*; the client can only count when it *sends*. So starts follow a schedule
 (`sync.amo.budget`): at most `limit` starts in any `window`, paced apart, where `window` is
-`limit / max_rps` plus a safety margin that absorbs the jitter between "the limiter said go"
-and "the bytes reached the server"; below `max_rps` (after a 429) evenly spaced at the allowed
-rate. A start not taken within `LATE_SHARE` of a step after its moment is given up rather than
-taken late. Requests in flight overlap: only starts are spaced, so 600 ms of latency does not
-cost throughput (~6.5 rps at 7 with the default margin).
+`limit / max_rps` plus a safety margin; below `max_rps` (after a 429) evenly spaced at the
+allowed rate. A start not taken within `LATE_SHARE` of a step after its moment is given up
+rather than taken late. Requests in flight overlap: only starts are spaced, so 600 ms of
+latency does not cost throughput (~6.5 rps at 7 with the default margin).
 
 Where the schedule lives:
 - without a store, in this process (every client object of the process shares one limiter
@@ -19,8 +18,16 @@ Where the schedule lives:
   half of `max_rps` on its own schedule (two processes falling back still fit) and retries the
   store after `STORE_RETRY_S`.
 
-A second check counts when requests really left (`sent`, from the HTTP trace): at most `limit`
-in any `window`, so a start delayed by a slow connect cannot bunch with the next ones.
+A second check counts when requests really left (`sent`, from the HTTP trace: once their
+headers are out): at most `limit` in any `window`, so a start delayed by a slow connect or a
+thread held up cannot bunch with the next ones. What is left for the margin is the time between
+the bytes leaving and amoCRM counting them (the network path, the server's own scheduling):
+`DEFAULT_MARGIN_S` (80 ms; 40 and 60 ms drew 429s under load: docs/operations.md, "The safety
+margin"). A 429 for a request started at `max_rps`, which this schedule should have prevented,
+means the path is more jittery than that: the margin doubles, up to `MAX_MARGIN_S`, for the
+rest of the process (`amo_rate_margin_widened`). Two processes sharing the schedule lean on
+the margin alone (a start taken up to `LATE_SHARE` of a step late in one, on time in the
+other): a 429 there widens it the same way.
 
 The limiter is also the gate to amoCRM:
 - `throttled(slot, pause_s)` after a 429: the allowed rate is cut (AIMD) and every start of the
@@ -51,7 +58,7 @@ from sync.logs import get_logger
 
 log = get_logger("sync.amo.ratelimit")
 
-DEFAULT_MARGIN_S = 0.08
+DEFAULT_MARGIN_S = 0.08  # measured: docs/operations.md, "The safety margin"
 MAX_MARGIN_S = 0.15  # a 429 at `max_rps` doubles the margin up to this (see `throttled`)
 MAX_CLAIM = 4  # starts claimed from the store at once (at most: the threads waiting)
 CLAIM_AHEAD_S = 0.02  # above ~50 rps (the emulator only) claim this much schedule at once
