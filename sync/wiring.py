@@ -4,6 +4,7 @@ sync's tables gets its engine from `migrated_engine`, the one place that checks 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -65,9 +66,18 @@ def connected(config: Config) -> Iterator[tuple[Engine, AmoClient]]:
     engine = migrated_engine(config)
     try:
         with store_errors(config.database), amo_client(config, engine) as client:
+            _warm_budget(client)
             yield engine, client
     finally:
         engine.dispose()
+
+
+def _warm_budget(client: AmoClient) -> None:
+    """Connect the shared rate budget's row in the background while the command prepares its
+    run (lock, run row): the first request then waits for one claim, not for a connect too."""
+    store = client.session.limiter.store
+    if isinstance(store, BudgetRow):
+        threading.Thread(target=store.warm, name="amosync-budget-warm", daemon=True).start()
 
 
 def embedded_notice(config: Config, *, may_create: bool) -> str:

@@ -8,12 +8,13 @@ their starts from one schedule and slow down together. Times are seconds on one 
 process's monotonic clock locally, PostgreSQL's `clock_timestamp()` when shared.
 
 The numbers, and why (amoCRM publishes no block threshold; `docs/operations.md` has the story):
-- **Schedule**: at most `limit = floor(max_rps)` starts in any `window = 1 s + margin (80 ms)`,
-  none closer than `PACE` (80 %) of `window / limit` to the one before (the last starts granted
-  are kept to check it; above 16 rps, the emulator only, starts are evenly spaced). Any 1 s at
-  the server then holds at most `max_rps` starts even when a start leaves up to the margin
-  late; after a quiet spell the schedule can catch up (7 starts within a window, 123 ms
-  apart), so a bursty caller loses no throughput. Below
+- **Schedule**: at most `limit = floor(max_rps)` starts in any `window = 1 s + margin` (80 ms
+  by default, doubled after a 429 at `max_rps`: `sync.amo.ratelimit`), none closer than `PACE`
+  (80 %) of `window / limit` to the one before (the last starts granted are kept to check it;
+  above 16 rps, the emulator only, starts are evenly spaced). Any 1 s at the server then holds
+  at most `max_rps` starts even when a start reaches it up to the margin late; after a quiet
+  spell the schedule can catch up (7 starts within a window, 123 ms apart), so a bursty caller
+  loses no throughput. Below
   `max_rps` (after a 429) starts are evenly spaced at `window / limit * max_rps / rate`: no
   catch-up bursts towards a budget that just said no. A caller takes `count` starts at once (a
   batch keeps database round trips off the hot path); starts nobody used still count.

@@ -73,13 +73,20 @@ class TokenGate:
 
 class RequestWatch:
     """One request's HTTP trace (httpcore's `trace` extension): the gate held around writing
-    its headers, `on_left` called as they start, and a 401 marking its token dead the instant
-    the status line is read."""
+    its headers, `on_left` called as they start and `on_written` once they are out, and a 401
+    marking its token dead the instant the status line is read."""
 
-    def __init__(self, gate: TokenGate, token: str | None, on_left: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        gate: TokenGate,
+        token: str | None,
+        on_left: Callable[[], None],
+        on_written: Callable[[], None] | None = None,
+    ) -> None:
         self._gate = gate
         self._token = token
         self._on_left = on_left
+        self._on_written = on_written
         self._holding = False
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
@@ -89,6 +96,8 @@ class RequestWatch:
             self._on_left()
         elif event.endswith(("send_request_headers.complete", "send_request_headers.failed")):
             self.release()
+            if self._on_written is not None and event.endswith("complete"):
+                self._on_written()
         elif event.endswith("receive_response_headers.complete") and self._token is not None:
             answer = info.get("return_value")
             if isinstance(answer, tuple) and len(answer) > 1 and answer[1] == 401:

@@ -4,11 +4,10 @@ amoCRM allows 7 requests per second per integration (and 50 per account, shared 
 integration on it) and answers 429, then a 403 block, beyond it. The server counts requests when
 they *arrive*; the client can only count when it *sends*. So starts follow a schedule
 (`sync.amo.budget`): at most `limit` starts in any `window`, paced apart, where `window` is
-`limit / max_rps` plus a safety margin that absorbs the jitter between "the limiter said go"
-and "the bytes reached the server"; below `max_rps` (after a 429) evenly spaced at the allowed
-rate. A start not taken within `LATE_SHARE` of a step after its moment is given up rather than
-taken late. Requests in flight overlap: only starts are spaced, so 600 ms of latency does not
-cost throughput (~6.5 rps at 7 with the default margin).
+`limit / max_rps` plus a safety margin; below `max_rps` (after a 429) evenly spaced at the
+allowed rate. A start not taken within `LATE_SHARE` of a step after its moment is given up
+rather than taken late. Requests in flight overlap: only starts are spaced, so 600 ms of
+latency does not cost throughput (~6.5 rps at 7 with the default margin).
 
 Where the schedule lives:
 - without a store, in this process (every client object of the process shares one limiter
@@ -19,8 +18,16 @@ Where the schedule lives:
   half of `max_rps` on its own schedule (two processes falling back still fit) and retries the
   store after `STORE_RETRY_S`.
 
-A second check counts when requests really left (`sent`, from the HTTP trace): at most `limit`
-in any `window`, so a start delayed by a slow connect cannot bunch with the next ones.
+A second check counts when requests really left (`sent`, from the HTTP trace: once their
+headers are out): at most `limit` in any `window`, so a start delayed by a slow connect or a
+thread held up cannot bunch with the next ones. What is left for the margin is the time between
+the bytes leaving and amoCRM counting them (the network path, the server's own scheduling):
+`DEFAULT_MARGIN_S` (80 ms; 40 and 60 ms drew 429s under load: docs/operations.md, "The safety
+margin"). A 429 for a request started at `max_rps`, which this schedule should have prevented,
+means the path is more jittery than that: the margin doubles, up to `MAX_MARGIN_S`, for the
+rest of the process (`amo_rate_margin_widened`). Two processes sharing the schedule lean on
+the margin alone (a start taken up to `LATE_SHARE` of a step late in one, on time in the
+other): a 429 there widens it the same way.
 
 The limiter is also the gate to amoCRM:
 - `throttled(slot, pause_s)` after a 429: the allowed rate is cut (AIMD) and every start of the
@@ -51,7 +58,8 @@ from sync.logs import get_logger
 
 log = get_logger("sync.amo.ratelimit")
 
-DEFAULT_MARGIN_S = 0.08
+DEFAULT_MARGIN_S = 0.08  # measured: docs/operations.md, "The safety margin"
+MAX_MARGIN_S = 0.15  # a 429 at `max_rps` doubles the margin up to this (see `throttled`)
 MAX_CLAIM = 4  # starts claimed from the store at once (at most: the threads waiting)
 CLAIM_AHEAD_S = 0.02  # above ~50 rps (the emulator only) claim this much schedule at once
 LATE_SHARE = 0.3  # a granted start not taken within this share of a step is given up
@@ -65,11 +73,12 @@ PEER_BLOCKED = (
 class Slot:
     """One request's place in the window; `at` moves to when its bytes really left."""
 
-    __slots__ = ("at", "started")
+    __slots__ = ("at", "rate", "started")
 
-    def __init__(self, at: float) -> None:
+    def __init__(self, at: float, rate: float = 0.0) -> None:
         self.started = at  # when the limiter let it go
         self.at = at  # when it left (at least): counts in the window
+        self.rate = rate  # the allowed rate it started at
 
 
 class RateLimiter:
@@ -89,11 +98,7 @@ class RateLimiter:
             raise ValueError("max_rps must be positive")
         self.max_rps = float(max_rps)
         self.limit = max(1, math.floor(max_rps))
-        self.window = self.limit / max_rps + margin_s
-        self.step = self.window / self.limit  # window / limit at max_rps
-        # the least time between two starts: granted at least PACE steps apart, each taken at
-        # most LATE_SHARE of a step after its moment (or given up)
-        self.gap = (PACE - LATE_SHARE) * self.step
+        self._set_margin(margin_s)
         self.cool_down_s = cool_down_s
         self.store = store
         self.throttles = 0  # 429s this process got
@@ -110,8 +115,17 @@ class RateLimiter:
         self._claiming = False
         self._waiting = 0
         self._paused_until = 0.0
+        self._widened_at = -math.inf  # 429s for requests started before it do not widen again
         self._halted: AmoError | None = None
         self._cond = threading.Condition()
+
+    def _set_margin(self, margin_s: float) -> None:
+        self.margin_s = margin_s
+        self.window = self.limit / self.max_rps + margin_s
+        self.step = self.window / self.limit  # window / limit at max_rps
+        # the least time between two starts: granted at least PACE steps apart, each taken at
+        # most LATE_SHARE of a step after its moment (or given up)
+        self.gap = (PACE - LATE_SHARE) * self.step
 
     def __repr__(self) -> str:
         shared = f", store={self.store.name}" if self.store else ""
@@ -150,7 +164,7 @@ class RateLimiter:
 
     def _start(self, now: float) -> Slot:
         self._starts.popleft()
-        slot = Slot(now)
+        slot = Slot(now, self._rate)
         self._sends.append(slot)
         return slot
 
@@ -243,10 +257,12 @@ class RateLimiter:
     def throttled(self, slot: Slot, pause_s: float) -> Throttle:
         """A request that started at `slot` got a 429: cut the rate (once per episode) and hold
         every start back for `pause_s` (longer when the breaker fires). Starts already granted
-        to this process are given up."""
+        to this process are given up. If it started at `max_rps`, the margin widens."""
         with self._cond:
             self.throttles += 1
             self._starts.clear()
+            if slot.rate >= self.max_rps and slot.started > self._widened_at:
+                self._widen_locked()
         result = self._throttle_shared(slot.at, pause_s) if self.store is not None else None
         with self._cond:
             if result is None:
@@ -276,6 +292,25 @@ class RateLimiter:
             self._store_down(exc)
             return None
         return result
+
+    def _widen_locked(self) -> None:
+        """Our own schedule should have kept a request started at `max_rps` clear of a 429: the
+        jitter between its bytes leaving and amoCRM counting it is larger than the margin
+        (or another integration shares the account's budget). Double the margin, up to
+        `MAX_MARGIN_S`, for the rest of this process: each 429 costs a pause and a halved rate,
+        7 % of throughput at the cap costs far less. Once per episode: requests already under
+        way when it widened do not widen it again. Not stored with a shared budget: its row
+        outlives every process, and one such 429 would slow every later run for good."""
+        margin = min(MAX_MARGIN_S, 2 * self.margin_s)  # none stays none (tests ask for it)
+        if margin <= self.margin_s:
+            return
+        log.warning(
+            "amo_rate_margin_widened",
+            margin_ms=round(margin * 1000),
+            was_ms=round(self.margin_s * 1000),
+        )
+        self._set_margin(margin)
+        self._widened_at = self._monotonic()
 
     def pause(self, seconds: float) -> None:
         """Hold every thread of this process back for `seconds`; never shortens a longer pause."""

@@ -241,7 +241,11 @@ class AmoSession:
         started = time.monotonic()
         if self.gate.is_dead(token):  # refused while this request was being prepared
             return Outcome(unsent=True)
-        watch = RequestWatch(self.gate, token, lambda: self._left(slot))
+        # counted in the rate window from when its headers start, then from when they are out
+        # (the later, the closer to when amoCRM counts it)
+        watch = RequestWatch(
+            self.gate, token, lambda: self._left(slot), lambda: self.limiter.sent(slot)
+        )
         request = self._http.build_request(
             method, url, json=body, headers=headers, extensions={"trace": watch.trace}
         )

@@ -78,6 +78,19 @@ class BudgetRow:
                     f"PostgreSQL failed while sharing the rate budget: {message}", transient=True
                 ) from exc
 
+    def warm(self) -> None:
+        """Open the connection and make sure the row exists, ahead of the first claim (the CLI
+        runs this in a thread while the run prepares, so the first request waits for one
+        round trip, not a connect). A failure is left for the first `update` to report."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                with conn.begin():
+                    if not self._row_ready:
+                        self._ensure_row(conn)
+            except SQLAlchemyError:
+                self._drop()
+
     def _update(self, change: Change[T]) -> tuple[T, float, float]:
         conn = self._connection()
         with conn.begin():

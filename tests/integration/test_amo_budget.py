@@ -105,6 +105,28 @@ def test_an_unreachable_database_is_a_store_error_and_the_limiter_goes_on_alone(
     store.close()
 
 
+def test_warming_opens_the_connection_and_the_row_before_the_first_claim(engine: Engine) -> None:
+    store = BudgetRow(engine)
+    store.warm()
+    with engine.connect() as conn:
+        keys = conn.scalars(sa.text("SELECT key FROM amocrm.sync_state")).all()
+        budget_sessions = conn.scalar(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'amosync-budget' "
+            "AND datname = current_database()"
+        ))  # fmt: skip
+    store.close()
+    assert keys == [BUDGET_KEY]
+    assert budget_sessions == 1
+
+
+def test_warming_an_unreachable_database_leaves_the_error_to_the_first_claim() -> None:
+    store = BudgetRow(sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:1/nowhere"))
+    store.warm()  # says nothing
+    with pytest.raises(StoreError, match="sharing the rate budget"):
+        store.update(lambda value, now: (None, {}))
+    store.close()
+
+
 def take(count: int, limiter: RateLimiter) -> None:
     for _ in range(count):
         limiter.acquire()

@@ -22,7 +22,7 @@ from sync.amo.budget import (
 from tests.unit.test_amo_ratelimit import max_in_window
 
 MAX_RPS = 7.0
-INTERVAL = 1.08 / 7  # the limiter's step at 7 rps with the default 80 ms margin
+INTERVAL = 1.08 / 7  # the limiter's step at 7 rps with an 80 ms margin
 
 
 @given(
