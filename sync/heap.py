@@ -12,7 +12,7 @@ are still collected, only less often (older generations too, about 300 times les
 threshold is above what one page allocates (the collector counts containers allocated minus
 freed): at 50,000 a page's parse still crossed it, and a 100,000-contact resync ran about 240
 young collections over pages still being built, ~1 s of the pull's 12 CPU seconds (counted with
-`gc.callbacks`); at 200,000 it runs one or two, for 4-6 MB more peak RSS. The
+`gc.callbacks`); at 200,000 it runs one or two (peak RSS 134-140 vs 130-133 MB). The
 threshold counts containers, not bytes: a cycle that holds a large buffer keeps it until the next
 collection, so code on the hot path must not leave big objects in cycles (see how
 `sync.amo.session` reads response bodies).
