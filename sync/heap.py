@@ -8,11 +8,12 @@ about 40% of the pull process's CPU and cut the ingest rate from about 7,700 to 
 
 `fewer_collections()` raises the young-generation threshold while bulk work runs, and puts the
 old one back when the last such block ends (blocks may nest or overlap across threads). Cycles
-are still collected, only less often (older generations too, about 300 times less often). The
-threshold is above what one page allocates (the collector counts containers allocated minus
-freed): at 50,000 a page's parse still crossed it, and a 100,000-contact resync ran about 240
-young collections over pages still being built, ~1 s of the pull's 12 CPU seconds (counted with
-`gc.callbacks`); at 200,000 it runs one or two (peak RSS 134-140 vs 130-133 MB). The
+are still collected, only less often (older generations too, about 70 times less often). A
+page's parse still crosses the threshold (the collector counts containers allocated minus
+freed; a page is ~100,000): a 100,000-contact resync runs about 240 young collections, ~1 s of
+the pull's 12 CPU seconds (`gc.callbacks`). 200,000 would save that second but held more
+cyclic garbage between collections: a 1,000,000-contact resync peaked at 159 MB, over the
+150 MB target (144 MB at 50,000). The
 threshold counts containers, not bytes: a cycle that holds a large buffer keeps it until the next
 collection, so code on the hot path must not leave big objects in cycles (see how
 `sync.amo.session` reads response bodies).
@@ -36,7 +37,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-BULK_THRESHOLD = 200_000  # new containers between young collections (CPython's default: 700)
+BULK_THRESHOLD = 50_000  # new containers between young collections (CPython's default: 700)
 M_ARENA_MAX = -8  # glibc's `mallopt` parameter number (malloc.h)
 MALLOC_ARENAS = 2
 
