@@ -8,7 +8,12 @@ about 40% of the pull process's CPU and cut the ingest rate from about 7,700 to 
 
 `fewer_collections()` raises the young-generation threshold while bulk work runs, and puts the
 old one back when the last such block ends (blocks may nest or overlap across threads). Cycles
-are still collected, only less often (older generations too, about 70 times less often). The
+are still collected, only less often (older generations too, about 70 times less often). A
+page's parse still crosses the threshold (the collector counts containers allocated minus
+freed; a page is ~100,000): a 100,000-contact resync runs about 240 young collections, ~1 s of
+the pull's 12 CPU seconds (`gc.callbacks`). 200,000 would save that second but held more
+cyclic garbage between collections: a 1,000,000-contact resync peaked at 159 MB, over the
+150 MB target (143 MB at 50,000). The
 threshold counts containers, not bytes: a cycle that holds a large buffer keeps it until the next
 collection, so code on the hot path must not leave big objects in cycles (see how
 `sync.amo.session` reads response bodies).

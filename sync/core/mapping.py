@@ -25,6 +25,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 JSON = dict[str, Any]
@@ -68,6 +69,7 @@ RELATION_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 DATE_TYPES = frozenset({"date", "birthday", "date_time"})
 RELATIONS_ALWAYS = ("tags", "companies")
+_ID = itemgetter("id")
 
 
 @dataclass(frozen=True)
@@ -197,8 +199,9 @@ def _value_rows(
             code, name = _text(cf.get("field_code")), _text(cf.get("field_name"))
             ftype = _text(cf.get("field_type"))
         for position, value in enumerate(cf.get("values") or ()):
-            get = value.get
-            raw, enum_id, enum_code = get("value"), get("enum_id"), get("enum_code")
+            # `value.get(…)` thrice, not a bound `get`: CPython calls a method in place
+            raw = value.get("value")
+            enum_id, enum_code = value.get("enum_id"), value.get("enum_code")
             append((
                 contact_id, field_id, position, code, name, ftype,
                 raw if type(raw) is str else value_text(raw, ftype),
@@ -211,7 +214,7 @@ def _value_rows(
 def _links(contact_id: int, items: Iterable[Mapping[str, Any]] | None) -> list[Row]:
     if not items:
         return []
-    ids = dict.fromkeys([int(i["id"]) for i in items])  # amoCRM may repeat an id: keep one
+    ids = dict.fromkeys(map(int, map(_ID, items)))  # amoCRM may repeat an id: keep one
     return [(contact_id, i) for i in ids]
 
 
@@ -239,12 +242,15 @@ def to_rows(
     items: Iterable[Mapping[str, Any]], fields: Mapping[int, FieldDef], with_: Sequence[str]
 ) -> PageRows:
     """All rows of a page of contacts. A contact listed twice keeps its newest version."""
-    newest: dict[int, Mapping[str, Any]] = {}
-    for item in items:
-        cid = int(item["id"])
-        kept = newest.get(cid)
-        if kept is None or (item.get("updated_at") or 0) >= (kept.get("updated_at") or 0):
-            newest[cid] = item
+    items = items if isinstance(items, list) else list(items)
+    newest: dict[int, Mapping[str, Any]] = {int(item["id"]): item for item in items}
+    if len(newest) < len(items):  # a contact listed twice: the newest version, not the last
+        newest = {}
+        for item in items:
+            cid = int(item["id"])
+            kept = newest.get(cid)
+            if kept is None or (item.get("updated_at") or 0) >= (kept.get("updated_at") or 0):
+                newest[cid] = item
     rows = PageRows()
     add_contact, add_value = rows.contacts.append, rows.custom_values.append
     tags, companies = rows.tags, rows.companies

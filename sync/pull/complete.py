@@ -42,8 +42,11 @@ class Completion(Stage):
         if items and self.setup.chats:
             waiting.chats = ChatLinks([], [])  # filled as its contacts' batches answer
             self._batch_chats(waiting, self._chat_ids(items))
-        if items and unknown_fields(items, self.fields) and not self.fields_refreshing:
-            self._refresh_fields()
+        if items and unknown_fields(items, self.fields):
+            if not self.fields_refreshing:
+                self._refresh_fields()
+        else:
+            waiting.known = self.fields
         self._flush()
 
     def _chat_ids(self, items: list[dict[str, Any]]) -> list[int]:
@@ -128,7 +131,8 @@ class Completion(Stage):
             return
         while self.waiting and not self.waiting[0].chats_due:
             waiting = self.waiting[0]
-            stale = waiting.items and unknown_fields(waiting.items, self.fields)
+            fresh = waiting.known is self.fields  # checked against these on arrival
+            stale = waiting.items and not fresh and unknown_fields(waiting.items, self.fields)
             if stale and self.field_refreshes < MAX_FIELD_REFRESHES:
                 self._refresh_fields()  # `_fields_in` flushes again
                 break

@@ -89,6 +89,9 @@ class Waiting:
     chats: ChatLinks | None = None
     chats_due: int = 0  # chat batches holding some of its contacts, not answered yet
     listed: bool = True
+    # the definitions that knew every field and enum of its contacts when it was read (the
+    # flush asks `unknown_fields` again only if the run's definitions changed since)
+    known: Mapping[int, FieldDef] | None = None
 
 
 @dataclass

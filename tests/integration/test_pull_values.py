@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from sync.config import DatabaseConfig
 from sync.emulator import Emulator
+from sync.emulator.model import CustomField, EnumOption, field_ranks
 from tests.integration.pull_helpers import emulated, make_config, pull
 
 PHONE, EMAIL, SOURCE, INTERESTS, CHANNEL = 570_001, 570_002, 570_004, 570_005, 570_012
@@ -103,3 +104,54 @@ def test_views_still_show_phone_and_email_kinds(db_config: DatabaseConfig, engin
             {"id": cid},
         ).one()
     assert tuple(flat) == ("+7 2", "OTHER", "x@y.z", "WORK")
+
+
+def test_a_field_and_an_option_added_after_the_last_run_are_learnt_mid_walk(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """A run starts with the stored definitions; a page naming a field or an enum option they
+    lack makes it read them again before the page is stored (`sync.pull.complete`)."""
+    new_field, new_option = 579_001, 849_001
+    with emulated(contacts=120) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        pull(config, engine, emulator)
+        with emulator.account.lock:
+            emulator.account.fields[new_field] = CustomField(
+                new_field, "Новое поле", "select", None, 999, [EnumOption(849_101, "Да", 1)]
+            )
+            emulator.account.field_ranks = field_ranks(emulator.account.fields.values())
+        first, second = sorted(emulator.account.contacts)[:2]
+        emulator.clock.advance(5)
+        emulator.update_contacts(
+            [{"id": first, "custom_fields_values": [
+                {"field_id": new_field, "values": [{"enum_id": 849_101}]}]}]
+        )  # fmt: skip
+        pull(config, engine, emulator)  # a field it does not know
+        with emulator.account.lock:
+            source = emulator.account.fields[SOURCE]
+            source.enums = [*(source.enums or []), EnumOption(new_option, "Подкаст", 99)]
+        emulator.clock.advance(5)
+        emulator.update_contacts(
+            [{"id": second, "custom_fields_values": [
+                {"field_id": SOURCE, "values": [{"enum_id": new_option}]}]}]
+        )  # fmt: skip
+        pull(config, engine, emulator)  # an option of a field it knows
+    with engine.connect() as conn:
+        names = dict(
+            conn.execute(sa.text("SELECT id, name FROM amocrm.contact_custom_fields")).all()
+        )
+        options = conn.execute(
+            sa.text("SELECT enums FROM amocrm.contact_custom_fields WHERE id = :f"), {"f": SOURCE}
+        ).scalar_one()
+        first_rows = conn.execute(
+            sa.text(
+                "SELECT field_id, field_name, field_type, value, enum_id "
+                "FROM amocrm.contact_custom_field_values WHERE contact_id = :c AND field_id = :f"
+            ),
+            {"c": first, "f": new_field},
+        ).all()
+    assert names[new_field] == "Новое поле"
+    assert new_option in {option["id"] for option in options}
+    assert [tuple(r) for r in first_rows] == [(new_field, "Новое поле", "select", "Да", 849_101)]
+    sources = [r for r in _rows(engine, second) if r[1] == SOURCE]
+    assert sources == [(second, SOURCE, 0, "select", "Подкаст", new_option, None)]
