@@ -60,7 +60,8 @@ class BudgetRow:
         )
         self._conn: Connection | None = None
         self._lock = threading.Lock()
-        self._row_ready = False
+        self._row_ready = False  # made sure of on this connection (reset when it is dropped)
+        self._closed = False  # `close` ran and no `update` since: a late `warm` does nothing
 
     def __repr__(self) -> str:
         return f"BudgetRow({self.name!r})"
@@ -69,6 +70,7 @@ class BudgetRow:
         """`change(value, now)` → (result, new value), under the row lock; returns
         `(result, now, local)` with `local` this process's `time.monotonic()` at `now`."""
         with self._lock:
+            self._closed = False
             try:
                 return self._update(change)
             except SQLAlchemyError as exc:
@@ -81,14 +83,17 @@ class BudgetRow:
     def warm(self) -> None:
         """Open the connection and make sure the row exists, ahead of the first claim (the CLI
         runs this in a thread while the run prepares, so the first request waits for one
-        round trip, not a connect). A failure is left for the first `update` to report."""
+        round trip, not a connect). Best effort: any failure is left for the first `update` to
+        report, and a store closed meanwhile (the command already failed) is not reopened."""
         with self._lock:
+            if self._closed:
+                return
             try:
                 conn = self._connection()
                 with conn.begin():
                     if not self._row_ready:
                         self._ensure_row(conn)
-            except SQLAlchemyError:
+            except Exception:  # noqa: BLE001 - a warm-up: `update` reports what is wrong
                 self._drop()
 
     def _update(self, change: Change[T]) -> tuple[T, float, float]:
@@ -127,6 +132,8 @@ class BudgetRow:
         return self._conn
 
     def _drop(self) -> None:
+        # the row's INSERT may not have committed: make sure of it again on the next connection
+        self._row_ready = False
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -138,5 +145,6 @@ class BudgetRow:
     def close(self) -> None:
         """Let the connection go; the next `update` opens another."""
         with self._lock:
+            self._closed = True
             self._drop()
             self._engine.dispose()

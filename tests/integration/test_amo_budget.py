@@ -127,6 +127,45 @@ def test_warming_an_unreachable_database_leaves_the_error_to_the_first_claim() -
     store.close()
 
 
+def test_a_budget_row_lost_with_its_connection_is_made_again(engine: Engine) -> None:
+    """The row's INSERT can be lost with the connection that made it (or the row deleted by
+    hand): after the connection drops, the next claim makes sure of the row again instead of
+    failing for the rest of the process (and leaving it at half the budget)."""
+    store = BudgetRow(engine)
+    store.update(lambda value, now: (None, {"n": 1}))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM amocrm.sync_state"))
+        conn.execute(sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'amosync-budget' AND datname = current_database()"
+        ))  # fmt: skip
+    with pytest.raises(StoreError, match="sharing the rate budget"):
+        store.update(lambda value, now: (None, {"n": 2}))  # its connection is gone
+    store.update(lambda value, now: (None, {"n": 3}))
+    store.close()
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT key, value FROM amocrm.sync_state")).all()
+    assert [(key, value) for key, value in rows] == [(BUDGET_KEY, {"n": 3})]
+
+
+def test_warming_a_closed_store_opens_nothing(engine: Engine) -> None:
+    """A command that failed at once closes the store before its warm-up thread ran: the
+    warm-up must not open a connection (or write the row) behind the close."""
+    store = BudgetRow(engine)
+    store.close()
+    store.warm()
+    with engine.connect() as conn:
+        keys = conn.scalars(sa.text("SELECT key FROM amocrm.sync_state")).all()
+        budget_sessions = conn.scalar(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'amosync-budget' "
+            "AND datname = current_database()"
+        ))  # fmt: skip
+    assert keys == []
+    assert budget_sessions == 0
+    store.update(lambda value, now: (None, {}))  # closed is not dead: a claim reopens it
+    store.close()
+
+
 def take(count: int, limiter: RateLimiter) -> None:
     for _ in range(count):
         limiter.acquire()
