@@ -105,15 +105,21 @@ def test_an_unreachable_database_is_a_store_error_and_the_limiter_goes_on_alone(
     store.close()
 
 
-def test_warming_opens_the_connection_and_the_row_before_the_first_claim(engine: Engine) -> None:
-    store = BudgetRow(engine)
-    store.warm()
+def budget_rows_and_sessions(engine: Engine) -> tuple[list[str], int]:
+    """The keys in sync_state, and how many budget connections this database has open."""
     with engine.connect() as conn:
-        keys = conn.scalars(sa.text("SELECT key FROM amocrm.sync_state")).all()
-        budget_sessions = conn.scalar(sa.text(
+        keys = list(conn.scalars(sa.text("SELECT key FROM amocrm.sync_state")))
+        sessions = conn.scalar(sa.text(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'amosync-budget' "
             "AND datname = current_database()"
         ))  # fmt: skip
+    return keys, int(sessions or 0)
+
+
+def test_warming_opens_the_connection_and_the_row_before_the_first_claim(engine: Engine) -> None:
+    store = BudgetRow(engine)
+    store.warm()
+    keys, budget_sessions = budget_rows_and_sessions(engine)
     store.close()
     assert keys == [BUDGET_KEY]
     assert budget_sessions == 1
@@ -154,12 +160,7 @@ def test_warming_a_closed_store_opens_nothing(engine: Engine) -> None:
     store = BudgetRow(engine)
     store.close()
     store.warm()
-    with engine.connect() as conn:
-        keys = conn.scalars(sa.text("SELECT key FROM amocrm.sync_state")).all()
-        budget_sessions = conn.scalar(sa.text(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'amosync-budget' "
-            "AND datname = current_database()"
-        ))  # fmt: skip
+    keys, budget_sessions = budget_rows_and_sessions(engine)
     assert keys == []
     assert budget_sessions == 0
     store.update(lambda value, now: (None, {}))  # closed is not dead: a claim reopens it
