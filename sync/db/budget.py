@@ -91,16 +91,14 @@ class BudgetRow:
             try:
                 conn = self._connection()
                 with conn.begin():
-                    if not self._row_ready:
-                        self._ensure_row(conn)
+                    self._ensure_row(conn)
             except Exception:  # noqa: BLE001 - a warm-up: `update` reports what is wrong
                 self._drop()
 
     def _update(self, change: Change[T]) -> tuple[T, float, float]:
         conn = self._connection()
         with conn.begin():
-            if not self._row_ready:
-                self._ensure_row(conn)
+            self._ensure_row(conn)
             before = time.monotonic()
             value, now = self._read(conn)
             local = (before + time.monotonic()) / 2  # when `now` was read, on our clock
@@ -122,6 +120,9 @@ class BudgetRow:
         return row[0], float(row[1])
 
     def _ensure_row(self, conn: Connection) -> None:
+        """Insert the row unless this connection already made sure of it."""
+        if self._row_ready:
+            return
         statement = insert(sync_state).values(key=self._key, value={})
         conn.execute(statement.on_conflict_do_nothing(index_elements=[sync_state.c.key]))
         self._row_ready = True
