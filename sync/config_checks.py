@@ -8,6 +8,7 @@ A message never echoes a secret: the URL checks name what is wrong, not the valu
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,11 @@ def between(low: float, high: float) -> Validator:
 
 
 def positive(value: Any) -> str | None:
-    return None if value > 0 else f"must be greater than 0, got {value}"
+    """Above 0 and finite: `inf` would pass `> 0` and overflow later (APScheduler's interval, a
+    socket timeout) with a traceback instead of this message."""
+    if value > 0 and math.isfinite(value):
+        return None
+    return f"must be a finite number greater than 0, got {value}"
 
 
 def one_of(*choices: str) -> Validator:

@@ -314,3 +314,22 @@ def test_a_refused_secret_is_never_shown() -> None:
     with pytest.raises(ConfigError) as caught:
         _load({"AMOSYNC_AMOCRM__ACCESS_TOKEN": TOKEN + "\n"})
     assert TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "AMOSYNC_AMOCRM__TIMEOUT_S",
+        "AMOSYNC_SYNC__POLL_INTERVAL_S",
+        "AMOSYNC_SYNC__PUSH_INTERVAL_S",
+        "AMOSYNC_DAEMON__REQUESTS_POLL_S",
+    ],
+)
+def test_an_infinite_interval_is_refused_at_load(key: str) -> None:
+    """`inf` passed "greater than 0" and crashed later with a traceback: APScheduler's interval
+    and the socket timeout overflow on it."""
+    with pytest.raises(ConfigError) as caught:
+        _load({key: "inf"})
+    dotted = key.removeprefix("AMOSYNC_").lower().replace("__", ".")
+    assert "finite" in problems(caught)[dotted][1]
+
