@@ -333,3 +333,9 @@ def test_an_infinite_interval_is_refused_at_load(key: str) -> None:
     dotted = key.removeprefix("AMOSYNC_").lower().replace("__", ".")
     assert "finite" in problems(caught)[dotted][1]
 
+
+@pytest.mark.parametrize("flag", ["TOKEN", "CLIENT_SECRET", "ADMIN_KEY"])
+def test_the_emulators_own_variables_are_not_configuration_problems(flag: str) -> None:
+    """`amosync emulator` documents these; exported in a shell, they must not stop every other
+    command with "does not name a configuration key"."""
+    assert _load({f"AMOSYNC_EMULATOR_{flag}": "value"}) == Config()
