@@ -207,10 +207,6 @@ def field_policies(value: Any) -> str | None:
     return None
 
 
-WEBHOOK_SECRET_MIN = 16
-_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
-
-
 # --- cross-key rules (each key alone is checked by the validators above) ---------------------
 
 
