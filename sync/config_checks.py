@@ -162,6 +162,10 @@ def public_url(value: Any) -> str | None:
     return None
 
 
+# psycopg 3 runs them all: psycopg2 URLs take the same libpq parameters (sync.db.engine)
+POSTGRESQL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
+
+
 def database_url(value: Any) -> str | None:
     url = value.reveal()
     if not url:
@@ -169,7 +173,7 @@ def database_url(value: Any) -> str | None:
     if printable(url) or url != url.strip():  # never echo it: it may hold a password
         return "must not contain spaces at either end or control characters (a newline)"
     scheme = url.split("://", 1)[0] if "://" in url else ""
-    if scheme not in ("postgresql", "postgresql+psycopg", "postgres"):
+    if scheme not in POSTGRESQL_SCHEMES:
         return "must be empty (embedded PostgreSQL) or a postgresql:// URL"
     return None
 

@@ -339,3 +339,14 @@ def test_the_emulators_own_variables_are_not_configuration_problems(flag: str) -
     """`amosync emulator` documents these; exported in a shell, they must not stop every other
     command with "does not name a configuration key"."""
     assert _load({f"AMOSYNC_EMULATOR_{flag}": "value"}) == Config()
+
+
+@pytest.mark.parametrize("driver", ["", "+psycopg", "+psycopg2"])
+def test_a_psycopg2_url_runs_on_psycopg(driver: str) -> None:
+    """The contract's `database.url` is a SQLAlchemy/psycopg URL: a psycopg2 one (copied from an
+    app that uses it; the same libpq parameters) is read with psycopg 3, the driver installed."""
+    from sync.db.engine import database_url
+
+    config = _load({"AMOSYNC_DATABASE__URL": f"postgresql{driver}://u:pw@db.internal/crm"})
+    url = database_url(config.database)
+    assert (url.drivername, url.host, url.database) == ("postgresql+psycopg", "db.internal", "crm")
