@@ -8,6 +8,7 @@ A message never echoes a secret: the URL checks name what is wrong, not the valu
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,11 @@ def between(low: float, high: float) -> Validator:
 
 
 def positive(value: Any) -> str | None:
-    return None if value > 0 else f"must be greater than 0, got {value}"
+    """Above 0 and finite: `inf` would pass `> 0` and overflow later (APScheduler's interval, a
+    socket timeout) with a traceback instead of this message."""
+    if value > 0 and math.isfinite(value):
+        return None
+    return f"must be a finite number greater than 0, got {value}"
 
 
 def one_of(*choices: str) -> Validator:
@@ -157,6 +162,10 @@ def public_url(value: Any) -> str | None:
     return None
 
 
+# psycopg 3 runs them all: psycopg2 URLs take the same libpq parameters (sync.db.engine)
+POSTGRESQL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
+
+
 def database_url(value: Any) -> str | None:
     url = value.reveal()
     if not url:
@@ -164,7 +173,7 @@ def database_url(value: Any) -> str | None:
     if printable(url) or url != url.strip():  # never echo it: it may hold a password
         return "must not contain spaces at either end or control characters (a newline)"
     scheme = url.split("://", 1)[0] if "://" in url else ""
-    if scheme not in ("postgresql", "postgresql+psycopg", "postgres"):
+    if scheme not in POSTGRESQL_SCHEMES:
         return "must be empty (embedded PostgreSQL) or a postgresql:// URL"
     return None
 
@@ -200,10 +209,6 @@ def field_policies(value: Any) -> str | None:
                 f"{', '.join(POLICIES)}), got {item!r}"
             )
     return None
-
-
-WEBHOOK_SECRET_MIN = 16
-_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 # --- cross-key rules (each key alone is checked by the validators above) ---------------------

@@ -27,8 +27,11 @@ from sync.errors import ConfigError, ConfigProblem
 
 ENV_PREFIX = "AMOSYNC_"
 DEFAULT_CONFIG_FILE = "amosync.toml"
-# Environment variables that start with the prefix but are not configuration keys.
+# Environment variables that start with the prefix but are not configuration keys: the file's
+# path, the tests' database, and the flags `amosync emulator` documents (AMOSYNC_EMULATOR_TOKEN,
+# ..._CLIENT_SECRET, ..._ADMIN_KEY), which a shell running both must not turn into an error.
 NON_KEY_ENV = frozenset({"AMOSYNC_CONFIG", "AMOSYNC_TEST_DATABASE_URL"})
+NON_KEY_ENV_PREFIXES = ("AMOSYNC_EMULATOR_",)
 
 
 def _checks_of(hint: Any, checks: tuple[Validator, ...]) -> tuple[Validator, ...]:
@@ -159,6 +162,7 @@ class _Loader:
             if (
                 name.startswith(ENV_PREFIX)
                 and name not in NON_KEY_ENV
+                and not name.startswith(NON_KEY_ENV_PREFIXES)
                 and name not in self.used_env
             ):
                 self.problems.append(

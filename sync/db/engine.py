@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from sync.config import DatabaseConfig
+from sync.config_checks import POSTGRESQL_SCHEMES
 from sync.db import lockwait
 from sync.db.capture import ORIGIN_SETTING
 from sync.db.diag import driver_message, error_line, not_migrated
@@ -67,8 +68,8 @@ def database_url(config: DatabaseConfig) -> URL:
         raise ConfigError(
             [ConfigProblem("database.url", "configuration", "not a valid database URL")]
         ) from exc
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
+    if url.drivername in POSTGRESQL_SCHEMES:
+        url = url.set(drivername="postgresql+psycopg")  # the one driver installed
     return url
 
 

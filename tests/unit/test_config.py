@@ -314,3 +314,39 @@ def test_a_refused_secret_is_never_shown() -> None:
     with pytest.raises(ConfigError) as caught:
         _load({"AMOSYNC_AMOCRM__ACCESS_TOKEN": TOKEN + "\n"})
     assert TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "AMOSYNC_AMOCRM__TIMEOUT_S",
+        "AMOSYNC_SYNC__POLL_INTERVAL_S",
+        "AMOSYNC_SYNC__PUSH_INTERVAL_S",
+        "AMOSYNC_DAEMON__REQUESTS_POLL_S",
+    ],
+)
+def test_an_infinite_interval_is_refused_at_load(key: str) -> None:
+    """`inf` passed "greater than 0" and crashed later with a traceback: APScheduler's interval
+    and the socket timeout overflow on it."""
+    with pytest.raises(ConfigError) as caught:
+        _load({key: "inf"})
+    dotted = key.removeprefix("AMOSYNC_").lower().replace("__", ".")
+    assert "finite" in problems(caught)[dotted][1]
+
+
+@pytest.mark.parametrize("flag", ["TOKEN", "CLIENT_SECRET", "ADMIN_KEY"])
+def test_the_emulators_own_variables_are_not_configuration_problems(flag: str) -> None:
+    """`amosync emulator` documents these; exported in a shell, they must not stop every other
+    command with "does not name a configuration key"."""
+    assert _load({f"AMOSYNC_EMULATOR_{flag}": "value"}) == Config()
+
+
+@pytest.mark.parametrize("driver", ["", "+psycopg", "+psycopg2"])
+def test_a_psycopg2_url_runs_on_psycopg(driver: str) -> None:
+    """The contract's `database.url` is a SQLAlchemy/psycopg URL: a psycopg2 one (copied from an
+    app that uses it; the same libpq parameters) is read with psycopg 3, the driver installed."""
+    from sync.db.engine import database_url
+
+    config = _load({"AMOSYNC_DATABASE__URL": f"postgresql{driver}://u:pw@db.internal/crm"})
+    url = database_url(config.database)
+    assert (url.drivername, url.host, url.database) == ("postgresql+psycopg", "db.internal", "crm")
