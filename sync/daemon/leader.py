@@ -5,7 +5,9 @@ leader starts the scheduler's jobs (`sync.daemon.schedule`), the debounce of loc
 (`PushSoon`), the LISTEN thread (requests, local changes, a standby's hooks) and, with webhooks,
 the per-leadership part of `DaemonHooks`; every second, and before every job, it checks that
 the lock is still held. A lost lock stops leading at once (no new job; /healthz and the metric
-stop saying leader); a stop gives the running job `daemon.shutdown_timeout_s` to finish.
+stop saying leader); a stop gives the running job `daemon.shutdown_timeout_s` to finish, and
+waits as long for a look at `sync_requests` (or a prune) under way: none of them still uses the
+engine once the leadership is released.
 Everything it runs on comes in as `Parts`, so tests build one without `amosync run`
 (`sync.daemon.run` builds them for the process).
 """
@@ -237,6 +239,9 @@ class Daemon:
 
     def _prune(self) -> None:
         """The `prune` job: keep `daemon.keep_runs_days` of run and request history."""
+        self.runner.errand(self._prune_history)
+
+    def _prune_history(self) -> None:
         if not self._still_leading():
             return
         try:
@@ -251,7 +256,11 @@ class Daemon:
     # --- sync_requests -------------------------------------------------------------------------
 
     def _check_requests(self) -> None:
-        """The `requests` job: a pending request queues a one-off full resync."""
+        """The `requests` job: a pending request queues a one-off full resync. Also called by
+        the listener; an errand of the runner, so a stop waits for a check under way."""
+        self.runner.errand(self._look_for_requests)
+
+    def _look_for_requests(self) -> None:
         try:
             with self.parts.engine.connect() as conn:
                 pending = queries.count_pending_requests(conn)

@@ -110,6 +110,7 @@ class JobRunner:
         self.stopping = threading.Event()
         self._idle = threading.Condition()
         self._running: set[str] = set()
+        self._errands = 0  # errands running
 
     def wrap(self, name: str, fn: Job) -> Callable[[], None]:
         def run() -> None:
@@ -119,21 +120,43 @@ class JobRunner:
         return run
 
     def run(self, name: str, fn: Job) -> None:
-        if self.stopping.is_set():
-            return
-        if name in AMO_JOBS and self.health.halted:
-            self.metrics.job_runs.labels(name, "skipped").inc()
-            return
-        if self.guard is not None and not self.guard():  # no longer the leader: not our job
-            self.metrics.job_runs.labels(name, "skipped").inc()
-            return
+        # counted as running from before its checks, which use the engine too: once `stopping`
+        # is set and `wait_idle` returned, no job is left that could still use it
         with self._idle:
+            if self.stopping.is_set():
+                return
             self._running.add(name)
         try:
-            self._account(name, fn)
+            self._checked(name, fn)
         finally:
             with self._idle:
                 self._running.discard(name)
+                self._idle.notify_all()
+
+    def _checked(self, name: str, fn: Job) -> None:
+        if self._may_run(name):
+            self._account(name, fn)
+        else:
+            self.metrics.job_runs.labels(name, "skipped").inc()
+
+    def _may_run(self, name: str) -> bool:
+        if name in AMO_JOBS and self.health.halted:
+            return False
+        return self.guard is None or self.guard()  # False: no longer the leader, not our job
+
+    def errand(self, fn: Callable[[], None]) -> None:
+        """Run `fn`, short work of the leader beside the jobs (the request check, prune), unless
+        `stopping`; `wait_idle` waits for it as for a job (the scheduler's own shutdown does
+        not), so a leader that stopped leaves nothing behind that still uses the engine."""
+        with self._idle:
+            if self.stopping.is_set():
+                return
+            self._errands += 1
+        try:
+            fn()
+        finally:
+            with self._idle:
+                self._errands -= 1
                 self._idle.notify_all()
 
     def _account(self, name: str, fn: Job) -> None:
@@ -198,9 +221,12 @@ class JobRunner:
             return set(self._running)
 
     def wait_idle(self, timeout: float | None) -> bool:
-        """Wait until no job runs; False if `timeout` passed first."""
+        """Wait until no job or errand runs; False if `timeout` passed first."""
         with self._idle:
-            return self._idle.wait_for(lambda: not self._running, timeout=timeout)
+            return self._idle.wait_for(self._idle_now, timeout=timeout)
+
+    def _idle_now(self) -> bool:
+        return not self._running and not self._errands
 
 
 class PushSoon:

@@ -74,24 +74,32 @@ def test_a_budget_below_max_rps_is_met_with_aimd_not_a_block(engine: Engine) -> 
 def test_a_429_seen_by_one_process_slows_the_other(engine: Engine) -> None:
     one = RateLimiter(7, store=BudgetRow(engine))
     other = RateLimiter(7, store=BudgetRow(engine))
-    other.acquire()
-    assert other.allowed_rps == 7
-    one.throttled(one.acquire(), pause_s=0.0)
-    for _ in range(5):  # past the starts `other` had already claimed
+    try:
         other.acquire()
-    assert 3.5 <= other.allowed_rps < 5  # halved, climbing back
+        assert other.allowed_rps == 7
+        one.throttled(one.acquire(), pause_s=0.0)
+        for _ in range(5):  # past the starts `other` had already claimed
+            other.acquire()
+        assert 3.5 <= other.allowed_rps < 5  # halved, climbing back
+    finally:
+        close(one, other)
 
 
 def test_a_403_block_stops_every_process_that_was_running(engine: Engine) -> None:
     blocked = RateLimiter(100, store=BudgetRow(engine))
     running_then = RateLimiter(100, store=BudgetRow(engine))
-    running_then.acquire()
-    blocked.halt(AmoBlockedError("amoCRM blocked this IP (403 page)"))
-    with pytest.raises(AmoBlockedError, match="another amosync process"):
-        take(10, running_then)  # its starts claimed before the block run out first
-    started_later = RateLimiter(100, store=BudgetRow(engine))
-    started_later.acquire()  # after support lifted the block, a restart works again
-    started_later.acquire()
+    limiters = [blocked, running_then]
+    try:
+        running_then.acquire()
+        blocked.halt(AmoBlockedError("amoCRM blocked this IP (403 page)"))
+        with pytest.raises(AmoBlockedError, match="another amosync process"):
+            take(10, running_then)  # its starts claimed before the block run out first
+        started_later = RateLimiter(100, store=BudgetRow(engine))
+        limiters.append(started_later)
+        started_later.acquire()  # after support lifted the block, a restart works again
+        started_later.acquire()
+    finally:
+        close(*limiters)
 
 
 def test_an_unreachable_database_is_a_store_error_and_the_limiter_goes_on_alone() -> None:
@@ -165,6 +173,12 @@ def test_warming_a_closed_store_opens_nothing(engine: Engine) -> None:
     assert budget_sessions == 0
     store.update(lambda value, now: (None, {}))  # closed is not dead: a claim reopens it
     store.close()
+
+
+def close(*limiters: RateLimiter) -> None:
+    """Their budget connections, closed now rather than whenever the collector finds them."""
+    for limiter in limiters:
+        limiter.close()
 
 
 def take(count: int, limiter: RateLimiter) -> None:

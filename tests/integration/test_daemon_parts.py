@@ -161,6 +161,33 @@ def test_never_two_jobs_at_once(runner: JobRunner) -> None:
     assert runner.wait_idle(1)
 
 
+def test_a_job_still_asking_its_guard_when_the_stop_comes_is_waited_for(engine: Engine) -> None:
+    """The guard (is the leader lock still ours?) asks the database: a job that passed the
+    stop check and is asking counts as running, or the stop could return while it is about to
+    use the engine."""
+    asking, answer = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def guard() -> bool:
+        asking.set()
+        answer.wait(10)
+        return True
+
+    runner = JobRunner(engine, Health(poll_interval_s=1), Metrics(), guard)
+    worker = threading.Thread(target=runner.run, args=("push", lambda: ran.append("push")))
+    worker.start()
+    try:
+        assert asking.wait(10)
+        runner.stopping.set()
+        assert not runner.wait_idle(0)
+    finally:
+        answer.set()
+        worker.join(10)
+    assert runner.wait_idle(0)
+    runner.run("pull", lambda: ran.append("pull"))  # after the stop nothing starts
+    assert ran == ["push"]
+
+
 def test_status_reports_runs_requests_and_leader(db_config: DatabaseConfig, engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text(

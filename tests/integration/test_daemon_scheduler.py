@@ -229,3 +229,36 @@ def test_an_edit_announced_while_push_runs_gets_a_push_of_its_own(engine: Engine
     finally:
         release.set()
         scheduler.shutdown(wait=True)
+
+
+def test_a_stop_waits_for_a_request_check_under_way(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """The request check runs on the scheduler's second worker, which the scheduler's shutdown
+    does not wait for: a check under way must hold up the stop like a job, or it goes on using
+    the engine after `run` returned (and a connection it returns to a disposed engine's pool
+    is left open until the garbage collector finds it)."""
+    jobs = Jobs(lambda: None, lambda: None, lambda: None, lambda: None)
+    daemon = _daemon(db_config, engine, jobs, requests_poll_s=0.2, shutdown_timeout_s=14)
+    result: list[bool] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: result.append(daemon.run(stop)), daemon=True)
+    with engine.connect() as blocker:  # holds the check on its table: real PostgreSQL, no timing
+        blocker.execute(sa.text("LOCK TABLE amocrm.sync_requests IN ACCESS EXCLUSIVE MODE"))
+        thread.start()
+        _wait(lambda: _sessions_waiting_on(engine, "sync_requests") == 1)
+        stop.set()
+        _wait(daemon.runner.stopping.is_set)  # the stop has begun
+        assert not daemon.runner.wait_idle(0)  # and counts the check under way
+        blocker.rollback()
+    thread.join(20)
+    assert result == [True]
+    assert engine.pool.checkedout() == 0  # nothing of the daemon still holds a connection
+
+
+def _sessions_waiting_on(engine: Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND query LIKE :q"
+        ), {"q": f"%{table}%"}) or 0)  # fmt: skip
