@@ -17,6 +17,14 @@ Modules:
 
 from __future__ import annotations
 
+from sync.logs import unimportable
+
+# httpx imports its command-line tool with the package, and the tool imports pygments and rich
+# (about 70 modules, ~30 ms of every command's start-up) whenever they are installed. Nothing
+# here runs it: hidden for this import, they leave httpx a stub `main` in its place.
+with unimportable("pygments", "rich"):
+    import httpx  # noqa: F401 - the first import of httpx in the process is this one
+
 from sync.amo.auth import (
     OAuthTokens,
     StaticToken,
