@@ -13,6 +13,7 @@ Modules:
     reconcile.py  after a lost write answer: find by reading what amoCRM applied
     matching.py   pure "does this contact carry what we sent" checks
     auth.py       long-lived token, or OAuth with rotation stored in the database
+    tls.py        the TLS context all clients share: built once, in a thread as a command starts
 """
 
 from __future__ import annotations
