@@ -196,6 +196,7 @@ def demo(app: _Context) -> None:
 @pass_context
 def pull(app: _Context, full: bool) -> None:
     """Pull changed contacts (and deletions) from amoCRM; --full re-reads everything."""
+    _warm_tls()
     from sync.progress import connecting, progress_bar
     from sync.pull import run_pull
     from sync.wiring import connected
@@ -208,6 +209,14 @@ def pull(app: _Context, full: bool) -> None:
         report = run_pull(config, engine, client, full=full, progress=bar)
     click.echo(report.describe())
     _QUICK_EXIT.append(not config.database.embedded)
+
+
+def _warm_tls() -> None:
+    """For a command that talks to amoCRM, before its imports: the client's TLS context
+    (~30 ms of CA certificates) loads in a thread meanwhile (see `sync.amo.tls`)."""
+    from sync.amo.tls import warm_tls
+
+    warm_tls()
 
 
 cli.add_command(
@@ -228,6 +237,7 @@ db.add_command(cli_ops.grant_reader)
 @pass_context
 def push(app: _Context) -> None:
     """Send pending local changes (updates, new contacts, chat links) to amoCRM."""
+    _warm_tls()
     from sync.push import run_push
     from sync.wiring import connected
 
@@ -241,6 +251,7 @@ def push(app: _Context) -> None:
 @pass_context
 def sync_once(app: _Context) -> None:
     """One push of local changes, then one incremental pull."""
+    _warm_tls()
     from sync.progress import connecting, progress_bar
     from sync.pull import run_pull
     from sync.push import run_push

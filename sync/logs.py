@@ -15,13 +15,35 @@ import io
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any, TextIO
-
-import structlog
 
 from sync.config import LoggingConfig, Secret
 from sync.lines import LINE_LIMIT, bound_lines
+
+
+@contextmanager
+def unimportable(*names: str) -> Iterator[None]:
+    """Within the block, `import NAME` fails for each of `names` not imported yet: for a
+    library that imports an optional package it can do without."""
+    hidden = [name for name in names if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not here"
+    try:
+        yield
+    finally:
+        for name in hidden:
+            del sys.modules[name]
+
+
+# structlog's `dev` and `tracebacks` modules import rich (about 70 modules with pygments, ~35 ms
+# of every command's start-up) whenever it is installed, for pretty tracebacks these logs never
+# use: `format_exc_info` below turns an exception into text before any renderer sees it. Hidden
+# for this one import, they fall back to plain tracebacks; the progress bar (`sync.progress`)
+# still imports rich when it draws on a terminal.
+with unimportable("rich"):
+    import structlog
 
 REDACTED = "***"
 # Keys whose values are secrets wherever they appear, at any depth.

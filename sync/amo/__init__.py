@@ -13,9 +13,18 @@ Modules:
     reconcile.py  after a lost write answer: find by reading what amoCRM applied
     matching.py   pure "does this contact carry what we sent" checks
     auth.py       long-lived token, or OAuth with rotation stored in the database
+    tls.py        the TLS context all clients share: built once, in a thread as a command starts
 """
 
 from __future__ import annotations
+
+from sync.logs import unimportable
+
+# httpx imports its command-line tool with the package, and the tool imports pygments and rich
+# (about 70 modules, ~30 ms of every command's start-up) whenever they are installed. Nothing
+# here runs it: hidden for this import, they leave httpx a stub `main` in its place.
+with unimportable("pygments", "rich"):
+    import httpx  # noqa: F401 - the first import of httpx in the process is this one
 
 from sync.amo.auth import (
     OAuthTokens,

@@ -12,6 +12,7 @@ import httpx
 
 from sync.amo.responses import network_reason
 from sync.amo.session import host_port
+from sync.amo.tls import tls_context
 
 # What `AmoClient.connect` accepts as its transport (tests pass the emulator's in-process one).
 Transport: TypeAlias = httpx.BaseTransport
@@ -47,4 +48,4 @@ class ObservedTransport(httpx.BaseTransport):
 def observed_transport(observer: TrafficObserver) -> Transport:
     """A pooled HTTP transport (the client's own limits) that reports to `observer`."""
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
-    return ObservedTransport(httpx.HTTPTransport(limits=limits), observer)
+    return ObservedTransport(httpx.HTTPTransport(verify=tls_context(), limits=limits), observer)

@@ -22,6 +22,7 @@ from sync.amo.gate import DeadTokenError, RequestWatch, TokenGate
 from sync.amo.query import Params, encode_query
 from sync.amo.ratelimit import RateLimiter, Slot
 from sync.amo.responses import Outcome, classify, classify_exception
+from sync.amo.tls import tls_context
 from sync.clock import Clock, SystemClock
 from sync.config import AmoCrmConfig
 from sync.errors import AmoAuthError, AmoError, AmoTransientError, AmoWriteUnknownError
@@ -67,6 +68,7 @@ class AmoSession:
             timeout=httpx.Timeout(config.timeout_s, connect=connect),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             transport=transport,
+            verify=tls_context(),  # httpx's default, built once per process (sync.amo.tls)
             follow_redirects=False,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
