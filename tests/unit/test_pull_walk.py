@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from sync.pull.events import Events
 from sync.pull.fetch import Fetcher, FetchSetup
 from sync.pull.pipeline import once_per_theta
 from sync.pull.sink import CompletePage
-from sync.pull.stage import Tie
+from sync.pull.stage import CHATS_BEHIND, Tie, Waiting
 from sync.pull.windows import Plan, Span, Window, normalize
 
 PAGE = 40
@@ -269,3 +270,27 @@ def test_a_tie_page_without_next_withdraws_the_pages_past_it_still_waiting() -> 
         page_1 = Page(1, [{"id": 5, "updated_at": second}], has_next=True)
         fetcher._on_tie(tie, 1, page_1)
         assert tie.finished  # pages 1 and 2 read: the tie is whole without pages 3 and 4
+
+
+def test_a_chat_batch_waits_behind_list_reads_only_while_few_pages_wait() -> None:
+    """Pages are handed on in the order they were read: a chat batch put off holds back every
+    page read after it, so it lets list reads go first only while few pages wait."""
+    with amo(contacts=50) as (_, client):
+        fetcher = fetch_stage(client, Stored(), [(0, None)], full=True)
+        turns = client.session.limiter.turns
+        places: list[object] = []
+
+        def chats(ids: list[int]) -> list[dict[str, Any]]:
+            places.append(turns.enter())  # as the limiter sees the batch's request
+            return []
+
+        fetcher._chats = chats  # type: ignore[method-assign]
+        with ThreadPoolExecutor(1) as pool:
+            fetcher._pool = pool
+            fetcher._collect([{"id": 1, "updated_at": 5}], (0, 6))
+            fetcher._send_chats()
+        page = turns.enter()  # a list read waiting beside it
+        assert turns.yields(places[0], 0.0, 0.15) > 0  # the list read goes first
+        fetcher.waiting.extend(Waiting([{"id": i}], None) for i in range(CHATS_BEHIND))
+        assert turns.yields(places[0], 0.0, 0.15) == 0  # too many pages wait: its turn
+        turns.leave(page)
