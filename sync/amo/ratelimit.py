@@ -53,6 +53,7 @@ from sync.amo.budget import (
     Throttle,
     shared_change,
 )
+from sync.amo.turns import Turns
 from sync.errors import AmoBlockedError, AmoError, StoreError
 from sync.logs import get_logger
 
@@ -118,6 +119,7 @@ class RateLimiter:
         self._widened_at = -math.inf  # 429s for requests started before it do not widen again
         self._halted: AmoError | None = None
         self._cond = threading.Condition()
+        self.turns = Turns()  # which waiting request takes a start, and which gives up
 
     def _set_margin(self, margin_s: float) -> None:
         self.margin_s = margin_s
@@ -134,18 +136,22 @@ class RateLimiter:
     # --- taking a start -----------------------------------------------------------------------
 
     def acquire(self) -> Slot:
-        """Block until a request may start; record its start and return its slot."""
+        """Block until a request may start; record its start and return its slot. Raises
+        `Withdrawn` if the thread's request was given up meanwhile (`sync.amo.turns`)."""
         with self._cond:
             self._waiting += 1
+            place = self.turns.enter()
             try:
-                return self._acquire_locked()
+                return self._acquire_locked(place)
             finally:
                 self._waiting -= 1
+                self.turns.leave(place)
 
-    def _acquire_locked(self) -> Slot:
+    def _acquire_locked(self, place: object) -> Slot:
         while True:
             if self._halted is not None:
                 raise self._halted
+            self.turns.check()
             now = self._monotonic()
             hold = self._hold(now)
             if hold > 0:  # claim nothing that could not be used now
@@ -154,6 +160,8 @@ class RateLimiter:
             self._drop_late(now)
             if self._starts:
                 wait = self._starts[0] - now
+                if wait <= 0:
+                    wait = self.turns.yields(place, -wait, self._step)
                 if wait <= 0:
                     return self._start(now)
                 self._cond.wait(timeout=wait)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,6 +77,7 @@ class AmoSession:
         self._sent = 0  # requests that went out (headers sent), retries and refreshes included
         self.gate = TokenGate()  # access tokens a 401 refused: never sent again
         self._sent_lock = threading.Lock()
+        self._reached: list[Future[None]] = []  # resolved when a request's headers are out
         # called before every attempt of a write (retries included); raises to stop it. Push
         # sets it to "is the push lock still ours?" so no retry goes out after the lock is gone
         self.write_guard: Callable[[], None] | None = None
@@ -91,6 +93,25 @@ class AmoSession:
 
     def close(self) -> None:
         self._http.close()
+
+    def next_written(self) -> Future[None]:
+        """A future resolved once a request's headers have been written after this call: the
+        connection to amoCRM is up (TCP, TLS and all). Never resolved by a transport without
+        an HTTP trace (tests): a caller falls back to the first answer."""
+        future: Future[None] = Future()
+        with self._sent_lock:
+            self._reached = [f for f in self._reached if not f.done()]
+            self._reached.append(future)
+        return future
+
+    def _written(self, slot: Slot) -> None:
+        """A request's headers are out: count it from now, and amoCRM is reachable."""
+        self.limiter.sent(slot)
+        with self._sent_lock:
+            reached, self._reached = self._reached, []
+        for future in reached:
+            if future.set_running_or_notify_cancel():
+                future.set_result(None)
 
     # --- API calls ---------------------------------------------------------------------------
 
@@ -143,8 +164,9 @@ class AmoSession:
         error = outcome.error
         assert error is not None
         if outcome.halt:
+            if self.limiter.halted is None:  # said once: requests already out get it too
+                log.error("amo_ip_blocked", error=str(error))
             self.limiter.halt(error)
-            log.error("amo_ip_blocked", error=str(error))
             raise error
         if write and outcome.applied_unknown:
             raise AmoWriteUnknownError(
@@ -246,7 +268,7 @@ class AmoSession:
         # counted in the rate window from when its headers start, then from when they are out
         # (the later, the closer to when amoCRM counts it)
         watch = RequestWatch(
-            self.gate, token, lambda: self._left(slot), lambda: self.limiter.sent(slot)
+            self.gate, token, lambda: self._left(slot), lambda: self._written(slot)
         )
         request = self._http.build_request(
             method, url, json=body, headers=headers, extensions={"trace": watch.trace}

@@ -21,6 +21,7 @@ from sync.core.mapping import FieldDef, chat_rows, field_def, unknown_fields
 from sync.pull.sink import ChatLinks, CompletePage
 from sync.pull.stage import (
     CHAT_BATCH,
+    CHATS_BEHIND,
     MAX_FIELD_REFRESHES,
     OUTBOX,
     FetchSetup,
@@ -76,9 +77,24 @@ class Completion(Stage):
             self._send_chats()
 
     def _send_chats(self) -> None:
+        """The batch lets list reads waiting for the budget go first while fewer than
+        `CHATS_BEHIND` pages wait to be handed on: the walk ends sooner, and the batches put
+        off fill the budget while its last answers are awaited. Pages are handed on in the
+        order they were read, so a batch put off holds back every page read after it: past
+        the bound it takes its turn like any request (asked again while it waits)."""
         batch, self.chat_batch, self.chat_batched = self.chat_batch, [], 0
         ids = [cid for _, part in batch for cid in part]
-        self._submit(lambda: self._chats(ids), lambda rows: self._chats_in(batch, rows))
+        turns = self.client.session.limiter.turns
+
+        def read() -> list[dict[str, Any]]:
+            with turns.behind(self._few_held):
+                return self._chats(ids)
+
+        self._submit(read, lambda rows: self._chats_in(batch, rows))
+
+    def _few_held(self) -> bool:
+        """Asked on the rate limiter's lock (another thread): lengths only."""
+        return len(self.waiting) + len(self.outbox) < CHATS_BEHIND
 
     def _chats(self, ids: list[int]) -> list[dict[str, Any]]:
         links: list[dict[str, Any]] = []

@@ -20,7 +20,7 @@ asks one second wider from then on and the first window's start second is read a
 
 from __future__ import annotations
 
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from sync.errors import InvariantError
@@ -55,6 +55,7 @@ class Fetcher(AfterWalk):
         try:
             for window in self.plan.windows:
                 window.busy = False
+            self._await_connection()
             while True:
                 if self.stop.is_set():
                     raise InvariantError("the pull stopped: its database end failed")
@@ -62,7 +63,8 @@ class Fetcher(AfterWalk):
                 self._dispatch()
                 if self.answered and self.filters_off():  # asked once amoCRM answered
                     raise FiltersIgnored("the account has API filtering off")
-                if not self.inflight:
+                if not self._requests_in_flight():
+                    self._forget_connection()  # nothing was sent: it would never resolve
                     if self.outbox:
                         self.stop.wait(0.02)
                         continue
@@ -73,14 +75,30 @@ class Fetcher(AfterWalk):
                     continue
                 pause = 0.02 if self.outbox else None
                 done, _ = wait(list(self.inflight), timeout=pause, return_when=FIRST_COMPLETED)
-                for future in done:
-                    handler = self.inflight.pop(future)
-                    self.producers.discard(future)
-                    handler(future.result())
+                self._answers(done)
         finally:
             for future in self.inflight:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _await_connection(self) -> None:
+        """The rest of the preamble goes out once the first request's headers are written."""
+        if not self.answered:
+            self.connected = self.client.session.next_written()
+            self.inflight[self.connected] = lambda _: self._first_answer()
+
+    def _forget_connection(self) -> None:
+        if self.connected is not None:
+            self.inflight.pop(self.connected, None)
+            self.connected.cancel()
+            self.connected = None
+
+    def _answers(self, done: set[Future[Any]]) -> None:
+        for future in done:
+            handler = self.inflight.pop(future, None)
+            self.producers.discard(future)
+            if handler is not None:  # None: the connection's future, moot after an answer
+                handler(future.result())
 
     def _dispatch(self) -> None:
         self.stolen = False
@@ -92,7 +110,8 @@ class Fetcher(AfterWalk):
         self._drain_chats()
 
     def _requests_in_flight(self) -> int:
-        return len(self.inflight)
+        """Requests out or waiting for the budget (the connection's future is none)."""
+        return len(self.inflight) - (self.connected in self.inflight)
 
     def _start_one(self) -> bool:
         if len(self.outbox) >= OUTBOX:
@@ -131,8 +150,9 @@ class Fetcher(AfterWalk):
         busy = sum(1 for w in self.plan.windows if w.busy)
         if busy < MIN_WINDOWS:
             return True
-        # one split per answer: a request just submitted is not waiting for the budget yet
-        return not self.stolen and self.client.session.limiter.waiting == 0
+        # one split per answer: a request just submitted is not waiting for the budget yet;
+        # chat batches waiting behind list reads do not count (a split's page goes first)
+        return not self.stolen and self.client.session.limiter.turns.ahead() == 0
 
     def _top_unknown(self) -> bool:
         """Open windows are not split before the top is known (their end is a guess)."""
@@ -200,11 +220,13 @@ class Fetcher(AfterWalk):
 
     def _first_answer(self) -> None:
         """One request first: an unreachable amoCRM fails one request, not five at once.
-        Then the rest of the preamble (a full resync's newest page and events marker, the
-        caller's events and account reads) goes out beside the walk."""
+        Once its headers are written (the connection is up), or it answered (a transport
+        without an HTTP trace), the rest of the preamble (a full resync's newest page and
+        events marker, the caller's events and account reads) goes out beside the walk."""
         if self.answered:
             return
         self.answered = True
+        self._forget_connection()
         if self.top == "pending":
             self._ask_top()
             self._ask_baseline()

@@ -36,6 +36,9 @@ PROMISED_ASKS = 4  # a 204 where the previous page said more follows is asked th
 TIE_ASKS = 3
 CHAT_BATCH = 250  # contacts a chat-links request names (amoCRM's most per request)
 OUTBOX = 2  # complete pages beyond the sink's queue before no new page is asked for (memory)
+# while fewer pages than this wait for their chat links or the sink's room, chat batches let
+# list reads go first (memory: ~2 MB a page; see `Completion._send_chats`)
+CHATS_BEHIND = 8
 MAX_FIELD_REFRESHES = 3
 RECENT_LIMIT = 200_000  # versions near "now" remembered for the tie checks
 
@@ -67,6 +70,7 @@ class Tie:
     answered: dict[int, bool] = field(default_factory=dict)  # page with data → has_next
     empty: set[int] = field(default_factory=set)
     asks: dict[int, int] = field(default_factory=dict)
+    unsent: dict[int, threading.Event] = field(default_factory=dict)  # page → set: given up
     last: int | None = None
     ids: set[int] = field(default_factory=set)
     speculative: int = SPECULATIVE  # pages asked beyond the last known to exist
@@ -136,7 +140,8 @@ class Stage:
         self.outbox: deque[CompletePage] = deque()  # complete pages the sink has no room for
         self.baseline, self.deleted_since, self.stop = baseline, deleted_since, stop
         self.filters_off, self.on_answer = filters_off, answered
-        self.answered = False  # nothing else is asked before amoCRM answered once
+        self.answered = False  # nothing else is asked before the connection is up
+        self.connected: Future[None] | None = None  # resolved once a request's headers are out
         self.first_ids: set[int] = set()
         self.margin = 1 if setup.bounds == "exclusive" else 0
         self.bounds = setup.bounds

@@ -16,9 +16,11 @@ number; `sync.pull.tail` checks them after the walk. See docs/pull.md for the wh
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sync.amo.pages import Page
+from sync.amo.turns import Withdrawn
 from sync.errors import InvariantError
 from sync.pull.complete import Completion
 from sync.pull.stage import (
@@ -109,15 +111,27 @@ class TieReads(Completion):
         return {"updated_at": {"from": second - self.margin, "to": second + self.margin}}
 
     def _ask_tie(self, tie: Tie, number: int) -> None:
+        """Page `number` of the tie; given up while it waits for its start if the tie turns out
+        to end before it (a page without `next`): a page past the end answers only 204."""
         self.list_requests += 1
-        self._submit(
-            lambda: self._list(self._tie_filter(tie.second), ("id", "asc"), number),
-            lambda page: self._on_tie(tie, number, page),
-            produces=True,
-        )
+        withdrawn = tie.unsent[number] = threading.Event()
+        turns = self.client.session.limiter.turns
 
-    def _on_tie(self, tie: Tie, number: int, page: Page | None) -> None:
-        if page is None:
+        def read() -> Any:  # a Page, None (204) or Withdrawn
+            with turns.unless(withdrawn):
+                try:
+                    return self._list(self._tie_filter(tie.second), ("id", "asc"), number)
+                except Withdrawn as exc:
+                    return exc
+
+        self._submit(read, lambda page: self._on_tie(tie, number, page), produces=True)
+
+    def _on_tie(self, tie: Tie, number: int, page: Page | Withdrawn | None) -> None:
+        tie.unsent.pop(number, None)
+        if isinstance(page, Withdrawn):
+            self.list_requests -= 1  # never sent
+            tie.empty.add(number)  # asked again if a page before it says it exists after all
+        elif page is None:
             self._on_tie_204(tie, number)
         else:
             self._seen(page.items)
@@ -137,6 +151,10 @@ class TieReads(Completion):
             fresh = [i for i in mine if int(i["id"]) not in tie.known | tie.ids]
             tie.ids.update(ids_of(mine))
             self._collect(fresh, None)
+        if tie.last is not None:
+            for later, withdrawn in tie.unsent.items():
+                if later > tie.last:
+                    withdrawn.set()
         if tie.complete():
             self._tie_done(tie)
 

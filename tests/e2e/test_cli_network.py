@@ -44,15 +44,16 @@ def _env(db: DatabaseConfig, base_url: str, **more: str) -> dict[str, str]:
     }
 
 
-def _check_failure(stderr: str) -> str:
+def _check_failure(stderr: str, requests: int = 1) -> str:
     """The pull's failure: no traceback, every line at most 300 characters, one warning per
-    retry before the end; returns the last line (the CLI's one-line error)."""
+    retry of each of `requests` requests before the end; returns the last line (the CLI's
+    one-line error)."""
     assert "Traceback" not in stderr
     assert "t0ken-never-shown" not in stderr
     lines = stderr.strip().splitlines()
     assert all(len(line) <= 300 for line in lines), max(lines, key=len)
     retried = [line for line in lines if "amo_request_retried" in line]
-    assert len(retried) == RETRIES, stderr
+    assert len(retried) == requests * RETRIES, stderr
     assert all("[warning" in line for line in retried)
     return lines[-1]
 
@@ -103,10 +104,56 @@ def test_a_server_that_never_answers_says_timeout(
     finally:
         fake.reset()
     assert result.returncode == 1
-    last = _check_failure(result.stderr)
+    # the connection was up (the first request's headers were written), so the rest of the
+    # preamble went out before any answer: the window, the newest page, the events marker and
+    # the account read each timed out and were retried
+    last = _check_failure(result.stderr, requests=4)
     host = base_url.removeprefix("http://")
     expected = f"amosync: amoCRM at {host} gave no answer: no answer in time (read timeout)"
     assert last.startswith(expected)
+
+
+def test_the_preamble_leaves_once_the_connection_is_up_not_after_the_first_answer(
+    db_config: DatabaseConfig, tmp_path: Path, emulator: tuple[Emulator, str]
+) -> None:
+    fake, base_url = emulator
+    fake.reset()
+    # the first request gets no answer in time; its retry does
+    fake.add_fault(FaultRule(kind="slow", delay_ms=3000, path="/api/v4/contacts", times=1))
+    env = _env(db_config, base_url, AMOSYNC_AMOCRM__MAX_RPS="50")
+    env["AMOSYNC_AMOCRM__ACCESS_TOKEN"] = fake.long_lived_token
+    try:
+        result = amosync("pull", "--full", env=env, cwd=tmp_path)
+        seen = [(r["path"], r["query"]) for r in fake.requests()]
+    finally:
+        fake.reset()
+    assert result.returncode == 0, result.stderr
+    first = seen[0]
+    retry = seen.index(first, 1)  # the first request again, after its timeout
+    preamble = {path for path, _ in seen[1:retry]}
+    assert {"/api/v4/events", "/api/v4/account"} <= preamble, seen[: retry + 1]
+
+
+def test_an_ip_blocked_from_the_first_request_on_is_one_line_and_nothing_more_is_sent(
+    db_config: DatabaseConfig, tmp_path: Path, emulator: tuple[Emulator, str]
+) -> None:
+    fake, base_url = emulator
+    fake.reset()
+    fake.add_fault(FaultRule(kind="error", status=403, body="html", times=None))
+    env = _env(db_config, base_url, AMOSYNC_AMOCRM__MAX_RPS="50")
+    env["AMOSYNC_AMOCRM__ACCESS_TOKEN"] = fake.long_lived_token
+    try:
+        result = amosync("pull", "--full", env=env, cwd=tmp_path)
+        seen = fake.requests()
+    finally:
+        fake.reset()
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "amosync: amoCRM blocked this IP (403 page)" in lines[-1]
+    assert len([line for line in lines if "amo_ip_blocked" in line]) == 1, lines
+    assert not any("amo_request_retried" in line for line in lines)
+    # the first request, and the preamble that left before its 403 was read: no more
+    assert 1 <= len(seen) <= 5, [r["path"] for r in seen]
 
 
 def test_the_ip_block_on_a_chat_lookup_of_a_whole_page_is_one_bounded_line(

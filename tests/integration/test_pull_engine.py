@@ -30,7 +30,8 @@ from sync.pull import run_pull
 from sync.pull.fetch import SPECULATIVE
 from tests.integration.amo_emulator import FAST_BACKOFF, amo_config, oauth_config
 from tests.integration.pull_helpers import assert_converged, emulated, make_config, pull
-from tests.integration.test_amo_auth import seed
+from tests.integration.test_amo_auth import TOKEN_PATH, seed
+from tests.integration.test_amo_token_expiry import SendRecorder
 
 BEHIND = {"clock_start": time.time() - 600}  # amoCRM's clock ten minutes behind ours
 
@@ -247,3 +248,35 @@ def test_a_token_that_dies_mid_walk_is_refreshed_and_the_walk_completes(
         assert refused  # the knob bit, more than once
         assert full.kind == "full"
         assert_converged(engine, emulator)
+
+
+def test_a_401_while_the_preamble_is_out_refreshes_once_and_never_resends_a_dead_token(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """The preamble leaves once the first request's headers are written, before any answer:
+    the token can die with several requests out. Each dead token is refreshed once, and no
+    request leaves with a token whose 401 the client had read."""
+    with emulated(contacts=600, auth_mode="oauth", latency_ms=30, **BEHIND) as (emulator, url):
+        seed(engine, emulator.issue_tokens())
+        emulator.expire_access_tokens()  # amoCRM refuses the stored token: its refresh works
+        config = _oauth_config(db_config, url, emulator)
+        recorder = SendRecorder()
+        client = AmoClient.connect(
+            config.amocrm,
+            token_storage=TokenStore(engine),
+            limiter=RateLimiter(config.amocrm.max_rps, margin_s=0.0),
+            backoff=Backoff(**FAST_BACKOFF),
+            transport=recorder,
+            workers=4,
+        )
+        with client:
+            report = run_pull(config, engine, client, full=True)
+        log = emulator.requests()
+    assert report.kind == "full"
+    assert recorder.sent_after_refusal() == []
+    refused = [token for kind, token in recorder.events if kind == "refused"]
+    assert len(set(refused)) == 1
+    assert len([r for r in log if r["path"] == TOKEN_PATH]) == 1  # one refresh
+    # the first request and the preamble that left beside it, before the 401 was read
+    assert 1 <= len(refused) <= 5
+    assert_converged(engine, emulator)

@@ -13,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from sync.amo.ratelimit import RateLimiter, shared_limiter
+from sync.amo.turns import Turns, Withdrawn
 from sync.errors import AmoBlockedError, StoreError
 
 
@@ -188,3 +189,73 @@ def test_without_its_store_a_limiter_takes_half_the_rate() -> None:
 def take(count: int, limiter: RateLimiter) -> None:
     for _ in range(count):
         limiter.acquire()
+
+
+def test_a_withdrawn_request_takes_no_start_and_the_next_one_does() -> None:
+    limiter = RateLimiter(2, margin_s=0.0)  # a start every 0.5 s
+    limiter.acquire()  # the first start: the next one is half a second away
+    withdrawn = threading.Event()
+    outcome: list[object] = []
+
+    def speculative() -> None:
+        with limiter.turns.unless(withdrawn):
+            try:
+                outcome.append(limiter.acquire())
+            except Withdrawn as exc:
+                outcome.append(exc)
+
+    waiting = threading.Thread(target=speculative)
+    waiting.start()
+    while limiter.waiting == 0:  # it waits for its start
+        time.sleep(0.005)
+    withdrawn.set()
+    waiting.join()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], Withdrawn)
+    limiter.acquire()  # the start it left is taken, not lost
+    assert limiter.dropped == 0
+    with limiter.turns.unless(threading.Event()):  # not set: an ordinary request
+        limiter.acquire()
+
+
+def test_a_request_behind_lets_one_that_came_later_start_first() -> None:
+    limiter = RateLimiter(2, margin_s=0.0)  # a start every 0.5 s
+    limiter.acquire()
+    order: list[str] = []
+
+    def chats() -> None:
+        with limiter.turns.behind():
+            limiter.acquire()
+        order.append("behind")
+
+    def page() -> None:
+        limiter.acquire()
+        order.append("ahead")
+
+    threads = [threading.Thread(target=chats), threading.Thread(target=page)]
+    for count, thread in enumerate(threads, start=1):
+        thread.start()
+        while limiter.waiting < count:  # the one behind waits first
+            time.sleep(0.005)
+    for thread in threads:
+        thread.join()
+    assert order == ["ahead", "behind"]
+    assert limiter.dropped == 0
+
+
+def test_a_request_is_behind_only_while_its_condition_holds() -> None:
+    turns = Turns()
+    holds = [True]
+    with turns.behind(lambda: holds[0]):
+        chats = turns.enter()
+    page = turns.enter()
+    assert turns.ahead() == 1
+    assert turns.yields(chats, 0.0, 0.15) > 0  # a page waits: the start is left to it
+    assert turns.yields(page, 0.0, 0.15) == 0
+    assert turns.yields(chats, 0.15, 0.15) == 0  # the page had its chance: take it
+    holds[0] = False  # e.g. too many pages wait for their chat links
+    assert turns.yields(chats, 0.0, 0.15) == 0
+    assert turns.ahead() == 2
+    holds[0] = True
+    turns.leave(page)
+    assert turns.yields(chats, 0.0, 0.15) == 0  # nobody ahead

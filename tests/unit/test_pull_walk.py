@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,14 +20,17 @@ import pytest
 
 from sync.amo.backoff import Backoff
 from sync.amo.client import AmoClient
+from sync.amo.pages import Page
 from sync.amo.ratelimit import RateLimiter
+from sync.amo.turns import Withdrawn
 from sync.config import AmoCrmConfig, Secret
 from sync.emulator import Emulator, EmulatorSettings, EmulatorTransport, FaultRule
 from sync.pull.events import Events
 from sync.pull.fetch import Fetcher, FetchSetup
 from sync.pull.pipeline import once_per_theta
 from sync.pull.sink import CompletePage
-from sync.pull.windows import Plan, Span, normalize
+from sync.pull.stage import CHATS_BEHIND, Tie, Waiting
+from sync.pull.windows import Plan, Span, Window, normalize
 
 PAGE = 40
 WITH = ("leads", "customers", "catalog_elements")
@@ -100,6 +104,15 @@ def amo(**settings: Any) -> Iterator[tuple[Emulator, AmoClient]]:
 
 def walk(client: AmoClient, stored: Stored, spans: list[Span], *, full: bool) -> Fetcher:
     """One run's fetch stage over `spans`, as `sync.pull.pipeline` runs it, into `stored`."""
+    fetcher = fetch_stage(client, stored, spans, full=full)
+    first = min(fetcher.plan.windows, key=lambda w: w.pos)
+    if first.pos > 0:
+        fetcher.unproven_start(first)
+    fetcher.run()
+    return fetcher
+
+
+def fetch_stage(client: AmoClient, stored: Stored, spans: list[Span], *, full: bool) -> Fetcher:
     ceiling = int(time.time())
     setup = FetchSetup(
         with_=WITH,
@@ -131,10 +144,6 @@ def walk(client: AmoClient, stored: Stored, spans: list[Span], *, full: bool) ->
         filters_off=lambda: False,
         answered=lambda: None,
     )
-    first = min(fetcher.plan.windows, key=lambda w: w.pos)
-    if first.pos > 0:
-        fetcher.unproven_start(first)
-    fetcher.run()
     return fetcher
 
 
@@ -237,3 +246,51 @@ def test_an_incremental_walk_reads_what_changed_and_little_else(faults: str) -> 
     assert all(v < end for cid, v in changed.items() if now.get(cid) == v)  # all before the walk
     # and the rest was not read again: the changes, one page of overlap, a tie's spare pages
     assert stored.handed - handed_before <= len(changed) * 1.3 + 4 * PAGE
+
+
+def test_a_tie_page_without_next_withdraws_the_pages_past_it_still_waiting() -> None:
+    """amoCRM's last page of a list has no `next` (amocrm-api.md §2): pages asked beyond it
+    (speculatively, several in flight) would answer 204. Those not sent yet are given up."""
+    with amo(contacts=50) as (_, client):
+        fetcher = fetch_stage(client, Stored(), [(0, None)], full=False)
+        second = 1_700_000_000
+        tie = Tie(second, Window(second, second + 1), known=set())
+        fetcher.ties.append(tie)
+        waiting = {n: threading.Event() for n in (2, 3, 4)}
+        tie.unsent.update(waiting)
+        page = Page(2, [{"id": 7, "updated_at": second}], has_next=False)
+        fetcher._on_tie(tie, 2, page)
+        assert tie.last == 2
+        assert waiting[3].is_set()
+        assert waiting[4].is_set()
+        assert not waiting[2].is_set()
+        fetcher._on_tie(tie, 3, Withdrawn())  # its answer: never sent, nothing read
+        assert 3 in tie.empty
+        assert not tie.finished
+        page_1 = Page(1, [{"id": 5, "updated_at": second}], has_next=True)
+        fetcher._on_tie(tie, 1, page_1)
+        assert tie.finished  # pages 1 and 2 read: the tie is whole without pages 3 and 4
+
+
+def test_a_chat_batch_waits_behind_list_reads_only_while_few_pages_wait() -> None:
+    """Pages are handed on in the order they were read: a chat batch put off holds back every
+    page read after it, so it lets list reads go first only while few pages wait."""
+    with amo(contacts=50) as (_, client):
+        fetcher = fetch_stage(client, Stored(), [(0, None)], full=True)
+        turns = client.session.limiter.turns
+        places: list[object] = []
+
+        def chats(ids: list[int]) -> list[dict[str, Any]]:
+            places.append(turns.enter())  # as the limiter sees the batch's request
+            return []
+
+        fetcher._chats = chats  # type: ignore[method-assign]
+        with ThreadPoolExecutor(1) as pool:
+            fetcher._pool = pool
+            fetcher._collect([{"id": 1, "updated_at": 5}], (0, 6))
+            fetcher._send_chats()
+        page = turns.enter()  # a list read waiting beside it
+        assert turns.yields(places[0], 0.0, 0.15) > 0  # the list read goes first
+        fetcher.waiting.extend(Waiting([{"id": i}], None) for i in range(CHATS_BEHIND))
+        assert turns.yields(places[0], 0.0, 0.15) == 0  # too many pages wait: its turn
+        turns.leave(page)

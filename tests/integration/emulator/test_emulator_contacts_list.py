@@ -73,6 +73,19 @@ def test_last_page_has_no_next_and_past_the_end_is_an_empty_204(client, emulator
     assert past.content == b""
 
 
+def test_an_exactly_full_last_page_has_no_next(client, emulator) -> None:
+    """amocrm-api.md §2: the last page has no `_links.next`, also when it is full; a reader
+    (a tie read by page number) then asks no page past it (none would answer but 204)."""
+    ids = live_ids(emulator)[:4]
+    params: dict[str, object] = {"filter[id][]": ids, "order[id]": "asc", "limit": 2}
+    first = client.get("/api/v4/contacts", params={**params, "page": 1}).json()
+    assert "next" in first["_links"]
+    last = client.get("/api/v4/contacts", params={**params, "page": 2}).json()
+    assert [c["id"] for c in last["_embedded"]["contacts"]] == ids[2:]
+    assert "next" not in last["_links"]
+    assert client.get("/api/v4/contacts", params={**params, "page": 3}).status_code == 204
+
+
 @pytest.mark.parametrize(
     "path", ["/api/v4/contacts", "/api/v4/events", "/api/v4/contacts/custom_fields"]
 )
