@@ -20,7 +20,8 @@ list of spans of `updated_at` seconds:
   that the lists did not show yet; a daemon poll leaves that to the next poll's overlap.
 * full resync: `[0, ∞)`, the newest page at once, a final pass from the run's start (less the
   settle margin) after everything else, then every stored live contact the run did not list is
-  read by id: found → stored, absent → tombstoned (unless more than `sync.max_delete_share`).
+  read by id: found → stored, absent → tombstoned (unless more than `sync.max_delete_share`
+  that amoCRM's deletion events do not confirm).
 
 The account's filter flag is read while the walk runs; with filters off (the flag, or an answer
 that shows it) the run switches to the fallback walks of `sync.pull.filters_off`. The parts:

@@ -57,3 +57,43 @@ def test_a_contact_created_just_before_the_run_is_stored(
         assert result.returncode == 0, result.stderr
         assert _stored(engine, fresh)
 
+
+def _tombstoned(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(sa.text("SELECT count(*) FROM amocrm.contacts WHERE is_deleted")))
+
+
+def _delete_first(emulator: Emulator, count: int, *, event: bool) -> None:
+    with emulator.account.lock:
+        live = sorted(c.id for c in emulator.account.contacts.values() if not c.is_deleted)
+    for cid in live[:count]:
+        emulator.delete_contact(cid, event=event)
+
+
+def test_pull_full_marks_forty_of_three_hundred_that_amocrm_deleted(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=300) as (emulator, url):  # the guard allows 29 of ~298
+        env = _env(db_config, url, emulator.long_lived_token)
+        assert amosync("db", "upgrade", env=env).returncode == 0
+        assert amosync("pull", env=env).returncode == 0
+        _delete_first(emulator, 40, event=True)
+        result = amosync("pull", "--full", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "40 marked deleted" in result.stdout
+        assert _tombstoned(engine) == 40
+
+
+def test_pull_full_refuses_forty_that_vanished_without_a_deletion_event(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=300) as (emulator, url):
+        env = _env(db_config, url, emulator.long_lived_token)
+        assert amosync("db", "upgrade", env=env).returncode == 0
+        assert amosync("pull", env=env).returncode == 0
+        _delete_first(emulator, 40, event=False)
+        result = amosync("pull", "--full", env=env)
+        assert result.returncode == 1
+        assert "refused to mark 40 of" in result.stderr
+        assert "nothing was tombstoned" in result.stderr
+        assert _tombstoned(engine) == 0
