@@ -42,16 +42,20 @@ def _create(emulator: Emulator, name: str) -> int:
     return emulator.create_contacts([{"first_name": name}])[0]
 
 
-@pytest.mark.parametrize("args", [("pull",), ("pull", "--full"), ("sync",)])
+@pytest.mark.parametrize(
+    ("args", "filters"),
+    [(("pull",), True), (("pull", "--full"), True), (("sync",), True), (("pull",), False)],
+)
 def test_a_contact_created_just_before_the_run_is_stored(
-    db_config: DatabaseConfig, engine: Engine, args: tuple[str, ...]
+    db_config: DatabaseConfig, engine: Engine, args: tuple[str, ...], filters: bool
 ) -> None:
     assert LAG_S <= SETTLE_S
     with emulated(contacts=5) as (emulator, url):  # tiny: a run takes well under a second
         env = _env(db_config, url, emulator.long_lived_token)
         assert amosync("db", "upgrade", env=env).returncode == 0
         assert amosync("pull", env=env).returncode == 0  # the first run (a full resync)
-        emulator.set_controls(list_lag_s=LAG_S)
+        # filters off: the incremental run takes the descending walk (sync.pull.filters_off)
+        emulator.set_controls(list_lag_s=LAG_S, api_filter_enabled=filters)
         fresh = _create(emulator, "Fresh")
         result = amosync(*args, env=env)
         assert result.returncode == 0, result.stderr
