@@ -206,7 +206,8 @@ def pull(app: _Context, full: bool) -> None:
         connected(config) as (engine, client),
         progress_bar(connecting(client.session.host)) as bar,
     ):
-        report = run_pull(config, engine, client, full=full, progress=bar)
+        # final_pass: its exit promises every contact that existed throughout the run (CONTRACT)
+        report = run_pull(config, engine, client, full=full, progress=bar, final_pass=True)
     click.echo(report.describe())
     _QUICK_EXIT.append(not config.database.embedded)
 
@@ -261,7 +262,7 @@ def sync_once(app: _Context) -> None:
     with connected(config) as (engine, client):
         click.echo(run_push(config, engine, client).describe())
         with progress_bar(connecting(client.session.host)) as bar:
-            pulled = run_pull(config, engine, client, full=False, progress=bar)
+            pulled = run_pull(config, engine, client, full=False, progress=bar, final_pass=True)
     click.echo(pulled.describe())
 
 

@@ -123,7 +123,10 @@ def _edit(emulator: Emulator, request: Request, args: list[str]) -> Any:
 
 
 def _delete(emulator: Emulator, request: Request, args: list[str]) -> Any:
-    emulator.delete_contact(int(args[0]))
+    raw = request.query.get("event", "true")
+    if raw not in ("true", "false"):
+        raise AdminError(400, "event must be true or false")
+    emulator.delete_contact(int(args[0]), event=raw == "true")
     return {"ok": True}
 
 

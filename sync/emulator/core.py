@@ -293,13 +293,15 @@ class Emulator:
                 self.account.update(patch, now, UI_USER)
             return now
 
-    def delete_contact(self, contact_id: int) -> None:
-        """Move to the trash, as a user deleting in the UI (the API cannot)."""
+    def delete_contact(self, contact_id: int, *, event: bool = True) -> None:
+        """Move to the trash, as a user deleting in the UI (the API cannot). `event=False`
+        logs no `contact_deleted` (the contact vanishes from lists and by-id reads unexplained,
+        as a broken listing would show it)."""
         with self.account.lock:
             contact = self.account.live(contact_id)
             if contact is None:
                 raise LookupError(f"no live contact {contact_id}")
-            self.account.trash(contact, self.clock.now_s(), UI_USER)
+            self.account.trash(contact, self.clock.now_s(), UI_USER, logged=event)
 
     def restore_contact(self, contact_id: int) -> None:
         with self.account.lock:

@@ -185,11 +185,13 @@ class Account:
         self.changed(contact)
         self._announce("update", contact)
 
-    def trash(self, contact: Contact, now: int, actor: int) -> None:
+    def trash(self, contact: Contact, now: int, actor: int, *, logged: bool = True) -> None:
+        """`logged=False`: no `contact_deleted` event (a contact that vanishes unexplained)."""
         self._keep_previous(contact.id, contact)
         self._unlist(contact)
         contact.is_deleted, contact.updated_at, contact.updated_by = True, now, actor
-        self._event("contact_deleted", contact, actor, now)
+        if logged:
+            self._event("contact_deleted", contact, actor, now)
         self.changed(contact)
         self._announce("delete", contact)
 

@@ -4,6 +4,7 @@
     listed = events.since(start)               # newest first, down to `start` (inclusive)
     marker = events.marker()                   # where to watch from, and what is listed there
     events.new_deletion(marker, theta)         # a deletion at or after theta not in the marker
+    events.confirmed_deletions(ids, give_up)   # of ids, those amoCRM's events say are deleted
 
 A deletion changes no contact's `updated_at`, so only these events show it. The list is read
 newest first and stops at the first event older than the start; `newest` keeps the newest
@@ -12,13 +13,15 @@ newest first and stops at the first event older than the start; `newest` keeps t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sync.amo.client import AmoClient
+from sync.core.mapping import event_changes
 
 EVENT_TYPES = ("contact_deleted", "contact_restored")
+ENTITY_IDS_PER_REQUEST = 10  # amoCRM's most for `filter[entity_id]`
 
 
 @dataclass
@@ -107,3 +110,36 @@ class Events:
             if not before.known or before.known & {str(e.get("id")) for e in listed}:
                 return False
         return True
+
+    def confirmed_deletions(self, ids: Sequence[int], give_up: Callable[[int], bool]) -> set[int]:
+        """Of `ids`, those whose latest deletion or restore event is a deletion, read by
+        `filter[entity_id]` (ten ids a request). Stops early once `give_up(n)` holds for the n
+        ids read and not confirmed so far, or when amoCRM ignores the filter (it lists another
+        contact's event): what was not read counts as not confirmed."""
+        confirmed: set[int] = set()
+        for start in range(0, len(ids), ENTITY_IDS_PER_REQUEST):
+            chunk = list(ids[start : start + ENTITY_IDS_PER_REQUEST])
+            listed = self._events_of(chunk)
+            if listed is None:
+                break
+            changes = event_changes(listed)
+            # None: a deletion and a restore in its latest second; the by-id read after it
+            # found the contact absent, so the deletion came last
+            confirmed.update(c for c in chunk if changes.get(c, (False, 0))[0] is not False)
+            if give_up(start + len(chunk) - len(confirmed)):
+                break
+        return confirmed
+
+    def _events_of(self, chunk: list[int]) -> list[Mapping[str, Any]] | None:
+        """Every deletion and restore event of these contacts (None: the filter was ignored)."""
+        wanted = set(chunk)
+        pages = self.client.iter_events(types=EVENT_TYPES, filters={"entity_id": chunk})
+        listed: list[Mapping[str, Any]] = []
+        try:
+            for page in pages:
+                if any(int(e.get("entity_id") or 0) not in wanted for e in page.items):
+                    return None
+                listed += page.items
+        finally:
+            pages.close()  # type: ignore[attr-defined]
+        return listed

@@ -1,7 +1,8 @@
 """A full resync: `[0, ∞)` through the pipeline with the newest page at once and a final pass
 from the run's start, then every stored live contact the run did not list is read by id: found →
-stored, absent → tombstoned (unless more than `sync.max_delete_share`). Accounts whose filters
-are ignored take the walk by id (`sync.pull.filters_off`)."""
+stored, absent → tombstoned (unless more than `sync.max_delete_share` that amoCRM's deletion
+events do not confirm). Accounts whose filters are ignored take the walk by id
+(`sync.pull.filters_off`)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,23 @@ class FullRun(RunBase):
         page.listed = True
         return page
 
+    def _guard(self, gone: list[int], live: int, allowed: int) -> None:
+        """More absent contacts than `allowed`: those that amoCRM's deletion events name too
+        are confirmed twice and do not count; if the rest are still too many, nothing is
+        tombstoned and the run fails (an API that wrongly answers empty must not wipe the
+        table, and none of what it shows absent can be trusted then)."""
+        if len(gone) <= allowed:
+            return  # within the guard: the events are not read (a request per ten contacts)
+        confirmed = self.events.confirmed_deletions(gone, lambda unsure: unsure > allowed)
+        unsure = len(gone) - len(confirmed)
+        if unsure > allowed:
+            raise InvariantError(
+                f"full resync refused to mark {unsure} of {live} contacts deleted that no "
+                f"deletion event confirms (more than sync.max_delete_share = "
+                f"{self.sync.max_delete_share}); nothing was tombstoned"
+            )
+        log.info("pull_deletions_confirmed", confirmed=len(confirmed), unconfirmed=unsure)
+
     def _reconcile_unseen(self, *, shifted: bool) -> None:
         """Stored live contacts this run did not list: read by id; found → stored, absent →
         tombstoned (the guard first). The final cursor state goes with the tombstones."""
@@ -91,12 +109,7 @@ class FullRun(RunBase):
             self._store_now(self._complete(list(found.values()), full=True))
         gone = [cid for cid in unseen if cid not in found]
         allowed = max(DELETE_FLOOR, int(self.sync.max_delete_share * live))
-        if len(gone) > allowed:
-            raise InvariantError(
-                f"full resync refused to mark {len(gone)} of {live} contacts deleted "
-                f"(more than sync.max_delete_share = {self.sync.max_delete_share}); "
-                "nothing was tombstoned"
-            )
+        self._guard(gone, live, allowed)
         # filters off: a live contact no page listed proves the listing skipped something
         shifted = shifted or (self.report.mode == "full-by-id" and bool(found))
         now = to_unix(self.clock.now())

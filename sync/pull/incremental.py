@@ -14,7 +14,7 @@ from sync.db.engine import sync_origin
 from sync.db.runs import EVENTS_CURSOR
 from sync.logs import get_logger
 from sync.pull.events import Marker
-from sync.pull.fetch import FiltersIgnored
+from sync.pull.fetch import SETTLE_S, FiltersIgnored
 from sync.pull.filters_off import descending
 from sync.pull.pipeline import RunBase, once_per_theta
 from sync.pull.readahead import ReadAhead
@@ -158,11 +158,16 @@ class IncrementalRun(RunBase):
         self._start_progress(None, "pulling changes (newest first)")
         walk_started = to_unix(self.clock.now())
         walk = descending(self.client, self.sync.with_, self.config.amocrm.page_size, start)
+        first_top: int | None = None  # the newest contact listed when the walk began
         with ReadAhead(
             walk, depth=READ_AHEAD, name="pull-walk", prepare=self._listed_page
         ) as ahead:
             for page in ahead:
+                if first_top is None:
+                    first_top = max(int(i.get("updated_at") or 0) for i in page.items)
                 self._store_now(page)
+        if self.final_pass:
+            self._descending_final(min(self.ceiling, first_top or start) - SETTLE_S)
         events = self.events.since(events_from)
         self.report.events = "read"
         newest = self.keeper.newest
@@ -175,6 +180,16 @@ class IncrementalRun(RunBase):
             log.warning("pull_cursor_held", reason="contacts deleted during the descending walk")
             self.keeper.newest = None  # the final state keeps the old cursor
         self._apply(events, self.events.newest)
+
+    def _descending_final(self, floor: int) -> None:
+        """The final pass of the descending walk (`final_pass`): newest first down to `floor`,
+        sent no earlier than SETTLE_S after the run began. Without amoCRM's clock here, `floor`
+        is the lower of our start and the newest contact listed at the walk's start (lists show
+        nothing newer than amoCRM's clock), less SETTLE_S: at or below amoCRM's start less it."""
+        self.clock.sleep(max(0.0, self.settle_until - self.clock.now().timestamp()))
+        size = self.config.amocrm.page_size
+        for items in descending(self.client, self.sync.with_, size, floor):
+            self._store_now(self._listed_page(items))
 
     def _listed_page(self, items: list[dict[str, Any]]) -> CompletePage:
         page = self._complete(items, full=False)

@@ -74,16 +74,21 @@ class RunBase:
         *,
         memo: PollMemo | None = None,
         clock: Clock | None = None,
+        final_pass: bool = False,
     ) -> None:
         self.config, self.engine, self.client, self.lock = config, engine, client, lock
         self.memo, self.clock = memo, clock or SystemClock()
+        self.final_pass = final_pass  # an incremental run ends with a final pass too
         self.sync = config.sync
         self.store = ContactStore(config.database.schema)
         self.runs = RunStore(config.database.schema)
         self.progress = progress
         self.requests_before = client.session.requests_sent
         self.report = PullReport(0, "pull")
-        self.ceiling = to_unix(self.clock.now())
+        began = self.clock.now()
+        self.ceiling = to_unix(began)
+        # no final pass from the run's start goes out before this (our clock): see `_walk`
+        self.settle_until = began.timestamp() + SETTLE_S
         self.events = Events(client)
         self.helpers = ThreadPoolExecutor(3, thread_name_prefix="pull-side")
         self.fields: dict[int, FieldDef] = {}
@@ -114,7 +119,8 @@ class RunBase:
             # known to fit in two pages would only read it twice
             top_at_start=full and self._big(),
             top_allowed=self._big(),
-            final_pass=full,
+            final_pass=full or self.final_pass,
+            settle_until=self.settle_until,
             now=lambda: self.clock.now().timestamp(),
         )
 

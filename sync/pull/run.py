@@ -2,6 +2,7 @@
 
     report = run_pull(config, engine, client)              # incremental (full if no cursor yet)
     report = run_pull(config, engine, client, full=True)   # full resync, reconciles deletions
+    report = run_pull(config, engine, client, final_pass=True)  # incremental, as the CLI runs it
     report = serve_request(config, engine, client)         # a pending sync_requests row, if any
 
 A run holds the single-pull lock (a second pull at the same time gets `PullBusyError`), writes
@@ -13,10 +14,14 @@ list of spans of `updated_at` seconds:
 * incremental: `[C - overlap, ∞)` from the cursor C, or the windows a killed run left plus its
   head; seconds up to the newest tie already read by id and settled are not read again.
   Deletions and restores come from the events (read while the walk runs; an idle poll of the
-  daemon skips them, see `sync.pull.memo`), applied at the end.
+  daemon skips them, see `sync.pull.memo`), applied at the end. With `final_pass` (the CLI's
+  `pull` and `sync`) it ends with a final pass as a full resync does, so every contact that
+  existed throughout the run is stored when it returns, even one written just before it began
+  that the lists did not show yet; a daemon poll leaves that to the next poll's overlap.
 * full resync: `[0, ∞)`, the newest page at once, a final pass from the run's start (less the
   settle margin) after everything else, then every stored live contact the run did not list is
-  read by id: found → stored, absent → tombstoned (unless more than `sync.max_delete_share`).
+  read by id: found → stored, absent → tombstoned (unless more than `sync.max_delete_share`
+  that amoCRM's deletion events do not confirm).
 
 The account's filter flag is read while the walk runs; with filters off (the flag, or an answer
 that shows it) the run switches to the fallback walks of `sync.pull.filters_off`. The parts:
@@ -62,14 +67,20 @@ def run_pull(
     request_id: int | None = None,
     memo: PollMemo | None = None,
     clock: Clock | None = None,
+    final_pass: bool = False,
 ) -> PullReport:
-    """One pull run (see the module docstring). Raises `SyncError` if another pull runs."""
+    """One pull run (see the module docstring). Raises `SyncError` if another pull runs.
+    `final_pass`: an incremental run ends with a read of everything from the run's start (less
+    the lists' lag), sent no earlier than the start plus that lag (a full resync always does)."""
     schema = config.database.schema
     with store_errors(config.database), pull_lock(engine, schema) as lock:
         if lock is None:
             raise PullBusyError("another pull is running on this database schema; try again later")
         with fewer_collections():  # pages are acyclic garbage: see sync.heap
-            run = _Run(config, engine, client, progress, lock, memo=memo, clock=clock)
+            run = _Run(
+                config, engine, client, progress, lock,
+                memo=memo, clock=clock, final_pass=final_pass,
+            )  # fmt: skip
             return run.execute(full, request_id)
 
 

@@ -112,7 +112,10 @@ class FetchSetup:
     bounds: str | None  # "inclusive" / "exclusive" once proven, else None
     top_at_start: bool  # a full resync reads the newest page at once
     top_allowed: bool  # False: the account is known to fit in two pages (no newest page)
-    final_pass: bool  # a full resync: a final pass from amoCRM's run start after every window
+    final_pass: bool  # a full resync or a CLI pull: a final pass from amoCRM's run start last
+    # our clock: the final pass from the run's start goes out no earlier (lists lag writes by up
+    # to SETTLE_S; the run's start plus SETTLE_S, a duration, so no clock skew enters it)
+    settle_until: float
     now: Callable[[], float]  # our clock, unix seconds (to compare with amoCRM's `Date`)
 
 

@@ -194,3 +194,18 @@ def test_bulk_edit_puts_thousands_into_one_given_second_while_the_clock_runs() -
     assert emulator.update_contacts([{"id": ids[0]}], at=second + 2) == second + 2
     assert emulator.touch_contacts(ids[:10], at=second + 3) == ids[:10]
     assert {emulator.account.contacts[i].updated_at for i in ids[:10]} == {second + 3}
+
+
+def test_a_delete_without_an_event_vanishes_unexplained(client: httpx.Client) -> None:
+    """The knob behind the full resync's guard tests: a contact gone from lists and by-id reads
+    with no `contact_deleted` event (as a broken listing would show it)."""
+    quiet, logged = (
+        client.post("/_emulator/contacts", json={"name": n}).json()["ids"][0] for n in "ab"
+    )
+    assert client.post(f"/_emulator/contacts/{quiet}/delete?event=false").json() == {"ok": True}
+    assert client.post(f"/_emulator/contacts/{logged}/delete").json() == {"ok": True}
+    assert client.post(f"/_emulator/contacts/{logged}/delete?event=no").status_code == 400
+    assert client.get(f"/api/v4/contacts/{quiet}").status_code == 204
+    params = [("filter[type][]", "contact_deleted")]
+    found = client.get("/api/v4/events", params=params).json()["_embedded"]["events"]
+    assert {e["entity_id"] for e in found} & {quiet, logged} == {logged}
