@@ -1,0 +1,58 @@
+"""Answers a faithful amoCRM stand-in other than our emulator may give, which the vendor documents
+do not rule out: `_links.next` on an exactly full last page, and an empty list as 200 with
+`_embedded.<key>: []` rather than 204. The emulator gives them under `next_on_full_page` and
+`empty_list_as_200`; these tests pin those switches and what the client makes of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sync.amo.client import AmoClient
+from sync.amo.ratelimit import RateLimiter
+from sync.config import AmoCrmConfig, Secret
+from sync.emulator import Emulator, EmulatorSettings, EmulatorTransport
+
+PAGE = 40
+
+
+@contextmanager
+def amo(contacts: int, **controls: Any) -> Iterator[tuple[Emulator, AmoClient]]:
+    emulator = Emulator(
+        EmulatorSettings(contacts=contacts, seed=3, rate_limit=None, trashed_fraction=0.0)
+    )
+    emulator.set_controls(**controls)
+    config = AmoCrmConfig(
+        base_url="http://emulator.test",
+        access_token=Secret(emulator.long_lived_token),
+        max_rps=1000.0,
+        page_size=PAGE,
+        timeout_s=2.0,
+        max_retries=2,
+    )
+    client = AmoClient.connect(
+        config, limiter=RateLimiter(1000.0, margin_s=0.0), transport=EmulatorTransport(emulator)
+    )
+    with client:
+        yield emulator, client
+
+
+def live_ids(emulator: Emulator) -> list[int]:
+    return [int(c["id"]) for c in emulator.contacts(deleted=False)]
+
+
+def test_next_on_full_page_announces_more_on_an_exactly_full_last_page() -> None:
+    with amo(2 * PAGE, next_on_full_page=True) as (_, client):
+        pages = list(client.iter_contacts(order=("id", "asc")))
+    assert [(len(p.items), p.has_next) for p in pages] == [(PAGE, True), (PAGE, True)]
+
+
+def test_empty_list_as_200_answers_an_empty_list_not_204() -> None:
+    with amo(PAGE, empty_list_as_200=True) as (_, client):
+        reply = client.get("/api/v4/contacts", {"page": 2, "limit": PAGE})
+        events = client.get("/api/v4/events", {"page": 99, "limit": PAGE})
+    assert reply.status == 200
+    assert reply.data["_embedded"] == {"contacts": []}
+    assert "next" not in reply.data["_links"]
+    assert events.data["_embedded"] == {"events": []}
