@@ -229,9 +229,15 @@ class AmoClient:
         return found
 
     def fetch_contact(self, contact_id: int, *, with_: Sequence[str] = ()) -> dict[str, Any] | None:
-        """One contact, or None when amoCRM has no such live contact (204)."""
+        """One contact, or None when amoCRM has no such live contact: 204, as the contacts
+        reference documents, or 404, which clients in the wild also get (amocrm-api.md §7)."""
         params = {"with": list(with_)} if with_ else None
-        reply = self.get(f"{CONTACTS}/{int(contact_id)}", params)
+        try:
+            reply = self.get(f"{CONTACTS}/{int(contact_id)}", params)
+        except AmoError as exc:
+            if exc.status == 404:
+                return None
+            raise
         return reply.data if isinstance(reply.data, dict) else None
 
     def fetch_account(self, *, with_: Sequence[str] = ()) -> dict[str, Any]:

@@ -26,13 +26,7 @@ def list_contacts(ctx: Ctx) -> Response:
             q.as_of = ctx.clock.now() - ctx.list_lag_s  # GET /contacts/{id} does not lag
         contacts, has_next = select(ctx.account, q, (page - 1) * limit, limit)
         items = [contact_json(c, ctx.account, ctx.base, embeds) for c in contacts]
-    if not items:
-        return no_content()
-    return json_response(200, {
-        "_page": page,
-        "_links": ctx.page_links(page, limit, has_next),
-        "_embedded": {"contacts": items},
-    })  # fmt: skip
+    return ctx.page_answer("contacts", page, limit, items, has_next=has_next)
 
 
 def get_contact(ctx: Ctx, contact_id: int) -> Response:

@@ -27,6 +27,8 @@ class Ctx:
     filters_enabled: bool
     list_lag_s: float = 0.0
     webhooks: Any = None  # the account's `Webhooks` (for /api/v4/webhooks)
+    next_on_full_page: bool = False  # `_links.next` on a full last page too
+    empty_list_as_200: bool = False  # an empty list answered 200 with `_embedded.<key>: []`
 
     def body(self) -> Any:
         """The parsed JSON body (None when empty); 400 problem when it is not JSON."""
@@ -59,13 +61,33 @@ class Ctx:
         `_total_items`/`_page_count` (custom fields and users have them, contacts do not)."""
         page, limit = self.page_and_limit(*limits)
         chunk = items[(page - 1) * limit : page * limit]
-        if not chunk:
-            return no_content()
-        body: dict[str, Any] = {"_page": page}
+        head: dict[str, Any] = {}
         if counted:
-            body |= {"_total_items": len(items), "_page_count": math.ceil(len(items) / limit)}
-        body["_links"] = self.page_links(page, limit, page * limit < len(items))
-        body["_embedded"] = {key: [render(item) for item in chunk]}
+            head = {"_total_items": len(items), "_page_count": math.ceil(len(items) / limit)}
+        rendered = [render(item) for item in chunk]
+        return self.page_answer(
+            key, page, limit, rendered, has_next=page * limit < len(items), head=head
+        )
+
+    def page_answer(
+        self,
+        key: str,
+        page: int,
+        limit: int,
+        items: list[dict[str, Any]],
+        *,
+        has_next: bool,
+        head: dict[str, Any] | None = None,
+    ) -> Response:
+        """A list page: 204 when empty, as amoCRM documents (200 with an empty list under
+        `empty_list_as_200`); `next` when more follows (or, under `next_on_full_page`, whenever
+        the page is full: a server that does not look ahead)."""
+        if not items and not self.empty_list_as_200:
+            return no_content()
+        more = has_next or (self.next_on_full_page and len(items) == limit)
+        body: dict[str, Any] = {"_page": page, **(head or {})}
+        body["_links"] = self.page_links(page, limit, more)
+        body["_embedded"] = {key: items}
         return json_response(200, body)
 
     def page_links(self, page: int, limit: int, has_next: bool) -> dict[str, dict[str, str]]:

@@ -66,6 +66,10 @@ class Controls:
     block_window_s: float | None = None
     account_rate_limit: float | None = None
     token_max_requests: int | None = None
+    # answers the vendor documents do not rule out: `_links.next` on a full last page, and an
+    # empty list as 200 `_embedded.<key>: []` instead of 204 (another stand-in may give them)
+    next_on_full_page: bool = False
+    empty_list_as_200: bool = False
 
 
 class Emulator:
@@ -166,7 +170,8 @@ class Emulator:
         controls = self.controls()
         return Ctx(
             request, self.account, self.clock, base, controls.api_filter_enabled,
-            controls.list_lag_s, self.webhooks,
+            controls.list_lag_s, self.webhooks, controls.next_on_full_page,
+            controls.empty_list_as_200,
         )  # fmt: skip
 
     def _latency(self, controls: Controls) -> float:
@@ -221,7 +226,7 @@ class Emulator:
     def set_controls(self, **changes: Any) -> Controls:
         """Change runtime switches: latency_ms, jitter_ms, rate_limit, rate_limit_body,
         api_filter_enabled, block_after_violations, list_lag_s, block_window_s,
-        account_rate_limit, token_max_requests."""
+        account_rate_limit, token_max_requests, next_on_full_page, empty_list_as_200."""
         with self._controls_lock:
             self._controls = replace(self._controls, **changes)
             self.limiter.limit = self._controls.rate_limit

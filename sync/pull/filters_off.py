@@ -15,6 +15,9 @@ pages the windows would read, but with no parallelism.
 change); a deletion or restore during the walk can (the contact at a page's edge is then listed by
 no page). The caller compares amoCRM's events before and after the walk (`Events.moved_since`):
 a shift holds the cursor, and every stored live contact the walk did not list is read by id. A
+204 after a page that announced more ends the walk only when `order[id]=desc` shows no contact
+above the last id listed (a server may announce `next` on a full last page); else it fails: a
+spurious mid-scan 204 must not cut a resync short. A
 full resync here guarantees: every contact stored before it is confirmed (read, or tombstoned
 when amoCRM does not have it); a contact new since the last run that a deletion hid from the walk
 is stored by the next incremental run, not by this one (see docs/pull.md).
@@ -25,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sync.amo.client import AmoClient
+from sync.amo.client import CONTACTS, AmoClient
+from sync.amo.pages import parse_page
 from sync.errors import InvariantError
 
 
@@ -62,12 +66,26 @@ def by_id(
     pages = client.iter_contacts(
         order=("id", "asc"), with_=with_, limit=page_size, prefetch=prefetch
     )
-    more = False
+    more, last_id = False, 0
     try:
         for page in pages:
             more = page.has_next
+            last_id = max([last_id, *(int(i["id"]) for i in page.items)])
             yield page.items
     finally:
         pages.close()  # type: ignore[attr-defined]
-    if more:  # iteration ended on a 204 after a page that promised more
+    # iteration ended on a 204 after a page that promised more
+    if more and not _nothing_above(client, last_id):
         raise InvariantError("amoCRM answered 204 in the middle of the full resync")
+
+
+def _nothing_above(client: AmoClient, last_id: int) -> bool:
+    """Whether no contact has an id above `last_id`: then the 204 after a page announcing more
+    was the end (a server may announce `next` on a full last page: the vendor documents the
+    last page without it, not how it knows a full page is the last), not amoCRM's spurious
+    mid-scan 204. A 204 here, or an order not kept, proves nothing."""
+    reply = client.get(CONTACTS, {"order": {"id": "desc"}, "limit": 2, "page": 1})
+    if reply.data is None:
+        return False
+    ids = [int(i["id"]) for i in parse_page(1, reply, "contacts").items]
+    return bool(ids) and ids == sorted(ids, reverse=True) and ids[0] <= last_id
