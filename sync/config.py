@@ -65,9 +65,11 @@ class Secret:
     __str__ = __repr__
 
 
-def _key(default: Any, *checks: Validator, secret: bool = False) -> Any:
-    """A configuration key: its default plus validators run on the final value."""
-    return field(default=default, metadata={"checks": checks, "secret": secret})
+def _key(default: Any, *checks: Validator, secret: bool = False, when: str = "") -> Any:
+    """A configuration key: its default plus validators run on the final value (with `when`,
+    only if that boolean key of the same section is true: a key a feature that is off never
+    reads is not checked)."""
+    return field(default=default, metadata={"checks": checks, "secret": secret, "when": when})
 
 
 # --- the configuration tree ------------------------------------------------------------------
@@ -160,8 +162,8 @@ class WebhooksConfig:
     `amosync webhooks register` subscribes public_url + that path."""
 
     enabled: bool = _key(False)
-    public_url: str = _key("", public_url)
-    secret: Secret = _key(Secret(""), secret_text, hook_secret, secret=True)
+    public_url: str = _key("", public_url, when="enabled")
+    secret: Secret = _key(Secret(""), secret_text, hook_secret, secret=True, when="enabled")
 
     # polling while hooks are known to arrive (0: sync.poll_interval_s, the default, so a silent
     # loss of every hook costs no more than polling alone); sync.poll_interval_s otherwise
