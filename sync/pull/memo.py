@@ -10,9 +10,11 @@ contact again, a version already stored. Such a poll sends only that `GET /api/v
   and read again after `ACCOUNT_INTERVAL_S`; a page that shows amoCRM ignored the filter turns the
   descending walk on at once, whatever the flag said;
 - **deletion events** (`GET /api/v4/events`, `contact_deleted` / `contact_restored`) are read by
-  an idle poll only once `sync.events_interval_s` has passed since the last read. A deletion does
-  not change any contact's `updated_at`, so only the events show it: a contact deleted in amoCRM
-  is marked `is_deleted` within `events_interval_s` + `poll_interval_s` (plus a run's own time).
+  an idle poll only once `sync.events_interval_s` has passed since the last read; unset (the
+  default) it is 3 x `sync.poll_interval_s`, at most 300 s (`SyncConfig.events_every_s`), so a
+  short poll interval sees deletions within a few polls. A deletion does not change any contact's
+  `updated_at`, so only the events show it: a contact deleted in amoCRM is marked `is_deleted`
+  within that interval + `poll_interval_s` (plus a run's own time).
   The events cursor does not move while they are not read, so the read that comes next starts
   where the last one ended and misses nothing. A poll that stores a new version reads them
   always, and so does the walk of accounts whose filters amoCRM ignores (it needs them to place
