@@ -5,11 +5,12 @@
 Runs the real daemon (`sync.daemon.Daemon` with the jobs `amosync run` builds) against the
 emulator served on 127.0.0.1 for `--polls` poll intervals of `--poll-s`, counted from its start:
 one simulated hour at the default 60 s poll is 60 polls. The periods of the configuration are
-scaled by the same factor (`--poll-s` / 60): the push interval and `sync.events_interval_s`, so
-the run is an hour of the default configuration, compressed (the account flag, re-read hourly, is
-read once, by the first poll). A full pull runs first; nothing changes in amoCRM meanwhile. Each
-poll still lists the contacts of the last `sync.overlap_s` before the cursor (at least the newest
-one: the cursor is its `updated_at` + 1), versions already stored.
+scaled by the same factor (`--poll-s` / 60): the push interval and `sync.events_interval_s` (its
+default, 3 x the poll interval, scales by itself), so the run is an hour of the default
+configuration, compressed (the account flag, re-read hourly, is read once, by the first poll).
+A full pull runs first; nothing changes in amoCRM meanwhile. Each poll still lists the contacts
+of the last `sync.overlap_s` before the cursor (at least the newest one: the cursor is its
+`updated_at` + 1), versions already stored.
 
 Printed: requests the emulator logged (by path), pull runs, requests per poll and the projection
 to one hour at the default 60 s poll (before issue 15: 4 a poll, 240 an hour). Needs a
@@ -67,8 +68,10 @@ def _config(args: argparse.Namespace, base_url: str, db_url: sa.URL) -> Config:
         "full_resync_cron": "",
     }
     names = {f.name for f in dataclasses.fields(SyncConfig)}
-    if "events_interval_s" in names:  # the idle rules (issue 15), when present
-        sync["events_interval_s"] = SyncConfig.events_interval_s * scale
+    default_events = getattr(SyncConfig, "events_interval_s", None)
+    if "events_interval_s" in names and default_events is not None:  # a fixed default (issue 15)
+        sync["events_interval_s"] = default_events * scale
+    # unset (the default since the contract audit): 3 x poll_interval_s, which scales by itself
     return Config(amocrm=amo, database=database, sync=SyncConfig(**sync))
 
 
@@ -90,8 +93,9 @@ def _run(args: argparse.Namespace, emulator: Emulator, base_url: str, db_url: sa
 
 
 def _keys(config: Config) -> dict[str, float]:
-    names = ("poll_interval_s", "push_interval_s", "events_interval_s")
-    return {n: round(getattr(config.sync, n), 4) for n in names if hasattr(config.sync, n)}
+    names = ("poll_interval_s", "push_interval_s", "events_every_s", "events_interval_s")
+    values = {n: getattr(config.sync, n, None) for n in names}
+    return {n: round(value, 4) for n, value in values.items() if value is not None}
 
 
 def _idle(

@@ -62,6 +62,36 @@ class _Context:
 pass_context = click.make_pass_decorator(_Context)
 
 
+def _late_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    app = ctx.find_object(_Context)
+    if value is not None and app is not None:
+        app.config_path = value
+
+
+# `amosync status --config f` as well as `amosync --config f status`: every command and group
+# below the top also takes the option (hidden from their help, the same as the top one's).
+# The top group's callback has made the `_Context` before a command parses its options, and the
+# configuration is loaded only when the command runs, so the later option wins.
+_LATE_CONFIG = click.Option(
+    ["--config", "late_config"],
+    type=click.Path(dir_okay=False),
+    default=None,
+    hidden=True,
+    expose_value=False,
+    callback=_late_config,
+)
+
+
+def accept_late_config(command: click.Command) -> None:
+    """Give `command` (and, for a group, every command below it) the hidden `--config`."""
+    if not any(param.name in ("config_path", "late_config") for param in command.params):
+        command.params.append(_LATE_CONFIG)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            if not isinstance(sub, _Deferred):  # it adds the option when it loads its command
+                accept_late_config(sub)
+
+
 class _Deferred(click.Command):
     """A command whose module is imported only when it runs: `amosync emulator` lives in
     `sync.emulator`, which no other command (nor `amosync --help`) should pay to import. Its
@@ -75,6 +105,7 @@ class _Deferred(click.Command):
         module, _, attribute = self._target.partition(":")
         command = getattr(importlib.import_module(module), attribute)
         assert isinstance(command, click.Command)
+        accept_late_config(command)
         return command
 
     def make_context(
@@ -338,6 +369,11 @@ def _relative(path: Path) -> str:
 # a full resync of 25 s. Not with the embedded PostgreSQL (its library may stop the server from
 # an exit handler).
 _QUICK_EXIT: list[bool] = []
+
+
+for _command in cli.commands.values():
+    if not isinstance(_command, _Deferred):
+        accept_late_config(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

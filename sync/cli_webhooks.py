@@ -1,7 +1,8 @@
 """`amosync webhooks register | status | unregister` (registered on the group in `sync.cli`).
 
 Each needs `webhooks.public_url` (register also `webhooks.secret` and `webhooks.enabled`); a
-missing one is a configuration error (exit 2). Destinations are printed masked.
+missing or malformed one is a configuration error (exit 2). Destinations are printed masked.
+`register` warns on stderr about a short secret or a plain-http public_url (allowed, but weak).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import click
 
 from sync.config import Config
+from sync.config_checks import hook_warnings, public_url
 from sync.errors import ConfigError, ConfigProblem
 
 
@@ -31,6 +33,8 @@ def register(app: Any) -> None:
 
     config = _checked(app.config, need_secret=True)
     hooks = config.webhooks
+    for warning in hook_warnings(hooks.secret.reveal(), hooks.public_url):
+        click.echo(f"amosync: warning: {warning}", err=True)
     with connected(config) as (_engine, client):
         done = subscribe(client, hooks)
     prefix = prefix_of(hooks)
@@ -92,6 +96,8 @@ def _checked(config: Config, *, need_secret: bool) -> Config:
     if not hooks.public_url:
         problems.append(ConfigProblem("webhooks.public_url", "not set", "required by `amosync "
                                       "webhooks`: how amoCRM reaches the daemon"))  # fmt: skip
+    elif message := public_url(hooks.public_url):  # not checked at load while hooks are off
+        problems.append(ConfigProblem("webhooks.public_url", "file/environment", message))
     if need_secret and not hooks.secret:
         problems.append(ConfigProblem("webhooks.secret", "not set",
                                       "required by `amosync webhooks register`"))  # fmt: skip

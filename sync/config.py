@@ -65,9 +65,11 @@ class Secret:
     __str__ = __repr__
 
 
-def _key(default: Any, *checks: Validator, secret: bool = False) -> Any:
-    """A configuration key: its default plus validators run on the final value."""
-    return field(default=default, metadata={"checks": checks, "secret": secret})
+def _key(default: Any, *checks: Validator, secret: bool = False, when: str = "") -> Any:
+    """A configuration key: its default plus validators run on the final value (with `when`,
+    only if that boolean key of the same section is true: a key a feature that is off never
+    reads is not checked)."""
+    return field(default=default, metadata={"checks": checks, "secret": secret, "when": when})
 
 
 # --- the configuration tree ------------------------------------------------------------------
@@ -115,6 +117,9 @@ class DatabaseConfig:
         return not self.url
 
 
+EVENTS_POLLS, EVENTS_MAX_S = 3, 300.0  # the default of sync.events_interval_s (`events_every_s`)
+
+
 @dataclass(frozen=True)
 class SyncConfig:
     poll_interval_s: float = _key(60.0, positive)
@@ -133,9 +138,19 @@ class SyncConfig:
     overlap_s: int = _key(300, between(0, 86_400))
     push_debounce_s: float = _key(0.3, between(0, 60))
     push_debounce_max_s: float = _key(1.0, between(0, 600))
-    events_interval_s: float = _key(300.0, between(0, 86_400))
+    # unset (None): `events_every_s` derives it from poll_interval_s
+    events_interval_s: float | None = _key(None, between(0, 86_400))
     max_delete_share: float = _key(0.1, between(0.0, 1.0))
     pull_workers: int = _key(8, between(1, 32))
+
+    @property
+    def events_every_s(self) -> float:
+        """How often an idle poll of the daemon reads deletion events (`sync.pull.memo`): the
+        key when set (0: every poll), else every third poll, at most every `EVENTS_MAX_S`, so a
+        short poll interval also sees remote deletions within a few polls."""
+        if self.events_interval_s is not None:
+            return self.events_interval_s
+        return min(EVENTS_POLLS * self.poll_interval_s, EVENTS_MAX_S)
 
     @property
     def conflict_fields_map(self) -> dict[str, str]:
@@ -160,8 +175,8 @@ class WebhooksConfig:
     `amosync webhooks register` subscribes public_url + that path."""
 
     enabled: bool = _key(False)
-    public_url: str = _key("", public_url)
-    secret: Secret = _key(Secret(""), secret_text, hook_secret, secret=True)
+    public_url: str = _key("", public_url, when="enabled")
+    secret: Secret = _key(Secret(""), secret_text, hook_secret, secret=True, when="enabled")
 
     # polling while hooks are known to arrive (0: sync.poll_interval_s, the default, so a silent
     # loss of every hook costs no more than polling alone); sync.poll_interval_s otherwise

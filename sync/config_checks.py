@@ -117,14 +117,18 @@ def amocrm_url(value: Any) -> str | None:
 
 
 # The hook path is /webhooks/amocrm/<secret>: the secret is its only protection (amoCRM does not
-# sign hooks), so it must be long enough not to be guessed, and made of characters a URL path
-# carries unchanged (RFC 3986 unreserved).
+# sign hooks), so it is made of characters a URL path carries unchanged (RFC 3986 unreserved).
+# Both keys are checked only with webhooks.enabled (`WebhooksConfig`: `when="enabled"`); a short
+# secret or a plain-http public_url is allowed (a test stand-in, an internal network) but warned
+# about where it matters: when the daemon starts and when `webhooks register` runs
+# (`hook_warnings`).
 HOOK_SECRET_MIN, HOOK_SECRET_MAX = 16, 128
 _HOOK_SECRET = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 def hook_secret(value: Any) -> str | None:
-    """`webhooks.secret`: empty (webhooks off), or 16..128 URL-safe characters; never shown."""
+    """`webhooks.secret`: at most 128 URL-safe characters (empty is `webhook_problems`' "not
+    set"); never shown."""
     text = value.reveal() if hasattr(value, "reveal") else str(value)
     if not text:
         return None
@@ -133,33 +137,42 @@ def hook_secret(value: Any) -> str | None:
             "must use only letters, digits and - . _ ~ (it is a URL path segment); value not "
             "shown. Generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
-    if not HOOK_SECRET_MIN <= len(text) <= HOOK_SECRET_MAX:
-        return (
-            f"must be {HOOK_SECRET_MIN} to {HOOK_SECRET_MAX} characters long (it is the hook "
-            f"path's only protection), got {len(text)}; value not shown"
-        )
+    if len(text) > HOOK_SECRET_MAX:
+        return f"must be at most {HOOK_SECRET_MAX} characters, got {len(text)}; value not shown"
     return None
 
 
 def public_url(value: Any) -> str | None:
-    """`webhooks.public_url`: empty, or the https:// address amoCRM reaches the daemon at
-    (http:// only for a loopback host, e.g. the emulator in tests)."""
+    """`webhooks.public_url`: empty, or the absolute http(s) address amoCRM reaches the daemon
+    at, without credentials, spaces, a query or a fragment."""
     if not value:
         return None
     parts = urlsplit(value)
-    clean = not printable(value) and value == value.strip()
+    clean = not printable(value) and value == value.strip() and " " not in value
     if not (clean and parts.scheme in ("http", "https") and parts.hostname):
         return "must be an absolute https:// URL such as https://sync.example.com, without spaces"
     if "@" in parts.netloc:
         return "must not carry credentials (user:password@); amoCRM posts to it as it is"
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        return (
-            "must be https:// (amoCRM would post the hook path, which holds the secret, in "
-            "clear); plain http:// is allowed only for 127.0.0.1 or localhost"
-        )
     if parts.query or parts.fragment:
         return "must not have a query or fragment (the hook path is appended to it)"
     return None
+
+
+def hook_warnings(secret: str, url: str) -> list[str]:
+    """What is allowed but weak about the hook's secret and public_url (never shows either)."""
+    warnings = []
+    if secret and len(secret) < HOOK_SECRET_MIN:
+        warnings.append(
+            f"webhooks.secret is shorter than {HOOK_SECRET_MIN} characters: the hook path "
+            "/webhooks/amocrm/<secret> is its only protection and may be guessed"
+        )
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
+        warnings.append(
+            "webhooks.public_url is plain http:// on a non-loopback host: amoCRM posts the hook "
+            "path, which holds webhooks.secret, in clear"
+        )
+    return warnings
 
 
 # psycopg 3 runs them all: psycopg2 URLs take the same libpq parameters (sync.db.engine)

@@ -8,11 +8,13 @@ rules (`sync.config_checks`) — every problem collected before `ConfigError` is
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from sync.config import Config, Secret
 from sync.config_checks import (
@@ -44,6 +46,15 @@ def _checks_of(hint: Any, checks: tuple[Validator, ...]) -> tuple[Validator, ...
     return checks
 
 
+def _unset_allowed(hint: Any) -> Any:
+    """`float | None` (a key whose default is derived from others) is read as a float: unset
+    is the only way to get None."""
+    args = get_args(hint)
+    if get_origin(hint) in (Union, UnionType) and len(args) == 2 and type(None) in args:
+        return next(arg for arg in args if arg is not type(None))
+    return hint
+
+
 def _toml_name(python_name: str) -> str:
     """`with_` is `with` in TOML (a Python keyword)."""
     return python_name.rstrip("_")
@@ -52,17 +63,26 @@ def _toml_name(python_name: str) -> str:
 # --- loading ---------------------------------------------------------------------------------
 
 
+def warn_on_stderr(message: str) -> None:
+    """A warning found while loading, before logging is configured: one line on stderr."""
+    sys.stderr.write(f"amosync: warning: {message}\n")
+    sys.stderr.flush()
+
+
 def load(
-    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    warn: Callable[[str], None] = warn_on_stderr,
 ) -> Config:
-    """Read, merge and validate the configuration; raise `ConfigError` listing every problem."""
+    """Read, merge and validate the configuration; raise `ConfigError` listing every problem
+    (warnings, which never stop the load, go to `warn`)."""
     env = os.environ if environ is None else environ
     problems: list[ConfigProblem] = []
     file_path, explicit = _choose_file(path, env)
     data = _read_toml(file_path, explicit, problems)
     loader = _Loader(str(file_path) if data is not None else "", env, problems)
     config: Config = loader.build(Config, data or {}, ())
-    loader.report_unknown_env()
+    loader.report_unknown_env(warn)
     problems.extend(auth_problems(config.amocrm))
     problems.extend(rate_problems(config.amocrm))
     reported = {problem.key for problem in problems}  # an invalid secret is not also "not set"
@@ -103,6 +123,7 @@ class _Loader:
         self.env = env
         self.problems = problems
         self.used_env: set[str] = set()
+        self.refused: set[str] = set()  # keys whose value was refused ("section.key")
 
     def build(self, cls: type[Any], table: Mapping[str, Any], prefix: tuple[str, ...]) -> Any:
         hints = get_type_hints(cls)
@@ -121,7 +142,7 @@ class _Loader:
                     sub = {}
                 values[spec.name] = self.build(hints[spec.name], sub, key)
             else:
-                values[spec.name] = self._value(spec, hints[spec.name], table, key)
+                values[spec.name] = self._value(spec, hints[spec.name], table, key, values)
         for name in table:
             if name not in known:
                 self._problem((*prefix, name), self._file_source((*prefix, name)), "unknown key")
@@ -129,8 +150,16 @@ class _Loader:
             values["source"] = self.file_name or "defaults"
         return cls(**values)
 
-    def _value(self, spec: Any, hint: Any, table: Mapping[str, Any], key: tuple[str, ...]) -> Any:
+    def _value(
+        self,
+        spec: Any,
+        hint: Any,
+        table: Mapping[str, Any],
+        key: tuple[str, ...],
+        siblings: Mapping[str, Any],
+    ) -> Any:
         default = spec.default if spec.default is not MISSING else spec.default_factory()
+        hint = _unset_allowed(hint)
         env_name = ENV_PREFIX + "__".join(part.upper() for part in key)
         if env_name in self.env:
             self.used_env.add(env_name)
@@ -143,6 +172,8 @@ class _Loader:
         if isinstance(value, _Invalid):
             self._problem(key, source, value.message)
             return default
+        if not self._gate_open(spec.metadata.get("when"), key, siblings):
+            return value  # the feature is off: its keys are never read, so not checked
         checks = spec.metadata.get("checks", ())
         for check in _checks_of(hint, checks):
             message = check(value)
@@ -151,13 +182,26 @@ class _Loader:
                 return default
         return value
 
+    def _gate_open(
+        self, gate: str | None, key: tuple[str, ...], siblings: Mapping[str, Any]
+    ) -> bool:
+        """Are a gated key's checks run? Yes when the gate is on, and when the gate's own value
+        was refused (the user meant to switch it: show every problem at once)."""
+        if not gate:
+            return True
+        return bool(siblings.get(gate)) or ".".join((*key[:-1], gate)) in self.refused
+
     def _file_source(self, key: tuple[str, ...]) -> str:
         return f"file {self.file_name}" if self.file_name else "file"
 
     def _problem(self, key: tuple[str, ...], source: str, message: str) -> None:
+        self.refused.add(".".join(key))
         self.problems.append(ConfigProblem(".".join(key), source, message))
 
-    def report_unknown_env(self) -> None:
+    def report_unknown_env(self, warn: Callable[[str], None]) -> None:
+        """`AMOSYNC_<SECTION>__<KEY>` naming no key is a typo of one: a problem. A variable
+        without `__` names no key by construction (another tool's, a shell's leftover): one
+        warning line with its name (never its value), and the configuration loads."""
         for name in sorted(self.env):
             if (
                 name.startswith(ENV_PREFIX)
@@ -165,9 +209,12 @@ class _Loader:
                 and not name.startswith(NON_KEY_ENV_PREFIXES)
                 and name not in self.used_env
             ):
-                self.problems.append(
-                    ConfigProblem(name, "environment", "does not name a configuration key")
-                )
+                if "__" in name[len(ENV_PREFIX) :]:
+                    self.problems.append(
+                        ConfigProblem(name, "environment", "does not name a configuration key")
+                    )
+                else:
+                    warn(f"{name} is not a configuration key (AMOSYNC_<SECTION>__<KEY>): ignored")
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ def _hooked_edit(run: _Run, cid: int) -> None:
     hooks = DaemonHooks(config, run.engine, metrics, health, run.client)
     http = start_http(config, health, metrics, run.engine, hooks)
     hooks.start()
-    memo = PollMemo(config.sync.events_interval_s)
+    memo = PollMemo(config.sync.events_every_s)
     jobs = build_jobs(config, run.engine, run.client, memo)
     parts = Parts(config, run.engine, jobs, health, metrics, SystemClock(), hooks=hooks, memo=memo)
     stop = threading.Event()

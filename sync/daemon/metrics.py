@@ -7,7 +7,8 @@ Counted in the process as things happen:
   amosync_amocrm_requests_total{method,status}   every HTTP answer from amoCRM ("error" = none)
   amosync_amocrm_rate_limited_total        429 answers
   amosync_webhooks_received_total{via}     hook posts accepted: "http" here, "standby" forwarded
-  amosync_webhooks_rejected_total{reason}  hook posts refused: secret (404), content_type, length,
+  amosync_webhooks_rejected_total{reason}  hook posts refused: secret (404); or not understood
+                                           (answered 200, pulled blind): content_type, length,
                                            too_large, not_form, read
   amosync_webhook_pulls_total              pulls that hooks triggered
   amosync_poll_interval_seconds            the scheduled poll interval in effect now (longer

@@ -83,7 +83,7 @@ def build_jobs(
 ) -> Jobs:
     """The leader's jobs: pull and push as the CLI runs them, on the daemon's client; its
     incremental pulls share a `PollMemo`, so idle polls skip what they may (`sync.pull.memo`)."""
-    memo = memo or PollMemo(config.sync.events_interval_s)
+    memo = memo or PollMemo(config.sync.events_every_s)
     return Jobs(
         pull=partial(run_pull, config, engine, client, memo=memo),
         push=partial(run_push, config, engine, client),
@@ -114,7 +114,7 @@ def run_daemon(config: Config) -> None:
     try:
         if config.daemon.migrate and not migrate_when_possible(config, stop, health):
             return
-        memo = PollMemo(config.sync.events_interval_s)
+        memo = PollMemo(config.sync.events_every_s)
         parts = Parts(config, engine, build_jobs(config, engine, client, memo), health, metrics,
                       SystemClock(), hooks=hooks, memo=memo)  # fmt: skip
         clean = Daemon(parts).run(stop)

@@ -5,10 +5,14 @@ exposition (`sync.daemon.metrics`); each is a callable of `Endpoints`, so the se
 nothing of the daemon. An endpoint that raises answers 500 and the server thread lives on.
 
 POST /webhooks/amocrm/<secret> (with `webhooks.enabled`) is amoCRM's webhook: the secret is
-compared in constant time (wrong: 404, body unread); a wrong content type (415), a missing length
-(411), a body over 1 MiB (413) or one that is not a form (400) is refused; anything else is
-answered 200 at once, after handing its hint (`sync.daemon.webhooks.hints`) to
-`HookRoute.receive` — the pull happens on the scheduler's thread, never here.
+compared in constant time (wrong: 404, body unread, nothing else happens). With the right one
+every post is answered 200 at once, after handing its hint (`sync.daemon.webhooks.hints`) to
+`HookRoute.receive` — the pull happens on the scheduler's thread, never here. A body that cannot
+be read or understood (another content type, no usable Content-Length, over 1 MiB, not a form) is
+answered 200 all the same and taken as a hint to pull (`unreadable_hint`): amoCRM counts any
+other answer as a failed delivery and disables a hook after 100 of them in 2 hours. At most
+`MAX_BODY_BYTES` are kept in memory: a larger body is read and dropped up to `DISCARD_LIMIT`
+(so its sender reads the answer) and the connection closed; over that, it is closed unread.
 """
 
 from __future__ import annotations
@@ -21,7 +25,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sync.daemon.webhooks.hints import Hint, HookRejected, check_request, parse_hook
+from sync.daemon.webhooks.hints import (
+    MAX_BODY_BYTES,
+    Hint,
+    Unreadable,
+    declared_size,
+    media_type,
+    read_hook,
+    unreadable_hint,
+)
 from sync.logs import get_logger
 
 log = get_logger("sync.health")  # the name its events have always been logged under
@@ -57,8 +69,9 @@ class Endpoints:
     hook: HookRoute | None = None
 
 
-DISCARD_LIMIT = 8 << 20  # a refused body up to this size is read and dropped before the answer
-_REJECTED = {411: "length", 413: "too_large", 415: "content_type", 400: "not_form"}
+DISCARD_LIMIT = 8 << 20  # a body not kept, up to this size, is read and dropped before the answer
+MAX_CHUNK_LINE = 64  # a chunk-size line (hex size and extensions) of a chunked body, at most
+MAX_TRAILERS = 32
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -73,34 +86,93 @@ class _Handler(BaseHTTPRequestHandler):
                 route.rejected("secret")
             self._refuse(404, "not found", unread=True)  # the same answer as any unknown path
             return
-        body: bytes | None = None
         try:
-            size = check_request(
-                self.headers.get("Content-Type"), self.headers.get("Content-Length")
-            )
-            body = self.rfile.read(size)
-            if len(body) < size:
-                raise HookRejected(400, "body shorter than its Content-Length")
-            hint = parse_hook(body)
-        except HookRejected as exc:
-            route.rejected(_REJECTED.get(exc.status, "other"))
-            self._refuse(exc.status, exc.reason, unread=body is None)
-            return
-        except OSError:  # the client went away or was too slow: nothing to answer
-            route.rejected("read")
-            self.close_connection = True
-            return
+            hint = read_hook(self.headers.get("Content-Type"), self._read_body())
+        except Unreadable as exc:
+            hint = self._unreadable(route, exc.reason)
         try:
             route.receive(hint)
         except Exception:  # a bug must not make amoCRM count failures: the polls cover
             log.exception("webhook_receive_failed")
-        self._send(200, "text/plain", b"ok\n")
+        try:
+            self._send(200, "text/plain", b"ok\n")
+        except OSError:  # the client went away meanwhile: its hint is taken all the same
+            self.close_connection = True
+
+    def _read_body(self) -> bytes:
+        """The body, if it can be read whole and is at most `MAX_BODY_BYTES`; else `Unreadable`."""
+        length = self.headers.get("Content-Length")
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        try:
+            if length is None and chunked:
+                return self._read_chunked()
+            size = declared_size(length)
+            if size > MAX_BODY_BYTES:
+                self._discard_body()
+                raise Unreadable("too_large")
+            body = self.rfile.read(size)
+        except OSError:  # the client went away or was too slow
+            raise Unreadable("read") from None
+        if len(body) < size:
+            raise Unreadable("read")
+        return body
+
+    def _read_chunked(self) -> bytes:
+        """A `Transfer-Encoding: chunked` body of at most `MAX_BODY_BYTES` (no Content-Length)."""
+        body = bytearray()
+        while True:
+            line = self.rfile.readline(MAX_CHUNK_LINE)
+            size_text = line.split(b";", 1)[0].strip()
+            if not line.endswith(b"\n") or not size_text.isalnum():
+                raise Unreadable("length")
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise Unreadable("length") from None
+            if size == 0:
+                self._skip_trailers()
+                return bytes(body)
+            if len(body) + size > MAX_BODY_BYTES:
+                raise Unreadable("too_large")
+            chunk = self.rfile.read(size + 2)  # the data and its CRLF
+            if len(chunk) < size + 2:
+                raise Unreadable("read")
+            body += chunk[:size]
+
+    def _skip_trailers(self) -> None:
+        for _ in range(MAX_TRAILERS):
+            if self.rfile.readline(1024).strip() == b"":
+                return
+        raise Unreadable("length")
+
+    def _unreadable(self, route: HookRoute, reason: str) -> Hint:
+        """A post with the right secret that could not be read or understood: count it, say so
+        once per reason (never its body or path), pull all the same, and end the connection
+        (the body may be partly unread: never parse it as the next request)."""
+        route.rejected(reason)
+        self.close_connection = True
+        warned = self.server.warned_unreadable
+        if reason not in warned:
+            warned.add(reason)
+            log.warning(
+                "webhook_unreadable",
+                reason=reason,
+                content_type=media_type(self.headers.get("Content-Type"))[:80],
+                length=(self.headers.get("Content-Length") or "")[:20],
+                note="answered 200 and pulled; later ones of this reason at debug level",
+            )
+        else:
+            log.debug("webhook_unreadable", reason=reason)
+        return unreadable_hint()
 
     def _refuse(self, status: int, reason: str, *, unread: bool = False) -> None:
         if unread:
             self._discard_body()
         self.close_connection = True  # the body may be unread: never parse it as a request
-        self._send(status, "text/plain", f"{reason}\n".encode())
+        try:
+            self._send(status, "text/plain", f"{reason}\n".encode())
+        except OSError:  # the client went away
+            return
 
     def _discard_body(self) -> None:
         """Read and drop a declared body of up to `DISCARD_LIMIT` bytes (never parsed), so a
@@ -156,6 +228,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # a burst of hook posts must not meet a full listen backlog (5)
     endpoints: Endpoints
+    warned_unreadable: set[str]  # reasons of unreadable hooks already logged at warning
 
 
 class HttpServer:
@@ -164,6 +237,7 @@ class HttpServer:
     def __init__(self, host: str, port: int, endpoints: Endpoints) -> None:
         self._server = _Server((host, port), _Handler)
         self._server.endpoints = endpoints
+        self._server.warned_unreadable = set()
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="amosync-http", daemon=True
         )

@@ -93,8 +93,8 @@ class IncrementalRun(RunBase):
         self, start: int, listed: Future[list[Mapping[str, Any]]] | None
     ) -> None:
         """Apply deletions and restores, unless this is an idle poll of the daemon whose events
-        were read less than `sync.events_interval_s` ago (see `sync.pull.memo`); the final
-        cursor state goes in the same transaction."""
+        were read less than `sync.events_interval_s` (unset: 3 polls) ago (see `sync.pull.memo`);
+        the final cursor state goes in the same transaction."""
         assert self.sink is not None
         memo = self.memo
         if listed is None and memo is not None and self.sink.upserted == 0:

@@ -10,9 +10,12 @@ contact again, a version already stored. Such a poll sends only that `GET /api/v
   and read again after `ACCOUNT_INTERVAL_S`; a page that shows amoCRM ignored the filter turns the
   descending walk on at once, whatever the flag said;
 - **deletion events** (`GET /api/v4/events`, `contact_deleted` / `contact_restored`) are read by
-  an idle poll only once `sync.events_interval_s` has passed since the last read. A deletion does
-  not change any contact's `updated_at`, so only the events show it: a contact deleted in amoCRM
-  is marked `is_deleted` within `events_interval_s` + `poll_interval_s` (plus a run's own time).
+  an idle poll only once `sync.events_interval_s` has passed since the last read (less 10 %: the
+  read began a moment into its poll, and the poll an interval later must still count); unset (the
+  default) it is 3 x `sync.poll_interval_s`, at most 300 s (`SyncConfig.events_every_s`), so a
+  short poll interval sees deletions within a few polls. A deletion does not change any contact's
+  `updated_at`, so only the events show it: a contact deleted in amoCRM is marked `is_deleted`
+  within that interval + `poll_interval_s` (plus a run's own time).
   The events cursor does not move while they are not read, so the read that comes next starts
   where the last one ended and misses nothing. A poll that stores a new version reads them
   always, and so does the walk of accounts whose filters amoCRM ignores (it needs them to place
@@ -32,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 ACCOUNT_INTERVAL_S = 3600.0
+EARLY_FRACTION = 0.1  # events are due this share of their interval early (see `events_due`)
 
 
 @dataclass
@@ -55,8 +59,13 @@ class PollMemo:
         self.filters, self.filters_read = enabled, self.clock()
 
     def events_due(self) -> bool:
-        """May an idle poll skip the events? Not once `events_interval_s` has passed."""
-        return self.events_read is None or self._since(self.events_read) >= self.events_interval_s
+        """May an idle poll skip the events? Not once `events_interval_s` has nearly passed:
+        the last read began a moment into its poll (after the contacts page), so the poll that
+        starts `events_interval_s` after that poll would otherwise find a little less and wait
+        one more poll (every fourth poll instead of every third)."""
+        if self.events_read is None:
+            return True
+        return self._since(self.events_read) >= self.events_interval_s * (1 - EARLY_FRACTION)
 
     def now(self) -> float:
         return self.clock()

@@ -167,3 +167,31 @@ def test_a_pull_behind_an_exclusive_lock_fails_in_one_line_naming_the_holder(
         "(psql, idle in transaction for "
     )
     assert after.returncode == 0, after.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status"], ["db", "upgrade"], ["pull", "--full"], ["webhooks", "status"],
+     ["conflicts", "list"], ["run"]],
+)  # fmt: skip
+def test_config_after_the_command_is_read(tmp_path: Path, args: list[str]) -> None:
+    """The usage is `amosync [--config PATH] COMMAND`; a user also writes it after the command.
+    The file is the one read: its bad key is what the exit 2 names."""
+    config = tmp_path / "late.toml"
+    config.write_text("[amocrm]\npage_size = 0\n", encoding="utf-8")
+    for late in (["--config", str(config)], [f"--config={config}"]):
+        result = amosync(*args, *late, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "amocrm.page_size" in result.stderr
+        assert "No such option" not in result.stderr
+
+
+def test_status_with_config_after_the_command_runs(
+    db_config: DatabaseConfig, tmp_path: Path
+) -> None:
+    config = tmp_path / "amosync-late.toml"
+    database = f'url = "{db_config.url.reveal()}"\nschema = "{db_config.schema}"\n'
+    config.write_text(f"[database]\n{database}", encoding="utf-8")
+    result = amosync("status", "--json", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.lstrip().startswith("{")

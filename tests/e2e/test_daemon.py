@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sync.config import DatabaseConfig
-from sync.db.schema import contacts
+from sync.db.schema import contacts, sync_runs
 from tests.e2e.cli import amosync
 from tests.e2e.daemon_procs import DaemonProcess, EmulatorProcess, env_for, wait_for
 
@@ -143,6 +143,33 @@ def test_changes_flow_both_ways(
     assert 'amosync_last_success_timestamp_seconds{kind="push"}' in metrics
     assert "_created" not in metrics  # no creation-time series beside every counter
     assert "amosync_amocrm_allowed_rps " in metrics
+
+
+def test_a_remote_deletion_is_marked_within_a_few_short_polls_by_default(
+    daemons: Callable[..., DaemonProcess], emulator: EmulatorProcess, engine: Engine
+) -> None:
+    # sync.events_interval_s unset: idle polls read the events every third poll (6 s here);
+    # with the old fixed 300 s a deletion stayed unmarked for minutes
+    daemon = daemons(AMOSYNC_SYNC__POLL_INTERVAL_S="2")
+    daemon.wait_health(200)
+    victim, _other = _two_contact_ids(engine)
+    wait_for("an idle poll after the first", lambda: _pull_runs(engine) >= 2, timeout=30)
+
+    emulator.admin("DELETE", f"contacts/{victim}")
+    wait_for("the remote deletion marked is_deleted", lambda: _deleted(engine, victim),
+             timeout=60)  # fmt: skip
+
+
+def _pull_runs(engine: Engine) -> int:
+    query = sa.select(sa.func.count()).select_from(sync_runs).where(sync_runs.c.kind == "pull")
+    with engine.connect() as conn:
+        return int(conn.scalar(query) or 0)
+
+
+def _deleted(engine: Engine, contact_id: int) -> bool:
+    with engine.connect() as conn:
+        query = sa.select(contacts.c.is_deleted).where(contacts.c.id == contact_id)
+        return bool(conn.scalar(query))
 
 
 def _two_contact_ids(engine: Engine) -> tuple[int, int]:

@@ -178,6 +178,27 @@ def test_configuration_errors_exit_2_in_one_message(setup: Setup) -> None:
     assert setup.emulator.webhooks.list() == []  # nothing was sent to amoCRM
 
 
+def test_a_short_secret_and_plain_http_register_with_warnings(setup: Setup) -> None:
+    """Allowed (a test stand-in's secret, an internal network), but weak: one line each."""
+    public_url = "http://hooks.internal.example:8085"
+    done = setup.run(setup.config(secret="test-secret", public_url=public_url), "register")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 2
+    assert "shorter than 16" in warnings[0]
+    assert "in clear" in warnings[1]
+    assert "test-secret" not in done.stdout + done.stderr
+    (hook,) = setup.emulator.webhooks.list()
+    assert hook.destination == f"{public_url}/webhooks/amocrm/test-secret"
+
+
+def test_a_malformed_public_url_is_refused_by_status_even_with_hooks_off(setup: Setup) -> None:
+    done = setup.run(setup.config(enabled=False, public_url="sync.example.com"), "status")
+    assert done.returncode == 2
+    assert "webhooks.public_url" in done.stderr
+    assert "absolute" in done.stderr
+
+
 def test_an_amocrm_failure_is_one_line_exit_1(setup: Setup) -> None:
     setup.emulator.add_fault(FaultRule(kind="payment_required", times=None,
                                        path="/api/v4/webhooks"))  # fmt: skip

@@ -140,7 +140,7 @@ def hook_daemon(
     http = start_http(config, health, metrics, engine, hooks)
     assert http is not None
     hooks.start()
-    memo = PollMemo(config.sync.events_interval_s)
+    memo = PollMemo(config.sync.events_every_s)
     parts = Parts(config, engine, build_jobs(config, engine, client, memo), health, metrics,
                   SystemClock(), hooks=hooks, memo=memo)  # fmt: skip
     daemon = Daemon(parts)

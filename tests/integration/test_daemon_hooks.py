@@ -4,7 +4,9 @@ process with its real jobs, the emulator over HTTP, real PostgreSQL. `poll_inter
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,6 +23,7 @@ from tests.integration.hook_env import (
     FORM,
     HOOK_EVENTS,
     SECRET,
+    hook_body,
     hook_daemon,
     make_config,
     post,
@@ -86,29 +89,83 @@ def test_a_wrong_secret_gets_404_and_never_reaches_amocrm(
             assert emulator.requests() == []
 
 
-def test_oversized_non_form_and_garbage_bodies_are_refused_and_the_daemon_goes_on(
+def _raw_post(port: int, path: str, headers: dict[str, str], body: bytes = b"") -> int:
+    """A POST with exactly these headers (urllib adds a Content-Length and a content type)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("POST", path, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        if body:
+            conn.send(body)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _post_and_leave(port: int, path: str) -> None:
+    """A post that promises 100 bytes, sends 10 and stops sending."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\nContent-Length: 100"
+        sock.sendall(head.encode() + b"\r\n\r\ncontacts[u")
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(1024)  # the answer, or the close
+
+
+def _chunked(body: bytes, size: int = 7) -> bytes:
+    parts = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+
+
+def test_unreadable_bodies_are_answered_200_and_make_a_pull_that_reads_the_events(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
+    """The contract: a hook with the right secret is answered 2xx whatever happens after
+    (amoCRM disables a hook after more than 100 failed deliveries in 2 hours). A body that cannot
+    be read or understood still says something changed: one pull, reading the events too."""
     with emulated(contacts=50) as (emulator, url):
         config = make_config(db_config, url, emulator.long_lived_token)
-        with hook_daemon(config, engine, emulator, url) as d:
+        with capture_logs() as logs, hook_daemon(config, engine, emulator, url) as d:
             path = f"/webhooks/amocrm/{SECRET}"
+            oversized = b"contacts[update][0][id]=1&" + b"x" * MAX_BODY_BYTES
             cases = [
-                (b"contacts[update][0][id]=1&" + b"x" * MAX_BODY_BYTES, FORM, 413),
-                (b'{"contacts": {"update": [{"id": 1}]}}', "application/json", 415),
-                (b"contacts[update][0][id]=1", "text/plain", 415),
-                (b'{"contacts": 1}', FORM, 400),
-                (b"\xff\xfe\x00garbage", FORM, 400),
+                (oversized, FORM, "too_large"),
+                (b'{"contacts": {"update": [{"id": 1}]}}', "application/json", "content_type"),
+                (b"contacts[update][0][id]=1", "text/plain", "content_type"),
+                (b'{"contacts": 1}', FORM, "not_form"),
+                (b"\xff\xfe\x00garbage", FORM, "not_form"),
             ]
-            for body, content_type, expected in cases:
-                assert post(d.port, path, body, content_type)[0] == expected
-            assert d.hooks.watch.received == 0
-            assert emulator.requests() == []
-            assert post(d.port, path, b"leads[update][0][id]=5&account[id]=1")[0] == 200
+            for body, content_type, _reason in cases:
+                assert post(d.port, path, body, content_type)[0] == 200
+            assert _raw_post(d.port, path, {"Content-Type": FORM}) == 200  # no length
+            bad_length = {"Content-Type": FORM, "Content-Length": "ten"}
+            assert _raw_post(d.port, path, bad_length, b"contacts") == 200
+            _post_and_leave(d.port, path)  # no answer to give: still a hint
+            wait("a pull", lambda: d.hook_pulls() >= 1)
+            wait("the events read", lambda: any(
+                r["path"] == "/api/v4/events" for r in emulator.requests()))  # fmt: skip
+
+            expected = {"too_large": 1, "content_type": 2, "not_form": 2, "length": 2, "read": 1}
+            wait(
+                "the cut-off post counted",
+                lambda: d.sample("amosync_webhooks_rejected_total", reason="read") == 1,
+            )
+            for reason, count in expected.items():
+                assert d.sample("amosync_webhooks_rejected_total", reason=reason) == count
+            warned = [e for e in logs if e["event"] == "webhook_unreadable"
+                      and e["log_level"] == "warning"]  # fmt: skip
+            assert sorted(e["reason"] for e in warned) == sorted(expected)  # once per reason
+            assert not any(SECRET in str(e) or "garbage" in str(e) for e in logs)
+
+            # the daemon goes on, and a chunked form (no Content-Length) is read as any other
             (contact,) = _ids(engine, 1)
             _rename(emulator, contact, "After the garbage")
-            assert d.post_hook([contact]) == 200
+            chunked = {"Content-Type": FORM, "Transfer-Encoding": "chunked"}
+            body = hook_body(emulator, [contact])
+            assert _raw_post(d.port, path, chunked, _chunked(body)) == 200
             wait("the edit", lambda: scalar(engine, STORED_NAME, i=contact) == "After the garbage")
+            assert d.sample("amosync_webhooks_rejected_total", reason="length") == 2
             code, health = d.health.report()
             assert (code, health["status"]) == (200, "ok")
 

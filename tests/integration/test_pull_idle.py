@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sync.config import Config, DatabaseConfig
 from sync.emulator import Emulator
 from sync.pull import PullReport
-from sync.pull.memo import PollMemo
+from sync.pull.memo import EARLY_FRACTION, PollMemo
 from tests.integration.pull_helpers import assert_converged, count, emulated, make_config, pull
 
 EVENTS_EVERY_S = 300.0
@@ -104,7 +104,8 @@ def test_a_deletion_is_found_once_events_interval_s_has_passed(
         victim = min(emulator.account.contacts)
         emulator.delete_contact(victim)  # changes no live contact's updated_at
         deleted = "SELECT count(*) FROM amocrm.contacts WHERE id = :i AND is_deleted"
-        ticks.now += EVENTS_EVERY_S - 1
+        due_after = EVENTS_EVERY_S * (1 - EARLY_FRACTION)  # see PollMemo.events_due
+        ticks.now += due_after - 1
         _report, asked = _poll(config, engine, emulator, memo)
         assert asked == Counter({CONTACTS: 1})
         assert count(engine, deleted, i=victim) == 0  # not yet: the events were not due

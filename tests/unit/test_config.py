@@ -238,8 +238,14 @@ def test_example_file_documents_every_key_with_its_default() -> None:
     import tomllib
 
     example = Path(__file__).parents[2] / "config.example.toml"
-    documented = _flatten(tomllib.loads(example.read_text(encoding="utf-8")))
+    text = example.read_text(encoding="utf-8")
+    documented = _flatten(tomllib.loads(text))
     defaults = _leaf_keys(Config)
+    # a key whose default is derived from others (unset: None) is shown commented out
+    derived = {key for key, default in defaults.items() if default is None}
+    for key in derived:
+        assert f"\n# {key.rsplit('.', 1)[-1]} = " in text, key
+        del defaults[key]
     assert set(documented) == set(defaults)
     for key, default in defaults.items():
         value = documented[key]
@@ -350,3 +356,44 @@ def test_a_psycopg2_url_runs_on_psycopg(driver: str) -> None:
     config = _load({"AMOSYNC_DATABASE__URL": f"postgresql{driver}://u:pw@db.internal/crm"})
     url = database_url(config.database)
     assert (url.drivername, url.host, url.database) == ("postgresql+psycopg", "db.internal", "crm")
+
+
+def test_a_variable_without_the_section_separator_is_warned_about_by_name_only() -> None:
+    """`AMOSYNC_FOO` cannot name a key (keys are `AMOSYNC_<SECTION>__<KEY>`): another tool's, a
+    shell's leftover. One warning line with its name, never its value, and the load goes on."""
+    from sync.config_load import load
+
+    warned: list[str] = []
+    config = load(None, {"AMOSYNC_PROFILE": "hidden-value", "AMOSYNC_HOME": "/x"}, warned.append)
+    assert config == Config()
+    assert len(warned) == 2
+    assert "AMOSYNC_HOME" in warned[0]
+    assert "AMOSYNC_PROFILE" in warned[1]
+    assert not any("hidden-value" in line or "/x" in line for line in warned)
+
+
+def test_the_warning_goes_to_stderr_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    _load({"AMOSYNC_PROFILE": "hidden-value"})
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "AMOSYNC_PROFILE" in err
+    assert "hidden-value" not in err
+
+
+@pytest.mark.parametrize("name", ["AMOSYNC_SYNC__POLL_INTERVAL", "AMOSYNC_WEBHOOK__SECRET"])
+def test_a_variable_with_the_section_separator_naming_no_key_is_a_typo(name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load({name: "1"})
+    assert problems(caught)[name][1] == "does not name a configuration key"
+
+
+def test_events_interval_unset_scales_with_the_poll_interval_up_to_300_s() -> None:
+    assert _load({}).sync.events_interval_s is None
+    assert _load({}).sync.events_every_s == 180
+    assert _load({"AMOSYNC_SYNC__POLL_INTERVAL_S": "2"}).sync.events_every_s == 6
+    assert _load({"AMOSYNC_SYNC__POLL_INTERVAL_S": "600"}).sync.events_every_s == 300
+    explicit = {"AMOSYNC_SYNC__POLL_INTERVAL_S": "2", "AMOSYNC_SYNC__EVENTS_INTERVAL_S": "0"}
+    assert _load(explicit).sync.events_every_s == 0
+    with pytest.raises(ConfigError) as caught:
+        _load({"AMOSYNC_SYNC__EVENTS_INTERVAL_S": "-1"})
+    assert "between 0 and 86400" in problems(caught)["sync.events_interval_s"][1]

@@ -119,3 +119,18 @@ def test_a_failed_check_is_logged_without_the_secret() -> None:
     (event,) = [e for e in logs if e["event"] == "webhooks_check_failed"]
     assert SECRET not in event["error"]
     assert hooks.describe()["state"] == "quiet"  # no verdict from a failed check
+
+
+def test_a_short_secret_and_plain_http_are_warned_about_once_when_the_daemon_starts() -> None:
+    weak = WebhooksConfig(enabled=True, secret=Secret("test-secret"),
+                          public_url="http://hooks.internal.example")  # fmt: skip
+    engine = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")  # never connected
+    for webhooks, expected in ((weak, 2), (WebhooksConfig(enabled=True, secret=Secret(SECRET)), 0)):
+        config = Config(webhooks=webhooks, daemon=DaemonConfig(http_port=8085))
+        hooks = DaemonHooks(config, engine, Metrics(), leader()[0], None)
+        with capture_logs() as logs:
+            hooks.start()
+        hooks.close()
+        warned = [e for e in logs if e["event"] == "webhooks_weak_config"]
+        assert len(warned) == expected
+        assert all(e["log_level"] == "warning" and "test-secret" not in str(e) for e in warned)

@@ -8,13 +8,14 @@ from urllib.parse import urlencode
 import pytest
 
 from sync.daemon.webhooks.hints import (
-    MAX_BODY_BYTES,
     Hint,
-    HookRejected,
-    check_request,
+    Unreadable,
+    declared_size,
     decode_hint,
     encode_hint,
     parse_hook,
+    read_hook,
+    unreadable_hint,
 )
 
 FORM = "application/x-www-form-urlencoded"
@@ -132,35 +133,39 @@ def test_an_empty_body_and_an_account_only_post_are_accepted_and_mean_nothing() 
         b"a=1&&b=2",
     ],
 )
-def test_a_body_that_is_not_a_form_is_refused_with_400(body: bytes) -> None:
-    with pytest.raises(HookRejected) as caught:
+def test_a_body_that_is_not_a_form_is_unreadable(body: bytes) -> None:
+    with pytest.raises(Unreadable) as caught:
         parse_hook(body)
-    assert caught.value.status == 400
+    assert caught.value.reason == "not_form"
 
 
 @pytest.mark.parametrize(
-    ("content_type", "length", "status"),
-    [
-        ("application/json", "10", 415),
-        (None, "10", 415),
-        ("multipart/form-data; boundary=x", "10", 415),
-        (FORM, None, 411),
-        (FORM, "ten", 400),
-        (FORM, "-1", 400),
-        (FORM, str(MAX_BODY_BYTES + 1), 413),
-    ],
+    "content_type", ["application/json", None, "multipart/form-data; boundary=x", "text/plain"]
 )
-def test_requests_refused_before_the_body_is_read(
-    content_type: str | None, length: str | None, status: int
-) -> None:
-    with pytest.raises(HookRejected) as caught:
-        check_request(content_type, length)
-    assert caught.value.status == status
+def test_another_content_type_is_not_interpreted(content_type: str | None) -> None:
+    with pytest.raises(Unreadable) as caught:
+        read_hook(content_type, b"contacts[update][0][id]=1")
+    assert caught.value.reason == "content_type"
 
 
-def test_a_form_with_a_charset_is_accepted() -> None:
-    assert check_request("Application/X-WWW-Form-Urlencoded; charset=UTF-8", "12") == 12
-    assert check_request(FORM, str(MAX_BODY_BYTES)) == MAX_BODY_BYTES
+@pytest.mark.parametrize("length", [None, "ten", "-1", "", "1e3", "\u00b2"])
+def test_a_missing_or_bad_length_is_unreadable(length: str | None) -> None:
+    with pytest.raises(Unreadable) as caught:
+        declared_size(length)
+    assert caught.value.reason == "length"
+
+
+def test_a_form_with_a_charset_is_read() -> None:
+    hint = read_hook("Application/X-WWW-Form-Urlencoded; charset=UTF-8",
+                     b"contacts[update][0][id]=7&contacts[update][0][updated_at]=5")  # fmt: skip
+    assert hint.versions == {7: 5}
+    assert declared_size(" 12 ") == 12
+
+
+def test_an_unreadable_hook_still_asks_for_a_pull_that_reads_the_events() -> None:
+    hint = unreadable_hint()
+    assert hint
+    assert (hint.blind, hint.events, hint.posts) == (True, True, 1)
 
 
 def test_forwarded_hints_survive_the_notify_payload_limit() -> None:

@@ -23,6 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
 from sync.config import Config
+from sync.config_checks import hook_warnings
 from sync.daemon.health import Health
 from sync.daemon.jobs import run_job_at
 from sync.daemon.metrics import Metrics
@@ -85,6 +86,10 @@ class DaemonHooks:
         )
 
     def start(self) -> None:
+        """Serve hooks; first say once what is allowed but weak (a short secret, plain http)."""
+        hooks = self.config.webhooks
+        for warning in hook_warnings(hooks.secret.reveal(), hooks.public_url):
+            log.warning("webhooks_weak_config", problem=warning)
         self.inbox.start()
 
     def close(self) -> None:

@@ -18,9 +18,12 @@ the tables. What is kept is only what decides whether a pull is needed:
 - other entities (`leads[…]`, `companies[…]`), `account[…]`, unknown contact events (`note`,
   `responsible`) and entities without a numeric id are ignored.
 
-A body that is not a form (no `=` in a field, bytes that are not UTF-8) is `HookRejected` (400);
-one over `MAX_BODY_BYTES` (413), a wrong content type (415) and a missing length (411) are refused
-before the body is read (`check_request`).
+A post with the right secret is never refused (the contract: answered 2xx whatever happens after;
+amoCRM disables a hook after more than 100 failed deliveries in 2 hours). A body that cannot be
+read or understood — not a form (no `=` in a field, bytes that are not UTF-8), another content
+type, no usable length, over `MAX_BODY_BYTES` — is `Unreadable`, and still a hint: something
+changed, so `unreadable_hint` asks for a pull that also reads the events (it may have been a
+deletion).
 """
 
 from __future__ import annotations
@@ -41,12 +44,12 @@ MAX_PAYLOAD_CHARS = 7000  # a NOTIFY payload is limited to 8000 bytes
 _ENTITY_KEY = re.compile(r"contacts\[([a-z_]+)\]\[(\d{1,9})\]\[([a-z_]+)\]")
 
 
-class HookRejected(Exception):
-    """The post is not a hook this daemon accepts: answer `status` (4xx) with `reason`."""
+class Unreadable(Exception):
+    """A hook whose body cannot be read or understood; `reason` is the metric's label
+    (content_type, length, too_large, not_form, read)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.status = status
         self.reason = reason
 
 
@@ -82,33 +85,41 @@ class Hint:
         self.versions[contact] = version
 
 
-def check_request(content_type: str | None, length: str | None) -> int:
-    """The body's length, if the request may be read at all; else `HookRejected`."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media != FORM_TYPE:
-        raise HookRejected(415, f"expected {FORM_TYPE}")
-    if length is None:
-        raise HookRejected(411, "Content-Length required")
-    try:
-        size = int(length)
-    except ValueError:
-        raise HookRejected(400, "bad Content-Length") from None
-    if size < 0:
-        raise HookRejected(400, "bad Content-Length")
-    if size > MAX_BODY_BYTES:
-        raise HookRejected(413, f"body over {MAX_BODY_BYTES} bytes")
-    return size
+def media_type(content_type: str | None) -> str:
+    """`application/x-www-form-urlencoded; charset=UTF-8` → `application/x-www-form-urlencoded`."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def declared_size(length: str | None) -> int:
+    """The body's length from Content-Length (`Unreadable` "length" when missing or not a
+    number: the body's end is unknown, so it is not read)."""
+    if length is None or not (length.strip().isascii() and length.strip().isdigit()):
+        raise Unreadable("length")
+    return int(length)
+
+
+def read_hook(content_type: str | None, body: bytes) -> Hint:
+    """The hint of one post's body; `Unreadable` when it is not a form (a form is only
+    understood under its own content type)."""
+    if media_type(content_type) != FORM_TYPE:
+        raise Unreadable("content_type")
+    return parse_hook(body)
 
 
 def parse_hook(body: bytes) -> Hint:
-    """The hint of one post (`HookRejected` 400 when the body is not a form)."""
+    """The hint of one form-encoded body (`Unreadable` "not_form" when it is not one)."""
     try:
         text = body.decode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
                           max_num_fields=MAX_FIELDS)  # fmt: skip
     except (UnicodeDecodeError, ValueError):
-        raise HookRejected(400, "not a form-encoded body") from None
+        raise Unreadable("not_form") from None
     return _hint(_entities(pairs))
+
+
+def unreadable_hint() -> Hint:
+    """What a hook that could not be read says: something changed, maybe a deletion."""
+    return Hint(events=True, blind=True, posts=1)
 
 
 def _entities(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, int], dict[str, str]]:
