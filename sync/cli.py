@@ -7,7 +7,6 @@ its traceback.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import shutil
@@ -21,6 +20,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from sync import cli_ops, cli_webhooks
+from sync.cli_parts import Deferred, accept_late_config
 from sync.config import Config, load_config
 from sync.core.models import Winner
 from sync.db.diag import error_line
@@ -60,65 +60,6 @@ class _Context:
 
 
 pass_context = click.make_pass_decorator(_Context)
-
-
-def _late_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    app = ctx.find_object(_Context)
-    if value is not None and app is not None:
-        app.config_path = value
-
-
-# `amosync status --config f` as well as `amosync --config f status`: every command and group
-# below the top also takes the option (hidden from their help, the same as the top one's).
-# The top group's callback has made the `_Context` before a command parses its options, and the
-# configuration is loaded only when the command runs, so the later option wins.
-_LATE_CONFIG = click.Option(
-    ["--config", "late_config"],
-    type=click.Path(dir_okay=False),
-    default=None,
-    hidden=True,
-    expose_value=False,
-    callback=_late_config,
-)
-
-
-def accept_late_config(command: click.Command) -> None:
-    """Give `command` (and, for a group, every command below it) the hidden `--config`."""
-    if not any(param.name in ("config_path", "late_config") for param in command.params):
-        command.params.append(_LATE_CONFIG)
-    if isinstance(command, click.Group):
-        for sub in command.commands.values():
-            if not isinstance(sub, _Deferred):  # it adds the option when it loads its command
-                accept_late_config(sub)
-
-
-class _Deferred(click.Command):
-    """A command whose module is imported only when it runs: `amosync emulator` lives in
-    `sync.emulator`, which no other command (nor `amosync --help`) should pay to import. Its
-    one-line help is given here; parsing, `--help` and the run are the real command's."""
-
-    def __init__(self, name: str, target: str, short_help: str) -> None:
-        super().__init__(name, help=short_help, short_help=short_help)
-        self._target = target
-
-    def real(self) -> click.Command:
-        module, _, attribute = self._target.partition(":")
-        command = getattr(importlib.import_module(module), attribute)
-        assert isinstance(command, click.Command)
-        accept_late_config(command)
-        return command
-
-    def make_context(
-        self,
-        info_name: str | None,
-        args: list[str],
-        parent: click.Context | None = None,
-        **extra: Any,
-    ) -> click.Context:
-        return self.real().make_context(info_name, args, parent, **extra)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        return self.real().invoke(ctx)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -252,7 +193,7 @@ def _warm_tls() -> None:
 
 
 cli.add_command(
-    _Deferred(
+    Deferred(
         "emulator",
         "sync.emulator.command:emulator_command",
         "Run the local amoCRM API v4 emulator (contacts, events, fields, account, chats, OAuth).",
@@ -372,7 +313,7 @@ _QUICK_EXIT: list[bool] = []
 
 
 for _command in cli.commands.values():
-    if not isinstance(_command, _Deferred):
+    if not isinstance(_command, Deferred):
         accept_late_config(_command)
 
 
