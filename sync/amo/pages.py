@@ -1,9 +1,12 @@
 """Page-by-page iteration over amoCRM list endpoints.
 
-Rules (amocrm-api.md §2, §11): pages are 1-based, `limit` ≤ 250; **204 No Content means empty**;
-a page without `_links.next` is the last; a repeated `next` link or `_page` number, or a page that
+Rules (amocrm-api.md §2, §11): pages are 1-based, `limit` ≤ 250; **204 No Content means empty**,
+and so does a 200 with no items (`listed`: a stand-in may answer an empty list so); a page without
+`_links.next` is the last unless it is full and no page before it had `next` (`ends_scan`: a
+server that never sends `next` must not end a scan after its first page: the page after a full
+one is asked, and its 204 ends it); a repeated `next` link or `_page` number, or a page that
 repeats the previous page's ids, is a pagination loop → `InvariantError`. A 204 on page > 1 after
-a page that promised more is re-read once before it is believed (amoCRM sometimes sends a
+a page that announced `next` is re-read once before it is believed (amoCRM sometimes sends a
 spurious 204 mid-scan).
 
 Pages are requested by number with the caller's own parameters (the `next` link is only the
@@ -64,6 +67,24 @@ def parse_page(number: int, reply: Reply, key: str) -> Page:
     return Page(number, items, _next_href(data) is not None, data)
 
 
+def listed(number: int, reply: Reply, key: str) -> Page | None:
+    """A list answer → its `Page`, or None when it lists nothing: a 204 as amoCRM documents, or a
+    200 with an empty `_embedded.<key>` (the vendor does not rule it out; the same to a reader)."""
+    if reply.data is None:
+        return None
+    page = parse_page(number, reply, key)
+    return page if page.items else None
+
+
+def ends_scan(page: Page, limit: int, next_sent: bool) -> bool:
+    """Whether a page is the last: no `next`, and either not full or from a server known to send
+    `next` (`next_sent`: an earlier page of the read had it; amoCRM's exactly full last page has
+    none, and reading past it would cost a request). A server that never sent `next` may never
+    send it: its full page is read on. A short page with `next` is not the end either (a server
+    may cap pages below `limit`)."""
+    return not page.has_next and (len(page.items) < limit or next_sent)
+
+
 class _LoopGuard:
     """Remembers what a scan has seen, to catch a server that pages in circles."""
 
@@ -113,21 +134,20 @@ def iter_pages(
         return fetch(path, {**base, "page": number, "limit": limit})
 
     fetcher = _Prefetcher(load, pool if prefetch > 1 else None, prefetch)
-    number = start_page
+    number, promised, sent = start_page, False, False
     try:
         while True:
-            reply = fetcher.get(number)
-            if reply.data is None and number > start_page:
+            page = listed(number, fetcher.get(number), key)
+            if page is None and promised:  # not after a full page without `next`: the end
                 log.debug("amo_page_reread", path=path, page=number, reason="204_mid_scan")
-                reply = load(number)
-            if reply.data is None:
+                page = listed(number, load(number), key)
+            if page is None:
                 return
-            page = parse_page(number, reply, key)
             guard.check(page)
             yield page
-            if not page.has_next:
+            if ends_scan(page, limit, sent):
                 return
-            number += 1
+            number, promised, sent = number + 1, page.has_next, sent or page.has_next
     finally:
         fetcher.close()
 

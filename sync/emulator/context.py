@@ -29,6 +29,7 @@ class Ctx:
     webhooks: Any = None  # the account's `Webhooks` (for /api/v4/webhooks)
     next_on_full_page: bool = False  # `_links.next` on a full last page too
     empty_list_as_200: bool = False  # an empty list answered 200 with `_embedded.<key>: []`
+    never_next: bool = False  # no `_links.next` at all (a stand-in that leaves it out)
 
     def body(self) -> Any:
         """The parsed JSON body (None when empty); 400 problem when it is not JSON."""
@@ -81,10 +82,11 @@ class Ctx:
     ) -> Response:
         """A list page: 204 when empty, as amoCRM documents (200 with an empty list under
         `empty_list_as_200`); `next` when more follows (or, under `next_on_full_page`, whenever
-        the page is full: a server that does not look ahead)."""
+        the page is full: a server that does not look ahead; never under `never_next`)."""
         if not items and not self.empty_list_as_200:
             return no_content()
         more = has_next or (self.next_on_full_page and len(items) == limit)
+        more = more and not self.never_next
         body: dict[str, Any] = {"_page": page, **(head or {})}
         body["_links"] = self.page_links(page, limit, more)
         body["_embedded"] = {key: items}

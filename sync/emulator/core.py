@@ -70,6 +70,7 @@ class Controls:
     # empty list as 200 `_embedded.<key>: []` instead of 204 (another stand-in may give them)
     next_on_full_page: bool = False
     empty_list_as_200: bool = False
+    never_next: bool = False  # no `_links.next` on any page: the end shows only as a 204
 
 
 class Emulator:
@@ -171,7 +172,7 @@ class Emulator:
         return Ctx(
             request, self.account, self.clock, base, controls.api_filter_enabled,
             controls.list_lag_s, self.webhooks, controls.next_on_full_page,
-            controls.empty_list_as_200,
+            controls.empty_list_as_200, controls.never_next,
         )  # fmt: skip
 
     def _latency(self, controls: Controls) -> float:
@@ -226,7 +227,8 @@ class Emulator:
     def set_controls(self, **changes: Any) -> Controls:
         """Change runtime switches: latency_ms, jitter_ms, rate_limit, rate_limit_body,
         api_filter_enabled, block_after_violations, list_lag_s, block_window_s,
-        account_rate_limit, token_max_requests, next_on_full_page, empty_list_as_200."""
+        account_rate_limit, token_max_requests, next_on_full_page, empty_list_as_200,
+        never_next."""
         with self._controls_lock:
             self._controls = replace(self._controls, **changes)
             self.limiter.limit = self._controls.rate_limit

@@ -10,12 +10,14 @@ top one: the loop and the windows.
 **A window** `[pos, hi)` is read by keyset: page 1 of `filter[updated_at][from]=pos&[to]=hi-1`,
 `order[updated_at]=asc`. A full page whose last contact is at second U proves `[pos, U)` read;
 the next request starts at U (its contacts come again and are dropped by id). A page that is not
-full proves `[pos, hi)`. Nothing is addressed by position, so a deletion, restore or edit during
-the walk cannot shift a contact out of view. A free worker splits the window with the most left
-(`Plan.steal`); a window split while its request is in flight keeps only what falls below the
-split. The first window of a run must prove amoCRM's date bounds inclusive (a continuation page
-lists the boundary second again) before anything is split; if they are exclusive, every request
-asks one second wider from then on and the first window's start second is read again.
+full and has no `next` proves `[pos, hi)` (a full one without `next` too once amoCRM was seen to
+send `next`; until then it is read on from U: a stand-in may never send `next`). Nothing is
+addressed by position, so a deletion, restore or edit during the walk cannot shift a contact out
+of view. A free worker splits the window with the most left (`Plan.steal`); a window split while
+its request is in flight keeps only what falls below the split. The first window of a run must
+prove amoCRM's date bounds inclusive (a continuation page lists the boundary second again) before
+anything is split; if they are exclusive, every request asks one second wider from then on and
+the first window's start second is read again.
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ class Fetcher(AfterWalk):
         low = self.starts.pop(id(window), window.pos)
         last = updated(items[-1])
         window.pages += 1
-        if not page.has_next or (hi is not None and last >= hi):
+        if self._ends(page) or (hi is not None and last >= hi):
             self._collect(fresh, (low, hi))
             self.plan.finish(window)
         elif last <= window.pos:
@@ -209,7 +211,9 @@ class Fetcher(AfterWalk):
             window.rate = len(items) / max(1, last - max(window.pos, updated(items[0])))
             window.boundary = frozenset(ids_of([i for i in inside if updated(i) == last]))
             # "more follows" speaks of the range asked; a window split meanwhile may hold none
-            window.pos, window.promised = last, asked[1] == window.hi
+            # (a full page without `next` promised nothing: read on, as the vendor may be
+            # a stand-in that never sends `next`, but a 204 next is believed)
+            window.pos, window.promised = last, page.has_next and asked[1] == window.hi
             if self.top == "none" and window.hi is None and self.setup.top_allowed:
                 self._ask_top()  # a backlog: learn where it ends, to split it
             heavy = [i for i in inside if updated(i) == last]

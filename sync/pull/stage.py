@@ -22,7 +22,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from sync.amo.client import CONTACTS, AmoClient
-from sync.amo.pages import parse_page
+from sync.amo.pages import Page, ends_scan, listed
 from sync.core.mapping import FieldDef
 from sync.logs import get_logger
 from sync.pull.sink import ChatLinks, CompletePage
@@ -68,6 +68,7 @@ class Tie:
     issued: int = 0
     queue: list[int] = field(default_factory=list)  # page numbers to (re)ask
     answered: dict[int, bool] = field(default_factory=dict)  # page with data → has_next
+    top_id: int = 0  # the highest id its pages listed (the end check: `TieReads._tie_end`)
     empty: set[int] = field(default_factory=set)
     asks: dict[int, int] = field(default_factory=dict)
     unsent: dict[int, threading.Event] = field(default_factory=dict)  # page → set: given up
@@ -167,6 +168,7 @@ class Stage:
         self.reread_from: int | None = None
         self.starts: dict[int, int] = {}  # id(window) → the start second of an unproven first page
         self.list_requests = 0
+        self.next_sent = False  # a list page had `next`: amoCRM sends it (see `_ends`)
         self.skew: float | None = None
         self._skew_lock = threading.Lock()
         self.first_start: int | None = None
@@ -197,7 +199,15 @@ class Stage:
             params["with"] = list(self.setup.with_)
         reply = self.client.get(CONTACTS, params)
         self._clock_sample(reply.headers)
-        return None if reply.data is None else parse_page(page, reply, "contacts")
+        listing = listed(page, reply, "contacts")  # None: nothing listed (204, or an empty 200)
+        if listing is not None and listing.has_next:
+            self.next_sent = True
+        return listing
+
+    def _ends(self, page: Page) -> bool:
+        """Whether a page without more after it ends its read (`sync.amo.pages.ends_scan`): a
+        full page without `next` does only once amoCRM is known to send `next`."""
+        return ends_scan(page, self.setup.page_size, self.next_sent)
 
     def _clock_sample(self, headers: Mapping[str, str]) -> None:
         """amoCRM's `Date` less our clock when we read it is at most how far amoCRM's clock

@@ -122,7 +122,7 @@ class AfterWalk(TieReads):
         while True:  # a second that grew (not settled yet): read upwards first
             page = self._list(self._tie_filter(tie.second), ("id", "asc"), number)
             self.list_requests += 1
-            if page is None or not page.has_next:
+            if page is None or self._ends(page):
                 break
             number += 1
         if page is not None:

@@ -55,7 +55,7 @@ class TieReads(Completion):
         if stamps != sorted(stamps, reverse=True):
             raise FiltersIgnored("amoCRM ignored order[updated_at]=desc")
         low = stamps[-1]
-        if not page.has_next:  # the whole account in one page
+        if self._ends(page):  # the whole account in one page
             lows = [w.pos for w in self.plan.windows]
             fresh = [i for i in page.items if int(i["id"]) not in self.first_ids]
             self._collect(fresh, (min([low, *lows]), None))
@@ -85,6 +85,8 @@ class TieReads(Completion):
             self.plan.windows.append(rest)
             window.hi = window.pos + 1
         window.busy = True  # blocked until the tie is read
+        if not self.next_sent:  # its first page may be the last though full: ask no further
+            speculative = 0
         tie = Tie(window.pos, window, known=ids_of(found), speculative=speculative)
         log.info("pull_tie_found", second=tie.second)
         self.ties.append(tie)
@@ -137,6 +139,7 @@ class TieReads(Completion):
             self._seen(page.items)
             mine = self._tie_items(tie, page.items)
             tie.answered[number] = page.has_next
+            tie.top_id = max([tie.top_id, *ids_of(page.items)])
             tie.empty.discard(number)
             if page.has_next:
                 tie.frontier = max(tie.frontier, number + 1)
@@ -146,11 +149,17 @@ class TieReads(Completion):
                 if number + 1 in tie.empty:  # it exists after all: ask again
                     tie.empty.discard(number + 1)
                     tie.queue.append(number + 1)
+            elif not self._ends(page):
+                self._full_without_next(tie, number)
             else:
                 tie.last = number if tie.last is None else max(tie.last, number)
             fresh = [i for i in mine if int(i["id"]) not in tie.known | tie.ids]
             tie.ids.update(ids_of(mine))
             self._collect(fresh, None)
+        self._tie_settled(tie)
+
+    def _tie_settled(self, tie: Tie) -> None:
+        """Pages past the last are given up before they start; a tie read whole is done."""
         if tie.last is not None:
             for later, withdrawn in tie.unsent.items():
                 if later > tie.last:
@@ -158,16 +167,50 @@ class TieReads(Completion):
         if tie.complete():
             self._tie_done(tie)
 
+    @staticmethod
+    def _full_without_next(tie: Tie, number: int) -> None:
+        """A full page without `next` is not known to be the last (a stand-in may never send
+        `next`): the page after it is asked, and its 204 ends the tie. Already answered 204:
+        the end (the vendor's last page has no `next`), asked no more."""
+        if number + 1 in tie.empty:
+            tie.last = number if tie.last is None else max(tie.last, number)
+        else:
+            tie.frontier = max(tie.frontier, number + 1)
+            tie.speculative = min(SPECULATIVE, len(tie.answered))  # as after a page with `next`
+
     def _on_tie_204(self, tie: Tie, number: int) -> None:
         tie.asks[number] = tie.asks.get(number, 0) + 1
         if number <= tie.frontier and tie.answered.get(number - 1, True):
-            if tie.asks[number] >= TIE_ASKS:
+            if tie.asks[number] < TIE_ASKS:
+                tie.queue.append(number)
+            elif number - 1 in tie.answered:  # persisting after a page that announced more
+                self.list_requests += 1
+                self._submit(
+                    lambda: self._list(self._tie_filter(tie.second), ("id", "desc"), 1),
+                    lambda page: self._tie_end(tie, number, page),
+                )
+            else:
                 raise InvariantError(f"amoCRM keeps answering 204 for the contacts of {tie.second}")
-            tie.queue.append(number)
             return
         tie.empty.add(number)
         if tie.last is None and number - 1 in tie.answered and not tie.answered[number - 1]:
             tie.last = number - 1
+
+    def _tie_end(self, tie: Tie, number: int, page: Page | None) -> None:
+        """Page `number` keeps answering 204 after a page that announced more: the end if no
+        contact of the tie's range has an id above the highest its pages listed (a server may
+        announce `next` on a full last page); else amoCRM's spurious 204 hides contacts, and the
+        run fails rather than cut the read short. A 204 or an order not kept proves nothing."""
+        ids = [] if page is None else [int(i["id"]) for i in page.items]
+        if page is None or ids != sorted(ids, reverse=True) or ids[0] > tie.top_id:
+            raise InvariantError(f"amoCRM keeps answering 204 for the contacts of {tie.second}")
+        self._seen(page.items)
+        self._tie_items(tie, page.items)  # raises if the filter was not kept
+        log.info("pull_tie_end_checked", second=tie.second, page=number)
+        tie.empty.add(number)
+        if tie.last is None:
+            tie.last = number - 1
+        self._tie_settled(tie)
 
     def _tie_items(self, tie: Tie, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         stamps = [updated(i) for i in items]

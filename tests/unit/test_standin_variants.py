@@ -5,6 +5,7 @@ do not rule out: `_links.next` on an exactly full last page, and an empty list a
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,11 +13,14 @@ from typing import Any
 import pytest
 
 from sync.amo.client import AmoClient
+from sync.amo.pages import Page
 from sync.amo.ratelimit import RateLimiter
 from sync.config import AmoCrmConfig, Secret
 from sync.emulator import Emulator, EmulatorSettings, EmulatorTransport, FaultRule
 from sync.errors import InvariantError
 from sync.pull.filters_off import by_id
+from sync.pull.stage import Tie
+from sync.pull.windows import Window
 
 PAGE = 40
 
@@ -82,11 +86,9 @@ def test_the_filters_off_full_walk_still_fails_on_a_204_with_contacts_beyond() -
                 pass
 
 
-# --- known breaks in files other helpers own (sync/pull/ties.py, stage.py/fetch.py): these pin
-# --- them until fixed; the fix removes the marker (strict: a fixed break fails here until then)
+# --- the pull's walk (windows, ties, the newest page) under the same answers
 
 
-@pytest.mark.xfail(strict=True, raises=InvariantError, reason="ties.py: persisting 204 raises")
 def test_a_tie_of_exactly_two_full_pages_with_next_on_its_last_page_is_read() -> None:
     from tests.unit.test_pull_walk import PAGE as WALK_PAGE
     from tests.unit.test_pull_walk import Stored, bulk_edit, live, walk
@@ -101,7 +103,6 @@ def test_a_tie_of_exactly_two_full_pages_with_next_on_its_last_page_is_read() ->
         assert stored.versions == live(emulator)
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason="fetch.py: an empty 200 page crashes")
 def test_a_walk_reads_every_contact_when_empty_lists_come_as_200() -> None:
     from tests.unit.test_pull_walk import Stored, live, walk
     from tests.unit.test_pull_walk import amo as walk_amo
@@ -111,3 +112,112 @@ def test_a_walk_reads_every_contact_when_empty_lists_come_as_200() -> None:
         stored = Stored(truth=live(emulator))
         walk(client, stored, [(0, None)], full=True)
         assert stored.versions == live(emulator)
+
+
+def list_requests(emulator: Emulator) -> int:
+    return sum(1 for r in emulator.requests() if r["path"] == "/api/v4/contacts")
+
+
+@pytest.mark.parametrize("contacts", [2 * PAGE, 2 * PAGE + 1])
+def test_a_list_read_follows_full_pages_when_no_page_has_next(contacts: int) -> None:
+    """A stand-in that never sends `next`: a full page is not the end, the 204 after it is."""
+    with amo(contacts, never_next=True) as (emulator, client):
+        listed = [int(i["id"]) for p in client.iter_contacts(order=("id", "asc")) for i in p.items]
+        assert listed == live_ids(emulator)
+        assert list_requests(emulator) == 3  # the last page, full or not, and no 204 re-read
+
+
+def test_an_exactly_full_last_page_without_next_costs_no_request_once_next_was_sent() -> None:
+    """amoCRM's own answers (no `next` on an exactly full last page, `next` before it): the read
+    stops there, as before; only a server never seen to send `next` is read past it."""
+    with amo(2 * PAGE) as (emulator, client):
+        pages = list(client.iter_contacts(order=("id", "asc")))
+        assert [len(p.items) for p in pages] == [PAGE, PAGE]
+        assert list_requests(emulator) == 2
+
+
+@pytest.mark.parametrize("contacts", [2 * PAGE, 2 * PAGE - 1])
+def test_the_filters_off_full_walk_reads_every_page_when_no_page_has_next(contacts: int) -> None:
+    with amo(contacts, never_next=True, api_filter_enabled=False) as (emulator, client):
+        listed = [int(i["id"]) for items in by_id(client, (), PAGE, 1) for i in items]
+        assert listed == live_ids(emulator)
+
+
+@pytest.mark.parametrize("controls", ["never_next", "next_on_full_page", "empty_list_as_200"])
+@pytest.mark.parametrize("full", [True, False])
+def test_a_walk_with_a_tie_reads_every_contact_under_each_stand_in(
+    controls: str, full: bool
+) -> None:
+    """Windows, the newest page, a tie of three full pages and the final pass, under each
+    answer: every live contact stored (never-`next`: before the fix, 40 of 600 and exit 0)."""
+    from tests.unit.test_pull_walk import PAGE as WALK_PAGE
+    from tests.unit.test_pull_walk import Stored, bulk_edit, live, walk
+    from tests.unit.test_pull_walk import amo as walk_amo
+
+    with walk_amo() as (emulator, client):
+        emulator.set_controls(**{controls: True})
+        bulk_edit(emulator, sorted(live(emulator))[: 3 * WALK_PAGE], "Bulk")
+        emulator.clock.advance(5)
+        stored = Stored(truth=live(emulator))
+        walk(client, stored, [(0, None)], full=full)
+        assert stored.versions == live(emulator)
+        assert not stored.claimed_early
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_a_window_whose_exactly_full_last_page_announces_next_ends_without_a_204(size: int) -> None:
+    """A window (no tie) whose last page is exactly full under `next_on_full_page`: the page
+    that announced more is read on from its last second (keyset: the boundary second is listed
+    again), so no 204 follows a promise; every contact is stored, nothing fails."""
+    from tests.unit.test_pull_walk import PAGE as WALK_PAGE
+    from tests.unit.test_pull_walk import Stored, live, walk
+    from tests.unit.test_pull_walk import amo as walk_amo
+
+    with walk_amo(contacts=size * WALK_PAGE) as (emulator, client):
+        emulator.set_controls(next_on_full_page=True)
+        stored = Stored(truth=live(emulator))
+        fetcher = walk(client, stored, [(0, None)], full=False)
+        assert stored.versions == live(emulator)
+        assert not fetcher.ties
+
+
+def test_a_tie_whose_204_hides_contacts_beyond_its_last_id_still_fails() -> None:
+    """The end check is no licence to cut a tie short: page 3 of a three-page tie answering 204
+    every time (amoCRM's spurious 204, persisting) after page 2 announced more fails the run."""
+    from tests.unit.test_pull_walk import PAGE as WALK_PAGE
+    from tests.unit.test_pull_walk import Stored, bulk_edit, live, walk
+    from tests.unit.test_pull_walk import amo as walk_amo
+
+    with walk_amo() as (emulator, client):
+        bulk_edit(emulator, sorted(live(emulator))[: 3 * WALK_PAGE], "Bulk")
+        emulator.clock.advance(5)
+        emulator.add_fault(
+            FaultRule(kind="empty_page", path="/api/v4/contacts", min_page=3, times=None)
+        )
+        with pytest.raises(InvariantError, match="keeps answering 204"):
+            walk(client, Stored(), [(0, None)], full=True)
+
+
+def test_a_full_tie_page_without_next_withdraws_nothing_until_the_page_after_it_answers() -> None:
+    """From a server not seen to send `next`, a full tie page without it is not the last: the
+    page after it still goes out (only pages past the end are withdrawn), and its 204 ends."""
+    from tests.unit.test_pull_walk import PAGE as WALK_PAGE
+    from tests.unit.test_pull_walk import Stored, fetch_stage
+    from tests.unit.test_pull_walk import amo as walk_amo
+
+    with walk_amo(contacts=50) as (_, client):
+        fetcher = fetch_stage(client, Stored(), [(0, None)], full=False)
+        second = 1_700_000_000
+        tie = Tie(second, Window(second, second + 1), known=set())
+        fetcher.ties.append(tie)
+        waiting = {n: threading.Event() for n in (2, 3, 4)}
+        tie.unsent.update(waiting)
+        full = [{"id": n, "updated_at": second} for n in range(1, WALK_PAGE + 1)]
+        fetcher._on_tie(tie, 1, Page(1, full, has_next=False))
+        assert tie.last is None
+        assert not any(event.is_set() for event in waiting.values())
+        fetcher._on_tie(tie, 2, None)  # the 204 after a page that promised nothing: the end
+        assert tie.last == 1
+        assert waiting[3].is_set()
+        assert waiting[4].is_set()
+        assert tie.finished
