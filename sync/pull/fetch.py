@@ -111,6 +111,21 @@ class Fetcher(AfterWalk):
                 break
         self._drain_chats()
 
+    def _ask_tie_page(self, ahead: int) -> bool:
+        """Ask a tie's page again, or its next page up to the last known to exist
+        (`ahead` 0) or up to its speculative pages beyond (`ahead` 1)."""
+        for tie in self.ties:
+            if tie.waiting:
+                continue
+            if tie.queue:
+                self._ask_tie(tie, tie.queue.pop(0))
+                return True
+            if tie.last is None and tie.issued < tie.frontier + ahead * tie.speculative:
+                tie.issued += 1
+                self._ask_tie(tie, tie.issued)
+                return True
+        return False
+
     def _requests_in_flight(self) -> int:
         """Requests out or waiting for the budget (the connection's future is none)."""
         return len(self.inflight) - (self.connected in self.inflight)
@@ -118,16 +133,14 @@ class Fetcher(AfterWalk):
     def _start_one(self) -> bool:
         if len(self.outbox) >= OUTBOX:
             return False  # the database is behind: read no more pages until it catches up
-        for tie in self.ties:
-            if not tie.waiting and tie.queue:
-                number = tie.queue.pop(0)
-                self._ask_tie(tie, number)
-                return True
-            if not tie.waiting and tie.last is None and tie.issued < tie.frontier + tie.speculative:
-                tie.issued += 1
-                self._ask_tie(tie, tie.issued)
-                return True
+        # pages known to exist first (a tie's, then a window's next page), pages that may not
+        # exist last: a window's continuation waiting behind a tie's speculative pages kept the
+        # walk, and so the final pass after it, a second late
+        if self._ask_tie_page(ahead=0):
+            return True
         window = self.plan.idle() if self.bounds is not None else self._lowest_idle()
+        if window is None and self._ask_tie_page(ahead=1):
+            return True
         if window is None and not self._top_unknown() and self._budget_has_room():
             window = self.plan.steal()
             self.stolen = self.stolen or window is not None

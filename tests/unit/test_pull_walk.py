@@ -295,3 +295,24 @@ def test_a_chat_batch_waits_behind_list_reads_only_while_few_pages_wait() -> Non
         fetcher.waiting.extend(Waiting([{"id": i}], None) for i in range(CHATS_BEHIND))
         assert turns.yields(places[0], 0.0, 0.15) == 0  # too many pages wait: its turn
         turns.leave(page)
+
+
+def test_a_windows_next_page_goes_before_a_ties_speculative_pages() -> None:
+    """Pages known to exist go first: a window's continuation waiting behind a tie's pages
+    that may not exist delayed the walk's end, and the final pass after it."""
+    with amo(contacts=50) as (_, client):
+        fetcher = fetch_stage(client, Stored(), [(0, None)], full=False)
+        fetcher.bounds = "inclusive"
+        second = 1_700_000_000
+        tie = Tie(second, Window(second, second + 1), known=set(), speculative=3)
+        tie.waiting, tie.frontier, tie.issued = False, 2, 1
+        fetcher.ties.append(tie)
+        asked: list[object] = []
+        fetcher._ask_tie = lambda t, n: asked.append(("tie", n))  # type: ignore[method-assign]
+        fetcher._ask_window = lambda w: asked.append(("window", w.pos))  # type: ignore[method-assign]
+        window = fetcher.plan.windows[0]
+        assert fetcher._start_one()  # page 2 of the tie is known to exist (page 1 said next)
+        assert fetcher._start_one()  # the window's page, not the tie's speculative page 3
+        window.busy = True
+        assert fetcher._start_one()  # nothing certain left: the speculative page
+        assert asked == [("tie", 2), ("window", window.pos), ("tie", 3)]
