@@ -188,3 +188,13 @@ def reader_role(engine: Engine) -> Iterator[str]:
     with engine.begin() as conn:
         conn.execute(sa.text(f"DROP OWNED BY {role}"))
         conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
+
+
+@pytest.fixture(autouse=True)
+def _no_list_lag_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process pulls run against an emulator whose lists do not lag (unless a test turns
+    `list_lag_s` on for the push, which re-reads by id): their final pass need not wait
+    `LIST_LAG_S` (2 s) after the run's start, a wait that cost the suite minutes. The wait is
+    tested where it matters, through the real CLI in its own process against lagging lists
+    (tests/e2e/test_cli_pull_contract.py), which this does not reach."""
+    monkeypatch.setattr("sync.pull.pipeline.LIST_LAG_S", 0.0)

@@ -34,6 +34,10 @@ log = get_logger("sync.pull")
 PIPELINE_DEPTH = 4  # complete pages waiting for the database, at most (bounds memory)
 WRITERS = 2  # database transactions storing pages at once
 
+# How long after its start a run's final pass from the start may go out: amoCRM's lists lag its
+# writes by up to this, and a contact written just before the run began must be listed by it.
+LIST_LAG_S = SETTLE_S
+
 
 @dataclass
 class PullReport:
@@ -88,7 +92,7 @@ class RunBase:
         began = self.clock.now()
         self.ceiling = to_unix(began)
         # no final pass from the run's start goes out before this (our clock): see `_walk`
-        self.settle_until = began.timestamp() + SETTLE_S
+        self.settle_until = began.timestamp() + LIST_LAG_S
         self.events = Events(client)
         self.helpers = ThreadPoolExecutor(3, thread_name_prefix="pull-side")
         self.fields: dict[int, FieldDef] = {}
