@@ -123,7 +123,6 @@ class _Loader:
         self.env = env
         self.problems = problems
         self.used_env: set[str] = set()
-        self.refused: set[str] = set()  # keys whose value was refused ("section.key")
 
     def build(self, cls: type[Any], table: Mapping[str, Any], prefix: tuple[str, ...]) -> Any:
         hints = get_type_hints(cls)
@@ -189,13 +188,13 @@ class _Loader:
         was refused (the user meant to switch it: show every problem at once)."""
         if not gate:
             return True
-        return bool(siblings.get(gate)) or ".".join((*key[:-1], gate)) in self.refused
+        gate_key = ".".join((*key[:-1], gate))
+        return bool(siblings.get(gate)) or any(p.key == gate_key for p in self.problems)
 
     def _file_source(self, key: tuple[str, ...]) -> str:
         return f"file {self.file_name}" if self.file_name else "file"
 
     def _problem(self, key: tuple[str, ...], source: str, message: str) -> None:
-        self.refused.add(".".join(key))
         self.problems.append(ConfigProblem(".".join(key), source, message))
 
     def report_unknown_env(self, warn: Callable[[str], None]) -> None:
