@@ -113,6 +113,16 @@ class _LoopGuard:
         self.last_ids = ids
 
 
+def none_above(page: Page | None, last_id: int) -> bool:
+    """Whether a page read with `order[id]=desc` shows no contact with an id above `last_id`
+    (so a 204 after a page announcing more was the end, not a spurious one mid-read). A 204
+    (None), an empty page or an order not kept proves nothing: False."""
+    if page is None:
+        return False
+    ids = [int(i["id"]) for i in page.items]
+    return bool(ids) and ids == sorted(ids, reverse=True) and ids[0] <= last_id
+
+
 def iter_pages(
     fetch: Fetch,
     path: str,

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sync.amo.client import CONTACTS, AmoClient
-from sync.amo.pages import listed
+from sync.amo.pages import listed, none_above
 from sync.errors import InvariantError
 
 
@@ -85,8 +85,4 @@ def _nothing_above(client: AmoClient, last_id: int) -> bool:
     last page without it, not how it knows a full page is the last), not amoCRM's spurious
     mid-scan 204. A 204 here, or an order not kept, proves nothing."""
     reply = client.get(CONTACTS, {"order": {"id": "desc"}, "limit": 2, "page": 1})
-    page = listed(1, reply, "contacts")
-    if page is None:
-        return False
-    ids = [int(i["id"]) for i in page.items]
-    return bool(ids) and ids == sorted(ids, reverse=True) and ids[0] <= last_id
+    return none_above(listed(1, reply, "contacts"), last_id)
