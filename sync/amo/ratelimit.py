@@ -325,16 +325,19 @@ class RateLimiter:
         with self._cond:
             self._paused_until = max(self._paused_until, self._monotonic() + seconds)
 
-    def halt(self, error: AmoError) -> None:
+    def halt(self, error: AmoError) -> bool:
         """Refuse every later request with `error` (the IP is blocked); wakes waiting threads.
-        With a store, other processes of the account stop at their next claim."""
+        With a store, other processes of the account stop at their next claim. True for the
+        first halt (whoever reports the block says it once)."""
         with self._cond:
+            first = self._halted is None
             self._halt_locked(error)
         if self.store is not None and isinstance(error, AmoBlockedError):
             try:
                 self.store.update(shared_change(lambda state, now: state.block(now)))
             except StoreError as exc:
                 log.warning("amo_rate_budget_block_unshared", error=str(exc))
+        return first
 
     def _halt_locked(self, error: AmoError) -> None:
         self._halted = error

@@ -164,9 +164,8 @@ class AmoSession:
         error = outcome.error
         assert error is not None
         if outcome.halt:
-            if self.limiter.halted is None:  # said once: requests already out get it too
+            if self.limiter.halt(error):  # said once: requests already out get it too
                 log.error("amo_ip_blocked", error=str(error))
-            self.limiter.halt(error)
             raise error
         if write and outcome.applied_unknown:
             raise AmoWriteUnknownError(
