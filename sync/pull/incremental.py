@@ -19,6 +19,7 @@ from sync.pull.filters_off import descending
 from sync.pull.pipeline import RunBase, once_per_theta
 from sync.pull.readahead import ReadAhead
 from sync.pull.sink import CompletePage
+from sync.pull.stage import updated
 from sync.pull.windows import Span, start_after
 
 log = get_logger("sync.pull")
@@ -164,7 +165,7 @@ class IncrementalRun(RunBase):
         ) as ahead:
             for page in ahead:
                 if first_top is None:
-                    first_top = max(int(i.get("updated_at") or 0) for i in page.items)
+                    first_top = max(map(updated, page.items))
                 self._store_now(page)
         if self.final_pass:
             self._descending_final(min(self.ceiling, first_top or start) - SETTLE_S)
