@@ -114,7 +114,6 @@ class RateLimiter:
         self._joined_at: float | None = None  # the store's clock at our first claim
         self._store_failed_at: float | None = None
         self._claiming = False
-        self._waiting = 0
         self._paused_until = 0.0
         self._widened_at = -math.inf  # 429s for requests started before it do not widen again
         self._halted: AmoError | None = None
@@ -139,12 +138,10 @@ class RateLimiter:
         """Block until a request may start; record its start and return its slot. Raises
         `Withdrawn` if the thread's request was given up meanwhile (`sync.amo.turns`)."""
         with self._cond:
-            self._waiting += 1
             place = self.turns.enter()
             try:
                 return self._acquire_locked(place)
             finally:
-                self._waiting -= 1
                 self.turns.leave(place)
 
     def _acquire_locked(self, place: object) -> Slot:
@@ -219,7 +216,7 @@ class RateLimiter:
         ahead = math.ceil(self._rate * CLAIM_AHEAD_S)
         if self.store is None:
             return max(1, ahead)
-        return max(1, min(max(MAX_CLAIM, ahead), max(self._waiting, ahead)))
+        return max(1, min(max(MAX_CLAIM, ahead), max(len(self.turns), ahead)))
 
     def _claim_shared(self, count: int) -> tuple[Claim, float | None]:
         """Starts from the store, with the offset of its clock; or, while the store is down,
@@ -359,7 +356,7 @@ class RateLimiter:
     @property
     def waiting(self) -> int:
         """Threads waiting for a start now: 0 means the budget has room for another request."""
-        return self._waiting
+        return len(self.turns)
 
     @property
     def halted(self) -> AmoError | None:

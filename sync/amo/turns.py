@@ -81,6 +81,10 @@ class Turns:
         if withdrawn is not None and withdrawn.is_set():
             raise Withdrawn("the request was given up before it started")
 
+    def __len__(self) -> int:
+        """Requests waiting for a start (the limiter's lock held)."""
+        return len(self._waiting)
+
     def ahead(self) -> int:
         """Requests waiting that are not behind now."""
         return sum(1 for behind in list(self._waiting.values()) if not behind())
