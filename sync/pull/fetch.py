@@ -76,9 +76,11 @@ class Fetcher(AfterWalk):
                 if not self.producers and self._final_beside_chats():
                     continue
                 pause = 0.02 if self.outbox else None
-                done, _ = wait(list(self.inflight), timeout=pause, return_when=FIRST_COMPLETED)
+                watched = [*self.inflight, *filter(None, [self.connected])]
+                done, _ = wait(watched, timeout=pause, return_when=FIRST_COMPLETED)
                 self._answers(done)
         finally:
+            self._forget_connection()
             for future in self.inflight:
                 future.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -86,21 +88,21 @@ class Fetcher(AfterWalk):
     def _await_connection(self) -> None:
         """The rest of the preamble goes out once the first request's headers are written."""
         if not self.answered:
-            self.connected = self.client.session.next_written()
-            self.inflight[self.connected] = lambda _: self._first_answer()
+            self.connected = self.client.session.next_written()  # watched beside the requests
 
     def _forget_connection(self) -> None:
         if self.connected is not None:
-            self.inflight.pop(self.connected, None)
             self.connected.cancel()
             self.connected = None
 
     def _answers(self, done: set[Future[Any]]) -> None:
+        connected = self.connected
         for future in done:
-            handler = self.inflight.pop(future, None)
+            if future is connected:
+                self._first_answer()  # a no-op if an answer in `done` came first
+                continue
             self.producers.discard(future)
-            if handler is not None:  # None: the connection's future, moot after an answer
-                handler(future.result())
+            self.inflight.pop(future)(future.result())
 
     def _dispatch(self) -> None:
         self.stolen = False
@@ -127,8 +129,8 @@ class Fetcher(AfterWalk):
         return False
 
     def _requests_in_flight(self) -> int:
-        """Requests out or waiting for the budget (the connection's future is none)."""
-        return len(self.inflight) - (self.connected in self.inflight)
+        """Requests out or waiting for the budget."""
+        return len(self.inflight)
 
     def _start_one(self) -> bool:
         if len(self.outbox) >= OUTBOX:
