@@ -156,13 +156,16 @@ class ChatReader:
     ) -> list[dict[str, Any]]:
         """An unproven batch answer checked contact by contact while probes are left."""
         for cid in ids:
-            if cid in linked or not self.form.take_probe():
+            if cid in linked:
                 continue
-            own = self._one(cid)
-            if own:
+            if not self.form.take_probe():
+                break
+            if self._one(cid):
                 why = "amoCRM's contact_id[] answer left out links the contact_id=N form lists"
                 self.form.to_scalar(why, 250)
-                return self.by_contacts(ids)
+                break
+        if self.form.scalar:  # found here, or by a batch checked beside this one
+            return self.by_contacts(ids)
         return links
 
     def _one(self, contact_id: int) -> list[dict[str, Any]]:
