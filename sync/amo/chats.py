@@ -71,6 +71,13 @@ class ChatForm:
                 self.state = "batched"
                 log.info("amo_chats_array_form_honoured")
 
+    def trust(self) -> None:
+        """A run before this process proved the array form here (stored by the pull): no
+        probes. Refusals and foreign or cut answers are still caught."""
+        with self._lock:
+            if self.state == "unknown":
+                self.state = "batched"
+
     def to_scalar(self, why: str, batch: int) -> None:
         with self._lock:
             if self.state == "scalar":

@@ -55,7 +55,7 @@ def client_for(
     emulator: Emulator, base_url: str, *, limiter: RateLimiter | None = None, **kw: Any
 ) -> AmoClient:
     extra: dict[str, Any] = {"reconcile_settle_s": 0.1}
-    extra["chat_form"] = _CHAT_FORMS.setdefault(emulator, ChatForm())
+    extra["chat_form"] = kw.pop("chat_form", None) or _CHAT_FORMS.setdefault(emulator, ChatForm())
     extra.update({k: kw.pop(k) for k in ("workers", "reconcile_settle_s") if k in kw})
     config = amo_config(base_url, emulator.long_lived_token, **kw)
     return AmoClient.connect(

@@ -14,8 +14,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from sync.amo.chats import ChatForm
 from sync.config import DatabaseConfig
 from sync.emulator import Emulator
+from sync.pull import run_pull
+from tests.integration.amo_emulator import client_for
 from tests.integration.pull_helpers import amo_state, assert_converged, emulated, make_config, pull
 
 CONTACTS = 700
@@ -94,4 +97,34 @@ def test_the_fast_path_stays_one_array_request_per_250_contacts(
         chats = _chat_requests(emulator)
         assert all("contact_id[]" in str(r["query"]) for r in chats)
         assert len(chats) <= math.ceil(report.fetched / 250) + 3
+        _converged(engine, emulator)
+
+
+def _fresh_process_pull(config: Any, engine: Engine, emulator: Emulator) -> None:
+    """A pull as a new process runs it: a client that has learnt nothing of the chats forms."""
+    client = client_for(
+        emulator, config.amocrm.base_url, page_size=config.amocrm.page_size, chat_form=ChatForm()
+    )
+    with client:
+        run_pull(config, engine, client)
+
+
+def test_a_proven_array_form_is_remembered_so_later_runs_send_no_probes(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=CONTACTS) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=100)
+        pull(config, engine, emulator, full=True)
+        with engine.connect() as conn:
+            sql = "SELECT value FROM amocrm.sync_state WHERE key = 'amo.chats_form'"
+            assert conn.scalar(sa.text(sql)) == {"form": "batched", "base_url": url}
+        linked = {c[1] for c in amo_state(emulator)["chats"]}
+        quiet = [cid for cid in sorted(amo_state(emulator)["live"]) if cid not in linked][:5]
+        emulator.clock.advance(30)
+        emulator.update_contacts([{"id": cid, "first_name": "No chats"} for cid in quiet])
+        emulator.clock.advance(10)
+        emulator.clear_requests()
+        _fresh_process_pull(config, engine, emulator)
+        # five contacts without links: one array request; unproven, each would be asked again
+        assert len(_chat_requests(emulator)) == 1
         _converged(engine, emulator)
