@@ -10,9 +10,13 @@ from typing import Any
 import pytest
 
 from sync.amo.chats import LINKS_CAP, PROBES, ChatForm, ChatReader, parse_links
+from sync.amo.client import AmoClient
+from sync.amo.ratelimit import RateLimiter
 from sync.amo.session import Reply
 from sync.amo.writes import Item
 from sync.errors import AmoAuthError, AmoError, AmoRejectedError
+from tests.unit.amo_helpers import FakeClock, Script, reply
+from tests.unit.amo_helpers import config as amo_config
 
 LINKS = {cid: [f"chat-{cid}"] for cid in range(1, 301) if cid % 10 == 3}  # 30 linked contacts
 
@@ -173,3 +177,36 @@ def test_link_answers_are_matched_by_request_id_or_by_pair() -> None:
     }
     got = {r.request_id: r.id for r in parse_links(batch, data)}
     assert got == {"-1": 51, "-2": 61}  # "-3" was not named: the caller reads it back
+
+
+def test_link_chats_copes_with_an_answer_that_names_fewer_or_other_entries() -> None:
+    """The POST answer renumbers one link, leaves one out and adds one not sent: each sent
+    link gets its result, the one left out read back from the links of its contact."""
+    posted = reply(
+        200,
+        {
+            "_total_items": 3,
+            "_embedded": {
+                "chats": [
+                    {"contact_id": 5, "chat_id": "a", "id": 51, "request_id": "0"},
+                    {"contact_id": 9, "chat_id": "z", "id": 91, "request_id": "1"},
+                    {"contact_id": 6, "chat_id": "b", "id": 61, "request_id": "l-2"},
+                ]
+            },
+        },
+    )
+    read_back = reply(200, {"_total_items": 1, "_embedded": {"chats": [_link(7, "c")]}})
+    script = Script(posted, read_back)
+    client = AmoClient(
+        amo_config(), None, transport=script.transport, limiter=RateLimiter(1000),
+        chat_form=ChatForm(),
+    )  # fmt: skip
+    client.session.clock = FakeClock()
+    links = [
+        {"contact_id": 5, "chat_id": "a", "request_id": "l-1"},
+        {"contact_id": 6, "chat_id": "b", "request_id": "l-2"},
+        {"contact_id": 7, "chat_id": "c", "request_id": "l-3"},
+    ]
+    got = {r.request_id: (r.id, r.reconciled) for r in client.link_chats(links)}
+    assert got == {"l-1": (51, False), "l-2": (61, False), "l-3": (7007, True)}
+    assert script.requests[1].url.params["contact_id"] == "7"  # one contact: the scalar form
