@@ -24,6 +24,7 @@ import httpx
 from sync.amo.auth import OAuthTokens, StaticToken, TokenProvider, TokenStorage
 from sync.amo.backoff import Backoff
 from sync.amo.budget import BudgetStore
+from sync.amo.chats import CHATS, ChatForm, ChatReader, parse_links, shared_chat_form
 from sync.amo.hooks import WEBHOOKS, Webhook, parse_webhook, parse_webhooks
 from sync.amo.pages import MAX_LIMIT, Page, iter_pages
 from sync.amo.ratelimit import RateLimiter, shared_limiter
@@ -35,7 +36,6 @@ from sync.config import AmoCrmConfig
 from sync.errors import AmoAuthError, AmoError, InvariantError
 
 CONTACTS = "/api/v4/contacts"
-CHATS = "/api/v4/contacts/chats"
 EVENTS = "/api/v4/events"
 CUSTOM_FIELDS = "/api/v4/contacts/custom_fields"
 ACCOUNT = "/api/v4/account"
@@ -57,6 +57,7 @@ class AmoClient:
         transport: httpx.BaseTransport | None = None,
         workers: int = 4,
         reconcile_settle_s: float = 1.0,
+        chat_form: ChatForm | None = None,
     ) -> None:
         origin = _origin(config.base_url)
         self.config = config
@@ -70,6 +71,7 @@ class AmoClient:
         )
         self.workers = max(1, workers)
         self.reconcile_settle_s = reconcile_settle_s
+        self.chats = ChatReader(self.get, chat_form or shared_chat_form(origin))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -185,18 +187,16 @@ class AmoClient:
     def iter_chats(
         self, *, contact_ids: Iterable[int] = (), chat_ids: Iterable[str] = ()
     ) -> Iterator[Page]:
-        """Chat links of the given contacts (or chats), as pages of ≤250 ids each.
-
-        The endpoint is not paginated; one "page" is the answer for one batch of ids.
-        """
-        contacts, chats = list(contact_ids), list(chat_ids)
+        """Chat links of the given contacts (or chats), a page per ≤250 ids (`sync.amo.chats`
+        picks the query form the server honours; the endpoint itself is not paginated)."""
+        contacts, chats = [int(i) for i in contact_ids], [str(c) for c in chat_ids]
         if contacts and chats:
             raise ValueError("pass contact_ids or chat_ids, not both")
-        key, ids = ("contact_id", contacts) if contacts else ("chat_id", chats)
+        ids: list[Any] = contacts or chats
         for number, start in enumerate(range(0, len(ids), IDS_PER_REQUEST), 1):
             chunk = ids[start : start + IDS_PER_REQUEST]
-            reply = self.get(CHATS, {key: chunk})
-            yield _chat_page(number, reply, key, chunk, more=start + IDS_PER_REQUEST < len(ids))
+            links = self.chats.by_contacts(chunk) if contacts else self.chats.by_chats(chunk)
+            yield Page(number, links, start + IDS_PER_REQUEST < len(ids))
 
     def fetch_contacts_by_ids(
         self, ids: Iterable[int], *, with_: Sequence[str] = ()
@@ -320,7 +320,7 @@ class AmoClient:
         return self._write(
             prepare(links),
             batch_size,
-            lambda b: self._send("POST", CHATS, "chats", b),
+            self._post_links,
             lambda b: find_linked(self, b),
             "chats linked",
         )
@@ -347,6 +347,16 @@ class AmoClient:
         """Which of `links` (`{contact_id, chat_id, request_id}` POSTed by a process that died
         before it stored the answer) exist in amoCRM, by request_id."""
         return find_linked(self, prepare(links))
+
+    def _post_links(self, batch: list[Item]) -> list[WriteResult]:
+        """POST links; those the answer does not name are looked up (`sync.amo.chats`)."""
+        reply = self.session.send("POST", CHATS, json=[i.payload for i in batch], write=True)
+        results = parse_links(batch, reply.data)
+        named = {r.request_id for r in results}
+        if len(named) < len(batch):
+            found = find_linked(self, [i for i in batch if i.request_id not in named])
+            results += found.values()
+        return results
 
     def _send(self, method: str, path: str, key: str, batch: list[Item]) -> list[WriteResult]:
         reply = self.session.send(method, path, json=[i.payload for i in batch], write=True)
@@ -386,11 +396,3 @@ def _tokens_for(
     if storage is None:
         raise AmoAuthError("OAuth needs the database to keep rotated tokens (no storage given)")
     return OAuthTokens(config.oauth, storage, session.exchange_token, clock)
-
-
-def _chat_page(number: int, reply: Reply, key: str, ids: list[Any], more: bool) -> Page:
-    data = reply.data if isinstance(reply.data, dict) else {}
-    links = data.get("_embedded", {}).get("chats", []) if data else []
-    wanted = {str(i) for i in ids}
-    items = [link for link in links if str(link.get(key)) in wanted]  # re-check the filter
-    return Page(number, items, more, data)

@@ -71,6 +71,10 @@ class Controls:
     next_on_full_page: bool = False
     empty_list_as_200: bool = False
     never_next: bool = False  # no `_links.next` on any page: the end shows only as a 204
+    chats_scalar_only: bool = False  # /contacts/chats stand-ins: see `EmulatorSettings`
+    chats_array_ignored: bool = False
+    chats_array_empty: bool = False
+    chats_page_limit: int | None = None
 
 
 class Emulator:
@@ -104,7 +108,10 @@ class Emulator:
         self._controls = Controls(s.latency_ms, s.jitter_ms, s.rate_limit, s.rate_limit_body,
                                   s.api_filter_enabled, s.block_after_violations,
                                   s.list_lag_s, s.block_window_s, s.account_rate_limit,
-                                  s.token_max_requests)  # fmt: skip
+                                  s.token_max_requests, chats_scalar_only=s.chats_scalar_only,
+                                  chats_array_ignored=s.chats_array_ignored,
+                                  chats_array_empty=s.chats_array_empty,
+                                  chats_page_limit=s.chats_page_limit)  # fmt: skip
 
     # --- the server as a function -----------------------------------------------------------
 
@@ -172,7 +179,7 @@ class Emulator:
         return Ctx(
             request, self.account, self.clock, base, controls.api_filter_enabled,
             controls.list_lag_s, self.webhooks, controls.next_on_full_page,
-            controls.empty_list_as_200, controls.never_next,
+            controls.empty_list_as_200, controls.never_next, controls,
         )  # fmt: skip
 
     def _latency(self, controls: Controls) -> float:
@@ -228,7 +235,7 @@ class Emulator:
         """Change runtime switches: latency_ms, jitter_ms, rate_limit, rate_limit_body,
         api_filter_enabled, block_after_violations, list_lag_s, block_window_s,
         account_rate_limit, token_max_requests, next_on_full_page, empty_list_as_200,
-        never_next."""
+        never_next, chats_scalar_only, chats_array_ignored, chats_array_empty, chats_page_limit."""
         with self._controls_lock:
             self._controls = replace(self._controls, **changes)
             self.limiter.limit = self._controls.rate_limit

@@ -89,20 +89,38 @@ def _field(ctx: Ctx, field_id: int) -> dict[str, Any]:
 
 
 def list_chats(ctx: Ctx) -> Response:
-    query = ctx.request.query
+    """The documented `contact_id=N` / `chat_id=<uuid>`; the array forms too (as amoCRM answers
+    them), unless a `chats_*` control plays a stand-in that knows only the scalar form."""
+    query, controls = ctx.request.query, ctx.controls
+    array = isinstance(query.get("contact_id"), dict) or isinstance(query.get("chat_id"), dict)
+    if array and controls is not None and controls.chats_scalar_only:
+        raise ApiProblem(400, "contact_id and chat_id take one value")
+    ignored = array and controls is not None and controls.chats_array_ignored
+    if array and controls is not None and controls.chats_array_empty:
+        return no_content()
     contact_ids, chat_ids = ints_of(query.get("contact_id")), values_of(query.get("chat_id"))
     if ("contact_id" in query) == ("chat_id" in query) or contact_ids is None:
         raise ApiProblem(400, "Pass either contact_id or chat_id (integers / chat uuids)")
     wanted_contacts, wanted_chats = set(contact_ids), set(chat_ids)
     with ctx.account.lock:
+        every = list(ctx.account.chat_links.values()) if ignored else None
+        chosen = every if every is not None else ctx.account.links_of(wanted_contacts, wanted_chats)
         links = [
-            link_ for link_ in ctx.account.links_of(wanted_contacts, wanted_chats)
+            link_ for link_ in chosen
             if ctx.account.live(link_.contact_id) is not None
         ]  # fmt: skip
+    most = controls.chats_page_limit if controls is not None else None
+    page, more = 1, False
+    if most:
+        page = int(query["page"]) if str(query.get("page", "")).isdigit() else 1
+        more, links = len(links) > page * most, links[(page - 1) * most : page * most]
     if not links:
         return no_content()
     items = [{"chat_id": c.chat_id, "contact_id": c.contact_id, "id": c.id} for c in links]
-    return json_response(200, {"_total_items": len(items), "_embedded": {"chats": items}})
+    body: dict[str, Any] = {"_total_items": len(items), "_embedded": {"chats": items}}
+    if most and more:
+        body["_links"] = ctx.page_links(page, most, True)
+    return json_response(200, body)
 
 
 def link_chats(ctx: Ctx) -> Response:

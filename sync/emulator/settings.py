@@ -80,6 +80,14 @@ class EmulatorSettings:
     events_page_limit: int = 250  # amocrm.ru documents 100
     honour_client_updated_at: bool = False
     list_lag_s: float = 0.0  # eventual consistency: lists show the version of this long ago
+    # /contacts/chats under a stand-in that knows only the documented scalar `contact_id=N`:
+    # the array form `contact_id[]=..` is a 400 (scalar_only), lists every link of the account
+    # (array_ignored) or lists none (array_empty); `chats_page_limit` links per answer, with
+    # `_links.next` (`page=N`) when more follow
+    chats_scalar_only: bool = False
+    chats_array_ignored: bool = False
+    chats_array_empty: bool = False
+    chats_page_limit: int | None = None
 
     # --- webhooks: delivery delay, loss, duplicates, batching, retries, the disable rule -----
     webhooks: HookControls = field(default_factory=HookControls)

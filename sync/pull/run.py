@@ -33,7 +33,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from sync.amo.client import AmoClient
 from sync.clock import Clock
@@ -51,6 +51,7 @@ from sync.pull.pipeline import PullReport
 from sync.pull.sink import CursorState, Progress
 
 log = get_logger("sync.pull")
+CHATS_FORM = "amo.chats_form"  # {"form": "batched" | "scalar", "base_url": ...}
 
 
 class PullBusyError(SyncError):
@@ -116,6 +117,7 @@ class _Run(FullRun, IncrementalRun):
             self.runs.abandon_stale_runs(conn, ("pull", "full"))
             self.old = CursorState.load(self.runs.get_state(conn, CONTACTS_CURSOR))
             self.fields = self.runs.load_fields(conn)
+            self.chat_form = self._learnt_chat_form(conn)
             kind = "full" if full or self.old.cursor is None else "pull"
             self.report = PullReport(self.runs.start_run(conn, kind), kind)
         try:
@@ -132,6 +134,23 @@ class _Run(FullRun, IncrementalRun):
         self._finish(started, "succeeded", request_id, None)
         return self.report
 
+    def _learnt_chat_form(self, conn: Connection) -> str:
+        """What an earlier run learnt of this server's `contact_id[]` form (`sync.amo.chats`):
+        only a proof that it works is used (it saves the probes); a server caught ignoring it
+        is asked the array form again by each process, once."""
+        learnt = self.runs.get_state(conn, CHATS_FORM) or {}
+        if learnt.get("base_url") == self.config.amocrm.base_url:
+            if learnt.get("form") == "batched":
+                self.client.chats.form.trust()
+            return str(learnt.get("form"))
+        return "unknown"
+
+    def _keep_chat_form(self, conn: Connection) -> None:
+        form = self.client.chats.form.state
+        if form not in ("unknown", self.chat_form):
+            value = {"form": form, "base_url": self.config.amocrm.base_url}
+            self.runs.set_state(conn, CHATS_FORM, value)
+
     def _finish(
         self, started: float, status: str, request_id: int | None, error: str | None
     ) -> None:
@@ -147,6 +166,7 @@ class _Run(FullRun, IncrementalRun):
         counts = {k: v for k, v in asdict(report).items() if isinstance(v, int)}
         with self.engine.begin() as conn:
             self.runs.finish_run(conn, report.run_id, status, counts, error)
+            self._keep_chat_form(conn)
             if report.kind == "full":
                 self.store.forget_seen(conn, report.run_id)
             if request_id is not None:

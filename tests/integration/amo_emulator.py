@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sync.amo.backoff import Backoff
+from sync.amo.chats import ChatForm
 from sync.amo.client import AmoClient
 from sync.amo.ratelimit import RateLimiter
 from sync.config import AmoCrmConfig, OAuthConfig, Secret
 from sync.emulator import Emulator, EmulatorSettings, serve
 
 FAST_BACKOFF = {"base_s": 0.02, "throttle_base_s": 0.05, "cap_s": 0.5}
+# what the clients of one emulator learn of its /contacts/chats forms, as the clients of one
+# process share it per origin (per emulator here: a later test's server may reuse a port)
+_CHAT_FORMS: weakref.WeakKeyDictionary[Emulator, ChatForm] = weakref.WeakKeyDictionary()
 
 
 def amo_config(base_url: str, token: str = "", **kw: Any) -> AmoCrmConfig:
@@ -50,6 +55,7 @@ def client_for(
     emulator: Emulator, base_url: str, *, limiter: RateLimiter | None = None, **kw: Any
 ) -> AmoClient:
     extra: dict[str, Any] = {"reconcile_settle_s": 0.1}
+    extra["chat_form"] = kw.pop("chat_form", None) or _CHAT_FORMS.setdefault(emulator, ChatForm())
     extra.update({k: kw.pop(k) for k in ("workers", "reconcile_settle_s") if k in kw})
     config = amo_config(base_url, emulator.long_lived_token, **kw)
     return AmoClient.connect(
