@@ -1,8 +1,9 @@
 """Contact ↔ chat links read from `/api/v4/contacts/chats` whichever query form the server honours.
 
-amoCRM documents one scalar filter, `?contact_id=N` (amocrm-api.md §8); the array form
-`contact_id[]=..` that asks for up to 250 contacts at once works on amoCRM and on our emulator,
-but nothing promises it. A server that does not honour it may answer the array form with an error,
+The contacts reference says `contact_id` "takes an array of integers", but the vendor pages
+collected in amocrm-api.md §8 show only the scalar `?contact_id=N`, and no per-request cap is
+documented anywhere; the array form `contact_id[]=..` (up to 250 contacts a request) is the fast
+path, but a stand-in or proxy built from the scalar examples may not honour it. A server that does not honour it may answer the array form with an error,
 with links of contacts that were not asked for (the filter ignored), with only some of the asked
 contacts' links (one value of the array kept), or with nothing at all. So:
 
