@@ -30,6 +30,7 @@ class Ctx:
     next_on_full_page: bool = False  # `_links.next` on a full last page too
     empty_list_as_200: bool = False  # an empty list answered 200 with `_embedded.<key>: []`
     never_next: bool = False  # no `_links.next` at all (a stand-in that leaves it out)
+    enum_key: str = "enum_code"  # "enum": multitext kinds as the reference's GET example shows
 
     def body(self) -> Any:
         """The parsed JSON body (None when empty); 400 problem when it is not JSON."""

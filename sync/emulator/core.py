@@ -71,6 +71,9 @@ class Controls:
     next_on_full_page: bool = False
     empty_list_as_200: bool = False
     never_next: bool = False  # no `_links.next` on any page: the end shows only as a 204
+    # the key of a multitext value's kind in GET answers: "enum" as the vendor reference's GET
+    # example renders it (its PATCH example and amoCRM's docs say `enum_code`)
+    enum_key: str = "enum_code"
 
 
 class Emulator:
@@ -172,7 +175,7 @@ class Emulator:
         return Ctx(
             request, self.account, self.clock, base, controls.api_filter_enabled,
             controls.list_lag_s, self.webhooks, controls.next_on_full_page,
-            controls.empty_list_as_200, controls.never_next,
+            controls.empty_list_as_200, controls.never_next, controls.enum_key,
         )  # fmt: skip
 
     def _latency(self, controls: Controls) -> float:
@@ -228,7 +231,9 @@ class Emulator:
         """Change runtime switches: latency_ms, jitter_ms, rate_limit, rate_limit_body,
         api_filter_enabled, block_after_violations, list_lag_s, block_window_s,
         account_rate_limit, token_max_requests, next_on_full_page, empty_list_as_200,
-        never_next."""
+        never_next, enum_key ("enum_code" or "enum")."""
+        if changes.get("enum_key", "enum_code") not in ("enum_code", "enum"):
+            raise ValueError(f"enum_key must be enum_code or enum, got {changes['enum_key']!r}")
         with self._controls_lock:
             self._controls = replace(self._controls, **changes)
             self.limiter.limit = self._controls.rate_limit
