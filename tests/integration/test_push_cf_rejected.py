@@ -1,10 +1,10 @@
 """Custom-field values amoCRM judges, through real PostgreSQL, the real pull and the emulator
-over HTTP: an unknown field, an unknown choice or a wrong type is a legal local UPDATE (whatever
-the cached definitions say), push sends it, amoCRM's 400 `validation-errors` makes that row
-`error` with amoCRM's message, and the other contacts of the batch go through. A field created
-in amoCRM after the last pull can be set at once. A stand-in that renders a phone's kind as
-`enum` (the vendor reference's GET example) fills `enum_code` and pushes an edited phone as
-`enum_code`, with no echo afterwards."""
+over HTTP: an unknown field, an unknown choice or a wrong type is a legal local UPDATE or
+INSERT (whatever the cached definitions say), push sends it, amoCRM's 400 `validation-errors`
+makes that row `error` with amoCRM's message, and the other contacts of the batch go through.
+A field created in amoCRM after the last pull can be set at once. A stand-in that renders a
+phone's kind as `enum` (the vendor reference's GET example) fills `enum_code` and pushes an
+edited phone as `enum_code`, with no echo afterwards."""
 
 from __future__ import annotations
 
@@ -88,6 +88,31 @@ def test_a_value_amocrm_rejects_is_an_error_row_and_the_rest_of_the_batch_goes_t
     assert {e["id"] for e in first["body"]} == set(ids)  # one batch, refused as a whole
     assert [sorted(e["id"] for e in r["body"]) for r in rest] == [sorted(good)]
     assert [r["status"] for r in rest] == [200]
+
+
+def test_a_new_contact_with_a_value_amocrm_rejects_is_an_error_the_others_are_created(
+    env: PushEnv,
+) -> None:
+    good = env.sql("INSERT INTO contacts (name) VALUES ('Good New') RETURNING id")[0][0]
+    entry, reason = REJECTED["a date as ISO text"]
+    bad = env.sql(
+        "INSERT INTO contacts (name, custom_fields_values) VALUES ('Bad New', CAST(:cf AS jsonb)) "
+        "RETURNING id",
+        cf=json.dumps([entry]),
+    )[0][0]  # accepted at SQL time
+
+    report = env.push()
+
+    assert (report.created, report.errors) == (1, 1)
+    row = env.row(bad)
+    assert (row["sync_status"], row["sync_error"]) == (
+        "error",
+        f"amoCRM rejected the change: {reason}",
+    )
+    names = {c.name for c in env.emulator.account.contacts.values()}
+    assert "Good New" in names
+    assert "Bad New" not in names
+    assert env.sql("SELECT count(*) FROM contacts WHERE id = :id", id=good)[0][0] == 0  # got an id
 
 
 def test_a_field_created_in_amocrm_after_the_last_pull_can_be_set_at_once(env: PushEnv) -> None:
