@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sync.core.cf_shape import enum_code_of
 from sync.core.values import same_items, same_scalar
 
 # Keys whose effect cannot be read back exactly; an entity that uses them is "unverifiable".
@@ -82,7 +83,8 @@ def _same_value(sent: Any, remote: Mapping[str, Any]) -> bool:
     if not isinstance(sent, Mapping):
         return False
     for key in ("value", "enum_id", "enum_code"):  # every key sent, with the value sent
-        if key in sent and not same_scalar(sent[key], remote.get(key), key=key):
+        theirs = enum_code_of(remote) if key == "enum_code" else remote.get(key)  # `enum` too
+        if key in sent and not same_scalar(sent[key], theirs, key=key):
             return False
     return True
 

@@ -9,12 +9,14 @@ Accepted (see docs/push.md, "Custom fields"):
   `values`: null or [] (the field is cleared) or an array of value objects. Other keys of a field
   object (amoCRM's read shape carries `field_name`, `field_type`, …) are ignored, never sent;
 - a value object has `value` (string, number or boolean), `enum_id` (integer) and/or
-  `enum_code` (string), at least one of them not null, and no other key.
+  `enum_code` (string), at least one of them not null, and no other key; `enum` is read as an
+  alias of `enum_code` (a stand-in built from the vendor reference's GET example renders
+  multitext values so), and push sends it as `enum_code` (`enum_code_of`).
 A field named twice in one array is refused. A field whose values are as in the column before
 the edit (`base`) is checked for its shape only, not value by value. The same rules run at SQL
-time in the trigger of migration 0003 (which also checks types against the cached field
-definitions) and produce the same messages; push runs this copy for edits captured before the
-trigger existed.
+time in the trigger of migration 0003 (since 0009 shapes only: unknown fields, choices and
+wrong types are amoCRM's to reject) and produce the same messages; push runs this copy for
+edits captured before the trigger existed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 COLUMN = "custom_fields_values"
-VALUE_KEYS = ("value", "enum_id", "enum_code")
+VALUE_KEYS = ("value", "enum_id", "enum_code", "enum")
 SHAPE = (
     'NULL, or a JSON array of {"field_id": <integer> or "field_code": "<CODE>", '
     '"values": null | [] | [{"value": <text, number or boolean>, "enum_id": <integer>, '
@@ -108,7 +110,17 @@ def item_problem(item: Any, path: str) -> str | None:
     value = item.get("value")
     if isinstance(value, (Mapping, list)):
         return f"{path}.value: must be a string, number or boolean, got {json_type(value)}"
-    return _integer(item, "enum_id", path) or _code(item, "enum_code", path)
+    return (
+        _integer(item, "enum_id", path)
+        or _code(item, "enum_code", path)
+        or _code(item, "enum", path)
+    )
+
+
+def enum_code_of(item: Mapping[str, Any]) -> Any:
+    """A value's `enum_code`, or its alias `enum` when `enum_code` is absent or null."""
+    code = item.get("enum_code")
+    return item.get("enum") if code is None else code
 
 
 def _integer(obj: Mapping[str, Any], key: str, path: str) -> str | None:

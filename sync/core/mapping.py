@@ -13,7 +13,8 @@ as amoCRM sent them), so the COPY can format them by column (`sync.db.staging.co
 `fields` maps field id → definition (`FieldDef`, from GET /api/v4/contacts/custom_fields); the
 names, codes and types in the contact JSON are used when a field is not (yet) known.
 `enum_id` and `enum_code` are the value's own, as amoCRM sent them: a phone or e-mail carries its
-kind (`WORK`, `MOB`, …) in `enum_code`; a select, multiselect or radiobutton value carries its
+kind (`WORK`, `MOB`, …) in `enum_code` (or in `enum`, its alias in the vendor reference's GET
+example, read the same); a select, multiselect or radiobutton value carries its
 option's label in `value` and its id in `enum_id`, and no `enum_code` (NULL). The definitions'
 option labels are never copied into a row.
 Values become text: dates as ISO 8601 (UTC), checkboxes as true/false, objects as JSON.
@@ -202,6 +203,8 @@ def _value_rows(
             # `value.get(…)` thrice, not a bound `get`: CPython calls a method in place
             raw = value.get("value")
             enum_id, enum_code = value.get("enum_id"), value.get("enum_code")
+            if enum_code is None:  # a stand-in's read form of it (the reference's GET example)
+                enum_code = value.get("enum")
             append((
                 contact_id, field_id, position, code, name, ftype,
                 raw if type(raw) is str else value_text(raw, ftype),

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from sync.emulator.faults import FaultRule
+from sync.emulator.model import CustomField, EnumOption
 from sync.emulator.problems import ApiProblem
 from sync.emulator.webhooks_admin import WEBHOOK_ADMIN_ROUTES
 from sync.emulator.wire import PLAIN_JSON, BadJson, Request, Response, json_response
@@ -190,6 +191,21 @@ def _controls(emulator: Emulator, request: Request, args: list[str]) -> Any:
     return asdict(emulator.controls())
 
 
+def _add_field(emulator: Emulator, request: Request, args: list[str]) -> Any:
+    """`{"id", "name", "type", "code"?, "sort"?, "enums"?: [{"id", "value", "sort"?}]}`: a field
+    created in amoCRM by an administrator (after the client's last pull)."""
+    data = _object(request)
+    missing = [k for k in ("id", "name", "type") if k not in data]
+    if missing:
+        raise AdminError(400, f"a field needs {', '.join(missing)}")
+    enums = [EnumOption(int(e["id"]), str(e["value"]), int(e.get("sort", 500)))
+             for e in data.get("enums") or ()]  # fmt: skip
+    field = CustomField(int(data["id"]), str(data["name"]), str(data["type"]), data.get("code"),
+                        int(data.get("sort", 600)), enums or None)  # fmt: skip
+    emulator.account.add_field(field)
+    return {"ok": True, "id": field.id}
+
+
 def _unblock(emulator: Emulator, request: Request, args: list[str]) -> Any:
     emulator.unblock()
     return {"ok": True}
@@ -233,6 +249,7 @@ ADMIN_ROUTES: list[tuple[str, dict[str, AdminHandler]]] = [
     (r"/faults", {"GET": _faults, "POST": _faults, "DELETE": _faults}),
     (r"/faults/(\d+)", {"DELETE": _fault}),
     (r"/controls", {"GET": _controls, "PATCH": _controls}),
+    (r"/custom_fields", {"POST": _add_field}),
     (r"/unblock", {"POST": _unblock}),
     (r"/oauth/code", {"POST": _code}),
     (r"/oauth/tokens", {"POST": _tokens}),

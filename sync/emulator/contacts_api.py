@@ -25,7 +25,7 @@ def list_contacts(ctx: Ctx) -> Response:
         if ctx.list_lag_s > 0:
             q.as_of = ctx.clock.now() - ctx.list_lag_s  # GET /contacts/{id} does not lag
         contacts, has_next = select(ctx.account, q, (page - 1) * limit, limit)
-        items = [contact_json(c, ctx.account, ctx.base, embeds) for c in contacts]
+        items = [contact_json(c, ctx.account, ctx.base, embeds, ctx.enum_key) for c in contacts]
     return ctx.page_answer("contacts", page, limit, items, has_next=has_next)
 
 
@@ -35,7 +35,8 @@ def get_contact(ctx: Ctx, contact_id: int) -> Response:
         contact = ctx.account.live(contact_id)
         if contact is None:
             return no_content()
-        return json_response(200, contact_json(contact, ctx.account, ctx.base, embeds))
+        data = contact_json(contact, ctx.account, ctx.base, embeds, ctx.enum_key)
+        return json_response(200, data)
 
 
 def add_contacts(ctx: Ctx) -> Response:

@@ -31,6 +31,7 @@ class Ctx:
     empty_list_as_200: bool = False  # an empty list answered 200 with `_embedded.<key>: []`
     never_next: bool = False  # no `_links.next` at all (a stand-in that leaves it out)
     controls: Any = None  # the emulator's `Controls` (the /contacts/chats stand-ins)
+    enum_key: str = "enum_code"  # "enum": multitext kinds as the reference's GET example shows
 
     def body(self) -> Any:
         """The parsed JSON body (None when empty); 400 problem when it is not JSON."""

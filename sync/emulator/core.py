@@ -75,6 +75,9 @@ class Controls:
     chats_array_ignored: bool = False
     chats_array_empty: bool = False
     chats_page_limit: int | None = None
+    # the key of a multitext value's kind in GET answers: "enum" as the vendor reference's GET
+    # example renders it (its PATCH example and amoCRM's docs say `enum_code`)
+    enum_key: str = "enum_code"
 
 
 class Emulator:
@@ -179,7 +182,7 @@ class Emulator:
         return Ctx(
             request, self.account, self.clock, base, controls.api_filter_enabled,
             controls.list_lag_s, self.webhooks, controls.next_on_full_page,
-            controls.empty_list_as_200, controls.never_next, controls,
+            controls.empty_list_as_200, controls.never_next, controls, controls.enum_key,
         )  # fmt: skip
 
     def _latency(self, controls: Controls) -> float:
@@ -235,7 +238,10 @@ class Emulator:
         """Change runtime switches: latency_ms, jitter_ms, rate_limit, rate_limit_body,
         api_filter_enabled, block_after_violations, list_lag_s, block_window_s,
         account_rate_limit, token_max_requests, next_on_full_page, empty_list_as_200,
-        never_next, chats_scalar_only, chats_array_ignored, chats_array_empty, chats_page_limit."""
+        never_next, chats_scalar_only, chats_array_ignored, chats_array_empty, chats_page_limit,
+        enum_key ("enum_code" or "enum")."""
+        if changes.get("enum_key", "enum_code") not in ("enum_code", "enum"):
+            raise ValueError(f"enum_key must be enum_code or enum, got {changes['enum_key']!r}")
         with self._controls_lock:
             self._controls = replace(self._controls, **changes)
             self.limiter.limit = self._controls.rate_limit

@@ -14,7 +14,11 @@ def link(href: str) -> JSON:
     return {"self": {"href": href}}
 
 
-def contact_json(contact: Contact, account: Account, base: str, embeds: set[str]) -> JSON:
+def contact_json(
+    contact: Contact, account: Account, base: str, embeds: set[str], enum_key: str = "enum_code"
+) -> JSON:
+    """`enum_key`: the key of a multitext value's kind (`WORK`, …); "enum" renders it as the
+    vendor reference's GET example does (its PATCH example, and amoCRM's docs, say `enum_code`)."""
     if contact.is_deleted:
         return trash_stub(contact, account, base)
     return {
@@ -29,7 +33,7 @@ def contact_json(contact: Contact, account: Account, base: str, embeds: set[str]
         "created_at": contact.created_at,
         "updated_at": contact.updated_at,
         "closest_task_at": contact.closest_task_at,
-        "custom_fields_values": custom_fields_json(contact, account.fields),
+        "custom_fields_values": custom_fields_json(contact, account.fields, enum_key),
         "account_id": account.settings.account_id,
         "_links": link(f"{base}/api/v4/contacts/{contact.id}"),
         "_embedded": _embedded(contact, account, base, embeds),
@@ -59,7 +63,9 @@ def trash_stub(contact: Contact, account: Account, base: str) -> JSON:
     }
 
 
-def custom_fields_json(contact: Contact, fields: dict[int, CustomField]) -> list[JSON] | None:
+def custom_fields_json(
+    contact: Contact, fields: dict[int, CustomField], enum_key: str = "enum_code"
+) -> list[JSON] | None:
     if not contact.custom_fields:
         return None  # amoCRM sends null, not [], for a contact without values
     result = []
@@ -70,9 +76,17 @@ def custom_fields_json(contact: Contact, fields: dict[int, CustomField]) -> list
             "field_name": field.name,
             "field_code": field.code,
             "field_type": field.type,
-            "values": values,
+            "values": values if enum_key == "enum_code" else _renamed(values, enum_key),
         })  # fmt: skip
     return result
+
+
+def _renamed(values: list[Any] | None, enum_key: str) -> list[Any] | None:
+    """Values with `enum_code` under `enum_key` (same place in the object)."""
+    return [
+        {(enum_key if k == "enum_code" else k): v for k, v in value.items()}
+        for value in values or ()
+    ] or values
 
 
 def _embedded(contact: Contact, account: Account, base: str, embeds: set[str]) -> JSON:

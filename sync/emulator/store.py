@@ -203,6 +203,17 @@ class Account:
         self.changed(contact)
         self._announce("restore", contact)
 
+    def add_field(self, field: CustomField) -> None:
+        """A custom field an administrator creates in amoCRM (after the client's last pull):
+        writes accept it and `/api/v4/contacts/custom_fields` lists it at once."""
+        with self.lock:
+            if field.id in self.fields or (field.code and field.code in self.fields_by_code):
+                raise ValueError(f"field {field.id} ({field.code}) exists already")
+            self.fields[field.id] = field
+            if field.code:
+                self.fields_by_code[field.code] = field
+            self.field_ranks = field_ranks(self.fields.values())
+
     def link_chat(self, contact_id: int, chat_id: str) -> ChatLink:
         """Link a chat to a contact; a chat belongs to one contact, so relinking moves it."""
         current = self.chat_links.get(chat_id)

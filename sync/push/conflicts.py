@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sync.core.cf_shape import ShapeError, is_integer, json_type
+from sync.core.cf_shape import ShapeError, enum_code_of, is_integer, json_type
 from sync.core.items import Conflict
 from sync.core.models import CF_COLUMN, SCALAR_FIELDS, Winner
 from sync.core.values import as_text, same_items, same_scalar
@@ -282,11 +282,18 @@ def _same_value(a: Any, b: Any) -> bool:
         return same_scalar(a, b)
     shared = 0
     for key in _VALUE_KEYS:
-        if as_text(a.get(key)) is not None and as_text(b.get(key)) is not None:
-            if not same_scalar(a.get(key), b.get(key), key=key):
+        left, right = _value_key(a, key), _value_key(b, key)
+        if as_text(left) is not None and as_text(right) is not None:
+            if not same_scalar(left, right, key=key):
                 return False
             shared += 1
     return shared > 0
+
+
+def _value_key(value: Mapping[str, Any], key: str) -> Any:
+    """A value's `key`; `enum_code` read through its alias `enum` (a pulled {"enum": "WORK"}
+    and a sent {"enum_code": "WORK"} are the same value, never a change)."""
+    return enum_code_of(value) if key == "enum_code" else value.get(key)
 
 
 def write_values(values: Any) -> list[dict[str, Any]] | None:
@@ -306,8 +313,8 @@ def _write_value(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ShapeError(f"{CF_COLUMN}: a value must be an object, got {json_type(value)}")
     item = {k: value[k] for k in ("value", "enum_id") if value.get(k) is not None}
-    if "enum_id" not in item and value.get("enum_code") is not None:
-        item["enum_code"] = value["enum_code"]
+    if "enum_id" not in item and enum_code_of(value) is not None:
+        item["enum_code"] = enum_code_of(value)  # `enum` (an alias) goes out as `enum_code`
     if not item:
         raise ShapeError(f"{CF_COLUMN}: a value needs value, enum_id or enum_code")
     if isinstance(item.get("value"), (Mapping, list)):

@@ -98,3 +98,13 @@ def test_values_compare_as_push_compares_them() -> None:
     }
     assert carries(sent, remote)
     assert not carries({**sent, "name": "Anna"}, remote)
+
+
+def test_an_enum_code_sent_matches_a_stand_in_that_reads_it_back_as_enum() -> None:
+    sent = {
+        "custom_fields_values": [{"field_id": 1, "values": [{"value": "+7", "enum_code": "MOB"}]}]
+    }
+    read = [{"field_id": 1, "values": [{"value": "+7", "enum_id": 3, "enum": "MOB"}]}]
+    assert carries(sent, {**REMOTE, "custom_fields_values": read})
+    read[0]["values"][0]["enum"] = "WORK"
+    assert not carries(sent, {**REMOTE, "custom_fields_values": read})

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sync.core.cf_shape import ShapeError, problem
 from sync.core.items import Change, PendingUpdate
-from sync.push.conflicts import split, write_values
+from sync.push.conflicts import same, split, write_values
 from sync.push.plan import plan_update, to_create_payload
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -43,6 +43,10 @@ ACCEPTED = {
     "values [] clears": [{"field_id": 1, "values": []}],
     "field_code only": [{"field_code": "PHONE", "values": [{"value": "+7", "enum_code": "MOB"}]}],
     "enum_id only": [{"field_id": 4, "values": [{"enum_id": 840021}]}],
+    "enum, a stand-in's read form of enum_code": [
+        {"field_id": 570001, "values": [{"value": "+7", "enum_id": 840001, "enum": "WORK"}]}
+    ],
+    "enum alone": [{"field_code": "PHONE", "values": [{"value": "+7", "enum": "MOB"}]}],
     "integral float id": [{"field_id": 570003.0, "values": [{"value": "CTO"}]}],
 }
 
@@ -126,6 +130,10 @@ REFUSED = {
     "enum_code a number": (
         [{"field_id": 1, "values": [{"value": "x", "enum_code": 3}]}],
         "custom_fields_values[0].values[0].enum_code: must be a non-empty string, got 3",
+    ),
+    "enum a number": (
+        [{"field_id": 1, "values": [{"value": "x", "enum": 3}]}],
+        "custom_fields_values[0].values[0].enum: must be a non-empty string, got 3",
     ),
     "duplicate field_id": (
         [{"field_id": 1, "values": None}, {"field_id": 1, "values": []}],
@@ -211,6 +219,7 @@ value_items = st.fixed_dictionaries(
         "value": scalars | json_values,
         "enum_id": st.integers(-1, 5) | st.text(max_size=2) | st.none(),
         "enum_code": st.sampled_from(["WORK", "", None, 3]),
+        "enum": st.sampled_from(["MOB", "", None, 3]),
     },
 )
 entries = st.fixed_dictionaries(
@@ -265,3 +274,34 @@ def test_a_field_amocrm_gave_in_a_shape_we_cannot_write_does_not_block_other_fie
     )
     with pytest.raises(ShapeError):
         plan_update(pending(changed, base), remote, "local_wins")
+
+
+# --- `enum`, a stand-in's read form of `enum_code` ------------------------------------------------
+
+AS_READ = [{"field_id": 570001, "field_code": "PHONE",
+            "values": [{"value": "+79990000001", "enum_id": 840001, "enum": "WORK"}]}]  # fmt: skip
+
+
+def test_enum_goes_out_as_enum_code_and_matches_it() -> None:
+    assert write_values([{"value": "+7", "enum": "MOB"}]) == [{"value": "+7", "enum_code": "MOB"}]
+    assert write_values([{"value": "+7", "enum_id": 1, "enum": "MOB"}]) == [
+        {"value": "+7", "enum_id": 1}
+    ]
+    assert same([{"value": "+7", "enum": "WORK"}], [{"value": "+7", "enum_code": "work"}])
+    assert not same([{"value": "+7", "enum": "WORK"}], [{"value": "+7", "enum_code": "MOB"}])
+
+
+def test_a_phone_pulled_with_enum_is_edited_sent_as_enum_code_and_then_settled() -> None:
+    edited = [{**AS_READ[0], "values": [{"value": "+79990000002", "enum": "MOB"}]}]
+    remote = {**REMOTE, "custom_fields_values": AS_READ}
+    plan = plan_update(pending(edited, AS_READ), remote, "local_wins")
+    assert plan.entity is not None
+    assert plan.entity["custom_fields_values"] == [
+        {"field_id": 570001, "values": [{"value": "+79990000002", "enum_code": "MOB"}]}
+    ]
+    # amoCRM now shows the sent value in its read form: the same edit again sends nothing
+    echoed = [{**AS_READ[0], "values": [{"value": "+79990000002", "enum_id": 840002,
+                                         "enum": "MOB"}]}]  # fmt: skip
+    again = plan_update(pending(edited, AS_READ), {**REMOTE, "custom_fields_values": echoed},
+                        "local_wins")  # fmt: skip
+    assert again.entity is None

@@ -106,6 +106,21 @@ def test_enum_code_is_the_values_own_never_a_label_from_the_definitions() -> Non
     assert [(r["enum_id"], r["enum_code"]) for r in rows] == [(102, None), (201, None)]
 
 
+def test_enum_is_read_as_an_alias_of_enum_code() -> None:
+    """The vendor reference's GET example renders a phone's kind as `enum`."""
+    values = [
+        {
+            "field_id": 10,
+            "values": [
+                {"value": "+7 4", "enum_id": 102, "enum": "MOB"},
+                {"value": "+7 5", "enum": "WORK", "enum_code": "HOME"},
+            ],
+        }
+    ]
+    rows = value_dicts(custom_value_rows(1, values, FIELDS))
+    assert [(r["enum_id"], r["enum_code"]) for r in rows] == [(102, "MOB"), (None, "HOME")]
+
+
 def test_unknown_field_falls_back_to_the_contacts_own_names() -> None:
     rows = value_dicts(custom_value_rows(1, contact()["custom_fields_values"][:1], {}))
     assert (rows[0]["field_code"], rows[0]["field_type"]) == ("PHONE", "multitext")

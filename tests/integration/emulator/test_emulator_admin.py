@@ -209,3 +209,48 @@ def test_a_delete_without_an_event_vanishes_unexplained(client: httpx.Client) ->
     params = [("filter[type][]", "contact_deleted")]
     found = client.get("/api/v4/events", params=params).json()["_embedded"]["events"]
     assert {e["entity_id"] for e in found} & {quiet, logged} == {logged}
+
+
+def _phone_values(contact: dict) -> list[dict]:
+    fields = contact["custom_fields_values"] or []
+    return [v for f in fields if f["field_code"] == "PHONE" for v in f["values"]]
+
+
+def test_enum_key_renders_a_multitext_kind_as_the_reference_get_example_does(
+    client: httpx.Client, emulator: Emulator
+) -> None:
+    contact_id = next(i for i in live_ids(emulator) if _phone_values(emulator.contact(i) or {}))
+    assert (
+        client.patch("/_emulator/controls", json={"enum_key": "enum"}).json()["enum_key"] == "enum"
+    )
+    for read in (
+        client.get(f"{CONTACTS}/{contact_id}").json(),
+        client.get(CONTACTS, params={"filter[id]": contact_id}).json()["_embedded"]["contacts"][0],
+    ):
+        values = _phone_values(read)
+        assert values
+        assert all(set(v) == {"value", "enum_id", "enum"} for v in values)
+    assert client.patch("/_emulator/controls", json={"enum_key": "kind"}).status_code == 400
+    client.patch("/_emulator/controls", json={"enum_key": "enum_code"})
+    values = _phone_values(client.get(f"{CONTACTS}/{contact_id}").json())
+    assert all(set(v) == {"value", "enum_id", "enum_code"} for v in values)
+
+
+def test_a_field_added_by_an_administrator_is_listed_and_writable(
+    client: httpx.Client, emulator: Emulator
+) -> None:
+    field = {"id": 570_013, "name": "Мессенджер", "type": "select", "code": "MESSENGER",
+             "enums": [{"id": 840_061, "value": "Telegram"}]}  # fmt: skip
+    assert client.post("/_emulator/custom_fields", json=field).json() == {"ok": True, "id": 570_013}
+    assert client.post("/_emulator/custom_fields", json=field).status_code == 400  # exists
+    assert client.post("/_emulator/custom_fields", json={"id": 1}).status_code == 400
+    listed = client.get("/api/v4/contacts/custom_fields", params={"limit": 250}).json()
+    assert 570_013 in [f["id"] for f in listed["_embedded"]["custom_fields"]]
+    contact_id = live_ids(emulator)[0]
+    entity = {"id": contact_id, "custom_fields_values": [
+        {"field_code": "MESSENGER", "values": [{"enum_id": 840_061}]}]}  # fmt: skip
+    assert client.patch(CONTACTS, json=[entity]).status_code == 200
+    fields = client.get(f"{CONTACTS}/{contact_id}").json()["custom_fields_values"]
+    assert {"value": "Telegram", "enum_id": 840_061} in [
+        v for f in fields if f["field_id"] == 570_013 for v in f["values"]
+    ]
