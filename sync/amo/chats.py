@@ -3,9 +3,10 @@
 The contacts reference says `contact_id` "takes an array of integers", but the vendor pages
 collected in amocrm-api.md §8 show only the scalar `?contact_id=N`, and no per-request cap is
 documented anywhere; the array form `contact_id[]=..` (up to 250 contacts a request) is the fast
-path, but a stand-in or proxy built from the scalar examples may not honour it. A server that does not honour it may answer the array form with an error,
-with links of contacts that were not asked for (the filter ignored), with only some of the asked
-contacts' links (one value of the array kept), or with nothing at all. So:
+path, but a stand-in or proxy built from the scalar examples may not honour it. Such a server
+may answer the array form with an error, with links of contacts that were not asked for (the
+filter ignored), with only some of the asked contacts' links (one value of the array kept), or
+with nothing at all. So:
 
 - one contact is always asked for in the documented scalar form;
 - a batch goes out in the array form (the fast path) while the server is not caught ignoring it:
