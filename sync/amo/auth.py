@@ -12,11 +12,16 @@ OAuth rules (amocrm-api.md §9), and how they are kept here:
   token a 401 refused is never handed out again: `after_unauthorized` returns the pair another
   thread already renewed, or waits for the refresh in progress (the session's `TokenGate` makes
   every thread holding the dead token call it);
-- the **stored pair wins** over the configured initial refresh token, which is only a seed.
+- the **stored pair wins** over the configured refresh token, which is only a seed, as long as
+  the configured token is the one that seeded it (or was configured when `auth --code` stored
+  it). The stored value remembers that token as a hash (`SEED_KEY`, never the token). A configured
+  refresh token that differs is one the operator supplied anew (say after the integration was
+  revoked): it is exchanged under the same lock and its pair replaces the stored one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -31,6 +36,8 @@ from sync.logs import get_logger
 
 REFRESH_AT = 0.8  # refresh once this share of the access token's lifetime has passed
 TOKEN_PATH = "/oauth2/access_token"  # noqa: S105 (a URL path, not a secret)
+
+SEED_KEY = "seeded_by_sha256"  # the stored value's hash of the configured token it came from
 
 log = get_logger("sync.amo.auth")
 
@@ -133,6 +140,26 @@ def grant_body(oauth: OAuthConfig, grant: str, secret: str) -> dict[str, str]:
     }
 
 
+def seed_digest(token: Secret) -> str | None:
+    """What the stored value remembers of a configured refresh token: a hash, None for none."""
+    if not token:
+        return None
+    return hashlib.sha256(f"amosync-refresh-seed:{token.reveal()}".encode()).hexdigest()
+
+
+def superseded(oauth: OAuthConfig, value: Mapping[str, Any]) -> bool:
+    """True when the configured refresh token is not the one that seeded the stored pair: the
+    operator supplied a new one, which then wins. A pair stored before the seed was remembered
+    (no `SEED_KEY`) is kept: its configured token is taken to be its seed."""
+    if not oauth.refresh_token or SEED_KEY not in value:
+        return False
+    return bool(value[SEED_KEY] != seed_digest(oauth.refresh_token))
+
+
+def stored_value(pair: TokenPair, seed: str | None) -> dict[str, Any]:
+    return {**pair.to_value(), SEED_KEY: seed}
+
+
 def store_authorization_code(
     oauth: OAuthConfig,
     storage: TokenStorage,
@@ -145,7 +172,8 @@ def store_authorization_code(
     with storage.locked() as row:
         answer = exchange(grant_body(oauth, "authorization_code", code))
         pair = TokenPair.from_grant(answer, clock.now())
-        row.save(pair.to_value())
+        # the refresh token configured now is accounted for: it never replaces this pair
+        row.save(stored_value(pair, seed_digest(oauth.refresh_token)))
     log.info("amo_tokens_stored", grant="authorization_code", expires_at=pair.expires_at)
     return pair
 
@@ -187,7 +215,8 @@ class OAuthTokens:
                 return current  # another thread renewed (or a 401 named an older token)
             if current is None and rejected is None:
                 loaded = self._storage.load()
-                current = TokenPair.from_value(loaded) if loaded else None
+                fresh = loaded and not superseded(self._oauth, loaded)
+                current = TokenPair.from_value(loaded) if loaded and fresh else None
                 if current is not None and self._usable(current, rejected):
                     self._pair = current
                     return current
@@ -201,18 +230,28 @@ class OAuthTokens:
 
     def _refresh_stored(self, rejected: str | None) -> TokenPair:
         with self._storage.locked() as row:
-            stored = TokenPair.from_value(row.value) if row.value else None
+            value = row.value
+            replaced = value is not None and superseded(self._oauth, value)
+            stored = TokenPair.from_value(value) if value and not replaced else None
             if stored is not None and self._usable(stored, rejected):
                 log.debug("amo_tokens_reused", reason="refreshed_elsewhere")
                 return stored  # another process refreshed while we waited for the lock
-            refresh = stored.refresh_token if stored else self._oauth.refresh_token
+            if stored is not None and value is not None:
+                refresh, seed = stored.refresh_token, value.get(SEED_KEY, self._seed())
+            else:
+                refresh, seed = self._oauth.refresh_token, self._seed()
             if not refresh:
                 raise AmoAuthError(
                     "no OAuth refresh token stored or configured: run `amosync auth --code CODE`"
                 )
+            if replaced:
+                log.info("amo_refresh_token_replaced", reason="configured_token_changed")
             answer = self._exchange(grant_body(self._oauth, "refresh_token", refresh.reveal()))
             pair = TokenPair.from_grant(answer, self._clock.now())
-            row.save(pair.to_value())
+            row.save(stored_value(pair, seed))
         # The block above has committed: only now may the new access token be used.
         log.info("amo_tokens_refreshed", expires_at=pair.expires_at, seeded=stored is None)
         return pair
+
+    def _seed(self) -> str | None:
+        return seed_digest(self._oauth.refresh_token)
