@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from sync.amo.auth import SEED_KEY
 from sync.config import DatabaseConfig
+from sync.db.engine import create_engine
 from sync.db.tokens import TokenStore
 from sync.emulator import Emulator
 from tests.integration.amo_emulator import running
@@ -119,3 +120,21 @@ def test_a_new_configured_refresh_token_replaces_a_revoked_stored_pair(
         assert again.returncode == 0, again.stderr
         assert [r for r in emulator.requests() if r["path"] == token_path] == []
         assert TokenStore(engine).load() == value
+
+
+def test_auth_code_on_a_fresh_database_migrates_it_first(
+    tmp_path: Path, blank_db_config: DatabaseConfig
+) -> None:
+    with running(auth_mode="oauth") as (emulator, url):
+        config = write_config(tmp_path / "amosync.toml", emulator, url, blank_db_config)
+        done = amosync(config, "auth", "--code", emulator.issue_auth_code())
+        assert done.returncode == 0, done.stderr
+        assert "OAuth tokens stored" in done.stdout
+        assert '"event": "database_migrated"' in done.stderr
+        engine = create_engine(blank_db_config)
+        try:
+            value = TokenStore(engine).load()
+        finally:
+            engine.dispose()
+        assert value is not None
+        assert emulator.tokens.accepts(f"Bearer {value['access_token']}")
