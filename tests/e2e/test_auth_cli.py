@@ -112,14 +112,20 @@ def test_a_new_configured_refresh_token_replaces_a_revoked_stored_pair(
         value = TokenStore(engine).load()
         assert value is not None
         assert fresh not in str(value)  # remembered as a hash only
-        assert value[SEED_KEY]
-        assert value[SEED_KEY] != value["refresh_token"]
+        assert first not in str(value)
+        assert len(value[SEED_KEY]) == 2  # both configured tokens, as hashes
 
         emulator.clear_requests()
         again = amosync(config, "pull", extra=env)  # the same configured token: stored pair wins
         assert again.returncode == 0, again.stderr
         assert [r for r in emulator.requests() if r["path"] == token_path] == []
         assert TokenStore(engine).load() == value
+
+        # a process still configured with the old token (a daemon not restarted yet) takes the
+        # stored pair instead of its spent token
+        stale = amosync(config, "pull", extra={"AMOSYNC_AMOCRM__OAUTH__REFRESH_TOKEN": first})
+        assert stale.returncode == 0, stale.stderr
+        assert [r for r in emulator.requests() if r["path"] == token_path] == []
 
 
 def test_auth_code_on_a_fresh_database_migrates_it_first(

@@ -163,6 +163,13 @@ def test_a_new_configured_refresh_token_replaces_the_stored_pair_committed_first
         assert [e["event"] for e in logs].count("amo_refresh_token_replaced") == 1
         assert fresh not in json.dumps(logs, default=str) + json.dumps(stored(engine))
 
+        # a process still configured with the first token, whose stored pair was revoked under
+        # it, takes the replacing pair after its 401 instead of exchanging its spent token
+        emulator.clear_requests()
+        with oauth_client(emulator, url, engine, refresh_token=first) as client:
+            client.fetch_account()
+        assert token_calls(emulator) == []
+
 
 def test_the_token_configured_when_auth_code_stored_the_pair_does_not_replace_it(
     engine: Engine,
