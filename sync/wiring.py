@@ -1,6 +1,7 @@
 """Building the long-lived parts from the configuration: the database engine and the amoCRM
 client (used by the CLI commands, and by the daemon later). Every CLI command that needs the
-sync's tables gets its engine from `migrated_engine`, the one place that checks the schema."""
+sync's tables gets its engine from `migrated_engine`, the one place that checks the schema (and
+migrates a fresh one)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ from sync.db.engine import (
     import_embedded,
     store_errors,
 )
-from sync.db.migrate import require_schema
+from sync.db.migrate import prepare_schema
 from sync.db.tokens import TokenStore
 from sync.errors import ConfigError, ConfigProblem, EmbeddedDatabaseError
+from sync.logs import get_logger
+
+log = get_logger("sync.wiring")
 
 
 def database_engine(config: Config) -> Engine:
@@ -33,16 +37,21 @@ def database_engine(config: Config) -> Engine:
 
 
 def migrated_engine(config: Config) -> Engine:
-    """`database_engine` for a command that needs the sync's tables: if the schema is not
-    migrated to this version, one line says to run `amosync db upgrade` (`SchemaMissingError`)
-    before any statement could fail on a missing table. The daemon, `db upgrade` and `demo`
-    migrate instead."""
+    """`database_engine` for a command that needs the sync's tables. A schema with nothing of
+    the sync in it (the first command of a fresh install) is migrated first, as `amosync db
+    upgrade` would, with one info line saying so; one at another revision makes one line say
+    what to do (`SchemaMissingError`: run `amosync db upgrade`, or upgrade amosync) before any
+    statement could fail on a missing table. The daemon, `db upgrade` and `demo` migrate
+    whatever the revision."""
     engine = database_engine(config)
     try:
-        require_schema(engine, config.database)
+        migrated = prepare_schema(engine, config.database)
     except BaseException:
         engine.dispose()
         raise
+    if migrated is not None:
+        log.info("database_migrated", schema=config.database.schema, before=None, after=migrated,
+                 note="a fresh schema: migrated as `amosync db upgrade` would")  # fmt: skip
     return engine
 
 

@@ -12,11 +12,18 @@ OAuth rules (amocrm-api.md §9), and how they are kept here:
   token a 401 refused is never handed out again: `after_unauthorized` returns the pair another
   thread already renewed, or waits for the refresh in progress (the session's `TokenGate` makes
   every thread holding the dead token call it);
-- the **stored pair wins** over the configured initial refresh token, which is only a seed.
+- the **stored pair wins** over the configured refresh token, which is only a seed, unless
+  that token is one the store has never seen. The stored value remembers, as hashes (`SEED_KEY`,
+  never the tokens), every configured refresh token that seeded a pair or was configured when
+  one was stored or refreshed. A configured token not among them is one the operator supplied
+  anew (say after amoCRM revoked the integration): it is exchanged under the same lock, committed
+  before use like any refresh, and its pair replaces the stored one. A process still configured
+  with an earlier token (a daemon not restarted yet) keeps using the stored pair.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -31,6 +38,9 @@ from sync.logs import get_logger
 
 REFRESH_AT = 0.8  # refresh once this share of the access token's lifetime has passed
 TOKEN_PATH = "/oauth2/access_token"  # noqa: S105 (a URL path, not a secret)
+
+SEED_KEY = "configured_sha256"  # the stored value's hashes of the configured tokens it has seen
+SEEDS_KEPT = 16
 
 log = get_logger("sync.amo.auth")
 
@@ -133,6 +143,39 @@ def grant_body(oauth: OAuthConfig, grant: str, secret: str) -> dict[str, str]:
     }
 
 
+def seed_digest(token: Secret) -> str | None:
+    """What the stored value remembers of a configured refresh token: a hash, None for none."""
+    if not token:
+        return None
+    return hashlib.sha256(f"amosync-refresh-seed:{token.reveal()}".encode()).hexdigest()
+
+
+def superseded(oauth: OAuthConfig, value: Mapping[str, Any]) -> bool:
+    """True when the configured refresh token is one the stored value has never seen: the
+    operator supplied it anew, and it wins. A pair stored before tokens were remembered (no
+    `SEED_KEY`) is kept: its configured token is taken to be its seed."""
+    seen = value.get(SEED_KEY)
+    if not oauth.refresh_token or not isinstance(seen, list):
+        return False
+    return seed_digest(oauth.refresh_token) not in seen
+
+
+def stored_value(
+    pair: TokenPair, oauth: OAuthConfig, before: Mapping[str, Any] | None, *, new: bool = False
+) -> dict[str, Any]:
+    """The value to store: the pair, and the configured tokens seen so far with today's. A pair
+    stored before tokens were remembered, refreshed with none configured, stays as it was (its
+    seed is unknown) unless the pair is `new` (`auth --code`)."""
+    seen = before.get(SEED_KEY) if before else None
+    digest = seed_digest(oauth.refresh_token)
+    if before is not None and not isinstance(seen, list) and digest is None and not new:
+        return pair.to_value()
+    hashes = [h for h in seen if isinstance(h, str)] if isinstance(seen, list) else []
+    if digest is not None and digest not in hashes:
+        hashes.append(digest)
+    return {**pair.to_value(), SEED_KEY: hashes[-SEEDS_KEPT:]}
+
+
 def store_authorization_code(
     oauth: OAuthConfig,
     storage: TokenStorage,
@@ -145,7 +188,8 @@ def store_authorization_code(
     with storage.locked() as row:
         answer = exchange(grant_body(oauth, "authorization_code", code))
         pair = TokenPair.from_grant(answer, clock.now())
-        row.save(pair.to_value())
+        # the refresh token configured now is accounted for: it never replaces this pair
+        row.save(stored_value(pair, oauth, row.value, new=True))
     log.info("amo_tokens_stored", grant="authorization_code", expires_at=pair.expires_at)
     return pair
 
@@ -187,7 +231,8 @@ class OAuthTokens:
                 return current  # another thread renewed (or a 401 named an older token)
             if current is None and rejected is None:
                 loaded = self._storage.load()
-                current = TokenPair.from_value(loaded) if loaded else None
+                fresh = loaded and not superseded(self._oauth, loaded)
+                current = TokenPair.from_value(loaded) if loaded and fresh else None
                 if current is not None and self._usable(current, rejected):
                     self._pair = current
                     return current
@@ -201,7 +246,9 @@ class OAuthTokens:
 
     def _refresh_stored(self, rejected: str | None) -> TokenPair:
         with self._storage.locked() as row:
-            stored = TokenPair.from_value(row.value) if row.value else None
+            value = row.value
+            replaced = value is not None and superseded(self._oauth, value)
+            stored = TokenPair.from_value(value) if value and not replaced else None
             if stored is not None and self._usable(stored, rejected):
                 log.debug("amo_tokens_reused", reason="refreshed_elsewhere")
                 return stored  # another process refreshed while we waited for the lock
@@ -210,9 +257,11 @@ class OAuthTokens:
                 raise AmoAuthError(
                     "no OAuth refresh token stored or configured: run `amosync auth --code CODE`"
                 )
+            if replaced:
+                log.info("amo_refresh_token_replaced", reason="configured_token_changed")
             answer = self._exchange(grant_body(self._oauth, "refresh_token", refresh.reveal()))
             pair = TokenPair.from_grant(answer, self._clock.now())
-            row.save(pair.to_value())
+            row.save(stored_value(pair, self._oauth, value))
         # The block above has committed: only now may the new access token be used.
         log.info("amo_tokens_refreshed", expires_at=pair.expires_at, seeded=stored is None)
         return pair

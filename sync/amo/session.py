@@ -22,7 +22,7 @@ from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
 from sync.amo.gate import DeadTokenError, RequestWatch, TokenGate
 from sync.amo.query import Params, encode_query
 from sync.amo.ratelimit import RateLimiter, Slot
-from sync.amo.responses import Outcome, classify, classify_exception
+from sync.amo.responses import Outcome, classify, classify_exception, token_refusal
 from sync.amo.tls import tls_context
 from sync.clock import Clock, SystemClock
 from sync.config import AmoCrmConfig
@@ -354,7 +354,7 @@ class AmoSession:
         if isinstance(last, AmoTransientError):
             raise last
         raise AmoAuthError(
-            f"amoCRM refused the OAuth token request: {last.reason}",
+            token_refusal(str(body.get("grant_type", "")), last.reason),
             method="POST",
             url=TOKEN_PATH,
             status=last.status,

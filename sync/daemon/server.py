@@ -3,6 +3,7 @@
 GET /healthz and /livez answer what `sync.daemon.health` concludes, /metrics is the Prometheus
 exposition (`sync.daemon.metrics`); each is a callable of `Endpoints`, so the server knows
 nothing of the daemon. An endpoint that raises answers 500 and the server thread lives on.
+HEAD answers like GET (status and headers, Content-Length included) without the body.
 
 POST /webhooks/amocrm/<secret> (with `webhooks.enabled`) is amoCRM's webhook: the secret is
 compared in constant time (wrong: 404, body unread, nothing else happens). With the right one
@@ -194,31 +195,42 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
     def do_GET(self) -> None:
+        self._get(with_body=True)
+
+    def do_HEAD(self) -> None:
+        self._get(with_body=False)
+
+    def _get(self, *, with_body: bool) -> None:
         path = self.path.split("?", 1)[0]
-        endpoints = self.server.endpoints
         try:
-            if path == "/healthz":
-                status, body = endpoints.health()
-                self._send(status, "application/json", json.dumps(body).encode())
-            elif path == "/livez":
-                ok = endpoints.alive()
-                self._send(200 if ok else 503, "text/plain", b"ok\n" if ok else b"stalled\n")
-            elif path == "/metrics":
-                payload, content_type = endpoints.metrics()
-                self._send(200, content_type, payload)
-            else:
-                self._send(404, "text/plain", b"not found: try /healthz, /livez or /metrics\n")
+            status, content_type, body = self._answer(path)
         except Exception as exc:  # an endpoint bug must not kill the server thread
             log.exception("http_endpoint_failed", path=path)
-            self._send(500, "text/plain", f"internal error: {type(exc).__name__}\n".encode())
+            status, content_type = 500, "text/plain"
+            body = f"internal error: {type(exc).__name__}\n".encode()
+        self._send(status, content_type, body, with_body=with_body)
 
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
+    def _answer(self, path: str) -> tuple[int, str, bytes]:
+        endpoints = self.server.endpoints
+        if path == "/healthz":
+            status, answer = endpoints.health()
+            return status, "application/json", json.dumps(answer).encode()
+        if path == "/livez":
+            ok = endpoints.alive()
+            return (200, "text/plain", b"ok\n") if ok else (503, "text/plain", b"stalled\n")
+        if path == "/metrics":
+            payload, content_type = endpoints.metrics()
+            return 200, content_type, payload
+        return 404, "text/plain", b"not found: try /healthz, /livez or /metrics\n"
+
+    def _send(self, status: int, content_type: str, body: bytes, *, with_body: bool = True) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        if with_body:  # HEAD: the GET answer's headers only
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Probes every few seconds would flood the log; stay quiet."""

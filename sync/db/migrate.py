@@ -10,6 +10,9 @@ are serialised and a failed migration leaves nothing half-done (PostgreSQL DDL i
 Every command checks the schema first (`require_schema`); when it is at the head this version
 ships, the check reads the version table and the revision files' headers without importing
 alembic (a few hundred ms of every command's start-up); anything else takes alembic's word.
+A schema with nothing of the sync in it (a fresh install: no version, none of its tables) is
+migrated there and then, exactly as `amosync db upgrade` would (`prepare_schema`); one at an
+older revision is left for an explicit `db upgrade` (upgrading real data is a decision).
 """
 
 from __future__ import annotations
@@ -67,20 +70,38 @@ def head_revision() -> str:
     return head
 
 
+def prepare_schema(engine: Engine, db: DatabaseConfig) -> str | None:
+    """`require_schema` for a command, except that a fresh schema (`_fresh`) is first migrated
+    to the head as `amosync db upgrade` does, under its lock; returns that head, None when the
+    schema needed nothing."""
+    if _at_shipped_head(engine, db):
+        return None  # the common case, without importing alembic
+    with store_errors(db), engine.connect() as conn:
+        fresh = _fresh(conn, db.schema)
+    migrated = None
+    if fresh:
+        before, after = upgrade(db, fresh_only=True)
+        migrated = after if after != before else None
+    require_schema(engine, db)
+    return migrated
+
+
 def require_schema(engine: Engine, db: DatabaseConfig) -> None:
     """Raise `SchemaMissingError` (one line naming `amosync db upgrade`) unless the configured
     schema is migrated to this version's head: every command but `db upgrade`, `run` and `demo`
     (which migrate) checks it before its first statement, so none fails on a missing table."""
+    if _at_shipped_head(engine, db):
+        return  # the common case, without importing alembic
     with store_errors(db), engine.connect() as conn:
-        shipped = shipped_head()
-        if shipped is not None and _stored_revision(conn, db.schema) == shipped:
-            return  # the common case, without importing alembic
         revision = current_revision(conn, db.schema)
+        ours = revision is None and not _fresh(conn, db.schema)
     head = head_revision()
     if revision == head:
         return
     schema = f"schema {db.schema} in {_place(engine, db)}"
-    if revision is None:
+    if ours:
+        problem = "has tables of the sync but no migration revision (alembic_version)"
+    elif revision is None:
         problem = "has no sync tables yet"
     elif revision in _known_revisions():
         problem = f"is at revision {revision}, this amosync needs {head}"
@@ -90,6 +111,28 @@ def require_schema(engine: Engine, db: DatabaseConfig) -> None:
             "amosync migrated it): upgrade amosync"
         )
     raise SchemaMissingError(f"{schema} {problem}: run `amosync db upgrade` first")
+
+
+def _at_shipped_head(engine: Engine, db: DatabaseConfig) -> bool:
+    with store_errors(db), engine.connect() as conn:
+        shipped = shipped_head()
+        return shipped is not None and _stored_revision(conn, db.schema) == shipped
+
+
+def _fresh(conn: Connection, schema: str) -> bool:
+    """Nothing of the sync in `schema` (which may not exist): no revision, none of its tables."""
+    from sync.db.schema import metadata
+
+    if current_revision(conn, schema) is not None:
+        return False
+    found = conn.scalar(
+        text(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :schema AND c.relname = ANY(:names)"
+        ),
+        {"schema": schema, "names": [table.name for table in metadata.sorted_tables]},
+    )
+    return not found
 
 
 def _place(engine: Engine, db: DatabaseConfig) -> str:
@@ -148,12 +191,17 @@ def _locked(db: DatabaseConfig) -> Iterator[Connection]:
         engine.dispose()
 
 
-def upgrade(db: DatabaseConfig, revision: str = "head") -> tuple[str | None, str | None]:
-    """Upgrade the schema to `revision`; returns (before, after). A second run changes nothing."""
+def upgrade(
+    db: DatabaseConfig, revision: str = "head", *, fresh_only: bool = False
+) -> tuple[str | None, str | None]:
+    """Upgrade the schema to `revision`; returns (before, after). A second run changes nothing.
+    `fresh_only`: only a schema with nothing of the sync in it (decided under the lock)."""
     with _locked(db) as conn:
         from alembic import command
 
         before = current_revision(conn, db.schema)
+        if fresh_only and not _fresh(conn, db.schema):
+            return before, before  # another process migrated it, or it is not fresh after all
         _run(command.upgrade, conn, db.schema, revision)
         return before, current_revision(conn, db.schema)
 

@@ -12,7 +12,9 @@ A contact's pending edit is split into *fields*: the scalar columns (`name`, `fi
     otherwise                        → a conflict, settled by the policy:
         local_wins / remote_wins     → that side, at once
         newest_wins                  → local if its edit time is later than amoCRM's
-                                       updated_at, else remote (a tie goes to amoCRM)
+                                       updated_at, compared at whole seconds (amoCRM's
+                                       resolution), else remote: an edit in the same second
+                                       as amoCRM's is a tie, and a tie goes to amoCRM
         manual                       → held until a person sets `winner`
 
 Values are compared by content, not by amoCRM's `updated_at` alone: `updated_at` has 1-second
@@ -161,12 +163,18 @@ def decide_winner(
     if policy == "remote_wins":
         return Winner.REMOTE
     if policy == "newest_wins":
-        if remote_updated_at is None or local_changed_at > remote_updated_at:
+        if remote_updated_at is None or _second(local_changed_at) > _second(remote_updated_at):
             return Winner.LOCAL
         return Winner.REMOTE
     if policy == "manual":
         return None
     raise ValueError(f"unknown conflict policy {policy!r}")
+
+
+def _second(moment: datetime) -> datetime:
+    """The whole second of `moment`: amoCRM's `updated_at` has no finer resolution, so which of
+    two edits within one second came first is unknown on our side."""
+    return moment.replace(microsecond=0)
 
 
 # --- fields of a contact -------------------------------------------------------------------

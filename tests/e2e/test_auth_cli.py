@@ -9,7 +9,9 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from sync.amo.auth import SEED_KEY
 from sync.config import DatabaseConfig
+from sync.db.engine import create_engine
 from sync.db.tokens import TokenStore
 from sync.emulator import Emulator
 from tests.integration.amo_emulator import running
@@ -37,8 +39,11 @@ schema = "{db.schema}"
     return path
 
 
-def amosync(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def amosync(
+    config: Path, *args: str, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMOSYNC_")}
+    env.update(extra or {})
     return subprocess.run(
         [sys.executable, "-m", "sync", "--config", str(config), *args],
         capture_output=True,
@@ -75,3 +80,67 @@ def test_auth_code_is_exchanged_and_stored(
         assert "Traceback" not in again.stderr
         assert code not in again.stderr
         assert TokenStore(engine).load() == value  # the stored pair is untouched
+
+
+def test_a_new_configured_refresh_token_replaces_a_revoked_stored_pair(
+    tmp_path: Path, db_config: DatabaseConfig, engine: Engine
+) -> None:
+    token_path = "/oauth2/access_token"
+    with running(auth_mode="oauth") as (emulator, url):
+        config = write_config(tmp_path / "amosync.toml", emulator, url, db_config)
+        first = emulator.issue_tokens()["refresh_token"]
+        seeded = amosync(config, "pull", extra={"AMOSYNC_AMOCRM__OAUTH__REFRESH_TOKEN": first})
+        assert seeded.returncode == 0, seeded.stderr
+
+        emulator.revoke_all_tokens()  # the integration was revoked in amoCRM
+        refused = amosync(config, "pull", extra={"AMOSYNC_AMOCRM__OAUTH__REFRESH_TOKEN": first})
+        assert refused.returncode == 1
+        line = refused.stderr.strip().splitlines()[-1]
+        assert "token endpoint refused the refresh token" in line
+        assert "Token has been revoked" in line
+        assert "access token" not in line
+
+        fresh = emulator.issue_tokens()["refresh_token"]  # the operator's new token
+        emulator.clear_requests()
+        env = {"AMOSYNC_AMOCRM__OAUTH__REFRESH_TOKEN": fresh}
+        recovered = amosync(config, "pull", extra=env)
+        assert recovered.returncode == 0, recovered.stderr
+        assert fresh not in recovered.stdout + recovered.stderr
+        assert "amo_refresh_token_replaced" in recovered.stderr
+        calls = [r["status"] for r in emulator.requests() if r["path"] == token_path]
+        assert calls == [200]  # the new token, exchanged once
+        value = TokenStore(engine).load()
+        assert value is not None
+        assert fresh not in str(value)  # remembered as a hash only
+        assert first not in str(value)
+        assert len(value[SEED_KEY]) == 2  # both configured tokens, as hashes
+
+        emulator.clear_requests()
+        again = amosync(config, "pull", extra=env)  # the same configured token: stored pair wins
+        assert again.returncode == 0, again.stderr
+        assert [r for r in emulator.requests() if r["path"] == token_path] == []
+        assert TokenStore(engine).load() == value
+
+        # a process still configured with the old token (a daemon not restarted yet) takes the
+        # stored pair instead of its spent token
+        stale = amosync(config, "pull", extra={"AMOSYNC_AMOCRM__OAUTH__REFRESH_TOKEN": first})
+        assert stale.returncode == 0, stale.stderr
+        assert [r for r in emulator.requests() if r["path"] == token_path] == []
+
+
+def test_auth_code_on_a_fresh_database_migrates_it_first(
+    tmp_path: Path, blank_db_config: DatabaseConfig
+) -> None:
+    with running(auth_mode="oauth") as (emulator, url):
+        config = write_config(tmp_path / "amosync.toml", emulator, url, blank_db_config)
+        done = amosync(config, "auth", "--code", emulator.issue_auth_code())
+        assert done.returncode == 0, done.stderr
+        assert "OAuth tokens stored" in done.stdout
+        assert '"event": "database_migrated"' in done.stderr
+        engine = create_engine(blank_db_config)
+        try:
+            value = TokenStore(engine).load()
+        finally:
+            engine.dispose()
+        assert value is not None
+        assert emulator.tokens.accepts(f"Bearer {value['access_token']}")

@@ -209,11 +209,12 @@ def test_resync_and_status_beside_a_running_daemon(
     assert "running: amosync-leader" in human.stdout
 
 
-def test_status_on_an_empty_schema_says_what_to_do(blank_db_config: DatabaseConfig) -> None:
+def test_status_on_an_empty_schema_migrates_it_first(blank_db_config: DatabaseConfig) -> None:
     env = {"AMOSYNC_DATABASE__URL": blank_db_config.url.reveal()}
     done = amosync("status", env=env)
-    assert done.returncode == 1
-    assert "has no sync tables yet: run `amosync db upgrade` first" in done.stderr
+    assert done.returncode == 0, done.stderr
+    assert '"event": "database_migrated"' in done.stderr
+    assert "no successful pull yet" in done.stdout
     assert "Traceback" not in done.stderr
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
-from sync.amo.auth import TokenPair
+from sync.amo.auth import TokenPair, store_authorization_code
 from sync.amo.backoff import Backoff
 from sync.amo.client import AmoClient
 from sync.amo.ratelimit import RateLimiter
@@ -137,6 +137,57 @@ def test_stored_tokens_win_over_the_configured_refresh_token(engine: Engine) -> 
             client.fetch_account()
         assert token_calls(emulator) == []
         assert stored(engine)["access_token"] == pair["access_token"]
+
+
+def test_a_new_configured_refresh_token_replaces_the_stored_pair_committed_first(
+    engine: Engine,
+) -> None:
+    with running(auth_mode="oauth") as (emulator, url):
+        first = emulator.issue_tokens()["refresh_token"]
+        with oauth_client(emulator, url, engine, refresh_token=first) as client:
+            client.fetch_account()  # seeds the store from the configured token
+        emulator.revoke_all_tokens()
+        fresh = emulator.issue_tokens()["refresh_token"]
+        emulator.clear_requests()
+        witness = Witness(engine)
+        with (
+            capture_logs() as logs,
+            oauth_client(emulator, url, engine, refresh_token=fresh, transport=witness) as client,
+        ):
+            client.fetch_account()
+        assert [(r["path"], r["status"]) for r in emulator.requests()] == [
+            (TOKEN_PATH, 200),
+            ("/api/v4/account", 200),
+        ]
+        assert witness.checked == [True]  # the replacing pair was committed before its use
+        assert [e["event"] for e in logs].count("amo_refresh_token_replaced") == 1
+        assert fresh not in json.dumps(logs, default=str) + json.dumps(stored(engine))
+
+        # a process still configured with the first token, whose stored pair was revoked under
+        # it, takes the replacing pair after its 401 instead of exchanging its spent token
+        emulator.clear_requests()
+        with oauth_client(emulator, url, engine, refresh_token=first) as client:
+            client.fetch_account()
+        assert token_calls(emulator) == []
+
+
+def test_the_token_configured_when_auth_code_stored_the_pair_does_not_replace_it(
+    engine: Engine,
+) -> None:
+    with running(auth_mode="oauth") as (emulator, url):
+        configured = "initial-token-already-spent"
+        oauth = oauth_config(emulator, configured)
+        with AmoClient(amo_config(url, oauth=oauth), None) as bare:
+            store_authorization_code(
+                oauth,
+                TokenStore(engine),
+                bare.session.exchange_token,
+                emulator.issue_auth_code(),
+            )
+        emulator.clear_requests()
+        with oauth_client(emulator, url, engine, refresh_token=configured) as client:
+            client.fetch_account()
+        assert token_calls(emulator) == []
 
 
 def test_configured_refresh_token_seeds_an_empty_store(engine: Engine) -> None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -108,6 +108,25 @@ def test_a_recorded_conflict_applies_the_persons_choice_or_keeps_waiting() -> No
     )
     assert chosen.send == {"name": "B"}
     assert chosen.conflicts[0].winner == "local"
+
+
+@pytest.mark.parametrize(
+    ("local_at", "winner"),
+    [
+        (LATER, "remote"),  # the same instant
+        (LATER + timedelta(microseconds=1), "remote"),  # same second: a tie, amoCRM wins
+        (LATER + timedelta(microseconds=999_999), "remote"),
+        (LATER + timedelta(seconds=1), "local"),  # the next whole second
+        (LATER - timedelta(microseconds=1), "remote"),
+    ],
+)
+def test_newest_wins_compares_whole_seconds_and_a_tie_goes_to_amocrm(
+    local_at: datetime, winner: str
+) -> None:
+    assert decide_winner("newest_wins", local_at, LATER) == winner
+    # amoCRM's second is whole; a local time with microseconds in a UTC+3 zone is the same instant
+    msk = timezone(timedelta(hours=3))
+    assert decide_winner("newest_wins", local_at.astimezone(msk), LATER) == winner
 
 
 def test_unknown_policy_is_refused() -> None:
