@@ -28,6 +28,7 @@ from sync.emulator.model import Contact
 from sync.emulator.patches import ContactPatch
 from sync.emulator.problems import ApiProblem, internal_error
 from sync.emulator.query import ContactQuery, parse_contacts_query, select
+from sync.emulator.quirks import quirks_of
 from sync.emulator.ratelimit import RateLimiter
 from sync.emulator.reading import (
     batch_size_of,
@@ -71,6 +72,10 @@ class Controls:
     next_on_full_page: bool = False
     empty_list_as_200: bool = False
     never_next: bool = False  # no `_links.next` on any page: the end shows only as a 204
+    events_order: str = "desc"  # and the rest of `sync.emulator.quirks` (see its docstring)
+    next_gaps: bool = False
+    write_answer: str = "exact"
+    string_numbers: bool = False
 
 
 class Emulator:
@@ -172,7 +177,7 @@ class Emulator:
         return Ctx(
             request, self.account, self.clock, base, controls.api_filter_enabled,
             controls.list_lag_s, self.webhooks, controls.next_on_full_page,
-            controls.empty_list_as_200, controls.never_next,
+            controls.empty_list_as_200, controls.never_next, quirks_of(controls),
         )  # fmt: skip
 
     def _latency(self, controls: Controls) -> float:
@@ -228,8 +233,9 @@ class Emulator:
         """Change runtime switches: latency_ms, jitter_ms, rate_limit, rate_limit_body,
         api_filter_enabled, block_after_violations, list_lag_s, block_window_s,
         account_rate_limit, token_max_requests, next_on_full_page, empty_list_as_200,
-        never_next."""
+        never_next, events_order, next_gaps, write_answer, string_numbers."""
         with self._controls_lock:
+            quirks_of(replace(self._controls, **changes))  # ValueError on an unknown mode
             self._controls = replace(self._controls, **changes)
             self.limiter.limit = self._controls.rate_limit
             self.limiter.block_after = self._controls.block_after_violations
