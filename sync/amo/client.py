@@ -25,6 +25,7 @@ from sync.amo.auth import OAuthTokens, StaticToken, TokenProvider, TokenStorage
 from sync.amo.backoff import Backoff
 from sync.amo.budget import BudgetStore
 from sync.amo.hooks import WEBHOOKS, Webhook, parse_webhook, parse_webhooks
+from sync.amo.numbers import normalise
 from sync.amo.pages import MAX_LIMIT, Page, iter_pages
 from sync.amo.ratelimit import RateLimiter, shared_limiter
 from sync.amo.reconcile import find_created, find_linked, find_updated, newest_contact_id
@@ -113,8 +114,11 @@ class AmoClient:
     # --- raw access ----------------------------------------------------------------------------
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Reply:
-        """GET with retries; `Reply.data` is None for 204 No Content."""
-        return self.session.send("GET", path, params=params)
+        """GET with retries; `Reply.data` is None for 204 No Content. Integer fields sent as
+        numeric strings are made ints here (`sync.amo.numbers`), garbage is an InvariantError."""
+        reply = self.session.send("GET", path, params=params)
+        normalise(path, reply.data)
+        return reply
 
     def iter_pages(
         self,
