@@ -35,7 +35,7 @@ def as_int(value: Any) -> int:
     """An int from an int, an integral float or a numeric string ("123", " -5 "); else
     ValueError. A bool is not a number here."""
     if isinstance(value, bool):
-        raise ValueError(value)
+        raise ValueError(f"not an integer: {value!r}")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -45,7 +45,7 @@ def as_int(value: Any) -> int:
         digits = text[1:] if text[:1] in "+-" else text
         if digits.isascii() and digits.isdigit():
             return int(text)
-    raise ValueError(value)
+    raise ValueError(f"not an integer: {_shown(value)}")
 
 
 def normalise(path: str, data: Any) -> Any:

@@ -5,7 +5,6 @@ control; these tests pin the controls and what the client makes of them."""
 
 from __future__ import annotations
 
-import re
 from itertools import pairwise
 from typing import Any
 
@@ -192,7 +191,7 @@ def test_as_int_takes_numbers_and_numeric_strings(value: Any, expected: int) -> 
 
 @pytest.mark.parametrize("value", ["12a", "", "1.5", 1.5, True, None, [1], "١٢"])
 def test_as_int_refuses_garbage(value: Any) -> None:
-    with pytest.raises(ValueError, match=re.escape(str(value))):
+    with pytest.raises(ValueError, match="not an integer"):
         as_int(value)
 
 
