@@ -114,8 +114,7 @@ class AmoClient:
     # --- raw access ----------------------------------------------------------------------------
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Reply:
-        """GET with retries; `Reply.data` is None for 204 No Content. Integer fields sent as
-        numeric strings are made ints here (`sync.amo.numbers`), garbage is an InvariantError."""
+        """GET with retries; `Reply.data` is None for 204 No Content; ints made ints (`numbers`)."""
         reply = self.session.send("GET", path, params=params)
         normalise(path, reply.data)
         return reply
@@ -315,7 +314,7 @@ class AmoClient:
             claimed.update(r.id for r in found.values())
             return found
 
-        return self._write(items, batch_size, send, reconcile, "contacts created")
+        return self._write(items, batch_size, send, reconcile, "contacts created", resend=False)
 
     def link_chats(
         self, links: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
@@ -357,8 +356,8 @@ class AmoClient:
         return parse_results(batch, reply.data, key)
 
     def _write(
-        self, items: list[Item], batch_size: int | None, send: Any, reconcile: Any, what: str
-    ) -> list[WriteResult]:
+        self, items: list[Item], batch_size: int | None, send: Any, reconcile: Any, what: str,
+        *, resend: bool = True) -> list[WriteResult]:  # fmt: skip
         session = self.session
 
         def wait(attempt: int) -> None:
@@ -372,6 +371,7 @@ class AmoClient:
             max_retries=session.max_retries,
             wait=wait,
             what=what,
+            resend=resend,
         )
 
 

@@ -7,8 +7,9 @@ that amoCRM did apply, found by re-reading). Rules:
 - every entity gets a `request_id` (the caller's, or its index in the caller's list), and results
   are matched back by it, never by position alone; an answer with fewer or more entries than
   the batch (or entries that match nothing) keeps what it does match, and the entities left
-  without a result are handled as a lost answer: reconciled by reading, resent only if not
-  found (so a create is never sent twice on a short answer either);
+  without a result are reconciled by reading; updates and links not found are sent again,
+  creates are not (`resend=False`: the batch was applied whole, a list may lag behind it): the
+  call ends with `AmoWriteUnknownError` and the caller leaves them pending for its next run;
 - a 400 rejects the whole batch (amoCRM is treated as all-or-nothing): the entities named in
   `validation-errors` are set aside, the rest of the batch is sent again; at the end an
   `AmoRejectedError` lists every rejected `request_id` and carries the successful results;
@@ -132,6 +133,7 @@ class _State:
     order: list[str]
     results: dict[str, WriteResult] = field(default_factory=dict)
     rejected: dict[str, Sequence[Mapping[str, str]]] = field(default_factory=dict)
+    unsettled: list[Item] = field(default_factory=list)  # unmatched, not found, not resent
 
     def ordered(self) -> tuple[WriteResult, ...]:
         return tuple(self.results[r] for r in self.order if r in self.results)
@@ -146,8 +148,11 @@ def run_writes(
     max_retries: int,
     wait: Wait,
     what: str,
+    resend: bool = True,
 ) -> list[WriteResult]:
-    """Write `items` in batches; see the module docstring for the rules."""
+    """Write `items` in batches; see the module docstring for the rules. `resend=False` (creates):
+    an entity a 200 answer did not account for and reading did not find is not sent again in
+    this call; the call ends with `AmoWriteUnknownError` and the caller's next run looks again."""
     state = _State([i.request_id for i in items])
     size = max(1, batch_size)
     queue: deque[list[Item]] = deque(_chunks(items, size))
@@ -157,10 +162,13 @@ def run_writes(
         try:
             state.results.update((r.request_id, r) for r in send(batch))
             unmatched = [i for i in batch if i.request_id not in state.results]
-            if unmatched:  # applied or not, amoCRM did not say: a lost answer for those
-                raise AmoWriteUnknownError(
-                    f"amoCRM's answer to {len(batch)} {what} left {len(unmatched)} unmatched"
-                )
+            rest = _unmatched(unmatched, reconcile, state, what, resend) if unmatched else []
+            if rest:
+                failures += 1
+                if failures > max_retries:
+                    state.unsettled += rest
+                else:
+                    queue.appendleft(rest)
         except AmoRejectedError as exc:
             rest = _set_aside_rejected(batch, exc, state)
             if rest:
@@ -181,9 +189,23 @@ def run_writes(
                 queue = deque(_chunks(batch + [i for b in queue for i in b], size))
                 continue
             raise _with_results(exc, state) from None
+    return _finish(state, len(items), what)
+
+
+def _finish(state: _State, count: int, what: str) -> list[WriteResult]:
+    """The results, or the error that carries them: unsettled entities first (the caller must
+    look again), then rejected ones."""
+    if state.unsettled:
+        raise _with_results(
+            AmoWriteUnknownError(
+                f"amoCRM's answer to {count} {what} did not account for "
+                f"{len(state.unsettled)}, and reading did not find them: left for the next run"
+            ),
+            state,
+        )
     if state.rejected:
         raise AmoRejectedError(
-            f"amoCRM rejected {len(state.rejected)} of {len(items)} {what}",
+            f"amoCRM rejected {len(state.rejected)} of {count} {what}",
             errors_by_request_id=state.rejected,
             results=state.ordered(),
         )
@@ -208,6 +230,31 @@ def _set_aside_rejected(batch: list[Item], exc: AmoRejectedError, state: _State)
     state.rejected.update(named)
     log.info("amo_write_rejected", count=len(named), batch=len(batch))
     return [i for i in batch if i.request_id not in named]
+
+
+def _unmatched(
+    unmatched: list[Item], reconcile: Reconcile, state: _State, what: str, resend: bool
+) -> list[Item]:
+    """Entities a 200 answer did not account for: amoCRM applies a batch whole, so they are
+    most likely applied; reading finds them. Returns those to send again (none unless
+    `resend`; the rest are unsettled)."""
+    try:
+        found = reconcile(unmatched)
+    except InvariantError:
+        found = {}
+    except AmoError as err:
+        err.results = state.ordered()
+        raise
+    state.results.update(found)
+    rest = [i for i in unmatched if i.request_id not in found]
+    log.warning(
+        "amo_write_answer_unmatched", what=what, unmatched=len(unmatched), found=len(found),
+        resent=len(rest) if resend else 0,
+    )  # fmt: skip
+    if resend:
+        return rest
+    state.unsettled += rest
+    return []
 
 
 def _reconciled_rest(
