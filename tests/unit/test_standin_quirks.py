@@ -200,7 +200,7 @@ def test_garbage_in_a_contact_is_one_line_naming_the_contact_and_field() -> None
     with pytest.raises(InvariantError) as caught:
         normalise("/api/v4/contacts", page)
     message = str(caught.value)
-    assert "contact '12': updated_at is not an integer: 'soon'" in message
+    assert "contact 12: updated_at is not an integer: 'soon'" in message
     assert "\n" not in message
     with pytest.raises(InvariantError, match=r"contact 'x': id is not an integer"):
         normalise("/api/v4/contacts/5", {"id": "x"})
