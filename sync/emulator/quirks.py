@@ -7,8 +7,9 @@
   no order at all.
 - `next_gaps`: `_links.next` left out of every even-numbered list page although more follows
   (a server that sends it on some pages only).
-- `write_answer`: "exact" (one `_embedded` entry per entity sent), "short" (the last entry left
-  out; the write is applied all the same) or "extra" (an entry without `request_id` added, a
+- `write_answer`: "exact" (one `_embedded` entry per entity sent), "short" (the first entry left
+  out, so the entities matched have higher ids than the one missing; the write is applied all
+  the same) or "extra" (an entry without `request_id` added, a
   copy of the first), for `POST`/`PATCH /api/v4/contacts` and `POST /api/v4/contacts/chats`.
 - `string_numbers`: a contact's integer fields (`id`, `updated_at`, `created_at`, the user ids,
   `group_id`, `closest_task_at`, `account_id`) as numeric strings ("123") in contact answers.
@@ -73,7 +74,7 @@ def announces_next(more: bool, page: int, quirks: Quirks) -> bool:
 def write_answer(items: list[dict[str, Any]], quirks: Quirks) -> list[dict[str, Any]]:
     """A write answer's `_embedded` entries as served."""
     if quirks.write_answer == "short":
-        return items[:-1]
+        return items[1:]
     if quirks.write_answer == "extra" and items:
         return [*items, {k: v for k, v in items[0].items() if k != "request_id"}]
     return items

@@ -151,7 +151,7 @@ def test_creates_a_short_answer_hides_stay_pending_and_the_next_push_settles_the
             env.push(push_workers=1)
         assert [_names(env)[f"Hidden {n}"] for n in range(3)] == [1] * 3
         pending = env.sql("SELECT id, sync_status FROM contacts WHERE id < 0")
-        assert [r[0] for r in pending] == [temps[2]]
+        assert [r[0] for r in pending] == [temps[0]]  # the lowest new id: the floor must stay
         assert pending[0][1] != "synced"
         env.emulator.set_controls(write_answer="exact", list_lag_s=0.0)
         report = env.push(push_workers=1)

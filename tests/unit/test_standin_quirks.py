@@ -114,7 +114,7 @@ def test_an_update_answer_of_the_wrong_length_loses_no_result(answer: str) -> No
         results = client.update_contacts([{"id": i, "first_name": f"N{i}"} for i in ids])
         assert sorted(r.id for r in results) == ids
         reconciled = [r.id for r in results if r.reconciled]
-        assert reconciled == (ids[-1:] if answer == "short" else [])
+        assert reconciled == (ids[:1] if answer == "short" else [])
         assert all(emulator.contact(i)["first_name"] == f"N{i}" for i in ids)  # type: ignore[index]
 
 
@@ -219,7 +219,7 @@ def test_event_ids_stay_strings_and_their_numbers_become_ints() -> None:
 
 
 def test_a_create_the_answer_left_out_and_a_lagging_list_hides_is_not_sent_again() -> None:
-    """The short answer's last entity is not found by reading (the list lags): it is not POSTed
+    """The short answer's first entity is not found by reading (the list lags): it is not POSTed
     again in this call (that would make a duplicate); the call fails with what did go through,
     and a later look (the next push's recovery) finds it."""
     with amo(20, write_answer="short") as (emulator, client):
@@ -228,13 +228,13 @@ def test_a_create_the_answer_left_out_and_a_lagging_list_hides_is_not_sent_again
         client.reconcile_settle_s = 0.01
         with pytest.raises(AmoWriteUnknownError, match="did not account for 1") as caught:
             client.create_contacts([{"name": f"Lag {n}"} for n in range(3)])
-        assert sorted(r.request_id for r in caught.value.results) == ["0", "1"]  # type: ignore[attr-defined]
+        assert sorted(r.request_id for r in caught.value.results) == ["1", "2"]  # type: ignore[attr-defined]
         names = [c["name"] for c in emulator.contacts() if c["name"].startswith("Lag ")]
         assert sorted(names) == ["Lag 0", "Lag 1", "Lag 2"]
         posts = [r for r in emulator.requests() if r["method"] == "POST"]
         assert len(posts) == 1
         emulator.set_controls(list_lag_s=0.0)
-        found = client.recover_creates([{"name": "Lag 2", "request_id": "2"}], floor)
+        found = client.recover_creates([{"name": "Lag 0", "request_id": "0"}], floor)
         assert [r.id for r in found.values()] == [
-            c["id"] for c in emulator.contacts() if c["name"] == "Lag 2"
+            c["id"] for c in emulator.contacts() if c["name"] == "Lag 0"
         ]
