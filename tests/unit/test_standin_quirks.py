@@ -238,3 +238,15 @@ def test_a_create_the_answer_left_out_and_a_lagging_list_hides_is_not_sent_again
         assert [r.id for r in found.values()] == [
             c["id"] for c in emulator.contacts() if c["name"] == "Lag 0"
         ]
+
+
+def test_an_unknown_quirk_mode_is_refused_and_changes_nothing() -> None:
+    with amo(5) as (emulator, _):
+        with pytest.raises(ValueError, match="events_order must be one of"):
+            emulator.set_controls(events_order="sideways")
+        with pytest.raises(ValueError, match="write_answer must be one of"):
+            emulator.set_controls(write_answer="half")
+        assert (emulator.controls().events_order, emulator.controls().write_answer) == (
+            "desc",
+            "exact",
+        )
