@@ -26,6 +26,7 @@ from sync.amo.backoff import Backoff
 from sync.amo.budget import BudgetStore
 from sync.amo.chats import CHATS, ChatForm, ChatReader, parse_links, shared_chat_form
 from sync.amo.hooks import WEBHOOKS, Webhook, parse_webhook, parse_webhooks
+from sync.amo.numbers import normalise
 from sync.amo.pages import MAX_LIMIT, Page, iter_pages
 from sync.amo.ratelimit import RateLimiter, shared_limiter
 from sync.amo.reconcile import find_created, find_linked, find_updated, newest_contact_id
@@ -115,8 +116,10 @@ class AmoClient:
     # --- raw access ----------------------------------------------------------------------------
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Reply:
-        """GET with retries; `Reply.data` is None for 204 No Content."""
-        return self.session.send("GET", path, params=params)
+        """GET with retries; `Reply.data` is None for 204 No Content; ints made ints (`numbers`)."""
+        reply = self.session.send("GET", path, params=params)
+        normalise(path, reply.data)
+        return reply
 
     def iter_pages(
         self,
@@ -311,7 +314,7 @@ class AmoClient:
             claimed.update(r.id for r in found.values())
             return found
 
-        return self._write(items, batch_size, send, reconcile, "contacts created")
+        return self._write(items, batch_size, send, reconcile, "contacts created", resend=False)
 
     def link_chats(
         self, links: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
@@ -363,8 +366,8 @@ class AmoClient:
         return parse_results(batch, reply.data, key)
 
     def _write(
-        self, items: list[Item], batch_size: int | None, send: Any, reconcile: Any, what: str
-    ) -> list[WriteResult]:
+        self, items: list[Item], batch_size: int | None, send: Any, reconcile: Any, what: str,
+        *, resend: bool = True) -> list[WriteResult]:  # fmt: skip
         session = self.session
 
         def wait(attempt: int) -> None:
@@ -378,6 +381,7 @@ class AmoClient:
             max_retries=session.max_retries,
             wait=wait,
             what=what,
+            resend=resend,
         )
 
 

@@ -2,9 +2,9 @@
 
 Rules (amocrm-api.md §2, §11): pages are 1-based, `limit` ≤ 250; **204 No Content means empty**,
 and so does a 200 with no items (`listed`: a stand-in may answer an empty list so); a page without
-`_links.next` is the last unless it is full and no page before it had `next` (`ends_scan`: a
-server that never sends `next` must not end a scan after its first page: the page after a full
-one is asked, and its 204 ends it); a repeated `next` link or `_page` number, or a page that
+`_links.next` is the last unless it is full (`ends_scan`: a server that never sends `next`, or
+sends it on some pages only, must not end a scan early: the page after a full one is asked,
+and its 204 ends it); a repeated `next` link or `_page` number, or a page that
 repeats the previous page's ids, is a pagination loop → `InvariantError`. A 204 on page > 1 after
 a page that announced `next` is re-read once before it is believed (amoCRM sometimes sends a
 spurious 204 mid-scan).
@@ -76,13 +76,13 @@ def listed(number: int, reply: Reply, key: str) -> Page | None:
     return page if page.items else None
 
 
-def ends_scan(page: Page, limit: int, next_sent: bool) -> bool:
-    """Whether a page is the last: no `next`, and either not full or from a server known to send
-    `next` (`next_sent`: an earlier page of the read had it; amoCRM's exactly full last page has
-    none, and reading past it would cost a request). A server that never sent `next` may never
-    send it: its full page is read on. A short page with `next` is not the end either (a server
-    may cap pages below `limit`)."""
-    return not page.has_next and (len(page.items) < limit or next_sent)
+def ends_scan(page: Page, limit: int) -> bool:
+    """Whether a page is the last: no `next` and not full. A full page without `next` is read
+    on whatever the pages before it said: a server may never send `next`, or send it on some
+    pages only (then "it sent `next` before" proves nothing about this page), and amoCRM's own
+    exactly full last page costs one more request, answered 204. A short page with `next` is
+    not the end either (a server may cap pages below `limit`)."""
+    return not page.has_next and len(page.items) < limit
 
 
 class _LoopGuard:
@@ -144,7 +144,7 @@ def iter_pages(
         return fetch(path, {**base, "page": number, "limit": limit})
 
     fetcher = _Prefetcher(load, pool if prefetch > 1 else None, prefetch)
-    number, promised, sent = start_page, False, False
+    number, promised = start_page, False
     try:
         while True:
             page = listed(number, fetcher.get(number), key)
@@ -155,9 +155,9 @@ def iter_pages(
                 return
             guard.check(page)
             yield page
-            if ends_scan(page, limit, sent):
+            if ends_scan(page, limit):
                 return
-            number, promised, sent = number + 1, page.has_next, sent or page.has_next
+            number, promised = number + 1, page.has_next
     finally:
         fetcher.close()
 

@@ -5,7 +5,11 @@ batch → results) and `reconcile` (a batch whose answer was lost → the result
 that amoCRM did apply, found by re-reading). Rules:
 
 - every entity gets a `request_id` (the caller's, or its index in the caller's list), and results
-  are matched back by it, never by position alone;
+  are matched back by it, never by position alone; an answer with fewer or more entries than
+  the batch (or entries that match nothing) keeps what it does match, and the entities left
+  without a result are reconciled by reading; updates and links not found are sent again,
+  creates are not (`resend=False`: the batch was applied whole, a list may lag behind it): the
+  call ends with `AmoWriteUnknownError` and the caller leaves them pending for its next run;
 - a 400 rejects the whole batch (amoCRM is treated as all-or-nothing): the entities named in
   `validation-errors` are set aside, the rest of the batch is sent again; at the end an
   `AmoRejectedError` lists every rejected `request_id` and carries the successful results;
@@ -22,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sync.amo.numbers import as_int
 from sync.errors import AmoError, AmoRejectedError, AmoWriteUnknownError, InvariantError
 from sync.logs import get_logger
 
@@ -61,30 +66,58 @@ def prepare(entities: Sequence[Mapping[str, Any]]) -> list[Item]:
 def parse_results(
     items: Sequence[Item], data: Any, key: str, *, id_key: str = "id"
 ) -> list[WriteResult]:
-    """Match `_embedded.<key>` of a write answer to the batch by `request_id`."""
+    """Match `_embedded.<key>` of a write answer to the batch by `request_id` (by position only
+    for an entry without one in an answer of exactly one entry per entity). What cannot be
+    matched is left out, never guessed: an entry naming no entity of the batch, a second entry
+    for an entity that names another id, an id that is not an integer. The caller treats the
+    entities left without a result as a lost answer (`run_writes`)."""
     embedded = data.get("_embedded") if isinstance(data, Mapping) else None
     answers = embedded.get(key) if isinstance(embedded, Mapping) else None
-    if not isinstance(answers, list) or len(answers) != len(items):
-        count = len(answers) if isinstance(answers, list) else "no"
-        raise InvariantError(f"amoCRM answered a write of {len(items)} with {count} results")
+    answers = answers if isinstance(answers, list) else []
     by_id = {item.request_id: item for item in items}
-    results: list[WriteResult] = []
+    matched: dict[str, WriteResult] = {}
+    clashed: set[str] = set()
     for position, answer in enumerate(answers):
-        request_id = str(answer.get("request_id", items[position].request_id))
+        if not isinstance(answer, Mapping):
+            continue
+        request_id = answer.get("request_id")
+        if request_id is None and len(answers) == len(items):
+            request_id = items[position].request_id
+        request_id = None if request_id is None else str(request_id)
         if request_id not in by_id:
-            raise InvariantError(f"amoCRM answered an unknown request_id {request_id!r}")
-        results.append(to_result(request_id, answer, id_key=id_key))
-    return results
+            continue
+        try:
+            result = to_result(request_id, answer, id_key=id_key)
+        except (KeyError, ValueError):
+            continue
+        seen = matched.setdefault(request_id, result)
+        if seen.id != result.id:
+            clashed.add(request_id)
+    if len(matched) - len(clashed) != len(items) or len(answers) != len(items):
+        log.warning(
+            "amo_write_answer_mismatch",
+            key=key,
+            sent=len(items),
+            answered=len(answers),
+            matched=len(matched) - len(clashed),
+        )
+    return [r for rid, r in matched.items() if rid not in clashed]
 
 
 def to_result(
     request_id: str, answer: Mapping[str, Any], *, id_key: str = "id", reconciled: bool = False
 ) -> WriteResult:
+    """One answer entry → `WriteResult` (ids and `updated_at` as ints, numeric strings too);
+    ValueError or KeyError when its id is missing or not an integer."""
     updated = answer.get("updated_at")
+    try:
+        updated_at = None if updated is None else as_int(updated)
+    except ValueError:
+        updated_at = None
     return WriteResult(
         request_id=request_id,
-        id=int(answer[id_key]),
-        updated_at=int(updated) if isinstance(updated, int | float) else None,
+        id=as_int(answer[id_key]),
+        updated_at=updated_at,
         reconciled=reconciled,
         data=dict(answer),
     )
@@ -100,6 +133,7 @@ class _State:
     order: list[str]
     results: dict[str, WriteResult] = field(default_factory=dict)
     rejected: dict[str, Sequence[Mapping[str, str]]] = field(default_factory=dict)
+    unsettled: list[Item] = field(default_factory=list)  # unmatched, not found, not resent
 
     def ordered(self) -> tuple[WriteResult, ...]:
         return tuple(self.results[r] for r in self.order if r in self.results)
@@ -114,8 +148,11 @@ def run_writes(
     max_retries: int,
     wait: Wait,
     what: str,
+    resend: bool = True,
 ) -> list[WriteResult]:
-    """Write `items` in batches; see the module docstring for the rules."""
+    """Write `items` in batches; see the module docstring for the rules. `resend=False` (creates):
+    an entity a 200 answer did not account for and reading did not find is not sent again in
+    this call; the call ends with `AmoWriteUnknownError` and the caller's next run looks again."""
     state = _State([i.request_id for i in items])
     size = max(1, batch_size)
     queue: deque[list[Item]] = deque(_chunks(items, size))
@@ -124,6 +161,14 @@ def run_writes(
         batch = queue.popleft()
         try:
             state.results.update((r.request_id, r) for r in send(batch))
+            unmatched = [i for i in batch if i.request_id not in state.results]
+            rest = _unmatched(unmatched, reconcile, state, what, resend) if unmatched else []
+            if rest:
+                failures += 1
+                if failures > max_retries:
+                    state.unsettled += rest
+                else:
+                    queue.appendleft(rest)
         except AmoRejectedError as exc:
             rest = _set_aside_rejected(batch, exc, state)
             if rest:
@@ -135,7 +180,8 @@ def run_writes(
             if exc.status == 504:
                 size = max(1, size // 2)
             wait(failures - 1)
-            rest = _reconciled_rest(batch, exc, reconcile, state, what)
+            unsure = [i for i in batch if i.request_id not in state.results]
+            rest = _reconciled_rest(unsure, exc, reconcile, state, what)
             queue = deque(_chunks(rest + [i for b in queue for i in b], size))
         except AmoError as exc:
             if exc.status == 422 and len(batch) > 1:
@@ -143,9 +189,23 @@ def run_writes(
                 queue = deque(_chunks(batch + [i for b in queue for i in b], size))
                 continue
             raise _with_results(exc, state) from None
+    return _finish(state, len(items), what)
+
+
+def _finish(state: _State, count: int, what: str) -> list[WriteResult]:
+    """The results, or the error that carries them: unsettled entities first (the caller must
+    look again), then rejected ones."""
+    if state.unsettled:
+        raise _with_results(
+            AmoWriteUnknownError(
+                f"amoCRM's answer to {count} {what} did not account for "
+                f"{len(state.unsettled)}, and reading did not find them: left for the next run"
+            ),
+            state,
+        )
     if state.rejected:
         raise AmoRejectedError(
-            f"amoCRM rejected {len(state.rejected)} of {len(items)} {what}",
+            f"amoCRM rejected {len(state.rejected)} of {count} {what}",
             errors_by_request_id=state.rejected,
             results=state.ordered(),
         )
@@ -170,6 +230,31 @@ def _set_aside_rejected(batch: list[Item], exc: AmoRejectedError, state: _State)
     state.rejected.update(named)
     log.info("amo_write_rejected", count=len(named), batch=len(batch))
     return [i for i in batch if i.request_id not in named]
+
+
+def _unmatched(
+    unmatched: list[Item], reconcile: Reconcile, state: _State, what: str, resend: bool
+) -> list[Item]:
+    """Entities a 200 answer did not account for: amoCRM applies a batch whole, so they are
+    most likely applied; reading finds them. Returns those to send again (none unless
+    `resend`; the rest are unsettled)."""
+    try:
+        found = reconcile(unmatched)
+    except InvariantError:
+        found = {}
+    except AmoError as err:
+        err.results = state.ordered()
+        raise
+    state.results.update(found)
+    rest = [i for i in unmatched if i.request_id not in found]
+    log.warning(
+        "amo_write_answer_unmatched", what=what, unmatched=len(unmatched), found=len(found),
+        resent=len(rest) if resend else 0,
+    )  # fmt: skip
+    if resend:
+        return rest
+    state.unsettled += rest
+    return []
 
 
 def _reconciled_rest(

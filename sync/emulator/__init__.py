@@ -6,7 +6,8 @@ See README.md in this folder for the public API, the admin endpoints and the fau
 from __future__ import annotations
 
 from sync.emulator.clock import EmulatorClock
-from sync.emulator.core import Controls, Emulator
+from sync.emulator.controls import Controls
+from sync.emulator.core import Emulator
 from sync.emulator.faults import FaultRule
 from sync.emulator.requestlog import busiest_window
 from sync.emulator.server import RunningServer, serve

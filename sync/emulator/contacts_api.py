@@ -9,6 +9,7 @@ from sync.emulator.params import comma_values
 from sync.emulator.patches import ContactPatch
 from sync.emulator.problems import ApiProblem
 from sync.emulator.query import parse_contacts_query, select
+from sync.emulator.quirks import contact_numbers, write_answer
 from sync.emulator.render import contact_json, link
 from sync.emulator.wire import Response, json_response, no_content
 from sync.emulator.writes import parse_batch, parse_entities
@@ -25,7 +26,11 @@ def list_contacts(ctx: Ctx) -> Response:
         if ctx.list_lag_s > 0:
             q.as_of = ctx.clock.now() - ctx.list_lag_s  # GET /contacts/{id} does not lag
         contacts, has_next = select(ctx.account, q, (page - 1) * limit, limit)
-        items = [contact_json(c, ctx.account, ctx.base, embeds, ctx.enum_key) for c in contacts]
+        kind_key = ctx.quirks.enum_key
+        items = [
+            contact_numbers(contact_json(c, ctx.account, ctx.base, embeds, kind_key), ctx.quirks)
+            for c in contacts
+        ]
     return ctx.page_answer("contacts", page, limit, items, has_next=has_next)
 
 
@@ -35,8 +40,8 @@ def get_contact(ctx: Ctx, contact_id: int) -> Response:
         contact = ctx.account.live(contact_id)
         if contact is None:
             return no_content()
-        data = contact_json(contact, ctx.account, ctx.base, embeds, ctx.enum_key)
-        return json_response(200, data)
+        data = contact_json(contact, ctx.account, ctx.base, embeds, ctx.quirks.enum_key)
+        return json_response(200, contact_numbers(data, ctx.quirks))
 
 
 def add_contacts(ctx: Ctx) -> Response:
@@ -89,7 +94,7 @@ def _updated(ctx: Ctx, patch: ContactPatch) -> dict[str, Any]:
 def _collection(ctx: Ctx, items: list[dict[str, Any]]) -> Response:
     return json_response(200, {
         "_links": link(f"{ctx.base}/api/v4/contacts"),
-        "_embedded": {"contacts": items},
+        "_embedded": {"contacts": write_answer(items, ctx.quirks)},
     })  # fmt: skip
 
 

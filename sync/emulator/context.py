@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from sync.emulator.clock import EmulatorClock
 from sync.emulator.params import int_param
 from sync.emulator.problems import ApiProblem
+from sync.emulator.quirks import Quirks, announces_next
 from sync.emulator.store import Account
 from sync.emulator.wire import BadJson, Request, Response, json_response, no_content
 
@@ -31,7 +32,7 @@ class Ctx:
     empty_list_as_200: bool = False  # an empty list answered 200 with `_embedded.<key>: []`
     never_next: bool = False  # no `_links.next` at all (a stand-in that leaves it out)
     controls: Any = None  # the emulator's `Controls` (the /contacts/chats stand-ins)
-    enum_key: str = "enum_code"  # "enum": multitext kinds as the reference's GET example shows
+    quirks: Quirks = field(default_factory=Quirks)  # `sync.emulator.quirks`
 
     def body(self) -> Any:
         """The parsed JSON body (None when empty); 400 problem when it is not JSON."""
@@ -84,11 +85,12 @@ class Ctx:
     ) -> Response:
         """A list page: 204 when empty, as amoCRM documents (200 with an empty list under
         `empty_list_as_200`); `next` when more follows (or, under `next_on_full_page`, whenever
-        the page is full: a server that does not look ahead; never under `never_next`)."""
+        the page is full: a server that does not look ahead; never under `never_next`, nor on
+        an even page under `next_gaps`)."""
         if not items and not self.empty_list_as_200:
             return no_content()
         more = has_next or (self.next_on_full_page and len(items) == limit)
-        more = more and not self.never_next
+        more = announces_next(more, page, self.quirks) and not self.never_next
         body: dict[str, Any] = {"_page": page, **(head or {})}
         body["_links"] = self.page_links(page, limit, more)
         body["_embedded"] = {key: items}

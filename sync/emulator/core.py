@@ -15,7 +15,7 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from sync.emulator import faulting
@@ -23,11 +23,13 @@ from sync.emulator.admin import handle_admin
 from sync.emulator.auth import OAuthProblem, TokenBook
 from sync.emulator.clock import EmulatorClock
 from sync.emulator.context import Ctx
+from sync.emulator.controls import Controls
 from sync.emulator.faults import FaultBook, FaultRule
 from sync.emulator.model import Contact
 from sync.emulator.patches import ContactPatch
 from sync.emulator.problems import ApiProblem, internal_error
 from sync.emulator.query import ContactQuery, parse_contacts_query, select
+from sync.emulator.quirks import quirks_of
 from sync.emulator.ratelimit import RateLimiter
 from sync.emulator.reading import (
     batch_size_of,
@@ -50,34 +52,6 @@ from sync.emulator.writes import parse_entities
 _log = logging.getLogger(__name__)
 _EDIT_MARK = re.compile(r" ✎\d+$")
 UI_USER = 8_000_002  # who "a CRM user" is when tests create, edit or delete through the admin API
-
-
-@dataclass(frozen=True)
-class Controls:
-    """What may change while the emulator runs (starting values come from the settings)."""
-
-    latency_ms: float
-    jitter_ms: float
-    rate_limit: float | None
-    rate_limit_body: str
-    api_filter_enabled: bool
-    block_after_violations: int | None
-    list_lag_s: float = 0.0
-    block_window_s: float | None = None
-    account_rate_limit: float | None = None
-    token_max_requests: int | None = None
-    # answers the vendor documents do not rule out: `_links.next` on a full last page, and an
-    # empty list as 200 `_embedded.<key>: []` instead of 204 (another stand-in may give them)
-    next_on_full_page: bool = False
-    empty_list_as_200: bool = False
-    never_next: bool = False  # no `_links.next` on any page: the end shows only as a 204
-    chats_scalar_only: bool = False  # /contacts/chats stand-ins: see `EmulatorSettings`
-    chats_array_ignored: bool = False
-    chats_array_empty: bool = False
-    chats_page_limit: int | None = None
-    # the key of a multitext value's kind in GET answers: "enum" as the vendor reference's GET
-    # example renders it (its PATCH example and amoCRM's docs say `enum_code`)
-    enum_key: str = "enum_code"
 
 
 class Emulator:
@@ -182,7 +156,7 @@ class Emulator:
         return Ctx(
             request, self.account, self.clock, base, controls.api_filter_enabled,
             controls.list_lag_s, self.webhooks, controls.next_on_full_page,
-            controls.empty_list_as_200, controls.never_next, controls, controls.enum_key,
+            controls.empty_list_as_200, controls.never_next, controls, quirks_of(controls),
         )  # fmt: skip
 
     def _latency(self, controls: Controls) -> float:
@@ -239,11 +213,11 @@ class Emulator:
         api_filter_enabled, block_after_violations, list_lag_s, block_window_s,
         account_rate_limit, token_max_requests, next_on_full_page, empty_list_as_200,
         never_next, chats_scalar_only, chats_array_ignored, chats_array_empty, chats_page_limit,
-        enum_key ("enum_code" or "enum")."""
-        if changes.get("enum_key", "enum_code") not in ("enum_code", "enum"):
-            raise ValueError(f"enum_key must be enum_code or enum, got {changes['enum_key']!r}")
+        events_order, next_gaps, write_answer, string_numbers, enum_key."""
         with self._controls_lock:
-            self._controls = replace(self._controls, **changes)
+            changed = replace(self._controls, **changes)
+            quirks_of(changed)  # ValueError on an unknown mode
+            self._controls = changed
             self.limiter.limit = self._controls.rate_limit
             self.limiter.block_after = self._controls.block_after_violations
             self.limiter.block_window_s = self._controls.block_window_s

@@ -9,6 +9,7 @@ from sync.emulator.model import Event
 from sync.emulator.params import Query, comma_values, ints_of, values_of
 from sync.emulator.problems import ApiProblem, validation_failed
 from sync.emulator.query import Range, date_range
+from sync.emulator.quirks import ordered_events, scrambled, write_answer
 from sync.emulator.render import event_json, field_json
 from sync.emulator.values import error
 from sync.emulator.wire import Response, json_response, no_content
@@ -23,12 +24,15 @@ def list_events(ctx: Ctx) -> Response:
     if not ctx.filters_enabled:
         check = _every_event  # accounts without API filtering ignore `filter[...]` here too
     with_name = "contact_name" in comma_values(ctx.request.query.get("with"))
-    with ctx.account.lock:
-        matched = [e for e in reversed(ctx.account.events) if check(e)]  # newest first
-        return ctx.paged(
-            "events", matched, lambda e: event_json(e, ctx.account, ctx.base, with_name),
-            limits=(min(100, most), most),
-        )  # fmt: skip
+    page, limit = ctx.page_and_limit(min(100, most), most)
+    with ctx.account.lock:  # newest first unless `events_order` says otherwise
+        matched = [e for e in ordered_events(ctx.account.events, ctx.quirks) if check(e)]
+        chunk = matched[(page - 1) * limit : page * limit]
+        items = [event_json(e, ctx.account, ctx.base, with_name) for e in chunk]
+    return ctx.page_answer(
+        "events", page, limit, scrambled(items, page, ctx.quirks),
+        has_next=page * limit < len(matched),
+    )  # fmt: skip
 
 
 def _every_event(event: Event) -> bool:
@@ -133,6 +137,7 @@ def link_chats(ctx: Ctx) -> Response:
     with ctx.account.lock:
         _check_chat_items(ctx, items)
         linked = [_link_one(ctx, item, index) for index, item in enumerate(items)]
+    linked = write_answer(linked, ctx.quirks)
     return json_response(200, {"_total_items": len(linked), "_embedded": {"chats": linked}})
 
 

@@ -1,13 +1,18 @@
 """amoCRM's `contact_deleted` / `contact_restored` events, as the pull reads them.
 
     events = Events(client)
-    listed = events.since(start)               # newest first, down to `start` (inclusive)
+    listed = events.since(start)               # every event at or after `start`, in any order
     marker = events.marker()                   # where to watch from, and what is listed there
     events.new_deletion(marker, theta)         # a deletion at or after theta not in the marker
     events.confirmed_deletions(ids, give_up)   # of ids, those amoCRM's events say are deleted
 
-A deletion changes no contact's `updated_at`, so only these events show it. The list is read
-newest first and stops at the first event older than the start; `newest` keeps the newest
+A deletion changes no contact's `updated_at`, so only these events show it. The vendor does not
+promise the list's order (amoCRM is seen to list newest first), so nothing here depends on it:
+events before the start are skipped wherever they are, a read stops early only when the pages
+prove the list newest first (`_Order`), and which of a contact's events counts is decided by
+`created_at` (`sync.core.mapping.event_changes`), never by position; a deletion and a restore
+of one contact in the same second are settled by reading the contact by id (event ids are not
+taken as an order: the vendor documents them as opaque strings). `newest` keeps the newest
 `created_at` read (the events cursor's next value).
 """
 
@@ -47,14 +52,15 @@ class Events:
 
     def _since(self, start: int) -> Iterator[Mapping[str, Any]]:
         pages = self.client.iter_events(types=EVENT_TYPES, filters={"created_at": {"from": start}})
+        order = _Order()
         try:
-            for page in pages:  # newest first: stop at the first event before the start
-                fresh = [e for e in page.items if int(e.get("created_at") or 0) >= start]
-                stamps = [int(e.get("created_at") or 0) for e in fresh]
+            for page in pages:  # in any order: events before the start are skipped, not an end
+                fresh = [e for e in page.items if _at(e) >= start]
+                stamps = [_at(e) for e in fresh]
                 if stamps:
                     self.newest = max([*stamps, self.newest or 0])
                 yield from fresh
-                if len(fresh) < len(page.items):
+                if order.past(page.items, start):
                     return
         finally:
             pages.close()  # type: ignore[attr-defined]
@@ -62,21 +68,25 @@ class Events:
     def marker(self) -> Marker:
         """A second before amoCRM's newest such event (its newest event of any kind if the
         filter is ignored), and the ids listed from there. Same-second events and exclusive date
-        bounds are both covered by the one-second margin and the id set."""
-        pages = self.client.iter_events(types=EVENT_TYPES)  # newest first
-        start: int | None = None
-        known: set[str] = set()
-        try:  # usually one request: the newest page holds that second and the one before
+        bounds are both covered by the one-second margin and the id set. The list's order is
+        not promised: the newest event is wherever it is (`_Order` says when to stop)."""
+        pages = self.client.iter_events(types=EVENT_TYPES)
+        newest: int | None = None
+        near: dict[str, int] = {}  # event id → created_at, for those not yet below the start
+        order = _Order()
+        try:  # usually one request (two when the newest page is full and the list newest first)
             for page in pages:
                 for event in page.items:
-                    at = int(event.get("created_at") or 0)
-                    start = max(0, at - 1) if start is None else start
-                    if at < start:
-                        return Marker(start, known)
-                    known.add(str(event.get("id")))
+                    at = _at(event)
+                    newest = at if newest is None else max(newest, at)
+                    near[str(event.get("id"))] = at
+                floor = max(0, (newest or 0) - 1)
+                near = {i: at for i, at in near.items() if at >= floor}
+                if order.past(page.items, floor):
+                    break
         finally:
             pages.close()  # type: ignore[attr-defined]
-        return Marker(start or 0, known)
+        return Marker(max(0, newest - 1) if newest is not None else 0, set(near))
 
     def moved_since(self, before: Marker) -> bool:
         """Whether amoCRM lists a deletion or restore that was not listed at `before`, or the
@@ -143,3 +153,31 @@ class Events:
         finally:
             pages.close()  # type: ignore[attr-defined]
         return listed
+
+
+def _at(event: Mapping[str, Any]) -> int:
+    return int(event.get("created_at") or 0)
+
+
+class _Order:
+    """When a read of the events list may stop before its last page. The vendor promises no
+    order (amocrm-api.md §7: newest first is only what amoCRM is seen to do), so a page of
+    events all too old ends the read only when the list is shown to be newest first across
+    pages: every event of that page is older than every event of the page before it (strictly:
+    with equal seconds either order fits). An oldest-first list never shows that (it is read to
+    its end, as it must be: the newest events come last); a list newest first by page but
+    scrambled within each page stops one page after the last wanted event."""
+
+    def __init__(self) -> None:
+        self.previous_low: int | None = None
+
+    def past(self, items: list[dict[str, Any]], floor: int) -> bool:
+        """Whether the read may stop after this page: all of it before `floor`, and all of it
+        older than the page before it."""
+        stamps = [_at(e) for e in items]
+        if not stamps:
+            return False
+        low, high = min(stamps), max(stamps)
+        below = self.previous_low is not None and high < self.previous_low
+        self.previous_low = low
+        return below and high < floor

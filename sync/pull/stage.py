@@ -168,7 +168,7 @@ class Stage:
         self.reread_from: int | None = None
         self.starts: dict[int, int] = {}  # id(window) → the start second of an unproven first page
         self.list_requests = 0
-        self.next_sent = False  # a list page had `next`: amoCRM sends it (see `_ends`)
+        self.next_sent = False  # a list page had `next`: a tie's page 2 may be asked ahead
         self.skew: float | None = None
         self._skew_lock = threading.Lock()
         self.first_start: int | None = None
@@ -205,9 +205,10 @@ class Stage:
         return listing
 
     def _ends(self, page: Page) -> bool:
-        """Whether a page without more after it ends its read (`sync.amo.pages.ends_scan`): a
-        full page without `next` does only once amoCRM is known to send `next`."""
-        return ends_scan(page, self.setup.page_size, self.next_sent)
+        """Whether a page ends its read (`sync.amo.pages.ends_scan`): no `next` and not full; a
+        full page is read on even after pages that had `next` (a server may leave it out of
+        some pages only)."""
+        return ends_scan(page, self.setup.page_size)
 
     def _clock_sample(self, headers: Mapping[str, str]) -> None:
         """amoCRM's `Date` less our clock when we read it is at most how far amoCRM's clock

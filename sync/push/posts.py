@@ -89,8 +89,11 @@ def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -
     done = [Done(p.temp_id, r.id, p.change_ids) for p in batch for r in results
             if r.request_id == str(p.temp_id)]  # fmt: skip
     errors = {int(rid): message(errs) for rid, errs in rejected.items()}
-    new_floor = max([d.real_id for d in done], default=None)
     settled = [d.temp_id for d in done] + list(errors)
+    # the floor moves up only past a batch settled whole: an entity left in flight (amoCRM's
+    # answer did not account for it) may have an id below the ones that came back
+    whole = len(settled) == len(payloads)
+    new_floor = max([d.real_id for d in done], default=None) if whole else None
 
     def record(conn: Connection) -> None:
         inflight.record_created(conn, done, ctx.clock.now())

@@ -127,13 +127,26 @@ def test_a_list_read_follows_full_pages_when_no_page_has_next(contacts: int) -> 
         assert list_requests(emulator) == 3  # the last page, full or not, and no 204 re-read
 
 
-def test_an_exactly_full_last_page_without_next_costs_no_request_once_next_was_sent() -> None:
-    """amoCRM's own answers (no `next` on an exactly full last page, `next` before it): the read
-    stops there, as before; only a server never seen to send `next` is read past it."""
+def test_an_exactly_full_last_page_without_next_is_read_past_even_after_next_was_sent() -> None:
+    """amoCRM's own answers (no `next` on an exactly full last page, `next` before it): one more
+    request, answered 204, ends the read. "`next` was sent before" is no proof of the end: a
+    server may send it on some pages only (`next_gaps`)."""
     with amo(2 * PAGE) as (emulator, client):
         pages = list(client.iter_contacts(order=("id", "asc")))
         assert [len(p.items) for p in pages] == [PAGE, PAGE]
-        assert list_requests(emulator) == 2
+        assert list_requests(emulator) == 3
+
+
+@pytest.mark.parametrize("contacts", [4 * PAGE, 5 * PAGE - 1])
+def test_a_list_read_goes_on_past_a_full_page_without_next_after_pages_with_it(
+    contacts: int,
+) -> None:
+    """`next_gaps`: page 1 announces more, page 2 (full) does not, page 3 does again. Before the
+    fix the read ended after page 2 (80 of 160 contacts listed, no error)."""
+    with amo(contacts, next_gaps=True) as (emulator, client):
+        pages = list(client.iter_contacts(order=("id", "asc")))
+        assert [p.has_next for p in pages][:2] == [True, False]
+        assert [int(i["id"]) for p in pages for i in p.items] == live_ids(emulator)
 
 
 @pytest.mark.parametrize("contacts", [2 * PAGE, 2 * PAGE - 1])
@@ -143,7 +156,9 @@ def test_the_filters_off_full_walk_reads_every_page_when_no_page_has_next(contac
         assert listed == live_ids(emulator)
 
 
-@pytest.mark.parametrize("controls", ["never_next", "next_on_full_page", "empty_list_as_200"])
+@pytest.mark.parametrize(
+    "controls", ["never_next", "next_on_full_page", "empty_list_as_200", "next_gaps"]
+)
 @pytest.mark.parametrize("full", [True, False])
 def test_a_walk_with_a_tie_reads_every_contact_under_each_stand_in(
     controls: str, full: bool
