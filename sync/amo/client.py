@@ -39,6 +39,7 @@ CONTACTS = "/api/v4/contacts"
 EVENTS = "/api/v4/events"
 CUSTOM_FIELDS = "/api/v4/contacts/custom_fields"
 ACCOUNT = "/api/v4/account"
+W = list[WriteResult]
 IDS_PER_REQUEST = 250  # amoCRM's page maximum; literal brackets keep the URL near 6 KB
 
 
@@ -294,7 +295,9 @@ class AmoClient:
     def create_contacts(
         self, entities: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
     ) -> list[WriteResult]:
-        """POST new contacts; a lost answer is reconciled, so no contact is created twice."""
+        """POST new contacts; a lost answer is reconciled, so no contact is created twice. One
+        not found by re-reading is not resent: `AmoWriteUnconfirmedError` names it (amoCRM's
+        lists lag, it may still show up; `recover_creates` looks again later)."""
         items = prepare(entities)
         if not items:
             return []
@@ -311,7 +314,7 @@ class AmoClient:
             claimed.update(r.id for r in found.values())
             return found
 
-        return self._write(items, batch_size, send, reconcile, "contacts created")
+        return self._write(items, batch_size, send, reconcile, "contacts created", resend=False)
 
     def link_chats(
         self, links: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
@@ -333,15 +336,16 @@ class AmoClient:
         return newest_contact_id(self)
 
     def recover_creates(
-        self, entities: Sequence[Mapping[str, Any]], floor: int | None
+        self, entities: Sequence[Mapping[str, Any]], floor: int | None, claimed: Iterable[int] = ()
     ) -> dict[str, WriteResult]:
         """Which of `entities` (POSTed, each with its `request_id`, by a process that died before
         it stored the answer) amoCRM did create, by request_id; created contacts have ids above
-        `floor` (`newest_contact_id` before the POST). Missing ones are not resent here.
+        `floor` (`newest_contact_id` before the POST), not `claimed` (made for other entities).
 
         Raises `InvariantError` when `floor` is None: amoCRM ignores the order reconciliation
         needs, and resending could create duplicates."""
-        return find_created(self, prepare(entities), floor, set(), self.reconcile_settle_s)
+        taken = set(claimed)
+        return find_created(self, prepare(entities), floor, taken, self.reconcile_settle_s)
 
     def recover_links(self, links: Sequence[Mapping[str, Any]]) -> dict[str, WriteResult]:
         """Which of `links` (`{contact_id, chat_id, request_id}` POSTed by a process that died
@@ -362,22 +366,22 @@ class AmoClient:
         reply = self.session.send(method, path, json=[i.payload for i in batch], write=True)
         return parse_results(batch, reply.data, key)
 
-    def _write(
-        self, items: list[Item], batch_size: int | None, send: Any, reconcile: Any, what: str
-    ) -> list[WriteResult]:
+    def _write(self, items: list[Item], size: int | None, *parts: Any, resend: bool = True) -> W:
         session = self.session
+        send, reconcile, what = parts
 
         def wait(attempt: int) -> None:
             session.clock.sleep(session.backoff.delay(attempt))
 
         return run_writes(
             items,
-            batch_size or self.config.batch_size,
+            size or self.config.batch_size,
             send,
             reconcile,
             max_retries=session.max_retries,
             wait=wait,
             what=what,
+            resend_unconfirmed=resend,
         )
 
 

@@ -10,8 +10,11 @@ that amoCRM did apply, found by re-reading). Rules:
   `validation-errors` are set aside, the rest of the batch is sent again; at the end an
   `AmoRejectedError` lists every rejected `request_id` and carries the successful results;
 - a lost answer (`AmoWriteUnknownError`: timeout after send, reset, 5xx, 504, broken body) is
-  **reconciled before any retry**; only entities not found are sent again; a 504 (or a 422
-  "Limit 250 per page") halves the batch size for the rest of the call;
+  **reconciled before any retry**; only entities not found are sent again — except creates
+  (`resend_unconfirmed=False`): one not found may still show up (lists lag writes), so it is
+  never resent in the same call; the call ends with `AmoWriteUnconfirmedError` naming them
+  (after the other batches went out); a 504 (or a 422 "Limit 250 per page") halves the batch
+  size for the rest of the call;
 - any error that ends the call carries `.results` for what did go through.
 """
 
@@ -22,7 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.errors import AmoError, AmoRejectedError, AmoWriteUnknownError, InvariantError
+from sync.errors import (
+    AmoError,
+    AmoRejectedError,
+    AmoWriteUnconfirmedError,
+    AmoWriteUnknownError,
+    InvariantError,
+)
 from sync.logs import get_logger
 
 log = get_logger("sync.amo.writes")
@@ -100,6 +109,7 @@ class _State:
     order: list[str]
     results: dict[str, WriteResult] = field(default_factory=dict)
     rejected: dict[str, Sequence[Mapping[str, str]]] = field(default_factory=dict)
+    unconfirmed: list[str] = field(default_factory=list)
 
     def ordered(self) -> tuple[WriteResult, ...]:
         return tuple(self.results[r] for r in self.order if r in self.results)
@@ -114,6 +124,7 @@ def run_writes(
     max_retries: int,
     wait: Wait,
     what: str,
+    resend_unconfirmed: bool = True,
 ) -> list[WriteResult]:
     """Write `items` in batches; see the module docstring for the rules."""
     state = _State([i.request_id for i in items])
@@ -135,7 +146,7 @@ def run_writes(
             if exc.status == 504:
                 size = max(1, size // 2)
             wait(failures - 1)
-            rest = _reconciled_rest(batch, exc, reconcile, state, what)
+            rest = _reconciled_rest(batch, exc, reconcile, state, what, resend=resend_unconfirmed)
             queue = deque(_chunks(rest + [i for b in queue for i in b], size))
         except AmoError as exc:
             if exc.status == 422 and len(batch) > 1:
@@ -143,6 +154,14 @@ def run_writes(
                 queue = deque(_chunks(batch + [i for b in queue for i in b], size))
                 continue
             raise _with_results(exc, state) from None
+    if state.unconfirmed:
+        raise AmoWriteUnconfirmedError(
+            f"amoCRM did not confirm {len(state.unconfirmed)} of {len(items)} {what}: the answer "
+            "was lost and re-reading did not find them (yet); not sent again",
+            unconfirmed=state.unconfirmed,
+            errors_by_request_id=state.rejected,
+            results=state.ordered(),
+        )
     if state.rejected:
         raise AmoRejectedError(
             f"amoCRM rejected {len(state.rejected)} of {len(items)} {what}",
@@ -178,6 +197,8 @@ def _reconciled_rest(
     reconcile: Reconcile,
     state: _State,
     what: str,
+    *,
+    resend: bool,
 ) -> list[Item]:
     try:
         found = reconcile(batch)
@@ -188,11 +209,14 @@ def _reconciled_rest(
         raise _with_results(exc, state) from err
     state.results.update(found)
     rest = [i for i in batch if i.request_id not in found]
+    if not resend:
+        state.unconfirmed.extend(i.request_id for i in rest)
     log.warning(
         "amo_write_reconciled",
         what=what,
         status=exc.status,
         applied=len(found),
-        resent=len(rest),
+        resent=len(rest) if resend else 0,
+        unconfirmed=0 if resend else len(rest),
     )
-    return rest
+    return rest if resend else []
