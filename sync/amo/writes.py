@@ -7,7 +7,9 @@ that amoCRM did apply, found by re-reading). Rules:
 - every entity gets a `request_id` (the caller's, or its index in the caller's list), and results
   are matched back by it, never by position alone;
 - a 400 rejects the whole batch (amoCRM is treated as all-or-nothing): the entities named in
-  `validation-errors` are set aside, the rest of the batch is sent again; at the end an
+  `validation-errors` (by our request_id, or by batch index when that is what the names are)
+  are set aside, the rest of the batch is sent again; a 400 that names nobody we can tell for
+  sure is split in halves until each rejected entity is alone in its batch; at the end an
   `AmoRejectedError` lists every rejected `request_id` and carries the successful results;
 - a lost answer (`AmoWriteUnknownError`: timeout after send, reset, 5xx, 504, broken body) is
   **reconciled before any retry**; only entities not found are sent again — except creates
@@ -136,9 +138,7 @@ def run_writes(
         try:
             state.results.update((r.request_id, r) for r in send(batch))
         except AmoRejectedError as exc:
-            rest = _set_aside_rejected(batch, exc, state)
-            if rest:
-                queue.appendleft(rest)
+            queue.extendleft(reversed(_set_aside_rejected(batch, exc, state)))
         except AmoWriteUnknownError as exc:
             failures += 1
             if failures > max_retries:
@@ -180,15 +180,49 @@ def _with_results(exc: AmoError, state: _State) -> AmoError:
     return exc
 
 
-def _set_aside_rejected(batch: list[Item], exc: AmoRejectedError, state: _State) -> list[Item]:
-    ids = {i.request_id for i in batch}
-    named = {rid: errs for rid, errs in exc.errors_by_request_id.items() if rid in ids}
-    if not named:  # a 400 that names nobody: every entity of the batch carries the message
-        detail = {"code": "Rejected", "path": "", "detail": str(exc)}
-        named = {rid: [detail] for rid in ids}
+def _set_aside_rejected(
+    batch: list[Item], exc: AmoRejectedError, state: _State
+) -> list[list[Item]]:
+    """Record the entities a 400 names; the batches to send again (the rest of it, or, when
+    who was meant cannot be told, its two halves: nothing of a rejected batch was applied)."""
+    named = _named(batch, exc.errors_by_request_id)
+    if named is None and len(batch) > 1:
+        half = len(batch) // 2
+        log.info("amo_write_rejected_split", batch=len(batch))
+        return [batch[:half], batch[half:]]
+    if named is None:  # a batch of one: whatever the 400 says is about this entity
+        named = {batch[0].request_id: _all_errors(exc)}
     state.rejected.update(named)
     log.info("amo_write_rejected", count=len(named), batch=len(batch))
-    return [i for i in batch if i.request_id not in named]
+    rest = [i for i in batch if i.request_id not in named]
+    return [rest] if rest else []
+
+
+def _named(
+    batch: list[Item], errors: Mapping[str, Sequence[Mapping[str, str]]]
+) -> dict[str, Sequence[Mapping[str, str]]] | None:
+    """`errors` by our request_ids, or None when they cannot be matched for sure. amoCRM may
+    name an entity by our request_id or by its index in the batch (the official SDK sends the
+    index; the vendor's example shows "0"). Ours are ids (PATCH) or negative temporary ids
+    (POST): a small contact id can also be an index, and then only a split can tell."""
+    ours = [i.request_id for i in batch]
+    if not errors:
+        return None
+    positions = {rid: int(rid) for rid in errors if rid.isdigit() and int(rid) < len(batch)}
+    mine = all(rid in ours for rid in errors)
+    by_index = len(positions) == len(errors)
+    if mine and by_index and any(ours[at] != rid for rid, at in positions.items()):
+        return None  # both readings fit and they disagree
+    if mine:
+        return dict(errors)
+    if by_index:
+        return {ours[positions[rid]]: errs for rid, errs in errors.items()}
+    return None
+
+
+def _all_errors(exc: AmoRejectedError) -> list[Mapping[str, str]]:
+    listed = [e for errs in exc.errors_by_request_id.values() for e in errs]
+    return listed or [{"code": "Rejected", "path": "", "detail": exc.reason}]
 
 
 def _reconciled_rest(

@@ -159,3 +159,31 @@ def test_a_crash_before_the_answer_was_stored_is_not_resent_under_lag(
     assert len(env.api("POST")) == 1
     assert _remote(env, "Killed") == {"Killed A": 1, "Killed B": 1}
     assert env.sql("SELECT count(*) FROM contacts WHERE id < 0")[0][0] == 0
+
+
+def test_rejections_named_by_batch_index_hit_only_the_bad_rows(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """The official SDK's request_id is the batch index (the vendor's example shows "0"): a
+    rejected row gets amoCRM's path and detail, the rest of its batch still goes through."""
+    with push_env(db_config, engine, contacts=20, rejected_request_id="index") as env:
+        env.mirror()
+        ids = sorted(env.emulator.account.contacts)[:6]
+        for contact_id in ids:
+            env.sql("UPDATE contacts SET name = 'idx ' || id WHERE id = :id", id=contact_id)
+        env.sql("UPDATE contacts SET responsible_user_id = 424242 WHERE id = :id", id=ids[4])
+        good = _insert(env, "Index Good")
+        bad = int(env.sql("INSERT INTO contacts (name, responsible_user_id) "
+                          "VALUES ('Index Bad', 77) RETURNING id")[0][0])  # fmt: skip
+        env.emulator.clear_requests()
+        report = env.push()
+        assert (report.updated, report.created, report.errors) == (5, 1, 2)
+        for contact_id in ids:
+            assert (env.remote(contact_id)["name"] == f"idx {contact_id}") is (contact_id != ids[4])
+        for row_id in (ids[4], bad):
+            row = env.row(row_id)
+            assert row["sync_status"] == "error"
+            assert "responsible_user_id" in row["sync_error"]
+            assert "Request validation failed" not in row["sync_error"]
+        assert _remote(env, "Index") == {"Index Good": 1}
+        assert env.sql("SELECT count(*) FROM contacts WHERE id = :id", id=good)[0][0] == 0
