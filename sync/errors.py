@@ -146,6 +146,11 @@ class AmoWriteUnconfirmedError(AmoWriteUnknownError):
         super().__init__(message)
 
 
+class AmoStoppedError(AmoError):
+    """The process is stopping (SIGTERM, Ctrl-C): a request that was waiting for its start or
+    for a pause to end was given up unsent."""
+
+
 class AmoAuthError(AmoError):
     """Authentication failed for good: no token, refresh refused, token revoked."""
 

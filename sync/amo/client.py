@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from sync.amo.auth import OAuthTokens, StaticToken, TokenProvider, TokenStorage
-from sync.amo.backoff import Backoff
+from sync.amo.backoff import Backoff, pause
 from sync.amo.budget import BudgetStore
 from sync.amo.chats import CHATS, ChatForm, ChatReader, parse_links, shared_chat_form
 from sync.amo.hooks import WEBHOOKS, Webhook, parse_webhook, parse_webhooks
@@ -371,7 +371,7 @@ class AmoClient:
         send, reconcile, what = parts
 
         def wait(attempt: int) -> None:
-            session.clock.sleep(session.backoff.delay(attempt))
+            pause(session.clock, session.stopping, session.backoff.delay(attempt))
 
         return run_writes(
             items,
