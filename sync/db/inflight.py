@@ -116,11 +116,14 @@ def mark_sending(
     items: Mapping[int, Mapping[str, Any]],
     now: datetime,
     floor: int | None = None,
+    *,
+    changes: Mapping[int, Sequence[int]] | None = None,
 ) -> None:
     """Commit (in the caller's transaction) that these `kind` items are about to be sent.
 
     Items still in the record (creates amoCRM has not confirmed yet) stay: the floor is the
-    lowest of theirs and this batch's, each item keeps its own send time (`sent`)."""
+    lowest of theirs and this batch's, each item keeps its own send time (`sent`) and the outbox
+    rows it carries (`changes`: an edit made while it waits is pushed after it, not lost)."""
     state = load_in_flight(conn)
     old = dict(state.get(kind) or {})
     kept = dict(old.get("items") or {})
@@ -134,6 +137,10 @@ def mark_sending(
         "floor": floor,
         "items": {**kept, **{str(temp): dict(payload) for temp, payload in items.items()}},
         "sent": {**_sent_times(old), **{str(temp): stamp for temp in items}},
+        "changes": {
+            **(old.get("changes") or {} if kept else {}),
+            **{str(temp): list(ids) for temp, ids in (changes or {}).items()},
+        },
         "claimed": list(old.get("claimed") or []) if kept else [],
     }
     _save(conn, state)
@@ -148,12 +155,14 @@ def forget_sent(
     entry = dict(state.get(kind) or {})
     items = dict(entry.get("items") or {})
     sent = _sent_times(entry)
+    carried = dict(entry.get("changes") or {})
     for temp in temp_ids:
         items.pop(str(temp), None)
         sent.pop(str(temp), None)
+        carried.pop(str(temp), None)
     if items:
         taken = sorted({*map(int, entry.get("claimed") or []), *claimed})
-        state[kind] = {**entry, "items": items, "sent": sent, "claimed": taken}
+        state[kind] = {**entry, "items": items, "sent": sent, "claimed": taken, "changes": carried}
     else:
         state.pop(kind, None)
     _save(conn, state)
@@ -163,6 +172,12 @@ def sent_at(entry: Mapping[str, Any], temp_id: int) -> datetime:
     """When the in-flight item `temp_id` of `entry` was (last) sent."""
     stamp = _sent_times(entry).get(str(temp_id)) or entry["sent_at"]
     return datetime.fromisoformat(str(stamp))
+
+
+def carried_changes(entry: Mapping[str, Any], temp_id: int) -> tuple[int, ...] | None:
+    """The outbox rows the in-flight item `temp_id` carried (None: a record without them)."""
+    ids = (entry.get("changes") or {}).get(str(temp_id))
+    return None if ids is None else tuple(int(i) for i in ids)
 
 
 def _sent_times(entry: Mapping[str, Any]) -> dict[str, str]:

@@ -59,7 +59,7 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
     with ctx.engine.begin() as conn:
         pending = {p.temp_id: p for p in inflight.claim_creates(conn, include_errors=True)}
         done = [
-            Done(int(rid), r.id, pending[int(rid)].change_ids)
+            Done(int(rid), r.id, _sent_changes(entry, pending[int(rid)]))
             for rid, r in found.items()
             if int(rid) in pending  # a row deleted locally meanwhile has nothing to swap
         ]
@@ -72,6 +72,12 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
     ctx.unconfirmed.update(waiting)
     log.warning("push_creates_recovered", sent=len(payloads), found=len(found),
                 waiting=len(waiting), resent=len(expired))  # fmt: skip
+
+
+def _sent_changes(entry: Mapping[str, Any], pending: PendingCreate) -> tuple[int, ...]:
+    """The outbox rows the POST carried; edits made since stay, as updates of the contact."""
+    carried = inflight.carried_changes(entry, pending.temp_id)
+    return pending.change_ids if carried is None else carried
 
 
 def _recover_links(ctx: Context, entry: Mapping[str, Any]) -> None:
@@ -110,7 +116,10 @@ def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -
     with ctx.engine.begin() as conn:
         inflight.mark_errors(conn, invalid)
         if payloads:
-            inflight.mark_sending(conn, "creates", payloads, ctx.clock.now(), floor)
+            carried = {p.temp_id: p.change_ids for p in batch}
+            inflight.mark_sending(
+                conn, "creates", payloads, ctx.clock.now(), floor, changes=carried
+            )
     ctx.count.add(errors=len(invalid))
     if not payloads:
         return floor

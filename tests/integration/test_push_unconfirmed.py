@@ -187,3 +187,20 @@ def test_rejections_named_by_batch_index_hit_only_the_bad_rows(
             assert "Request validation failed" not in row["sync_error"]
         assert _remote(env, "Index") == {"Index Good": 1}
         assert env.sql("SELECT count(*) FROM contacts WHERE id = :id", id=good)[0][0] == 0
+
+
+def test_an_edit_made_while_a_create_waits_is_pushed_after_it(env: PushEnv) -> None:
+    temp = _insert(env, "Edited While Waiting")
+    env.emulator.add_fault(LOST_504)
+    with pytest.raises(AmoWriteUnconfirmedError):
+        env.push()
+    env.sql("UPDATE contacts SET last_name = 'Later' WHERE id = :id", id=temp)
+    env.emulator.clock.advance(5)
+    report = env.push()
+    assert (report.recovered, report.updated) == (1, 1)
+    assert len(env.api("POST")) == 1
+    (row,) = env.sql("SELECT id, last_name, sync_status FROM contacts WHERE name = :n",
+                     n="Edited While Waiting")  # fmt: skip
+    assert (row.id > 0, row.last_name, row.sync_status) == (True, "Later", "synced")
+    assert env.remote(row.id)["last_name"] == "Later"
+    assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
