@@ -295,9 +295,8 @@ class AmoClient:
     def create_contacts(
         self, entities: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
     ) -> list[WriteResult]:
-        """POST new contacts; a lost answer is reconciled, so no contact is created twice. One
-        not found by re-reading is not resent: `AmoWriteUnconfirmedError` names it (amoCRM's
-        lists lag, it may still show up; `recover_creates` looks again later)."""
+        """POST new contacts; a lost answer is reconciled, never resent: one not found (lists
+        lag) ends the call as `AmoWriteUnconfirmedError`; `recover_creates` looks again later."""
         items = prepare(entities)
         if not items:
             return []
@@ -341,11 +340,9 @@ class AmoClient:
         """Which of `entities` (POSTed, each with its `request_id`, by a process that died before
         it stored the answer) amoCRM did create, by request_id; created contacts have ids above
         `floor` (`newest_contact_id` before the POST), not `claimed` (made for other entities).
-
         Raises `InvariantError` when `floor` is None: amoCRM ignores the order reconciliation
         needs, and resending could create duplicates."""
-        taken = set(claimed)
-        return find_created(self, prepare(entities), floor, taken, self.reconcile_settle_s)
+        return find_created(self, prepare(entities), floor, {*claimed}, self.reconcile_settle_s)
 
     def recover_links(self, links: Sequence[Mapping[str, Any]]) -> dict[str, WriteResult]:
         """Which of `links` (`{contact_id, chat_id, request_id}` POSTed by a process that died
