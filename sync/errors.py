@@ -127,6 +127,30 @@ class AmoWriteUnknownError(AmoTransientError):
     """
 
 
+class AmoWriteUnconfirmedError(AmoWriteUnknownError):
+    """Creates whose answer was lost and that re-reading did not find (yet): amoCRM's lists lag
+    its writes, so they may exist. They are not resent in the same call; `unconfirmed` lists
+    their request_ids, `errors_by_request_id` the entities amoCRM rejected meanwhile."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        unconfirmed: Sequence[str],
+        errors_by_request_id: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
+        results: Sequence[object] = (),
+    ) -> None:
+        self.unconfirmed = tuple(unconfirmed)
+        self.errors_by_request_id = dict(errors_by_request_id or {})
+        self.results = tuple(results)
+        super().__init__(message)
+
+
+class AmoStoppedError(AmoError):
+    """The process is stopping (SIGTERM, Ctrl-C): a request that was waiting for its start or
+    for a pause to end was given up unsent."""
+
+
 class AmoAuthError(AmoError):
     """Authentication failed for good: no token, refresh refused, token revoked."""
 

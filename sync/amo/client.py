@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from sync.amo.auth import OAuthTokens, StaticToken, TokenProvider, TokenStorage
-from sync.amo.backoff import Backoff
+from sync.amo.backoff import Backoff, pause
 from sync.amo.budget import BudgetStore
 from sync.amo.chats import CHATS, ChatForm, ChatReader, parse_links, shared_chat_form
 from sync.amo.hooks import WEBHOOKS, Webhook, parse_webhook, parse_webhooks
@@ -40,6 +40,7 @@ CONTACTS = "/api/v4/contacts"
 EVENTS = "/api/v4/events"
 CUSTOM_FIELDS = "/api/v4/contacts/custom_fields"
 ACCOUNT = "/api/v4/account"
+W = list[WriteResult]
 IDS_PER_REQUEST = 250  # amoCRM's page maximum; literal brackets keep the URL near 6 KB
 
 
@@ -297,7 +298,8 @@ class AmoClient:
     def create_contacts(
         self, entities: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
     ) -> list[WriteResult]:
-        """POST new contacts; a lost answer is reconciled, so no contact is created twice."""
+        """POST new contacts; a lost answer is reconciled, never resent: one not found (lists
+        lag) ends the call as `AmoWriteUnconfirmedError`; `recover_creates` looks again later."""
         items = prepare(entities)
         if not items:
             return []
@@ -336,15 +338,14 @@ class AmoClient:
         return newest_contact_id(self)
 
     def recover_creates(
-        self, entities: Sequence[Mapping[str, Any]], floor: int | None
+        self, entities: Sequence[Mapping[str, Any]], floor: int | None, claimed: Iterable[int] = ()
     ) -> dict[str, WriteResult]:
         """Which of `entities` (POSTed, each with its `request_id`, by a process that died before
         it stored the answer) amoCRM did create, by request_id; created contacts have ids above
-        `floor` (`newest_contact_id` before the POST). Missing ones are not resent here.
-
+        `floor` (`newest_contact_id` before the POST), not `claimed` (made for other entities).
         Raises `InvariantError` when `floor` is None: amoCRM ignores the order reconciliation
         needs, and resending could create duplicates."""
-        return find_created(self, prepare(entities), floor, set(), self.reconcile_settle_s)
+        return find_created(self, prepare(entities), floor, {*claimed}, self.reconcile_settle_s)
 
     def recover_links(self, links: Sequence[Mapping[str, Any]]) -> dict[str, WriteResult]:
         """Which of `links` (`{contact_id, chat_id, request_id}` POSTed by a process that died
@@ -352,36 +353,31 @@ class AmoClient:
         return find_linked(self, prepare(links))
 
     def _post_links(self, batch: list[Item]) -> list[WriteResult]:
-        """POST links; those the answer does not name are looked up (`sync.amo.chats`)."""
+        """POST links, matched by `request_id` or pair (`sync.amo.chats`); those the answer does
+        not name are looked up by `run_writes` (`find_linked`), like any unmatched entity."""
         reply = self.session.send("POST", CHATS, json=[i.payload for i in batch], write=True)
-        results = parse_links(batch, reply.data)
-        named = {r.request_id for r in results}
-        if len(named) < len(batch):
-            found = find_linked(self, [i for i in batch if i.request_id not in named])
-            results += found.values()
-        return results
+        return parse_links(batch, reply.data)
 
     def _send(self, method: str, path: str, key: str, batch: list[Item]) -> list[WriteResult]:
         reply = self.session.send(method, path, json=[i.payload for i in batch], write=True)
         return parse_results(batch, reply.data, key)
 
-    def _write(
-        self, items: list[Item], batch_size: int | None, send: Any, reconcile: Any, what: str,
-        *, resend: bool = True) -> list[WriteResult]:  # fmt: skip
+    def _write(self, items: list[Item], size: int | None, *parts: Any, resend: bool = True) -> W:
         session = self.session
+        send, reconcile, what = parts
 
         def wait(attempt: int) -> None:
-            session.clock.sleep(session.backoff.delay(attempt))
+            pause(session.clock, session.stopping, session.backoff.delay(attempt))
 
         return run_writes(
             items,
-            batch_size or self.config.batch_size,
+            size or self.config.batch_size,
             send,
             reconcile,
             max_retries=session.max_retries,
             wait=wait,
             what=what,
-            resend=resend,
+            resend_unconfirmed=resend,
         )
 
 

@@ -54,7 +54,7 @@ from sync.amo.budget import (
     shared_change,
 )
 from sync.amo.turns import Turns
-from sync.errors import AmoBlockedError, AmoError, StoreError
+from sync.errors import AmoBlockedError, AmoError, AmoStoppedError, StoreError
 from sync.logs import get_logger
 
 log = get_logger("sync.amo.ratelimit")
@@ -134,23 +134,30 @@ class RateLimiter:
 
     # --- taking a start -----------------------------------------------------------------------
 
-    def acquire(self) -> Slot:
+    def acquire(self, stopping: threading.Event | None = None) -> Slot:
         """Block until a request may start; record its start and return its slot. Raises
-        `Withdrawn` if the thread's request was given up meanwhile (`sync.amo.turns`)."""
+        `Withdrawn` if it was given up (`turns`), `AmoStoppedError` if stopping in a 429 pause."""
         with self._cond:
             place = self.turns.enter()
             try:
-                return self._acquire_locked(place)
+                return self._acquire_locked(place, stopping)
             finally:
                 self.turns.leave(place)
 
-    def _acquire_locked(self, place: object) -> Slot:
+    def wake(self) -> None:
+        """Let every waiting thread look again now (a session is stopping)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _acquire_locked(self, place: object, stopping: threading.Event | None) -> Slot:
         while True:
             if self._halted is not None:
                 raise self._halted
             self.turns.check()
             now = self._monotonic()
             hold = self._hold(now)
+            if stopping is not None and stopping.is_set() and self._paused_until > now:
+                raise AmoStoppedError("stopping: a request waiting out a 429 pause was given up")
             if hold > 0:  # claim nothing that could not be used now
                 self._cond.wait(timeout=hold)
                 continue

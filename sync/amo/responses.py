@@ -45,7 +45,8 @@ from sync.errors import (
 from sync.logs import redact_text
 
 EXCERPT_CHARS = 300
-# A JSON `retry_after` beyond this is not slept through inside one call; the error surfaces.
+# A JSON `retry_after` beyond this is not retried inside one call; the error surfaces. Up to it,
+# the pause is `retry_after` capped at `backoff.MAX_PAUSE_S` (docs/operations.md, "How long").
 MAX_RETRY_AFTER_S = 600.0
 
 

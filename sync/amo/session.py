@@ -1,8 +1,6 @@
 """One logical request to amoCRM: rate budget, token, bounded retries, classification, logging.
-
-Everything that goes over the wire to amoCRM passes through `AmoSession.send` (API calls) or
-`AmoSession.exchange_token` (the OAuth endpoint). Safe to use from several threads at once.
-"""
+Everything sent to amoCRM passes through `AmoSession.send` (API calls) or `.exchange_token` (the
+OAuth endpoint). Safe to use from several threads at once; `stop` ends every wait at once."""
 
 from __future__ import annotations
 
@@ -17,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from sync.amo.auth import TOKEN_PATH, TokenProvider
-from sync.amo.backoff import Backoff
+from sync.amo.backoff import Backoff, pause
 from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
 from sync.amo.gate import DeadTokenError, RequestWatch, TokenGate
 from sync.amo.query import Params, encode_query
@@ -81,6 +79,7 @@ class AmoSession:
         # called before every attempt of a write (retries included); raises to stop it. Push
         # sets it to "is the push lock still ours?" so no retry goes out after the lock is gone
         self.write_guard: Callable[[], None] | None = None
+        self.stopping = threading.Event()  # set by `stop`: waits end, nothing more is sent
 
     def __repr__(self) -> str:
         return f"AmoSession(base_url={self.config.base_url!r})"
@@ -93,6 +92,11 @@ class AmoSession:
 
     def close(self) -> None:
         self._http.close()
+
+    def stop(self) -> None:
+        """The process is stopping: every request waiting for a start or a retry gives up."""
+        self.stopping.set()
+        self.limiter.wake()
 
     def next_written(self) -> Future[None]:
         """A future resolved once a request's headers have been written after this call: the
@@ -192,7 +196,7 @@ class AmoSession:
                 delay_s=round(delay, 1),
                 error=str(error),
             )
-        self.clock.sleep(delay)
+        pause(self.clock, self.stopping, delay)
 
     def _throttled(
         self, slot: Slot, delay: float, retry_after: float | None, error: AmoError | None
@@ -227,7 +231,7 @@ class AmoSession:
         its start, that start goes unused and the request waits for the refreshed token."""
         while True:
             token = self._live_token(method, url)
-            slot = self.limiter.acquire()
+            slot = self.limiter.acquire(self.stopping)
             if not self.gate.is_dead(token):
                 return token, slot
 

@@ -7,15 +7,18 @@ that amoCRM did apply, found by re-reading). Rules:
 - every entity gets a `request_id` (the caller's, or its index in the caller's list), and results
   are matched back by it, never by position alone; an answer with fewer or more entries than
   the batch (or entries that match nothing) keeps what it does match, and the entities left
-  without a result are reconciled by reading; updates and links not found are sent again,
-  creates are not (`resend=False`: the batch was applied whole, a list may lag behind it): the
-  call ends with `AmoWriteUnknownError` and the caller leaves them pending for its next run;
+  without a result are reconciled by reading like a lost answer (below), creates included;
 - a 400 rejects the whole batch (amoCRM is treated as all-or-nothing): the entities named in
-  `validation-errors` are set aside, the rest of the batch is sent again; at the end an
+  `validation-errors` (by our request_id, or by batch index when that is what the names are)
+  are set aside, the rest of the batch is sent again; a 400 that names nobody we can tell for
+  sure is split in halves until each rejected entity is alone in its batch; at the end an
   `AmoRejectedError` lists every rejected `request_id` and carries the successful results;
 - a lost answer (`AmoWriteUnknownError`: timeout after send, reset, 5xx, 504, broken body) is
-  **reconciled before any retry**; only entities not found are sent again; a 504 (or a 422
-  "Limit 250 per page") halves the batch size for the rest of the call;
+  **reconciled before any retry**; only entities not found are sent again — except creates
+  (`resend_unconfirmed=False`): one not found may still show up (lists lag writes), so it is
+  never resent in the same call; the call ends with `AmoWriteUnconfirmedError` naming them
+  (after the other batches went out); a 504 (or a 422 "Limit 250 per page") halves the batch
+  size for the rest of the call;
 - any error that ends the call carries `.results` for what did go through.
 """
 
@@ -27,7 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync.amo.numbers import as_int
-from sync.errors import AmoError, AmoRejectedError, AmoWriteUnknownError, InvariantError
+from sync.errors import (
+    AmoError,
+    AmoRejectedError,
+    AmoWriteUnconfirmedError,
+    AmoWriteUnknownError,
+    InvariantError,
+)
 from sync.logs import get_logger
 
 log = get_logger("sync.amo.writes")
@@ -133,7 +142,8 @@ class _State:
     order: list[str]
     results: dict[str, WriteResult] = field(default_factory=dict)
     rejected: dict[str, Sequence[Mapping[str, str]]] = field(default_factory=dict)
-    unsettled: list[Item] = field(default_factory=list)  # unmatched, not found, not resent
+    unconfirmed: list[str] = field(default_factory=list)  # creates not found, not resent
+    unsettled: list[Item] = field(default_factory=list)  # unmatched after every retry
 
     def ordered(self) -> tuple[WriteResult, ...]:
         return tuple(self.results[r] for r in self.order if r in self.results)
@@ -148,11 +158,9 @@ def run_writes(
     max_retries: int,
     wait: Wait,
     what: str,
-    resend: bool = True,
+    resend_unconfirmed: bool = True,
 ) -> list[WriteResult]:
-    """Write `items` in batches; see the module docstring for the rules. `resend=False` (creates):
-    an entity a 200 answer did not account for and reading did not find is not sent again in
-    this call; the call ends with `AmoWriteUnknownError` and the caller's next run looks again."""
+    """Write `items` in batches; see the module docstring for the rules."""
     state = _State([i.request_id for i in items])
     size = max(1, batch_size)
     queue: deque[list[Item]] = deque(_chunks(items, size))
@@ -162,7 +170,7 @@ def run_writes(
         try:
             state.results.update((r.request_id, r) for r in send(batch))
             unmatched = [i for i in batch if i.request_id not in state.results]
-            rest = _unmatched(unmatched, reconcile, state, what, resend) if unmatched else []
+            rest = _unmatched(unmatched, reconcile, state, what, resend_unconfirmed)
             if rest:
                 failures += 1
                 if failures > max_retries:
@@ -170,9 +178,7 @@ def run_writes(
                 else:
                     queue.appendleft(rest)
         except AmoRejectedError as exc:
-            rest = _set_aside_rejected(batch, exc, state)
-            if rest:
-                queue.appendleft(rest)
+            queue.extendleft(reversed(_set_aside_rejected(batch, exc, state)))
         except AmoWriteUnknownError as exc:
             failures += 1
             if failures > max_retries:
@@ -181,7 +187,7 @@ def run_writes(
                 size = max(1, size // 2)
             wait(failures - 1)
             unsure = [i for i in batch if i.request_id not in state.results]
-            rest = _reconciled_rest(unsure, exc, reconcile, state, what)
+            rest = _reconciled_rest(unsure, exc, reconcile, state, what, resend=resend_unconfirmed)
             queue = deque(_chunks(rest + [i for b in queue for i in b], size))
         except AmoError as exc:
             if exc.status == 422 and len(batch) > 1:
@@ -193,8 +199,8 @@ def run_writes(
 
 
 def _finish(state: _State, count: int, what: str) -> list[WriteResult]:
-    """The results, or the error that carries them: unsettled entities first (the caller must
-    look again), then rejected ones."""
+    """The results, or the error that carries them: entities left unsettled first (the caller
+    must look again), then unconfirmed creates, then rejected entities."""
     if state.unsettled:
         raise _with_results(
             AmoWriteUnknownError(
@@ -202,6 +208,14 @@ def _finish(state: _State, count: int, what: str) -> list[WriteResult]:
                 f"{len(state.unsettled)}, and reading did not find them: left for the next run"
             ),
             state,
+        )
+    if state.unconfirmed:
+        raise AmoWriteUnconfirmedError(
+            f"amoCRM did not confirm {len(state.unconfirmed)} of {count} {what}: the answer "
+            "was lost or left them out, and re-reading did not find them (yet); not sent again",
+            unconfirmed=state.unconfirmed,
+            errors_by_request_id=state.rejected,
+            results=state.ordered(),
         )
     if state.rejected:
         raise AmoRejectedError(
@@ -221,23 +235,59 @@ def _with_results(exc: AmoError, state: _State) -> AmoError:
     return exc
 
 
-def _set_aside_rejected(batch: list[Item], exc: AmoRejectedError, state: _State) -> list[Item]:
-    ids = {i.request_id for i in batch}
-    named = {rid: errs for rid, errs in exc.errors_by_request_id.items() if rid in ids}
-    if not named:  # a 400 that names nobody: every entity of the batch carries the message
-        detail = {"code": "Rejected", "path": "", "detail": str(exc)}
-        named = {rid: [detail] for rid in ids}
+def _set_aside_rejected(
+    batch: list[Item], exc: AmoRejectedError, state: _State
+) -> list[list[Item]]:
+    """Record the entities a 400 names; the batches to send again (the rest of it, or, when
+    who was meant cannot be told, its two halves: nothing of a rejected batch was applied)."""
+    named = _named(batch, exc.errors_by_request_id)
+    if named is None and len(batch) > 1:
+        half = len(batch) // 2
+        log.info("amo_write_rejected_split", batch=len(batch))
+        return [batch[:half], batch[half:]]
+    if named is None:  # a batch of one: whatever the 400 says is about this entity
+        named = {batch[0].request_id: _all_errors(exc)}
     state.rejected.update(named)
     log.info("amo_write_rejected", count=len(named), batch=len(batch))
-    return [i for i in batch if i.request_id not in named]
+    rest = [i for i in batch if i.request_id not in named]
+    return [rest] if rest else []
+
+
+def _named(
+    batch: list[Item], errors: Mapping[str, Sequence[Mapping[str, str]]]
+) -> dict[str, Sequence[Mapping[str, str]]] | None:
+    """`errors` by our request_ids, or None when they cannot be matched for sure. amoCRM may
+    name an entity by our request_id or by its index in the batch (the official SDK sends the
+    index; the vendor's example shows "0"). Ours are ids (PATCH) or negative temporary ids
+    (POST): a small contact id can also be an index, and then only a split can tell."""
+    ours = [i.request_id for i in batch]
+    if not errors:
+        return None
+    positions = {rid: int(rid) for rid in errors if rid.isdigit() and int(rid) < len(batch)}
+    mine = all(rid in ours for rid in errors)
+    by_index = len(positions) == len(errors)
+    if mine and by_index and any(ours[at] != rid for rid, at in positions.items()):
+        return None  # both readings fit and they disagree
+    if mine:
+        return dict(errors)
+    if by_index:
+        return {ours[positions[rid]]: errs for rid, errs in errors.items()}
+    return None
+
+
+def _all_errors(exc: AmoRejectedError) -> list[Mapping[str, str]]:
+    listed = [e for errs in exc.errors_by_request_id.values() for e in errs]
+    return listed or [{"code": "Rejected", "path": "", "detail": exc.reason}]
 
 
 def _unmatched(
     unmatched: list[Item], reconcile: Reconcile, state: _State, what: str, resend: bool
 ) -> list[Item]:
     """Entities a 200 answer did not account for: amoCRM applies a batch whole, so they are
-    most likely applied; reading finds them. Returns those to send again (none unless
-    `resend`; the rest are unsettled)."""
+    most likely applied; reading finds them. Returns those to send again; creates (`resend`
+    false) are never resent in the call, they wait as unconfirmed."""
+    if not unmatched:
+        return []
     try:
         found = reconcile(unmatched)
     except InvariantError:
@@ -253,7 +303,7 @@ def _unmatched(
     )  # fmt: skip
     if resend:
         return rest
-    state.unsettled += rest
+    state.unconfirmed.extend(i.request_id for i in rest)
     return []
 
 
@@ -263,6 +313,8 @@ def _reconciled_rest(
     reconcile: Reconcile,
     state: _State,
     what: str,
+    *,
+    resend: bool,
 ) -> list[Item]:
     try:
         found = reconcile(batch)
@@ -273,11 +325,14 @@ def _reconciled_rest(
         raise _with_results(exc, state) from err
     state.results.update(found)
     rest = [i for i in batch if i.request_id not in found]
+    if not resend:
+        state.unconfirmed.extend(i.request_id for i in rest)
     log.warning(
         "amo_write_reconciled",
         what=what,
         status=exc.status,
         applied=len(found),
-        resent=len(rest),
+        resent=len(rest) if resend else 0,
+        unconfirmed=0 if resend else len(rest),
     )
-    return rest
+    return rest if resend else []

@@ -15,9 +15,10 @@
     │   standby: NOTIFY the leader                                              │
     └───────────────────────────────────────────────────────────────────────────┘
 
-Stop (SIGTERM/SIGINT): no new job starts; a running job gets `daemon.shutdown_timeout_s` to
-finish its transaction; if it has not, the process exits anyway and PostgreSQL rolls the open
-transaction back when the connection closes. Exit code 0 either way, well within 15 s.
+Stop (SIGTERM/SIGINT): no new job starts; requests waiting for a start or a retry (a 429's
+pause) give up at once; a running job gets `daemon.shutdown_timeout_s` to finish its
+transaction; if it has not, the process exits anyway and PostgreSQL rolls the open transaction
+back when the connection closes. Exit code 0 either way, well within 15 s.
 """
 
 from __future__ import annotations
@@ -68,6 +69,17 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
+def stop_requests_on(stop: threading.Event, client: AmoClient) -> None:
+    """Once `stop` is set, requests waiting for a start or a retry (a 429's pause) give up at
+    once, so the running job ends within the shutdown timeout instead of being abandoned."""
+
+    def watch() -> None:
+        stop.wait()
+        client.session.stop()
+
+    threading.Thread(target=watch, name="amosync-stop", daemon=True).start()
+
+
 def exit_now(code: int) -> None:
     """Leave without waiting for job threads: their sessions close, PostgreSQL rolls back."""
     sys.stdout.flush()
@@ -110,6 +122,7 @@ def run_daemon(config: Config) -> None:
     if hooks is not None:
         hooks.client = client  # for the subscription check
     metrics.watch_budget(client.session.limiter)
+    stop_requests_on(stop, client)
     clean = True
     try:
         if config.daemon.migrate and not migrate_when_possible(config, stop, health):

@@ -5,8 +5,9 @@ before being killed) must not be sent again blindly. So before a create or link 
 its payloads, the time and the newest amoCRM contact id below which nothing of it can be
 (`floor`) are committed to `sync_state` under `push_in_flight`. A successful batch swaps the
 temporary negative ids for amoCRM's ids and clears its entries in the same transaction. Whatever
-is still in the record when push starts was sent by a run that died: push reconciles it by
-reading amoCRM (see `sync.push`) before sending anything new.
+is still in the record when push starts was sent by a run that died, or is a create amoCRM has
+not confirmed yet: push reconciles it by reading amoCRM (see `sync.push.posts`) before sending
+anything new, and never sends an item still in the record.
 """
 
 from __future__ import annotations
@@ -115,34 +116,74 @@ def mark_sending(
     items: Mapping[int, Mapping[str, Any]],
     now: datetime,
     floor: int | None = None,
+    *,
+    changes: Mapping[int, Sequence[int]] | None = None,
 ) -> None:
-    """Commit (in the caller's transaction) that these `kind` items are about to be sent."""
+    """Commit (in the caller's transaction) that these `kind` items are about to be sent.
+
+    Items still in the record (creates amoCRM has not confirmed yet) stay: the floor is the
+    lowest of theirs and this batch's, each item keeps its own send time (`sent`) and the outbox
+    rows it carries (`changes`: an edit made while it waits is pushed after it, not lost)."""
     state = load_in_flight(conn)
-    entry = {
-        "sent_at": now.isoformat(),
+    old = dict(state.get(kind) or {})
+    kept = dict(old.get("items") or {})
+    if kept and (old.get("floor") is None or floor is None):
+        floor = None  # amoCRM ignored order[id] for one of them: nothing can be reconciled
+    elif kept:
+        floor = min(int(old["floor"]), floor or 0)
+    stamp = now.isoformat()
+    state[kind] = {
+        "sent_at": stamp,
         "floor": floor,
-        "items": {str(temp): dict(payload) for temp, payload in items.items()},
+        "items": {**kept, **{str(temp): dict(payload) for temp, payload in items.items()}},
+        "sent": {**_sent_times(old), **{str(temp): stamp for temp in items}},
+        "changes": {
+            **(old.get("changes") or {} if kept else {}),
+            **{str(temp): list(ids) for temp, ids in (changes or {}).items()},
+        },
+        "claimed": list(old.get("claimed") or []) if kept else [],
     }
-    state[kind] = entry
     _save(conn, state)
 
 
 def forget_sent(
-    conn: Connection, kind: str, temp_ids: Iterable[int], floor: int | None = None
+    conn: Connection, kind: str, temp_ids: Iterable[int], claimed: Iterable[int] = ()
 ) -> None:
-    """Drop settled items from the record; `floor` moves the create floor up."""
+    """Drop settled items from the record; while others stay, the amoCRM ids `claimed` by the
+    settled ones are kept so that no later look-up takes them for a waiting item."""
     state = load_in_flight(conn)
     entry = dict(state.get(kind) or {})
     items = dict(entry.get("items") or {})
+    sent = _sent_times(entry)
+    carried = dict(entry.get("changes") or {})
     for temp in temp_ids:
         items.pop(str(temp), None)
-    if floor is not None:
-        entry["floor"] = max(int(entry.get("floor") or 0), floor)
+        sent.pop(str(temp), None)
+        carried.pop(str(temp), None)
     if items:
-        state[kind] = {**entry, "items": items}
+        taken = sorted({*map(int, entry.get("claimed") or []), *claimed})
+        state[kind] = {**entry, "items": items, "sent": sent, "claimed": taken, "changes": carried}
     else:
         state.pop(kind, None)
     _save(conn, state)
+
+
+def sent_at(entry: Mapping[str, Any], temp_id: int) -> datetime:
+    """When the in-flight item `temp_id` of `entry` was (last) sent."""
+    stamp = _sent_times(entry).get(str(temp_id)) or entry["sent_at"]
+    return datetime.fromisoformat(str(stamp))
+
+
+def carried_changes(entry: Mapping[str, Any], temp_id: int) -> tuple[int, ...] | None:
+    """The outbox rows the in-flight item `temp_id` carried (None: a record without them)."""
+    ids = (entry.get("changes") or {}).get(str(temp_id))
+    return None if ids is None else tuple(int(i) for i in ids)
+
+
+def _sent_times(entry: Mapping[str, Any]) -> dict[str, str]:
+    """Each item's send time; a record written before times were kept per item has one."""
+    sent = dict(entry.get("sent") or {})
+    return {temp: sent.get(temp, entry.get("sent_at", "")) for temp in entry.get("items") or {}}
 
 
 def _save(conn: Connection, state: Mapping[str, Any]) -> None:
@@ -209,6 +250,15 @@ def _set_status_after_write(conn: Connection, ids: list[int], now: datetime) -> 
             synced_at=sa.case((waiting, contacts.c.synced_at), else_=now),
         )
     )
+
+
+def mark_waiting(conn: Connection, temp_ids: Iterable[int], message: str) -> None:
+    """New contacts sent but not confirmed yet: they stay `pending`, `sync_error` says why."""
+    ids = list(temp_ids)
+    if not ids:
+        return
+    sync_origin(conn)
+    conn.execute(sa.update(contacts).where(contacts.c.id.in_(ids)).values(sync_error=message))
 
 
 def mark_errors(conn: Connection, messages: Mapping[int, str]) -> None:

@@ -57,7 +57,7 @@ def early_response(rule: FaultRule, request: Request) -> Response | None:
 
 
 _REPLACEMENTS: dict[str, Callable[[FaultRule], Response]] = {
-    "rate_limit": lambda rule: too_many(rule.body),
+    "rate_limit": lambda rule: too_many(rule.body, rule.retry_after_s),
     "payment_required": lambda _: json_response(402, problem(402, "Payment required"), PROBLEM),
     "unauthorized": lambda _: json_response(
         401, problem(401, "Invalid user name or password"), PROBLEM

@@ -55,6 +55,7 @@ class FaultRule:
     touch: int = 1  # drift / edit / vanish / revive: how many contacts change / go / return
     pick: Pick = "first"  # drift / edit / vanish: which of the list's contacts (see Pick)
     min_batch: int = 0  # writes only fire with at least this many entities (heavy-batch 504s)
+    retry_after_s: int = 1  # "rate_limit" with a JSON body: its `retry_after` (the docs show 300)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FaultRule:

@@ -79,6 +79,9 @@ class EmulatorSettings:
     max_batch: int = 250  # more entities in one POST/PATCH gives 422
     events_page_limit: int = 250  # amocrm.ru documents 100
     honour_client_updated_at: bool = False
+    # 400 `validation-errors` name entities by "request_id" (the client's, else the index) or by
+    # "index" always (what the official SDK's own request_ids amount to; the vendor shows "0")
+    rejected_request_id: str = "request_id"
     list_lag_s: float = 0.0  # eventual consistency: lists show the version of this long ago
     # /contacts/chats under a stand-in that knows only the documented scalar `contact_id=N`:
     # the array form `contact_id[]=..` is a 400 (scalar_only), lists every link of the account

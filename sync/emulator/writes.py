@@ -36,7 +36,10 @@ def parse_entities(items: list[Any], account: Account, *, update: bool) -> list[
         errors: FieldErrors = []
         patch = parse_entity(item, account, request_id, errors, update=update)
         if errors:
-            rejected.append({"request_id": request_id, "errors": errors})
+            by_index = account.settings.rejected_request_id == "index"
+            rejected.append(
+                {"request_id": str(index) if by_index else request_id, "errors": errors}
+            )
         patches.append(patch)
     if rejected:
         raise validation_failed(rejected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -16,7 +16,7 @@ from sync.config import Config
 from sync.core.cf_shape import ShapeError
 from sync.db.lockwait import retrying
 from sync.db.runs import RunStore
-from sync.errors import AmoError, AmoRejectedError
+from sync.errors import AmoError, AmoRejectedError, AmoWriteUnconfirmedError
 from sync.logs import get_logger
 from sync.push.report import PushReport
 
@@ -42,6 +42,7 @@ class Context:
     clock: Clock
     count: Counter
     runs: RunStore
+    unconfirmed: set[int] = field(default_factory=set)  # new contacts amoCRM has not confirmed
 
 
 def invalid_reason(contact_id: int, exc: Exception) -> str:
@@ -77,6 +78,8 @@ def send(
         return write(), {}, None
     except AmoRejectedError as exc:
         return results(exc), exc.errors_by_request_id, None
+    except AmoWriteUnconfirmedError as exc:  # the caller keeps `unconfirmed` in flight
+        return results(exc), exc.errors_by_request_id, exc
     except AmoError as exc:
         return results(exc), {}, exc
 

@@ -10,7 +10,9 @@ One run, under a per-schema lock:
    batched GET by `filter[id]` gives amoCRM's current version, `sync.push.conflicts.resolve` merges
    field by field, and the fields to send go out as PATCHes of ≤`amocrm.batch_size` entities —
    several batches in flight on a small thread pool, each recorded in its own transaction;
-3. **creates**: POSTs, one batch at a time, each first recorded as in flight;
+3. **creates**: POSTs, one batch at a time, each first recorded as in flight; a create whose
+   answer was lost and that amoCRM does not show yet is never resent on a guess (`posts`):
+   it waits in flight, and the run fails at its end saying so;
 4. **chat links**: POST `/contacts/chats`, likewise.
 A 400 rejects a whole batch: the client resends the valid entities, the rejected contacts get
 `sync_status = 'error'`. One `sync_runs` row and one `push_finished`/`push_failed` event per run.
@@ -33,7 +35,7 @@ from sync.db.runs import RunStore, push_lock
 from sync.errors import StoreError, mark_logged
 from sync.logs import get_logger
 from sync.push.context import Context, Counter
-from sync.push.posts import push_creates, push_links, recover
+from sync.push.posts import check_confirmed, push_creates, push_links, recover
 from sync.push.report import PushReport
 from sync.push.updates import push_updates
 
@@ -65,6 +67,7 @@ def run_push(
             push_creates(ctx)
             if config.sync.chats:
                 push_links(ctx)
+            check_confirmed(ctx)
             lock.ensure_held()  # a run that lost its lock never says succeeded
         except Exception as exc:
             report.requests = client.session.requests_sent - requests_before

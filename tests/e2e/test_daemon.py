@@ -236,3 +236,27 @@ def test_sigterm_with_a_stuck_job_still_exits_0_within_15_s(
     abandoned = [e for e in daemon.events() if e["event"] == "job_abandoned"]
     assert len(abandoned) == 1
     assert abandoned[0]["jobs"] == ["pull"]
+
+
+def test_sigterm_during_a_429_pause_stops_cleanly_at_once(
+    daemons: Callable[..., DaemonProcess], emulator: EmulatorProcess
+) -> None:
+    """amoCRM's documented 429 body asks for `retry_after: 300`: the pause it buys ends the
+    moment the daemon is asked to stop; the job ends, it is not abandoned."""
+    daemon = daemons(AMOSYNC_AMOCRM__MAX_RETRIES="6")
+    daemon.wait_health(200)
+    emulator.admin("POST", "faults", {"kind": "rate_limit", "retry_after_s": 300,
+                                      "path": "/api/v4/*", "times": None})  # fmt: skip
+    wait_for("a 429 pause", lambda: any(
+        e["event"] == "amo_rate_limited" for e in daemon.events()), timeout=15)  # fmt: skip
+    time.sleep(0.5)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=15) == 0, daemon.output()
+    assert time.monotonic() - started < 5, daemon.output()
+    events = daemon.events()
+    (limited, *_) = [e for e in events if e["event"] == "amo_rate_limited"]
+    assert limited["retry_after"] == 300
+    assert limited["pause_s"] <= 31
+    assert not [e for e in events if e["event"] == "job_abandoned"]
+    assert [e["clean"] for e in events if e["event"] == "daemon_stopped"] == [True]

@@ -100,7 +100,9 @@ def _json(value: Any) -> str | None:
 def push_env(
     db_config: DatabaseConfig, engine: Engine, *, contacts: int = 20, **amo: Any
 ) -> Iterator[PushEnv]:
-    settings = {k: amo.pop(k) for k in list(amo) if k in ("latency_ms", "list_lag_s")}
+    settings = {
+        k: amo.pop(k) for k in list(amo) if k in ("latency_ms", "list_lag_s", "rejected_request_id")
+    }
     with (
         running(contacts=contacts, trashed_fraction=0.0, **settings) as (emulator, url),
         client_for(emulator, url, reconcile_settle_s=0.05, **amo) as client,

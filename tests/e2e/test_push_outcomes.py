@@ -1,0 +1,88 @@
+"""`amosync push` outcomes a person sees: a create amoCRM has not confirmed yet is an honest
+failure (exit 1), never a second contact; Ctrl-C during a 429's pause ends the command at once.
+A subprocess against the emulator on 127.0.0.1 and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from sync.config import DatabaseConfig
+from sync.emulator import FaultRule
+from tests.e2e.test_push_cli import clean_env, command, run, write_config
+from tests.integration.push_env import PushEnv, push_env
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def env(db_config: DatabaseConfig, engine: Engine) -> Any:
+    with push_env(db_config, engine, contacts=30) as env:
+        env.mirror()
+        env.emulator.clear_requests()
+        yield env
+
+
+def _names(env: PushEnv, prefix: str) -> Counter[str]:
+    return Counter(
+        c.name for c in env.emulator.account.contacts.values() if c.name.startswith(prefix)
+    )
+
+
+def test_a_lost_create_under_lag_exits_1_and_is_never_duplicated(
+    env: PushEnv, db_config: DatabaseConfig, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "amosync.toml", env, db_config)
+    env.emulator.clock.freeze()
+    env.emulator.set_controls(list_lag_s=3)
+    env.emulator.add_fault(
+        FaultRule(
+            kind="error", status=504, method="POST", path="/api/v4/contacts", apply_write=True
+        )
+    )
+    env.sql("INSERT INTO contacts (name) VALUES ('Cli A'), ('Cli B')")
+    first = run(config, "push")
+    assert first.returncode == 1, first.stderr
+    assert "not confirmed them yet" in first.stderr
+    assert "Traceback" not in first.stderr
+    again = run(config, "push")  # the lists still lag: still waiting, still honest
+    assert again.returncode == 1, again.stderr
+    assert _names(env, "Cli") == {"Cli A": 1, "Cli B": 1}
+    env.emulator.clock.advance(5)
+    done = run(config, "push")
+    assert done.returncode == 0, done.stderr
+    assert _names(env, "Cli") == {"Cli A": 1, "Cli B": 1}
+    assert env.sql("SELECT count(*) FROM contacts WHERE id < 0")[0][0] == 0
+
+
+def test_ctrl_c_during_a_429_pause_ends_the_push_at_once(
+    env: PushEnv, db_config: DatabaseConfig, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "amosync.toml", env, db_config)
+    ids = sorted(env.emulator.account.contacts)
+    for contact_id in ids:  # PATCH batches of 10 on the push's worker threads
+        env.sql("UPDATE contacts SET name = 'paused' WHERE id = :id", id=contact_id)
+    env.emulator.add_fault(FaultRule(kind="rate_limit", retry_after_s=300, times=None,
+                                     method="PATCH", path="/api/v4/contacts*"))  # fmt: skip
+    proc = subprocess.Popen(command(config, "push"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=clean_env())  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not [r for r in env.emulator.requests() if r["status"] == 429]:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no 429 was served"
+        time.sleep(0.05)
+    time.sleep(0.5)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=20)
+    assert time.monotonic() - started < 5, err
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert all(env.remote(contact_id)["name"] != "paused" for contact_id in ids)

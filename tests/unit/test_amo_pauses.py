@@ -1,0 +1,80 @@
+"""A 429's `retry_after` buys a bounded pause, and a stopping process cuts every wait short."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from structlog.testing import capture_logs
+
+from sync.amo.backoff import MAX_PAUSE_S, pause
+from sync.amo.ratelimit import RateLimiter
+from sync.clock import SystemClock
+from sync.errors import AmoStoppedError
+from tests.unit.amo_helpers import FakeClock, Script, reply, session
+
+OK = reply(200, {"_page": 1})
+DOCUMENTED_429 = reply(  # the body of amoCRM's documentation (amocrm-api.md §1)
+    429,
+    {"title": "Too Many Requests", "type": "https://httpstatus.es/429", "status": 429,
+     "detail": "You have sent too many requests in a given amount of time.", "retry_after": 300},
+)  # fmt: skip
+
+
+def test_the_documented_retry_after_300_pauses_at_most_the_cap_once() -> None:
+    clock = FakeClock()
+    amo = session(Script(DOCUMENTED_429, OK), clock=clock)
+    with capture_logs() as logs:
+        assert amo.send("GET", "/api/v4/contacts").data == {"_page": 1}
+    assert len(clock.sleeps) == 1
+    assert MAX_PAUSE_S <= clock.sleeps[0] <= MAX_PAUSE_S + 1
+    (limited,) = [e for e in logs if e["event"] == "amo_rate_limited"]
+    assert limited["retry_after"] == 300
+    assert MAX_PAUSE_S <= limited["pause_s"] <= MAX_PAUSE_S + 1
+
+
+def test_a_short_retry_after_is_honoured_as_given() -> None:
+    clock = FakeClock()
+    body = {"title": "Too Many Requests", "status": 429, "retry_after": 4}
+    session(Script(reply(429, body), OK), clock=clock).send("GET", "/x")
+    assert 4 <= clock.sleeps[0] <= 5
+
+
+def test_stop_ends_a_429_pause_and_the_waits_behind_it_at_once() -> None:
+    limiter = RateLimiter(100, margin_s=0.0)
+    amo = session(Script(DOCUMENTED_429, OK), limiter=limiter)
+    amo.clock = SystemClock()  # a real pause of 30 s
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            amo.send("GET", "/api/v4/contacts")
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    first = threading.Thread(target=call)
+    first.start()
+    deadline = time.monotonic() + 5
+    while limiter.paused_for() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert limiter.paused_for() > 10
+    second = threading.Thread(target=call)  # waits for a start behind the pause
+    second.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    amo.stop()
+    first.join(5)
+    second.join(5)
+    assert time.monotonic() - started < 2
+    assert [type(e) for e in errors] == [AmoStoppedError, AmoStoppedError]
+
+
+def test_pause_on_an_injected_clock_sleeps_then_checks() -> None:
+    stopping = threading.Event()
+    clock = FakeClock()
+    pause(clock, stopping, 2.0)
+    assert clock.sleeps == [2.0]
+    stopping.set()
+    with pytest.raises(AmoStoppedError):
+        pause(clock, stopping, 1.0)
