@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from sync.config import DatabaseConfig
-from sync.errors import AmoWriteUnknownError, InvariantError
+from sync.errors import AmoWriteUnconfirmedError, InvariantError
 from tests.integration.pull_helpers import assert_converged, count, emulated, make_config, pull
 from tests.integration.push_env import PushEnv, push_env
 
@@ -147,7 +147,7 @@ def test_creates_a_short_answer_hides_stay_pending_and_the_next_push_settles_the
         env.mirror()
         env.emulator.set_controls(write_answer="short", list_lag_s=3600.0)
         temps = [_insert(env, f"Hidden {n}") for n in range(3)]
-        with pytest.raises(AmoWriteUnknownError, match="did not account for 1"):
+        with pytest.raises(AmoWriteUnconfirmedError, match="1 new contacts were sent but"):
             env.push(push_workers=1)
         assert [_names(env)[f"Hidden {n}"] for n in range(3)] == [1] * 3
         pending = env.sql("SELECT id, sync_status FROM contacts WHERE id < 0")

@@ -12,7 +12,7 @@ import pytest
 
 from sync.amo.numbers import as_int, normalise
 from sync.emulator import Emulator
-from sync.errors import AmoWriteUnknownError, InvariantError
+from sync.errors import AmoWriteUnconfirmedError, InvariantError
 from sync.pull.events import Events
 from tests.unit.test_standin_variants import amo, live_ids
 
@@ -226,9 +226,10 @@ def test_a_create_the_answer_left_out_and_a_lagging_list_hides_is_not_sent_again
         floor = client.newest_contact_id()
         emulator.set_controls(list_lag_s=60.0)
         client.reconcile_settle_s = 0.01
-        with pytest.raises(AmoWriteUnknownError, match="did not account for 1") as caught:
+        with pytest.raises(AmoWriteUnconfirmedError, match="did not confirm 1 of 3") as caught:
             client.create_contacts([{"name": f"Lag {n}"} for n in range(3)])
         assert sorted(r.request_id for r in caught.value.results) == ["1", "2"]  # type: ignore[attr-defined]
+        assert list(caught.value.unconfirmed) == ["0"]
         names = [c["name"] for c in emulator.contacts() if c["name"].startswith("Lag ")]
         assert sorted(names) == ["Lag 0", "Lag 1", "Lag 2"]
         posts = [r for r in emulator.requests() if r["method"] == "POST"]
