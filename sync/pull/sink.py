@@ -36,7 +36,6 @@ from sqlalchemy.exc import DBAPIError
 from sync.config import Config
 from sync.core.mapping import FieldDef, to_rows
 from sync.db.contacts import ContactStore, PageResult
-from sync.db.engine import sync_origin
 from sync.db.runs import CONTACTS_CURSOR, RunStore
 from sync.logs import get_logger
 from sync.pull.windows import Coverage, Span
@@ -242,7 +241,7 @@ class Sink:
         rows = to_rows(page.items, page.fields, self.with_)
         links, linked = (None, None) if page.chats is None else (page.chats.rows, page.chats.ids)
         with self.engine.begin() as conn:
-            sync_origin(conn)
+            self.contacts.prepare(conn)  # the sync's own (`sync_origin`), with its staging
             if page.new_fields is not None:
                 self.runs.save_fields(conn, page.new_fields)
             result = self.contacts.store_page(
@@ -252,6 +251,7 @@ class Sink:
                 with_relations=self.relations,
                 chats=links,
                 chat_ids=linked,
+                prepared=True,
             )
             if self.seen_run is not None and rows.ids:
                 self.contacts.mark_seen(conn, self.seen_run, rows.ids)

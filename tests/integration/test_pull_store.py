@@ -130,3 +130,32 @@ def test_a_row_whose_key_stays_and_values_change_is_replaced(engine: Engine) -> 
     assert stored(engine, "SELECT tag_id, tag_name FROM amocrm.contact_tags") == [(5, "new")]
     values = "SELECT field_id, position, value FROM amocrm.contact_custom_field_values"
     assert stored(engine, values) == [(1, 0, "+7 2")]
+
+
+def test_the_page_transaction_marks_itself_as_the_sync_s_own_in_its_prepare(
+    engine: Engine,
+) -> None:
+    """No separate `sync_origin` round trip: the staging statement sets the origin, so a page
+    stored without it passes the relation tables' guard triggers, and a transaction the caller
+    prepared runs no statement of its own for the origin."""
+    with engine.begin() as conn:
+        rows = to_rows([contact(200, "a")], {}, ("leads",))
+        ContactStore("amocrm").store_page(conn, rows, {}, with_relations=RELATIONS, chats=None)
+    assert tags(engine) == ["a"]
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with engine.begin() as conn:
+            store_ = ContactStore("amocrm")
+            store_.prepare(conn)
+            rows = to_rows([contact(300, "b")], {}, ("leads",))
+            store_.store_page(conn, rows, {}, with_relations=RELATIONS, chats=None, prepared=True)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert tags(engine) == ["b"]
+    assert sum("DO $stage$" in s for s in statements) == 1
+    assert not any("set_config" in s and "DO $stage$" not in s for s in statements)
