@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from sync.config import Config
 from sync.core.mapping import FieldDef, to_rows
 from sync.db.contacts import ContactStore, PageResult
+from sync.db.engine import sync_origin
 from sync.db.runs import CONTACTS_CURSOR, RunStore
 from sync.logs import get_logger
 from sync.pull.windows import Coverage, Span
@@ -241,7 +242,10 @@ class Sink:
         rows = to_rows(page.items, page.fields, self.with_)
         links, linked = (None, None) if page.chats is None else (page.chats.rows, page.chats.ids)
         with self.engine.begin() as conn:
-            self.contacts.prepare(conn)  # the sync's own (`sync_origin`), with its staging
+            if rows.contacts:  # the sync's own (`sync_origin`) and its staging, one round trip
+                self.contacts.prepare(conn)
+            else:  # a page of a span only (an idle poll): no staging tables for the session
+                sync_origin(conn)
             if page.new_fields is not None:
                 self.runs.save_fields(conn, page.new_fields)
             result = self.contacts.store_page(
