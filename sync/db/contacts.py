@@ -67,6 +67,12 @@ class ContactStore(Tombstones):
     """The SQL of pull for one schema (a validated identifier): the page store here, deletions
     and the full resync's seen list inherited from `Tombstones`."""
 
+    def prepare(self, conn: Connection) -> None:
+        """Ready the caller's transaction for `store_page(..., prepared=True)` in one round
+        trip: marked as the sync's own (`sync.db.engine.sync_origin`), JIT off, staging tables
+        there and empty (`sync.db.staging`)."""
+        conn.execute(PREPARE)
+
     def store_page(
         self,
         conn: Connection,
@@ -76,12 +82,17 @@ class ContactStore(Tombstones):
         with_relations: Sequence[str],
         chats: list[JSON] | None,
         chat_ids: Sequence[int] | None = None,
+        prepared: bool = False,
     ) -> PageResult:
         """Store a page of contacts (see the module docstring). `chats` None = not fetched;
-        else the chat links of the contacts `chat_ids` (default: all of the page) are replaced."""
+        else the chat links of the contacts `chat_ids` (default: all of the page) are replaced.
+        `prepared`: the caller ran `staging.PREPARE` in this transaction already (it marks the
+        transaction as the sync's own, so a caller that needs that first runs it first)."""
         result = PageResult()
         if not rows.contacts:
             return result
+        if not prepared:
+            self.prepare(conn)
         stored = self._lock(conn, rows.ids)
         result.stale = [r[0] for r in rows.contacts if _older(r[UPDATED_AT], stored.get(r[0]))]
         local_cfv: dict[int, Any] = {}
@@ -90,7 +101,6 @@ class ContactStore(Tombstones):
         stale = set(result.stale)
         taken = [r for r in rows.contacts if r[0] not in stale]
         result.new_versions = sum(1 for r in taken if r[UPDATED_AT] != stored.get(r[0]))
-        conn.execute(PREPARE)
         result.upserted, inserted = self._upsert(conn, taken, result.held)
         ids = [r[0] for r in taken]
         # Contacts this statement inserted cannot have relation rows yet (a parallel writer that

@@ -1,6 +1,6 @@
 """Staging tables for pull's page writes: a page's rows reach PostgreSQL by `COPY` into them.
 
-    conn.execute(sa.text(PREPARE))                     # once per transaction
+    conn.execute(sa.text(PREPARE))                     # once per transaction (sets the origin)
     copy_rows(conn, "contact_tags", RELATIONS["contact_tags"][0], rows)
     ... INSERT INTO "amocrm".contact_tags SELECT … FROM pg_temp.amosync_stage_contact_tags …
 
@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import Connection
 
 from sync.core.mapping import RELATION_COLUMNS
+from sync.db.capture import ORIGIN_SETTING
 
 # the SQL type of every relation column (the columns and their order are `RELATION_COLUMNS`)
 COLUMN_TYPES = {
@@ -109,9 +110,11 @@ def stage_table(table: str) -> sa.TableClause:
 
 
 def _prepare() -> str:
-    """One statement that readies the transaction: JIT off, and the staging tables created
-    where the session lacks them, else emptied (`ON COMMIT DELETE ROWS` empties them at every
-    commit, but a caller may store two pages in one transaction)."""
+    """One statement that readies the transaction: marked as the sync's own (what
+    `sync.db.engine.sync_origin` does: the guard triggers let its writes through uncaptured),
+    JIT off, and the staging tables created where the session lacks them, else emptied
+    (`ON COMMIT DELETE ROWS` empties them at every commit, but a caller may store two pages in
+    one transaction). One round trip where the origin was one more for every page."""
     tables = {"contacts": CONTACT_COLUMNS} | {t: cols for t, (cols, _) in RELATIONS.items()}
     creates = "".join(
         f"""
@@ -128,6 +131,7 @@ def _prepare() -> str:
     # JIT compiles a plan whose cost estimate is high, and the estimates of a first resync's
     # tables (no statistics yet) are: 45 ms of compiling for a 5 ms statement, on every page.
     return f"""DO $stage$ BEGIN
+    PERFORM set_config('{ORIGIN_SETTING}', 'sync', true);
     PERFORM set_config('jit', 'off', true);
     IF to_regclass('{first}') IS NULL THEN{creates}
     ELSE{empties}

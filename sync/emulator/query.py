@@ -2,7 +2,9 @@
 
 Selection walks a cached sorted view and stops as soon as the page (plus one item, to know
 whether a next page exists) is filled, so a page costs about page x limit, not the account size.
-A date range on the field being ordered by is cut out of the view with bisect.
+A date range on the field being ordered by is cut out of the view with bisect; a date range
+that holds few contacts under `order[id]` (a second read by id) is cut out of that date's view
+and sorted by id.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from sync.emulator.store import Account, search_text
 
 ORDER_FIELDS = ("updated_at", "id", "created_at")
 Predicate = Callable[[Contact], bool]
+# an id-ordered list with a date range holding at most this share of the account sorts that
+# range's contacts (cut out of the date's own view) instead of checking every contact
+NARROW_SHARE = 8
 
 
 @dataclass
@@ -116,8 +121,23 @@ def _candidates(account: Account, q: ContactQuery) -> Sequence[Contact]:
     view = account.view(q.order_field, q.descending, q.deleted)
     span = q.ranges.pop(q.order_field, None)  # the bisect below applies it; no per-row check
     if span is None:
-        return view
+        return _narrowed(account, q, view)
     return _slice(view, span, q.order_field, q.descending)
+
+
+def _narrowed(account: Account, q: ContactQuery, view: list[Contact]) -> Sequence[Contact]:
+    """`order[id]` with a date range that holds few contacts (a second read by id: a tie):
+    the range cut out of that date's own view with bisect, in id order, instead of every
+    contact of the account checked against it (a walk through 1,000,000 contacts per request).
+    The same contacts in the same order: the id order's keys are unique."""
+    if q.order_field != "id":
+        return view
+    for name, span in q.ranges.items():
+        by_date = _slice(account.view(name, False, q.deleted), span, name, False)
+        if len(by_date) * NARROW_SHARE <= len(view):
+            del q.ranges[name]  # the cut applies it; no per-row check
+            return sorted(by_date, key=account.sort_key("id", q.descending))
+    return view
 
 
 def _as_of(account: Account, q: ContactQuery, at: float) -> list[Contact]:

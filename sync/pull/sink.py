@@ -242,7 +242,10 @@ class Sink:
         rows = to_rows(page.items, page.fields, self.with_)
         links, linked = (None, None) if page.chats is None else (page.chats.rows, page.chats.ids)
         with self.engine.begin() as conn:
-            sync_origin(conn)
+            if rows.contacts:  # the sync's own (`sync_origin`) and its staging, one round trip
+                self.contacts.prepare(conn)
+            else:  # a page of a span only (an idle poll): no staging tables for the session
+                sync_origin(conn)
             if page.new_fields is not None:
                 self.runs.save_fields(conn, page.new_fields)
             result = self.contacts.store_page(
@@ -252,6 +255,7 @@ class Sink:
                 with_relations=self.relations,
                 chats=links,
                 chat_ids=linked,
+                prepared=True,
             )
             if self.seen_run is not None and rows.ids:
                 self.contacts.mark_seen(conn, self.seen_run, rows.ids)

@@ -8,11 +8,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sync.config import DatabaseConfig
+from sync.config import AmoCrmConfig, Config, DatabaseConfig, Secret
 from sync.core.mapping import to_rows
 from sync.db.contacts import ContactStore, PageResult
-from sync.db.engine import store_errors, sync_origin
+from sync.db.engine import create_engine, store_errors, sync_origin
+from sync.db.runs import RunStore
 from sync.errors import StoreError
+from sync.pull.sink import CompletePage, CursorKeeper, CursorState, Sink
+from sync.pull.windows import Coverage
 
 RELATIONS = ["custom_values", "tags", "companies", "leads"]
 
@@ -130,3 +133,59 @@ def test_a_row_whose_key_stays_and_values_change_is_replaced(engine: Engine) -> 
     assert stored(engine, "SELECT tag_id, tag_name FROM amocrm.contact_tags") == [(5, "new")]
     values = "SELECT field_id, position, value FROM amocrm.contact_custom_field_values"
     assert stored(engine, values) == [(1, 0, "+7 2")]
+
+
+def test_the_page_transaction_marks_itself_as_the_sync_s_own_in_its_prepare(
+    engine: Engine,
+) -> None:
+    """No separate `sync_origin` round trip: the staging statement sets the origin, so a page
+    stored without it passes the relation tables' guard triggers, and a transaction the caller
+    prepared runs no statement of its own for the origin."""
+    with engine.begin() as conn:
+        rows = to_rows([contact(200, "a")], {}, ("leads",))
+        ContactStore("amocrm").store_page(conn, rows, {}, with_relations=RELATIONS, chats=None)
+    assert tags(engine) == ["a"]
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with engine.begin() as conn:
+            store_ = ContactStore("amocrm")
+            store_.prepare(conn)
+            rows = to_rows([contact(300, "b")], {}, ("leads",))
+            store_.store_page(conn, rows, {}, with_relations=RELATIONS, chats=None, prepared=True)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert tags(engine) == ["b"]
+    assert sum("DO $stage$" in s for s in statements) == 1
+    assert not any("set_config" in s and "DO $stage$" not in s for s in statements)
+
+
+def test_the_sink_prepares_a_page_with_contacts_and_only_marks_a_span_page(
+    db_config: DatabaseConfig,
+) -> None:
+    """The sink's page transaction: one staging statement (with the origin) for a page of
+    contacts; a page that only proves a span read (an idle poll's) creates no staging tables
+    in its session, as before the origin moved into that statement."""
+    engine = create_engine(db_config, pool_size=1, max_overflow=0)
+    config = Config(
+        amocrm=AmoCrmConfig(base_url="http://127.0.0.1:9", access_token=Secret("t")),
+        database=db_config,
+    )
+    keeper = CursorKeeper(RunStore("amocrm"), Coverage([(0, None)]), CursorState(), 10_000)
+    sink = Sink(config, engine, keeper, None)
+
+    def staged() -> bool:
+        with engine.connect() as conn:  # the pool's one connection: the sink's session
+            name = "pg_temp.amosync_stage_contacts"
+            return conn.scalar(sa.text(f"SELECT to_regclass('{name}') IS NOT NULL")) is True
+
+    sink.store(keeper.stamp(CompletePage([], {}, covers=(0, 100))))
+    assert not staged()
+    sink.store(keeper.stamp(CompletePage([contact(200, "a")], {}, covers=(100, 300))))
+    assert staged()
+    assert tags(engine) == ["a"]
+    engine.dispose()
