@@ -315,16 +315,9 @@ class AmoSession:
     def _log(
         self, method: str, url: str, status: int | None, started: float, error: str | None = None
     ) -> None:
-        path = redact_text(urlsplit(url).path)
         duration_ms = round((time.monotonic() - started) * 1000, 1)
-        log.debug(
-            "amo_request_completed",
-            method=method,
-            path=path,
-            status=status,
-            duration_ms=duration_ms,
-            error=error,
-        )
+        log.debug("amo_request_completed", method=method, path=redact_text(urlsplit(url).path),
+                  status=status, duration_ms=duration_ms, error=error)  # fmt: skip
 
     # --- the OAuth token endpoint ---------------------------------------------------------------
 

@@ -47,8 +47,8 @@ class RecordingLimiter(RateLimiter):
         self.slots: list[Slot] = []
         self._moments = moments
 
-    def acquire(self) -> Slot:
-        slot = super().acquire()
+    def acquire(self, stopping: threading.Event | None = None) -> Slot:
+        slot = super().acquire(stopping)
         self.slots.append(slot)
         if len(self.slots) == 2:
             self._moments.hold_first.set()
