@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from sync.amo.backoff import pause as wait
 from sync.amo.matching import carries, pair_created
 from sync.amo.writes import Item, WriteResult, to_result
 from sync.errors import InvariantError
@@ -70,7 +71,7 @@ def find_created(
 ) -> dict[str, WriteResult]:
     """Results for the entities of `batch` that amoCRM did create (see the module docstring):
     looks until all are found or `window_s` (default `confirm_window_s(settle_s)`; 0 = one
-    look) has passed since the first look, sleeping on the client's clock in between."""
+    look) has passed since the first look, pausing on the client's clock in between."""
     if floor is None:
         raise InvariantError("cannot reconcile a lost create: amoCRM ignores order[id]")
     window = confirm_window_s(settle_s) if window_s is None else window_s
@@ -79,8 +80,8 @@ def find_created(
         pending = [i for i in batch if i.request_id not in found]
         if not pending:
             break
-        if pause:
-            client.session.clock.sleep(pause)
+        if pause:  # ends at once, AmoStoppedError, when the process is asked to stop
+            wait(client.session.clock, client.session.stopping, pause)
         fresh = [c for c in _created_since(client, floor) if int(c["id"]) not in claimed]
         taken = {r.id for r in found.values()}
         pairs = pair_created(

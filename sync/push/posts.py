@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from sync.amo.backoff import pause
 from sync.amo.reconcile import confirm_window_s
 from sync.db import inflight
 from sync.db.inflight import Done, PendingCreate, PendingLink
@@ -59,7 +60,8 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
     found = ctx.client.recover_creates(payloads, entry.get("floor"), claimed)
     young = _young(ctx, entry, [p for p in payloads if str(p["request_id"]) not in found])
     if young:
-        ctx.clock.sleep(max(young.values()))  # until the youngest is as old as the window
+        # until the youngest is as old as the window; a stop (SIGTERM) ends the wait at once
+        pause(ctx.clock, ctx.client.session.stopping, max(young.values()))
         taken = claimed + [r.id for r in found.values()]
         found |= ctx.client.recover_creates(
             [p for p in payloads if int(p["request_id"]) in young], entry.get("floor"), taken

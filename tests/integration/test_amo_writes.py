@@ -3,6 +3,8 @@ answers reconciled by reading (never a duplicate contact), batch halving."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from sync.emulator import Emulator, FaultRule
 from sync.errors import (
     AmoRejectedError,
+    AmoStoppedError,
     AmoWriteUnknownError,
     InvariantError,
 )
@@ -239,3 +242,21 @@ def test_the_client_recovers_chat_links_that_exist() -> None:
         assert client.recover_links(links) == {}
         [linked] = client.link_chats(links)
         assert client.recover_links(links)["-1"].id == linked.id
+
+
+def test_a_stop_ends_the_confirmation_window_at_once() -> None:
+    """SIGTERM while a lost create is looked for (a 10 s window with the default settle): the
+    call ends within moments, nothing resent; the in-flight record lets the next run look."""
+    with (
+        running(contacts=3) as (emulator, url),
+        client_for(emulator, url, reconcile_settle_s=1.0) as client,
+    ):
+        emulator.add_fault(FaultRule(kind="error", status=504, method="POST", path=POST))
+        timer = threading.Timer(0.5, client.session.stop)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(AmoStoppedError):
+            client.create_contacts([person(1, "stop")])
+        assert time.monotonic() - started < 3
+        assert len(posts(emulator)) == 1
+        timer.join()
