@@ -128,9 +128,9 @@ class AmoWriteUnknownError(AmoTransientError):
 
 
 class AmoWriteUnconfirmedError(AmoWriteUnknownError):
-    """Creates whose answer was lost and that re-reading did not find (yet): amoCRM's lists lag
-    its writes, so they may exist. They are not resent in the same call; `unconfirmed` lists
-    their request_ids, `errors_by_request_id` the entities amoCRM rejected meanwhile."""
+    """Creates amoCRM's answer left out that cannot be looked up (it ignores `order[id]`): they
+    may exist, so they are not resent; `unconfirmed` lists their request_ids,
+    `errors_by_request_id` the entities amoCRM rejected meanwhile."""
 
     def __init__(
         self,

@@ -298,8 +298,9 @@ class AmoClient:
     def create_contacts(
         self, entities: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
     ) -> list[WriteResult]:
-        """POST new contacts; a lost answer is reconciled, never resent: one not found (lists
-        lag) ends the call as `AmoWriteUnconfirmedError`; `recover_creates` looks again later."""
+        """POST new contacts; a lost answer is reconciled first: a contact still invisible a
+        confirmation window later (`find_created`) is resent. When amoCRM cannot be searched
+        (it ignores `order[id]`) nothing is resent (`AmoWriteUnconfirmedError`)."""
         items = prepare(entities)
         if not items:
             return []
@@ -316,7 +317,7 @@ class AmoClient:
             claimed.update(r.id for r in found.values())
             return found
 
-        return self._write(items, batch_size, send, reconcile, "contacts created", resend=False)
+        return self._write(items, batch_size, send, reconcile, "contacts created", blind=False)
 
     def link_chats(
         self, links: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
@@ -341,11 +342,11 @@ class AmoClient:
         self, entities: Sequence[Mapping[str, Any]], floor: int | None, claimed: Iterable[int] = ()
     ) -> dict[str, WriteResult]:
         """Which of `entities` (POSTed, each with its `request_id`, by a process that died before
-        it stored the answer) amoCRM did create, by request_id; created contacts have ids above
+        it stored the answer) amoCRM shows now (one look), by request_id; created ones are above
         `floor` (`newest_contact_id` before the POST), not `claimed` (made for other entities).
         Raises `InvariantError` when `floor` is None: amoCRM ignores the order reconciliation
         needs, and resending could create duplicates."""
-        return find_created(self, prepare(entities), floor, {*claimed}, self.reconcile_settle_s)
+        return find_created(self, prepare(entities), floor, {*claimed}, settle_s=0.0)
 
     def recover_links(self, links: Sequence[Mapping[str, Any]]) -> dict[str, WriteResult]:
         """Which of `links` (`{contact_id, chat_id, request_id}` POSTed by a process that died
@@ -362,7 +363,7 @@ class AmoClient:
         reply = self.session.send(method, path, json=[i.payload for i in batch], write=True)
         return parse_results(batch, reply.data, key)
 
-    def _write(self, items: list[Item], size: int | None, *parts: Any, resend: bool = True) -> W:
+    def _write(self, items: list[Item], size: int | None, *parts: Any, blind: bool = True) -> W:
         session = self.session
         send, reconcile, what = parts
 
@@ -377,7 +378,7 @@ class AmoClient:
             max_retries=session.max_retries,
             wait=wait,
             what=what,
-            resend_unconfirmed=resend,
+            blind_resend=blind,
         )
 
 

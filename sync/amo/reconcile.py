@@ -8,8 +8,10 @@ key and forgets `request_id`, and its filters may be silently ignored, so:
    on our side (a server that ignores `order` makes reconciliation impossible: we then refuse to
    resend rather than risk a duplicate);
 3. match what was sent to contacts above the floor, not already claimed by this call, by content
-   (`sync.amo.matching`); retry only the ones not found. If some are still missing, wait
-   `settle_s` and look once more, for lists that lag behind writes.
+   (`sync.amo.matching`). Lists lag writes (~1 s, amocrm-api.md §11.4), so while some are
+   missing, look again after 1, 2, 3, 4 x `settle_s` (looks at 0, 1, 3, 6, 10 x `settle_s`):
+   only a create still invisible `CONFIRM_SETTLES` x `settle_s` (10 s by default, many times
+   any lag seen) after its answer was lost is taken as not applied, and the caller resends it.
 
 Updates: re-read the ids; an entity whose fields already read back as sent is done.
 Chat links: read the links of the contacts; a pair already linked is done.
@@ -17,9 +19,10 @@ Chat links: read the links of the contacts; a pair already linked is done.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from sync.amo.backoff import pause as wait
 from sync.amo.matching import carries, pair_created
 from sync.amo.writes import Item, WriteResult, to_result
 from sync.errors import InvariantError
@@ -32,6 +35,12 @@ log = get_logger("sync.amo.reconcile")
 
 CONTACTS = "/api/v4/contacts"
 MAX_SCAN_PAGES = 20  # 5,000 contacts created since the call began: beyond that, give up loudly
+CONFIRM_SETTLES = 10  # a create unseen this many `settle_s` after its send was not applied
+
+
+def confirm_window_s(settle_s: float) -> float:
+    """How long a create must stay invisible in amoCRM's lists to be taken as not applied."""
+    return CONFIRM_SETTLES * settle_s
 
 
 def newest_contact_id(client: AmoClient) -> int | None:
@@ -52,18 +61,27 @@ def _ids(data: Any) -> list[int]:
 
 
 def find_created(
-    client: AmoClient, batch: list[Item], floor: int | None, claimed: set[int], settle_s: float
+    client: AmoClient,
+    batch: list[Item],
+    floor: int | None,
+    claimed: set[int],
+    settle_s: float,
+    *,
+    window_s: float | None = None,
 ) -> dict[str, WriteResult]:
-    """Results for the entities of `batch` that amoCRM did create (see the module docstring)."""
+    """Results for the entities of `batch` that amoCRM did create (see the module docstring):
+    looks until all are found or `window_s` (default `confirm_window_s(settle_s)`; 0 = one
+    look) has passed since the first look, pausing on the client's clock in between."""
     if floor is None:
         raise InvariantError("cannot reconcile a lost create: amoCRM ignores order[id]")
+    window = confirm_window_s(settle_s) if window_s is None else window_s
     found: dict[str, WriteResult] = {}
-    for round_ in range(2):
+    for pause in _pauses(settle_s, window):
         pending = [i for i in batch if i.request_id not in found]
         if not pending:
             break
-        if round_:
-            client.session.clock.sleep(settle_s)
+        if pause:  # ends at once, AmoStoppedError, when the process is asked to stop
+            wait(client.session.clock, client.session.stopping, pause)
         fresh = [c for c in _created_since(client, floor) if int(c["id"]) not in claimed]
         taken = {r.id for r in found.values()}
         pairs = pair_created(
@@ -72,7 +90,22 @@ def find_created(
         for index, contact in pairs.items():
             item = pending[index]
             found[item.request_id] = to_result(item.request_id, contact, reconciled=True)
+    missing = len(batch) - len(found)
+    if missing:
+        log.warning("amo_create_not_seen", missing=missing, window_s=window)
     return found
+
+
+def _pauses(settle_s: float, window_s: float) -> Iterator[float]:
+    """0 (look at once), then 1, 2, 3 ... x `settle_s`, the last cut so that they add up to
+    `window_s`."""
+    yield 0.0
+    waited, step = 0.0, 1
+    while settle_s > 0 and waited < window_s:
+        pause = min(step * settle_s, window_s - waited)
+        yield pause
+        waited += pause
+        step += 1
 
 
 def _created_since(client: AmoClient, floor: int) -> list[dict[str, Any]]:

@@ -14,11 +14,14 @@ that amoCRM did apply, found by re-reading). Rules:
   sure is split in halves until each rejected entity is alone in its batch; at the end an
   `AmoRejectedError` lists every rejected `request_id` and carries the successful results;
 - a lost answer (`AmoWriteUnknownError`: timeout after send, reset, 5xx, 504, broken body) is
-  **reconciled before any retry**; only entities not found are sent again — except creates
-  (`resend_unconfirmed=False`): one not found may still show up (lists lag writes), so it is
-  never resent in the same call; the call ends with `AmoWriteUnconfirmedError` naming them
-  (after the other batches went out); a 504 (or a 422 "Limit 250 per page") halves the batch
-  size for the rest of the call;
+  **reconciled before any retry**; only entities not found are sent again. For creates the
+  reconcile step keeps looking for a confirmation window (`sync.amo.reconcile`: lists lag
+  writes), so one is resent only once it stayed invisible that long. When reading cannot tell
+  at all (amoCRM ignores `order[id]`: `InvariantError`) and a blind resend could duplicate
+  (`blind_resend=False`, creates), nothing is resent: an answer that left entities out ends
+  the call with `AmoWriteUnconfirmedError` naming them (after the other batches went out), a
+  lost answer with its `AmoWriteUnknownError`; a 504 (or a 422 "Limit 250 per page") halves
+  the batch size for the rest of the call;
 - any error that ends the call carries `.results` for what did go through.
 """
 
@@ -142,7 +145,7 @@ class _State:
     order: list[str]
     results: dict[str, WriteResult] = field(default_factory=dict)
     rejected: dict[str, Sequence[Mapping[str, str]]] = field(default_factory=dict)
-    unconfirmed: list[str] = field(default_factory=list)  # creates not found, not resent
+    unconfirmed: list[str] = field(default_factory=list)  # creates reading cannot confirm
     unsettled: list[Item] = field(default_factory=list)  # unmatched after every retry
 
     def ordered(self) -> tuple[WriteResult, ...]:
@@ -158,7 +161,7 @@ def run_writes(
     max_retries: int,
     wait: Wait,
     what: str,
-    resend_unconfirmed: bool = True,
+    blind_resend: bool = True,
 ) -> list[WriteResult]:
     """Write `items` in batches; see the module docstring for the rules."""
     state = _State([i.request_id for i in items])
@@ -170,7 +173,7 @@ def run_writes(
         try:
             state.results.update((r.request_id, r) for r in send(batch))
             unmatched = [i for i in batch if i.request_id not in state.results]
-            rest = _unmatched(unmatched, reconcile, state, what, resend_unconfirmed)
+            rest = _unmatched(unmatched, reconcile, state, what, blind_resend)
             if rest:
                 failures += 1
                 if failures > max_retries:
@@ -187,7 +190,7 @@ def run_writes(
                 size = max(1, size // 2)
             wait(failures - 1)
             unsure = [i for i in batch if i.request_id not in state.results]
-            rest = _reconciled_rest(unsure, exc, reconcile, state, what, resend=resend_unconfirmed)
+            rest = _reconciled_rest(unsure, exc, reconcile, state, what)
             queue = deque(_chunks(rest + [i for b in queue for i in b], size))
         except AmoError as exc:
             if exc.status == 422 and len(batch) > 1:
@@ -211,8 +214,9 @@ def _finish(state: _State, count: int, what: str) -> list[WriteResult]:
         )
     if state.unconfirmed:
         raise AmoWriteUnconfirmedError(
-            f"amoCRM did not confirm {len(state.unconfirmed)} of {count} {what}: the answer "
-            "was lost or left them out, and re-reading did not find them (yet); not sent again",
+            f"amoCRM did not confirm {len(state.unconfirmed)} of {count} {what}: its answer "
+            "left them out and they cannot be looked up (amoCRM ignores order[id]); not sent "
+            "again, so as not to create them twice",
             unconfirmed=state.unconfirmed,
             errors_by_request_id=state.rejected,
             results=state.ordered(),
@@ -281,41 +285,38 @@ def _all_errors(exc: AmoRejectedError) -> list[Mapping[str, str]]:
 
 
 def _unmatched(
-    unmatched: list[Item], reconcile: Reconcile, state: _State, what: str, resend: bool
+    unmatched: list[Item], reconcile: Reconcile, state: _State, what: str, blind: bool
 ) -> list[Item]:
     """Entities a 200 answer did not account for: amoCRM applies a batch whole, so they are
-    most likely applied; reading finds them. Returns those to send again; creates (`resend`
-    false) are never resent in the call, they wait as unconfirmed."""
+    most likely applied; reading finds them. Returns those to send again (not found); when
+    reading cannot tell (`InvariantError`) and a blind resend is unsafe (`blind` false:
+    creates), none: they wait as unconfirmed."""
     if not unmatched:
         return []
     try:
         found = reconcile(unmatched)
     except InvariantError:
+        if not blind:
+            state.unconfirmed.extend(i.request_id for i in unmatched)
+            log.warning("amo_write_answer_unmatched", what=what, unmatched=len(unmatched),
+                        found=0, resent=0, unconfirmed=len(unmatched))  # fmt: skip
+            return []
         found = {}
     except AmoError as err:
         err.results = state.ordered()
         raise
     state.results.update(found)
     rest = [i for i in unmatched if i.request_id not in found]
-    log.warning(
-        "amo_write_answer_unmatched", what=what, unmatched=len(unmatched), found=len(found),
-        resent=len(rest) if resend else 0,
-    )  # fmt: skip
-    if resend:
-        return rest
-    state.unconfirmed.extend(i.request_id for i in rest)
-    return []
+    log.warning("amo_write_answer_unmatched", what=what, unmatched=len(unmatched),
+                found=len(found), resent=len(rest))  # fmt: skip
+    return rest
 
 
 def _reconciled_rest(
-    batch: list[Item],
-    exc: AmoWriteUnknownError,
-    reconcile: Reconcile,
-    state: _State,
-    what: str,
-    *,
-    resend: bool,
+    batch: list[Item], exc: AmoWriteUnknownError, reconcile: Reconcile, state: _State, what: str
 ) -> list[Item]:
+    """The entities of a batch whose answer was lost that reading did not find: to send again.
+    When reading cannot tell (`InvariantError`), the call ends with the lost answer's error."""
     try:
         found = reconcile(batch)
     except AmoError as err:
@@ -325,14 +326,6 @@ def _reconciled_rest(
         raise _with_results(exc, state) from err
     state.results.update(found)
     rest = [i for i in batch if i.request_id not in found]
-    if not resend:
-        state.unconfirmed.extend(i.request_id for i in rest)
-    log.warning(
-        "amo_write_reconciled",
-        what=what,
-        status=exc.status,
-        applied=len(found),
-        resent=len(rest) if resend else 0,
-        unconfirmed=0 if resend else len(rest),
-    )
-    return rest if resend else []
+    log.warning("amo_write_reconciled", what=what, status=exc.status, applied=len(found),
+                resent=len(rest))  # fmt: skip
+    return rest

@@ -2,12 +2,15 @@
 (looked up in amoCRM, found ones get their ids), then new contacts are created and chat links
 made, one batch at a time, each recorded as in flight before it is sent.
 
-A create is never sent twice on a guess. amoCRM's lists lag its writes, so a create whose answer
-was lost and that re-reading does not find yet stays in flight, not resent: its row stays
-`pending` with `sync_error` saying it waits for confirmation, and each later push looks for it
-again. Only when `CONFIRM_WINDOW_S` has passed since it was sent without amoCRM showing it is
-it taken as not applied and sent again. A run that leaves creates unconfirmed fails
-(`AmoWriteUnconfirmedError`: `amosync push` exits 1) after everything else went out."""
+A create is never sent twice on a guess. amoCRM's lists lag its writes (~1 s), so a create
+whose answer was lost (or left it out) counts as not applied only once it stayed invisible for
+a confirmation window (`confirm_window_s`: 10 x the client's `reconcile_settle_s`, 10 s) after
+it was sent; then it is sent again in the same run. In-run, `AmoClient.create_contacts` looks
+for that long itself; a dead run's creates younger than the window are looked for again once it
+has passed (the run sleeps until then). Only when amoCRM cannot be searched at all (it ignores
+`order[id]`) does a create wait unsent: its row stays `pending` with `sync_error` saying it
+waits for confirmation, and the run fails (`AmoWriteUnconfirmedError`: `amosync push` exits 1)
+after everything else went out."""
 
 from __future__ import annotations
 
@@ -16,22 +19,24 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from sync.amo.backoff import pause
+from sync.amo.reconcile import confirm_window_s
 from sync.db import inflight
 from sync.db.inflight import Done, PendingCreate, PendingLink
 from sync.errors import AmoWriteUnconfirmedError
 from sync.push.context import Context, invalid_reason, log, message, record_outcome, send
 from sync.push.plan import to_create_payload
 
-# Lists showed writes ~1 s late in practice (amocrm-api.md §11.4, §13.14); a create not seen
-# for a minute after its POST is taken as not applied. Many times any lag measured, and short
-# enough that a create whose 504 came before amoCRM applied it is not held back for long.
-CONFIRM_WINDOW_S = 60.0
+
+def confirm_window(ctx: Context) -> float:
+    """Seconds a create must stay invisible in amoCRM's lists to count as not applied."""
+    return confirm_window_s(ctx.client.reconcile_settle_s)
 
 
 def waiting_message(sent: int) -> str:
-    return (f"waiting for confirmation: sent to amoCRM {sent} s ago, the answer was lost and "
-            "amoCRM does not show the contact yet; not sent again before "
-            f"{CONFIRM_WINDOW_S:g} s have passed")  # fmt: skip
+    return (f"waiting for confirmation: sent to amoCRM {sent} s ago, its answer left the "
+            "contact out and amoCRM cannot be searched for it (it ignores order by id); not "
+            "sent again, so as not to create it twice")  # fmt: skip
 
 
 # --- 1. recovery of a dead run's POSTs -----------------------------------------------------------
@@ -48,14 +53,20 @@ def recover(ctx: Context) -> None:
 
 
 def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
+    """Find a dead run's creates; those amoCRM does not show are sent again by step 3, but a
+    create younger than the confirmation window gets one more look once it has passed."""
     payloads = [dict(p) for p in entry["items"].values()]
     claimed = [int(i) for i in entry.get("claimed") or []]
     found = ctx.client.recover_creates(payloads, entry.get("floor"), claimed)
-    now = ctx.clock.now()
+    young = _young(ctx, entry, [p for p in payloads if str(p["request_id"]) not in found])
+    if young:
+        # until the youngest is as old as the window; a stop (SIGTERM) ends the wait at once
+        pause(ctx.clock, ctx.client.session.stopping, max(young.values()))
+        taken = claimed + [r.id for r in found.values()]
+        found |= ctx.client.recover_creates(
+            [p for p in payloads if int(p["request_id"]) in young], entry.get("floor"), taken
+        )
     missing = [int(p["request_id"]) for p in payloads if str(p["request_id"]) not in found]
-    ages = {t: (now - inflight.sent_at(entry, t)).total_seconds() for t in missing}
-    expired = [t for t in missing if ages[t] >= CONFIRM_WINDOW_S]
-    waiting = [t for t in missing if ages[t] < CONFIRM_WINDOW_S]
     with ctx.engine.begin() as conn:
         pending = {p.temp_id: p for p in inflight.claim_creates(conn, include_errors=True)}
         done = [
@@ -63,15 +74,26 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
             for rid, r in found.items()
             if int(rid) in pending  # a row deleted locally meanwhile has nothing to swap
         ]
-        inflight.record_created(conn, done, now)
-        for temp in waiting:
-            inflight.mark_waiting(conn, [temp], waiting_message(round(ages[temp])))
-        settled = [int(rid) for rid in found] + expired  # expired ones are sent again below
+        inflight.record_created(conn, done, ctx.clock.now())
+        settled = [int(rid) for rid in found] + missing  # missing ones are sent again below
         inflight.forget_sent(conn, "creates", settled, claimed=[r.id for r in found.values()])
     ctx.count.add(recovered=len(done), created=len(done))
-    ctx.unconfirmed.update(waiting)
     log.warning("push_creates_recovered", sent=len(payloads), found=len(found),
-                waiting=len(waiting), resent=len(expired))  # fmt: skip
+                looked_again=len(young), resent=len(missing))  # fmt: skip
+
+
+def _young(
+    ctx: Context, entry: Mapping[str, Any], missing: list[dict[str, Any]]
+) -> dict[int, float]:
+    """Seconds until each of `missing` has been invisible for the whole window (if not yet)."""
+    now, window = ctx.clock.now(), confirm_window(ctx)
+    left = {}
+    for payload in missing:
+        temp = int(payload["request_id"])
+        age = (now - inflight.sent_at(entry, temp)).total_seconds()
+        if age < window:
+            left[temp] = window - age
+    return left
 
 
 def _sent_changes(entry: Mapping[str, Any], pending: PendingCreate) -> tuple[int, ...]:
@@ -167,13 +189,15 @@ def _create_payloads(
 
 
 def check_confirmed(ctx: Context) -> None:
-    """Fail the run (after everything else went out) when creates wait for confirmation."""
+    """Fail the run (after everything else went out) when creates wait for a confirmation
+    reading cannot give (amoCRM ignores `order[id]`)."""
     if not ctx.unconfirmed:
         return
     ctx.count.add(unconfirmed=len(ctx.unconfirmed))
     raise AmoWriteUnconfirmedError(
-        f"{len(ctx.unconfirmed)} new contacts were sent but amoCRM has not confirmed them yet "
-        "(answer lost, not visible in its lists): not sent again; the next push looks again",
+        f"{len(ctx.unconfirmed)} new contacts were sent but amoCRM has not confirmed them "
+        "(its answer left them out and it cannot be searched: it ignores order by id); not "
+        "sent again, so as not to create them twice",
         unconfirmed=[str(t) for t in sorted(ctx.unconfirmed)],
     )
 

@@ -27,7 +27,7 @@ class PushReport:
     requests: int = 0  # HTTP requests sent to amoCRM, retries included
     recovered: int = 0
     deferred: int = 0  # contacts left for the next push: amoCRM's version could not be trusted
-    unconfirmed: int = 0  # new contacts sent, answer lost, not visible in amoCRM yet: not resent
+    unconfirmed: int = 0  # new contacts sent, answer left them out, amoCRM unsearchable
 
     @property
     def pushed(self) -> int:

@@ -13,12 +13,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sync.amo.client import AmoClient
-from sync.clock import from_unix
+from sync.clock import Clock, from_unix
 from sync.config import Config, DatabaseConfig, SyncConfig
 from sync.db.engine import sync_origin
 from sync.emulator import Emulator
 from sync.push import PushReport, run_push
 from tests.integration.amo_emulator import client_for, running
+from tests.unit.amo_helpers import EmulatorTime
 
 
 @dataclass
@@ -28,10 +29,19 @@ class PushEnv:
     engine: Engine
     client: AmoClient
     config: Config
+    clock: Clock | None = None  # the push's; None: the real one
 
     def push(self, **sync: Any) -> PushReport:
         config = replace(self.config, sync=replace(self.config.sync, **sync))
-        return run_push(config, self.engine, self.client)
+        return run_push(config, self.engine, self.client, clock=self.clock)
+
+    def emulator_time(self) -> EmulatorTime:
+        """Freeze the emulator; the client and push sleep by moving its clock (see
+        `EmulatorTime`): lags and windows of seconds pass at once."""
+        self.emulator.clock.freeze()
+        self.clock = EmulatorTime(self.emulator)
+        self.client.session.clock = self.clock
+        return self.clock
 
     def mirror(self, ids: list[int] | None = None) -> list[int]:
         """Store amoCRM's contacts locally as pull would (a stand-in until pull lands)."""

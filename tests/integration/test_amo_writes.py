@@ -3,6 +3,8 @@ answers reconciled by reading (never a duplicate contact), batch halving."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -10,11 +12,12 @@ import pytest
 from sync.emulator import Emulator, FaultRule
 from sync.errors import (
     AmoRejectedError,
-    AmoWriteUnconfirmedError,
+    AmoStoppedError,
     AmoWriteUnknownError,
     InvariantError,
 )
 from tests.integration.amo_emulator import client_for, running
+from tests.unit.amo_helpers import EmulatorTime
 
 POST = "/api/v4/contacts"
 
@@ -101,17 +104,20 @@ def test_lost_post_answer_is_reconciled_without_a_duplicate(fault: FaultRule) ->
     ],
     ids=["reset-before-write", "502-before-write"],
 )
-def test_post_lost_before_it_applied_is_not_resent_in_the_same_call(fault: FaultRule) -> None:
-    # not found may mean "not listed yet" (lists lag writes): the caller looks again later
+def test_post_lost_before_it_applied_is_resent_once_the_window_passed(fault: FaultRule) -> None:
+    # not found may mean "not listed yet" (lists lag writes): looked for during the whole
+    # confirmation window (10 x settle) first, then sent again in the same call
     with running(contacts=10) as (emulator, url), client_for(emulator, url) as client:
         emulator.create_contacts([person(1, "twin")])  # an older look-alike must not be claimed
         emulator.add_fault(fault)
-        with pytest.raises(AmoWriteUnconfirmedError) as info:
-            client.create_contacts([person(1, "twin"), person(1, "twin")])
-        assert info.value.unconfirmed == ("0", "1")
-        assert info.value.results == ()
-        assert [n for n in live_names(emulator, client) if n == "twin 1"] == ["twin 1"]
-        assert len(posts(emulator)) == 1
+        time = EmulatorTime(emulator)
+        client.session.clock = time
+        created = client.create_contacts([person(1, "twin"), person(1, "twin")])
+        assert [r.request_id for r in created] == ["0", "1"]
+        assert not any(r.reconciled for r in created)
+        assert [n for n in live_names(emulator, client) if n == "twin 1"] == ["twin 1"] * 3
+        assert len(posts(emulator)) == 2
+        assert sum(time.sleeps) >= 10 * client.reconcile_settle_s  # looked for the window
 
 
 def test_two_identical_entities_in_a_lost_batch_are_two_contacts_not_more() -> None:
@@ -236,3 +242,21 @@ def test_the_client_recovers_chat_links_that_exist() -> None:
         assert client.recover_links(links) == {}
         [linked] = client.link_chats(links)
         assert client.recover_links(links)["-1"].id == linked.id
+
+
+def test_a_stop_ends_the_confirmation_window_at_once() -> None:
+    """SIGTERM while a lost create is looked for (a 10 s window with the default settle): the
+    call ends within moments, nothing resent; the in-flight record lets the next run look."""
+    with (
+        running(contacts=3) as (emulator, url),
+        client_for(emulator, url, reconcile_settle_s=1.0) as client,
+    ):
+        emulator.add_fault(FaultRule(kind="error", status=504, method="POST", path=POST))
+        timer = threading.Timer(0.5, client.session.stop)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(AmoStoppedError):
+            client.create_contacts([person(1, "stop")])
+        assert time.monotonic() - started < 3
+        assert len(posts(emulator)) == 1
+        timer.join()

@@ -1,4 +1,5 @@
-"""Helpers for the amo unit tests: a clock that records sleeps, and a scripted MockTransport."""
+"""Helpers for the amo tests: clocks that record sleeps (one moves an emulator), and a scripted
+MockTransport."""
 
 from __future__ import annotations
 
@@ -40,6 +41,21 @@ class FakeClock:
         with self._lock:
             self.sleeps.append(seconds)
             self.moment += timedelta(seconds=seconds)
+
+
+class EmulatorTime(FakeClock):
+    """A client's (and a push's) clock that moves a frozen emulator's clock instead of sleeping:
+    list lags and confirmation windows of seconds pass at once, and exactly."""
+
+    def __init__(self, emulator: Any) -> None:
+        super().__init__()
+        self.moment = datetime.now(UTC)
+        self.emulator = emulator
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if seconds > 0:
+            self.emulator.clock.advance(seconds)
 
 
 Handler = Callable[[httpx.Request], httpx.Response]
