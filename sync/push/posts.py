@@ -18,15 +18,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
 
 from sync.amo.backoff import pause
 from sync.amo.reconcile import confirm_window_s
 from sync.amo.writes import WriteResult
 from sync.db import inflight
-from sync.db.diag import error_line
+from sync.db.engine import store_errors
 from sync.db.inflight import Done, PendingCreate, PendingLink
-from sync.errors import AmoError, AmoWriteUnconfirmedError, LockLostError
+from sync.errors import AmoError, AmoWriteUnconfirmedError, LockLostError, StoreError
 from sync.push.context import Context, invalid_reason, log, message, record_outcome, send
 from sync.push.plan import to_create_payload
 
@@ -193,10 +192,10 @@ def _send_or_unmark(
     except LockLostError:
         if ctx.client.session.writes_tried == before:
             try:
-                with ctx.engine.begin() as conn:
+                with store_errors(ctx.config.database), ctx.engine.begin() as conn:
                     inflight.forget_sent(conn, kind, temp_ids)
-            except SQLAlchemyError as exc:
-                log.warning("in_flight_kept", kind=kind, count=len(temp_ids), error=error_line(exc))
+            except StoreError as exc:
+                log.warning("in_flight_kept", kind=kind, count=len(temp_ids), error=str(exc))
         raise
 
 
