@@ -216,7 +216,7 @@ class LockWait:
 
     seconds: float
     note: Callable[[], None] | None = None
-    every: float = 0.25
+    every: float = 0.5
     sleep: Callable[[float], None] = time.sleep
 
 

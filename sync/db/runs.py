@@ -135,16 +135,6 @@ class RunStore:
             statement = statement.where(sync_requests.c.id != keep)
         return len(self._run(conn, statement).all())
 
-    def release_request(self, conn: Connection, request_id: int) -> None:
-        """Put a claimed request back (it could not be served now)."""
-        statement = (
-            sa.update(sync_requests)
-            .where(sync_requests.c.id == request_id)
-            .where(sync_requests.c.status == RequestStatus.RUNNING)
-            .values(status=RequestStatus.PENDING, started_at=None)
-        )
-        self._run(conn, statement)
-
     def finish_request(
         self, conn: Connection, request_id: int, run_id: int | None, error: str | None
     ) -> None:
