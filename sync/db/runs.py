@@ -144,7 +144,7 @@ class RunStore:
         whatever fails after (releasing a lock, a second report of the same failure)."""
         status = RequestStatus.FAILED if error else RequestStatus.DONE
         open_ = sync_requests.c.status.in_([RequestStatus.RUNNING, RequestStatus.PENDING])
-        this = sa.and_(sync_requests.c.id == request_id, open_)  # pending: another run reopened it
+        this = sa.and_(sync_requests.c.id == request_id, open_)  # pending: reopened meanwhile
         if status == RequestStatus.DONE:
             started = sa.select(sync_requests.c.started_at).where(sync_requests.c.id == request_id)
             asked_before = sa.and_(

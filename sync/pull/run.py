@@ -100,8 +100,9 @@ def serve_request(
         if request_id is None:
             return None
         try:
-            return _pull(config, engine, client, lock, full=True, progress=progress,
-                         request_id=request_id)  # fmt: skip
+            with store_errors(config.database):  # a driver error as StoreError, to record it
+                return _pull(config, engine, client, lock, full=True, progress=progress,
+                             request_id=request_id)  # fmt: skip
         except SyncError as exc:  # before the run had its row (a failed run closed it already)
             with engine.begin() as conn:
                 runs.finish_request(conn, request_id, None, str(exc))
