@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from sqlalchemy.exc import DBAPIError
@@ -27,6 +27,9 @@ from sync.db.diag import error_line
 from sync.errors import SyncError, UsageError
 from sync.heap import fewer_malloc_arenas
 from sync.logs import configure_logging
+
+if TYPE_CHECKING:
+    from sync.db.locks import LockWait
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -179,9 +182,29 @@ def pull(app: _Context, full: bool) -> None:
         progress_bar(connecting(client.session.host)) as bar,
     ):
         # final_pass: its exit promises every contact that existed throughout the run (CONTRACT)
-        report = run_pull(config, engine, client, full=full, progress=bar, final_pass=True)
+        report = run_pull(
+            config, engine, client, full=full, progress=bar, final_pass=True,
+            lock_wait=_lock_wait("pull", PULL_WAIT_S),
+        )  # fmt: skip
     click.echo(report.describe())
     _QUICK_EXIT.append(not config.database.embedded)
+
+
+# How long `pull` (a full resync may hold the lock a while) and `push`/`sync` wait for the run
+# lock another process (the daemon) holds before they give up with exit 1.
+PULL_WAIT_S = 120.0
+PUSH_WAIT_S = 60.0
+
+
+def _lock_wait(kind: str, seconds: float) -> LockWait:
+    from sync.db.locks import LockWait
+
+    def note() -> None:
+        click.echo(
+            f"waiting up to {seconds:g} s for the {kind} another process is running", err=True
+        )
+
+    return LockWait(seconds, note)
 
 
 def _warm_tls() -> None:
@@ -216,7 +239,7 @@ def push(app: _Context) -> None:
 
     config = app.config
     with connected(config) as (engine, client):
-        report = run_push(config, engine, client)
+        report = run_push(config, engine, client, lock_wait=_lock_wait("push", PUSH_WAIT_S))
     click.echo(report.describe())
 
 
@@ -232,9 +255,13 @@ def sync_once(app: _Context) -> None:
 
     config = app.config
     with connected(config) as (engine, client):
-        click.echo(run_push(config, engine, client).describe())
+        pushed = run_push(config, engine, client, lock_wait=_lock_wait("push", PUSH_WAIT_S))
+        click.echo(pushed.describe())
         with progress_bar(connecting(client.session.host)) as bar:
-            pulled = run_pull(config, engine, client, full=False, progress=bar, final_pass=True)
+            pulled = run_pull(
+                config, engine, client, full=False, progress=bar, final_pass=True,
+                lock_wait=_lock_wait("pull", PUSH_WAIT_S),
+            )  # fmt: skip
     click.echo(pulled.describe())
 
 

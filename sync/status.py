@@ -12,11 +12,14 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from sync.config import Config
+from sync.core.models import RunKind, RunStatus
 from sync.db import status as queries
 from sync.db.hooks import fetch_hook_rows
 from sync.db.migrate import current_revision
 
 CONTACTS_CURSOR = "pull.contacts"  # the pull's cursor key in sync_state (sync.db.runs)
+INTERRUPTED = "interrupted"  # a `running` row whose lock nobody holds (not a stored status)
+INTERRUPTED_WHY = "the run stopped (killed?) before it finished; the next run of its kind closes it"
 
 
 def gather(conn: Connection, config: Config, now: datetime | None = None) -> dict[str, Any]:
@@ -36,7 +39,7 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
         "daemon": _leader(leader),
         "cursor": _cursor(state),
         "lag_s": round((now - last_pull.started_at).total_seconds(), 1) if last_pull else None,
-        "last_runs": {k: r.as_dict() for k, r in sorted(queries.fetch_last_runs(conn).items())},
+        "last_runs": _last_runs(conn, schema),
         "last_success": {k: r.as_dict() for k, r in sorted(success.items())},
         "contacts": queries.count_contacts_by_status(conn),
         "pending_changes": queries.count_pending_changes(conn),
@@ -49,6 +52,24 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
         "webhooks": _webhooks(conn, config, now),
         "state": state,
     }
+
+
+def _last_runs(conn: Connection, schema: str) -> dict[str, Any]:
+    """The latest run of each kind. One still `running` while no session holds its kind's lock
+    was killed (kill -9, a lost host): it shows as `interrupted` (computed here; the row itself
+    is closed by the next run that takes the lock)."""
+    runs = queries.fetch_last_runs(conn)
+    held = queries.fetch_held_run_locks(conn, schema) if any(
+        r.status == RunStatus.RUNNING for r in runs.values()
+    ) else set()  # fmt: skip
+    data = {}
+    for kind, run in sorted(runs.items()):
+        row = run.as_dict()
+        lock = "push" if kind == RunKind.PUSH else "pull"
+        if run.status == RunStatus.RUNNING and lock not in held:
+            row.update(status=INTERRUPTED, error=row["error"] or INTERRUPTED_WHY)
+        data[kind] = row
+    return data
 
 
 def _webhooks(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:

@@ -79,6 +79,7 @@ class AmoSession:
         # called before every attempt of a write (retries included); raises to stop it. Push
         # sets it to "is the push lock still ours?" so no retry goes out after the lock is gone
         self.write_guard: Callable[[], None] | None = None
+        self.writes_tried = 0  # write attempts begun past the guard (each one may have left)
         self.stopping = threading.Event()  # set by `stop`: waits end, nothing more is sent
 
     def __repr__(self) -> str:
@@ -140,6 +141,7 @@ class AmoSession:
         while True:
             if write and self.write_guard is not None:
                 self.write_guard()
+            self.writes_tried += write
             tried = self._attempt(method, url, json, write)
             outcome = tried.outcome
             if outcome.unsent:  # stopped before sending: its token died while it waited

@@ -38,9 +38,11 @@ import hashlib
 import os
 import socket
 import threading
+import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -206,26 +208,58 @@ class SessionLock:
         return False
 
 
+@dataclass(frozen=True)
+class LockWait:
+    """How long a command waits for a run lock another process holds (the CLI's `pull`, `push`
+    and `sync` behind the daemon's run), polling every `every` seconds; `note` is called once,
+    when the wait begins. The daemon never waits: its own jobs must not queue behind it."""
+
+    seconds: float
+    note: Callable[[], None] | None = None
+    every: float = 0.5
+    sleep: Callable[[float], None] = time.sleep
+
+
 def session_lock(
-    engine: Engine, schema: str, name: str, *, consequence: str
+    engine: Engine, schema: str, name: str, *, consequence: str, wait: LockWait | None = None
 ) -> AbstractContextManager[SessionLock | None]:
     """Hold the session lock `name` of the schema for the block (None when another session
-    holds it); released quietly, even when its session is gone."""
+    holds it, after `wait`); released quietly, even when its session is gone."""
     also = released_keys(schema, name)
-    return run_lock(engine, lock_key(schema, name), name=name, consequence=consequence, also=also)
+    key = lock_key(schema, name)
+    return run_lock(engine, key, name=name, consequence=consequence, also=also, wait=wait)
 
 
 @contextmanager
 def run_lock(
-    engine: Engine, key: int, *, name: str, consequence: str, also: Sequence[int] = ()
+    engine: Engine,
+    key: int,
+    *,
+    name: str,
+    consequence: str,
+    also: Sequence[int] = (),
+    wait: LockWait | None = None,
 ) -> Iterator[SessionLock | None]:
     """`session_lock` by key (kept for callers that still pass `lock_key(schema, name)`)."""
     lock = SessionLock(engine, key, name=name, consequence=consequence, also=also)
     try:
-        yield lock if lock.try_acquire() else None
+        yield lock if _acquire(lock, wait) else None
     finally:
         lock.release()
         lock.dispose()
+
+
+def _acquire(lock: SessionLock, wait: LockWait | None) -> bool:
+    if lock.try_acquire() or wait is None or wait.seconds <= 0:
+        return lock.held
+    if wait.note is not None:
+        wait.note()
+    deadline = time.monotonic() + wait.seconds
+    while time.monotonic() < deadline:
+        wait.sleep(min(wait.every, max(0.0, deadline - time.monotonic())))
+        if lock.try_acquire():
+            return True
+    return False
 
 
 class LeaderLock(SessionLock):

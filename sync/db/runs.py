@@ -24,7 +24,7 @@ from sqlalchemy.sql import Executable
 
 from sync.core.mapping import FieldDef, field_def
 from sync.core.models import RequestKind, RequestStatus, RunKind, RunStatus
-from sync.db.locks import SessionLock, lock_key, session_lock
+from sync.db.locks import LockWait, SessionLock, lock_key, session_lock
 from sync.db.schema import contact_custom_fields, sync_requests, sync_runs, sync_state
 from sync.errors import SyncError
 
@@ -121,27 +121,30 @@ class RunStore:
         value = self._run(conn, statement).scalar()
         return None if value is None else int(value)
 
-    def release_request(self, conn: Connection, request_id: int) -> None:
-        """Put a claimed request back (it could not be served now)."""
+    def reopen_requests(self, conn: Connection, keep: int | None = None) -> int:
+        """Put back to `pending` the requests left `running` by a run that is gone (a process
+        killed between claiming and finishing one); the caller holds the pull lock, so no other
+        run serves them. `keep`: the request the caller itself is serving."""
         statement = (
             sa.update(sync_requests)
-            .where(sync_requests.c.id == request_id)
             .where(sync_requests.c.status == RequestStatus.RUNNING)
             .values(status=RequestStatus.PENDING, started_at=None)
+            .returning(sync_requests.c.id)
         )
-        self._run(conn, statement)
+        if keep is not None:
+            statement = statement.where(sync_requests.c.id != keep)
+        return len(self._run(conn, statement).all())
 
     def finish_request(
         self, conn: Connection, request_id: int, run_id: int | None, error: str | None
     ) -> None:
         """Close a request; other pending requests are served by the same run, so close them.
 
-        Only a request still `running` is closed: one its run already closed `done` stays done
+        Only a request still open is closed: one its run already closed `done` stays done
         whatever fails after (releasing a lock, a second report of the same failure)."""
         status = RequestStatus.FAILED if error else RequestStatus.DONE
-        this = sa.and_(
-            sync_requests.c.id == request_id, sync_requests.c.status == RequestStatus.RUNNING
-        )
+        open_ = sync_requests.c.status.in_([RequestStatus.RUNNING, RequestStatus.PENDING])
+        this = sa.and_(sync_requests.c.id == request_id, open_)  # pending: reopened meanwhile
         if status == RequestStatus.DONE:
             started = sa.select(sync_requests.c.started_at).where(sync_requests.c.id == request_id)
             asked_before = sa.and_(
@@ -223,15 +226,21 @@ def pull_lock_key(schema: str) -> int:
     return lock_key(schema, "pull")
 
 
+PULL_BUSY = "another pull is running on this database schema; try again later"
+PUSH_BUSY = "another push is running on this database schema; try again later"
+
+
 @contextmanager
-def pull_lock(engine: Engine, schema: str) -> Iterator[SessionLock | None]:
+def pull_lock(
+    engine: Engine, schema: str, wait: LockWait | None = None
+) -> Iterator[SessionLock | None]:
     """Hold the single-pull lock for the block (a session advisory lock on its own connection,
     released when the block ends or the process dies). Yields None if another holds it.
 
     Pull writes only to PostgreSQL, idempotently, and its cursor only moves forward, so a pull
     that lost its lock harms nothing by finishing its page; it checks the lock before it records
     itself succeeded."""
-    with session_lock(engine, schema, "pull", consequence=PULL_LOCK_LOST) as lock:
+    with session_lock(engine, schema, "pull", consequence=PULL_LOCK_LOST, wait=wait) as lock:
         yield lock
 
 
@@ -243,13 +252,14 @@ def push_lock_key(schema: str) -> int:
 
 
 @contextmanager
-def push_lock(engine: Engine, schema: str) -> Iterator[SessionLock]:
-    """Hold the push lock (one push at a time per schema) for the block, or fail at once.
+def push_lock(engine: Engine, schema: str, wait: LockWait | None = None) -> Iterator[SessionLock]:
+    """Hold the push lock (one push at a time per schema) for the block, or fail (at once, or
+    after `wait`).
 
     The lock sits on its own connection; the run calls `ensure_held()` before every write to
     amoCRM, so a push whose lock session was ended stops before a second push could repeat it.
     """
-    with session_lock(engine, schema, "push", consequence=PUSH_LOCK_LOST) as lock:
+    with session_lock(engine, schema, "push", consequence=PUSH_LOCK_LOST, wait=wait) as lock:
         if lock is None:
-            raise SyncError("another push is running on this database schema; try again later")
+            raise SyncError(PUSH_BUSY)
         yield lock

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sync.core.models import FINISHED_REQUEST, ContactStatus, RequestStatus, RunKind, RunStatus
 from sync.core.models import PULL_KINDS as PULL_RUN_KINDS
 from sync.db.catalog import pg_locks, pg_stat_activity
-from sync.db.locks import advisory_held, leader_lock_key
+from sync.db.locks import advisory_held, leader_lock_key, lock_key, released_keys
 from sync.db.schema import (
     contacts,
     sync_changes,
@@ -184,6 +184,18 @@ def fetch_state(conn: Connection) -> dict[str, Any]:
         }
         for key, value, updated_at in rows
     }
+
+
+def fetch_held_run_locks(conn: Connection, schema: str) -> set[str]:
+    """Which run locks ("pull", "push") of the schema some session holds now (any of a lock's
+    keys, its released ones too): a run row left `running` without its lock is over."""
+    held = set()
+    for name in ("pull", "push"):
+        keys = (lock_key(schema, name), *released_keys(schema, name))
+        holders = sa.select(pg_locks.c.pid).where(sa.or_(*(advisory_held(key) for key in keys)))
+        if conn.scalar(sa.select(holders.exists())):
+            held.add(name)
+    return held
 
 
 def fetch_leader(conn: Connection, schema: str) -> Leader | None:

@@ -31,6 +31,8 @@ that shows it) the run switches to the fallback walks of `sync.pull.filters_off`
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 
 from sqlalchemy.engine import Connection, Engine
@@ -40,7 +42,8 @@ from sync.clock import Clock
 from sync.config import Config
 from sync.db.diag import error_line
 from sync.db.engine import store_errors
-from sync.db.runs import CONTACTS_CURSOR, RunStore, pull_lock
+from sync.db.locks import LockWait, SessionLock
+from sync.db.runs import CONTACTS_CURSOR, PULL_BUSY, RunStore, pull_lock
 from sync.errors import SyncError, mark_logged
 from sync.heap import fewer_collections
 from sync.logs import get_logger
@@ -69,41 +72,67 @@ def run_pull(
     memo: PollMemo | None = None,
     clock: Clock | None = None,
     final_pass: bool = False,
+    lock_wait: LockWait | None = None,
 ) -> PullReport:
-    """One pull run (see the module docstring). Raises `SyncError` if another pull runs.
+    """One pull run (see the module docstring). Raises `PullBusyError` if another pull runs
+    (after waiting as `lock_wait` says: the CLI waits, bounded; the daemon does not).
     `final_pass`: an incremental run ends with a read of everything from the run's start (less
     the lists' lag), sent no earlier than the start plus that lag (a full resync always does)."""
-    schema = config.database.schema
-    with store_errors(config.database), pull_lock(engine, schema) as lock:
-        if lock is None:
-            raise PullBusyError("another pull is running on this database schema; try again later")
-        with fewer_collections():  # pages are acyclic garbage: see sync.heap
-            run = _Run(
-                config, engine, client, progress, lock,
-                memo=memo, clock=clock, final_pass=final_pass,
-            )  # fmt: skip
-            return run.execute(full, request_id)
+    with store_errors(config.database), _locked(config, engine, lock_wait) as lock:
+        return _pull(
+            config, engine, client, lock, full=full, progress=progress,
+            request_id=request_id, memo=memo, clock=clock, final_pass=final_pass,
+        )  # fmt: skip
 
 
 def serve_request(
     config: Config, engine: Engine, client: AmoClient, *, progress: Progress | None = None
 ) -> PullReport | None:
-    """Run a full resync for the oldest pending `sync_requests` row (None if there is none)."""
+    """Run a full resync for the oldest pending `sync_requests` row (None if there is none).
+
+    The request is claimed while the pull lock is held, after putting back to `pending` every
+    request a killed run left `running` (so a new leader serves it)."""
     runs = RunStore(config.database.schema)
-    with store_errors(config.database), engine.begin() as conn:
-        request_id = runs.claim_request(conn)
-    if request_id is None:
-        return None
-    try:
-        return run_pull(config, engine, client, full=True, progress=progress, request_id=request_id)
-    except PullBusyError:
-        with engine.begin() as conn:  # not served: another pull holds the lock; ask again later
-            runs.release_request(conn, request_id)
-        raise
-    except SyncError as exc:
+    with store_errors(config.database), _locked(config, engine, None) as lock:
         with engine.begin() as conn:
-            runs.finish_request(conn, request_id, None, str(exc))
-        raise
+            _reopen(runs, conn, None)
+            request_id = runs.claim_request(conn)
+        if request_id is None:
+            return None
+        try:
+            with store_errors(config.database):  # a driver error as StoreError, to record it
+                return _pull(config, engine, client, lock, full=True, progress=progress,
+                             request_id=request_id)  # fmt: skip
+        except SyncError as exc:  # before the run had its row (a failed run closed it already)
+            with engine.begin() as conn:
+                runs.finish_request(conn, request_id, None, str(exc))
+            raise
+
+
+@contextmanager
+def _locked(config: Config, engine: Engine, wait: LockWait | None) -> Iterator[SessionLock]:
+    with pull_lock(engine, config.database.schema, wait) as lock:
+        if lock is None:
+            raise PullBusyError(PULL_BUSY)
+        yield lock
+
+
+def _pull(
+    config: Config, engine: Engine, client: AmoClient, lock: SessionLock, *, full: bool,
+    request_id: int | None, progress: Progress | None = None, memo: PollMemo | None = None,
+    clock: Clock | None = None, final_pass: bool = False,
+) -> PullReport:  # fmt: skip
+    with fewer_collections():  # pages are acyclic garbage: see sync.heap
+        run = _Run(
+            config, engine, client, progress, lock, memo=memo, clock=clock, final_pass=final_pass
+        )
+        return run.execute(full, request_id)
+
+
+def _reopen(runs: RunStore, conn: Connection, keep: int | None) -> None:
+    reopened = runs.reopen_requests(conn, keep=keep)
+    if reopened:
+        log.info("requests_reopened", count=reopened, reason="their run was interrupted")
 
 
 class _Run(FullRun, IncrementalRun):
@@ -115,6 +144,7 @@ class _Run(FullRun, IncrementalRun):
         started = self.clock.monotonic()
         with self.engine.begin() as conn:
             self.runs.abandon_stale_runs(conn, ("pull", "full"))
+            _reopen(self.runs, conn, request_id)  # requests whose run is gone: pending again
             self.old = CursorState.load(self.runs.get_state(conn, CONTACTS_CURSOR))
             self.fields = self.runs.load_fields(conn)
             self.chat_form = self._learnt_chat_form(conn)

@@ -14,16 +14,18 @@ after everything else went out."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from sync.amo.backoff import pause
 from sync.amo.reconcile import confirm_window_s
+from sync.amo.writes import WriteResult
 from sync.db import inflight
+from sync.db.engine import store_errors
 from sync.db.inflight import Done, PendingCreate, PendingLink
-from sync.errors import AmoWriteUnconfirmedError
+from sync.errors import AmoError, AmoWriteUnconfirmedError, LockLostError, StoreError
 from sync.push.context import Context, invalid_reason, log, message, record_outcome, send
 from sync.push.plan import to_create_payload
 
@@ -145,8 +147,11 @@ def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -
     ctx.count.add(errors=len(invalid))
     if not payloads:
         return floor
-    results, rejected, failure = send(
-        ctx, lambda: ctx.client.create_contacts(list(payloads.values()), batch_size=len(batch))
+    results, rejected, failure = _send_or_unmark(
+        ctx,
+        "creates",
+        list(payloads),
+        lambda: ctx.client.create_contacts(list(payloads.values()), batch_size=len(batch)),
     )
     done = [Done(p.temp_id, r.id, p.change_ids) for p in batch for r in results
             if r.request_id == str(p.temp_id)]  # fmt: skip
@@ -172,6 +177,26 @@ def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -
     if failure is not None and not unsure:
         raise failure
     return new_floor if new_floor is not None else floor
+
+
+def _send_or_unmark(
+    ctx: Context, kind: str, temp_ids: list[int], write: Callable[[], list[WriteResult]]
+) -> tuple[list[WriteResult], Mapping[str, Sequence[Mapping[str, str]]], AmoError | None]:
+    """`send`; when the write guard (the push lock lost, PostgreSQL gone) stops the write
+    before any attempt of it began (`writes_tried`), the batch is taken out of the in-flight
+    record again, so the next push sends it at once instead of looking for it first. If
+    PostgreSQL cannot record that, it stays "maybe sent" (the safe side)."""
+    before = ctx.client.session.writes_tried
+    try:
+        return send(ctx, write)
+    except LockLostError:
+        if ctx.client.session.writes_tried == before:
+            try:
+                with store_errors(ctx.config.database), ctx.engine.begin() as conn:
+                    inflight.forget_sent(conn, kind, temp_ids)
+            except StoreError as exc:
+                log.warning("in_flight_kept", kind=kind, count=len(temp_ids), error=str(exc))
+        raise
 
 
 def _create_payloads(
@@ -220,8 +245,11 @@ def _link_batch(ctx: Context, batch: list[PendingLink]) -> None:
     }
     with ctx.engine.begin() as conn:
         inflight.mark_sending(conn, "links", payloads, ctx.clock.now())
-    results, rejected, failure = send(
-        ctx, lambda: ctx.client.link_chats(list(payloads.values()), batch_size=len(batch))
+    results, rejected, failure = _send_or_unmark(
+        ctx,
+        "links",
+        list(payloads),
+        lambda: ctx.client.link_chats(list(payloads.values()), batch_size=len(batch)),
     )
     by_rid = {r.request_id: r for r in results}
     done = [Done(p.temp_id, by_rid[str(p.temp_id)].id, p.change_ids) for p in batch

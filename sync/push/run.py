@@ -31,6 +31,7 @@ from sync.config import Config
 from sync.core.models import RunKind, RunStatus
 from sync.db.diag import error_line
 from sync.db.engine import store_errors
+from sync.db.locks import LockWait
 from sync.db.runs import RunStore, push_lock
 from sync.errors import StoreError, mark_logged
 from sync.logs import get_logger
@@ -43,7 +44,12 @@ log = get_logger("sync.push")
 
 
 def run_push(
-    config: Config, engine: Engine, client: AmoClient, *, clock: Clock | None = None
+    config: Config,
+    engine: Engine,
+    client: AmoClient,
+    *,
+    clock: Clock | None = None,
+    lock_wait: LockWait | None = None,
 ) -> PushReport:
     """One push of every pending local change; see the module docstring. A database failure
     is raised once, as `StoreError` with one line (the run row says `failed` when PostgreSQL
@@ -52,8 +58,9 @@ def run_push(
     report = PushReport()
     started = clock.monotonic()
     requests_before = client.session.requests_sent  # runs in one process take turns
-    runs = RunStore(config.database.schema)
-    with store_errors(config.database), push_lock(engine, config.database.schema) as lock:
+    schema = config.database.schema
+    runs = RunStore(schema)
+    with store_errors(config.database), push_lock(engine, schema, lock_wait) as lock:
         ctx = Context(config, engine, client, clock, Counter(report), runs)
         with engine.begin() as conn:
             # a push killed earlier left its row 'running'; we hold the lock, so it is over

@@ -260,3 +260,33 @@ def test_sigterm_during_a_429_pause_stops_cleanly_at_once(
     assert limited["pause_s"] <= 31
     assert not [e for e in events if e["event"] == "job_abandoned"]
     assert [e["clean"] for e in events if e["event"] == "daemon_stopped"] == [True]
+
+
+def test_a_requested_resync_a_killed_leader_left_running_is_served_by_the_next_leader(
+    daemons: Callable[..., DaemonProcess], engine: Engine
+) -> None:
+    """What kill -9 of a leader mid-way through a requested full resync leaves: the request
+    `running` with no run id, its run row `running`. The next leader puts the request back in
+    the queue (it holds the pull lock, so that run is over) and serves it."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO amocrm.sync_requests (kind, status, started_at) "
+                             "VALUES ('full', 'running', now())"))  # fmt: skip
+        conn.execute(sa.text("INSERT INTO amocrm.sync_runs (kind, status, started_at) "
+                             "VALUES ('full', 'running', now())"))  # fmt: skip
+    daemon = daemons()
+    daemon.wait_health(200)
+    query = sa.text("SELECT status, run_id FROM amocrm.sync_requests")
+
+    def served() -> tuple[str, int] | None:
+        with engine.connect() as conn:
+            row = conn.execute(query).one()
+        return (row.status, row.run_id) if row.status != "running" else None
+
+    status, run_id = wait_for("the request to be served", served, timeout=FLOW_SLACK_S)
+    assert status == "done"
+    with engine.connect() as conn:
+        run = conn.execute(sa.text("SELECT kind, status FROM amocrm.sync_runs WHERE id = :i"),
+                           {"i": run_id}).one()  # fmt: skip
+        stale = conn.scalar(sa.text("SELECT status FROM amocrm.sync_runs ORDER BY id LIMIT 1"))
+    assert tuple(run) == ("full", "succeeded")
+    assert stale == "failed"  # the killed run, closed by the new leader

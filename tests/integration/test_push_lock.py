@@ -110,3 +110,30 @@ def test_a_write_is_not_retried_after_the_lock_is_lost(
         env.push(push_workers=1)
     assert [r["status"] for r in env.emulator.requests() if r["method"] == "PATCH"] == [429]
     assert session.write_guard is None  # the run put the guard back as it found it
+
+
+def test_a_create_the_guard_stopped_before_sending_is_not_left_in_flight(
+    db_config: DatabaseConfig, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock's session dies (PostgreSQL restarted, a DBA) between recording a create batch
+    as in flight and its POST: the guard stops the POST, and since nothing left, the batch is
+    taken out of the record again; the next push sends it at once, exactly once."""
+    with push_env(db_config, engine, contacts=3, batch_size=5) as env:
+        env.sql("INSERT INTO contacts (name) VALUES ('Never Sent')")
+        env.emulator.clear_requests()
+        real: Callable[..., Any] = env.client.create_contacts
+
+        def create(entities: Any, **kw: Any) -> Any:
+            terminate_lock_holder(engine, push_lock_key("amocrm"))  # after mark_sending
+            return real(entities, **kw)
+
+        monkeypatch.setattr(env.client, "create_contacts", create)
+        with pytest.raises(LockLostError):
+            env.push()
+        assert env.api("POST") == []  # the guard stopped it before it left
+        assert env.sql("SELECT value FROM sync_state WHERE key = 'push_in_flight'") == []
+        monkeypatch.setattr(env.client, "create_contacts", real)
+        report = env.push()
+        assert (report.created, report.recovered) == (1, 0)
+        names = [c.name for c in env.emulator.account.contacts.values()]
+        assert names.count("Never Sent") == 1

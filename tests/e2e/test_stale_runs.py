@@ -1,0 +1,137 @@
+"""What a `kill -9` leaves behind, and commands that meet another process's run, through the real
+`amosync`: a requested full resync whose run was killed is served again, `status` calls the
+killed run interrupted, and `pull`/`push` wait (bounded) for a run another process holds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sync.config import DatabaseConfig
+from sync.db.runs import pull_lock, push_lock
+from tests.e2e.cli import AMOSYNC, amosync, clean_env
+from tests.e2e.test_pull_kill import _env, _kill_when, _scalar
+from tests.integration.pull_helpers import emulated
+
+
+def _rows(engine: Engine, sql: str) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text(sql)).all())
+
+
+def _status(env: dict[str, str]) -> dict[str, Any]:
+    result = amosync("status", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+# The killed process leaves the in-process emulator's sockets reset mid-request.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_requested_resync_killed_mid_run_is_served_by_the_next_process(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=3000, latency_ms=15) as (emulator, url):
+        env = _env(db_config, url, emulator.long_lived_token)
+        stored = "SELECT count(*) FROM amocrm.contacts"
+        _kill_when(env, lambda: _scalar(engine, stored) >= 300, ("resync",))
+        requests = "SELECT id, status, run_id FROM amocrm.sync_requests ORDER BY id"
+        [(first, status, run_id)] = _rows(engine, requests)
+        assert (status, run_id) == ("running", None)
+
+        # status: the killed run holds no lock any more, so it is not shown as running
+        data = _status(env)
+        assert data["daemon"]["running"] is False
+        full = data["last_runs"]["full"]
+        assert full["status"] == "interrupted"
+        assert full["finished_at"] is None
+        assert "killed" in full["error"]
+        assert _rows(engine, "SELECT status FROM amocrm.sync_runs") == [("running",)]  # read-only
+
+        # the next process that takes the pull lock puts the request back in the queue
+        result = amosync("pull", env=env)
+        assert result.returncode == 0, result.stderr
+        assert _rows(engine, requests) == [(first, "pending", None)]
+        assert _status(env)["last_runs"]["full"]["status"] == "failed"  # closed by that pull
+
+        result = amosync("resync", env=env)
+        assert result.returncode == 0, result.stderr
+        rows = _rows(engine, requests)
+        assert [r.status for r in rows] == ["done", "done"]
+        assert rows[0].run_id is not None
+
+
+@contextmanager
+def _held(take: Callable[[], Any], seconds: float) -> Iterator[threading.Event]:
+    """Hold a run lock in this process (another session than the CLI's) for `seconds`."""
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with take() as lock:
+            assert lock is not None
+            taken.set()
+            done.wait(seconds)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert taken.wait(10)
+    try:
+        yield done
+    finally:
+        done.set()
+        thread.join(10)
+
+
+def _run(
+    args: tuple[str, ...], env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    result = subprocess.run(
+        [AMOSYNC, *args], env=clean_env(env), capture_output=True, text=True, timeout=200,
+        check=False,
+    )  # fmt: skip
+    return result, time.monotonic() - started
+
+
+def test_push_and_pull_wait_for_the_run_another_process_holds(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=20) as (emulator, url):
+        env = _env(db_config, url, emulator.long_lived_token)
+        with _held(lambda: push_lock(engine, "amocrm"), 3):
+            result, took = _run(("push",), env)
+        assert result.returncode == 0, result.stderr  # nothing pending: exit 0, having waited
+        assert took >= 2.5
+        assert result.stderr.count("waiting up to 60 s for the push another process") == 1
+        assert "push run" in result.stdout
+
+        with _held(lambda: pull_lock(engine, "amocrm"), 3):
+            result, took = _run(("pull",), env)
+        assert result.returncode == 0, result.stderr
+        assert took >= 2.5
+        assert result.stderr.count("waiting up to 120 s for the pull another process") == 1
+        live = [c for c in emulator.account.contacts.values() if not c.is_deleted]
+        stored = "SELECT count(*) FROM amocrm.contacts WHERE NOT is_deleted"
+        assert _scalar(engine, stored) == len(live) > 0
+
+
+def test_push_gives_up_when_the_other_run_holds_the_lock_past_the_bound(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with emulated(contacts=5) as (emulator, url):
+        env = _env(db_config, url, emulator.long_lived_token)
+        with _held(lambda: push_lock(engine, "amocrm"), 120):
+            result, took = _run(("push",), env)
+        assert result.returncode == 1
+        assert 59 <= took < 100
+        assert "another push is running on this database schema" in result.stderr
+        assert _scalar(engine, "SELECT count(*) FROM amocrm.sync_runs") == 0
