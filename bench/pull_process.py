@@ -11,12 +11,19 @@ says which one a child process gets, and first writes that checkout's bytecode
 (`compile_checkout`), which an installed amosync has. `old_walk_tree` unpacks an older commit of
 the repository (`git archive`, nothing in `.git` changes) to run its pull the same way against
 the same emulator.
+
+`BENCH_STRACE=DIR` runs the command under `strace --seccomp-bpf` (network calls and the exit
+only, so the process runs at about its own speed) and prints where its time went (`phases`):
+spawn to the first database connect (Python and the imports), to the first amoCRM request,
+the last amoCRM answer, and the exit (the database is told apart by PostgreSQL's port, 5432).
 """
 
 from __future__ import annotations
 
 import compileall
+import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -84,8 +91,13 @@ def run_cli(
     """Run `amosync --config CONFIG ARGS`; (wall seconds from spawn to exit, its stdout's last
     line, its peak RSS in MB). Raises if it fails."""
     command = [AMOSYNC, "--config", str(config), *args]
+    traced = os.environ.get("BENCH_STRACE")
+    trace = Path(traced or ".") / f"amosync-{time.time_ns()}.strace"
+    if traced:
+        calls = "trace=connect,sendto,recvfrom,exit_group"
+        command = ["strace", "--seccomp-bpf", "-f", "-ttt", "-e", calls, "-o", str(trace), *command]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.monotonic()
+        spawned, started = time.time(), time.monotonic()
         proc = subprocess.Popen(command, env=child_env(checkout), stdout=out, stderr=err, cwd="/")
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.monotonic() - started
@@ -95,8 +107,36 @@ def run_cli(
         stdout, stderr = out.read().decode(), err.read().decode()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}): {stderr[-2000:]}")
+    if traced:
+        print(f"process phases       {phases(trace, spawned)} ({trace})")
     lines = stdout.strip().splitlines()
     return wall, lines[-1] if lines else "", usage.ru_maxrss / 1024
+
+
+def phases(trace: Path, spawned: float) -> str:
+    """From an strace of the command (see the module docstring): seconds after the spawn of
+    its first database connect, first amoCRM request, last amoCRM answer and exit."""
+    amo: set[str] = set()
+    first_db = first_request = last_answer = end = float("nan")
+    for line in trace.read_text(errors="replace").splitlines():
+        match = re.match(r"\d+\s+([\d.]+) (\w+)\((\d*)", line)
+        if not match:
+            continue
+        at, call, fd = float(match[1]) - spawned, match[2], match[3]
+        if call == "connect" and "htons(5432)" in line and math.isnan(first_db):
+            first_db = at
+        elif call == "connect" and "AF_INET" in line and "htons(5432)" not in line:
+            amo.add(fd)
+        elif call == "sendto" and fd in amo and math.isnan(first_request):
+            first_request = at
+        elif call == "recvfrom" and fd in amo and "HTTP/1.1" in line:
+            last_answer = at
+        elif call == "exit_group":
+            end = at
+    return (
+        f"first db connect {first_db:.3f}, first request {first_request:.3f}, "
+        f"last answer {last_answer:.3f}, exit {end:.3f} s"
+    )
 
 
 def old_walk_tree(commit: str, into: Path) -> Path:
