@@ -165,23 +165,40 @@ def run_writes(
 ) -> list[WriteResult]:
     """Write `items` in batches; see the module docstring for the rules."""
     state = _State([i.request_id for i in items])
+    try:
+        _write_all(
+            items, batch_size, send, reconcile, state,
+            max_retries=max_retries, wait=wait, what=what, blind_resend=blind_resend,
+        )  # fmt: skip
+    except AmoError as exc:  # whatever ends the call (a stop during a pause too) carries results
+        exc.results = state.ordered()
+        raise
+    return _finish(state, len(items), what)
+
+
+def _write_all(
+    items: list[Item],
+    batch_size: int,
+    send: Send,
+    reconcile: Reconcile,
+    state: _State,
+    *,
+    max_retries: int,
+    wait: Wait,
+    what: str,
+    blind_resend: bool,
+) -> None:
+    """The batches of one call, into `state`; see the module docstring for the rules."""
     size = max(1, batch_size)
     queue: deque[list[Item]] = deque(_chunks(items, size))
     failures = 0
     while queue:
         batch = queue.popleft()
         try:
-            state.results.update((r.request_id, r) for r in send(batch))
-            unmatched = [i for i in batch if i.request_id not in state.results]
-            rest = _unmatched(unmatched, reconcile, state, what, blind_resend)
-            if rest:
-                failures += 1
-                if failures > max_retries:
-                    state.unsettled += rest
-                else:
-                    queue.appendleft(rest)
+            answered = send(batch)
         except AmoRejectedError as exc:
             queue.extendleft(reversed(_set_aside_rejected(batch, exc, state)))
+            continue
         except AmoWriteUnknownError as exc:
             failures += 1
             if failures > max_retries:
@@ -192,13 +209,24 @@ def run_writes(
             unsure = [i for i in batch if i.request_id not in state.results]
             rest = _reconciled_rest(unsure, exc, reconcile, state, what)
             queue = deque(_chunks(rest + [i for b in queue for i in b], size))
+            continue
         except AmoError as exc:
             if exc.status == 422 and len(batch) > 1:
                 size = max(1, min(size, len(batch)) // 2)
                 queue = deque(_chunks(batch + [i for b in queue for i in b], size))
                 continue
             raise _with_results(exc, state) from None
-    return _finish(state, len(items), what)
+        # outside the `try`: an error of the reads that look for unmatched entities is not an
+        # answer to the batch (a 400 there must not set aside or resend entities just created)
+        state.results.update((r.request_id, r) for r in answered)
+        unmatched = [i for i in batch if i.request_id not in state.results]
+        rest = _unmatched(unmatched, reconcile, state, what, blind_resend)
+        if rest:
+            failures += 1
+            if failures > max_retries:
+                state.unsettled += rest
+            else:
+                queue.appendleft(rest)
 
 
 def _finish(state: _State, count: int, what: str) -> list[WriteResult]:
@@ -302,9 +330,12 @@ def _unmatched(
                         found=0, resent=0, unconfirmed=len(unmatched))  # fmt: skip
             return []
         found = {}
-    except AmoError as err:
-        err.results = state.ordered()
-        raise
+    except AmoRejectedError as err:  # a read refused: no verdict on the entities written
+        raise AmoWriteUnknownError(
+            f"amoCRM's answer to {what} left {len(unmatched)} out, and reading them back was "
+            f"refused ({err.reason})",
+            method=err.method, url=err.url, status=err.status,
+        ) from err  # fmt: skip
     state.results.update(found)
     rest = [i for i in unmatched if i.request_id not in found]
     log.warning("amo_write_answer_unmatched", what=what, unmatched=len(unmatched),

@@ -36,10 +36,6 @@ def _error(detail: str) -> dict[str, str]:
     return {"code": "NotSupportedChoice", "path": "responsible_user_id", "detail": detail}
 
 
-def _error(detail: str) -> dict[str, str]:
-    return {"code": "NotSupportedChoice", "path": "responsible_user_id", "detail": detail}
-
-
 def _write(ids: list[str], server: Callable[[list[Item]], list[WriteResult]]) -> AmoRejectedError:
     items = prepare([{"request_id": rid, "name": rid} for rid in ids])
     with pytest.raises(AmoRejectedError) as info:
