@@ -102,8 +102,10 @@ def test_admin_calls_are_never_limited_or_logged(limited, emulator) -> None:
     assert emulator.requests() == []
 
 
-def test_limit_can_be_switched_off(limited, emulator) -> None:
-    limited.patch("/_emulator/controls", json={"rate_limit": None})
+@pytest.mark.parametrize("off", [None, 0])
+def test_limit_can_be_switched_off(limited, emulator, off) -> None:
+    """`0` is off over the admin API too, as `--rate-limit 0` is (it was a budget of nothing)."""
+    limited.patch("/_emulator/controls", json={"rate_limit": off, "account_rate_limit": off})
     statuses = {limited.get(CONTACTS, params={"limit": 1}).status_code for _ in range(15)}
     assert statuses == {200}
 
