@@ -4,6 +4,7 @@ always agree, and a request a run closed `done` never turns `failed` afterwards.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -13,8 +14,9 @@ from structlog.testing import capture_logs
 
 from sync.config import DatabaseConfig
 from sync.db import status as queries
-from sync.db.runs import RunStore, add_request, pull_lock_key
-from sync.errors import LockLostError
+from sync.db.locks import LockWait
+from sync.db.runs import RunStore, add_request, pull_lock, pull_lock_key, push_lock
+from sync.errors import LockLostError, SyncError
 from sync.pull import serve_request
 from sync.pull.sink import Sink
 from tests.integration.amo_emulator import client_for
@@ -92,3 +94,35 @@ def test_a_run_marked_failed_by_its_successor_never_turns_succeeded(engine: Engi
         status = conn.scalar(sa.text("SELECT status FROM amocrm.sync_runs WHERE id = :i"),
                              {"i": run_id})  # fmt: skip
     assert status == "failed"
+
+
+def test_a_command_gives_up_when_another_session_holds_the_run_lock_past_its_wait(
+    engine: Engine,
+) -> None:
+    """The CLI's bounded wait (`LockWait`, 60 s for push and 120 s for pull there; 1 s here):
+    past it, push fails with its one line and pull yields no lock, having noted the wait once."""
+    notes: list[str] = []
+    wait = LockWait(1.0, lambda: notes.append("waiting"), every=0.2)
+    with push_lock(engine, "amocrm") as held, pull_lock(engine, "amocrm") as held_pull:
+        assert held is not None
+        assert held_pull is not None
+        failed: list[BaseException] = []
+
+        def push_beside() -> None:
+            try:
+                with push_lock(engine, "amocrm", wait):
+                    pass
+            except SyncError as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=push_beside)
+        started = time.monotonic()
+        thread.start()
+        thread.join(10)
+        assert time.monotonic() - started >= 0.9
+        assert [str(e) for e in failed] == [
+            "another push is running on this database schema; try again later"
+        ]
+        with pull_lock(engine, "amocrm", wait) as lock:
+            assert lock is None
+    assert notes == ["waiting", "waiting"]
