@@ -202,7 +202,7 @@ def _write_all(
         except AmoWriteUnknownError as exc:
             failures += 1
             if failures > max_retries:
-                raise _with_results(exc, state) from None
+                raise exc from None
             if exc.status == 504:
                 size = max(1, size // 2)
             wait(failures - 1)
@@ -215,7 +215,7 @@ def _write_all(
                 size = max(1, min(size, len(batch)) // 2)
                 queue = deque(_chunks(batch + [i for b in queue for i in b], size))
                 continue
-            raise _with_results(exc, state) from None
+            raise exc from None
         # outside the `try`: an error of the reads that look for unmatched entities is not an
         # answer to the batch (a 400 there must not set aside or resend entities just created)
         state.results.update((r.request_id, r) for r in answered)
@@ -351,10 +351,9 @@ def _reconciled_rest(
     try:
         found = reconcile(batch)
     except AmoError as err:
-        err.results = state.ordered()
         raise err from exc
     except InvariantError as err:
-        raise _with_results(exc, state) from err
+        raise exc from err
     state.results.update(found)
     rest = [i for i in batch if i.request_id not in found]
     log.warning("amo_write_reconciled", what=what, status=exc.status, applied=len(found),
