@@ -17,7 +17,8 @@ with nothing at all. So:
   that ignores the filter, since a foreign link is caught, nor one that keeps one value of the
   array can do), the form is unproven: the contacts a batch answer shows no link for are asked
   again one by one, at most `PROBES` of them in the whole process, and a link found that way
-  proves the array form loses links (→ the scalar form);
+  proves the array form loses links (→ the scalar form); a batch that finds the probes spent
+  waits for those still out before it believes its answer, since one of them may yet prove it;
 - an answer with `_links.next` is followed page by page (by number, with the same parameters);
   one that looks cut (`_total_items` above what came, a page that repeats the previous one,
   or `LINKS_CAP` links and no `next`) is not believed: the batch is asked again in halves,
@@ -61,7 +62,9 @@ class ChatForm:
 
     state: str = "unknown"
     probes_left: int = PROBES
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    probing: int = 0  # probes out now: their answers may still decide the form
+    waiting: int = 0  # batches waiting for those answers (seen by tests)
+    _lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     @property
     def scalar(self) -> bool:
@@ -71,6 +74,7 @@ class ChatForm:
         with self._lock:
             if self.state == "unknown":
                 self.state = "batched"
+                self._lock.notify_all()
                 log.info("amo_chats_array_form_honoured")
 
     def trust(self) -> None:
@@ -85,6 +89,7 @@ class ChatForm:
             if self.state == "scalar":
                 return
             self.state = "scalar"
+            self._lock.notify_all()
         log.warning(
             "amo_chats_array_form_not_honoured",
             reason=why,
@@ -93,11 +98,24 @@ class ChatForm:
         )
 
     def take_probe(self) -> bool:
+        """A probe to send (`probe_done` after it), or False: the form is decided, or the
+        probes are spent. Spent while others' probes are still out, it waits for their answers
+        first: one of them may yet prove the array form loses links, and a batch believed
+        empty before that would lose its links for good."""
         with self._lock:
-            if self.state != "unknown" or self.probes_left <= 0:
-                return False
-            self.probes_left -= 1
-            return True
+            if self.state == "unknown" and self.probes_left > 0:
+                self.probes_left -= 1
+                self.probing += 1
+                return True
+            self.waiting += 1
+            self._lock.wait_for(lambda: self.state != "unknown" or self.probing == 0)
+            self.waiting -= 1
+            return False
+
+    def probe_done(self) -> None:
+        with self._lock:
+            self.probing -= 1
+            self._lock.notify_all()
 
 
 _forms: dict[str, ChatForm] = {}
@@ -169,11 +187,15 @@ class ChatReader:
                 continue
             if not self.form.take_probe():
                 break
-            if self._one(cid):
+            try:
+                found = self._one(cid)
+            finally:
+                self.form.probe_done()
+            if found:
                 why = "amoCRM's contact_id[] answer left out links the contact_id=N form lists"
                 self.form.to_scalar(why, 250)
                 break
-        if self.form.scalar:  # found here, or by a batch checked beside this one
+        if self.form.scalar:  # found here, or by a probe of a batch checked beside this one
             return self.by_contacts(ids)
         return links
 

@@ -4,6 +4,8 @@ emulator runs in tests/integration/test_pull_chat_standins.py)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,6 +119,44 @@ def test_verification_is_bounded_when_no_contact_has_links() -> None:
     assert _read(reader, BATCH) == []
     assert len(server.asked) == 2 + PROBES
     assert form.state == "unknown"
+
+
+def test_a_batch_that_finds_the_probes_spent_waits_for_those_still_out() -> None:
+    """Batch A spends the last probe on a linked contact; batch B, answered empty beside it,
+    finds no probe left while A's is still out. B must not believe its empty answer: A's probe
+    proves the array form loses links, and B is asked again contact by contact."""
+    last = PROBES  # A's contacts 1..PROBES have no links but the last
+    links = {last: ["chat-a"], 1001: ["chat-b"]}
+    server = StandIn("empty", links=links)
+    form = ChatForm()
+    reader = ChatReader(server, form)
+    b_done = threading.Event()
+
+    def slow(path: str, params: Mapping[str, Any]) -> Reply:
+        if params["contact_id"] == last:  # A's last probe: held until B is waiting or done
+            started.set()
+            while not b_done.is_set() and form.waiting == 0:
+                time.sleep(0.001)
+        return server(path, params)
+
+    started = threading.Event()
+    reader.get = slow
+    got: dict[str, list[tuple[int, str]]] = {}
+    a = threading.Thread(target=lambda: got.update(a=_read(reader, list(range(1, last + 1)))))
+    a.start()
+    assert started.wait(5)
+
+    def batch_b() -> None:
+        got["b"] = _read(reader, [1001, 1002])
+        b_done.set()
+
+    b = threading.Thread(target=batch_b)
+    b.start()
+    a.join(5)
+    b.join(5)
+    assert got == {"a": [(last, "chat-a")], "b": [(1001, "chat-b")]}
+    assert form.state == "scalar"
+    assert form.probing == 0
 
 
 def test_auth_and_block_errors_are_not_taken_for_a_refused_form() -> None:
