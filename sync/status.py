@@ -26,7 +26,7 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
     """The status as JSON-ready data."""
     now = now or datetime.now(UTC)
     schema = config.database.schema
-    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED READ ONLY")
     success = queries.fetch_last_success(conn)
     leader = queries.fetch_leader(conn, schema)
     pulls = [run for kind, run in success.items() if kind in queries.PULL_KINDS]
@@ -57,19 +57,32 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
 def _last_runs(conn: Connection, schema: str) -> dict[str, Any]:
     """The latest run of each kind. One still `running` while no session holds its kind's lock
     was killed (kill -9, a lost host): it shows as `interrupted` (computed here; the row itself
-    is closed by the next run that takes the lock)."""
+    is closed by the next run that takes the lock).
+
+    The locks are not transactional, so a run that ended between the two reads would look
+    killed: a run closes its row before it lets go of its lock, so the rows are read again
+    (this transaction reads committed, each statement afresh) and only a run still `running`
+    after its lock was seen free is called interrupted."""
     runs = queries.fetch_last_runs(conn)
-    held = queries.fetch_held_run_locks(conn, schema) if any(
-        r.status == RunStatus.RUNNING for r in runs.values()
-    ) else set()  # fmt: skip
+    ids = {kind: run.id for kind, run in runs.items()}
+    running = {kind for kind, run in runs.items() if run.status == RunStatus.RUNNING}
+    held = queries.fetch_held_run_locks(conn, schema) if running else set()
+    unheld = {kind for kind in running if _lock_of(kind) not in held}
+    if unheld:
+        runs = queries.fetch_last_runs(conn)
     data = {}
     for kind, run in sorted(runs.items()):
         row = run.as_dict()
-        lock = "push" if kind == RunKind.PUSH else "pull"
-        if run.status == RunStatus.RUNNING and lock not in held:
+        # the same row still running: killed. A new row started since the lock check holds
+        # its lock (it took it before writing the row), and a closed one ended on its own.
+        if kind in unheld and run.status == RunStatus.RUNNING and run.id == ids.get(kind):
             row.update(status=INTERRUPTED, error=row["error"] or INTERRUPTED_WHY)
         data[kind] = row
     return data
+
+
+def _lock_of(kind: str) -> str:
+    return "push" if kind == RunKind.PUSH else "pull"
 
 
 def _webhooks(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
