@@ -1,6 +1,7 @@
 """A create amoCRM's answer left out (or lost) on a server that ignores `order[id]` (the
 emulator's `id_order_ignored`): confirmed by a `filter[created_at]` read, resent once that read
-proves it absent. Never a duplicate.
+proves it absent, and, when nothing can tell (filters ignored too, or amoCRM's clock unknown),
+left waiting until a person withdraws it with `DELETE FROM contacts`. Never a duplicate.
 
 The emulator's clock is frozen and moves only when the client or the push sleeps
 (`EmulatorTime`), so windows of seconds pass at once.
@@ -9,15 +10,21 @@ The emulator's clock is frozen and moves only when the client or the push sleeps
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
 from sqlalchemy.engine import Engine
 
+from sync import status
 from sync.config import DatabaseConfig
+from sync.db import inflight
 from sync.emulator import FaultRule
+from sync.errors import AmoWriteUnconfirmedError, AmoWriteUnknownError
+from sync.pull import run_pull
 from tests.integration.push_env import PushEnv, push_env
+from tests.unit.amo_helpers import EmulatorTime
 
 POST = "/api/v4/contacts"
 LOST_504 = FaultRule(kind="error", status=504, method="POST", path=POST, apply_write=True)
@@ -70,6 +77,15 @@ def _settled(env: PushEnv, prefix: str) -> None:
     assert _in_flight(env) == {}
 
 
+def _unsearchable(env: PushEnv) -> None:
+    """amoCRM ignores `order[id]` and every filter: nothing can confirm a create."""
+    env.emulator.set_controls(api_filter_enabled=False)
+
+
+def _pull(env: PushEnv) -> None:
+    run_pull(env.config, env.engine, env.client, full=True)
+
+
 # --- confirmed by a filtered read ------------------------------------------------------------
 
 
@@ -106,3 +122,109 @@ def test_a_create_a_trusted_read_shows_absent_is_resent_once(env: PushEnv) -> No
     assert posts[1]["clock"] - posts[0]["clock"] >= WINDOW_S  # invisible the whole window first
     assert _remote(env, "Absent") == {"Absent": 1}
     _settled(env, "Absent")
+
+
+def test_a_dead_runs_create_is_confirmed_by_a_created_at_read(
+    env: PushEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _insert(env, "Killed")
+
+    def die(*args: Any, **kw: Any) -> None:
+        raise KeyboardInterrupt  # killed between amoCRM's answer and our commit
+
+    monkeypatch.setattr(inflight, "record_created", die)
+    with pytest.raises(KeyboardInterrupt):
+        env.push()
+    monkeypatch.undo()
+    report = env.push()
+    assert report.recovered == 1
+    assert len(env.api("POST")) == 1
+    assert _remote(env, "Killed") == {"Killed": 1}
+    _settled(env, "Killed")
+
+
+# --- nothing can tell: it waits, and a person withdraws it ----------------------------------
+
+
+def test_an_ignored_created_at_filter_is_not_trusted_and_other_edits_still_go_out(
+    env: PushEnv,
+) -> None:
+    _unsearchable(env)
+    env.emulator.set_controls(write_answer="short", list_lag_s=0)
+    temps = [_insert(env, f"Blind {n}") for n in range(3)]
+    with pytest.raises(
+        AmoWriteUnconfirmedError, match=f"DELETE FROM contacts WHERE id IN \\({temps[0]}\\)"
+    ):
+        env.push()
+    (waiting,) = env.sql("SELECT id, sync_status, sync_error FROM contacts WHERE id < 0")
+    assert (waiting.id, waiting.sync_status) == (temps[0], "pending")
+    assert waiting.sync_error.startswith("waiting for confirmation since")
+    assert "DELETE this row to withdraw it" in waiting.sync_error
+    other = sorted(env.emulator.account.contacts)[0]
+    env.sql("UPDATE contacts SET name = 'edited meanwhile' WHERE id = :id", id=other)
+    with pytest.raises(AmoWriteUnconfirmedError, match=CANNOT):
+        env.push()  # the dead-run recovery cannot tell either: waits, the rest goes out
+    assert env.remote(other)["name"] == "edited meanwhile"
+    assert len(env.api("POST")) == 1
+    assert _remote(env, "Blind") == {"Blind 0": 1, "Blind 1": 1, "Blind 2": 1}
+    with env.engine.connect() as conn:
+        data = status.gather(conn, env.config)
+    (shown,) = data["unconfirmed_creates"]
+    assert (shown["id"], shown["withdraw"]) == (
+        temps[0],
+        f"DELETE FROM contacts WHERE id = {temps[0]}",
+    )
+    assert f"`DELETE FROM contacts WHERE id = {temps[0]}` withdraws it" in status.render(data)
+
+
+def test_withdrawing_a_create_amocrm_made_brings_it_in_once_by_pull(env: PushEnv) -> None:
+    _unsearchable(env)
+    env.emulator.set_controls(write_answer="short", list_lag_s=0)
+    temp = _insert(env, "Withdrawn Made")
+    with pytest.raises(AmoWriteUnconfirmedError):
+        env.push()
+    env.sql("DELETE FROM contacts WHERE id = :id", id=temp)  # the person's withdrawal
+    report = env.push()
+    assert (report.created, report.unconfirmed) == (0, 0)
+    assert _in_flight(env) == {}
+    assert len(env.api("POST")) == 1
+    _pull(env)
+    (row,) = _local(env, "Withdrawn")
+    assert (row.id > 0, row.sync_status) == (True, "synced")
+    assert _remote(env, "Withdrawn") == {"Withdrawn Made": 1}
+    _settled(env, "Withdrawn")
+
+
+def test_withdrawing_a_create_amocrm_never_made_sends_nothing(env: PushEnv) -> None:
+    _unsearchable(env)
+    temp = _insert(env, "Withdrawn Never")
+    env.emulator.add_fault(EARLY_504)
+    with pytest.raises(AmoWriteUnknownError):
+        env.push()  # a lost answer that cannot be looked up ends the run
+    with pytest.raises(AmoWriteUnconfirmedError, match=CANNOT):
+        env.push()  # and the next one waits instead of resending
+    assert env.row(temp)["sync_error"].startswith("waiting for confirmation")
+    env.sql("DELETE FROM contacts WHERE id = :id", id=temp)
+    report = env.push()
+    assert report.created == 0
+    assert _in_flight(env) == {}
+    assert len(env.api("POST")) == 1
+    _pull(env)
+    assert _remote(env, "Withdrawn") == Counter()
+    assert _local(env, "Withdrawn") == []
+
+
+def test_a_created_at_read_is_not_trusted_when_amocrms_clock_is_far_behind(
+    env: PushEnv,
+) -> None:
+    """Our clock 2 min ahead: the range would start after the contact was made, so a read
+    that misses it proves nothing; the create waits instead of being sent twice."""
+    clock = env.clock
+    assert isinstance(clock, EmulatorTime)
+    clock.moment += timedelta(seconds=120)
+    env.emulator.set_controls(write_answer="short", list_lag_s=0)
+    _insert(env, "Skewed")
+    with pytest.raises(AmoWriteUnconfirmedError):
+        env.push()
+    assert len(env.api("POST")) == 1
+    assert _remote(env, "Skewed") == {"Skewed": 1}
