@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from sync import status
+from sync.amo import client as amo_client
 from sync.config import DatabaseConfig
 from sync.db import inflight
 from sync.emulator import FaultRule
@@ -228,3 +229,25 @@ def test_a_created_at_read_is_not_trusted_when_amocrms_clock_is_far_behind(
         env.push()
     assert len(env.api("POST")) == 1
     assert _remote(env, "Skewed") == {"Skewed": 1}
+
+
+def test_a_row_withdrawn_while_its_create_is_on_the_wire_keeps_the_pulled_copy(
+    env: PushEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer comes back for a row a person deleted meanwhile, after a pull stored amoCRM's
+    contact under its real id: that copy stays (it would be gone until a full resync)."""
+    temp = _insert(env, "Raced")
+    create = amo_client.AmoClient.create_contacts
+
+    def create_then_race(client: Any, *args: Any, **kw: Any) -> Any:
+        results = create(client, *args, **kw)
+        env.mirror([r.id for r in results])  # a pull stored it meanwhile
+        env.sql("DELETE FROM contacts WHERE id = :id", id=temp)  # and the person withdrew it
+        return results
+
+    monkeypatch.setattr(amo_client.AmoClient, "create_contacts", create_then_race)
+    assert env.push().created == 1
+    (row,) = _local(env, "Raced")
+    assert row.id == next(iter(c.id for c in env.emulator.account.contacts.values()
+                               if c.name == "Raced"))  # fmt: skip
+    assert _in_flight(env) == {}
