@@ -1,4 +1,5 @@
-"""`amosync status [--json]`: cursor, lag, last runs, pending changes, conflicts, errors.
+"""`amosync status [--json]`: cursor, lag, last runs, pending changes, conflicts, errors, new
+contacts amoCRM cannot confirm.
 
 `gather` reads everything in one read-only transaction and returns plain JSON-ready data (the
 `--json` output, stable keys); `render` turns it into lines for a person.
@@ -15,6 +16,7 @@ from sync.config import Config
 from sync.core.models import RunKind, RunStatus
 from sync.db import status as queries
 from sync.db.hooks import fetch_hook_rows
+from sync.db.inflight import IN_FLIGHT_KEY
 from sync.db.migrate import current_revision
 
 CONTACTS_CURSOR = "pull.contacts"  # the pull's cursor key in sync_state (sync.db.runs)
@@ -48,6 +50,7 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
         "requests": [_request(row) for row in queries.fetch_recent_requests(conn)],
         "open_conflicts": queries.count_open_conflicts(conn),
         "errors": queries.fetch_row_errors(conn),
+        "unconfirmed_creates": _unconfirmed(conn, state),
         "last_lock_wait": _lock_wait(queries.fetch_last_lock_wait(conn)),
         "webhooks": _webhooks(conn, config, now),
         "state": state,
@@ -83,6 +86,21 @@ def _last_runs(conn: Connection, schema: str) -> dict[str, Any]:
 
 def _lock_of(kind: str) -> str:
     return "push" if kind == RunKind.PUSH else "pull"
+
+
+def _unconfirmed(conn: Connection, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """New contacts sent that amoCRM cannot confirm (push's in-flight record, rows marked
+    waiting), each with when it was sent and the statement that withdraws it."""
+    entry = state.get(IN_FLIGHT_KEY) or {}
+    creates = (entry.get("value") or {}).get("creates") or {}
+    sent = creates.get("sent") or {}
+    temps = [int(t) for t in creates.get("items") or {}]
+    rows = queries.fetch_waiting_creates(conn, temps) if temps else []
+    return [
+        {"id": row["id"], "name": row["name"], "sent_at": sent.get(str(row["id"])),
+         "withdraw": f"DELETE FROM contacts WHERE id = {row['id']}"}
+        for row in rows
+    ]  # fmt: skip
 
 
 def _webhooks(conn: Connection, config: Config, now: datetime) -> dict[str, Any]:
@@ -173,6 +191,10 @@ def render(data: dict[str, Any]) -> str:
     if wait:
         lines.append(_row("lock wait", f"{wait['kind']} run {wait['run_id']} at {wait['at']}: "
                           f"{wait['error']}"))  # fmt: skip
+    for waiting in data["unconfirmed_creates"]:
+        lines.append(_row("unconfirmed", f"contact {waiting['id']} ({waiting['name']}) sent "
+                          f"{waiting['sent_at']}, amoCRM cannot confirm it (see sync_error): "
+                          f"`{waiting['withdraw']}` withdraws it"))  # fmt: skip
     for error in data["errors"]:
         lines.append(
             _row("error", f"contact {error['id']} ({error['name']}): {error['sync_error']}")

@@ -25,6 +25,7 @@ from sync.amo.auth import OAuthTokens, StaticToken, TokenProvider, TokenStorage
 from sync.amo.backoff import Backoff, pause
 from sync.amo.budget import BudgetStore
 from sync.amo.chats import CHATS, ChatForm, ChatReader, parse_links, shared_chat_form
+from sync.amo.created import Sent
 from sync.amo.hooks import WEBHOOKS, Webhook, parse_webhook, parse_webhooks
 from sync.amo.numbers import normalise
 from sync.amo.pages import MAX_LIMIT, Page, iter_pages
@@ -299,11 +300,11 @@ class AmoClient:
         self, entities: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
     ) -> list[WriteResult]:
         """POST new contacts; a lost answer is reconciled first: a contact still invisible a
-        confirmation window later (`find_created`) is resent. When amoCRM cannot be searched
-        (it ignores `order[id]`) nothing is resent (`AmoWriteUnconfirmedError`)."""
-        items = prepare(entities)
-        if not items:
+        confirmation window later (`find_created`) is resent; when amoCRM cannot be searched,
+        none (`AmoWriteUnconfirmedError`)."""
+        if not (items := prepare(entities)):
             return []
+        sent = Sent(self.session.clock.now())  # without a floor: looked for from this moment
         floor = newest_contact_id(self)  # everything above it was created after this call began
         claimed: set[int] = set()
 
@@ -313,7 +314,7 @@ class AmoClient:
             return results
 
         def reconcile(batch: list[Item]) -> dict[str, WriteResult]:
-            found = find_created(self, batch, floor, claimed, self.reconcile_settle_s)
+            found = find_created(self, batch, floor, claimed, self.reconcile_settle_s, sent=sent)
             claimed.update(r.id for r in found.values())
             return found
 
@@ -334,19 +335,19 @@ class AmoClient:
     # --- recovery of a dead process's writes ----------------------------------------------------
 
     def newest_contact_id(self) -> int | None:
-        """The largest contact id now: a later `recover_creates` looks above it. None when
-        amoCRM ignores `order[id]` (then a lost create cannot be recovered, and is not resent)."""
+        """The largest contact id now (`recover_creates` looks above it); None: order ignored."""
         return newest_contact_id(self)
 
     def recover_creates(
-        self, entities: Sequence[Mapping[str, Any]], floor: int | None, claimed: Iterable[int] = ()
-    ) -> dict[str, WriteResult]:
+        self, entities: Sequence[Mapping[str, Any]], floor: int | None, claimed: Iterable[int] = (),
+        sent: Sent | None = None,
+    ) -> dict[str, WriteResult]:  # fmt: skip
         """Which of `entities` (POSTed, each with its `request_id`, by a process that died before
-        it stored the answer) amoCRM shows now (one look), by request_id; created ones are above
-        `floor` (`newest_contact_id` before the POST), not `claimed` (made for other entities).
-        Raises `InvariantError` when `floor` is None: amoCRM ignores the order reconciliation
-        needs, and resending could create duplicates."""
-        return find_created(self, prepare(entities), floor, {*claimed}, settle_s=0.0)
+        it stored the answer) amoCRM shows now (one look), by request_id: above `floor`
+        (`newest_contact_id` before the POST) or, with none, made around `sent`
+        (`filter[created_at]`), not `claimed` (made for others). `InvariantError` when amoCRM
+        cannot be searched so: resending could create duplicates."""
+        return find_created(self, prepare(entities), floor, {*claimed}, settle_s=0.0, sent=sent)
 
     def recover_links(self, links: Sequence[Mapping[str, Any]]) -> dict[str, WriteResult]:
         """Which of `links` (`{contact_id, chat_id, request_id}` POSTed by a process that died

@@ -12,6 +12,10 @@ key and forgets `request_id`, and its filters may be silently ignored, so:
    missing, look again after 1, 2, 3, 4 x `settle_s` (looks at 0, 1, 3, 6, 10 x `settle_s`):
    only a create still invisible `CONFIRM_SETTLES` x `settle_s` (10 s by default, many times
    any lag seen) after its answer was lost is taken as not applied, and the caller resends it.
+4. a server that ignores `order[id]` has no floor: the contacts created around the send are
+   read with `filter[created_at]` instead (`sync.amo.created`: trusted only when the answer
+   shows the filter honoured and amoCRM's clock near ours), and matched the same way. When that
+   read cannot be trusted either, `InvariantError`: the caller resends nothing.
 
 Updates: re-read the ids; an entity whose fields already read back as sent is done.
 Chat links: read the links of the contacts; a pair already linked is done.
@@ -23,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sync.amo.backoff import pause as wait
+from sync.amo.created import Sent, created_between
 from sync.amo.matching import carries, pair_created
 from sync.amo.writes import Item, WriteResult, to_result
 from sync.errors import InvariantError
@@ -68,11 +73,13 @@ def find_created(
     settle_s: float,
     *,
     window_s: float | None = None,
+    sent: Sent | None = None,
 ) -> dict[str, WriteResult]:
     """Results for the entities of `batch` that amoCRM did create (see the module docstring):
     looks until all are found or `window_s` (default `confirm_window_s(settle_s)`; 0 = one
-    look) has passed since the first look, pausing on the client's clock in between."""
-    if floor is None:
+    look) has passed since the first look, pausing on the client's clock in between. Without a
+    `floor`, looks by `filter[created_at]` around `sent`; `InvariantError` when it cannot look."""
+    if floor is None and sent is None:
         raise InvariantError("cannot reconcile a lost create: amoCRM ignores order[id]")
     window = confirm_window_s(settle_s) if window_s is None else window_s
     found: dict[str, WriteResult] = {}
@@ -82,7 +89,7 @@ def find_created(
             break
         if pause:  # ends at once, AmoStoppedError, when the process is asked to stop
             wait(client.session.clock, client.session.stopping, pause)
-        fresh = [c for c in _created_since(client, floor) if int(c["id"]) not in claimed]
+        fresh = [c for c in _candidates(client, floor, sent) if int(c["id"]) not in claimed]
         taken = {r.id for r in found.values()}
         pairs = pair_created(
             [i.payload for i in pending], [c for c in fresh if int(c["id"]) not in taken]
@@ -106,6 +113,15 @@ def _pauses(settle_s: float, window_s: float) -> Iterator[float]:
         yield pause
         waited += pause
         step += 1
+
+
+def _candidates(client: AmoClient, floor: int | None, sent: Sent | None) -> list[dict[str, Any]]:
+    """The contacts a create of this call may have become: above the floor or, without one,
+    made around the send (a confirmation window after the last send at most)."""
+    if floor is not None:
+        return _created_since(client, floor)
+    assert sent is not None  # find_created checked
+    return created_between(client, sent, confirm_window_s(client.reconcile_settle_s))
 
 
 def _created_since(client: AmoClient, floor: int) -> list[dict[str, Any]]:

@@ -168,6 +168,16 @@ def forget_sent(
     _save(conn, state)
 
 
+def withdrawn(conn: Connection, temp_ids: Iterable[int]) -> list[int]:
+    """Which of these in-flight creates a person withdrew: their rows are gone (a row with a
+    temporary id may be deleted; its outbox rows go with it)."""
+    wanted = sorted(set(temp_ids))
+    if not wanted:
+        return []
+    there = set(conn.scalars(sa.select(contacts.c.id).where(contacts.c.id.in_(wanted))))
+    return [t for t in wanted if t not in there]
+
+
 def sent_at(entry: Mapping[str, Any], temp_id: int) -> datetime:
     """When the in-flight item `temp_id` of `entry` was (last) sent."""
     stamp = _sent_times(entry).get(str(temp_id)) or entry["sent_at"]
@@ -202,14 +212,17 @@ def record_created(conn: Connection, done: Sequence[Done], now: datetime) -> Non
     Edits captured after the claim survive, now as `update` rows against the created contact.
     A pull that already stored the new contact under its real id (the answer was lost, the
     contact was pulled before we reconciled) loses that copy to the local row, which pull
-    refreshes on its next run.
+    refreshes on its next run; unless a person deleted the local row meanwhile (withdrew the
+    create): then the pulled copy stays.
     """
     if not done:
         return
     sync_origin(conn)
     for item in done:
         conn.execute(sa.delete(sync_changes).where(sync_changes.c.id.in_(item.change_ids)))
-        conn.execute(sa.delete(contacts).where(contacts.c.id == item.real_id))
+        row = contacts.alias("local_row")  # not correlated with the DELETE's own table
+        local = sa.exists().where(row.c.id == item.temp_id)
+        conn.execute(sa.delete(contacts).where(contacts.c.id == item.real_id, local))
         conn.execute(
             sa.update(contacts).where(contacts.c.id == item.temp_id).values(id=item.real_id)
         )

@@ -174,6 +174,17 @@ def fetch_row_errors(conn: Connection, limit: int = 5) -> list[dict[str, Any]]:
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
+def fetch_waiting_creates(conn: Connection, temp_ids: list[int]) -> list[dict[str, Any]]:
+    """Of these new contacts in flight, those push marked as waiting for amoCRM's confirmation
+    (`sync_error` set), newest insert last."""
+    query = (
+        sa.select(contacts.c.id, contacts.c.name, contacts.c.sync_error)
+        .where(contacts.c.id.in_(temp_ids), contacts.c.id < 0, contacts.c.sync_error.is_not(None))
+        .order_by(contacts.c.id.desc())
+    )
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
 def fetch_state(conn: Connection) -> dict[str, Any]:
     """`sync_state` (cursors and the like) with secret values left out."""
     rows = conn.execute(sa.select(sync_state.c.key, sync_state.c.value, sync_state.c.updated_at))

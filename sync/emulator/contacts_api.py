@@ -9,7 +9,7 @@ from sync.emulator.params import comma_values
 from sync.emulator.patches import ContactPatch
 from sync.emulator.problems import ApiProblem
 from sync.emulator.query import parse_contacts_query, select
-from sync.emulator.quirks import contact_numbers, write_answer
+from sync.emulator.quirks import contact_numbers, list_order, write_answer
 from sync.emulator.render import contact_json, link
 from sync.emulator.wire import Response, json_response, no_content
 from sync.emulator.writes import parse_batch, parse_entities
@@ -23,6 +23,7 @@ def list_contacts(ctx: Ctx) -> Response:
     embeds = EMBEDS & set(comma_values(ctx.request.query.get("with")))
     with ctx.account.lock:
         q = parse_contacts_query(ctx.request.query, ctx.account, ctx.filters_enabled)
+        q.order_field, q.descending = list_order(q.order_field, q.descending, ctx.quirks)
         if ctx.list_lag_s > 0:
             q.as_of = ctx.clock.now() - ctx.list_lag_s  # GET /contacts/{id} does not lag
         contacts, has_next = select(ctx.account, q, (page - 1) * limit, limit)

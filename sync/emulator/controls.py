@@ -34,3 +34,4 @@ class Controls:
     write_answer: str = "exact"
     string_numbers: bool = False
     enum_key: str = "enum_code"
+    id_order_ignored: bool = False  # `order[id]` of the contacts list ignored (quirks)

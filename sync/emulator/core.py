@@ -213,8 +213,9 @@ class Emulator:
         api_filter_enabled, block_after_violations, list_lag_s, block_window_s,
         account_rate_limit, token_max_requests, next_on_full_page, empty_list_as_200,
         never_next, chats_scalar_only, chats_array_ignored, chats_array_empty, chats_page_limit,
-        events_order, next_gaps, write_answer, string_numbers, enum_key. A rate limit of 0 is
-        off, as on the command line (`--rate-limit 0`), not a budget of nothing."""
+        events_order, next_gaps, write_answer, string_numbers, enum_key, id_order_ignored. A
+        rate limit of 0 is off, as on the command line (`--rate-limit 0`), not a budget of
+        nothing."""
         for key in ("rate_limit", "account_rate_limit"):
             if key in changes and changes[key] == 0:
                 changes[key] = None

@@ -1,7 +1,7 @@
 """Answers another faithful stand-in may give where the vendor documents are silent or loose
-(amocrm-api.md §2, §5, §7): the runtime switches `events_order`, `next_gaps`, `write_answer`,
-`string_numbers` and `enum_key` of `Controls`, applied here so the handlers stay as amoCRM
-documents them.
+(amocrm-api.md §2, §3, §5, §7): the runtime switches `events_order`, `next_gaps`, `write_answer`,
+`string_numbers`, `enum_key` and `id_order_ignored` of `Controls`, applied here so the handlers
+stay as amoCRM documents them.
 
 - `events_order`: "desc" (newest first, the default), "asc" (oldest first), or "shuffle"
   (pages newest first, each page's events in a scrambled order). The events reference promises
@@ -15,6 +15,10 @@ documents them.
 - `enum_key`: the key of a multitext value's kind in contact answers: "enum_code" (amoCRM's
   docs, the reference's PATCH example) or "enum" (as the contacts reference's GET example renders
   it).
+- `id_order_ignored`: `order[id]` of `GET /api/v4/contacts` ignored: the list comes in its
+  default order (id ascending), `order[id]=desc` included; `order[updated_at]` is honoured. The
+  sync then cannot find its newest contacts by id (a lost create's look-up falls back to
+  `filter[created_at]`, see `sync.amo.reconcile`).
 - `string_numbers`: a contact's integer fields (`id`, `updated_at`, `created_at`, the user ids,
   `group_id`, `closest_task_at`, `account_id`) as numeric strings ("123") in contact answers.
 """
@@ -41,6 +45,7 @@ class Quirks:
     write_answer: str = "exact"
     string_numbers: bool = False
     enum_key: str = "enum_code"
+    id_order_ignored: bool = False
 
     def __post_init__(self) -> None:
         if self.events_order not in EVENT_ORDERS:
@@ -59,6 +64,7 @@ def quirks_of(controls: Any) -> Quirks:
         controls.write_answer,
         controls.string_numbers,
         controls.enum_key,
+        controls.id_order_ignored,
     )
 
 
@@ -90,6 +96,13 @@ def write_answer(items: list[dict[str, Any]], quirks: Quirks) -> list[dict[str, 
     if quirks.write_answer == "extra" and items:
         return [*items, {k: v for k, v in items[0].items() if k != "request_id"}]
     return items
+
+
+def list_order(order_field: str, descending: bool, quirks: Quirks) -> tuple[str, bool]:
+    """The order a contacts list is served in: `order[id]` dropped under `id_order_ignored`."""
+    if quirks.id_order_ignored and order_field == "id":
+        return "id", False
+    return order_field, descending
 
 
 def contact_numbers(contact: dict[str, Any], quirks: Quirks) -> dict[str, Any]:

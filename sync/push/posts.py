@@ -7,25 +7,39 @@ whose answer was lost (or left it out) counts as not applied only once it stayed
 a confirmation window (`confirm_window_s`: 10 x the client's `reconcile_settle_s`, 10 s) after
 it was sent; then it is sent again in the same run. In-run, `AmoClient.create_contacts` looks
 for that long itself; a dead run's creates younger than the window are looked for again once it
-has passed (the run sleeps until then). Only when amoCRM cannot be searched at all (it ignores
-`order[id]`) does a create wait unsent: its row stays `pending` with `sync_error` saying it
-waits for confirmation, and the run fails (`AmoWriteUnconfirmedError`: `amosync push` exits 1)
-after everything else went out."""
+has passed (the run sleeps until then). A server that ignores `order[id]` is searched by
+`filter[created_at]` around the send (`sync.amo.created`, trusted only once checked). Only when
+neither can be trusted does a create wait unsent: its row stays `pending` with `sync_error`
+saying it waits for confirmation and how to withdraw it, and the run fails
+(`AmoWriteUnconfirmedError`: `amosync push` exits 1) after everything else went out.
+
+Withdrawing: a person deletes the row (`DELETE FROM contacts WHERE id = -N`, allowed for a
+temporary id). The next push drops a withdrawn create from the in-flight record without looking
+for it; if amoCRM did make it, the next pull brings it in under its real id: no duplicate, and
+nothing lost."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from sync.amo.backoff import pause
+from sync.amo.created import Sent
 from sync.amo.reconcile import confirm_window_s
 from sync.amo.writes import WriteResult
 from sync.db import inflight
 from sync.db.engine import store_errors
 from sync.db.inflight import Done, PendingCreate, PendingLink
-from sync.errors import AmoError, AmoWriteUnconfirmedError, LockLostError, StoreError
+from sync.errors import (
+    AmoError,
+    AmoWriteUnconfirmedError,
+    InvariantError,
+    LockLostError,
+    StoreError,
+)
 from sync.push.context import Context, invalid_reason, log, message, record_outcome, send
 from sync.push.plan import to_create_payload
 
@@ -35,10 +49,11 @@ def confirm_window(ctx: Context) -> float:
     return confirm_window_s(ctx.client.reconcile_settle_s)
 
 
-def waiting_message(sent: int) -> str:
-    return (f"waiting for confirmation: sent to amoCRM {sent} s ago, its answer left the "
-            "contact out and amoCRM cannot be searched for it (it ignores order by id); not "
-            "sent again, so as not to create it twice")  # fmt: skip
+def waiting_message(sent: datetime) -> str:
+    return (f"waiting for confirmation since {sent:%Y-%m-%d %H:%M:%S} UTC: amoCRM could not "
+            "be searched for it (order by id ignored, created_at filter not trusted); not sent "
+            "again, so as not to create it twice. DELETE this row to withdraw it: if amoCRM "
+            "made it, the next pull brings it in")  # fmt: skip
 
 
 # --- 1. recovery of a dead run's POSTs -----------------------------------------------------------
@@ -56,18 +71,16 @@ def recover(ctx: Context) -> None:
 
 def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
     """Find a dead run's creates; those amoCRM does not show are sent again by step 3, but a
-    create younger than the confirmation window gets one more look once it has passed."""
-    payloads = [dict(p) for p in entry["items"].values()]
-    claimed = [int(i) for i in entry.get("claimed") or []]
-    found = ctx.client.recover_creates(payloads, entry.get("floor"), claimed)
-    young = _young(ctx, entry, [p for p in payloads if str(p["request_id"]) not in found])
-    if young:
-        # until the youngest is as old as the window; a stop (SIGTERM) ends the wait at once
-        pause(ctx.clock, ctx.client.session.stopping, max(young.values()))
-        taken = claimed + [r.id for r in found.values()]
-        found |= ctx.client.recover_creates(
-            [p for p in payloads if int(p["request_id"]) in young], entry.get("floor"), taken
-        )
+    create younger than the confirmation window gets one more look once it has passed. Those a
+    person withdrew are dropped unlooked for; when amoCRM cannot be searched, the rest wait."""
+    payloads = _not_withdrawn(ctx, [dict(p) for p in entry["items"].values()])
+    if not payloads:
+        return
+    try:
+        found, young = _look_for(ctx, entry, payloads)
+    except InvariantError as exc:  # amoCRM cannot be searched: nothing is resent on a guess
+        _wait_unconfirmed(ctx, entry, payloads, exc)
+        return
     missing = [int(p["request_id"]) for p in payloads if str(p["request_id"]) not in found]
     with ctx.engine.begin() as conn:
         pending = {p.temp_id: p for p in inflight.claim_creates(conn, include_errors=True)}
@@ -82,6 +95,55 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
     ctx.count.add(recovered=len(done), created=len(done))
     log.warning("push_creates_recovered", sent=len(payloads), found=len(found),
                 looked_again=len(young), resent=len(missing))  # fmt: skip
+
+
+def _look_for(
+    ctx: Context, entry: Mapping[str, Any], payloads: list[dict[str, Any]]
+) -> tuple[dict[str, WriteResult], dict[int, float]]:
+    """The creates amoCRM shows, looking once more when the window has passed for those sent
+    less than a window ago (the run sleeps until then); and those young ones."""
+    claimed = [int(i) for i in entry.get("claimed") or []]
+    floor, sent = entry.get("floor"), _sent_span(entry, payloads)
+    found = ctx.client.recover_creates(payloads, floor, claimed, sent)
+    young = _young(ctx, entry, [p for p in payloads if str(p["request_id"]) not in found])
+    if young:
+        # until the youngest is as old as the window; a stop (SIGTERM) ends the wait at once
+        pause(ctx.clock, ctx.client.session.stopping, max(young.values()))
+        taken = claimed + [r.id for r in found.values()]
+        again = [p for p in payloads if int(p["request_id"]) in young]
+        found |= ctx.client.recover_creates(again, floor, taken, sent)
+    return found, young
+
+
+def _sent_span(entry: Mapping[str, Any], payloads: list[dict[str, Any]]) -> Sent:
+    times = [inflight.sent_at(entry, int(p["request_id"])) for p in payloads]
+    return Sent(min(times), max(times))
+
+
+def _not_withdrawn(ctx: Context, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The in-flight creates whose rows still exist; those a person deleted (withdrawn) leave
+    the record without a look-up (a contact amoCRM did make comes in with the next pull)."""
+    temps = [int(p["request_id"]) for p in payloads]
+    with ctx.engine.begin() as conn:
+        gone = inflight.withdrawn(conn, temps)
+        if gone:
+            inflight.forget_sent(conn, "creates", gone)
+    if gone:
+        log.warning("push_creates_withdrawn", count=len(gone), temp_ids=gone)
+    return [p for p in payloads if int(p["request_id"]) not in gone]
+
+
+def _wait_unconfirmed(
+    ctx: Context, entry: Mapping[str, Any], payloads: list[dict[str, Any]], exc: Exception
+) -> None:
+    """Creates amoCRM cannot be searched for stay in flight, unsent; their rows say so (and how
+    to withdraw them); the run goes on with everything else and fails at its end."""
+    temps = [int(p["request_id"]) for p in payloads]
+    with ctx.engine.begin() as conn:
+        for temp in temps:
+            inflight.mark_waiting(conn, [temp], waiting_message(inflight.sent_at(entry, temp)))
+    ctx.unconfirmed.update(temps)
+    log.warning("push_creates_unconfirmed", count=len(temps), reason=str(exc))
 
 
 def _young(
@@ -137,13 +199,12 @@ def push_creates(ctx: Context) -> None:
 def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -> int | None:
     payloads, invalid = _create_payloads(batch)
     batch = [p for p in batch if p.temp_id in payloads]
+    sent = ctx.clock.now()
     with ctx.engine.begin() as conn:
         inflight.mark_errors(conn, invalid)
         if payloads:
             carried = {p.temp_id: p.change_ids for p in batch}
-            inflight.mark_sending(
-                conn, "creates", payloads, ctx.clock.now(), floor, changes=carried
-            )
+            inflight.mark_sending(conn, "creates", payloads, sent, floor, changes=carried)
     ctx.count.add(errors=len(invalid))
     if not payloads:
         return floor
@@ -168,7 +229,7 @@ def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -
     def record(conn: Connection) -> None:
         inflight.record_created(conn, done, ctx.clock.now())
         inflight.mark_errors(conn, errors)
-        inflight.mark_waiting(conn, waiting, waiting_message(0))
+        inflight.mark_waiting(conn, waiting, waiting_message(sent))
         inflight.forget_sent(conn, "creates", settled, claimed=[d.real_id for d in done])
 
     record_outcome(ctx, record)
@@ -215,15 +276,18 @@ def _create_payloads(
 
 def check_confirmed(ctx: Context) -> None:
     """Fail the run (after everything else went out) when creates wait for a confirmation
-    reading cannot give (amoCRM ignores `order[id]`)."""
+    reading cannot give (amoCRM ignores `order[id]` and the `created_at` filter)."""
     if not ctx.unconfirmed:
         return
     ctx.count.add(unconfirmed=len(ctx.unconfirmed))
+    temps = sorted(ctx.unconfirmed, reverse=True)
+    shown = ", ".join(map(str, temps[:5])) + (", …" if len(temps) > 5 else "")
     raise AmoWriteUnconfirmedError(
-        f"{len(ctx.unconfirmed)} new contacts were sent but amoCRM has not confirmed them "
-        "(its answer left them out and it cannot be searched: it ignores order by id); not "
-        "sent again, so as not to create them twice",
-        unconfirmed=[str(t) for t in sorted(ctx.unconfirmed)],
+        f"{len(temps)} new contacts were sent but amoCRM has not confirmed them and could not "
+        "be searched (order by id ignored, created_at filter not trusted); not sent again, so "
+        "as not to create them twice. To withdraw them: DELETE FROM contacts WHERE id IN "
+        f"({shown})",
+        unconfirmed=[str(t) for t in temps],
     )
 
 

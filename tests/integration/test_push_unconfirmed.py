@@ -18,7 +18,6 @@ from sync.amo import client as amo_client
 from sync.config import DatabaseConfig
 from sync.db import inflight
 from sync.emulator import FaultRule
-from sync.errors import AmoWriteUnconfirmedError, InvariantError
 from tests.integration.push_env import PushEnv, push_env
 from tests.unit.amo_helpers import EmulatorTime
 
@@ -141,26 +140,6 @@ def test_a_dead_runs_create_never_applied_is_resent_after_the_window(
     assert _remote(env, "Unsent") == {"Unsent": 1}
     assert sum(_time(env).sleeps) >= WINDOW_S - 1
     _settled(env, "Unsent")
-
-
-def test_creates_are_never_resent_blindly_when_amocrm_cannot_be_searched(
-    env: PushEnv, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A server that ignores `order[id]` (no floor): a create its answer left out waits, the
-    run fails, and no later push sends it again on a guess."""
-    monkeypatch.setattr(amo_client, "newest_contact_id", lambda client: None)
-    env.emulator.set_controls(write_answer="short", list_lag_s=0)
-    temps = [_insert(env, f"Blind {n}") for n in range(3)]
-    with pytest.raises(AmoWriteUnconfirmedError, match="it ignores order by id"):
-        env.push()
-    (waiting,) = env.sql("SELECT id, sync_status, sync_error FROM contacts WHERE id < 0")
-    assert waiting.id == temps[0]
-    assert waiting.sync_status == "pending"
-    assert waiting.sync_error.startswith("waiting for confirmation")
-    with pytest.raises(InvariantError, match="ignores order"):
-        env.push()  # the dead-run recovery cannot look either: still not resent
-    assert len(env.api("POST")) == 1
-    assert _remote(env, "Blind") == {"Blind 0": 1, "Blind 1": 1, "Blind 2": 1}
 
 
 def test_rejections_named_by_batch_index_hit_only_the_bad_rows(

@@ -1,7 +1,7 @@
 """Answers another faithful amoCRM stand-in may give where the vendor documents are silent
 (`sync.emulator.quirks`): events in any order, `next` on some pages only, write answers with
-fewer or more entries than sent, integers as numeric strings. The emulator gives each under a
-control; these tests pin the controls and what the client makes of them."""
+fewer or more entries than sent, integers as numeric strings, `order[id]` ignored. The emulator
+gives each under a control; these tests pin the controls and what the client makes of them."""
 
 from __future__ import annotations
 
@@ -264,6 +264,19 @@ def test_a_create_lists_hide_for_the_whole_window_is_resent() -> None:
         names = [c["name"] for c in emulator.contacts() if c["name"] == "Lag 0"]
         assert names == ["Lag 0", "Lag 0"]
         assert sum(time.sleeps) >= 15.0
+
+
+# --- order[id] ignored ------------------------------------------------------------------------
+
+
+def test_a_server_that_ignores_order_by_id_gives_no_floor_but_honours_updated_at() -> None:
+    with amo(20, id_order_ignored=True) as (emulator, client):
+        listed = [int(c["id"]) for p in client.iter_contacts(order=("id", "desc")) for c in p.items]
+        by_update = [int(c["updated_at"]) for p in client.iter_contacts(
+            order=("updated_at", "desc")) for c in p.items]  # fmt: skip
+        assert listed == sorted(live_ids(emulator))  # the default order, not the one asked
+        assert by_update == sorted(by_update, reverse=True)
+        assert client.newest_contact_id() is None
 
 
 def test_an_unknown_quirk_mode_is_refused_and_changes_nothing() -> None:
