@@ -207,12 +207,13 @@ def cron(value: Any) -> str | None:
 
 POLICIES = ("newest_wins", "remote_wins", "local_wins", "manual")
 _POLICY_FIELDS = re.compile(
-    r"name|first_name|last_name|responsible_user_id|custom_fields_values|cf:([0-9]+|[A-Z_0-9]+)"
+    r"name|first_name|last_name|responsible_user_id|custom_fields_values|cf:([0-9]+|[A-Za-z_0-9]+)"
 )
 
 
 def field_policies(value: Any) -> str | None:
-    """Per-field conflict policies: ["name=local_wins", "cf:123=manual", ...]."""
+    """Per-field conflict policies: ["name=local_wins", "cf:123=manual", ...]; a field code in
+    any case, as codes are case-insensitive."""
     for item in value:
         field_name, _, policy = item.partition("=")
         if not _POLICY_FIELDS.fullmatch(field_name) or policy not in POLICIES:

@@ -35,10 +35,20 @@ def same_scalar(a: Any, b: Any, *, key: str | None = None) -> bool:
     return left == right
 
 
-def same_items(a: Sequence[A], b: Sequence[B], same: Callable[[A, B], bool]) -> bool:
-    """Whether the two lists pair off one to one under `same`, in any order (a value list)."""
+# Custom-field types whose values are a set: amoCRM keeps them in its own (the options') order.
+# Every other list is ordered as written: the first phone or email of a multitext is the main one.
+UNORDERED_TYPES = frozenset({"multiselect"})
+
+
+def same_items(
+    a: Sequence[A], b: Sequence[B], same: Callable[[A, B], bool], *, ordered: bool = False
+) -> bool:
+    """Whether the two lists pair off one to one under `same`: position by position when
+    `ordered`, else in any order (a set of values)."""
     if len(a) != len(b):
         return False
+    if ordered:
+        return all(same(left, right) for left, right in zip(a, b, strict=True))
     unused = list(b)
     for item in a:
         hit = next((other for other in unused if same(item, other)), None)

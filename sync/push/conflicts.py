@@ -18,7 +18,9 @@ A contact's pending edit is split into *fields*: the scalar columns (`name`, `fi
         manual                       → held until a person sets `winner`
 
 Values are compared by content, not by amoCRM's `updated_at` alone: `updated_at` has 1-second
-resolution, so a remote edit in the second of the last pull would be invisible to it. Fields
+resolution, so a remote edit in the second of the last pull would be invisible to it. A custom
+field's values are compared in order (the first phone of a multitext is the main one), except
+for a multiselect's, a set amoCRM keeps in its own order (`UNORDERED_TYPES`). Fields
 the local edit did not change are never sent, so remote edits to them are kept (merged).
 """
 
@@ -32,7 +34,7 @@ from typing import Any
 from sync.core.cf_shape import ShapeError, enum_code_of, is_integer, json_type
 from sync.core.items import Conflict
 from sync.core.models import CF_COLUMN, SCALAR_FIELDS, Winner
-from sync.core.values import as_text, same_items, same_scalar
+from sync.core.values import UNORDERED_TYPES, as_text, same_items, same_scalar
 
 CF_PREFIX = "cf:"
 POLICIES = ("newest_wins", "remote_wins", "local_wins", "manual")
@@ -50,10 +52,14 @@ class FieldEdit:
     # earlier local values of the field in the same outbox chain: amoCRM showing one of them
     # is (possibly) our own write from a run that died before recording it, not a remote change
     own: tuple[Any, ...] = ()
+    ordered: bool = True  # values lists compared in order (all but a multiselect's)
 
     def is_ours(self, remote: Any) -> bool:
         """amoCRM's value is the base or a value this chain had locally: not a remote change."""
-        return same(self.base, remote) or any(same(value, remote) for value in self.own)
+        return self.same(self.base, remote) or any(self.same(value, remote) for value in self.own)
+
+    def same(self, a: Any, b: Any) -> bool:
+        return same(a, b, ordered=self.ordered)
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,7 @@ def resolve(
     conflicts: list[Conflict] = []
     for edit in edits:
         theirs = remote.get(edit.field)
-        if same(edit.local, theirs):
+        if edit.same(edit.local, theirs):
             settled.add(edit.field)
             continue
         if edit.is_ours(theirs) and edit.field not in (on_record or {}):
@@ -116,6 +122,24 @@ def resolve(
         else:
             take[edit.field] = theirs
     return Merge(send, take, frozenset(settled), frozenset(held), tuple(conflicts))
+
+
+def policies_by_field(
+    overrides: Mapping[str, str] | None, codes: Mapping[str, int]
+) -> dict[str, str]:
+    """Per-field policies keyed as `split` keys the fields: `cf:<CODE>` (any case) becomes
+    `cf:<id>` when `codes` knows the code, else `cf:<CODE>` upper-cased; an entry by id wins
+    over one by code for the same field."""
+    by_code: dict[str, str] = {}
+    others: dict[str, str] = {}
+    for name, chosen in (overrides or {}).items():
+        ref = name[len(CF_PREFIX) :] if name.startswith(CF_PREFIX) else None
+        if ref is None or ref.isdigit():
+            others[name] = chosen
+            continue
+        known = codes.get(ref.upper())
+        by_code[f"{CF_PREFIX}{known if known is not None else ref.upper()}"] = chosen
+    return {**by_code, **others}
 
 
 def _policy_for(name: str, policy: str, overrides: Mapping[str, str] | None) -> str:
@@ -232,6 +256,30 @@ def field_codes(*arrays: Any) -> dict[str, int]:
     return codes
 
 
+def unordered_fields(types: Mapping[int, str | None], *arrays: Any) -> frozenset[str]:
+    """The fields (`cf:<id>`) whose values are a set (`UNORDERED_TYPES`), by the cached
+    definitions' `types` (id → type) and the `field_type` any array's entries carry."""
+    known = dict(types)
+    for array in arrays:
+        for entry in array if isinstance(array, list) else ():
+            if (
+                isinstance(entry, Mapping)
+                and entry.get("field_type")
+                and is_integer(entry.get("field_id"))
+            ):
+                known[int(entry["field_id"])] = str(entry["field_type"])
+    return frozenset(f"{CF_PREFIX}{i}" for i, kind in known.items() if kind in UNORDERED_TYPES)
+
+
+def write_ref(ref: Any) -> dict[str, Any]:
+    """A custom field as amoCRM's writes name it: `field_id` for an id, else `field_code`
+    upper-cased (codes are case-insensitive locally; one rule for creates and updates)."""
+    if not isinstance(ref, str):
+        return {"field_id": int(ref)}
+    text = ref.strip()
+    return {"field_id": int(text)} if text.isdigit() else {"field_code": text.upper()}
+
+
 def cf_key(entry: Mapping[str, Any], codes: Mapping[str, int] | None = None) -> str | None:
     field_id = entry.get("field_id")
     if field_id is not None:
@@ -246,7 +294,10 @@ def cf_key(entry: Mapping[str, Any], codes: Mapping[str, int] | None = None) -> 
 
 
 def changed_fields(
-    base: Mapping[str, Any], local: Mapping[str, Any], codes: Mapping[str, int]
+    base: Mapping[str, Any],
+    local: Mapping[str, Any],
+    codes: Mapping[str, int],
+    unordered: frozenset[str] = frozenset(),
 ) -> dict[str, tuple[Any, Any]]:
     """Fields whose local value differs from the base: {field: (base, local)}.
 
@@ -261,7 +312,7 @@ def changed_fields(
         before = split({CF_COLUMN: base.get(CF_COLUMN)}, codes)
         after = split({CF_COLUMN: local[CF_COLUMN]}, codes)
         for key in sorted(before.keys() | after.keys()):
-            if not same(before.get(key), after.get(key)):
+            if not same(before.get(key), after.get(key), ordered=key not in unordered):
                 out[key] = (before.get(key), after.get(key))
     return out
 
@@ -273,10 +324,11 @@ def _non_empty(values: Any) -> Any:
 # --- comparing values ----------------------------------------------------------------------
 
 
-def same(a: Any, b: Any) -> bool:
-    """Equal as amoCRM means them: scalars as text, value lists item by item in any order."""
+def same(a: Any, b: Any, *, ordered: bool = True) -> bool:
+    """Equal as amoCRM means them: scalars as text, value lists item by item, in order unless
+    not `ordered` (a multiselect's set of options)."""
     if _is_values(a) or _is_values(b):
-        return same_items(a or [], b or [], _same_value)
+        return same_items(a or [], b or [], _same_value, ordered=ordered)
     return same_scalar(a, b)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from sync.clock import from_unix
 from sync.core.cf_shape import ShapeError, require
 from sync.core.items import PendingUpdate, UpdateOutcome
+from sync.core.mapping import FieldDef
 from sync.core.models import CF_COLUMN, SCALAR_FIELDS
 from sync.push.conflicts import (
     CF_PREFIX,
@@ -26,9 +27,12 @@ from sync.push.conflicts import (
     cf_key,
     changed_fields,
     field_codes,
+    policies_by_field,
     resolve,
     same,
     split,
+    unordered_fields,
+    write_ref,
     write_values,
 )
 
@@ -86,19 +90,25 @@ def plan_update(
     remote: Mapping[str, Any] | None,
     policy: str,
     overrides: Mapping[str, str] | None = None,
+    fields: Mapping[int, FieldDef] | None = None,
 ) -> UpdatePlan:
-    """Raises ShapeError when the local custom_fields_values is not an accepted shape."""
+    """Raises ShapeError when the local custom_fields_values is not an accepted shape.
+
+    `fields` are the cached custom field definitions (by id): with the `field_code`s and
+    `field_type`s the arrays carry, they tell which id a code names (`cf:<CODE>` in `overrides`
+    and entries written by code) and which fields' values are a set (a multiselect)."""
     if CF_COLUMN in pending.local:
         require(pending.local[CF_COLUMN], pending.base.get(CF_COLUMN))
     if remote is None:
         return UpdatePlan(pending, Merge(), None, {}, False, missing=True)
     if is_stale(pending, remote):
         return UpdatePlan(pending, Merge(), None, {}, False, stale=True)
-    codes = field_codes(
-        pending.base.get(CF_COLUMN), pending.local.get(CF_COLUMN), remote.get(CF_COLUMN)
-    )
+    arrays = (pending.base.get(CF_COLUMN), pending.local.get(CF_COLUMN), remote.get(CF_COLUMN))
+    known = (fields or {}).values()
+    codes = {**{f.code.upper(): f.id for f in known if f.code}, **field_codes(*arrays)}
+    unordered = unordered_fields({f.id: f.type for f in known}, *arrays)
     theirs = split(remote, codes)
-    edits = _edits(pending, codes, theirs)
+    edits = _edits(pending, codes, theirs, unordered)
     on_record = {f: Resolution(cid, winner) for f, (cid, winner) in pending.open_conflicts.items()}
     remote_at = from_unix(remote.get("updated_at"))
     result = resolve(
@@ -106,7 +116,7 @@ def plan_update(
         theirs,
         remote_at,
         policy,
-        field_policies=overrides,
+        field_policies=policies_by_field(overrides, codes),
         on_record=on_record,
     )
     entity = _entity(pending.contact_id, result.send) if result.send else None
@@ -122,17 +132,23 @@ def is_stale(pending: PendingUpdate, remote: Mapping[str, Any]) -> bool:
 
 
 def _edits(
-    pending: PendingUpdate, codes: Mapping[str, int], theirs: Mapping[str, Any]
+    pending: PendingUpdate,
+    codes: Mapping[str, int],
+    theirs: Mapping[str, Any],
+    unordered: frozenset[str],
 ) -> list[FieldEdit]:
     edits = []
     for column, local in pending.local.items():
         base = {column: pending.base.get(column)}
         earlier = _earlier_by_field(pending.earlier_values(column), column, codes)
-        changed = changed_fields(base, {column: local}, codes)
-        changed.update(_round_trips(base, {column: local}, earlier, codes, theirs))
+        changed = changed_fields(base, {column: local}, codes, unordered)
+        changed.update(
+            _round_trips(base, {column: local}, earlier, codes, theirs, unordered=unordered)
+        )
         for name, (before, after) in changed.items():
             own = tuple(earlier.get(name, ()))
-            edits.append(FieldEdit(name, before, after, pending.changed_at[column], own))
+            at, ordered = pending.changed_at[column], name not in unordered
+            edits.append(FieldEdit(name, before, after, at, own, ordered))
     return edits
 
 
@@ -142,17 +158,23 @@ def _round_trips(
     earlier: Mapping[str, list[Any]],
     codes: Mapping[str, int],
     theirs: Mapping[str, Any],
+    *,
+    unordered: frozenset[str],
 ) -> dict[str, tuple[Any, Any]]:
     """Fields the chain changed and then set back to the base (A → B → A): no edit, unless
     amoCRM shows one of the values in between (a dead run's write in flight): undo it."""
     before, after = split(base, codes), split(local, codes)
-    return {
-        name: (before.get(name), after.get(name))
-        for name, values in earlier.items()
-        if same(before.get(name), after.get(name))
-        and not same(before.get(name), theirs.get(name))
-        and any(same(v, theirs.get(name)) for v in values)
-    }
+    out = {}
+    for name, values in earlier.items():
+        ordered = name not in unordered
+        was, now, remote = before.get(name), after.get(name), theirs.get(name)
+        if (
+            same(was, now, ordered=ordered)
+            and not same(was, remote, ordered=ordered)
+            and any(same(v, remote, ordered=ordered) for v in values)
+        ):
+            out[name] = (was, now)
+    return out
 
 
 def _earlier_by_field(
@@ -194,9 +216,7 @@ def _entity(contact_id: int, send: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _cf_entry(name: str, values: Any) -> dict[str, Any]:
-    ref = name[len(CF_PREFIX) :]
-    key: dict[str, Any] = {"field_id": int(ref)} if ref.isdigit() else {"field_code": ref}
-    return {**key, "values": write_values(values)}
+    return {**write_ref(name[len(CF_PREFIX) :]), "values": write_values(values)}
 
 
 def _take_remote(
@@ -229,9 +249,5 @@ def to_create_payload(temp_id: int, values: Mapping[str, Any]) -> dict[str, Any]
 
 
 def _create_entry(item: Mapping[str, Any]) -> dict[str, Any]:
-    ref = (
-        {"field_id": int(item["field_id"])}
-        if item.get("field_id") is not None
-        else {"field_code": item["field_code"]}
-    )
-    return {**ref, "values": write_values(item["values"])}
+    ref = item["field_id"] if item.get("field_id") is not None else item["field_code"]
+    return {**write_ref(ref), "values": write_values(item["values"])}

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sync.core.items import PendingUpdate, UpdateOutcome
+from sync.core.mapping import FieldDef
 from sync.db import outbox
 from sync.push.context import Context, invalid_reason, message, record_outcome, send
 from sync.push.fresh import plan_current
@@ -22,21 +23,27 @@ FETCH_CHUNK = 250  # contacts per GET by filter[id] (amoCRM's page maximum)
 def push_updates(ctx: Context) -> None:
     with ctx.engine.begin() as conn:
         pending = outbox.claim_updates(conn)
+        # the pull's cached definitions: which id a field code names, which fields are sets
+        fields = ctx.runs.load_fields(conn) if pending else {}
     if not pending:
         return
     chunks = [pending[i : i + FETCH_CHUNK] for i in range(0, len(pending), FETCH_CHUNK)]
     work: ReadThenWrite[list[PendingUpdate], list[UpdatePlan]] = ReadThenWrite(
-        chunks, lambda chunk: _plan_chunk(ctx, chunk), lambda batch: _send_update_batch(ctx, batch)
+        chunks,
+        lambda chunk: _plan_chunk(ctx, fields, chunk),
+        lambda batch: _send_update_batch(ctx, batch),
     )
     work.run(ctx.config.sync.push_workers)
 
 
-def _plan_chunk(ctx: Context, chunk: list[PendingUpdate]) -> list[list[UpdatePlan]]:
+def _plan_chunk(
+    ctx: Context, fields: Mapping[int, FieldDef], chunk: list[PendingUpdate]
+) -> list[list[UpdatePlan]]:
     """amoCRM's versions (one GET, re-read by id where it may lag); record what needs no PATCH
     (or cannot be sent); return the PATCH batches. Each contact is planned on its own: one bad
     row never stops the rest."""
     plans, deferred = plan_current(
-        ctx.client, chunk, lambda pending, remote: _plan_one(ctx, pending, remote)
+        ctx.client, chunk, lambda pending, remote: _plan_one(ctx, fields, pending, remote)
     )
     ctx.count.add(deferred=len(deferred))
     _record_updates(ctx, [plan.outcome() for plan in plans if plan.entity is None])
@@ -45,11 +52,16 @@ def _plan_chunk(ctx: Context, chunk: list[PendingUpdate]) -> list[list[UpdatePla
     return [to_send[start : start + size] for start in range(0, len(to_send), size)]
 
 
-def _plan_one(ctx: Context, pending: PendingUpdate, remote: Mapping[str, Any] | None) -> UpdatePlan:
+def _plan_one(
+    ctx: Context,
+    fields: Mapping[int, FieldDef],
+    pending: PendingUpdate,
+    remote: Mapping[str, Any] | None,
+) -> UpdatePlan:
     """The contact's plan; a row that cannot be sent gets a plan that records why."""
     policy, overrides = ctx.config.sync.conflict_policy, ctx.config.sync.conflict_fields_map
     try:
-        return plan_update(pending, remote, policy, overrides)
+        return plan_update(pending, remote, policy, overrides, fields)
     except Exception as exc:  # noqa: BLE001 - one contact's bad row must not stop the others
         return UpdatePlan.invalid_row(pending, invalid_reason(pending.contact_id, exc))
 

@@ -314,6 +314,8 @@ def test_patterns_match_the_whole_value_not_up_to_a_newline() -> None:
     assert schema_name("amocrm") is None
     assert field_policies(["name\n=manual"]) is not None
     assert field_policies(["cf:PHONE=local_wins"]) is None
+    assert field_policies(["cf:phone=local_wins"]) is None  # codes are case-insensitive
+    assert field_policies(["cf:PHO NE=local_wins"]) is not None
 
 
 def test_a_refused_secret_is_never_shown() -> None:

@@ -11,12 +11,14 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sync.core.items import Change, PendingUpdate
+from sync.core.mapping import FieldDef
 from sync.push.conflicts import (
     FieldEdit,
     Resolution,
     changed_fields,
     decide_winner,
     field_codes,
+    policies_by_field,
     resolve,
     same,
     split,
@@ -143,9 +145,12 @@ def test_values_compare_as_amocrm_means_them() -> None:
     assert same(True, "true")
     assert not same("a", "b")
     read = [{"value": "+7999", "enum_id": 11, "enum_code": "WORK"}, {"value": "+7888"}]
-    written = [{"value": "+7888"}, {"value": "+7999", "enum_code": "work"}]
+    written = [{"value": "+7999", "enum_code": "work"}, {"value": "+7888"}]
     assert same(read, written)
     assert not same(read, written[:1])
+    # order counts (the first phone is the main one), except for a set of options
+    assert not same(read, written[::-1])
+    assert same(read, written[::-1], ordered=False)
     assert same(None, [])
     assert not same([{"value": "1"}], [{"value": "2"}])
 
@@ -298,3 +303,99 @@ def test_create_payload_is_write_shaped() -> None:
         "custom_fields_values": [{"field_id": 1, "values": [{"value": "+1", "enum_code": "WORK"}]}],
         "request_id": "-3",
     }
+
+
+# --- field codes, order of values (audit of push) ---------------------------------------------
+
+POSITION = {"field_id": 570003, "field_code": "POSITION", "field_type": "text"}
+PHONES = {"field_id": 570001, "field_code": "PHONE", "field_type": "multitext"}
+INTERESTS = {"field_id": 570005, "field_code": None, "field_type": "multiselect"}
+
+
+def cf(field: dict[str, Any], *values: Any) -> dict[str, Any]:
+    return {**field, "values": [v if isinstance(v, dict) else {"value": v} for v in values]}
+
+
+def remote_of(*fields: dict[str, Any], at: datetime = LATER) -> dict[str, Any]:
+    return {"id": 42, "updated_at": int(at.timestamp()), "custom_fields_values": list(fields)}
+
+
+@pytest.mark.parametrize("override", ["cf:POSITION", "cf:position", "cf:570003"])
+def test_a_custom_field_override_by_code_or_id_settles_its_conflict(override: str) -> None:
+    p = pending({"custom_fields_values": [cf(POSITION, "local")]},
+                {"custom_fields_values": [cf(POSITION, "base")]})  # fmt: skip
+    remote = remote_of(cf(POSITION, "theirs"))
+    plan = plan_update(p, remote, "local_wins", {override: "remote_wins"})
+    (conflict,) = plan.merge.conflicts
+    assert (conflict.field, conflict.policy, conflict.winner) == ("cf:570003", "remote_wins",
+                                                                   "remote")  # fmt: skip
+    assert plan.entity is None
+    assert plan.write == {"custom_fields_values": [cf(POSITION, "theirs")]}
+
+
+def test_a_code_override_is_found_through_the_cached_definitions() -> None:
+    """The code is in no array (written by id locally, cleared in amoCRM): the definitions that
+    pull cached name it."""
+    by_id = {"field_id": 570003}
+    p = pending({"custom_fields_values": [cf(by_id, "local")]},
+                {"custom_fields_values": [cf(by_id, "base")]})  # fmt: skip
+    known = {570003: FieldDef(570003, "Position", "POSITION", "text")}
+    plan = plan_update(p, remote_of(), "local_wins", {"cf:Position": "remote_wins"}, known)
+    assert [(c.policy, c.winner) for c in plan.merge.conflicts] == [("remote_wins", "remote")]
+    without = plan_update(p, remote_of(), "local_wins", {"cf:Position": "remote_wins"})
+    assert [(c.policy, c.winner) for c in without.merge.conflicts] == [("local_wins", "local")]
+
+
+def test_an_id_override_wins_over_a_code_override_of_the_same_field() -> None:
+    policies = policies_by_field({"cf:570003": "manual", "cf:POSITION": "remote_wins",
+                                  "cf:unknown": "local_wins", "name": "manual"},
+                                 {"POSITION": 570003})  # fmt: skip
+    assert policies == {"cf:570003": "manual", "cf:UNKNOWN": "local_wins", "name": "manual"}
+
+
+def test_reordering_a_multitext_is_sent_and_a_multiselect_order_is_not_a_change() -> None:
+    main, other = {"value": "+7111", "enum_code": "WORK"}, {"value": "+7222", "enum_code": "MOB"}
+    p = pending({"custom_fields_values": [cf(PHONES, other, main)]},
+                {"custom_fields_values": [cf(PHONES, main, other)]})  # fmt: skip
+    plan = plan_update(p, remote_of(cf(PHONES, main, other), at=T0), "manual")
+    assert plan.entity is not None
+    assert plan.entity["custom_fields_values"] == [{"field_id": 570001, "values": [other, main]}]
+    # amoCRM already shows the new order: nothing to send
+    done = plan_update(p, remote_of(cf(PHONES, other, main)), "manual")
+    assert (done.entity, done.merge.conflicts) == (None, ())
+    # amoCRM reordered it the other way meanwhile (three values): a conflict, not "equal"
+    third = {"value": "+7333"}
+    both = pending({"custom_fields_values": [cf(PHONES, other, main, third)]},
+                   {"custom_fields_values": [cf(PHONES, main, other, third)]})  # fmt: skip
+    clash = plan_update(both, remote_of(cf(PHONES, third, main, other)), "manual")
+    assert clash.merge.held == {"cf:570001"}
+    # a multiselect is a set: amoCRM's order is no change, a local reorder is no edit
+    a, b = {"value": "CRM", "enum_id": 840031}, {"value": "BI", "enum_id": 840032}
+    sets = pending({"custom_fields_values": [cf(INTERESTS, b, a)]},
+                   {"custom_fields_values": [cf(INTERESTS, a, b)]})  # fmt: skip
+    same_set = plan_update(sets, remote_of(cf(INTERESTS, b, a)), "manual")
+    assert (same_set.entity, same_set.merge.conflicts) == (None, ())
+    assert plan_update(sets, remote_of(cf(INTERESTS, a, b)), "manual").entity is None
+    # ... known as a set from the cached definitions when no array says its type
+    bare = {"field_id": 570005}
+    untyped = pending({"custom_fields_values": [cf(bare, b, a)]},
+                      {"custom_fields_values": [cf(bare, a, b)]})  # fmt: skip
+    known = {570005: FieldDef(570005, "Interests", None, "multiselect")}
+    assert plan_update(untyped, remote_of(cf(bare, a, b)), "manual", None, known).entity is None
+    assert plan_update(untyped, remote_of(cf(bare, a, b)), "manual").entity is not None
+
+
+def test_create_and_update_name_a_field_code_alike() -> None:
+    entry = {"field_code": "email", "values": [{"value": "a@b.c", "enum_code": "WORK"}]}
+    created = to_create_payload(-1, {"name": "N", "custom_fields_values": [entry]})
+    update = plan_update(
+        pending({"custom_fields_values": [entry]}, {"custom_fields_values": None}),
+        remote_of(at=T0),
+        "manual",
+    )
+    assert update.entity is not None
+    assert (
+        created["custom_fields_values"]
+        == update.entity["custom_fields_values"]
+        == [{"field_code": "EMAIL", "values": [{"value": "a@b.c", "enum_code": "WORK"}]}]
+    )

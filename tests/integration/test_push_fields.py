@@ -1,0 +1,102 @@
+"""Push against the emulator and a real PostgreSQL: a custom field's per-field policy named by
+its code, the order of a multitext's values, and field codes in any case on INSERT as on UPDATE
+(found by a black-box audit of push)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.integration.push_env import PushEnv, contact_ids, mirrored_env_fixture
+
+env = mirrored_env_fixture(contacts=6)
+
+
+def _values(env: PushEnv, contact_id: int, code: str) -> list[Any] | None:
+    for entry in env.remote(contact_id).get("custom_fields_values") or []:
+        if entry.get("field_code") == code:
+            return [v["value"] for v in entry["values"]]
+    return None
+
+
+def _set_remote(env: PushEnv, contact_id: int, code: str, values: list[dict[str, Any]]) -> None:
+    """A CRM user's edit of one field in amoCRM."""
+    entry = {"field_code": code, "values": values}
+    env.emulator.update_contacts([{"id": contact_id, "custom_fields_values": [entry]}])
+
+
+def _set_local(env: PushEnv, contact_id: int, code: str, values: list[dict[str, Any]]) -> None:
+    """Replace one field's values in the local row (by its code), as a person would."""
+    env.sql(
+        "UPDATE contacts SET custom_fields_values = ("
+        " SELECT jsonb_agg(CASE WHEN e->>'field_code' = :code"
+        "  THEN jsonb_set(e, '{values}', CAST(:values AS jsonb)) ELSE e END)"
+        " FROM jsonb_array_elements(custom_fields_values) e) WHERE id = :id",
+        id=contact_id,
+        code=code,
+        values=json.dumps(values),
+    )
+
+
+@pytest.mark.parametrize("override", ["cf:POSITION", "cf:position", "cf:570003"])
+def test_a_custom_field_policy_named_by_its_code_settles_the_conflict(
+    env: PushEnv, override: str
+) -> None:
+    contact_id = contact_ids(env)[0]
+    _set_remote(env, contact_id, "POSITION", [{"value": "base"}])
+    env.mirror([contact_id])
+    _set_local(env, contact_id, "POSITION", [{"value": "local"}])
+    env.emulator.clock.advance(5)
+    env.emulator.update_contacts(
+        [
+            {
+                "id": contact_id,
+                "custom_fields_values": [
+                    {"field_code": "POSITION", "values": [{"value": "remote"}]}
+                ],
+            }
+        ]
+    )
+    report = env.push(conflict_policy="local_wins", conflict_fields=(f"{override}=remote_wins",))
+    assert _values(env, contact_id, "POSITION") == ["remote"]
+    assert env.api("PATCH") == []
+    local = {e["field_code"]: e["values"] for e in env.row(contact_id)["custom_fields_values"]}
+    assert local["POSITION"][0]["value"] == "remote"
+    conflicts = env.sql("SELECT field, policy, winner FROM sync_conflicts")
+    assert [tuple(c) for c in conflicts] == [("cf:570003", "remote_wins", "remote")]
+    assert report.conflicts == 1
+
+
+def test_making_another_phone_the_main_one_is_sent(env: PushEnv) -> None:
+    contact_id = contact_ids(env)[1]
+    first = {"value": "+70000000001", "enum_code": "WORK"}
+    second = {"value": "+70000000002", "enum_code": "MOB"}
+    _set_remote(env, contact_id, "PHONE", [first, second])
+    env.mirror([contact_id])
+    env.emulator.clear_requests()
+    _set_local(env, contact_id, "PHONE", [second, first])
+    report = env.push()
+    assert _values(env, contact_id, "PHONE") == ["+70000000002", "+70000000001"]
+    (patch,) = env.api("PATCH")
+    assert [v["value"] for v in patch["body"][0]["custom_fields_values"][0]["values"]] == [
+        "+70000000002",
+        "+70000000001",
+    ]
+    assert (report.updated, report.unchanged) == (1, 0)
+    assert env.row(contact_id)["sync_status"] == "synced"
+
+
+def test_an_insert_may_name_a_field_by_its_code_in_any_case(env: PushEnv) -> None:
+    cf = [{"field_code": "email", "values": [{"value": "low@example.com", "enum_code": "WORK"}]}]
+    env.sql(
+        "INSERT INTO contacts (name, custom_fields_values) VALUES ('Lower', CAST(:cf AS jsonb))",
+        cf=json.dumps(cf),
+    )
+    report = env.push()
+    assert (report.created, report.errors) == (1, 0)
+    (row,) = env.sql("SELECT id, sync_status, sync_error FROM contacts WHERE name = 'Lower'")
+    assert row.id > 0
+    assert (row.sync_status, row.sync_error) == ("synced", None)
+    assert _values(env, row.id, "EMAIL") == ["low@example.com"]
