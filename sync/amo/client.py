@@ -72,8 +72,8 @@ class AmoClient:
             backoff=backoff,
             transport=transport,
         )
-        self.workers = max(1, workers)
-        self.reconcile_settle_s = reconcile_settle_s
+        self.workers, self.reconcile_settle_s = max(1, workers), reconcile_settle_s
+        self.own_user: int | None = None  # the token's user, once read (`reconcile.own_user_id`)
         self.chats = ChatReader(self.get, chat_form or shared_chat_form(origin))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()

@@ -8,6 +8,12 @@ is "every key we sent has the value we sent", field by field.
 
 A caller that needs certainty for look-alike contacts puts a marker of its own into the entity
 (e.g. a text custom field holding the local row's id); it is compared like any other field.
+
+A lost create is matched only to a contact this integration made: given the token's own user
+(`current_user_id` of `/api/v4/account`), a candidate whose `created_by` names another user (a
+person in amoCRM who happened to type the same contact) is never taken for ours. A candidate
+without `created_by` (or 0, a robot) cannot be told apart and is judged by content alone, as is
+every candidate when the own user is unknown.
 """
 
 from __future__ import annotations
@@ -28,9 +34,14 @@ def verifiable(sent: Mapping[str, Any]) -> bool:
     return not (UNVERIFIABLE & sent.keys())
 
 
-def carries(sent: Mapping[str, Any], remote: Mapping[str, Any]) -> bool:
-    """True when `remote` shows every value `sent` wrote (and `sent` can be checked at all)."""
+def carries(
+    sent: Mapping[str, Any], remote: Mapping[str, Any], *, own_user: int | None = None
+) -> bool:
+    """True when `remote` shows every value `sent` wrote (and `sent` can be checked at all) and,
+    given `own_user`, was not made by someone else (see the module docstring)."""
     if not verifiable(sent):
+        return False
+    if own_user is not None and not made_by(remote, own_user):
         return False
     for key in SCALARS:
         if key in sent and not same_scalar(sent[key], remote.get(key)):
@@ -45,6 +56,17 @@ def carries(sent: Mapping[str, Any], remote: Mapping[str, Any]) -> bool:
         remote_tags = remote_embedded.get("tags") if isinstance(remote_embedded, Mapping) else None
         return _same_tags(embedded["tags"], remote_tags)
     return True
+
+
+def made_by(remote: Mapping[str, Any], user: int) -> bool:
+    """Whether `remote` may have been created by `user`: its `created_by` is that user, or
+    says nothing (absent, null or 0)."""
+    creator = remote.get("created_by")
+    try:
+        creator_id = int(creator) if creator not in (None, "") else 0
+    except (TypeError, ValueError):
+        return False
+    return creator_id in (0, user)
 
 
 def _field_key(item: Mapping[str, Any]) -> tuple[str, Any]:
@@ -106,9 +128,13 @@ def _same_tags(sent: Any, remote: Any) -> bool:
 
 
 def pair_created(
-    sent: Sequence[Mapping[str, Any]], candidates: Sequence[Mapping[str, Any]]
+    sent: Sequence[Mapping[str, Any]],
+    candidates: Sequence[Mapping[str, Any]],
+    *,
+    own_user: int | None = None,
 ) -> dict[int, Mapping[str, Any]]:
-    """Match sent entities (by index) to distinct remote contacts carrying their content.
+    """Match sent entities (by index) to distinct remote contacts carrying their content (and,
+    given `own_user`, not created by another user).
 
     Each remote contact is used at most once, so two identical entities need two contacts.
     Candidates are tried oldest id first, the order in which amoCRM creates a batch.
@@ -116,7 +142,7 @@ def pair_created(
     pool = sorted(candidates, key=lambda c: int(c.get("id") or 0))
     found: dict[int, Mapping[str, Any]] = {}
     for index, entity in enumerate(sent):
-        hit = next((c for c in pool if carries(entity, c)), None)
+        hit = next((c for c in pool if carries(entity, c, own_user=own_user)), None)
         if hit is not None:
             found[index] = hit
             pool.remove(hit)

@@ -8,10 +8,12 @@ key and forgets `request_id`, and its filters may be silently ignored, so:
    on our side (a server that ignores `order` makes reconciliation impossible: we then refuse to
    resend rather than risk a duplicate);
 3. match what was sent to contacts above the floor, not already claimed by this call, by content
-   (`sync.amo.matching`). Lists lag writes (~1 s, amocrm-api.md §11.4), so while some are
-   missing, look again after 1, 2, 3, 4 x `settle_s` (looks at 0, 1, 3, 6, 10 x `settle_s`):
-   only a create still invisible `CONFIRM_SETTLES` x `settle_s` (10 s by default, many times
-   any lag seen) after its answer was lost is taken as not applied, and the caller resends it.
+   (`sync.amo.matching`), and only to contacts our own user created (`own_user_id`, when
+   amoCRM tells it: a person's look-alike contact is never adopted). Lists lag writes (~1 s,
+   amocrm-api.md §11.4), so while some are missing, look again after 1, 2, 3, 4 x `settle_s`
+   (looks at 0, 1, 3, 6, 10 x `settle_s`): only a create still invisible `CONFIRM_SETTLES` x
+   `settle_s` (10 s by default, many times any lag seen) after its answer was lost is taken as
+   not applied, and the caller resends it.
 4. a server that ignores `order[id]` has no floor: the contacts created around the send are
    read with `filter[created_at]` instead (`sync.amo.created`: trusted only when the answer
    shows the filter honoured and amoCRM's clock near ours), and matched the same way. When that
@@ -30,7 +32,7 @@ from sync.amo.backoff import pause as wait
 from sync.amo.created import Sent, created_between
 from sync.amo.matching import carries, pair_created
 from sync.amo.writes import Item, WriteResult, to_result
-from sync.errors import InvariantError
+from sync.errors import AmoError, AmoStoppedError, InvariantError
 from sync.logs import get_logger
 
 if TYPE_CHECKING:
@@ -60,6 +62,26 @@ def newest_contact_id(client: AmoClient) -> int | None:
     return ids[0] if ids else 0
 
 
+def own_user_id(client: AmoClient) -> int | None:
+    """The user whose token makes our calls (`current_user_id` of `/api/v4/account`): the
+    `created_by` of every contact we create. Read once per client, when a lost create is first
+    looked up (never on the hot path); None when amoCRM does not tell it (the account read
+    fails, or names no user): creates are then matched by content alone, as before."""
+    if client.own_user is None:
+        try:
+            user = client.fetch_account().get("current_user_id")
+        except (AmoError, InvariantError) as exc:
+            if isinstance(exc, AmoStoppedError):
+                raise
+            log.warning("amo_own_user_unknown", error=str(exc))
+            return None
+        try:
+            client.own_user = max(int(user), 0) if user not in (None, "") else 0
+        except (TypeError, ValueError):
+            client.own_user = 0
+    return client.own_user or None
+
+
 def _ids(data: Any) -> list[int]:
     items = data.get("_embedded", {}).get("contacts", []) if isinstance(data, Mapping) else []
     return [int(c["id"]) for c in items]
@@ -82,6 +104,7 @@ def find_created(
     if floor is None and sent is None:
         raise InvariantError("cannot reconcile a lost create: amoCRM ignores order[id]")
     window = confirm_window_s(settle_s) if window_s is None else window_s
+    own_user = own_user_id(client)
     found: dict[str, WriteResult] = {}
     for pause in _pauses(settle_s, window):
         pending = [i for i in batch if i.request_id not in found]
@@ -92,7 +115,9 @@ def find_created(
         fresh = [c for c in _candidates(client, floor, sent) if int(c["id"]) not in claimed]
         taken = {r.id for r in found.values()}
         pairs = pair_created(
-            [i.payload for i in pending], [c for c in fresh if int(c["id"]) not in taken]
+            [i.payload for i in pending],
+            [c for c in fresh if int(c["id"]) not in taken],
+            own_user=own_user,
         )
         for index, contact in pairs.items():
             item = pending[index]

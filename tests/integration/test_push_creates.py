@@ -139,6 +139,27 @@ def test_crash_before_the_post_left_is_sent_after_recovery(
     assert env.sql("SELECT count(*) FROM contacts WHERE id = :id", id=temp)[0][0] == 0
 
 
+def test_a_look_alike_a_person_made_after_a_crash_is_not_taken_for_ours(env: PushEnv) -> None:
+    """The POST was reset and not applied, the push died; meanwhile a CRM user typed in the same
+    contact. Recovery must not tie the local row to the user's contact: ours is created."""
+    temp = _insert(env, "Same Content", "+73334445566")
+    env.emulator.add_fault(FaultRule(kind="reset", method="POST", path=POST, times=None))
+    with pytest.raises(AmoWriteUnknownError):
+        env.push()
+    env.emulator.clear_faults()
+    entry = {"field_code": "PHONE", "values": [{"value": "+73334445566", "enum_code": "WORK"}]}
+    (theirs,) = env.emulator.create_contacts(
+        [{"name": "Same Content", "custom_fields_values": [entry]}]
+    )
+    report = env.push()
+    assert (report.recovered, report.created) == (0, 1)
+    assert _remote_names(env)["Same Content"] == 2
+    (local,) = [r[0] for r in env.sql("SELECT id FROM contacts WHERE name = 'Same Content'")]
+    assert local not in (temp, theirs)
+    creators = {c.id: c.created_by for c in env.emulator.account.contacts.values()}
+    assert (creators[local], creators[theirs]) == (8_000_001, 8_000_002)
+
+
 def test_a_batch_with_two_invalid_entities_gets_the_other_48_through(env: PushEnv) -> None:
     ids = sorted(env.emulator.account.contacts)[:50]
     for contact_id in ids:

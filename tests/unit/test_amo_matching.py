@@ -108,3 +108,18 @@ def test_an_enum_code_sent_matches_a_stand_in_that_reads_it_back_as_enum() -> No
     assert carries(sent, {**REMOTE, "custom_fields_values": read})
     read[0]["values"][0]["enum"] = "WORK"
     assert not carries(sent, {**REMOTE, "custom_fields_values": read})
+
+
+def test_a_lost_create_is_matched_only_to_a_contact_our_own_user_made() -> None:
+    sent = {"name": "Ann Lee"}
+    ours, theirs = {**REMOTE, "created_by": 8000001}, {**REMOTE, "created_by": 8000002}
+    assert carries(sent, theirs)  # the own user unknown: content alone, as before
+    assert carries(sent, ours, own_user=8000001)
+    assert not carries(sent, theirs, own_user=8000001)
+    # nothing to tell it by (no created_by, or 0 for a robot): content alone
+    assert carries(sent, REMOTE, own_user=8000001)
+    assert carries(sent, {**REMOTE, "created_by": 0}, own_user=8000001)
+    # a person's look-alike made first (a lower id) is passed over for ours
+    pairs = pair_created([sent], [{**theirs, "id": 9}, {**ours, "id": 12}], own_user=8000001)
+    assert pairs[0]["id"] == 12
+    assert pair_created([sent], [{**theirs, "id": 9}], own_user=8000001) == {}

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from sync.amo.created import Sent
 from sync.amo.numbers import as_int, normalise
 from sync.emulator import Emulator
 from sync.errors import InvariantError
@@ -277,6 +278,19 @@ def test_a_server_that_ignores_order_by_id_gives_no_floor_but_honours_updated_at
         assert listed == sorted(live_ids(emulator))  # the default order, not the one asked
         assert by_update == sorted(by_update, reverse=True)
         assert client.newest_contact_id() is None
+
+
+def test_the_created_at_look_up_adopts_only_a_contact_our_own_user_made() -> None:
+    """Without a floor, a lost create is looked for by `filter[created_at]` and matched by the
+    same rule as above one: a person's look-alike made meanwhile is never ours."""
+    with amo(5, id_order_ignored=True) as (emulator, client):
+        sent = Sent(client.session.clock.now())
+        lost = [{"name": "Twin", "request_id": "-1"}]
+        (theirs,) = emulator.create_contacts([{"name": "Twin"}])  # a CRM user, in the window
+        assert client.recover_creates(lost, None, sent=sent) == {}
+        (ours,) = client.create_contacts([{"name": "Twin"}])
+        found = client.recover_creates(lost, None, sent=sent)
+        assert [r.id for r in found.values()] == [ours.id] != [theirs]
 
 
 def test_an_unknown_quirk_mode_is_refused_and_changes_nothing() -> None:
