@@ -6,15 +6,17 @@ What a person or program does to the tables, and what happens:
   INSERT INTO contacts (no id)        → temporary negative id, `pending`, a `create` change
   DELETE FROM contacts / TRUNCATE     → refused (the API cannot delete contacts); a contact that
                                         was never pushed (negative id) may be deleted
-  INSERT INTO contact_chats           → temporary negative id, a `chat_link` change
+  INSERT INTO contact_chats           → temporary negative id, a `chat_link` change (chat_id a
+                                        UUID, else refused); a link not pushed yet may be
+                                        deleted, never updated (delete it, insert the right one)
   writes to the other relation tables → refused: they mirror amoCRM and are replaced on pull
   a captured change, a settled conflict → NOTIFY on `changes_channel` once per transaction
 
 The sync marks its own transactions with `SET LOCAL amosync.origin = 'sync'` (see
 `sync.db.engine.sync_origin`); the triggers let those writes through uncaptured.
 
-These are today's definitions. Migrations hold their own frozen copies (0001, 0006, 0008): a change
-here ships as a new revision that recreates what changed
+These are today's definitions. Migrations hold their own frozen copies (0001, 0006, 0008, 0010): a
+change here ships as a new revision that recreates what changed
 (tests/integration/test_migrations_frozen.py fails until it does).
 """
 
@@ -48,6 +50,11 @@ READ_ONLY_RELATIONS = {
     "contact_companies": "links to companies are managed in amoCRM",
     "contact_catalog_elements": "links to catalog elements are managed in amoCRM",
 }
+
+
+# A chat id as amoCRM's Chats API makes them: a UUID (case-insensitive). A new link whose
+# chat_id is not one is refused at INSERT (migration 0010), not sent to be rejected.
+CHAT_ID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 def notify_channel(schema: str) -> str:
@@ -180,6 +187,14 @@ CREATE FUNCTION "{s}".amosync_chat_before_write() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
     IF TG_OP = 'INSERT' AND NEW.id < 0 THEN
+        IF NEW.chat_id IS NULL OR NEW.chat_id !~* '{CHAT_ID_PATTERN}' THEN
+            RAISE EXCEPTION 'amosync: new chat link of contact %: chat_id must be an amoCRM chat '
+                            'id (a UUID), got %', NEW.contact_id,
+                            coalesce(quote_literal(NEW.chat_id), 'NULL')
+                USING ERRCODE = 'check_violation',
+                      HINT = 'chat_id is the UUID of a chat (amoCRM''s Chats API), e.g. '
+                             '6cbab3d5-c4c1-46ff-b710-ad59ad10805f.';
+        END IF;
         RETURN NEW;
     END IF;
     IF TG_OP = 'DELETE' AND OLD.id < 0 THEN
@@ -188,6 +203,13 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         RAISE EXCEPTION 'amosync: chat link ids are assigned by amoCRM; insert without an id'
             USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF OLD.id < 0 THEN
+        RAISE EXCEPTION 'amosync: UPDATE of chat link % refused: a link is made, never edited',
+            OLD.id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('To correct a link not pushed yet, delete it (DELETE FROM '
+                                'contact_chats WHERE id = %s) and insert the right one.', OLD.id);
     END IF;
     RAISE EXCEPTION 'amosync: % of chat link % refused: only new links can be made from the '
                     'database', TG_OP, OLD.id

@@ -90,7 +90,7 @@ def make_local_edits(env: PushEnv) -> list[int]:
             env.sql(
                 "INSERT INTO contact_chats (contact_id, chat_id) VALUES (:c, :chat)",
                 c=temp,
-                chat=f"e2e-chat-{n}",
+                chat=f"00000000-0000-4000-8000-{n:012d}",
             )
     return ids
 

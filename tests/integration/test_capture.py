@@ -15,6 +15,8 @@ from sync.db.capture import changes_channel, notify_channel
 from sync.db.engine import database_url, sync_origin
 
 UPDATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+LINK = "INSERT INTO amocrm.contact_chats (contact_id, chat_id)"
+CHAT = "6cbab3d5-c4c1-46ff-b710-ad59ad10805f"  # chat ids are UUIDs
 
 
 def run(engine: Engine, sql: str, params: dict[str, Any] | None = None, *, origin: bool = False):
@@ -139,10 +141,7 @@ def test_a_contact_never_pushed_may_be_deleted(engine: Engine) -> None:
 
 
 def test_chat_link_insert_is_captured(engine: Engine, contact: int) -> None:
-    link = run(
-        engine,
-        "INSERT INTO amocrm.contact_chats (contact_id, chat_id) VALUES (42, 'c-1') RETURNING id",
-    ).scalar()
+    link = run(engine, f"{LINK} VALUES (42, :c) RETURNING id", {"c": CHAT}).scalar()
     assert link is not None
     assert link < 0
     with engine.connect() as conn:
@@ -150,8 +149,39 @@ def test_chat_link_insert_is_captured(engine: Engine, contact: int) -> None:
     assert (change["kind"], change["chat_link_id"], change["new_values"]) == (
         "chat_link",
         link,
-        {"chat_id": "c-1"},
+        {"chat_id": CHAT},
     )
+
+
+@pytest.mark.parametrize("chat_id", ["", "   ", "chat-x", "6cbab3d5c4c146ffb710ad59ad10805f"])
+def test_a_new_chat_link_needs_a_chat_id_that_is_a_uuid(
+    engine: Engine, contact: int, chat_id: str
+) -> None:
+    with pytest.raises(sa.exc.DBAPIError, match="chat_id must be an amoCRM chat id") as caught:
+        run(engine, f"{LINK} VALUES (42, :c)", {"c": chat_id})
+    assert caught.value.orig.sqlstate == "23514"  # type: ignore[union-attr]
+    assert "new chat link of contact 42" in str(caught.value)
+    with engine.connect() as conn:
+        assert changes(conn) == []
+    run(engine, f"{LINK} VALUES (42, :c)", {"c": CHAT.upper()})  # any case
+
+
+def test_a_pending_chat_link_is_corrected_by_delete_and_insert_not_update(
+    engine: Engine, contact: int
+) -> None:
+    link = run(engine, f"{LINK} VALUES (42, :c) RETURNING id", {"c": CHAT}).scalar()
+    fixed = "00000000-0000-4000-8000-000000000042"
+    with pytest.raises(sa.exc.DBAPIError, match="a link is made, never edited") as caught:
+        run(engine, "UPDATE amocrm.contact_chats SET chat_id = :c WHERE id = :i",
+            {"c": fixed, "i": link})  # fmt: skip
+    assert f"DELETE FROM contact_chats WHERE id = {link}" in str(caught.value)
+    run(engine, "DELETE FROM amocrm.contact_chats WHERE id = :i", {"i": link})
+    new = run(engine, f"{LINK} VALUES (42, :c) RETURNING id", {"c": fixed}).scalar()
+    with engine.connect() as conn:
+        links = conn.execute(sa.text("SELECT id, chat_id FROM amocrm.contact_chats"))
+        assert [tuple(r) for r in links] == [(new, fixed)]
+        captured = {c["chat_link_id"]: c["new_values"] for c in changes(conn)}
+    assert captured[new] == {"chat_id": fixed}  # the deleted link's row is dropped by push
 
 
 def test_relation_tables_refuse_local_writes(engine: Engine, contact: int) -> None:
@@ -163,11 +193,7 @@ def test_relation_tables_refuse_local_writes(engine: Engine, contact: int) -> No
 
 def test_id_assigned_by_amocrm_replaces_the_temporary_one_everywhere(engine: Engine) -> None:
     temp = run(engine, "INSERT INTO amocrm.contacts (name) VALUES ('x') RETURNING id").scalar()
-    run(
-        engine,
-        "INSERT INTO amocrm.contact_chats (contact_id, chat_id) VALUES (:i, 'c')",
-        {"i": temp},
-    )
+    run(engine, f"{LINK} VALUES (:i, :c)", {"i": temp, "c": CHAT})
     run(engine, "UPDATE amocrm.contacts SET id = 900 WHERE id = :i", {"i": temp}, origin=True)
     with engine.connect() as conn:
         assert {c["contact_id"] for c in changes(conn)} == {900}
@@ -225,7 +251,7 @@ def test_local_writes_announce_themselves_once_per_transaction(
             conn.execute(sa.text("UPDATE amocrm.contacts SET name = 'Gone' WHERE id = 1"))
             conn.rollback()  # rolled back: announces nothing
         assert _announced_before_fence(listener, engine) == []
-        run(engine, "INSERT INTO amocrm.contact_chats (contact_id, chat_id) VALUES (1, 'c-1')")
+        run(engine, f"{LINK} VALUES (1, :c)", {"c": CHAT})
         assert _announced_before_fence(listener, engine) == [changed]
         run(engine, "INSERT INTO amocrm.contacts (name) VALUES ('New one')")
         assert _announced_before_fence(listener, engine) == [changed]

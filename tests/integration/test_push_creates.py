@@ -17,6 +17,7 @@ from sync.errors import AmoWriteUnknownError
 from tests.integration.push_env import PushEnv, push_env
 
 POST = "/api/v4/contacts"
+CHAT = "6cbab3d5-c4c1-46ff-b710-ad59ad10805f"
 
 
 @pytest.fixture
@@ -47,7 +48,9 @@ def test_created_contacts_get_amocrm_ids_everywhere_and_links_follow(env: PushEn
     first = _insert(env, "New One", "+71110000001")
     second = _insert(env, "New Two")
     env.sql("UPDATE contacts SET last_name = 'Two' WHERE id = :id", id=second)
-    env.sql("INSERT INTO contact_chats (contact_id, chat_id) VALUES (:c, 'chat-x')", c=first)
+    env.sql(
+        "INSERT INTO contact_chats (contact_id, chat_id) VALUES (:c, :chat)", c=first, chat=CHAT
+    )
     assert first < 0
     assert second < 0
     report = env.push()
@@ -67,7 +70,7 @@ def test_created_contacts_get_amocrm_ids_everywhere_and_links_follow(env: PushEn
     (link,) = env.sql("SELECT id, contact_id, chat_id FROM contact_chats")
     assert link.contact_id == new_id
     assert link.id > 0
-    assert env.emulator.account.chat_links["chat-x"].contact_id == new_id
+    assert env.emulator.account.chat_links[CHAT].contact_id == new_id
     assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
     assert env.sql("SELECT count(*) FROM sync_state WHERE key = 'push_in_flight'")[0][0] == 0
     env.emulator.clear_requests()

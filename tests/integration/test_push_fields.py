@@ -1,6 +1,6 @@
 """Push against the emulator and a real PostgreSQL: a custom field's per-field policy named by
-its code, the order of a multitext's values, and field codes in any case on INSERT as on UPDATE
-(found by a black-box audit of push)."""
+its code, the order of a multitext's values, field codes in any case on INSERT as on UPDATE, and
+correcting a rejected chat link (found by a black-box audit of push)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import json
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from sync.db.engine import sync_origin
 from tests.integration.push_env import PushEnv, contact_ids, mirrored_env_fixture
 
 env = mirrored_env_fixture(contacts=6)
@@ -100,3 +102,36 @@ def test_an_insert_may_name_a_field_by_its_code_in_any_case(env: PushEnv) -> Non
     assert row.id > 0
     assert (row.sync_status, row.sync_error) == ("synced", None)
     assert _values(env, row.id, "EMAIL") == ["low@example.com"]
+
+
+def test_a_rejected_chat_link_is_corrected_as_the_docs_say(env: PushEnv) -> None:
+    """A link amoCRM rejects (here one captured before migration 0010 checked chat ids) marks
+    its contact `error`; the row cannot be updated, it is deleted and the right one inserted,
+    and an edit of the contact sends it."""
+    contact_id = contact_ids(env)[2]
+    good = "6cbab3d5-c4c1-46ff-b710-ad59ad10805f"
+    link = env.sql(
+        "INSERT INTO contact_chats (contact_id, chat_id) VALUES (:c, :g) RETURNING id",
+        c=contact_id,
+        g="00000000-0000-4000-8000-000000000001",
+    )[0][0]
+    with env.engine.begin() as conn:  # what a row inserted before the check may hold
+        sync_origin(conn)
+        conn.execute(sa.text("UPDATE amocrm.contact_chats SET chat_id = ' ' WHERE id = :i"),
+                     {"i": link})  # fmt: skip
+    report = env.push()
+    assert (report.linked, report.errors) == (0, 1)
+    row = env.row(contact_id)
+    assert row["sync_status"] == "error"
+    assert row["sync_error"].startswith("chat link")
+    with pytest.raises(sa.exc.DBAPIError, match="a link is made, never edited"):
+        env.sql("UPDATE contact_chats SET chat_id = :g WHERE id = :i", g=good, i=link)
+    env.sql("DELETE FROM contact_chats WHERE id = :i", i=link)
+    env.sql("INSERT INTO contact_chats (contact_id, chat_id) VALUES (:c, :g)", c=contact_id, g=good)
+    env.sql("UPDATE contacts SET first_name = 'Linked' WHERE id = :id", id=contact_id)
+    report = env.push()
+    assert (report.linked, report.updated, report.errors) == (1, 1, 0)
+    assert env.emulator.account.chat_links[good].contact_id == contact_id
+    row = env.row(contact_id)
+    assert (row["sync_status"], row["sync_error"]) == ("synced", None)
+    assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0

@@ -24,18 +24,23 @@ def env(db_config: DatabaseConfig, engine: Engine) -> Any:
         yield env
 
 
+def _chat(n: int) -> str:
+    """A chat id (a UUID, as amoCRM makes them) of its own for `n`."""
+    return f"00000000-0000-4000-8000-{abs(n):012d}"
+
+
 def _settled(env: PushEnv, contact_id: int) -> None:
     row = env.row(contact_id)
     assert (row["sync_status"], row["sync_error"]) == ("synced", None)
     assert row["synced_at"] is not None
     assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
-    assert env.emulator.account.chat_links[f"chat-{abs(contact_id)}"].contact_id == contact_id
+    assert env.emulator.account.chat_links[_chat(contact_id)].contact_id == contact_id
 
 
 @pytest.mark.parametrize("link_first", [False, True])
 def test_field_edit_and_chat_link_in_one_push_end_synced(env: PushEnv, link_first: bool) -> None:
     contact_id = sorted(env.emulator.account.contacts)[0]
-    steps = [(LINK, {"chat": f"chat-{contact_id}"}), (EDIT, {})]
+    steps = [(LINK, {"chat": _chat(contact_id)}), (EDIT, {})]
     for statement, params in steps if link_first else reversed(steps):
         env.sql(statement, id=contact_id, **params)
     report = env.push()
@@ -47,13 +52,13 @@ def test_field_edit_and_chat_link_in_one_push_end_synced(env: PushEnv, link_firs
 @pytest.mark.parametrize("edit_after_link", [False, True])
 def test_new_contact_with_a_chat_link_ends_synced(env: PushEnv, edit_after_link: bool) -> None:
     (temp_id,) = env.sql("INSERT INTO contacts (name) VALUES ('new with a link') RETURNING id")[0]
-    env.sql(LINK, id=temp_id, chat="chat-new")
+    env.sql(LINK, id=temp_id, chat=_chat(0))
     if edit_after_link:
         env.sql("UPDATE contacts SET last_name = 'Later' WHERE id = :id", id=temp_id)
     report = env.push()
     assert (report.created, report.linked, report.errors) == (1, 1, 0)
     (new_id,) = env.sql("SELECT id FROM contacts WHERE name = 'new with a link'")[0]
-    assert env.emulator.account.chat_links["chat-new"].contact_id == new_id
+    assert env.emulator.account.chat_links[_chat(0)].contact_id == new_id
     row = env.row(new_id)
     assert (row["sync_status"], row["sync_error"]) == ("synced", None)
     assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0

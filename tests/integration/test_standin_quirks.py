@@ -124,7 +124,11 @@ def test_a_push_under_write_answers_of_the_wrong_length_syncs_every_row_once(
         env.mirror()
         env.emulator.set_controls(write_answer=answer)
         temps = [_insert(env, f"Short {n}") for n in range(4)]
-        env.sql("INSERT INTO contact_chats (contact_id, chat_id) VALUES (:c, 'chat-q')", c=temps[0])
+        env.sql(
+            "INSERT INTO contact_chats (contact_id, chat_id) VALUES (:c, :q)",
+            c=temps[0],
+            q="00000000-0000-4000-8000-0000000000a1",
+        )
         edited = sorted(env.emulator.account.contacts)[:3]
         for cid in edited:
             env.sql("UPDATE contacts SET first_name = 'Q' WHERE id = :id", id=cid)
