@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sync.core.cf_shape import enum_code_of
-from sync.core.values import same_items, same_scalar
+from sync.core.values import UNORDERED_TYPES, same_items, same_scalar
 
 # Keys whose effect cannot be read back exactly; an entity that uses them is "unverifiable".
 UNVERIFIABLE = frozenset({"tags_to_add", "tags_to_delete"})
@@ -35,10 +35,20 @@ def verifiable(sent: Mapping[str, Any]) -> bool:
 
 
 def carries(
-    sent: Mapping[str, Any], remote: Mapping[str, Any], *, own_user: int | None = None
+    sent: Mapping[str, Any],
+    remote: Mapping[str, Any],
+    *,
+    own_user: int | None = None,
+    ordered: bool = False,
 ) -> bool:
     """True when `remote` shows every value `sent` wrote (and `sent` can be checked at all) and,
-    given `own_user`, was not made by someone else (see the module docstring)."""
+    given `own_user`, was not made by someone else (see the module docstring).
+
+    `ordered`: a field's values must read back in the order sent (an update: a lost PATCH that
+    only reordered a multitext is not applied while amoCRM shows the old order), except for a
+    field amoCRM reads back as a set (`UNORDERED_TYPES`). A create's look-up leaves it off: a
+    contact with our values in another order is still ours, and missing it would mean a
+    duplicate."""
     if not verifiable(sent):
         return False
     if own_user is not None and not made_by(remote, own_user):
@@ -47,7 +57,7 @@ def carries(
         if key in sent and not same_scalar(sent[key], remote.get(key)):
             return False
     if "custom_fields_values" in sent and not _same_fields(
-        sent["custom_fields_values"], remote.get("custom_fields_values")
+        sent["custom_fields_values"], remote.get("custom_fields_values"), ordered=ordered
     ):
         return False
     embedded = sent.get("_embedded")
@@ -75,7 +85,7 @@ def _field_key(item: Mapping[str, Any]) -> tuple[str, Any]:
     return ("code", str(item.get("field_code") or "").upper())
 
 
-def _same_fields(sent: Any, remote: Any) -> bool:
+def _same_fields(sent: Any, remote: Any, *, ordered: bool) -> bool:
     if sent is None:
         return True  # `custom_fields_values: null` on write touches nothing checkable
     remote_items = [r for r in (remote or []) if isinstance(r, Mapping)]
@@ -85,7 +95,8 @@ def _same_fields(sent: Any, remote: Any) -> bool:
         kind, key = _field_key(item)
         match = [r for r in remote_items if _remote_key(r, kind) == key]
         remote_values = match[0].get("values") if match else None
-        if not _same_values(item.get("values"), remote_values):
+        in_order = ordered and not (match and match[0].get("field_type") in UNORDERED_TYPES)
+        if not _same_values(item.get("values"), remote_values, ordered=in_order):
             return False
     return True
 
@@ -96,9 +107,9 @@ def _remote_key(remote: Mapping[str, Any], kind: str) -> Any:
     return str(remote.get("field_code") or "").upper()
 
 
-def _same_values(sent: Any, remote: Any) -> bool:
+def _same_values(sent: Any, remote: Any, *, ordered: bool) -> bool:
     remote_values = [v for v in (remote or []) if isinstance(v, Mapping)]
-    return same_items(list(sent or []), remote_values, _same_value)
+    return same_items(list(sent or []), remote_values, _same_value, ordered=ordered)
 
 
 def _same_value(sent: Any, remote: Mapping[str, Any]) -> bool:

@@ -19,7 +19,8 @@ key and forgets `request_id`, and its filters may be silently ignored, so:
    shows the filter honoured and amoCRM's clock near ours), and matched the same way. When that
    read cannot be trusted either, `InvariantError`: the caller resends nothing.
 
-Updates: re-read the ids; an entity whose fields already read back as sent is done.
+Updates: re-read the ids; an entity whose fields already read back as sent (values in the order
+sent, but for a multiselect's) is done.
 Chat links: read the links of the contacts; a pair already linked is done.
 """
 
@@ -177,7 +178,7 @@ def find_updated(client: AmoClient, batch: list[Item]) -> dict[str, WriteResult]
     found: dict[str, WriteResult] = {}
     for item in batch:
         contact = remote.get(int(item.payload["id"]))
-        if contact is not None and carries(item.payload, contact):
+        if contact is not None and carries(item.payload, contact, ordered=True):
             found[item.request_id] = to_result(item.request_id, contact, reconciled=True)
     return found
 

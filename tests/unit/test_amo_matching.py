@@ -123,3 +123,19 @@ def test_a_lost_create_is_matched_only_to_a_contact_our_own_user_made() -> None:
     pairs = pair_created([sent], [{**theirs, "id": 9}, {**ours, "id": 12}], own_user=8000001)
     assert pairs[0]["id"] == 12
     assert pair_created([sent], [{**theirs, "id": 9}], own_user=8000001) == {}
+
+
+def _phones(*values: dict[str, Any]) -> dict[str, Any]:
+    return {"custom_fields_values": [{"field_id": 1, "values": list(values)}]}
+
+
+def test_an_update_reads_back_only_in_the_order_sent_a_create_in_any() -> None:
+    mob, work = {"value": "+7888", "enum_code": "MOB"}, {"value": "+7999", "enum_code": "WORK"}
+    assert carries(_phones(mob, work), REMOTE)  # a create: our contact whatever the order
+    assert not carries(_phones(mob, work), REMOTE, ordered=True)  # a lost reorder: not applied
+    assert carries(_phones(work, mob), REMOTE, ordered=True)
+    a, b = {"value": "A", "enum_id": 1}, {"value": "B", "enum_id": 2}
+    field = {"field_id": 7, "field_type": "multiselect", "values": [a, b]}
+    interests = {**REMOTE, "custom_fields_values": [field]}
+    sent = {"custom_fields_values": [{"field_id": 7, "values": [{"enum_id": 2}, {"enum_id": 1}]}]}
+    assert carries(sent, interests, ordered=True)  # a set: amoCRM's order is its own
