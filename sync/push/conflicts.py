@@ -34,7 +34,7 @@ from typing import Any
 from sync.core.cf_shape import ShapeError, enum_code_of, is_integer, json_type
 from sync.core.items import Conflict
 from sync.core.models import CF_COLUMN, SCALAR_FIELDS, Winner
-from sync.core.values import UNORDERED_TYPES, as_text, same_items, same_scalar
+from sync.core.values import as_text, same_items, same_scalar
 
 CF_PREFIX = "cf:"
 POLICIES = ("newest_wins", "remote_wins", "local_wins", "manual")
@@ -254,21 +254,6 @@ def field_codes(*arrays: Any) -> dict[str, int]:
             ):
                 codes[str(entry["field_code"]).upper()] = int(entry["field_id"])
     return codes
-
-
-def unordered_fields(types: Mapping[int, str | None], *arrays: Any) -> frozenset[str]:
-    """The fields (`cf:<id>`) whose values are a set (`UNORDERED_TYPES`), by the cached
-    definitions' `types` (id → type) and the `field_type` any array's entries carry."""
-    known = dict(types)
-    for array in arrays:
-        for entry in array if isinstance(array, list) else ():
-            if (
-                isinstance(entry, Mapping)
-                and entry.get("field_type")
-                and is_integer(entry.get("field_id"))
-            ):
-                known[int(entry["field_id"])] = str(entry["field_type"])
-    return frozenset(f"{CF_PREFIX}{i}" for i, kind in known.items() if kind in UNORDERED_TYPES)
 
 
 def write_ref(ref: Any) -> dict[str, Any]:

@@ -9,15 +9,15 @@ one-line reason when it is not an accepted shape: push marks that contact `error
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sync.clock import from_unix
-from sync.core.cf_shape import ShapeError, require
+from sync.core.cf_shape import ShapeError, is_integer, require
 from sync.core.items import PendingUpdate, UpdateOutcome
-from sync.core.mapping import FieldDef
 from sync.core.models import CF_COLUMN, SCALAR_FIELDS
+from sync.core.values import UNORDERED_TYPES
 from sync.push.conflicts import (
     CF_PREFIX,
     FieldEdit,
@@ -31,7 +31,6 @@ from sync.push.conflicts import (
     resolve,
     same,
     split,
-    unordered_fields,
     write_ref,
     write_values,
 )
@@ -85,18 +84,55 @@ class UpdatePlan:
         return UpdateOutcome(self.pending, frozenset(), error=message)
 
 
+@dataclass(frozen=True)
+class KnownFields:
+    """What the cached custom field definitions tell, indexed once per push: the id a field
+    code names, and the fields whose values are a set."""
+
+    codes: Mapping[str, int] = field(default_factory=dict)  # CODE (upper-case) → field id
+    unordered: frozenset[int] = frozenset()  # ids of fields of an `UNORDERED_TYPES` type
+
+    @classmethod
+    def of(cls, definitions: Iterable[Any]) -> KnownFields:
+        """From definitions with `id`, `code` and `type` (`sync.core.mapping.FieldDef`)."""
+        listed = list(definitions)
+        return cls(
+            {str(f.code).upper(): int(f.id) for f in listed if f.code},
+            frozenset(int(f.id) for f in listed if f.type in UNORDERED_TYPES),
+        )
+
+
+def unordered_fields(known: frozenset[int], *arrays: Any) -> frozenset[str]:
+    """The fields (`cf:<id>`) whose values are a set (`UNORDERED_TYPES`): those `known` so by
+    the definitions, unless an array's entry says another `field_type` (amoCRM's read is newer
+    than the cache), and those an entry's `field_type` says so."""
+    ids = set(known)
+    for array in arrays:
+        for entry in array if isinstance(array, list) else ():
+            if (
+                isinstance(entry, Mapping)
+                and entry.get("field_type")
+                and is_integer(entry.get("field_id"))
+            ):
+                if entry["field_type"] in UNORDERED_TYPES:
+                    ids.add(int(entry["field_id"]))
+                else:
+                    ids.discard(int(entry["field_id"]))
+    return frozenset(f"{CF_PREFIX}{i}" for i in ids)
+
+
 def plan_update(
     pending: PendingUpdate,
     remote: Mapping[str, Any] | None,
     policy: str,
     overrides: Mapping[str, str] | None = None,
-    fields: Mapping[int, FieldDef] | None = None,
+    fields: KnownFields | None = None,
 ) -> UpdatePlan:
     """Raises ShapeError when the local custom_fields_values is not an accepted shape.
 
-    `fields` are the cached custom field definitions (by id): with the `field_code`s and
-    `field_type`s the arrays carry, they tell which id a code names (`cf:<CODE>` in `overrides`
-    and entries written by code) and which fields' values are a set (a multiselect)."""
+    `fields` is what the cached custom field definitions tell: with the `field_code`s and
+    `field_type`s the arrays carry, which id a code names (`cf:<CODE>` in `overrides` and
+    entries written by code) and which fields' values are a set (a multiselect)."""
     if CF_COLUMN in pending.local:
         require(pending.local[CF_COLUMN], pending.base.get(CF_COLUMN))
     if remote is None:
@@ -104,9 +140,9 @@ def plan_update(
     if is_stale(pending, remote):
         return UpdatePlan(pending, Merge(), None, {}, False, stale=True)
     arrays = (pending.base.get(CF_COLUMN), pending.local.get(CF_COLUMN), remote.get(CF_COLUMN))
-    known = (fields or {}).values()
-    codes = {**{f.code.upper(): f.id for f in known if f.code}, **field_codes(*arrays)}
-    unordered = unordered_fields({f.id: f.type for f in known}, *arrays)
+    known = fields or KnownFields()
+    codes = {**known.codes, **field_codes(*arrays)}
+    unordered = unordered_fields(known.unordered, *arrays)
     theirs = split(remote, codes)
     edits = _edits(pending, codes, theirs, unordered)
     on_record = {f: Resolution(cid, winner) for f, (cid, winner) in pending.open_conflicts.items()}

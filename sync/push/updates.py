@@ -9,11 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sync.core.items import PendingUpdate, UpdateOutcome
-from sync.core.mapping import FieldDef
 from sync.db import outbox
 from sync.push.context import Context, invalid_reason, message, record_outcome, send
 from sync.push.fresh import plan_current
-from sync.push.plan import UpdatePlan, plan_update
+from sync.push.plan import KnownFields, UpdatePlan, plan_update
 from sync.push.pool import ReadThenWrite
 from sync.push.report import tally
 
@@ -24,7 +23,7 @@ def push_updates(ctx: Context) -> None:
     with ctx.engine.begin() as conn:
         pending = outbox.claim_updates(conn)
         # the pull's cached definitions: which id a field code names, which fields are sets
-        fields = ctx.runs.load_fields(conn) if pending else {}
+        fields = KnownFields.of(ctx.runs.load_fields(conn).values() if pending else ())
     if not pending:
         return
     chunks = [pending[i : i + FETCH_CHUNK] for i in range(0, len(pending), FETCH_CHUNK)]
@@ -37,7 +36,7 @@ def push_updates(ctx: Context) -> None:
 
 
 def _plan_chunk(
-    ctx: Context, fields: Mapping[int, FieldDef], chunk: list[PendingUpdate]
+    ctx: Context, fields: KnownFields, chunk: list[PendingUpdate]
 ) -> list[list[UpdatePlan]]:
     """amoCRM's versions (one GET, re-read by id where it may lag); record what needs no PATCH
     (or cannot be sent); return the PATCH batches. Each contact is planned on its own: one bad
@@ -54,7 +53,7 @@ def _plan_chunk(
 
 def _plan_one(
     ctx: Context,
-    fields: Mapping[int, FieldDef],
+    fields: KnownFields,
     pending: PendingUpdate,
     remote: Mapping[str, Any] | None,
 ) -> UpdatePlan:

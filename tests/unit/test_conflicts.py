@@ -24,7 +24,7 @@ from sync.push.conflicts import (
     split,
     write_values,
 )
-from sync.push.plan import plan_update, to_create_payload
+from sync.push.plan import KnownFields, plan_update, to_create_payload
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 LATER = T0 + timedelta(seconds=30)
@@ -339,7 +339,7 @@ def test_a_code_override_is_found_through_the_cached_definitions() -> None:
     by_id = {"field_id": 570003}
     p = pending({"custom_fields_values": [cf(by_id, "local")]},
                 {"custom_fields_values": [cf(by_id, "base")]})  # fmt: skip
-    known = {570003: FieldDef(570003, "Position", "POSITION", "text")}
+    known = KnownFields.of([FieldDef(570003, "Position", "POSITION", "text")])
     plan = plan_update(p, remote_of(), "local_wins", {"cf:Position": "remote_wins"}, known)
     assert [(c.policy, c.winner) for c in plan.merge.conflicts] == [("remote_wins", "remote")]
     without = plan_update(p, remote_of(), "local_wins", {"cf:Position": "remote_wins"})
@@ -380,7 +380,7 @@ def test_reordering_a_multitext_is_sent_and_a_multiselect_order_is_not_a_change(
     bare = {"field_id": 570005}
     untyped = pending({"custom_fields_values": [cf(bare, b, a)]},
                       {"custom_fields_values": [cf(bare, a, b)]})  # fmt: skip
-    known = {570005: FieldDef(570005, "Interests", None, "multiselect")}
+    known = KnownFields.of([FieldDef(570005, "Interests", None, "multiselect")])
     assert plan_update(untyped, remote_of(cf(bare, a, b)), "manual", None, known).entity is None
     assert plan_update(untyped, remote_of(cf(bare, a, b)), "manual").entity is not None
 
