@@ -1,9 +1,10 @@
-"""contact_chats: a new link's chat_id must be a UUID; a pending link's UPDATE says how to fix it
+"""contact_chats: a new link's chat_id must not be blank; a pending link's UPDATE says how to fix it
 
-A chat link inserted with an empty or malformed `chat_id` was captured and sent, and amoCRM's
-rejection then marked the contact `error` ("chat link : ..."). `amosync_chat_before_write` now
-refuses, at INSERT, a `chat_id` that is not a UUID (what amoCRM's Chats API makes), with a
-`check_violation` naming the contact and the value. An UPDATE of a link not pushed yet (negative
+A chat link inserted with an empty `chat_id` was captured and sent, and amoCRM's rejection then
+marked the contact `error` ("chat link : ..."). `amosync_chat_before_write` now refuses, at
+INSERT, a blank `chat_id`, with a `check_violation` naming the contact and the value. Its form is
+not checked: amoCRM's Chats API makes UUIDs, but what a chat id looks like is amoCRM's to judge
+(its rejection names the row), as for custom-field values (0009). An UPDATE of a link not pushed yet (negative
 id) stays refused (a link is made, never edited), now with a HINT that says how to correct it:
 delete the row and insert the right one.
 
@@ -30,9 +31,9 @@ CREATE OR REPLACE FUNCTION "{s}".amosync_chat_before_write() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
     IF TG_OP = 'INSERT' AND NEW.id < 0 THEN
-        IF NEW.chat_id IS NULL OR NEW.chat_id !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        IF NEW.chat_id IS NULL OR btrim(NEW.chat_id) = '' THEN
             RAISE EXCEPTION 'amosync: new chat link of contact %: chat_id must be an amoCRM chat '
-                            'id (a UUID), got %', NEW.contact_id,
+                            'id, got %', NEW.contact_id,
                             coalesce(quote_literal(NEW.chat_id), 'NULL')
                 USING ERRCODE = 'check_violation',
                       HINT = 'chat_id is the UUID of a chat (amoCRM''s Chats API), e.g. '

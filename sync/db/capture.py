@@ -6,8 +6,8 @@ What a person or program does to the tables, and what happens:
   INSERT INTO contacts (no id)        → temporary negative id, `pending`, a `create` change
   DELETE FROM contacts / TRUNCATE     → refused (the API cannot delete contacts); a contact that
                                         was never pushed (negative id) may be deleted
-  INSERT INTO contact_chats           → temporary negative id, a `chat_link` change (chat_id a
-                                        UUID, else refused); a link not pushed yet may be
+  INSERT INTO contact_chats           → temporary negative id, a `chat_link` change (a blank
+                                        chat_id refused); a link not pushed yet may be
                                         deleted, never updated (delete it, insert the right one)
   writes to the other relation tables → refused: they mirror amoCRM and are replaced on pull
   a captured change, a settled conflict → NOTIFY on `changes_channel` once per transaction
@@ -50,11 +50,6 @@ READ_ONLY_RELATIONS = {
     "contact_companies": "links to companies are managed in amoCRM",
     "contact_catalog_elements": "links to catalog elements are managed in amoCRM",
 }
-
-
-# A chat id as amoCRM's Chats API makes them: a UUID (case-insensitive). A new link whose
-# chat_id is not one is refused at INSERT (migration 0010), not sent to be rejected.
-CHAT_ID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 def notify_channel(schema: str) -> str:
@@ -187,9 +182,9 @@ CREATE FUNCTION "{s}".amosync_chat_before_write() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
     IF TG_OP = 'INSERT' AND NEW.id < 0 THEN
-        IF NEW.chat_id IS NULL OR NEW.chat_id !~* '{CHAT_ID_PATTERN}' THEN
+        IF NEW.chat_id IS NULL OR btrim(NEW.chat_id) = '' THEN
             RAISE EXCEPTION 'amosync: new chat link of contact %: chat_id must be an amoCRM chat '
-                            'id (a UUID), got %', NEW.contact_id,
+                            'id, got %', NEW.contact_id,
                             coalesce(quote_literal(NEW.chat_id), 'NULL')
                 USING ERRCODE = 'check_violation',
                       HINT = 'chat_id is the UUID of a chat (amoCRM''s Chats API), e.g. '
