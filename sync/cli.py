@@ -1,8 +1,8 @@
 """The `amosync` command line.
 
-Exit codes: 0 success, 2 configuration or usage error, 1 any other failure. Expected failures
-(`SyncError`) print one clear line on stderr and no traceback; anything else is a bug and keeps
-its traceback.
+Exit codes: 0 success, 2 configuration or usage error, 1 any other failure (SIGTERM and Ctrl-C
+included: `sync.cli_stop`). Expected failures (`SyncError`) print one clear line on stderr and no
+traceback; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from sync import cli_ops, cli_webhooks
 from sync.cli_parts import Deferred, accept_late_config
+from sync.cli_stop import STOP
 from sync.config import Config, load_config
 from sync.core.models import Winner
 from sync.db.diag import error_line
@@ -181,6 +182,7 @@ def pull(app: _Context, full: bool) -> None:
         connected(config) as (engine, client),
         progress_bar(connecting(client.session.host)) as bar,
     ):
+        STOP.watch(client.session)  # SIGTERM/SIGINT: the run fails cleanly (sync.cli_stop)
         # final_pass: its exit promises every contact that existed throughout the run (CONTRACT)
         report = run_pull(
             config, engine, client, full=full, progress=bar, final_pass=True,
@@ -204,7 +206,7 @@ def _lock_wait(kind: str, seconds: float) -> LockWait:
             f"waiting up to {seconds:g} s for the {kind} another process is running", err=True
         )
 
-    return LockWait(seconds, note)
+    return LockWait(seconds, note, sleep=STOP.sleep)  # a signal ends the wait
 
 
 def _warm_tls() -> None:
@@ -239,6 +241,7 @@ def push(app: _Context) -> None:
 
     config = app.config
     with connected(config) as (engine, client):
+        STOP.watch(client.session)
         report = run_push(config, engine, client, lock_wait=_lock_wait("push", PUSH_WAIT_S))
     click.echo(report.describe())
 
@@ -255,6 +258,7 @@ def sync_once(app: _Context) -> None:
 
     config = app.config
     with connected(config) as (engine, client):
+        STOP.watch(client.session)
         pushed = run_push(config, engine, client, lock_wait=_lock_wait("push", PUSH_WAIT_S))
         click.echo(pushed.describe())
         with progress_bar(connecting(client.session.host)) as bar:
@@ -348,22 +352,20 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command; turn expected errors into one line and an exit code."""
     fewer_malloc_arenas()  # before any thread starts (see sync.heap)
     try:
+        STOP.install()  # SIGTERM/SIGINT: a clean, bounded stop, exit 1 (sync.cli_stop)
         cli.main(args=argv, prog_name="amosync", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click's form of Ctrl-C (or EOF)
+        click.echo(f"amosync: {STOP.explain('interrupted')}", err=True)  # before the handlers
+        sys.exit(1)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
     except SyncError as exc:
-        click.echo(f"amosync: {exc}", err=True)
+        click.echo(f"amosync: {STOP.explain(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except DBAPIError as exc:  # a database failure no command wrapped: still one line, no SQL
-        click.echo(f"amosync: {error_line(exc)}", err=True)
+        click.echo(f"amosync: {STOP.explain(error_line(exc))}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
     if argv is None and _QUICK_EXIT and all(_QUICK_EXIT):  # the console script, not a caller
         logging.shutdown()
         sys.stdout.flush()

@@ -63,8 +63,12 @@ def _note(text: str) -> None:
 
 
 def _client(config: Any, engine: Any, factory: Any) -> Any:
+    from sync.cli_stop import STOP
+
     config.require_amocrm_auth()
-    return factory(config, engine)
+    client = factory(config, engine)
+    STOP.watch(client.session)  # SIGTERM/SIGINT: the resync run here fails cleanly
+    return client
 
 
 @click.command("status")

@@ -16,6 +16,7 @@
     │   ├── EmbeddedDatabaseError the embedded PostgreSQL could not be started
     │   └── DiskFullError         PostgreSQL (53100) or this process (ENOSPC) ran out of disk
     ├── LockLostError             a run's advisory lock session ended: stop before the next write
+    ├── StoppedError              SIGTERM/SIGINT stopped a one-shot command (`sync.cli_stop`)
     └── InvariantError            cursor going backwards, pagination loop, corrupt state
 
 Driver errors are wrapped only at the two boundaries (HTTP in `sync.amo`, SQL in `sync.db`)
@@ -149,6 +150,11 @@ class AmoWriteUnconfirmedError(AmoWriteUnknownError):
 class AmoStoppedError(AmoError):
     """The process is stopping (SIGTERM, Ctrl-C): a request that was waiting for its start or
     for a pause to end was given up unsent."""
+
+
+class StoppedError(SyncError):
+    """SIGTERM or SIGINT stopped a one-shot command before its work was done (`sync.cli_stop`);
+    the message begins `stopped by SIGTERM`."""
 
 
 class AmoAuthError(AmoError):

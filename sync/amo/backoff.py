@@ -45,6 +45,40 @@ class Backoff:
         return jittered
 
 
+class Stopping(threading.Event):
+    """Set when the process stops: every wait for a start, a 429's pause or a retry ends at once
+    (the daemon's stop). `reason` opens the error each request gets; `final` (a one-shot
+    command's SIGTERM/SIGINT, `sync.cli_stop`) also refuses every request not yet sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = "stopping"
+        self.final = False
+
+    def stop(self, reason: str, *, final: bool) -> None:
+        self.reason, self.final = reason, final
+        self.set()
+
+    def check(self) -> None:
+        """Raise `AmoStoppedError` if a final stop refuses new requests."""
+        error = stop_error(self, paused=False)
+        if error is not None:
+            raise error
+
+
+def stop_error(stopping: threading.Event | None, *, paused: bool) -> AmoStoppedError | None:
+    """The error for a request not sent because the process stops (None: send it): one waiting
+    out a 429 pause (`paused`) is given up at any stop, any other one only at a final stop."""
+    if stopping is None or not stopping.is_set():
+        return None
+    reason = getattr(stopping, "reason", "stopping")
+    if paused:
+        return AmoStoppedError(f"{reason}: a request waiting out a 429 pause was given up")
+    if getattr(stopping, "final", False):
+        return AmoStoppedError(f"{reason}: no request is sent to amoCRM any more")
+    return None
+
+
 def pause(clock: Clock, stopping: threading.Event, seconds: float) -> None:
     """Sleep `seconds`, or less: raise `AmoStoppedError` as soon as `stopping` is set (the
     real clock waits on the event; an injected test clock sleeps, then checks it)."""
@@ -54,4 +88,5 @@ def pause(clock: Clock, stopping: threading.Event, seconds: float) -> None:
         clock.sleep(seconds)
         stopped = stopping.is_set()
     if stopped:
-        raise AmoStoppedError("stopping: a request waiting to be retried was given up, unsent")
+        reason = getattr(stopping, "reason", "stopping")
+        raise AmoStoppedError(f"{reason}: a request waiting to be retried was given up, unsent")

@@ -44,6 +44,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from sync.amo.backoff import stop_error
 from sync.amo.budget import (
     COOL_DOWN_S,
     PACE,
@@ -54,7 +55,7 @@ from sync.amo.budget import (
     shared_change,
 )
 from sync.amo.turns import Turns
-from sync.errors import AmoBlockedError, AmoError, AmoStoppedError, StoreError
+from sync.errors import AmoBlockedError, AmoError, StoreError
 from sync.logs import get_logger
 
 log = get_logger("sync.amo.ratelimit")
@@ -124,8 +125,7 @@ class RateLimiter:
         self.margin_s = margin_s
         self.window = self.limit / self.max_rps + margin_s
         self.step = self.window / self.limit  # window / limit at max_rps
-        # the least time between two starts: granted at least PACE steps apart, each taken at
-        # most LATE_SHARE of a step after its moment (or given up)
+        # the least time between two starts: PACE steps apart, each taken ≤ LATE_SHARE late
         self.gap = (PACE - LATE_SHARE) * self.step
 
     def __repr__(self) -> str:
@@ -136,7 +136,7 @@ class RateLimiter:
 
     def acquire(self, stopping: threading.Event | None = None) -> Slot:
         """Block until a request may start; record its start and return its slot. Raises
-        `Withdrawn` if it was given up (`turns`), `AmoStoppedError` if stopping in a 429 pause."""
+        `Withdrawn` if it was given up (`turns`), `AmoStoppedError` if stopping (`stop_error`)."""
         with self._cond:
             place = self.turns.enter()
             try:
@@ -156,8 +156,8 @@ class RateLimiter:
             self.turns.check()
             now = self._monotonic()
             hold = self._hold(now)
-            if stopping is not None and stopping.is_set() and self._paused_until > now:
-                raise AmoStoppedError("stopping: a request waiting out a 429 pause was given up")
+            if (stopped := stop_error(stopping, paused=self._paused_until > now)) is not None:
+                raise stopped  # in a 429 pause, or any request at a final stop
             if hold > 0:  # claim nothing that could not be used now
                 self._cond.wait(timeout=hold)
                 continue

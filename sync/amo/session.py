@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from sync.amo.auth import TOKEN_PATH, TokenProvider
-from sync.amo.backoff import Backoff, pause
+from sync.amo.backoff import Backoff, Stopping, pause
 from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
 from sync.amo.gate import DeadTokenError, RequestWatch, TokenGate
 from sync.amo.query import Params, encode_query
@@ -80,7 +80,7 @@ class AmoSession:
         # sets it to "is the push lock still ours?" so no retry goes out after the lock is gone
         self.write_guard: Callable[[], None] | None = None
         self.writes_tried = 0  # write attempts begun past the guard (each one may have left)
-        self.stopping = threading.Event()  # set by `stop`: waits end, nothing more is sent
+        self.stopping = Stopping()  # set by `stop`: waits end (at a final stop nothing is sent)
 
     def __repr__(self) -> str:
         return f"AmoSession(base_url={self.config.base_url!r})"
@@ -94,9 +94,10 @@ class AmoSession:
     def close(self) -> None:
         self._http.close()
 
-    def stop(self) -> None:
-        """The process is stopping: every request waiting for a start or a retry gives up."""
-        self.stopping.set()
+    def stop(self, reason: str = "stopping", *, final: bool = False) -> None:
+        """The process is stopping: every request waiting for a start or a retry gives up (and
+        with `final` every one not yet sent); their `AmoStoppedError` begins with `reason`."""
+        self.stopping.stop(reason, final=final)
         self.limiter.wake()
 
     def next_written(self) -> Future[None]:
@@ -139,6 +140,7 @@ class AmoSession:
         refreshed = False
         attempt = unsent = 0
         while True:
+            self.stopping.check()  # a final stop (SIGTERM): nothing more is sent
             if write and self.write_guard is not None:
                 self.write_guard()
             self.writes_tried += write

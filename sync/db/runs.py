@@ -135,6 +135,18 @@ class RunStore:
             statement = statement.where(sync_requests.c.id != keep)
         return len(self._run(conn, statement).all())
 
+    def release_request(self, conn: Connection, request_id: int) -> None:
+        """Put a request its run was stopped serving (SIGTERM, Ctrl-C) back to `pending`."""
+        this = sa.and_(
+            sync_requests.c.id == request_id, sync_requests.c.status == RequestStatus.RUNNING
+        )
+        statement = (
+            sa.update(sync_requests)
+            .where(this)
+            .values(status=RequestStatus.PENDING, started_at=None)
+        )
+        self._run(conn, statement)
+
     def finish_request(
         self, conn: Connection, request_id: int, run_id: int | None, error: str | None
     ) -> None:

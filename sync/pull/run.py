@@ -105,7 +105,7 @@ def serve_request(
                              request_id=request_id)  # fmt: skip
         except SyncError as exc:  # before the run had its row (a failed run closed it already)
             with engine.begin() as conn:
-                runs.finish_request(conn, request_id, None, str(exc))
+                _close_request(runs, conn, client, request_id, run_id=None, error=str(exc))
             raise
 
 
@@ -127,6 +127,18 @@ def _pull(
             config, engine, client, progress, lock, memo=memo, clock=clock, final_pass=final_pass
         )
         return run.execute(full, request_id)
+
+
+def _close_request(
+    runs: RunStore, conn: Connection, client: AmoClient, request_id: int, *,
+    run_id: int | None, error: str | None,
+) -> None:  # fmt: skip
+    """Done or failed; a request the command was stopped serving (SIGTERM/SIGINT, a final stop
+    of its session) is pending again: nothing failed, the next run serves it."""
+    if error is not None and client.session.stopping.final:
+        runs.release_request(conn, request_id)
+    else:
+        runs.finish_request(conn, request_id, run_id, error)
 
 
 def _reopen(runs: RunStore, conn: Connection, keep: int | None) -> None:
@@ -200,7 +212,9 @@ class _Run(FullRun, IncrementalRun):
             if report.kind == "full":
                 self.store.forget_seen(conn, report.run_id)
             if request_id is not None:
-                self.runs.finish_request(conn, request_id, report.run_id, error)
+                _close_request(
+                    self.runs, conn, self.client, request_id, run_id=report.run_id, error=error
+                )
         event = "pull_finished" if error is None else "pull_failed"
         log_fn = log.info if error is None else log.error
         asked = {} if request_id is None else {"request_id": request_id}  # a requested resync

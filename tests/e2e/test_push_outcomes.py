@@ -1,6 +1,6 @@
 """`amosync push` outcomes a person sees: a create whose answer was lost is made exactly once by
-one push (found by a later look, or resent once the confirmation window passed); Ctrl-C during a
-429's pause ends the command at once.
+one push (found by a later look, or resent once the confirmation window passed); Ctrl-C or SIGTERM
+during a 429's pause ends the command at once (exit 1, one line, the run row closed).
 A subprocess against the emulator on 127.0.0.1 and a real PostgreSQL."""
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ def test_a_lost_create_is_made_exactly_once_by_one_push(
     assert time.monotonic() - started < 40
 
 
-def test_ctrl_c_during_a_429_pause_ends_the_push_at_once(
-    env: PushEnv, db_config: DatabaseConfig, tmp_path: Path
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_during_a_429_pause_ends_the_push_at_once(
+    env: PushEnv, db_config: DatabaseConfig, tmp_path: Path, signum: signal.Signals
 ) -> None:
     config = write_config(tmp_path / "amosync.toml", env, db_config)
     ids = sorted(env.emulator.account.contacts)
@@ -86,9 +87,14 @@ def test_ctrl_c_during_a_429_pause_ends_the_push_at_once(
         time.sleep(0.05)
     time.sleep(0.5)
     started = time.monotonic()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _out, err = proc.communicate(timeout=20)
     assert time.monotonic() - started < 5, err
-    assert proc.returncode == 130, err
+    assert proc.returncode == 1, err  # CONTRACT: any failure but configuration/usage
     assert "Traceback" not in err
+    said = [line for line in err.splitlines() if line.startswith("amosync:")]
+    assert len(said) == 1, err  # the retry's wait or the 429's pause, whichever it was in
+    assert said[0].startswith(f"amosync: stopped by {signum.name}: a request waiting "), err
+    runs = env.sql("SELECT status, error FROM sync_runs WHERE kind = 'push'")
+    assert [(r.status, r.error) for r in runs] == [("failed", said[0].removeprefix("amosync: "))]
     assert all(env.remote(contact_id)["name"] != "paused" for contact_id in ids)

@@ -78,3 +78,39 @@ def test_pause_on_an_injected_clock_sleeps_then_checks() -> None:
     stopping.set()
     with pytest.raises(AmoStoppedError):
         pause(clock, stopping, 1.0)
+
+
+def test_a_final_stop_refuses_every_new_request_and_names_its_reason() -> None:
+    """The daemon's stop lets a request that waits for nothing go out (its job may finish);
+    a one-shot command's SIGTERM (`final`) sends nothing more, and says why."""
+    script = Script(OK, OK)
+    amo = session(script)
+    amo.stop()
+    assert amo.send("GET", "/api/v4/contacts").data == {"_page": 1}
+    amo.stop("stopped by SIGTERM", final=True)
+    with pytest.raises(AmoStoppedError, match=r"^stopped by SIGTERM: no request is sent"):
+        amo.send("POST", "/api/v4/contacts", json=[{}], write=True)
+    assert len(script.requests) == 1
+    assert amo.writes_tried == 0  # a write refused before it began: not "maybe sent"
+
+
+def test_a_final_stop_ends_a_wait_for_an_ordinary_start() -> None:
+    limiter = RateLimiter(0.5, margin_s=0.0)  # one start, then the next one 2 s later
+    amo = session(Script(OK, OK), limiter=limiter)
+    amo.send("GET", "/api/v4/contacts")
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            amo.send("GET", "/api/v4/contacts")
+        except AmoStoppedError as exc:
+            errors.append(exc)
+
+    waiting = threading.Thread(target=call)
+    waiting.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    amo.stop("stopped by SIGINT", final=True)
+    waiting.join(5)
+    assert time.monotonic() - started < 1
+    assert [str(e) for e in errors] == ["stopped by SIGINT: no request is sent to amoCRM any more"]
