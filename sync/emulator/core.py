@@ -35,6 +35,7 @@ from sync.emulator.reading import (
     batch_size_of,
     form_of,
     is_contacts_list,
+    order_of,
     page_of,
     stamped,
     write_body,
@@ -111,7 +112,9 @@ class Emulator:
             body = controls.rate_limit_body
             return faulting.refusal(verdict, body, self.settings.retry_after_s), None
         path = normalise_path(request.path)
-        rule = self.fault_book.pick(request.method, path, page_of(request), batch_size_of(request))
+        rule = self.fault_book.pick(
+            request.method, path, page_of(request), batch_size_of(request), order_of(request)
+        )
         response = self._faulted(request, rule) if rule else self._answer(request)
         response.delay_s += self._latency(controls)
         return response, rule.kind if rule else None

@@ -45,6 +45,8 @@ class FaultRule:
     method: str | None = None  # e.g. "PATCH"; None = any
     path: str | None = None  # glob on the path without query, e.g. "/api/v4/contacts*"
     min_page: int = 1  # list requests fire only at page >= min_page (empty_page, drift, ...)
+    # list requests fire only when ordered by this key ("id": a second read by id; None: any)
+    order: str | None = None
     times: int | None = 1  # matching requests that get the fault; None = no limit
     skip: int = 0  # matching requests let through before the first fault
     rate: float = 1.0  # probability for each matching request that is not skipped
@@ -70,8 +72,17 @@ class FaultRule:
             raise ValueError(f"fault pick must be one of {', '.join(PICKS)}")
         return cls(**data)
 
-    def matches(self, method: str, path: str, page: int | None, batch: int | None = None) -> bool:
+    def matches(
+        self,
+        method: str,
+        path: str,
+        page: int | None,
+        batch: int | None = None,
+        order: str | None = None,
+    ) -> bool:
         if self.method is not None and self.method.upper() != method:
+            return False
+        if self.order is not None and (page is None or order != self.order):
             return False
         if self.min_batch and (batch or 0) < self.min_batch:
             return False
@@ -129,12 +140,17 @@ class FaultBook:
             return [armed.to_json() for armed in self._rules]
 
     def pick(
-        self, method: str, path: str, page: int | None, batch: int | None = None
+        self,
+        method: str,
+        path: str,
+        page: int | None,
+        batch: int | None = None,
+        order: str | None = None,
     ) -> FaultRule | None:
         """The fault this request gets, if any (counting it against the rule's budget)."""
         with self._lock:
             for armed in self._rules:
-                if armed.exhausted() or not armed.rule.matches(method, path, page, batch):
+                if armed.exhausted() or not armed.rule.matches(method, path, page, batch, order):
                     continue
                 armed.seen += 1
                 if armed.seen <= armed.rule.skip or self._random.random() >= armed.rule.rate:

@@ -1,7 +1,7 @@
 """What `Emulator.handle` reads off a request before and around its endpoint: is it the contacts
-list, which page of a list, how many entities a write carries (faults can aim at both), the
-write's body for the request log, the token endpoint's JSON or form body; and the request id
-every answer is stamped with."""
+list, which page of a list and in what order, how many entities a write carries (faults can aim
+at each), the write's body for the request log, the token endpoint's JSON or form body; and the
+request id every answer is stamped with."""
 
 from __future__ import annotations
 
@@ -27,6 +27,14 @@ def page_of(request: Request) -> int | None:
     if request.method != "GET" or normalise_path(request.path) not in LIST_PATHS:
         return None
     return int_param(request.query, "page", 1)
+
+
+def order_of(request: Request) -> str | None:
+    """The key a list request orders by (`order[id]=asc` → "id"), None when it names none."""
+    if page_of(request) is None:
+        return None
+    order = request.query.get("order")
+    return next(iter(order), None) if isinstance(order, dict) and order else None
 
 
 def batch_size_of(request: Request) -> int | None:

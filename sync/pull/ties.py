@@ -11,7 +11,10 @@ beyond the last known to exist at first, then as many as pages were read, at mos
 (a second of two pages wastes one page answering 204, a bulk second of 16 is read 4 at a time).
 Pages addressed by number can shift when a contact leaves U during the read, so every tie
 records `theta` (amoCRM's newest time known when its read began) and the listing sequence
-number; `sync.pull.tail` checks them after the walk. See docs/pull.md for the whole argument.
+number; `sync.pull.tail` checks them after the walk. A second a bulk edit empties before or
+while it is read answers 204 for good: the contacts the run listed there are then read by id,
+and the 204 is believed only when none of them is still at that second (`_check_emptied`). See
+docs/pull.md for the whole argument.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sync.amo.pages import Page, none_above
+from sync.amo.client import IDS_PER_REQUEST
+from sync.amo.pages import Page
 from sync.amo.turns import Withdrawn
 from sync.errors import InvariantError
 from sync.pull.complete import Completion
@@ -189,27 +193,73 @@ class TieReads(Completion):
                     lambda: self._list(self._tie_filter(tie.second), ("id", "desc"), 1),
                     lambda page: self._tie_end(tie, number, page),
                 )
-            else:
-                raise InvariantError(f"amoCRM keeps answering 204 for the contacts of {tie.second}")
+            else:  # page 1: emptied (a bulk edit moved the second on) or amoCRM's fault
+                self._check_emptied(tie, number)
             return
         tie.empty.add(number)
         if tie.last is None and number - 1 in tie.answered and not tie.answered[number - 1]:
             tie.last = number - 1
 
     def _tie_end(self, tie: Tie, number: int, page: Page | None) -> None:
-        """Page `number` keeps answering 204 after a page that announced more: the end if no
-        contact of the tie's range has an id above the highest its pages listed (a server may
-        announce `next` on a full last page); else amoCRM's spurious 204 hides contacts, and the
-        run fails rather than cut the read short. A 204 or an order not kept proves nothing."""
-        if page is None or not none_above(page, tie.top_id):
+        """Page `number` keeps answering 204 after a page that announced more, and this is page
+        1 by `order[id]=desc`. The tie ends before `number` if that page lists every contact of
+        the tie's range above the highest id its pages listed: it is short (it lists the whole
+        range: a second that shrank below the pages read), or its lowest id is at or below that
+        id (nothing above it: a server may announce `next` on a full last page; or some, all
+        listed here: a second that shrank while read). Contacts at or below that id were on the
+        pages read unless one left the second meanwhile, which the tie's check sees (it is read
+        again). A 204 here is checked by id (`_check_emptied`). Else amoCRM's spurious 204 may
+        hide contacts, and the run fails rather than cut the read short."""
+        if page is None:
+            self._check_emptied(tie, number)
+            return
+        ids = [int(i["id"]) for i in page.items]
+        whole = self._ends(page)
+        if not whole and not (ids == sorted(ids, reverse=True) and ids[-1] <= tie.top_id):
             raise InvariantError(f"amoCRM keeps answering 204 for the contacts of {tie.second}")
         self._seen(page.items)
-        self._tie_items(tie, page.items)  # raises if the filter was not kept
-        log.info("pull_tie_end_checked", second=tie.second, page=number)
+        mine = self._tie_items(tie, page.items)  # raises if the filter was not kept
+        self._collect([i for i in mine if int(i["id"]) not in tie.known | tie.ids], None)
+        above = sum(1 for i in ids if i > tie.top_id)
+        tie.ids.update(ids_of(mine))
+        log.info("pull_tie_end_checked", second=tie.second, page=number, above=above)
+        self._tie_ends_before(tie, number)
+
+    def _tie_ends_before(self, tie: Tie, number: int) -> None:
         tie.empty.add(number)
         if tie.last is None:
             tie.last = number - 1
         self._tie_settled(tie)
+
+    def _check_emptied(self, tie: Tie, number: int) -> None:
+        """Page `number` of the tie keeps answering 204 where the run listed contacts (its page
+        1; or a later one, and page 1 by `order[id]=desc` too): the contacts the run listed in
+        the second are read by id (`filter[id][]`, 250 a request, stopping at the first still
+        there). None still at the second (moved on by an edit, or gone: the events tell the
+        deletions) proves it **emptied**: the 204 was the truth, and the read ends before
+        `number`. One still there proves amoCRM's spurious 204: the run fails as before."""
+        seen = sorted(tie.known | tie.ids)
+        self._submit(
+            lambda: self._still_at(seen, tie.second),
+            lambda probe: self._on_emptied_check(tie, number, len(seen), probe),
+        )
+
+    def _still_at(self, ids: list[int], second: int) -> tuple[int, bool]:
+        """(requests sent, whether one of `ids` has `updated_at` `second` still)."""
+        sent = 0
+        for start in range(0, len(ids), IDS_PER_REQUEST):
+            sent += 1
+            found = self.client.fetch_contacts_by_ids(ids[start : start + IDS_PER_REQUEST])
+            if any(updated(item) == second for item in found.values()):
+                return sent, True
+        return sent, False
+
+    def _on_emptied_check(self, tie: Tie, number: int, seen: int, probe: tuple[int, bool]) -> None:
+        self.list_requests += probe[0]
+        if probe[1] or not seen:
+            raise InvariantError(f"amoCRM keeps answering 204 for the contacts of {tie.second}")
+        log.info("pull_tie_emptied", second=tie.second, page=number, seen=seen)
+        self._tie_ends_before(tie, number)
 
     def _tie_items(self, tie: Tie, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         stamps = [updated(i) for i in items]

@@ -94,6 +94,19 @@ def test_spurious_204_on_a_later_page_once(client, emulator) -> None:
     assert client.get(CONTACTS, params={"page": 2, "limit": 50}).status_code == 200
 
 
+def test_a_fault_aimed_at_one_order_spares_the_other_lists(client, emulator) -> None:
+    """`order="id"` hits the reads of a second by id, not keyset windows nor events."""
+    emulator.add_fault(FaultRule(kind="empty_page", order="id", times=None))
+    by_date = {"order[updated_at]": "asc", "limit": 50}
+    assert client.get(CONTACTS, params=by_date).status_code == 200
+    assert client.get(CONTACTS, params={"limit": 50}).status_code == 200  # no order named
+    assert client.get(CONTACTS, params={"order[id]": "desc", "limit": 50}).status_code == 204
+    added = client.post("/_emulator/faults", json={"kind": "empty_page", "order": "id"})
+    assert added.status_code == 200
+    assert emulator.faults()[0]["order"] == "id"
+    assert [f["fired"] for f in emulator.faults()] == [1, 0]
+
+
 def test_drift_between_page_fetches_makes_a_page_walk_miss_contacts(client, emulator) -> None:
     emulator.clock.advance(3600)
     emulator.add_fault(FaultRule(kind="drift", min_page=2, touch=10, times=None))
