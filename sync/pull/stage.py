@@ -32,7 +32,6 @@ log = get_logger("sync.pull.fetch")
 
 SETTLE_S = 2  # lists may lag writes by at most this (amoCRM's clock: see `amo_start`)
 SPECULATIVE = 3  # tie pages asked beyond the last one known to exist
-PROMISED_ASKS = 4  # a 204 where the previous page said more follows is asked this often
 TIE_ASKS = 3
 CHAT_BATCH = 250  # contacts a chat-links request names (amoCRM's most per request)
 OUTBOX = 2  # complete pages beyond the sink's queue before no new page is asked for (memory)
@@ -109,7 +108,9 @@ class FetchSetup:
     ceiling: int  # R: the run's start by our clock
     chats: bool
     new_chats_only: bool  # incremental: chat links only for versions not stored yet
-    first_attempts: int  # a 204 on a run's first window is asked this often
+    # the daemon's poll: a 204 is proven only once the run lists something (else its cursor
+    # stays and nothing is claimed: `sync.pull.empty`)
+    lazy_empty: bool
     bounds: str | None  # "inclusive" / "exclusive" once proven, else None
     top_at_start: bool  # a full resync reads the newest page at once
     top_allowed: bool  # False: the account is known to fit in two pages (no newest page)
@@ -166,6 +167,7 @@ class Stage:
         self.baseline_state = "none"  # none / asked / done
         self.full_tail = False
         self.reread_from: int | None = None
+        self.unproven: list[Window] = []  # answered 204 while nothing was listed (lazy_empty)
         self.starts: dict[int, int] = {}  # id(window) → the start second of an unproven first page
         self.list_requests = 0
         self.next_sent = False  # a list page had `next`: a tie's page 2 may be asked ahead

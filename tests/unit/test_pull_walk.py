@@ -121,7 +121,7 @@ def fetch_stage(client: AmoClient, stored: Stored, spans: list[Span], *, full: b
         ceiling=ceiling,
         chats=True,
         new_chats_only=not full,
-        first_attempts=2,
+        lazy_empty=False,
         bounds=None,
         top_at_start=full,
         top_allowed=True,
