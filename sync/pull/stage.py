@@ -168,6 +168,7 @@ class Stage:
         self.full_tail = False
         self.reread_from: int | None = None
         self.unproven: list[Window] = []  # answered 204 while nothing was listed (lazy_empty)
+        self.beside: dict[int, Any] = {}  # id(final pass) → the newest page asked beside it
         self.starts: dict[int, int] = {}  # id(window) → the start second of an unproven first page
         self.list_requests = 0
         self.next_sent = False  # a list page had `next`: a tie's page 2 may be asked ahead
