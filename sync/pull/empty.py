@@ -18,8 +18,10 @@ range empty or show that the 204 was spurious:
 The probe is answered after the 204 and so proves the range empty at a moment of the run (after
 the final pass was sent, for the final pass): case 1 of docs/pull.md's argument needs no more.
 A round that does not prove the range asks the window again; after `MAX_ROUNDS` the run fails.
-Cost: one request (two when the probe answers 204) per window that is really empty, none where
-a window lists contacts. The daemon's poll (`lazy_empty`) proves nothing while the run has
+A final pass (usually empty) has its newest page asked beside it, at the same moment: as good a
+proof, without a round trip at the end of the run. Cost: one request per window that is really
+empty (two when its probe answers 204) and one per final pass; none where a window lists
+contacts. The daemon's poll (`lazy_empty`) proves nothing while the run has
 listed nothing: its cursor then stays where it was, so a spurious 204 costs nothing, and an idle
 poll stays one request; once anything is listed, the windows it believed are probed at the end.
 """

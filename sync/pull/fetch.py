@@ -4,8 +4,8 @@
 in flight and hands every page to the sink complete — its contacts, their chat links, any custom
 field definitions it needs that the run did not know, and the span of seconds it proves read.
 The class is built in layers (`sync.pull.stage`: state; `complete`: chats and definitions;
-`ties`: the newest page and seconds read by id; `tail`: after the windows); this module is the
-top one: the loop and the windows.
+`ties`: the newest page and seconds read by id; `tail`: after the windows; `empty`: a 204
+proven); this module is the top one: the loop and the windows.
 
 **A window** `[pos, hi)` is read by keyset: page 1 of `filter[updated_at][from]=pos&[to]=hi-1`,
 `order[updated_at]=asc`. A full page whose last contact is at second U proves `[pos, U)` read;

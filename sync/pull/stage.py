@@ -4,8 +4,9 @@ does (submit a request, list a page, read amoCRM's clock, remember what was list
 The fetch stage is one class built in layers, each in its own module and each using only the
 ones below it: `Stage` (here) → `sync.pull.complete` (pages completed with their chat links and
 field definitions, handed to the sink) → `sync.pull.ties` (the newest page; seconds read by id)
-→ `sync.pull.tail` (after the windows: the final pass, the tie checks) → `sync.pull.fetch` (the
-loop, and the windows walked by keyset). Everything runs on one scheduler thread that owns the
+→ `sync.pull.tail` (after the windows: the final pass, the tie checks) → `sync.pull.empty` (a
+window's 204 proven, not believed) → `sync.pull.fetch` (the loop, and the windows walked by
+keyset). Everything runs on one scheduler thread that owns the
 plan; the requests run on a pool. The rate budget of the client paces them all, so more workers
 never means more than `max_rps`.
 """
