@@ -4,8 +4,8 @@
 in flight and hands every page to the sink complete — its contacts, their chat links, any custom
 field definitions it needs that the run did not know, and the span of seconds it proves read.
 The class is built in layers (`sync.pull.stage`: state; `complete`: chats and definitions;
-`ties`: the newest page and seconds read by id; `tail`: after the windows); this module is the
-top one: the loop and the windows.
+`ties`: the newest page and seconds read by id; `tail`: after the windows; `empty`: a 204
+proven); this module is the top one: the loop and the windows.
 
 **A window** `[pos, hi)` is read by keyset: page 1 of `filter[updated_at][from]=pos&[to]=hi-1`,
 `order[updated_at]=asc`. A full page whose last contact is at second U proves `[pos, U)` read;
@@ -26,9 +26,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from sync.errors import InvariantError
+from sync.pull.empty import EmptyProof
 from sync.pull.stage import (
     OUTBOX,
-    PROMISED_ASKS,
     SETTLE_S,
     SPECULATIVE,
     FetchSetup,
@@ -37,7 +37,6 @@ from sync.pull.stage import (
     log,
     updated,
 )
-from sync.pull.tail import AfterWalk
 from sync.pull.windows import Window
 
 MIN_WINDOWS = 3  # windows read at once before the budget's queue may hold back a split
@@ -45,7 +44,7 @@ MIN_WINDOWS = 3  # windows read at once before the budget's queue may hold back 
 __all__ = ["SETTLE_S", "SPECULATIVE", "FetchSetup", "Fetcher", "FiltersIgnored"]
 
 
-class Fetcher(AfterWalk):
+class Fetcher(EmptyProof):
     """One run's fetch stage (see the module docstring)."""
 
     # --- the loop ---------------------------------------------------------------------------
@@ -227,7 +226,7 @@ class Fetcher(AfterWalk):
             window.boundary = frozenset(ids_of([i for i in inside if updated(i) == last]))
             # "more follows" speaks of the range asked; a window split meanwhile may hold none
             # (a full page without `next` promised nothing: read on, as the vendor may be
-            # a stand-in that never sends `next`, but a 204 next is believed)
+            # a stand-in that never sends `next`; a 204 next is probed, `sync.pull.empty`)
             window.pos, window.promised = last, page.has_next and asked[1] == window.hi
             if self.top == "none" and window.hi is None and self.setup.top_allowed:
                 self._ask_top()  # a backlog: learn where it ends, to split it
@@ -250,32 +249,6 @@ class Fetcher(AfterWalk):
             self._ask_top()
             self._ask_baseline()
         self.on_answer()
-
-    def _on_window_204(self, window: Window) -> None:
-        window.asks += 1
-        if window.promised:
-            limit = PROMISED_ASKS
-        elif window.pages == 0:
-            limit = window.first
-        else:
-            limit = 2
-        if window.asks < limit:
-            return  # asked again at the next dispatch
-        if window.promised:  # deleted meanwhile (a spurious 204 does not persist): believed
-            log.warning("pull_window_emptied", second=window.pos, asked=window.asks)
-        low = self.starts.pop(id(window), window.pos)
-        self._collect([], (low, window.hi))
-        self.plan.finish(window)
-
-    @staticmethod
-    def _check_ascending(
-        items: list[dict[str, Any]], low: int, hi: int | None, margin: int
-    ) -> None:
-        stamps = [updated(i) for i in items]
-        if stamps[0] < low or stamps != sorted(stamps):
-            raise FiltersIgnored(f"asked from {low}, got updated_at {stamps[0]}")
-        if hi is not None and stamps[0] > hi - 1 + margin:
-            raise FiltersIgnored(f"asked below {hi}, got updated_at {stamps[0]}")
 
     def _bounds_exclusive(self, window: Window, items: list[dict[str, Any]]) -> bool:
         """Settle the date bounds on the first continuation page (see the module docstring)."""

@@ -25,12 +25,15 @@ is stored by the next incremental run, not by this one (see docs/pull.md).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sync.amo.client import CONTACTS, AmoClient
-from sync.amo.pages import listed, none_above
+from sync.amo.pages import Page, listed, none_above
 from sync.errors import InvariantError
+from sync.pull.empty import EMPTY_ASKS, EMPTY_PAUSE_S
+from sync.pull.stage import log
 
 
 def _u(item: Mapping[str, Any]) -> int:
@@ -42,7 +45,7 @@ def descending(
 ) -> Iterator[list[dict[str, Any]]]:
     """Contacts with `updated_at` ≥ start, newest first, a page at a time. Raises
     `InvariantError` if a 204 cuts the walk short."""
-    pages = client.iter_contacts(order=("updated_at", "desc"), with_=with_, limit=page_size)
+    pages = _listing(client, order=("updated_at", "desc"), with_=with_, limit=page_size)
     complete = True
     try:
         for page in pages:
@@ -63,9 +66,7 @@ def by_id(
     client: AmoClient, with_: Sequence[str], page_size: int, prefetch: int
 ) -> Iterator[list[dict[str, Any]]]:
     """Every live contact by `order[id]=asc` (pages fetched `prefetch` ahead, yielded in order)."""
-    pages = client.iter_contacts(
-        order=("id", "asc"), with_=with_, limit=page_size, prefetch=prefetch
-    )
+    pages = _listing(client, order=("id", "asc"), with_=with_, limit=page_size, prefetch=prefetch)
     more, last_id = False, 0
     try:
         for page in pages:
@@ -77,6 +78,27 @@ def by_id(
     # iteration ended on a 204 after a page that promised more
     if more and not _nothing_above(client, last_id):
         raise InvariantError("amoCRM answered 204 in the middle of the full resync")
+
+
+def _listing(client: AmoClient, **params: Any) -> Iterator[Page]:
+    """The pages of an unfiltered list. Its page 1 answers 204 only for an account with no
+    contacts, or spuriously (amocrm-api.md §2): it is asked again, after a short pause, up to
+    `EMPTY_ASKS` times in all before the account is taken as empty (a walk cut short here
+    stored nothing: the descending walk kept its cursor, but its final pass and the full
+    resync by id exited 0 without the contacts)."""
+    for asked in range(1, EMPTY_ASKS + 1):
+        pages = client.iter_contacts(**params)
+        try:
+            first = next(pages, None)
+            if first is not None:
+                yield first
+                yield from pages
+                return
+        finally:
+            pages.close()  # type: ignore[attr-defined]
+        if asked < EMPTY_ASKS:
+            time.sleep(EMPTY_PAUSE_S)
+    log.warning("pull_account_empty", asked=EMPTY_ASKS)
 
 
 def _nothing_above(client: AmoClient, last_id: int) -> bool:

@@ -115,9 +115,9 @@ class RunBase:
             ceiling=self.ceiling,
             chats=self.sync.chats,
             new_chats_only=not full,
-            # the daemon does not ask again after a 204 for "anything since the cursor?": it
-            # asks again at the next poll anyway (the cursor stays)
-            first_attempts=1 if self.memo is not None and not full else 2,
+            # the daemon proves no 204 while its poll lists nothing: the cursor stays, and the
+            # next poll asks again anyway (an idle poll stays one request)
+            lazy_empty=self.memo is not None and not full,
             bounds=self.old.bounds,
             # the newest page tells a big account where its data ends (to split); an account
             # known to fit in two pages would only read it twice
@@ -152,8 +152,6 @@ class RunBase:
         assert keeper is not None
         assert sink is not None
         plan = Plan.of(spans, self.ceiling, setup.page_size)
-        for window in plan.windows:
-            window.first = setup.first_attempts
         pages: queue.Queue[Any] = queue.Queue(maxsize=PIPELINE_DEPTH)
         failed = threading.Event()
 

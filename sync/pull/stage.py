@@ -4,8 +4,9 @@ does (submit a request, list a page, read amoCRM's clock, remember what was list
 The fetch stage is one class built in layers, each in its own module and each using only the
 ones below it: `Stage` (here) → `sync.pull.complete` (pages completed with their chat links and
 field definitions, handed to the sink) → `sync.pull.ties` (the newest page; seconds read by id)
-→ `sync.pull.tail` (after the windows: the final pass, the tie checks) → `sync.pull.fetch` (the
-loop, and the windows walked by keyset). Everything runs on one scheduler thread that owns the
+→ `sync.pull.tail` (after the windows: the final pass, the tie checks) → `sync.pull.empty` (a
+window's 204 proven, not believed) → `sync.pull.fetch` (the loop, and the windows walked by
+keyset). Everything runs on one scheduler thread that owns the
 plan; the requests run on a pool. The rate budget of the client paces them all, so more workers
 never means more than `max_rps`.
 """
@@ -32,7 +33,6 @@ log = get_logger("sync.pull.fetch")
 
 SETTLE_S = 2  # lists may lag writes by at most this (amoCRM's clock: see `amo_start`)
 SPECULATIVE = 3  # tie pages asked beyond the last one known to exist
-PROMISED_ASKS = 4  # a 204 where the previous page said more follows is asked this often
 TIE_ASKS = 3
 CHAT_BATCH = 250  # contacts a chat-links request names (amoCRM's most per request)
 OUTBOX = 2  # complete pages beyond the sink's queue before no new page is asked for (memory)
@@ -109,7 +109,9 @@ class FetchSetup:
     ceiling: int  # R: the run's start by our clock
     chats: bool
     new_chats_only: bool  # incremental: chat links only for versions not stored yet
-    first_attempts: int  # a 204 on a run's first window is asked this often
+    # the daemon's poll: a 204 is proven only once the run lists something (else its cursor
+    # stays and nothing is claimed: `sync.pull.empty`)
+    lazy_empty: bool
     bounds: str | None  # "inclusive" / "exclusive" once proven, else None
     top_at_start: bool  # a full resync reads the newest page at once
     top_allowed: bool  # False: the account is known to fit in two pages (no newest page)
@@ -166,6 +168,8 @@ class Stage:
         self.baseline_state = "none"  # none / asked / done
         self.full_tail = False
         self.reread_from: int | None = None
+        self.unproven: list[Window] = []  # answered 204 while nothing was listed (lazy_empty)
+        self.beside: dict[int, Any] = {}  # id(final pass) → the newest page asked beside it
         self.starts: dict[int, int] = {}  # id(window) → the start second of an unproven first page
         self.list_requests = 0
         self.next_sent = False  # a list page had `next`: a tie's page 2 may be asked ahead

@@ -48,7 +48,7 @@ class AfterWalk(TieReads):
             self.reread_from = min(t.theta for t in shaken)
             return True
         if self.reread_from is not None:  # after a re-read: what changed meanwhile, stored
-            self._final_pass(self.reread_from, self.setup.first_attempts)
+            self._final_pass(self.reread_from)
             self.reread_from = None
             return True
         for tie in self.ties:
@@ -79,9 +79,9 @@ class AfterWalk(TieReads):
         starts = [t.theta for t in ties] + ([] if start is None else [start])
         wait = 0.0 if start is None else self.setup.settle_until - self.setup.now()
         if wait > 0:  # a fast run: what was written just before it began may not be listed yet
-            self._submit(lambda: self.stop.wait(wait), lambda _: self._final_pass(min(starts), 1))
+            self._submit(lambda: self.stop.wait(wait), lambda _: self._final_pass(min(starts)))
         else:
-            self._final_pass(min(starts), 1)  # a 204 here is believed, as for any split window
+            self._final_pass(min(starts))  # a 204 here is probed (`sync.pull.empty`)
         for tie in ties:
             tie.checked = True
         if ties:
@@ -93,11 +93,11 @@ class AfterWalk(TieReads):
         for tie in ties:
             tie.deleted = gone
 
-    def _final_pass(self, start: int, first: int) -> None:
+    def _final_pass(self, start: int) -> None:
         """Everything from `start` on, by keyset to the end; seconds read by id are left out."""
         read = [(t.second, t.second + 1) for t in self.ties]
         for lo, hi in subtract([(start, None)], read):
-            self.plan.windows.append(Window(lo, hi, first=first, splittable=False))
+            self.plan.windows.append(Window(lo, hi, splittable=False))
 
     def _shaken(self, tie: Tie) -> bool:
         """Whether something changed while the tie was read that could have shifted its pages."""

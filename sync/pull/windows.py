@@ -128,12 +128,12 @@ class Window:
     pos: int
     hi: int | None
     busy: bool = False
-    pages: int = 0  # pages answered so far (the first is asked `first_attempts` times on 204)
-    promised: bool = False  # the last page said more follows: a 204 now is not believed
+    pages: int = 0  # pages answered so far
+    promised: bool = False  # the last page said more follows
     rate: float | None = None  # contacts per second seen by its last full page
     boundary: frozenset[int] = frozenset()  # ids at second `pos` of the last page
-    first: int = 1  # how often a 204 on its first page is asked (split windows: believed)
-    asks: int = 0  # 204s in a row
+    asks: int = 0  # 204s in a row that no probe explained (`sync.pull.empty`)
+    empties: int = 0  # 204s in a row on the newest page asked to prove it empty
     splittable: bool = True  # a final pass is read to its end by one walk
 
 

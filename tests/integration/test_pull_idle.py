@@ -76,9 +76,11 @@ def test_an_idle_poll_of_the_daemon_sends_one_request(
         assert_converged(engine, emulator)
 
 
-def test_a_first_page_204_is_asked_once_by_the_daemon_and_twice_by_the_cli(
+def test_a_first_page_204_costs_the_daemon_nothing_and_the_cli_one_probe(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:
+    """The daemon's poll that lists nothing keeps its cursor: its 204 needs no proof. Any other
+    run proves it (sync/pull/empty.py): the newest page shows nothing at or after the window."""
     with emulated(contacts=100) as (emulator, url):
         config = _setup(db_config, url, emulator, overlap_s=0)  # nothing re-read: a 204
         pull(config, engine, emulator)
@@ -90,6 +92,9 @@ def test_a_first_page_204_is_asked_once_by_the_daemon_and_twice_by_the_cli(
         assert asked == Counter({CONTACTS: 1})
         _report, cli = _poll(config, engine, emulator, None)
         assert cli[CONTACTS] == 2
+        lists = [r["query"] for r in emulator.requests() if r["path"] == "/api/v4/contacts"]
+        assert "filter" not in lists[1]  # the newest page, not the window again
+        assert "desc" in lists[1]
 
 
 def test_a_deletion_is_found_once_events_interval_s_has_passed(

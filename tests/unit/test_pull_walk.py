@@ -121,7 +121,7 @@ def fetch_stage(client: AmoClient, stored: Stored, spans: list[Span], *, full: b
         ceiling=ceiling,
         chats=True,
         new_chats_only=not full,
-        first_attempts=2,
+        lazy_empty=False,
         bounds=None,
         top_at_start=full,
         top_allowed=True,
@@ -316,3 +316,20 @@ def test_a_windows_next_page_goes_before_a_ties_speculative_pages() -> None:
         window.busy = True
         assert fetcher._start_one()  # nothing certain left: the speculative page
         assert asked == [("tie", 2), ("window", window.pos), ("tie", 3)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_spurious_204s_on_any_list_page_lose_nothing(seed: int) -> None:
+    """15% of list requests answer 204 (amoCRM's spurious 204s, any page, any window): the walk
+    still hands on every contact, its spans join up, and each 204 is probed, not believed
+    (sync/pull/empty.py; before, a split window's or the final pass's first 204 was believed:
+    seeds 1-3 and 5 lost 900-2,900 of 3,000 contacts)."""
+    with amo(contacts=3000, seed=seed) as (emulator, client):
+        rule = FaultRule(kind="empty_page", path="/api/v4/contacts", times=None, rate=0.15)
+        emulator.add_fault(rule)
+        stored = Stored(truth=live(emulator))
+        walk(client, stored, [(0, None)], full=True)
+        expected = live(emulator)
+    assert stored.versions == expected
+    assert not stored.claimed_early
+    assert normalize(stored.covers)[0][0] == 0

@@ -1,0 +1,192 @@
+"""The fetch stage's proof that a window is empty: a 204 alone never ends a range.
+
+amoCRM answers 204 for an empty list, and also, now and then, for a page that is not empty
+(amocrm-api.md §2, §11.4: spurious mid-scan 204s). Asking again only makes a wrong belief less
+likely; a 204 on a window `[pos, hi)` is instead followed by a **probe** whose contents prove the
+range empty or show that the 204 was spurious:
+
+* a bounded window: page 1 of `filter[updated_at][from]=pos` (no upper bound), ascending. If it
+  lists no contact of `[pos, hi)` that the window has not read (its boundary second's contacts
+  were listed by the page before) and reaches `hi` or its end, the range is empty; if it lists
+  one, the window is asked again.
+* an open window, or a bounded one whose probe answered 204: the newest page (`order[updated_at]
+  =desc`, no filter). Its newest contact below `pos` proves `[pos, ∞)` empty; one at or above
+  `pos` means the 204 was spurious (or a contact was written since): the window is asked again.
+  A non-empty account never answers it with a genuine 204; `EMPTY_ASKS` 204s in a row (a short
+  pause before each) are taken for an account with no contacts.
+
+The probe is answered after the 204 and so proves the range empty at a moment of the run (after
+the final pass was sent, for the final pass): case 1 of docs/pull.md's argument needs no more.
+A round that does not prove the range asks the window again; after `MAX_ROUNDS` the run fails.
+A final pass (usually empty) has its newest page asked beside it, at the same moment: as good a
+proof, without a round trip at the end of the run. Cost: one request per window that is really
+empty (two when its probe answers 204) and one per final pass; none where a window lists
+contacts. The daemon's poll (`lazy_empty`) proves nothing while the run has
+listed nothing: its cursor then stays where it was, so a spurious 204 costs nothing, and an idle
+poll stays one request; once anything is listed, the windows it believed are probed at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sync.errors import InvariantError
+from sync.pull.stage import FiltersIgnored, log, updated
+from sync.pull.tail import AfterWalk
+from sync.pull.windows import Window
+
+EMPTY_ASKS = 6  # 204s in a row on the newest page before the account is taken as empty
+EMPTY_PAUSE_S = 0.2  # before the newest page is asked again after a 204
+MAX_ROUNDS = 8  # 204s on a window that no probe explains before the run fails
+PENDING, AWAITED = object(), object()  # the newest page beside a final pass: not answered yet
+
+
+class EmptyProof(AfterWalk):
+    """Windows answered 204 (see the module docstring)."""
+
+    def _on_window_204(self, window: Window) -> None:
+        window.asks += 1
+        window.rate = None  # not split while it is probed: it is likely empty
+        if window.asks > MAX_ROUNDS:
+            raise InvariantError(
+                f"amoCRM keeps answering 204 for contacts updated from {window.pos}"
+                f" to {window.hi} though other reads list contacts there"
+            )
+        if self.setup.lazy_empty and self.newest is None and window.splittable:
+            self.plan.finish(window)  # proven at the end if the run lists anything after all
+            self.unproven.append(window)
+            return
+        if id(window) in self.beside:  # a final pass: its newest page went out beside it
+            answer = self.beside.pop(id(window))
+            window.busy = True
+            if answer is PENDING:
+                self.beside[id(window)] = AWAITED
+            else:
+                self._on_probe_top(window, answer)
+            return
+        self._probe(window)
+
+    def _final_pass(self, start: int) -> None:
+        """The final pass, and beside it the newest page that proves it empty if it answers 204
+        (sent at the same moment, after every window: as good a proof as one sent after the 204,
+        without the round trip at the end of every run whose final pass finds nothing)."""
+        before = set(map(id, self.plan.windows))
+        super()._final_pass(start)
+        for window in self.plan.windows:
+            if id(window) not in before and window.hi is None:
+                self.beside[id(window)] = PENDING
+                self.list_requests += 1
+                self._submit(
+                    lambda: self._list(None, ("updated_at", "desc"), 1), self._beside_of(window)
+                )
+
+    def _beside_of(self, window: Window) -> Callable[[Any], None]:
+        return lambda page: self._on_beside(window, page)
+
+    def _on_beside(self, window: Window, page: Any) -> None:
+        if self.beside.get(id(window)) is AWAITED:  # the final pass answered 204 first
+            del self.beside[id(window)]
+            self._on_probe_top(window, page)
+        elif window in self.plan.windows:
+            self.beside[id(window)] = page  # for a 204 still to come
+        else:
+            self.beside.pop(id(window), None)
+
+    def _next_phase(self) -> bool:
+        if self.unproven:
+            windows, self.unproven = self.unproven, []
+            for window in windows:
+                if self.newest is None:  # nothing listed: the cursor stays, nothing is claimed
+                    self._empty(window)
+                else:
+                    self.plan.windows.append(window)
+                    self._probe(window)
+            if self.plan.windows:
+                return True
+        return super()._next_phase()
+
+    def _probe(self, window: Window) -> None:
+        window.busy = True
+        if window.hi is None:
+            self._probe_top(window, 0.0)
+            return
+        bound = {"updated_at": {"from": window.pos - self.margin}}
+        margin = self.margin
+        self.list_requests += 1
+        self._submit(
+            lambda: self._list(bound, ("updated_at", "asc"), 1),
+            lambda page: self._on_probe(window, margin, page),
+        )
+
+    def _on_probe(self, window: Window, margin: int, page: Any) -> None:
+        if window not in self.plan.windows:
+            return
+        if margin != self.margin:  # asked before the bounds turned out exclusive
+            window.busy = False
+            return
+        if page is None:
+            self._probe_top(window, 0.0)
+            return
+        items: list[dict[str, Any]] = page.items
+        self._check_ascending(items, window.pos - margin, None, margin)
+        end = float("inf") if window.hi is None else window.hi
+        unread = [
+            i
+            for i in items
+            if window.pos <= updated(i) < end and int(i["id"]) not in window.boundary
+        ]
+        if not unread and (updated(items[-1]) >= end or self._ends(page)):
+            self._empty(window)
+            return
+        log.info("pull_spurious_204", second=window.pos, hi=window.hi, unread=len(unread))
+        window.busy = False  # the 204 hid contacts: ask the window again
+
+    def _probe_top(self, window: Window, pause: float) -> None:
+        self.list_requests += 1
+
+        def read() -> Any:
+            if pause:
+                self.stop.wait(pause)
+            return self._list(None, ("updated_at", "desc"), 1)
+
+        self._submit(read, lambda page: self._on_probe_top(window, page))
+
+    def _on_probe_top(self, window: Window, page: Any) -> None:
+        if window not in self.plan.windows:
+            return
+        if page is None:
+            window.empties += 1
+            if window.empties < EMPTY_ASKS:
+                self._probe_top(window, EMPTY_PAUSE_S)
+                return
+            log.warning("pull_account_empty", asked=window.empties)
+            self._empty(window)
+            return
+        window.empties = 0
+        stamps = [updated(i) for i in page.items]
+        if stamps != sorted(stamps, reverse=True):
+            raise FiltersIgnored("amoCRM ignored order[updated_at]=desc")
+        if stamps[0] < window.pos:
+            self._empty(window)
+            return
+        log.info("pull_spurious_204", second=window.pos, hi=window.hi, newest=stamps[0])
+        window.busy = False  # something at or above pos: ask the window again
+
+    @staticmethod
+    def _check_ascending(
+        items: list[dict[str, Any]], low: int, hi: int | None, margin: int
+    ) -> None:
+        stamps = [updated(i) for i in items]
+        if stamps[0] < low or stamps != sorted(stamps):
+            raise FiltersIgnored(f"asked from {low}, got updated_at {stamps[0]}")
+        if hi is not None and stamps[0] > hi - 1 + margin:
+            raise FiltersIgnored(f"asked below {hi}, got updated_at {stamps[0]}")
+
+    def _empty(self, window: Window) -> None:
+        """`[pos, hi)` proven empty (beyond the contacts of `pos` the window read already)."""
+        if window.promised:  # deleted meanwhile: the page before said more follows
+            log.warning("pull_window_emptied", second=window.pos, asked=window.asks)
+        low = self.starts.pop(id(window), window.pos)
+        self._collect([], (low, window.hi))
+        self.plan.finish(window)
