@@ -18,6 +18,7 @@ from sync.errors import InvariantError
 from sync.pull.stage import (
     RECENT_LIMIT,
     SETTLE_S,
+    TIE_ASKS,
     Tie,
     log,
 )
@@ -120,19 +121,29 @@ class AfterWalk(TieReads):
         items: list[dict[str, Any]] = []
         number = top
         while True:  # a second that grew (not settled yet): read upwards first
-            page = self._list(self._tie_filter(tie.second), ("id", "asc"), number)
-            self.list_requests += 1
+            page = self._persisting(tie, number)
             if page is None or self._ends(page):
                 break
             number += 1
         if page is not None:
             items += page.items
         for lower in range(number - 1, 0, -1):
-            page = self._list(self._tie_filter(tie.second), ("id", "asc"), lower)
-            self.list_requests += 1
+            page = self._persisting(tie, lower)
             if page is not None:
                 items += page.items
         return items
+
+    def _persisting(self, tie: Tie, number: int) -> Any:
+        """Page `number` of second U by id; a 204 is asked again up to `TIE_ASKS` times in all
+        before it is believed (amoCRM's spurious 204s do not persist, and a page skipped here
+        would not be read again). A run gets here only when a tie was shaken: rare, so the
+        asks cost nothing on a run that does not need them."""
+        for _ in range(TIE_ASKS):
+            page = self._list(self._tie_filter(tie.second), ("id", "asc"), number)
+            self.list_requests += 1
+            if page is not None:
+                return page
+        return None
 
     def _on_verified(self, results: list[tuple[Tie, list[dict[str, Any]]]]) -> None:
         for tie, items in results:

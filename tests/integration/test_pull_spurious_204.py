@@ -8,12 +8,14 @@ HTTP, real PostgreSQL), and a seeded run answers 15% of all list requests so.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import orjson
 from sqlalchemy.engine import Engine
+from structlog.testing import capture_logs
 
 from sync.config import DatabaseConfig
 from sync.emulator import Emulator, EmulatorSettings, FaultRule, serve
@@ -184,3 +186,45 @@ def test_filters_off_a_204_on_page_1_of_the_resync_by_id_is_asked_again(
         assert report.mode == "full-by-id"
         assert_converged(engine, emulator)
         assert len(emulator.hits) == 2
+
+
+def test_a_204_while_a_shaken_tie_is_read_again_is_not_believed(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """A second read by id shifts under edits (drift), so it is read again page by page
+    (`tail._verify`); a spurious 204 on a page of that re-read, one that answered contacts
+    the first time, must not drop the page."""
+    with spurious(contacts=500, trashed_fraction=0.0, clock_start=time.time() - 600) as (
+        emulator,
+        url,
+    ):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=25)
+        pull(config, engine, emulator)
+        emulator.clock.advance(30)
+        live = sorted(c.id for c in emulator.account.contacts.values() if not c.is_deleted)
+        emulator.update_contacts([{"id": i, "last_name": "Tie"} for i in live[:200]])
+        emulator.clock.advance(2)
+        answered: set[tuple[Any, ...]] = set()
+
+        def by_id(query: dict[str, Any]) -> tuple[Any, ...] | None:
+            if query["order"] != ("id", "asc"):
+                return None
+            return (query["from"], query["to"], query["page"])
+
+        def remember(request: Request, query: dict[str, Any]) -> None:
+            key = by_id(query)
+            if key is not None:
+                answered.add(key)
+
+        def re_read(request: Request, query: dict[str, Any]) -> bool:
+            key = by_id(query)  # each page of the re-read, once
+            return key in answered and not any(by_id(h) == key for h in emulator.hits)
+
+        emulator.after, emulator.hit = remember, re_read
+        rule = FaultRule(kind="drift", path=CONTACTS, min_page=2, times=3, touch=2)
+        emulator.add_fault(rule)
+        with capture_logs() as logs:
+            pull(config, engine, emulator)
+        assert "pull_tie_reverified" in [e["event"] for e in logs]
+        assert emulator.hits, "no page was read again"
+        assert_converged(engine, emulator)
