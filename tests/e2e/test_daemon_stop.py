@@ -1,0 +1,86 @@
+"""Stopping `amosync run` in the awkward moments: while PostgreSQL stops answering (a frozen
+network path, through `tests.pg_proxy`), and while a requested full resync waits to retry."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from sync.config import DatabaseConfig, Secret
+from tests.e2e.daemon_procs import DaemonProcess, EmulatorProcess, wait_for
+from tests.pg_proxy import FreezeProxy
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[EmulatorProcess]:
+    process = EmulatorProcess(tmp_path)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path, emulator: EmulatorProcess) -> Iterator[Callable[..., DaemonProcess]]:
+    started: list[DaemonProcess] = []
+
+    def start(db: DatabaseConfig, **settings: str) -> DaemonProcess:
+        daemon = DaemonProcess(tmp_path, db, emulator.base_url, **settings).start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture
+def proxy(db_config: DatabaseConfig) -> Iterator[FreezeProxy]:
+    url = make_url(db_config.url.reveal())
+    frozen = FreezeProxy((url.host or "127.0.0.1", url.port or 5432))
+    yield frozen
+    frozen.close()
+
+
+def _through(db_config: DatabaseConfig, proxy: FreezeProxy) -> DatabaseConfig:
+    url = proxy.url(make_url(db_config.url.reveal()))
+    return replace(db_config, url=Secret(url.render_as_string(hide_password=False)))
+
+
+def _request(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.scalar(sa.text("SELECT status FROM amocrm.sync_requests")))
+
+
+def test_a_requested_resync_cut_short_by_a_stop_is_served_after_the_restart(
+    daemons: Callable[..., DaemonProcess],
+    emulator: EmulatorProcess,
+    db_config: DatabaseConfig,
+    engine: Engine,
+) -> None:
+    """SIGTERM while the requested resync waits to retry a 503: the request was not done, nor
+    did it fail; it is `pending` again and the next daemon serves it (it stayed `failed`)."""
+    daemon = daemons(db_config, AMOSYNC_AMOCRM__MAX_RETRIES="8")
+    daemon.wait_health(200)
+    emulator.admin("POST", "faults", {"kind": "error", "status": 503,
+                                      "path": "/api/v4/contacts*", "times": None})  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO amocrm.sync_requests (kind) VALUES ('full')"))
+    wait_for("the request to be served", lambda: _request(engine) == "running", timeout=20)
+    time.sleep(3)  # its run waits to retry
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=15) == 0, daemon.output()
+    assert _request(engine) == "pending", daemon.output()
+    assert "request_put_back" in [e["event"] for e in daemon.events()]
+    emulator.admin("DELETE", "faults")
+    again = daemons(db_config)
+    wait_for("the request to be done", lambda: _request(engine) == "done", timeout=30)
+    again.assert_running()
