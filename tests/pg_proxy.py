@@ -8,6 +8,7 @@ import contextlib
 import select
 import socket
 import threading
+from functools import partial
 
 from sqlalchemy.engine import URL
 
@@ -60,10 +61,18 @@ class FreezeProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._sockets += [client, upstream]
+            ends = threading.Barrier(2, action=partial(self._forget, client, upstream))
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+                threading.Thread(target=self._pump, args=(source, sink, ends), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _forget(self, *sockets: socket.socket) -> None:
+        """Both directions ended: close the connection's sockets."""
+        with self._lock:
+            self._sockets = [sock for sock in self._sockets if sock not in sockets]
+        for sock in sockets:
+            sock.close()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, ends: threading.Barrier) -> None:
         try:
             while not self._closed.is_set():
                 self._flowing.wait()
@@ -81,3 +90,5 @@ class FreezeProxy:
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                ends.wait(5)

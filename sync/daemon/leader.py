@@ -103,7 +103,8 @@ class Daemon:
 
     def _try_lead(self) -> bool:
         try:
-            got = self.lock.try_acquire()
+            with self.health.awaiting_database("the leader lock"):
+                got = self.lock.try_acquire()
         except SQLAlchemyError as exc:
             reason = error_line(exc)
             self.health.database_failed(reason)
@@ -199,8 +200,9 @@ class Daemon:
     def _still_leading(self) -> bool:
         """Asked before every job and every second: is the leader lock still ours? If not, stop
         leading at once (see `_lose_leadership`)."""
-        if self.lock.alive():
-            return True
+        with self.health.awaiting_database("the leader lock's check"):
+            if self.lock.alive():
+                return True
         self._lose_leadership()
         return False
 
@@ -221,7 +223,8 @@ class Daemon:
 
     def _probe(self) -> None:
         """Tell /healthz whether PostgreSQL answers now."""
-        failure = probe(self.parts.engine)
+        with self.health.awaiting_database("a probe"):
+            failure = probe(self.parts.engine)
         if failure is None:
             self.health.database_ok()
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -84,3 +85,66 @@ def test_a_requested_resync_cut_short_by_a_stop_is_served_after_the_restart(
     again = daemons(db_config)
     wait_for("the request to be done", lambda: _request(engine) == "done", timeout=30)
     again.assert_running()
+
+
+def test_sigterm_while_postgresql_stops_answering_exits_within_the_bound(
+    daemons: Callable[..., DaemonProcess], db_config: DatabaseConfig, proxy: FreezeProxy
+) -> None:
+    """The leader's lock check waits for an answer that never comes (no error: a frozen path).
+    The stop still ends `shutdown_timeout_s` + 3 s after SIGTERM, exit 1, saying where it
+    waited (it ran until the traffic resumed)."""
+    daemon = daemons(_through(db_config, proxy), AMOSYNC_DAEMON__SHUTDOWN_TIMEOUT_S="2")
+    daemon.wait_health(200)
+    proxy.freeze()
+    time.sleep(2)  # the lock check (every second) now waits
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    code = daemon.wait(timeout=15)
+    took = time.monotonic() - started
+    assert code == 1, daemon.output()
+    assert 4.5 < took < 8, took
+    events = daemon.events()
+    (stuck,) = [e for e in events if e["event"] == "shutdown_stuck"]
+    assert "check (sync/db/locks.py:" in stuck["blocked_in"], stuck
+    assert "_still_leading" in stuck["blocked_in"], stuck
+    assert "shutdown_requested" in [e["event"] for e in events]
+    assert "Traceback" not in daemon.output()
+
+
+def _scrape(daemon: DaemonProcess) -> tuple[float, str]:
+    started = time.monotonic()
+    text = daemon.metrics()
+    return time.monotonic() - started, text
+
+
+def test_metrics_and_healthz_answer_while_postgresql_stops_answering(
+    daemons: Callable[..., DaemonProcess], db_config: DatabaseConfig, proxy: FreezeProxy
+) -> None:
+    """Every scrape answers within the deadline with amosync_database_up 0 (they all hung,
+    one behind the other), and /healthz says the database is unavailable (it said ok)."""
+    daemon = daemons(_through(db_config, proxy))
+    daemon.wait_health(200)
+    assert "amosync_database_up 1.0" in daemon.metrics()
+    proxy.freeze()
+    time.sleep(5.5)  # the scrape cache (5 s) runs out
+    with ThreadPoolExecutor(3) as pool:
+        scrapes = list(pool.map(lambda _: _scrape(daemon), range(3)))
+    for took, text in scrapes:
+        assert took < 3, took
+        assert "amosync_database_up 0.0" in text
+    took, text = _scrape(daemon)  # one more, while the first read still waits: at once
+    assert took < 1, took
+    assert "amosync_database_up 0.0" in text
+
+    def unavailable() -> list[str] | None:
+        code, body = daemon.health() or (0, {})
+        reasons = [r for r in body.get("reasons", []) if "no answer from PostgreSQL" in r]
+        return reasons if code == 503 else None
+
+    (reason,) = wait_for("/healthz to say the database is unavailable", unavailable, timeout=10)
+    assert reason.startswith("database_unavailable: ")
+    proxy.thaw()
+    daemon.wait_health(200)
+    wait_for("amosync_database_up 1", lambda: "amosync_database_up 1.0" in daemon.metrics(),
+             timeout=15)  # fmt: skip
+    assert "Traceback" not in daemon.output()
