@@ -154,6 +154,7 @@ class Daemon:
                 if hooks is not None:
                     hooks.tick()
         finally:
+            self.runner.stopping.set()  # no job starts from now (the listener takes ~1 s to end)
             listener.close()
             debounce.close()
             if hooks is not None:

@@ -196,3 +196,24 @@ def test_a_stop_after_a_lost_leadership_gives_its_job_the_shutdown_timeout_only(
     assert 1.5 < took < 4, took
     (abandoned,) = [e for e in logs if e["event"] == "job_abandoned"]
     assert abandoned["jobs"] == ["push"]
+
+
+def test_no_job_starts_once_the_stop_is_seen(db_config: DatabaseConfig, engine: Engine) -> None:
+    """Pushes every 0.2 s: none starts after the stop (one did while the LISTEN thread took
+    its second to end, and failed with `stopping: …` at error level on a clean stop)."""
+    starts: list[float] = []
+    jobs = Jobs(lambda: None, lambda: starts.append(time.monotonic()), lambda: None, lambda: None)
+    daemon = _daemon(db_config, engine, jobs, poll=5)
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        _wait("a few pushes", lambda: len(starts) >= 3)
+        stopped = time.monotonic()
+        stop.set()
+        thread.join(10)
+    finally:
+        stop.set()
+        thread.join(10)
+    late = [round(start - stopped, 2) for start in starts if start > stopped + 0.1]
+    assert not late, late
