@@ -249,6 +249,14 @@ def disk_full(exc: BaseException) -> str | None:
     return None
 
 
+def stopping(exc: BaseException) -> bool:
+    """Whether `exc` is (or was caused by) the process being asked to stop: SIGTERM/SIGINT to
+    the daemon (`AmoStoppedError`), Ctrl-C, a forced exit. What it cut short was not done, nor
+    did it fail: a request it served is put back in the queue."""
+    stops = (AmoStoppedError, KeyboardInterrupt, SystemExit)
+    return any(isinstance(error, stops) for error in _chain(exc))
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc

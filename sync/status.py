@@ -124,6 +124,9 @@ def _webhooks(conn: Connection, config: Config, now: datetime) -> dict[str, Any]
         since = health.get("since")
         if isinstance(since, int | float):
             data["since"] = datetime.fromtimestamp(since, UTC).isoformat()
+    if data["state"] == "quiet":  # its reason is the hook's age when the leader judged: say it now
+        age = data["last_hook_age_s"]
+        data["reason"] = "no hook received yet" if age is None else f"no hook for {_duration(age)}"
     return data
 
 
@@ -211,7 +214,7 @@ def _webhooks_line(hooks: dict[str, Any]) -> str:
     if state is None:
         return f"on, {last}; no daemon has judged them yet"
     text = f"{state} since {hooks['since']}"
-    if hooks["reason"] and state != "healthy":
+    if hooks["reason"] and state not in ("healthy", "quiet"):  # quiet: `last` says why
         text += f" ({hooks['reason']})"
     interval = hooks["poll_interval_s"]
     polling = f", polling every {_duration(interval)}" if isinstance(interval, int | float) else ""

@@ -9,6 +9,10 @@ answer or network failure, as it happens), and turns that into the /healthz verd
   reachable (no streak of network errors or 5xx longer than a grace period), authentication
   works, the IP is not blocked and PostgreSQL answers.
 
+PostgreSQL "answers" also means it does not keep the main loop waiting: a check of the leader
+lock with no answer for `DATABASE_SILENCE_S` (a hung server, a frozen network path: no error
+comes) is reported as `database_unavailable` while it lasts.
+
 /healthz answers 200 or 503 with a JSON body that lists every reason; with webhooks on it also
 says what `sync.daemon.webhooks.watch` concluded, and answers 200 with status "degraded" (not
 down) while hooks are known to be lost: polling covers for them. /livez answers 200 while the
@@ -20,7 +24,8 @@ amoCRM is down, so liveness must not depend on it). The HTTP server that serves 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,6 +42,7 @@ from sync.errors import (
 
 PULL_JOBS = frozenset({"pull", "full"})
 AMO_GRACE_MAX_S = 15.0  # a failure streak shorter than this (and one poll) is not yet a problem
+DATABASE_SILENCE_S = 3.0  # PostgreSQL silent this long (no answer, no error) is unavailable
 
 
 @dataclass
@@ -65,6 +71,7 @@ class Health:
     _lock_waits: dict[str, str] = field(default_factory=dict)  # job → who holds the lock
     _disk_full: str | None = None  # a job failed for want of disk space
     _lost: str | None = None  # the leader lock was lost; the old leadership is winding down
+    _awaiting: dict[object, tuple[str, float]] = field(default_factory=dict)  # → (what, since)
     _heartbeat: float | None = None
     _longest_interval: float | None = None  # the longest poll interval since the last good pull
     _webhooks: Callable[[], dict[str, Any]] | None = None  # the webhooks' state (when on)
@@ -114,6 +121,20 @@ class Health:
     def database_failed(self, reason: str) -> None:
         with self._lock:
             self._database = reason
+
+    @contextmanager
+    def awaiting_database(self, what: str) -> Iterator[None]:
+        """The main loop waits for PostgreSQL's answer to `what` (the leader lock's check): one
+        that has not come after `DATABASE_SILENCE_S` (a hung server or a frozen network path:
+        no error, no answer) makes /healthz say the database is unavailable."""
+        token = object()
+        with self._lock:
+            self._awaiting[token] = (what, self.clock.monotonic())
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._awaiting[token]
 
     def job_started(self, job: str) -> None:
         with self._lock:
@@ -198,7 +219,10 @@ class Health:
 
     def _reasons(self) -> list[str]:
         reasons: list[str] = []
-        if self._database:
+        silent = self._silence()
+        if silent:
+            reasons.append(f"database_unavailable: {silent}")
+        elif self._database:
             reasons.append(f"database_unavailable: {self._database}")
         reasons.extend(f"database_lock_wait: {job} {why}" for job, why in self._lock_waits.items())
         if self._disk_full:
@@ -214,6 +238,15 @@ class Health:
         if stale:
             reasons.append(stale)
         return reasons
+
+    def _silence(self) -> str | None:
+        if not self._awaiting:
+            return None
+        what, since = min(self._awaiting.values(), key=lambda waiting: waiting[1])
+        waited = self.clock.monotonic() - since
+        if waited < DATABASE_SILENCE_S:
+            return None
+        return f"no answer from PostgreSQL to {what} for {waited:.0f}s"
 
     def _amo_reasons(self) -> list[str]:
         reasons = []

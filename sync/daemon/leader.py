@@ -7,7 +7,8 @@ the per-leadership part of `DaemonHooks`; every second, and before every job, it
 the lock is still held. A lost lock stops leading at once (no new job; /healthz and the metric
 stop saying leader); a stop gives the running job `daemon.shutdown_timeout_s` to finish, and
 waits as long for a look at `sync_requests` (or a prune) under way: none of them still uses the
-engine once the leadership is released.
+engine once the leadership is released. A stop while a lost leadership's job is still running
+gives it the same `daemon.shutdown_timeout_s` from then on (not as long as the job takes).
 Everything it runs on comes in as `Parts`, so tests build one without `amosync run`
 (`sync.daemon.run` builds them for the process).
 """
@@ -51,6 +52,7 @@ log = get_logger("sync.daemon")
 
 LOCK_CHECK_S = 1.0
 PROBE_S = 3.0  # how often a daemon waiting for a job of a lost leadership probes PostgreSQL
+STOP_CHECK_S = 0.25  # how soon a wait for such a job notices a stop
 STANDBY_RETRY_MAX_S = 5.0
 
 
@@ -101,7 +103,8 @@ class Daemon:
 
     def _try_lead(self) -> bool:
         try:
-            got = self.lock.try_acquire()
+            with self.health.awaiting_database("the leader lock"):
+                got = self.lock.try_acquire()
         except SQLAlchemyError as exc:
             reason = error_line(exc)
             self.health.database_failed(reason)
@@ -151,6 +154,7 @@ class Daemon:
                 if hooks is not None:
                     hooks.tick()
         finally:
+            self.runner.stopping.set()  # no job starts from now (the listener takes ~1 s to end)
             listener.close()
             debounce.close()
             if hooks is not None:
@@ -180,12 +184,12 @@ class Daemon:
         self.runner.stopping.set()
         scheduler.shutdown(wait=False)
         self._scheduler = None
-        timeout = self.config.daemon.shutdown_timeout_s if stop.is_set() else None
         running = self.runner.running()
-        clean = self._wait_idle(timeout)
+        clean = self._wait_idle(stop)
         if not clean:
             note = "its open transaction is rolled back as the process exits"
-            log.warning("job_abandoned", jobs=sorted(running), waited_s=timeout, note=note)
+            waited = self.config.daemon.shutdown_timeout_s
+            log.warning("job_abandoned", jobs=sorted(running), waited_s=waited, note=note)
         self.lock.release()
         self.parts.metrics.leader.set(0)
         self.health.set_role("standby")
@@ -197,8 +201,9 @@ class Daemon:
     def _still_leading(self) -> bool:
         """Asked before every job and every second: is the leader lock still ours? If not, stop
         leading at once (see `_lose_leadership`)."""
-        if self.lock.alive():
-            return True
+        with self.health.awaiting_database("the leader lock's check"):
+            if self.lock.alive():
+                return True
         self._lose_leadership()
         return False
 
@@ -219,23 +224,31 @@ class Daemon:
 
     def _probe(self) -> None:
         """Tell /healthz whether PostgreSQL answers now."""
-        failure = probe(self.parts.engine)
+        with self.health.awaiting_database("a probe"):
+            failure = probe(self.parts.engine)
         if failure is None:
             self.health.database_ok()
         else:
             self.health.database_failed(failure)
 
-    def _wait_idle(self, timeout: float | None) -> bool:
-        """Wait for the running job (up to `timeout`), beating and probing the database."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _wait_idle(self, stop: threading.Event) -> bool:
+        """Wait for the running job, beating and probing the database: as long as it takes
+        after a lost leadership, `daemon.shutdown_timeout_s` once `stop` is set (also when it
+        is set during the wait); False if that passed first."""
+        deadline: float | None = None
+        probed = time.monotonic()
         while True:
-            left = PROBE_S if deadline is None else min(PROBE_S, deadline - time.monotonic())
-            if self.runner.wait_idle(max(0.0, left)):
+            if deadline is None and stop.is_set():
+                deadline = time.monotonic() + self.config.daemon.shutdown_timeout_s
+            left = STOP_CHECK_S if deadline is None else deadline - time.monotonic()
+            if self.runner.wait_idle(max(0.0, min(left, STOP_CHECK_S))):
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             self.health.beat()
-            self._probe()
+            if time.monotonic() - probed >= PROBE_S:
+                self._probe()
+                probed = time.monotonic()
 
     def _prune(self) -> None:
         """The `prune` job: keep `daemon.keep_runs_days` of run and request history."""

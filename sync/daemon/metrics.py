@@ -22,7 +22,8 @@ Read from the rate limiter at scrape time:
   amosync_amocrm_paused_seconds            seconds left of a pause after a 429 (0 when none)
   amosync_rows_pulled_total / _pushed_total / _deleted_total / _rejected_total
                                            from the sync_runs rows each job wrote
-Read from PostgreSQL at scrape time (cached for a few seconds; valid on a standby too):
+Read from PostgreSQL at scrape time (cached for a few seconds; valid on a standby too; a scrape
+waits for the database at most SCRAPE_DEADLINE_S, then answers the first gauge alone, 0):
   amosync_database_up                      1 when the scrape could read the database
   amosync_last_success_timestamp_seconds{kind}   last succeeded pull | full | push
   amosync_sync_lag_seconds                 now - start of the last succeeded pull: how stale
@@ -69,6 +70,7 @@ log = get_logger("sync.metrics")
 
 REFRESH_TOKEN_LIFETIME_S = 90 * 86400  # amoCRM: a refresh token lives three months
 SCRAPE_CACHE_S = 5.0
+SCRAPE_DEADLINE_S = 2.0  # a scrape waits this long at most for PostgreSQL, then says it is down
 
 
 class Metrics:
@@ -187,37 +189,71 @@ class BudgetCollector(Collector):
 
 
 class DatabaseCollector(Collector):
-    """Gauges read from PostgreSQL when Prometheus scrapes, cached for `SCRAPE_CACHE_S`."""
+    """Gauges read from PostgreSQL when Prometheus scrapes, cached for `SCRAPE_CACHE_S`.
+
+    The read runs on a thread of its own, one at a time: a scrape waits for it at most
+    `SCRAPE_DEADLINE_S` from its start, then answers `amosync_database_up 0` (PostgreSQL that
+    stops answering, with no error, must not hang /metrics; `statement_timeout` is the server's
+    and cannot end a wait for a server or network path that says nothing). Later scrapes do not
+    queue behind a read still waiting: they answer at once, until it ends."""
 
     def __init__(self, engine: Engine, token_expiry: Callable[[], float | None]) -> None:
         self._engine = engine
         self._static_expiry = token_expiry
         self._cache: tuple[float, list[Metric]] | None = None
-        self._lock = threading.Lock()
+        self._reading: _Read | None = None
+        self._lock = threading.Lock()  # the cache and the read under way; never held to read
 
     def describe(self) -> list[Metric]:
         """Nothing up front: registering must not query a database that may not be there yet."""
         return []
 
     def collect(self) -> Iterator[Metric]:
+        cached = self._cached_or_reading()
+        if not isinstance(cached, _Read):
+            yield from cached
+            return
+        families = cached.wait(cached.started + SCRAPE_DEADLINE_S - time.monotonic())
+        if families is None:
+            if cached.note_late():
+                log.warning("metrics_database_unanswered", waited_s=SCRAPE_DEADLINE_S,
+                            note="amosync_database_up 0 until PostgreSQL answers")  # fmt: skip
+            families = [_database_up(0)]
+        yield from families
+
+    def _cached_or_reading(self) -> list[Metric] | _Read:
+        """The cached families while fresh; else the read under way (started if none is)."""
         with self._lock:
             now = time.monotonic()
-            if self._cache is None or now - self._cache[0] > SCRAPE_CACHE_S:
-                self._cache = (now, self._read())
-            yield from self._cache[1]
+            if self._cache is not None and now - self._cache[0] <= SCRAPE_CACHE_S:
+                return self._cache[1]
+            if self._reading is None:
+                self._reading = _Read(now)
+                threading.Thread(target=self._refresh, args=(self._reading,), daemon=True,
+                                 name="amosync-metrics-read").start()  # fmt: skip
+            return self._reading
+
+    def _refresh(self, reading: _Read) -> None:
+        try:
+            families = self._read()
+        except Exception:  # a bug must not leave every later scrape waiting for this read
+            log.exception("metrics_database_read_failed")
+            families = [_database_up(0)]
+        with self._lock:
+            self._cache = (time.monotonic(), families)
+            self._reading = None
+        reading.done(families)
 
     def _read(self) -> list[Metric]:
-        up = GaugeMetricFamily("amosync_database_up", "1 when the scrape could read PostgreSQL")
         try:
             with self._engine.connect() as conn:
-                conn.exec_driver_sql("SET statement_timeout = 3000")
+                # this transaction's only: the pooled session keeps the configured timeout
+                conn.exec_driver_sql("SET LOCAL statement_timeout = 3000")
                 families = list(self._families(conn))
         except SQLAlchemyError as exc:
             log.warning("metrics_database_unavailable", error=error_line(exc))
-            up.add_metric([], 0)
-            return [up]
-        up.add_metric([], 1)
-        return [up, *families]
+            return [_database_up(0)]
+        return [_database_up(1), *families]
 
     def _families(self, conn: Any) -> Iterator[Metric]:
         now = time.time()
@@ -256,6 +292,35 @@ class DatabaseCollector(Collector):
             yield _gauge("amosync_refresh_token_expiry_timestamp_seconds",
                          "OAuth refresh token expiry (90 days after issue)",
                          oauth[0] + REFRESH_TOKEN_LIFETIME_S)  # fmt: skip
+
+
+class _Read:
+    """One read of the database's gauges under way (`DatabaseCollector`)."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self._families: list[Metric] | None = None
+        self._done = threading.Event()
+        self._late = False
+        self._lock = threading.Lock()
+
+    def done(self, families: list[Metric]) -> None:
+        self._families = families
+        self._done.set()
+
+    def wait(self, seconds: float) -> list[Metric] | None:
+        """Its families, or None if it has not ended within `seconds`."""
+        return self._families if self._done.wait(max(0.0, seconds)) else None
+
+    def note_late(self) -> bool:
+        """True the first time a scrape gives up on it (to log that once)."""
+        with self._lock:
+            first, self._late = not self._late, True
+            return first
+
+
+def _database_up(value: int) -> GaugeMetricFamily:
+    return _gauge("amosync_database_up", "1 when the scrape could read PostgreSQL", value)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

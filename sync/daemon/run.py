@@ -18,7 +18,10 @@
 Stop (SIGTERM/SIGINT): no new job starts; requests waiting for a start or a retry (a 429's
 pause) give up at once; a running job gets `daemon.shutdown_timeout_s` to finish its
 transaction; if it has not, the process exits anyway and PostgreSQL rolls the open transaction
-back when the connection closes. Exit code 0 either way, well within 15 s.
+back when the connection closes. Exit code 0 either way, well within 15 s. A stop that
+PostgreSQL keeps waiting (no answer, no error: a hung server or a frozen network path) is cut
+short `STOP_MARGIN_S` after the shutdown timeout (at most `STOP_LIMIT_S` after the signal):
+`shutdown_stuck` says where the process waited, and the exit code is 1 (`bound_the_stop`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import os
 import signal
 import sys
 import threading
+import time
 from functools import partial
+from pathlib import Path
 from types import FrameType
 
 from sqlalchemy.engine import Engine
@@ -51,6 +56,9 @@ from sync.wiring import amo_client, database_engine
 
 log = get_logger("sync.daemon")
 
+STOP_MARGIN_S = 3.0  # a stop still under way this long after the shutdown timeout is stuck
+STOP_LIMIT_S = 14.5  # and whatever the timeout, a stop never takes longer than this
+
 
 # --- signals and process exit ------------------------------------------------------------------
 
@@ -67,6 +75,55 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def bound_the_stop(stop: threading.Event, timeout_s: float) -> None:
+    """The last resort of a stop: once `stop` is set, a process still there after `timeout_s`
+    plus `STOP_MARGIN_S` (at most `STOP_LIMIT_S`) logs what its main thread is blocked in and
+    exits with status 1. What blocks it is PostgreSQL that stops answering with the connection
+    open (a hung server, a frozen network path): no error ever comes, and no timeout of the
+    driver ends the wait. Exiting is safe: the leader's and the runs' advisory locks are session
+    locks and end with their connections, and a push's in-flight records are made for kill -9."""
+
+    def watch() -> None:
+        stop.wait()
+        waited = min(timeout_s + STOP_MARGIN_S, STOP_LIMIT_S)
+        time.sleep(waited)
+        log.error("shutdown_stuck", waited_s=waited, blocked_in=blocked_in(main_thread),
+                  note="exiting anyway: PostgreSQL ends the sessions and their locks")  # fmt: skip
+        exit_now(1)
+
+    main_thread = threading.main_thread().ident
+    threading.Thread(target=watch, name="amosync-stop-watch", daemon=True).start()
+
+
+def blocked_in(thread_id: int | None) -> str:
+    """Where a thread is now: its innermost calls in the sync's own code (innermost first,
+    the first with its file and line), and the library call it waits in."""
+    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    if frame is None:
+        return "unknown (the thread is gone)"
+    ours: list[str] = []
+    innermost = f"{_where(frame)} {frame.f_code.co_qualname}"
+    while frame is not None and len(ours) < 4:
+        if _ours(frame.f_code.co_filename):
+            name = frame.f_code.co_qualname
+            ours.append(f"{name} ({_where(frame)})" if not ours else name)
+        frame = frame.f_back
+    return f"{' < '.join(ours) or 'no code of the sync'}; waiting in {innermost}"
+
+
+_SYNC_DIR = Path(__file__).resolve().parent.parent  # the `sync` package
+
+
+def _ours(filename: str) -> bool:
+    return Path(filename).resolve().is_relative_to(_SYNC_DIR)
+
+
+def _where(frame: FrameType) -> str:
+    path = Path(frame.f_code.co_filename).resolve()
+    shown = path.relative_to(_SYNC_DIR.parent) if _ours(str(path)) else Path(*path.parts[-2:])
+    return f"{shown.as_posix()}:{frame.f_lineno}"
 
 
 def stop_requests_on(stop: threading.Event, client: AmoClient) -> None:
@@ -110,6 +167,7 @@ def run_daemon(config: Config) -> None:
     os.environ.setdefault("PGCONNECT_TIMEOUT", "5")  # a dead database must not hang a probe
     stop = threading.Event()
     install_signal_handlers(stop)
+    bound_the_stop(stop, config.daemon.shutdown_timeout_s)
     health = Health(config.sync.poll_interval_s, config.daemon.unhealthy_after_polls)
     metrics = Metrics()
     metrics.poll_interval.set(config.sync.poll_interval_s)

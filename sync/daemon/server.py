@@ -3,7 +3,8 @@
 GET /healthz and /livez answer what `sync.daemon.health` concludes, /metrics is the Prometheus
 exposition (`sync.daemon.metrics`); each is a callable of `Endpoints`, so the server knows
 nothing of the daemon. An endpoint that raises answers 500 and the server thread lives on.
-HEAD answers like GET (status and headers, Content-Length included) without the body.
+HEAD answers like GET (status and headers, Content-Length included) without the body. A client
+that goes away mid-answer (a reset) is one debug line, never a traceback on stderr.
 
 POST /webhooks/amocrm/<secret> (with `webhooks.enabled`) is amoCRM's webhook: the secret is
 compared in constant time (wrong: 404, body unread, nothing else happens). With the right one
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from sync.daemon.webhooks.hints import (
     read_hook,
     unreadable_hint,
 )
+from sync.lines import bound_line
 from sync.logs import get_logger
 
 log = get_logger("sync.health")  # the name its events have always been logged under
@@ -241,6 +244,17 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # a burst of hook posts must not meet a full listen backlog (5)
     endpoints: Endpoints
     warned_unreadable: set[str]  # reasons of unreadable hooks already logged at warning
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line instead of socketserver's traceback on stderr (outside the log's
+        format): a client that went away (a reset, a closed socket, too slow) at debug level,
+        anything else at warning."""
+        error = sys.exc_info()[1]
+        text = bound_line(f"{type(error).__name__}: {error}", 200)
+        if isinstance(error, OSError):
+            log.debug("http_client_gone", error=text)
+        else:
+            log.warning("http_request_failed", error=text)
 
 
 class HttpServer:

@@ -44,6 +44,7 @@ _START_ATTEMPTS = 4  # 0 + 1 + 2 + 3 s of waiting between them at most
 EMBEDDED_PLATFORMS = frozenset({("linux", "x86_64"), ("linux", "aarch64"), ("darwin", "x86_64"),
                                 ("darwin", "arm64"), ("win32", "AMD64")})  # fmt: skip
 __all__ = [  # driver_message lives in sync.db.diag; many modules import it from here
+    "CLIENT_KEEPALIVES",
     "create_engine",
     "database_url",
     "describe",
@@ -80,18 +81,34 @@ def database_url(config: DatabaseConfig) -> URL:
     return url
 
 
+# libpq's client-side TCP keepalives and user timeout: a connection whose network path died
+# (a vanished host, a dropped route) fails within ~30 s instead of waiting for an answer forever,
+# even inside a long statement (ignored on Unix sockets, where the kernel reports a dead peer at
+# once). A path that still acknowledges (a hung server, a frozen proxy) is not caught by these:
+# the daemon bounds its stop by itself (`sync.daemon.run.bound_the_stop`).
+CLIENT_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
 def create_engine(
     config: DatabaseConfig, *, statement_timeout: bool = True, **options: object
 ) -> Engine:
     """An engine whose statements address the configured schema, with the configured lock and
-    statement timeouts (`statement_timeout=False` for migrations, which may run long); a
-    statement that times out waiting for a lock raises `LockWaitError` naming the holder."""
+    statement timeouts (`statement_timeout=False` for migrations, which may run long) and the
+    client's `CLIENT_KEEPALIVES`; a statement that times out waiting for a lock raises
+    `LockWaitError` naming the holder."""
     engine = sa.create_engine(
         database_url(config),
         pool_pre_ping=True,
         connect_args={
             "application_name": "amosync",
             "options": session_options(config, statement_timeout=statement_timeout),
+            **CLIENT_KEEPALIVES,
         },
         execution_options={"schema_translate_map": {None: config.schema}},
         **options,

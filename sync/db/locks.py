@@ -51,7 +51,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from sync.db.catalog import pg_locks, this_database
-from sync.db.engine import driver_message, lock_taken, wait_for_lock
+from sync.db.engine import CLIENT_KEEPALIVES, driver_message, lock_taken, wait_for_lock
 from sync.errors import LockLostError
 from sync.logs import get_logger
 
@@ -319,14 +319,7 @@ def _lock_engine(engine: Engine, application: str) -> Engine:
     return sa.create_engine(
         engine.url,
         poolclass=NullPool,
-        connect_args={
-            "application_name": application,
-            "keepalives": 1,
-            "keepalives_idle": 10,
-            "keepalives_interval": 5,
-            "keepalives_count": 3,
-            "tcp_user_timeout": 30_000,
-        },
+        connect_args={"application_name": application, **CLIENT_KEEPALIVES},
     )
 
 

@@ -135,17 +135,18 @@ class RunStore:
             statement = statement.where(sync_requests.c.id != keep)
         return len(self._run(conn, statement).all())
 
-    def release_request(self, conn: Connection, request_id: int) -> None:
-        """Put a request its run was stopped serving (SIGTERM, Ctrl-C) back to `pending`."""
-        this = sa.and_(
-            sync_requests.c.id == request_id, sync_requests.c.status == RequestStatus.RUNNING
-        )
+    def put_back_request(self, conn: Connection, request_id: int) -> bool:
+        """A request whose run was cut short by a stop is `pending` again (it was not done, nor
+        did it fail): the next leader serves it. True if it was still `running`."""
         statement = (
             sa.update(sync_requests)
-            .where(this)
+            .where(
+                sync_requests.c.id == request_id, sync_requests.c.status == RequestStatus.RUNNING
+            )
             .values(status=RequestStatus.PENDING, started_at=None)
+            .returning(sync_requests.c.id)
         )
-        self._run(conn, statement)
+        return self._run(conn, statement).first() is not None
 
     def finish_request(
         self, conn: Connection, request_id: int, run_id: int | None, error: str | None

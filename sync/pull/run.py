@@ -44,7 +44,7 @@ from sync.db.diag import error_line
 from sync.db.engine import store_errors
 from sync.db.locks import LockWait, SessionLock
 from sync.db.runs import CONTACTS_CURSOR, PULL_BUSY, RunStore, pull_lock
-from sync.errors import SyncError, mark_logged
+from sync.errors import SyncError, mark_logged, stopping
 from sync.heap import fewer_collections
 from sync.logs import get_logger
 from sync.pull.full import FullRun
@@ -105,7 +105,10 @@ def serve_request(
                              request_id=request_id)  # fmt: skip
         except SyncError as exc:  # before the run had its row (a failed run closed it already)
             with engine.begin() as conn:
-                _close_request(runs, conn, client, request_id, run_id=None, error=str(exc))
+                if stopping(exc) or client.session.stopping.final:  # not done, nor failed
+                    _put_back(runs, conn, request_id)
+                else:
+                    runs.finish_request(conn, request_id, None, str(exc))
             raise
 
 
@@ -129,16 +132,11 @@ def _pull(
         return run.execute(full, request_id)
 
 
-def _close_request(
-    runs: RunStore, conn: Connection, client: AmoClient, request_id: int, *,
-    run_id: int | None, error: str | None,
-) -> None:  # fmt: skip
-    """Done or failed; a request the command was stopped serving (SIGTERM/SIGINT, a final stop
-    of its session) is pending again: nothing failed, the next run serves it."""
-    if error is not None and client.session.stopping.final:
-        runs.release_request(conn, request_id)
-    else:
-        runs.finish_request(conn, request_id, run_id, error)
+def _put_back(runs: RunStore, conn: Connection, request_id: int) -> None:
+    if runs.put_back_request(conn, request_id):
+        log.info(
+            "request_put_back", request_id=request_id, reason="stopping: the next run serves it"
+        )
 
 
 def _reopen(runs: RunStore, conn: Connection, keep: int | None) -> None:
@@ -170,7 +168,7 @@ class _Run(FullRun, IncrementalRun):
                 self.helpers.shutdown(wait=not interrupted, cancel_futures=True)
             self.lock.ensure_held()  # a run that lost its lock never says succeeded
         except BaseException as exc:
-            self._finish(started, "failed", request_id, error_line(exc))
+            self._finish(started, "failed", request_id, error_line(exc), stopped=stopping(exc))
             mark_logged(exc)  # pull_failed said it; the daemon's job runner must not repeat it
             raise
         self._finish(started, "succeeded", request_id, None)
@@ -194,8 +192,9 @@ class _Run(FullRun, IncrementalRun):
             self.runs.set_state(conn, CHATS_FORM, value)
 
     def _finish(
-        self, started: float, status: str, request_id: int | None, error: str | None
-    ) -> None:
+        self, started: float, status: str, request_id: int | None, error: str | None,
+        *, stopped: bool = False,
+    ) -> None:  # fmt: skip
         report = self.report
         report.duration_s = round(self.clock.monotonic() - started, 3)
         # every request this run sent, retries, prefetches past the end and refreshes included
@@ -211,10 +210,13 @@ class _Run(FullRun, IncrementalRun):
             self._keep_chat_form(conn)
             if report.kind == "full":
                 self.store.forget_seen(conn, report.run_id)
-            if request_id is not None:
-                _close_request(
-                    self.runs, conn, self.client, request_id, run_id=report.run_id, error=error
-                )
+            # cut short by a stop (the daemon's, or SIGTERM/SIGINT to a command: a final stop
+            # of its session): not done, nor failed, so the next run serves it
+            stopped = stopped or (error is not None and self.client.session.stopping.final)
+            if request_id is not None and stopped:
+                _put_back(self.runs, conn, request_id)
+            elif request_id is not None:
+                self.runs.finish_request(conn, request_id, report.run_id, error)
         event = "pull_finished" if error is None else "pull_failed"
         log_fn = log.info if error is None else log.error
         asked = {} if request_id is None else {"request_id": request_id}  # a requested resync

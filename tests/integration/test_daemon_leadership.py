@@ -165,3 +165,55 @@ def test_healthz_says_database_unavailable_through_an_outage_and_ok_after(
         _wait("healthy again", lambda: daemon.health.report()[0] == 200
               and daemon.health.role == "leader")  # fmt: skip
         assert daemon.health.report()[1]["role"] == "leader"
+
+
+def test_a_stop_after_a_lost_leadership_gives_its_job_the_shutdown_timeout_only(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """The job of a leadership lost before SIGTERM gets `shutdown_timeout_s` (2 s here) from
+    the stop, not as long as it takes (it waited for the job before)."""
+    work = Work()
+    daemon = _daemon(db_config, engine, work.jobs(), poll=5)
+    stop = threading.Event()
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(daemon.run(stop)), daemon=True)
+    with capture_logs() as logs:
+        thread.start()
+        try:
+            _wait("a push running under a healthy leader", work.pushing.is_set)
+            assert terminate_lock_holder(engine, leader_lock_key("amocrm")) == 1
+            _wait("leader_lock_lost", lambda: "leader_lock_lost" in [e["event"] for e in logs])
+            time.sleep(0.5)  # waiting for the lost leadership's job
+            started = time.monotonic()
+            stop.set()
+            thread.join(10)
+            took = time.monotonic() - started
+        finally:
+            work.release.set()
+            stop.set()
+            thread.join(15)
+    assert result == [False], "the stuck push is abandoned: the run is not clean"
+    assert 1.5 < took < 4, took
+    (abandoned,) = [e for e in logs if e["event"] == "job_abandoned"]
+    assert abandoned["jobs"] == ["push"]
+
+
+def test_no_job_starts_once_the_stop_is_seen(db_config: DatabaseConfig, engine: Engine) -> None:
+    """Pushes every 0.2 s: none starts after the stop (one did while the LISTEN thread took
+    its second to end, and failed with `stopping: …` at error level on a clean stop)."""
+    starts: list[float] = []
+    jobs = Jobs(lambda: None, lambda: starts.append(time.monotonic()), lambda: None, lambda: None)
+    daemon = _daemon(db_config, engine, jobs, poll=5)
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        _wait("a few pushes", lambda: len(starts) >= 3)
+        stopped = time.monotonic()
+        stop.set()
+        thread.join(10)
+    finally:
+        stop.set()
+        thread.join(10)
+    late = [round(start - stopped, 2) for start in starts if start > stopped + 0.1]
+    assert not late, late

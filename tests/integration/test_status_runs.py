@@ -4,16 +4,19 @@ not as killed (the locks are not transactional)."""
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from sync.config import Config, DatabaseConfig
+from sync.config import Config, DatabaseConfig, WebhooksConfig
 from sync.db import status as queries
+from sync.db.hooks import record_health, record_last_hook
 from sync.db.runs import pull_lock
-from sync.status import gather
+from sync.status import gather, render
 
 
 def _start_run(engine: Engine) -> int:
@@ -64,3 +67,29 @@ def test_a_run_that_ends_between_the_reads_is_not_called_killed(
 
     monkeypatch.setattr(queries, "fetch_held_run_locks", run_ends_first)
     assert _pull_status(engine, db_config) == "succeeded"
+
+
+def test_the_webhooks_line_does_not_contradict_the_last_hook(
+    engine: Engine, db_config: DatabaseConfig
+) -> None:
+    """The leader judged "quiet (no hook received yet)" and stores a verdict only when its
+    state changes; a hook recorded 50 s ago made status say both "no hook received yet" and
+    "last hook 50 s ago". The age is the database's: the quiet reason follows it."""
+    config = Config(database=db_config, webhooks=WebhooksConfig(enabled=True))
+    now = time.time()
+    verdict = {"state": "quiet", "reason": "no hook received yet", "since": int(now) - 120,
+               "poll_interval_s": 60}  # fmt: skip
+    with engine.begin() as conn:
+        record_health(conn, verdict)
+        record_last_hook(conn, now - 50)
+    with engine.begin() as conn:
+        data: dict[str, Any] = gather(conn, config)
+    line = next(ln for ln in render(data).splitlines() if ln.lstrip().startswith("webhooks"))
+    assert "no hook received yet" not in line, line
+    assert re.search(r"quiet since \S+; last hook 5[0-2] s ago", line), line
+    assert re.fullmatch(r"no hook for 5[0-2] s", data["webhooks"]["reason"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM amocrm.sync_state WHERE key = 'webhooks.last_hook'"))
+        data = gather(conn, config)
+    assert "quiet since" in render(data)
+    assert data["webhooks"]["reason"] == "no hook received yet"

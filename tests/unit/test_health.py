@@ -120,6 +120,25 @@ def test_database_failure_of_a_job_is_reported_until_a_job_succeeds() -> None:
     assert health.report()[0] == 200
 
 
+def test_a_database_that_keeps_the_lock_check_waiting_is_unavailable_while_it_does() -> None:
+    """No answer and no error (a hung server, a frozen network path): /healthz said ok."""
+    health, clock = leader()
+    health.job_succeeded("pull")
+    with health.awaiting_database("the leader lock's check"):
+        clock.sleep(2)
+        assert health.report()[0] == 200  # an answer may take a moment
+        clock.sleep(2)
+        code, body = health.report()
+        assert code == 503
+        assert body["reasons"] == [
+            "database_unavailable: no answer from PostgreSQL to the leader lock's check for 4s"
+        ]
+        with health.awaiting_database("a probe"):  # the longest wait is the one reported
+            clock.sleep(1)
+            assert "check for 5s" in reasons(health)[0]
+    assert health.report()[0] == 200
+
+
 def test_livez_follows_the_main_loop_heartbeat() -> None:
     health, clock = leader()
     assert not health.alive(30)
