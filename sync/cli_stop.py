@@ -78,12 +78,18 @@ class CommandStop:
         if self.signal is not None:
             exit_now(f"stopped by {name} (a second signal): exiting at once")
         self.signal = name
-        self._event.set()
+        # The deadline first, and the events set from a thread of their own: the handler runs
+        # between two bytecodes of the main thread, which may hold one of those events' (not
+        # reentrant) locks inside `Event.wait`; setting it here would deadlock the handler.
         threading.Thread(target=self._deadline, name="amosync-stop", daemon=True).start()
+        threading.Thread(target=self._stop_all, name="amosync-stopping", daemon=True).start()
         if not self._sessions:
             raise StoppedError(self.reason)
-        for session in self._sessions:
+
+    def _stop_all(self) -> None:
+        for session in list(self._sessions):  # first: nothing more is sent once a wait ends
             session.stop(self.reason, final=True)
+        self._event.set()
 
     def _deadline(self) -> None:  # a daemon thread: it ends with the process if that ends first
         time.sleep(self.grace_s)
