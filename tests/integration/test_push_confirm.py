@@ -140,6 +140,12 @@ def test_a_created_at_read_that_only_answers_204_is_not_taken_for_nothing_made(
         env.push()  # the dead-run recovery's look as well: it waits
     assert len(env.api("POST")) == 1
     assert env.row(temp)["sync_error"].startswith("waiting for confirmation")
+    env.client.create_contacts([{"name": "Bystander"}])  # now a look-up has something to show
+    env.clock.sleep(5)  # past the lists' lag
+    assert env.push().created == 1  # a real answer without it: the wait ends, sent once more
+    assert len(env.api("POST")) == 3  # the bystander's and the resend
+    assert _remote(env, "Quiet") == {"Quiet": 1}
+    _settled(env, "Quiet")
 
 
 def test_a_dead_runs_create_is_confirmed_by_a_created_at_read(
