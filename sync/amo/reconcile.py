@@ -13,7 +13,9 @@ key and forgets `request_id`, and its filters may be silently ignored, so:
    amocrm-api.md §11.4), so while some are missing, look again after 1, 2, 3, 4 x `settle_s`
    (looks at 0, 1, 3, 6, 10 x `settle_s`): only a create still invisible `CONFIRM_SETTLES` x
    `settle_s` (10 s by default, many times any lag seen) after its answer was lost is taken as
-   not applied, and the caller resends it.
+   not applied, and the caller resends it. A look-up page that lists nothing where it cannot be
+   empty (amoCRM's spurious 204s) is asked again, then not believed (`EmptyAnswerError`): a
+   look that ends so is skipped, and when it is the last one nothing is resent.
 4. a server that ignores `order[id]` has no floor: the contacts created around the send are
    read with `filter[created_at]` instead (`sync.amo.created`: trusted only when the answer
    shows the filter honoured and amoCRM's clock near ours), and matched the same way. When that
@@ -30,8 +32,9 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sync.amo.backoff import pause as wait
-from sync.amo.created import Sent, created_between
+from sync.amo.created import EmptyAnswerError, Reasker, Sent, created_between
 from sync.amo.matching import carries, pair_created
+from sync.amo.pages import Page, iter_pages
 from sync.amo.writes import Item, WriteResult, to_result
 from sync.errors import AmoError, AmoStoppedError, InvariantError
 from sync.logs import get_logger
@@ -107,13 +110,21 @@ def find_created(
     window = confirm_window_s(settle_s) if window_s is None else window_s
     own_user = own_user_id(client)
     found: dict[str, WriteResult] = {}
-    for pause in _pauses(settle_s, window):
+    pauses = list(_pauses(settle_s, window))
+    for look, pause in enumerate(pauses, 1):
         pending = [i for i in batch if i.request_id not in found]
         if not pending:
             break
         if pause:  # ends at once, AmoStoppedError, when the process is asked to stop
             wait(client.session.clock, client.session.stopping, pause)
-        fresh = [c for c in _candidates(client, floor, sent) if int(c["id"]) not in claimed]
+        try:
+            candidates = _candidates(client, floor, sent)
+        except EmptyAnswerError:
+            if look == len(pauses):
+                raise  # the last look decides a resend: never on a 204
+            log.warning("amo_create_look_skipped", look=look, reason="empty_answer")
+            continue  # a later look asks again
+        fresh = [c for c in candidates if int(c["id"]) not in claimed]
         taken = {r.id for r in found.values()}
         pairs = pair_created(
             [i.payload for i in pending],
@@ -151,11 +162,20 @@ def _candidates(client: AmoClient, floor: int | None, sent: Sent | None) -> list
 
 
 def _created_since(client: AmoClient, floor: int) -> list[dict[str, Any]]:
+    """The contacts above `floor`, read by id desc down to it. Above a floor > 0 the list cannot
+    be empty before the floor is reached (the floor contact, or newer ones, exist), so a page
+    that lists nothing there is a spurious 204: asked again (`Reasker`), then `EmptyAnswerError`
+    (all contacts deleted looks the same: a person withdraws the creates). With floor 0 (the
+    account was empty) page 1's 204 cannot be told from "nothing made": not believed either."""
     newer: list[dict[str, Any]] = []
     seen: set[int] = set()
     last_id: int | None = None
-    pages = client.iter_pages(CONTACTS, "contacts", {"order": {"id": "desc"}})
+    asking = Reasker(client, client.get)
+    params = {"order": {"id": "desc"}}
+    pages = iter_pages(asking.fetch, CONTACTS, "contacts", params, limit=client.config.page_size)
+    last: Page | None = None
     for count, page in enumerate(pages, 1):
+        last = page
         for contact in page.items:
             contact_id = int(contact["id"])
             if contact_id in seen:
@@ -169,6 +189,7 @@ def _created_since(client: AmoClient, floor: int) -> list[dict[str, Any]]:
             newer.append(contact)
         if count >= MAX_SCAN_PAGES:
             raise InvariantError("cannot reconcile a lost create: too many new contacts to scan")
+    asking.check_end(last, believe_end=floor == 0)
     return newer
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from sync.amo.backoff import pause
-from sync.amo.created import Sent
+from sync.amo.created import EmptyAnswerError, Sent
 from sync.amo.reconcile import confirm_window_s
 from sync.amo.writes import WriteResult
 from sync.db import inflight
@@ -101,16 +101,24 @@ def _look_for(
     ctx: Context, entry: Mapping[str, Any], payloads: list[dict[str, Any]]
 ) -> tuple[dict[str, WriteResult], dict[int, float]]:
     """The creates amoCRM shows, looking once more when the window has passed for those sent
-    less than a window ago (the run sleeps until then); and those young ones."""
+    less than a window ago (the run sleeps until then); and those young ones. A look-up that
+    keeps answering 204 (`EmptyAnswerError`) is never taken for "not made": the look after the
+    window decides, and when that one is the first, the creates wait (the caller)."""
     claimed = [int(i) for i in entry.get("claimed") or []]
     floor, sent = entry.get("floor"), _sent_span(entry, payloads)
-    found = ctx.client.recover_creates(payloads, floor, claimed, sent)
+    unsure = False
+    try:
+        found = ctx.client.recover_creates(payloads, floor, claimed, sent)
+    except EmptyAnswerError:  # a lagging list: only the look after the window may decide
+        if not _young(ctx, entry, payloads):
+            raise
+        found, unsure = {}, True
     young = _young(ctx, entry, [p for p in payloads if str(p["request_id"]) not in found])
     if young:
         # until the youngest is as old as the window; a stop (SIGTERM) ends the wait at once
         pause(ctx.clock, ctx.client.session.stopping, max(young.values()))
         taken = claimed + [r.id for r in found.values()]
-        again = [p for p in payloads if int(p["request_id"]) in young]
+        again = [p for p in payloads if unsure or int(p["request_id"]) in young]
         found |= ctx.client.recover_creates(again, floor, taken, sent)
     return found, young
 

@@ -114,6 +114,8 @@ def test_a_lost_answer_is_confirmed_by_a_created_at_read_not_resent(env: PushEnv
 
 
 def test_a_create_a_trusted_read_shows_absent_is_resent_once(env: PushEnv) -> None:
+    env.client.create_contacts([{"name": "Bystander"}])  # made in amoCRM around the send
+    env.emulator.clear_requests()
     _insert(env, "Absent")
     env.emulator.add_fault(EARLY_504)  # amoCRM never applied it
     report = env.push()
@@ -123,6 +125,27 @@ def test_a_create_a_trusted_read_shows_absent_is_resent_once(env: PushEnv) -> No
     assert posts[1]["clock"] - posts[0]["clock"] >= WINDOW_S  # invisible the whole window first
     assert _remote(env, "Absent") == {"Absent": 1}
     _settled(env, "Absent")
+
+
+def test_a_created_at_read_that_only_answers_204_is_not_taken_for_nothing_made(
+    env: PushEnv,
+) -> None:
+    """Nothing else was made around the send: every look answers 204, which a spurious 204
+    (amocrm-api.md §2) would too. Never resent on a 204: the create waits for a person."""
+    temp = _insert(env, "Quiet")
+    env.emulator.add_fault(EARLY_504)  # amoCRM never applied it
+    with pytest.raises(AmoWriteUnknownError):
+        env.push()  # in-run: the last look answered 204 too
+    with pytest.raises(AmoWriteUnconfirmedError, match=CANNOT):
+        env.push()  # the dead-run recovery's look as well: it waits
+    assert len(env.api("POST")) == 1
+    assert env.row(temp)["sync_error"].startswith("waiting for confirmation")
+    env.client.create_contacts([{"name": "Bystander"}])  # now a look-up has something to show
+    env.clock.sleep(5)  # past the lists' lag
+    assert env.push().created == 1  # a real answer without it: the wait ends, sent once more
+    assert len(env.api("POST")) == 3  # the bystander's and the resend
+    assert _remote(env, "Quiet") == {"Quiet": 1}
+    _settled(env, "Quiet")
 
 
 def test_a_dead_runs_create_is_confirmed_by_a_created_at_read(

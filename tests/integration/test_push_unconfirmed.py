@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from sync.amo import client as amo_client
+from sync.amo.created import ASKS
 from sync.config import DatabaseConfig
 from sync.db import inflight
 from sync.emulator import FaultRule
@@ -191,3 +192,54 @@ def test_an_edit_made_before_a_dead_runs_create_is_found_is_pushed_after_it(
     assert (row.id > 0, row.last_name, row.sync_status) == (True, "Later", "synced")
     assert env.remote(row.id)["last_name"] == "Later"
     assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
+
+
+def test_a_dead_runs_creates_are_not_resent_on_a_spurious_204(
+    env: PushEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review's repro: the next push starts after the window, so one look decides, and page
+    1 of that look answers 204 once (amocrm-api.md §2). Believed, both were sent again."""
+    _insert(env, "Old A")
+    _insert(env, "Old B")
+
+    def die(*args: Any, **kw: Any) -> None:
+        raise KeyboardInterrupt  # killed between amoCRM's answer and our commit
+
+    monkeypatch.setattr(inflight, "record_created", die)
+    with pytest.raises(KeyboardInterrupt):
+        env.push()
+    monkeypatch.undo()
+    _time(env).sleep(WINDOW_S + 5)
+    env.emulator.add_fault(FaultRule(kind="empty_page", method="GET", path=POST, order="id"))
+    report = env.push()
+    assert report.recovered == 2
+    assert len(env.api("POST")) == 1
+    assert _remote(env, "Old") == {"Old A": 1, "Old B": 1}
+    _settled(env, "Old")
+
+
+def test_a_204_on_the_first_look_leaves_old_and_young_creates_to_the_look_after_the_window(
+    env: PushEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One of a dead run's creates is older than the window, one is not; the first look keeps
+    answering 204: it decides nothing, and the look after the window covers both."""
+    old = _insert(env, "Mixed Old")
+    _insert(env, "Mixed Young")
+
+    def die(*args: Any, **kw: Any) -> None:
+        raise KeyboardInterrupt  # killed between amoCRM's answer and our commit
+
+    monkeypatch.setattr(inflight, "record_created", die)
+    with pytest.raises(KeyboardInterrupt):
+        env.push()
+    monkeypatch.undo()
+    env.sql("UPDATE sync_state SET value = jsonb_set(value, ARRAY['creates', 'sent', :t], "
+            "to_jsonb('2020-01-01T00:00:00+00:00'::text)) WHERE key = 'push_in_flight'",
+            t=str(old))  # fmt: skip
+    empty = FaultRule(kind="empty_page", method="GET", path=POST, order="id", times=ASKS)
+    env.emulator.add_fault(empty)
+    report = env.push()
+    assert report.recovered == 2
+    assert len(env.api("POST")) == 1
+    assert _remote(env, "Mixed") == {"Mixed Old": 1, "Mixed Young": 1}
+    _settled(env, "Mixed")

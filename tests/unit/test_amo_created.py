@@ -16,7 +16,7 @@ import pytest
 
 from sync.amo.auth import StaticToken
 from sync.amo.client import AmoClient
-from sync.amo.created import SLACK_S, Sent, created_between
+from sync.amo.created import ASKS, SLACK_S, EmptyAnswerError, Sent, created_between
 from sync.amo.ratelimit import RateLimiter
 from sync.errors import InvariantError
 from tests.unit.amo_helpers import FakeClock, Script, config, reply
@@ -73,8 +73,8 @@ def test_a_dead_runs_range_ends_a_window_after_its_last_send() -> None:
     first = clock.now()
     last = first + timedelta(seconds=4)
     clock.sleep(3600)  # the next push, an hour later
-    script = Script(lambda request: reply(204, headers=_date(clock)))
-    assert _look(script, clock, Sent(first, last)) == []  # trusted: nothing was made
+    script = Script(lambda request: _page(int(first.timestamp()), clock=clock))
+    assert len(_look(script, clock, Sent(first, last))) == 1
     low, high = _range(script.requests[0])
     assert (low, high) == (
         int(first.timestamp()) - SLACK_S,
@@ -101,7 +101,8 @@ def test_amocrms_clock_far_from_ours_is_not_trusted(ahead_s: float) -> None:
 
 def test_an_answer_without_a_date_is_not_trusted() -> None:
     clock = FakeClock()
-    script = Script(reply(204))
+    now = int(clock.now().timestamp())
+    script = Script(reply(200, {"_embedded": {"contacts": [{"id": 1, "created_at": now}]}}))
     with pytest.raises(InvariantError, match="clock"):
         _look(script, clock, Sent(clock.now()))
 
@@ -111,3 +112,23 @@ def test_a_clock_within_the_slack_is_trusted() -> None:
     now = int(clock.now().timestamp())
     script = Script(lambda request: _page(now, clock=clock, ahead_s=-(SLACK_S - 5)))
     assert len(_look(script, clock, Sent(clock.now()))) == 1
+
+
+def test_a_204_is_asked_again_and_the_contacts_of_the_next_answer_count() -> None:
+    """amoCRM's spurious 204 for a list that is not empty (amocrm-api.md §2): believed, it would
+    make a create amoCRM did make look "not made", and the caller would send it twice."""
+    clock = FakeClock()
+    now = int(clock.now().timestamp())
+    answers = iter([reply(204, headers=_date(clock)), _page(now, clock=clock)])
+    script = Script(lambda request: next(answers))
+    assert [c["id"] for c in _look(script, clock, Sent(clock.now()))] == [100]
+    assert len(script.requests) == 2
+    assert clock.sleeps == [1.0]  # `reconcile_settle_s` before asking again
+
+
+def test_a_204_that_persists_is_never_taken_for_nothing_made() -> None:
+    clock = FakeClock()
+    script = Script(lambda request: reply(204, headers=_date(clock)))
+    with pytest.raises(EmptyAnswerError, match="not resent"):
+        _look(script, clock, Sent(clock.now()))
+    assert len(script.requests) == ASKS
