@@ -24,6 +24,12 @@ empty (two when its probe answers 204) and one per final pass; none where a wind
 contacts. The daemon's poll (`lazy_empty`) proves nothing while the run has
 listed nothing: its cursor then stays where it was, so a spurious 204 costs nothing, and an idle
 poll stays one request; once anything is listed, the windows it believed are probed at the end.
+
+A tie (`sync.pull.ties`) whose page keeps answering 204 is probed the same way for its second U
+alone (`_check_emptied`): page 1 from U ascending that lists no contact at U the run has not read
+and reaches past U or its end, or else the newest page below U, proves U emptied (a bulk edit
+moved it on); anything else shows the 204 spurious, and the page is asked again, `TIE_ROUNDS`
+probes at most before the run fails. A 204, or an empty answer by id, never proves it.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sync.errors import InvariantError
-from sync.pull.stage import FiltersIgnored, log, updated
+from sync.pull.stage import TIE_ROUNDS, FiltersIgnored, Tie, log, updated
 from sync.pull.tail import AfterWalk
 from sync.pull.windows import Window
 
@@ -172,6 +178,68 @@ class EmptyProof(AfterWalk):
             return
         log.info("pull_spurious_204", second=window.pos, hi=window.hi, newest=stamps[0])
         window.busy = False  # something at or above pos: ask the window again
+
+    def _check_emptied(self, tie: Tie, number: int) -> None:
+        """Page `number` of a tie keeps answering 204: U is probed (the module docstring)."""
+        bound = {"updated_at": {"from": tie.second - self.margin}}
+        margin = self.margin
+        self.list_requests += 1
+        self._submit(
+            lambda: self._list(bound, ("updated_at", "asc"), 1),
+            lambda page: self._on_tie_probe(tie, number, margin, page),
+        )
+
+    def _on_tie_probe(self, tie: Tie, number: int, margin: int, page: Any) -> None:
+        if tie.finished:
+            return
+        if margin != self.margin:  # asked before the bounds turned out exclusive
+            self._check_emptied(tie, number)
+            return
+        if page is None:  # the probe's own 204 proves nothing either: the newest page
+            self.list_requests += 1
+            self._submit(
+                lambda: self._list(None, ("updated_at", "desc"), 1),
+                lambda top: self._on_tie_top(tie, number, top),
+            )
+            return
+        items: list[dict[str, Any]] = page.items
+        self._check_ascending(items, tie.second - margin, None, margin)
+        read = tie.known | tie.ids
+        at = [int(i["id"]) for i in items if updated(i) == tie.second]
+        unread = [i for i in at if i not in read]
+        if not unread and (updated(items[-1]) > tie.second or self._ends(page)):
+            self._tie_emptied(tie, number, left=len(at))
+        else:
+            self._tie_spurious(tie, number, unread=len(unread))
+
+    def _on_tie_top(self, tie: Tie, number: int, page: Any) -> None:
+        if tie.finished:
+            return
+        if page is None:  # proves nothing: a non-empty account never answers it so for long
+            self._tie_spurious(tie, number, newest=None)
+            return
+        stamps = [updated(i) for i in page.items]
+        if stamps != sorted(stamps, reverse=True):
+            raise FiltersIgnored("amoCRM ignored order[updated_at]=desc")
+        if stamps[0] < tie.second:
+            self._tie_emptied(tie, number, left=0)
+        else:
+            self._tie_spurious(tie, number, newest=stamps[0])
+
+    def _tie_emptied(self, tie: Tie, number: int, left: int) -> None:
+        """Every contact at U now (`left`: none, or only ones the run read) was read: the 204
+        was the truth and the read ends before `number` (a contact that left U meanwhile
+        shifted the pages read, which the tie's check after the walk sees)."""
+        log.info("pull_tie_emptied", second=tie.second, page=number, left=left)
+        self._tie_ends_before(tie, number)
+
+    def _tie_spurious(self, tie: Tie, number: int, **shown: int | None) -> None:
+        tie.rounds += 1
+        if tie.rounds >= TIE_ROUNDS:
+            raise InvariantError(f"amoCRM keeps answering 204 for the contacts of {tie.second}")
+        log.info("pull_tie_spurious_204", second=tie.second, page=number, **shown)
+        tie.asks[number] = 0
+        tie.queue.append(number)
 
     @staticmethod
     def _check_ascending(

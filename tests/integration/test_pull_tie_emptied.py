@@ -12,16 +12,23 @@ which moves them all to amoCRM's next second — what the audit saw with a real 
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
+import sync.emulator.core as core
 from sync.config import DatabaseConfig
 from sync.emulator import Emulator, FaultRule
+from sync.emulator.reading import order_of as _order_of
+from sync.emulator.reading import page_of
+from sync.emulator.wire import Request
 from sync.errors import InvariantError
+from sync.pull.stage import TIE_ASKS
 from tests.integration.pull_helpers import assert_converged, emulated, make_config, pull
 
 BEHIND = {"clock_start": time.time() - 600}  # amoCRM's changes are in the past, as on an account
@@ -173,5 +180,136 @@ def test_a_mid_read_204_that_passes_is_asked_again_and_the_second_read_whole(
         assert report.fetched
         assert "pull_tie_emptied" not in [e["event"] for e in logs]
         assert sum(int(f["fired"]) for f in emulator.faults()) == 2
+        emulator.clear_faults()
+        assert_converged(engine, emulator)
+
+
+def _marking(
+    monkeypatch: pytest.MonkeyPatch, second: int, on_top: Callable[[], None] | None = None
+) -> None:
+    """Name two reads for faults to aim at: the contacts read by id (`filter[id][]`: "byid")
+    and, once the tie's page 1 was asked `TIE_ASKS` times, the probe of `second` (page 1 from
+    it ascending, no upper bound: "probe"). `on_top` runs once, before the newest page (no
+    filter, `order[updated_at]=desc`) is served; the events read of a tie's start (which
+    releases it) is held until then, and a moment more, so that the run has seen that page."""
+    asked = [0]
+    hooks = [on_top] if on_top else []
+    topped = threading.Event()
+
+    def order_of(request: Request) -> str | None:
+        order = _order_of(request)
+        filters = request.query.get("filter") or {}
+        if on_top and request.path.endswith("/events") and not topped.is_set():
+            topped.wait(5)
+            time.sleep(0.3)
+        newest = order == "updated_at" and request.query["order"]["updated_at"] == "desc"
+        if hooks and newest and not filters:
+            hooks.pop()()
+            topped.set()
+        if order == "id":
+            asked[0] += 1
+        if order is None and page_of(request) is not None and "id" in filters:
+            return "byid"
+        bound = filters.get("updated_at") if isinstance(filters, dict) else None
+        if (
+            order == "updated_at"
+            and asked[0] >= TIE_ASKS
+            and isinstance(bound, dict)
+            and "to" not in bound
+            and int(bound.get("from", -1)) == second
+        ):
+            return "probe"
+        return order
+
+    monkeypatch.setattr(core, "order_of", order_of)
+
+
+@pytest.mark.parametrize("final_pass", [False, True], ids=["daemon", "cli"])
+def test_a_persisting_204_and_an_empty_answer_by_id_never_prove_a_second_emptied(
+    db_config: DatabaseConfig, engine: Engine, monkeypatch: pytest.MonkeyPatch, final_pass: bool
+) -> None:
+    """The review's repro: page 1 of a tie that holds all its contacts answers spurious 204s
+    `TIE_ASKS` times, and a read by id answers one too (as `{}`: "none is still there"). Before,
+    the second was believed emptied and the run exited 0 with 125 of its 150 contacts missing;
+    now the probe lists contacts at U, so the page is asked again and read whole."""
+    with emulated(contacts=200, trashed_fraction=0.0, **BEHIND) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=PAGE)
+        pull(config, engine, emulator)
+        emulator.clock.advance(30)
+        second, ids = _bulk_create(emulator, 6 * PAGE)
+        _marking(monkeypatch, second)
+        emulator.add_fault(
+            FaultRule(kind="empty_page", path="/api/v4/contacts", order="id", times=TIE_ASKS)
+        )
+        emulator.add_fault(FaultRule(kind="empty_page", path="/api/v4/contacts", order="byid"))
+        with capture_logs() as logs:
+            pull(config, engine, emulator, final_pass=final_pass)
+        assert _runs(engine)[-1] == ("succeeded", None)
+        assert _at(emulator, ids, second) == set(ids)  # nothing moved: a fault, not a change
+        emulator.clear_faults()
+        assert_converged(engine, emulator)  # before: 125 of the 150 missing, the run succeeded
+        events = [e["event"] for e in logs]
+        assert "pull_tie_spurious_204" in events
+        assert "pull_tie_emptied" not in events
+
+
+def test_contacts_the_run_never_listed_keep_a_second_from_being_taken_as_emptied(
+    db_config: DatabaseConfig, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Part-way through a batched bulk edit: the contacts the window listed in U (among its 50
+    lowest ids) move on, and another contact is written after them, before the tie's read
+    begins (the run sees that one first: no shift of the tie is suspected); the tie's page 1
+    then answers spurious 204s. Every contact the run saw has left U, but 100 it never listed
+    are still there: before, reading the seen ones by id believed U emptied and the run exited 0
+    without those 100; the probe lists them."""
+    with emulated(contacts=200, trashed_fraction=0.0, **BEHIND) as (emulator, url):
+        config = make_config(
+            db_config, url, emulator.long_lived_token, page_size=PAGE, pull_workers=1
+        )
+        pull(config, engine, emulator)
+        emulator.clock.advance(30)
+        second, ids = _bulk_create(emulator, 6 * PAGE)
+        moved = sorted(ids)[: 2 * PAGE]
+
+        def part_of_the_bulk_edit() -> None:
+            edit = [{"id": i, "name": f"Moved {i}"} for i in moved]
+            emulator.update_contacts(edit, at=second + 1)  # a second ago: listed by now
+            emulator.clock.advance(2)
+            emulator.create_contacts([{"name": "Later"}])
+
+        _marking(monkeypatch, second, on_top=part_of_the_bulk_edit)
+        emulator.add_fault(
+            FaultRule(kind="empty_page", path="/api/v4/contacts", order="id", times=TIE_ASKS)
+        )
+        with capture_logs() as logs:
+            pull(config, engine, emulator)
+        assert _at(emulator, ids, second) == set(ids) - set(moved)
+        assert _runs(engine)[-1] == ("succeeded", None)
+        emulator.clear_faults()
+        assert_converged(engine, emulator)  # before: the 100 never listed missing
+        assert "pull_tie_spurious_204" in [e["event"] for e in logs]
+
+
+def test_a_probe_that_answers_204_too_asks_the_newest_page(
+    db_config: DatabaseConfig, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tie's page 1 and then the probe of U answer spurious 204s: the newest page shows a
+    contact at U, so the 204s were spurious and page 1 is asked again."""
+    with emulated(contacts=200, trashed_fraction=0.0, **BEHIND) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=PAGE)
+        pull(config, engine, emulator)
+        emulator.clock.advance(30)
+        second, _ = _bulk_create(emulator, 6 * PAGE)
+        _marking(monkeypatch, second)
+        emulator.add_fault(
+            FaultRule(kind="empty_page", path="/api/v4/contacts", order="id", times=TIE_ASKS)
+        )
+        emulator.add_fault(FaultRule(kind="empty_page", path="/api/v4/contacts", order="probe"))
+        with capture_logs() as logs:
+            pull(config, engine, emulator)
+        assert [f["fired"] for f in emulator.faults()] == [TIE_ASKS, 1]
+        assert _runs(engine)[-1] == ("succeeded", None)
+        spurious = [e for e in logs if e["event"] == "pull_tie_spurious_204"]
+        assert [e.get("newest") for e in spurious] == [second]
         emulator.clear_faults()
         assert_converged(engine, emulator)
