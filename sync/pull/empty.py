@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sync.errors import InvariantError
-from sync.pull.stage import TIE_ROUNDS, FiltersIgnored, Tie, log, updated
+from sync.pull.stage import FiltersIgnored, Tie, log, updated
 from sync.pull.tail import AfterWalk
 from sync.pull.windows import Window
 
@@ -232,14 +232,6 @@ class EmptyProof(AfterWalk):
         shifted the pages read, which the tie's check after the walk sees)."""
         log.info("pull_tie_emptied", second=tie.second, page=number, left=left)
         self._tie_ends_before(tie, number)
-
-    def _tie_spurious(self, tie: Tie, number: int, **shown: int | None) -> None:
-        tie.rounds += 1
-        if tie.rounds >= TIE_ROUNDS:
-            raise InvariantError(f"amoCRM keeps answering 204 for the contacts of {tie.second}")
-        log.info("pull_tie_spurious_204", second=tie.second, page=number, **shown)
-        tie.asks[number] = 0
-        tie.queue.append(number)
 
     @staticmethod
     def _check_ascending(

@@ -34,7 +34,7 @@ log = get_logger("sync.pull.fetch")
 SETTLE_S = 2  # lists may lag writes by at most this (amoCRM's clock: see `amo_start`)
 SPECULATIVE = 3  # tie pages asked beyond the last one known to exist
 TIE_ASKS = 3
-TIE_ROUNDS = 3  # probes showing a tie page's persisting 204 spurious before the run fails
+TIE_ROUNDS = 3  # rounds showing a tie page's persisting 204 spurious before the run fails
 CHAT_BATCH = 250  # contacts a chat-links request names (amoCRM's most per request)
 OUTBOX = 2  # complete pages beyond the sink's queue before no new page is asked for (memory)
 # while fewer pages than this wait for their chat links or the sink's room, chat batches let
@@ -72,7 +72,7 @@ class Tie:
     top_id: int = 0  # the highest id its pages listed (the end check: `TieReads._tie_end`)
     empty: set[int] = field(default_factory=set)
     asks: dict[int, int] = field(default_factory=dict)
-    rounds: int = 0  # probes that showed a persisting 204 spurious (`EmptyProof._check_emptied`)
+    rounds: int = 0  # rounds that showed a persisting 204 spurious (`TieReads._tie_spurious`)
     unsent: dict[int, threading.Event] = field(default_factory=dict)  # page → set: given up
     last: int | None = None
     ids: set[int] = field(default_factory=set)

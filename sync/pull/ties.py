@@ -30,6 +30,7 @@ from sync.pull.stage import (
     SETTLE_S,
     SPECULATIVE,
     TIE_ASKS,
+    TIE_ROUNDS,
     FiltersIgnored,
     Tie,
     ids_of,
@@ -208,16 +209,21 @@ class TieReads(Completion):
         listed here: a second that shrank while read). Contacts at or below that id were on the
         pages read unless one left the second meanwhile, which the tie's check sees (it is read
         again). A 204 here is probed (`_check_emptied`). Else amoCRM's spurious 204 may hide
-        contacts, and the run fails rather than cut the read short."""
+        contacts: a full page whose lowest id is above that id shows contacts the pages read
+        never reached, so the 204 is spurious and the page is asked again (`_tie_spurious`: at
+        most `TIE_ROUNDS` rounds, then the run fails rather than cut the read short)."""
         if page is None:
             self._check_emptied(tie, number)
             return
         ids = [int(i["id"]) for i in page.items]
         whole = self._ends(page)
-        if not whole and not (ids == sorted(ids, reverse=True) and ids[-1] <= tie.top_id):
+        if not whole and ids != sorted(ids, reverse=True):  # proves nothing
             raise InvariantError(f"amoCRM keeps answering 204 for the contacts of {tie.second}")
         self._seen(page.items)
         mine = self._tie_items(tie, page.items)  # raises if the filter was not kept
+        if not whole and ids[-1] > tie.top_id:
+            self._tie_spurious(tie, number, lowest=ids[-1], top_id=tie.top_id)
+            return
         self._collect([i for i in mine if int(i["id"]) not in tie.known | tie.ids], None)
         above = sum(1 for i in ids if i > tie.top_id)
         tie.ids.update(ids_of(mine))
@@ -229,6 +235,17 @@ class TieReads(Completion):
         if tie.last is None:
             tie.last = number - 1
         self._tie_settled(tie)
+
+    def _tie_spurious(self, tie: Tie, number: int, **shown: int | None) -> None:
+        """A persisting 204 on page `number` shown spurious (by the probe of U, or for a later
+        page by page 1 by `order[id]=desc`): the page is asked `TIE_ASKS` times again; after
+        `TIE_ROUNDS` such rounds the run fails."""
+        tie.rounds += 1
+        if tie.rounds >= TIE_ROUNDS:
+            raise InvariantError(f"amoCRM keeps answering 204 for the contacts of {tie.second}")
+        log.info("pull_tie_spurious_204", second=tie.second, page=number, **shown)
+        tie.asks[number] = 0
+        tie.queue.append(number)
 
     def _check_emptied(self, tie: Tie, number: int) -> None:
         """Page `number` of the tie keeps answering 204 where the run listed contacts (its page

@@ -313,3 +313,35 @@ def test_a_probe_that_answers_204_too_asks_the_newest_page(
         assert [e.get("newest") for e in spurious] == [second]
         emulator.clear_faults()
         assert_converged(engine, emulator)
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["pull", "full"])
+def test_a_burst_of_204s_on_a_later_page_of_a_tie_is_asked_again_not_a_failure(
+    db_config: DatabaseConfig, engine: Engine, full: bool
+) -> None:
+    """The audit's repro, scaled down (3,000 contacts, 800 touched, 250 a page): a bulk touch
+    puts 80 contacts in one second T, and page 2 of its read by id answers six spurious 204s in
+    a row (page 3 may take some). Page 1 by `order[id]=desc` is full and its lowest id above
+    the ids read: the 204 hid contacts, so page 2 is asked again and T read whole. Before, the
+    run failed at once ("amoCRM keeps answering 204 for the contacts of T", exit 1)."""
+    with emulated(contacts=300, trashed_fraction=0.0, **BEHIND) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=PAGE)
+        pull(config, engine, emulator)
+        emulator.clock.advance(30)
+        second = emulator.clock.now_s()
+        touched = emulator.touch_contacts(count=80)
+        emulator.clock.advance(2)
+        emulator.add_fault(
+            FaultRule(kind="empty_page", path="/api/v4/contacts", order="id", min_page=2, times=6)
+        )
+        with capture_logs() as logs:
+            report = pull(config, engine, emulator, full=full)
+        assert [f["fired"] for f in emulator.faults()] == [6]
+        assert _at(emulator, touched, second) == set(touched)  # nothing moved: a fault
+        assert report.fetched
+        assert _runs(engine)[-1] == ("succeeded", None)
+        events = [e["event"] for e in logs]
+        assert "pull_tie_spurious_204" in events
+        assert "pull_tie_emptied" not in events
+        emulator.clear_faults()
+        assert_converged(engine, emulator)
