@@ -314,9 +314,7 @@ class AmoClient:
             return results
 
         def reconcile(batch: list[Item]) -> dict[str, WriteResult]:
-            found = find_created(self, batch, floor, claimed, self.reconcile_settle_s, sent=sent)
-            claimed.update(r.id for r in found.values())
-            return found
+            return find_created(self, batch, floor, claimed, self.reconcile_settle_s, sent=sent)
 
         return self._write(items, batch_size, send, reconcile, "contacts created", blind=False)
 

@@ -13,7 +13,11 @@ key and forgets `request_id`, and its filters may be silently ignored, so:
    amocrm-api.md §11.4), so while some are missing, look again after 1, 2, 3, 4 x `settle_s`
    (looks at 0, 1, 3, 6, 10 x `settle_s`): only a create still invisible `CONFIRM_SETTLES` x
    `settle_s` (10 s by default, many times any lag seen) after its answer was lost is taken as
-   not applied, and the caller resends it. A look-up page that lists nothing where it cannot be
+   not applied, and the caller resends it — unless the last look shows contacts that nothing
+   explains (not matched, not claimed, made by our own user or, when it is unknown, by
+   anyone): one may be ours, edited since (an automation renames new contacts within a
+   second), so none is resent (`CreatesUnexplainedError`: they wait as unconfirmed).
+   A look-up page that lists nothing where it cannot be
    empty (amoCRM's spurious 204s) is asked again, then not believed (`EmptyAnswerError`): a
    look that ends so is skipped, and when it is the last one nothing is resent.
 4. a server that ignores `order[id]` has no floor: the contacts created around the send are
@@ -33,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from sync.amo.backoff import pause as wait
 from sync.amo.created import EmptyAnswerError, Reasker, Sent, created_between
-from sync.amo.matching import carries, pair_created
+from sync.amo.matching import carries, made_by, pair_created
 from sync.amo.pages import Page, iter_pages
-from sync.amo.writes import Item, WriteResult, to_result
+from sync.amo.writes import CreatesUnexplainedError, Item, WriteResult, to_result
 from sync.errors import AmoError, AmoStoppedError, InvariantError
 from sync.logs import get_logger
 
@@ -104,12 +108,14 @@ def find_created(
     """Results for the entities of `batch` that amoCRM did create (see the module docstring):
     looks until all are found or `window_s` (default `confirm_window_s(settle_s)`; 0 = one
     look) has passed since the first look, pausing on the client's clock in between. Without a
-    `floor`, looks by `filter[created_at]` around `sent`; `InvariantError` when it cannot look."""
+    `floor`, looks by `filter[created_at]` around `sent`; `InvariantError` when it cannot look.
+    The ids found are added to `claimed` (also when `CreatesUnexplainedError` ends the look)."""
     if floor is None and sent is None:
         raise InvariantError("cannot reconcile a lost create: amoCRM ignores order[id]")
     window = confirm_window_s(settle_s) if window_s is None else window_s
     own_user = own_user_id(client)
     found: dict[str, WriteResult] = {}
+    fresh: list[dict[str, Any]] = []
     pauses = list(_pauses(settle_s, window))
     for look, pause in enumerate(pauses, 1):
         pending = [i for i in batch if i.request_id not in found]
@@ -134,10 +140,34 @@ def find_created(
         for index, contact in pairs.items():
             item = pending[index]
             found[item.request_id] = to_result(item.request_id, contact, reconciled=True)
+    claimed.update(r.id for r in found.values())
     missing = len(batch) - len(found)
     if missing:
         log.warning("amo_create_not_seen", missing=missing, window_s=window)
+        _check_explained(fresh, found, own_user, missing)
     return found
+
+
+def _check_explained(
+    fresh: list[dict[str, Any]], found: dict[str, WriteResult], own_user: int | None, missing: int
+) -> None:
+    """`CreatesUnexplainedError` when the last look (`fresh`: not claimed) shows a contact
+    that no create was matched to and that our user may have made: a create of ours edited
+    since looks just so, and resending it would make a duplicate."""
+    taken = {r.id for r in found.values()}
+    unexplained = sorted(
+        int(c["id"])
+        for c in fresh
+        if int(c["id"]) not in taken and (own_user is None or made_by(c, own_user))
+    )
+    if unexplained:
+        log.warning("amo_create_unexplained", missing=missing, contacts=len(unexplained),
+                    ids=unexplained[:10])  # fmt: skip
+        raise CreatesUnexplainedError(
+            f"{missing} lost creates not found, but amoCRM shows {len(unexplained)} new "
+            "contacts of ours that match none of them (edited since?): not resent",
+            found=found,
+        )
 
 
 def _pauses(settle_s: float, window_s: float) -> Iterator[float]:

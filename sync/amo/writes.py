@@ -20,8 +20,10 @@ that amoCRM did apply, found by re-reading). Rules:
   at all (amoCRM ignores `order[id]`: `InvariantError`) and a blind resend could duplicate
   (`blind_resend=False`, creates), nothing is resent: an answer that left entities out ends
   the call with `AmoWriteUnconfirmedError` naming them (after the other batches went out), a
-  lost answer with its `AmoWriteUnknownError`; a 504 (or a 422 "Limit 250 per page") halves
-  the batch size for the rest of the call;
+  lost answer with its `AmoWriteUnknownError`. When reading shows new contacts of ours that
+  match none of the creates (`CreatesUnexplainedError`: one may be ours, edited since), those
+  found are kept and the rest end the call as unconfirmed, whichever way the answer failed;
+  a 504 (or a 422 "Limit 250 per page") halves the batch size for the rest of the call;
 - any error that ends the call carries `.results` for what did go through.
 """
 
@@ -54,6 +56,16 @@ class WriteResult:
     updated_at: int | None = None
     reconciled: bool = False  # found by re-reading after the answer was lost
     data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+class CreatesUnexplainedError(InvariantError):
+    """Lost creates reading does not find, while amoCRM shows new contacts our user made that
+    nothing explains: one may be ours, edited since (by a person or an automation), so none is
+    resent (they wait as unconfirmed). `found`: those that were matched, by request_id."""
+
+    def __init__(self, message: str, *, found: Mapping[str, WriteResult]) -> None:
+        self.found = dict(found)
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -242,9 +254,9 @@ def _finish(state: _State, count: int, what: str) -> list[WriteResult]:
         )
     if state.unconfirmed:
         raise AmoWriteUnconfirmedError(
-            f"amoCRM did not confirm {len(state.unconfirmed)} of {count} {what}: its answer "
-            "left them out and they cannot be looked up (amoCRM ignores order[id]); not sent "
-            "again, so as not to create them twice",
+            f"amoCRM did not confirm {len(state.unconfirmed)} of {count} {what}: they could "
+            "not be looked up (amoCRM ignores order[id]), or new contacts of ours match none "
+            "of them (edited since?); not sent again, so as not to create them twice",
             unconfirmed=state.unconfirmed,
             errors_by_request_id=state.rejected,
             results=state.ordered(),
@@ -323,6 +335,8 @@ def _unmatched(
         return []
     try:
         found = reconcile(unmatched)
+    except CreatesUnexplainedError as err:
+        return _unconfirmed(unmatched, err, state, what)
     except InvariantError:
         if not blind:
             state.unconfirmed.extend(i.request_id for i in unmatched)
@@ -352,6 +366,8 @@ def _reconciled_rest(
         found = reconcile(batch)
     except AmoError as err:
         raise err from exc
+    except CreatesUnexplainedError as err:
+        return _unconfirmed(batch, err, state, what)
     except InvariantError as err:
         raise exc from err
     state.results.update(found)
@@ -359,3 +375,15 @@ def _reconciled_rest(
     log.warning("amo_write_reconciled", what=what, status=exc.status, applied=len(found),
                 resent=len(rest))  # fmt: skip
     return rest
+
+
+def _unconfirmed(
+    batch: list[Item], err: CreatesUnexplainedError, state: _State, what: str
+) -> list[Item]:
+    """Keep what reading found; the rest wait as unconfirmed (never resent): nothing to send."""
+    state.results.update(err.found)
+    waiting = [i.request_id for i in batch if i.request_id not in err.found]
+    state.unconfirmed.extend(waiting)
+    log.warning("amo_write_unconfirmed", what=what, found=len(err.found), resent=0,
+                unconfirmed=len(waiting), reason=str(err))  # fmt: skip
+    return []

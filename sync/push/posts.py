@@ -9,7 +9,9 @@ it was sent; then it is sent again in the same run. In-run, `AmoClient.create_co
 for that long itself; a dead run's creates younger than the window are looked for again once it
 has passed (the run sleeps until then). A server that ignores `order[id]` is searched by
 `filter[created_at]` around the send (`sync.amo.created`, trusted only once checked). Only when
-neither can be trusted does a create wait unsent: its row stays `pending` with `sync_error`
+neither can be trusted, or when the look-up shows new contacts of ours that match none of the
+creates (one may be ours, edited since: `CreatesUnexplainedError`), does a create wait
+unsent: its row stays `pending` with `sync_error`
 saying it waits for confirmation and how to withdraw it, and the run fails
 (`AmoWriteUnconfirmedError`: `amosync push` exits 1) after everything else went out.
 
@@ -29,7 +31,7 @@ from sqlalchemy.engine import Connection
 from sync.amo.backoff import pause
 from sync.amo.created import EmptyAnswerError, Sent
 from sync.amo.reconcile import confirm_window_s
-from sync.amo.writes import WriteResult
+from sync.amo.writes import CreatesUnexplainedError, WriteResult
 from sync.db import inflight
 from sync.db.engine import store_errors
 from sync.db.inflight import Done, PendingCreate, PendingLink
@@ -51,7 +53,8 @@ def confirm_window(ctx: Context) -> float:
 
 def waiting_message(sent: datetime) -> str:
     return (f"waiting for confirmation since {sent:%Y-%m-%d %H:%M:%S} UTC: amoCRM could not "
-            "be searched for it (order by id ignored, created_at filter not trusted); not sent "
+            "be searched for it (order by id ignored, created_at filter not trusted), or shows "
+            "new contacts of ours matching none of the creates (edited since?); not sent "
             "again, so as not to create it twice. DELETE this row to withdraw it: if amoCRM "
             "made it, the next pull brings it in")  # fmt: skip
 
@@ -72,16 +75,22 @@ def recover(ctx: Context) -> None:
 def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
     """Find a dead run's creates; those amoCRM does not show are sent again by step 3, but a
     create younger than the confirmation window gets one more look once it has passed. Those a
-    person withdrew are dropped unlooked for; when amoCRM cannot be searched, the rest wait."""
+    person withdrew are dropped unlooked for; when amoCRM cannot be searched, or shows new
+    contacts of ours that match none of them, the rest wait."""
     payloads = _not_withdrawn(ctx, [dict(p) for p in entry["items"].values()])
     if not payloads:
         return
+    unexplained: CreatesUnexplainedError | None = None
     try:
         found, young = _look_for(ctx, entry, payloads)
+    except CreatesUnexplainedError as exc:  # found ones are recorded, the rest wait
+        found, young, unexplained = exc.found, {}, exc
     except InvariantError as exc:  # amoCRM cannot be searched: nothing is resent on a guess
         _wait_unconfirmed(ctx, entry, payloads, exc)
         return
-    missing = [int(p["request_id"]) for p in payloads if str(p["request_id"]) not in found]
+    unfound = [p for p in payloads if str(p["request_id"]) not in found]
+    waiting = unfound if unexplained is not None else []  # one may be ours, edited: not resent
+    missing = [int(p["request_id"]) for p in unfound if p not in waiting]
     with ctx.engine.begin() as conn:
         pending = {p.temp_id: p for p in inflight.claim_creates(conn, include_errors=True)}
         done = [
@@ -95,6 +104,8 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
     ctx.count.add(recovered=len(done), created=len(done))
     log.warning("push_creates_recovered", sent=len(payloads), found=len(found),
                 looked_again=len(young), resent=len(missing))  # fmt: skip
+    if waiting and unexplained is not None:
+        _wait_unconfirmed(ctx, entry, waiting, unexplained)
 
 
 def _look_for(
@@ -113,13 +124,21 @@ def _look_for(
         if not _young(ctx, entry, payloads):
             raise
         found, unsure = {}, True
+    except CreatesUnexplainedError as exc:  # may be a young one not listed yet: decided later
+        if not _young(ctx, entry, payloads):
+            raise
+        found, unsure = exc.found, True
     young = _young(ctx, entry, [p for p in payloads if str(p["request_id"]) not in found])
-    if young:
+    if young or unsure:
         # until the youngest is as old as the window; a stop (SIGTERM) ends the wait at once
-        pause(ctx.clock, ctx.client.session.stopping, max(young.values()))
+        pause(ctx.clock, ctx.client.session.stopping, max(young.values(), default=0.0))
         taken = claimed + [r.id for r in found.values()]
-        again = [p for p in payloads if unsure or int(p["request_id"]) in young]
-        found |= ctx.client.recover_creates(again, floor, taken, sent)
+        again = [p for p in payloads if str(p["request_id"]) not in found]
+        again = again if unsure else [p for p in again if int(p["request_id"]) in young]
+        try:
+            found |= ctx.client.recover_creates(again, floor, taken, sent)
+        except CreatesUnexplainedError as exc:
+            raise CreatesUnexplainedError(str(exc), found=found | exc.found) from exc
     return found, young
 
 
@@ -291,9 +310,9 @@ def check_confirmed(ctx: Context) -> None:
     temps = sorted(ctx.unconfirmed, reverse=True)
     shown = ", ".join(map(str, temps[:5])) + (", …" if len(temps) > 5 else "")
     raise AmoWriteUnconfirmedError(
-        f"{len(temps)} new contacts were sent but amoCRM has not confirmed them and could not "
-        "be searched (order by id ignored, created_at filter not trusted); not sent again, so "
-        "as not to create them twice. To withdraw them: DELETE FROM contacts WHERE id IN "
+        f"{len(temps)} new contacts were sent but amoCRM has not confirmed them (could not be "
+        "searched, or shows unmatched new contacts of ours: edited?); not sent again, so as "
+        "not to create them twice. To withdraw them: DELETE FROM contacts WHERE id IN "
         f"({shown})",
         unconfirmed=[str(t) for t in temps],
     )
