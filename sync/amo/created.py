@@ -30,12 +30,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from sync.amo.backoff import pause
 from sync.amo.numbers import as_int
-from sync.amo.pages import Fetch, Page, iter_pages, listed
+from sync.amo.pages import Fetch, Page, date_of, iter_pages, listed
 from sync.amo.session import Reply
 from sync.clock import Clock
 from sync.errors import InvariantError
@@ -155,7 +154,7 @@ class _Dates:
         before = self.clock.now().timestamp()
         reply = self.get(path, params)
         after = self.clock.now().timestamp()
-        stamp = _date(reply.headers)
+        stamp = date_of(reply.headers)
         if stamp is None:
             self.ahead_at_least = math.nan  # nothing to check the clocks by
         else:
@@ -173,13 +172,3 @@ class _Dates:
                 "cannot reconcile a lost create: amoCRM's clock is not known to be within "
                 f"{SLACK_S} s of ours"
             )
-
-
-def _date(headers: Mapping[str, str]) -> float | None:
-    raw = headers.get("date") or headers.get("Date")
-    if not raw:
-        return None
-    try:
-        return parsedate_to_datetime(raw).timestamp()
-    except (TypeError, ValueError):
-        return None

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from sync.amo.session import Reply
@@ -189,3 +190,15 @@ class _Prefetcher:
         for _, future in self.pending:
             future.cancel()
         self.pending.clear()
+
+
+def date_of(headers: Mapping[str, str]) -> float | None:
+    """The answer's `Date` header (amoCRM's clock, whole seconds) as unix seconds, or None when
+    it is missing or unreadable."""
+    raw = headers.get("date") or headers.get("Date")
+    if not raw:
+        return None
+    try:
+        return parsedate_to_datetime(raw).timestamp()
+    except (TypeError, ValueError):
+        return None

@@ -19,11 +19,10 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from sync.amo.client import CONTACTS, AmoClient
-from sync.amo.pages import Page, ends_scan, listed
+from sync.amo.pages import Page, date_of, ends_scan, listed
 from sync.core.mapping import FieldDef
 from sync.logs import get_logger
 from sync.pull.sink import ChatLinks, CompletePage
@@ -219,12 +218,8 @@ class Stage:
     def _clock_sample(self, headers: Mapping[str, str]) -> None:
         """amoCRM's `Date` less our clock when we read it is at most how far amoCRM's clock
         is ahead of ours; the largest such sample is the best lower bound (see `amo_start`)."""
-        raw = headers.get("date") or headers.get("Date")
-        if not raw:
-            return
-        try:
-            stamp = parsedate_to_datetime(raw).timestamp()
-        except (TypeError, ValueError):
+        stamp = date_of(headers)
+        if stamp is None:
             return
         sample = stamp - self.setup.now()
         with self._skew_lock:
