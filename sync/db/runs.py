@@ -125,28 +125,23 @@ class RunStore:
         """Put back to `pending` the requests left `running` by a run that is gone (a process
         killed between claiming and finishing one); the caller holds the pull lock, so no other
         run serves them. `keep`: the request the caller itself is serving."""
-        statement = (
-            sa.update(sync_requests)
-            .where(sync_requests.c.status == RequestStatus.RUNNING)
-            .values(status=RequestStatus.PENDING, started_at=None)
-            .returning(sync_requests.c.id)
-        )
-        if keep is not None:
-            statement = statement.where(sync_requests.c.id != keep)
-        return len(self._run(conn, statement).all())
+        others = [] if keep is None else [sync_requests.c.id != keep]
+        return self._back_to_pending(conn, *others)
 
     def put_back_request(self, conn: Connection, request_id: int) -> bool:
         """A request whose run was cut short by a stop is `pending` again (it was not done, nor
         did it fail): the next leader serves it. True if it was still `running`."""
+        return self._back_to_pending(conn, sync_requests.c.id == request_id) > 0
+
+    def _back_to_pending(self, conn: Connection, *where: sa.ColumnElement[bool]) -> int:
+        """The `running` requests `where` selects, `pending` again; how many they were."""
         statement = (
             sa.update(sync_requests)
-            .where(
-                sync_requests.c.id == request_id, sync_requests.c.status == RequestStatus.RUNNING
-            )
+            .where(sync_requests.c.status == RequestStatus.RUNNING, *where)
             .values(status=RequestStatus.PENDING, started_at=None)
             .returning(sync_requests.c.id)
         )
-        return self._run(conn, statement).first() is not None
+        return len(self._run(conn, statement).all())
 
     def finish_request(
         self, conn: Connection, request_id: int, run_id: int | None, error: str | None
