@@ -96,13 +96,14 @@ class CommandStop:
         exit_now(f"{self.reason}: the command did not end within {self.grace_s:g} s; exiting")
 
 
-def exit_now(line: str) -> None:
-    """Leave at once with status 1 and one line: threads are not waited for, PostgreSQL rolls
-    back what was open when the connections close."""
+def exit_now(line: str | None = None, *, code: int = 1) -> None:
+    """Leave at once with `code` (and one line, if given): threads are not waited for,
+    PostgreSQL rolls back what was open when the connections close. The daemon's way out too."""
     sys.stdout.flush()
-    sys.stderr.write(f"amosync: {line}\n")
+    if line is not None:
+        sys.stderr.write(f"amosync: {line}\n")
     sys.stderr.flush()
-    os._exit(1)
+    os._exit(code)
 
 
 STOP = CommandStop()

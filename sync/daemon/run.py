@@ -38,6 +38,7 @@ from types import FrameType
 from sqlalchemy.engine import Engine
 
 from sync.amo.client import AmoClient
+from sync.cli_stop import exit_now
 from sync.clock import SystemClock
 from sync.config import Config
 from sync.daemon.health import Health
@@ -69,7 +70,7 @@ def install_signal_handlers(stop: threading.Event) -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             log.warning("shutdown_forced", signal=signal.Signals(signum).name)
-            exit_now(0)
+            exit_now(code=0)
         log.info("shutdown_requested", signal=signal.Signals(signum).name)
         stop.set()
 
@@ -91,7 +92,7 @@ def bound_the_stop(stop: threading.Event, timeout_s: float) -> None:
         time.sleep(waited)
         log.error("shutdown_stuck", waited_s=waited, blocked_in=blocked_in(main_thread),
                   note="exiting anyway: PostgreSQL ends the sessions and their locks")  # fmt: skip
-        exit_now(1)
+        exit_now(code=1)
 
     main_thread = threading.main_thread().ident
     threading.Thread(target=watch, name="amosync-stop-watch", daemon=True).start()
@@ -135,13 +136,6 @@ def stop_requests_on(stop: threading.Event, client: AmoClient) -> None:
         client.session.stop()
 
     threading.Thread(target=watch, name="amosync-stop", daemon=True).start()
-
-
-def exit_now(code: int) -> None:
-    """Leave without waiting for job threads: their sessions close, PostgreSQL rolls back."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 # --- composition -------------------------------------------------------------------------------
@@ -196,7 +190,7 @@ def run_daemon(config: Config) -> None:
             hooks.close()
         log.info("daemon_stopped", clean=clean)
         if not clean:
-            exit_now(0)
+            exit_now(code=0)
         client.close()
         engine.dispose()
 
