@@ -27,7 +27,7 @@ from sync.core.models import Winner
 from sync.db.diag import error_line
 from sync.errors import SyncError, UsageError
 from sync.heap import fewer_malloc_arenas
-from sync.logs import configure_logging
+from sync.logs import configure_logging, failure_on_the_last_line
 
 if TYPE_CHECKING:
     from sync.db.locks import LockWait
@@ -353,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     fewer_malloc_arenas()  # before any thread starts (see sync.heap)
     try:
         STOP.install()  # SIGTERM/SIGINT: a clean, bounded stop, exit 1 (sync.cli_stop)
-        cli.main(args=argv, prog_name="amosync", standalone_mode=False)
+        with failure_on_the_last_line():  # a failure's error is said once, by the line below
+            cli.main(args=argv, prog_name="amosync", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):  # click's form of Ctrl-C (or EOF)
         click.echo(f"amosync: {STOP.explain('interrupted')}", err=True)  # before the handlers
         sys.exit(1)

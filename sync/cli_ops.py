@@ -25,8 +25,10 @@ def run(app: Any) -> None:
     daemon.http_port.
     """
     from sync.daemon.run import run_daemon
+    from sync.logs import failure_on_the_last_line
 
-    run_daemon(app.config)
+    with failure_on_the_last_line(False):  # the daemon's log is where its failures are told
+        run_daemon(app.config)
 
 
 @click.command("resync")

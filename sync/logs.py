@@ -1,8 +1,9 @@
 """Logging with structlog: JSON lines for machines, the console renderer for people.
 
 Event names are stable snake_case past tense (`pull_page_stored`); each run ends with one summary
-event. `redact` runs on every event, so a token can reach a log line only if it hides in a key or
-string this module does not know about, and even then bearer tokens and URL secrets are masked.
+event. A one-shot command's failure is said once, by its last line (`log_failure`). `redact`
+runs on every event, so a token can reach a log line only if it hides in a key or string this
+module does not know about, and even then bearer tokens and URL secrets are masked.
 It also cuts the `[SQL: …]` and `[parameters: …]` sections and `DETAIL:` lines of database
 errors out of every string (tracebacks included): they carry contacts' e-mails and phones.
 `bound` then cuts every line of a value to `sync.lines.LINE_LIMIT` characters (debug events keep
@@ -202,6 +203,33 @@ def configure_logging(config: LoggingConfig, stream: TextIO | None = None) -> No
     )
     # Libraries (httpx, alembic, apscheduler) log through stdlib: keep them quiet but visible.
     logging.basicConfig(level=max(level, logging.WARNING), stream=out, force=True)
+
+
+# Whether a failure's error reaches a person as the last line of a one-shot command
+# (`amosync: …` from `sync.cli.main`) rather than through the log: process-wide, because a run's
+# helper threads log too; the daemon never sets it.
+_LAST_LINE_SAYS_IT = [False]
+
+
+@contextmanager
+def failure_on_the_last_line(on: bool = True) -> Iterator[None]:
+    """Within the block, `log_failure` leaves the error's text to the caller's last line."""
+    before = _LAST_LINE_SAYS_IT[0]
+    _LAST_LINE_SAYS_IT[0] = on
+    try:
+        yield
+    finally:
+        _LAST_LINE_SAYS_IT[0] = before
+
+
+def log_failure(logger: Any, event: str, error: str | None, **fields: Any) -> None:
+    """Log a failure that ends the work: an error record with `error`. In a one-shot command
+    the same error is its last line on stderr, so the event (a run's summary with its counts)
+    is logged at info without `error`: one error, said once, last."""
+    if _LAST_LINE_SAYS_IT[0]:
+        logger.info(event, **fields)
+    else:
+        logger.error(event, **fields, error=error)
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -25,7 +25,7 @@ from sync.amo.tls import tls_context
 from sync.clock import Clock, SystemClock
 from sync.config import AmoCrmConfig
 from sync.errors import AmoAuthError, AmoError, AmoTransientError, AmoWriteUnknownError
-from sync.logs import get_logger, redact_text
+from sync.logs import get_logger, log_failure, redact_text
 
 log = get_logger("sync.amo")
 
@@ -173,7 +173,7 @@ class AmoSession:
         assert error is not None
         if outcome.halt:
             if self.limiter.halt(error):  # said once: requests already out get it too
-                log.error("amo_ip_blocked", error=str(error))
+                log_failure(log, "amo_ip_blocked", str(error))
             raise error
         if write and outcome.applied_unknown:
             raise AmoWriteUnknownError(

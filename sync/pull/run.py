@@ -46,7 +46,7 @@ from sync.db.locks import LockWait, SessionLock
 from sync.db.runs import CONTACTS_CURSOR, PULL_BUSY, RunStore, pull_lock
 from sync.errors import SyncError, mark_logged, stopping
 from sync.heap import fewer_collections
-from sync.logs import get_logger
+from sync.logs import get_logger, log_failure
 from sync.pull.full import FullRun
 from sync.pull.incremental import IncrementalRun
 from sync.pull.memo import PollMemo
@@ -217,7 +217,8 @@ class _Run(FullRun, IncrementalRun):
                 _put_back(self.runs, conn, request_id)
             elif request_id is not None:
                 self.runs.finish_request(conn, request_id, report.run_id, error)
-        event = "pull_finished" if error is None else "pull_failed"
-        log_fn = log.info if error is None else log.error
         asked = {} if request_id is None else {"request_id": request_id}  # a requested resync
-        log_fn(event, **asdict(report), **asked, error=error)
+        if error is None:
+            log.info("pull_finished", **asdict(report), **asked, error=None)
+        else:
+            log_failure(log, "pull_failed", error, **asdict(report), **asked)

@@ -34,7 +34,7 @@ from sync.db.engine import store_errors
 from sync.db.locks import LockWait
 from sync.db.runs import RunStore, push_lock
 from sync.errors import StoreError, mark_logged
-from sync.logs import get_logger
+from sync.logs import get_logger, log_failure
 from sync.push.context import Context, Counter
 from sync.push.posts import check_confirmed, push_creates, push_links, recover
 from sync.push.report import PushReport
@@ -80,7 +80,7 @@ def run_push(
             report.requests = client.session.requests_sent - requests_before
             error = error_line(exc)  # one line: never the SQL, its parameters or a traceback
             _finish_failed(ctx, report, error)
-            log.error("push_failed", error=error, **_summary(report, clock, started))
+            log_failure(log, "push_failed", error, **_summary(report, clock, started))
             mark_logged(exc)
             raise
         finally:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from sync.config import DatabaseConfig
 from sync.emulator import Emulator, EmulatorSettings, FaultRule, serve
@@ -52,6 +53,8 @@ def _check_failure(stderr: str, requests: int = 1) -> str:
     assert "t0ken-never-shown" not in stderr
     lines = stderr.strip().splitlines()
     assert all(len(line) <= 300 for line in lines), max(lines, key=len)
+    # the error is said once, by the last line: no error record before it repeats it
+    assert not any("[error" in line for line in lines), stderr
     retried = [line for line in lines if "amo_request_retried" in line]
     assert len(retried) == requests * RETRIES, stderr
     assert all("[warning" in line for line in retried)
@@ -222,3 +225,26 @@ def test_the_emulator_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> Non
     assert result.stderr.strip().splitlines() == [
         f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; pick another --port"
     ]
+
+
+def test_a_refused_token_is_said_once_by_the_last_line(
+    db_config: DatabaseConfig, tmp_path: Path, emulator: tuple[Emulator, str]
+) -> None:
+    """The run's summary (`push_failed`, its counts) stays in the JSON log, but not as an error
+    record repeating the line that follows it (the pull's: `_check_failure`)."""
+    engine = sa.create_engine(db_config.url.reveal())
+    with engine.begin() as conn:  # something to send, so the push reaches amoCRM
+        conn.execute(sa.text("INSERT INTO amocrm.contacts (name) VALUES ('Ann')"))
+    engine.dispose()
+    env = _env(db_config, emulator[1], AMOSYNC_LOGGING__FORMAT="json")
+    result = amosync("push", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    *records, last = result.stderr.strip().splitlines()
+    assert last.startswith("amosync: amoCRM refused the access token (401)"), result.stderr
+    error = last.removeprefix("amosync: ")
+    events = [json.loads(line) for line in records]
+    assert [e for e in events if e["level"] == "error"] == []
+    assert not any(error in json.dumps(e, ensure_ascii=False) for e in events), records
+    summary = [e for e in events if e["event"] == "push_failed"]
+    assert len(summary) == 1, records
+    assert "error" not in summary[0]
