@@ -4,6 +4,7 @@ What a person or program does to the tables, and what happens:
   UPDATE contacts (writable columns)  → a `sync_changes` row (new and base values), row `pending`
   UPDATE contacts (any other column)  → refused: those columns mirror amoCRM
   INSERT INTO contacts (no id)        → temporary negative id, `pending`, a `create` change
+                                        (an id given, even a negative one, is refused)
   DELETE FROM contacts / TRUNCATE     → refused (the API cannot delete contacts); a contact that
                                         was never pushed (negative id) may be deleted
   INSERT INTO contact_chats           → temporary negative id, a `chat_link` change (a blank
@@ -15,8 +16,8 @@ What a person or program does to the tables, and what happens:
 The sync marks its own transactions with `SET LOCAL amosync.origin = 'sync'` (see
 `sync.db.engine.sync_origin`); the triggers let those writes through uncaptured.
 
-These are today's definitions. Migrations hold their own frozen copies (0001, 0006, 0008, 0010): a
-change here ships as a new revision that recreates what changed
+These are today's definitions. Migrations hold their own frozen copies (0001, 0006, 0008, 0010,
+0011): a change here ships as a new revision that recreates what changed
 (tests/integration/test_migrations_frozen.py fails until it does).
 """
 
@@ -72,9 +73,26 @@ def _array(names: tuple[str, ...]) -> str:
 _IS_SYNC = f"coalesce(current_setting('{ORIGIN_SETTING}', true), '') = 'sync'"
 
 
+def _drawn(s: str, table: str) -> str:
+    """SQL: the temporary id this session last drew from `table`'s sequence (its column's
+    default draws it just before the row's BEFORE INSERT trigger), NULL if none."""
+    return f'"{s}".amosync_drawn_id(\'"{s}".{table}_local_id_seq\')'
+
+
 def _functions(s: str) -> list[str]:
     writable, read_only = _array(WRITABLE_CONTACT_COLUMNS), _array(READ_ONLY_CONTACT_COLUMNS)
     return [
+        # An INSERT's id must be the one its default drew: an id of the integrator's own, even a
+        # negative one, would collide with a temporary id the sequence hands out later.
+        f"""
+CREATE FUNCTION "{s}".amosync_drawn_id(seq regclass) RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    RETURN currval(seq);
+EXCEPTION WHEN object_not_in_prerequisite_state THEN
+    RETURN NULL;  -- this session drew no id from it
+END
+$fn$""",
         f"""
 CREATE FUNCTION "{s}".amosync_contact_before_update() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
@@ -123,8 +141,9 @@ DECLARE
     new_row jsonb := to_jsonb(NEW);
     col text;
 BEGIN
-    IF NEW.id >= 0 THEN
-        RAISE EXCEPTION 'amosync: contact ids are assigned by amoCRM; insert without an id'
+    IF NEW.id IS DISTINCT FROM {_drawn(s, "contacts")} THEN
+        RAISE EXCEPTION 'amosync: contact ids are assigned by amoCRM; insert without an id '
+                        '(got %)', NEW.id
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'The row gets a temporary negative id until push creates it in amoCRM.';
     END IF;
@@ -181,7 +200,12 @@ $fn$""",
 CREATE FUNCTION "{s}".amosync_chat_before_write() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF TG_OP = 'INSERT' AND NEW.id < 0 THEN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.id IS DISTINCT FROM {_drawn(s, "contact_chats")} THEN
+            RAISE EXCEPTION 'amosync: chat link ids are assigned by amoCRM; insert without an '
+                            'id (got %)', NEW.id
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
         IF NEW.chat_id IS NULL OR btrim(NEW.chat_id) = '' THEN
             RAISE EXCEPTION 'amosync: new chat link of contact %: chat_id must be an amoCRM chat '
                             'id, got %', NEW.contact_id,
@@ -194,10 +218,6 @@ BEGIN
     END IF;
     IF TG_OP = 'DELETE' AND OLD.id < 0 THEN
         RETURN OLD;
-    END IF;
-    IF TG_OP = 'INSERT' THEN
-        RAISE EXCEPTION 'amosync: chat link ids are assigned by amoCRM; insert without an id'
-            USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF OLD.id < 0 THEN
         RAISE EXCEPTION 'amosync: UPDATE of chat link % refused: a link is made, never edited',

@@ -133,6 +133,34 @@ def test_insert_with_an_amocrm_id_or_mirrored_column_is_refused(engine: Engine) 
         run(engine, "INSERT INTO amocrm.contacts (name, created_at) VALUES ('x', now())")
 
 
+def test_insert_with_an_id_of_its_own_is_refused_even_a_negative_one(engine: Engine) -> None:
+    """An integrator's own temporary id would collide with the one the sequence hands out later
+    (someone else's INSERT failing on a duplicate key): refused at once, whether this session
+    drew a temporary id before or not."""
+    for given in (-1, 0, -7):
+        with pytest.raises(sa.exc.DBAPIError, match=rf"insert without an id \(got {given}\)"):
+            run(engine, "INSERT INTO amocrm.contacts (id, name) VALUES (:i, 'x')", {"i": given})
+        drawn = run(engine, "INSERT INTO amocrm.contacts (name) VALUES ('y') RETURNING id")
+        assert drawn.scalar() < 0
+    with engine.begin() as conn:  # several rows at once, each with the id its default drew
+        conn.execute(sa.text("INSERT INTO amocrm.contacts (name) VALUES ('a'), ('b')"))
+        series = "SELECT 'g' || g FROM generate_series(1, 3) g"
+        conn.execute(sa.text(f"INSERT INTO amocrm.contacts (name) {series}"))
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy("COPY amocrm.contacts (name) FROM STDIN") as copy:
+            copy.write_row(("copied",))
+    with engine.connect() as conn:
+        ids = conn.scalars(sa.text("SELECT contact_id FROM amocrm.sync_changes ORDER BY id")).all()
+    assert ids == list(range(-1, -10, -1))
+
+
+def test_a_chat_link_with_an_id_of_its_own_is_refused(engine: Engine, contact: int) -> None:
+    with pytest.raises(sa.exc.DBAPIError, match=r"insert without an id \(got -3\)"):
+        run(engine, f"{LINK.replace('(contact_id', '(id, contact_id')} VALUES (-3, 42, :c)",
+            {"c": CHAT})  # fmt: skip
+    assert run(engine, f"{LINK} VALUES (42, :c) RETURNING id", {"c": CHAT}).scalar() == -1
+
+
 def test_a_contact_never_pushed_may_be_deleted(engine: Engine) -> None:
     new_id = run(engine, "INSERT INTO amocrm.contacts (name) VALUES ('x') RETURNING id").scalar()
     run(engine, "DELETE FROM amocrm.contacts WHERE id = :i", {"i": new_id})
