@@ -3,7 +3,8 @@
 Creates (the dangerous case: a blind retry makes a duplicate contact). amoCRM has no idempotency
 key and forgets `request_id`, and its filters may be silently ignored, so:
 1. before the first POST of a call, note the newest contact id (`newest_contact_id`, one GET
-   ordered by id desc) — every contact created by this call has a larger id;
+   ordered by id desc, asked again on a 204 and never read as 0 from one) — every contact
+   created by this call has a larger id;
 2. after a lost answer, read contacts ordered by id desc down to that floor, checking the order
    on our side (a server that ignores `order` makes reconciliation impossible: we then refuse to
    resend rather than risk a duplicate);
@@ -36,7 +37,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sync.amo.backoff import pause as wait
-from sync.amo.created import EmptyAnswerError, Reasker, Sent, created_between
+from sync.amo.created import ASKS, EmptyAnswerError, Reasker, Sent, created_between
 from sync.amo.matching import carries, made_by, pair_created
 from sync.amo.pages import Page, iter_pages
 from sync.amo.writes import CreatesUnexplainedError, Item, WriteResult, to_result
@@ -59,15 +60,22 @@ def confirm_window_s(settle_s: float) -> float:
 
 
 def newest_contact_id(client: AmoClient) -> int | None:
-    """The largest contact id now, or None when the server does not honour `order[id]=desc`."""
-    reply = client.get(CONTACTS, {"order": {"id": "desc"}, "limit": 2, "page": 1})
-    if reply.data is None:
-        return 0
+    """The largest contact id now, or None when there is no floor to trust: the server does not
+    honour `order[id]=desc`, or the list kept answering 204. A 204 is asked again (`Reasker`)
+    and never taken for an empty account (a floor of 0): amoCRM answers 204 now and then for a
+    list that is not empty, and below a floor of 0 every contact of the account is a candidate
+    for a lost create (an older look-alike of ours was taken for it). Without a floor, the
+    look-up is by `filter[created_at]` around the send (`sync.amo.created`)."""
+    asking = Reasker(client, client.get)
+    reply = asking.fetch(CONTACTS, {"order": {"id": "desc"}, "limit": 2, "page": 1})
+    if asking.empty is not None:  # a spurious 204 that persisted, or an empty account
+        log.warning("amo_floor_unknown", reason="empty_answer", asks=ASKS)
+        return None
     ids = _ids(reply.data)
     if ids != sorted(ids, reverse=True):
         log.warning("amo_order_ignored", path=CONTACTS, order="id desc")
         return None
-    return ids[0] if ids else 0
+    return ids[0]
 
 
 def own_user_id(client: AmoClient) -> int | None:

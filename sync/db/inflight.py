@@ -128,7 +128,7 @@ def mark_sending(
     old = dict(state.get(kind) or {})
     kept = dict(old.get("items") or {})
     if kept and (old.get("floor") is None or floor is None):
-        floor = None  # amoCRM ignored order[id] for one of them: nothing can be reconciled
+        floor = None  # one of them has none (order[id] ignored, or a 204): by created_at
     elif kept:
         floor = min(int(old["floor"]), floor or 0)
     stamp = now.isoformat()

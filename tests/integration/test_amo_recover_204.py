@@ -114,3 +114,27 @@ def _clock(emulator: Emulator, client: AmoClient) -> EmulatorTime:
     time = EmulatorTime(emulator)
     client.session.clock = time
     return time
+
+
+def test_the_floor_read_asks_a_204_again_and_never_takes_it_for_0() -> None:
+    """The newest id before a POST (everything above it was made after) read from a spurious
+    204 was 0: every contact of the account became a candidate for a lost create."""
+    with running(contacts=3) as (emulator, url), client_for(emulator, url) as client:
+        newest = max(c["id"] for c in emulator.contacts())
+        emulator.add_fault(_empty(times=ASKS - 1))
+        assert client.newest_contact_id() == newest
+        emulator.add_fault(_empty(times=None))  # persists (or the account is empty): no floor
+        assert client.newest_contact_id() is None
+
+
+def test_a_204_on_the_floor_read_does_not_match_a_lost_create_to_an_older_look_alike() -> None:
+    """A person inserts a contact again just as before; the POST's answer is lost. With the
+    floor read from a spurious 204 as 0, the look-up took the older contact for the lost create."""
+    with running(contacts=3) as (emulator, url), client_for(emulator, url) as client:
+        [older] = client.create_contacts([person(1, "again")])
+        emulator.add_fault(_empty(times=1))  # the floor read before the POST
+        emulator.add_fault(LOST_504)
+        [made] = client.create_contacts([person(1, "again")])
+        assert made.reconciled
+        assert made.id != older.id
+        assert made.id == max(c["id"] for c in emulator.contacts())
