@@ -288,3 +288,23 @@ def test_local_writes_announce_themselves_once_per_transaction(
         assert _announced_before_fence(listener, engine) == []
         run(engine, settle)  # a person settling the conflict: push it now
         assert _announced_before_fence(listener, engine) == [changed]
+
+
+def test_a_settled_conflict_cannot_be_changed_by_a_person(engine: Engine, contact: int) -> None:
+    """Setting `winner` settles a waiting conflict; once push applied it (`resolved_at`), a
+    person's change of it would claim a winner that was never sent: refused (the sync's own
+    writes and a person's DELETE still go through)."""
+    applied = "(42, 'name', 'manual', 'local', now())"
+    columns = "(contact_id, field, policy, winner, resolved_at)"
+    run(engine, f"INSERT INTO amocrm.sync_conflicts {columns} VALUES {applied}", origin=True)
+    run(engine, "INSERT INTO amocrm.sync_conflicts (contact_id, field, policy) "
+                "VALUES (42, 'first_name', 'manual')", origin=True)  # fmt: skip
+    with pytest.raises(sa.exc.DBAPIError, match=r"conflict \d+ was already resolved") as caught:
+        run(engine, "UPDATE amocrm.sync_conflicts SET winner = 'remote' WHERE field = 'name'")
+    assert isinstance(caught.value.orig, psycopg.errors.InsufficientPrivilege)
+    run(engine, "UPDATE amocrm.sync_conflicts SET winner = 'remote' WHERE field = 'first_name'")
+    run(engine, "UPDATE amocrm.sync_conflicts SET resolved_at = now()", origin=True)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT field, winner FROM amocrm.sync_conflicts ORDER BY 1"))
+        assert rows.all() == [("first_name", "remote"), ("name", "local")]
+    run(engine, "DELETE FROM amocrm.sync_conflicts")
