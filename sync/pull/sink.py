@@ -1,11 +1,13 @@
-"""The database end of the pull pipeline: complete pages in, one transaction each, no HTTP.
+"""The database end of the pull pipeline: complete pages in, a transaction for one or two, no HTTP.
 
 A `CompletePage` arrives from the fetch stage (`sync.pull.fetch`) with everything it needs: the
 contacts, the chat links of those whose links were read, custom field definitions new since the
 last page (saved first), the definitions to map with, and the span of `updated_at` seconds it
 proves read. `Sink.store` writes it in ONE transaction: definitions, rows and relations, the ids a
 full resync saw, and the cursor state. A page that hits a deadlock or serialization failure is
-retried (upserts are idempotent).
+retried (upserts are idempotent). A writer that finds the next page already waiting stores the
+two in one transaction (`merged`: as if one after the other; a page's statements cost the same
+for 250 contacts or 500), and that transaction's cursor state claims both.
 
 `CursorKeeper` is the one owner of the contacts cursor (`sync_state` "pull.contacts"). It numbers
 pages as the fetch stage hands them over and adds their spans to a `Coverage`; several writer
