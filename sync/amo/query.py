@@ -20,7 +20,25 @@ def encode_query(params: Params) -> str:
     pairs: list[tuple[str, str]] = []
     for key, value in (params or {}).items():
         _flatten(str(key), value, pairs)
-    return "&".join(f"{quote(k, safe='[]')}={quote(v, safe=',')}" for k, v in pairs)
+    keys: dict[str, str] = {}  # a list repeats its key (250 times for a chat lookup's ids)
+    parts = []
+    for k, v in pairs:
+        if k not in keys:
+            keys[k] = quote(k, safe="[]")
+        key = keys[k]
+        # an id or a number: nothing to escape (`quote` leaves ASCII letters and digits)
+        parts.append(f"{key}={v if v.isascii() and v.isalnum() else quote(v, safe=',')}")
+    return "&".join(parts)
+
+
+def absolute_url(base: str, url: str) -> str:
+    """`url` joined to the client's base URL `base` as httpx joins them: the base's path with
+    one "/" after it, then `url`'s without its leading slash; any other `url` as it is.
+    Handing httpx the joined URL saves it parsing the URL twice, each time checking every
+    character: ~0.4 ms for a chat lookup's ~6 KB of ids, a few percent of a pull's CPU."""
+    if url[:1] != "/" or url[:2] == "//":  # absolute, or a host's: httpx's own join
+        return url
+    return f"{base.rstrip('/')}/{url[1:]}"
 
 
 def _flatten(key: str, value: Any, out: list[tuple[str, str]]) -> None:

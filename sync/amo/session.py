@@ -18,7 +18,7 @@ from sync.amo.auth import TOKEN_PATH, TokenProvider
 from sync.amo.backoff import Backoff, Stopping, pause
 from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
 from sync.amo.gate import DeadTokenError, RequestWatch, TokenGate
-from sync.amo.query import Params, encode_query
+from sync.amo.query import Params, absolute_url, encode_query
 from sync.amo.ratelimit import RateLimiter, Slot
 from sync.amo.responses import Outcome, classify, classify_exception, token_refusal
 from sync.amo.tls import tls_context
@@ -276,8 +276,9 @@ class AmoSession:
         watch = RequestWatch(
             self.gate, token, lambda: self._left(slot), lambda: self._written(slot)
         )
+        target = absolute_url(str(self._http.base_url), url)  # parsed once (httpx: twice)
         request = self._http.build_request(
-            method, url, json=body, headers=headers, extensions={"trace": watch.trace}
+            method, target, json=body, headers=headers, extensions={"trace": watch.trace}
         )
         try:
             # streamed and joined here, so the body is not cached on the Response: httpx's
@@ -367,8 +368,7 @@ class AmoSession:
 
 
 def _failed(outcome: Outcome) -> Outcome:
-    """Log the whole (redacted) URL of a failed request at debug level: the error's own
-    message cuts it to its path and first parameters."""
+    """Log a failed request's whole (redacted) URL at debug level (its error cuts it short)."""
     error = outcome.error
     if error is not None:
         log.debug("amo_request_failed", method=error.method, url=error.url, error=error.reason)

@@ -31,7 +31,9 @@ from sync.pull.windows import Coverage, Plan, Span
 
 log = get_logger("sync.pull")
 
-PIPELINE_DEPTH = 4  # complete pages waiting for the database, at most (bounds memory)
+# complete pages waiting for the database, at most (bounds memory): with the pages the writers
+# hold (up to `sink.BATCH` each), 6 pages, as when each writer held one and 4 waited
+PIPELINE_DEPTH = 2
 WRITERS = 2  # database transactions storing pages at once
 
 # How long after its start a run's final pass from the start may go out: amoCRM's lists lag its

@@ -1,11 +1,13 @@
-"""The database end of the pull pipeline: complete pages in, one transaction each, no HTTP.
+"""The database end of the pull pipeline: complete pages in, a transaction for one or two, no HTTP.
 
 A `CompletePage` arrives from the fetch stage (`sync.pull.fetch`) with everything it needs: the
 contacts, the chat links of those whose links were read, custom field definitions new since the
 last page (saved first), the definitions to map with, and the span of `updated_at` seconds it
 proves read. `Sink.store` writes it in ONE transaction: definitions, rows and relations, the ids a
 full resync saw, and the cursor state. A page that hits a deadlock or serialization failure is
-retried (upserts are idempotent).
+retried (upserts are idempotent). A writer that finds the next page already waiting stores the
+two in one transaction (`merged`: as if one after the other; a page's statements cost the same
+for 250 contacts or 500), and that transaction's cursor state claims both.
 
 `CursorKeeper` is the one owner of the contacts cursor (`sync_state` "pull.contacts"). It numbers
 pages as the fetch stage hands them over and adds their spans to a `Coverage`; several writer
@@ -45,6 +47,7 @@ log = get_logger("sync.pull.sink")
 
 RETRIED_SQLSTATES = ("40P01", "40001")  # deadlock, serialization failure
 ATTEMPTS = 3
+BATCH = 2  # pages a writer stores in one transaction when they are waiting (`_batch`)
 
 
 class Progress(Protocol):
@@ -75,6 +78,7 @@ class CompletePage:
     listed: bool = True  # from a list read (counts for the cursor's end), not a by-id fetch
     seq: int = 0
     state: dict[str, Any] | None = field(default=None, repr=False)
+    also: tuple[int, ...] = ()  # the numbers of the pages merged into this one (`merged`)
 
 
 @dataclass
@@ -155,11 +159,11 @@ class CursorKeeper:
             value["bounds"] = self.bounds
         return value
 
-    def claim(self, seq: int) -> dict[str, Any] | None:
-        """The state a transaction storing page `seq` writes (None: nothing newer to say)."""
+    def claim(self, *seqs: int) -> dict[str, Any] | None:
+        """The state a transaction storing pages `seqs` writes (None: nothing newer to say)."""
         with self._lock:
             top = self._written
-            while top + 1 == seq or (top + 1) in self._committed:
+            while (top + 1) in seqs or (top + 1) in self._committed:
                 top += 1
             if top <= self._written:
                 return None
@@ -219,7 +223,8 @@ class Sink:
     def store(self, page: CompletePage) -> None:
         """One transaction for the page (see the module docstring)."""
         result = self._write_retrying(page)
-        self.keeper.committed(page.seq)
+        for seq in (page.seq, *page.also):
+            self.keeper.committed(seq)
         with self._lock:
             self.fetched += len(page.items)
             self.upserted += result.upserted
@@ -259,7 +264,7 @@ class Sink:
             )
             if self.seen_run is not None and rows.ids:
                 self.contacts.mark_seen(conn, self.seen_run, rows.ids)
-            state = self.keeper.claim(page.seq)
+            state = self.keeper.claim(page.seq, *page.also)
             if state is not None:
                 self.keeper.store(conn, state)
         return result
@@ -271,17 +276,18 @@ class Sink:
 
         def work() -> None:
             while True:
-                page = pages.get()
+                page: CompletePage | None = pages.get()
                 if page is _END:
                     pages.put(_END)  # for the other writers
                     return
-                if failed.is_set():
-                    continue  # keep taking pages so the producer never blocks forever
-                try:
-                    self.store(page)
-                except BaseException as exc:  # noqa: BLE001 - re-raised below
-                    errors.append(exc)
-                    failed.set()
+                while page is not None and not failed.is_set():  # else: keep taking pages so
+                    page, after = _batch(page, pages)  # the producer never blocks forever
+                    try:
+                        self.store(page)
+                    except BaseException as exc:  # noqa: BLE001 - re-raised below
+                        errors.append(exc)
+                        failed.set()
+                    page = after
 
         threads = [
             threading.Thread(target=work, name=f"pull-db-{n}", daemon=True) for n in range(writers)
@@ -292,6 +298,46 @@ class Sink:
             thread.join()
         if errors:
             raise errors[0]
+
+
+def _batch(page: CompletePage, pages: queue.Queue[Any]) -> tuple[CompletePage, CompletePage | None]:
+    """`page` with up to `BATCH - 1` pages already waiting merged into it (one transaction
+    for them: the page's dozen statements and its commit once, ~15% of the pull's and of
+    PostgreSQL's CPU per contact), and a page taken that could not be merged (None if none)."""
+    for _ in range(BATCH - 1):
+        try:
+            more = pages.get_nowait()
+        except queue.Empty:
+            break
+        if more is _END:
+            pages.put(_END)  # for this writer's next turn and the others
+            break
+        both = merged(page, more)
+        if both is None:
+            return page, more
+        page = both
+    return page, None
+
+
+def merged(first: CompletePage, more: CompletePage) -> CompletePage | None:
+    """Two pages as one, stored in one transaction exactly as the two would be, one after the
+    other; None where that is not sure: the second brings definitions (saved first, and the
+    pages map with different ones), one page has chat links and the other not, or the pages
+    share a contact (its rows and links would be written twice in one statement)."""
+    if more.new_fields is not None or not more.items or more.fields != first.fields:
+        return None
+    if not first.items or (first.chats is None) != (more.chats is None):
+        return None
+    ids = {int(item["id"]) for item in first.items}
+    if any(int(item["id"]) in ids for item in more.items):
+        return None
+    chats = None
+    if first.chats is not None and more.chats is not None:
+        chats = ChatLinks(first.chats.ids + more.chats.ids, first.chats.rows + more.chats.rows)
+    return CompletePage(
+        first.items + more.items, first.fields, chats, first.new_fields, listed=first.listed,
+        seq=first.seq, also=(*first.also, more.seq, *more.also),
+    )  # fmt: skip
 
 
 def end_marker() -> object:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from sync.db.contacts import ContactStore, PageResult
 from sync.db.engine import create_engine, store_errors, sync_origin
 from sync.db.runs import RunStore
 from sync.errors import StoreError
-from sync.pull.sink import CompletePage, CursorKeeper, CursorState, Sink
+from sync.pull.sink import CompletePage, CursorKeeper, CursorState, Sink, end_marker
 from sync.pull.windows import Coverage
 
 RELATIONS = ["custom_values", "tags", "companies", "leads"]
@@ -188,4 +190,41 @@ def test_the_sink_prepares_a_page_with_contacts_and_only_marks_a_span_page(
     sink.store(keeper.stamp(CompletePage([contact(200, "a")], {}, covers=(100, 300))))
     assert staged()
     assert tags(engine) == ["a"]
+    engine.dispose()
+
+
+def test_the_sink_stores_waiting_pages_in_one_transaction_unless_they_share_a_contact(
+    db_config: DatabaseConfig,
+) -> None:
+    """Pages already waiting go into one transaction (the statements of a page once for
+    them), as if stored one after the other, and its cursor state claims them all; a page
+    holding a contact of the other is stored on its own, after it."""
+    engine = create_engine(db_config, pool_size=1, max_overflow=0)
+    config = Config(
+        amocrm=AmoCrmConfig(base_url="http://127.0.0.1:9", access_token=Secret("t")),
+        database=db_config,
+    )
+    keeper = CursorKeeper(RunStore("amocrm"), Coverage([(0, 1000)]), CursorState(), 10_000)
+    sink = Sink(config, engine, keeper, None)
+    pages: queue.Queue[Any] = queue.Queue()
+    pages.put(keeper.stamp(CompletePage([contact(200, "a")], {}, covers=(0, 250))))
+    pages.put(keeper.stamp(CompletePage([{**contact(250, "b"), "id": 8}], {}, covers=(250, 300))))
+    pages.put(keeper.stamp(CompletePage([contact(300, "c")], {}, covers=(300, 1000))))
+    pages.put(end_marker())
+    commits: list[object] = []
+    sa.event.listen(engine, "commit", commits.append)
+    sink.drain(pages, 1, threading.Event())
+    assert len(commits) == 2  # pages 1 and 2 together, then page 3 (contact 7 again)
+    assert sink.fetched == 3
+    with engine.connect() as conn:
+        state = RunStore("amocrm").get_state(conn, "pull.contacts")
+        assert state is not None
+        assert state["updated_at"] == 301
+        stored = conn.execute(
+            sa.text(
+                "SELECT id, extract(epoch FROM updated_at)::int FROM amocrm.contacts ORDER BY id"
+            )
+        )
+        assert [tuple(r) for r in stored] == [(7, 300), (8, 250)]
+    assert sorted(tags(engine)) == ["b", "c"]
     engine.dispose()

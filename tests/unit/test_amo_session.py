@@ -11,7 +11,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from sync.amo.query import encode_query
+from sync.amo.query import absolute_url, encode_query
 from sync.amo.ratelimit import RateLimiter
 from sync.errors import (
     AmoAuthError,
@@ -273,6 +273,28 @@ def test_encode_query_php_style() -> None:
         "filter[id][]=1&filter[id][]=2&filter[updated_at][from]=5&filter[updated_at][to]=9"
         "&with=leads,customers&order[updated_at]=asc&query=a%20b%26c"
     )
+
+
+def test_encode_query_escapes_what_is_not_ascii_letters_and_digits() -> None:
+    query = encode_query({"contact_id": [7, 8], "q": "Иван٣", "n": "²", "x": "a_b", "ок": "1"})
+    assert query == (
+        "contact_id[]=7&contact_id[]=8&q=%D0%98%D0%B2%D0%B0%D0%BD%D9%A3&n=%C2%B2&x=a_b"
+        "&%D0%BE%D0%BA=1"
+    )
+
+
+@pytest.mark.parametrize(
+    "base", ["http://127.0.0.1:9", "https://x.amocrm.ru/sub", "http://[::1]:8"]
+)
+@pytest.mark.parametrize(
+    "url", ["/api/v4/contacts?page=2&order[id]=asc", "/p?q=a%20b&z=И", "//h/p", "https://o/p", "p"]
+)
+def test_absolute_url_is_httpx_join(base: str, url: str) -> None:
+    """The session hands httpx the joined URL (parsed once): the very URL httpx's join gives."""
+    client = httpx.Client(base_url=base, transport=httpx.MockTransport(lambda r: OK))  # no TLS
+    joined = client.build_request("GET", url).url
+    ours = client.build_request("GET", absolute_url(str(client.base_url), url)).url
+    assert (str(ours), ours.raw_path) == (str(joined), joined.raw_path)
 
 
 def test_lost_create_is_not_resent_when_amocrm_ignores_order() -> None:
