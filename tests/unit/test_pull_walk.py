@@ -318,6 +318,27 @@ def test_a_windows_next_page_goes_before_a_ties_speculative_pages() -> None:
         assert asked == [("tie", 2), ("window", window.pos), ("tie", 3)]
 
 
+def test_a_ties_pages_past_its_end_hold_back_nothing() -> None:
+    """Pages past a tie's last page that were sent before it answered only answer 204: once the
+    last page is known they no longer count as requests that may list contacts, so the last
+    part-full chat batch and the final pass do not wait a round trip for them."""
+    with amo(contacts=50) as (_, client):
+        fetcher = fetch_stage(client, Stored(), [(0, None)], full=False)
+        second = 1_700_000_000
+        tie = Tie(second, Window(second, second + 1), known=set())
+        fetcher.ties.append(tie)
+        answer = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            fetcher._pool = pool
+            fetcher._list = lambda *_: answer.wait(5) and None  # type: ignore[method-assign]
+            fetcher._ask_tie(tie, 3)  # in flight until `answer`
+            assert fetcher.producers
+            fetcher._on_tie(tie, 2, Page(2, [{"id": 7, "updated_at": second}], has_next=False))
+            assert tie.last == 2
+            assert not fetcher.producers
+            answer.set()
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_spurious_204s_on_any_list_page_lose_nothing(seed: int) -> None:
     """15% of list requests answer 204 (amoCRM's spurious 204s, any page, any window): the walk
