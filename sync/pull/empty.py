@@ -18,12 +18,15 @@ range empty or show that the 204 was spurious:
 The probe is answered after the 204 and so proves the range empty at a moment of the run (after
 the final pass was sent, for the final pass): case 1 of docs/pull.md's argument needs no more.
 A round that does not prove the range asks the window again; after `MAX_ROUNDS` the run fails.
-A final pass (usually empty) has its newest page asked beside it, at the same moment: as good a
-proof, without a round trip at the end of the run. Cost: one request per window that is really
-empty (two when its probe answers 204) and one per final pass; none where a window lists
-contacts. The daemon's poll (`lazy_empty`) proves nothing while the run has
-listed nothing: its cursor then stays where it was, so a spurious 204 costs nothing, and an idle
-poll stays one request; once anything is listed, the windows it believed are probed at the end.
+A final pass (usually empty) asks the newest page first: a page whose lowest contact is below
+the pass's start lists all of it, and the keyset request is not sent (when the walk saw many
+versions that new, both go out at once and the page proves the pass's 204). Cost: one request
+per window that is really empty (two when its probe answers 204); a final pass costs one
+request, two if more than a page changed since its start (then a round trip more at the end);
+none where a window lists contacts. The daemon's poll (`lazy_empty`) proves nothing while the
+run has listed nothing: its cursor then stays where it was, so a spurious 204 costs nothing, and
+an idle poll stays one request; once anything is listed, the windows it believed are probed at
+the end.
 
 A tie (`sync.pull.ties`) whose page keeps answering 204 is probed the same way for its second U
 alone (`_check_emptied`): page 1 from U ascending that lists no contact at U the run has not read
@@ -74,18 +77,54 @@ class EmptyProof(AfterWalk):
         self._probe(window)
 
     def _final_pass(self, start: int) -> None:
-        """The final pass, and beside it the newest page that proves it empty if it answers 204
-        (sent at the same moment, after every window: as good a proof as one sent after the 204,
-        without the round trip at the end of every run whose final pass finds nothing)."""
+        """The final pass. Its open window is usually empty or nearly so, and the newest page
+        (`order[updated_at]=desc`, no filter) then lists everything in it: when that page's
+        lowest contact is below the window's start (or the page is the account's last), it
+        proves the window read and the keyset request is not sent (one request less at the end
+        of every full resync and CLI pull). Otherwise the window is read by keyset after it.
+        Where the walk has already listed half a page of versions from `start` on (an account
+        edited while it is read), the window and the newest page go out at the same moment
+        instead, and the page proves the window's 204 (as good a proof as one sent after it,
+        without a round trip at the end). Either way the page is sent after every window
+        answered and the settle wait, when the keyset read would have been."""
         before = set(map(id, self.plan.windows))
         super()._final_pass(start)
+        recent = sum(1 for at, _ in self.recent.values() if at >= start)
+        both = 2 * recent >= self.setup.page_size
         for window in self.plan.windows:
-            if id(window) not in before and window.hi is None:
+            if id(window) in before or window.hi is not None:
+                continue
+            self.list_requests += 1
+            if both:
                 self.beside[id(window)] = PENDING
-                self.list_requests += 1
-                self._submit(
-                    lambda: self._list(None, ("updated_at", "desc"), 1), self._beside_of(window)
-                )
+                then = self._beside_of(window)
+            else:
+                window.busy = True  # held until the newest page shows whether it is needed
+                then = self._covering(window)
+            self._submit(lambda: self._list(None, ("updated_at", "desc"), 1), then)
+
+    def _covering(self, window: Window) -> Callable[[Any], None]:
+        return lambda page: self._on_covering(window, page)
+
+    def _on_covering(self, window: Window, page: Any) -> None:
+        """The newest page asked before a final pass's open window `[pos, ∞)`: it lists every
+        contact from `pos` on if its lowest contact is below `pos` (a descending page holds all
+        that is newer than its last one) or it ends the list; else (or a 204) the window is read
+        by keyset, and a 204 there is probed as any window's."""
+        if window not in self.plan.windows:
+            return
+        window.busy = False
+        if page is None:
+            return
+        self._seen(page.items)
+        stamps = [updated(i) for i in page.items]
+        if stamps != sorted(stamps, reverse=True):
+            raise FiltersIgnored("amoCRM ignored order[updated_at]=desc")
+        if stamps[-1] >= window.pos and not self._ends(page):
+            return
+        low = self.starts.pop(id(window), window.pos)
+        self._collect([i for i in page.items if updated(i) >= window.pos], (low, None))
+        self.plan.finish(window)
 
     def _beside_of(self, window: Window) -> Callable[[Any], None]:
         return lambda page: self._on_beside(window, page)

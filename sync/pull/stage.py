@@ -73,6 +73,7 @@ class Tie:
     asks: dict[int, int] = field(default_factory=dict)
     rounds: int = 0  # rounds that showed a persisting 204 spurious (`TieReads._tie_spurious`)
     unsent: dict[int, threading.Event] = field(default_factory=dict)  # page → set: given up
+    out: dict[int, Future[Any]] = field(default_factory=dict)  # page → its request, unanswered
     last: int | None = None
     ids: set[int] = field(default_factory=set)
     speculative: int = SPECULATIVE  # pages asked beyond the last known to exist
@@ -182,7 +183,7 @@ class Stage:
 
     def _submit(
         self, job: Callable[[], Any], then: Callable[[Any], None], *, produces: bool = False
-    ) -> None:
+    ) -> Future[Any]:
         """Run `job` on the pool and `then(result)` on this thread. `produces`: its answer may
         list contacts (a window, a tie's page, the newest page, a re-read), so a chat batch
         may still grow while it is in flight."""
@@ -191,6 +192,7 @@ class Stage:
         self.inflight[future] = then
         if produces:
             self.producers.add(future)
+        return future
 
     def _hand_on(self) -> None:
         """Pages to the sink while it has room; the walk waits while it has none (memory)."""

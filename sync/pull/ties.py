@@ -130,10 +130,13 @@ class TieReads(Completion):
                 except Withdrawn as exc:
                     return exc
 
-        self._submit(read, lambda page: self._on_tie(tie, number, page), produces=True)
+        tie.out[number] = self._submit(
+            read, lambda page: self._on_tie(tie, number, page), produces=True
+        )
 
     def _on_tie(self, tie: Tie, number: int, page: Page | Withdrawn | None) -> None:
         tie.unsent.pop(number, None)
+        tie.out.pop(number, None)
         if isinstance(page, Withdrawn):
             self.list_requests -= 1  # never sent
             tie.empty.add(number)  # asked again if a page before it says it exists after all
@@ -163,11 +166,18 @@ class TieReads(Completion):
         self._tie_settled(tie)
 
     def _tie_settled(self, tie: Tie) -> None:
-        """Pages past the last are given up before they start; a tie read whole is done."""
+        """Pages past the last are given up before they start; a tie read whole is done. Those
+        already sent no longer hold back what waits for every request that may list contacts
+        (the last part-full chat batch, a full resync's or CLI pull's final pass): they answer
+        204, and the tie is whole without them. They stay in flight, and an answer with
+        contacts after all is still stored before the run ends."""
         if tie.last is not None:
             for later, withdrawn in tie.unsent.items():
                 if later > tie.last:
                     withdrawn.set()
+            for later, future in tie.out.items():
+                if later > tie.last:
+                    self.producers.discard(future)
         if tie.complete():
             self._tie_done(tie)
 

@@ -97,7 +97,9 @@ def test_a_204_on_a_split_window_is_not_believed(db_config: DatabaseConfig, engi
 
 def test_a_204_on_the_final_pass_is_not_believed(db_config: DatabaseConfig, engine: Engine) -> None:
     """Contacts edited after the newest page was read and before their window was: only the
-    final pass lists them (their old second is empty when their window reads it)."""
+    final pass lists them (their old second is empty when their window reads it). The final
+    pass asks the newest page first (it would list them all); a 204 there sends the keyset
+    read, and a 204 on that is probed too."""
     with spurious(latency_ms=20, jitter_ms=30) as (emulator, url):
         config = make_config(db_config, url, emulator.long_lived_token, page_size=50)
         edited: list[int] = []
@@ -112,13 +114,16 @@ def test_a_204_on_the_final_pass_is_not_believed(db_config: DatabaseConfig, engi
                 emulator.update_contacts([{"id": i, "last_name": "Edited"} for i in edited])
 
         def final_pass(request: Request, query: dict[str, Any]) -> bool:
+            newest = query["order"] == ("updated_at", "desc") and query["from"] is None
+            if newest and edited and not emulator.hits:  # the final pass's newest page
+                return True
             late = query["from"] is not None and query["from"] >= recent and query["to"] is None
-            return not emulator.hits and _walking(query) and late
+            return len(emulator.hits) == 1 and _walking(query) and late
 
         emulator.after, emulator.hit = edit_after_the_top, final_pass
         pull(config, engine, emulator, full=True)
         assert edited
-        assert emulator.hits, "no final pass was asked"
+        assert len(emulator.hits) == 2, "no keyset final pass was asked"
         assert_converged(engine, emulator)
 
 

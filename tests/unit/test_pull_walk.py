@@ -318,6 +318,56 @@ def test_a_windows_next_page_goes_before_a_ties_speculative_pages() -> None:
         assert asked == [("tie", 2), ("window", window.pos), ("tie", 3)]
 
 
+def test_a_ties_pages_past_its_end_hold_back_nothing() -> None:
+    """Pages past a tie's last page that were sent before it answered only answer 204: once the
+    last page is known they no longer count as requests that may list contacts, so the last
+    part-full chat batch and the final pass do not wait a round trip for them."""
+    with amo(contacts=50) as (_, client):
+        fetcher = fetch_stage(client, Stored(), [(0, None)], full=False)
+        second = 1_700_000_000
+        tie = Tie(second, Window(second, second + 1), known=set())
+        fetcher.ties.append(tie)
+        answer = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            fetcher._pool = pool
+            fetcher._list = lambda *_: answer.wait(5) and None  # type: ignore[method-assign]
+            fetcher._ask_tie(tie, 3)  # in flight until `answer`
+            assert fetcher.producers
+            fetcher._on_tie(tie, 2, Page(2, [{"id": 7, "updated_at": second}], has_next=False))
+            assert tie.last == 2
+            assert not fetcher.producers
+            answer.set()
+
+
+@pytest.mark.parametrize("drift", [0, 1])
+def test_the_final_pass_is_the_newest_page_when_that_lists_all_of_it(drift: int) -> None:
+    """A full resync's final pass (everything from amoCRM's start of the run on) lists a few
+    contacts or none: the newest page, asked first, holds all of them when its lowest contact
+    is older than the pass's start, and then the keyset read is not sent (one request less)."""
+    with amo() as (emulator, client):
+        if drift:  # a user saves contacts while the walk reads: the final pass has some
+            rule = FaultRule(kind="drift", path="/api/v4/contacts", times=2, touch=3)
+            emulator.add_fault(rule)
+        stored = Stored()
+        fetcher = walk(client, stored, [(0, None)], full=True)
+        expected = live(emulator)
+        start = fetcher.amo_start() - 2
+        asked = [r for r in emulator.requests() if r["path"] == "/api/v4/contacts"]
+    assert stored.versions == expected
+    assert max(expected.values()) >= start if drift else max(expected.values()) < start
+    tops = [r for r in asked if "desc" in str(r["query"])]
+    assert len(tops) == 2  # at the start, and the final pass
+    late = [r for r in asked if "desc" not in str(r["query"]) and _from(r) >= start - 2]
+    assert not late, late  # the keyset final pass: from about the start, no upper bound
+
+
+def _from(request: dict[str, Any]) -> int:
+    query = str(request["query"])
+    if "[to]" in query or "[from]=" not in query:
+        return -1
+    return int(query.split("[from]=", maxsplit=1)[1].split("&", maxsplit=1)[0])
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_spurious_204s_on_any_list_page_lose_nothing(seed: int) -> None:
     """15% of list requests answer 204 (amoCRM's spurious 204s, any page, any window): the walk
