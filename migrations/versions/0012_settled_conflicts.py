@@ -37,8 +37,8 @@ $fn$;
 
 CREATE TRIGGER amosync_conflict_settled BEFORE UPDATE ON "{s}".sync_conflicts
 FOR EACH ROW
-WHEN (OLD.resolved_at IS NOT NULL
-      AND NOT coalesce(current_setting('amosync.origin', true), '') = 'sync')
+WHEN (NOT coalesce(current_setting('amosync.origin', true), '') = 'sync'
+      AND OLD.resolved_at IS NOT NULL)
 EXECUTE FUNCTION "{s}".amosync_conflict_settled();
 """
 

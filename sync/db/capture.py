@@ -12,12 +12,13 @@ What a person or program does to the tables, and what happens:
                                         deleted, never updated (delete it, insert the right one)
   writes to the other relation tables → refused: they mirror amoCRM and are replaced on pull
   a captured change, a settled conflict → NOTIFY on `changes_channel` once per transaction
+  UPDATE of a conflict already applied → refused (`resolved_at` set: it is history)
 
 The sync marks its own transactions with `SET LOCAL amosync.origin = 'sync'` (see
 `sync.db.engine.sync_origin`); the triggers let those writes through uncaptured.
 
 These are today's definitions. Migrations hold their own frozen copies (0001, 0006, 0008, 0010,
-0011): a change here ships as a new revision that recreates what changed
+0011, 0012): a change here ships as a new revision that recreates what changed
 (tests/integration/test_migrations_frozen.py fails until it does).
 """
 
@@ -265,6 +266,17 @@ BEGIN
     RETURN NULL;
 END
 $fn$""",
+        f"""
+CREATE FUNCTION "{s}".amosync_conflict_settled() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION 'amosync: conflict % was already resolved at % (winner %); it cannot be '
+                    'changed', OLD.id, OLD.resolved_at, OLD.winner
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Only a waiting conflict (resolved_at IS NULL) takes a winner. To change '
+                     'the contact now, update the contacts row.';
+END
+$fn$""",
     ]
 
 
@@ -340,6 +352,13 @@ def _triggers(s: str) -> list[str]:
             f'"{s}".sync_conflicts',
             f'"{s}".amosync_announce_change()',
             each="STATEMENT",
+        ),
+        _local_trigger(  # a settled conflict is history (its winner was applied)
+            "amosync_conflict_settled",
+            "BEFORE UPDATE",
+            f'"{s}".sync_conflicts',
+            f'"{s}".amosync_conflict_settled()',
+            condition=" AND OLD.resolved_at IS NOT NULL",
         ),
     ]
     for table, hint in READ_ONLY_RELATIONS.items():
