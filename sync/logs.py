@@ -232,6 +232,11 @@ def log_failure(logger: Any, event: str, error: str | None, **fields: Any) -> No
         logger.error(event, **fields, error=error)
 
 
+def logging_configured() -> bool:
+    """Whether `configure_logging` ran (before it, structlog would print to stdout)."""
+    return bool(structlog.is_configured())
+
+
 def get_logger(name: str | None = None) -> Any:
     """A structlog logger; `name` becomes the `logger` field."""
     return structlog.get_logger(name) if name else structlog.get_logger()
