@@ -255,8 +255,10 @@ def push(app: _Context) -> None:
 @cli.command("sync")
 @pass_context
 def sync_once(app: _Context) -> None:
-    """One push of local changes, then one incremental pull."""
+    """One push of local changes, then one incremental pull (also when the push failed,
+    unless that makes pulling pointless: `sync.cli_sync`)."""
     _warm_tls()
+    from sync.cli_sync import push_then_pull
     from sync.progress import connecting, progress_bar
     from sync.pull import run_pull
     from sync.push import run_push
@@ -265,14 +267,18 @@ def sync_once(app: _Context) -> None:
     config = app.config
     with connected(config) as (engine, client):
         STOP.watch(client.session)
-        pushed = run_push(config, engine, client, lock_wait=_lock_wait("push", PUSH_WAIT_S))
-        click.echo(pushed.describe())
-        with progress_bar(connecting(client.session.host)) as bar:
-            pulled = run_pull(
-                config, engine, client, full=False, progress=bar, final_pass=True,
-                lock_wait=_lock_wait("pull", PUSH_WAIT_S),
-            )  # fmt: skip
-    click.echo(pulled.describe())
+
+        def push() -> Any:
+            return run_push(config, engine, client, lock_wait=_lock_wait("push", PUSH_WAIT_S))
+
+        def pull() -> Any:
+            with progress_bar(connecting(client.session.host)) as bar:
+                return run_pull(
+                    config, engine, client, full=False, progress=bar, final_pass=True,
+                    lock_wait=_lock_wait("pull", PUSH_WAIT_S),
+                )  # fmt: skip
+
+        push_then_pull(push, pull, stopping=lambda: STOP.signal is not None)
 
 
 @cli.group()
