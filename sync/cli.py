@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 2 configuration or usage error, 1 any other failure (SIGTERM and Ctrl-C
 included: `sync.cli_stop`). Expected failures (`SyncError`) print one clear line on stderr and no
-traceback; anything else is a bug and keeps its traceback.
+traceback; anything else is a bug, and prints one line too (exit 1): its traceback is a debug
+log event (`logging.level = "debug"`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ from sync.core.models import Winner
 from sync.db.diag import error_line
 from sync.errors import SyncError, UsageError
 from sync.heap import fewer_malloc_arenas
-from sync.logs import configure_logging, failure_on_the_last_line
+from sync.logs import (
+    configure_logging,
+    failure_on_the_last_line,
+    get_logger,
+    logging_configured,
+)
 
 if TYPE_CHECKING:
     from sync.db.locks import LockWait
@@ -249,8 +255,10 @@ def push(app: _Context) -> None:
 @cli.command("sync")
 @pass_context
 def sync_once(app: _Context) -> None:
-    """One push of local changes, then one incremental pull."""
+    """One push of local changes, then one incremental pull (also when the push failed,
+    unless that makes pulling pointless: `sync.cli_sync`)."""
     _warm_tls()
+    from sync.cli_sync import push_then_pull
     from sync.progress import connecting, progress_bar
     from sync.pull import run_pull
     from sync.push import run_push
@@ -259,14 +267,18 @@ def sync_once(app: _Context) -> None:
     config = app.config
     with connected(config) as (engine, client):
         STOP.watch(client.session)
-        pushed = run_push(config, engine, client, lock_wait=_lock_wait("push", PUSH_WAIT_S))
-        click.echo(pushed.describe())
-        with progress_bar(connecting(client.session.host)) as bar:
-            pulled = run_pull(
-                config, engine, client, full=False, progress=bar, final_pass=True,
-                lock_wait=_lock_wait("pull", PUSH_WAIT_S),
-            )  # fmt: skip
-    click.echo(pulled.describe())
+
+        def push() -> Any:
+            return run_push(config, engine, client, lock_wait=_lock_wait("push", PUSH_WAIT_S))
+
+        def pull() -> Any:
+            with progress_bar(connecting(client.session.host)) as bar:
+                return run_pull(
+                    config, engine, client, full=False, progress=bar, final_pass=True,
+                    lock_wait=_lock_wait("pull", PUSH_WAIT_S),
+                )  # fmt: skip
+
+        push_then_pull(push, pull, stopping=lambda: STOP.signal is not None)
 
 
 @cli.group()
@@ -366,6 +378,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except DBAPIError as exc:  # a database failure no command wrapped: still one line, no SQL
         click.echo(f"amosync: {STOP.explain(error_line(exc))}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line too; its traceback a debug event
+        if logging_configured():  # not before the config was read (it names the level)
+            get_logger("sync.cli").debug("unexpected_error", exc_info=exc)
+        line = f"unexpected error (a bug; logging level debug shows where): {error_line(exc)}"
+        click.echo(f"amosync: {STOP.explain(line)}", err=True)
         sys.exit(1)
     if argv is None and _QUICK_EXIT and all(_QUICK_EXIT):  # the console script, not a caller
         logging.shutdown()

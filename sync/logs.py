@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from sync.config import LoggingConfig, Secret
 from sync.lines import LINE_LIMIT, bound_lines
+from sync.redaction import HIDDEN, hide_url_secrets
 
 
 @contextmanager
@@ -46,19 +47,19 @@ def unimportable(*names: str) -> Iterator[None]:
 with unimportable("rich"):
     import structlog
 
-REDACTED = "***"
+REDACTED = HIDDEN
 # Keys whose values are secrets wherever they appear, at any depth.
 _SECRET_KEYS = re.compile(
     r"(token|secret|password|passwd|authorization|api_key|apikey|cookie|code_verifier)$",
     re.IGNORECASE,
 )
-# Secrets that may hide inside free text: bearer tokens, JWTs, URL passwords, query secrets.
+# Secrets that may hide inside free text: bearer tokens, JWTs, query secrets (and, in
+# `redact_text`, what `sync.redaction` hides of URLs: the `describe` of a database URL).
 _SECRET_PATTERNS = (
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
-    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(@)"), r"\1" + REDACTED + r"\2"),
     (
-        re.compile(r"(?i)((?:access_token|refresh_token|client_secret|code|password)=)[^&\s\"']+"),
+        re.compile(r"(?i)((?:access_token|refresh_token|client_secret|code)=)[^&\s\"']+"),
         r"\1" + REDACTED,
     ),
     # the daemon's hook path ends in the webhook secret
@@ -83,7 +84,7 @@ def redact_text(text: str) -> str:
     """Mask secrets that appear inside a string, and drop SQL and its parameters."""
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
-    return strip_sql(text)
+    return strip_sql(hide_url_secrets(text))
 
 
 def strip_sql(text: str) -> str:
@@ -230,6 +231,11 @@ def log_failure(logger: Any, event: str, error: str | None, **fields: Any) -> No
         logger.info(event, **fields)
     else:
         logger.error(event, **fields, error=error)
+
+
+def logging_configured() -> bool:
+    """Whether `configure_logging` ran (before it, structlog would print to stdout)."""
+    return bool(structlog.is_configured())
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -29,6 +29,8 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
+from sync.core.cf_shape import is_integer
+
 JSON = dict[str, Any]
 Row = tuple[Any, ...]
 CONTACT_TIMES = ("created_at", "updated_at", "closest_task_at")
@@ -175,11 +177,52 @@ def value_text(value: Any, field_type: str | None) -> str | None:
 def custom_value_rows(
     contact_id: int, values: Sequence[Mapping[str, Any]] | None, fields: Mapping[int, FieldDef]
 ) -> list[Row]:
-    """One row per value of every custom field of a contact (`RELATION_COLUMNS` "custom_values")."""
+    """One row per value of every custom field of a local `custom_fields_values` (a held-back
+    edit: `RELATION_COLUMNS` "custom_values"). Fields are named as amoCRM's writes accept
+    them (`local_entries`)."""
     rows: list[Row] = []
     if values:
-        _value_rows(rows.append, contact_id, values, fields)
+        _value_rows(rows.append, contact_id, local_entries(values, fields), fields)
     return rows
+
+
+def local_entries(values: Iterable[Any], fields: Mapping[int, FieldDef]) -> list[JSON]:
+    """A local custom_fields_values' field objects, each with its `field_id`: one named only by
+    `field_code` takes the id another entry carrying both gives it, else the definitions'
+    (case-insensitive, as the SQL check resolves it). An entry whose field cannot be told (an
+    unknown code), that is not a field object, or names a field again, gives no rows: push
+    sends it and reports amoCRM's answer; the pull never fails on it. Value objects that are
+    not objects, or whose enum_id is not an integer, are left out likewise."""
+    entries = [e for e in values if isinstance(e, Mapping)]
+    codes = {f.code.upper(): f.id for f in sorted(fields.values(), key=_field_id, reverse=True)
+             if f.code}  # fmt: skip
+    for entry in entries:
+        named = _an_id(entry.get("field_id"))
+        if isinstance(entry.get("field_code"), str) and named is not None:
+            codes[entry["field_code"].upper()] = named
+    out: list[JSON] = []
+    seen: set[int] = set()
+    for entry in entries:
+        field_id, code = _an_id(entry.get("field_id")), entry.get("field_code")
+        if entry.get("field_id") is None and isinstance(code, str):
+            field_id = codes.get(code.upper())
+        if field_id is None or field_id in seen:
+            continue
+        seen.add(field_id)
+        items = entry.get("values")
+        kept = [
+            v for v in items if isinstance(v, Mapping)
+            and (v.get("enum_id") is None or _an_id(v["enum_id"]) is not None)
+        ] if isinstance(items, list) else []  # fmt: skip
+        out.append({**entry, "field_id": field_id, "values": kept})
+    return out
+
+
+def _an_id(value: Any) -> int | None:
+    """An id as JSON may carry it (570003, 570003.0 or "570003"); None if it is none."""
+    if is_integer(value):
+        return int(value)
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else None
 
 
 def _value_rows(
@@ -212,6 +255,10 @@ def _value_rows(
                 # amoCRM's own: null for select-type values
                 enum_code if enum_code is None or type(enum_code) is str else str(enum_code),
             ))  # fmt: skip
+
+
+def _field_id(definition: FieldDef) -> int:
+    return definition.id
 
 
 def _links(contact_id: int, items: Iterable[Mapping[str, Any]] | None) -> list[Row]:

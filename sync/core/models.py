@@ -28,6 +28,11 @@ class ContactStatus(StrEnum):
     ERROR = "error"  # amoCRM rejected the row; `sync_error` says why
 
 
+# `sync_error` of an edit push could not send because amoCRM had no such contact: a pull that
+# brings the contact back (restored there) makes the edit `pending` again
+NOT_FOUND = "the contact was not found in amoCRM (deleted there, or not visible to this token)"
+
+
 class RunStatus(StrEnum):
     """`sync_runs.status`."""
 

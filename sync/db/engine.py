@@ -36,6 +36,7 @@ from sync.errors import (
     disk_full,
 )
 from sync.lines import bound_line
+from sync.redaction import hide, hide_url_secrets, url_secrets
 
 EMBEDDED_DATABASE = "amosync"
 _START_ATTEMPTS = 4  # 0 + 1 + 2 + 3 s of waiting between them at most
@@ -151,9 +152,8 @@ def store_errors(where: DatabaseConfig | Engine) -> Iterator[None]:
         full = disk_full(exc)
         if full:  # SQLSTATE 53100: say what it is, not "failed"
             raise DiskFullError(full) from exc
-        raise StoreError(
-            f"PostgreSQL at {_place(where)} failed: {driver_message(exc)}", transient=True
-        ) from exc
+        line = f"PostgreSQL at {_place(where)} failed: {driver_message(exc)}"
+        raise StoreError(hide(line, _secrets(where)), transient=True) from exc
     except DBAPIError as exc:
         missing = not_migrated(exc)
         if missing:
@@ -165,6 +165,17 @@ def _place(where: DatabaseConfig | Engine) -> str:
     if isinstance(where, Engine):
         return describe(where.url)
     return "the embedded PostgreSQL" if where.embedded else describe(database_url(where))
+
+
+def _secrets(where: DatabaseConfig | Engine) -> list[str]:
+    """What the driver's message may quote of the URL's secrets (`sync.redaction.url_secrets`)."""
+    if not isinstance(where, Engine) and where.embedded:
+        return []
+    try:
+        url = where.url if isinstance(where, Engine) else make_url(where.url.reveal())
+    except ArgumentError:
+        return []
+    return url_secrets(url.password, url.host, dict(url.query))
 
 
 def _schema(where: DatabaseConfig | Engine) -> str:
@@ -187,15 +198,16 @@ def probe(engine: Engine) -> str | None:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except DBAPIError as exc:
-        return driver_message(exc)
+        return hide(driver_message(exc), _secrets(engine))
     except SQLAlchemyError as exc:
         return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return None
 
 
 def describe(url: URL) -> str:
-    """A URL safe to print: no password."""
-    return url.render_as_string(hide_password=True)
+    """A URL safe to print: no user or password, nor a secret setting of its query, however
+    odd the URL (`sync.redaction`: the log's redaction hides the same)."""
+    return hide_url_secrets(url.render_as_string(hide_password=True))
 
 
 def embedded_pgdata(config: DatabaseConfig) -> Path:

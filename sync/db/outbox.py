@@ -8,7 +8,8 @@ and one batch's results are recorded in one transaction.
 
 Statuses written: `synced` (nothing left), `pending` (a newer edit arrived meanwhile),
 `conflict` (a field waits for a person), `error` (amoCRM rejected the row; its edits stay in the
-outbox and a new local edit of the row retries them).
+outbox and a new local edit of the row retries them, as does a pull that brings back a contact
+amoCRM had not found: `sync.db.tombstones.FOUND_AGAIN`).
 """
 
 from __future__ import annotations

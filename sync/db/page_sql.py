@@ -20,7 +20,7 @@ from sqlalchemy.sql import Executable
 
 from sync.db import staging
 from sync.db.schema import contact_chats, contacts, sync_changes
-from sync.db.tombstones import IDS, int_array
+from sync.db.tombstones import FOUND_AGAIN, IDS, int_array
 
 HELD_STATUSES = ("pending", "conflict", "error")
 OFFSET_0: sa.ColumnClause[Any] = sa.literal_column(
@@ -124,6 +124,7 @@ def _upsert() -> Executable:
                 "is_deleted": sa.false(),
                 "deleted_at": None,
                 "synced_at": synced,
+                **FOUND_AGAIN,
             },
             where=sa.and_(newer, changed),
         )

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 
+from sync.core.models import NOT_FOUND, ContactStatus
 from sync.db.schema import contacts, sync_full_seen
 
 
@@ -42,9 +43,16 @@ MARK_DELETED = (
     .where(_c.id == _DELETED.c.id, sa.not_(_c.is_deleted))
     .returning(_c.id)
 )
+# an edit push held back because amoCRM had deleted the contact goes back to `pending`: its
+# outbox rows were kept, and the next push merges them with the restored contact
+_LOST = sa.and_(_c.sync_status == ContactStatus.ERROR, _c.sync_error == NOT_FOUND)
+FOUND_AGAIN = {
+    "sync_status": sa.case((_LOST, sa.literal(ContactStatus.PENDING.value)), else_=_c.sync_status),
+    "sync_error": sa.case((_LOST, sa.null()), else_=_c.sync_error),
+}
 MARK_RESTORED = (
     sa.update(contacts)
-    .values(is_deleted=False, deleted_at=None)
+    .values(is_deleted=False, deleted_at=None, **FOUND_AGAIN)
     .where(_c.id == sa.any_(IDS), _c.is_deleted)
     .returning(_c.id)
 )

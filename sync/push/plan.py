@@ -16,7 +16,7 @@ from typing import Any
 from sync.clock import from_unix
 from sync.core.cf_shape import ShapeError, is_integer, require
 from sync.core.items import PendingUpdate, UpdateOutcome
-from sync.core.models import CF_COLUMN, SCALAR_FIELDS
+from sync.core.models import CF_COLUMN, NOT_FOUND, SCALAR_FIELDS
 from sync.core.values import UNORDERED_TYPES
 from sync.push.conflicts import (
     CF_PREFIX,
@@ -36,7 +36,6 @@ from sync.push.conflicts import (
 )
 
 TEXT_FIELDS = ("name", "first_name", "last_name")
-NOT_FOUND = "the contact was not found in amoCRM (deleted there, or not visible to this token)"
 
 
 @dataclass(frozen=True)

@@ -59,9 +59,7 @@ def test_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
     assert "hunter2" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(
-        "amosync: PostgreSQL at postgresql+psycopg://amosync:***@127.0.0.1:1/crm"
-    )
+    assert lines[0].startswith("amosync: PostgreSQL at postgresql+psycopg://***@127.0.0.1:1/crm")
 
 
 def test_unknown_downgrade_target_is_a_usage_error(blank_db_config: DatabaseConfig) -> None:

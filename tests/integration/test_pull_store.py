@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sync.config import AmoCrmConfig, Config, DatabaseConfig, Secret
-from sync.core.mapping import to_rows
+from sync.core.mapping import FieldDef, to_rows
 from sync.db.contacts import ContactStore, PageResult
 from sync.db.engine import create_engine, store_errors, sync_origin
 from sync.db.runs import RunStore
@@ -228,3 +228,32 @@ def test_the_sink_stores_waiting_pages_in_one_transaction_unless_they_share_a_co
         assert [tuple(r) for r in stored] == [(7, 300), (8, 250)]
     assert sorted(tags(engine)) == ["b", "c"]
     engine.dispose()
+
+
+def test_a_held_local_edit_naming_a_field_by_code_maps_to_its_id(engine: Engine) -> None:
+    """A pending local custom_fields_values may name a field by `field_code` (amoCRM's writes
+    accept it): the pull that brings a newer version maps it with the definitions' id, and a
+    code nobody knows gives no rows (push reports it) instead of failing every pull."""
+    fields = {1: FieldDef(1, "Position", "POSITION", "text")}
+
+    def put(item: dict[str, Any]) -> None:
+        with engine.begin() as conn:
+            sync_origin(conn)
+            rows = to_rows([item], fields, ("leads",))
+            ContactStore("amocrm").store_page(
+                conn, rows, fields, with_relations=RELATIONS, chats=None
+            )
+
+    item = contact(200, "a")
+    item["custom_fields_values"] = [{"field_id": 1, "values": [{"value": "old"}]}]
+    put(item)
+    local = '[{"field_code": "position", "values": [{"value": "x"}]}, '
+    local += '{"field_code": "NOSUCH", "values": [{"value": "y"}]}]'
+    with engine.begin() as conn:  # a local edit (not the sync's own)
+        conn.execute(
+            sa.text("UPDATE amocrm.contacts SET custom_fields_values = CAST(:v AS jsonb)"),
+            {"v": local},
+        )
+    put(contact(300, "b") | {"custom_fields_values": item["custom_fields_values"]})
+    values = "SELECT field_id, field_code, value FROM amocrm.contact_custom_field_values"
+    assert stored(engine, values) == [(1, "POSITION", "x")]

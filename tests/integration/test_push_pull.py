@@ -121,3 +121,25 @@ def test_merged_contact_is_refreshed_by_the_next_pull(env: PushEnv) -> None:
     env.emulator.clear_requests()
     env.push()
     assert env.api("PATCH") == []
+
+
+def test_a_restore_in_amocrm_sends_the_edit_held_back_by_not_found_again(env: PushEnv) -> None:
+    """A local edit push could not send because amoCRM had deleted the contact (`error`, "not
+    found") goes back to `pending` when a pull brings the contact back, and the next push
+    sends it, merged with amoCRM's state as ever."""
+    contact_id = _first(env)
+    env.sql("UPDATE contacts SET name = 'kept locally' WHERE id = :id", id=contact_id)
+    env.emulator.delete_contact(contact_id)
+    env.push()
+    assert env.row(contact_id)["sync_status"] == "error"
+    pull(env)
+    assert env.row(contact_id)["is_deleted"] is True
+    env.emulator.clock.advance(2)
+    env.emulator.restore_contact(contact_id)
+    pull(env)
+    row = env.row(contact_id)
+    assert (row["is_deleted"], row["sync_status"], row["sync_error"]) == (False, "pending", None)
+    assert row["name"] == "kept locally"
+    assert env.push().updated == 1
+    assert env.remote(contact_id)["name"] == "kept locally"
+    assert env.row(contact_id)["sync_status"] == "synced"

@@ -10,8 +10,8 @@
   imports nothing from the engine;
 - `sync/amo` and `sync/db` are siblings below the use cases: neither imports the other, nor
   anything above them (only the ground floor and pure modules);
-- the ground floor (config with its loading and checks, errors, clock, lines, logs) imports
-  nothing above it;
+- the ground floor (config with its loading and checks, errors, clock, lines, redaction, logs)
+  imports nothing above it;
 - `sync/core` (the pure pieces both sides and `sync/db` share) is the lowest floor of the engine:
   it imports nothing from `sync` outside itself;
 - the daemon (`sync/daemon`) composes pull and push: they never import it, and it imports
@@ -74,6 +74,7 @@ GROUND_FLOOR = (
     "sync.errors",
     "sync.clock",
     "sync.lines",
+    "sync.redaction",
 )
 GROUND_FLOOR_WITH_LOGS = (*GROUND_FLOOR, "sync.logs")
 STARTS_THE_EMULATOR = ("sync/cli*.py", "sync/demo.py", "sync/emulator/*")
