@@ -85,6 +85,20 @@ def schema_name(value: Any) -> str | None:
             f"must be at most {MAX_SCHEMA_LENGTH} characters (the sync_requests NOTIFY channel "
             f"amosync_<schema>_requests is limited to 63), got {len(value)}"
         )
+    return reserved_schema(value)
+
+
+def reserved_schema(value: str) -> str | None:
+    """A system schema: PostgreSQL refuses to create `pg_*` ones (a late error of its own), and
+    information_schema accepts our tables, but pg_dump leaves that schema out: backups would
+    silently miss the data."""
+    if value.startswith("pg_"):
+        return f"must not start with pg_ (PostgreSQL reserves pg_ schema names), got {value!r}"
+    if value == "information_schema":
+        return (
+            "must not be information_schema (the SQL standard's catalog schema: pg_dump skips "
+            "it, so backups would miss the data)"
+        )
     return None
 
 
