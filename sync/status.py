@@ -46,6 +46,7 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
         "contacts": queries.count_contacts_by_status(conn),
         "pending_changes": queries.count_pending_changes(conn),
         "rejected_changes": queries.count_rejected_changes(conn),
+        "held_chat_links": 0 if config.sync.chats else queries.count_chat_links_to_push(conn),
         "pending_requests": queries.count_pending_requests(conn),
         "requests": [_request(row) for row in queries.fetch_recent_requests(conn)],
         "open_conflicts": queries.count_open_conflicts(conn),
@@ -183,6 +184,8 @@ def render(data: dict[str, Any]) -> str:
     lines.append(_row("contacts", counts))
     held = data["rejected_changes"]
     held_text = f", {held} held on rows in error (a new edit of the row retries)" if held else ""
+    if links := data.get("held_chat_links"):
+        held_text += f", {links} chat link(s) held because sync.chats = false"
     lines.append(_row("pending", f"{data['pending_changes']} local change(s) to push{held_text}, "
                       f"{data['pending_requests']} resync request(s)"))  # fmt: skip
     lines.extend(_requests(data["requests"]))

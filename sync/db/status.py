@@ -14,7 +14,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync.core.models import FINISHED_REQUEST, ContactStatus, RequestStatus, RunKind, RunStatus
+from sync.core.models import (
+    FINISHED_REQUEST,
+    ChangeKind,
+    ContactStatus,
+    RequestStatus,
+    RunKind,
+    RunStatus,
+)
 from sync.core.models import PULL_KINDS as PULL_RUN_KINDS
 from sync.db.catalog import pg_locks, pg_stat_activity
 from sync.db.locks import advisory_held, leader_lock_key, lock_key, released_keys
@@ -146,6 +153,15 @@ def _count_changes(conn: Connection, *, rejected: bool) -> int:
     )
     query = sa.select(sa.func.count()).select_from(sync_changes)
     return int(conn.scalar(query.where(in_error if rejected else ~in_error)) or 0)
+
+
+def count_chat_links_to_push(conn: Connection) -> int:
+    """Locally inserted chat links waiting for push (one per link, however many captures); push
+    sends them only with `sync.chats = true`."""
+    query = sa.select(sa.func.count(sa.distinct(sync_changes.c.chat_link_id))).where(
+        sync_changes.c.kind == ChangeKind.CHAT_LINK
+    )
+    return int(conn.scalar(query) or 0)
 
 
 def count_open_conflicts(conn: Connection) -> int:

@@ -28,6 +28,7 @@ class PushReport:
     recovered: int = 0
     deferred: int = 0  # contacts left for the next push: amoCRM's version could not be trusted
     unconfirmed: int = 0  # new contacts sent, answer left them out, amoCRM unsearchable
+    links_held: int = 0  # local chat links not sent: `sync.chats = false`
 
     @property
     def pushed(self) -> int:
@@ -41,7 +42,12 @@ class PushReport:
             f"{count(self.linked, 'chat link')}, {self.unchanged} already in amoCRM, "
             f"{self.errors} rejected, {count(self.requests, 'request')}"
         )
-        return "; ".join([line, *self._conflicts()])
+        return "; ".join([line, *self._conflicts(), *self._held()])
+
+    def _held(self) -> list[str]:
+        if not self.links_held:
+            return []
+        return [f"{count(self.links_held, 'chat link')} held: sync.chats = false (not sent)"]
 
     def _conflicts(self) -> list[str]:
         settled = self.conflicts - self.waiting - self.decided

@@ -13,7 +13,8 @@ One run, under a per-schema lock:
 3. **creates**: POSTs, one batch at a time, each first recorded as in flight; a create whose
    answer was lost and that amoCRM does not show yet is never resent on a guess (`posts`):
    it waits in flight, and the run fails at its end saying so;
-4. **chat links**: POST `/contacts/chats`, likewise.
+4. **chat links**: POST `/contacts/chats`, likewise; with `sync.chats = false` they are kept and
+   counted as held (the report's line and a warning say so).
 A 400 rejects a whole batch: the client resends the valid entities, the rejected contacts get
 `sync_status = 'error'`. One `sync_runs` row and one `push_finished`/`push_failed` event per run.
 """
@@ -33,6 +34,7 @@ from sync.db.diag import error_line
 from sync.db.engine import store_errors
 from sync.db.locks import LockWait
 from sync.db.runs import RunStore, push_lock
+from sync.db.status import count_chat_links_to_push
 from sync.errors import StoreError, mark_logged
 from sync.logs import get_logger, log_failure
 from sync.push.context import Context, Counter
@@ -74,6 +76,8 @@ def run_push(
             push_creates(ctx)
             if config.sync.chats:
                 push_links(ctx)
+            else:
+                _hold_links(ctx, report)
             check_confirmed(ctx)
             lock.ensure_held()  # a run that lost its lock never says succeeded
         except Exception as exc:
@@ -89,6 +93,20 @@ def run_push(
         _finish(ctx, report)
     log.info("push_finished", **_summary(report, clock, started))
     return report
+
+
+def _hold_links(ctx: Context, report: PushReport) -> None:
+    """With `sync.chats = false` local chat links are not sent (the capture triggers cannot see
+    the configuration, so they are kept): say so, once per push, rather than leave them pending
+    without a word."""
+    with ctx.engine.begin() as conn:
+        report.links_held = count_chat_links_to_push(conn)
+    if report.links_held:
+        log.warning(
+            "chat_links_held",
+            count=report.links_held,
+            reason="sync.chats = false: local chat links are kept, not sent",
+        )
 
 
 def _finish(ctx: Context, report: PushReport, error: str | None = None) -> None:

@@ -4,6 +4,7 @@ whichever was captured first, and for a new contact with a link too."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -62,3 +63,26 @@ def test_new_contact_with_a_chat_link_ends_synced(env: PushEnv, edit_after_link:
     row = env.row(new_id)
     assert (row["sync_status"], row["sync_error"]) == ("synced", None)
     assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
+
+
+def test_chat_links_held_by_chats_false_are_named_not_silent(env: PushEnv) -> None:
+    """With `sync.chats = false` a local chat link stayed pending forever without a word (push
+    said "0 chat links", status "1 local change(s) to push"): push and status now name it."""
+    from structlog.testing import capture_logs
+
+    from sync.status import gather, render
+
+    contact_id = sorted(env.emulator.account.contacts)[0]
+    env.sql(LINK, id=contact_id, chat=_chat(contact_id))
+    with capture_logs() as logs:
+        report = env.push(chats=False)
+    assert (report.linked, report.links_held) == (0, 1)
+    assert "1 chat link held: sync.chats = false" in report.describe()
+    assert [e["count"] for e in logs if e["event"] == "chat_links_held"] == [1]
+    assert _chat(contact_id) not in env.emulator.account.chat_links
+    config = replace(env.config, sync=replace(env.config.sync, chats=False))
+    with env.engine.connect() as conn:
+        text = render(gather(conn, config))
+    assert "1 chat link(s) held because sync.chats = false" in text
+    with env.engine.connect() as conn:  # chats on: nothing held, the next push sends it
+        assert gather(conn, env.config)["held_chat_links"] == 0
