@@ -44,9 +44,20 @@ from sync.core.mapping import (
 )
 from sync.core.models import WRITABLE_FIELDS
 from sync.db import page_sql, staging
+from sync.db.engine import sync_origin
+from sync.db.schema import (
+    contact_catalog_elements,
+    contact_chats,
+    contact_customers,
+    contact_leads,
+)
 from sync.db.tombstones import Tombstones, id_array
 
 PREPARE = sa.text(staging.PREPARE)  # a DO block: Core has no construct for it
+# the tables a pull fills only when `sync.with` / `sync.chats` ask (`empty_relations`)
+OPTIONAL_TABLES = {
+    t.name: t for t in (contact_leads, contact_customers, contact_catalog_elements, contact_chats)
+}
 
 
 @dataclass
@@ -119,6 +130,22 @@ class ContactStore(Tombstones):
             links = [c for c in chats if c["contact_id"] in linked]
             self._replace_chats(conn, [i for i in ids if i in linked], links)
         return result
+
+    def empty_relations(self, conn: Connection, tables: Sequence[str]) -> dict[str, int]:
+        """Delete every row of these pull-filled tables (`contact_leads`, …, `contact_chats`) in
+        the caller's transaction, as the sync's own write; a chat link not pushed yet (a local
+        one: negative id) is kept. Returns the rows deleted per table."""
+        sync_origin(conn)
+        deleted = {}
+        for name in tables:
+            table = OPTIONAL_TABLES[name]
+            statement = sa.delete(table).returning(table.c.contact_id)
+            if name == "contact_chats":
+                statement = statement.where(table.c.id > 0)
+            gone = statement.cte("gone")
+            count = sa.select(sa.func.count()).select_from(gone)
+            deleted[name] = int(self._run(conn, count).scalar() or 0)
+        return deleted
 
     def stored_versions(self, conn: Connection, ids: Sequence[int]) -> dict[int, int]:
         """id → stored `updated_at` (unix seconds) of these contacts, where stored and live."""

@@ -51,6 +51,7 @@ from sync.pull.full import FullRun
 from sync.pull.incremental import IncrementalRun
 from sync.pull.memo import PollMemo
 from sync.pull.pipeline import PullReport
+from sync.pull.shape import settle
 from sync.pull.sink import CursorState, Progress
 
 log = get_logger("sync.pull")
@@ -158,7 +159,9 @@ class _Run(FullRun, IncrementalRun):
             self.old = CursorState.load(self.runs.get_state(conn, CONTACTS_CURSOR))
             self.fields = self.runs.load_fields(conn)
             self.chat_form = self._learnt_chat_form(conn)
-            kind = "full" if full or self.old.cursor is None else "pull"
+            # less pulled than before: emptied here; more: a full resync (`sync.pull.shape`)
+            self.shape = settle(conn, self.runs, self.store, self.config)
+            kind = "full" if full or self.old.cursor is None or self.shape.full else "pull"
             self.report = PullReport(self.runs.start_run(conn, kind), kind)
         try:
             try:
@@ -210,6 +213,8 @@ class _Run(FullRun, IncrementalRun):
             self._keep_chat_form(conn)
             if report.kind == "full":
                 self.store.forget_seen(conn, report.run_id)
+                if error is None:  # what the configuration gained is filled now
+                    self.shape.record(conn, self.runs)
             # cut short by a stop (the daemon's, or SIGTERM/SIGINT to a command: a final stop
             # of its session): not done, nor failed, so the next run serves it
             stopped = stopped or (error is not None and self.client.session.stopping.final)
