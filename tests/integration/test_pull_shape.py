@@ -110,3 +110,19 @@ def test_a_schema_without_a_stored_shape_is_taken_as_pulled_as_configured(
             assert pull_with(config, engine, emulator).kind == "pull"
         assert not [e for e in logs if e["event"].startswith("pull_shape")]
         assert _shape(engine) == {"with": sorted(config.sync.with_), "chats": True}
+
+
+def test_the_daemons_poll_turns_full_too(db_config: DatabaseConfig, engine: Engine) -> None:
+    """The daemon's incremental job (with its idle-poll memo) runs the same check."""
+    from sync.daemon.run import build_jobs
+    from tests.integration.amo_emulator import client_for
+
+    with emulated(contacts=CONTACTS) as (emulator, url):
+        token = emulator.long_lived_token
+        pull_with(make_config(db_config, url, token, with_=("leads",)), engine, emulator)
+        wide = make_config(db_config, url, token)
+        with client_for(emulator, url, page_size=wide.amocrm.page_size, workers=4) as client:
+            jobs = build_jobs(wide, engine, client)
+            assert jobs.pull().kind == "full"
+            assert jobs.pull().kind == "pull"
+        assert_converged(engine, emulator)
