@@ -105,12 +105,9 @@ def settle(conn: Connection, runs: RunStore, store: ContactStore, config: Config
         deleted = store.empty_relations(conn, tables)
         stored = stored & wanted
         runs.set_state(conn, SHAPE, stored.state())
-        log.warning(
-            "pull_shape_lost",
-            reason=f"{_reason('lost', lost, lost_chats)}: {', '.join(tables)} emptied "
-            "(no longer pulled; stale links would mislead)",
-            deleted=deleted,
-        )
+        emptied = ", ".join(f"{table} ({rows} rows)" for table, rows in deleted.items())
+        why = f"{_reason('lost', lost, lost_chats)}: emptied {emptied}, as no longer pulled"
+        log.warning("pull_shape_lost", reason=why, rows=sum(deleted.values()))
     gained, gained_chats = wanted.beyond(stored)
     if not (gained or gained_chats):
         return Plan(False, wanted)
