@@ -8,8 +8,9 @@ What a person or program does to the tables, and what happens:
   DELETE FROM contacts / TRUNCATE     → refused (the API cannot delete contacts); a contact that
                                         was never pushed (negative id) may be deleted
   INSERT INTO contact_chats           → temporary negative id, a `chat_link` change (a blank
-                                        chat_id refused); a link not pushed yet may be
-                                        deleted, never updated (delete it, insert the right one)
+                                        chat_id, or a contact deleted in amoCRM, refused); a
+                                        link not pushed yet may be deleted, never updated
+                                        (delete it, insert the right one)
   writes to the other relation tables → refused: they mirror amoCRM and are replaced on pull
   a captured change, a settled conflict → NOTIFY on `changes_channel` once per transaction
   UPDATE of a conflict already applied → refused (`resolved_at` set: it is history)
@@ -18,7 +19,7 @@ The sync marks its own transactions with `SET LOCAL amosync.origin = 'sync'` (se
 `sync.db.engine.sync_origin`); the triggers let those writes through uncaptured.
 
 These are today's definitions. Migrations hold their own frozen copies (0001, 0006, 0008, 0010,
-0011, 0012): a change here ships as a new revision that recreates what changed
+0011, 0012, 0013): a change here ships as a new revision that recreates what changed
 (tests/integration/test_migrations_frozen.py fails until it does).
 """
 
@@ -214,6 +215,12 @@ BEGIN
                 USING ERRCODE = 'check_violation',
                       HINT = 'chat_id is the UUID of a chat (amoCRM''s Chats API), e.g. '
                              '6cbab3d5-c4c1-46ff-b710-ad59ad10805f.';
+        END IF;
+        IF EXISTS (SELECT 1 FROM "{s}".contacts WHERE id = NEW.contact_id AND is_deleted) THEN
+            RAISE EXCEPTION 'amosync: contact % was deleted in amoCRM; no chat link can be made '
+                            'for it', NEW.contact_id
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Restore it in amoCRM first; the next pull brings it back.';
         END IF;
         RETURN NEW;
     END IF;

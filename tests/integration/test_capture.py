@@ -192,6 +192,21 @@ def test_a_new_chat_link_needs_a_chat_id(engine: Engine, contact: int, chat_id: 
     run(engine, f"{LINK} VALUES (42, :c)", {"c": "chat-x"})  # its form is amoCRM's to judge
 
 
+def test_a_chat_link_of_a_contact_deleted_in_amocrm_is_refused(
+    engine: Engine, contact: int
+) -> None:
+    """Like an UPDATE of it: the push would fail with "Contact not found" and put the deleted
+    contact's row in error."""
+    run(engine, "UPDATE amocrm.contacts SET is_deleted = true WHERE id = 42", origin=True)
+    with pytest.raises(sa.exc.DBAPIError, match="contact 42 was deleted in amoCRM") as caught:
+        run(engine, f"{LINK} VALUES (42, :c)", {"c": CHAT})
+    assert isinstance(caught.value.orig, psycopg.errors.InsufficientPrivilege)
+    with engine.connect() as conn:
+        assert changes(conn) == []
+    run(engine, "UPDATE amocrm.contacts SET is_deleted = false WHERE id = 42", origin=True)
+    run(engine, f"{LINK} VALUES (42, :c)", {"c": CHAT})  # restored: linked as before
+
+
 def test_a_pending_chat_link_is_corrected_by_delete_and_insert_not_update(
     engine: Engine, contact: int
 ) -> None:
