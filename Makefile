@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/amosync demo
 
+# The suite in PYTEST_WORKERS processes (pytest-xdist; 0 runs it in this one). Most tests wait on
+# the emulator's latency, subprocesses or PostgreSQL, so 4 workers keep 2 cores busy (measured:
+# 4 workers 7 min, 3 workers 11 min, 1 process 16-17 min; docs/measurements.md); worksteal
+# moves queued tests from a busy worker to an idle one, so no worker finishes with a long queue.
+# Each worker has its own databases (named by its pid, tests/conftest.py).
+PYTEST_WORKERS ?= 4
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check sync tests bench migrations

@@ -53,11 +53,16 @@ def amosync_on_a_terminal(
 ) -> tuple[int, str]:
     """Run `amosync` with stdout and stderr on a pseudo-terminal (160 columns), as a person at a
     terminal would; returns the exit code and everything the terminal received (colour and
-    cursor codes included)."""
+    cursor codes included).
+
+    COLUMNS and LINES are left out of the child's environment: they would override the
+    terminal's own size (rich reads them first), and pytest-xdist's workers have them set to
+    80x24, which cut the progress line short."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    child = {k: v for k, v in clean_env(env).items() if k not in ("COLUMNS", "LINES")}
     proc = subprocess.Popen(
-        [AMOSYNC, *args], stdin=slave, stdout=slave, stderr=slave, env=clean_env(env), cwd=cwd
+        [AMOSYNC, *args], stdin=slave, stdout=slave, stderr=slave, env=child, cwd=cwd
     )
     os.close(slave)
     received = bytearray()

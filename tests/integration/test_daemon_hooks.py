@@ -199,17 +199,21 @@ def test_a_burst_of_2000_hooks_makes_a_handful_of_pulls_and_stores_every_edit(
                 _rename(emulator, contact, f"Bulk {contact}")
                 return d.post_hook([contact])
 
+            started = time.monotonic()
             with ThreadPoolExecutor(8) as pool:
                 statuses = list(pool.map(edit_and_hook, ids))
             assert statuses == [200] * 2000
             renamed = "SELECT count(*) FROM amocrm.contacts WHERE name LIKE 'Bulk %'"
             wait("every edit stored", lambda: scalar(engine, renamed) == 2000)
             wait("the pulls settled", lambda: "pull" not in d.daemon.runner.running())
+            took = time.monotonic() - started
             pulls = scalar(engine, HOOK_PULLS, after=after)
             lists = sum(1 for r in emulator.requests() if r["path"] == "/api/v4/contacts")
-            print(f"2000 hooks: {pulls} pulls, {lists} contact list requests")
+            print(f"2000 hooks: {pulls} pulls, {lists} contact list requests in {took:.1f} s")
             assert d.sample("amosync_webhooks_received_total", via="http") == 2000
-            assert 1 <= pulls <= 15  # a handful, not one per hook
+            # a handful, not one per hook: pulls start min_pull_gap_s (2 s) apart at the least,
+            # however long the burst takes on a loaded machine (~15 in 30 s, 17 in 35 s)
+            assert 1 <= pulls <= took / 2.0 + 2, (pulls, took)
             assert d.hook_pulls() == pulls
 
 
@@ -249,7 +253,14 @@ def test_hooks_lost_means_degraded_and_the_short_poll_interval_until_they_come_b
             _rename(emulator, first, "With its hook")
             assert d.post_hook([first]) == 200
             wait("healthy", lambda: d.hooks.describe()["state"] == "healthy")
+            hooked = time.monotonic()  # the watch has the hook's time, no later than this
             wait("the poll interval", lambda: d.sample("amosync_poll_interval_seconds") == 4.0)
+            # a pull that starts within announce_grace_s (1 s) of a hook is excused: the next
+            # edit must be stored by one that starts later, or no poll is ever evidence (on a
+            # loaded machine the hook's own pull or an early poll used to store it)
+            wait("the hooked edit", lambda: scalar(engine, STORED_NAME, i=first) == "With its hook")
+            wait("the grace, no pull running", lambda: time.monotonic() - hooked > 1.0
+                 and "pull" not in d.daemon.runner.running())  # fmt: skip
             _rename(emulator, second, "Hook lost")  # amoCRM's hook never comes
             wait(
                 "the edit, by a poll", lambda: scalar(engine, STORED_NAME, i=second) == "Hook lost"

@@ -16,9 +16,11 @@ from sync.db.tokens import TOKENS_KEY, TokenStore
 from sync.errors import SyncError
 from tests.integration.push_env import push_env
 
+# in this database only: another database's session (a parallel test) may hold the same key
 HELD = sa.text(
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-    "AND objsubid = 1 AND classid = :hi AND objid = :lo"
+    "AND objsubid = 1 AND classid = :hi AND objid = :lo "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
 
 
