@@ -121,7 +121,8 @@ class CursorKeeper:
         self._lock = threading.Lock()
         self._seq = 0
         self._states: dict[int, dict[str, Any]] = {}
-        self._committed: set[int] = set()
+        self._committed: set[int] = set()  # committed pages above `_done`
+        self._done = 0  # every page up to this one is committed
         self._written = 0  # the newest page whose state is stored (or being stored)
 
     def stamp(self, page: CompletePage) -> CompletePage:
@@ -160,9 +161,12 @@ class CursorKeeper:
         return value
 
     def claim(self, *seqs: int) -> dict[str, Any] | None:
-        """The state a transaction storing pages `seqs` writes (None: nothing newer to say)."""
+        """The state a transaction storing pages `seqs` writes (None: nothing newer to say).
+        It covers only pages committed or stored by this transaction: walking from what
+        another writer claimed but has not committed, a state could commit that claims its
+        pages stored, and a kill -9 or a failed commit of theirs would then skip them."""
         with self._lock:
-            top = self._written
+            top = self._done
             while (top + 1) in seqs or (top + 1) in self._committed:
                 top += 1
             if top <= self._written:
@@ -176,7 +180,9 @@ class CursorKeeper:
     def committed(self, seq: int) -> None:
         with self._lock:
             self._committed.add(seq)
-            self._committed = {s for s in self._committed if s > self._written}
+            while self._done + 1 in self._committed:
+                self._done += 1
+            self._committed = {s for s in self._committed if s > self._done}
 
     def store(self, conn: Connection, value: Mapping[str, Any]) -> None:
         self.runs.set_state(conn, CONTACTS_CURSOR, value)

@@ -14,7 +14,7 @@ from sync.config import AmoCrmConfig, Config, DatabaseConfig, Secret
 from sync.core.mapping import FieldDef, to_rows
 from sync.db.contacts import ContactStore, PageResult
 from sync.db.engine import create_engine, store_errors, sync_origin
-from sync.db.runs import RunStore
+from sync.db.runs import CONTACTS_CURSOR, RunStore
 from sync.errors import StoreError
 from sync.pull.sink import CompletePage, CursorKeeper, CursorState, Sink, end_marker
 from sync.pull.windows import Coverage
@@ -257,3 +257,26 @@ def test_a_held_local_edit_naming_a_field_by_code_maps_to_its_id(engine: Engine)
     put(contact(300, "b") | {"custom_fields_values": item["custom_fields_values"]})
     values = "SELECT field_id, field_code, value FROM amocrm.contact_custom_field_values"
     assert stored(engine, values) == [(1, "POSITION", "x")]
+
+
+def test_no_state_claims_a_page_another_writer_has_not_committed(db_config: DatabaseConfig) -> None:
+    """Writer A claims page 1's state but has not committed; writer B stores page 2 first. B's
+    state must not cover page 1: if A then dies (kill -9, a lost connection), the next run would
+    resume past page 1 and skip its contacts. Once A commits, the next claim covers both."""
+    engine = create_engine(db_config)
+    runs = RunStore("amocrm")
+    keeper = CursorKeeper(runs, Coverage([(100, None)]), CursorState(100), ceiling=1000)
+    first = keeper.stamp(CompletePage([{"id": 1, "updated_at": 150}], {}, covers=(100, 200)))
+    second = keeper.stamp(CompletePage([{"id": 2, "updated_at": 250}], {}, covers=(200, 300)))
+    third = keeper.stamp(CompletePage([{"id": 3, "updated_at": 350}], {}, covers=(300, 400)))
+    assert keeper.claim(first.seq) is not None  # A: claimed, its UPDATE not sent yet
+    assert keeper.claim(second.seq) is None  # B: page 1 is not committed: nothing to say
+    keeper.committed(second.seq)
+    keeper.committed(first.seq)  # A committed after all
+    state = keeper.claim(third.seq)
+    assert state is not None
+    with engine.begin() as conn:
+        keeper.store(conn, state)
+    with engine.connect() as conn:
+        assert runs.get_state(conn, CONTACTS_CURSOR)["updated_at"] == 351  # all three
+    engine.dispose()
