@@ -233,7 +233,8 @@ def test_the_sink_stores_waiting_pages_in_one_transaction_unless_they_share_a_co
 def test_a_held_local_edit_naming_a_field_by_code_maps_to_its_id(engine: Engine) -> None:
     """A pending local custom_fields_values may name a field by `field_code` (amoCRM's writes
     accept it): the pull that brings a newer version maps it with the definitions' id, and a
-    code nobody knows gives no rows (push reports it) instead of failing every pull."""
+    code nobody knows, or an id no bigint holds, gives no rows (push reports it) instead of
+    failing every pull."""
     fields = {1: FieldDef(1, "Position", "POSITION", "text")}
 
     def put(item: dict[str, Any]) -> None:
@@ -248,7 +249,8 @@ def test_a_held_local_edit_naming_a_field_by_code_maps_to_its_id(engine: Engine)
     item["custom_fields_values"] = [{"field_id": 1, "values": [{"value": "old"}]}]
     put(item)
     local = '[{"field_code": "position", "values": [{"value": "x"}]}, '
-    local += '{"field_code": "NOSUCH", "values": [{"value": "y"}]}]'
+    local += '{"field_code": "NOSUCH", "values": [{"value": "y"}]}, '
+    local += '{"field_id": 100000000000000000000, "values": [{"value": "z"}]}]'  # > bigint
     with engine.begin() as conn:  # a local edit (not the sync's own)
         conn.execute(
             sa.text("UPDATE amocrm.contacts SET custom_fields_values = CAST(:v AS jsonb)"),
