@@ -18,7 +18,8 @@ HIDDEN = "***"
 SECRET_SETTINGS = ("password", "sslpassword")
 
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:[^\s/@:]*:\S*|[^\s/@:]*)@")
-_SETTING = re.compile(r"(?i)((?:ssl)?password=)[^&\s\"']+")
+# a value bare, or quoted as libpq's keyword strings allow (`password = 'se cret'`)
+_SETTING = re.compile(r"(?i)((?:ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^&\s\"']+)")
 
 
 def hide_url_secrets(text: str) -> str:

@@ -30,6 +30,16 @@ def test_no_secret_of_a_database_url_is_shown_or_logged(url: str) -> None:
     assert "passfile" in describe(make_url(url)) or "passfile" not in url  # a path, not secret
 
 
+@pytest.mark.parametrize(
+    "conninfo", ["host=db password = bare1 user=u", "password='se cret' host=db", "password=''"]
+)
+def test_a_libpq_keyword_string_hides_its_password(conninfo: str) -> None:
+    shown = hide_url_secrets(conninfo)
+    assert "bare1" not in shown, shown
+    assert "cret" not in shown, shown
+    assert "***" in shown
+
+
 def test_the_rest_of_a_line_stays() -> None:
     line = "GET https://example.amocrm.ru/api/v4/contacts?page=2 failed"
     assert hide_url_secrets(line) == line
