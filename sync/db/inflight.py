@@ -78,15 +78,21 @@ def claim_creates(conn: Connection, *, include_errors: bool = False) -> list[Pen
     return out
 
 
-def claim_links(conn: Connection) -> list[PendingLink]:
-    """Locally inserted chat links of contacts amoCRM knows (not those in error)."""
+def drop_withdrawn_links(conn: Connection) -> None:
+    """Forget the captures of chat links deleted locally before they were pushed: nothing to
+    send (and nothing to count as waiting)."""
     sync_origin(conn)
-    conn.execute(  # links deleted locally before they were pushed: nothing to send
+    conn.execute(
         sa.delete(sync_changes).where(
             sync_changes.c.kind == ChangeKind.CHAT_LINK,
             ~sa.exists().where(contact_chats.c.id == sync_changes.c.chat_link_id),
         )
     )
+
+
+def claim_links(conn: Connection) -> list[PendingLink]:
+    """Locally inserted chat links of contacts amoCRM knows (not those in error)."""
+    drop_withdrawn_links(conn)
     ids = sa.func.array_agg(sync_changes.c.id)
     query = (
         sa.select(contact_chats, ids.label("change_ids"))

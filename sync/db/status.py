@@ -26,6 +26,7 @@ from sync.core.models import PULL_KINDS as PULL_RUN_KINDS
 from sync.db.catalog import pg_locks, pg_stat_activity
 from sync.db.locks import advisory_held, leader_lock_key, lock_key, released_keys
 from sync.db.schema import (
+    contact_chats,
     contacts,
     sync_changes,
     sync_conflicts,
@@ -159,7 +160,9 @@ def count_chat_links_to_push(conn: Connection) -> int:
     """Locally inserted chat links waiting for push (one per link, however many captures); push
     sends them only with `sync.chats = true`."""
     query = sa.select(sa.func.count(sa.distinct(sync_changes.c.chat_link_id))).where(
-        sync_changes.c.kind == ChangeKind.CHAT_LINK
+        sync_changes.c.kind == ChangeKind.CHAT_LINK,
+        # not one deleted before it was pushed (push forgets its capture)
+        sa.exists().where(contact_chats.c.id == sync_changes.c.chat_link_id),
     )
     return int(conn.scalar(query) or 0)
 

@@ -32,6 +32,7 @@ from sync.config import Config
 from sync.core.models import RunKind, RunStatus
 from sync.db.diag import error_line
 from sync.db.engine import store_errors
+from sync.db.inflight import drop_withdrawn_links
 from sync.db.locks import LockWait
 from sync.db.runs import RunStore, push_lock
 from sync.db.status import count_chat_links_to_push
@@ -100,6 +101,7 @@ def _hold_links(ctx: Context, report: PushReport) -> None:
     the configuration, so they are kept): say so, once per push, rather than leave them pending
     without a word."""
     with ctx.engine.begin() as conn:
+        drop_withdrawn_links(conn)  # a link deleted before it was pushed is not held
         report.links_held = count_chat_links_to_push(conn)
     if report.links_held:
         log.warning(

@@ -86,3 +86,18 @@ def test_chat_links_held_by_chats_false_are_named_not_silent(env: PushEnv) -> No
     assert "1 chat link(s) held because sync.chats = false" in text
     with env.engine.connect() as conn:  # chats on: nothing held, the next push sends it
         assert gather(conn, env.config)["held_chat_links"] == 0
+
+
+def test_a_chat_link_deleted_before_its_push_is_not_held(env: PushEnv) -> None:
+    """Deleting a link not pushed yet withdraws it: with `sync.chats = false` it was still
+    counted as held (status and a warning on every push), its capture never forgotten."""
+    from sync.status import gather
+
+    contact_id = sorted(env.emulator.account.contacts)[0]
+    env.sql(LINK, id=contact_id, chat=_chat(contact_id))
+    env.sql("DELETE FROM contact_chats WHERE id < 0")
+    config = replace(env.config, sync=replace(env.config.sync, chats=False))
+    with env.engine.connect() as conn:
+        assert gather(conn, config)["held_chat_links"] == 0
+    assert env.push(chats=False).links_held == 0
+    assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
