@@ -108,6 +108,8 @@ class FullRun(RunBase):
             found = self.client.fetch_contacts_by_ids(unseen, with_=self.sync.with_)
             self._store_now(self._complete(list(found.values()), full=True))
         gone = [cid for cid in unseen if cid not in found]
+        with self.engine.begin() as conn:  # every contact is stored with what was gained: the
+            self.shape.record(conn, self.runs)  # guard below failing must not make each poll full
         allowed = max(DELETE_FLOOR, int(self.sync.max_delete_share * live))
         self._guard(gone, live, allowed)
         # filters off: a live contact no page listed proves the listing skipped something

@@ -26,6 +26,8 @@ from sync.pull.complete import complete_now
 from sync.pull.events import Events
 from sync.pull.fetch import SETTLE_S, Fetcher, FetchSetup
 from sync.pull.memo import PollMemo
+from sync.pull.shape import Plan as ShapePlan
+from sync.pull.shape import Shape
 from sync.pull.sink import CompletePage, CursorKeeper, CursorState, Progress, Sink, end_marker
 from sync.pull.windows import Coverage, Plan, Span
 
@@ -102,6 +104,7 @@ class RunBase:
         self.keeper: CursorKeeper | None = None
         self.live_before = 0  # live contacts stored when a full resync began
         self.sink: Sink | None = None
+        self.shape = ShapePlan(False, Shape.of(config))  # settled at the run's start (`run.py`)
 
     def _start_progress(self, total: int | None, description: str) -> None:
         if self.progress is not None:

@@ -12,8 +12,9 @@ only changed contacts got theirs) or stale (less asked: the rows stayed forever)
 actually pulled is kept in `sync_state` (`pull.shape`: `{"with": [...], "chats": bool}`):
 
 * more asked than pulled: the run becomes a full resync (one warning line says why), and the new
-  shape is recorded only when it succeeds: a run killed or failed midway leaves the old shape,
-  so the next pull is full again;
+  shape is recorded once it has stored every contact (before its deletions are reconciled: a
+  mass-delete guard refusing them must not make every poll a full walk): a run killed or
+  failed midway leaves the old shape, so the next pull is full again;
 * less asked: the tables of what is no longer pulled are emptied in the transaction that records
   the smaller shape (one warning line): stale links are worse than none for BI. Local chat links
   not pushed yet (negative ids) are kept;

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
 from sync.config import DatabaseConfig
+from sync.errors import InvariantError
 from sync.pull.run import _Run
 from tests.integration.pull_helpers import WITH, assert_converged, count, emulated, make_config
 from tests.integration.pull_helpers import pull as pull_with
@@ -127,3 +128,24 @@ def test_the_daemons_poll_turns_full_too(db_config: DatabaseConfig, engine: Engi
             assert jobs.pull().kind == "full"
             assert jobs.pull().kind == "pull"
         assert_converged(engine, emulator)
+
+
+def test_a_full_run_that_stored_everything_records_the_shape_though_its_guard_fails(
+    db_config: DatabaseConfig, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every contact was stored with what was gained when the mass-delete guard refused: the
+    shape is filled, so the daemon's next polls are not each a whole-account walk."""
+    with emulated(contacts=CONTACTS) as (emulator, url):
+        token = emulator.long_lived_token
+        pull_with(make_config(db_config, url, token, with_=(), chats=False), engine, emulator)
+        wide = make_config(db_config, url, token, with_=WITH, chats=True)
+
+        def refused(self: _Run, gone: list[int], live: int, allowed: int) -> None:
+            raise InvariantError("full resync refused to mark contacts deleted")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(_Run, "_guard", refused)
+            with pytest.raises(Exception, match="refused to mark"):
+                pull_with(wide, engine, emulator)
+        assert _shape(engine) == {"with": sorted(WITH), "chats": True}
+        assert pull_with(wide, engine, emulator).kind == "pull"
