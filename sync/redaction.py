@@ -17,9 +17,14 @@ import re
 HIDDEN = "***"
 SECRET_SETTINGS = ("password", "sslpassword")
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:[^\s/@:]*:\S*|[^\s/@:]*)@")
+# a password may hold an unescaped `@` (up to the last one), but not a quote or comma: a URL
+# inside JSON must not swallow the keys and values after it up to some e-mail's `@`
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:[^\s/@:]*:[^\s\"',]*|[^\s/@:]*)@")
 # a value bare, or quoted as libpq's keyword strings allow (`password = 'se cret'`)
-_SETTING = re.compile(r"(?i)((?:ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^&\s\"']+)")
+_SETTING = re.compile(
+    r"(?i)((?:ssl)?password\s*=\s*)"
+    r"(?:'(?:[^'\\]|\\.)*'?|\"(?:[^\"\\]|\\.)*\"?|(?:[^&\s\"\\]|\\.)+)"
+)  # quoted (even unclosed: a cut line), or bare up to a space or `&` (backslash escapes)
 
 
 def hide_url_secrets(text: str) -> str:

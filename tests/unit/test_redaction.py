@@ -31,7 +31,16 @@ def test_no_secret_of_a_database_url_is_shown_or_logged(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "conninfo", ["host=db password = bare1 user=u", "password='se cret' host=db", "password=''"]
+    "conninfo",
+    [
+        "host=db password = bare1 user=u",
+        "password='se cret' host=db",
+        "password=''",
+        "password=bare1'cret x",
+        "password=bare1\\ cret x",
+        "password='se cret",  # a line cut short
+        'password = "se cret" x',
+    ],
 )
 def test_a_libpq_keyword_string_hides_its_password(conninfo: str) -> None:
     shown = hide_url_secrets(conninfo)
@@ -43,6 +52,8 @@ def test_a_libpq_keyword_string_hides_its_password(conninfo: str) -> None:
 def test_the_rest_of_a_line_stays() -> None:
     line = "GET https://example.amocrm.ru/api/v4/contacts?page=2 failed"
     assert hide_url_secrets(line) == line
+    compact = '{"site":"https://shop.example:8443/p","email":"ann@example.com"}'
+    assert hide_url_secrets(compact) == compact  # no userinfo up to someone's e-mail
     assert hide_url_secrets("postgresql://u:p@h/db") == "postgresql://***@h/db"
 
 
