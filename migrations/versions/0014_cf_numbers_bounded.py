@@ -6,7 +6,8 @@ which Python's json (psycopg's loader) refuses above 4300 digits, so reading tha
 push and pull (review, reproduced). An id (`field_id`, `enum_id`) above 9223372036854775807
 (bigint, the tables' id columns) is now refused, and so is a number `value` of magnitude 1e300 or
 more: a double (amoCRM's and most JSON readers' number) ends near 1.8e308, and 1e300 prints as at
-most 301 digits.
+most 301 digits. The same bound holds for any number of a field object outside `values` (keys
+push ignores, such as `field_name`, are still read back from the column).
 
 Functions are replaced in place. Downgrade puts back 0009's definitions.
 
@@ -88,9 +89,60 @@ BEGIN
         "{s}".amosync_cf_scalar_problem(item -> 'enum', path || '.enum', 'code'));
 END
 $fn$;
+
+CREATE OR REPLACE FUNCTION "{s}".amosync_cf_entry_problem(entry jsonb, path text, check_items boolean)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    item jsonb;
+    j integer;
+    found text;
+BEGIN
+    IF jsonb_typeof(entry) <> 'object' THEN
+        RETURN path || ': must be an object with field_id or field_code and values, got '
+            || jsonb_typeof(entry);
+    END IF;
+    IF NOT ("{s}".amosync_cf_present(entry -> 'field_id')
+            OR "{s}".amosync_cf_present(entry -> 'field_code')) THEN
+        RETURN path || ': needs field_id or field_code';
+    END IF;
+    found := coalesce(
+        "{s}".amosync_cf_scalar_problem(entry -> 'field_id', path || '.field_id', 'integer'),
+        "{s}".amosync_cf_scalar_problem(entry -> 'field_code', path || '.field_code', 'code'));
+    IF found IS NOT NULL THEN
+        RETURN found;
+    END IF;
+    IF jsonb_path_exists(entry - 'values',
+                         'strict $.** ? (@.type() == "number" && @.abs() >= 1e300)') THEN
+        RETURN path || ': holds a number of magnitude 1e300 or more (outside values)';
+    END IF;
+    IF NOT entry ? 'values' THEN
+        RETURN path || '.values: missing; write null or [] to clear the field';
+    END IF;
+    IF jsonb_typeof(entry -> 'values') = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF NOT check_items AND jsonb_typeof(entry -> 'values') = 'array' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(entry -> 'values') <> 'array' THEN
+        RETURN path || '.values: must be an array of values or null, got '
+            || jsonb_typeof(entry -> 'values');
+    END IF;
+    FOR item, j IN SELECT e, (n - 1)::integer
+                   FROM jsonb_array_elements(entry -> 'values') WITH ORDINALITY AS t(e, n) LOOP
+        found := "{s}".amosync_cf_item_problem(item, format('%s.values[%s]', path, j));
+        IF found IS NOT NULL THEN
+            RETURN found;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;
 """
 
-# 0009's definitions (amosync_cf_scalar_problem: 0003's), as they installed them
+# 0009's definitions (amosync_cf_scalar_problem and amosync_cf_entry_problem: 0003's), as they
+# installed them
 DOWNGRADE = r"""
 CREATE OR REPLACE FUNCTION "{s}".amosync_cf_scalar_problem(x jsonb, path text, kind text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $fn$
@@ -143,6 +195,52 @@ BEGIN
         "{s}".amosync_cf_scalar_problem(item -> 'enum_id', path || '.enum_id', 'integer'),
         "{s}".amosync_cf_scalar_problem(item -> 'enum_code', path || '.enum_code', 'code'),
         "{s}".amosync_cf_scalar_problem(item -> 'enum', path || '.enum', 'code'));
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION "{s}".amosync_cf_entry_problem(entry jsonb, path text, check_items boolean)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    item jsonb;
+    j integer;
+    found text;
+BEGIN
+    IF jsonb_typeof(entry) <> 'object' THEN
+        RETURN path || ': must be an object with field_id or field_code and values, got '
+            || jsonb_typeof(entry);
+    END IF;
+    IF NOT ("{s}".amosync_cf_present(entry -> 'field_id')
+            OR "{s}".amosync_cf_present(entry -> 'field_code')) THEN
+        RETURN path || ': needs field_id or field_code';
+    END IF;
+    found := coalesce(
+        "{s}".amosync_cf_scalar_problem(entry -> 'field_id', path || '.field_id', 'integer'),
+        "{s}".amosync_cf_scalar_problem(entry -> 'field_code', path || '.field_code', 'code'));
+    IF found IS NOT NULL THEN
+        RETURN found;
+    END IF;
+    IF NOT entry ? 'values' THEN
+        RETURN path || '.values: missing; write null or [] to clear the field';
+    END IF;
+    IF jsonb_typeof(entry -> 'values') = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF NOT check_items AND jsonb_typeof(entry -> 'values') = 'array' THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(entry -> 'values') <> 'array' THEN
+        RETURN path || '.values: must be an array of values or null, got '
+            || jsonb_typeof(entry -> 'values');
+    END IF;
+    FOR item, j IN SELECT e, (n - 1)::integer
+                   FROM jsonb_array_elements(entry -> 'values') WITH ORDINALITY AS t(e, n) LOOP
+        found := "{s}".amosync_cf_item_problem(item, format('%s.values[%s]', path, j));
+        IF found IS NOT NULL THEN
+            RETURN found;
+        END IF;
+    END LOOP;
+    RETURN NULL;
 END
 $fn$;
 """

@@ -12,7 +12,8 @@ Accepted (see docs/push.md, "Custom fields"):
   `enum_code` (string), at least one of them not null, and no other key; `enum` is read as an
   alias of `enum_code` (a stand-in built from the vendor reference's GET example renders
   multitext values so), and push sends it as `enum_code` (`enum_code_of`).
-An id is at most 9223372036854775807 (bigint) and a number value below 1e300 in magnitude.
+An id is at most 9223372036854775807 (bigint) and a number value below 1e300 in magnitude, as
+is any number of a field object outside `values` (`field_name`, …).
 A field named twice in one array is refused. A field whose values are as in the column before
 the edit (`base`) is checked for its shape only, not value by value. The same rules run at SQL
 time in the trigger of migration 0003 (since 0009 shapes only: unknown fields, choices and
@@ -82,6 +83,7 @@ def entry_problem(entry: Any, path: str, check_items: bool = True) -> str | None
     return (
         _integer(entry, "field_id", path)
         or _code(entry, "field_code", path)
+        or _huge_number(entry, path)
         or values_problem(entry, f"{path}.values", check_items)
     )
 
@@ -115,11 +117,7 @@ def item_problem(item: Any, path: str) -> str | None:
     value = item.get("value")
     if isinstance(value, (Mapping, list)):
         return f"{path}.value: must be a string, number or boolean, got {json_type(value)}"
-    if (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and abs(value) >= VALUE_BOUND
-    ):
+    if _is_huge(value):
         return f"{path}.value: must be a number below 1e300 in magnitude, got {shown(value)}"
     return (
         _integer(item, "enum_id", path)
@@ -145,6 +143,26 @@ def _integer(obj: Mapping[str, Any], key: str, path: str) -> str | None:
     if value > BIGINT:
         return f"{path}.{key}: must be at most {BIGINT}, got {shown(value)}"
     return None
+
+
+def _huge_number(entry: Mapping[str, Any], path: str) -> str | None:
+    """A number of magnitude VALUE_BOUND or more anywhere in a field object outside `values`
+    (keys that push ignores, such as `field_name`, are still read back from the column)."""
+    stack = [v for k, v in entry.items() if k != "values"]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Mapping):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif _is_huge(value):
+            return f"{path}: holds a number of magnitude 1e300 or more (outside values)"
+    return None
+
+
+def _is_huge(value: Any) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and abs(value) >= VALUE_BOUND
 
 
 def _code(obj: Mapping[str, Any], key: str, path: str) -> str | None:

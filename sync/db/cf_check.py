@@ -12,9 +12,10 @@ messages are those of `sync.core.cf_shape`, which push runs on rows captured bef
 existed. The sync's own writes skip the trigger (`amosync.origin = 'sync'`).
 
 Numbers are bounded so that every reader can take the row: an id (`field_id`, `enum_id`) is at
-most 9223372036854775807 (bigint, like the tables' id columns), a number `value` is below 1e300
-in magnitude (a double, amoCRM's and most JSON readers' number, ends near 1.8e308; jsonb prints
-1e5000 as a 5001-digit integer, which Python's json refuses above 4300 digits).
+most 9223372036854775807 (bigint, like the tables' id columns); a number `value`, and any number
+of a field object outside `values` (`field_name`, …), is below 1e300 in magnitude (a double,
+amoCRM's and most JSON readers' number, ends near 1.8e308; jsonb prints 1e5000 as a 5001-digit
+integer, which Python's json refuses above 4300 digits).
 
 This is today's definition; migration 0003 installed it, 0009 dropped the checks against the
 cached definitions, 0014 bounded the numbers. A change here ships as a new revision that
@@ -126,6 +127,10 @@ BEGIN
         "{s}".amosync_cf_scalar_problem(entry -> 'field_code', path || '.field_code', 'code'));
     IF found IS NOT NULL THEN
         RETURN found;
+    END IF;
+    IF jsonb_path_exists(entry - 'values',
+                         'strict $.** ? (@.type() == "number" && @.abs() >= 1e300)') THEN
+        RETURN path || ': holds a number of magnitude 1e300 or more (outside values)';
     END IF;
     IF NOT entry ? 'values' THEN
         RETURN path || '.values: missing; write null or [] to clear the field';

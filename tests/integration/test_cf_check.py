@@ -237,6 +237,7 @@ def test_numbers_no_reader_can_take_are_refused_as_typed_in_sql(
         ('[{"field_id": 1e5000, "values": [{"value": "x"}]}]', "[0].field_id: must be at most"),
         ('[{"field_id": 1, "values": [{"value": 1e5000}]}]', "[0].values[0].value: must be a num"),
         ('[{"field_id": 1, "values": [{"value": -1e300}]}]', "[0].values[0].value: must be a num"),
+        ('[{"field_id": 1, "field_name": 1e5000, "values": null}]', "[0]: holds a number"),
     ):
         error = refusal(lambda cf=cf: run(engine, sql, cf=cf))
         assert f"amosync: contact 42: custom_fields_values{path}" in str(error)

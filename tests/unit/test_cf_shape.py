@@ -49,7 +49,9 @@ ACCEPTED = {
     "enum alone": [{"field_code": "PHONE", "values": [{"value": "+7", "enum": "MOB"}]}],
     "integral float id": [{"field_id": 570003.0, "values": [{"value": "CTO"}]}],
     "ids at bigint's maximum": [{"field_id": 2**63 - 1, "values": [{"enum_id": 2**63 - 1}]}],
-    "large number values": [{"field_id": 1, "values": [{"value": 10**30}, {"value": -1e299}]}],
+    "large numbers": [
+        {"field_id": 1, "field_name": 1e299, "values": [{"value": 10**30}, {"value": -1e299}]}
+    ],
 }
 
 REFUSED = {
@@ -148,6 +150,10 @@ REFUSED = {
         [{"field_id": 1, "values": [{"value": "x"}, {"value": -(10**301)}]}],
         "custom_fields_values[0].values[1].value: must be a number below 1e300 in magnitude, "
         "got -100000000000000000000000000000000000000…",
+    ),
+    "huge number outside values": (
+        [{"field_id": 1, "field_name": {"a": [1, -(10**300)]}, "values": None}],
+        "custom_fields_values[0]: holds a number of magnitude 1e300 or more (outside values)",
     ),
     "enum_code a number": (
         [{"field_id": 1, "values": [{"value": "x", "enum_code": 3}]}],
