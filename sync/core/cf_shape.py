@@ -12,11 +12,13 @@ Accepted (see docs/push.md, "Custom fields"):
   `enum_code` (string), at least one of them not null, and no other key; `enum` is read as an
   alias of `enum_code` (a stand-in built from the vendor reference's GET example renders
   multitext values so), and push sends it as `enum_code` (`enum_code_of`).
+An id is at most 9223372036854775807 (bigint) and a number value below 1e300 in magnitude, as
+is any number of a field object outside `values` (`field_name`, …).
 A field named twice in one array is refused. A field whose values are as in the column before
 the edit (`base`) is checked for its shape only, not value by value. The same rules run at SQL
 time in the trigger of migration 0003 (since 0009 shapes only: unknown fields, choices and
-wrong types are amoCRM's to reject) and produce the same messages; push runs this copy for
-edits captured before the trigger existed.
+wrong types are amoCRM's to reject; since 0014 numbers bounded) and produce the same messages;
+push runs this copy for edits captured before the trigger existed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from typing import Any
 
 COLUMN = "custom_fields_values"
 VALUE_KEYS = ("value", "enum_id", "enum_code", "enum")
+BIGINT = 2**63 - 1  # an id's upper bound: the tables' id columns are bigint
+# a number value's magnitude bound: a double (amoCRM's and most JSON readers' number) ends near
+# 1.8e308, and jsonb prints 1e5000 as 5001 digits, more than Python's json reads (4300)
+VALUE_BOUND = 10**300
 SHAPE = (
     'NULL, or a JSON array of {"field_id": <integer> or "field_code": "<CODE>", '
     '"values": null | [] | [{"value": <text, number or boolean>, "enum_id": <integer>, '
@@ -77,6 +83,7 @@ def entry_problem(entry: Any, path: str, check_items: bool = True) -> str | None
     return (
         _integer(entry, "field_id", path)
         or _code(entry, "field_code", path)
+        or _huge_number(entry, path)
         or values_problem(entry, f"{path}.values", check_items)
     )
 
@@ -110,6 +117,8 @@ def item_problem(item: Any, path: str) -> str | None:
     value = item.get("value")
     if isinstance(value, (Mapping, list)):
         return f"{path}.value: must be a string, number or boolean, got {json_type(value)}"
+    if _is_huge(value):
+        return f"{path}.value: must be a number below 1e300 in magnitude, got {shown(value)}"
     return (
         _integer(item, "enum_id", path)
         or _code(item, "enum_code", path)
@@ -131,7 +140,29 @@ def _integer(obj: Mapping[str, Any], key: str, path: str) -> str | None:
         return f"{path}.{key}: must be an integer, got {shown(value)}"
     if value <= 0:
         return f"{path}.{key}: must be above 0, got {shown(value)}"
+    if value > BIGINT:
+        return f"{path}.{key}: must be at most {BIGINT}, got {shown(value)}"
     return None
+
+
+def _huge_number(entry: Mapping[str, Any], path: str) -> str | None:
+    """A number of magnitude VALUE_BOUND or more anywhere in a field object outside `values`
+    (keys that push ignores, such as `field_name`, are still read back from the column)."""
+    stack = [v for k, v in entry.items() if k != "values"]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Mapping):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif _is_huge(value):
+            return f"{path}: holds a number of magnitude 1e300 or more (outside values)"
+    return None
+
+
+def _is_huge(value: Any) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and abs(value) >= VALUE_BOUND
 
 
 def _code(obj: Mapping[str, Any], key: str, path: str) -> str | None:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
-from sync.core.cf_shape import is_integer
+from sync.core.cf_shape import BIGINT, is_integer
 
 JSON = dict[str, Any]
 Row = tuple[Any, ...]
@@ -218,16 +218,13 @@ def local_entries(values: Iterable[Any], fields: Mapping[int, FieldDef]) -> list
     return out
 
 
-_BIGINT = 2**63 - 1  # the id columns are bigint: a larger id in a local edit fails the COPY
-
-
 def _an_id(value: Any) -> int | None:
     """An id as JSON may carry it (570003, 570003.0 or "570003"); None if it is none, or if it
     is outside 1..bigint (a local edit's; amoCRM's answer to the push names it)."""
     digits = isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()
     if not (digits or is_integer(value)):
         return None
-    return number if 0 < (number := int(value)) <= _BIGINT else None
+    return number if 0 < (number := int(value)) <= BIGINT else None
 
 
 def _value_rows(

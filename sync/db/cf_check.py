@@ -11,9 +11,15 @@ shape only. `enum` is a stand-in's read form of `enum_code`, accepted as its ali
 messages are those of `sync.core.cf_shape`, which push runs on rows captured before the check
 existed. The sync's own writes skip the trigger (`amosync.origin = 'sync'`).
 
+Numbers are bounded so that every reader can take the row: an id (`field_id`, `enum_id`) is at
+most 9223372036854775807 (bigint, like the tables' id columns); a number `value`, and any number
+of a field object outside `values` (`field_name`, …), is below 1e300 in magnitude (a double,
+amoCRM's and most JSON readers' number, ends near 1.8e308; jsonb prints 1e5000 as a 5001-digit
+integer, which Python's json refuses above 4300 digits).
+
 This is today's definition; migration 0003 installed it, 0009 dropped the checks against the
-cached definitions. A change here ships as a new revision that recreates the functions
-(tests/integration/test_migrations_frozen.py fails until it does).
+cached definitions, 0014 bounded the numbers. A change here ships as a new revision that
+recreates the functions (tests/integration/test_migrations_frozen.py fails until it does).
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ LANGUAGE sql IMMUTABLE AS $fn$
     END
 $fn$;
 
--- kind 'integer': a JSON integer above 0; kind 'code': a non-empty string; absent/null is fine
+-- kind 'integer': a JSON integer in 1..bigint (the id columns' type); kind 'code': a non-empty
+-- string; absent/null is fine
 CREATE FUNCTION "{s}".amosync_cf_scalar_problem(x jsonb, path text, kind text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $fn$
 BEGIN
@@ -52,6 +59,10 @@ BEGIN
     END IF;
     IF x::numeric <= 0 THEN
         RETURN path || ': must be above 0, got ' || "{s}".amosync_cf_shown(x);
+    END IF;
+    IF x::numeric > 9223372036854775807 THEN
+        RETURN path || ': must be at most 9223372036854775807, got '
+            || "{s}".amosync_cf_shown(x);
     END IF;
     RETURN NULL;
 END
@@ -81,6 +92,10 @@ BEGIN
     IF jsonb_typeof(item -> 'value') IN ('object', 'array') THEN
         RETURN path || '.value: must be a string, number or boolean, got '
             || jsonb_typeof(item -> 'value');
+    END IF;
+    IF jsonb_typeof(item -> 'value') = 'number' AND abs((item -> 'value')::numeric) >= 1e300 THEN
+        RETURN path || '.value: must be a number below 1e300 in magnitude, got '
+            || "{s}".amosync_cf_shown(item -> 'value');
     END IF;
     RETURN coalesce(
         "{s}".amosync_cf_scalar_problem(item -> 'enum_id', path || '.enum_id', 'integer'),
@@ -112,6 +127,10 @@ BEGIN
         "{s}".amosync_cf_scalar_problem(entry -> 'field_code', path || '.field_code', 'code'));
     IF found IS NOT NULL THEN
         RETURN found;
+    END IF;
+    IF jsonb_path_exists(entry - 'values',
+                         'strict $.** ? (@.type() == "number" && @.abs() >= 1e300)') THEN
+        RETURN path || ': holds a number of magnitude 1e300 or more (outside values)';
     END IF;
     IF NOT entry ? 'values' THEN
         RETURN path || '.values: missing; write null or [] to clear the field';

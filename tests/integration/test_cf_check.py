@@ -224,3 +224,23 @@ def test_values_amocrm_gave_do_not_block_edits_of_other_fields(
     error = refusal(lambda: update(engine, [*ORIGINAL, changed, ADDRESS]))
     assert "values[0].value: must be a string, number or boolean, got object" in str(error)
     assert outbox(engine) == 1
+
+
+def test_numbers_no_reader_can_take_are_refused_as_typed_in_sql(
+    engine: Engine, contact: int
+) -> None:
+    """jsonb prints 1e5000 as 5001 digits, which Python's json refuses: such a row stopped every
+    push and pull. Typed as SQL text (the review's reproduction), it is refused; 1e30 and a
+    19-digit id within bigint are taken."""
+    sql = "UPDATE contacts SET custom_fields_values = CAST(:cf AS jsonb) WHERE id = 42"
+    for cf, path in (
+        ('[{"field_id": 1e5000, "values": [{"value": "x"}]}]', "[0].field_id: must be at most"),
+        ('[{"field_id": 1, "values": [{"value": 1e5000}]}]', "[0].values[0].value: must be a num"),
+        ('[{"field_id": 1, "values": [{"value": -1e300}]}]', "[0].values[0].value: must be a num"),
+        ('[{"field_id": 1, "field_name": 1e5000, "values": null}]', "[0]: holds a number"),
+    ):
+        error = refusal(lambda cf=cf: run(engine, sql, cf=cf))
+        assert f"amosync: contact 42: custom_fields_values{path}" in str(error)
+    assert outbox(engine) == 0
+    run(engine, sql, cf='[{"field_id": 9223372036854775807, "values": [{"value": 1e30}]}]')
+    assert outbox(engine) == 1

@@ -249,16 +249,46 @@ def test_a_held_local_edit_naming_a_field_by_code_maps_to_its_id(engine: Engine)
     item["custom_fields_values"] = [{"field_id": 1, "values": [{"value": "old"}]}]
     put(item)
     local = '[{"field_code": "position", "values": [{"value": "x"}]}, '
-    local += '{"field_code": "NOSUCH", "values": [{"value": "y"}]}, '
-    local += '{"field_id": 100000000000000000000, "values": [{"value": "z"}]}]'  # > bigint
+    local += '{"field_code": "NOSUCH", "values": [{"value": "y"}]}]'
+    update = sa.text("UPDATE amocrm.contacts SET custom_fields_values = CAST(:v AS jsonb)")
     with engine.begin() as conn:  # a local edit (not the sync's own)
-        conn.execute(
-            sa.text("UPDATE amocrm.contacts SET custom_fields_values = CAST(:v AS jsonb)"),
-            {"v": local},
-        )
+        conn.execute(update, {"v": local})
+    before_0014 = '{"field_id": 100000000000000000000, "values": [{"value": "z"}]}]'  # > bigint
+    with engine.begin() as conn:  # the check refuses it since 0014: written past it
+        sync_origin(conn)
+        conn.execute(update, {"v": local.removesuffix("]") + ", " + before_0014})
     put(contact(300, "b") | {"custom_fields_values": item["custom_fields_values"]})
     values = "SELECT field_id, field_code, value FROM amocrm.contact_custom_field_values"
     assert stored(engine, values) == [(1, "POSITION", "x")]
+
+
+def test_a_held_edit_with_a_number_python_cannot_read_does_not_stop_the_pull(
+    engine: Engine,
+) -> None:
+    """jsonb prints 1e5000 as 5001 digits, more than Python's json reads as an int: a held local
+    edit stored with one before migration 0014 failed every pull of its page. It is read as a
+    float; the pull stores amoCRM's newer version of the other fields and keeps the edit."""
+    store(engine, contact(200, "a"))
+    huge = '[{"field_id": 1, "values": [{"value": 1e5000}]}]'
+    with engine.begin() as conn:  # as a local edit was captured before 0014 (no check to pass)
+        sync_origin(conn)
+        conn.execute(
+            sa.text(
+                "UPDATE amocrm.contacts SET custom_fields_values = CAST(:v AS jsonb), "
+                "sync_status = 'pending'"
+            ),
+            {"v": huge},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO amocrm.sync_changes (contact_id, kind, new_values) SELECT id, "
+                "'update', jsonb_build_object('custom_fields_values', custom_fields_values) "
+                "FROM amocrm.contacts"
+            )
+        )
+    assert store(engine, contact(300, "b", name="Bob")).upserted == 1
+    row = f"SELECT name, custom_fields_values = '{huge}'::jsonb FROM amocrm.contacts"
+    assert stored(engine, row) == [("Bob", True)]
 
 
 def test_no_state_claims_a_page_another_writer_has_not_committed(db_config: DatabaseConfig) -> None:

@@ -6,6 +6,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -51,8 +52,11 @@ def _as_sync(env: PushEnv, *statements: str, **params: Any) -> list[Any]:
         return list(results[0]) if results[0].returns_rows else []
 
 
-def _captured_before_0003(env: PushEnv, contact_id: int, column: Any) -> None:
-    """What the capture trigger stored for a local edit before the shape check existed."""
+def _captured_before_0003(
+    env: PushEnv, contact_id: int, column: Any, *, text: str | None = None
+) -> None:
+    """What the capture trigger stored for a local edit before the shape check existed (`text`:
+    the column as JSON text, for what `json.dumps` cannot write)."""
     _as_sync(
         env,
         "INSERT INTO sync_changes (contact_id, kind, new_values, base_values, base_updated_at) "
@@ -62,7 +66,7 @@ def _captured_before_0003(env: PushEnv, contact_id: int, column: Any) -> None:
         "UPDATE contacts SET custom_fields_values = CAST(:cf AS jsonb), sync_status = 'pending' "
         "WHERE id = :id",
         id=contact_id,
-        cf=json.dumps(column),
+        cf=json.dumps(column) if text is None else text,
     )
 
 
@@ -117,6 +121,26 @@ def test_hostile_rows_are_errors_and_the_good_edits_behind_them_go_out(env: Push
     invalid = [e for e in logs if e["event"] == "push_row_invalid"]
     assert sorted(e["contact_id"] for e in invalid) == sorted(bad.values())
     assert not any("CTO" in json.dumps(e, default=str) for e in invalid)  # never the values
+
+
+def test_a_number_python_cannot_read_stops_only_its_own_row(env: PushEnv) -> None:
+    """jsonb prints 1e5000 as 5001 digits, more than Python's json reads as an int (4300): such
+    a row, stored before migration 0014, failed the whole push; now it is read as a float, and
+    its row alone is an error."""
+    bad, good = _ids(env)[:2]
+    huge = '[{"field_id": 570003, "values": [{"value": 1e5000}]}]'
+    _captured_before_0003(env, bad, None, text=huge)
+    env.sql("UPDATE contacts SET name = 'good' WHERE id = :id", id=good)
+    report = env.push()
+    assert (report.updated, report.errors) == (1, 1)
+    assert _over_http(env, good)["name"] == "good"
+    row = env.row(bad)
+    assert row["sync_status"] == "error"
+    assert row["custom_fields_values"] == [{"field_id": 570003, "values": [{"value": math.inf}]}]
+    assert row["sync_error"] == (
+        "not sent: custom_fields_values[0].values[0].value: must be a number below 1e300 in "
+        "magnitude, got Infinity"
+    )
 
 
 def test_a_fixed_row_is_sent_on_the_next_push(env: PushEnv) -> None:

@@ -48,6 +48,10 @@ ACCEPTED = {
     ],
     "enum alone": [{"field_code": "PHONE", "values": [{"value": "+7", "enum": "MOB"}]}],
     "integral float id": [{"field_id": 570003.0, "values": [{"value": "CTO"}]}],
+    "ids at bigint's maximum": [{"field_id": 2**63 - 1, "values": [{"enum_id": 2**63 - 1}]}],
+    "large numbers": [
+        {"field_id": 1, "field_name": 1e299, "values": [{"value": 10**30}, {"value": -1e299}]}
+    ],
 }
 
 REFUSED = {
@@ -80,6 +84,11 @@ REFUSED = {
     "field_id negative": (
         [{"field_id": -3, "values": None}],
         "custom_fields_values[0].field_id: must be above 0, got -3",
+    ),
+    "field_id above bigint": (
+        [{"field_id": 2**63, "values": None}],
+        "custom_fields_values[0].field_id: must be at most 9223372036854775807, "
+        "got 9223372036854775808",
     ),
     "field_id boolean": (
         [{"field_id": True, "values": None}],
@@ -126,6 +135,25 @@ REFUSED = {
     "enum_id not an integer": (
         [{"field_id": 1, "values": [{"enum_id": "WORK"}]}],
         'custom_fields_values[0].values[0].enum_id: must be an integer, got "WORK"',
+    ),
+    "enum_id above bigint": (
+        [{"field_id": 1, "values": [{"enum_id": 10**19}]}],
+        "custom_fields_values[0].values[0].enum_id: must be at most 9223372036854775807, "
+        "got 10000000000000000000",
+    ),
+    "value of 1e300": (
+        [{"field_id": 1, "values": [{"value": 10**300}]}],
+        "custom_fields_values[0].values[0].value: must be a number below 1e300 in magnitude, "
+        "got 1000000000000000000000000000000000000000…",
+    ),
+    "value of -1e301": (
+        [{"field_id": 1, "values": [{"value": "x"}, {"value": -(10**301)}]}],
+        "custom_fields_values[0].values[1].value: must be a number below 1e300 in magnitude, "
+        "got -100000000000000000000000000000000000000…",
+    ),
+    "huge number outside values": (
+        [{"field_id": 1, "field_name": {"a": [1, -(10**300)]}, "values": None}],
+        "custom_fields_values[0]: holds a number of magnitude 1e300 or more (outside values)",
     ),
     "enum_code a number": (
         [{"field_id": 1, "values": [{"value": "x", "enum_code": 3}]}],
