@@ -282,9 +282,11 @@ class AmoClient:
     # --- writes --------------------------------------------------------------------------------
 
     def update_contacts(
-        self, entities: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
-    ) -> list[WriteResult]:
-        """PATCH contacts (each needs `id`; send only changed writable fields)."""
+        self, entities: Sequence[Mapping[str, Any]], *, batch_size: int | None = None,
+        planned_at: Mapping[int, int] | None = None,
+    ) -> list[WriteResult]:  # fmt: skip
+        """PATCH contacts (each needs `id`; only changed writable fields). `planned_at`: each
+        one's `updated_at` planned on (a lost answer never resends over a newer edit)."""
         for entity in entities:
             if "id" not in entity:
                 raise ValueError("every contact to update needs an id")
@@ -292,7 +294,7 @@ class AmoClient:
             prepare(entities),
             batch_size,
             lambda b: self._send("PATCH", CONTACTS, "contacts", b),
-            lambda b: find_updated(self, b),
+            lambda b: find_updated(self, b, planned_at),
             "contacts updated",
         )
 

@@ -34,11 +34,13 @@ Chat links: read the links of the contacts; a pair already linked is done.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sync.amo.backoff import pause as wait
 from sync.amo.created import ASKS, EmptyAnswerError, Reasker, Sent, created_between
 from sync.amo.matching import carries, made_by, pair_created
+from sync.amo.numbers import as_int
 from sync.amo.pages import Page, iter_pages
 from sync.amo.writes import CreatesUnexplainedError, Item, WriteResult, to_result
 from sync.errors import AmoError, AmoStoppedError, InvariantError
@@ -231,15 +233,44 @@ def _created_since(client: AmoClient, floor: int) -> list[dict[str, Any]]:
     return newer
 
 
-def find_updated(client: AmoClient, batch: list[Item]) -> dict[str, WriteResult]:
-    """Results for the entities of `batch` whose fields already read back as sent."""
+def find_updated(
+    client: AmoClient, batch: list[Item], planned_at: Mapping[int, int] | None = None
+) -> dict[str, WriteResult]:
+    """Results for the entities of `batch` whose PATCH answer was lost: those whose fields read
+    back as sent, and those `superseded`. Lists lag writes, so a contact the list shows at the
+    version its PATCH was planned on (`planned_at`: contact id → `updated_at`) or without the
+    values is read by id, which does not lag. One that then differs from what was sent but is
+    newer than that version was edited since, perhaps after ours applied: resending would
+    overwrite that edit (a CRM user's), so it is `superseded` and the caller plans it again
+    against the new version. The rest are resent."""
     remote = client.fetch_contacts_by_ids(int(i.payload["id"]) for i in batch)
+    planned = planned_at or {}
     found: dict[str, WriteResult] = {}
     for item in batch:
-        contact = remote.get(int(item.payload["id"]))
-        if contact is not None and carries(item.payload, contact, ordered=True):
+        contact_id = int(item.payload["id"])
+        contact = remote.get(contact_id)
+        if contact is None or not (
+            carries(item.payload, contact, ordered=True) or _newer(contact, planned, contact_id)
+        ):
+            contact = client.fetch_contact(contact_id)  # the list may lag our write
+        if contact is None:
+            continue  # not found: resent, and amoCRM's answer says so
+        if carries(item.payload, contact, ordered=True):
             found[item.request_id] = to_result(item.request_id, contact, reconciled=True)
+        elif _newer(contact, planned, contact_id):
+            result = to_result(item.request_id, contact, reconciled=True)
+            found[item.request_id] = replace(result, superseded=True)
     return found
+
+
+def _newer(contact: Mapping[str, Any], planned: Mapping[int, int], contact_id: int) -> bool:
+    """Whether amoCRM's version is newer than the one the PATCH was planned on (unknown: no)."""
+    if contact_id not in planned:
+        return False
+    try:
+        return as_int(contact.get("updated_at")) > planned[contact_id]
+    except ValueError:
+        return False
 
 
 def find_linked(client: AmoClient, batch: list[Item]) -> dict[str, WriteResult]:

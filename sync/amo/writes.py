@@ -55,6 +55,9 @@ class WriteResult:
     id: int
     updated_at: int | None = None
     reconciled: bool = False  # found by re-reading after the answer was lost
+    # a lost PATCH answer, and the contact read back neither as sent nor as planned on: edited
+    # since (perhaps after ours applied); not resent, so that edit is not overwritten
+    superseded: bool = False
     data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 

@@ -48,6 +48,7 @@ class UpdatePlan:
     missing: bool = False
     stale: bool = False  # amoCRM's version read is older than one already seen: a lagging read
     invalid: str | None = None  # why the local row cannot be sent (its shape), nothing is sent
+    planned_at: int | None = None  # amoCRM's updated_at (unix) this plan was made on
 
     @classmethod
     def invalid_row(cls, pending: PendingUpdate, reason: str) -> UpdatePlan:
@@ -157,7 +158,8 @@ def plan_update(
     entity = _entity(pending.contact_id, result.send) if result.send else None
     write = _take_remote(pending, result, remote, codes)
     unchanged = remote_at is not None and remote_at == pending.base_updated_at
-    return UpdatePlan(pending, result, entity, write, unchanged)
+    planned_at = None if remote_at is None else int(remote_at.timestamp())
+    return UpdatePlan(pending, result, entity, write, unchanged, planned_at=planned_at)
 
 
 def is_stale(pending: PendingUpdate, remote: Mapping[str, Any]) -> bool:

@@ -67,14 +67,20 @@ def _plan_one(
 
 def _send_update_batch(ctx: Context, batch: Sequence[UpdatePlan]) -> None:
     entities = [plan.entity for plan in batch if plan.entity is not None]
+    planned = {p.pending.contact_id: p.planned_at for p in batch if p.planned_at is not None}
     results, rejected, failure = send(
-        ctx, lambda: ctx.client.update_contacts(entities, batch_size=len(entities))
+        ctx,
+        lambda: ctx.client.update_contacts(entities, batch_size=len(entities), planned_at=planned),
     )
     by_id = {r.request_id: r for r in results}
     outcomes = []
     for plan in batch:
         rid = str(plan.pending.contact_id)  # the entity's request_id
-        if rid in by_id:
+        if rid in by_id and by_id[rid].superseded:
+            # its answer was lost and the contact was edited since: nothing recorded, so the
+            # edit stays pending and the next push merges it with that newer version
+            ctx.count.add(deferred=1)
+        elif rid in by_id:
             outcomes.append(plan.outcome(by_id[rid].updated_at))
         elif rid in rejected:
             outcomes.append(plan.rejected(message(rejected[rid])))

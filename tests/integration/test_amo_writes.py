@@ -170,8 +170,9 @@ def test_504_before_patch_applied_resends_only_after_reading() -> None:
         assert not any(r.reconciled for r in results)
         kinds = [(r["method"], len(r["body"] or [])) for r in emulator.requests()]
         assert kinds[0] == ("PATCH", 4)
-        assert kinds[1][0] == "GET"  # re-read before any resend
-        assert kinds[2:] == [("PATCH", 2), ("PATCH", 2)]
+        # re-read before any resend: the list, then each by id (the list may lag the write)
+        assert kinds[1:6] == [("GET", 0)] * 5
+        assert kinds[6:] == [("PATCH", 2), ("PATCH", 2)]
 
 
 def test_422_too_many_entities_halves_the_batch() -> None:
@@ -260,3 +261,27 @@ def test_a_stop_ends_the_confirmation_window_at_once() -> None:
         assert time.monotonic() - started < 3
         assert len(posts(emulator)) == 1
         timer.join()
+
+
+def test_a_lost_patch_answer_is_judged_by_id_and_not_resent_over_a_newer_edit() -> None:
+    """Lists lag writes: a PATCH whose answer was lost read back from the list as not applied
+    and was resent, and a CRM user's edit made just after ours applied was overwritten (audit).
+    Now a contact the list does not show as sent is read by id (no lag); one edited since the
+    version it was planned on is `superseded`, not resent; one unchanged is resent."""
+    from sync.amo.reconcile import find_updated
+    from sync.amo.writes import prepare
+
+    with running(contacts=0, list_lag_s=30) as (emulator, url), client_for(emulator, url) as c:
+        made = c.create_contacts([person(n) for n in range(3)])
+        planned = {r.id: int((c.fetch_contact(r.id) or {})["updated_at"]) for r in made}
+        applied, edited, untouched = (r.id for r in made)
+        later = max(planned.values()) + 5
+        emulator.update_contacts([{"id": applied, "last_name": "ours"}], at=later)
+        emulator.update_contacts([{"id": edited, "last_name": "theirs"}], at=later)
+        sent = [{"id": i, "last_name": "ours"} for i in (applied, edited, untouched)]
+        emulator.clear_requests()
+        found = find_updated(c, prepare(sent), planned)
+        assert {r.id: r.superseded for r in found.values()} == {applied: False, edited: True}
+        assert untouched not in {r.id for r in found.values()}  # unchanged: sent again
+        by_id = [r for r in emulator.requests() if r["path"].startswith(POST + "/")]
+        assert len(by_id) == 3  # the list lags: each read by id
