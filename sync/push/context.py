@@ -4,7 +4,7 @@ write is sent (its rejected entities apart) and its outcome recorded (lock waits
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection, Engine
@@ -82,6 +82,17 @@ def send(
         return results(exc), exc.errors_by_request_id, exc
     except AmoError as exc:
         return results(exc), {}, exc
+
+
+def gone(ctx: Context, contact_ids: Iterable[int]) -> set[int]:
+    """Of the contacts a rejected write named, those amoCRM no longer has (each read by id:
+    lists lag). Their rows get `NOT_FOUND`, the error a pull bringing the contact back clears
+    (`sync.db.tombstones.FOUND_AGAIN`): amoCRM's own words for it are not ours to parse. A read
+    that fails says nothing: amoCRM's message stays."""
+    try:
+        return {cid for cid in contact_ids if ctx.client.fetch_contact(cid) is None}
+    except AmoError:
+        return set()
 
 
 def results(exc: AmoError) -> list[WriteResult]:

@@ -32,6 +32,7 @@ from sync.amo.backoff import pause
 from sync.amo.created import EmptyAnswerError, Sent
 from sync.amo.reconcile import confirm_window_s
 from sync.amo.writes import CreatesUnexplainedError, WriteResult
+from sync.core.models import NOT_FOUND
 from sync.db import inflight
 from sync.db.engine import store_errors
 from sync.db.inflight import Done, PendingCreate, PendingLink
@@ -42,7 +43,7 @@ from sync.errors import (
     LockLostError,
     StoreError,
 )
-from sync.push.context import Context, invalid_reason, log, message, record_outcome, send
+from sync.push.context import Context, gone, invalid_reason, log, message, record_outcome, send
 from sync.push.plan import to_create_payload
 
 
@@ -346,8 +347,12 @@ def _link_batch(ctx: Context, batch: list[PendingLink]) -> None:
     done = [Done(p.temp_id, by_rid[str(p.temp_id)].id, p.change_ids) for p in batch
             if str(p.temp_id) in by_rid]  # fmt: skip
     contact_of = {str(p.temp_id): p for p in batch}
+    named = {contact_of[rid].contact_id for rid in rejected if rid in contact_of}
+    missing = gone(ctx, sorted(named)) if named else set()  # deleted in amoCRM since
     errors = {
-        contact_of[rid].contact_id: f"chat link {contact_of[rid].chat_id}: {message(errs)}"
+        contact_of[rid].contact_id: NOT_FOUND
+        if contact_of[rid].contact_id in missing
+        else f"chat link {contact_of[rid].chat_id}: {message(errs)}"
         for rid, errs in rejected.items()
         if rid in contact_of
     }

@@ -9,8 +9,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sync.core.items import PendingUpdate, UpdateOutcome
+from sync.core.models import NOT_FOUND
 from sync.db import outbox
-from sync.push.context import Context, invalid_reason, message, record_outcome, send
+from sync.push.context import Context, gone, invalid_reason, message, record_outcome, send
 from sync.push.fresh import plan_current
 from sync.push.plan import KnownFields, UpdatePlan, plan_update
 from sync.push.pool import ReadThenWrite
@@ -73,6 +74,7 @@ def _send_update_batch(ctx: Context, batch: Sequence[UpdatePlan]) -> None:
         lambda: ctx.client.update_contacts(entities, batch_size=len(entities), planned_at=planned),
     )
     by_id = {r.request_id: r for r in results}
+    missing = gone(ctx, [int(rid) for rid in rejected]) if rejected else set()
     outcomes = []
     for plan in batch:
         rid = str(plan.pending.contact_id)  # the entity's request_id
@@ -83,7 +85,8 @@ def _send_update_batch(ctx: Context, batch: Sequence[UpdatePlan]) -> None:
         elif rid in by_id:
             outcomes.append(plan.outcome(by_id[rid].updated_at))
         elif rid in rejected:
-            outcomes.append(plan.rejected(message(rejected[rid])))
+            lost = plan.pending.contact_id in missing  # deleted in amoCRM since it was read
+            outcomes.append(plan.rejected(NOT_FOUND if lost else message(rejected[rid])))
     _record_updates(ctx, outcomes)
     if failure is not None:
         raise failure

@@ -143,3 +143,33 @@ def test_a_restore_in_amocrm_sends_the_edit_held_back_by_not_found_again(env: Pu
     assert env.push().updated == 1
     assert env.remote(contact_id)["name"] == "kept locally"
     assert env.row(contact_id)["sync_status"] == "synced"
+
+
+def test_an_edit_and_a_link_rejected_for_a_contact_deleted_since_the_read_are_sent_after_restore(
+    env: PushEnv,
+) -> None:
+    """The list still showed the contact (lists lag), so the PATCH and the link went out and
+    amoCRM rejected them in its own words; no pull saw the deletion before the restore. The
+    row stayed `error` with that message forever, the edit and the link never resent (audit).
+    A rejected contact amoCRM no longer has gets the "not found" status a restore clears."""
+    contact_id = _first(env)
+    env.emulator.set_controls(list_lag_s=30)
+    env.sql("UPDATE contacts SET name = 'kept locally' WHERE id = :id", id=contact_id)
+    chat = "6cbab3d5-c4c1-46ff-b710-ad59ad10805f"
+    env.sql(
+        "INSERT INTO contact_chats (contact_id, chat_id) VALUES (:id, :c)", id=contact_id, c=chat
+    )
+    env.emulator.delete_contact(contact_id)
+    env.push()
+    row = env.row(contact_id)
+    assert (row["sync_status"], row["is_deleted"]) == ("error", False)
+    assert row["sync_error"].startswith("the contact was not found in amoCRM")
+    env.emulator.set_controls(list_lag_s=0)
+    env.emulator.clock.advance(2)
+    env.emulator.restore_contact(contact_id)
+    pull(env)
+    assert env.row(contact_id)["sync_status"] == "pending"
+    report = env.push()
+    assert (report.updated, report.linked) == (1, 1)
+    assert env.remote(contact_id)["name"] == "kept locally"
+    assert env.row(contact_id)["sync_status"] == "synced"
