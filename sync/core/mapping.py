@@ -26,7 +26,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sync.core.cf_shape import BIGINT, is_integer
@@ -194,8 +194,8 @@ def local_entries(values: Iterable[Any], fields: Mapping[int, FieldDef]) -> list
     sends it and reports amoCRM's answer; the pull never fails on it. Value objects that are
     not objects, or whose enum_id is not an integer, are left out likewise."""
     entries = [e for e in values if isinstance(e, Mapping)]
-    codes = {f.code.upper(): f.id for f in sorted(fields.values(), key=_field_id, reverse=True)
-             if f.code}  # fmt: skip
+    by_id_desc = sorted(fields.values(), key=attrgetter("id"), reverse=True)
+    codes = {f.code.upper(): f.id for f in by_id_desc if f.code}  # the lowest id wins
     for entry in entries:
         named = _an_id(entry.get("field_id"))
         if isinstance(entry.get("field_code"), str) and named is not None:
@@ -257,10 +257,6 @@ def _value_rows(
                 # amoCRM's own: null for select-type values
                 enum_code if enum_code is None or type(enum_code) is str else str(enum_code),
             ))  # fmt: skip
-
-
-def _field_id(definition: FieldDef) -> int:
-    return definition.id
 
 
 def _links(contact_id: int, items: Iterable[Mapping[str, Any]] | None) -> list[Row]:

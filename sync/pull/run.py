@@ -211,10 +211,8 @@ class _Run(FullRun, IncrementalRun):
         with self.engine.begin() as conn:
             self.runs.finish_run(conn, report.run_id, status, counts, error)
             self._keep_chat_form(conn)
-            if report.kind == "full":
+            if report.kind == "full":  # (its shape is recorded once every contact is stored)
                 self.store.forget_seen(conn, report.run_id)
-                if error is None:  # what the configuration gained is filled now
-                    self.shape.record(conn, self.runs)
             # cut short by a stop (the daemon's, or SIGTERM/SIGINT to a command: a final stop
             # of its session): not done, nor failed, so the next run serves it
             stopped = stopped or (error is not None and self.client.session.stopping.final)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.clock import from_unix
+from sync.clock import from_unix, to_unix
 from sync.core.cf_shape import ShapeError, is_integer, require
 from sync.core.items import PendingUpdate, UpdateOutcome
 from sync.core.models import CF_COLUMN, NOT_FOUND, SCALAR_FIELDS
@@ -158,7 +158,7 @@ def plan_update(
     entity = _entity(pending.contact_id, result.send) if result.send else None
     write = _take_remote(pending, result, remote, codes)
     unchanged = remote_at is not None and remote_at == pending.base_updated_at
-    planned_at = None if remote_at is None else int(remote_at.timestamp())
+    planned_at = None if remote_at is None else to_unix(remote_at)
     return UpdatePlan(pending, result, entity, write, unchanged, planned_at=planned_at)
 
 
