@@ -125,8 +125,10 @@ def test_a_command_after_run_was_killed_stops_the_embedded_postgresql_run_left(
         def serving() -> int | None:
             assert run is not None
             assert run.poll() is None, (tmp_path / "run.log").read_text(errors="replace")
-            users = pgdata / ".handle_pids.json"
-            listed = users.is_file() and run.pid in json.loads(users.read_text() or "[]")
+            try:  # the wheel rewrites the list in place: a read may catch it half written
+                listed = run.pid in json.loads((pgdata / ".handle_pids.json").read_text())
+            except (OSError, ValueError):
+                return None
             return _postmaster(pgdata) if listed else None
 
         postmaster = wait_for("`run` to use the embedded PostgreSQL", serving, timeout=180)
