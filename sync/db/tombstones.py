@@ -45,10 +45,10 @@ MARK_DELETED = (
 )
 # an edit push held back because amoCRM had deleted the contact goes back to `pending`: its
 # outbox rows were kept, and the next push merges them with the restored contact
-_LOST = sa.and_(_c.sync_status == ContactStatus.ERROR, _c.sync_error == NOT_FOUND)
+LOST = sa.and_(_c.sync_status == ContactStatus.ERROR, _c.sync_error == NOT_FOUND)
 FOUND_AGAIN = {
-    "sync_status": sa.case((_LOST, sa.literal(ContactStatus.PENDING.value)), else_=_c.sync_status),
-    "sync_error": sa.case((_LOST, sa.null()), else_=_c.sync_error),
+    "sync_status": sa.case((LOST, sa.literal(ContactStatus.PENDING.value)), else_=_c.sync_status),
+    "sync_error": sa.case((LOST, sa.null()), else_=_c.sync_error),
 }
 MARK_RESTORED = (
     sa.update(contacts)
@@ -56,7 +56,8 @@ MARK_RESTORED = (
     .where(_c.id == sa.any_(IDS), _c.is_deleted)
     .returning(_c.id)
 )
-ALIVE = sa.select(_c.id).where(_c.id == sa.any_(IDS), sa.not_(_c.is_deleted))
+# live and not left "not found" by push
+SETTLED = sa.select(_c.id).where(_c.id == sa.any_(IDS), sa.not_(_c.is_deleted), sa.not_(LOST))
 _LIVE = (_c.id > 0, sa.not_(_c.is_deleted))
 LIVE_COUNT = sa.select(sa.func.count()).select_from(contacts).where(*_LIVE)
 _SEEN_IDS = sa.select(sa.bindparam("run", type_=sa.BigInteger), sa.func.unnest(IDS))
@@ -105,10 +106,11 @@ class Tombstones:
             return 0
         return len(self._run(conn, MARK_RESTORED, {"ids": id_array(ids)}).all())
 
-    def deleted_ids(self, conn: Connection, ids: Sequence[int]) -> set[int]:
-        """Which of `ids` are stored as deleted, or not stored at all."""
-        alive = set(self._run(conn, ALIVE, {"ids": id_array(ids)}).scalars())
-        return set(ids) - alive
+    def unsettled_ids(self, conn: Connection, ids: Sequence[int]) -> set[int]:
+        """Which of `ids` are stored as deleted, not stored at all, or left "not found" by push
+        (a restore that did not change `updated_at` is listed by no incremental pull)."""
+        settled = set(self._run(conn, SETTLED, {"ids": id_array(ids)}).scalars())
+        return set(ids) - settled
 
     # --- full resync bookkeeping -------------------------------------------------------------
 

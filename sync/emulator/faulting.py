@@ -63,6 +63,7 @@ _REPLACEMENTS: dict[str, Callable[[FaultRule], Response]] = {
         401, problem(401, "Invalid user name or password"), PROBLEM
     ),
     "empty_page": lambda _: no_content(),
+    "absent": lambda _: no_content(),
 }
 
 

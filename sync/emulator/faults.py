@@ -24,6 +24,7 @@ FaultKind = Literal[
     "reset",  # close the connection without a response
     "truncate",  # send the first half of the JSON body, with a matching Content-Length
     "empty_page",  # a 204 for a list page >= `min_page`, though data exists
+    "absent",  # a 204 for any matching request, `GET /contacts/{id}` too, though the data exists
     "drift",  # touch `touch` contacts (see `pick`; bump updated_at) before serving a list page
     "edit",  # a user renames `touch` contacts (a real change, with events) before a list page
     "vanish",  # a user deletes `touch` contacts of the list (see `pick`) just before a page

@@ -112,8 +112,8 @@ class IncrementalRun(RunBase):
 
     def _apply(self, events: list[Mapping[str, Any]], newest: int | None) -> list[int]:
         """Deletions/restores, the events cursor and the final contacts state, in one
-        transaction (restored contacts missing locally are fetched by id first). Returns the
-        times of the deletions."""
+        transaction (restored contacts missing locally, or left "not found" by push, are read
+        by id first: storing them clears that status). Returns the times of the deletions."""
         assert self.keeper is not None
         changes = self._settle_unsure(event_changes(events))
         deleted = {cid: at for cid, (gone, at) in changes.items() if gone}
@@ -147,7 +147,7 @@ class IncrementalRun(RunBase):
         if not restored:
             return
         with self.engine.connect() as conn:
-            missing = sorted(self.store.deleted_ids(conn, restored))
+            missing = sorted(self.store.unsettled_ids(conn, restored))
         if missing:
             found = self.client.fetch_contacts_by_ids(missing, with_=self.sync.with_)
             self._store_now(self._complete(list(found.values()), full=False))

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from sync.config import DatabaseConfig
+from sync.emulator.faults import FaultRule
 from sync.pull import run_pull
 from tests.integration.push_env import PushEnv, push_env
 
@@ -171,5 +172,71 @@ def test_an_edit_and_a_link_rejected_for_a_contact_deleted_since_the_read_are_se
     assert env.row(contact_id)["sync_status"] == "pending"
     report = env.push()
     assert (report.updated, report.linked) == (1, 1)
+    assert env.remote(contact_id)["name"] == "kept locally"
+    assert env.row(contact_id)["sync_status"] == "synced"
+
+
+def _by_age(env: PushEnv) -> list[int]:
+    """amoCRM's contacts, least recently updated first."""
+    contacts = env.emulator.account.contacts.values()
+    return [c.id for c in sorted(contacts, key=lambda c: (c.updated_at, c.id))]
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["incremental", "full"])
+def test_an_edit_held_by_a_passing_not_found_is_sent_once_a_pull_lists_the_contact_unchanged(
+    env: PushEnv, full: bool
+) -> None:
+    """amoCRM answered push for a moment that it had no such contact (the list and the read by
+    id), so the row became `error` "not found"; the contact was there all along, unchanged. A
+    pull listing it again (a full resync, or an incremental one within its overlap) wrote
+    nothing, so the row stayed `error` and the edit was never sent (review). Any pull that sees
+    the contact sets it back to `pending`, whether or not its data changed."""
+    contact_id = _by_age(env)[-1]  # the newest: every incremental pull lists it again
+    env.sql("UPDATE contacts SET name = 'kept locally' WHERE id = :id", id=contact_id)
+    for path in ("/api/v4/contacts", f"/api/v4/contacts/{contact_id}"):
+        env.emulator.add_fault(FaultRule(kind="absent", method="GET", path=path))
+    env.push()
+    row = env.row(contact_id)
+    assert (row["sync_status"], row["is_deleted"]) == ("error", False)
+    assert row["sync_error"].startswith("the contact was not found in amoCRM")
+    version = env.remote(contact_id)["updated_at"]
+    env.emulator.clear_requests()
+    run_pull(env.config, env.engine, env.client, full=full)
+    listed = [r for r in env.emulator.requests() if r["path"] == "/api/v4/contacts"]
+    assert listed
+    assert env.remote(contact_id)["updated_at"] == version  # listed again, unchanged
+    row = env.row(contact_id)
+    assert (row["sync_status"], row["sync_error"], row["name"]) == ("pending", None, "kept locally")
+    assert env.push().updated == 1
+    assert env.remote(contact_id)["name"] == "kept locally"
+    assert env.row(contact_id)["sync_status"] == "synced"
+
+
+def test_a_restore_the_lagging_list_does_not_show_yet_sends_the_edit_held_by_not_found(
+    env: PushEnv,
+) -> None:
+    """Deleted after the (lagging) list showed it, the contact's PATCH was rejected and its row
+    became `error` "not found"; then it was restored. The restore's event names a contact the
+    tables hold as live, and the list (still lagging, or where a restore keeps `updated_at`)
+    shows no new version of it, so nothing cleared the status. A restored contact left "not
+    found" is read by id, and that read sets it back to `pending`."""
+    contact_id = _by_age(env)[0]  # the oldest: outside the overlap an incremental pull reads
+    newest = env.emulator.contact(_by_age(env)[-1])
+    assert newest is not None
+    assert env.remote(contact_id)["updated_at"] < newest["updated_at"] - env.config.sync.overlap_s
+    env.emulator.set_controls(list_lag_s=30)
+    env.sql("UPDATE contacts SET name = 'kept locally' WHERE id = :id", id=contact_id)
+    env.emulator.delete_contact(contact_id)
+    env.push()
+    row = env.row(contact_id)
+    assert (row["sync_status"], row["is_deleted"]) == ("error", False)
+    assert row["sync_error"].startswith("the contact was not found in amoCRM")
+    env.emulator.clock.advance(2)
+    env.emulator.restore_contact(contact_id)
+    pull(env)
+    row = env.row(contact_id)
+    assert (row["sync_status"], row["sync_error"], row["is_deleted"]) == ("pending", None, False)
+    env.emulator.set_controls(list_lag_s=0)
+    assert env.push().updated == 1
     assert env.remote(contact_id)["name"] == "kept locally"
     assert env.row(contact_id)["sync_status"] == "synced"
