@@ -3,7 +3,8 @@ checks, not timed ones, each in a fresh interpreter:
 
 - what `pull` imports before its first request: none of the modules it does not need (the
   schema check's alembic, the progress bar's rich and pygments, the daemon, push, the emulator,
-  SQLAlchemy's ORM);
+  SQLAlchemy's ORM, the async libraries httpcore would load for httpx's AsyncClient), and
+  httpx's transport with the command's imports, not on the way to the first request;
 - its imports run without the cyclic collector and stay out of its later collections
   (`sync.heap.long_lived`): the collector scanned them ~160 times while they imported;
 - `long_lived` itself: nested, raising, or entered with the collector off.
@@ -27,8 +28,12 @@ with sync.cli._amo_command_imports():
     from sync.progress import connecting, progress_bar
     from sync.pull import run_pull
     from sync.wiring import connected
+imported = sorted(sys.modules)
+import httpx
+httpx.HTTPTransport()  # as building the client does: httpx imports its transport then
 print(json.dumps({
-    "modules": sorted(sys.modules),
+    "modules": imported,
+    "with_transport": sorted(sys.modules),
     "enabled": gc.isenabled(),
     "frozen": gc.get_freeze_count(),
     "tracked": len(gc.get_objects()),
@@ -41,7 +46,7 @@ print(json.dumps({
 # terminal, see tests/unit/test_cli_lazy_emulator.py for the command itself).
 NOT_FOR_PULL = (
     "alembic", "mako", "rich", "pygments", "apscheduler", "sqlalchemy.orm", "sqlalchemy.ext",
-    "sync.daemon", "sync.push", "sync.emulator", "sync.demo", "sync.status",
+    "sync.daemon", "sync.push", "sync.emulator", "sync.demo", "sync.status", "anyio", "trio",
 )  # fmt: skip
 
 
@@ -55,10 +60,15 @@ def _run(code: str) -> dict[str, object]:
 
 
 def test_the_pull_command_imports_nothing_it_does_not_need() -> None:
-    modules = _run(PULL_IMPORTS)["modules"]
+    result = _run(PULL_IMPORTS)
+    modules, with_transport = result["modules"], result["with_transport"]
     assert isinstance(modules, list)
+    assert isinstance(with_transport, list)
     assert "sync.pull.run" in modules  # the probe really imported the pull
-    unwanted = [m for m in modules if any(m == n or m.startswith(f"{n}.") for n in NOT_FOR_PULL)]
+    assert "httpcore" in modules  # with the command's imports, not when the client is built
+    unwanted = [
+        m for m in with_transport if any(m == n or m.startswith(f"{n}.") for n in NOT_FOR_PULL)
+    ]
     assert unwanted == []
 
 
