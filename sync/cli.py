@@ -12,8 +12,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,7 +24,7 @@ with long_lived():  # what a command imports lives as long as the process (sync.
     from sqlalchemy.exc import DBAPIError
 
     from sync import cli_ops, cli_webhooks
-    from sync.cli_parts import Deferred, accept_late_config
+    from sync.cli_parts import Deferred, accept_late_config, amo_command_imports
     from sync.cli_stop import STOP
     from sync.config import Config, load_config
     from sync.core.models import Winner
@@ -181,7 +180,7 @@ def demo(app: _Context) -> None:
 @pass_context
 def pull(app: _Context, full: bool) -> None:
     """Pull changed contacts (and deletions) from amoCRM; --full re-reads everything."""
-    with _amo_command_imports():
+    with amo_command_imports():
         from sync.progress import connecting, progress_bar
         from sync.pull import run_pull
         from sync.wiring import connected
@@ -218,18 +217,6 @@ def _lock_wait(kind: str, seconds: float) -> LockWait:
     return LockWait(seconds, note, sleep=STOP.sleep)  # a signal ends the wait
 
 
-@contextmanager
-def _amo_command_imports() -> Iterator[None]:
-    """The imports of a command that talks to amoCRM: the client's TLS context (~30 ms of CA
-    certificates) loads in a thread meanwhile (`sync.amo.tls`), the collector waits
-    (`sync.heap`)."""
-    with long_lived():
-        from sync.amo.tls import warm_tls
-
-        warm_tls()
-        yield
-
-
 cli.add_command(
     Deferred(
         "emulator",
@@ -248,7 +235,7 @@ db.add_command(cli_ops.grant_reader)
 @pass_context
 def push(app: _Context) -> None:
     """Send pending local changes (updates, new contacts, chat links) to amoCRM."""
-    with _amo_command_imports():
+    with amo_command_imports():
         from sync.push import run_push
         from sync.wiring import connected
 
@@ -264,7 +251,7 @@ def push(app: _Context) -> None:
 def sync_once(app: _Context) -> None:
     """One push of local changes, then one incremental pull (also when the push failed,
     unless that makes pulling pointless: `sync.cli_sync`)."""
-    with _amo_command_imports():
+    with amo_command_imports():
         from sync.cli_sync import push_then_pull
         from sync.progress import connecting, progress_bar
         from sync.pull import run_pull

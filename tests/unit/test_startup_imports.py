@@ -24,7 +24,8 @@ import gc, json, sys
 runs = []
 gc.callbacks.append(lambda phase, info: phase == "start" and runs.append(info["generation"]))
 import sync.cli
-with sync.cli._amo_command_imports():
+from sync.cli_parts import amo_command_imports
+with amo_command_imports():
     from sync.progress import connecting, progress_bar
     from sync.pull import run_pull
     from sync.wiring import connected
