@@ -17,23 +17,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import click
-from sqlalchemy.exc import DBAPIError
+from sync.heap import fewer_malloc_arenas, long_lived
 
-from sync import cli_ops, cli_webhooks
-from sync.cli_parts import Deferred, accept_late_config
-from sync.cli_stop import STOP
-from sync.config import Config, load_config
-from sync.core.models import Winner
-from sync.db.diag import error_line
-from sync.errors import SyncError, UsageError
-from sync.heap import fewer_malloc_arenas
-from sync.logs import (
-    configure_logging,
-    failure_on_the_last_line,
-    get_logger,
-    logging_configured,
-)
+with long_lived():  # what a command imports lives as long as the process (sync.heap)
+    import click
+    from sqlalchemy.exc import DBAPIError
+
+    from sync import cli_ops, cli_webhooks
+    from sync.cli_parts import Deferred, accept_late_config, amo_command_imports
+    from sync.cli_stop import STOP
+    from sync.config import Config, load_config
+    from sync.core.models import Winner
+    from sync.db.diag import error_line
+    from sync.errors import SyncError, UsageError
+    from sync.logs import (
+        configure_logging,
+        failure_on_the_last_line,
+        get_logger,
+        logging_configured,
+    )
 
 if TYPE_CHECKING:
     from sync.db.locks import LockWait
@@ -178,10 +180,10 @@ def demo(app: _Context) -> None:
 @pass_context
 def pull(app: _Context, full: bool) -> None:
     """Pull changed contacts (and deletions) from amoCRM; --full re-reads everything."""
-    _warm_tls()
-    from sync.progress import connecting, progress_bar
-    from sync.pull import run_pull
-    from sync.wiring import connected
+    with amo_command_imports():
+        from sync.progress import connecting, progress_bar
+        from sync.pull import run_pull
+        from sync.wiring import connected
 
     config = app.config
     with (
@@ -215,14 +217,6 @@ def _lock_wait(kind: str, seconds: float) -> LockWait:
     return LockWait(seconds, note, sleep=STOP.sleep)  # a signal ends the wait
 
 
-def _warm_tls() -> None:
-    """For a command that talks to amoCRM, before its imports: the client's TLS context
-    (~30 ms of CA certificates) loads in a thread meanwhile (see `sync.amo.tls`)."""
-    from sync.amo.tls import warm_tls
-
-    warm_tls()
-
-
 cli.add_command(
     Deferred(
         "emulator",
@@ -241,9 +235,9 @@ db.add_command(cli_ops.grant_reader)
 @pass_context
 def push(app: _Context) -> None:
     """Send pending local changes (updates, new contacts, chat links) to amoCRM."""
-    _warm_tls()
-    from sync.push import run_push
-    from sync.wiring import connected
+    with amo_command_imports():
+        from sync.push import run_push
+        from sync.wiring import connected
 
     config = app.config
     with connected(config) as (engine, client):
@@ -257,12 +251,12 @@ def push(app: _Context) -> None:
 def sync_once(app: _Context) -> None:
     """One push of local changes, then one incremental pull (also when the push failed,
     unless that makes pulling pointless: `sync.cli_sync`)."""
-    _warm_tls()
-    from sync.cli_sync import push_then_pull
-    from sync.progress import connecting, progress_bar
-    from sync.pull import run_pull
-    from sync.push import run_push
-    from sync.wiring import connected
+    with amo_command_imports():
+        from sync.cli_sync import push_then_pull
+        from sync.progress import connecting, progress_bar
+        from sync.pull import run_pull
+        from sync.push import run_push
+        from sync.wiring import connected
 
     config = app.config
     with connected(config) as (engine, client):

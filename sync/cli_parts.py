@@ -1,12 +1,29 @@
 """The `amosync` command line's click plumbing: commands imported only when they run
-(`Deferred`), and `--config` taken after the command as well as before it."""
+(`Deferred`), `--config` taken after the command as well as before it, and the imports of a
+command that talks to amoCRM (`amo_command_imports`)."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
+
+from sync.heap import long_lived
+
+
+@contextmanager
+def amo_command_imports() -> Iterator[None]:
+    """The imports of a command that talks to amoCRM: the client's TLS context (~30 ms of CA
+    certificates) loads in a thread meanwhile (`sync.amo.tls`), the collector waits and what
+    they build is frozen after (`sync.heap.long_lived`)."""
+    with long_lived():
+        from sync.amo.tls import warm_tls
+
+        warm_tls()
+        yield
 
 
 def _late_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:

@@ -26,6 +26,15 @@ from sync.logs import unimportable
 with unimportable("pygments", "rich"):
     import httpx  # noqa: F401 - the first import of httpx in the process is this one
 
+# httpx imports its transport, httpcore, when the first client is built: ~25 ms on a command's
+# way from its database connect to its first request, imported here with the command's other
+# modules instead. httpcore imports anyio and trio for the locks of its async pool, which only
+# httpx's AsyncClient uses (nothing in amosync does): hidden for this import (~5 ms; anyio
+# compiles code as it loads), an AsyncClient in this process would say httpcore[asyncio] is
+# missing.
+with unimportable("anyio", "trio"):
+    import httpcore  # noqa: F401
+
 from sync.amo.auth import (
     OAuthTokens,
     StaticToken,
