@@ -76,7 +76,7 @@ def database_url(config: DatabaseConfig) -> URL:
         return embedded_url(Path(config.embedded_dir))
     try:
         url = make_url(config.url.reveal())
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is no number
         raise ConfigError(
             [ConfigProblem("database.url", "configuration", "not a valid database URL")]
         ) from exc
