@@ -29,6 +29,7 @@ from sync.config_checks import (
     field_policies,
     hook_secret,
     is_loopback_host,
+    listen_host,
     one_of,
     positive,
     public_url,
@@ -161,7 +162,7 @@ class SyncConfig:
 @dataclass(frozen=True)
 class DaemonConfig:
     http_port: int = _key(8085, between(0, 65535))
-    http_host: str = _key("127.0.0.1")
+    http_host: str = _key("127.0.0.1", listen_host)
     migrate: bool = _key(True)
     unhealthy_after_polls: int = _key(3, between(1, 100))
     requests_poll_s: float = _key(2.0, positive)

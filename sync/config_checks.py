@@ -2,7 +2,9 @@
 
 Every pattern is matched with `fullmatch`: `re.match` with `$` also accepts a value followed by a
 newline (`"amocrm\\n"`), which then breaks SQL, channel names or HTTP headers long after start.
-A message never echoes a secret: the URL checks name what is wrong, not the value.
+A message never echoes a secret: the URL checks name what is wrong, not the value, and a value
+that is echoed goes through `shown` (`sync.redaction`: a URL's user and password hidden, also in
+a URL without its scheme, `host:password@x`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sync.errors import ConfigProblem
+from sync.redaction import hide_config_value
 
 if TYPE_CHECKING:
     from sync.config import AmoCrmConfig, Config
@@ -24,6 +27,11 @@ Validator = Callable[[Any], str | None]
 # NOTIFY channel names are identifiers (at most 63 bytes); sync_requests announces itself on
 # `amosync_<schema>_requests` (sync.db.capture.notify_channel), so the schema gets 63 - 17.
 MAX_SCHEMA_LENGTH = 63 - len("amosync_") - len("_requests")
+
+
+def shown(value: Any) -> str:
+    """A value as a message quotes it: its repr, with any URL's user and password hidden."""
+    return repr(hide_config_value(value)) if isinstance(value, str) else repr(value)
 
 
 def between(low: float, high: float) -> Validator:
@@ -43,7 +51,9 @@ def positive(value: Any) -> str | None:
 
 def one_of(*choices: str) -> Validator:
     def check(value: Any) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
+        if value in choices:
+            return None
+        return f"must be one of {', '.join(choices)}; got {shown(value)}"
 
     return check
 
@@ -51,7 +61,9 @@ def one_of(*choices: str) -> Validator:
 def subset_of(*choices: str) -> Validator:
     def check(value: Any) -> str | None:
         unknown = [v for v in value if v not in choices]
-        return f"unknown value(s) {unknown}; allowed: {', '.join(choices)}" if unknown else None
+        if not unknown:
+            return None
+        return f"unknown value(s) {', '.join(map(shown, unknown))}; allowed: {', '.join(choices)}"
 
     return check
 
@@ -59,7 +71,7 @@ def subset_of(*choices: str) -> Validator:
 def printable(value: Any) -> str | None:
     """No control characters (a newline, a tab) in a plain string key."""
     if any(ord(char) < 32 or ord(char) == 127 for char in value):
-        return f"must not contain control characters (a newline, a tab), got {value!r}"
+        return f"must not contain control characters (a newline, a tab), got {shown(value)}"
     return None
 
 
@@ -79,7 +91,7 @@ _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 def schema_name(value: Any) -> str | None:
     if not _IDENTIFIER.fullmatch(value):
-        return f"must be a lower-case SQL identifier (letters, digits, _), got {value!r}"
+        return f"must be a lower-case SQL identifier (letters, digits, _), got {shown(value)}"
     if len(value) > MAX_SCHEMA_LENGTH:
         return (
             f"must be at most {MAX_SCHEMA_LENGTH} characters (the sync_requests NOTIFY channel "
@@ -93,7 +105,7 @@ def reserved_schema(value: str) -> str | None:
     information_schema accepts our tables, but pg_dump leaves that schema out: backups would
     silently miss the data."""
     if value.startswith("pg_"):
-        return f"must not start with pg_ (PostgreSQL reserves pg_ schema names), got {value!r}"
+        return f"must not start with pg_ (PostgreSQL reserves pg_ schema names), got {shown(value)}"
     if value == "information_schema":
         return (
             "must not be information_schema (the SQL standard's catalog schema: pg_dump skips "
@@ -117,7 +129,8 @@ def amocrm_url(value: Any) -> str | None:
         return "must be the account's address without spaces or control characters (a newline)"
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"must be an absolute http(s) URL such as https://example.amocrm.ru, got {value!r}"
+        example = "https://example.amocrm.ru"
+        return f"must be an absolute http(s) URL such as {example}, got {shown(value)}"
     if "@" in parts.netloc:  # never echo it: the part before @ may be a password
         return (
             "must not carry credentials (user:password@): they would be sent as Basic auth "
@@ -202,6 +215,22 @@ def database_url(value: Any) -> str | None:
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in POSTGRESQL_SCHEMES:
         return "must be empty (embedded PostgreSQL) or a postgresql:// URL"
+    return _url_parts_problem(url)
+
+
+def _url_parts_problem(url: str) -> str | None:
+    """What SQLAlchemy cannot parse of a postgresql:// URL (a port that is no number, say),
+    found here rather than as a crash of the first command that connects."""
+    from sqlalchemy.engine import make_url  # imported here: only needed to validate
+
+    try:
+        port = make_url(url).port
+    except ValueError:  # int() of the port
+        return "has a port that is not a number (postgresql://user:password@host:port/database)"
+    except Exception:  # noqa: BLE001 - ArgumentError; sqlalchemy.exc is not the config's layer
+        return "is not a valid database URL (postgresql://user:password@host:port/database)"
+    if port is not None and not 1 <= port <= 65535:
+        return f"has port {port}: must be between 1 and 65535"
     return None
 
 
@@ -209,13 +238,13 @@ def cron(value: Any) -> str | None:
     if not value:
         return None
     if printable(value) or len(value.split()) != 5:
-        return f"must be a 5-field crontab expression (or empty to disable), got {value!r}"
+        return f"must be a 5-field crontab expression (or empty to disable), got {shown(value)}"
     from apscheduler.triggers.cron import CronTrigger  # imported here: only needed to validate
 
     try:
         CronTrigger.from_crontab(value)
     except ValueError as exc:
-        return f"is not a valid crontab expression: {exc}"
+        return f"is not a valid crontab expression: {hide_config_value(str(exc))}"
     return None
 
 
@@ -227,15 +256,40 @@ _POLICY_FIELDS = re.compile(
 
 def field_policies(value: Any) -> str | None:
     """Per-field conflict policies: ["name=local_wins", "cf:123=manual", ...]; a field code in
-    any case, as codes are case-insensitive."""
+    any case, as codes are case-insensitive. Every bad entry is named, not just the first."""
+    bad = []
     for item in value:
         field_name, _, policy = item.partition("=")
         if not _POLICY_FIELDS.fullmatch(field_name) or policy not in POLICIES:
-            return (
-                f"entries must look like FIELD=POLICY (FIELD: name, first_name, last_name, "
-                f"responsible_user_id, custom_fields_values, cf:<field id or CODE>; POLICY: "
-                f"{', '.join(POLICIES)}), got {item!r}"
-            )
+            bad.append(shown(item))
+    if not bad:
+        return None
+    return (
+        f"entries must look like FIELD=POLICY (FIELD: name, first_name, last_name, "
+        f"responsible_user_id, custom_fields_values, cf:<field id or CODE>; POLICY: "
+        f"{', '.join(POLICIES)}), got {', '.join(bad)}"
+    )
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def listen_host(value: Any) -> str | None:
+    """`daemon.http_host`: an IPv4 address or a host name, checked at start rather than when
+    the daemon binds. Empty is refused: Python's server would listen on every interface, a
+    choice that must be said (`0.0.0.0`). The server is IPv4 (`sync.daemon.server`), so an
+    IPv6 address cannot be bound either."""
+    if not value:
+        return 'must not be empty: use "127.0.0.1" (this host only) or "0.0.0.0" (every interface)'
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        labels = value.removesuffix(".").split(".")
+        if len(value) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels):
+            return None
+        return f"must be an IPv4 address or a host name, got {shown(value)}"
+    if address.version != 4:
+        return f"must be an IPv4 address (the HTTP server listens on IPv4), got {shown(value)}"
     return None
 
 

@@ -23,6 +23,7 @@ from sync.config_checks import (
     printable,
     rate_problems,
     secret_text,
+    shown,
     webhook_problems,
 )
 from sync.errors import ConfigError, ConfigProblem
@@ -83,9 +84,9 @@ def load(
     loader = _Loader(str(file_path) if data is not None else "", env, problems)
     config: Config = loader.build(Config, data or {}, ())
     loader.report_unknown_env(warn)
-    problems.extend(auth_problems(config.amocrm))
+    reported = {problem.key for problem in problems}  # a refused value is not also "not set"
+    problems.extend(p for p in auth_problems(config.amocrm) if p.key not in reported)
     problems.extend(rate_problems(config.amocrm))
-    reported = {problem.key for problem in problems}  # an invalid secret is not also "not set"
     problems.extend(p for p in webhook_problems(config) if p.key not in reported)
     if problems:
         raise ConfigError(problems)
@@ -231,18 +232,18 @@ def _coerce_env(raw: str, hint: Any) -> Any:
     if hint is bool:
         if text.lower() in _TRUE | _FALSE:
             return text.lower() in _TRUE
-        return _Invalid(f"must be true or false, got {text!r}")
+        return _Invalid(f"must be true or false, got {shown(text)}")
     if hint in (int, float):
         try:
             return hint(text)
         except ValueError:
-            return _Invalid(f"must be a number, got {text!r}")
+            return _Invalid(f"must be a number, got {shown(text)}")
     if hint == tuple[str, ...]:
         if text.startswith("["):
             try:
                 return _coerce_file(tomllib.loads(f"v = {text}")["v"], hint)
             except tomllib.TOMLDecodeError:
-                return _Invalid(f'must be a list such as ["a", "b"] or a,b; got {text!r}')
+                return _Invalid(f'must be a list such as ["a", "b"] or a,b; got {shown(text)}')
         return tuple(part.strip() for part in text.split(",") if part.strip())
     if hint is Secret:
         return Secret(raw)
@@ -272,5 +273,5 @@ def _coerce_file(value: Any, hint: Any) -> Any:
 
 
 def _preview(value: Any) -> str:
-    text = repr(value)
+    text = shown(value)
     return text if len(text) <= 40 else text[:37] + "..."

@@ -36,6 +36,18 @@ def hide_url_secrets(text: str) -> str:
     return text
 
 
+def hide_config_value(value: str) -> str:
+    """A configuration value as a message may quote it: `hide_url_secrets`, and everything before
+    its last `@` too, as a value may be a URL without its scheme (`host:password@x`, a URL
+    pasted without `https://`), which `hide_url_secrets` does not recognise as one."""
+    text = hide_url_secrets(value)
+    if "@" not in text:
+        return text
+    head, host = text.rsplit("@", 1)
+    scheme = head.split("://", 1)[0] + "://" if "://" in head else ""
+    return f"{scheme}{HIDDEN}@{host}"
+
+
 def url_secrets(password: str | None, host: str | None, query: dict[str, object]) -> list[str]:
     """The secret strings of a parsed URL (its password, the secret settings' values, the part
     of a host before its last `@`: a password's rest), longest first, to hide them in a

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -48,6 +49,8 @@ EMBEDDED_PLATFORMS = frozenset({("linux", "x86_64"), ("linux", "aarch64"), ("dar
                                 ("darwin", "arm64"), ("win32", "AMD64")})  # fmt: skip
 __all__ = [  # driver_message lives in sync.db.diag; many modules import it from here
     "CLIENT_KEEPALIVES",
+    "CONNECT_TIMEOUT_S",
+    "client_args",
     "create_engine",
     "database_url",
     "describe",
@@ -76,7 +79,7 @@ def database_url(config: DatabaseConfig) -> URL:
         return embedded_url(Path(config.embedded_dir))
     try:
         url = make_url(config.url.reveal())
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is no number
         raise ConfigError(
             [ConfigProblem("database.url", "configuration", "not a valid database URL")]
         ) from exc
@@ -99,20 +102,37 @@ CLIENT_KEEPALIVES = {
 }
 
 
+# Seconds a connection attempt waits for the server's answer (libpq `connect_timeout`): a server
+# that accepts TCP but never answers (hung, or behind a frozen proxy) would keep a command waiting
+# with nothing said (psycopg's own fallback is 130 s). An explicit choice wins: `connect_timeout`
+# in database.url's query, or libpq's PGCONNECT_TIMEOUT (which the daemon sets to 5 s).
+CONNECT_TIMEOUT_S = 10
+
+
+def client_args(url: URL) -> dict[str, object]:
+    """The libpq settings every connection of the product gets (`CLIENT_KEEPALIVES` and the
+    `CONNECT_TIMEOUT_S` bound), less those the URL sets itself."""
+    args: dict[str, object] = {**CLIENT_KEEPALIVES}
+    if "PGCONNECT_TIMEOUT" not in os.environ:
+        args["connect_timeout"] = CONNECT_TIMEOUT_S
+    return {name: value for name, value in args.items() if name not in url.query}
+
+
 def create_engine(
     config: DatabaseConfig, *, statement_timeout: bool = True, **options: object
 ) -> Engine:
     """An engine whose statements address the configured schema, with the configured lock and
     statement timeouts (`statement_timeout=False` for migrations, which may run long) and the
-    client's `CLIENT_KEEPALIVES`; a statement that times out waiting for a lock raises
-    `LockWaitError` naming the holder."""
+    client's `client_args` (keepalives, a connect timeout); a statement that times out waiting
+    for a lock raises `LockWaitError` naming the holder."""
+    url = database_url(config)
     engine = sa.create_engine(
-        database_url(config),
+        url,
         pool_pre_ping=True,
         connect_args={
             "application_name": "amosync",
             "options": session_options(config, statement_timeout=statement_timeout),
-            **CLIENT_KEEPALIVES,
+            **client_args(url),
         },
         execution_options={"schema_translate_map": {None: config.schema}},
         json_deserializer=json_loads,
@@ -337,7 +357,9 @@ def import_embedded() -> Any:
 
 
 def _ensure_database(server: URL, name: str) -> None:
-    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    engine = sa.create_engine(
+        server, isolation_level="AUTOCOMMIT", connect_args=client_args(server)
+    )  # a hung embedded server must not keep the command waiting either
     try:
         with engine.connect() as conn:
             exists = conn.scalar(

@@ -51,7 +51,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from sync.db.catalog import pg_locks, this_database
-from sync.db.engine import CLIENT_KEEPALIVES, driver_message, lock_taken, wait_for_lock
+from sync.db.engine import client_args, driver_message, lock_taken, wait_for_lock
 from sync.errors import LockLostError
 from sync.logs import get_logger
 
@@ -313,13 +313,14 @@ def _application(name: str) -> str:
 
 
 def _lock_engine(engine: Engine, application: str) -> Engine:
-    """Unpooled connections for the lock, with client-side TCP keepalives and a user timeout,
-    so a leader cut off from PostgreSQL notices within ~30 s too (libpq ignores these on Unix
-    sockets, where the kernel reports a dead peer at once)."""
+    """Unpooled connections for the lock, with client-side TCP keepalives, a user timeout and a
+    connect timeout (`client_args`), so a leader cut off from PostgreSQL notices within ~30 s
+    too (libpq ignores the keepalives on Unix sockets, where the kernel reports a dead peer at
+    once)."""
     return sa.create_engine(
         engine.url,
         poolclass=NullPool,
-        connect_args={"application_name": application, **CLIENT_KEEPALIVES},
+        connect_args={"application_name": application, **client_args(engine.url)},
     )
 
 

@@ -1,0 +1,50 @@
+"""A PostgreSQL that accepts the TCP connection but never answers (a hung server, a frozen
+proxy): every one-shot command gives up after the connect timeout with one line, exit 1,
+instead of waiting with nothing said (psycopg's own fallback is 130 s)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.pg_proxy import FreezeProxy
+
+from .cli import amosync
+
+PASSWORD = "hunter2-silent"
+# well above the product's bound (sync.db.engine.CONNECT_TIMEOUT_S) and below psycopg's 130 s
+# fallback: a command still waiting then never gave up by itself
+HANG_GUARD_S = 90
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    proxy = FreezeProxy(("127.0.0.1", 5432))
+    proxy.freeze()  # connections are accepted, their startup packet never answered
+    try:
+        yield proxy.port
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize(
+    "command", [("status",), ("status", "--json"), ("pull",), ("resync",)], ids=" ".join
+)
+def test_a_silent_database_fails_the_command_in_one_line(
+    silent_port: int, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    env = {
+        "AMOSYNC_DATABASE__URL": f"postgresql://amosync:{PASSWORD}@127.0.0.1:{silent_port}/crm",
+        "AMOSYNC_AMOCRM__BASE_URL": "http://127.0.0.1:1",
+        "AMOSYNC_AMOCRM__ACCESS_TOKEN": "t0ken-never-shown",
+    }
+    result = amosync(*command, env=env, cwd=tmp_path, timeout=HANG_GUARD_S)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("amosync: PostgreSQL at postgresql+psycopg://***@127.0.0.1:")
+    assert "timeout" in lines[0]
+    assert PASSWORD not in result.stderr + result.stdout
