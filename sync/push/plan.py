@@ -259,8 +259,17 @@ def _cf_entry(name: str, values: Any) -> dict[str, Any]:
 def _take_remote(
     pending: PendingUpdate, result: Merge, remote: Mapping[str, Any], codes: Mapping[str, int]
 ) -> dict[str, Any]:
-    """Columns to overwrite locally with amoCRM's values (conflicts amoCRM won)."""
+    """Columns to overwrite locally with amoCRM's values: conflicts amoCRM won, and every
+    edited column push leaves as amoCRM has it (no field of it sent or held). Those take
+    amoCRM's version as read, as a pull would store it: an edit equal in content but not in shape
+    (fields by `field_code`, no `enum_id`) would otherwise stay, since amoCRM's `updated_at`
+    did not move and no incremental pull rewrites it."""
     write: dict[str, Any] = {n: v for n, v in result.take_remote.items() if n in SCALAR_FIELDS}
+    busy = {column_of(f) for f in (*result.send, *result.held)}
+    for column in pending.local.keys() - busy:
+        write[column] = (remote.get(column) or None) if column == CF_COLUMN else remote.get(column)
+    if CF_COLUMN in write:
+        return write
     taken = {n for n in result.take_remote if n.startswith(CF_PREFIX)}
     if taken:
         local = [e for e in pending.local.get(CF_COLUMN) or [] if isinstance(e, Mapping)]
