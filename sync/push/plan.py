@@ -49,6 +49,7 @@ class UpdatePlan:
     stale: bool = False  # amoCRM's version read is older than one already seen: a lagging read
     invalid: str | None = None  # why the local row cannot be sent (its shape), nothing is sent
     planned_at: int | None = None  # amoCRM's updated_at (unix) this plan was made on
+    codes: Mapping[str, int] = field(default_factory=dict)  # field code → id the merge used
 
     @classmethod
     def invalid_row(cls, pending: PendingUpdate, reason: str) -> UpdatePlan:
@@ -82,6 +83,33 @@ class UpdatePlan:
 
     def rejected(self, message: str) -> UpdateOutcome:
         return UpdateOutcome(self.pending, frozenset(), error=message)
+
+    def user_errors(self, errors: Iterable[Mapping[str, str]]) -> list[dict[str, str]]:
+        """amoCRM's errors with each `custom_fields_values.N` path (N indexes the PATCH, which
+        also carries the fields being cleared) naming the user's entry instead: its index in
+        the local column, or `[field_id=…]` / `[field_code=…]` for a field the edit cleared."""
+        return [{**e, "path": self._user_path(e.get("path") or "")} for e in errors]
+
+    def _user_path(self, path: str) -> str:
+        head, _, rest = path.partition(".")
+        index, _, tail = rest.partition(".")
+        sent = (self.entity or {}).get(CF_COLUMN) or []
+        if head != CF_COLUMN or not index.isdigit() or int(index) >= len(sent):
+            return path
+        ref = {k: v for k, v in sent[int(index)].items() if k != "values"}
+        codes = self.codes
+        key = cf_key(ref, codes)
+        try:
+            local = cf_entries(self.pending.local.get(CF_COLUMN))
+        except ShapeError:  # not an array of fields: nothing in it to name
+            local = []
+        at = next((i for i, e in enumerate(local) if _key_or_none(e, codes) == key), None)
+        name = (
+            f"{CF_COLUMN}.{at}"
+            if at is not None
+            else CF_COLUMN + "".join(f"[{k}={v}]" for k, v in ref.items())
+        )
+        return f"{name}.{tail}" if tail else name
 
 
 @dataclass(frozen=True)
@@ -159,7 +187,7 @@ def plan_update(
     write = _take_remote(pending, result, remote, codes)
     unchanged = remote_at is not None and remote_at == pending.base_updated_at
     planned_at = None if remote_at is None else to_unix(remote_at)
-    return UpdatePlan(pending, result, entity, write, unchanged, planned_at=planned_at)
+    return UpdatePlan(pending, result, entity, write, unchanged, planned_at=planned_at, codes=codes)
 
 
 def is_stale(pending: PendingUpdate, remote: Mapping[str, Any]) -> bool:
@@ -228,6 +256,13 @@ def _earlier_by_field(
             continue
     names = {name for fields in arrays for name in fields}
     return {name: [fields.get(name) for fields in arrays] for name in names}
+
+
+def _key_or_none(entry: Mapping[str, Any], codes: Mapping[str, int]) -> str | None:
+    try:
+        return cf_key(entry, codes)
+    except ShapeError:
+        return None
 
 
 def column_of(field: str) -> str:
