@@ -34,6 +34,7 @@ from sync.push.conflicts import (
     write_ref,
     write_values,
 )
+from sync.push.error_paths import user_errors
 
 TEXT_FIELDS = ("name", "first_name", "last_name")
 
@@ -85,31 +86,9 @@ class UpdatePlan:
         return UpdateOutcome(self.pending, frozenset(), error=message)
 
     def user_errors(self, errors: Iterable[Mapping[str, str]]) -> list[dict[str, str]]:
-        """amoCRM's errors with each `custom_fields_values.N` path (N indexes the PATCH, which
-        also carries the fields being cleared) naming the user's entry instead: its index in
-        the local column, or `[field_id=…]` / `[field_code=…]` for a field the edit cleared."""
-        return [{**e, "path": self._user_path(e.get("path") or "")} for e in errors]
-
-    def _user_path(self, path: str) -> str:
-        head, _, rest = path.partition(".")
-        index, _, tail = rest.partition(".")
-        sent = (self.entity or {}).get(CF_COLUMN) or []
-        if head != CF_COLUMN or not index.isdigit() or int(index) >= len(sent):
-            return path
-        ref = {k: v for k, v in sent[int(index)].items() if k != "values"}
-        codes = self.codes
-        key = cf_key(ref, codes)
-        try:
-            local = cf_entries(self.pending.local.get(CF_COLUMN))
-        except ShapeError:  # not an array of fields: nothing in it to name
-            local = []
-        at = next((i for i, e in enumerate(local) if _key_or_none(e, codes) == key), None)
-        name = (
-            f"{CF_COLUMN}.{at}"
-            if at is not None
-            else CF_COLUMN + "".join(f"[{k}={v}]" for k, v in ref.items())
-        )
-        return f"{name}.{tail}" if tail else name
+        """amoCRM's errors with paths naming the user's entries (`sync.push.error_paths`)."""
+        sent = (self.entity or {}).get(CF_COLUMN)
+        return user_errors(errors, sent, self.pending.local.get(CF_COLUMN), self.codes)
 
 
 @dataclass(frozen=True)
@@ -256,13 +235,6 @@ def _earlier_by_field(
             continue
     names = {name for fields in arrays for name in fields}
     return {name: [fields.get(name) for fields in arrays] for name in names}
-
-
-def _key_or_none(entry: Mapping[str, Any], codes: Mapping[str, int]) -> str | None:
-    try:
-        return cf_key(entry, codes)
-    except ShapeError:
-        return None
 
 
 def column_of(field: str) -> str:
