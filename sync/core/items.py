@@ -26,6 +26,8 @@ class Conflict:
     policy: str
     winner: Winner | None
     conflict_id: int | None = None  # set when it continues a conflict already on record
+    # both sides came to hold the same value while it waited for a person: closed, no winner
+    agreed: bool = False
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,14 @@ BEGIN
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'Restore it in amoCRM first; the next pull brings it back.';
         END IF;
+        IF EXISTS (SELECT 1 FROM "{s}".contact_chats WHERE chat_id = NEW.chat_id) THEN
+            RAISE EXCEPTION 'amosync: chat % is already linked to contact %; a chat belongs to '
+                            'one contact', NEW.chat_id, (SELECT min(contact_id) FROM
+                            "{s}".contact_chats WHERE chat_id = NEW.chat_id)
+                USING ERRCODE = 'unique_violation',
+                      HINT = 'To move it, link it to the other contact in amoCRM (a link not '
+                             'pushed yet, with a negative id, can be deleted and made again).';
+        END IF;
         RETURN NEW;
     END IF;
     IF TG_OP = 'DELETE' AND OLD.id < 0 THEN

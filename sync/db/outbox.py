@@ -37,7 +37,12 @@ _CLAIMABLE = sa.or_(
         sa.exists().where(
             sync_conflicts.c.contact_id == contacts.c.id,
             sync_conflicts.c.resolved_at.is_(None),
-            sync_conflicts.c.winner.is_not(None),
+            sa.or_(
+                sync_conflicts.c.winner.is_not(None),
+                # amoCRM has a newer version than the conflict's (a pull stored it): merged
+                # again, the two sides may agree now (closed) or the remote value moved on
+                contacts.c.updated_at > sync_conflicts.c.remote_updated_at,
+            ),
         ),
     ),
 )
@@ -46,7 +51,8 @@ _CLAIMABLE = sa.or_(
 def claim_updates(conn: Connection, limit: int | None = None) -> list[PendingUpdate]:
     """Pending edits of contacts that exist in amoCRM, coalesced per contact, in capture order.
 
-    Contacts in `error` wait for a new local edit; contacts in `conflict` wait for a winner.
+    Contacts in `error` wait for a new local edit; contacts in `conflict` wait for a winner,
+    or for a newer amoCRM version than the conflict was recorded on.
     """
     query = (
         sa.select(sync_changes, contacts.c.updated_at.label("known_updated_at"))
@@ -218,7 +224,7 @@ def _store_values(conn: Connection, outcome: UpdateOutcome, left: set[str] | Non
 def _store_conflicts(conn: Connection, outcome: UpdateOutcome, now: datetime) -> None:
     contact_id = outcome.pending.contact_id
     for conflict in outcome.conflicts:
-        resolved = now if conflict.winner is not None else None
+        resolved = now if conflict.winner is not None or conflict.agreed else None
         if conflict.conflict_id is not None:
             conn.execute(
                 sa.update(sync_conflicts)

@@ -16,7 +16,9 @@ def render_conflicts(rows: Sequence[Mapping[str, Any]], *, include_resolved: boo
     for row in rows:
         state = row["winner"] or "waiting"
         if row["resolved_at"] is not None:
-            state += f", applied {row['resolved_at']:%Y-%m-%d %H:%M:%S}"
+            # no winner yet closed: both sides came to hold the same value, nobody had to choose
+            state = f"{row['winner']}, applied" if row["winner"] else "agreed, closed"
+            state += f" {row['resolved_at']:%Y-%m-%d %H:%M:%S}"
         lines.append(
             f"#{row['id']} contact {row['contact_id']} {row['field']} [{row['policy']}: {state}]"
         )

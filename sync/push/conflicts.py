@@ -5,7 +5,9 @@ A contact's pending edit is split into *fields*: the scalar columns (`name`, `fi
 `cf:<CODE>` when only a code is known). For each field the edit changed:
 
     local == remote                  → settled, nothing to send (already equal: also the case
-                                       after a crash between our PATCH and our commit)
+                                       after a crash between our PATCH and our commit); a
+                                       conflict on record for the field is over: a decided
+                                       one applied, a waiting one closed as agreed
     remote == base                   → send the local value (amoCRM did not touch the field)
     remote == an earlier local value → the same: a value this outbox chain had locally is our
       of the same chain                own write in flight from a run that died, not a change
@@ -27,7 +29,7 @@ the local edit did not change are never sent, so remote edits to them are kept (
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -104,6 +106,9 @@ def resolve(
         theirs = remote.get(edit.field)
         if edit.same(edit.local, theirs):
             settled.add(edit.field)
+            recorded = (on_record or {}).get(edit.field)
+            if recorded is not None:  # a conflict on record whose two sides now agree: over
+                conflicts.append(_closed(edit, theirs, remote_updated_at, recorded))
             continue
         if edit.is_ours(theirs) and edit.field not in (on_record or {}):
             send[edit.field] = edit.local
@@ -176,6 +181,16 @@ def _conflict(
         winner,
         conflict_id,
     )
+
+
+def _closed(
+    edit: FieldEdit, remote: Any, remote_updated_at: datetime | None, recorded: Resolution
+) -> Conflict:
+    """A conflict on record that amoCRM already settled: it holds the local value (a person
+    there typed it, or a run that died had sent it) or the local row was set to amoCRM's. A
+    decided one is applied; a waiting one is closed as agreed (no winner: nobody chose)."""
+    conflict = _conflict(edit, remote, remote_updated_at, "manual", recorded)
+    return replace(conflict, agreed=recorded.winner is None)
 
 
 def decide_winner(

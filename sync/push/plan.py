@@ -34,6 +34,7 @@ from sync.push.conflicts import (
     write_ref,
     write_values,
 )
+from sync.push.error_paths import user_errors
 
 TEXT_FIELDS = ("name", "first_name", "last_name")
 
@@ -49,6 +50,7 @@ class UpdatePlan:
     stale: bool = False  # amoCRM's version read is older than one already seen: a lagging read
     invalid: str | None = None  # why the local row cannot be sent (its shape), nothing is sent
     planned_at: int | None = None  # amoCRM's updated_at (unix) this plan was made on
+    codes: Mapping[str, int] = field(default_factory=dict)  # field code → id the merge used
 
     @classmethod
     def invalid_row(cls, pending: PendingUpdate, reason: str) -> UpdatePlan:
@@ -82,6 +84,11 @@ class UpdatePlan:
 
     def rejected(self, message: str) -> UpdateOutcome:
         return UpdateOutcome(self.pending, frozenset(), error=message)
+
+    def user_errors(self, errors: Iterable[Mapping[str, str]]) -> list[dict[str, str]]:
+        """amoCRM's errors with paths naming the user's entries (`sync.push.error_paths`)."""
+        sent = (self.entity or {}).get(CF_COLUMN)
+        return user_errors(errors, sent, self.pending.local.get(CF_COLUMN), self.codes)
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,7 @@ def plan_update(
     write = _take_remote(pending, result, remote, codes)
     unchanged = remote_at is not None and remote_at == pending.base_updated_at
     planned_at = None if remote_at is None else to_unix(remote_at)
-    return UpdatePlan(pending, result, entity, write, unchanged, planned_at=planned_at)
+    return UpdatePlan(pending, result, entity, write, unchanged, planned_at=planned_at, codes=codes)
 
 
 def is_stale(pending: PendingUpdate, remote: Mapping[str, Any]) -> bool:
@@ -259,8 +266,17 @@ def _cf_entry(name: str, values: Any) -> dict[str, Any]:
 def _take_remote(
     pending: PendingUpdate, result: Merge, remote: Mapping[str, Any], codes: Mapping[str, int]
 ) -> dict[str, Any]:
-    """Columns to overwrite locally with amoCRM's values (conflicts amoCRM won)."""
+    """Columns to overwrite locally with amoCRM's values: conflicts amoCRM won, and every
+    edited column push leaves as amoCRM has it (no field of it sent or held). Those take
+    amoCRM's version as read, as a pull would store it: an edit equal in content but not in shape
+    (fields by `field_code`, no `enum_id`) would otherwise stay, since amoCRM's `updated_at`
+    did not move and no incremental pull rewrites it."""
     write: dict[str, Any] = {n: v for n, v in result.take_remote.items() if n in SCALAR_FIELDS}
+    busy = {column_of(f) for f in (*result.send, *result.held)}
+    for column in pending.local.keys() - busy:
+        write[column] = (remote.get(column) or None) if column == CF_COLUMN else remote.get(column)
+    if CF_COLUMN in write:
+        return write
     taken = {n for n in result.take_remote if n.startswith(CF_PREFIX)}
     if taken:
         local = [e for e in pending.local.get(CF_COLUMN) or [] if isinstance(e, Mapping)]

@@ -32,7 +32,7 @@ from sync.amo.backoff import pause
 from sync.amo.created import EmptyAnswerError, Sent
 from sync.amo.reconcile import confirm_window_s
 from sync.amo.writes import CreatesUnexplainedError, WriteResult
-from sync.core.models import NOT_FOUND
+from sync.core.models import CF_COLUMN, NOT_FOUND
 from sync.db import inflight
 from sync.db.engine import store_errors
 from sync.db.inflight import Done, PendingCreate, PendingLink
@@ -44,6 +44,7 @@ from sync.errors import (
     StoreError,
 )
 from sync.push.context import Context, gone, invalid_reason, log, message, record_outcome, send
+from sync.push.error_paths import user_errors
 from sync.push.plan import to_create_payload
 
 
@@ -244,7 +245,11 @@ def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -
     )
     done = [Done(p.temp_id, r.id, p.change_ids) for p in batch for r in results
             if r.request_id == str(p.temp_id)]  # fmt: skip
-    errors = {int(rid): message(errs) for rid, errs in rejected.items()}
+    columns = {p.temp_id: p.values.get(CF_COLUMN) for p in batch}  # paths name their entries
+    errors = {
+        int(rid): message(user_errors(errs, _sent_fields(payloads, rid), columns.get(int(rid))))
+        for rid, errs in rejected.items()
+    }
     new_floor = max([d.real_id for d in done], default=None)
     settled = [d.temp_id for d in done] + list(errors)
     unsure = isinstance(failure, AmoWriteUnconfirmedError)
@@ -266,6 +271,10 @@ def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -
     if failure is not None and not unsure:
         raise failure
     return new_floor if new_floor is not None else floor
+
+
+def _sent_fields(payloads: Mapping[int, Mapping[str, Any]], rid: str) -> Any:
+    return (payloads.get(int(rid)) or {}).get(CF_COLUMN)
 
 
 def _send_or_unmark(

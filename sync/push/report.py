@@ -23,6 +23,7 @@ class PushReport:
     held: int = 0  # contacts with a field waiting for a person
     waiting: int = 0  # conflicts waiting for a person (policy manual, or no winner set yet)
     decided: int = 0  # conflicts on record whose winner a person set: applied by this run
+    agreed: int = 0  # waiting conflicts closed: both sides came to hold the same value
     errors: int = 0
     requests: int = 0  # HTTP requests sent to amoCRM, retries included
     recovered: int = 0
@@ -50,12 +51,14 @@ class PushReport:
         return [f"{count(self.links_held, 'chat link')} held: sync.chats = false (not sent)"]
 
     def _conflicts(self) -> list[str]:
-        settled = self.conflicts - self.waiting - self.decided
+        settled = self.conflicts - self.waiting - self.decided - self.agreed
         parts = []
         if settled:
             parts.append(f"{count(settled, 'new conflict')} settled by conflict_policy")
         if self.decided:
             parts.append(f"{count(self.decided, 'conflict')} settled by a person, applied")
+        if self.agreed:
+            parts.append(f"{count(self.agreed, 'conflict')} closed: both sides agree")
         if self.waiting:
             parts.append(f"{count(self.waiting, 'conflict')} waiting for a person "
                          "(amosync conflicts list)")  # fmt: skip
@@ -65,7 +68,7 @@ class PushReport:
 def tally(outcomes: Sequence[UpdateOutcome]) -> dict[str, int]:
     """The report's counts for recorded outcomes, in one pass."""
     counts = dict.fromkeys(("updated", "unchanged", "conflicts", "held", "waiting", "decided",
-                            "errors"), 0)  # fmt: skip
+                            "agreed", "errors"), 0)  # fmt: skip
     for outcome in outcomes:
         if outcome.error is not None:
             counts["errors"] += 1
@@ -77,7 +80,9 @@ def tally(outcomes: Sequence[UpdateOutcome]) -> dict[str, int]:
         counts["held"] += outcome.held
         for conflict in outcome.conflicts:
             counts["conflicts"] += 1
-            if conflict.winner is None:
+            if conflict.agreed:
+                counts["agreed"] += 1
+            elif conflict.winner is None:
                 counts["waiting"] += 1
             elif conflict.conflict_id is not None:
                 counts["decided"] += 1

@@ -86,7 +86,9 @@ def _send_update_batch(ctx: Context, batch: Sequence[UpdatePlan]) -> None:
             outcomes.append(plan.outcome(by_id[rid].updated_at))
         elif rid in rejected:
             lost = plan.pending.contact_id in missing  # deleted in amoCRM since it was read
-            outcomes.append(plan.rejected(NOT_FOUND if lost else message(rejected[rid])))
+            outcomes.append(
+                plan.rejected(NOT_FOUND if lost else message(plan.user_errors(rejected[rid])))
+            )
     _record_updates(ctx, outcomes)
     if failure is not None:
         raise failure

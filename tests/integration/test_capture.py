@@ -207,6 +207,26 @@ def test_a_chat_link_of_a_contact_deleted_in_amocrm_is_refused(
     run(engine, f"{LINK} VALUES (42, :c)", {"c": CHAT})  # restored: linked as before
 
 
+def test_a_chat_already_linked_is_refused_with_a_clear_line(engine: Engine, contact: int) -> None:
+    """A chat belongs to one contact: not PostgreSQL's raw unique violation, but which contact
+    has it and how to move it."""
+    run(
+        engine,
+        "INSERT INTO amocrm.contact_chats (id, contact_id, chat_id) VALUES (7, 42, :c)",
+        {"c": CHAT},
+        origin=True,
+    )  # a pulled link
+    other = run(engine, "INSERT INTO amocrm.contacts (name) VALUES ('x') RETURNING id").scalar()
+    for owner in (other, 42):
+        with pytest.raises(sa.exc.DBAPIError) as caught:
+            run(engine, f"{LINK} VALUES (:o, :c)", {"o": owner, "c": CHAT})
+        assert f"chat {CHAT} is already linked to contact 42" in str(caught.value)
+        assert "link it to the other contact in amoCRM" in str(caught.value)
+        assert isinstance(caught.value.orig, psycopg.errors.UniqueViolation)
+    with engine.connect() as conn:
+        assert [c["kind"] for c in changes(conn)] == ["create"]  # the new contact only
+
+
 def test_a_pending_chat_link_is_corrected_by_delete_and_insert_not_update(
     engine: Engine, contact: int
 ) -> None:

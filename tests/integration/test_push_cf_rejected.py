@@ -22,18 +22,19 @@ from tests.integration.push_env import PushEnv, push_env
 
 NOT_A_CHOICE = "The value you selected is not a valid choice."
 # fact sheet §13.7: what amoCRM answers with a 400 validation-errors, and its path and detail
+# (`{at}`: the entry's index in the local column, which `set_field` puts last)
 REJECTED = {
     "unknown field_id": (
         {"field_id": 999999, "values": [{"value": "x"}]},
-        f"custom_fields_values.0.field_id: {NOT_A_CHOICE}",
+        "custom_fields_values.{at}.field_id: " + NOT_A_CHOICE,
     ),
     "unknown enum_id": (
         {"field_id": 570004, "values": [{"enum_id": 840026}]},
-        f"custom_fields_values.0.values.0.enum_id: {NOT_A_CHOICE}",
+        "custom_fields_values.{at}.values.0.enum_id: " + NOT_A_CHOICE,
     ),
     "a date as ISO text": (
         {"field_id": 570006, "values": [{"value": "2024-01-01"}]},
-        "custom_fields_values.0.values.0.value: This value should be of type int.",
+        "custom_fields_values.{at}.values.0.value: This value should be of type int.",
     ),
 }
 
@@ -73,9 +74,10 @@ def test_a_value_amocrm_rejects_is_an_error_row_and_the_rest_of_the_batch_goes_t
     report = env.push()
 
     row = env.row(bad)
+    at = len(row["custom_fields_values"]) - 1
     assert (row["sync_status"], row["sync_error"]) == (
         "error",
-        f"amoCRM rejected the change: {reason}",
+        f"amoCRM rejected the change: {reason.format(at=at)}",
     )
     assert report.errors == 1
     assert report.updated == 3
@@ -98,8 +100,8 @@ def test_a_new_contact_with_a_value_amocrm_rejects_is_an_error_the_others_are_cr
     bad = env.sql(
         "INSERT INTO contacts (name, custom_fields_values) VALUES ('Bad New', CAST(:cf AS jsonb)) "
         "RETURNING id",
-        cf=json.dumps([entry]),
-    )[0][0]  # accepted at SQL time
+        cf=json.dumps([{"field_id": 570003, "values": []}, entry]),
+    )[0][0]  # accepted at SQL time; the POST leaves the field without values out
 
     report = env.push()
 
@@ -107,7 +109,7 @@ def test_a_new_contact_with_a_value_amocrm_rejects_is_an_error_the_others_are_cr
     row = env.row(bad)
     assert (row["sync_status"], row["sync_error"]) == (
         "error",
-        f"amoCRM rejected the change: {reason}",
+        f"amoCRM rejected the change: {reason.format(at=1)}",  # the column's index, not the POST's
     )
     names = {c.name for c in env.emulator.account.contacts.values()}
     assert "Good New" in names
@@ -179,3 +181,31 @@ def test_a_phone_read_as_enum_fills_enum_code_and_is_pushed_as_enum_code(
     assert env.sql(
         "SELECT phone, enum_code FROM contact_phones WHERE contact_id = :id", id=contact_id
     ) == [("+79990001122", "MOB")]
+
+
+def test_the_error_path_names_the_entry_of_the_users_column_not_of_the_patch(
+    env: PushEnv,
+) -> None:
+    # the column sets a choice amoCRM does not have and keeps one later field; the fields it
+    # drops are cleared and go before it in the PATCH: the PATCH's index is not the column's
+    def ids(contact_id: int) -> list[int]:
+        return [e["field_id"] for e in env.row(contact_id)["custom_fields_values"] or []]
+
+    contact_id = next(
+        c for c in sorted(env.emulator.account.contacts)
+        if min(ids(c), default=570004) < 570004 and max(ids(c), default=0) > 570004
+    )  # fmt: skip
+    later = next(e for e in env.row(contact_id)["custom_fields_values"] if e["field_id"] > 570004)
+    column = [{"field_id": 570004, "values": [{"enum_id": 999999}]}, later]
+    env.sql(
+        "UPDATE contacts SET custom_fields_values = CAST(:cf AS jsonb) WHERE id = :id",
+        id=contact_id,
+        cf=json.dumps(column),
+    )
+    env.push()
+    (patch,) = env.api("PATCH")
+    sent = [e.get("field_id") for e in patch["body"][0]["custom_fields_values"]]
+    assert sent.index(570004) > 0  # the PATCH's own index differs
+    assert env.row(contact_id)["sync_error"] == (
+        f"amoCRM rejected the change: custom_fields_values.0.values.0.enum_id: {NOT_A_CHOICE}"
+    )

@@ -135,3 +135,24 @@ def test_a_rejected_chat_link_is_corrected_as_the_docs_say(env: PushEnv) -> None
     row = env.row(contact_id)
     assert (row["sync_status"], row["sync_error"]) == ("synced", None)
     assert env.sql("SELECT count(*) FROM sync_changes")[0][0] == 0
+
+
+def test_an_edit_amocrm_already_carries_leaves_the_column_in_amocrms_shape(env: PushEnv) -> None:
+    # fields rewritten by code, without enum_id: the same values as amoCRM's, another shape
+    contact_id = next(
+        c for c in contact_ids(env) if _values(env, contact_id=c, code="PHONE") is not None
+    )
+    env.sql(
+        "UPDATE contacts SET custom_fields_values = (SELECT jsonb_agg(jsonb_build_object("
+        " 'field_code', e->>'field_code', 'values', (SELECT jsonb_agg(v - 'enum_id')"
+        " FROM jsonb_array_elements(e->'values') v))) FROM jsonb_array_elements("
+        " custom_fields_values) e) WHERE id = :id",
+        id=contact_id,
+    )
+    report = env.push()
+    assert (report.unchanged, report.updated) == (1, 0)
+    assert env.api("PATCH") == []
+    row = env.row(contact_id)
+    assert row["sync_status"] == "synced"
+    # stored as a pull would store amoCRM's version: field_id and enum_id are back
+    assert row["custom_fields_values"] == env.remote(contact_id)["custom_fields_values"]

@@ -25,3 +25,8 @@ def test_waiting_and_decided_conflicts_are_told_apart() -> None:
         "4 requests; 2 conflicts settled by a person, applied; 3 conflicts waiting for a person "
         "(amosync conflicts list)"
     )
+
+
+def test_a_conflict_closed_because_both_sides_agree_is_not_called_settled_by_policy() -> None:
+    report = PushReport(run_id=6, unchanged=1, conflicts=1, agreed=1, requests=1)
+    assert report.describe().endswith("1 request; 1 conflict closed: both sides agree")
