@@ -17,9 +17,9 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 from sync.db.metadata import (
+    JSON_OR_NULL,
     TZ,
     contact_fk,
     local_chat_link_id,
@@ -52,7 +52,7 @@ contacts = Table(
     Column("account_id", BigInteger, comment="amoCRM account id (read-only)."),
     Column(
         "custom_fields_values",
-        JSONB,
+        JSON_OR_NULL,
         comment="Custom field values in amoCRM's own JSON shape; NULL when none. "
         "One row per value in contact_custom_field_values.",
     ),
@@ -158,7 +158,11 @@ contact_catalog_elements = Table(
     Column("catalog_id", BigInteger, nullable=False, comment="amoCRM catalog (list) id."),
     Column("element_id", BigInteger, nullable=False, comment="Catalog element id."),
     Column("quantity", Numeric, comment="Quantity of the element linked to the contact."),
-    Column("metadata", JSONB, comment="amoCRM's metadata object for the link, as sent."),
+    Column(
+        "metadata",
+        JSON_OR_NULL,
+        comment="amoCRM's metadata object for the link, as sent; NULL when it sent none.",
+    ),
     PrimaryKeyConstraint("contact_id", "catalog_id", "element_id"),
     comment="Catalog (list) elements linked to contacts; replaced on every pull of the contact.",
 )
@@ -194,7 +198,7 @@ contact_custom_fields = Table(
     Column("is_api_only", Boolean, comment="True if the field is only visible through the API."),
     Column(
         "enums",
-        JSONB,
+        JSON_OR_NULL,
         comment="The field's choices as amoCRM sends them: [{id, value, sort}], NULL if none.",
     ),
     Column(

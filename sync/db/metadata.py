@@ -10,7 +10,7 @@ from sqlalchemy import (
     MetaData,
     Sequence,
 )
-from sqlalchemy.dialects.postgresql import TIMESTAMP
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 
 from sync.core.models import ContactStatus
 
@@ -24,6 +24,12 @@ NAMING = {
 metadata = MetaData(naming_convention=NAMING)
 
 TZ = TIMESTAMP(timezone=True)
+# A nullable jsonb column: Python's None is SQL NULL. SQLAlchemy's JSONB writes it as the JSON
+# value null, which `IS NULL` does not find and jsonb functions take for a value
+# (`jsonb_array_elements('null')` fails the whole query): `contact_custom_fields.enums` held it
+# for every field without choices although its comment says "NULL if none" (audit; migration
+# 0015 clears the rows written before).
+JSON_OR_NULL = JSONB(none_as_null=True)
 SYNC_STATUSES = tuple(ContactStatus)
 
 # Locally inserted contacts (and chat links) get ids from these descending sequences, so a

@@ -55,8 +55,18 @@ class RunStore:
     def get_state(self, conn: Connection, key: str) -> dict[str, Any] | None:
         return read_state(conn, key, schema=self.schema)
 
-    def set_state(self, conn: Connection, key: str, value: Mapping[str, Any]) -> None:
-        write_state(conn, key, value, schema=self.schema)
+    def set_state(
+        self,
+        conn: Connection,
+        key: str,
+        value: Mapping[str, Any],
+        *,
+        counted: RunCounts | None = None,
+    ) -> None:
+        """Store `value` under `key`; `counted`: also add to a run's counters, in the same
+        statement (`add_counts`)."""
+        also = None if counted is None else _counted(*counted)
+        write_state(conn, key, value, schema=self.schema, also=also)
 
     # --- sync_runs ----------------------------------------------------------------------------
 
@@ -88,6 +98,12 @@ class RunStore:
             finished_at=sa.func.now(), status=status, error=error, **values
         )
         self._run(conn, statement)
+
+    def add_counts(self, conn: Connection, run_id: int, counts: Mapping[str, int]) -> None:
+        """Add to a running run's counters what the caller's transaction did (see
+        `RunCounts`), so they are true whenever it commits: a run killed with -9 leaves the
+        counts of what it stored, not zeros (audit). `finish_run` then sets the final ones."""
+        self._run(conn, _counted(run_id, counts))
 
     def abandon_stale_runs(self, conn: Connection, kinds: Sequence[str]) -> int:
         """Runs left 'running' by a killed process (the caller holds the lock for those kinds)."""
@@ -184,6 +200,22 @@ class RunStore:
             self._run(conn, statement, rows)
 
 
+# (run id, counters): pull's per-page counts ("fetched", "upserted", "deleted") are added to the
+# row; "requests" is the run's total so far (requests go out beside the pages: it only grows)
+RunCounts = tuple[int, Mapping[str, int]]
+_TOTALS = ("requests",)
+
+
+def _counted(run_id: int, counts: Mapping[str, int]) -> sa.Update:
+    values = {
+        name: sa.func.greatest(sync_runs.c[name], int(n))
+        if name in _TOTALS
+        else sync_runs.c[name] + int(n)
+        for name, n in counts.items()
+    }
+    return sa.update(sync_runs).where(sync_runs.c.id == run_id).values(values)
+
+
 # --- module level: the same statements on the connection's own schema map ----------------------
 
 
@@ -204,14 +236,22 @@ def read_state(conn: Connection, key: str, *, schema: str | None = None) -> dict
 
 
 def write_state(
-    conn: Connection, key: str, value: Mapping[str, Any], *, schema: str | None = None
+    conn: Connection,
+    key: str,
+    value: Mapping[str, Any],
+    *,
+    schema: str | None = None,
+    also: sa.Update | None = None,
 ) -> None:
-    """Store `value` under `key` (insert or replace), stamped now."""
+    """Store `value` under `key` (insert or replace), stamped now; `also`: an UPDATE run by the
+    same statement (a data-modifying CTE: no round trip of its own)."""
     statement = insert(sync_state).values(key=key, value=dict(value), updated_at=sa.func.now())
     statement = statement.on_conflict_do_update(
         index_elements=[sync_state.c.key],
         set_={"value": statement.excluded.value, "updated_at": sa.func.now()},
     )
+    if also is not None:
+        statement = statement.add_cte(also.cte("also"))
     _execute(conn, statement, schema=schema)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from sync.db.metadata import TZ, contact_fk, metadata
+from sync.db.metadata import JSON_OR_NULL, TZ, contact_fk, metadata
 
 sync_changes = Table(
     "sync_changes",
@@ -25,10 +25,12 @@ sync_changes = Table(
     Column("id", BigInteger, Identity(), primary_key=True, comment="Capture order."),
     contact_fk("The contact changed (negative for a contact not yet created in amoCRM)."),
     Column("kind", Text, nullable=False, comment="update | create | chat_link."),
-    Column("new_values", JSONB, comment="Changed writable fields and their new local values."),
+    Column(
+        "new_values", JSON_OR_NULL, comment="Changed writable fields and their new local values."
+    ),
     Column(
         "base_values",
-        JSONB,
+        JSON_OR_NULL,
         comment="The same fields' values before the edit: the base of the three-way merge.",
     ),
     Column(
@@ -56,9 +58,21 @@ sync_conflicts = Table(
     Column("id", BigInteger, Identity(), primary_key=True, comment="Conflict id."),
     contact_fk(),
     Column("field", Text, nullable=False, comment="The field changed on both sides."),
-    Column("base_value", JSONB, comment="The value both sides started from."),
-    Column("local_value", JSONB, comment="The value edited in PostgreSQL."),
-    Column("remote_value", JSONB, comment="The value edited in amoCRM."),
+    Column(
+        "base_value",
+        JSON_OR_NULL,
+        comment="The value both sides started from; NULL when the field was empty.",
+    ),
+    Column(
+        "local_value",
+        JSON_OR_NULL,
+        comment="The value edited in PostgreSQL; NULL when it was emptied there.",
+    ),
+    Column(
+        "remote_value",
+        JSON_OR_NULL,
+        comment="The value edited in amoCRM; NULL when it was emptied there.",
+    ),
     Column("local_changed_at", TZ, comment="When the local edit was made."),
     Column("remote_updated_at", TZ, comment="amoCRM's updated_at of the remote edit."),
     Column(

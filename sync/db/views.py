@@ -1,6 +1,7 @@
 """Views for BI tools and SQL users, over the tables pull fills (plain SQL; today's definitions,
-installed by migration 0002, which holds its own frozen copy: a change here ships as a new
-revision that recreates the views).
+installed by migration 0002, which holds its own frozen copy, and 0015, which commented the
+contacts_flat columns taken from contacts: a change here ships as a new revision that recreates
+the views or their comments).
 
     contact_phones   one row per phone number of a contact, with its enum code (WORK, MOB, …)
     contact_emails   one row per e-mail address of a contact, with its enum code (WORK, PRIV, …)
@@ -12,6 +13,8 @@ by their `code`, never by their localised name), so they show what the last pull
 """
 
 from __future__ import annotations
+
+from sync.db.schema import contacts
 
 _MULTITEXT = """
 CREATE VIEW "{s}".{view} AS
@@ -47,7 +50,15 @@ LEFT JOIN LATERAL (
 ) co ON true
 """
 
-# (object, column or None, comment)
+# the columns contacts_flat takes from contacts as they are: described as there
+_FLAT_CONTACT_COLUMNS = (
+    "id", "name", "first_name", "last_name", "responsible_user_id", "group_id", "created_by",
+    "updated_by", "created_at", "updated_at", "closest_task_at", "account_id", "is_deleted",
+    "deleted_at", "sync_status", "synced_at",
+)  # fmt: skip
+
+# (object, column or None, comment): every column of every view has one, as every table's has
+# (a BI tool's data dictionary shows them; tests/integration/test_migrations.py checks)
 _COMMENTS: tuple[tuple[str, str | None, str], ...] = (
     ("contact_phones", None, "One row per phone number of a contact (the PHONE field)."),
     ("contact_phones", "contact_id", "The contact (contacts.id)."),
@@ -74,6 +85,7 @@ _COMMENTS: tuple[tuple[str, str | None, str], ...] = (
     ("contacts_flat", "email_enum_code", "Kind of the primary e-mail (WORK, PRIV, …)."),
     ("contacts_flat", "tags", "Tag names, sorted; NULL when the contact has none."),
     ("contacts_flat", "company_id", "The contact's company (amoCRM allows at most one)."),
+    *(("contacts_flat", c, str(contacts.c[c].comment)) for c in _FLAT_CONTACT_COLUMNS),
 )
 
 

@@ -117,7 +117,7 @@ class FullRun(RunBase):
         now = to_unix(self.clock.now())
         with self.engine.begin() as conn:
             sync_origin(conn)
-            self.report.deleted += self.store.mark_deleted(conn, dict.fromkeys(gone, now))
+            self._count_deleted(conn, self.store.mark_deleted(conn, dict.fromkeys(gone, now)))
             if not shifted:
                 self.keeper.store_final(conn, complete=True)
             elif self.old.cursor is None:

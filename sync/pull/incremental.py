@@ -121,7 +121,7 @@ class IncrementalRun(RunBase):
         self._fetch_restored(restored)
         with self.engine.begin() as conn:
             sync_origin(conn)
-            self.report.deleted += self.store.mark_deleted(conn, deleted)
+            self._count_deleted(conn, self.store.mark_deleted(conn, deleted))
             self.report.restored += self.store.mark_restored(conn, restored)
             if newest is not None:
                 cursor = min(newest + 1, self.keeper.ceiling)

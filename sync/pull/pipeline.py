@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from sync.amo.client import AmoClient
 from sync.clock import Clock, SystemClock, to_unix
@@ -140,7 +140,21 @@ class RunBase:
     def _begin(self, spans: list[Span], *, seen_run: int | None) -> None:
         coverage = Coverage(spans)
         self.keeper = CursorKeeper(self.runs, coverage, self.old, self.ceiling)
-        self.sink = Sink(self.config, self.engine, self.keeper, self.progress, seen_run=seen_run)
+        self.sink = Sink(
+            self.config, self.engine, self.keeper, self.progress, seen_run=seen_run,
+            run_id=self.report.run_id, requests=self._requests,
+        )  # fmt: skip
+
+    def _count_deleted(self, conn: Connection, deleted: int) -> None:
+        """Tombstones the caller's transaction made, in the report and, committed with them,
+        in the run's sync_runs row (as pages count theirs: `Sink._counted`)."""
+        self.report.deleted += deleted
+        if deleted:
+            self.runs.add_counts(conn, self.report.run_id, {"deleted": deleted})
+
+    def _requests(self) -> int:
+        """The requests this run has sent so far (retries, refreshes and side reads too)."""
+        return self.client.session.requests_sent - self.requests_before
 
     def _walk(
         self,

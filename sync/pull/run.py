@@ -202,7 +202,7 @@ class _Run(FullRun, IncrementalRun):
         report.duration_s = round(self.clock.monotonic() - started, 3)
         # every request this run sent, retries, prefetches past the end and refreshes included
         # (runs in one process take turns: the daemon has one worker)
-        report.requests = self.client.session.requests_sent - self.requests_before
+        report.requests = self._requests()
         report.cursor = None if self.keeper is None else self.keeper.cursor
         if self.sink is not None:
             report.fetched, report.upserted = self.sink.fetched, self.sink.upserted

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,7 +39,7 @@ from sync.config import Config
 from sync.core.mapping import FieldDef, to_rows
 from sync.db.contacts import ContactStore, PageResult
 from sync.db.engine import sync_origin
-from sync.db.runs import CONTACTS_CURSOR, RunStore
+from sync.db.runs import CONTACTS_CURSOR, RunCounts, RunStore
 from sync.logs import get_logger
 from sync.pull.windows import Coverage, Span
 
@@ -184,8 +184,11 @@ class CursorKeeper:
                 self._done += 1
             self._committed = {s for s in self._committed if s > self._done}
 
-    def store(self, conn: Connection, value: Mapping[str, Any]) -> None:
-        self.runs.set_state(conn, CONTACTS_CURSOR, value)
+    def store(
+        self, conn: Connection, value: Mapping[str, Any], counted: RunCounts | None = None
+    ) -> None:
+        """Store the state; `counted`: the run's counters grow in the same statement."""
+        self.runs.set_state(conn, CONTACTS_CURSOR, value, counted=counted)
         self.cursor = int(value["updated_at"])
 
     def store_final(self, conn: Connection, *, complete: bool) -> None:
@@ -215,8 +218,12 @@ class Sink:
         progress: Progress | None,
         *,
         seen_run: int | None = None,
+        run_id: int | None = None,
+        requests: Callable[[], int] | None = None,
     ) -> None:
         self.engine, self.keeper, self.progress = engine, keeper, progress
+        # the run whose sync_runs row counts each page as it commits, and its requests so far
+        self.run_id, self.requests = run_id, requests
         self.schema = config.database.schema
         self.with_ = config.sync.with_
         self.contacts = ContactStore(config.database.schema)
@@ -271,9 +278,23 @@ class Sink:
             if self.seen_run is not None and rows.ids:
                 self.contacts.mark_seen(conn, self.seen_run, rows.ids)
             state = self.keeper.claim(page.seq, *page.also)
-            if state is not None:
-                self.keeper.store(conn, state)
+            counted = self._counted(page, result)
+            if state is not None:  # the counts ride on the state's statement
+                self.keeper.store(conn, state, counted)
+            elif counted is not None:  # a page another writer's state will claim
+                self.runs.add_counts(conn, *counted)
         return result
+
+    def _counted(self, page: CompletePage, result: PageResult) -> RunCounts | None:
+        """What the page adds to the run's sync_runs row, committed with the page: a run
+        killed with -9 leaves the counts of what it stored ("read 0, wrote 0" before: audit).
+        None: no run to count for, or a page of a span only (an idle poll's: nothing)."""
+        if self.run_id is None or not page.items:
+            return None
+        counts = {"fetched": len(page.items), "upserted": result.upserted}
+        if self.requests is not None:
+            counts["requests"] = self.requests()
+        return self.run_id, counts
 
     def drain(self, pages: queue.Queue[Any], writers: int, failed: threading.Event) -> None:
         """Store what arrives on `pages` on `writers` threads until the end marker; the first

@@ -94,6 +94,32 @@ def test_kill_9_mid_full_and_mid_incremental_then_converge(
         assert _scalar(engine, runs) == 2  # the killed runs are recorded as interrupted
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_kill_9_leaves_the_runs_row_with_the_counts_of_what_it_stored(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """The counters were written only when a run ended: a killed one said `read 0, wrote 0`
+    after storing thousands of contacts (audit). Each page adds its counts in its own
+    transaction, so the row holds exactly what was committed."""
+    with emulated(contacts=3000, latency_ms=15) as (emulator, url):
+        env = _env(db_config, url, emulator.long_lived_token)
+        assert amosync("db", "upgrade", env=env).returncode == 0
+        stored = "SELECT count(*) FROM amocrm.contacts"
+        _kill_when(env, lambda: _scalar(engine, stored) >= 600, ("pull",))
+        with engine.connect() as conn:
+            run = conn.execute(
+                sa.text("SELECT status, fetched, upserted, requests FROM amocrm.sync_runs")
+            ).one()
+        count = _scalar(engine, stored)
+        status = amosync("status", env=env)
+    assert run.status == "running"  # nobody has taken the lock since
+    assert run.upserted == count  # a first run inserts each contact once, as its page commits
+    assert run.fetched >= count  # (a contact listed twice is read twice, written once)
+    assert run.requests > count // 50  # at least a request per page stored
+    assert status.returncode == 0, status.stderr
+    assert f"read {run.fetched}, wrote {count}," in status.stdout
+
+
 def test_pull_without_credentials_fails_with_one_line_and_exit_2(
     db_config: DatabaseConfig,
 ) -> None:

@@ -97,12 +97,36 @@ def test_downgrade_removes_everything_and_upgrade_restores_it(
     assert snapshot(blank_db_config) == migrated
 
 
-def test_every_table_and_column_has_a_comment(db_config: DatabaseConfig) -> None:
+# every table and view of the schema (alembic's version table aside), and every column of
+# each, that has no comment
+UNCOMMENTED = """
+    SELECT c.relname, a.attname FROM pg_class c
+    LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE c.relnamespace = to_regnamespace(:s) AND c.relkind IN ('r', 'v', 'm', 'p')
+      AND c.relname <> 'alembic_version'
+      AND (obj_description(c.oid, 'pg_class') IS NULL OR col_description(c.oid, a.attnum) IS NULL)
+    ORDER BY 1, a.attnum"""
+
+
+def test_every_table_view_and_column_has_a_comment(db_config: DatabaseConfig) -> None:
+    """BI tools show the comments as the data dictionary: the views (contacts_flat is "for BI
+    tools") need them as much as the tables (16 of its 22 columns had none: audit)."""
     commented = {(table, column) for table, column, _ in snapshot(db_config)["comments"]}
     for table in metadata.tables.values():
         assert (table.name, None) in commented, f"table {table.name} has no comment"
         for column in table.columns:
             assert (table.name, column.name) in commented, f"{table.name}.{column.name}"
+    engine = create_engine(db_config)
+    try:
+        with engine.connect() as conn:
+            views = conn.scalar(
+                sa.text("SELECT count(*) FROM pg_views WHERE schemaname = :s"), {"s": SCHEMA}
+            )
+            missing = conn.execute(sa.text(UNCOMMENTED), {"s": SCHEMA}).all()
+    finally:
+        engine.dispose()
+    assert views == 3
+    assert [f"{table}.{column}" for table, column in missing] == []
 
 
 def test_schema_name_comes_from_config(blank_db_config: DatabaseConfig) -> None:
@@ -257,4 +281,60 @@ def test_0007_drops_the_pull_only_foreign_keys_and_the_remote_values(
     assert "contact_remote_values" not in tables
     assert PULL_ONLY[0] in tables
     assert downgrade(blank_db_config, "0006") == ("0007", "0006")
+    assert snapshot(blank_db_config) == before
+
+
+def test_0015_turns_every_stored_json_null_into_sql_null_as_the_sync(
+    blank_db_config: DatabaseConfig,
+) -> None:
+    """Rows written by the old code: a field without choices, a conflict over an empty field
+    (settled: its guard refuses local updates), amoCRM's empty custom fields written back, a
+    catalog link, an outbox row. After 0015 each holds SQL NULL, nothing was captured as a
+    local edit and no status moved."""
+    upgrade(blank_db_config, "0014")
+    engine = create_engine(blank_db_config)
+    null = "'null'::jsonb"
+    try:
+        with engine.begin() as conn:
+            sync_origin(conn)
+            for statement in (
+                "INSERT INTO amocrm.contacts (id, name, custom_fields_values) "
+                f"VALUES (1, 'a', {null})",
+                "INSERT INTO amocrm.contact_custom_fields (id, type, enums) "
+                f"VALUES (7, 'text', {null})",
+                "INSERT INTO amocrm.contact_catalog_elements (contact_id, catalog_id, element_id, "
+                f"metadata) VALUES (1, 2, 3, {null})",
+                "INSERT INTO amocrm.sync_changes (contact_id, kind, new_values, base_values) "
+                f"VALUES (1, 'update', {null}, {null})",
+                "INSERT INTO amocrm.sync_conflicts (contact_id, field, base_value, local_value, "
+                f"remote_value, policy, winner, resolved_at) VALUES (1, 'last_name', {null}, "
+                f"{null}, {null}, 'local_wins', 'local', now())",
+            ):
+                conn.execute(sa.text(statement))
+        upgrade(blank_db_config)
+        with engine.connect() as conn:
+            # IS NULL: Python reads the JSON value null as None too
+            values = conn.execute(
+                sa.text(
+                    "SELECT c.sync_status, c.custom_fields_values IS NULL, f.enums IS NULL, "
+                    "e.metadata IS NULL, s.new_values IS NULL, s.base_values IS NULL, "
+                    "k.base_value IS NULL, k.local_value IS NULL, k.remote_value IS NULL "
+                    "FROM amocrm.contacts c, amocrm.contact_custom_fields f, "
+                    "amocrm.contact_catalog_elements e, amocrm.sync_changes s, "
+                    "amocrm.sync_conflicts k"
+                )
+            ).one()
+            changes = conn.scalar(sa.text("SELECT count(*) FROM amocrm.sync_changes"))
+    finally:
+        engine.dispose()
+    assert tuple(values) == ("synced", *[True] * 8)
+    assert changes == 1  # the old row only: nothing captured
+
+
+def test_0015_downgrade_gives_back_0014s_schema(blank_db_config: DatabaseConfig) -> None:
+    upgrade(blank_db_config, "0014")
+    before = snapshot(blank_db_config)
+    upgrade(blank_db_config, "0015")
+    assert snapshot(blank_db_config)["comments"] != before["comments"]
+    assert downgrade(blank_db_config, "0014") == ("0015", "0014")
     assert snapshot(blank_db_config) == before

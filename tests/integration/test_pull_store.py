@@ -312,3 +312,59 @@ def test_no_state_claims_a_page_another_writer_has_not_committed(db_config: Data
     with engine.connect() as conn:
         assert runs.get_state(conn, CONTACTS_CURSOR)["updated_at"] == 351  # all three
     engine.dispose()
+
+
+def test_each_page_adds_its_counts_to_the_run_row_in_its_own_transaction(
+    db_config: DatabaseConfig,
+) -> None:
+    """A run's counters are true whenever a page commits (a kill -9 leaves what was stored,
+    tests/e2e/test_pull_kill.py). The counts ride on the statement that stores the cursor
+    state, no round trip of their own; a page whose state another writer will claim (here:
+    the second page, committed before the first) adds them in one UPDATE; a page of a span
+    only adds nothing."""
+    engine = create_engine(db_config, pool_size=1, max_overflow=0)
+    config = Config(
+        amocrm=AmoCrmConfig(base_url="http://127.0.0.1:9", access_token=Secret("t")),
+        database=db_config,
+    )
+    runs = RunStore("amocrm")
+    with engine.begin() as conn:
+        run_id = runs.start_run(conn, "full")
+    keeper = CursorKeeper(runs, Coverage([(0, 1000)]), CursorState(), 10_000)
+    sent = iter([4, 3, 9])  # the run's requests so far, as each page asks (never goes back)
+    sink = Sink(config, engine, keeper, None, run_id=run_id, requests=lambda: next(sent))
+    first = keeper.stamp(CompletePage([contact(200, "a")], {}, covers=(0, 250)))
+    second = keeper.stamp(
+        CompletePage([{**contact(250, "b"), "id": 8}, {**contact(260, "c"), "id": 9}], {})
+    )
+    idle = keeper.stamp(CompletePage([], {}, covers=(250, 1000)))
+    statements: list[list[str]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements[-1].append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for page in (second, first, idle):
+            statements.append([])
+            sink.store(page)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT fetched, upserted, requests FROM amocrm.sync_runs WHERE id = :i"),
+            {"i": run_id},
+        ).one()
+        state = runs.get_state(conn, CONTACTS_CURSOR)
+    engine.dispose()
+    assert tuple(row) == (3, 3, 4)  # requests: the most any page saw
+    assert state is not None
+    assert state["updated_at"] == 261  # all three committed: amoCRM's newest + 1
+
+    def counting(page: list[str]) -> list[str]:
+        return [s.split(" ", 2)[0] + " " + ("state" if "sync_state" in s else "run")
+                for s in page if "sync_runs" in s]  # fmt: skip
+
+    assert counting(statements[0]) == ["UPDATE run"]  # its state is claimed by the first's
+    assert counting(statements[1]) == ["WITH state"]  # one statement: counts and state
+    assert counting(statements[2]) == []
