@@ -28,7 +28,7 @@ TZ = TIMESTAMP(timezone=True)
 # value null, which `IS NULL` does not find and jsonb functions take for a value
 # (`jsonb_array_elements('null')` fails the whole query): `contact_custom_fields.enums` held it
 # for every field without choices although its comment says "NULL if none" (audit; migration
-# 0015 clears the rows written before).
+# 0016 clears the rows written before).
 JSON_OR_NULL = JSONB(none_as_null=True)
 SYNC_STATUSES = tuple(ContactStatus)
 

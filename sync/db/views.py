@@ -1,5 +1,5 @@
 """Views for BI tools and SQL users, over the tables pull fills (plain SQL; today's definitions,
-installed by migration 0002, which holds its own frozen copy, and 0015, which commented the
+installed by migration 0002, which holds its own frozen copy, and 0016, which commented the
 contacts_flat columns taken from contacts: a change here ships as a new revision that recreates
 the views or their comments).
 

@@ -284,14 +284,14 @@ def test_0007_drops_the_pull_only_foreign_keys_and_the_remote_values(
     assert snapshot(blank_db_config) == before
 
 
-def test_0015_turns_every_stored_json_null_into_sql_null_as_the_sync(
+def test_0016_turns_every_stored_json_null_into_sql_null_as_the_sync(
     blank_db_config: DatabaseConfig,
 ) -> None:
     """Rows written by the old code: a field without choices, a conflict over an empty field
     (settled: its guard refuses local updates), amoCRM's empty custom fields written back, a
-    catalog link, an outbox row. After 0015 each holds SQL NULL, nothing was captured as a
+    catalog link, an outbox row. After 0016 each holds SQL NULL, nothing was captured as a
     local edit and no status moved."""
-    upgrade(blank_db_config, "0014")
+    upgrade(blank_db_config, "0015")
     engine = create_engine(blank_db_config)
     null = "'null'::jsonb"
     try:
@@ -331,10 +331,10 @@ def test_0015_turns_every_stored_json_null_into_sql_null_as_the_sync(
     assert changes == 1  # the old row only: nothing captured
 
 
-def test_0015_downgrade_gives_back_0014s_schema(blank_db_config: DatabaseConfig) -> None:
-    upgrade(blank_db_config, "0014")
-    before = snapshot(blank_db_config)
+def test_0016_downgrade_gives_back_0015s_schema(blank_db_config: DatabaseConfig) -> None:
     upgrade(blank_db_config, "0015")
+    before = snapshot(blank_db_config)
+    upgrade(blank_db_config, "0016")
     assert snapshot(blank_db_config)["comments"] != before["comments"]
-    assert downgrade(blank_db_config, "0014") == ("0015", "0014")
+    assert downgrade(blank_db_config, "0015") == ("0016", "0015")
     assert snapshot(blank_db_config) == before

@@ -20,8 +20,8 @@ not put back: they were never data, and the code writes SQL NULL anyway.
 
 The SQL below is frozen: it is this revision's, and imports nothing from the product.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-07 20:00:00
 """
 
@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from alembic import context, op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
