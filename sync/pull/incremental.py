@@ -1,6 +1,7 @@
 """An incremental pull: the spans from the cursor (less the overlap), or what a killed run left,
-through the pipeline; deletions and restores from amoCRM's events, applied at the end. Accounts
-whose filters are ignored take the descending walk (`sync.pull.filters_off`)."""
+less a settled tie second (that second only), through the pipeline; deletions and restores from
+amoCRM's events, applied at the end. Accounts whose filters are ignored take the descending walk
+(`sync.pull.filters_off`)."""
 
 from __future__ import annotations
 
