@@ -24,9 +24,10 @@ versions that new, both go out at once and the page proves the pass's 204). Cost
 per window that is really empty (two when its probe answers 204); a final pass costs one
 request, two if more than a page changed since its start (then a round trip more at the end);
 none where a window lists contacts. The daemon's poll (`lazy_empty`) proves nothing while the
-run has listed nothing: its cursor then stays where it was, so a spurious 204 costs nothing, and
-an idle poll stays one request; once anything is listed, the windows it believed are probed at
-the end.
+run has listed nothing at or above its old cursor (`_moves_nothing`): its cursor then stays
+where it was, so a spurious 204 costs nothing, and an idle poll stays one request (two while a
+settled tie second lies in the overlap: a window on each side of it); once anything is listed
+there, the windows it believed are probed at the end.
 
 A tie (`sync.pull.ties`) whose page keeps answering 204 is probed the same way for its second U
 alone (`_check_emptied`): page 1 from U ascending that lists no contact at U the run has not read
@@ -62,7 +63,7 @@ class EmptyProof(AfterWalk):
                 f"amoCRM keeps answering 204 for contacts updated from {window.pos}"
                 f" to {window.hi} though other reads list contacts there"
             )
-        if self.setup.lazy_empty and self.newest is None and window.splittable:
+        if self.setup.lazy_empty and self._moves_nothing() and window.splittable:
             self.plan.finish(window)  # proven at the end if the run lists anything after all
             self.unproven.append(window)
             return
@@ -142,7 +143,7 @@ class EmptyProof(AfterWalk):
         if self.unproven:
             windows, self.unproven = self.unproven, []
             for window in windows:
-                if self.newest is None:  # nothing listed: the cursor stays, nothing is claimed
+                if self._moves_nothing():  # the cursor stays, nothing above it is claimed
                     self._empty(window)
                 else:
                     self.plan.windows.append(window)
@@ -150,6 +151,13 @@ class EmptyProof(AfterWalk):
             if self.plan.windows:
                 return True
         return super()._next_phase()
+
+    def _moves_nothing(self) -> bool:
+        """Nothing listed at or above the old cursor: the run's cursor stays where it was (the
+        sink's `CursorKeeper.end`), so a 204 it believed claims nothing the next poll does not
+        ask again. Listing only below it is the overlap under a settled tie second: its own
+        window beside the one after U (docs/pull.md, "Never again")."""
+        return self.newest is None or self.newest < self.setup.cursor
 
     def _probe(self, window: Window) -> None:
         window.busy = True

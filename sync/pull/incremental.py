@@ -1,6 +1,7 @@
 """An incremental pull: the spans from the cursor (less the overlap), or what a killed run left,
-through the pipeline; deletions and restores from amoCRM's events, applied at the end. Accounts
-whose filters are ignored take the descending walk (`sync.pull.filters_off`)."""
+less a settled tie second (that second only), through the pipeline; deletions and restores from
+amoCRM's events, applied at the end. Accounts whose filters are ignored take the descending walk
+(`sync.pull.filters_off`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from sync.pull.pipeline import RunBase, once_per_theta
 from sync.pull.readahead import ReadAhead
 from sync.pull.sink import CompletePage
 from sync.pull.stage import updated
-from sync.pull.windows import Span, start_after
+from sync.pull.windows import Span, skip_settled
 
 log = get_logger("sync.pull")
 
@@ -39,8 +40,9 @@ class IncrementalRun(RunBase):
             spans: list[Span] = [*old.windows, (max(0, old.ceiling - overlap), None)]
         else:
             spans = [(start, None)]
-        if old.tie_settled is not None:
-            spans = start_after(spans, min(old.tie_settled + 1, old.cursor))
+        # only the settled second itself is left out: cutting the spans below it too threw
+        # away the overlap under a bulk second, and a version listed late there was never read
+        spans = skip_settled(spans, old.tie_settled, old.cursor)
         self._begin(spans, seen_run=None)
         events_from = self._events_start(start)
         side: list[Future[list[Mapping[str, Any]]]] = []  # the events, once amoCRM answered

@@ -120,8 +120,8 @@ class RunBase:
             ceiling=self.ceiling,
             chats=self.sync.chats,
             new_chats_only=not full,
-            # the daemon proves no 204 while its poll lists nothing: the cursor stays, and the
-            # next poll asks again anyway (an idle poll stays one request)
+            # the daemon proves no 204 while its poll lists nothing at or above its cursor: the
+            # cursor stays, and the next poll asks again anyway (an idle poll stays one request)
             lazy_empty=self.memo is not None and not full,
             bounds=self.old.bounds,
             # the newest page tells a big account where its data ends (to split); an account
@@ -131,6 +131,7 @@ class RunBase:
             final_pass=full or self.final_pass,
             settle_until=self.settle_until,
             now=lambda: self.clock.now().timestamp(),
+            cursor=self.old.cursor or 0,
         )
 
     def _big(self) -> bool:

@@ -111,8 +111,8 @@ class FetchSetup:
     ceiling: int  # R: the run's start by our clock
     chats: bool
     new_chats_only: bool  # incremental: chat links only for versions not stored yet
-    # the daemon's poll: a 204 is proven only once the run lists something (else its cursor
-    # stays and nothing is claimed: `sync.pull.empty`)
+    # the daemon's poll: a 204 is proven only once the run lists something at or above `cursor`
+    # (else its cursor stays and nothing is claimed: `sync.pull.empty`)
     lazy_empty: bool
     bounds: str | None  # "inclusive" / "exclusive" once proven, else None
     top_at_start: bool  # a full resync reads the newest page at once
@@ -122,6 +122,7 @@ class FetchSetup:
     # to SETTLE_S; the run's start plus SETTLE_S, a duration, so no clock skew enters it)
     settle_until: float
     now: Callable[[], float]  # our clock, unix seconds (to compare with amoCRM's `Date`)
+    cursor: int = 0  # the old cursor: a run listing nothing at or above it leaves it there
 
 
 class Stage:

@@ -71,9 +71,14 @@ def subtract(spans: Sequence[Span], cuts: Sequence[Span]) -> list[Span]:
     return result
 
 
-def start_after(spans: Sequence[Span], floor: int) -> list[Span]:
-    """The spans with every second below `floor` removed."""
-    return subtract(spans, [(min([floor, *(lo for lo, _ in spans)]), floor)])
+def skip_settled(spans: Sequence[Span], settled: int | None, cursor: int) -> list[Span]:
+    """An incremental run's spans less a settled tie second (`tie_settled`: read whole by id,
+    and too old to gain a contact): that one second only, and only once the cursor has passed
+    it. The overlap below and above it is read as if there were no tie: a version listed late
+    there is read again; only the bulk second itself is never read twice (docs/pull.md, Ties)."""
+    if settled is None or settled >= cursor:
+        return list(spans)
+    return subtract(spans, [(settled, settled + 1)])
 
 
 @dataclass

@@ -97,6 +97,33 @@ def test_a_first_page_204_costs_the_daemon_nothing_and_the_cli_one_probe(
         assert "desc" in lists[1]
 
 
+def test_idle_polls_after_a_settled_bulk_second_ask_once_each_side_of_it(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """While a settled tie second U is within the overlap, a poll reads `[C - overlap_s, U)` and
+    `[U + 1, ∞)` (docs/pull.md, "Never again"). What the first lists lies below the cursor and
+    moves nothing, so the second's 204 still needs no proof: two requests, not three."""
+    with emulated(contacts=400) as (emulator, url):
+        config = _setup(db_config, url, emulator, page_size=25, overlap_s=60)
+        pull(config, engine, emulator)
+        with emulator.account.lock:
+            ids = sorted(c.id for c in emulator.account.contacts.values() if not c.is_deleted)
+        emulator.clock.advance(30)
+        emulator.update_contacts([{"id": i, "last_name": "Before"} for i in ids[300:305]])
+        emulator.clock.advance(5)
+        second = emulator.update_contacts([{"id": i, "last_name": "Bulk"} for i in ids[:200]])
+        emulator.clock.advance(5)  # U is older than SETTLE_S when the next poll starts
+        ticks = Ticks()
+        memo = PollMemo(EVENTS_EVERY_S, clock=ticks)
+        _poll(config, engine, emulator, memo)  # reads U by id and settles it
+        for _ in range(3):
+            ticks.now += 60
+            report, asked = _poll(config, engine, emulator, memo)
+            assert asked == Counter({CONTACTS: 2}), emulator.requests()
+            assert (report.fetched, report.upserted, report.cursor) == (5, 0, second + 1)
+        assert_converged(engine, emulator)
+
+
 def test_a_deletion_is_found_once_events_interval_s_has_passed(
     db_config: DatabaseConfig, engine: Engine
 ) -> None:

@@ -8,7 +8,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync.pull.windows import Coverage, Plan, Span, normalize, split_point, start_after, subtract
+from sync.pull.windows import Coverage, Plan, Span, normalize, skip_settled, split_point, subtract
 
 TOP = 200  # seconds 0..199 stand for every second; None (open) reaches past it
 
@@ -42,11 +42,31 @@ def test_subtract_is_set_difference(items: list[Span], cuts: list[Span]) -> None
     assert seconds(subtract(items, cuts)) == seconds(items) - seconds(cuts)
 
 
-@given(spans, st.integers(0, TOP))
-def test_start_after_drops_exactly_the_seconds_below_the_floor(
-    items: list[Span], floor: int
+@given(spans, st.one_of(st.none(), st.integers(0, TOP)), st.integers(0, TOP + 5))
+def test_skip_settled_drops_only_the_settled_second_and_only_below_the_cursor(
+    items: list[Span], settled: int | None, cursor: int
 ) -> None:
-    assert seconds(start_after(items, floor)) == {s for s in seconds(items) if s >= floor}
+    """Everything else of the overlap is read as without a tie (the audit: every second below
+    the settled one was dropped too, and a version listed late there was never read)."""
+    dropped = {settled} if settled is not None and settled < cursor else set()
+    assert seconds(skip_settled(items, settled, cursor)) == seconds(items) - dropped
+
+
+@given(st.integers(1, 60), st.integers(0, 80), st.integers(100, TOP))
+def test_a_settled_second_in_the_overlap_keeps_the_overlap_on_both_sides(
+    overlap: int, age: int, cursor: int
+) -> None:
+    """The incremental run's spans `[C - overlap, ∞)` and a killed run's (its windows above
+    C and the head `[R - overlap, ∞)`) lose exactly second U."""
+    settled = cursor - 1 - age  # settled below the cursor, as a completed run stores it
+    start = cursor - overlap
+    plain = skip_settled([(start, None)], settled, cursor)
+    killed = skip_settled(
+        [(cursor, cursor + 20), (cursor + 30, None), (start, None)], settled, cursor
+    )
+    for got in (plain, killed):
+        expected = [(start, None)] if settled < start else [(start, settled), (settled + 1, None)]
+        assert normalize(got) == [s for s in expected if s[1] is None or s[1] > s[0]]
 
 
 @given(
