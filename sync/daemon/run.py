@@ -46,6 +46,7 @@ from sync.daemon.leader import STANDBY_RETRY_MAX_S, Daemon, Parts
 from sync.daemon.metrics import DatabaseCollector, Metrics, amocrm_transport, jwt_expiry
 from sync.daemon.schedule import Jobs
 from sync.daemon.server import Endpoints, HttpServer
+from sync.daemon.token_probe import probing
 from sync.daemon.webhooks.daemon_hooks import DaemonHooks
 from sync.db.migrate import upgrade
 from sync.errors import StoreError, UsageError
@@ -145,13 +146,15 @@ def build_jobs(
     config: Config, engine: Engine, client: AmoClient, memo: PollMemo | None = None
 ) -> Jobs:
     """The leader's jobs: pull and push as the CLI runs them, on the daemon's client; its
-    incremental pulls share a `PollMemo`, so idle polls skip what they may (`sync.pull.memo`)."""
+    incremental pulls share a `PollMemo`, so idle polls skip what they may (`sync.pull.memo`).
+    Each first tries a long-lived token amoCRM refused once more (`sync.daemon.token_probe`)."""
     memo = memo or PollMemo(config.sync.events_every_s)
+    session = client.session  # each job first tries a refused long-lived token once more
     return Jobs(
-        pull=partial(run_pull, config, engine, client, memo=memo),
-        push=partial(run_push, config, engine, client),
-        full=partial(run_pull, config, engine, client, full=True),
-        requested=partial(serve_request, config, engine, client),
+        pull=probing(session, partial(run_pull, config, engine, client, memo=memo)),
+        push=probing(session, partial(run_push, config, engine, client)),
+        full=probing(session, partial(run_pull, config, engine, client, full=True)),
+        requested=probing(session, partial(serve_request, config, engine, client)),
     )
 
 
