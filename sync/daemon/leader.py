@@ -45,6 +45,7 @@ from sync.db.engine import probe
 from sync.db.hooks import hooks_channel
 from sync.db.listen import Listener
 from sync.db.locks import LeaderLock, holder_name
+from sync.db.runs import RunStore
 from sync.logs import get_logger
 from sync.pull.memo import PollMemo
 
@@ -190,11 +191,29 @@ class Daemon:
             note = "its open transaction is rolled back as the process exits"
             waited = self.config.daemon.shutdown_timeout_s
             log.warning("job_abandoned", jobs=sorted(running), waited_s=waited, note=note)
+            if "full_requested" in running:
+                self._put_back_requests()
         self.lock.release()
         self.parts.metrics.leader.set(0)
         self.health.set_role("standby")
         log.info("leadership_released", schema=self.config.database.schema)
         return clean
+
+    def _put_back_requests(self) -> None:
+        """The requested full resync was abandoned: its request, claimed (`running`) in a
+        transaction of its own, would stay `running` once the process exits, so it is `pending`
+        again now, before the leader lock goes. Every `running` request is that job's: requests
+        are served only under the pull lock, which the abandoned job still holds, and only by
+        the leader. If the job finishes meanwhile, it closes the request as usual."""
+        try:
+            with self.parts.engine.begin() as conn:
+                count = RunStore(self.config.database.schema).reopen_requests(conn)
+        except SQLAlchemyError as exc:
+            log.warning("request_put_back_failed", error=error_line(exc),
+                        note="the next leader puts it back before serving requests")  # fmt: skip
+            return
+        if count:
+            log.info("request_put_back", count=count, reason="stopping: the next run serves it")
 
     # --- leadership ----------------------------------------------------------------------------
 
