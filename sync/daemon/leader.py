@@ -42,6 +42,7 @@ from sync.db import status as queries
 from sync.db.capture import changes_channel, notify_channel
 from sync.db.diag import error_line
 from sync.db.engine import probe
+from sync.db.halt import clear_halted
 from sync.db.hooks import hooks_channel
 from sync.db.listen import Listener
 from sync.db.locks import LeaderLock, holder_name
@@ -122,6 +123,8 @@ class Daemon:
     def _lead(self, stop: threading.Event) -> bool:
         schema = self.config.database.schema
         log.info("leader_elected", schema=schema, holder=holder_name())
+        if not self.health.halted:
+            self._clear_halt()  # a halt another (earlier) leader recorded describes no one now
         self.runner.stopping.clear()
         self._lost.clear()
         prune = self._prune if self.config.daemon.keep_runs_days else None
@@ -198,6 +201,13 @@ class Daemon:
         self.health.set_role("standby")
         log.info("leadership_released", schema=self.config.database.schema)
         return clean
+
+    def _clear_halt(self) -> None:
+        try:
+            with self.parts.engine.begin() as conn:
+                clear_halted(conn)
+        except SQLAlchemyError as exc:  # a reader trusts the row only for its holder anyway
+            log.debug("halt_not_cleared", error=error_line(exc))
 
     def _put_back_requests(self) -> None:
         """The requested full resync was abandoned: its request, claimed (`running`) in a

@@ -20,6 +20,8 @@ from sync.daemon.leader import Daemon, Parts
 from sync.daemon.metrics import Metrics
 from sync.daemon.schedule import JobRunner, Jobs, PushSoon, build_scheduler
 from sync.db import status as queries
+from sync.db.halt import fetch_halted, mark_halted
+from sync.db.locks import holder_name
 from sync.db.runs import RunStore, add_request
 
 
@@ -297,3 +299,15 @@ def test_a_stop_that_abandons_a_requested_resync_puts_its_request_back(
         status = conn.scalar(sa.text("SELECT status FROM amocrm.sync_requests WHERE id = :i"),
                              {"i": request})  # fmt: skip
     assert status == "pending"
+
+
+def test_a_new_leader_clears_the_halt_an_earlier_one_recorded(
+    start: Callable[[Jobs], Daemon], engine: Engine
+) -> None:
+    with engine.begin() as conn:  # the halted daemon was restarted
+        mark_halted(conn, holder_name(), "amoCRM blocked this IP", datetime.now(UTC))
+    rec = Recorder()
+    start(Jobs(rec.job("pull"), rec.job("push"), rec.job("full"), rec.job("requested")))
+    _wait(lambda: rec.count("pull") >= 1)  # it leads
+    with engine.connect() as conn:
+        assert fetch_halted(conn, holder_name()) is None
