@@ -49,6 +49,12 @@ def resync(app: Any, wait_s: float | None) -> None:
                           wait_s=wait_s, progress=bar, note=_note)  # fmt: skip
     finally:
         engine.dispose()
+    if outcome.halted is not None:
+        halt = outcome.halted
+        raise SyncError(f"resync request {outcome.request_id} queued, but the daemon "
+                        f"({outcome.leader}) is halted since {halt.get('since')}: "
+                        f"{halt.get('reason')}; it serves no request until amosync is "
+                        "restarted (after amoCRM lifts the block)")  # fmt: skip
     if outcome.request is None:
         click.echo(f"resync request {outcome.request_id} queued; the daemon ({outcome.leader}) "
                    f"starts it within {config.daemon.requests_poll_s:g} s")  # fmt: skip

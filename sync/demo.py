@@ -170,7 +170,7 @@ def _hooked_edit(run: _Run, cid: int) -> None:
     http = start_http(config, health, metrics, run.engine, hooks)
     hooks.start()
     memo = PollMemo(config.sync.events_every_s)
-    jobs = build_jobs(config, run.engine, run.client, memo)
+    jobs = build_jobs(config, run.engine, run.client, memo, health)
     parts = Parts(config, run.engine, jobs, health, metrics, SystemClock(), hooks=hooks, memo=memo)
     stop = threading.Event()
     daemon = threading.Thread(target=Daemon(parts).run, args=(stop,), daemon=True)

@@ -42,6 +42,7 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
         "cursor": _cursor(state),
         "lag_s": round((now - last_pull.started_at).total_seconds(), 1) if last_pull else None,
         "last_runs": _last_runs(conn, schema),
+        "last_failures": _last_failures(conn),
         "last_success": {k: r.as_dict() for k, r in sorted(success.items())},
         "contacts": queries.count_contacts_by_status(conn),
         "pending_changes": queries.count_pending_changes(conn),
@@ -83,6 +84,13 @@ def _last_runs(conn: Connection, schema: str) -> dict[str, Any]:
             row.update(status=INTERRUPTED, error=row["error"] or INTERRUPTED_WHY)
         data[kind] = row
     return data
+
+
+def _last_failures(conn: Connection) -> dict[str, Any]:
+    """Each kind whose latest finished run failed: that run (its error and when), also while a
+    newer run of the kind is still running (say retrying through an amoCRM outage)."""
+    finished = queries.fetch_last_finished(conn)
+    return {k: r.as_dict() for k, r in sorted(finished.items()) if r.status == RunStatus.FAILED}
 
 
 def _lock_of(kind: str) -> str:
@@ -178,7 +186,7 @@ def render(data: dict[str, Any]) -> str:
     lag = data["lag_s"]
     lines.append(_row("lag", "no successful pull yet" if lag is None else
                       f"{_duration(lag)} since the last successful pull began"))  # fmt: skip
-    lines.extend(_runs(data["last_runs"]))
+    lines.extend(_runs(data["last_runs"], data["last_failures"]))
     contacts = data["contacts"]
     counts = ", ".join(f"{n} {s}" for s, n in sorted(contacts.items())) or "none"
     lines.append(_row("contacts", counts))
@@ -231,7 +239,7 @@ def _daemon_line(daemon: dict[str, Any]) -> str:
     return f"running: {daemon['leader']}{where}, connected since {daemon['since']}"
 
 
-def _runs(runs: dict[str, Any]) -> list[str]:
+def _runs(runs: dict[str, Any], failures: dict[str, Any]) -> list[str]:
     if not runs:
         return [_row("last runs", "none yet")]
     lines = []
@@ -241,6 +249,9 @@ def _runs(runs: dict[str, Any]) -> list[str]:
         text += f", read {run['fetched']}, wrote {run['upserted']}, pushed {run['pushed']}"
         if run["error"]:
             text += f", error: {run['error']}"
+        failed = failures.get(kind)
+        if failed is not None and failed["id"] != run["id"]:  # the run before this one failed
+            text += f"; the {kind} before it failed at {failed['finished_at']}: {failed['error']}"
         lines.append(_row(label, text))
     return lines
 

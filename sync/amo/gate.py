@@ -8,8 +8,11 @@ finishes first and any later one sees the token dead and is stopped before a byt
 (`DeadTokenError`; the session gets a fresh token and asks the rate limiter again).
 
 A token stays known dead for `REMEMBER_S`: an OAuth token is never handed out again after its
-refresh, and a long-lived token that amoCRM refused is tried again at most that often (a daemon
-recovers by itself if the refusal was amoCRM's mistake).
+refresh, and a long-lived token that amoCRM refused is tried again at most that often. A daemon
+tries it sooner (`probe`, before a scheduled job: `sync.daemon.token_probe`): once
+`PROBE_AFTER_S` after the refusal, then after twice as long each time it is refused again, up to
+`REMEMBER_S`; a refusal can be amoCRM's passing mistake, and a daemon must recover by itself
+once the token is accepted. Every request queued behind the probe's 401 is still stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 REMEMBER_S = 300.0
 MAX_REMEMBERED = 32
+PROBE_AFTER_S = 10.0  # a refused long-lived token is first tried again this long after
 
 
 class DeadTokenError(Exception):
@@ -32,6 +36,7 @@ class TokenGate:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._dead: dict[str, float] = {}  # token -> when it was refused
+        self._probes: dict[str, int] = {}  # token -> probes since amoCRM last accepted it
 
     def __repr__(self) -> str:
         return f"TokenGate(dead={len(self._dead)})"
@@ -43,6 +48,35 @@ class TokenGate:
             if len(self._dead) > MAX_REMEMBERED:
                 oldest = min(self._dead, key=self._dead.__getitem__)
                 del self._dead[oldest]
+
+    def answered(self, token: str | None, status: int) -> None:
+        """amoCRM answered a request carrying `token` with `status`: a 401 kills the token;
+        any other answer accepted it (its probes' back-off starts over)."""
+        if token is None:
+            return
+        if status == 401:
+            self.mark_dead(token)
+        elif token in self._probes:  # rare: read without the lock first (every answer comes here)
+            with self._lock:
+                self._probes.pop(token, None)
+
+    def probe(self, token: str) -> float | None:
+        """Let a refused `token` be sent again if its back-off has passed (`PROBE_AFTER_S`,
+        doubled by every probe amoCRM refused, at most `REMEMBER_S`); the seconds since its
+        refusal when it is let go, else None (not refused, or too soon)."""
+        with self._lock:
+            refused = self._dead.get(token)
+            if refused is None:
+                return None
+            probes = self._probes.get(token, 0)
+            ago = self._monotonic() - refused
+            if ago < min(REMEMBER_S, PROBE_AFTER_S * 2**probes):
+                return None
+            del self._dead[token]
+            self._probes[token] = probes + 1
+            if len(self._probes) > MAX_REMEMBERED:
+                self._probes.pop(next(iter(self._probes)))
+            return ago
 
     def is_dead(self, token: str | None) -> bool:
         if token is None:
@@ -100,8 +134,8 @@ class RequestWatch:
                 self._on_written()
         elif event.endswith("receive_response_headers.complete") and self._token is not None:
             answer = info.get("return_value")
-            if isinstance(answer, tuple) and len(answer) > 1 and answer[1] == 401:
-                self._gate.mark_dead(self._token)
+            if isinstance(answer, tuple) and len(answer) > 1 and isinstance(answer[1], int):
+                self._gate.answered(self._token, answer[1])
 
     def release(self) -> None:
         """Let go of the gate if this request still holds it (the send failed half-way)."""

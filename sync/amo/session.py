@@ -73,7 +73,7 @@ class AmoSession:
         )
         self.host = host_port(config.base_url)  # named by network errors
         self._sent = 0  # requests that went out (headers sent), retries and refreshes included
-        self.gate = TokenGate()  # access tokens a 401 refused: never sent again
+        self.gate = TokenGate()  # access tokens a 401 refused: not sent again (see its probe)
         self._sent_lock = threading.Lock()
         self._reached: list[Future[None]] = []  # resolved when a request's headers are out
         # called before every attempt of a write (retries included); raises to stop it. Push
@@ -251,7 +251,7 @@ class AmoSession:
                 break
             token = self.tokens.access_token()
         raise AmoAuthError(
-            "amoCRM refused the access token (401); it is not sent again",
+            "amoCRM refused the access token (401); it is not sent again for now",
             method=method,
             url=redact_text(url),
             status=401,
@@ -299,8 +299,7 @@ class AmoSession:
             watch.release()
         status = response.status_code
         self._log(method, url, status, started)
-        if status == 401 and token is not None:
-            self.gate.mark_dead(token)  # transports without a trace (tests) learn it here
+        self.gate.answered(token, status)  # transports without a trace (tests) learn it here
         # a success carries no URL: it is redacted (regular expressions over a chat lookup's
         # 6 KB of ids, ~2% of a pull's CPU) only for an answer that becomes an error
         outcome = classify(method, "", status, response.headers, raw) if status < 300 else None

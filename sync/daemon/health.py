@@ -5,9 +5,16 @@ answer or network failure, as it happens), and turns that into the /healthz verd
 
 - a **standby** is healthy while it can reach PostgreSQL (it is ready to take over);
 - the **leader** is healthy when a pull succeeded within `unhealthy_after_polls` poll intervals
-  (a long full resync that keeps getting answers from amoCRM counts as fresh), amoCRM is
+  (a long full resync that keeps storing pages counts as fresh: `StoredPages` says so as each
+  page commits; an answer from amoCRM alone does not, a pull whose every page fails to be stored
+  is stale however often amoCRM answers), amoCRM is
   reachable (no streak of network errors or 5xx longer than a grace period), authentication
   works, the IP is not blocked and PostgreSQL answers.
+
+A job's failure is cleared by a success of the same kind of job (`kind`: every pull, full resync
+included, is one kind; push another): a push with nothing to send succeeds on a full disk, and
+must not hide that every pull fails for want of space. amoCRM's problems clear when amoCRM
+accepts a request; PostgreSQL being unavailable clears when it answers again.
 
 PostgreSQL "answers" also means it does not keep the main loop waiting: a check of the leader
 lock with no answer for `DATABASE_SILENCE_S` (a hung server, a frozen network path: no error
@@ -49,7 +56,6 @@ DATABASE_SILENCE_S = 3.0  # PostgreSQL silent this long (no answer, no error) is
 class _Amo:
     failing_since: float | None = None
     failure: str | None = None
-    last_ok: float | None = None
     problem: str | None = None  # auth_failed | ip_blocked | payment_required (from a job)
     detail: str | None = None
 
@@ -69,7 +75,8 @@ class Health:
     _running: dict[str, float] = field(default_factory=dict)
     _database: str | None = None
     _lock_waits: dict[str, str] = field(default_factory=dict)  # job → who holds the lock
-    _disk_full: str | None = None  # a job failed for want of disk space
+    _disk_full: dict[str, str] = field(default_factory=dict)  # kind → why (latest last)
+    _pull_stored: float | None = None  # a pull last committed a page (while it runs: fresh)
     _lost: str | None = None  # the leader lock was lost; the old leadership is winding down
     _awaiting: dict[object, tuple[str, float]] = field(default_factory=dict)  # → (what, since)
     _heartbeat: float | None = None
@@ -85,7 +92,7 @@ class Health:
             self._lost = None
             self._leader_since = self.clock.monotonic() if role == "leader" else None
             if role != "leader":
-                self._last_pull_ok = None
+                self._last_pull_ok = self._pull_stored = None
                 self._running.clear()
 
     def leadership_lost(self, reason: str) -> None:
@@ -93,7 +100,7 @@ class Health:
         leadership may still be finishing; `set_role` clears this once it has)."""
         with self._lock:
             self.role = "standby"
-            self._leader_since = self._last_pull_ok = None
+            self._leader_since = self._last_pull_ok = self._pull_stored = None
             self._lost = reason
 
     def set_poll_interval(self, seconds: float) -> None:
@@ -143,7 +150,8 @@ class Health:
     def job_succeeded(self, job: str) -> None:
         with self._lock:
             self._running.pop(job, None)
-            self._database = self._disk_full = None
+            self._database = None
+            self._disk_full.pop(kind(job), None)  # only this kind of job proved it can write
             self._lock_waits.pop(job, None)
             if job in PULL_JOBS:
                 self._last_pull_ok = self.clock.monotonic()
@@ -158,13 +166,19 @@ class Health:
             problem = _problem_of(error)
             full = disk_full(error)
             if full:
-                self._disk_full = full.removeprefix("disk full: ")
+                self._disk_full.pop(kind(job), None)  # re-inserted: the latest is reported
+                self._disk_full[kind(job)] = full.removeprefix("disk full: ")
             elif isinstance(error, LockWaitError):  # PostgreSQL is up; another session blocks us
                 self._lock_waits[job] = str(error)
             elif isinstance(error, StoreError):
                 self._database = str(error)
             elif problem is not None:
                 self._amo.problem, self._amo.detail = problem, str(error)
+
+    def pull_stored(self) -> None:
+        """A pull committed a page (and its cursor): a long one still makes progress."""
+        with self._lock:
+            self._pull_stored = self.clock.monotonic()
 
     # --- fed by the amoCRM transport -----------------------------------------------------------
 
@@ -174,10 +188,8 @@ class Health:
                 self._amo_failing(f"HTTP {status}")
                 return
             self._amo.failing_since = self._amo.failure = None
-            if 200 <= status < 300:
-                self._amo.last_ok = self.clock.monotonic()
-                if self._amo.problem != "ip_blocked":
-                    self._amo.problem = self._amo.detail = None
+            if 200 <= status < 300 and self._amo.problem != "ip_blocked":
+                self._amo.problem = self._amo.detail = None
 
     def amocrm_unreachable(self, error: str) -> None:
         with self._lock:
@@ -225,8 +237,8 @@ class Health:
         elif self._database:
             reasons.append(f"database_unavailable: {self._database}")
         reasons.extend(f"database_lock_wait: {job} {why}" for job, why in self._lock_waits.items())
-        if self._disk_full:
-            reasons.append(f"disk_full: {self._disk_full}")
+        if self._disk_full:  # one reason, the latest failure's words
+            reasons.append(f"disk_full: {list(self._disk_full.values())[-1]}")
         if self._lost:
             reasons.append(f"leadership_lost: {self._lost}")
         if self.role in ("standby", "stopping"):
@@ -265,8 +277,8 @@ class Health:
         if self._last_pull_ok is None:
             return "no_successful_pull: none yet since this daemon became leader"
         fresh = self._last_pull_ok
-        if PULL_JOBS & self._running.keys() and self._amo.last_ok is not None:
-            fresh = max(fresh, self._amo.last_ok)  # a long resync still getting answers
+        if self._pull_stored is not None:
+            fresh = max(fresh, self._pull_stored)  # a long resync still storing pages
         if now - fresh <= window:
             return None
         return f"pull_stale: no successful pull for {round(now - fresh)}s (limit {window:g}s)"
@@ -279,6 +291,24 @@ class Health:
         with self._lock:
             beat = self._heartbeat
         return beat is not None and self.clock.monotonic() - beat <= max_silence_s
+
+
+class StoredPages:
+    """The daemon's pulls' `sync.pull.Progress`: each page a pull stores tells `Health`."""
+
+    def __init__(self, health: Health) -> None:
+        self._health = health
+
+    def start(self, total: int | None, description: str) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        self._health.pull_stored()
+
+
+def kind(job: str) -> str:
+    """The kind of work a job does: a failure is cleared by a success of the same kind."""
+    return "pull" if job in PULL_JOBS or job == "full_requested" else job
 
 
 def _problem_of(error: BaseException) -> str | None:

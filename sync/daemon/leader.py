@@ -42,9 +42,11 @@ from sync.db import status as queries
 from sync.db.capture import changes_channel, notify_channel
 from sync.db.diag import error_line
 from sync.db.engine import probe
+from sync.db.halt import clear_halted
 from sync.db.hooks import hooks_channel
 from sync.db.listen import Listener
 from sync.db.locks import LeaderLock, holder_name
+from sync.db.runs import RunStore
 from sync.logs import get_logger
 from sync.pull.memo import PollMemo
 
@@ -121,6 +123,8 @@ class Daemon:
     def _lead(self, stop: threading.Event) -> bool:
         schema = self.config.database.schema
         log.info("leader_elected", schema=schema, holder=holder_name())
+        if not self.health.halted:
+            self._clear_halt()  # a halt another (earlier) leader recorded describes no one now
         self.runner.stopping.clear()
         self._lost.clear()
         prune = self._prune if self.config.daemon.keep_runs_days else None
@@ -190,11 +194,36 @@ class Daemon:
             note = "its open transaction is rolled back as the process exits"
             waited = self.config.daemon.shutdown_timeout_s
             log.warning("job_abandoned", jobs=sorted(running), waited_s=waited, note=note)
+            if "full_requested" in running:
+                self._put_back_requests()
         self.lock.release()
         self.parts.metrics.leader.set(0)
         self.health.set_role("standby")
         log.info("leadership_released", schema=self.config.database.schema)
         return clean
+
+    def _clear_halt(self) -> None:
+        try:
+            with self.parts.engine.begin() as conn:
+                clear_halted(conn)
+        except SQLAlchemyError as exc:  # a reader trusts the row only for its holder anyway
+            log.debug("halt_not_cleared", error=error_line(exc))
+
+    def _put_back_requests(self) -> None:
+        """The requested full resync was abandoned: its request, claimed (`running`) in a
+        transaction of its own, would stay `running` once the process exits, so it is `pending`
+        again now, before the leader lock goes. Every `running` request is that job's: requests
+        are served only under the pull lock, which the abandoned job still holds, and only by
+        the leader. If the job finishes meanwhile, it closes the request as usual."""
+        try:
+            with self.parts.engine.begin() as conn:
+                count = RunStore(self.config.database.schema).reopen_requests(conn)
+        except SQLAlchemyError as exc:
+            log.warning("request_put_back_failed", error=error_line(exc),
+                        note="the next leader puts it back before serving requests")  # fmt: skip
+            return
+        if count:
+            log.info("request_put_back", count=count, reason="stopping: the next run serves it")
 
     # --- leadership ----------------------------------------------------------------------------
 

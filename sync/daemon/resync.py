@@ -4,7 +4,9 @@ A request is a `sync_requests` row (the same as `INSERT INTO sync_requests (kind
 ('full')` in SQL). If no process holds the leader lock, this command takes the lock itself (so a
 daemon starting meanwhile waits as a standby) and serves the request at once. Waiting for the
 daemon's run (`--wait`), the progress counts the contacts that run has stored so far (its
-`sync_full_seen` rows) against the stored live contacts.
+`sync_full_seen` rows) against the stored live contacts. A daemon that holds the lock but halted
+(a 403 IP block: `sync.db.halt`) serves no request until it is restarted: the request is queued
+all the same, and the outcome says so instead of promising a start.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sync.amo.client import AmoClient
 from sync.config import Config
 from sync.core.models import FINISHED_REQUEST, RequestStatus
 from sync.db import status as queries
+from sync.db.halt import fetch_halted
 from sync.db.locks import LeaderLock
 from sync.db.runs import add_request
 from sync.errors import SyncError
@@ -34,6 +37,7 @@ class Outcome:
     ran_here: bool
     request: dict[str, Any] | None  # the row when finished (ran here, or waited for)
     leader: str | None
+    halted: dict[str, Any] | None = None  # the daemon's halt (`sync.db.halt`): no run comes
 
 
 def resync(
@@ -65,9 +69,10 @@ def resync(
         return Outcome(request_id, True, _fetch(engine, request_id), None)
     with engine.connect() as conn:
         leader = queries.fetch_leader(conn, config.database.schema)
-    name = leader.application_name if leader else None
-    if wait_s is None:
-        return Outcome(request_id, False, None, name)
+        name = leader.application_name if leader else None
+        halted = fetch_halted(conn, name)
+    if wait_s is None or halted is not None:  # a halted daemon serves nothing: no use waiting
+        return Outcome(request_id, False, None, name, halted)
     watch = _Watch(request_id, name, progress)
     return Outcome(request_id, False, _wait(engine, watch, wait_s, sleep), name)
 

@@ -41,11 +41,12 @@ from sync.amo.client import AmoClient
 from sync.cli_stop import exit_now
 from sync.clock import SystemClock
 from sync.config import Config
-from sync.daemon.health import Health
+from sync.daemon.health import Health, StoredPages
 from sync.daemon.leader import STANDBY_RETRY_MAX_S, Daemon, Parts
 from sync.daemon.metrics import DatabaseCollector, Metrics, amocrm_transport, jwt_expiry
 from sync.daemon.schedule import Jobs
 from sync.daemon.server import Endpoints, HttpServer
+from sync.daemon.token_probe import probing
 from sync.daemon.webhooks.daemon_hooks import DaemonHooks
 from sync.db.migrate import upgrade
 from sync.errors import StoreError, UsageError
@@ -142,16 +143,26 @@ def stop_requests_on(stop: threading.Event, client: AmoClient) -> None:
 
 
 def build_jobs(
-    config: Config, engine: Engine, client: AmoClient, memo: PollMemo | None = None
+    config: Config,
+    engine: Engine,
+    client: AmoClient,
+    memo: PollMemo | None = None,
+    health: Health | None = None,
 ) -> Jobs:
     """The leader's jobs: pull and push as the CLI runs them, on the daemon's client; its
-    incremental pulls share a `PollMemo`, so idle polls skip what they may (`sync.pull.memo`)."""
+    incremental pulls share a `PollMemo`, so idle polls skip what they may (`sync.pull.memo`).
+    Each first tries a long-lived token amoCRM refused once more (`sync.daemon.token_probe`);
+    with `health`, each page a pull stores keeps the pull fresh there (`StoredPages`)."""
     memo = memo or PollMemo(config.sync.events_every_s)
+    session = client.session  # each job first tries a refused long-lived token once more
+    stored = StoredPages(health) if health is not None else None
+    pull = partial(run_pull, config, engine, client, progress=stored)
+    serve = partial(serve_request, config, engine, client, progress=stored)
     return Jobs(
-        pull=partial(run_pull, config, engine, client, memo=memo),
-        push=partial(run_push, config, engine, client),
-        full=partial(run_pull, config, engine, client, full=True),
-        requested=partial(serve_request, config, engine, client),
+        pull=probing(session, partial(pull, memo=memo)),
+        push=probing(session, partial(run_push, config, engine, client)),
+        full=probing(session, partial(pull, full=True)),
+        requested=probing(session, serve),
     )
 
 
@@ -180,8 +191,8 @@ def run_daemon(config: Config) -> None:
         if config.daemon.migrate and not migrate_when_possible(config, stop, health):
             return
         memo = PollMemo(config.sync.events_every_s)
-        parts = Parts(config, engine, build_jobs(config, engine, client, memo), health, metrics,
-                      SystemClock(), hooks=hooks, memo=memo)  # fmt: skip
+        jobs = build_jobs(config, engine, client, memo, health)
+        parts = Parts(config, engine, jobs, health, metrics, SystemClock(), hooks=hooks, memo=memo)
         clean = Daemon(parts).run(stop)
     finally:
         if http is not None:

@@ -71,6 +71,7 @@ from sync.daemon.metrics import Metrics
 from sync.daemon.webhooks.pull import PullSoon
 from sync.db import status as queries
 from sync.db.diag import error_line, store_error
+from sync.db.halt import record_halt
 from sync.db.status import RunRow
 from sync.errors import AmoBlockedError, SyncError, disk_full, was_logged
 from sync.logs import get_logger
@@ -198,6 +199,7 @@ class JobRunner:
         if isinstance(exc, AmoBlockedError):
             log.error("sync_halted", reason="amoCRM blocked this IP (403); only its support "
                       "can lift the block; restart amosync afterwards")  # fmt: skip
+            record_halt(self.engine, error_line(exc))  # `amosync resync` must not promise a run
 
     def _max_run_id(self) -> int | None:
         try:

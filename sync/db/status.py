@@ -89,7 +89,16 @@ def fetch_last_runs(conn: Connection) -> dict[str, RunRow]:
 
 def fetch_last_success(conn: Connection) -> dict[str, RunRow]:
     """The latest succeeded run of each kind."""
-    done = sync_runs.c.status == RunStatus.SUCCEEDED
+    return _latest_of_each_kind(conn, sync_runs.c.status == RunStatus.SUCCEEDED)
+
+
+def fetch_last_finished(conn: Connection) -> dict[str, RunRow]:
+    """The latest finished run (succeeded or failed) of each kind: while a new run retries an
+    outage, this says how the one before it ended."""
+    return _latest_of_each_kind(conn, sync_runs.c.status != RunStatus.RUNNING)
+
+
+def _latest_of_each_kind(conn: Connection, done: sa.ColumnElement[bool]) -> dict[str, RunRow]:
     ranked = sa.select(
         sync_runs,
         sa.func.row_number()

@@ -242,7 +242,7 @@ class Sink:
             self.fetched += len(page.items)
             self.upserted += result.upserted
             self.new_versions += result.new_versions
-        if self.progress is not None and page.items:
+        if self.progress is not None:  # an empty page too: its cursor is committed
             self.progress.advance(len(page.items))
 
     def _write_retrying(self, page: CompletePage) -> PageResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from sync.daemon.resync import resync
 from sync.daemon.schedule import JobRunner
 from sync.db import status as queries
 from sync.db.engine import create_engine
+from sync.db.halt import mark_halted
 from sync.db.locks import LeaderLock, holder_name
 from sync.db.roles import grant_reader
 from sync.db.runs import add_request
@@ -262,6 +264,44 @@ def test_resync_beside_a_daemon_only_queues(db_config: DatabaseConfig, engine: E
     assert outcome.leader == holder_name()
     with engine.connect() as conn:
         assert queries.count_pending_requests(conn) == 1
+
+
+def test_resync_beside_a_halted_daemon_says_so_and_does_not_wait(
+    db_config: DatabaseConfig, engine: Engine, runner: JobRunner
+) -> None:
+    def blocked() -> None:
+        raise AmoBlockedError("amoCRM blocked this IP", method="GET", url="/x", status=403)
+
+    def no_wait(seconds: float) -> None:
+        raise AssertionError("a halted daemon serves no request: nothing to wait for")
+
+    daemon_lock = LeaderLock(create_engine(db_config), "amocrm")
+    assert daemon_lock.try_acquire()
+    try:
+        runner.health.set_role("leader")
+        runner.run("pull", blocked)  # the daemon halts
+        outcome = resync(Config(database=db_config), engine, _no_client, wait_s=60, sleep=no_wait)
+    finally:
+        daemon_lock.release()
+    assert (outcome.ran_here, outcome.leader) == (False, holder_name())
+    assert outcome.halted is not None
+    assert outcome.halted["reason"].startswith("amoCRM blocked this IP")
+    with engine.connect() as conn:
+        assert queries.count_pending_requests(conn) == 1  # queued for the restarted daemon
+
+
+def test_a_halt_recorded_by_a_gone_daemon_is_not_believed(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    with engine.begin() as conn:  # a halted daemon killed; another process leads now
+        mark_halted(conn, "amosync-leader gone:1", "amoCRM blocked this IP", datetime.now(UTC))
+    daemon_lock = LeaderLock(create_engine(db_config), "amocrm")
+    assert daemon_lock.try_acquire()
+    try:
+        outcome = resync(Config(database=db_config), engine, _no_client)
+    finally:
+        daemon_lock.release()
+    assert outcome.halted is None
 
 
 def _no_client() -> object:

@@ -20,7 +20,9 @@ from sync.daemon.leader import Daemon, Parts
 from sync.daemon.metrics import Metrics
 from sync.daemon.schedule import JobRunner, Jobs, PushSoon, build_scheduler
 from sync.db import status as queries
-from sync.db.runs import add_request
+from sync.db.halt import fetch_halted, mark_halted
+from sync.db.locks import holder_name
+from sync.db.runs import RunStore, add_request
 
 
 @dataclass
@@ -262,3 +264,50 @@ def _sessions_waiting_on(engine: Engine, table: str) -> int:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND wait_event_type = 'Lock' AND query LIKE :q"
         ), {"q": f"%{table}%"}) or 0)  # fmt: skip
+
+
+def test_a_stop_that_abandons_a_requested_resync_puts_its_request_back(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    claimed, release = threading.Event(), threading.Event()
+
+    def serve() -> None:  # claims the request as serve_request does, then waits on amoCRM
+        with engine.begin() as conn:
+            RunStore("amocrm").claim_request(conn)
+        claimed.set()
+        release.wait(20)
+
+    rec = Recorder()
+    jobs = Jobs(rec.job("pull"), rec.job("push"), rec.job("full"), serve)
+    daemon = _daemon(db_config, engine, jobs, requests_poll_s=0.2, shutdown_timeout_s=0.5)
+    with engine.begin() as conn:
+        request = add_request(conn)
+    result: list[bool] = []
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: result.append(daemon.run(stop)), daemon=True)
+    thread.start()
+    try:
+        assert claimed.wait(10)
+        with capture_logs() as logs:
+            stop.set()
+            thread.join(10)
+    finally:
+        release.set()
+    assert result == [False]  # the job was abandoned
+    assert "request_put_back" in [e["event"] for e in logs]
+    with engine.connect() as conn:
+        status = conn.scalar(sa.text("SELECT status FROM amocrm.sync_requests WHERE id = :i"),
+                             {"i": request})  # fmt: skip
+    assert status == "pending"
+
+
+def test_a_new_leader_clears_the_halt_an_earlier_one_recorded(
+    start: Callable[[Jobs], Daemon], engine: Engine
+) -> None:
+    with engine.begin() as conn:  # the halted daemon was restarted
+        mark_halted(conn, holder_name(), "amoCRM blocked this IP", datetime.now(UTC))
+    rec = Recorder()
+    start(Jobs(rec.job("pull"), rec.job("push"), rec.job("full"), rec.job("requested")))
+    _wait(lambda: rec.count("pull") >= 1)  # it leads
+    with engine.connect() as conn:
+        assert fetch_halted(conn, holder_name()) is None

@@ -93,3 +93,38 @@ def test_the_webhooks_line_does_not_contradict_the_last_hook(
         data = gather(conn, config)
     assert "quiet since" in render(data)
     assert data["webhooks"]["reason"] == "no hook received yet"
+
+
+def test_a_failed_run_is_named_while_the_next_one_runs(
+    engine: Engine, db_config: DatabaseConfig
+) -> None:
+    """amoCRM down: each pull retries and fails, the next starts at once. Status shows the
+    running pull and the failure before it, with its time."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO amocrm.sync_runs (kind, status, started_at, finished_at, error) VALUES "
+            "('pull', 'failed', now(), now(), 'cannot connect to amoCRM at 127.0.0.1:9')"
+        ))  # fmt: skip
+    _start_run(engine)
+    with pull_lock(engine, "amocrm") as lock:
+        assert lock is not None
+        with engine.begin() as conn:
+            data: dict[str, Any] = gather(conn, Config(database=db_config))
+    assert data["last_runs"]["pull"]["status"] == "running"
+    failed = data["last_failures"]["pull"]
+    assert failed["error"] == "cannot connect to amoCRM at 127.0.0.1:9"
+    line = next(line for line in render(data).splitlines() if "pull  running" in line)
+    assert f"the pull before it failed at {failed['finished_at']}: cannot connect" in line
+
+
+def test_no_failure_is_named_once_a_run_of_the_kind_succeeded(
+    engine: Engine, db_config: DatabaseConfig
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO amocrm.sync_runs (kind, status, started_at, finished_at, error) VALUES "
+            "('pull', 'failed', now(), now(), 'boom'), ('pull', 'succeeded', now(), now(), NULL)"
+        ))  # fmt: skip
+        data: dict[str, Any] = gather(conn, Config(database=db_config))
+    assert data["last_failures"] == {}
+    assert "boom" not in render(data)

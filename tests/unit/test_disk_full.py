@@ -62,7 +62,7 @@ def test_store_errors_says_disk_full() -> None:
     assert str(caught.value) == f"disk full: PostgreSQL could not write: {PG_MESSAGE}"
 
 
-def test_healthz_reports_disk_full_until_a_job_succeeds() -> None:
+def test_healthz_reports_disk_full_until_each_kind_that_failed_succeeds() -> None:
     health = Health(poll_interval_s=10)
     health.set_role("leader")
     health.job_succeeded("pull")
@@ -72,7 +72,20 @@ def test_healthz_reports_disk_full_until_a_job_succeeds() -> None:
     assert body["reasons"] == [f"disk_full: PostgreSQL could not write: {PG_MESSAGE}"]
     health.job_failed("pull", OSError(errno.ENOSPC, "No space left on device"))
     assert health.report()[1]["reasons"] == ["disk_full: No space left on device"]
+    health.job_succeeded("pull")  # the pulls write again; the push has not yet
+    assert health.report()[1]["reasons"] == [f"disk_full: PostgreSQL could not write: {PG_MESSAGE}"]
+    health.job_succeeded("push")
+    assert health.report()[0] == 200
+
+
+def test_a_push_with_nothing_to_send_does_not_clear_a_pulls_full_disk() -> None:
+    health = Health(poll_interval_s=10)
+    health.set_role("leader")
     health.job_succeeded("pull")
+    health.job_failed("pull", DiskFullError(f"disk full: PostgreSQL could not write: {PG_MESSAGE}"))
+    health.job_succeeded("push")  # wrote nothing: proves nothing of the disk
+    assert health.report()[1]["reasons"] == [f"disk_full: PostgreSQL could not write: {PG_MESSAGE}"]
+    health.job_succeeded("full_requested")  # a requested full resync is a pull too
     assert health.report()[0] == 200
 
 

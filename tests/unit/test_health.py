@@ -55,13 +55,22 @@ def test_pull_goes_stale_after_a_few_poll_intervals() -> None:
     assert reasons(health) == ["pull_stale: no successful pull for 31s (limit 30s)"]
 
 
-def test_a_long_full_resync_that_gets_answers_stays_healthy() -> None:
+def test_a_long_full_resync_that_stores_pages_stays_healthy() -> None:
     health, clock = leader(poll=10)
     health.job_succeeded("pull")
     health.job_started("full")
     clock.t += 600
-    health.amocrm_answered(200)
+    health.pull_stored()
     assert health.report()[0] == 200
+
+
+def test_a_running_pull_that_gets_answers_but_stores_nothing_goes_stale() -> None:
+    health, clock = leader(poll=10)
+    health.job_succeeded("pull")
+    health.job_started("pull")  # every page fails to be stored (a full disk, say)
+    clock.t += 31
+    health.amocrm_answered(200)
+    assert reasons(health) == ["pull_stale: no successful pull for 31s (limit 30s)"]
 
 
 def test_amocrm_unreachable_after_a_grace_then_healthy_on_the_next_answer() -> None:
