@@ -18,12 +18,11 @@ Where the schedule lives:
   half of `max_rps` on its own schedule (two processes falling back still fit) and retries the
   store after `STORE_RETRY_S`.
 
-A start from the shared schedule must also *leave* on time: one taken in time but held up
-before its headers are written (a thread that waits for the GIL or a connection, a process
-not scheduled: 100-300 ms on a loaded host, measured) would reach amoCRM in the next starts'
-second, and the other process cannot know. So when its headers are about to be written
-(`leaving`) a start more than `LATE_SHARE` of a step past its moment is given up, nothing sent
-(`LateStartError`), and the request takes another start.
+A shared start must also *leave* on time: one held up before its headers (the GIL, a process
+not scheduled: 100-300 ms on a loaded host) reaches amoCRM in the next starts' second, unseen
+by the other process. So a start more than `LATE_SHARE` of a step (at least `LATE_MIN_S`) past
+its moment when its headers begin (`leaving`) is given up unsent (`LateStartError`) and the
+request takes another; after `MAX_LATE` such in a row one goes anyway (a run must progress).
 
 A second check counts when requests really left (`sent`, from the HTTP trace: once their
 headers are out): at most `limit` in any `window`, so a start delayed by a slow connect or a
@@ -73,6 +72,7 @@ MAX_MARGIN_S = 0.15  # a 429 at `max_rps` doubles the margin up to this (see `th
 MAX_CLAIM = 4  # starts claimed from the store at once (at most: the threads waiting)
 CLAIM_AHEAD_S = 0.02  # above ~50 rps (the emulator only) claim this much schedule at once
 LATE_SHARE = 0.3  # a granted start not taken within this share of a step is given up
+LATE_MIN_S, MAX_LATE = 0.04, 3  # a shared start leaves this late at most; given up ≤ 3 in a row
 STORE_RETRY_S = 5.0
 PEER_BLOCKED = (
     "amoCRM blocked this IP (403 page) for another amosync process of this account; "
@@ -114,7 +114,7 @@ class RateLimiter:
         self.store = store
         self.throttles = 0  # 429s this process got
         self.claims = self.dropped = 0  # claims made; granted starts given up unused
-        self.late = 0  # starts taken but given up as their headers were late (shared only)
+        self.late = self._late_run = 0  # starts given up as their headers were late (shared)
         self._monotonic = monotonic
         self._sends: deque[Slot] = deque(maxlen=2 * self.limit)
         self._starts: deque[tuple[float, float]] = deque()  # granted (moment, deadline), ours
@@ -211,13 +211,13 @@ class RateLimiter:
         is given up unsent) if its shared start's moment passed more than `LATE_SHARE` ago."""
         with self._cond:
             now = self._monotonic()
-            if now > slot.deadline:
-                self.late += 1
+            if now > slot.deadline and self._late_run < MAX_LATE:
+                self.late, self._late_run = self.late + 1, self._late_run + 1
                 if slot in self._sends:
                     self._sends.remove(slot)  # it never left: nothing of it is in the window
                 self._cond.notify_all()
                 raise LateStartError("the request's start passed before its headers left")
-            slot.at = max(slot.at, now)
+            slot.at, self._late_run = max(slot.at, now), 0
 
     def sent(self, slot: Slot) -> None:
         """The request's bytes are leaving now: count it from now if that is later."""
@@ -285,7 +285,7 @@ class RateLimiter:
                 return
         self._rate = claim.rate
         self._step = claim.step
-        late = math.inf if offset is None else LATE_SHARE * claim.step  # ours: `_hold` counts
+        late = math.inf if offset is None else max(LATE_MIN_S, LATE_SHARE * claim.step)
         self._starts.extend((at + (offset or 0.0), at + (offset or 0.0) + late)
                             for at in claim.starts)  # fmt: skip
 

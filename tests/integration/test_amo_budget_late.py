@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from sync.amo.backoff import Backoff
 from sync.amo.client import AmoClient
-from sync.amo.ratelimit import LATE_SHARE, RateLimiter, Slot
+from sync.amo.ratelimit import LATE_SHARE, MAX_LATE, RateLimiter, Slot
 from sync.db.budget import BudgetRow
 from tests.integration.amo_emulator import FAST_BACKOFF, amo_config, running
 
@@ -28,14 +28,15 @@ class HeldUpLimiter(RateLimiter):
     got its start and before the request is written (a thread waiting for the GIL, a process
     not scheduled)."""
 
-    def __init__(self, store: BudgetRow) -> None:
+    def __init__(self, store: BudgetRow, held_up: int = 1) -> None:
         super().__init__(7, store=store)
         self.slots: list[Slot] = []
+        self.held_up = held_up  # how many starts in a row are held up
 
     def acquire(self, stopping: threading.Event | None = None) -> Slot:
         slot = super().acquire(stopping)
         self.slots.append(slot)
-        if len(self.slots) == 1:
+        if len(self.slots) <= self.held_up:
             time.sleep(HELD_UP_S)
         return slot
 
@@ -59,6 +60,23 @@ def test_a_shared_start_held_up_before_its_request_left_is_given_up_unsent(
     assert first.at == first.started  # never counted as sent: it did not leave
     assert second.at >= second.started
     assert [r["status"] for r in log] == [200]  # the request left once
+
+
+def test_a_request_held_up_at_every_start_still_leaves_after_max_late(engine: Engine) -> None:
+    """A host so loaded that every start is late must not stall the run: after `MAX_LATE`
+    starts given up in a row, one goes anyway (the sent-window still counts it)."""
+    with running(rate_limit=7, block_after_violations=None) as (emulator, url):
+        limiter = HeldUpLimiter(BudgetRow(engine), held_up=100)
+        config = amo_config(url, emulator.long_lived_token, max_rps=7.0)
+        client = AmoClient.connect(config, limiter=limiter, backoff=Backoff(**FAST_BACKOFF))
+        try:
+            client.fetch_account()
+        finally:
+            client.close()
+        log = [r for r in emulator.requests() if r["path"].startswith("/api/v4")]
+    assert limiter.late == MAX_LATE
+    assert len(limiter.slots) == MAX_LATE + 1
+    assert [r["status"] for r in log] == [200]
 
 
 def test_the_shared_clock_is_read_from_the_tightest_round_trip(engine: Engine) -> None:
