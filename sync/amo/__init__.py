@@ -44,9 +44,10 @@ from sync.amo.auth import (
     store_authorization_code,
 )
 from sync.amo.client import AmoClient
+from sync.amo.limiters import shared_limiter
 from sync.amo.pages import Page
 from sync.amo.query import encode_query
-from sync.amo.ratelimit import RateLimiter, shared_limiter
+from sync.amo.ratelimit import RateLimiter
 from sync.amo.session import AmoSession, Reply
 from sync.amo.writes import WriteResult
 

@@ -6,9 +6,8 @@
         store(page.items)            # one transaction per page
     results = client.update_contacts([{"id": 5, "name": "New"}])
 
-Thread-safe: share one client between the threads of a pool. Every client built for the same
-origin shares the process-wide rate budget (`shared_limiter`); given a `budget` store
-(`sync.db.budget.BudgetRow`), every process of the account shares it too.
+Thread-safe: share one client between the threads of a pool. Every client for one origin shares
+the process's rate budget (`shared_limiter`); with a `budget` store (`BudgetRow`), every process.
 """
 
 from __future__ import annotations
@@ -27,9 +26,10 @@ from sync.amo.budget import BudgetStore
 from sync.amo.chats import CHATS, ChatForm, ChatReader, parse_links, shared_chat_form
 from sync.amo.created import Sent
 from sync.amo.hooks import WEBHOOKS, Webhook, parse_webhook, parse_webhooks
+from sync.amo.limiters import shared_limiter
 from sync.amo.numbers import normalise
 from sync.amo.pages import MAX_LIMIT, Page, iter_pages
-from sync.amo.ratelimit import RateLimiter, shared_limiter
+from sync.amo.ratelimit import RateLimiter
 from sync.amo.reconcile import find_created, find_linked, find_updated, newest_contact_id
 from sync.amo.session import AmoSession, Reply
 from sync.amo.writes import Item, WriteResult, parse_results, prepare, run_writes

@@ -31,6 +31,11 @@ class DeadTokenError(Exception):
     """A request was stopped before sending: its token had been refused meanwhile."""
 
 
+class LateStartError(Exception):
+    """A request was stopped before sending: its start from the shared schedule had passed
+    (`RateLimiter.leaving`); it takes another."""
+
+
 class TokenGate:
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._monotonic = monotonic

@@ -10,8 +10,8 @@ from typing import Protocol, TypeAlias
 
 import httpx
 
+from sync.amo.query import host_port
 from sync.amo.responses import network_reason
-from sync.amo.session import host_port
 from sync.amo.tls import tls_context
 
 # What `AmoClient.connect` accepts as its transport (tests pass the emulator's in-process one).

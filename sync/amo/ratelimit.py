@@ -18,6 +18,12 @@ Where the schedule lives:
   half of `max_rps` on its own schedule (two processes falling back still fit) and retries the
   store after `STORE_RETRY_S`.
 
+A shared start must also *leave* on time: one held up before its headers (the GIL, a process
+not scheduled: 100-300 ms on a loaded host) reaches amoCRM in the next starts' second, unseen
+by the other process. So a start more than `LATE_SHARE` of a step (at least `LATE_MIN_S`) past
+its moment when its headers begin (`leaving`) is given up unsent (`LateStartError`) and the
+request takes another; after `MAX_LATE` such in a row one goes anyway (a run must progress).
+
 A second check counts when requests really left (`sent`, from the HTTP trace: once their
 headers are out): at most `limit` in any `window`, so a start delayed by a slow connect or a
 thread held up cannot bunch with the next ones. What is left for the margin is the time between
@@ -54,6 +60,7 @@ from sync.amo.budget import (
     Throttle,
     shared_change,
 )
+from sync.amo.gate import LateStartError
 from sync.amo.turns import Turns
 from sync.errors import AmoBlockedError, AmoError, StoreError
 from sync.logs import get_logger
@@ -65,6 +72,7 @@ MAX_MARGIN_S = 0.15  # a 429 at `max_rps` doubles the margin up to this (see `th
 MAX_CLAIM = 4  # starts claimed from the store at once (at most: the threads waiting)
 CLAIM_AHEAD_S = 0.02  # above ~50 rps (the emulator only) claim this much schedule at once
 LATE_SHARE = 0.3  # a granted start not taken within this share of a step is given up
+LATE_MIN_S, MAX_LATE = 0.04, 3  # a shared start leaves this late at most; given up ≤ 3 in a row
 STORE_RETRY_S = 5.0
 PEER_BLOCKED = (
     "amoCRM blocked this IP (403 page) for another amosync process of this account; "
@@ -75,12 +83,13 @@ PEER_BLOCKED = (
 class Slot:
     """One request's place in the window; `at` moves to when its bytes really left."""
 
-    __slots__ = ("at", "rate", "started")
+    __slots__ = ("at", "deadline", "rate", "started")
 
-    def __init__(self, at: float, rate: float = 0.0) -> None:
+    def __init__(self, at: float, rate: float = 0.0, deadline: float = math.inf) -> None:
         self.started = at  # when the limiter let it go
         self.at = at  # when it left (at least): counts in the window
         self.rate = rate  # the allowed rate it started at
+        self.deadline = deadline  # its headers must start by then (a shared schedule's start)
 
 
 class RateLimiter:
@@ -105,9 +114,10 @@ class RateLimiter:
         self.store = store
         self.throttles = 0  # 429s this process got
         self.claims = self.dropped = 0  # claims made; granted starts given up unused
+        self.late = self._late_run = 0  # starts given up as their headers were late (shared)
         self._monotonic = monotonic
         self._sends: deque[Slot] = deque(maxlen=2 * self.limit)
-        self._starts: deque[float] = deque()  # granted starts, on this process's clock
+        self._starts: deque[tuple[float, float]] = deque()  # granted (moment, deadline), ours
         self._step = self.step
         self._rate = self.max_rps
         self._local = BudgetState()  # the schedule without a store (or while it is down)
@@ -163,7 +173,7 @@ class RateLimiter:
                 continue
             self._drop_late(now)
             if self._starts:
-                wait = self._starts[0] - now
+                wait = self._starts[0][0] - now
                 if wait <= 0:
                     wait = self.turns.yields(place, -wait, self._step)
                 if wait <= 0:
@@ -175,15 +185,15 @@ class RateLimiter:
                 self._claim_locked()
 
     def _start(self, now: float) -> Slot:
-        self._starts.popleft()
-        slot = Slot(now, self._rate)
+        _, deadline = self._starts.popleft()
+        slot = Slot(now, self._rate, deadline)
         self._sends.append(slot)
         return slot
 
     def _drop_late(self, now: float) -> None:
         """Starts whose moment passed unused are lost: taking them late would bunch starts."""
         late = now - LATE_SHARE * self._step
-        while self._starts and self._starts[0] < late:
+        while self._starts and self._starts[0][0] < late:
             self._starts.popleft()
             self.dropped += 1
 
@@ -195,6 +205,19 @@ class RateLimiter:
             times = sorted((s.at for s in self._sends), reverse=True)
             hold = max(hold, times[self.limit - 1] + self.window - now)
         return hold
+
+    def leaving(self, slot: Slot) -> None:
+        """The request's headers start now: count it from now, or raise `LateStartError` (it
+        is given up unsent) if its shared start's moment passed more than `LATE_SHARE` ago."""
+        with self._cond:
+            now = self._monotonic()
+            if now > slot.deadline and self._late_run < MAX_LATE:
+                self.late, self._late_run = self.late + 1, self._late_run + 1
+                if slot in self._sends:
+                    self._sends.remove(slot)  # it never left: nothing of it is in the window
+                self._cond.notify_all()
+                raise LateStartError("the request's start passed before its headers left")
+            slot.at, self._late_run = max(slot.at, now), 0
 
     def sent(self, slot: Slot) -> None:
         """The request's bytes are leaving now: count it from now if that is later."""
@@ -262,7 +285,9 @@ class RateLimiter:
                 return
         self._rate = claim.rate
         self._step = claim.step
-        self._starts.extend(start + (offset or 0.0) for start in claim.starts)
+        late = math.inf if offset is None else max(LATE_MIN_S, LATE_SHARE * claim.step)
+        self._starts.extend((at + (offset or 0.0), at + (offset or 0.0) + late)
+                            for at in claim.starts)  # fmt: skip
 
     # --- 429, pauses and blocks -----------------------------------------------------------------
 
@@ -372,29 +397,3 @@ class RateLimiter:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
-
-
-_SHARED: dict[tuple[str, float, float, str], RateLimiter] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_limiter(
-    origin: str,
-    max_rps: float,
-    margin_s: float = DEFAULT_MARGIN_S,
-    store: BudgetStore | None = None,
-) -> RateLimiter:
-    """The process-wide limiter for one amoCRM origin (`https://host:port`) and budget store.
-
-    Every client built for the same origin, settings and store gets the same limiter, so the
-    budget is counted across all threads and jobs of the process, whichever client object they
-    use; the store (when given) extends it to every process of the account.
-    """
-    key = (origin.lower().rstrip("/"), float(max_rps), float(margin_s), store.name if store else "")
-    with _SHARED_LOCK:
-        limiter = _SHARED.get(key)
-        if limiter is None:
-            limiter = _SHARED[key] = RateLimiter(max_rps, margin_s=margin_s, store=store)
-        elif store is not None and store is not limiter.store:
-            store.close()  # the limiter keeps the store it was built with
-        return limiter

@@ -17,8 +17,8 @@ import httpx
 from sync.amo.auth import TOKEN_PATH, TokenProvider
 from sync.amo.backoff import Backoff, Stopping, pause
 from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
-from sync.amo.gate import DeadTokenError, RequestWatch, TokenGate
-from sync.amo.query import Params, absolute_url, encode_query
+from sync.amo.gate import DeadTokenError, LateStartError, RequestWatch, TokenGate
+from sync.amo.query import Params, absolute_url, encode_query, host_port
 from sync.amo.ratelimit import RateLimiter, Slot
 from sync.amo.responses import Outcome, classify, classify_exception, token_refusal
 from sync.amo.tls import tls_context
@@ -146,6 +146,8 @@ class AmoSession:
             self.writes_tried += write
             tried = self._attempt(method, url, json, write)
             outcome = tried.outcome
+            if outcome.late:  # its start passed before it could leave: it takes another
+                continue
             if outcome.unsent:  # stopped before sending: its token died while it waited
                 unsent += 1
                 self._give_up_after_unsent(unsent, method, url)
@@ -291,6 +293,8 @@ class AmoSession:
                 response.close()
         except DeadTokenError:
             return Outcome(unsent=True)
+        except LateStartError:
+            return Outcome(unsent=True, late=True)
         except httpx.HTTPError as exc:
             self._log(method, url, None, started, error=type(exc).__name__)
             error = classify_exception(method, redact_text(url), exc, write=write, host=self.host)
@@ -311,8 +315,9 @@ class AmoSession:
         return _failed(outcome)
 
     def _left(self, slot: Slot) -> None:
-        """The request's headers are being written: count it, from now, in the rate window."""
-        self.limiter.sent(slot)
+        """The request's headers are being written: count it, from now, in the rate window
+        (`LateStartError` if its shared start passed meanwhile: nothing is sent)."""
+        self.limiter.leaving(slot)
         with self._sent_lock:
             self._sent += 1
 
@@ -333,8 +338,10 @@ class AmoSession:
         """
         last: AmoError | None = None
         for attempt in range(2):
-            slot = self.limiter.acquire()
-            outcome = self._exchange("POST", TOKEN_PATH, dict(body), {}, False, slot=slot)
+            outcome = Outcome(late=True)
+            while outcome.late:  # a start that passed before it left is given up: another
+                slot = self.limiter.acquire()
+                outcome = self._exchange("POST", TOKEN_PATH, dict(body), {}, False, slot=slot)
             if outcome.error is None:
                 data = outcome.data.body
                 if isinstance(data, Mapping):
@@ -372,17 +379,6 @@ def _failed(outcome: Outcome) -> Outcome:
     if error is not None:
         log.debug("amo_request_failed", method=error.method, url=error.url, error=error.reason)
     return outcome
-
-
-def host_port(base_url: str) -> str:
-    """`crm.example.com:443` for `https://crm.example.com` (the port the client connects to)."""
-    parts = urlsplit(base_url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    default = 443 if parts.scheme == "https" else 80
-    return f"{parts.hostname or base_url}:{port or default}"
 
 
 @dataclass(frozen=True)

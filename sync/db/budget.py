@@ -5,8 +5,14 @@ lock (implements `sync.amo.budget.BudgetStore`; what the value means is `sync.am
 or push's pool, which may all be busy waiting for this very budget): `SELECT … FOR UPDATE` the
 row with PostgreSQL's `clock_timestamp()`, let `change` turn the value into a new one, write it
 back, commit. The row lock serialises processes; PostgreSQL's clock is the one clock they
-share, even on different hosts. A process claims a few request starts per transaction (see
-`sync.amo.ratelimit`), so at 7 requests/s the row sees a couple of updates a second.
+share, even on different hosts. Where our clock stood when PostgreSQL's was read is only known
+to within half the round trip around the read, and that round trip includes the wait for the
+row lock and any time the process was not scheduled (on a loaded host 100-400 ms): taken at its
+midpoint, one process read the shared schedule up to 190 ms off the other's (measured), more
+than the schedule's margin, and their starts bunched. So the offset between the two clocks is
+the one from the tightest round trip so far (`ClockOffset`), not the latest. A process claims
+a few request starts per transaction (see `sync.amo.ratelimit`), so at 7 requests/s the row
+sees a couple of updates a second.
 
 No table of its own: the state is a few numbers in the existing key/value table (key
 `amocrm_rate_budget`), so no migration is needed and a lost row only costs a fresh schedule.
@@ -14,6 +20,7 @@ No table of its own: the state is a few numbers in the existing key/value table 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,15 +41,46 @@ BUDGET_KEY = "amocrm_rate_budget"
 # the rate limiter falls back to half the budget until the database answers again
 SESSION_OPTIONS = "-c lock_timeout=2000 -c statement_timeout=5000"
 
+# how fast our monotonic clock may drift from PostgreSQL's (NTP slews the latter by at most
+# 500 ppm): what an offset measured that long ago may be off by, beside its round trip
+DRIFT = 0.0005
+
 T = TypeVar("T")
 Value = Mapping[str, Any]
 Change = Callable[[Value | None, float], tuple[T, Value]]
 
 
+class ClockOffset:
+    """Our monotonic clock minus PostgreSQL's, from the round trip that pinned it best.
+
+    Each read gives an offset good to within half its round trip; an older one loses `DRIFT`
+    per second. The best bound wins; a reading that cannot agree with the best one within both
+    bounds means a clock was stepped, and starts afresh from it."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self._error = math.inf  # how far `offset` may be off, as of `_at`
+        self._at = 0.0
+
+    def observe(self, before: float, shared: float, after: float) -> float:
+        """PostgreSQL's clock read `shared` between our `before` and `after`: the best offset."""
+        offset, error = (before + after) / 2 - shared, (after - before) / 2
+        aged = self._error + DRIFT * max(0.0, after - self._at)
+        if error <= aged or abs(offset - self.offset) > error + aged:
+            self.offset, self._error, self._at = offset, error, after
+        return self.offset
+
+
 class BudgetRow:
     """The shared rate budget of the engine's schema."""
 
-    def __init__(self, engine: Engine, key: str = BUDGET_KEY) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        key: str = BUDGET_KEY,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         translate = engine.get_execution_options().get("schema_translate_map") or {}
         schema = translate.get(None) or "public"
         url = engine.url
@@ -62,6 +100,8 @@ class BudgetRow:
         self._lock = threading.Lock()
         self._row_ready = False  # made sure of on this connection (reset when it is dropped)
         self._closed = False  # `close` ran and no `update` since: a late `warm` does nothing
+        self._monotonic = monotonic
+        self._clock = ClockOffset()  # survives a dropped connection: the clocks are the same
 
     def __repr__(self) -> str:
         return f"BudgetRow({self.name!r})"
@@ -99,9 +139,9 @@ class BudgetRow:
         conn = self._connection()
         with conn.begin():
             self._ensure_row(conn)
-            before = time.monotonic()
+            before = self._monotonic()
             value, now = self._read(conn)
-            local = (before + time.monotonic()) / 2  # when `now` was read, on our clock
+            local = now + self._clock.observe(before, now, self._monotonic())
             result, new = change(value if isinstance(value, Mapping) else None, now)
             conn.execute(
                 sa.update(sync_state)

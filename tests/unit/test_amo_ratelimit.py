@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from sync.amo.ratelimit import RateLimiter, shared_limiter
+from sync.amo.limiters import shared_limiter
+from sync.amo.ratelimit import RateLimiter
 from sync.amo.turns import Turns, Withdrawn
 from sync.errors import AmoBlockedError, StoreError
 

@@ -1,0 +1,99 @@
+"""Two processes sharing the rate budget through PostgreSQL keep their starts apart only if
+each takes the shared schedule's starts when it says: a start held up before its request
+leaves is given up (nothing sent) and the request takes another, and the shared clock is read
+from the tightest round trip, not one stretched by a lock wait or a descheduled process.
+
+Under load both bunched two processes' requests: 8 within 0.84-1.03 s at amoCRM's 7 rps
+(tests/e2e/test_shared_budget.py drew a 429 from it)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from sync.amo.backoff import Backoff
+from sync.amo.client import AmoClient
+from sync.amo.ratelimit import LATE_SHARE, MAX_LATE, RateLimiter, Slot
+from sync.db.budget import BudgetRow
+from tests.integration.amo_emulator import FAST_BACKOFF, amo_config, running
+
+HELD_UP_S = 0.5  # far past any start's `LATE_SHARE` of a step (46 ms at 7 rps)
+
+
+class HeldUpLimiter(RateLimiter):
+    """The real limiter on the shared schedule, whose first start's thread is held up after it
+    got its start and before the request is written (a thread waiting for the GIL, a process
+    not scheduled)."""
+
+    def __init__(self, store: BudgetRow, held_up: int = 1) -> None:
+        super().__init__(7, store=store)
+        self.slots: list[Slot] = []
+        self.held_up = held_up  # how many starts in a row are held up
+
+    def acquire(self, stopping: threading.Event | None = None) -> Slot:
+        slot = super().acquire(stopping)
+        self.slots.append(slot)
+        if len(self.slots) <= self.held_up:
+            time.sleep(HELD_UP_S)
+        return slot
+
+
+def test_a_shared_start_held_up_before_its_request_left_is_given_up_unsent(
+    engine: Engine,
+) -> None:
+    assert HELD_UP_S > 10 * LATE_SHARE / 7
+    with running(rate_limit=7, block_after_violations=None) as (emulator, url):
+        limiter = HeldUpLimiter(BudgetRow(engine))
+        config = amo_config(url, emulator.long_lived_token, max_rps=7.0)
+        client = AmoClient.connect(config, limiter=limiter, backoff=Backoff(**FAST_BACKOFF))
+        try:
+            account = client.fetch_account()
+        finally:
+            client.close()
+        log = [r for r in emulator.requests() if r["path"].startswith("/api/v4")]
+    assert account
+    first, second = limiter.slots  # the held-up start, then the one the request left on
+    assert limiter.late == 1
+    assert first.at == first.started  # never counted as sent: it did not leave
+    assert second.at >= second.started
+    assert [r["status"] for r in log] == [200]  # the request left once
+
+
+def test_a_request_held_up_at_every_start_still_leaves_after_max_late(engine: Engine) -> None:
+    """A host so loaded that every start is late must not stall the run: after `MAX_LATE`
+    starts given up in a row, one goes anyway (the sent-window still counts it)."""
+    with running(rate_limit=7, block_after_violations=None) as (emulator, url):
+        limiter = HeldUpLimiter(BudgetRow(engine), held_up=100)
+        config = amo_config(url, emulator.long_lived_token, max_rps=7.0)
+        client = AmoClient.connect(config, limiter=limiter, backoff=Backoff(**FAST_BACKOFF))
+        try:
+            client.fetch_account()
+        finally:
+            client.close()
+        log = [r for r in emulator.requests() if r["path"].startswith("/api/v4")]
+    assert limiter.late == MAX_LATE
+    assert len(limiter.slots) == MAX_LATE + 1
+    assert [r["status"] for r in log] == [200]
+
+
+def test_the_shared_clock_is_read_from_the_tightest_round_trip(engine: Engine) -> None:
+    """A read whose round trip was stretched (here: our clock read 5 s early, as if the
+    process waited that long for the row lock or the CPU) does not move where the shared
+    schedule's moments fall on our clock."""
+    stretched = [False]
+
+    def monotonic() -> float:
+        early, stretched[0] = stretched[0], False
+        return time.monotonic() - (5.0 if early else 0.0)
+
+    store = BudgetRow(engine, monotonic=monotonic)
+    try:
+        _, now, local = store.update(lambda value, at: (None, {}))
+        stretched[0] = True  # the next read's "before"
+        _, later_now, later_local = store.update(lambda value, at: (None, {}))
+    finally:
+        store.close()
+    assert later_local - later_now == pytest.approx(local - now, abs=1e-9)
