@@ -16,7 +16,8 @@ What `store_page` does, in order (the caller commits it together with the cursor
      one); an identical version changes nothing (echo suppression: no write, no status change);
      then the page's rows push left "not found" (`sync.db.tombstones.LOST`) go back to
      `pending`, rewritten or not: amoCRM answering with the contact shows it is there, and the
-     edit held for it is sent again (`page_sql.FOUND`; a row stored as deleted stays as it is);
+     edit held for it is sent again (`page_sql.FOUND`; a row stored as deleted stays as it is;
+     one with no edit held, only chat links or nothing, is `synced`);
   4. replaces the relation rows of every contact whose version was taken, as a diff (rows that
      did not change are not touched). `contact_custom_field_values` follows the stored
      `contacts.custom_fields_values` (the local value while it is held back). A page whose

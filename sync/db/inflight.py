@@ -78,21 +78,24 @@ def claim_creates(conn: Connection, *, include_errors: bool = False) -> list[Pen
     return out
 
 
-def drop_withdrawn_links(conn: Connection) -> None:
+def drop_withdrawn_links(conn: Connection, now: datetime) -> None:
     """Forget the captures of chat links deleted locally before they were pushed: nothing to
     send (and nothing to count as waiting)."""
     sync_origin(conn)
-    conn.execute(
-        sa.delete(sync_changes).where(
+    dropped = conn.scalars(
+        sa.delete(sync_changes)
+        .where(
             sync_changes.c.kind == ChangeKind.CHAT_LINK,
             ~sa.exists().where(contact_chats.c.id == sync_changes.c.chat_link_id),
         )
+        .returning(sync_changes.c.contact_id)
     )
+    settle_after_links(conn, set(dropped), now)
 
 
-def claim_links(conn: Connection) -> list[PendingLink]:
+def claim_links(conn: Connection, now: datetime) -> list[PendingLink]:
     """Locally inserted chat links of contacts amoCRM knows (not those in error)."""
-    drop_withdrawn_links(conn)
+    drop_withdrawn_links(conn, now)
     ids = sa.func.array_agg(sync_changes.c.id)
     query = (
         sa.select(contact_chats, ids.label("change_ids"))
@@ -241,19 +244,53 @@ def record_created(conn: Connection, done: Sequence[Done], now: datetime) -> Non
     _set_status_after_write(conn, real, now)
 
 
-def record_linked(conn: Connection, done: Sequence[Done]) -> None:
-    """Give pushed chat links amoCRM's link ids and consume their rows."""
+def record_linked(conn: Connection, done: Sequence[Done], now: datetime) -> None:
+    """Give pushed chat links amoCRM's link ids, consume their rows and settle their contacts."""
     if not done:
         return
     sync_origin(conn)
+    linked: set[int] = set()
     for item in done:
-        conn.execute(sa.delete(sync_changes).where(sync_changes.c.id.in_(item.change_ids)))
+        linked.update(
+            conn.scalars(
+                sa.delete(sync_changes)
+                .where(sync_changes.c.id.in_(item.change_ids))
+                .returning(sync_changes.c.contact_id)
+            )
+        )
         conn.execute(sa.delete(contact_chats).where(contact_chats.c.id == item.real_id))
         conn.execute(
             sa.update(contact_chats)
             .where(contact_chats.c.id == item.temp_id)
             .values(id=item.real_id)
         )
+    settle_after_links(conn, linked, now)
+
+
+def settle_after_links(conn: Connection, ids: Iterable[int], now: datetime) -> None:
+    """Contacts whose chat-link rows left the outbox (pushed or withdrawn): `pending` ones with
+    no other rows left become `synced`. Nothing else would: a contact made `pending` with only a
+    link to send (a pull found it again after push had left it "not found") stayed so for good.
+    `error` and `conflict` are about other things and stay; other rows keep it `pending`.
+
+    The rows are locked first, so the check below (a new snapshot) sees an edit captured
+    meanwhile (the capture trigger holds the same row lock) and leaves that contact `pending`.
+    """
+    wanted = sorted(set(ids))
+    if not wanted:
+        return
+    pending = sa.and_(contacts.c.id.in_(wanted), contacts.c.sync_status == ContactStatus.PENDING)
+    locked = list(conn.scalars(sa.select(contacts.c.id).where(pending).with_for_update()))
+    if not locked:
+        return
+    waiting = sa.exists().where(
+        sync_changes.c.contact_id == contacts.c.id, sync_changes.c.kind != ChangeKind.CHAT_LINK
+    )
+    conn.execute(
+        sa.update(contacts)
+        .where(contacts.c.id.in_(locked), contacts.c.sync_status == ContactStatus.PENDING, ~waiting)
+        .values(sync_status=ContactStatus.SYNCED, sync_error=None, synced_at=now)
+    )
 
 
 def _set_status_after_write(conn: Connection, ids: list[int], now: datetime) -> None:

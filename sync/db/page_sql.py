@@ -53,10 +53,12 @@ LOCK = sa.select(
     sa.func.string_agg(sa.cast(_locked.c.id, sa.Text), ",").filter(_locked.c.lost),
 ).select_from(_locked)
 # Rows left "not found" that amoCRM has just listed or answered by id go back to `pending`
-# (their held edit is sent again) even when the page changes nothing in them: a contact push was
-# briefly told amoCRM did not have, or one restored at the version stored, is listed unchanged,
-# and the upsert (which writes only new versions) would leave it in `error` for good. A row the
-# tables show deleted stays as it is: only a version the upsert takes undoes a tombstone.
+# (their held edit is sent again; `synced` when only chat links or nothing wait: `FOUND_AGAIN`)
+# even when the page changes nothing in them: a contact push was briefly told amoCRM did not
+# have, or one restored at the version stored, is listed unchanged, and the upsert (which writes
+# only new versions) would leave it in `error` for good. A row the tables show deleted stays as
+# it is: only a version the upsert takes undoes a tombstone. The upsert leaves these rows' status
+# to this statement, run right after it on the rows `LOCK` found "not found" (still locked).
 FOUND = (
     sa.update(contacts)
     .values(**FOUND_AGAIN)
@@ -140,8 +142,7 @@ def _upsert() -> Executable:
                 **{k: new[k] for k in copied[1:]},
                 "is_deleted": sa.false(),
                 "deleted_at": None,
-                "synced_at": synced,
-                **FOUND_AGAIN,
+                "synced_at": synced,  # a row left "not found": `FOUND`, right after
             },
             where=sa.and_(newer, changed),
         )

@@ -18,8 +18,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable
 
-from sync.core.models import NOT_FOUND, ContactStatus
-from sync.db.schema import contacts, sync_full_seen
+from sync.core.models import NOT_FOUND, ChangeKind, ContactStatus
+from sync.db.schema import contacts, sync_changes, sync_full_seen
 
 
 def id_array(ids: Iterable[int]) -> str:
@@ -44,11 +44,24 @@ MARK_DELETED = (
     .returning(_c.id)
 )
 # an edit push held back because amoCRM had deleted the contact goes back to `pending`: its
-# outbox rows were kept, and the next push merges them with the restored contact
+# outbox rows were kept, and the next push merges them with the restored contact. One held back
+# with nothing but chat links to send (or nothing left at all: its links were withdrawn) is
+# `synced`: a pending link does not make the contact pending, and nothing would ever have moved
+# it off `pending` (the link step only settles contacts it consumes rows of).
 LOST = sa.and_(_c.sync_status == ContactStatus.ERROR, _c.sync_error == NOT_FOUND)
+# (an UPDATE of `contacts` only: SQLAlchemy does not correlate this into an INSERT's DO UPDATE)
+_HELD_EDIT = sa.exists().where(
+    sync_changes.c.contact_id == _c.id, sync_changes.c.kind != ChangeKind.CHAT_LINK
+)
+_NOTHING_HELD = sa.and_(LOST, ~_HELD_EDIT)
 FOUND_AGAIN = {
-    "sync_status": sa.case((LOST, sa.literal(ContactStatus.PENDING.value)), else_=_c.sync_status),
+    "sync_status": sa.case(
+        (_NOTHING_HELD, sa.literal(ContactStatus.SYNCED.value)),
+        (LOST, sa.literal(ContactStatus.PENDING.value)),
+        else_=_c.sync_status,
+    ),
     "sync_error": sa.case((LOST, sa.null()), else_=_c.sync_error),
+    "synced_at": sa.case((_NOTHING_HELD, sa.func.now()), else_=_c.synced_at),
 }
 MARK_RESTORED = (
     sa.update(contacts)

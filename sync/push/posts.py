@@ -199,13 +199,13 @@ def _recover_links(ctx: Context, entry: Mapping[str, Any]) -> None:
     payloads = [dict(p) for p in entry["items"].values()]
     found = ctx.client.recover_links(payloads)
     with ctx.engine.begin() as conn:
-        pending = {p.temp_id: p for p in inflight.claim_links(conn)}
+        pending = {p.temp_id: p for p in inflight.claim_links(conn, ctx.clock.now())}
         done = [
             Done(int(rid), r.id, pending[int(rid)].change_ids)
             for rid, r in found.items()
             if int(rid) in pending
         ]
-        inflight.record_linked(conn, done)
+        inflight.record_linked(conn, done, ctx.clock.now())
         inflight.forget_sent(conn, "links", [int(p["request_id"]) for p in payloads])
     ctx.count.add(recovered=len(done), linked=len(done))
 
@@ -333,7 +333,7 @@ def check_confirmed(ctx: Context) -> None:
 
 def push_links(ctx: Context) -> None:
     with ctx.engine.begin() as conn:
-        pending = inflight.claim_links(conn)
+        pending = inflight.claim_links(conn, ctx.clock.now())
     size = ctx.config.amocrm.batch_size
     for start in range(0, len(pending), size):
         _link_batch(ctx, pending[start : start + size])
@@ -368,7 +368,7 @@ def _link_batch(ctx: Context, batch: list[PendingLink]) -> None:
     settled = [d.temp_id for d in done] + [int(r) for r in rejected if r in contact_of]
 
     def record(conn: Connection) -> None:
-        inflight.record_linked(conn, done)
+        inflight.record_linked(conn, done, ctx.clock.now())
         inflight.mark_errors(conn, errors)
         inflight.forget_sent(conn, "links", settled)
 

@@ -101,7 +101,8 @@ def _hold_links(ctx: Context, report: PushReport) -> None:
     the configuration, so they are kept): say so, once per push, rather than leave them pending
     without a word."""
     with ctx.engine.begin() as conn:
-        drop_withdrawn_links(conn)  # a link deleted before it was pushed is not held
+        # a link deleted before it was pushed is not held (its contact may be settled now)
+        drop_withdrawn_links(conn, ctx.clock.now())
         report.links_held = count_chat_links_to_push(conn)
     if report.links_held:
         log.warning(
