@@ -119,7 +119,7 @@ class RequestWatch:
         self,
         gate: TokenGate,
         token: str | None,
-        on_left: Callable[[], None],
+        on_left: Callable[[float], None],
         on_written: Callable[[], None] | None = None,
     ) -> None:
         self._gate = gate
@@ -127,12 +127,16 @@ class RequestWatch:
         self._on_left = on_left
         self._on_written = on_written
         self._holding = False
+        self._connecting: float | None = None  # when a connection opened for it began
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        if event.endswith("send_request_headers.started"):  # it leaves now
+        if event.endswith("connect_tcp.started"):  # TCP and TLS before the headers
+            self._connecting = time.monotonic()
+        elif event.endswith("send_request_headers.started"):  # it leaves now
             self._gate.begin_send(self._token)  # raises DeadTokenError: nothing is sent
             self._holding = True
-            self._on_left()
+            began = self._connecting
+            self._on_left(0.0 if began is None else time.monotonic() - began)
         elif event.endswith(("send_request_headers.complete", "send_request_headers.failed")):
             self.release()
             if self._on_written is not None and event.endswith("complete"):

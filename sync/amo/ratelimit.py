@@ -23,6 +23,8 @@ not scheduled: 100-300 ms on a loaded host) reaches amoCRM in the next starts' s
 by the other process. So a start more than `LATE_SHARE` of a step (at least `LATE_MIN_S`) past
 its moment when its headers begin (`leaving`) is given up unsent (`LateStartError`) and the
 request takes another; after `MAX_LATE` such in a row one goes anyway (a run must progress).
+The handshake of a connection opened for the request does not count: one to amoCRM takes longer
+than that, and its retry would connect again (review); the sent-window check below holds it.
 
 A second check counts when requests really left (`sent`, from the HTTP trace: once their
 headers are out): at most `limit` in any `window`, so a start delayed by a slow connect or a
@@ -206,12 +208,13 @@ class RateLimiter:
             hold = max(hold, times[self.limit - 1] + self.window - now)
         return hold
 
-    def leaving(self, slot: Slot) -> None:
+    def leaving(self, slot: Slot, handshake_s: float = 0.0) -> None:
         """The request's headers start now: count it from now, or raise `LateStartError` (it
-        is given up unsent) if its shared start's moment passed more than `LATE_SHARE` ago."""
+        is given up unsent) if its shared start's moment passed more than `LATE_SHARE` ago,
+        less the handshake of a connection opened for it (`handshake_s`)."""
         with self._cond:
             now = self._monotonic()
-            if now > slot.deadline and self._late_run < MAX_LATE:
+            if now - handshake_s > slot.deadline and self._late_run < MAX_LATE:
                 self.late, self._late_run = self.late + 1, self._late_run + 1
                 if slot in self._sends:
                     self._sends.remove(slot)  # it never left: nothing of it is in the window

@@ -276,7 +276,10 @@ class AmoSession:
         # counted in the rate window from when its headers start, then from when they are out
         # (the later, the closer to when amoCRM counts it)
         watch = RequestWatch(
-            self.gate, token, lambda: self._left(slot), lambda: self._written(slot)
+            self.gate,
+            token,
+            lambda handshake: self._left(slot, handshake),
+            lambda: self._written(slot),
         )
         target = absolute_url(str(self._http.base_url), url)  # parsed once (httpx: twice)
         request = self._http.build_request(
@@ -314,10 +317,10 @@ class AmoSession:
             return Outcome(data=data)
         return _failed(outcome)
 
-    def _left(self, slot: Slot) -> None:
+    def _left(self, slot: Slot, handshake_s: float) -> None:
         """The request's headers are being written: count it, from now, in the rate window
         (`LateStartError` if its shared start passed meanwhile: nothing is sent)."""
-        self.limiter.leaving(slot)
+        self.limiter.leaving(slot, handshake_s)
         with self._sent_lock:
             self._sent += 1
 
