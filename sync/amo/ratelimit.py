@@ -20,11 +20,9 @@ Where the schedule lives:
 
 A shared start must also *leave* on time: one held up before its headers (the GIL, a process
 not scheduled: 100-300 ms on a loaded host) reaches amoCRM in the next starts' second, unseen
-by the other process. So a start more than `LATE_SHARE` of a step (at least `LATE_MIN_S`) past
-its moment when its headers begin (`leaving`) is given up unsent (`LateStartError`) and the
-request takes another; after `MAX_LATE` such in a row one goes anyway (a run must progress).
-The handshake of a connection opened for the request does not count: one to amoCRM takes longer
-than that, and its retry would connect again (review); the sent-window check below holds it.
+by the other process. So a start more than `LATE_SHARE` of a step (at least `LATE_MIN_S`; a new
+connection's handshake not counted) past its moment when its headers begin (`leaving`) is given
+up unsent (`LateStartError`); after `MAX_LATE` such in a row one goes anyway (a run must progress).
 
 A second check counts when requests really left (`sent`, from the HTTP trace: once their
 headers are out): at most `limit` in any `window`, so a start delayed by a slow connect or a
