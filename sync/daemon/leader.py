@@ -42,7 +42,7 @@ from sync.db import status as queries
 from sync.db.capture import changes_channel, notify_channel
 from sync.db.diag import error_line
 from sync.db.engine import probe
-from sync.db.halt import clear_halted
+from sync.db.halt import clear_halted, record_halt
 from sync.db.hooks import hooks_channel
 from sync.db.listen import Listener
 from sync.db.locks import LeaderLock, holder_name
@@ -123,7 +123,11 @@ class Daemon:
     def _lead(self, stop: threading.Event) -> bool:
         schema = self.config.database.schema
         log.info("leader_elected", schema=schema, holder=holder_name())
-        if not self.health.halted:
+        if self.health.halted:  # leading again after a blip: `amosync resync` must know still
+            record_halt(
+                self.parts.engine, "amoCRM blocked this IP (403); restart after support lifts it"
+            )
+        else:
             self._clear_halt()  # a halt another (earlier) leader recorded describes no one now
         self.runner.stopping.clear()
         self._lost.clear()

@@ -23,6 +23,7 @@ from sync.db import status as queries
 from sync.db.halt import fetch_halted, mark_halted
 from sync.db.locks import holder_name
 from sync.db.runs import RunStore, add_request
+from sync.errors import AmoBlockedError
 
 
 @dataclass
@@ -311,3 +312,29 @@ def test_a_new_leader_clears_the_halt_an_earlier_one_recorded(
     _wait(lambda: rec.count("pull") >= 1)  # it leads
     with engine.connect() as conn:
         assert fetch_halted(conn, holder_name()) is None
+
+
+def test_a_halted_daemon_leading_again_records_its_halt(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """Halted by a 403, it lost the lock in a blip; another leader cleared the halt row and
+    exited; leading again it must record the halt, or `amosync resync` promises a start that
+    never comes (review)."""
+    rec = Recorder()
+    daemon = _daemon(db_config, engine, Jobs(rec.job("pull"), rec.job("push"), rec.job("full"),
+                                             rec.job("requested")))  # fmt: skip
+    daemon.parts.health.job_failed("pull", AmoBlockedError("amoCRM blocked this IP (403)"))
+    with engine.begin() as conn:
+        assert fetch_halted(conn, holder_name()) is None  # cleared by the other leader
+    stop, thread = _in_thread(daemon)
+    try:
+        _wait(lambda: _halt(engine) is not None)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert "403" in str(_halt(engine))
+
+
+def _halt(engine: Engine) -> dict[str, object] | None:
+    with engine.connect() as conn:
+        return fetch_halted(conn, holder_name())
