@@ -24,6 +24,7 @@ from sync.core.models import WRITABLE_FIELDS, ChangeKind, ContactStatus
 from sync.db.engine import sync_origin
 from sync.db.runs import delete_state, read_state, write_state
 from sync.db.schema import contact_chats, contacts, sync_changes
+from sync.db.tombstones import EDIT_WAITING
 
 IN_FLIGHT_KEY = "push_in_flight"
 
@@ -283,27 +284,22 @@ def settle_after_links(conn: Connection, ids: Iterable[int], now: datetime) -> N
     locked = list(conn.scalars(sa.select(contacts.c.id).where(pending).with_for_update()))
     if not locked:
         return
-    waiting = sa.exists().where(
-        sync_changes.c.contact_id == contacts.c.id, sync_changes.c.kind != ChangeKind.CHAT_LINK
-    )
     conn.execute(
         sa.update(contacts)
-        .where(contacts.c.id.in_(locked), contacts.c.sync_status == ContactStatus.PENDING, ~waiting)
+        .where(contacts.c.id.in_(locked), contacts.c.sync_status == ContactStatus.PENDING)
+        .where(~EDIT_WAITING)
         .values(sync_status=ContactStatus.SYNCED, sync_error=None, synced_at=now)
     )
 
 
 def _set_status_after_write(conn: Connection, ids: list[int], now: datetime) -> None:
-    waiting = sa.exists().where(
-        sync_changes.c.contact_id == contacts.c.id, sync_changes.c.kind != ChangeKind.CHAT_LINK
-    )  # a pending chat link does not make the contact itself pending
-    conn.execute(
+    conn.execute(  # a pending chat link does not make the contact itself pending
         sa.update(contacts)
         .where(contacts.c.id.in_(ids))
         .values(
-            sync_status=sa.case((waiting, ContactStatus.PENDING), else_=ContactStatus.SYNCED),
+            sync_status=sa.case((EDIT_WAITING, ContactStatus.PENDING), else_=ContactStatus.SYNCED),
             sync_error=None,
-            synced_at=sa.case((waiting, contacts.c.synced_at), else_=now),
+            synced_at=sa.case((EDIT_WAITING, contacts.c.synced_at), else_=now),
         )
     )
 

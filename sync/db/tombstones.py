@@ -49,11 +49,13 @@ MARK_DELETED = (
 # `synced`: a pending link does not make the contact pending, and nothing would ever have moved
 # it off `pending` (the link step only settles contacts it consumes rows of).
 LOST = sa.and_(_c.sync_status == ContactStatus.ERROR, _c.sync_error == NOT_FOUND)
-# (an UPDATE of `contacts` only: SQLAlchemy does not correlate this into an INSERT's DO UPDATE)
-_HELD_EDIT = sa.exists().where(
+# A field edit of the contact waits in the outbox: a pending chat link does not make the contact
+# itself pending (push's status after a write uses the same test). For an UPDATE of `contacts`
+# only: SQLAlchemy does not correlate this into an INSERT's DO UPDATE.
+EDIT_WAITING = sa.exists().where(
     sync_changes.c.contact_id == _c.id, sync_changes.c.kind != ChangeKind.CHAT_LINK
 )
-_NOTHING_HELD = sa.and_(LOST, ~_HELD_EDIT)
+_NOTHING_HELD = sa.and_(LOST, ~EDIT_WAITING)
 FOUND_AGAIN = {
     "sync_status": sa.case(
         (_NOTHING_HELD, sa.literal(ContactStatus.SYNCED.value)),
