@@ -127,16 +127,18 @@ class RequestWatch:
         self._on_left = on_left
         self._on_written = on_written
         self._holding = False
-        self._connecting: float | None = None  # when a connection opened for it began
+        self._connecting = 0.0  # when a connection opened for it began
+        self._handshake = 0.0  # how long its TCP (and TLS) took
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
         if event.endswith("connect_tcp.started"):  # TCP and TLS before the headers
             self._connecting = time.monotonic()
+        elif event.endswith(("connect_tcp.complete", "start_tls.complete")):
+            self._handshake = time.monotonic() - self._connecting  # a wait after it still counts
         elif event.endswith("send_request_headers.started"):  # it leaves now
             self._gate.begin_send(self._token)  # raises DeadTokenError: nothing is sent
             self._holding = True
-            began = self._connecting
-            self._on_left(0.0 if began is None else time.monotonic() - began)
+            self._on_left(self._handshake)
         elif event.endswith(("send_request_headers.complete", "send_request_headers.failed")):
             self.release()
             if self._on_written is not None and event.endswith("complete"):
