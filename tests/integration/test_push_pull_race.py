@@ -36,16 +36,18 @@ WAIT_S = 30
 
 
 class HeldAnswer:
-    """The emulator's answer to the first PATCH of contacts, held after amoCRM applied it."""
+    """The emulator's answer to the first `method` request, held once it is made (a PATCH
+    applied, a read's version taken)."""
 
-    def __init__(self, emulator: Emulator) -> None:
+    def __init__(self, emulator: Emulator, method: str) -> None:
         self.applied = threading.Event()
         self.release = threading.Event()
         self._handle: Callable[[Any], Any] = emulator.handle
+        self._method = method
 
     def __call__(self, request: Any) -> Any:
         response = self._handle(request)
-        if request.method == "PATCH" and not self.applied.is_set():
+        if request.method == self._method and not self.applied.is_set():
             self.applied.set()
             self.release.wait(WAIT_S)
         return response
@@ -66,19 +68,20 @@ def _pull(env: PushEnv, **sync: Any) -> None:
 
 
 def _push_while_a_pull_stores(
-    env: PushEnv, monkeypatch: pytest.MonkeyPatch, during: Callable[[], None]
+    env: PushEnv, monkeypatch: pytest.MonkeyPatch, during: Callable[[], None], held: str = "PATCH"
 ) -> PushReport:
-    """Push in a thread; once amoCRM applied its PATCH, `during` runs, then the answer goes."""
-    held = HeldAnswer(env.emulator)
-    monkeypatch.setattr(env.emulator, "handle", held)
+    """Push in a thread; once amoCRM made its answer to push's first `held` request (applied
+    its PATCH), `during` runs, then the answer goes."""
+    held_answer = HeldAnswer(env.emulator, held)
+    monkeypatch.setattr(env.emulator, "handle", held_answer)
     done: list[PushReport] = []
     pushing = threading.Thread(target=lambda: done.append(env.push()))
     pushing.start()
     try:
-        assert held.applied.wait(WAIT_S), "the PATCH never came"
+        assert held_answer.applied.wait(WAIT_S), f"no {held} came"
         during()
     finally:
-        held.release.set()
+        held_answer.release.set()
         pushing.join(WAIT_S)
     assert done, "the push did not finish"
     return done[0]
@@ -171,3 +174,26 @@ def _value_rows(env: PushEnv, contact_id: int) -> list[str]:
         id=contact_id,
     )
     return [r[0] for r in rows]
+
+
+def test_a_column_settled_without_a_patch_ends_with_amocrms_newer_value(
+    env: PushEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """amoCRM already had the edit (nothing to send): push takes amoCRM's values as it read
+    them, at that version; a pull storing a newer one meanwhile is overtaken the same way."""
+    contact_id = sorted(env.emulator.account.contacts)[0]
+    env.emulator.clock.advance(2)
+    env.emulator.update_contacts([{"id": contact_id, "name": "same"}])
+    env.sql("UPDATE contacts SET name = 'same' WHERE id = :id", id=contact_id)
+
+    def theirs_then_pull() -> None:  # push's read of amoCRM's version is made, not answered
+        env.emulator.clock.advance(2)
+        env.emulator.update_contacts([{"id": contact_id, "name": "theirs"}])
+        _pull(env)
+        assert env.row(contact_id)["name"] == "same"
+
+    report = _push_while_a_pull_stores(env, monkeypatch, theirs_then_pull, held="GET")
+    assert (report.updated, report.unchanged, report.errors) == (0, 1, 0)
+    row = env.row(contact_id)
+    assert (row["name"], row["sync_status"]) == ("theirs", "synced")
+    assert to_unix(row["updated_at"]) == env.remote(contact_id)["updated_at"]
