@@ -355,8 +355,9 @@ def _unmatched(
         ) from err  # fmt: skip
     state.results.update(found)
     rest = [i for i in unmatched if i.request_id not in found]
+    edited = _superseded(found)
     log.warning("amo_write_answer_unmatched", what=what, unmatched=len(unmatched),
-                found=len(found), resent=len(rest))  # fmt: skip
+                found=len(found) - edited, superseded=edited, resent=len(rest))  # fmt: skip
     return rest
 
 
@@ -375,9 +376,16 @@ def _reconciled_rest(
         raise exc from err
     state.results.update(found)
     rest = [i for i in batch if i.request_id not in found]
-    log.warning("amo_write_reconciled", what=what, status=exc.status, applied=len(found),
-                resent=len(rest))  # fmt: skip
+    edited = _superseded(found)
+    log.warning("amo_write_reconciled", what=what, status=exc.status,
+                applied=len(found) - edited, superseded=edited, resent=len(rest))  # fmt: skip
     return rest
+
+
+def _superseded(found: Mapping[str, WriteResult]) -> int:
+    """How many of the results read back show a newer edit, not ours (`superseded`): whether
+    ours applied cannot be told, and they are never resent."""
+    return sum(r.superseded for r in found.values())
 
 
 def _unconfirmed(

@@ -94,3 +94,7 @@ class UpdateOutcome:
     error: str | None = None  # amoCRM's rejection message
     conflicts: tuple[Conflict, ...] = ()
     sent: bool = False  # a PATCH carried it
+    # amoCRM's version the settled columns are known to match: the PATCH's answer, or the
+    # version read when nothing was sent. A newer one stored by the time push records was
+    # stored by a pull meanwhile, with those columns held back (`sync.push.overtaken`)
+    remote_at: datetime | None = None

@@ -45,6 +45,7 @@ from sync.core.mapping import (
     PageRows,
     Row,
     custom_value_rows,
+    to_rows,
 )
 from sync.core.models import WRITABLE_FIELDS
 from sync.db import page_sql, staging
@@ -136,6 +137,23 @@ class ContactStore(Tombstones):
             links = [c for c in chats if c["contact_id"] in linked]
             self._replace_chats(conn, [i for i in ids if i in linked], links)
         return result
+
+    def store_read_back(
+        self, conn: Connection, item: Mapping[str, Any], fields: Mapping[int, FieldDef]
+    ) -> bool:
+        """Store one contact push read by id because a pull overtook its write (a newer version
+        stored with the columns push was settling held back: `sync.push.overtaken`), as a page
+        of one: those columns take amoCRM's values, and `contact_custom_field_values` follows;
+        a column edited again meanwhile stays held. Only at the version stored, whose other
+        columns and relation rows that pull stored (a read without `with=` has not all of
+        them): False, nothing written, when another version is stored; a newer one is the next
+        pull's (it is newer than that pull's cursor)."""
+        rows = to_rows([item], fields, ())
+        stored, _ = self._lock(conn, rows.ids)
+        if not rows.contacts or stored.get(rows.ids[0]) != rows.contacts[0][UPDATED_AT]:
+            return False
+        self.store_page(conn, rows, fields, with_relations=("custom_values",), chats=None)
+        return True
 
     def empty_relations(self, conn: Connection, tables: Sequence[str]) -> dict[str, int]:
         """Delete every row of these pull-filled tables (`contact_leads`, …, `contact_chats`) in

@@ -272,7 +272,8 @@ def settle_after_links(conn: Connection, ids: Iterable[int], now: datetime) -> N
     """Contacts whose chat-link rows left the outbox (pushed or withdrawn): `pending` ones with
     no other rows left become `synced`. Nothing else would: a contact made `pending` with only a
     link to send (a pull found it again after push had left it "not found") stayed so for good.
-    `error` and `conflict` are about other things and stay; other rows keep it `pending`.
+    `error` and `conflict` are about other things and stay; other rows keep it `pending`. Rows
+    older code left so are settled once by migration 0017, on the same rule.
 
     The rows are locked first, so the check below (a new snapshot) sees an edit captured
     meanwhile (the capture trigger holds the same row lock) and leaves that contact `pending`.

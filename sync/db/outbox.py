@@ -110,20 +110,26 @@ def _attach_open_conflicts(conn: Connection, pending: dict[int, PendingUpdate]) 
 # --- recording the outcome of an update batch ---------------------------------------------------
 
 
-def record_updates(conn: Connection, outcomes: Sequence[UpdateOutcome], now: datetime) -> None:
+def record_updates(conn: Connection, outcomes: Sequence[UpdateOutcome], now: datetime) -> list[int]:
     """Consume what was settled, store amoCRM's values and versions, record conflicts.
 
     Runs in the caller's transaction; the contacts are locked first, so a local edit made
     meanwhile either committed before (and is seen here as a newer outbox row) or waits.
+    Returns the contacts a pull overtook: it stored a newer amoCRM version than the one push
+    knows its settled columns match while push was writing (`UpdateOutcome.remote_at`), and
+    kept those columns' local values, since their outbox rows were still there. Their amoCRM
+    values are unknown here: the caller reads them (`sync.push.overtaken`). The stored version
+    is never set back to push's older one.
     """
     if not outcomes:
-        return
+        return []
     sync_origin(conn)
     ids = sorted(o.pending.contact_id for o in outcomes)
-    conn.execute(
-        sa.select(contacts.c.id).where(contacts.c.id.in_(ids)).order_by(contacts.c.id)
-        .with_for_update()
+    locked = conn.execute(
+        sa.select(contacts.c.id, contacts.c.updated_at).where(contacts.c.id.in_(ids))
+        .order_by(contacts.c.id).with_for_update()
     )  # fmt: skip
+    stored: dict[int, datetime | None] = {row.id: row.updated_at for row in locked}
     finished = [o for o in outcomes if _all_done(o)]
     if finished:  # the common case, one statement for the batch
         done_ids = [i for o in finished for i in o.pending.change_ids]
@@ -139,6 +145,13 @@ def record_updates(conn: Connection, outcomes: Sequence[UpdateOutcome], now: dat
         _store_values(conn, outcome, contact_left)
         _store_conflicts(conn, outcome, now)
     conn.execute(_STATUS_UPDATE, status_rows)
+    return [o.pending.contact_id for o in outcomes if _overtaken(o, stored)]
+
+
+def _overtaken(outcome: UpdateOutcome, stored: dict[int, datetime | None]) -> bool:
+    at, seen = stored.get(outcome.pending.contact_id), outcome.remote_at
+    settled = outcome.error is None and bool(outcome.done_columns)
+    return settled and at is not None and seen is not None and at > seen
 
 
 def _all_done(outcome: UpdateOutcome) -> bool:
@@ -191,7 +204,8 @@ _STATUS_UPDATE = (
         sync_status=sa.bindparam("b_status"),
         sync_error=sa.bindparam("b_error"),
         synced_at=sa.func.coalesce(sa.bindparam("b_synced_at", type_=TZ), contacts.c.synced_at),
-        updated_at=sa.func.coalesce(sa.bindparam("b_updated_at", type_=TZ), contacts.c.updated_at),
+        # never older than the stored one: a pull may have stored a newer version meanwhile
+        updated_at=sa.func.greatest(sa.bindparam("b_updated_at", type_=TZ), contacts.c.updated_at),
     )
 )
 

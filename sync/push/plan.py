@@ -72,6 +72,7 @@ class UpdatePlan:
         if self.missing:
             return self.rejected(NOT_FOUND)
         stamp = from_unix(updated_at) if updated_at and self.remote_unchanged else None
+        seen = updated_at or self.planned_at
         return UpdateOutcome(
             self.pending,
             done_columns=_done_columns(self.pending, self.merge),
@@ -80,6 +81,7 @@ class UpdatePlan:
             held=bool(self.merge.held),
             conflicts=self.merge.conflicts,
             sent=self.entity is not None,
+            remote_at=from_unix(seen) if seen else None,
         )
 
     def rejected(self, message: str) -> UpdateOutcome:

@@ -43,7 +43,15 @@ class PushReport:
             f"{count(self.linked, 'chat link')}, {self.unchanged} already in amoCRM, "
             f"{self.errors} rejected, {count(self.requests, 'request')}"
         )
-        return "; ".join([line, *self._conflicts(), *self._held()])
+        return "; ".join([line, *self._conflicts(), *self._deferred(), *self._held()])
+
+    def _deferred(self) -> list[str]:
+        """Contacts whose edit stays `pending` for the next push: a person reading "0 updated"
+        would otherwise take the edit as lost or sent."""
+        if not self.deferred:
+            return []
+        return [f"{count(self.deferred, 'contact')} left pending for the next push: amoCRM's "
+                "version changed meanwhile or could not be read fresh"]  # fmt: skip
 
     def _held(self) -> list[str]:
         if not self.links_held:

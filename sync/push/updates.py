@@ -8,11 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from sync.core.items import PendingUpdate, UpdateOutcome
 from sync.core.models import NOT_FOUND
 from sync.db import outbox
 from sync.push.context import Context, gone, invalid_reason, message, record_outcome, send
 from sync.push.fresh import plan_current
+from sync.push.overtaken import refresh_overtaken
 from sync.push.plan import KnownFields, UpdatePlan, plan_update
 from sync.push.pool import ReadThenWrite
 from sync.push.report import tally
@@ -95,7 +98,14 @@ def _send_update_batch(ctx: Context, batch: Sequence[UpdatePlan]) -> None:
 
 
 def _record_updates(ctx: Context, outcomes: Sequence[UpdateOutcome]) -> None:
+    """Record the outcomes; then read amoCRM's values of what a pull overtook meanwhile."""
     if not outcomes:
         return
-    record_outcome(ctx, lambda conn: outbox.record_updates(conn, outcomes, ctx.clock.now()))
+    overtaken: list[int] = []
+
+    def record(conn: Connection) -> None:
+        overtaken[:] = outbox.record_updates(conn, outcomes, ctx.clock.now())
+
+    record_outcome(ctx, record)
     ctx.count.add(**tally(outcomes))
+    refresh_overtaken(ctx, overtaken)

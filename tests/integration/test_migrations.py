@@ -338,3 +338,69 @@ def test_0016_downgrade_gives_back_0015s_schema(blank_db_config: DatabaseConfig)
     assert snapshot(blank_db_config)["comments"] != before["comments"]
     assert downgrade(blank_db_config, "0015") == ("0016", "0015")
     assert snapshot(blank_db_config) == before
+
+
+# (id, status, error, outbox kinds) as the old code left them; the status 0017 leaves
+ROWS_0017 = [
+    (1, "pending", None, (), "synced"),  # its only item, a chat link, went out
+    (2, "pending", None, ("chat_link",), "synced"),  # a link still to send: not an edit
+    (3, "pending", None, ("update",), "pending"),  # a real edit waiting
+    (4, "pending", None, ("update", "chat_link"), "pending"),
+    (5, "error", "the contact was not found in amoCRM", (), "error"),
+    (6, "conflict", None, ("update",), "conflict"),
+    (7, "synced", None, (), "synced"),
+    (-1, "pending", "sent, not confirmed yet", ("create",), "pending"),  # a create waiting
+]
+
+
+def test_0017_settles_contacts_the_old_code_left_pending_with_only_a_chat_link(
+    blank_db_config: DatabaseConfig,
+) -> None:
+    """Older code left a contact `pending` for good once its only unsent item, a chat link,
+    was pushed or withdrawn. 0017 gives such rows what `settle_after_links` gives them now:
+    `synced` when no field edit waits; real edits, errors, conflicts and creates keep theirs."""
+    upgrade(blank_db_config, "0016")
+    engine = create_engine(blank_db_config)
+    try:
+        with engine.begin() as conn:
+            sync_origin(conn)
+            for cid, status, error, kinds, _ in ROWS_0017:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO amocrm.contacts (id, name, sync_status, sync_error, "
+                        "synced_at) VALUES (:c, 'n', :s, :e, '2026-01-01Z')"
+                    ),
+                    {"c": cid, "s": status, "e": error},
+                )
+                for kind in kinds:
+                    link = -abs(cid) if kind == "chat_link" else None
+                    if link is not None:
+                        conn.execute(
+                            sa.text("INSERT INTO amocrm.contact_chats VALUES (:l, :c, :g)"),
+                            {"l": link, "c": cid, "g": f"chat-{cid}"},
+                        )
+                    conn.execute(
+                        sa.text(
+                            "INSERT INTO amocrm.sync_changes (contact_id, kind, chat_link_id, "
+                            'new_values) VALUES (:c, :k, :l, \'{"name": "x"}\')'
+                        ),
+                        {"c": cid, "k": kind, "l": link},
+                    )
+        upgrade(blank_db_config)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT id, sync_status, sync_error, synced_at > '2026-01-01Z' "
+                    "FROM amocrm.contacts ORDER BY id"
+                )
+            ).all()
+            outbox = conn.scalar(sa.text("SELECT count(*) FROM amocrm.sync_changes"))
+    finally:
+        engine.dispose()
+    settled = {cid for cid, status, *_, after in ROWS_0017 if status != after}
+    assert settled == {1, 2}
+    assert [tuple(r) for r in rows] == [
+        (cid, after, None if cid in settled else error, cid in settled)
+        for cid, _, error, _, after in sorted(ROWS_0017)
+    ]
+    assert outbox == sum(len(kinds) for *_, kinds, _ in ROWS_0017)  # the link still goes out

@@ -30,3 +30,14 @@ def test_waiting_and_decided_conflicts_are_told_apart() -> None:
 def test_a_conflict_closed_because_both_sides_agree_is_not_called_settled_by_policy() -> None:
     report = PushReport(run_id=6, unchanged=1, conflicts=1, agreed=1, requests=1)
     assert report.describe().endswith("1 request; 1 conflict closed: both sides agree")
+
+
+def test_contacts_left_for_the_next_push_are_said() -> None:
+    """A deferred edit (amoCRM's version moved under a lost answer, or could not be read fresh)
+    stays pending: "0 updated" alone read as if nothing was waiting."""
+    report = PushReport(run_id=7, deferred=2, requests=3)
+    assert report.describe().endswith(
+        "3 requests; 2 contacts left pending for the next push: amoCRM's version changed "
+        "meanwhile or could not be read fresh"
+    )
+    assert "left pending" not in PushReport(run_id=8, requests=1).describe()
