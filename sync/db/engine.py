@@ -63,6 +63,7 @@ __all__ = [  # driver_message lives in sync.db.diag; many modules import it from
     "import_embedded",
     "json_loads",
     "lock_taken",
+    "place",
     "probe",
     "server_url",
     "session_options",
@@ -196,7 +197,7 @@ def store_errors(where: DatabaseConfig | Engine) -> Iterator[None]:
         full = disk_full(exc)
         if full:  # SQLSTATE 53100: say what it is, not "failed"
             raise DiskFullError(full) from exc
-        line = f"PostgreSQL at {_place(where)} failed: {driver_message(exc)}"
+        line = f"PostgreSQL at {place(where)} failed: {driver_message(exc)}"
         raise StoreError(hide(line, _secrets(where)), transient=True) from exc
     except DBAPIError as exc:
         missing = not_migrated(exc)
@@ -205,7 +206,8 @@ def store_errors(where: DatabaseConfig | Engine) -> Iterator[None]:
         raise StoreError(f"PostgreSQL refused a statement: {driver_message(exc)}") from exc
 
 
-def _place(where: DatabaseConfig | Engine) -> str:
+def place(where: DatabaseConfig | Engine) -> str:
+    """Where the database is, safe to print (the embedded one is named so)."""
     if isinstance(where, Engine):
         return describe(where.url)
     return "the embedded PostgreSQL" if where.embedded else describe(database_url(where))
