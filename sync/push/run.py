@@ -64,7 +64,7 @@ def run_push(
     schema = config.database.schema
     runs = RunStore(schema)
     with store_errors(config.database), push_lock(engine, schema, lock_wait) as lock:
-        ctx = Context(config, engine, client, clock, Counter(report), runs)
+        ctx = Context(config, engine, client, clock, Counter(report, requests_before), runs)
         with engine.begin() as conn:
             # a push killed earlier left its row 'running'; we hold the lock, so it is over
             runs.abandon_stale_runs(conn, (RunKind.PUSH,))

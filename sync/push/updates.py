@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from sync.core.items import PendingUpdate, UpdateOutcome
 from sync.core.models import NOT_FOUND
 from sync.db import outbox
@@ -97,5 +99,8 @@ def _send_update_batch(ctx: Context, batch: Sequence[UpdatePlan]) -> None:
 def _record_updates(ctx: Context, outcomes: Sequence[UpdateOutcome]) -> None:
     if not outcomes:
         return
-    record_outcome(ctx, lambda conn: outbox.record_updates(conn, outcomes, ctx.clock.now()))
-    ctx.count.add(**tally(outcomes))
+
+    def record(conn: Connection) -> None:
+        outbox.record_updates(conn, outcomes, ctx.clock.now())
+
+    record_outcome(ctx, record, **tally(outcomes))
