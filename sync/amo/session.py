@@ -20,7 +20,7 @@ from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
 from sync.amo.gate import DeadTokenError, LateStartError, RequestWatch, TokenGate
 from sync.amo.query import Params, absolute_url, encode_query, host_port
 from sync.amo.ratelimit import RateLimiter, Slot
-from sync.amo.responses import Outcome, classify, classify_exception, token_refusal
+from sync.amo.responses import Outcome, classify, classify_exception, dying_tokens, token_refusal
 from sync.amo.tls import tls_context
 from sync.clock import Clock, SystemClock
 from sync.config import AmoCrmConfig
@@ -157,6 +157,8 @@ class AmoSession:
             if outcome.refresh and not refreshed and self._refresh(tried.token):
                 refreshed = True
                 continue
+            if outcome.refresh and refreshed and outcome.error is not None:
+                raise dying_tokens(outcome.error)  # the refresh worked: not amoCRM's words
             self._give_up_unless_retryable(outcome, attempt, write)
             self._sleep_before_retry(outcome, attempt, tried.slot)
             attempt += 1
