@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlche
 
 from sync.config import DatabaseConfig
 from sync.config_checks import POSTGRESQL_SCHEMES
-from sync.db import lockwait
+from sync.db import lockwait, silence
 from sync.db.capture import ORIGIN_SETTING
 from sync.db.diag import driver_message, error_line, not_migrated
 from sync.db.embedded_users import forget_gone_users
@@ -140,6 +140,8 @@ def create_engine(
         **options,
     )
     lockwait.watch(engine, config.schema, config.statement_timeout_s)
+    # a server silent in the middle of an operation: bounded too (not for migrations, no timeout)
+    silence.watch(engine, config.statement_timeout_s if statement_timeout else 0)
     return engine
 
 
