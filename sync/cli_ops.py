@@ -84,17 +84,27 @@ def _client(config: Any, engine: Any, factory: Any) -> Any:
 @click.pass_obj
 def status(app: Any, as_json: bool) -> None:
     """Cursor, lag, last runs, pending changes, open conflicts, errors, and who leads."""
+    from sync.db.answer import answered_within, short_command_bound
     from sync.db.engine import store_errors
     from sync.status import gather, render
     from sync.wiring import migrated_engine
 
     config = app.config
-    engine = migrated_engine(config)
-    try:
-        with store_errors(config.database), engine.begin() as conn:
-            data = gather(conn, config)
-    finally:
-        engine.dispose()
+
+    def read() -> dict[str, Any]:
+        engine = migrated_engine(config)
+        try:
+            with store_errors(config.database), engine.begin() as conn:
+                return gather(conn, config)
+        finally:
+            engine.dispose()
+
+    if config.database.embedded:  # its start (bounded on its own) is not the server's answer
+        from sync.db.engine import database_url
+
+        database_url(config.database)
+    # a server that answers nothing after the connect must not keep status waiting forever
+    data = answered_within(short_command_bound(config.database), config.database, read)
     click.echo(json.dumps(data, indent=2, default=str) if as_json else render(data))
 
 

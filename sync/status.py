@@ -18,6 +18,8 @@ from sync.db import status as queries
 from sync.db.hooks import fetch_hook_rows
 from sync.db.inflight import IN_FLIGHT_KEY
 from sync.db.migrate import current_revision
+from sync.db.retries import retrying_key
+from sync.lines import bound_line
 
 CONTACTS_CURSOR = "pull.contacts"  # the pull's cursor key in sync_state (sync.db.runs)
 INTERRUPTED = "interrupted"  # a `running` row whose lock nobody holds (not a stored status)
@@ -41,7 +43,7 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
         "daemon": _leader(leader),
         "cursor": _cursor(state),
         "lag_s": round((now - last_pull.started_at).total_seconds(), 1) if last_pull else None,
-        "last_runs": _last_runs(conn, schema),
+        "last_runs": _last_runs(conn, schema, state),
         "last_failures": _last_failures(conn),
         "last_success": {k: r.as_dict() for k, r in sorted(success.items())},
         "contacts": queries.count_contacts_by_status(conn),
@@ -59,10 +61,11 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
     }
 
 
-def _last_runs(conn: Connection, schema: str) -> dict[str, Any]:
+def _last_runs(conn: Connection, schema: str, state: dict[str, Any]) -> dict[str, Any]:
     """The latest run of each kind. One still `running` while no session holds its kind's lock
     was killed (kill -9, a lost host): it shows as `interrupted` (computed here; the row itself
-    is closed by the next run that takes the lock).
+    is closed by the next run that takes the lock). A running one says whether it is retrying
+    amoCRM requests, and why (`retrying`, from `sync.db.retries`; None when not).
 
     The locks are not transactional, so a run that ended between the two reads would look
     killed: a run closes its row before it lets go of its lock, so the rows are read again
@@ -82,8 +85,22 @@ def _last_runs(conn: Connection, schema: str) -> dict[str, Any]:
         # its lock (it took it before writing the row), and a closed one ended on its own.
         if kind in unheld and run.status == RunStatus.RUNNING and run.id == ids.get(kind):
             row.update(status=INTERRUPTED, error=row["error"] or INTERRUPTED_WHY)
+        row["retrying"] = _retrying(state, kind, row)
         data[kind] = row
     return data
+
+
+def _retrying(state: dict[str, Any], kind: str, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The running run's latest noted retry: since when, how many, the last one's time and
+    reason (None: the run is not running, or has retried nothing)."""
+    entry = state.get(retrying_key(kind)) or {}
+    value = entry.get("value")
+    if run["status"] != RunStatus.RUNNING or not isinstance(value, dict):
+        return None
+    if value.get("run_id") != run["id"]:
+        return None  # an earlier run's, not cleared (its process was killed)
+    return {"since": value.get("since"), "last_at": entry.get("updated_at"),
+            "retries": value.get("retries"), "reason": value.get("reason")}  # fmt: skip
 
 
 def _last_failures(conn: Connection) -> dict[str, Any]:
@@ -253,6 +270,10 @@ def _runs(runs: dict[str, Any], failures: dict[str, Any]) -> list[str]:
         if failed is not None and failed["id"] != run["id"]:  # the run before this one failed
             text += f"; the {kind} before it failed at {failed['finished_at']}: {failed['error']}"
         lines.append(_row(label, text))
+        if retrying := run.get("retrying"):
+            lines.append(bound_line(_row("", f"{kind:<5} retrying amoCRM requests since "
+                f"{retrying['since']} ({_retries(retrying['retries'])}, the last at "
+                f"{retrying['last_at']}): {retrying['reason']}")))  # fmt: skip
     return lines
 
 
@@ -274,6 +295,10 @@ def _requests(requests: list[dict[str, Any]]) -> list[str]:
             text += f": {request['error']}"
         lines.append(_row("requests" if index == 0 else "", text))
     return lines
+
+
+def _retries(number: object) -> str:
+    return "1 retry" if number == 1 else f"{number} retries"
 
 
 def _row(label: str, text: str) -> str:

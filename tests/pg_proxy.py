@@ -1,6 +1,8 @@
 """A TCP proxy in front of the shared PostgreSQL that can freeze its traffic: connections stay
 open, nothing reaches either side (PostgreSQL "stops answering": a frozen network path), until
-`thaw`. Never stop the shared server to test a hanging database; put this in front of it."""
+`thaw`; or, with `hold_queries`, let every connection start and authenticate and then hold its
+first query for good (a server that accepts a session and never answers it). Never stop the
+shared server to test a hanging database; put this in front of it."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ class FreezeProxy:
         self.port = int(self._listener.getsockname()[1])
         self._flowing = threading.Event()
         self._flowing.set()
+        self._holding = threading.Event()
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -37,6 +40,12 @@ class FreezeProxy:
 
     def thaw(self) -> None:
         self._flowing.set()
+
+    def hold_queries(self) -> None:
+        """From now on a connection's startup and authentication pass, and its first query
+        (a simple `Query` or an extended `Parse`; use sslmode=disable to keep them readable)
+        and everything after it never reach the server: the session is made, no answer comes."""
+        self._holding.set()
 
     def close(self) -> None:
         self._closed.set()
@@ -62,8 +71,10 @@ class FreezeProxy:
             with self._lock:
                 self._sockets += [client, upstream]
             ends = threading.Barrier(2, action=partial(self._forget, client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink, ends), daemon=True).start()
+            for source, sink, holds in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, ends, holds), daemon=True
+                ).start()
 
     def _forget(self, *sockets: socket.socket) -> None:
         """Both directions ended: close the connection's sockets."""
@@ -72,7 +83,11 @@ class FreezeProxy:
         for sock in sockets:
             sock.close()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, ends: threading.Barrier) -> None:
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, ends: threading.Barrier, holds: bool
+    ) -> None:
+        """Bytes from `source` to `sink`; `holds`: the client's side, whose queries
+        `hold_queries` keeps."""
         try:
             while not self._closed.is_set():
                 self._flowing.wait()
@@ -81,6 +96,9 @@ class FreezeProxy:
                     continue  # frozen meanwhile: leave the bytes where they are
                 data = source.recv(65536)
                 if not data:
+                    break
+                if holds and self._holding.is_set() and data[:1] in (b"Q", b"P"):
+                    self._closed.wait()  # the session stays open; nothing more reaches it
                     break
                 self._flowing.wait()
                 sink.sendall(data)

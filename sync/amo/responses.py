@@ -341,3 +341,15 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
+
+
+def dying_tokens(error: AmoError) -> AmoAuthError:
+    """A request's 401 for the token a refresh that worked had just given it: the new token
+    died within a few requests. Said so, not with amoCRM's words ("Invalid user name or
+    password"), which read as wrong credentials while the refresh token is fine."""
+    return AmoAuthError(
+        "amoCRM refused the new access token too, just after a refresh that worked: its tokens "
+        "expire within a few requests (a very short token lifetime, or another client "
+        "refreshing this integration's tokens)",
+        method=error.method, url=error.url, status=error.status,
+    )  # fmt: skip

@@ -20,7 +20,7 @@ from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
 from sync.amo.gate import DeadTokenError, LateStartError, RequestWatch, TokenGate
 from sync.amo.query import Params, absolute_url, encode_query, host_port
 from sync.amo.ratelimit import RateLimiter, Slot
-from sync.amo.responses import Outcome, classify, classify_exception, token_refusal
+from sync.amo.responses import Outcome, classify, classify_exception, dying_tokens, token_refusal
 from sync.amo.tls import tls_context
 from sync.clock import Clock, SystemClock
 from sync.config import AmoCrmConfig
@@ -81,6 +81,7 @@ class AmoSession:
         self.write_guard: Callable[[], None] | None = None
         self.writes_tried = 0  # write attempts begun past the guard (each one may have left)
         self.stopping = Stopping()  # set by `stop`: waits end (at a final stop nothing is sent)
+        self.retry_notes: list[Callable[[str], None]] = []  # told each retry but a 429's, why
 
     def __repr__(self) -> str:
         return f"AmoSession(base_url={self.config.base_url!r})"
@@ -157,6 +158,8 @@ class AmoSession:
             if outcome.refresh and not refreshed and self._refresh(tried.token):
                 refreshed = True
                 continue
+            if outcome.refresh and refreshed and outcome.error is not None:
+                raise dying_tokens(outcome.error)  # the refresh worked: not amoCRM's words
             self._give_up_unless_retryable(outcome, attempt, write)
             self._sleep_before_retry(outcome, attempt, tried.slot)
             attempt += 1
@@ -196,12 +199,10 @@ class AmoSession:
         if throttled:  # every thread and process of the account slows down, not just this one
             self._throttled(slot, delay, retry_after, error)
         else:  # a 429 is told by amo_rate_limited, with the rate; anything else is told here
-            log.warning(
-                "amo_request_retried",
-                retry=f"{attempt + 1}/{self.max_retries}",
-                delay_s=round(delay, 1),
-                error=str(error),
-            )
+            log.warning("amo_request_retried", retry=f"{attempt + 1}/{self.max_retries}",
+                        delay_s=round(delay, 1), error=str(error))  # fmt: skip
+            for note in list(self.retry_notes):  # a run's record of it (sync.db.retries)
+                note(str(error))
         pause(self.clock, self.stopping, delay)
 
     def _throttled(
@@ -252,12 +253,8 @@ class AmoSession:
             if not self.tokens.after_unauthorized(token):
                 break
             token = self.tokens.access_token()
-        raise AmoAuthError(
-            "amoCRM refused the access token (401); it is not sent again for now",
-            method=method,
-            url=redact_text(url),
-            status=401,
-        )
+        raise AmoAuthError("amoCRM refused the access token (401); it is not sent again for now",
+                           method=method, url=redact_text(url), status=401)  # fmt: skip
 
     def _exchange(
         self,

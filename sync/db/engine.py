@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlche
 
 from sync.config import DatabaseConfig
 from sync.config_checks import POSTGRESQL_SCHEMES
-from sync.db import lockwait
+from sync.db import lockwait, silence
 from sync.db.capture import ORIGIN_SETTING
 from sync.db.diag import driver_message, error_line, not_migrated
 from sync.db.embedded_users import forget_gone_users
@@ -63,6 +63,7 @@ __all__ = [  # driver_message lives in sync.db.diag; many modules import it from
     "import_embedded",
     "json_loads",
     "lock_taken",
+    "place",
     "probe",
     "server_url",
     "session_options",
@@ -139,6 +140,8 @@ def create_engine(
         **options,
     )
     lockwait.watch(engine, config.schema, config.statement_timeout_s)
+    # a server silent in the middle of an operation: bounded too (not for migrations, no timeout)
+    silence.watch(engine, config.statement_timeout_s if statement_timeout else 0)
     return engine
 
 
@@ -196,7 +199,7 @@ def store_errors(where: DatabaseConfig | Engine) -> Iterator[None]:
         full = disk_full(exc)
         if full:  # SQLSTATE 53100: say what it is, not "failed"
             raise DiskFullError(full) from exc
-        line = f"PostgreSQL at {_place(where)} failed: {driver_message(exc)}"
+        line = f"PostgreSQL at {place(where)} failed: {driver_message(exc)}"
         raise StoreError(hide(line, _secrets(where)), transient=True) from exc
     except DBAPIError as exc:
         missing = not_migrated(exc)
@@ -205,7 +208,8 @@ def store_errors(where: DatabaseConfig | Engine) -> Iterator[None]:
         raise StoreError(f"PostgreSQL refused a statement: {driver_message(exc)}") from exc
 
 
-def _place(where: DatabaseConfig | Engine) -> str:
+def place(where: DatabaseConfig | Engine) -> str:
+    """Where the database is, safe to print (the embedded one is named so)."""
     if isinstance(where, Engine):
         return describe(where.url)
     return "the embedded PostgreSQL" if where.embedded else describe(database_url(where))

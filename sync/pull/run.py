@@ -43,6 +43,7 @@ from sync.config import Config
 from sync.db.diag import error_line
 from sync.db.engine import store_errors
 from sync.db.locks import LockWait, SessionLock
+from sync.db.retries import noting_retries
 from sync.db.runs import CONTACTS_CURSOR, PULL_BUSY, RunStore, pull_lock
 from sync.errors import SyncError, mark_logged, stopping
 from sync.heap import fewer_collections
@@ -163,13 +164,15 @@ class _Run(FullRun, IncrementalRun):
             self.shape = settle(conn, self.runs, self.store, self.config)
             kind = "full" if full or self.old.cursor is None or self.shape.full else "pull"
             self.report = PullReport(self.runs.start_run(conn, kind), kind)
+        notes = self.client.session.retry_notes  # status shows a retrying run as it retries
         try:
-            try:
-                self._full() if kind == "full" else self._incremental()
-            finally:  # requests beside the walk are counted too: wait for them
-                interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt | SystemExit)
-                self.helpers.shutdown(wait=not interrupted, cancel_futures=True)
-            self.lock.ensure_held()  # a run that lost its lock never says succeeded
+            with noting_retries(notes, self.engine, self.runs, self.report.run_id, kind):
+                try:
+                    self._full() if kind == "full" else self._incremental()
+                finally:  # requests beside the walk are counted too: wait for them
+                    interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt | SystemExit)
+                    self.helpers.shutdown(wait=not interrupted, cancel_futures=True)
+                self.lock.ensure_held()  # a run that lost its lock never says succeeded
         except BaseException as exc:
             self._finish(started, "failed", request_id, error_line(exc), stopped=stopping(exc))
             mark_logged(exc)  # pull_failed said it; the daemon's job runner must not repeat it

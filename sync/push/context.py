@@ -23,9 +23,18 @@ from sync.push.report import PushReport
 log = get_logger("sync.push")
 
 
+# The report's counts that are columns of the run's `sync_runs` row (`pushed` is their sum).
+RUN_COLUMNS = {"updated": "pushed", "created": "pushed", "linked": "pushed",
+               "conflicts": "conflicts", "errors": "errors"}  # fmt: skip
+
+
 class Counter:
-    def __init__(self, report: PushReport) -> None:
+    """The run's report, added to by the steps (several batches at once); `requests_before`:
+    the session's request count when the run began (`requests` counts from there)."""
+
+    def __init__(self, report: PushReport, requests_before: int = 0) -> None:
         self.report = report
+        self.requests_before = requests_before
         self._lock = threading.Lock()
 
     def add(self, **counts: int) -> None:
@@ -55,15 +64,35 @@ def invalid_reason(contact_id: int, exc: Exception) -> str:
     return reason
 
 
-def record_outcome(ctx: Context, work: Callable[[Connection], None]) -> None:
-    """Record what amoCRM accepted, in one transaction; a lock another session holds (an
+def record_outcome(ctx: Context, work: Callable[[Connection], None], **counts: int) -> None:
+    """Record what amoCRM accepted, in one transaction, and add `counts` to the report, to the
+    run's row in that same transaction (`count_in`); a lock another session holds (an
     analyst's `SELECT … FOR UPDATE`) delays the record with back-off instead of failing the run."""
 
     def attempt() -> None:
         with ctx.engine.begin() as conn:
             work(conn)
+            count_in(ctx, conn, **counts)
 
     retrying(attempt, ctx.clock.sleep)
+    ctx.count.add(**counts)
+
+
+def count_in(ctx: Context, conn: Connection, **counts: int) -> None:
+    """Add to the run's `sync_runs` row, in the caller's transaction, the counts of what it
+    records (and the requests sent so far): the row is true whenever that commits, so a push
+    killed with -9 shows what it did, not zeros (`RunStore.add_counts`, as pull's pages do).
+    `run_push`'s end sets the final counts."""
+    columns: dict[str, int] = {}
+    for name, value in counts.items():
+        column = RUN_COLUMNS.get(name)
+        if column is not None and value:
+            columns[column] = columns.get(column, 0) + value
+    requests = ctx.client.session.requests_sent - ctx.count.requests_before
+    if columns and requests > 0:
+        columns["requests"] = requests  # a total: the row keeps the greatest
+    if columns:
+        ctx.runs.add_counts(conn, ctx.count.report.run_id, columns)
 
 
 def send(

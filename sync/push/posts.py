@@ -43,7 +43,16 @@ from sync.errors import (
     LockLostError,
     StoreError,
 )
-from sync.push.context import Context, gone, invalid_reason, log, message, record_outcome, send
+from sync.push.context import (
+    Context,
+    count_in,
+    gone,
+    invalid_reason,
+    log,
+    message,
+    record_outcome,
+    send,
+)
 from sync.push.error_paths import user_errors
 from sync.push.plan import to_create_payload
 
@@ -103,6 +112,7 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
         inflight.record_created(conn, done, ctx.clock.now())
         settled = [int(rid) for rid in found] + missing  # missing ones are sent again below
         inflight.forget_sent(conn, "creates", settled, claimed=[r.id for r in found.values()])
+        count_in(ctx, conn, created=len(done))
     ctx.count.add(recovered=len(done), created=len(done))
     log.warning("push_creates_recovered", sent=len(payloads), found=len(found),
                 looked_again=len(young), resent=len(missing))  # fmt: skip
@@ -207,6 +217,7 @@ def _recover_links(ctx: Context, entry: Mapping[str, Any]) -> None:
         ]
         inflight.record_linked(conn, done, ctx.clock.now())
         inflight.forget_sent(conn, "links", [int(p["request_id"]) for p in payloads])
+        count_in(ctx, conn, linked=len(done))
     ctx.count.add(recovered=len(done), linked=len(done))
 
 
@@ -234,6 +245,7 @@ def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -
         if payloads:
             carried = {p.temp_id: p.change_ids for p in batch}
             inflight.mark_sending(conn, "creates", payloads, sent, floor, changes=carried)
+        count_in(ctx, conn, errors=len(invalid))
     ctx.count.add(errors=len(invalid))
     if not payloads:
         return floor
@@ -265,8 +277,7 @@ def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -
         inflight.mark_waiting(conn, waiting, waiting_message(sent))
         inflight.forget_sent(conn, "creates", settled, claimed=[d.real_id for d in done])
 
-    record_outcome(ctx, record)
-    ctx.count.add(created=len(done), errors=len(errors))
+    record_outcome(ctx, record, created=len(done), errors=len(errors))
     ctx.unconfirmed.update(waiting)
     if failure is not None and not unsure:
         raise failure
@@ -372,7 +383,6 @@ def _link_batch(ctx: Context, batch: list[PendingLink]) -> None:
         inflight.mark_errors(conn, errors)
         inflight.forget_sent(conn, "links", settled)
 
-    record_outcome(ctx, record)
-    ctx.count.add(linked=len(done), errors=len(errors))
+    record_outcome(ctx, record, linked=len(done), errors=len(errors))
     if failure is not None:
         raise failure

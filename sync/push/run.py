@@ -34,6 +34,7 @@ from sync.db.diag import error_line
 from sync.db.engine import store_errors
 from sync.db.inflight import drop_withdrawn_links
 from sync.db.locks import LockWait
+from sync.db.retries import noting_retries
 from sync.db.runs import RunStore, push_lock
 from sync.db.status import count_chat_links_to_push
 from sync.errors import StoreError, mark_logged
@@ -64,22 +65,24 @@ def run_push(
     schema = config.database.schema
     runs = RunStore(schema)
     with store_errors(config.database), push_lock(engine, schema, lock_wait) as lock:
-        ctx = Context(config, engine, client, clock, Counter(report), runs)
+        ctx = Context(config, engine, client, clock, Counter(report, requests_before), runs)
         with engine.begin() as conn:
             # a push killed earlier left its row 'running'; we hold the lock, so it is over
             runs.abandon_stale_runs(conn, (RunKind.PUSH,))
             report.run_id = runs.start_run(conn, RunKind.PUSH)
         guard_before = client.session.write_guard
         client.session.write_guard = lock.ensure_held  # before every write attempt, retries too
+        notes = client.session.retry_notes  # status shows a retrying run as it retries
         try:
-            recover(ctx)
-            push_updates(ctx)
-            push_creates(ctx)
-            if config.sync.chats:
-                push_links(ctx)
-            else:
-                _hold_links(ctx, report)
-            check_confirmed(ctx)
+            with noting_retries(notes, engine, runs, report.run_id, RunKind.PUSH):
+                recover(ctx)
+                push_updates(ctx)
+                push_creates(ctx)
+                if config.sync.chats:
+                    push_links(ctx)
+                else:
+                    _hold_links(ctx, report)
+                check_confirmed(ctx)
             lock.ensure_held()  # a run that lost its lock never says succeeded
         except Exception as exc:
             report.requests = client.session.requests_sent - requests_before

@@ -106,6 +106,5 @@ def _record_updates(ctx: Context, outcomes: Sequence[UpdateOutcome]) -> None:
     def record(conn: Connection) -> None:
         overtaken[:] = outbox.record_updates(conn, outcomes, ctx.clock.now())
 
-    record_outcome(ctx, record)
-    ctx.count.add(**tally(outcomes))
+    record_outcome(ctx, record, **tally(outcomes))
     refresh_overtaken(ctx, overtaken)

@@ -1,0 +1,94 @@
+"""A running run's retries of amoCRM requests, recorded as they happen, for `amosync status`.
+
+The amoCRM client retries a failed request with back-off (an outage costs a pull ~20 s of
+retries before it fails); the run's row would say nothing of it until the run ends. While a run
+notes its retries (`noting_retries`), the first retry is written to `sync_state` under
+`retrying.<kind>` at once (run id, why, how many so far, since when), later ones at most every
+`NOTE_EVERY_S` (a storm of retries from eight workers is a few writes, and a healthy run writes
+nothing). The entry is removed when the run ends; `sync.status` shows it beside the run while
+the run is `running`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from sync.db.runs import RunStore, delete_state
+from sync.lines import bound_line
+from sync.logs import get_logger
+
+log = get_logger("sync.db.retries")
+
+NOTE_EVERY_S = 5.0
+REASON_LIMIT = 200  # characters of the retry's reason kept (its line names the request)
+
+
+def retrying_key(kind: str) -> str:
+    """The `sync_state` key of a running run's retries: `retrying.pull`, `.full`, `.push`."""
+    return f"retrying.{kind}"
+
+
+class RetryNote:
+    """Called with a retry's reason (`AmoSession.retry_notes`), from any thread."""
+
+    def __init__(self, engine: Engine, runs: RunStore, run_id: int, kind: str) -> None:
+        self._engine = engine
+        self._runs = runs
+        self._run_id = run_id
+        self._key = retrying_key(kind)
+        self._lock = threading.Lock()
+        self._retries = 0
+        self._since: str | None = None
+        self._written_at: float | None = None  # monotonic
+
+    @property
+    def noted(self) -> bool:
+        return self._written_at is not None
+
+    def __call__(self, reason: str) -> None:
+        with self._lock:
+            self._retries += 1
+            now = time.monotonic()
+            if self._written_at is not None and now - self._written_at < NOTE_EVERY_S:
+                return
+            self._written_at = now
+            self._since = self._since or datetime.now(UTC).isoformat(timespec="seconds")
+            value = {"run_id": self._run_id, "retries": self._retries, "since": self._since,
+                     "reason": bound_line(reason, REASON_LIMIT)}  # fmt: skip
+        try:
+            with self._engine.begin() as conn:
+                self._runs.set_state(conn, self._key, value)
+        except SQLAlchemyError as exc:  # a record for status only: the retry goes on
+            log.debug("retry_not_noted", error=str(exc).splitlines()[0] if str(exc) else "")
+
+    def clear(self) -> None:
+        """The run ended: its retries are no news (one write, only after a noted retry)."""
+        if not self.noted:
+            return
+        try:
+            with self._engine.begin() as conn:
+                delete_state(conn, self._key, schema=self._runs.schema)
+        except SQLAlchemyError:
+            pass  # the next run of the kind has another id: status ignores a stale entry
+
+
+@contextmanager
+def noting_retries(
+    notes: list[Callable[[str], None]], engine: Engine, runs: RunStore, run_id: int, kind: str
+) -> Iterator[RetryNote]:
+    """Within the block, the session's retries (`notes`: `AmoSession.retry_notes`) are noted
+    for the run `run_id` of `kind`."""
+    note = RetryNote(engine, runs, run_id, kind)
+    notes.append(note)
+    try:
+        yield note
+    finally:
+        notes.remove(note)
+        note.clear()
