@@ -194,7 +194,8 @@ def generate(settings: EmulatorSettings) -> SeedData:
     maker = _ContactMaker(rng, build_fields(), build_users(), build_tags(), settings)
     contacts = maker.make_all(settings.contacts)
     _credit_deleted_users(contacts, settings)
-    return SeedData(maker.fields, maker.users, maker.tags, contacts, maker.chat_links)
+    links = maker.chat_links if settings.seed_chat_links else []  # drawn either way: same data
+    return SeedData(maker.fields, maker.users, maker.tags, contacts, links)
 
 
 def _credit_deleted_users(contacts: list[Contact], settings: EmulatorSettings) -> None:

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sync.amo.chats import ChatForm
+from sync.amo.chats import FEW_PROBES, PROBES, ChatForm
 from sync.config import DatabaseConfig
 from sync.emulator import Emulator
 from sync.pull import run_pull
@@ -127,4 +127,48 @@ def test_a_proven_array_form_is_remembered_so_later_runs_send_no_probes(
         _fresh_process_pull(config, engine, emulator)
         # five contacts without links: one array request; unproven, each would be asked again
         assert len(_chat_requests(emulator)) == 1
+        _converged(engine, emulator)
+
+
+def _singles(emulator: Emulator) -> int:
+    return len(_chat_requests(emulator)) - _arrays(emulator)
+
+
+def test_an_account_without_chats_pays_the_probes_once_not_in_every_process(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """An audit's stand-in without chats: each process re-asked up to 50 contacts one by one
+    (`pull --full`: 4 array + 50 single requests, then 1 + N each incremental run)."""
+    with emulated(contacts=600, seed_chat_links=False) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=250)
+        emulator.clear_requests()
+        client = client_for(emulator, url, page_size=250, chat_form=ChatForm())
+        with client:
+            run_pull(config, engine, client, full=True)
+        spent = _singles(emulator)
+        assert 1 <= spent <= FEW_PROBES  # the account shows no link: few probes
+        live = sorted(amo_state(emulator)["live"])
+        for step in range(1, 8):  # each a new process, 20 contacts changed
+            emulator.clock.advance(30)
+            changed = live[step * 20 : step * 20 + 20]
+            emulator.update_contacts([{"id": c, "first_name": f"Step {step}"} for c in changed])
+            emulator.clock.advance(10)
+            emulator.clear_requests()
+            _fresh_process_pull(config, engine, emulator)
+            singles = _singles(emulator)
+            assert singles == min(FEW_PROBES, PROBES - spent), (step, singles, spent)
+            spent += singles
+        assert spent == PROBES  # spent once for the origin, not once per process
+        # the account links a chat: probes spent where none could find a link are forgiven
+        emulator.clock.advance(30)
+        emulator.link_chat(live[500], "9a3c4f5e-0000-4000-8000-000000000001")
+        emulator.update_contacts([{"id": live[500], "first_name": "Linked"}])
+        emulator.clock.advance(10)
+        _fresh_process_pull(config, engine, emulator)
+        emulator.clock.advance(30)
+        emulator.update_contacts([{"id": c, "first_name": "Again"} for c in live[400:420]])
+        emulator.clock.advance(10)
+        emulator.clear_requests()
+        _fresh_process_pull(config, engine, emulator)
+        assert _singles(emulator) == 20  # every contact of the batch probed again
         _converged(engine, emulator)
