@@ -116,3 +116,36 @@ def test_a_local_clear_of_an_object_value_amocrm_changed_is_a_conflict(env: Push
     assert json.loads(json.dumps(_remote(env, contact_id, LEGAL)))[0]["value"]["kpp"] == (
         "770201001"
     )
+
+
+@pytest.mark.parametrize("field_id", [LEGAL, LINKED, FILE])
+def test_a_local_change_of_an_object_value_is_sent_in_amocrms_shape(
+    env: PushEnv, field_id: int
+) -> None:
+    """The capture trigger refused any object as a value ("must be a string, number or
+    boolean, got object"): amoCRM's own shape for these fields could not be written."""
+    contact_id = contact_ids(env)[3]
+    _give(env, contact_id, field_id, OBJECTS[field_id])
+    env.mirror([contact_id])
+    env.emulator.clear_requests()
+    edited = {**OBJECTS[field_id], "name": "Новое имя"}
+    env.sql(
+        "UPDATE contacts SET custom_fields_values = ("
+        " SELECT jsonb_agg(CASE WHEN (e->>'field_id')::bigint = :field"
+        "  THEN jsonb_set(e, '{values}', CAST(:values AS jsonb)) ELSE e END)"
+        " FROM jsonb_array_elements(custom_fields_values) e) WHERE id = :id",
+        id=contact_id,
+        field=field_id,
+        values=json.dumps([{"value": edited}]),
+    )
+    report = env.push(conflict_policy="manual")
+    (patch,) = env.api("PATCH")
+    assert patch["body"][0]["custom_fields_values"] == [
+        {"field_id": field_id, "values": [{"value": edited}]}
+    ]
+    assert _remote(env, contact_id, field_id) == [{"value": edited}]
+    assert (report.updated, report.conflicts) == (1, 0)
+    assert env.row(contact_id)["sync_status"] == "synced"
+    env.emulator.clear_requests()
+    env.push(conflict_policy="manual")  # nothing left: amoCRM's key order is no change
+    assert env.api("PATCH") == []
