@@ -18,9 +18,9 @@ with nothing at all. So:
   array can do), the form is unproven: the contacts a batch answer shows no link for are asked
   again one by one, at most `PROBES` of them for the origin across processes (the pull stores
   what was spent, `sync.pull.chat_form`; at most `FEW_PROBES` in a process while the account
-  shows no link), and a link found that way proves the array form loses links (→ the scalar
-  form); a batch that finds the probes spent waits for those still out before it believes its
-  answer, since one of them may yet prove it;
+  shows no link, as the pull judges it), and a link found that way proves the array form
+  loses links (→ the scalar form); a batch that finds the probes spent waits for those still
+  out before it believes its answer, since one of them may yet prove it;
 - an answer with `_links.next` is followed page by page (by number, with the same parameters);
   one that looks cut (`_total_items` above what came, a page that repeats the previous one,
   or `LINKS_CAP` links and no `next`) is not believed: the batch is asked again in halves,

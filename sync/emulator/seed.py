@@ -28,8 +28,8 @@ from sync.emulator.model import (
     field_ranks,
     in_field_order,
 )
+from sync.emulator.seed_objects import object_values
 from sync.emulator.settings import EmulatorSettings
-from sync.emulator.values import object_value
 
 T = TypeVar("T")
 YEAR_S = 365 * 86_400
@@ -306,62 +306,8 @@ class _ContactMaker:
             values[570_003] = [{"value": position}]
         if rng.random() < 0.5:
             values.update(self.pick(self._typed_pool))
-        values.update(self._object_values())
+        values.update(object_values(self._object_rng))
         return in_field_order(values, self._field_ranks)
-
-    def _object_values(self) -> dict[int, list[dict[str, object]]]:
-        """Values that are JSON objects, keys in amoCRM's order (`values.OBJECT_KEYS`), which
-        is not jsonb's (shortest key first): on about one contact in ten each."""
-        rng = self._object_rng
-        out: dict[int, list[dict[str, object]]] = {}
-        if rng.random() < 0.1:
-            inn = f"77{rng.randrange(10**8):08d}"
-            out[570_021] = [
-                {
-                    "value": object_value(
-                        "legal_entity",
-                        {
-                            "name": f"ООО «Ромашка {inn[-3:]}»",
-                            "entity_type": None,
-                            "vat_id": inn,
-                            "tax_registration_reason_code": None,
-                            "address": "Москва, ул. Тверская, 1",
-                            "kpp": f"{inn[:4]}01001",
-                            "external_uid": None,
-                        },
-                    )
-                }
-            ]
-        if rng.random() < 0.1:
-            out[570_022] = [
-                {
-                    "value": object_value(
-                        "linked_entity",
-                        {
-                            "name": f"Товар {rng.randrange(1000)}",
-                            "entity_id": 1 + rng.randrange(999),
-                            "entity_type": "catalog_elements",
-                            "catalog_id": 5_001,
-                        },
-                    )
-                }
-            ]
-        if rng.random() < 0.1:
-            out[570_023] = [
-                {
-                    "value": object_value(
-                        "file",
-                        {
-                            "file_uuid": str(uuid.UUID(int=rng.getrandbits(128))),
-                            "version_uuid": str(uuid.UUID(int=rng.getrandbits(128))),
-                            "file_name": "договор.pdf",
-                            "file_size": 1_024 + rng.randrange(10**6),
-                            "is_deleted": False,
-                        },
-                    )
-                }
-            ]
-        return out
 
     def _phones(self) -> list[dict[str, object]]:
         enums = self.by_code["PHONE"].enums or []

@@ -7,10 +7,13 @@ configured amoCRM base URL.
 - `scalar`: the server was caught ignoring or losing the array form; each process asks the
   array form again, once (a fixed server is used again), and falls back at the first sign;
 - `unknown` with `probes_spent`: no proof either way yet; the probes already spent count
-  against `PROBES` for the origin, so they are not paid again by every process. A process
-  takes at most `FEW_PROBES` while the account shows no link (`contact_chats` empty): such
-  probes cannot find anything. Probes spent while no link was known (`chats_seen` false) are
-  forgiven once the account shows links: from then on a probe can catch a lossy server.
+  against `PROBES` for the origin, so they are not paid again by every process. In an
+  incremental run (a pull has stored every contact before) an empty `contact_chats` means the
+  account shows no link: the process then takes at most `FEW_PROBES` (probes of contacts
+  without links find nothing). A full resync takes what is left of the whole budget: its empty
+  table proves nothing, and it is where a lossy server must be caught.
+  Probes spent while no link was known (`chats_seen` false) are forgiven once the account
+  shows links: from then on a probe can catch a lossy server.
 """
 
 from __future__ import annotations
@@ -39,9 +42,16 @@ class Learnt:
 
 
 def learn(
-    conn: Connection, runs: RunStore, store: ContactStore, base_url: str, form: ChatForm
+    conn: Connection,
+    runs: RunStore,
+    store: ContactStore,
+    base_url: str,
+    form: ChatForm,
+    *,
+    pulled_before: bool,
 ) -> Learnt:
-    """Read what earlier runs learnt and apply it to this process's `form`."""
+    """Read what earlier runs learnt and apply it to this process's `form` (`pulled_before`:
+    an incremental run, so an empty `contact_chats` is the account's, not a new schema's)."""
     value: dict[str, Any] = runs.get_state(conn, CHATS_FORM) or {}
     ours = value.get("base_url") == base_url
     stored = str(value.get("form")) if ours else "unknown"
@@ -52,7 +62,7 @@ def learn(
     if stored == "batched":
         form.trust()
     else:
-        form.allow(spent, few=not chats)
+        form.allow(spent, few=pulled_before and not chats)
     return Learnt(stored, spent, form.spent, chats)
 
 

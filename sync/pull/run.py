@@ -158,12 +158,13 @@ class _Run(FullRun, IncrementalRun):
             _reopen(self.runs, conn, request_id)  # requests whose run is gone: pending again
             self.old = CursorState.load(self.runs.get_state(conn, CONTACTS_CURSOR))
             self.fields = self.runs.load_fields(conn)
-            self.chat_form = chat_form.learn(
-                conn, self.runs, self.store, self.config.amocrm.base_url, self.client.chats.form
-            )
             # less pulled than before: emptied here; more: a full resync (`sync.pull.shape`)
             self.shape = settle(conn, self.runs, self.store, self.config)
             kind = "full" if full or self.old.cursor is None or self.shape.full else "pull"
+            self.chat_form = chat_form.learn(
+                conn, self.runs, self.store, self.config.amocrm.base_url,
+                self.client.chats.form, pulled_before=kind != "full",
+            )  # fmt: skip
             self.report = PullReport(self.runs.start_run(conn, kind), kind)
         try:
             try:
