@@ -7,6 +7,7 @@ Modules:
     ratelimit.py  the rate limiter: evenly spaced starts (≤ 7 per second), AIMD pause on 429
     budget.py     the account's schedule and AIMD state (pure), shared through a BudgetStore
     gate.py       access tokens a 401 refused: not sent again (a daemon probes)
+    refusal.py    the error of a request stopped unsent: names the request amoCRM refused
     backoff.py    exponential back-off with jitter, honouring `retry_after`
     pages.py      page iteration: 204 = empty, no `_links.next` = end, loop guard, prefetch
     writes.py     batching, request_id results, 400 mapping, lost-answer retry loop

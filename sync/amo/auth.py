@@ -12,6 +12,10 @@ OAuth rules (amocrm-api.md §9), and how they are kept here:
   token a 401 refused is never handed out again: `after_unauthorized` returns the pair another
   thread already renewed, or waits for the refresh in progress (the session's `TokenGate` makes
   every thread holding the dead token call it);
+- a refresh token the token endpoint **refused** (its 400/401: revoked, deactivated integration)
+  is never sent again by this process: every later attempt with it, from any thread, raises
+  the same refusal at once. A pair stored meanwhile by another process (`amosync auth --code`,
+  a newly configured token) carries another refresh token and is used as usual;
 - the **stored pair wins** over the configured refresh token, which is only a seed, unless
   that token is one the store has never seen. The stored value remembers, as hashes (`SEED_KEY`,
   never the tokens), every configured refresh token that seeded a pair or was configured when
@@ -210,6 +214,8 @@ class OAuthTokens:
         self._clock = clock or SystemClock()
         self._pair: TokenPair | None = None
         self._lock = threading.Lock()
+        # refresh tokens the token endpoint refused (their digest) → that refusal, raised again
+        self._refused: dict[str, AmoAuthError] = {}
 
     def __repr__(self) -> str:
         return f"OAuthTokens(client_id={self._oauth.client_id!r})"
@@ -239,6 +245,21 @@ class OAuthTokens:
             self._pair = self._refresh_stored(rejected)
             return self._pair
 
+    def _exchange_once(self, refresh: Secret) -> Mapping[str, Any]:
+        """The refresh grant, unless amoCRM already refused this refresh token: then its
+        refusal again, nothing sent (a revoked token was POSTed once per thread and retry)."""
+        digest = seed_digest(refresh) or ""
+        refused = self._refused.get(digest)
+        if refused is not None:
+            raise AmoAuthError(refused.reason, method=refused.method, url=refused.url,
+                               status=refused.status)  # fmt: skip
+        try:
+            return self._exchange(grant_body(self._oauth, "refresh_token", refresh.reveal()))
+        except AmoAuthError as exc:
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
+                self._refused[digest] = exc
+            raise
+
     def _usable(self, pair: TokenPair, rejected: str | None) -> bool:
         if rejected is not None and pair.access_token.reveal() == rejected:
             return False
@@ -259,7 +280,7 @@ class OAuthTokens:
                 )
             if replaced:
                 log.info("amo_refresh_token_replaced", reason="configured_token_changed")
-            answer = self._exchange(grant_body(self._oauth, "refresh_token", refresh.reveal()))
+            answer = self._exchange_once(refresh)
             pair = TokenPair.from_grant(answer, self._clock.now())
             row.save(stored_value(pair, self._oauth, value))
         # The block above has committed: only now may the new access token be used.

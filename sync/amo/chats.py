@@ -16,9 +16,11 @@ with nothing at all. So:
 - until a batch answer lists the links of at least two of its contacts (which neither a server
   that ignores the filter, since a foreign link is caught, nor one that keeps one value of the
   array can do), the form is unproven: the contacts a batch answer shows no link for are asked
-  again one by one, at most `PROBES` of them in the whole process, and a link found that way
-  proves the array form loses links (→ the scalar form); a batch that finds the probes spent
-  waits for those still out before it believes its answer, since one of them may yet prove it;
+  again one by one, at most `PROBES` of them for the origin across processes (the pull stores
+  what was spent, `sync.pull.chat_form`; at most `FEW_PROBES` in a process while the account
+  shows no link, as the pull judges it), and a link found that way proves the array form
+  loses links (→ the scalar form); a batch that finds the probes spent waits for those still
+  out before it believes its answer, since one of them may yet prove it;
 - an answer with `_links.next` is followed page by page (by number, with the same parameters);
   one that looks cut (`_total_items` above what came, a page that repeats the previous one,
   or `LINKS_CAP` links and no `next`) is not believed: the batch is asked again in halves,
@@ -46,7 +48,8 @@ from sync.logs import get_logger
 log = get_logger("sync.amo.chats")
 
 CHATS = "/api/v4/contacts/chats"
-PROBES = 50  # contacts asked again one by one while the array form is unproven (per process)
+PROBES = 50  # contacts asked again one by one while the array form is unproven (per origin)
+FEW_PROBES = 10  # of them, at most this many in a process while the account shows no link
 LINKS_CAP = 250  # a page this long without `next` may have been cut at the server's maximum
 MAX_PAGES = 100  # pages of one chat-links answer followed before it is called cut
 NOT_REFUSALS = (401, 402, 403, 429)  # auth, payment, block, rate: not about the query form
@@ -62,6 +65,7 @@ class ChatForm:
 
     state: str = "unknown"
     probes_left: int = PROBES
+    spent: int = 0  # probes this process took
     probing: int = 0  # probes out now: their answers may still decide the form
     waiting: int = 0  # batches waiting for those answers (seen by tests)
     _lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
@@ -84,6 +88,16 @@ class ChatForm:
             if self.state == "unknown":
                 self.state = "batched"
 
+    def allow(self, spent_before: int, few: bool) -> None:
+        """The probes this process may still take: `PROBES` for the origin less `spent_before`
+        (what the runs before this one stored, this process's included), and while the account
+        shows no link (`few`) at most `FEW_PROBES` in this process (a probe of a contact without
+        links proves nothing; it costs a request all the same)."""
+        with self._lock:
+            left = max(0, PROBES - spent_before)
+            self.probes_left = min(left, max(0, FEW_PROBES - self.spent)) if few else left
+            self._lock.notify_all()
+
     def to_scalar(self, why: str, batch: int) -> None:
         with self._lock:
             if self.state == "scalar":
@@ -105,6 +119,7 @@ class ChatForm:
         with self._lock:
             if self.state == "unknown" and self.probes_left > 0:
                 self.probes_left -= 1
+                self.spent += 1
                 self.probing += 1
                 return True
             self.waiting += 1

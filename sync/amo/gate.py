@@ -42,25 +42,43 @@ class TokenGate:
         self._lock = threading.Lock()
         self._dead: dict[str, float] = {}  # token -> when it was refused
         self._probes: dict[str, int] = {}  # token -> probes since amoCRM last accepted it
+        # token -> (method, url) of the request whose 401 refused it: what a request stopped
+        # unsent names (it never reached amoCRM), not itself
+        self._refused_by: dict[str, tuple[str, str]] = {}
 
     def __repr__(self) -> str:
         return f"TokenGate(dead={len(self._dead)})"
 
-    def mark_dead(self, token: str) -> None:
-        """`token` got a 401: no request sends it from now on (waits for headers being sent)."""
+    def mark_dead(self, token: str, request: tuple[str, str] | None = None) -> None:
+        """`token` got a 401 (to `request`, method and URL): no request sends it from now on
+        (waits for headers being sent)."""
         with self._lock:
             self._dead[token] = self._monotonic()
+            if request is not None and token not in self._refused_by:
+                self._refused_by[token] = request
             if len(self._dead) > MAX_REMEMBERED:
                 oldest = min(self._dead, key=self._dead.__getitem__)
                 del self._dead[oldest]
+            for gone in [t for t in self._refused_by if t not in self._dead]:
+                del self._refused_by[gone]
 
-    def answered(self, token: str | None, status: int) -> None:
-        """amoCRM answered a request carrying `token` with `status`: a 401 kills the token;
-        any other answer accepted it (its probes' back-off starts over)."""
+    def refused_by(self, token: str | None) -> tuple[str, str] | None:
+        """The request (method, URL as sent) whose 401 refused `token`, if known."""
+        if token is None:
+            return None
+        with self._lock:
+            return self._refused_by.get(token)
+
+    def answered(
+        self, token: str | None, status: int, request: tuple[str, str] | None = None
+    ) -> None:
+        """amoCRM answered a request (`request`: method, URL) carrying `token` with `status`:
+        a 401 kills the token; any other answer accepted it (its probes' back-off starts
+        over)."""
         if token is None:
             return
         if status == 401:
-            self.mark_dead(token)
+            self.mark_dead(token, request)
         elif token in self._probes:  # rare: read without the lock first (every answer comes here)
             with self._lock:
                 self._probes.pop(token, None)
@@ -121,9 +139,11 @@ class RequestWatch:
         token: str | None,
         on_left: Callable[[float], None],
         on_written: Callable[[], None] | None = None,
+        request: tuple[str, str] | None = None,
     ) -> None:
         self._gate = gate
         self._token = token
+        self._request = request
         self._on_left = on_left
         self._on_written = on_written
         self._holding = False
@@ -146,7 +166,7 @@ class RequestWatch:
         elif event.endswith("receive_response_headers.complete") and self._token is not None:
             answer = info.get("return_value")
             if isinstance(answer, tuple) and len(answer) > 1 and isinstance(answer[1], int):
-                self._gate.answered(self._token, answer[1])
+                self._gate.answered(self._token, answer[1], self._request)
 
     def release(self) -> None:
         """Let go of the gate if this request still holds it (the send failed half-way)."""

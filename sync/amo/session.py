@@ -20,6 +20,7 @@ from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
 from sync.amo.gate import DeadTokenError, LateStartError, RequestWatch, TokenGate
 from sync.amo.query import Params, absolute_url, encode_query, host_port
 from sync.amo.ratelimit import RateLimiter, Slot
+from sync.amo.refusal import NOT_SENT_AGAIN, refusal
 from sync.amo.responses import Outcome, classify, classify_exception, dying_tokens, token_refusal
 from sync.amo.tls import tls_context
 from sync.clock import Clock, SystemClock
@@ -151,7 +152,7 @@ class AmoSession:
                 continue
             if outcome.unsent:  # stopped before sending: its token died while it waited
                 unsent += 1
-                self._give_up_after_unsent(unsent, method, url)
+                self._give_up_after_unsent(unsent, method, url, tried.token)
                 continue
             if outcome.error is None:
                 return Reply(outcome.data.status, outcome.data.body, outcome.data.headers)
@@ -164,14 +165,10 @@ class AmoSession:
             self._sleep_before_retry(outcome, attempt, tried.slot)
             attempt += 1
 
-    def _give_up_after_unsent(self, unsent: int, method: str, url: str) -> None:
+    def _give_up_after_unsent(self, unsent: int, method: str, url: str, token: Any) -> None:
         if unsent > MAX_UNSENT:
-            raise AmoAuthError(
-                "amoCRM refused each access token this request was given before it could leave",
-                method=method,
-                url=redact_text(url),
-                status=401,
-            )
+            reason = "amoCRM refused each access token this request was given before it could leave"
+            raise refusal(self.gate, token, method, url, reason)
 
     def _give_up_unless_retryable(self, outcome: Outcome, attempt: int, write: bool) -> None:
         error = outcome.error
@@ -253,8 +250,7 @@ class AmoSession:
             if not self.tokens.after_unauthorized(token):
                 break
             token = self.tokens.access_token()
-        raise AmoAuthError("amoCRM refused the access token (401); it is not sent again for now",
-                           method=method, url=redact_text(url), status=401)  # fmt: skip
+        raise refusal(self.gate, token, method, url, NOT_SENT_AGAIN)
 
     def _exchange(
         self,
@@ -277,6 +273,7 @@ class AmoSession:
             token,
             lambda handshake: self._left(slot, handshake),
             lambda: self._written(slot),
+            (method, url),
         )
         target = absolute_url(str(self._http.base_url), url)  # parsed once (httpx: twice)
         request = self._http.build_request(
@@ -303,7 +300,9 @@ class AmoSession:
             watch.release()
         status = response.status_code
         self._log(method, url, status, started)
-        self.gate.answered(token, status)  # transports without a trace (tests) learn it here
+        self.gate.answered(
+            token, status, (method, url)
+        )  # transports without a trace (tests) learn it here
         # a success carries no URL: it is redacted (regular expressions over a chat lookup's
         # 6 KB of ids, ~2% of a pull's CPU) only for an answer that becomes an error
         outcome = classify(method, "", status, response.headers, raw) if status < 300 else None

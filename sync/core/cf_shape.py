@@ -8,7 +8,8 @@ Accepted (see docs/push.md, "Custom fields"):
 - a JSON array of field objects, each with `field_id` (integer) and/or `field_code` (string) and
   `values`: null or [] (the field is cleared) or an array of value objects. Other keys of a field
   object (amoCRM's read shape carries `field_name`, `field_type`, …) are ignored, never sent;
-- a value object has `value` (string, number or boolean), `enum_id` (integer) and/or
+- a value object has `value` (string, number, boolean, or an object: amoCRM's own shape for
+  legal_entity, linked_entity and file fields, judged by amoCRM), `enum_id` (integer) and/or
   `enum_code` (string), at least one of them not null, and no other key; `enum` is read as an
   alias of `enum_code` (a stand-in built from the vendor reference's GET example renders
   multitext values so), and push sends it as `enum_code` (`enum_code_of`).
@@ -35,7 +36,7 @@ BIGINT = 2**63 - 1  # an id's upper bound: the tables' id columns are bigint
 VALUE_BOUND = 10**300
 SHAPE = (
     'NULL, or a JSON array of {"field_id": <integer> or "field_code": "<CODE>", '
-    '"values": null | [] | [{"value": <text, number or boolean>, "enum_id": <integer>, '
+    '"values": null | [] | [{"value": <text, number, boolean or object>, "enum_id": <integer>, '
     '"enum_code": "<CODE>"}, …]}'
 )
 
@@ -114,16 +115,24 @@ def item_problem(item: Any, path: str) -> str | None:
         return f'{path}: unexpected key "{extra[0]}" (a value has value, enum_id, enum_code)'
     if all(item.get(k) is None for k in VALUE_KEYS):
         return f"{path}: needs value, enum_id or enum_code"
-    value = item.get("value")
-    if isinstance(value, (Mapping, list)):
-        return f"{path}.value: must be a string, number or boolean, got {json_type(value)}"
-    if _is_huge(value):
-        return f"{path}.value: must be a number below 1e300 in magnitude, got {shown(value)}"
     return (
-        _integer(item, "enum_id", path)
+        _value(item.get("value"), path)
+        or _integer(item, "enum_id", path)
         or _code(item, "enum_code", path)
         or _code(item, "enum", path)
     )
+
+
+def _value(value: Any, path: str) -> str | None:
+    """What is wrong with a value's `value`: an array, or a number no reader can take."""
+    if isinstance(value, list):
+        return (f"{path}.value: must be a string, number, boolean or object (legal_entity, "
+                f"linked_entity, file: amoCRM's own shape), got array")  # fmt: skip
+    if isinstance(value, Mapping) and _has_huge(value):
+        return f"{path}.value: holds a number of magnitude 1e300 or more"
+    if _is_huge(value):
+        return f"{path}.value: must be a number below 1e300 in magnitude, got {shown(value)}"
+    return None
 
 
 def enum_code_of(item: Mapping[str, Any]) -> Any:
@@ -148,7 +157,14 @@ def _integer(obj: Mapping[str, Any], key: str, path: str) -> str | None:
 def _huge_number(entry: Mapping[str, Any], path: str) -> str | None:
     """A number of magnitude VALUE_BOUND or more anywhere in a field object outside `values`
     (keys that push ignores, such as `field_name`, are still read back from the column)."""
-    stack = [v for k, v in entry.items() if k != "values"]
+    if _has_huge({k: v for k, v in entry.items() if k != "values"}):
+        return f"{path}: holds a number of magnitude 1e300 or more (outside values)"
+    return None
+
+
+def _has_huge(obj: Mapping[str, Any]) -> bool:
+    """A number of magnitude VALUE_BOUND or more anywhere inside `obj`."""
+    stack = list(obj.values())
     while stack:
         value = stack.pop()
         if isinstance(value, Mapping):
@@ -156,8 +172,8 @@ def _huge_number(entry: Mapping[str, Any], path: str) -> str | None:
         elif isinstance(value, list):
             stack.extend(value)
         elif _is_huge(value):
-            return f"{path}: holds a number of magnitude 1e300 or more (outside values)"
-    return None
+            return True
+    return False
 
 
 def _is_huge(value: Any) -> bool:

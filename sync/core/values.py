@@ -3,12 +3,16 @@ and for the client's check of a lost write (`sync.amo.matching`). Pure functions
 
 amoCRM answers with JSON of its own choosing: a number written as `"5"` may come back as `5` or
 `5.0`, a cleared text as `""` or `null`, a checkbox as `true`, an enum code in another case. Both
-sides are compared as normalised text, so none of these differences reads as a change.
+sides are compared as normalised text, so none of these differences reads as a change. A value
+that is a JSON object (legal_entity, linked_entity, file, chained_list) is compared by its
+canonical form: keys sorted, whole floats as integers. amoCRM's key order is its own, and jsonb
+stores keys in yet another (shortest first), so the order of keys never counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 A = TypeVar("A")
@@ -24,7 +28,21 @@ def as_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(canonical(value), ensure_ascii=False, sort_keys=True)
     return str(value).strip() or None
+
+
+def canonical(value: Any) -> Any:
+    """A JSON value with every object's keys sorted (at any depth) and whole floats as integers:
+    two values equal as JSON have equal canonical forms whatever their key order."""
+    if isinstance(value, Mapping):
+        return {str(key): canonical(value[key]) for key in sorted(value, key=str)}
+    if isinstance(value, list | tuple):
+        return [canonical(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def same_scalar(a: Any, b: Any, *, key: str | None = None) -> bool:

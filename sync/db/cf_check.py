@@ -17,9 +17,14 @@ of a field object outside `values` (`field_name`, …), is below 1e300 in magnit
 amoCRM's and most JSON readers' number, ends near 1.8e308; jsonb prints 1e5000 as a 5001-digit
 integer, which Python's json refuses above 4300 digits).
 
+A `value` may be a JSON object: amoCRM's own shape for legal_entity, linked_entity and file
+fields (whether amoCRM takes the object written is its to judge, as for any value); an array
+never is.
+
 This is today's definition; migration 0003 installed it, 0009 dropped the checks against the
-cached definitions, 0014 bounded the numbers. A change here ships as a new revision that
-recreates the functions (tests/integration/test_migrations_frozen.py fails until it does).
+cached definitions, 0014 bounded the numbers, 0018 took object values. A change here ships as
+a new revision that recreates the functions (tests/integration/test_migrations_frozen.py fails
+until it does).
 """
 
 from __future__ import annotations
@@ -89,9 +94,13 @@ BEGIN
             OR "{s}".amosync_cf_present(item -> 'enum')) THEN
         RETURN path || ': needs value, enum_id or enum_code';
     END IF;
-    IF jsonb_typeof(item -> 'value') IN ('object', 'array') THEN
-        RETURN path || '.value: must be a string, number or boolean, got '
-            || jsonb_typeof(item -> 'value');
+    IF jsonb_typeof(item -> 'value') = 'array' THEN
+        RETURN path || '.value: must be a string, number, boolean or object (legal_entity, '
+            'linked_entity, file: amoCRM''s own shape), got array';
+    END IF;
+    IF jsonb_typeof(item -> 'value') = 'object' AND jsonb_path_exists(item -> 'value',
+            'strict $.** ? (@.type() == "number" && @.abs() >= 1e300)') THEN
+        RETURN path || '.value: holds a number of magnitude 1e300 or more';
     END IF;
     IF jsonb_typeof(item -> 'value') = 'number' AND abs((item -> 'value')::numeric) >= 1e300 THEN
         RETURN path || '.value: must be a number below 1e300 in magnitude, got '
@@ -182,7 +191,8 @@ DECLARE
 BEGIN
     hint := 'custom_fields_values is NULL (no custom fields: clears them all) or a JSON array of '
         '{"field_id": <integer> or "field_code": "<CODE>", "values": null | [] | '
-        '[{"value": <text, number or boolean>, "enum_id": <integer>, "enum_code": "<CODE>"}]}; '
+        '[{"value": <text, number, boolean or object>, "enum_id": <integer>, '
+        '"enum_code": "<CODE>"}]}; '
         'a field left out, or with values null or [], is cleared in amoCRM.';
     IF NOT "{s}".amosync_cf_present(cf) THEN
         hint := NULL;

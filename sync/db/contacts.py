@@ -171,6 +171,10 @@ class ContactStore(Tombstones):
             deleted[name] = int(self._run(conn, count).scalar() or 0)
         return deleted
 
+    def any_chat_link(self, conn: Connection) -> bool:
+        """Whether `contact_chats` holds a link (the account shows chats)."""
+        return bool(self._run(conn, sa.select(sa.exists().select_from(contact_chats))).scalar())
+
     def stored_versions(self, conn: Connection, ids: Sequence[int]) -> dict[int, int]:
         """id → stored `updated_at` (unix seconds) of these contacts, where stored and live."""
         found = self._run(conn, page_sql.STORED_VERSIONS, {"ids": id_array(ids)})

@@ -28,6 +28,7 @@ from sync.emulator.model import (
     field_ranks,
     in_field_order,
 )
+from sync.emulator.seed_objects import object_values
 from sync.emulator.settings import EmulatorSettings
 
 T = TypeVar("T")
@@ -164,6 +165,9 @@ def build_fields() -> list[CustomField]:
         CustomField(570_010, "Комментарий", "textarea", None, 522),
         CustomField(570_011, "День рождения", "birthday", None, 524),
         CustomField(570_012, "Канал связи", "radiobutton", None, 526, enums(840_041, channels)),
+        CustomField(570_021, "Юр. лицо", "legal_entity", None, 528),
+        CustomField(570_022, "Связанный товар", "linked_entity", None, 530),
+        CustomField(570_023, "Договор (файл)", "file", None, 532),
     ]
 
 
@@ -190,7 +194,8 @@ def generate(settings: EmulatorSettings) -> SeedData:
     maker = _ContactMaker(rng, build_fields(), build_users(), build_tags(), settings)
     contacts = maker.make_all(settings.contacts)
     _credit_deleted_users(contacts, settings)
-    return SeedData(maker.fields, maker.users, maker.tags, contacts, maker.chat_links)
+    links = maker.chat_links if settings.seed_chat_links else []  # drawn either way: same data
+    return SeedData(maker.fields, maker.users, maker.tags, contacts, links)
 
 
 def _credit_deleted_users(contacts: list[Contact], settings: EmulatorSettings) -> None:
@@ -230,6 +235,8 @@ class _ContactMaker:
         # optional fields afresh, and still varied enough for filters and mapping tests.
         # The radiobutton came later: its own random stream keeps every other value as it was.
         self._radio_rng = random.Random(f"radiobutton:{settings.seed}")  # noqa: S311 - test data
+        # So did the object-valued fields (legal_entity, linked_entity, file), on some contacts
+        self._object_rng = random.Random(f"objects:{settings.seed}")  # noqa: S311 - test data
         self._typed_pool = [self._typed_values() for _ in range(512)]
         self._tag_pool = [self._tag_ids() for _ in range(64)]
 
@@ -299,6 +306,7 @@ class _ContactMaker:
             values[570_003] = [{"value": position}]
         if rng.random() < 0.5:
             values.update(self.pick(self._typed_pool))
+        values.update(object_values(self._object_rng))
         return in_field_order(values, self._field_ranks)
 
     def _phones(self) -> list[dict[str, object]]:

@@ -39,6 +39,9 @@ class EmulatorSettings:
     subdomain: str = "emulator"
     account_id: int = 31_000_001
     public_base_url: str | None = None  # links use the request's Host header when None
+    # False: an account without chat links (many are): `/contacts/chats` lists none, so the
+    # array form can never prove itself by an answer with links of two contacts
+    seed_chat_links: bool = True
 
     # --- timing ---------------------------------------------------------------------------
     latency_ms: float = 0.0

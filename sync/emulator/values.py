@@ -3,7 +3,10 @@
 Read shapes (what GET returns): text-like `{"value": str}`, numeric `{"value": "123.5"}` (a
 string, as amoCRM returns it), checkbox `{"value": bool}`, dates `{"value": unix_seconds}`,
 select/multiselect/radiobutton `{"value": label, "enum_id": N}` (no `enum_code`), multitext
-`{"value": str, "enum_id": N, "enum_code": "WORK"}`.
+`{"value": str, "enum_id": N, "enum_code": "WORK"}`, and the object-valued types (legal_entity,
+linked_entity, file) `{"value": {…}}`, the object's keys in amoCRM's own order (`OBJECT_KEYS`)
+whatever order a write gave them: never jsonb's (shortest key first), so a client comparing
+objects by their text would see a change where there is none.
 """
 
 from __future__ import annotations
@@ -20,7 +23,27 @@ TEXT_TYPES = {"text", "textarea", "url", "streetaddress"}
 NUMBER_TYPES = {"numeric", "monetary", "price"}
 DATE_TYPES = {"date", "birthday", "date_time"}
 CHOICE_TYPES = {"select", "radiobutton", "multiselect", "category"}
-SINGLE_VALUE_TYPES = TEXT_TYPES | NUMBER_TYPES | DATE_TYPES | {"checkbox", "select", "radiobutton"}
+# The keys of an object value in the order amoCRM gives them (the vendor's read shapes)
+OBJECT_KEYS: dict[str, tuple[str, ...]] = {
+    "legal_entity": (
+        "name",
+        "entity_type",
+        "vat_id",
+        "tax_registration_reason_code",
+        "address",
+        "kpp",
+        "external_uid",
+    ),
+    "linked_entity": ("name", "entity_id", "entity_type", "catalog_id"),
+    "file": ("file_uuid", "version_uuid", "file_name", "file_size", "is_deleted"),
+}
+SINGLE_VALUE_TYPES = (
+    TEXT_TYPES
+    | NUMBER_TYPES
+    | DATE_TYPES
+    | {"checkbox", "select", "radiobutton"}
+    | set(OBJECT_KEYS)
+)
 
 
 def error(code: str, path: str, detail: str) -> dict[str, str]:
@@ -158,6 +181,23 @@ def _multitext_enum(
     return field.enums[0] if field.enums else None  # no code given: amoCRM files it as WORK
 
 
+def object_value(field_type: str, value: dict[str, Any]) -> dict[str, Any]:
+    """An object value with its keys in amoCRM's order for the type (others after, as given)."""
+    order = OBJECT_KEYS.get(field_type, ())
+    first = {key: value[key] for key in order if key in value}
+    return {**first, **{key: item for key, item in value.items() if key not in first}}
+
+
+def _object(
+    field: CustomField, value: dict[str, Any], path: str, errors: FieldErrors
+) -> CFValue | None:
+    raw = value.get("value")
+    if not isinstance(raw, dict) or not raw:
+        errors.append(error("InvalidType", f"{path}.value", "This value should be of type object."))
+        return None
+    return {"value": object_value(field.type, raw)}
+
+
 Normaliser = Callable[[CustomField, dict[str, Any], str, FieldErrors], CFValue | None]
 _NORMALISERS: dict[str, Normaliser] = {
     **dict.fromkeys(TEXT_TYPES, _text),
@@ -166,4 +206,5 @@ _NORMALISERS: dict[str, Normaliser] = {
     **dict.fromkeys(CHOICE_TYPES, _choice),
     "checkbox": _checkbox,
     "multitext": _multitext,
+    **dict.fromkeys(OBJECT_KEYS, _object),
 }

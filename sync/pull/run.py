@@ -48,6 +48,7 @@ from sync.db.runs import CONTACTS_CURSOR, PULL_BUSY, RunStore, pull_lock
 from sync.errors import SyncError, mark_logged, stopping
 from sync.heap import fewer_collections
 from sync.logs import get_logger, log_failure
+from sync.pull import chat_form
 from sync.pull.full import FullRun
 from sync.pull.incremental import IncrementalRun
 from sync.pull.memo import PollMemo
@@ -56,7 +57,6 @@ from sync.pull.shape import settle
 from sync.pull.sink import CursorState, Progress
 
 log = get_logger("sync.pull")
-CHATS_FORM = "amo.chats_form"  # {"form": "batched" | "scalar", "base_url": ...}
 
 
 class PullBusyError(SyncError):
@@ -159,10 +159,13 @@ class _Run(FullRun, IncrementalRun):
             _reopen(self.runs, conn, request_id)  # requests whose run is gone: pending again
             self.old = CursorState.load(self.runs.get_state(conn, CONTACTS_CURSOR))
             self.fields = self.runs.load_fields(conn)
-            self.chat_form = self._learnt_chat_form(conn)
             # less pulled than before: emptied here; more: a full resync (`sync.pull.shape`)
             self.shape = settle(conn, self.runs, self.store, self.config)
             kind = "full" if full or self.old.cursor is None or self.shape.full else "pull"
+            self.chat_form = chat_form.learn(
+                conn, self.runs, self.store, self.config.amocrm.base_url,
+                self.client.chats.form, pulled_before=kind != "full",
+            )  # fmt: skip
             self.report = PullReport(self.runs.start_run(conn, kind), kind)
         notes = self.client.session.retry_notes  # status shows a retrying run as it retries
         try:
@@ -180,23 +183,6 @@ class _Run(FullRun, IncrementalRun):
         self._finish(started, "succeeded", request_id, None)
         return self.report
 
-    def _learnt_chat_form(self, conn: Connection) -> str:
-        """What an earlier run learnt of this server's `contact_id[]` form (`sync.amo.chats`):
-        only a proof that it works is used (it saves the probes); a server caught ignoring it
-        is asked the array form again by each process, once."""
-        learnt = self.runs.get_state(conn, CHATS_FORM) or {}
-        if learnt.get("base_url") == self.config.amocrm.base_url:
-            if learnt.get("form") == "batched":
-                self.client.chats.form.trust()
-            return str(learnt.get("form"))
-        return "unknown"
-
-    def _keep_chat_form(self, conn: Connection) -> None:
-        form = self.client.chats.form.state
-        if form not in ("unknown", self.chat_form):
-            value = {"form": form, "base_url": self.config.amocrm.base_url}
-            self.runs.set_state(conn, CHATS_FORM, value)
-
     def _finish(
         self, started: float, status: str, request_id: int | None, error: str | None,
         *, stopped: bool = False,
@@ -213,7 +199,9 @@ class _Run(FullRun, IncrementalRun):
         counts = {k: v for k, v in asdict(report).items() if isinstance(v, int)}
         with self.engine.begin() as conn:
             self.runs.finish_run(conn, report.run_id, status, counts, error)
-            self._keep_chat_form(conn)
+            chat_form.keep(
+                conn, self.runs, self.config.amocrm.base_url, self.client.chats.form, self.chat_form
+            )
             if report.kind == "full":  # (its shape is recorded once every contact is stored)
                 self.store.forget_seen(conn, report.run_id)
             # cut short by a stop (the daemon's, or SIGTERM/SIGINT to a command: a final stop

@@ -377,7 +377,7 @@ def _write_value(value: Any) -> dict[str, Any]:
         item["enum_code"] = enum_code_of(value)  # `enum` (an alias) goes out as `enum_code`
     if not item:
         raise ShapeError(f"{CF_COLUMN}: a value needs value, enum_id or enum_code")
-    if isinstance(item.get("value"), (Mapping, list)):
-        raise ShapeError(f"{CF_COLUMN}: a value's value must be a scalar, got "
+    if isinstance(item.get("value"), list):  # an object is amoCRM's shape of some types
+        raise ShapeError(f"{CF_COLUMN}: a value's value must be a scalar or an object, got "
                          f"{json_type(item['value'])}")  # fmt: skip
     return item

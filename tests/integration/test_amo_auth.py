@@ -229,6 +229,30 @@ def test_revoked_integration_is_a_clear_auth_error_without_secrets(engine: Engin
             assert secret not in message
 
 
+def test_a_refused_refresh_token_is_posted_once_whatever_the_threads_and_retries(
+    engine: Engine,
+) -> None:
+    """amoCRM's 401 "Token has been revoked" from the token endpoint is final: an audit saw the
+    same dead refresh token POSTed 4 times by one command (once per thread and retry)."""
+    with running(auth_mode="oauth", latency_ms=20) as (emulator, url):
+        seed(engine, emulator.issue_tokens())
+        with oauth_client(emulator, url, engine) as client:
+            client.fetch_account()
+            emulator.revoke_all_tokens()
+
+            def fetch(_: int) -> str:
+                with pytest.raises(AmoAuthError) as info:
+                    client.fetch_account()
+                return str(info.value)
+
+            with ThreadPoolExecutor(4) as pool:
+                lines = list(pool.map(fetch, range(8)))
+            lines.append(fetch(0))
+        assert [r["status"] for r in token_calls(emulator)] == [401]
+        assert all("refused the refresh token" in line for line in lines), lines
+        assert all("revoked" in line.lower() for line in lines), lines
+
+
 def test_missing_tokens_tell_the_user_to_run_auth(engine: Engine) -> None:
     with (
         running(auth_mode="oauth") as (emulator, url),

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sync.amo.chats import ChatForm
+from sync.amo.chats import FEW_PROBES, PROBES, ChatForm
 from sync.config import DatabaseConfig
 from sync.emulator import Emulator
 from sync.pull import run_pull
@@ -127,4 +127,50 @@ def test_a_proven_array_form_is_remembered_so_later_runs_send_no_probes(
         _fresh_process_pull(config, engine, emulator)
         # five contacts without links: one array request; unproven, each would be asked again
         assert len(_chat_requests(emulator)) == 1
+        _converged(engine, emulator)
+
+
+def _singles(emulator: Emulator) -> int:
+    return len(_chat_requests(emulator)) - _arrays(emulator)
+
+
+def _change(emulator: Emulator, ids: list[int], name: str) -> None:
+    emulator.clock.advance(30)
+    emulator.update_contacts([{"id": c, "first_name": name} for c in ids])
+    emulator.clock.advance(10)
+    emulator.clear_requests()
+
+
+def test_an_account_without_chats_pays_the_probes_once_not_in_every_process(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """An audit's stand-in without chats: each process re-asked up to 50 contacts one by one
+    (`pull --full`: 4 array + 50 single requests, then 1 + N each incremental run)."""
+    with emulated(contacts=600, seed_chat_links=False) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=250)
+        emulator.clear_requests()
+        client = client_for(emulator, url, page_size=250, chat_form=ChatForm())
+        with client:
+            run_pull(config, engine, client, full=True)
+        assert _singles(emulator) == PROBES  # a new schema's empty table proves nothing
+        live = sorted(amo_state(emulator)["live"])
+        for step in (1, 2):  # each a new process: the probes were spent for the origin
+            _change(emulator, live[step * 20 : step * 20 + 20], f"Step {step}")
+            _fresh_process_pull(config, engine, emulator)
+            assert _singles(emulator) == 0, step
+        # a schema whose probes were never counted (an older amosync): after its first pull
+        # the account shows no link, so a process takes only a few
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM amocrm.sync_state WHERE key = 'amo.chats_form'"))
+        for step in (3, 4):
+            _change(emulator, live[step * 20 : step * 20 + 20], f"Step {step}")
+            _fresh_process_pull(config, engine, emulator)
+            assert _singles(emulator) == FEW_PROBES, step
+        # the account links a chat: probes spent where none could find a link are forgiven
+        emulator.link_chat(live[500], "9a3c4f5e-0000-4000-8000-000000000001")
+        _change(emulator, [live[500]], "Linked")
+        _fresh_process_pull(config, engine, emulator)
+        _change(emulator, live[400:420], "Again")
+        _fresh_process_pull(config, engine, emulator)
+        assert _singles(emulator) == 20  # every contact of the batch probed again
         _converged(engine, emulator)

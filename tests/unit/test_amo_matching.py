@@ -139,3 +139,11 @@ def test_an_update_reads_back_only_in_the_order_sent_a_create_in_any() -> None:
     interests = {**REMOTE, "custom_fields_values": [field]}
     sent = {"custom_fields_values": [{"field_id": 7, "values": [{"enum_id": 2}, {"enum_id": 1}]}]}
     assert carries(sent, interests, ordered=True)  # a set: amoCRM's order is its own
+
+
+def test_an_object_value_read_back_in_another_key_order_is_carried() -> None:
+    sent = {"custom_fields_values": [{"field_id": 9, "values": [{"value": {"b": 1, "a": "x"}}]}]}
+    remote = {"custom_fields_values": [{"field_id": 9, "values": [{"value": {"a": "x", "b": 1}}]}]}
+    assert carries(sent, remote, ordered=True)
+    changed = {"custom_fields_values": [{"field_id": 9, "values": [{"value": {"a": "y", "b": 1}}]}]}
+    assert not carries(sent, changed, ordered=True)

@@ -192,6 +192,20 @@ def test_a_long_lived_token_refused_once_is_not_sent_again() -> None:
     assert len(script.requests) == 1
 
 
+def test_a_request_stopped_unsent_names_the_request_amocrm_refused() -> None:
+    """An audit's last line named `GET /api/v4/account?…`, a request queued behind the 401 that
+    never left; amoCRM only ever saw (and refused) the contacts request."""
+    script = Script(reply(401, {"status": 401, "detail": "Unauthorized"}), OK)
+    s = session(script)
+    with pytest.raises(AmoAuthError):
+        s.send("GET", "/api/v4/contacts", params={"page": 1})
+    with pytest.raises(AmoAuthError, match="not sent again") as info:
+        s.send("GET", "/api/v4/account", params={"with": "amojo_id"})
+    assert "GET /api/v4/contacts?page=1 -> 401" in str(info.value)
+    assert "account" not in str(info.value)
+    assert len(script.requests) == 1
+
+
 def test_a_429_cuts_the_allowed_rate_and_says_so() -> None:
     json_429 = reply(429, {"title": "Too Many Requests", "status": 429, "retry_after": 0.2})
     clock = FakeClock()

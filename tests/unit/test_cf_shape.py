@@ -49,6 +49,9 @@ ACCEPTED = {
     "enum alone": [{"field_code": "PHONE", "values": [{"value": "+7", "enum": "MOB"}]}],
     "integral float id": [{"field_id": 570003.0, "values": [{"value": "CTO"}]}],
     "ids at bigint's maximum": [{"field_id": 2**63 - 1, "values": [{"enum_id": 2**63 - 1}]}],
+    "an object value (legal_entity, linked_entity, file)": [
+        {"field_id": 1, "values": [{"value": {"name": "OOO", "vat_id": "77", "n": [1e299]}}]}
+    ],
     "large numbers": [
         {"field_id": 1, "field_name": 1e299, "values": [{"value": 10**30}, {"value": -1e299}]}
     ],
@@ -124,13 +127,14 @@ REFUSED = {
         'custom_fields_values[0].values[0]: unexpected key "subtype" (a value has value, '
         "enum_id, enum_code)",
     ),
-    "nested object value": (
-        [{"field_id": 1, "values": [{"value": {"a": 1}}]}],
-        "custom_fields_values[0].values[0].value: must be a string, number or boolean, got object",
-    ),
     "nested array value": (
         [{"field_id": 1, "values": [{"value": [1]}]}],
-        "custom_fields_values[0].values[0].value: must be a string, number or boolean, got array",
+        "custom_fields_values[0].values[0].value: must be a string, number, boolean or object "
+        "(legal_entity, linked_entity, file: amoCRM's own shape), got array",
+    ),
+    "huge number inside an object value": (
+        [{"field_id": 1, "values": [{"value": {"name": "x", "file_size": [10**300]}}]}],
+        "custom_fields_values[0].values[0].value: holds a number of magnitude 1e300 or more",
     ),
     "enum_id not an integer": (
         [{"field_id": 1, "values": [{"enum_id": "WORK"}]}],
@@ -285,7 +289,7 @@ def test_whatever_the_validator_accepts_plans_and_the_rest_is_refused(
 LEGAL = {"field_id": 570099, "values": [{"value": {"name": "OOO Romashka", "vat_id": "77"}}]}
 
 
-def test_a_field_amocrm_gave_in_a_shape_we_cannot_write_does_not_block_other_fields() -> None:
+def test_an_object_value_amocrm_gave_is_sent_only_when_changed() -> None:
     base = [*READ_SHAPE, LEGAL]
     edited = [{**READ_SHAPE[0], "values": [{"value": "+79990000002"}]}, *READ_SHAPE[1:], LEGAL]
     assert problem(edited, base) is None
@@ -294,14 +298,15 @@ def test_a_field_amocrm_gave_in_a_shape_we_cannot_write_does_not_block_other_fie
     assert plan.entity is not None
     assert plan.entity["custom_fields_values"] == [
         {"field_id": 570001, "values": [{"value": "+79990000002"}]}
-    ]  # the legal entity is never sent
-    changed = [*READ_SHAPE, {**LEGAL, "values": [{"value": {"name": "OOO Lutik"}}]}]
-    assert problem(changed, base) == (
-        f"custom_fields_values[{len(READ_SHAPE)}].values[0].value: must be a string, number or "
-        "boolean, got object"
-    )
-    with pytest.raises(ShapeError):
-        plan_update(pending(changed, base), remote, "local_wins")
+    ]  # the legal entity is not sent: unchanged
+    lutik = {"name": "OOO Lutik", "vat_id": "77"}
+    changed = [*READ_SHAPE, {**LEGAL, "values": [{"value": lutik}]}]
+    assert problem(changed, base) is None  # amoCRM's own shape: amoCRM judges it at push
+    plan = plan_update(pending(changed, base), remote, "local_wins")
+    assert plan.entity is not None
+    assert plan.entity["custom_fields_values"] == [
+        {"field_id": 570099, "values": [{"value": lutik}]}
+    ]
 
 
 # --- `enum`, a stand-in's read form of `enum_code` ------------------------------------------------
