@@ -25,11 +25,12 @@ with long_lived():  # what a command imports lives as long as the process (sync.
 
     from sync import cli_ops, cli_webhooks
     from sync.cli_context import CliContext
-    from sync.cli_parts import Deferred, accept_late_config, amo_command_imports
+    from sync.cli_parts import Deferred, accept_late_config, amo_command_imports, usage_line
     from sync.cli_stop import STOP
     from sync.core.models import Winner
     from sync.db.diag import error_line
     from sync.errors import SyncError, UsageError
+    from sync.lines import bound_line
     from sync.logs import (
         failure_on_the_last_line,
         get_logger,
@@ -325,6 +326,12 @@ for _command in cli.commands.values():
         accept_late_config(_command)
 
 
+# a group called without its command prints its help (click >= 8.2 raises this; 8.1 exits 0)
+_HELP_INSTEAD: tuple[type[click.ClickException], ...] = tuple(
+    filter(None, [getattr(click.exceptions, "NoArgsIsHelpError", None)])
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command; turn expected errors into one line and an exit code."""
     fewer_malloc_arenas()  # before any thread starts (see sync.heap)
@@ -335,8 +342,14 @@ def main(argv: list[str] | None = None) -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):  # click's form of Ctrl-C (or EOF)
         click.echo(f"amosync: {STOP.explain('interrupted')}", err=True)  # before the handlers
         sys.exit(1)
-    except click.ClickException as exc:
+    except _HELP_INSTEAD as exc:  # `amosync` or `amosync db` alone: the help, as click shows it
         exc.show()
+        sys.exit(2)
+    except click.UsageError as exc:  # one line, not click's Usage/Try/Error block
+        click.echo(f"amosync: {usage_line(exc)}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"amosync: {bound_line(' '.join(exc.format_message().split()))}", err=True)
         sys.exit(2)
     except SyncError as exc:
         click.echo(f"amosync: {STOP.explain(str(exc))}", err=True)

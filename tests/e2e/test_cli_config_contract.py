@@ -1,7 +1,8 @@
 """CONTRACT.md through the real `amosync`: a bad configuration is exit 2 with every problem listed
-(key, where its value came from, what is wrong) before any work starts. The cases are an audit's
-findings (cp1251 and BOM files, two-key rules, a host with a space, a missing token found after
-the embedded PostgreSQL)."""
+(key, where its value came from, what is wrong) before any work starts; a usage error is exit 2
+with one clear line on stderr. The cases are an audit's findings (cp1251 and BOM files, two-key
+rules, a host with a space, a missing token found after the embedded PostgreSQL, click's
+Usage/Try/Error block)."""
 
 from __future__ import annotations
 
@@ -121,3 +122,45 @@ def test_pull_in_an_empty_directory_lists_the_missing_token(tmp_path: Path) -> N
         "amosync: invalid configuration (1 problem):",
         "  - amocrm.access_token (not set): set a long-lived token or the [amocrm.oauth] keys",
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("pull", "--bogus"), "no such option '--bogus' (amosync pull --help lists the options)"),
+        (
+            ("pull", "--ful"),
+            "no such option '--ful', did you mean '--full'? (amosync pull --help lists the "
+            "options)",
+        ),
+        (("bogus",), "no such command 'bogus' (amosync --help lists the commands)"),
+        (
+            ("conflicts", "resolve"),
+            "missing argument 'CONFLICT_ID' (amosync conflicts resolve --help shows the usage)",
+        ),
+        (
+            ("conflicts", "resolve", "x", "--keep", "local"),
+            "invalid value for 'CONFLICT_ID': 'x' is not a valid integer (amosync conflicts "
+            "resolve --help shows the usage)",
+        ),
+        (
+            ("status", "extra"),
+            "got unexpected extra argument (extra) (amosync status --help shows the usage)",
+        ),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, tuple) else "",
+)
+def test_a_usage_error_is_one_line_and_exit_2(
+    tmp_path: Path, args: tuple[str, ...], line: str
+) -> None:
+    result = amosync(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"amosync: {line}"]
+    assert result.stdout == ""
+
+
+def test_help_is_left_as_click_prints_it(tmp_path: Path) -> None:
+    result = amosync("pull", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: amosync pull [OPTIONS]\n")
+    assert "--full" in result.stdout
