@@ -24,14 +24,14 @@ with long_lived():  # what a command imports lives as long as the process (sync.
     from sqlalchemy.exc import DBAPIError
 
     from sync import cli_ops, cli_webhooks
-    from sync.cli_parts import Deferred, accept_late_config, amo_command_imports
+    from sync.cli_context import CliContext
+    from sync.cli_parts import Deferred, accept_late_config, amo_command_imports, usage_line
     from sync.cli_stop import STOP
-    from sync.config import Config, load_config
     from sync.core.models import Winner
     from sync.db.diag import error_line
     from sync.errors import SyncError, UsageError
+    from sync.lines import bound_line
     from sync.logs import (
-        configure_logging,
         failure_on_the_last_line,
         get_logger,
         logging_configured,
@@ -43,35 +43,7 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-# commands that may create the embedded PostgreSQL when database.url is unset and there is none
-CREATE_EMBEDDED = frozenset({"demo", "db upgrade", "run"})
-
-
-class _Context:
-    """What every command gets: the config path given on the command line, loaded on demand.
-    With `database.url` unset, loading says on stderr where the data lives (the embedded
-    PostgreSQL), or refuses when there is none here and the command would not create one."""
-
-    def __init__(self, config_path: str | None) -> None:
-        self.config_path = config_path
-        self._config: Config | None = None
-
-    @property
-    def config(self) -> Config:
-        if self._config is None:
-            config = load_config(self.config_path)
-            configure_logging(config.logging)
-            if config.database.embedded:
-                from sync.wiring import embedded_notice
-
-                command = " ".join(click.get_current_context().command_path.split()[1:])
-                notice = embedded_notice(config, may_create=command in CREATE_EMBEDDED)
-                click.echo(f"amosync: {notice}", err=True)
-            self._config = config
-        return self._config
-
-
-pass_context = click.make_pass_decorator(_Context)
+pass_context = click.make_pass_decorator(CliContext)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,7 +58,7 @@ pass_context = click.make_pass_decorator(_Context)
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """Two-way sync between amoCRM contacts and PostgreSQL."""
-    ctx.obj = _Context(config_path)
+    ctx.obj = CliContext(config_path)
 
 
 @cli.group()
@@ -97,7 +69,7 @@ def db() -> None:
 @db.command("upgrade")
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 @pass_context
-def db_upgrade(app: _Context, revision: str) -> None:
+def db_upgrade(app: CliContext, revision: str) -> None:
     """Apply migrations to the configured database and schema (running it twice is a no-op)."""
     from sync.db.migrate import upgrade
 
@@ -112,7 +84,7 @@ def db_upgrade(app: _Context, revision: str) -> None:
 @db.command("downgrade")
 @click.argument("revision")
 @pass_context
-def db_downgrade(app: _Context, revision: str) -> None:
+def db_downgrade(app: CliContext, revision: str) -> None:
     """Revert migrations down to REVISION ('base' removes every object the sync created)."""
     from sync.db.migrate import downgrade
 
@@ -123,7 +95,7 @@ def db_downgrade(app: _Context, revision: str) -> None:
 @cli.command("auth")
 @click.option("--code", required=True, help="The authorization code from the OAuth redirect.")
 @pass_context
-def auth(app: _Context, code: str) -> None:
+def auth(app: CliContext, code: str) -> None:
     """Exchange an OAuth authorization code for tokens and store them in the database."""
     from sync.amo.auth import store_authorization_code
     from sync.amo.client import AmoClient
@@ -150,7 +122,7 @@ def auth(app: _Context, code: str) -> None:
 @db.command("shell", context_settings={"ignore_unknown_options": True})
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
 @pass_context
-def db_shell(app: _Context, psql_args: tuple[str, ...]) -> None:
+def db_shell(app: CliContext, psql_args: tuple[str, ...]) -> None:
     """Open psql on the sync's database (the embedded one by default); extra args go to psql."""
     from sync.db.shell import run_shell
 
@@ -161,7 +133,7 @@ def db_shell(app: _Context, psql_args: tuple[str, ...]) -> None:
 
 @cli.command()
 @pass_context
-def demo(app: _Context) -> None:
+def demo(app: CliContext) -> None:
     """See the sync work end to end in seconds: a local amoCRM emulator, the embedded PostgreSQL
     (or the configured database; schema amocrm_demo, rebuilt on every run), a full pull, an SQL
     edit pushed, an amoCRM edit pulled and a conflict."""
@@ -178,7 +150,7 @@ def demo(app: _Context) -> None:
 @cli.command()
 @click.option("--full", is_flag=True, help="Re-read every contact and reconcile deletions.")
 @pass_context
-def pull(app: _Context, full: bool) -> None:
+def pull(app: CliContext, full: bool) -> None:
     """Pull changed contacts (and deletions) from amoCRM; --full re-reads everything."""
     with amo_command_imports():
         from sync.progress import connecting, progress_bar
@@ -233,7 +205,7 @@ db.add_command(cli_ops.grant_reader)
 
 @cli.command()
 @pass_context
-def push(app: _Context) -> None:
+def push(app: CliContext) -> None:
     """Send pending local changes (updates, new contacts, chat links) to amoCRM."""
     with amo_command_imports():
         from sync.push import run_push
@@ -248,7 +220,7 @@ def push(app: _Context) -> None:
 
 @cli.command("sync")
 @pass_context
-def sync_once(app: _Context) -> None:
+def sync_once(app: CliContext) -> None:
     """One push of local changes, then one incremental pull (also when the push failed,
     unless that makes pulling pointless: `sync.cli_sync`)."""
     with amo_command_imports():
@@ -283,7 +255,7 @@ def conflicts() -> None:
 @conflicts.command("list")
 @click.option("--all", "include_resolved", is_flag=True, help="Also show resolved conflicts.")
 @pass_context
-def conflicts_list(app: _Context, include_resolved: bool) -> None:
+def conflicts_list(app: CliContext, include_resolved: bool) -> None:
     """Conflicts waiting for a person (or all of them with --all)."""
     from sync.db.outbox import list_conflicts
     from sync.push.conflict_view import render_conflicts
@@ -307,7 +279,7 @@ def conflicts_list(app: _Context, include_resolved: bool) -> None:
     help="The side that wins.",
 )
 @pass_context
-def conflicts_resolve(app: _Context, conflict_id: int, keep: str) -> None:
+def conflicts_resolve(app: CliContext, conflict_id: int, keep: str) -> None:
     """Settle a waiting conflict; the next push applies it."""
     from sync.db.outbox import set_winner
     from sync.wiring import migrated_engine
@@ -354,6 +326,12 @@ for _command in cli.commands.values():
         accept_late_config(_command)
 
 
+# a group called without its command prints its help (click >= 8.2 raises this; 8.1 exits 0)
+_HELP_INSTEAD: tuple[type[click.ClickException], ...] = tuple(
+    filter(None, [getattr(click.exceptions, "NoArgsIsHelpError", None)])
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command; turn expected errors into one line and an exit code."""
     fewer_malloc_arenas()  # before any thread starts (see sync.heap)
@@ -364,8 +342,14 @@ def main(argv: list[str] | None = None) -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):  # click's form of Ctrl-C (or EOF)
         click.echo(f"amosync: {STOP.explain('interrupted')}", err=True)  # before the handlers
         sys.exit(1)
-    except click.ClickException as exc:
+    except _HELP_INSTEAD as exc:  # `amosync` or `amosync db` alone: the help, as click shows it
         exc.show()
+        sys.exit(2)
+    except click.UsageError as exc:  # one line, not click's Usage/Try/Error block
+        click.echo(f"amosync: {usage_line(exc)}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"amosync: {bound_line(' '.join(exc.format_message().split()))}", err=True)
         sys.exit(2)
     except SyncError as exc:
         click.echo(f"amosync: {STOP.explain(str(exc))}", err=True)

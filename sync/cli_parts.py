@@ -1,6 +1,7 @@
 """The `amosync` command line's click plumbing: commands imported only when they run
-(`Deferred`), `--config` taken after the command as well as before it, and the imports of a
-command that talks to amoCRM (`amo_command_imports`)."""
+(`Deferred`), `--config` taken after the command as well as before it, the imports of a
+command that talks to amoCRM (`amo_command_imports`), and click's usage errors as one line
+(`usage_line`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import click
 
 from sync.heap import long_lived
+from sync.lines import bound_line
 
 
 @contextmanager
@@ -26,6 +28,30 @@ def amo_command_imports() -> Iterator[None]:
         yield
 
 
+def usage_line(exc: click.UsageError) -> str:
+    """A usage error (an unknown option or command, a missing argument) as one line, where click
+    prints its Usage/Try/Error block: what is wrong and where help is.
+
+        no such option '--bogus' (amosync pull --help lists the options)
+    """
+    # an unknown option or command (click >= 8.4 for commands) carries click's suggestions,
+    # worded here in the line's own way
+    possible = getattr(exc, "possibilities", None)
+    message = exc.message if hasattr(exc, "possibilities") else exc.format_message()
+    text = " ".join(message.split()).removesuffix(".")
+    if text[:1].isupper() and not text[1:2].isupper():  # "No such …", not an acronym
+        text = text[0].lower() + text[1:]
+    if possible:
+        text += f", did you mean {' or '.join(map(repr, possible))}?"
+    if isinstance(exc, click.NoSuchOption):
+        what = "lists the options"
+    elif exc.ctx is not None and isinstance(exc.ctx.command, click.Group):
+        what = "lists the commands"
+    else:
+        what = "shows the usage"
+    return bound_line(f"{text} ({exc.ctx.command_path if exc.ctx else 'amosync'} --help {what})")
+
+
 def _late_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
     app = ctx.find_root().obj  # the command line's context object (`sync.cli`), made by then
     if value is not None and hasattr(app, "config_path"):
@@ -34,7 +60,7 @@ def _late_config(ctx: click.Context, _param: click.Parameter, value: str | None)
 
 # `amosync status --config f` as well as `amosync --config f status`: every command and group
 # below the top also takes the option (hidden from their help, the same as the top one's).
-# The top group's callback has made the `_Context` before a command parses its options, and the
+# The top group's callback has made the `CliContext` before a command parses its options, and the
 # configuration is loaded only when the command runs, so the later option wins.
 _LATE_CONFIG = click.Option(
     ["--config", "late_config"],

@@ -13,8 +13,8 @@ from typing import Any
 import click
 
 from sync.config import Config
-from sync.config_checks import hook_warnings, public_url
-from sync.errors import ConfigError, ConfigProblem
+from sync.config_urls import hook_warnings, public_url
+from sync.errors import ConfigProblem
 
 
 @click.group("webhooks")
@@ -31,7 +31,7 @@ def register(app: Any) -> None:
     from sync.daemon.webhooks.subscription import register as subscribe
     from sync.wiring import connected
 
-    config = _checked(app.config, need_secret=True)
+    config = app.config  # the keys it needs were checked with it (`sync.cli_context`)
     hooks = config.webhooks
     for warning in hook_warnings(hooks.secret.reveal(), hooks.public_url):
         click.echo(f"amosync: warning: {warning}", err=True)
@@ -61,7 +61,7 @@ def status(app: Any, as_json: bool) -> None:
     from sync.db.runs import RunStore
     from sync.wiring import connected
 
-    config = _checked(app.config, need_secret=False)
+    config = app.config
     with connected(config) as (engine, client):
         with engine.connect() as conn:
             last = RunStore(config.database.schema).get_state(conn, LAST_HOOK_KEY)
@@ -80,7 +80,7 @@ def unregister(app: Any) -> None:
     from sync.daemon.webhooks.subscription import unregister as remove
     from sync.wiring import connected
 
-    config = _checked(app.config, need_secret=False)
+    config = app.config
     with connected(config) as (_engine, client):
         removed = remove(client, config.webhooks)
     prefix = prefix_of(config.webhooks)
@@ -90,21 +90,22 @@ def unregister(app: Any) -> None:
         click.echo(f"unregistered: {masked(hook.destination, prefix)} (id {hook.id})")
 
 
-def _checked(config: Config, *, need_secret: bool) -> Config:
-    """The keys the command needs, every missing one listed (exit 2)."""
+def webhook_keys_problems(config: Config, need_secret: bool) -> list[ConfigProblem]:
+    """The keys a `webhooks` command needs (register: need_secret), every missing one listed;
+    checked when the command loads the configuration (`sync.cli_context`)."""
     hooks, problems = config.webhooks, []
     if not hooks.public_url:
         problems.append(ConfigProblem("webhooks.public_url", "not set", "required by `amosync "
                                       "webhooks`: how amoCRM reaches the daemon"))  # fmt: skip
     elif message := public_url(hooks.public_url):  # not checked at load while hooks are off
-        problems.append(ConfigProblem("webhooks.public_url", "file/environment", message))
+        where = config.source_of("webhooks.public_url")
+        problems.append(ConfigProblem("webhooks.public_url", where, message))
     if need_secret and not hooks.secret:
         problems.append(ConfigProblem("webhooks.secret", "not set",
                                       "required by `amosync webhooks register`"))  # fmt: skip
     if need_secret and not hooks.enabled:
-        problems.append(ConfigProblem("webhooks.enabled", "false", "must be true before "
+        where = config.key_sources.get("webhooks.enabled", "not set")
+        problems.append(ConfigProblem("webhooks.enabled", where, "must be true before "
             "registering: the daemon would answer amoCRM's hooks with 404 and amoCRM "
             "disables a hook that keeps failing"))  # fmt: skip
-    if problems:
-        raise ConfigError(problems)
-    return config
+    return problems

@@ -14,28 +14,31 @@ key, where its value came from and what is wrong (`ConfigError`, exit code 2). S
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from sync.config_checks import (
     Validator,
-    amocrm_url,
     auth_problems,
+    auth_required,
     between,
     cron,
-    database_url,
     field_policies,
-    hook_secret,
-    is_loopback_host,
-    listen_host,
     one_of,
     positive,
-    public_url,
     schema_name,
     secret_text,
     subset_of,
+)
+from sync.config_urls import (
+    amocrm_url,
+    database_url,
+    hook_secret,
+    is_loopback_host,
+    listen_host,
+    public_url,
 )
 from sync.errors import ConfigError, ConfigProblem
 
@@ -225,27 +228,28 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = "defaults"  # the file the values came from, for messages
+    # where each key that was set came from, by dotted name ("file amosync.toml", "environment
+    # AMOSYNC_AMOCRM__MAX_RPS"); not a key itself, and left out of comparisons
+    key_sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def source_of(self, key: str) -> str:
+        """Where `key` (dotted) came from, as a problem names it; "default" when it was not set."""
+        return self.key_sources.get(key, "default")
 
     def require_amocrm_auth(self) -> None:
         """Commands that talk to amoCRM call this: some way to authenticate must be configured."""
-        problems = auth_problems(self.amocrm)
-        if not (self.amocrm.access_token or self.amocrm.oauth.enabled):
-            problems.append(
-                ConfigProblem(
-                    "amocrm.access_token",
-                    "not set",
-                    "set a long-lived token or the [amocrm.oauth] keys",
-                )
-            )
+        problems = auth_problems(self.amocrm, self.source_of) + auth_required(self.amocrm)
         if problems:
             raise ConfigError(problems)
 
 
 def load_config(
-    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    needs: Callable[[Config], list[ConfigProblem]] | None = None,
 ) -> Config:
-    """Read, merge and validate the configuration (`sync.config_load`); raise `ConfigError`
-    listing every problem."""
+    """Read, merge and validate the configuration (`sync.config_load`), and what the command
+    about to run `needs` of it; raise `ConfigError` listing every problem."""
     from sync.config_load import load
 
-    return load(path, environ)
+    return load(path, environ, needs=needs)

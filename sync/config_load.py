@@ -74,9 +74,12 @@ def load(
     path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
     warn: Callable[[str], None] = warn_on_stderr,
+    needs: Callable[[Config], list[ConfigProblem]] | None = None,
 ) -> Config:
     """Read, merge and validate the configuration; raise `ConfigError` listing every problem
-    (warnings, which never stop the load, go to `warn`)."""
+    (warnings, which never stop the load, go to `warn`). `needs` gives what the command about
+    to run needs beyond a valid configuration (a token to reach amoCRM, the webhook's keys, a
+    database): checked here with the rest, so every problem is listed before any work starts."""
     env = os.environ if environ is None else environ
     problems: list[ConfigProblem] = []
     file_path, explicit = _choose_file(path, env)
@@ -85,9 +88,16 @@ def load(
     config: Config = loader.build(Config, data or {}, ())
     loader.report_unknown_env(warn)
     reported = {problem.key for problem in problems}  # a refused value is not also "not set"
-    problems.extend(p for p in auth_problems(config.amocrm) if p.key not in reported)
-    problems.extend(rate_problems(config.amocrm))
-    problems.extend(p for p in webhook_problems(config) if p.key not in reported)
+    cross = [
+        *auth_problems(config.amocrm, config.source_of),
+        *rate_problems(config.amocrm, config.source_of),
+        *webhook_problems(config),
+        *(needs(config) if needs is not None else []),
+    ]
+    for problem in cross:  # one per key: a command's need may repeat a rule's
+        if problem.key not in reported:
+            problems.append(problem)
+            reported.add(problem.key)
     if problems:
         raise ConfigError(problems)
     return config
@@ -103,17 +113,41 @@ def _choose_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) ->
 
 def _read_toml(path: Path, explicit: bool, problems: list[ConfigProblem]) -> dict[str, Any] | None:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        data = path.read_bytes()
     except FileNotFoundError:
         if explicit:
             problems.append(ConfigProblem("config file", str(path), "file not found"))
         return None
-    except tomllib.TOMLDecodeError as exc:
-        problems.append(ConfigProblem("config file", str(path), f"not valid TOML: {exc}"))
     except OSError as exc:
         problems.append(ConfigProblem("config file", str(path), f"cannot be read: {exc.strerror}"))
+        return None
+    try:
+        text = data.decode("utf-8").removeprefix(BOM)  # Windows editors write one: harmless
+    except UnicodeDecodeError as exc:
+        problems.append(ConfigProblem("config file", str(path), not_utf8(data, exc)))
+        return None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(ConfigProblem("config file", str(path), f"not valid TOML: {exc}"))
     return None
+
+
+BOM = "\ufeff"  # UTF-8's byte-order mark, EF BB BF
+
+
+def not_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
+    """Where a file that is not UTF-8 first fails to decode: the byte, its line and column
+    (TOML files are UTF-8; a comment saved as cp1251 by a Russian editor is the usual cause)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "not UTF-8 but UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"
+    start = exc.start
+    line = data.count(b"\n", 0, start) + 1
+    column = start - (data.rfind(b"\n", 0, start) + 1) + 1  # in bytes
+    return (
+        f"not UTF-8: byte 0x{data[start]:02x} at line {line}, column {column} (offset {start}) "
+        "cannot be decoded (saved as cp1251 or another legacy encoding?): save it as UTF-8"
+    )
 
 
 class _Loader:
@@ -124,13 +158,14 @@ class _Loader:
         self.env = env
         self.problems = problems
         self.used_env: set[str] = set()
+        self.sources: dict[str, str] = {}  # where each key that was set came from
 
     def build(self, cls: type[Any], table: Mapping[str, Any], prefix: tuple[str, ...]) -> Any:
         hints = get_type_hints(cls)
         known: set[str] = set()
         values: dict[str, Any] = {}
         for spec in fields(cls):
-            if spec.name == "source":
+            if spec.name in ("source", "key_sources"):
                 continue
             name = _toml_name(spec.name)
             known.add(name)
@@ -148,6 +183,7 @@ class _Loader:
                 self._problem((*prefix, name), self._file_source((*prefix, name)), "unknown key")
         if cls is Config:
             values["source"] = self.file_name or "defaults"
+            values["key_sources"] = self.sources
         return cls(**values)
 
     def _value(
@@ -164,11 +200,12 @@ class _Loader:
         if env_name in self.env:
             self.used_env.add(env_name)
             source, raw = f"environment {env_name}", self.env[env_name]
-            value = _coerce_env(raw, hint)
+            value = _not_utf8_env(raw) or _coerce_env(raw, hint)
         elif key[-1] in table:
             source, value = self._file_source(key), _coerce_file(table[key[-1]], hint)
         else:
             return default
+        self.sources[".".join(key)] = source
         if isinstance(value, _Invalid):
             self._problem(key, source, value.message)
             return default
@@ -224,6 +261,18 @@ class _Invalid:
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+
+def _not_utf8_env(raw: str) -> _Invalid | None:
+    """A variable whose bytes are not UTF-8 (a cp1251 env file): Python holds each bad byte as a
+    lone surrogate, which fails much later (an HTTP header, a log line); never shows the value."""
+    for index, char in enumerate(raw):
+        if "\udc80" <= char <= "\udcff":
+            byte = ord(char) - 0xDC00
+            return _Invalid(
+                f"is not valid UTF-8: byte 0x{byte:02x} at character {index + 1}; value not shown"
+            )
+    return None
 
 
 def _coerce_env(raw: str, hint: Any) -> Any:

@@ -25,7 +25,7 @@ from sync.db.engine import (
 )
 from sync.db.migrate import prepare_schema
 from sync.db.tokens import TokenStore
-from sync.errors import ConfigError, ConfigProblem, EmbeddedDatabaseError
+from sync.errors import ConfigProblem, EmbeddedDatabaseError
 from sync.logs import get_logger
 
 log = get_logger("sync.wiring")
@@ -90,20 +90,29 @@ def _warm_budget(client: AmoClient) -> None:
         threading.Thread(target=store.warm, name="amosync-budget-warm", daemon=True).start()
 
 
+def _looked(config: Config) -> str:
+    return "no config file" if config.source == "defaults" else f"not in {config.source}"
+
+
+def embedded_problems(config: Config) -> list[ConfigProblem]:
+    """With `database.url` unset, the embedded PostgreSQL must be installed: else a problem of
+    the configuration (set database.url), listed with the others before any work starts."""
+    if not config.database.embedded or import_embedded() is not None:
+        return []
+    reason, remedy = embedded_missing()
+    return [ConfigProblem("database.url", f"{_looked(config)}, no AMOSYNC_DATABASE__URL",
+        f"not set, and the embedded PostgreSQL it would fall back to is missing ({reason}): "
+        f"set it (a service reads it from its EnvironmentFile){remedy}")]  # fmt: skip
+
+
 def embedded_notice(config: Config, *, may_create: bool) -> str:
     """With `database.url` unset, the one line that says where the data lives (the embedded
-    PostgreSQL's directory). Raises instead when that cannot be what the person wants: the
-    embedded PostgreSQL is not installed (`ConfigError`: set database.url), or the directory
-    holds no cluster and the command (`may_create` False: anything but `db upgrade`, `run` and
-    `demo`) would only create a new, empty one (`EmbeddedDatabaseError`)."""
+    PostgreSQL's directory; `embedded_problems` found it installed). Raises instead when the
+    directory holds no cluster and the command (`may_create` False: anything but `db upgrade`,
+    `run` and `demo`) would only create a new, empty one (`EmbeddedDatabaseError`)."""
     db = config.database
     where = embedded_pgdata(db).parent
-    looked = "no config file" if config.source == "defaults" else f"not in {config.source}"
-    if import_embedded() is None:
-        reason, remedy = embedded_missing()
-        raise ConfigError([ConfigProblem("database.url", f"{looked}, no AMOSYNC_DATABASE__URL",
-            f"not set, and the embedded PostgreSQL it would fall back to is missing ({reason}): "
-            f"set it (a service reads it from its EnvironmentFile){remedy}")])  # fmt: skip
+    looked = _looked(config)
     if not may_create and not embedded_exists(db):
         raise EmbeddedDatabaseError(
             f"database.url is not set and there is no embedded PostgreSQL in {where}: set "

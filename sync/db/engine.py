@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from sync.config import DatabaseConfig
-from sync.config_checks import POSTGRESQL_SCHEMES
+from sync.config_urls import POSTGRESQL_SCHEMES
 from sync.db import lockwait, silence
 from sync.db.capture import ORIGIN_SETTING
 from sync.db.diag import driver_message, error_line, not_migrated

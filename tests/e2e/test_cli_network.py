@@ -223,7 +223,7 @@ def test_the_emulator_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; pick another --port"
+        f"amosync: cannot listen on 127.0.0.1:{port}: Address already in use; pick another --port"
     ]
 
 

@@ -168,9 +168,10 @@ def test_unregister(setup: Setup) -> None:
 
 
 def test_configuration_errors_exit_2_in_one_message(setup: Setup) -> None:
-    off = setup.run(setup.config(enabled=False), "register")
+    path = setup.config(enabled=False)
+    off = setup.run(path, "register")
     assert off.returncode == 2
-    assert "webhooks.enabled (false): must be true before registering" in off.stderr
+    assert f"webhooks.enabled (file {path}): must be true before registering" in off.stderr
     assert "Traceback" not in off.stderr
     no_url = setup.run(setup.config(public_url=""), "status")
     assert no_url.returncode == 2

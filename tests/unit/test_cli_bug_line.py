@@ -7,9 +7,10 @@ import sys
 
 BUG = """
 import sync.cli
-def load_config(path):
+import sync.cli_context
+def load_config(path, needs=None):
     raise KeyError("field_id")
-sync.cli.load_config = load_config
+sync.cli_context.load_config = load_config
 sync.cli.main(["status"])
 """
 

@@ -211,7 +211,7 @@ def _leaf_keys(cls: type, prefix: str = "") -> dict[str, object]:
 
     keys: dict[str, object] = {}
     for spec in dataclasses.fields(cls):
-        if spec.name == "source":
+        if spec.name in ("source", "key_sources"):
             continue
         name = prefix + spec.name.rstrip("_")
         default = (

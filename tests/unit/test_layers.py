@@ -71,6 +71,7 @@ GROUND_FLOOR = (
     "sync.config",
     "sync.config_load",
     "sync.config_checks",
+    "sync.config_urls",
     "sync.errors",
     "sync.clock",
     "sync.lines",

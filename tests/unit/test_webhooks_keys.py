@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sync.config import Config, Secret, WebhooksConfig, load_config
-from sync.config_checks import hook_warnings
+from sync.config_urls import hook_warnings
 from sync.errors import ConfigError
 from sync.logs import redact_text, redact_value
 
@@ -80,7 +80,7 @@ def test_bad_secrets_are_refused_without_being_shown(
     ("url", "words"),
     [
         ("ftp://sync.example.com", "absolute https:// URL"),
-        ("https://sync example.com", "without spaces"),
+        ("https://sync example.com", "has a space at character 13"),
         ("sync.example.com", "absolute https:// URL"),
         ("https://sync.example.com?x=1", "query or fragment"),
         ("https://user:pw@sync.example.com", "credentials"),

@@ -23,7 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
 from sync.config import Config
-from sync.config_checks import hook_warnings
+from sync.config_urls import hook_warnings
 from sync.daemon.health import Health
 from sync.daemon.jobs import run_job_at
 from sync.daemon.metrics import Metrics
