@@ -22,6 +22,7 @@ from sync.pull.sink import ChatLinks, CompletePage
 from sync.pull.stage import (
     CHAT_BATCH,
     CHATS_BEHIND,
+    ENDING_PAGES,
     MAX_FIELD_REFRESHES,
     OUTBOX,
     FetchSetup,
@@ -93,8 +94,13 @@ class Completion(Stage):
         self._submit(read, lambda rows: self._chats_in(batch, rows))
 
     def _few_held(self) -> bool:
-        """Asked on the rate limiter's lock (another thread): lengths only."""
-        return len(self.waiting) + len(self.outbox) < CHATS_BEHIND
+        """Asked on the rate limiter's lock (another thread): lengths and a flag only. When
+        the walk ends, its last list reads go first up to `ENDING_PAGES` pages more: they are
+        what the final pass waits for, while the batches they pass fill the budget during
+        that pass's round trip (they came to the front behind 8 held pages and kept the last
+        window's page waiting ~1.5 s with the budget idle after it)."""
+        held = len(self.waiting) + len(self.outbox)
+        return held < CHATS_BEHIND + (ENDING_PAGES if self.ending else 0)
 
     def _chats(self, ids: list[int]) -> list[dict[str, Any]]:
         links: list[dict[str, Any]] = []

@@ -28,6 +28,7 @@ from typing import Any
 from sync.errors import InvariantError
 from sync.pull.empty import EmptyProof
 from sync.pull.stage import (
+    ENDING_PAGES,
     OUTBOX,
     SETTLE_S,
     SPECULATIVE,
@@ -105,12 +106,35 @@ class Fetcher(EmptyProof):
 
     def _dispatch(self) -> None:
         self.stolen = False
+        self.ending = self._walk_ending()
         self._release_ties()
         self._early_tail()
         while self._requests_in_flight() < self.setup.workers:
             if not self._start_one():
                 break
         self._drain_chats()
+
+    def _walk_ending(self) -> bool:
+        """Whether the list pages left to ask are known and at most `ENDING_PAGES`: each
+        window's by its density (one for a bounded window not answered yet), each tie's up to
+        its last page; unknown while a tie's end or an open window's extent is."""
+        left = 0.0
+        for tie in self.ties:
+            if not tie.finished:
+                if tie.last is None:
+                    return False
+                left += tie.last - len(tie.answered)
+        for window in self.plan.windows:
+            if not window.splittable:
+                continue  # a final pass: the walk is over
+            if window.rate is None:
+                if window.hi is None:
+                    return False
+                left += 1
+                continue
+            end = window.hi if window.hi is not None else max(self.plan.top, window.pos + 1)
+            left += max(1.0, window.rate * (end - window.pos) / self.setup.page_size)
+        return left <= ENDING_PAGES
 
     def _ask_tie_page(self, ahead: int) -> bool:
         """Ask a tie's page again, or its next page up to the last known to exist
