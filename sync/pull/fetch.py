@@ -186,10 +186,17 @@ class Fetcher(EmptyProof):
         """A window is split only while no request waits for the rate budget (once requests
         queue for it, another window adds no speed, only a part-page at its end), or while
         fewer than `MIN_WINDOWS` are read: the last pages of a walk go in parallel, not one
-        round trip after another in the last window."""
+        round trip after another in the last window. A second read by id whose end is not
+        known yet counts as its pages in flight (at least one), and while one is read nothing
+        else is split: it keeps the budget busy by itself (its pages beyond the last known go
+        out ahead), so a split beside it only ends in another part-page, taking a start the
+        chat batches waiting behind would have used (the catch-up's bulk second)."""
         busy = sum(1 for w in self.plan.windows if w.busy)
-        if busy < MIN_WINDOWS:
+        reading = sum(max(1, t.speculative) for t in self.ties if t.last is None and not t.finished)
+        if busy + reading < MIN_WINDOWS:
             return True
+        if reading:
+            return False
         # one split per answer: a request just submitted is not waiting for the budget yet;
         # chat batches waiting behind list reads do not count (a split's page goes first)
         return not self.stolen and self.client.session.limiter.turns.ahead() == 0

@@ -1,6 +1,6 @@
 """The fetch stage's choices of what takes the rate budget's starts, where a start spent on the
 wrong request costs the run time (issue 12's rate-bound targets): the walk's last list reads go
-before the chat batches.
+before the chat batches, and no window is split beside a second read by id whose end is unknown.
 The walk helpers are `tests/unit/test_pull_walk.py`'s (the in-process emulator, no socket)."""
 
 from __future__ import annotations
@@ -60,3 +60,22 @@ def test_the_walk_ends_only_when_what_is_left_is_known_and_few() -> None:
         assert not fetcher._walk_ending()  # a second read by id whose end is unknown
         tie.last, tie.answered = 3, {1: True, 2: True, 3: False}
         assert fetcher._walk_ending()
+
+
+def test_no_window_is_split_beside_a_tie_whose_end_is_unknown() -> None:
+    """A bulk second read by id keeps the budget busy by itself: the catch-up split the other
+    windows whenever no list read waited (the tie between two round trips) and each split
+    ended in another part-page, a start the chat batches waiting behind would have used."""
+    with amo(contacts=50) as (_, client):
+        fetcher = fetch_stage(client, Stored(), [(0, None)], full=False)
+        windows = [Window(100 * n, 100 * n + 50, busy=True, rate=1.0) for n in range(1, 4)]
+        fetcher.plan.windows = windows
+        assert fetcher._budget_has_room()  # nothing waits for the budget: split
+        tie = Tie(50, Window(50, 51), known=set(), speculative=0)
+        fetcher.ties.append(tie)
+        assert not fetcher._budget_has_room()
+        windows[1].busy = windows[2].busy = False
+        assert fetcher._budget_has_room()  # fewer than MIN_WINDOWS read beside it: split
+        windows[1].busy = windows[2].busy = True
+        tie.last = 2
+        assert fetcher._budget_has_room()  # its end is known: its pages are few
