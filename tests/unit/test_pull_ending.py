@@ -5,7 +5,7 @@ The walk helpers are `tests/unit/test_pull_walk.py`'s (the in-process emulator, 
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from sync.pull.stage import CHATS_BEHIND, ENDING_PAGES, Tie, Waiting
@@ -79,3 +79,25 @@ def test_no_window_is_split_beside_a_tie_whose_end_is_unknown() -> None:
         windows[1].busy = windows[2].busy = True
         tie.last = 2
         assert fetcher._budget_has_room()  # its end is known: its pages are few
+
+
+def test_a_part_full_chat_batch_waits_for_a_list_read_held_by_the_workers_cap() -> None:
+    """With every worker taken (chat batches waiting for the budget) and a window waiting to be
+    read, no request in flight lists contacts, yet the walk is not draining: the part-full
+    batch went out mid-walk and the run asked a chat request more than ⌈contacts/250⌉."""
+    with amo(contacts=50) as (_, client):
+        fetcher = fetch_stage(client, Stored(), [(0, None)], full=True)
+        sent: list[int] = []
+        fetcher._send_chats = lambda: sent.append(fetcher.chat_batched)  # type: ignore[method-assign]
+        fetcher.chat_batch, fetcher.chat_batched = [(Waiting([{"id": 1}], None), [1])], 1
+        fetcher.inflight = {Future(): lambda _: None for _ in range(fetcher.setup.workers)}
+        window = fetcher.plan.windows[0]
+        fetcher._drain_chats()
+        assert sent == []  # the idle window takes the next free worker
+        window.busy = True
+        fetcher._drain_chats()
+        assert sent == [1]  # nothing left to list but what is in flight: the walk drains
+        fetcher.inflight.pop(next(iter(fetcher.inflight)))
+        window.busy, sent[:] = False, []
+        fetcher._drain_chats()
+        assert sent == [1]  # a worker is free: the window would have gone before the drain
