@@ -22,6 +22,7 @@ from sync.pull.sink import ChatLinks, CompletePage
 from sync.pull.stage import (
     CHAT_BATCH,
     CHATS_BEHIND,
+    ENDING_PAGES,
     MAX_FIELD_REFRESHES,
     OUTBOX,
     FetchSetup,
@@ -72,9 +73,26 @@ class Completion(Stage):
 
     def _drain_chats(self) -> None:
         """The batch goes out part-full only when nothing in flight can add to it (the walk is
-        draining, or waits for something else)."""
-        if self.chat_batch and not self.producers and len(self.outbox) < OUTBOX:
+        draining, or waits for something else), and not while the workers' cap alone holds
+        back a list read that would (`_list_read_held`)."""
+        draining = not self.producers and not self._list_read_held()
+        if self.chat_batch and draining and len(self.outbox) < OUTBOX:
             self._send_chats()
+
+    def _list_read_held(self) -> bool:
+        """Every worker is taken (chat batches waiting for the budget, say) while a window
+        waits to be read or a tie's page known to exist to be asked: the next answer frees a
+        worker for it, and its contacts join this batch. Sent now, the batch went out
+        part-full mid-walk and the run asked one chat request more than ⌈contacts/250⌉ (the
+        catch-up: 22 instead of 21 in some runs)."""
+        if len(self.inflight) < self.setup.workers:
+            return False
+        if any(not w.busy for w in self.plan.windows):
+            return True
+        return any(
+            t.queue or (not t.waiting and t.last is None and t.issued < t.frontier)
+            for t in self.ties
+        )
 
     def _send_chats(self) -> None:
         """The batch lets list reads waiting for the budget go first while fewer than
@@ -93,8 +111,13 @@ class Completion(Stage):
         self._submit(read, lambda rows: self._chats_in(batch, rows))
 
     def _few_held(self) -> bool:
-        """Asked on the rate limiter's lock (another thread): lengths only."""
-        return len(self.waiting) + len(self.outbox) < CHATS_BEHIND
+        """Asked on the rate limiter's lock (another thread): lengths and a flag only. When
+        the walk ends, its last list reads go first up to `ENDING_PAGES` pages more: they are
+        what the final pass waits for, while the batches they pass fill the budget during
+        that pass's round trip (they came to the front behind 8 held pages and kept the last
+        window's page waiting ~1.5 s with the budget idle after it)."""
+        held = len(self.waiting) + len(self.outbox)
+        return held < CHATS_BEHIND + (ENDING_PAGES if self.ending else 0)
 
     def _chats(self, ids: list[int]) -> list[dict[str, Any]]:
         links: list[dict[str, Any]] = []

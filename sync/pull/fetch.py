@@ -28,6 +28,7 @@ from typing import Any
 from sync.errors import InvariantError
 from sync.pull.empty import EmptyProof
 from sync.pull.stage import (
+    ENDING_PAGES,
     OUTBOX,
     SETTLE_S,
     SPECULATIVE,
@@ -105,12 +106,35 @@ class Fetcher(EmptyProof):
 
     def _dispatch(self) -> None:
         self.stolen = False
+        self.ending = self._walk_ending()
         self._release_ties()
         self._early_tail()
         while self._requests_in_flight() < self.setup.workers:
             if not self._start_one():
                 break
         self._drain_chats()
+
+    def _walk_ending(self) -> bool:
+        """Whether the list pages left to ask are known and at most `ENDING_PAGES`: each
+        window's by its density (one for a bounded window not answered yet), each tie's up to
+        its last page; unknown while a tie's end or an open window's extent is."""
+        left = 0.0
+        for tie in self.ties:
+            if not tie.finished:
+                if tie.last is None:
+                    return False
+                left += tie.last - len(tie.answered)
+        for window in self.plan.windows:
+            if not window.splittable:
+                continue  # a final pass: the walk is over
+            if window.rate is None:
+                if window.hi is None:
+                    return False
+                left += 1
+                continue
+            end = window.hi if window.hi is not None else max(self.plan.top, window.pos + 1)
+            left += max(1.0, window.rate * (end - window.pos) / self.setup.page_size)
+        return left <= ENDING_PAGES
 
     def _ask_tie_page(self, ahead: int) -> bool:
         """Ask a tie's page again, or its next page up to the last known to exist
@@ -162,10 +186,17 @@ class Fetcher(EmptyProof):
         """A window is split only while no request waits for the rate budget (once requests
         queue for it, another window adds no speed, only a part-page at its end), or while
         fewer than `MIN_WINDOWS` are read: the last pages of a walk go in parallel, not one
-        round trip after another in the last window."""
+        round trip after another in the last window. A second read by id whose end is not
+        known yet counts as its pages in flight (at least one), and while one is read nothing
+        else is split: it keeps the budget busy by itself (its pages beyond the last known go
+        out ahead), so a split beside it only ends in another part-page, taking a start the
+        chat batches waiting behind would have used (the catch-up's bulk second)."""
         busy = sum(1 for w in self.plan.windows if w.busy)
-        if busy < MIN_WINDOWS:
+        reading = sum(max(1, t.speculative) for t in self.ties if t.last is None and not t.finished)
+        if busy + reading < MIN_WINDOWS:
             return True
+        if reading:
+            return False
         # one split per answer: a request just submitted is not waiting for the budget yet;
         # chat batches waiting behind list reads do not count (a split's page goes first)
         return not self.stolen and self.client.session.limiter.turns.ahead() == 0

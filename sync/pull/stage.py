@@ -39,6 +39,9 @@ OUTBOX = 2  # complete pages beyond the sink's queue before no new page is asked
 # while fewer pages than this wait for their chat links or the sink's room, chat batches let
 # list reads go first (memory: ~2 MB a page; see `Completion._send_chats`)
 CHATS_BEHIND = 8
+# when the walk ends (`Fetcher._walk_ending`: the run's list pages left to ask are known and
+# this few) chat batches let list reads go first while fewer than `CHATS_BEHIND` + this wait
+ENDING_PAGES = 4
 MAX_FIELD_REFRESHES = 3
 RECENT_LIMIT = 200_000  # versions near "now" remembered for the tie checks
 
@@ -156,6 +159,7 @@ class Stage:
         self.bounds = setup.bounds
         self.inflight: dict[Future[Any], Callable[[Any], None]] = {}
         self.stolen = False  # a window was split in this dispatch
+        self.ending = False  # few list pages left to ask (`Fetcher._walk_ending`)
         self.producers: set[Future[Any]] = set()  # requests whose answer may list contacts
         self.chat_batch: list[tuple[Waiting, list[int]]] = []  # contacts whose links to ask
         self.chat_batched = 0  # contacts in `chat_batch`
