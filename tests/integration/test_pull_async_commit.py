@@ -15,11 +15,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from sync.config import AmoCrmConfig, Config, DatabaseConfig, Secret
-from sync.db.engine import create_engine
-from sync.db.runs import CONTACTS_CURSOR, RunStore
+from sync.db.engine import create_engine, sync_origin
+from sync.db.runs import CONTACTS_CURSOR, RunStore, pull_lock_key
+from sync.errors import LockLostError
 from sync.pull import run_pull
 from sync.pull.sink import CompletePage, CursorKeeper, CursorState, Sink, end_marker
 from sync.pull.windows import Coverage
+from tests.integration.lock_helpers import terminate_lock_holder
+from tests.integration.pull_helpers import emulated, make_config, pull
 from tests.integration.push_env import push_env
 
 # every statement writing `contacts` notes its transaction's synchronous_commit
@@ -151,3 +154,34 @@ def test_a_drain_ends_with_its_pages_flushed(db_config: DatabaseConfig) -> None:
         assert drain.cursor()["updated_at"] == 1000
     finally:
         drain.engine.dispose()
+
+
+def test_a_full_resync_whose_lock_session_ended_tombstones_nothing(
+    db_config: DatabaseConfig, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's lock session ending while pages are stored (a crash ends it too, and may
+    take unflushed pages with it) stops the run right after the drain: not after its
+    tombstones, built on the pages' seen ids, and its final cursor."""
+    gone = 999_999_999  # stored live, no longer in amoCRM: a resync that ends tombstones it
+    with engine.begin() as conn:
+        sync_origin(conn)
+        conn.execute(sa.text(f"INSERT INTO amocrm.contacts (id, name) VALUES ({gone}, 'Old')"))
+    real = Sink.store
+    cut: list[int] = []
+    once = threading.Lock()
+
+    def store(self: Sink, *args: Any, **kw: Any) -> None:
+        with once:
+            if not cut:
+                cut.append(terminate_lock_holder(engine, pull_lock_key("amocrm")))
+        real(self, *args, **kw)
+
+    monkeypatch.setattr(Sink, "store", store)
+    with emulated(contacts=30) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token)
+        with pytest.raises(LockLostError):
+            pull(config, engine, emulator, full=True)
+    assert cut == [1]
+    with engine.connect() as conn:
+        deleted = conn.scalar(sa.text(f"SELECT is_deleted FROM amocrm.contacts WHERE id = {gone}"))
+    assert deleted is False
