@@ -341,7 +341,8 @@ class Sink:
                 thread.join()
             if errors:
                 raise errors[0]
-            self.contacts.flush_commits(held[0])
+            if not failed.is_set():  # a failed run writes nothing on its pages
+                self.contacts.flush_commits(held[0])
         finally:
             for conn in held:
                 conn.close()
