@@ -313,9 +313,15 @@ class Sink:
         on a held connection (`flush_commits`): every page is on disk before the run writes on
         (docs/pull.md, "Issue 12's ingest target (2026-12-07, night)")."""
         errors: list[BaseException] = []
-        held = [self.engine.connect() for _ in range(writers)]
+        held: list[Connection] = []
+        try:
+            while len(held) < writers:
+                held.append(self.engine.connect())
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, once the queue is drained
+            errors.append(exc)
+            failed.set()
 
-        def work(conn: Connection) -> None:
+        def work(conn: Connection | None) -> None:
             while True:
                 page: CompletePage | None = pages.get()
                 if page is _END:
@@ -330,9 +336,9 @@ class Sink:
                         failed.set()
                     page = after
 
-        threads = [
+        threads = [  # with no connection (failed) a writer only takes pages until the end
             threading.Thread(target=work, args=(conn,), name=f"pull-db-{n}", daemon=True)
-            for n, conn in enumerate(held)
+            for n, conn in enumerate([*held, *[None] * (writers - len(held))])
         ]
         try:
             for thread in threads:

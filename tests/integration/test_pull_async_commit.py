@@ -185,3 +185,35 @@ def test_a_full_resync_whose_lock_session_ended_tombstones_nothing(
     with engine.connect() as conn:
         deleted = conn.scalar(sa.text(f"SELECT is_deleted FROM amocrm.contacts WHERE id = {gone}"))
     assert deleted is False
+
+
+def test_a_drain_that_cannot_connect_takes_the_waiting_pages_and_fails() -> None:
+    """The writers' connections are opened before any page: when that fails, the pages still
+    waiting are taken until the end marker (the producer's blocking put of it must return)."""
+    db = DatabaseConfig(url=Secret("postgresql://postgres@127.0.0.1:9/none"), schema="amocrm")
+    engine = create_engine(db)
+    config = Config(
+        amocrm=AmoCrmConfig(base_url="http://127.0.0.1:9", access_token=Secret("t")), database=db
+    )
+    keeper = CursorKeeper(RunStore("amocrm"), Coverage([(0, 1000)]), CursorState(), 10_000)
+    sink = Sink(config, engine, keeper, None)
+    pages: queue.Queue[Any] = queue.Queue(maxsize=2)
+    pages.put(keeper.stamp(page(1, (0, 300))))
+    pages.put(keeper.stamp(page(2, (300, 600))))
+    error: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            sink.drain(pages, 2, threading.Event())
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            error.append(exc)
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    pages.put(end_marker(), timeout=30)
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(error) == 1
+    assert isinstance(error[0], DBAPIError)
+    assert sink.fetched == 0
+    engine.dispose()
