@@ -59,6 +59,10 @@ from sync.db.schema import (
 from sync.db.tombstones import Tombstones, id_array
 
 PREPARE = sa.text(staging.PREPARE)  # a DO block: Core has no construct for it
+PREPARE_ASYNC = sa.text(staging.PREPARE_ASYNC)
+# a transaction id makes COMMIT write a record, and a synchronous COMMIT waits until the WAL is
+# flushed up to it: every transaction committed before it is then on disk too
+FLUSH = sa.select(sa.func.pg_current_xact_id())
 # the tables a pull fills only when `sync.with` / `sync.chats` ask (`empty_relations`)
 OPTIONAL_TABLES = {
     t.name: t for t in (contact_leads, contact_customers, contact_catalog_elements, contact_chats)
@@ -83,11 +87,18 @@ class ContactStore(Tombstones):
     """The SQL of pull for one schema (a validated identifier): the page store here, deletions
     and the full resync's seen list inherited from `Tombstones`."""
 
-    def prepare(self, conn: Connection) -> None:
+    def prepare(self, conn: Connection, *, async_commit: bool = False) -> None:
         """Ready the caller's transaction for `store_page(..., prepared=True)` in one round
         trip: marked as the sync's own (`sync.db.engine.sync_origin`), JIT off, staging tables
-        there and empty (`sync.db.staging`)."""
-        conn.execute(PREPARE)
+        there and empty (`sync.db.staging`); `async_commit`: its COMMIT returns before the WAL
+        is flushed (only where `sync.pull.sink.Sink.drain` explains why that is safe)."""
+        conn.execute(PREPARE_ASYNC if async_commit else PREPARE)
+
+    def flush_commits(self, conn: Connection) -> None:
+        """Wait until every transaction committed so far is on disk: a transaction of its own
+        on `conn` (which must not be in one) that commits synchronously."""
+        with conn.begin():
+            conn.execute(FLUSH)
 
     def store_page(
         self,
@@ -218,14 +229,18 @@ class ContactStore(Tombstones):
         statement deletes from every table and one inserts into every table (data-modifying
         CTEs): two round trips a page instead of two a table. The deletes go first, so a row
         that changed (same key, other values) is gone before its new version comes."""
-        filled = []
+        filled, refs = [], []
         for table, given in relations.items():
-            rows = given
-            if table == "contact_catalog_elements":
+            if table in staging.REF_KINDS:  # one staging table for these (`staging.REFS`)
+                refs += staging.ref_rows(table, given)
+            elif table == "contact_catalog_elements":
                 rows = [(*r[:4], _json(r[4])) for r in given]  # metadata: jsonb
-            staging.copy_rows(conn, table, staging.RELATIONS[table][0], rows)
-            if rows:
+                staging.copy_rows(conn, table, staging.RELATIONS[table][0], rows)
+            else:
+                staging.copy_rows(conn, table, staging.RELATIONS[table][0], given)
+            if given:
                 filled.append(table)
+        staging.copy_rows(conn, staging.REFS, staging.REF_COLUMNS, refs)
         if ids and relations:
             self._run(conn, page_sql.every_diff(tuple(relations)), {"ids": id_array(ids)})
         if filled:

@@ -1,6 +1,7 @@
 """Staging tables for pull's page writes: a page's rows reach PostgreSQL by `COPY` into them.
 
     conn.execute(sa.text(PREPARE))                     # once per transaction (sets the origin)
+                                                       # (PREPARE_ASYNC: its commit is asynchronous)
     copy_rows(conn, "contact_tags", RELATIONS["contact_tags"][0], rows)
     ... INSERT INTO "amocrm".contact_tags SELECT … FROM pg_temp.amosync_stage_contact_tags …
 
@@ -80,6 +81,14 @@ CONTACT_COLUMNS = (
     ("custom_fields_values", "jsonb"),
     ("held", "text[]"),
 )
+# The relation tables of ids (and a tag's name) share one staging table, `REFS`, each behind a
+# view of its own name that the statements read: one `COPY` (two round trips) and one table
+# emptied at commit for the four instead of four of each (`ref_rows` tags their rows).
+REFS = "refs"
+REF_COLUMNS = (
+    ("kind", "integer"), ("contact_id", "bigint"), ("ref_id", "bigint"), ("name", "text"),
+)  # fmt: skip
+REF_KINDS = {"contact_tags": 1, "contact_leads": 2, "contact_customers": 3, "contact_companies": 4}
 STAGE_PREFIX = "amosync_stage_"
 BINARY_TYPES = {"bigint": "int8", "integer": "int4"}  # psycopg's names of the SQL types
 TYPED = frozenset({"bigint", "integer", "text"})  # what a typed text COPY takes (ints, strs)
@@ -109,19 +118,25 @@ def stage_table(table: str) -> sa.TableClause:
     return sa.table(f"{STAGE_PREFIX}{table}", *typed, schema="pg_temp")
 
 
-def _prepare() -> str:
+def _prepare(*, async_commit: bool) -> str:
     """One statement that readies the transaction: marked as the sync's own (what
     `sync.db.engine.sync_origin` does: the guard triggers let its writes through uncaptured),
     JIT off, and the staging tables created where the session lacks them, else emptied
     (`ON COMMIT DELETE ROWS` empties them at every commit, but a caller may store two pages in
-    one transaction). One round trip where the origin was one more for every page."""
-    tables = {"contacts": CONTACT_COLUMNS} | {t: cols for t, (cols, _) in RELATIONS.items()}
+    one transaction). One round trip where the origin was one more for every page.
+    `async_commit`: its COMMIT does not wait for the WAL flush (`synchronous_commit = off` for
+    this transaction only): the pull's sink on connections it holds, `sync.pull.sink.Sink.drain`
+    says why that is safe there and nowhere else."""
+    commit = "\n    PERFORM set_config('synchronous_commit', 'off', true);" if async_commit else ""
+    tables = {"contacts": CONTACT_COLUMNS, REFS: REF_COLUMNS} | {
+        t: cols for t, (cols, _) in RELATIONS.items() if t not in REF_KINDS
+    }
     creates = "".join(
         f"""
         CREATE TEMP TABLE {STAGE_PREFIX}{table} ({", ".join(f"{c} {k}" for c, k in columns)})
         ON COMMIT DELETE ROWS;"""
         for table, columns in tables.items()
-    )
+    ) + "".join(_ref_view(table, kind) for table, kind in REF_KINDS.items())
     empties = "".join(
         f"""
         DELETE FROM {stage_name(table)};"""
@@ -132,14 +147,34 @@ def _prepare() -> str:
     # tables (no statistics yet) are: 45 ms of compiling for a 5 ms statement, on every page.
     return f"""DO $stage$ BEGIN
     PERFORM set_config('{ORIGIN_SETTING}', 'sync', true);
-    PERFORM set_config('jit', 'off', true);
+    PERFORM set_config('jit', 'off', true);{commit}
     IF to_regclass('{first}') IS NULL THEN{creates}
     ELSE{empties}
     END IF;
 END $stage$"""
 
 
-PREPARE = _prepare()
+def _ref_view(table: str, kind: int) -> str:
+    """The view that shows `REFS`'s rows of `kind` as `table`'s staging table."""
+    columns = RELATIONS[table][0]
+    shared = REF_COLUMNS[1 : len(columns) + 1]
+    assert [k for _, k in columns] == [k for _, k in shared], table  # same types, same order
+    shown = ", ".join(f"{s} AS {c}" for (c, _), (s, _) in zip(columns, shared, strict=True))
+    return f"""
+        CREATE TEMP VIEW {STAGE_PREFIX}{table} AS
+        SELECT {shown} FROM {stage_name(REFS)} WHERE kind = {kind};"""
+
+
+def ref_rows(table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """`table`'s rows (one of `REF_KINDS`) as `REFS` rows: its kind, then the row, padded."""
+    kind = REF_KINDS[table]
+    if len(RELATIONS[table][0]) == 3:
+        return [(kind, *row) for row in rows]
+    return [(kind, *row, None) for row in rows]
+
+
+PREPARE = _prepare(async_commit=False)
+PREPARE_ASYNC = _prepare(async_commit=True)  # the same, its commit not waiting for the flush
 
 
 def copy_rows(
@@ -178,5 +213,6 @@ def copy_rows(
     except psycopg.Error as exc:
         raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
     except (TypeError, ValueError, OverflowError) as exc:  # a value of another type
-        error = psycopg.DataError(f"a value amoCRM sent does not fit its column in {table}")
+        shown = " or ".join(REF_KINDS) if table == REFS else table
+        error = psycopg.DataError(f"a value amoCRM sent does not fit its column in {shown}")
         raise sa.exc.DBAPIError.instance(sql, None, error, psycopg.Error) from exc

@@ -222,6 +222,10 @@ class RunBase:
                 raise sink_error[0]
             keeper.bounds = fetcher.bounds
             self.fields = fetcher.fields
+        # The pages' commits are flushed (`Sink.drain`); the run's lock session still holding
+        # the lock proves no crash since the run began, also where a writer's session would not
+        # prove it (a pooler): else the run stops before its final cursor or tombstones.
+        self.lock.ensure_held()
         self._settle(fetcher)
         return fetcher
 

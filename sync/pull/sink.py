@@ -233,9 +233,10 @@ class Sink:
         self.fetched = self.upserted = self.new_versions = 0
         self._lock = threading.Lock()
 
-    def store(self, page: CompletePage) -> None:
-        """One transaction for the page (see the module docstring)."""
-        result = self._write_retrying(page)
+    def store(self, page: CompletePage, held: Connection | None = None) -> None:
+        """One transaction for the page (see the module docstring): on a connection of the
+        pool, committed synchronously; on `held`, a writer's connection of `drain`, not."""
+        result = self._write_retrying(page, held)
         for seq in (page.seq, *page.also):
             self.keeper.committed(seq)
         with self._lock:
@@ -245,10 +246,13 @@ class Sink:
         if self.progress is not None:  # an empty page too: its cursor is committed
             self.progress.advance(len(page.items))
 
-    def _write_retrying(self, page: CompletePage) -> PageResult:
+    def _write_retrying(self, page: CompletePage, held: Connection | None) -> PageResult:
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return self._write(page)
+                if held is None:
+                    with self.engine.connect() as conn:
+                        return self._write(page, conn, async_commit=False)
+                return self._write(page, held, async_commit=True)
             except DBAPIError as exc:
                 code = getattr(exc.orig, "sqlstate", None)
                 if code not in RETRIED_SQLSTATES or attempt == ATTEMPTS:
@@ -256,12 +260,12 @@ class Sink:
                 log.warning("pull_page_retried", sqlstate=code, attempt=attempt)
         raise AssertionError("unreachable")
 
-    def _write(self, page: CompletePage) -> PageResult:
+    def _write(self, page: CompletePage, conn: Connection, *, async_commit: bool) -> PageResult:
         rows = to_rows(page.items, page.fields, self.with_)
         links, linked = (None, None) if page.chats is None else (page.chats.rows, page.chats.ids)
-        with self.engine.begin() as conn:
+        with conn.begin():
             if rows.contacts:  # the sync's own (`sync_origin`) and its staging, one round trip
-                self.contacts.prepare(conn)
+                self.contacts.prepare(conn, async_commit=async_commit)
             else:  # a page of a span only (an idle poll): no staging tables for the session
                 sync_origin(conn)
             if page.new_fields is not None:
@@ -298,10 +302,26 @@ class Sink:
 
     def drain(self, pages: queue.Queue[Any], writers: int, failed: threading.Event) -> None:
         """Store what arrives on `pages` on `writers` threads until the end marker; the first
-        failure sets `failed` and is re-raised here once every writer has stopped."""
-        errors: list[BaseException] = []
+        failure sets `failed` and is re-raised here once every writer has stopped.
 
-        def work() -> None:
+        Each writer holds one connection, opened before any page is stored, and commits its
+        pages without waiting for the WAL flush (`synchronous_commit = off` for them only). A
+        PostgreSQL crash may then lose the last pages committed, a suffix of the WAL with their
+        cursor states, so the next run reads them again; a writer's connection surviving proves
+        no crash came between another writer's commit and its own cursor claim over it (a pool
+        connection may be a new one after a crash). The drain ends with a synchronous commit
+        on a held connection (`flush_commits`): every page is on disk before the run writes on
+        (docs/pull.md, "Issue 12's ingest target (2026-12-07, night)")."""
+        errors: list[BaseException] = []
+        held: list[Connection] = []
+        try:
+            while len(held) < writers:
+                held.append(self.engine.connect())
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, once the queue is drained
+            errors.append(exc)
+            failed.set()
+
+        def work(conn: Connection | None) -> None:
             while True:
                 page: CompletePage | None = pages.get()
                 if page is _END:
@@ -310,21 +330,28 @@ class Sink:
                 while page is not None and not failed.is_set():  # else: keep taking pages so
                     page, after = _batch(page, pages)  # the producer never blocks forever
                     try:
-                        self.store(page)
+                        self.store(page, conn)
                     except BaseException as exc:  # noqa: BLE001 - re-raised below
                         errors.append(exc)
                         failed.set()
                     page = after
 
-        threads = [
-            threading.Thread(target=work, name=f"pull-db-{n}", daemon=True) for n in range(writers)
+        threads = [  # with no connection (failed) a writer only takes pages until the end
+            threading.Thread(target=work, args=(conn,), name=f"pull-db-{n}", daemon=True)
+            for n, conn in enumerate([*held, *[None] * (writers - len(held))])
         ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if errors:
+                raise errors[0]
+            if not failed.is_set():  # a failed run writes nothing on its pages
+                self.contacts.flush_commits(held[0])
+        finally:
+            for conn in held:
+                conn.close()
 
 
 def _batch(page: CompletePage, pages: queue.Queue[Any]) -> tuple[CompletePage, CompletePage | None]:

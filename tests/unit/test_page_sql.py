@@ -80,6 +80,6 @@ def test_raw_sql_only_where_core_cannot_say_it() -> None:
             and getattr(node.func, "attr", getattr(node.func, "id", None)) == "text"
         ]
     assert calls["page_sql"] == []
-    assert calls["contacts"] == ["staging.PREPARE"]
+    assert calls["contacts"] == ["staging.PREPARE", "staging.PREPARE_ASYNC"]
     assert len(calls["tombstones"]) == 1
     assert "TRUNCATE" in calls["tombstones"][0]
