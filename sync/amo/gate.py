@@ -31,11 +31,6 @@ class DeadTokenError(Exception):
     """A request was stopped before sending: its token had been refused meanwhile."""
 
 
-class LateStartError(Exception):
-    """A request was stopped before sending: its start from the shared schedule had passed
-    (`RateLimiter.leaving`); it takes another."""
-
-
 class TokenGate:
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._monotonic = monotonic
@@ -129,15 +124,16 @@ class TokenGate:
 
 
 class RequestWatch:
-    """One request's HTTP trace (httpcore's `trace` extension): the gate held around writing
-    its headers, `on_left` called as they start and `on_written` once they are out, and a 401
-    marking its token dead the instant the status line is read."""
+    """One request's HTTP trace (httpcore's `trace` extension): `on_left` called as its headers
+    start (it may wait there for a later start, on the connection already open), the gate held
+    around writing them, `on_written` once they are out, and a 401 marking its token dead the
+    instant the status line is read."""
 
     def __init__(
         self,
         gate: TokenGate,
         token: str | None,
-        on_left: Callable[[float], None],
+        on_left: Callable[[], None],
         on_written: Callable[[], None] | None = None,
         request: tuple[str, str] | None = None,
     ) -> None:
@@ -147,18 +143,12 @@ class RequestWatch:
         self._on_left = on_left
         self._on_written = on_written
         self._holding = False
-        self._connecting = 0.0  # when a connection opened for it began
-        self._handshake = 0.0  # how long its TCP (and TLS) took
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        if event.endswith("connect_tcp.started"):  # TCP and TLS before the headers
-            self._connecting = time.monotonic()
-        elif event.endswith(("connect_tcp.complete", "start_tls.complete")):
-            self._handshake = time.monotonic() - self._connecting  # a wait after it still counts
-        elif event.endswith("send_request_headers.started"):  # it leaves now
+        if event.endswith("send_request_headers.started"):  # it leaves now
+            self._on_left()  # before the gate: a wait for another start must not hold it
             self._gate.begin_send(self._token)  # raises DeadTokenError: nothing is sent
             self._holding = True
-            self._on_left(self._handshake)
         elif event.endswith(("send_request_headers.complete", "send_request_headers.failed")):
             self.release()
             if self._on_written is not None and event.endswith("complete"):

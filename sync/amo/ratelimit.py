@@ -19,21 +19,17 @@ Where the schedule lives:
   store after `STORE_RETRY_S`.
 
 A shared start must also *leave* on time: one held up before its headers (the GIL, a process
-not scheduled: 100-300 ms on a loaded host) reaches amoCRM in the next starts' second, unseen
-by the other process. So a start more than `LATE_SHARE` of a step (at least `LATE_MIN_S`; a new
-connection's handshake not counted) past its moment when its headers begin (`leaving`) is given
-up unsent (`LateStartError`); after `MAX_LATE` such in a row one goes anyway (a run must progress).
+not scheduled: 100-300 ms on a loaded host; a new connection's TCP and TLS) reaches amoCRM in
+the next starts' second, unseen by the other process. So a request whose headers begin more
+than `LATE_SHARE` of a step (≥ `LATE_MIN_S`) after its start's moment gives it up and waits, on
+its open connection, for the next (`leaving`); after `MAX_LATE` in a row one goes anyway.
 
-A second check counts when requests really left (`sent`, from the HTTP trace: once their
-headers are out): at most `limit` in any `window`, so a start delayed by a slow connect or a
-thread held up cannot bunch with the next ones. What is left for the margin is the time between
-the bytes leaving and amoCRM counting them (the network path, the server's own scheduling):
-`DEFAULT_MARGIN_S` (80 ms; 40 and 60 ms drew 429s under load: docs/operations.md, "The safety
-margin"). A 429 for a request started at `max_rps`, which this schedule should have prevented,
-means the path is more jittery than that: the margin doubles, up to `MAX_MARGIN_S`, for the
-rest of the process (`amo_rate_margin_widened`). Two processes sharing the schedule lean on
-the margin alone (a start taken up to `LATE_SHARE` of a step late in one, on time in the
-other): a 429 there widens it the same way.
+A second check counts when requests really left (`sent`: once their headers are out): at most
+`limit` in any `window` of this process. The margin (`DEFAULT_MARGIN_S`, 80 ms: docs/
+operations.md, "The safety margin") is left for what no check sees: a thread held up between
+its check and its write, the network path, the server's own scheduling. A 429 for a request
+started at `max_rps` means that is more jittery: the margin doubles, up to `MAX_MARGIN_S`, for
+the rest of the process (`amo_rate_margin_widened`).
 
 The limiter is also the gate to amoCRM:
 - `throttled(slot, pause_s)` after a 429: the allowed rate is cut (AIMD) and every start of the
@@ -49,6 +45,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from threading import Event
 
 from sync.amo.backoff import stop_error
 from sync.amo.budget import (
@@ -60,7 +57,6 @@ from sync.amo.budget import (
     Throttle,
     shared_change,
 )
-from sync.amo.gate import LateStartError
 from sync.amo.turns import Turns
 from sync.errors import AmoBlockedError, AmoError, StoreError
 from sync.logs import get_logger
@@ -147,10 +143,13 @@ class RateLimiter:
     def acquire(self, stopping: threading.Event | None = None) -> Slot:
         """Block until a request may start; record its start and return its slot. Raises
         `Withdrawn` if it was given up (`turns`), `AmoStoppedError` if stopping (`stop_error`)."""
+        return self._acquire(stopping, None)
+
+    def _acquire(self, stopping: threading.Event | None, slot: Slot | None) -> Slot:
         with self._cond:
             place = self.turns.enter()
             try:
-                return self._acquire_locked(place, stopping)
+                return self._acquire_locked(place, stopping, slot)
             finally:
                 self.turns.leave(place)
 
@@ -159,7 +158,7 @@ class RateLimiter:
         with self._cond:
             self._cond.notify_all()
 
-    def _acquire_locked(self, place: object, stopping: threading.Event | None) -> Slot:
+    def _acquire_locked(self, place: object, stopping: Event | None, slot: Slot | None) -> Slot:
         while True:
             if self._halted is not None:
                 raise self._halted
@@ -177,16 +176,18 @@ class RateLimiter:
                 if wait <= 0:
                     wait = self.turns.yields(place, -wait, self._step)
                 if wait <= 0:
-                    return self._start(now)
+                    return self._start(now, slot)
                 self._cond.wait(timeout=wait)
             elif self._claiming:
                 self._cond.wait(timeout=1.0)
             else:
                 self._claim_locked()
 
-    def _start(self, now: float) -> Slot:
+    def _start(self, now: float, slot: Slot | None) -> Slot:
         _, deadline = self._starts.popleft()
-        slot = Slot(now, self._rate, deadline)
+        slot = slot or Slot(now)  # a request that gave up its start takes this one in its slot
+        slot.started = slot.at = now
+        slot.rate, slot.deadline = self._rate, deadline
         self._sends.append(slot)
         return slot
 
@@ -198,27 +199,29 @@ class RateLimiter:
             self.dropped += 1
 
     def _hold(self, now: float) -> float:
-        """How long this process must wait whatever the schedule says: its own pause, and at
-        most `limit` requests really sent in any `window`."""
+        """How long this process must wait whatever the schedule says (its pause; at most
+        `limit` requests really sent in any `window`)."""
         hold = self._paused_until - now
         if len(self._sends) >= self.limit:
             times = sorted((s.at for s in self._sends), reverse=True)
             hold = max(hold, times[self.limit - 1] + self.window - now)
         return hold
 
-    def leaving(self, slot: Slot, handshake_s: float = 0.0) -> None:
-        """The request's headers start now: count it from now, or raise `LateStartError` (it
-        is given up unsent) if its shared start's moment passed more than `LATE_SHARE` ago,
-        less the handshake of a connection opened for it (`handshake_s`)."""
-        with self._cond:
-            now = self._monotonic()
-            if now - handshake_s > slot.deadline and self._late_run < MAX_LATE:
+    def leaving(self, slot: Slot, stopping: threading.Event | None = None) -> None:
+        """The request's headers start now: count it from now. If its shared start's moment
+        passed more than `LATE_SHARE` ago (its thread held up, its connection just opened: to
+        amoCRM it arrives late either way), wait for the next start (`slot` takes it)."""
+        while True:
+            with self._cond:
+                now = self._monotonic()
+                if now <= slot.deadline or self._late_run >= MAX_LATE:
+                    slot.at, self._late_run = max(slot.at, now), 0
+                    return
                 self.late, self._late_run = self.late + 1, self._late_run + 1
                 if slot in self._sends:
                     self._sends.remove(slot)  # it never left: nothing of it is in the window
                 self._cond.notify_all()
-                raise LateStartError("the request's start passed before its headers left")
-            slot.at, self._late_run = max(slot.at, now), 0
+            self._acquire(stopping, slot)
 
     def sent(self, slot: Slot) -> None:
         """The request's bytes are leaving now: count it from now if that is later."""
@@ -293,9 +296,9 @@ class RateLimiter:
     # --- 429, pauses and blocks -----------------------------------------------------------------
 
     def throttled(self, slot: Slot, pause_s: float) -> Throttle:
-        """A request that started at `slot` got a 429: cut the rate (once per episode) and hold
-        every start back for `pause_s` (longer when the breaker fires). Starts already granted
-        to this process are given up. If it started at `max_rps`, the margin widens."""
+        """A request that started at `slot` got a 429: cut the rate (once per episode), hold
+        every start back for `pause_s` (longer when the breaker fires), give up the starts
+        granted to this process, and widen the margin if it started at `max_rps`."""
         with self._cond:
             self.throttles += 1
             self._starts.clear()
@@ -332,13 +335,10 @@ class RateLimiter:
         return result
 
     def _widen_locked(self) -> None:
-        """Our own schedule should have kept a request started at `max_rps` clear of a 429: the
-        jitter between its bytes leaving and amoCRM counting it is larger than the margin
-        (or another integration shares the account's budget). Double the margin, up to
-        `MAX_MARGIN_S`, for the rest of this process: each 429 costs a pause and a halved rate,
-        7 % of throughput at the cap costs far less. Once per episode: requests already under
-        way when it widened do not widen it again. Not stored with a shared budget: its row
-        outlives every process, and one such 429 would slow every later run for good."""
+        """Our schedule should have kept a request started at `max_rps` clear of a 429: double
+        the margin, up to `MAX_MARGIN_S`, for the rest of this process (a 429 costs a pause and
+        a halved rate; 7 % of throughput at the cap far less). Once per episode. Not stored
+        with a shared budget: its row outlives every process, and would slow every later run."""
         margin = min(MAX_MARGIN_S, 2 * self.margin_s)  # none stays none (tests ask for it)
         if margin <= self.margin_s:
             return

@@ -58,8 +58,6 @@ class Outcome:
     applied it although we got no usable answer. `refresh`: a token refresh may help (401).
     `halt`: stop every request of the process (IP blocked). `unsent`: the request was stopped
     before a byte left, because its access token was refused meanwhile (try again, fresh token).
-    `late`: stopped before a byte left, because its start from the shared schedule had passed
-    (try again, with a new start).
     """
 
     data: Any = None
@@ -69,7 +67,6 @@ class Outcome:
     refresh: bool = False
     halt: bool = False
     unsent: bool = False
-    late: bool = False
 
 
 def excerpt(body: bytes | str) -> str:

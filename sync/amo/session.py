@@ -17,7 +17,7 @@ import httpx
 from sync.amo.auth import TOKEN_PATH, TokenProvider
 from sync.amo.backoff import Backoff, Stopping, pause
 from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
-from sync.amo.gate import DeadTokenError, LateStartError, RequestWatch, TokenGate
+from sync.amo.gate import DeadTokenError, RequestWatch, TokenGate
 from sync.amo.query import Params, absolute_url, encode_query, host_port
 from sync.amo.ratelimit import RateLimiter, Slot
 from sync.amo.refusal import NOT_SENT_AGAIN, refusal
@@ -148,8 +148,6 @@ class AmoSession:
             self.writes_tried += write
             tried = self._attempt(method, url, json, write)
             outcome = tried.outcome
-            if outcome.late:  # its start passed before it could leave: it takes another
-                continue
             if outcome.unsent:  # stopped before sending: its token died while it waited
                 unsent += 1
                 self._give_up_after_unsent(unsent, method, url, tried.token)
@@ -227,7 +225,9 @@ class AmoSession:
     def _attempt(self, method: str, url: str, body: Any, write: bool) -> _Try:
         token, slot = self._token_and_slot(method, url)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        outcome = self._exchange(method, url, body, headers, write, slot=slot, token=token)
+        outcome = self._exchange(
+            method, url, body, headers, write, slot=slot, token=token, stopping=self.stopping
+        )
         return _Try(outcome, token, slot)
 
     def _token_and_slot(self, method: str, url: str) -> tuple[str | None, Slot]:
@@ -262,6 +262,7 @@ class AmoSession:
         *,
         slot: Slot,
         token: str | None = None,
+        stopping: Stopping | None = None,
     ) -> Outcome:
         started = time.monotonic()
         if self.gate.is_dead(token):  # refused while this request was being prepared
@@ -271,7 +272,7 @@ class AmoSession:
         watch = RequestWatch(
             self.gate,
             token,
-            lambda handshake: self._left(slot, handshake),
+            lambda: self._left(slot, stopping),
             lambda: self._written(slot),
             (method, url),
         )
@@ -290,8 +291,6 @@ class AmoSession:
                 response.close()
         except DeadTokenError:
             return Outcome(unsent=True)
-        except LateStartError:
-            return Outcome(unsent=True, late=True)
         except httpx.HTTPError as exc:
             self._log(method, url, None, started, error=type(exc).__name__)
             error = classify_exception(method, redact_text(url), exc, write=write, host=self.host)
@@ -313,10 +312,10 @@ class AmoSession:
             return Outcome(data=data)
         return _failed(outcome)
 
-    def _left(self, slot: Slot, handshake_s: float) -> None:
+    def _left(self, slot: Slot, stopping: Stopping | None) -> None:
         """The request's headers are being written: count it, from now, in the rate window
-        (`LateStartError` if its shared start passed meanwhile: nothing is sent)."""
-        self.limiter.leaving(slot, handshake_s)
+        (after waiting for another start if its shared start passed meanwhile)."""
+        self.limiter.leaving(slot, stopping)
         with self._sent_lock:
             self._sent += 1
 
@@ -337,10 +336,8 @@ class AmoSession:
         """
         last: AmoError | None = None
         for attempt in range(2):
-            outcome = Outcome(late=True)
-            while outcome.late:  # a start that passed before it left is given up: another
-                slot = self.limiter.acquire()
-                outcome = self._exchange("POST", TOKEN_PATH, dict(body), {}, False, slot=slot)
+            slot = self.limiter.acquire()
+            outcome = self._exchange("POST", TOKEN_PATH, dict(body), {}, False, slot=slot)
             if outcome.error is None:
                 data = outcome.data.body
                 if isinstance(data, Mapping):

@@ -2,8 +2,9 @@
 
 `handle` is the whole server as a function of one request; the HTTP server and the httpx
 transport only translate. The API pipeline, in order: count the arrival for the rate limit
-(403 when blocked, 429 over the limit), pick a scheduled fault, check the bearer token, run the
-endpoint, then let the fault spoil the answer; latency is returned as `delay_s` for the
+(when its bytes reached the socket, `Request.arrived_at`; 403 when blocked, 429 over the
+limit), pick a scheduled fault, check the bearer token, run the endpoint, then let the fault
+spoil the answer; latency is returned as `delay_s` for the
 transport to wait, so it never holds a lock or delays the rate-limit count.
 """
 
@@ -96,8 +97,9 @@ class Emulator:
     def handle(self, request: Request) -> Response:
         if request.path.startswith("/_emulator"):
             return stamped(handle_admin(self, request))
-        arrived_at, clock_at, seq = time.time(), self.clock.now(), self.log.next_seq()
-        response, fault = self._serve(request)
+        now, clock_at, seq = time.time(), self.clock.now(), self.log.next_seq()
+        arrived_at = now if request.arrived_at is None else min(request.arrived_at, now)
+        response, fault = self._serve(request, time.monotonic() - (now - arrived_at))
         self.log.add(LoggedRequest(
             seq, arrived_at, clock_at, request.client, request.method, request.path,
             request.query_string, 0 if response.reset else response.status, fault,
@@ -105,9 +107,9 @@ class Emulator:
         ))  # fmt: skip
         return stamped(response)
 
-    def _serve(self, request: Request) -> tuple[Response, str | None]:
+    def _serve(self, request: Request, arrived: float) -> tuple[Response, str | None]:
         controls = self.controls()
-        verdict = self.limiter.arrive(request.client)
+        verdict = self.limiter.arrive(request.client, at=arrived)
         if verdict != "ok":
             body = controls.rate_limit_body
             return faulting.refusal(verdict, body, self.settings.retry_after_s), None

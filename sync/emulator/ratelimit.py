@@ -2,7 +2,10 @@
 
 Two windows, both counted at arrival (rejected requests too), before any injected latency,
 against real monotonic time rather than the emulator clock (the limit is about what clients
-really send per second):
+really send per second). The arrival is when the request's bytes came in (`sync.emulator.
+arrival`), and threads may count arrivals out of that order (one parsed its request later than
+another): each is put in its place, and any 1 s holding it that it takes over the limit makes
+it the refused one, so an emulator thread held up never hides a burst nor invents one.
 - `limit` per client IP (amoCRM's 7 requests/s per integration);
 - `account_limit` across every client (the account-wide budget every integration on the account
   shares, 50 requests/s on amoCRM): set it below a client's own `max_rps` to reproduce 429s that
@@ -16,11 +19,13 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left, bisect_right
 from collections import deque
 from typing import Literal
 
 Verdict = Literal["ok", "limited", "blocked"]
 ACCOUNT = "*"  # the window every client shares
+LATE_S = 10.0  # arrivals kept this long beyond the window, for one counted late
 
 
 class RateLimiter:
@@ -38,7 +43,7 @@ class RateLimiter:
         self.block_after = block_after
         self.account_limit = account_limit
         self.block_window_s = block_window_s
-        self._arrivals: dict[str, deque[float]] = {}
+        self._arrivals: dict[str, list[float]] = {}  # arrival times, in order
         self._violations: dict[str, deque[float]] = {}
         self._blocked: set[str] = set()
         self._lock = threading.Lock()
@@ -56,11 +61,18 @@ class RateLimiter:
             return self._violation(client, now)
 
     def _count(self, key: str, now: float) -> int:
-        window = self._arrivals.setdefault(key, deque())
-        while window and window[0] <= now - self.window_s:
-            window.popleft()
-        window.append(now)
-        return len(window)
+        """Record an arrival at `now`: the most arrivals within any `window_s` that holds it."""
+        times = self._arrivals.setdefault(key, [])
+        newest = max(now, times[-1]) if times else now
+        del times[: bisect_right(times, newest - self.window_s - LATE_S)]
+        place = bisect_right(times, now)
+        times.insert(place, now)
+        first = bisect_right(times, now - self.window_s)  # the oldest a window with `now` holds
+        if place == len(times) - 1:  # counted in order (the usual case): the window ending now
+            return place + 1 - first
+        return max(
+            bisect_left(times, times[j] + self.window_s) - j for j in range(first, place + 1)
+        )
 
     def _violation(self, client: str, now: float) -> Verdict:
         seen = self._violations.setdefault(client, deque())

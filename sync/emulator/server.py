@@ -2,10 +2,13 @@
 
 Latency is slept in the connection's own thread (after the rate limiter counted the arrival),
 so a slow answer never blocks other clients. A "reset" fault closes the socket with an RST.
+A request's arrival is when its request line reached the socket (`sync.emulator.arrival`), not
+when its thread parsed it: the rate limit and the request log count that.
 """
 
 from __future__ import annotations
 
+import io
 import socket
 import struct
 import sys
@@ -17,6 +20,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from sync.emulator.arrival import ArrivalReader, stamp_arrivals
 from sync.emulator.core import Emulator
 from sync.emulator.wire import Request
 
@@ -43,6 +47,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     emulator: Emulator
 
+    def server_bind(self) -> None:
+        super().server_bind()
+        stamp_arrivals(self.socket)  # before any connection is accepted: none misses a stamp
+
     def handle_error(self, request: object, client_address: object) -> None:
         """A client that hung up mid-answer (its timeout, a test's reset) is normal for a
         server: say nothing. Anything else is a bug in the emulator and keeps its traceback."""
@@ -57,6 +65,19 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body leave in two writes; with Nagle on, the client's delayed ACK would add
     # ~40 ms to every keep-alive response.
     disable_nagle_algorithm = True
+    _arrivals: ArrivalReader
+    _arrived_at: float | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the socket's own file; the socket stays open
+        self._arrivals = ArrivalReader(self.connection)
+        self.rfile = io.BufferedReader(self._arrivals)
+
+    def parse_request(self) -> bool:
+        # the request line was just read: the read that brought it in is its arrival
+        self._arrived_at = self._arrivals.last
+        return super().parse_request()
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         """The `Date` header by the account's clock, which its `updated_at` values follow."""
@@ -70,6 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = Request(
             self.command, parts.path, parts.query,
             {k.lower(): v for k, v in self.headers.items()}, body, self.client_address[0],
+            self._arrived_at,
         )  # fmt: skip
         response = self.server.emulator.handle(request)
         if response.delay_s > 0:

@@ -30,6 +30,7 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
     body: bytes = b""
     client: str = "127.0.0.1"
+    arrived_at: float | None = None  # wall-clock seconds its bytes came in (None: now)
 
     @cached_property
     def query(self) -> Query:

@@ -1,7 +1,8 @@
 """Two processes sharing the rate budget through PostgreSQL keep their starts apart only if
 each takes the shared schedule's starts when it says: a start held up before its request
-leaves is given up (nothing sent) and the request takes another, and the shared clock is read
-from the tightest round trip, not one stretched by a lock wait or a descheduled process.
+leaves (a thread held up, a connection opened for it) is given up (nothing sent) and the
+request waits for another on the same connection, and the shared clock is read from the
+tightest round trip, not one stretched by a lock wait or a descheduled process.
 
 Under load both bunched two processes' requests: 8 within 0.84-1.03 s at amoCRM's 7 rps
 (tests/e2e/test_shared_budget.py drew a 429 from it)."""
@@ -28,21 +29,33 @@ HANDSHAKE_S = 0.15  # TCP and TLS to amoCRM from another region
 
 
 class HeldUpLimiter(RateLimiter):
-    """The real limiter on the shared schedule, whose first start's thread is held up after it
-    got its start and before the request is written (a thread waiting for the GIL, a process
+    """The real limiter on the shared schedule, whose first starts' thread is held up after it
+    got each start and before the request is written (a thread waiting for the GIL, a process
     not scheduled)."""
 
     def __init__(self, store: BudgetRow, held_up: int = 1) -> None:
         super().__init__(7, store=store)
-        self.slots: list[Slot] = []
+        self.starts: list[float] = []  # every start taken, the ones given up too
         self.held_up = held_up  # how many starts in a row are held up
 
-    def acquire(self, stopping: threading.Event | None = None) -> Slot:
-        slot = super().acquire(stopping)
-        self.slots.append(slot)
-        if len(self.slots) <= self.held_up:
+    def _acquire(self, stopping: threading.Event | None, slot: Slot | None) -> Slot:
+        slot = super()._acquire(stopping, slot)
+        self.starts.append(slot.started)
+        if len(self.starts) <= self.held_up:
             time.sleep(HELD_UP_S)
         return slot
+
+
+class Recording(RateLimiter):
+    """The real limiter on the shared schedule, keeping each request's slot."""
+
+    def __init__(self, store: BudgetRow) -> None:
+        super().__init__(7, store=store)
+        self.slots: list[Slot] = []
+
+    def acquire(self, stopping: threading.Event | None = None) -> Slot:
+        self.slots.append(super().acquire(stopping))
+        return self.slots[-1]
 
 
 def test_a_shared_start_held_up_before_its_request_left_is_given_up_unsent(
@@ -59,10 +72,8 @@ def test_a_shared_start_held_up_before_its_request_left_is_given_up_unsent(
             client.close()
         log = [r for r in emulator.requests() if r["path"].startswith("/api/v4")]
     assert account
-    first, second = limiter.slots  # the held-up start, then the one the request left on
     assert limiter.late == 1
-    assert first.at == first.started  # never counted as sent: it did not leave
-    assert second.at >= second.started
+    assert len(limiter.starts) == 2  # the held-up start, then the one the request left on
     assert [r["status"] for r in log] == [200]  # the request left once
 
 
@@ -79,7 +90,7 @@ def test_a_request_held_up_at_every_start_still_leaves_after_max_late(engine: En
             client.close()
         log = [r for r in emulator.requests() if r["path"].startswith("/api/v4")]
     assert limiter.late == MAX_LATE
-    assert len(limiter.slots) == MAX_LATE + 1
+    assert len(limiter.starts) == MAX_LATE + 1
     assert [r["status"] for r in log] == [200]
 
 
@@ -114,16 +125,21 @@ class SlowConnect(httpcore.SyncBackend):
         return super().connect_tcp(*args, **kwargs)
 
 
-def test_a_connections_handshake_does_not_make_its_request_late(engine: Engine) -> None:
-    """The headers of a request that opened its connection start a handshake after its start:
-    counted late, it was given up, its connection closed, and each retry connected again
-    (every new connection wasted `MAX_LATE` shared starts, then went late anyway; review)."""
+def test_a_request_that_opened_its_connection_leaves_on_the_next_start_over_it(
+    engine: Engine,
+) -> None:
+    """The headers of a request that opened its connection start a handshake after its start,
+    and amoCRM counts the request when it arrives, handshake or not: it gives that start up and
+    leaves on the next one, over the connection it opened. Excused the handshake, it left late
+    (on a loaded host the "handshake" was mostly the thread not scheduled: 180 ms on loopback,
+    8 requests within 1.01 s at the server); given up with its connection, each retry
+    connected again and was late again (review)."""
     assert 2 * max(LATE_MIN_S, LATE_SHARE / 7) < HANDSHAKE_S
     backend = SlowConnect()
     transport = httpx.HTTPTransport()
     transport._pool._network_backend = backend  # the one way in: httpx takes no backend
     with running(rate_limit=7, block_after_violations=None) as (emulator, url):
-        limiter = RateLimiter(7, store=BudgetRow(engine))
+        limiter = Recording(BudgetRow(engine))
         config = amo_config(url, emulator.long_lived_token, max_rps=7.0)
         client = AmoClient.connect(
             config, limiter=limiter, transport=transport, backoff=Backoff(**FAST_BACKOFF)
@@ -133,4 +149,6 @@ def test_a_connections_handshake_does_not_make_its_request_late(engine: Engine) 
         finally:
             client.close()
         sent = [r for r in emulator.requests() if r["path"].startswith("/api/v4")]
-    assert (limiter.late, backend.connects, len(sent)) == (0, 1, 1)
+    (slot,) = limiter.slots
+    assert slot.at <= slot.deadline  # it left on time for the start it left on
+    assert (limiter.late, backend.connects, len(sent)) == (1, 1, 1)

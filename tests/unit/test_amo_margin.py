@@ -98,9 +98,7 @@ def test_a_request_counts_from_when_its_headers_are_out() -> None:
     clock = FakeClock()
     limiter = limiter_at(0.035, clock)
     slot = limiter.acquire()
-    watch = RequestWatch(
-        TokenGate(), None, lambda _connected: limiter.sent(slot), lambda: limiter.sent(slot)
-    )
+    watch = RequestWatch(TokenGate(), None, lambda: limiter.sent(slot), lambda: limiter.sent(slot))
     watch.trace("http11.send_request_headers.started", {})
     clock.now += 0.03  # e.g. the writing thread waited for the GIL
     watch.trace("http11.send_request_headers.complete", {})

@@ -57,3 +57,21 @@ def test_block_window_counts_only_recent_429s() -> None:
         ]
     assert limiter.arrive("a", at=200.5) == "limited"  # the third within a minute blocks
     assert limiter.arrive("a", at=200.6) == "blocked"
+
+
+def test_an_arrival_counted_late_takes_its_place_in_the_window() -> None:
+    """Threads count arrivals out of order when one parsed its request late: 8 that came 0.1 s
+    apart are 8 in a second whatever order they are counted in, and the one that makes them 8
+    is refused."""
+    limiter = RateLimiter(limit=7, window_s=1.0, block_after=None)
+    times = [10.0 + i * 0.1 for i in range(8)]
+    order = [times[0], *times[2:], times[1]]  # the second arrival's thread got to it last
+    assert [limiter.arrive("a", at=t) for t in order] == ["ok"] * 7 + ["limited"]
+
+
+def test_an_arrival_counted_late_outside_a_full_window_is_served() -> None:
+    limiter = RateLimiter(limit=7, window_s=1.0, block_after=None)
+    assert [limiter.arrive("a", at=11.0 + i * 0.1) for i in range(7)] == ["ok"] * 7
+    # it arrived before them, but no 1 s holds it and 7 of them: 10.3 + 1 s ends before 11.6
+    assert limiter.arrive("a", at=10.3) == "ok"
+    assert limiter.arrive("a", at=10.95) == "limited"  # with 11.0-11.6: 8 within 0.65 s
