@@ -207,6 +207,13 @@ class CursorKeeper:
 _END = object()
 
 
+def stored_relations(config: Config) -> list[str]:
+    """The relation rows a pull stores with each contact (`ContactStore.store_page`'s
+    `with_relations`): custom field values, tags and companies always, the rest as `sync.with`
+    asks. Push's read-back stores the same (`sync.push.readback`)."""
+    return ["custom_values", "tags", "companies", *config.sync.with_]
+
+
 class Sink:
     """Stores complete pages; `drain` runs `writers` threads over a queue until its end."""
 
@@ -228,7 +235,7 @@ class Sink:
         self.with_ = config.sync.with_
         self.contacts = ContactStore(config.database.schema)
         self.runs = RunStore(config.database.schema)
-        self.relations = ["custom_values", "tags", "companies", *config.sync.with_]
+        self.relations = stored_relations(config)
         self.seen_run = seen_run  # a full resync's run id: record the ids seen
         self.fetched = self.upserted = self.new_versions = 0
         self._lock = threading.Lock()

@@ -19,6 +19,7 @@ from sync.db.runs import RunStore
 from sync.errors import AmoError, AmoRejectedError, AmoWriteUnconfirmedError
 from sync.logs import get_logger
 from sync.push.report import PushReport
+from sync.push.written import Written
 
 log = get_logger("sync.push")
 
@@ -52,6 +53,7 @@ class Context:
     count: Counter
     runs: RunStore
     unconfirmed: set[int] = field(default_factory=set)  # new contacts amoCRM has not confirmed
+    written: Written = field(default_factory=Written)  # read back at the run's end
 
 
 def invalid_reason(contact_id: int, exc: Exception) -> str:

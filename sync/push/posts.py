@@ -114,6 +114,8 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
         inflight.forget_sent(conn, "creates", settled, claimed=[r.id for r in found.values()])
         count_in(ctx, conn, created=len(done))
     ctx.count.add(recovered=len(done), created=len(done))
+    for item in done:
+        ctx.written.created(item.real_id)
     log.warning("push_creates_recovered", sent=len(payloads), found=len(found),
                 looked_again=len(young), resent=len(missing))  # fmt: skip
     if waiting and unexplained is not None:
@@ -278,6 +280,8 @@ def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -
         inflight.forget_sent(conn, "creates", settled, claimed=[d.real_id for d in done])
 
     record_outcome(ctx, record, created=len(done), errors=len(errors))
+    for item in done:
+        ctx.written.created(item.real_id)
     ctx.unconfirmed.update(waiting)
     if failure is not None and not unsure:
         raise failure

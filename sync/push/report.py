@@ -30,6 +30,8 @@ class PushReport:
     deferred: int = 0  # contacts left for the next push: amoCRM's version could not be trusted
     unconfirmed: int = 0  # new contacts sent, answer left them out, amoCRM unsearchable
     links_held: int = 0  # local chat links not sent: `sync.chats = false`
+    read_back: int = 0  # written contacts read back and stored as amoCRM holds them
+    read_back_left: int = 0  # written contacts a lagging list showed older: the next pull's
 
     @property
     def pushed(self) -> int:

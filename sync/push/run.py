@@ -14,7 +14,10 @@ One run, under a per-schema lock:
    answer was lost and that amoCRM does not show yet is never resent on a guess (`posts`):
    it waits in flight, and the run fails at its end saying so;
 4. **chat links**: POST `/contacts/chats`, likewise; with `sync.chats = false` they are kept and
-   counted as held (the report's line and a warning say so).
+   counted as held (the report's line and a warning say so);
+5. **read-back**: the contacts written are read back (250 a request) and stored as a pull
+   stores them, where the list shows a version at least as new as the write's answer
+   (`readback`): the rows hold amoCRM's shape and columns, not the one the user wrote.
 A 400 rejects a whole batch: the client resends the valid entities, the rejected contacts get
 `sync_status = 'error'`. One `sync_runs` row and one `push_finished`/`push_failed` event per run.
 """
@@ -41,6 +44,7 @@ from sync.errors import StoreError, mark_logged
 from sync.logs import get_logger, log_failure
 from sync.push.context import Context, Counter
 from sync.push.posts import check_confirmed, push_creates, push_links, recover
+from sync.push.readback import read_back
 from sync.push.report import PushReport
 from sync.push.updates import push_updates
 
@@ -82,6 +86,7 @@ def run_push(
                     push_links(ctx)
                 else:
                     _hold_links(ctx, report)
+                read_back(ctx)
                 check_confirmed(ctx)
             lock.ensure_held()  # a run that lost its lock never says succeeded
         except Exception as exc:

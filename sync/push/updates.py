@@ -79,6 +79,7 @@ def _send_update_batch(ctx: Context, batch: Sequence[UpdatePlan]) -> None:
     by_id = {r.request_id: r for r in results}
     missing = gone(ctx, [int(rid) for rid in rejected]) if rejected else set()
     outcomes = []
+    answered: list[tuple[UpdatePlan, int | None]] = []  # read back at the run's end
     for plan in batch:
         rid = str(plan.pending.contact_id)  # the entity's request_id
         if rid in by_id and by_id[rid].superseded:
@@ -87,12 +88,15 @@ def _send_update_batch(ctx: Context, batch: Sequence[UpdatePlan]) -> None:
             ctx.count.add(deferred=1)
         elif rid in by_id:
             outcomes.append(plan.outcome(by_id[rid].updated_at))
+            answered.append((plan, by_id[rid].updated_at))
         elif rid in rejected:
             lost = plan.pending.contact_id in missing  # deleted in amoCRM since it was read
             outcomes.append(
                 plan.rejected(NOT_FOUND if lost else message(plan.user_errors(rejected[rid])))
             )
     _record_updates(ctx, outcomes)
+    for plan, updated_at in answered:
+        ctx.written.patched(plan, updated_at)
     if failure is not None:
         raise failure
 
