@@ -45,6 +45,7 @@ from sync.errors import (
 )
 from sync.push.context import Context, gone, invalid_reason, log, message, record_outcome, send
 from sync.push.error_paths import user_errors
+from sync.push.held import held_message, too_young_to_resend
 from sync.push.plan import to_create_payload
 
 
@@ -92,7 +93,9 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
         return
     unfound = [p for p in payloads if str(p["request_id"]) not in found]
     waiting = unfound if unexplained is not None else []  # one may be ours, edited: not resent
-    missing = [int(p["request_id"]) for p in unfound if p not in waiting]
+    unseen = [int(p["request_id"]) for p in unfound if p not in waiting]
+    held = too_young_to_resend(ctx.clock.now(), entry, unseen)  # a list may lag it yet
+    missing = [temp for temp in unseen if temp not in held]
     with ctx.engine.begin() as conn:
         pending = {p.temp_id: p for p in inflight.claim_creates(conn, include_errors=True)}
         done = [
@@ -103,9 +106,11 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
         inflight.record_created(conn, done, ctx.clock.now())
         settled = [int(rid) for rid in found] + missing  # missing ones are sent again below
         inflight.forget_sent(conn, "creates", settled, claimed=[r.id for r in found.values()])
-    ctx.count.add(recovered=len(done), created=len(done))
+        for temp, due in held.items():
+            inflight.mark_waiting(conn, [temp], held_message(inflight.sent_at(entry, temp), due))
+    ctx.count.add(recovered=len(done), created=len(done), creates_held=len(held))
     log.warning("push_creates_recovered", sent=len(payloads), found=len(found),
-                looked_again=len(young), resent=len(missing))  # fmt: skip
+                looked_again=len(young), resent=len(missing), held=len(held))  # fmt: skip
     if waiting and unexplained is not None:
         _wait_unconfirmed(ctx, entry, waiting, unexplained)
 
