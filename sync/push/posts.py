@@ -7,11 +7,12 @@ whose answer was lost (or left it out) counts as not applied only once it stayed
 a confirmation window (`confirm_window_s`: 10 x the client's `reconcile_settle_s`, 10 s) after
 it was sent; then it is sent again in the same run. In-run, `AmoClient.create_contacts` looks
 for that long itself; a dead run's creates younger than the window are looked for again once it
-has passed (the run sleeps until then). A server that ignores `order[id]` is searched by
-`filter[created_at]` around the send (`sync.amo.created`, trusted only once checked). Only when
-neither can be trusted, or when the look-up shows new contacts of ours that match none of the
-creates (one may be ours, edited since: `CreatesUnexplainedError`), does a create wait
-unsent: its row stays `pending` with `sync_error`
+has passed (the run sleeps until then), and one still not shown is held until its send is
+`RESEND_AFTER_S` old (`sync.push.held`: a list may lag longer than the window). A server that
+ignores `order[id]` is searched by `filter[created_at]` around the send (`sync.amo.created`,
+trusted only once checked). Only when neither can be trusted, or when the look-up shows new
+contacts of ours that match none of the creates (one may be ours, edited since:
+`CreatesUnexplainedError`), does a create wait unsent: its row stays `pending` with `sync_error`
 saying it waits for confirmation and how to withdraw it, and the run fails
 (`AmoWriteUnconfirmedError`: `amosync push` exits 1) after everything else went out.
 
