@@ -106,8 +106,11 @@ def backdate_creates(env: PushEnv, seconds: float) -> None:
     import json
     from datetime import datetime, timedelta
 
-    (value,) = env.sql("SELECT value FROM sync_state WHERE key = 'push_in_flight'")[0]
-    creates = value["creates"]
+    rows = env.sql("SELECT value FROM sync_state WHERE key = 'push_in_flight'")
+    value = rows[0][0] if rows else {}
+    creates = value.get("creates")
+    if not creates:
+        return
 
     def back(stamp: str) -> str:
         return (datetime.fromisoformat(stamp) - timedelta(seconds=seconds)).isoformat()
