@@ -75,12 +75,18 @@ from sync.db.halt import record_halt
 from sync.db.status import RunRow
 from sync.errors import AmoBlockedError, SyncError, disk_full, was_logged
 from sync.logs import get_logger
+from sync.pull.run import PullBusyError
 
 log = get_logger("sync.daemon")
 
 Job = Callable[[], object]
 SYNC_EXECUTOR = "sync"
 AMO_JOBS = frozenset({"pull", "push", "full", "full_requested"})
+BUSY_RETRY = {  # another pull (`amosync pull`/`resync`) held the pull lock: when this one runs
+    "full_requested": "another pull holds the pull lock; the request stays pending and is "
+    "tried again within seconds, once that pull ends",
+    "pull": "another pull holds the pull lock; this job runs again at its next turn",
+}
 CRON_MISFIRE_S = 3600
 
 
@@ -192,7 +198,9 @@ class JobRunner:
         self.health.job_failed(name, exc)
         self.metrics.job_runs.labels(name, "failed").inc()
         fields: dict[str, Any] = {"error": error_line(exc), "error_type": type(exc).__name__}
-        if not logged and (disk_full(exc) or isinstance(exc, SyncError)):  # what it is, no trace
+        if not logged and isinstance(exc, PullBusyError):  # a CLI pull holds the lock: not an error
+            log.warning(f"{name}_busy", retry=BUSY_RETRY.get(name, BUSY_RETRY["pull"]), **fields)
+        elif not logged and (disk_full(exc) or isinstance(exc, SyncError)):  # no trace
             log.error(f"{name}_failed", **fields)
         elif not logged:  # a bug: keep the traceback
             log.error(f"{name}_failed", exc_info=exc, **fields)

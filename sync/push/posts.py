@@ -7,11 +7,12 @@ whose answer was lost (or left it out) counts as not applied only once it stayed
 a confirmation window (`confirm_window_s`: 10 x the client's `reconcile_settle_s`, 10 s) after
 it was sent; then it is sent again in the same run. In-run, `AmoClient.create_contacts` looks
 for that long itself; a dead run's creates younger than the window are looked for again once it
-has passed (the run sleeps until then). A server that ignores `order[id]` is searched by
-`filter[created_at]` around the send (`sync.amo.created`, trusted only once checked). Only when
-neither can be trusted, or when the look-up shows new contacts of ours that match none of the
-creates (one may be ours, edited since: `CreatesUnexplainedError`), does a create wait
-unsent: its row stays `pending` with `sync_error`
+has passed (the run sleeps until then), and one still not shown is held until its send is
+`RESEND_AFTER_S` old (`sync.push.held`: a list may lag longer than the window). A server that
+ignores `order[id]` is searched by `filter[created_at]` around the send (`sync.amo.created`,
+trusted only once checked). Only when neither can be trusted, or when the look-up shows new
+contacts of ours that match none of the creates (one may be ours, edited since:
+`CreatesUnexplainedError`), does a create wait unsent: its row stays `pending` with `sync_error`
 saying it waits for confirmation and how to withdraw it, and the run fails
 (`AmoWriteUnconfirmedError`: `amosync push` exits 1) after everything else went out.
 
@@ -54,6 +55,7 @@ from sync.push.context import (
     send,
 )
 from sync.push.error_paths import user_errors
+from sync.push.held import held_message, too_young_to_resend
 from sync.push.plan import to_create_payload
 
 
@@ -101,7 +103,9 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
         return
     unfound = [p for p in payloads if str(p["request_id"]) not in found]
     waiting = unfound if unexplained is not None else []  # one may be ours, edited: not resent
-    missing = [int(p["request_id"]) for p in unfound if p not in waiting]
+    unseen = [int(p["request_id"]) for p in unfound if p not in waiting]
+    held = too_young_to_resend(ctx.clock.now(), entry, unseen)  # a list may lag it yet
+    missing = [temp for temp in unseen if temp not in held]
     with ctx.engine.begin() as conn:
         pending = {p.temp_id: p for p in inflight.claim_creates(conn, include_errors=True)}
         done = [
@@ -113,11 +117,13 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
         settled = [int(rid) for rid in found] + missing  # missing ones are sent again below
         inflight.forget_sent(conn, "creates", settled, claimed=[r.id for r in found.values()])
         count_in(ctx, conn, created=len(done))
-    ctx.count.add(recovered=len(done), created=len(done))
+        for temp, due in held.items():
+            inflight.mark_waiting(conn, [temp], held_message(inflight.sent_at(entry, temp), due))
+    ctx.count.add(recovered=len(done), created=len(done), creates_held=len(held))
     for item in done:
         ctx.written.created(item.real_id)
     log.warning("push_creates_recovered", sent=len(payloads), found=len(found),
-                looked_again=len(young), resent=len(missing))  # fmt: skip
+                looked_again=len(young), resent=len(missing), held=len(held))  # fmt: skip
     if waiting and unexplained is not None:
         _wait_unconfirmed(ctx, entry, waiting, unexplained)
 

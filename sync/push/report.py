@@ -29,6 +29,7 @@ class PushReport:
     recovered: int = 0
     deferred: int = 0  # contacts left for the next push: amoCRM's version could not be trusted
     unconfirmed: int = 0  # new contacts sent, answer left them out, amoCRM unsearchable
+    creates_held: int = 0  # a dead run's creates not shown yet: looked for again, not resent
     links_held: int = 0  # local chat links not sent: `sync.chats = false`
     read_back: int = 0  # written contacts read back and stored as amoCRM holds them
     read_back_left: int = 0  # written contacts a lagging list showed older: the next pull's
@@ -45,7 +46,14 @@ class PushReport:
             f"{count(self.linked, 'chat link')}, {self.unchanged} already in amoCRM, "
             f"{self.errors} rejected, {count(self.requests, 'request')}"
         )
-        return "; ".join([line, *self._conflicts(), *self._deferred(), *self._held()])
+        parts = [*self._conflicts(), *self._deferred(), *self._creates_held(), *self._held()]
+        return "; ".join([line, *parts])
+
+    def _creates_held(self) -> list[str]:
+        if not self.creates_held:
+            return []
+        return [f"{count(self.creates_held, 'new contact')} sent by a stopped push not shown by "
+                "amoCRM yet: left pending, looked for again (see sync_error)"]  # fmt: skip
 
     def _deferred(self) -> list[str]:
         """Contacts whose edit stays `pending` for the next push: a person reading "0 updated"

@@ -7,7 +7,8 @@ One run, under a per-schema lock:
    through the client's duplicate-safe reconciliation; found ones get their ids, the rest are
    sent again below like any pending row;
 2. **updates**: the outbox is claimed and coalesced per contact; for every ≤250 contacts one
-   batched GET by `filter[id]` gives amoCRM's current version, `sync.push.conflicts.resolve` merges
+   batched GET by `filter[id]` (each contact by id when the push has ≤5) gives amoCRM's
+   current version, `sync.push.conflicts.resolve` merges
    field by field, and the fields to send go out as PATCHes of ≤`amocrm.batch_size` entities —
    several batches in flight on a small thread pool, each recorded in its own transaction;
 3. **creates**: POSTs, one batch at a time, each first recorded as in flight; a create whose

@@ -1,7 +1,7 @@
 """Step 2 of a push run: the outbox's updates. Claimed and coalesced per contact; for every
-≤250 contacts one batched GET gives amoCRM's current versions, each contact is merged and planned
-on its own, and the PATCH batches go out on the read-then-write pool, each recorded in its own
-transaction."""
+≤250 contacts one batched GET (each contact by id for a push of a few) gives amoCRM's current
+versions, each contact is merged and planned on its own, and the PATCH batches go out on the
+read-then-write pool, each recorded in its own transaction."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sync.core.items import PendingUpdate, UpdateOutcome
 from sync.core.models import NOT_FOUND
 from sync.db import outbox
 from sync.push.context import Context, gone, invalid_reason, message, record_outcome, send
-from sync.push.fresh import plan_current
+from sync.push.fresh import BY_ID_MAX, plan_current
 from sync.push.overtaken import refresh_overtaken
 from sync.push.plan import KnownFields, UpdatePlan, plan_update
 from sync.push.pool import ReadThenWrite
@@ -31,22 +31,26 @@ def push_updates(ctx: Context) -> None:
     if not pending:
         return
     chunks = [pending[i : i + FETCH_CHUNK] for i in range(0, len(pending), FETCH_CHUNK)]
+    by_id = len(pending) <= BY_ID_MAX  # a few contacts: read where amoCRM's lists cannot lag
     work: ReadThenWrite[list[PendingUpdate], list[UpdatePlan]] = ReadThenWrite(
         chunks,
-        lambda chunk: _plan_chunk(ctx, fields, chunk),
+        lambda chunk: _plan_chunk(ctx, fields, chunk, by_id),
         lambda batch: _send_update_batch(ctx, batch),
     )
     work.run(ctx.config.sync.push_workers)
 
 
 def _plan_chunk(
-    ctx: Context, fields: KnownFields, chunk: list[PendingUpdate]
+    ctx: Context, fields: KnownFields, chunk: list[PendingUpdate], by_id: bool
 ) -> list[list[UpdatePlan]]:
-    """amoCRM's versions (one GET, re-read by id where it may lag); record what needs no PATCH
-    (or cannot be sent); return the PATCH batches. Each contact is planned on its own: one bad
-    row never stops the rest."""
+    """amoCRM's versions (each by id for a push of a few contacts, else one GET re-read by id
+    where it may lag); record what needs no PATCH (or cannot be sent); return the PATCH
+    batches. Each contact is planned on its own: one bad row never stops the rest."""
     plans, deferred = plan_current(
-        ctx.client, chunk, lambda pending, remote: _plan_one(ctx, fields, pending, remote)
+        ctx.client,
+        chunk,
+        lambda pending, remote: _plan_one(ctx, fields, pending, remote),
+        by_id=by_id,
     )
     ctx.count.add(deferred=len(deferred))
     _record_updates(ctx, [plan.outcome() for plan in plans if plan.entity is None])

@@ -34,11 +34,12 @@ def env(db_config: DatabaseConfig, engine: Engine) -> Any:
 
 def _lose_the_answer_then_edit(env: PushEnv, apply_write: bool) -> None:
     """The PATCH gets a 504 (applied first or not); the list read that looks for it afterwards
-    (push's own read before the PATCH is the first one) finds a CRM user renaming the contact."""
+    (push's own read before the PATCH is by id, for one contact: the first list read is that
+    look-up) finds a CRM user renaming the contact."""
     env.emulator.add_fault(
         FaultRule(kind="error", status=504, method="PATCH", path=LIST, apply_write=apply_write)
     )
-    env.emulator.add_fault(FaultRule(kind="edit", method="GET", path=LIST, skip=1))
+    env.emulator.add_fault(FaultRule(kind="edit", method="GET", path=LIST, skip=0))
 
 
 def _events(stderr: str, name: str) -> list[dict[str, Any]]:

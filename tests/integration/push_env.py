@@ -100,6 +100,27 @@ class PushEnv:
         ]
 
 
+def backdate_creates(env: PushEnv, seconds: float) -> None:
+    """Move the sends of the creates in flight `seconds` into the past (a push's real clock:
+    the bound after which one amoCRM does not show is sent again has passed)."""
+    import json
+    from datetime import datetime, timedelta
+
+    rows = env.sql("SELECT value FROM sync_state WHERE key = 'push_in_flight'")
+    value = rows[0][0] if rows else {}
+    creates = value.get("creates")
+    if not creates:
+        return
+
+    def back(stamp: str) -> str:
+        return (datetime.fromisoformat(stamp) - timedelta(seconds=seconds)).isoformat()
+
+    creates["sent_at"] = back(creates["sent_at"])
+    creates["sent"] = {k: back(v) for k, v in (creates.get("sent") or {}).items()}
+    env.sql("UPDATE sync_state SET value = CAST(:v AS jsonb) WHERE key = 'push_in_flight'",
+            v=json.dumps(value))  # fmt: skip
+
+
 def _json(value: Any) -> str | None:
     import json
 

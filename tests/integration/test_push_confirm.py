@@ -24,6 +24,7 @@ from sync.db import inflight
 from sync.emulator import FaultRule
 from sync.errors import AmoWriteUnconfirmedError, AmoWriteUnknownError
 from sync.pull import run_pull
+from sync.push.held import RESEND_AFTER_S
 from tests.integration.push_env import PushEnv, push_env
 from tests.unit.amo_helpers import EmulatorTime
 
@@ -143,7 +144,7 @@ def test_a_created_at_read_that_only_answers_204_is_not_taken_for_nothing_made(
     assert len(env.api("POST")) == 1
     assert env.row(temp)["sync_error"].startswith("waiting for confirmation")
     env.emulator.create_contacts([{"name": "Bystander"}])  # a look-up has something to show
-    env.clock.sleep(5)  # past the lists' lag
+    env.clock.sleep(RESEND_AFTER_S)  # past the lists' lag, however long
     assert env.push().created == 1  # a real answer without it: the wait ends, sent once more
     assert len(env.api("POST")) == 2  # the resend (the bystander was typed in, not POSTed)
     assert _remote(env, "Quiet") == {"Quiet": 1}

@@ -124,3 +124,53 @@ def test_a_contact_that_cannot_be_read_fresh_waits_for_the_next_push(env: PushEn
     assert (report.updated, report.conflicts) == (1, 0)
     assert env.remote(contact_id)["name"] == "second"
     assert _conflicts(env) == []
+
+
+# --- a remote edit hidden by the lists' lag (audit: lag_race.py) -----------------------------
+
+
+def _reads(env: PushEnv) -> tuple[int, int]:
+    """GETs of contacts since the log was cleared: (list reads, reads by id)."""
+    gets = [r for r in env.emulator.requests() if r["method"] == "GET"]
+    listed = sum(r["path"] == "/api/v4/contacts" for r in gets)
+    return listed, sum(r["path"].startswith("/api/v4/contacts/") for r in gets)
+
+
+def test_a_remote_edit_the_list_still_hides_is_a_conflict_not_overwritten(env: PushEnv) -> None:
+    """A local edit, then a CRM user's edit of the same field within the lists' lag: a list
+    read still shows the base, and the PATCH used to overwrite the newer remote value with no
+    conflict on record. A push of a few contacts reads each by id, which does not lag."""
+    contact_id = _first(env)
+    env.emulator.clock.advance(5)  # the mirrored version is older than the lag
+    env.sql(NAME, v="ours", id=contact_id)
+    env.emulator.update_contacts([{"id": contact_id, "name": "theirs"}])
+    assert _listed_name(env, contact_id) != "theirs"  # the list does not show it yet
+    env.emulator.clear_requests()
+    report = env.push(conflict_policy="manual")
+    assert env.api("PATCH") == []
+    assert env.remote(contact_id)["name"] == "theirs"
+    (conflict,) = _conflicts(env)
+    assert (conflict.field, conflict.local_value, conflict.remote_value) == (
+        "name",
+        "ours",
+        "theirs",
+    )
+    assert (report.conflicts, report.held, report.updated) == (1, 1, 0)
+    assert env.row(contact_id)["sync_status"] == "conflict"
+    assert _reads(env) == (0, 1)  # one request, as the list read was
+
+
+def test_a_few_contacts_are_read_by_id_and_a_larger_push_by_one_list(env: PushEnv) -> None:
+    ids = sorted(env.emulator.account.contacts)
+    env.emulator.clock.advance(5)
+    for n, contact_id in enumerate(ids[:5]):
+        env.sql(NAME, v=f"few {n}", id=contact_id)
+    assert env.push(conflict_policy="manual").updated == 5
+    assert _reads(env) == (0, 5)
+    env.emulator.clock.advance(5)
+    env.emulator.clear_requests()
+    for n, contact_id in enumerate(ids[:6]):
+        env.sql(NAME, v=f"many {n}", id=contact_id)
+    assert env.push(conflict_policy="manual").updated == 6
+    assert _reads(env) == (1, 0)  # one batched read for 6: a bulk edit keeps its cost
+    assert [env.remote(i)["name"] for i in ids[:6]] == [f"many {n}" for n in range(6)]
