@@ -116,3 +116,10 @@ def settle(conn: Connection, runs: RunStore, store: ContactStore, config: Config
     why = f"{_reason('gained', gained, gained_chats)}: a full resync fills {fills}"
     log.warning("pull_shape_gained", reason=why)
     return Plan(True, wanted)
+
+
+def stored_relations(config: Config) -> list[str]:
+    """The relation rows a pull stores with each contact (`ContactStore.store_page`'s
+    `with_relations`): custom field values, tags and companies always, the rest as `sync.with`
+    asks. Push's read-back stores the same (`sync.push.readback`)."""
+    return ["custom_values", "tags", "companies", *config.sync.with_]

@@ -41,6 +41,7 @@ from sync.db.contacts import ContactStore, PageResult
 from sync.db.engine import sync_origin
 from sync.db.runs import CONTACTS_CURSOR, RunCounts, RunStore
 from sync.logs import get_logger
+from sync.pull.shape import stored_relations
 from sync.pull.windows import Coverage, Span
 
 log = get_logger("sync.pull.sink")
@@ -205,13 +206,6 @@ class CursorKeeper:
 
 
 _END = object()
-
-
-def stored_relations(config: Config) -> list[str]:
-    """The relation rows a pull stores with each contact (`ContactStore.store_page`'s
-    `with_relations`): custom field values, tags and companies always, the rest as `sync.with`
-    asks. Push's read-back stores the same (`sync.push.readback`)."""
-    return ["custom_values", "tags", "companies", *config.sync.with_]
 
 
 class Sink:

@@ -9,8 +9,11 @@ where a pull would read them (a version not stored yet: a created contact), and 
 the pull's own page store (`ContactStore.store_page`), so the columns, the jsonb and the relation
 tables are exactly what a pull gives.
 
-amoCRM's lists lag its writes by about a second, so a read may still show the version before
-ours, or not list a new contact yet. Only a version at least as new as the write's answer is
+A push of at most `fresh.BY_ID_MAX` contacts (the daemon's usual one) reads each by id
+(`GET /api/v4/contacts/{id}`, in parallel), which does not lag the write: one contact costs one
+request either way. amoCRM's lists lag its writes by about a second, so a list read may still
+show the version before ours, or not list a new contact yet. Only a version at least as new as
+the write's answer is
 stored; the rest is left to the next pull (nothing is marked, `push_read_back_lagging` counts
 them). The page store keeps its own guarantees: a version older than the stored one is ignored,
 and a column with an edit captured meanwhile (its contact `pending`, in `conflict` or `error`)
@@ -30,8 +33,9 @@ from sync.core.mapping import FieldDef, chat_rows, field_def, to_rows, unknown_f
 from sync.db.contacts import ContactStore
 from sync.errors import AmoTransientError
 from sync.logs import get_logger
-from sync.pull.sink import stored_relations
+from sync.pull.shape import stored_relations
 from sync.push.context import Context, record_outcome
+from sync.push.fresh import BY_ID_MAX
 from sync.push.pool import ReadThenWrite
 
 log = get_logger("sync.push")
@@ -48,12 +52,16 @@ def read_back(ctx: Context) -> None:
     with ctx.engine.connect() as conn:
         known = Known(ctx.runs.load_fields(conn))
     ids = list(written)  # in the order written: the last writes get the most time to settle
-    chunks = [ids[start : start + READ_CHUNK] for start in range(0, len(ids), READ_CHUNK)]
+    # a few contacts (the daemon's usual push) are read each by id, in parallel: a single read
+    # does not lag the write as a list does, and one contact costs one request either way
+    by_id = len(ids) <= BY_ID_MAX
+    size = 1 if by_id else READ_CHUNK
+    chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
     store = ContactStore(ctx.runs.schema)
 
     def read(chunk: list[int]) -> list[list[dict[str, Any]]]:
         try:
-            listed = ctx.client.fetch_contacts_by_ids(chunk, with_=ctx.config.sync.with_)
+            listed = _read(ctx, chunk, by_id=by_id)
         except AmoTransientError as exc:
             log.warning("push_read_back_failed", contacts=len(chunk), error=str(exc))
             ctx.count.add(read_back_left=len(chunk))
@@ -75,6 +83,15 @@ def read_back(ctx: Context) -> None:
     if ctx.count.report.read_back_left:
         log.info("push_read_back_lagging", contacts=ctx.count.report.read_back_left,
                  reason="left to the next pull")  # fmt: skip
+
+
+def _read(ctx: Context, ids: list[int], *, by_id: bool) -> dict[int, dict[str, Any]]:
+    """amoCRM's versions of `ids` by contact id: one list read, or each contact by id."""
+    with_ = ctx.config.sync.with_
+    if not by_id:
+        return ctx.client.fetch_contacts_by_ids(ids, with_=with_)
+    found = {cid: ctx.client.fetch_contact(cid, with_=with_) for cid in ids}
+    return {cid: contact for cid, contact in found.items() if contact is not None}
 
 
 class Known:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from sync.config import DatabaseConfig
 from sync.pull import run_pull
+from sync.push import readback
 from tests.integration.push_env import PushEnv, push_env
 from tests.integration.test_push_pull_race import WAIT_S, HeldAnswer
 
@@ -40,6 +41,13 @@ def env(db_config: DatabaseConfig, engine: Engine) -> Iterator[PushEnv]:
         run_pull(env.config, env.engine, env.client, full=True)
         env.emulator.clock.freeze()  # every read "at once" after the write, however slow
         yield env
+
+
+@pytest.fixture
+def list_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read-back's list path (a push of more than `BY_ID_MAX` contacts) for a push of one:
+    a list may lag the write, a read by id does not (`test_a_few_contacts_are_read_back_by_id`)."""
+    monkeypatch.setattr(readback, "BY_ID_MAX", 0)
 
 
 def _lag(env: PushEnv, lagging: bool) -> None:
@@ -70,6 +78,7 @@ def _later_pull(env: PushEnv) -> None:
 
 
 @pytest.mark.parametrize("lagging", [False, True], ids=["no-lag", "list-lag"])
+@pytest.mark.usefixtures("list_reads")
 def test_an_update_with_an_enum_ends_in_amocrms_shape(env: PushEnv, lagging: bool) -> None:
     contact_id = sorted(env.emulator.account.contacts)[0]
     _lag(env, lagging)
@@ -100,6 +109,7 @@ def test_an_update_with_an_enum_ends_in_amocrms_shape(env: PushEnv, lagging: boo
 
 
 @pytest.mark.parametrize("lagging", [False, True], ids=["no-lag", "list-lag"])
+@pytest.mark.usefixtures("list_reads")
 def test_a_created_contact_has_amocrms_columns_and_value_rows(env: PushEnv, lagging: bool) -> None:
     _lag(env, lagging)
     env.sql(
@@ -130,6 +140,7 @@ def test_a_created_contact_has_amocrms_columns_and_value_rows(env: PushEnv, lagg
 
 
 @pytest.mark.parametrize("lagging", [False, True], ids=["no-lag", "list-lag"])
+@pytest.mark.usefixtures("list_reads")
 def test_a_clear_to_an_empty_array_ends_null(env: PushEnv, lagging: bool) -> None:
     contact_id = sorted(env.emulator.account.contacts)[0]
     assert env.row(contact_id)["custom_fields_values"]  # the seed gives every contact fields
@@ -185,6 +196,7 @@ def test_an_edit_captured_during_the_push_is_not_overwritten(
     assert row["custom_fields_values"][0]["field_name"]  # amoCRM's shape again
 
 
+@pytest.mark.usefixtures("list_reads")
 def test_a_lagging_read_of_the_same_second_is_not_taken_for_our_write(env: PushEnv) -> None:
     """Two pushes within one second: the second's read-back may list the first's version,
     whose `updated_at` is the second's answer too (one-second resolution). It does not carry
@@ -205,3 +217,21 @@ def test_a_lagging_read_of_the_same_second_is_not_taken_for_our_write(env: PushE
     assert (row["name"], row["sync_status"]) == ("second", "synced")
     _later_pull(env)
     assert env.row(contact_id)["name"] == "second"
+
+
+def test_a_few_contacts_are_read_back_by_id_whatever_the_lists_lag(env: PushEnv) -> None:
+    """The daemon's usual push (a contact or a few) reads each back by id, which does not lag
+    the write: with the lists 2 s behind, the rows are amoCRM's at once, not left to the pull."""
+    ids = sorted(env.emulator.account.contacts)[:2]
+    _lag(env, True)
+    for contact_id in ids:
+        env.sql(SET_CF, id=contact_id, v=json.dumps(PHONE))
+    report = env.push()
+    assert (report.updated, report.read_back, report.read_back_left) == (2, 2, 0)
+    for contact_id in ids:
+        row = env.row(contact_id)
+        assert row["custom_fields_values"] == env.remote(contact_id)["custom_fields_values"]
+        assert row["custom_fields_values"][0]["field_name"]  # amoCRM's shape
+    _lag(env, False)
+    for contact_id in ids:
+        _as_a_pull_stores(env, contact_id)
