@@ -256,8 +256,8 @@ class OAuthTokens:
         try:
             return self._exchange(grant_body(self._oauth, "refresh_token", refresh.reveal()))
         except AmoAuthError as exc:
-            if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
-                self._refused[digest] = exc
+            if exc.status in (400, 401):  # revoked, expired, another integration's: for good
+                self._refused[digest] = exc  # (a 402 or 403 passes: paid or unblocked later)
             raise
 
     def _usable(self, pair: TokenPair, rejected: str | None) -> bool:

@@ -32,7 +32,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from sync.db import silence
 from sync.db.diag import driver_message
+from sync.db.engine import CLIENT_KEEPALIVES
 from sync.db.schema import sync_state
 from sync.errors import StoreError
 
@@ -40,6 +42,7 @@ BUDGET_KEY = "amocrm_rate_budget"
 # milliseconds: the row lock is held for one claim; a statement that waits longer fails, and
 # the rate limiter falls back to half the budget until the database answers again
 SESSION_OPTIONS = "-c lock_timeout=2000 -c statement_timeout=5000"
+STATEMENT_TIMEOUT_S = 5.0  # as in SESSION_OPTIONS: a server still answering ends a wait first
 
 # how fast our monotonic clock may drift from PostgreSQL's (NTP slews the latter by at most
 # 500 ppm): what an offset measured that long ago may be off by, beside its round trip
@@ -90,12 +93,16 @@ class BudgetRow:
             url,
             poolclass=NullPool,
             connect_args={
+                **CLIENT_KEEPALIVES,  # a path that died is noticed, as on every connection
                 "application_name": "amosync-budget",
                 "options": SESSION_OPTIONS,
                 "connect_timeout": 5,
             },
             execution_options={"schema_translate_map": dict(translate)},
         )
+        # a server silent after the connect: every request thread waits on this row, and no
+        # other connection of the run is waiting then, so only this bound ends the run
+        silence.watch(self._engine, STATEMENT_TIMEOUT_S)
         self._conn: Connection | None = None
         self._lock = threading.Lock()
         self._row_ready = False  # made sure of on this connection (reset when it is dropped)
