@@ -50,11 +50,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from sync.db import silence
 from sync.db.catalog import pg_locks, this_database
 from sync.db.engine import client_args, driver_message, lock_taken, wait_for_lock
 from sync.errors import LockLostError
 from sync.logs import get_logger
 
+ANSWER_S = 5.0  # what a lock session's statement may take before the silence bound counts
 log = get_logger("sync.db.locks")
 
 LEADER_APPLICATION = "amosync-leader"
@@ -317,11 +319,16 @@ def _lock_engine(engine: Engine, application: str) -> Engine:
     connect timeout (`client_args`), so a leader cut off from PostgreSQL notices within ~30 s
     too (libpq ignores the keepalives on Unix sockets, where the kernel reports a dead peer at
     once)."""
-    return sa.create_engine(
+    lock_engine = sa.create_engine(
         engine.url,
         poolclass=NullPool,
         connect_args={"application_name": application, **client_args(engine.url)},
     )
+    # a server that acknowledges and then says nothing defeats the keepalives: the lock's
+    # statements are instant, so a wait longer than ANSWER_S + silence.GRACE_S is cut (a run
+    # that failed on a silent server hung releasing its lock)
+    silence.watch(lock_engine, ANSWER_S)
+    return lock_engine
 
 
 def _mark_session(conn: Connection) -> None:

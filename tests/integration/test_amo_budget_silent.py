@@ -1,7 +1,8 @@
-"""The shared rate budget's own connection is bounded like every other when PostgreSQL stops
-answering mid-run (`sync.db.silence`). Every request thread waits on that one row, and no other
-connection of the run is waiting then, so without its own bound a pull hung for good on a
-server that went silent (review: still running 114 s after the freeze, `statement_timeout_s` 2)."""
+"""The shared rate budget's own connection, and a run lock's, are bounded like every other
+when PostgreSQL stops answering mid-run (`sync.db.silence`). Every request thread waits on the
+budget's one row, and no other connection of the run is waiting then, so without its own bound
+a pull hung for good on a server that went silent (review: still running 114 s after the
+freeze, `statement_timeout_s` 2); with it, the failed run then hung releasing its lock."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
-from sync.db import budget, silence
+from sync.db import budget, locks, silence
 from sync.db.budget import BudgetRow
+from sync.db.locks import SessionLock
 from sync.errors import StoreError
 from tests.pg_proxy import FreezeProxy
 
@@ -44,4 +46,25 @@ def test_a_silent_server_fails_the_budget_claim_within_its_bound(
     finally:
         proxy.thaw()
         row.close()
+        through.dispose()
+
+
+def test_a_silent_server_does_not_hang_the_release_of_a_run_lock(
+    engine: Engine, proxy: FreezeProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that failed on a silent server then hung releasing its lock (keepalives and
+    `tcp_user_timeout` see a path that acknowledges as alive)."""
+    monkeypatch.setattr(locks, "ANSWER_S", 0.5)
+    monkeypatch.setattr(silence, "GRACE_S", 1.0)
+    through = create_engine(proxy.url(engine.url))
+    lock = SessionLock(through, 424242, name="silent-test", consequence="none")
+    try:
+        assert lock.try_acquire()
+        proxy.freeze()
+        started = time.monotonic()
+        lock.release()  # quiet: the session is gone, and with it the lock
+        assert time.monotonic() - started < 30
+    finally:
+        proxy.thaw()
+        lock.dispose()
         through.dispose()
