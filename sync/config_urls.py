@@ -29,13 +29,18 @@ def listen_host(value: Any) -> str | None:
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
-        labels = value.removesuffix(".").split(".")
-        if len(value) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels):
+        if _is_dns_name(value):
             return None
         return f"must be an IPv4 address or a host name, got {shown(value)}"
     if address.version != 4:
         return f"must be an IPv4 address (the HTTP server listens on IPv4), got {shown(value)}"
     return None
+
+
+def _is_dns_name(host: str) -> bool:
+    """At most 253 characters of labels of letters, digits and hyphens (a final dot allowed)."""
+    labels = host.removesuffix(".").split(".")
+    return len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -72,13 +77,9 @@ def host_problem(host: str) -> str | None:
         ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError:
         ascii_host = ""
-    labels = ascii_host.removesuffix(".").split(".")
-    if (
-        ascii_host
-        and len(ascii_host) <= 253
-        and all(_HOST_LABEL.fullmatch(label) for label in labels)
-        and not labels[-1].isdigit()  # 300.1.1.1 is no address, and no top-level domain is a number
-    ):
+    top = ascii_host.removesuffix(".").rsplit(".", 1)[-1]
+    # 300.1.1.1 is no address, and no top-level domain is a number
+    if ascii_host and _is_dns_name(ascii_host) and not top.isdigit():
         return None
     return f"has host {host!r}, which is neither a host name nor an IP address"
 

@@ -34,7 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from sync.db import silence
 from sync.db.diag import driver_message
-from sync.db.engine import CLIENT_KEEPALIVES
+from sync.db.engine import client_args
 from sync.db.schema import sync_state
 from sync.errors import StoreError
 
@@ -93,7 +93,7 @@ class BudgetRow:
             url,
             poolclass=NullPool,
             connect_args={
-                **CLIENT_KEEPALIVES,  # a path that died is noticed, as on every connection
+                **client_args(url),  # keepalives: a path that died is noticed, as on every one
                 "application_name": "amosync-budget",
                 "options": SESSION_OPTIONS,
                 "connect_timeout": 5,
