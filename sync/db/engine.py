@@ -140,8 +140,9 @@ def create_engine(
         **options,
     )
     lockwait.watch(engine, config.schema, config.statement_timeout_s)
-    # a server silent in the middle of an operation: bounded too (not for migrations, no timeout)
-    silence.watch(engine, config.statement_timeout_s if statement_timeout else 0)
+    # a server silent in the middle of an operation: bounded too; a migration's statements have
+    # no timeout, so its long waits are checked with the server instead of cut (sync.db.silence)
+    silence.watch(engine, config.statement_timeout_s, unbounded_statements=not statement_timeout)
     return engine
 
 

@@ -110,3 +110,32 @@ def test_a_database_that_never_answers_a_query_fails_a_run_in_one_line(
         "holds its packets): connection closed"
     )
     assert PASSWORD not in result.stderr + result.stdout
+
+
+def test_a_database_that_never_answers_fails_db_upgrade_in_one_line(
+    answerless_port: int, tmp_path: Path
+) -> None:
+    """A migration runs with no statement_timeout (one on a big table takes as long as it
+    takes), so its waits are not cut at statement_timeout_s + 10 s but checked then: a second
+    connection asks the server whether the statement still runs; here that one gets no answer
+    either (sync.db.silence), and `db upgrade` fails with one line instead of waiting for good."""
+    env = {
+        "AMOSYNC_DATABASE__URL": f"postgresql://postgres:{PASSWORD}@127.0.0.1:{answerless_port}"
+        "/postgres?sslmode=disable",
+        "AMOSYNC_DATABASE__STATEMENT_TIMEOUT_S": "2",
+    }
+    result = amosync("db", "upgrade", env=env, cwd=tmp_path, timeout=HANG_GUARD_S)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    prefix = (
+        f"amosync: PostgreSQL at postgresql+psycopg://***@127.0.0.1:{answerless_port}/postgres"
+        "?sslmode=disable failed: no answer for "
+    )
+    assert lines[0].startswith(prefix), lines[0]
+    assert lines[0].endswith(
+        " s, nor to a second connection (a hung server, or a network path that holds its "
+        "packets): connection closed"
+    ), lines[0]
+    assert PASSWORD not in result.stderr + result.stdout
