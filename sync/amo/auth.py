@@ -13,9 +13,11 @@ OAuth rules (amocrm-api.md §9), and how they are kept here:
   thread already renewed, or waits for the refresh in progress (the session's `TokenGate` makes
   every thread holding the dead token call it);
 - a refresh token the token endpoint **refused** (its 400/401: revoked, deactivated integration)
-  is never sent again by this process: every later attempt with it, from any thread, raises
-  the same refusal at once. A pair stored meanwhile by another process (`amosync auth --code`,
-  a newly configured token) carries another refresh token and is used as usual;
+  is never sent again, by this process or any later one: every later attempt with it, from any
+  thread, raises the same refusal at once, and the stored value records it (a keyed
+  fingerprint, never the token: `sync.amo.refused_refresh`) so the next command says when it
+  was refused without sending it. A pair stored meanwhile by another process (`amosync auth
+  --code`, a newly configured token) carries another refresh token and is used as usual;
 - the **stored pair wins** over the configured refresh token, which is only a seed, unless
   that token is one the store has never seen. The stored value remembers, as hashes (`SEED_KEY`,
   never the tokens), every configured refresh token that seeded a pair or was configured when
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from sync.amo.refused_refresh import REFUSED_FOR_GOOD, holds_pair, refusal_of, remembered
 from sync.clock import Clock, SystemClock, to_unix
 from sync.config import OAuthConfig, Secret
 from sync.errors import AmoAuthError
@@ -121,11 +124,18 @@ class TokenPair:
 
 
 class LockedValue(Protocol):
-    """The stored token value, read under the storage lock; `save` is committed at block end."""
+    """The stored token value, read under the storage lock; `save` is committed at block end,
+    `keep` even when the block ends with an error."""
 
     value: Mapping[str, Any] | None
 
     def save(self, value: Mapping[str, Any]) -> None: ...
+
+    def keep(self, value: Mapping[str, Any]) -> None: ...
+
+    def now(self) -> datetime:
+        """The storage's clock (the database's)."""
+        ...
 
 
 class TokenStorage(Protocol):
@@ -237,7 +247,7 @@ class OAuthTokens:
                 return current  # another thread renewed (or a 401 named an older token)
             if current is None and rejected is None:
                 loaded = self._storage.load()
-                fresh = loaded and not superseded(self._oauth, loaded)
+                fresh = holds_pair(loaded) and not superseded(self._oauth, loaded)
                 current = TokenPair.from_value(loaded) if loaded and fresh else None
                 if current is not None and self._usable(current, rejected):
                     self._pair = current
@@ -245,19 +255,25 @@ class OAuthTokens:
             self._pair = self._refresh_stored(rejected)
             return self._pair
 
-    def _exchange_once(self, refresh: Secret) -> Mapping[str, Any]:
-        """The refresh grant, unless amoCRM already refused this refresh token: then its
-        refusal again, nothing sent (a revoked token was POSTed once per thread and retry)."""
+    def _exchange_once(self, refresh: Secret, row: LockedValue) -> Mapping[str, Any]:
+        """The refresh grant, unless amoCRM already refused this refresh token (in this process,
+        or in an earlier one: `sync.amo.refused_refresh`): then that refusal again, nothing
+        sent (a revoked token was POSTed once per thread and retry, then once per command)."""
         digest = seed_digest(refresh) or ""
-        refused = self._refused.get(digest)
+        refused = self._refused.get(digest) or refusal_of(
+            row.value, refresh, self._oauth.client_secret
+        )
         if refused is not None:
+            self._refused[digest] = refused
             raise AmoAuthError(refused.reason, method=refused.method, url=refused.url,
                                status=refused.status)  # fmt: skip
         try:
             return self._exchange(grant_body(self._oauth, "refresh_token", refresh.reveal()))
         except AmoAuthError as exc:
-            if exc.status in (400, 401):  # revoked, expired, another integration's: for good
+            if exc.status in REFUSED_FOR_GOOD:  # revoked, expired, another integration's
                 self._refused[digest] = exc  # (a 402 or 403 passes: paid or unblocked later)
+                row.keep(remembered(row.value, exc, refresh, self._oauth.client_secret,
+                                    row.now()))  # fmt: skip
             raise
 
     def _usable(self, pair: TokenPair, rejected: str | None) -> bool:
@@ -269,7 +285,7 @@ class OAuthTokens:
         with self._storage.locked() as row:
             value = row.value
             replaced = value is not None and superseded(self._oauth, value)
-            stored = TokenPair.from_value(value) if value and not replaced else None
+            stored = TokenPair.from_value(value) if holds_pair(value) and not replaced else None
             if stored is not None and self._usable(stored, rejected):
                 log.debug("amo_tokens_reused", reason="refreshed_elsewhere")
                 return stored  # another process refreshed while we waited for the lock
@@ -280,7 +296,7 @@ class OAuthTokens:
                 )
             if replaced:
                 log.info("amo_refresh_token_replaced", reason="configured_token_changed")
-            answer = self._exchange_once(refresh)
+            answer = self._exchange_once(refresh, row)
             pair = TokenPair.from_grant(answer, self._clock.now())
             row.save(stored_value(pair, self._oauth, value))
         # The block above has committed: only now may the new access token be used.

@@ -222,16 +222,17 @@ def _detail(data: Any) -> str:
     return f": {redact_text('; '.join(parts))}" if parts else ""
 
 
+REFRESH_REFUSED = "amoCRM's token endpoint refused the refresh token: "
+REFRESH_REMEDY = "; configure a new refresh token or run `amosync auth --code CODE`"
+
+
 def token_refusal(grant: str, reason: str) -> str:
     """What the token endpoint refused, named as such (its 401 is not about an access token),
     with amoCRM's own words and what to do about a refused refresh token."""
     _, colon, detail = reason.partition(": ")
     said = detail if colon else reason
     if grant == "refresh_token":
-        return (
-            f"amoCRM's token endpoint refused the refresh token: {said}; configure a new "
-            "refresh token or run `amosync auth --code CODE`"
-        )
+        return f"{REFRESH_REFUSED}{said}{REFRESH_REMEDY}"
     return f"amoCRM's token endpoint refused the authorization code: {said}"
 
 

@@ -2,7 +2,8 @@
 
 `TokenStore.locked()` opens a transaction, takes a transaction-level advisory lock (so every
 thread and process refreshing the same account's tokens queues behind one refresher), reads the
-stored pair and, when the block ends without an error, commits what `save` wrote. The lock is
+stored pair and, when the block ends without an error, commits what `save` wrote (what `keep`
+wrote is committed even when the block then raises: a refused refresh token's record). The lock is
 released by the commit, after the new pair is durable. The row key and lock are per schema: the
 lock is `sync.db.locks.advisory_lock(schema, <row key>)`.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +33,7 @@ class LockedTokens:
         self._connection = connection
         self._key = key
         self.value = value
+        self.kept = False  # `keep` wrote: commit whatever the block then does
 
     def __repr__(self) -> str:
         return f"LockedTokens(key={self._key!r}, stored={self.value is not None})"
@@ -43,6 +46,17 @@ class LockedTokens:
         )
         self._connection.execute(statement)
         self.value = dict(value)
+
+    def keep(self, value: Mapping[str, Any]) -> None:
+        """`save`, committed even when the block then ends with an error."""
+        self.save(value)
+        self.kept = True
+
+    def now(self) -> datetime:
+        """The database's clock (the one every run and record of the sync uses)."""
+        moment = self._connection.scalar(sa.select(sa.func.clock_timestamp()))
+        assert isinstance(moment, datetime)
+        return moment
 
 
 class TokenStore:
@@ -64,9 +78,17 @@ class TokenStore:
     @contextmanager
     def locked(self) -> Iterator[LockedTokens]:
         """Hold the refresh lock for the block; commit what was saved when the block ends."""
-        with store_errors(self._engine), self._engine.begin() as connection:
+        with store_errors(self._engine), self._engine.connect() as connection:
+            transaction = connection.begin()
             advisory_lock(connection, self._schema, self._key)  # a refresher: one HTTP exchange
-            yield LockedTokens(connection, self._key, self._read(connection))
+            row = LockedTokens(connection, self._key, self._read(connection))
+            try:
+                yield row
+            except BaseException:
+                if row.kept:
+                    transaction.commit()
+                raise  # (not kept: leaving the connection rolls the transaction back)
+            transaction.commit()
 
     def _read(self, connection: Connection) -> Mapping[str, Any] | None:
         value = connection.execute(
