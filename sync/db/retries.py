@@ -7,6 +7,11 @@ notes its retries (`noting_retries`), the first retry is written to `sync_state`
 `NOTE_EVERY_S` (a storm of retries from eight workers is a few writes, and a healthy run writes
 nothing). The entry is removed when the run ends; `sync.status` shows it beside the run while
 the run is `running`.
+
+"Since when" is the database's clock, as every run's times are (`note_retries`: the first
+write of a run stamps it, later ones keep it), and the stored count never goes down within a
+run: two threads' notes may reach the database out of order, and the one with the lower count
+then changes nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
-from sqlalchemy.engine import Engine
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sync.db.runs import RunStore, delete_state
+from sync.db.schema import sync_state
 from sync.lines import bound_line
 from sync.logs import get_logger
 
@@ -45,7 +52,6 @@ class RetryNote:
         self._key = retrying_key(kind)
         self._lock = threading.Lock()
         self._retries = 0
-        self._since: str | None = None
         self._written_at: float | None = None  # monotonic
 
     @property
@@ -59,12 +65,11 @@ class RetryNote:
             if self._written_at is not None and now - self._written_at < NOTE_EVERY_S:
                 return
             self._written_at = now
-            self._since = self._since or datetime.now(UTC).isoformat(timespec="seconds")
-            value = {"run_id": self._run_id, "retries": self._retries, "since": self._since,
-                     "reason": bound_line(reason, REASON_LIMIT)}  # fmt: skip
+            retries = self._retries
         try:
             with self._engine.begin() as conn:
-                self._runs.set_state(conn, self._key, value)
+                note_retries(conn, self._key, self._run_id, retries, reason,
+                             schema=self._runs.schema)  # fmt: skip
         except SQLAlchemyError as exc:  # a record for status only: the retry goes on
             log.debug("retry_not_noted", error=str(exc).splitlines()[0] if str(exc) else "")
 
@@ -77,6 +82,46 @@ class RetryNote:
                 delete_state(conn, self._key, schema=self._runs.schema)
         except SQLAlchemyError:
             pass  # the next run of the kind has another id: status ignores a stale entry
+
+
+# the database's clock as `datetime.isoformat(timespec="seconds")` of a UTC time writes it
+_SINCE_NOW = sa.func.to_char(sa.func.timezone("UTC", sa.func.now()),
+                             'YYYY-MM-DD"T"HH24:MI:SS"+00:00"')  # fmt: skip
+
+
+def note_retries(
+    conn: Connection, key: str, run_id: int, retries: int, reason: str, *, schema: str | None
+) -> None:
+    """Store that run `run_id` has retried `retries` times, the last for `reason`, under `key`:
+    since now (the database's clock) for the run's first note, since its first note after that;
+    a note of the run with no more retries than the stored one changes nothing."""
+    value = {"run_id": run_id, "retries": retries, "reason": bound_line(reason, REASON_LIMIT)}
+    stored = sync_state.c.value
+    statement = insert(sync_state).values(
+        key=key, value=_with_since(sa.literal(value, JSONB), _SINCE_NOW), updated_at=sa.func.now()
+    )
+    same_run = stored["run_id"].as_integer().is_not_distinct_from(run_id)
+    statement = statement.on_conflict_do_update(
+        index_elements=[sync_state.c.key],
+        set_={
+            "value": sa.case(
+                (same_run, _with_since(statement.excluded.value, stored["since"].as_string())),
+                else_=statement.excluded.value,
+            ),
+            "updated_at": sa.func.now(),
+        },
+        where=sa.or_(~same_run, stored["retries"].as_integer() < retries),
+    )
+    options = {} if schema is None else {"schema_translate_map": {None: schema}}
+    conn.execute(statement, execution_options=options)
+
+
+def _with_since(
+    value: sa.ColumnElement[object], since: sa.ColumnElement[object]
+) -> sa.ColumnElement[object]:
+    return value.op("||", return_type=JSONB)(
+        sa.func.jsonb_build_object(sa.literal_column("'since'"), since)
+    )
 
 
 @contextmanager

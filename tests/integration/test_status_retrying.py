@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -15,6 +17,9 @@ from sync.amo.backoff import Backoff
 from sync.amo.client import AmoClient
 from sync.amo.ratelimit import RateLimiter
 from sync.config import Config, DatabaseConfig
+from sync.db import retries
+from sync.db.retries import RetryNote, note_retries
+from sync.db.runs import RunStore
 from sync.emulator import FaultRule
 from sync.pull import run_pull
 from sync.status import gather, render
@@ -95,3 +100,38 @@ def test_a_healthy_pull_notes_no_retry(db_config: DatabaseConfig, engine: Engine
             assert len(client.session.retry_notes) == 1
     assert statements == []  # not one write (nor a delete) for a run that retried nothing
     assert _status(engine, config)["last_runs"]["full"]["retrying"] is None
+
+
+def _noted(engine: Engine) -> dict[str, Any]:
+    with engine.connect() as conn:
+        value = conn.scalar(
+            sa.text("SELECT value FROM amocrm.sync_state WHERE key = 'retrying.pull'")
+        )
+    assert isinstance(value, dict)
+    return value
+
+
+def test_a_retry_note_is_stamped_by_the_database_and_never_counts_down(
+    db_config: DatabaseConfig, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`since` is the database's clock, as the runs' times are (it was the host's), and two
+    threads' notes landing out of order (the lower count last) leave the higher count."""
+    monkeypatch.setattr(retries, "NOTE_EVERY_S", 0.0)  # every retry written
+    with engine.begin() as conn:
+        run_id = RunStore("amocrm").start_run(conn, "pull")
+    note = RetryNote(engine, RunStore("amocrm"), run_id, "pull")
+    with engine.begin() as conn:  # the database's clock reads "now" as this transaction's start
+        note_retries(conn, "retrying.pull", run_id, 1, "first", schema="amocrm")
+        database_now = conn.scalar(sa.text("SELECT now()"))
+    first = _noted(engine)
+    assert first["since"] == database_now.astimezone(UTC).isoformat(timespec="seconds")
+    note("second")  # the note's own count: 1, not more than the stored one
+    note("third")  # 2
+    assert (_noted(engine)["retries"], _noted(engine)["reason"]) == (2, "third")
+    with engine.begin() as conn:  # a thread's note of an earlier retry, landing late
+        note_retries(conn, "retrying.pull", run_id, 1, "late", schema="amocrm")
+    late = _noted(engine)
+    assert (late["retries"], late["reason"], late["since"]) == (2, "third", first["since"])
+    with engine.begin() as conn:  # another run's first note starts its own record
+        note_retries(conn, "retrying.pull", run_id + 1, 1, "next run", schema="amocrm")
+    assert (_noted(engine)["run_id"], _noted(engine)["retries"]) == (run_id + 1, 1)
