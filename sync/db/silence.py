@@ -89,7 +89,7 @@ class AnsweringConnection(psycopg.Connection[Any]):
 
     def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
         after_cut = self.silent.since is not None
-        bound = GRACE_S if after_cut else self.answer_s
+        bound = GRACE_S if after_cut or not self.may_check else self.answer_s
         self._cut_reason = None
         _WATCH.arm(self, bound, check=self.may_check and (after_cut or self.unbounded_statements))
         try:
@@ -230,7 +230,6 @@ def watch(
 class CheckingConnection(AnsweringConnection):
     """The second connection of a check: its own waits are cut at `GRACE_S`, never checked."""
 
-    answer_s = GRACE_S
     may_check = False
     silent = _Silent()
 

@@ -5,6 +5,7 @@ engine was cut for a silent spell (the engine's next waits are checked early, no
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +16,8 @@ from sqlalchemy.exc import OperationalError
 from sync.config import DatabaseConfig, Secret
 from sync.db import silence
 from sync.db.engine import create_engine
+from sync.db.migrate import prepare_schema
+from sync.errors import StoreError
 from tests.pg_proxy import FreezeProxy
 
 
@@ -98,4 +101,43 @@ def test_after_a_cut_a_still_silent_server_fails_the_next_wait_early(
                 conn.execute(sa.text("SELECT 2"))
     finally:
         proxy.thaw()
+        engine.dispose()
+
+
+def test_a_fresh_schemas_first_migration_by_a_command_fails_on_a_silent_server(
+    blank_db_config: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command finds the schema fresh (its checks answered) and migrates it, as `db upgrade`
+    would; the server then answers nothing: the migration's wait is checked, the second
+    connection gets no answer either, and the command fails with one line (it hung for good)."""
+    monkeypatch.setattr(silence, "GRACE_S", 1.0)
+    url = make_url(blank_db_config.url.reveal())
+    held = FreezeProxy((url.host or "127.0.0.1", url.port or 5432))
+    held.hold_queries()  # the migration's session starts, its first query is never answered
+    through = dataclasses.replace(
+        _through(held, blank_db_config, statement_timeout_s=1),
+        url=Secret(
+            held.url(url).set(query={"sslmode": "disable"}).render_as_string(hide_password=False)
+        ),
+    )
+    engine = create_engine(blank_db_config)  # the command's own checks: answered
+    failure: list[BaseException] = []
+
+    def command() -> None:
+        try:
+            prepare_schema(engine, through)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=command, daemon=True)
+    try:
+        worker.start()
+        worker.join(60)  # far beyond the bound (1 + 1 s, then the check's 1 s): it hung
+        assert not worker.is_alive(), "the migration still waits for the silent server"
+        assert len(failure) == 1
+        assert isinstance(failure[0], StoreError)
+        assert "nor to a second connection" in str(failure[0])
+        assert "\n" not in str(failure[0])
+    finally:
+        held.close()
         engine.dispose()
