@@ -100,6 +100,19 @@ def test_a_new_configured_refresh_token_replaces_a_revoked_stored_pair(
         assert "Token has been revoked" in line
         assert "access token" not in line
 
+        # the next command knows amoCRM refused that token (a record in the stored value, not
+        # the token): it says so, since when, and sends nothing
+        emulator.clear_requests()
+        again_refused = amosync(
+            config, "pull", extra={"AMOSYNC_AMOCRM__OAUTH__REFRESH_TOKEN": first}
+        )
+        assert again_refused.returncode == 1
+        line = again_refused.stderr.strip().splitlines()[-1]
+        assert line.startswith("amosync: amoCRM refused this refresh token at "), line
+        assert "Token has been revoked), and it is not sent again; configure a new" in line
+        assert [r for r in emulator.requests() if r["path"] == token_path] == []
+        assert first not in again_refused.stdout + again_refused.stderr
+
         fresh = emulator.issue_tokens()["refresh_token"]  # the operator's new token
         emulator.clear_requests()
         env = {"AMOSYNC_AMOCRM__OAUTH__REFRESH_TOKEN": fresh}
