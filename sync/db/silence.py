@@ -167,7 +167,7 @@ class _Watchdog:
                         threading.Thread(target=self._check, args=(wait,),
                                          name="amosync-db-check", daemon=True).start()  # fmt: skip
                     else:
-                        wait.conn.cut(f"no answer for {wait.deadline - wait.started:g} s")
+                        wait.conn.cut(f"no answer for {_seconds(wait.deadline - wait.started)} s")
                 self._next = min((w.deadline for w in self._armed.values()), default=None)
                 self._cond.wait(None if self._next is None else self._next - now)
 
@@ -180,7 +180,7 @@ class _Watchdog:
                 return  # answered (or failed) meanwhile
             del self._checking[id(conn)]
             now = time.monotonic()
-            waited = f"no answer for {now - wait.started:.0f} s"
+            waited = f"no answer for {_seconds(now - wait.started)} s"
             if verdict is Verdict.SILENT:
                 conn.cut(f"{waited}, nor to a second connection")
             elif verdict is Verdict.FINISHED:
@@ -201,6 +201,11 @@ class _Watchdog:
 
 
 _WATCH = _Watchdog()
+
+
+def _seconds(span: float) -> str:
+    """A wait's length as its line says it: 12, 12.5, 322.4."""
+    return f"{round(span, 1):g}"
 
 
 def watch(
