@@ -105,12 +105,18 @@ def note_retries(
         index_elements=[sync_state.c.key],
         set_={
             "value": sa.case(
-                (same_run, _with_since(statement.excluded.value, stored["since"].as_string())),
+                (
+                    same_run,
+                    _with_since(
+                        statement.excluded.value,
+                        sa.func.coalesce(stored["since"].as_string(), _SINCE_NOW),
+                    ),
+                ),
                 else_=statement.excluded.value,
             ),
             "updated_at": sa.func.now(),
         },
-        where=sa.or_(~same_run, stored["retries"].as_integer() < retries),
+        where=sa.or_(~same_run, sa.func.coalesce(stored["retries"].as_integer(), 0) < retries),
     )
     options = {} if schema is None else {"schema_translate_map": {None: schema}}
     conn.execute(statement, execution_options=options)
@@ -119,6 +125,7 @@ def note_retries(
 def _with_since(
     value: sa.ColumnElement[object], since: sa.ColumnElement[object]
 ) -> sa.ColumnElement[object]:
+    """The JSON object `value` with its `since` set to `since` (text)."""
     return value.op("||", return_type=JSONB)(
         sa.func.jsonb_build_object(sa.literal_column("'since'"), since)
     )
