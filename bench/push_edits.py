@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections import Counter
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import sqlalchemy as sa
@@ -158,6 +159,33 @@ def _print(
     print(f"429s: {sum(v for k, v in by_kind.items() if k.endswith(' 429'))}   "
           f"max requests arriving in any 1 s: {windows}")  # fmt: skip
     print(f"edits in amoCRM: {arrived}/{len(ids)}   report: {report}")
+    gaps = read_to_patch(log)
+    if gaps:
+        at = [gaps[min(len(gaps) - 1, int(q * len(gaps)))] for q in (0.5, 0.95)]
+        print(f"read to PATCH per contact (arrivals): p50 {at[0]:.2f} s  p95 {at[1]:.2f} s  "
+              f"max {gaps[-1]:.2f} s  ({len(gaps)} contacts)")  # fmt: skip
+
+
+def read_to_patch(log: list[dict[str, Any]]) -> list[float]:
+    """Seconds from the read push merged a contact on (its first GET naming it) to the PATCH
+    carrying it, sorted: the window in which a CRM edit is overwritten unseen, besides the lag
+    of a list read (docs/push.md, "A remote edit the lists do not show yet")."""
+    read: dict[int, float] = {}
+    gaps: list[float] = []
+    for entry in sorted(log, key=lambda r: float(r["arrived_at"])):
+        if entry["method"] == "GET" and entry["path"].startswith("/api/v4/contacts"):
+            tail = entry["path"].removeprefix("/api/v4/contacts").strip("/")
+            named = [int(tail)] if tail.isdigit() else [
+                int(v) for k, v in parse_qsl(entry["query"] or "") if k.startswith("filter[id]")
+            ]  # fmt: skip
+            for contact_id in named:
+                read.setdefault(contact_id, float(entry["arrived_at"]))
+        elif entry["method"] == "PATCH" and isinstance(entry["body"], list):
+            for item in entry["body"]:
+                start = read.pop(int(item["id"]), None) if isinstance(item, dict) else None
+                if start is not None:
+                    gaps.append(float(entry["arrived_at"]) - start)
+    return sorted(gaps)
 
 
 def _args() -> argparse.Namespace:

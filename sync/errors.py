@@ -130,18 +130,21 @@ class AmoWriteUnknownError(AmoTransientError):
 
 class AmoWriteUnconfirmedError(AmoWriteUnknownError):
     """Creates amoCRM's answer left out that cannot be looked up (it ignores `order[id]`): they
-    may exist, so they are not resent; `unconfirmed` lists their request_ids,
-    `errors_by_request_id` the entities amoCRM rejected meanwhile."""
+    may exist, so they are not resent; `unconfirmed` lists their request_ids, `held` those
+    whose answer was lost that a lagging list may still hide (looked for again later, resent
+    only after a bound), `errors_by_request_id` the entities amoCRM rejected meanwhile."""
 
     def __init__(
         self,
         message: str,
         *,
         unconfirmed: Sequence[str],
+        held: Sequence[str] = (),
         errors_by_request_id: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
         results: Sequence[object] = (),
     ) -> None:
         self.unconfirmed = tuple(unconfirmed)
+        self.held = tuple(held)
         self.errors_by_request_id = dict(errors_by_request_id or {})
         self.results = tuple(results)
         super().__init__(message)

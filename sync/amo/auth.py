@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from sync.amo.refused_refresh import REFUSED_FOR_GOOD, holds_pair, refusal_of, remembered
 from sync.clock import Clock, SystemClock, to_unix
-from sync.config import OAuthConfig, Secret
+from sync.config import AmoCrmConfig, OAuthConfig, Secret
 from sync.errors import AmoAuthError
 from sync.logs import get_logger
 
@@ -302,3 +302,16 @@ class OAuthTokens:
         # The block above has committed: only now may the new access token be used.
         log.info("amo_tokens_refreshed", expires_at=pair.expires_at, seeded=stored is None)
         return pair
+
+
+def tokens_for(
+    config: AmoCrmConfig, storage: TokenStorage | None, exchange: TokenExchange, clock: Clock | None
+) -> TokenProvider:
+    """The configured way to authenticate: a long-lived token, or stored OAuth tokens."""
+    if config.access_token:
+        return StaticToken(config.access_token)
+    if not config.oauth.enabled:
+        raise AmoAuthError("no amoCRM credentials: set amocrm.access_token or [amocrm.oauth]")
+    if storage is None:
+        raise AmoAuthError("OAuth needs the database to keep rotated tokens (no storage given)")
+    return OAuthTokens(config.oauth, storage, exchange, clock)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from sync.amo.auth import OAuthTokens, StaticToken, TokenProvider, TokenStorage
+from sync.amo.auth import TokenProvider, TokenStorage, tokens_for
 from sync.amo.backoff import Backoff, pause
 from sync.amo.budget import BudgetStore
 from sync.amo.chats import CHATS, ChatForm, ChatReader, parse_links, shared_chat_form
@@ -35,7 +35,7 @@ from sync.amo.session import AmoSession, Reply
 from sync.amo.writes import Item, WriteResult, parse_results, prepare, run_writes
 from sync.clock import Clock
 from sync.config import AmoCrmConfig
-from sync.errors import AmoAuthError, AmoError, InvariantError
+from sync.errors import AmoError, InvariantError
 
 CONTACTS = "/api/v4/contacts"
 EVENTS = "/api/v4/events"
@@ -89,7 +89,8 @@ class AmoClient:
     ) -> AmoClient:
         """A client authenticated the configured way: a long-lived token, or stored OAuth tokens."""
         client = cls(config, None, clock=clock, **kw)
-        client.session.tokens = _tokens_for(config, token_storage, client.session, clock)
+        exchange = client.session.exchange_token
+        client.session.tokens = tokens_for(config, token_storage, exchange, clock)
         return client
 
     def __repr__(self) -> str:
@@ -299,11 +300,16 @@ class AmoClient:
         )
 
     def create_contacts(
-        self, entities: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
+        self,
+        entities: Sequence[Mapping[str, Any]],
+        *,
+        batch_size: int | None = None,
+        hold_unseen: bool = False,
     ) -> list[WriteResult]:
         """POST new contacts; a lost answer is reconciled first: a contact still invisible a
-        confirmation window later (`find_created`) is resent; when amoCRM cannot be searched,
-        none (`AmoWriteUnconfirmedError`)."""
+        confirmation window later (`find_created`) is resent, or with `hold_unseen` held
+        (`AmoWriteUnconfirmedError.held`: a list may lag longer than the window); when amoCRM
+        cannot be searched, none is resent (`AmoWriteUnconfirmedError`)."""
         if not (items := prepare(entities)):
             return []
         sent = Sent(self.session.clock.now())  # without a floor: looked for from this moment
@@ -318,7 +324,9 @@ class AmoClient:
         def reconcile(batch: list[Item]) -> dict[str, WriteResult]:
             return find_created(self, batch, floor, claimed, self.reconcile_settle_s, sent=sent)
 
-        return self._write(items, batch_size, send, reconcile, "contacts created", blind=False)
+        return self._write(
+            items, batch_size, send, reconcile, "contacts created", blind=False, hold=hold_unseen
+        )
 
     def link_chats(
         self, links: Sequence[Mapping[str, Any]], *, batch_size: int | None = None
@@ -364,7 +372,10 @@ class AmoClient:
         reply = self.session.send(method, path, json=[i.payload for i in batch], write=True)
         return parse_results(batch, reply.data, key)
 
-    def _write(self, items: list[Item], size: int | None, *parts: Any, blind: bool = True) -> W:
+    def _write(
+        self, items: list[Item], size: int | None, *parts: Any, blind: bool = True,
+        hold: bool = False,
+    ) -> W:  # fmt: skip
         session = self.session
         send, reconcile, what = parts
 
@@ -380,21 +391,10 @@ class AmoClient:
             wait=wait,
             what=what,
             blind_resend=blind,
+            hold_unseen=hold,
         )
 
 
 def _origin(base_url: str) -> str:
     parts = urlsplit(base_url)
     return f"{parts.scheme}://{parts.netloc}"
-
-
-def _tokens_for(
-    config: AmoCrmConfig, storage: TokenStorage | None, session: AmoSession, clock: Clock | None
-) -> TokenProvider:
-    if config.access_token:
-        return StaticToken(config.access_token)
-    if not config.oauth.enabled:
-        raise AmoAuthError("no amoCRM credentials: set amocrm.access_token or [amocrm.oauth]")
-    if storage is None:
-        raise AmoAuthError("OAuth needs the database to keep rotated tokens (no storage given)")
-    return OAuthTokens(config.oauth, storage, session.exchange_token, clock)

@@ -24,6 +24,9 @@ that amoCRM did apply, found by re-reading). Rules:
   match none of the creates (`CreatesUnexplainedError`: one may be ours, edited since), those
   found are kept and the rest end the call as unconfirmed, whichever way the answer failed;
   a 504 (or a 422 "Limit 250 per page") halves the batch size for the rest of the call;
+- `hold_unseen` (push's creates): a create not found within the window is not resent (a list
+  lagging longer would make it a duplicate) but *held* (`AmoWriteUnconfirmedError.held`, after
+  the other batches went out): the caller keeps it in flight for a later look (`sync.push.held`);
 - any error that ends the call carries `.results` for what did go through.
 """
 
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync.amo.numbers import as_int
+from sync.amo.rejections import all_errors, named_by_us
 from sync.errors import (
     AmoError,
     AmoRejectedError,
@@ -161,6 +165,7 @@ class _State:
     results: dict[str, WriteResult] = field(default_factory=dict)
     rejected: dict[str, Sequence[Mapping[str, str]]] = field(default_factory=dict)
     unconfirmed: list[str] = field(default_factory=list)  # creates reading cannot confirm
+    held: list[str] | None = None  # creates not found in the window (`hold_unseen`), or None
     unsettled: list[Item] = field(default_factory=list)  # unmatched after every retry
 
     def ordered(self) -> tuple[WriteResult, ...]:
@@ -177,9 +182,10 @@ def run_writes(
     wait: Wait,
     what: str,
     blind_resend: bool = True,
+    hold_unseen: bool = False,
 ) -> list[WriteResult]:
     """Write `items` in batches; see the module docstring for the rules."""
-    state = _State([i.request_id for i in items])
+    state = _State([i.request_id for i in items], held=[] if hold_unseen else None)
     try:
         _write_all(
             items, batch_size, send, reconcile, state,
@@ -255,12 +261,11 @@ def _finish(state: _State, count: int, what: str) -> list[WriteResult]:
             ),
             state,
         )
-    if state.unconfirmed:
+    if state.unconfirmed or state.held:
         raise AmoWriteUnconfirmedError(
-            f"amoCRM did not confirm {len(state.unconfirmed)} of {count} {what}: they could "
-            "not be looked up (amoCRM ignores order[id]), or new contacts of ours match none "
-            "of them (edited since?); not sent again, so as not to create them twice",
+            _unconfirmed_line(state, count, what),
             unconfirmed=state.unconfirmed,
+            held=state.held or (),
             errors_by_request_id=state.rejected,
             results=state.ordered(),
         )
@@ -271,6 +276,15 @@ def _finish(state: _State, count: int, what: str) -> list[WriteResult]:
             results=state.ordered(),
         )
     return list(state.ordered())
+
+
+def _unconfirmed_line(state: _State, count: int, what: str) -> str:
+    parts = {f"{len(state.unconfirmed)} could not be looked up (amoCRM ignores order[id]), or "
+             "new contacts of ours match none": state.unconfirmed, f"{len(state.held or ())} "
+             "lost their answer and amoCRM's lists do not show them yet": state.held}  # fmt: skip
+    return (f"amoCRM did not confirm {len(state.unconfirmed) + len(state.held or ())} of {count} "
+            f"{what}: {'; '.join(p for p, some in parts.items() if some)}; not sent again, so "
+            "as not to create them twice")  # fmt: skip
 
 
 def _chunks(items: list[Item], size: int) -> list[list[Item]]:
@@ -287,44 +301,17 @@ def _set_aside_rejected(
 ) -> list[list[Item]]:
     """Record the entities a 400 names; the batches to send again (the rest of it, or, when
     who was meant cannot be told, its two halves: nothing of a rejected batch was applied)."""
-    named = _named(batch, exc.errors_by_request_id)
+    named = named_by_us([i.request_id for i in batch], exc.errors_by_request_id)
     if named is None and len(batch) > 1:
         half = len(batch) // 2
         log.info("amo_write_rejected_split", batch=len(batch))
         return [batch[:half], batch[half:]]
     if named is None:  # a batch of one: whatever the 400 says is about this entity
-        named = {batch[0].request_id: _all_errors(exc)}
+        named = {batch[0].request_id: all_errors(exc)}
     state.rejected.update(named)
     log.info("amo_write_rejected", count=len(named), batch=len(batch))
     rest = [i for i in batch if i.request_id not in named]
     return [rest] if rest else []
-
-
-def _named(
-    batch: list[Item], errors: Mapping[str, Sequence[Mapping[str, str]]]
-) -> dict[str, Sequence[Mapping[str, str]]] | None:
-    """`errors` by our request_ids, or None when they cannot be matched for sure. amoCRM may
-    name an entity by our request_id or by its index in the batch (the official SDK sends the
-    index; the vendor's example shows "0"). Ours are ids (PATCH) or negative temporary ids
-    (POST): a small contact id can also be an index, and then only a split can tell."""
-    ours = [i.request_id for i in batch]
-    if not errors:
-        return None
-    positions = {rid: int(rid) for rid in errors if rid.isdigit() and int(rid) < len(batch)}
-    mine = all(rid in ours for rid in errors)
-    by_index = len(positions) == len(errors)
-    if mine and by_index and any(ours[at] != rid for rid, at in positions.items()):
-        return None  # both readings fit and they disagree
-    if mine:
-        return dict(errors)
-    if by_index:
-        return {ours[positions[rid]]: errs for rid, errs in errors.items()}
-    return None
-
-
-def _all_errors(exc: AmoRejectedError) -> list[Mapping[str, str]]:
-    listed = [e for errs in exc.errors_by_request_id.values() for e in errs]
-    return listed or [{"code": "Rejected", "path": "", "detail": exc.reason}]
 
 
 def _unmatched(
@@ -355,10 +342,12 @@ def _unmatched(
         ) from err  # fmt: skip
     state.results.update(found)
     rest = [i for i in unmatched if i.request_id not in found]
+    held = _hold(rest, state)
     edited = _superseded(found)
     log.warning("amo_write_answer_unmatched", what=what, unmatched=len(unmatched),
-                found=len(found) - edited, superseded=edited, resent=len(rest))  # fmt: skip
-    return rest
+                found=len(found) - edited, superseded=edited, resent=len(rest) - held,
+                held=held)  # fmt: skip
+    return rest if not held else []
 
 
 def _reconciled_rest(
@@ -376,10 +365,21 @@ def _reconciled_rest(
         raise exc from err
     state.results.update(found)
     rest = [i for i in batch if i.request_id not in found]
+    held = _hold(rest, state)
     edited = _superseded(found)
     log.warning("amo_write_reconciled", what=what, status=exc.status,
-                applied=len(found) - edited, superseded=edited, resent=len(rest))  # fmt: skip
-    return rest
+                applied=len(found) - edited, superseded=edited, resent=len(rest) - held,
+                held=held)  # fmt: skip
+    return rest if not held else []
+
+
+def _hold(unseen: list[Item], state: _State) -> int:
+    """With `hold_unseen`, the creates reading did not find are held, not sent again (a list
+    may lag longer than the window); how many."""
+    if state.held is None:
+        return 0
+    state.held.extend(i.request_id for i in unseen)
+    return len(unseen)
 
 
 def _superseded(found: Mapping[str, WriteResult]) -> int:

@@ -2,13 +2,14 @@
 (looked up in amoCRM, found ones get their ids), then new contacts are created and chat links
 made, one batch at a time, each recorded as in flight before it is sent.
 
-A create is never sent twice on a guess. amoCRM's lists lag its writes (~1 s), so a create
-whose answer was lost (or left it out) counts as not applied only once it stayed invisible for
-a confirmation window (`confirm_window_s`: 10 x the client's `reconcile_settle_s`, 10 s) after
-it was sent; then it is sent again in the same run. In-run, `AmoClient.create_contacts` looks
-for that long itself; a dead run's creates younger than the window are looked for again once it
-has passed (the run sleeps until then), and one still not shown is held until its send is
-`RESEND_AFTER_S` old (`sync.push.held`: a list may lag longer than the window). A server that
+A create is never sent twice on a guess. amoCRM's lists lag its writes (~1 s, 15 s seen), so a
+create whose answer was lost (or left it out) is looked for over a confirmation window
+(`confirm_window_s`: 10 x the client's `reconcile_settle_s`, 10 s) after it was sent: in-run by
+`AmoClient.create_contacts` itself, a dead run's by the next push (creates younger than the
+window are looked for again once it has passed; the run sleeps until then). One still not shown
+is held, in a live run as after a dead one, until its send is `RESEND_AFTER_S` old
+(`sync.push.held`: a list may lag longer than the window); every push looks again, and the first
+past the bound sends it again. A server that
 ignores `order[id]` is searched by `filter[created_at]` around the send (`sync.amo.created`,
 trusted only once checked). Only when neither can be trusted, or when the look-up shows new
 contacts of ours that match none of the creates (one may be ours, edited since:
@@ -24,7 +25,6 @@ nothing lost."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -55,21 +55,13 @@ from sync.push.context import (
     send,
 )
 from sync.push.error_paths import user_errors
-from sync.push.held import held_message, too_young_to_resend
+from sync.push.held import Held, too_young_to_resend, waiting_message
 from sync.push.plan import to_create_payload
 
 
 def confirm_window(ctx: Context) -> float:
     """Seconds a create must stay invisible in amoCRM's lists to count as not applied."""
     return confirm_window_s(ctx.client.reconcile_settle_s)
-
-
-def waiting_message(sent: datetime) -> str:
-    return (f"waiting for confirmation since {sent:%Y-%m-%d %H:%M:%S} UTC: amoCRM could not "
-            "be searched for it (order by id ignored, created_at filter not trusted), or shows "
-            "new contacts of ours matching none of the creates (edited since?); not sent "
-            "again, so as not to create it twice. DELETE this row to withdraw it: if amoCRM "
-            "made it, the next pull brings it in")  # fmt: skip
 
 
 # --- 1. recovery of a dead run's POSTs -----------------------------------------------------------
@@ -117,8 +109,8 @@ def _recover_creates(ctx: Context, entry: Mapping[str, Any]) -> None:
         settled = [int(rid) for rid in found] + missing  # missing ones are sent again below
         inflight.forget_sent(conn, "creates", settled, claimed=[r.id for r in found.values()])
         count_in(ctx, conn, created=len(done))
-        for temp, due in held.items():
-            inflight.mark_waiting(conn, [temp], held_message(inflight.sent_at(entry, temp), due))
+        for temp, hold in held.items():
+            inflight.mark_waiting(conn, [temp], hold.message())
     ctx.count.add(recovered=len(done), created=len(done), creates_held=len(held))
     for item in done:
         ctx.written.created(item.real_id)
@@ -261,7 +253,9 @@ def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -
         ctx,
         "creates",
         list(payloads),
-        lambda: ctx.client.create_contacts(list(payloads.values()), batch_size=len(batch)),
+        lambda: ctx.client.create_contacts(
+            list(payloads.values()), batch_size=len(batch), hold_unseen=True
+        ),
     )
     done = [Done(p.temp_id, r.id, p.change_ids) for p in batch for r in results
             if r.request_id == str(p.temp_id)]  # fmt: skip
@@ -272,23 +266,26 @@ def _create_batch(ctx: Context, batch: list[PendingCreate], floor: int | None) -
     }
     new_floor = max([d.real_id for d in done], default=None)
     settled = [d.temp_id for d in done] + list(errors)
-    unsure = isinstance(failure, AmoWriteUnconfirmedError)
-    waiting = (
-        [int(rid) for rid in failure.unconfirmed]
-        if isinstance(failure, AmoWriteUnconfirmedError)
-        else []
-    )
+    unsure = failure if isinstance(failure, AmoWriteUnconfirmedError) else None
+    waiting = [int(rid) for rid in unsure.unconfirmed] if unsure else []
+    held = [int(rid) for rid in unsure.held] if unsure else []
+    hold = Held(sent)  # the send time `push_in_flight` holds: the next push's look counts from it
 
     def record(conn: Connection) -> None:
         inflight.record_created(conn, done, ctx.clock.now())
         inflight.mark_errors(conn, errors)
         inflight.mark_waiting(conn, waiting, waiting_message(sent))
+        inflight.mark_waiting(conn, held, hold.message())  # in flight still: not in `settled`
         inflight.forget_sent(conn, "creates", settled, claimed=[d.real_id for d in done])
 
     record_outcome(ctx, record, created=len(done), errors=len(errors))
     for item in done:
         ctx.written.created(item.real_id)
     ctx.unconfirmed.update(waiting)
+    if held:
+        ctx.count.add(creates_held=len(held))
+        log.warning("push_creates_held", count=len(held), temp_ids=held,
+                    resend_after=f"{hold.due:%H:%M:%S} UTC")  # fmt: skip
     if failure is not None and not unsure:
         raise failure
     return new_floor if new_floor is not None else floor

@@ -17,8 +17,16 @@ the write's answer is
 stored; the rest is left to the next pull (nothing is marked, `push_read_back_lagging` counts
 them). The page store keeps its own guarantees: a version older than the stored one is ignored,
 and a column with an edit captured meanwhile (its contact `pending`, in `conflict` or `error`)
-keeps the local value, which the next push sends. A read that fails transiently leaves the rows
-as the writes' record made them (`push_read_back_failed`): the push itself went through.
+keeps the local value, which the next push sends.
+
+The step is an optimisation of the tables' freshness: the writes were recorded before it began,
+so no failure of it fails the push. A read or store that fails in any way (a transient error
+after the client's retries, any other 4xx/5xx, a body that cannot be read, a PostgreSQL error)
+ends the step: the contacts not stored keep the rows the writes' record made, one warning
+(`push_read_back_failed`) says what failed and that the next pull brings them up to date, and the
+push ends as it would have. Only what stops every amoCRM call keeps its meaning (`STOPS`: a
+refused or revoked token, a blocked IP, an unpaid account, a stop signal, the push lock lost):
+the run stops with its one line, the writes still recorded.
 """
 
 from __future__ import annotations
@@ -31,24 +39,76 @@ from sqlalchemy.engine import Connection
 
 from sync.core.mapping import FieldDef, chat_rows, field_def, to_rows, unknown_fields
 from sync.db.contacts import ContactStore
-from sync.errors import AmoTransientError
+from sync.db.diag import error_line
+from sync.errors import (
+    AmoAuthError,
+    AmoBlockedError,
+    AmoPaymentError,
+    AmoStoppedError,
+    LockLostError,
+    StoppedError,
+)
 from sync.logs import get_logger
 from sync.pull.shape import stored_relations
 from sync.push.context import Context, record_outcome
 from sync.push.fresh import BY_ID_MAX
 from sync.push.pool import ReadThenWrite
+from sync.push.written import Write
 
 log = get_logger("sync.push")
 READ_CHUNK = 250  # contacts per read (amoCRM's page maximum)
+# failures that stop the whole run, here as anywhere: every other one only ends the read-back
+STOPS = (AmoAuthError, AmoBlockedError, AmoPaymentError, AmoStoppedError, LockLostError,
+         StoppedError)  # fmt: skip
+
+
+class Failed:
+    """The read-back's first failure (the others are alike or follow from it), and how many
+    written contacts were left unstored because of one; the threads add to it under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.error: str | None = None
+        self.contacts = 0
+
+    def note(self, exc: Exception | None, contacts: int) -> None:
+        """`contacts` not stored because of `exc`, or (None) skipped after the failure."""
+        with self._lock:
+            if self.error is None and exc is not None:
+                self.error = error_line(exc)
+            self.contacts += contacts
+
+    def warn(self, written: int) -> None:
+        if self.error is not None:
+            log.warning("push_read_back_failed", contacts=self.contacts, written=written,
+                        error=self.error, reason="the push's writes are recorded; the next pull "
+                        "brings these rows up to date")  # fmt: skip
 
 
 def read_back(ctx: Context) -> None:
     """Read back and store every contact the run wrote (see the module docstring): the reads
     on `sync.push_workers` threads like the updates' (the rate budget sets the pace), each
-    chunk stored as it comes."""
+    chunk stored as it comes. Raises only `STOPS`."""
     written = dict(ctx.written.writes)
     if not written:
         return
+    failed = Failed()
+    try:
+        _read_back(ctx, written, failed)
+    except STOPS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the writes are recorded: the pull catches up
+        report = ctx.count.report
+        untouched = len(written) - report.read_back - report.read_back_left
+        failed.note(exc, untouched)
+        ctx.count.add(read_back_left=untouched)
+    failed.warn(len(written))
+    lagged = ctx.count.report.read_back_left - failed.contacts
+    if lagged > 0:
+        log.info("push_read_back_lagging", contacts=lagged, reason="left to the next pull")
+
+
+def _read_back(ctx: Context, written: dict[int, Write], failed: Failed) -> None:
     with ctx.engine.connect() as conn:
         known = Known(ctx.runs.load_fields(conn))
     ids = list(written)  # in the order written: the last writes get the most time to settle
@@ -59,12 +119,20 @@ def read_back(ctx: Context) -> None:
     chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
     store = ContactStore(ctx.runs.schema)
 
+    def left(exc: Exception | None, contacts: int) -> None:
+        failed.note(exc, contacts)
+        ctx.count.add(read_back_left=contacts)
+
     def read(chunk: list[int]) -> list[list[dict[str, Any]]]:
+        if failed.error is not None:  # after one failure the rest is the next pull's too
+            left(None, len(chunk))
+            return []
         try:
             listed = _read(ctx, chunk, by_id=by_id)
-        except AmoTransientError as exc:
-            log.warning("push_read_back_failed", contacts=len(chunk), error=str(exc))
-            ctx.count.add(read_back_left=len(chunk))
+        except STOPS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see the module docstring
+            left(exc, len(chunk))
             return []
         fresh = [c for cid, c in listed.items() if written[cid].shown_by(c)]
         ctx.count.add(read_back_left=len(chunk) - len(fresh))
@@ -73,16 +141,14 @@ def read_back(ctx: Context) -> None:
     def write(items: list[dict[str, Any]]) -> None:
         try:
             _store(ctx, store, items, known)
-        except AmoTransientError as exc:  # the definitions or chat links it needed
-            log.warning("push_read_back_failed", contacts=len(items), error=str(exc))
-            ctx.count.add(read_back_left=len(items))
+        except STOPS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the definitions, chat links or the store
+            left(exc, len(items))
             return
         ctx.count.add(read_back=len(items))
 
     ReadThenWrite(chunks, read, write).run(ctx.config.sync.push_workers)
-    if ctx.count.report.read_back_left:
-        log.info("push_read_back_lagging", contacts=ctx.count.report.read_back_left,
-                 reason="left to the next pull")  # fmt: skip
 
 
 def _read(ctx: Context, ids: list[int], *, by_id: bool) -> dict[int, dict[str, Any]]:

@@ -29,7 +29,7 @@ class PushReport:
     recovered: int = 0
     deferred: int = 0  # contacts left for the next push: amoCRM's version could not be trusted
     unconfirmed: int = 0  # new contacts sent, answer left them out, amoCRM unsearchable
-    creates_held: int = 0  # a dead run's creates not shown yet: looked for again, not resent
+    creates_held: int = 0  # creates whose answer was lost, not shown yet: looked for again
     links_held: int = 0  # local chat links not sent: `sync.chats = false`
     read_back: int = 0  # written contacts read back and stored as amoCRM holds them
     read_back_left: int = 0  # written contacts a lagging list showed older: the next pull's
@@ -52,7 +52,7 @@ class PushReport:
     def _creates_held(self) -> list[str]:
         if not self.creates_held:
             return []
-        return [f"{count(self.creates_held, 'new contact')} sent by a stopped push not shown by "
+        return [f"{count(self.creates_held, 'new contact')} whose answer was lost not shown by "
                 "amoCRM yet: left pending, looked for again (see sync_error)"]  # fmt: skip
 
     def _deferred(self) -> list[str]:

@@ -13,7 +13,8 @@ One run, under a per-schema lock:
    several batches in flight on a small thread pool, each recorded in its own transaction;
 3. **creates**: POSTs, one batch at a time, each first recorded as in flight; a create whose
    answer was lost and that amoCRM does not show yet is never resent on a guess (`posts`):
-   it waits in flight, and the run fails at its end saying so;
+   it is held in flight for a later push (`held`), or, when amoCRM cannot be searched, waits
+   for a person and the run fails at its end saying so;
 4. **chat links**: POST `/contacts/chats`, likewise; with `sync.chats = false` they are kept and
    counted as held (the report's line and a warning say so);
 5. **read-back**: the contacts written are read back (250 a request) and stored as a pull

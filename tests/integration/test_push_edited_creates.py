@@ -20,6 +20,7 @@ from sync.db import inflight
 from sync.emulator import FaultRule
 from sync.errors import AmoWriteUnconfirmedError
 from sync.pull import run_pull
+from sync.push.held import RESEND_AFTER_S
 from tests.integration.push_env import PushEnv, push_env
 
 POST = "/api/v4/contacts"
@@ -121,6 +122,9 @@ def test_a_create_not_made_is_resent_past_a_persons_new_contact(env: PushEnv) ->
     (temp,) = env.sql("INSERT INTO contacts (name) VALUES ('Absent') RETURNING id")[0]
     env.emulator.add_fault(EARLY_504)  # amoCRM never applied it
     env.emulator.create_contacts([{"name": "Typed by a person"}])
+    assert env.push().creates_held == 1  # not shown within the window: held, not waiting
+    assert env.clock is not None
+    env.clock.sleep(RESEND_AFTER_S)
     report = env.push()
     assert report.created == 1
     assert len(env.api("POST")) == 2

@@ -1,5 +1,6 @@
-"""A create whose answer was lost while amoCRM's lists lag: never sent twice on a guess, and
-never held back past the confirmation window (10 x `reconcile_settle_s`, 10 s here).
+"""A create whose answer was lost while amoCRM's lists lag: never sent twice on a guess. One
+found within the confirmation window (10 x `reconcile_settle_s`, 10 s here) is linked in the
+run; one not found by then is held, and sent again only once its send is `RESEND_AFTER_S` old.
 
 The emulator's clock is frozen and moves only when the client or the push sleeps
 (`EmulatorTime`): its lists show nothing newer than `list_lag_s` until they have slept that
@@ -88,15 +89,28 @@ def test_a_lost_post_under_a_3_s_lag_is_found_by_a_later_look_not_resent(env: Pu
     _settled(env, "Lagged")
 
 
-def test_a_504_before_the_write_applied_is_resent_once_the_window_passed(env: PushEnv) -> None:
-    _insert(env, "Never Applied")
+def test_a_504_before_the_write_applied_is_held_then_resent_past_the_bound(env: PushEnv) -> None:
+    """Invisible for the whole window, it may still be a list lagging longer: held in flight
+    (`pending`, `sync_error` says until when), the run ends; the next push past the bound
+    resends it (`RESEND_AFTER_S` after its send)."""
+    temp = _insert(env, "Never Applied")
     env.emulator.add_fault(EARLY_504)
     report = env.push()
-    assert report.created == 1
+    assert (report.created, report.creates_held) == (0, 1)
+    assert [s for s in _time(env).sleeps if s >= 1] == [1.0, 2.0, 3.0, 4.0]  # looks at 0-10 s
+    assert len(env.api("POST")) == 1
+    row = env.row(temp)
+    assert row["sync_status"] == "pending"
+    assert "answer was lost" in row["sync_error"]
+    assert "sent again only if still not shown at" in row["sync_error"]
+    _time(env).sleep(RESEND_AFTER_S - 30)
+    assert env.push().creates_held == 1  # looked for again: not shown, not resent yet
+    assert len(env.api("POST")) == 1
+    _time(env).sleep(30)
+    assert env.push().created == 1
     posts = env.api("POST")
     assert len(posts) == 2
-    assert posts[1]["clock"] - posts[0]["clock"] >= WINDOW_S  # looked for the whole window first
-    assert [s for s in _time(env).sleeps if s >= 1] == [1.0, 2.0, 3.0, 4.0]  # looks at 0-10 s
+    assert posts[1]["clock"] - posts[0]["clock"] >= RESEND_AFTER_S
     assert _remote(env, "Never") == {"Never Applied": 1}
     _settled(env, "Never")
 
