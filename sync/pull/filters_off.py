@@ -66,7 +66,7 @@ def descending(
             params = {"order": {"updated_at": "desc"}, "with": list(with_) or None}
             pages = iter_pages(client.get, CONTACTS, "contacts", params, limit=page_size,
                                start_page=number)  # fmt: skip
-        cut = False
+        cut = number > 1  # a resumed walk that lists nothing is still cut short
         try:
             for page in pages:
                 if ties is not None:

@@ -118,10 +118,15 @@ def test_repeated_204s_mid_walk_are_asked_again(db_config: DatabaseConfig, engin
         config = make_config(db_config, url, emulator.long_lived_token, page_size=50)
         pull(config, engine, emulator)
         emulator.clock.advance(60)
-        emulator.update_contacts([{"id": i, "name": "Edited"} for i in _ids(emulator, 0, 300)])
+        for start in range(0, 300, 30):  # 30 a second: no tie a page cannot hold
+            emulator.clock.advance(1)
+            ids = _ids(emulator, start, 30)
+            emulator.update_contacts([{"id": i, "name": "Edited"} for i in ids])
         emulator.add_fault(
-            FaultRule(kind="empty_page", path="/api/v4/contacts", min_page=3, times=3)
+            FaultRule(kind="empty_page", path="/api/v4/contacts", min_page=3, times=4)
         )
+        emulator.clear_requests()
         report = pull(config, engine, emulator)
         assert report.mode == "descending"
+        assert _by_id_pages(emulator) == 0
         assert_converged(engine, emulator)
