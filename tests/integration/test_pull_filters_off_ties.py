@@ -64,8 +64,10 @@ def test_new_contacts_in_one_second_are_all_stored(
         pull(config, engine, emulator)
         emulator.clock.advance(60)
         emulator.create_contacts([{"name": f"New {i}"} for i in range(220)])
+        emulator.clear_requests()
         pull(config, engine, emulator)
         assert_converged(engine, emulator)
+        assert _by_id_pages(emulator) == 0  # one page of 226 held the 220 and a neighbour
 
 
 def test_a_tie_no_page_can_hold_is_read_by_id_once(
