@@ -294,12 +294,12 @@ class OAuthTokens:
                 raise AmoAuthError(
                     "no OAuth refresh token stored or configured: run `amosync auth --code CODE`"
                 )
-            if replaced:
-                log.info("amo_refresh_token_replaced", reason="configured_token_changed")
             answer = self._exchange_once(refresh, row)
             pair = TokenPair.from_grant(answer, self._clock.now())
             row.save(stored_value(pair, self._oauth, value))
         # The block above has committed: only now may the new access token be used.
+        if replaced:  # said once it happened: a token amoCRM refused replaced nothing
+            log.info("amo_refresh_token_replaced", reason="configured_token_changed")
         log.info("amo_tokens_refreshed", expires_at=pair.expires_at, seeded=stored is None)
         return pair
 

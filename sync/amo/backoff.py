@@ -1,5 +1,5 @@
-"""Exponential back-off with jitter, bounded, honouring amoCRM's `retry_after` up to a cap;
-pauses that a stopping process cuts short."""
+"""Exponential back-off with jitter, bounded, honouring amoCRM's `retry_after` (up to
+`max_pause_s`); pauses that a stopping process cuts short."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from sync.clock import Clock, SystemClock
 from sync.errors import AmoStoppedError
 
-# The longest single pause a 429's `retry_after` buys (docs/operations.md, "429"): amoCRM's
-# documented body says 300 s, but its limit is a 1-s window; a longer pause only stalls the
-# sync, and a retry every 30 s is no load that could get the IP blocked.
+# The longest `retry_after` a one-shot command waits out (docs/operations.md, "How long one 429
+# pauses"); amoCRM asking for more (its documented body says 300 s) fails the command with one
+# line saying so, rather than sitting for minutes. The daemon waits it out, up to
+# `responses.MAX_RETRY_AFTER_S` (its `max_pause_s`), a stop ending the wait.
 MAX_PAUSE_S = 30.0
 
 

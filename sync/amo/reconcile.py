@@ -27,7 +27,8 @@ key and forgets `request_id`, and its filters may be silently ignored, so:
    read cannot be trusted either, `InvariantError`: the caller resends nothing.
 
 Updates: re-read the ids; an entity whose fields already read back as sent (values in the order
-sent, but for a multiselect's) is done.
+sent, but for a multiselect's) is done; a few the list may show lagging are read by id, many are
+listed again as a lost create is looked for (`find_updated`).
 Chat links: read the links of the contacts; a pair already linked is done.
 """
 
@@ -54,6 +55,8 @@ log = get_logger("sync.amo.reconcile")
 CONTACTS = "/api/v4/contacts"
 MAX_SCAN_PAGES = 20  # 5,000 contacts created since the call began: beyond that, give up loudly
 CONFIRM_SETTLES = 10  # a create unseen this many `settle_s` after its send was not applied
+LAG_LOOKS = 4  # list looks after a lost PATCH answer, 1..4 x settle_s apart: 10 x in all
+BY_ID_MAX = 5  # contacts left unsure after a lost PATCH answer that are read each by id
 
 
 def confirm_window_s(settle_s: float) -> float:
@@ -239,20 +242,35 @@ def find_updated(
     """Results for the entities of `batch` whose PATCH answer was lost: those whose fields read
     back as sent, and those `superseded`. Lists lag writes, so a contact the list shows at the
     version its PATCH was planned on (`planned_at`: contact id → `updated_at`) or without the
-    values is read by id, which does not lag. One that then differs from what was sent but is
-    newer than that version was edited since, perhaps after ours applied: resending would
-    overwrite that edit (a CRM user's), so it is `superseded` and the caller plans it again
-    against the new version. The rest are resent."""
-    remote = client.fetch_contacts_by_ids(int(i.payload["id"]) for i in batch)
+    values is looked at again: read by id (which does not lag) when at most `BY_ID_MAX` are
+    left, else listed again after 1, 2, 3 and 4 x `settle_s` (as a lost create is looked for),
+    and one still unchanged `CONFIRM_SETTLES` x `settle_s` after is taken as not applied (a
+    500 before the PATCH applied read 40 contacts one request each, audit s08). One that
+    differs from what was sent but is newer than that version was edited since, perhaps after
+    ours applied: resending would overwrite that edit (a CRM user's), so it is `superseded` and
+    the caller plans it again against the new version. The rest are resent."""
     planned = planned_at or {}
+    remote = client.fetch_contacts_by_ids(int(i.payload["id"]) for i in batch)
+    unsure = [i for i in batch if not _shows(i, remote.get(int(i.payload["id"])), planned)]
+    for look in range(1, LAG_LOOKS + 1):
+        if len(unsure) <= BY_ID_MAX:
+            break
+        wait(client.session.clock, client.session.stopping, look * client.reconcile_settle_s)
+        again = client.fetch_contacts_by_ids(int(i.payload["id"]) for i in unsure)
+        remote.update(again)
+        unsure = [i for i in unsure if not _shows(i, again.get(int(i.payload["id"])), planned)]
+    if len(unsure) <= BY_ID_MAX:
+        for item in unsure:  # the list may lag our write: by id it does not
+            contact_id = int(item.payload["id"])
+            read = client.fetch_contact(contact_id)
+            if read is None:
+                remote.pop(contact_id, None)
+            else:
+                remote[contact_id] = read
     found: dict[str, WriteResult] = {}
     for item in batch:
         contact_id = int(item.payload["id"])
         contact = remote.get(contact_id)
-        if contact is None or not (
-            carries(item.payload, contact, ordered=True) or _newer(contact, planned, contact_id)
-        ):
-            contact = client.fetch_contact(contact_id)  # the list may lag our write
         if contact is None:
             continue  # not found: resent, and amoCRM's answer says so
         if carries(item.payload, contact, ordered=True):
@@ -261,6 +279,14 @@ def find_updated(
             result = to_result(item.request_id, contact, reconciled=True)
             found[item.request_id] = replace(result, superseded=True)
     return found
+
+
+def _shows(item: Item, contact: Mapping[str, Any] | None, planned: Mapping[int, int]) -> bool:
+    """Whether a read shows what became of the PATCH: the values sent, or a newer version."""
+    contact_id = int(item.payload["id"])
+    return contact is not None and (
+        carries(item.payload, contact, ordered=True) or _newer(contact, planned, contact_id)
+    )
 
 
 def _newer(contact: Mapping[str, Any], planned: Mapping[int, int], contact_id: int) -> bool:

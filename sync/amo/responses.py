@@ -46,7 +46,8 @@ from sync.logs import redact_text
 
 EXCERPT_CHARS = 300
 # A JSON `retry_after` beyond this is not retried inside one call; the error surfaces. Up to it,
-# the pause is `retry_after` capped at `backoff.MAX_PAUSE_S` (docs/operations.md, "How long").
+# the daemon waits `retry_after`; a one-shot command fails beyond `backoff.MAX_PAUSE_S`
+# (docs/operations.md, "How long one 429 pauses").
 MAX_RETRY_AFTER_S = 600.0
 
 

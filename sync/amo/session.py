@@ -185,6 +185,14 @@ class AmoSession:
             ) from error
         if not outcome.retry or attempt >= self.max_retries:
             raise error
+        asked = error.retry_after if isinstance(error, AmoTransientError) else None
+        if error.status == 429 and asked is not None and asked > self.backoff.max_pause_s:
+            raise AmoTransientError(  # a one-shot command: say so rather than sit for minutes
+                f"amoCRM rate limit: asked to wait {asked:g} s before the next request, longer "
+                f"than a command waits ({self.backoff.max_pause_s:g} s); run it again later (the "
+                "daemon waits it out)", retry_after=asked, method=error.method, url=error.url,
+                status=error.status, body_excerpt=error.body_excerpt,
+            )  # fmt: skip
 
     def _sleep_before_retry(self, outcome: Outcome, attempt: int, slot: Slot) -> None:
         error = outcome.error

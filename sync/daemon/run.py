@@ -38,6 +38,7 @@ from types import FrameType
 from sqlalchemy.engine import Engine
 
 from sync.amo.client import AmoClient
+from sync.amo.responses import MAX_RETRY_AFTER_S
 from sync.cli_stop import exit_now
 from sync.clock import SystemClock
 from sync.config import Config
@@ -182,6 +183,7 @@ def run_daemon(config: Config) -> None:
     if hooks is not None:
         hooks.start()
     client = amo_client(config, engine, transport=amocrm_transport(metrics, health))
+    client.session.backoff.max_pause_s = MAX_RETRY_AFTER_S  # amoCRM's retry_after waited out
     if hooks is not None:
         hooks.client = client  # for the subscription check
     metrics.watch_budget(client.session.limiter)

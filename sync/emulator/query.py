@@ -9,10 +9,11 @@ and sorted by id.
 
 from __future__ import annotations
 
+import random
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import groupby, islice
 from typing import overload
 
 from sync.emulator.model import Contact
@@ -106,11 +107,36 @@ def select(
     """The page's contacts and whether more follow. Call with the account lock held."""
     candidates = _candidates(account, q) if q.as_of is None else _as_of(account, q, q.as_of)
     predicate = _predicate(account, q)
-    if predicate is None:  # nothing left to check: the page is a plain slice of the view
+    page: Sequence[Contact]
+    if account.settings.tie_break == "reshuffle" and q.order_field != "id":
+        chosen = candidates if predicate is None else [c for c in candidates if predicate(c)]
+        page = _reshuffled(chosen, offset, limit + 1, q.order_field, account.tie_random)
+    elif predicate is None:  # nothing left to check: the page is a plain slice of the view
         page = candidates[offset : offset + limit + 1]
     else:
         page = list(islice(filter(predicate, candidates), offset, offset + limit + 1))
     return list(page[:limit]), len(page) > limit
+
+
+def _reshuffled(
+    chosen: Sequence[Contact], offset: int, count: int, name: str, rng: random.Random
+) -> list[Contact]:
+    """`chosen[offset:offset + count]` with every run of equal `name` in a new order, drawn for
+    this request: the runs cut by the slice's edges are widened to their whole, scrambled, then
+    cut, so a tie across a page boundary trades members with the next page between requests."""
+    begin, end = offset, min(len(chosen), offset + count)
+    if begin >= end:
+        return []
+    while begin > 0 and getattr(chosen[begin - 1], name) == getattr(chosen[offset], name):
+        begin -= 1
+    while end < len(chosen) and getattr(chosen[end], name) == getattr(chosen[end - 1], name):
+        end += 1
+    segment, out = list(chosen[begin:end]), []
+    for _, run in groupby(segment, key=lambda c: getattr(c, name)):
+        tied = list(run)
+        rng.shuffle(tied)
+        out.extend(tied)
+    return out[offset - begin : offset - begin + count]
 
 
 def _candidates(account: Account, q: ContactQuery) -> Sequence[Contact]:

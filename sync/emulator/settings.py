@@ -14,7 +14,7 @@ from sync.emulator.hook_controls import HookControls
 
 AuthMode = Literal["any", "long_lived", "oauth"]
 RateLimitBody = Literal["json", "html"]
-TieBreak = Literal["asc", "desc", "shuffle"]
+TieBreak = Literal["asc", "desc", "shuffle", "reshuffle"]
 
 # 2026-01-01T00:00:00Z: seed timestamps are spread over the year before this instant, so the same
 # seed gives byte-identical data whatever day the emulator runs.
@@ -76,7 +76,8 @@ class EmulatorSettings:
     # --- API semantics where the vendor is silent -------------------------------------------
     api_filter_enabled: bool = True  # False = every filter[...] is silently ignored
     inclusive_date_bounds: bool = True
-    tie_break: TieBreak = "asc"  # id order among equal sort keys ("shuffle": no id order)
+    tie_break: TieBreak = "asc"  # id order among equal sort keys ("shuffle": no id order;
+    # "reshuffle": a new order on every list request, as amoCRM's undocumented one may be)
     default_page_limit: int = 50
     max_page_limit: int = 250  # a larger `limit` falls back to default_page_limit (§16)
     max_batch: int = 250  # more entities in one POST/PATCH gives 422

@@ -44,6 +44,8 @@ class Account:
         self.settings = settings
         self.clock = clock
         self._random = random.Random(settings.seed)  # noqa: S311 - ids for a simulation
+        # tie orders of `tie_break="reshuffle"`, drawn anew for every list request
+        self.tie_random = random.Random(settings.seed)  # noqa: S311 - an order, not security
         self.fields: dict[int, CustomField] = {f.id: f for f in seed.fields}
         self.fields_by_code = {f.code: f for f in seed.fields if f.code}
         self.field_ranks = field_ranks(seed.fields)

@@ -9,7 +9,11 @@ shifts pages back: contacts are read twice, never skipped. A deletion in the par
 shifts them forward and can skip one, so the caller keeps the old cursor when deletion events
 fall into the walk (the next run reads the window again). The cursor is stored only at the end.
 Cost: every page from the newest contact down to the start, one round trip each — the same
-pages the windows would read, but with no parallelism.
+pages the windows would read, but with no parallelism. A tie second across a page boundary may
+have members neither page listed (amoCRM's tie order may change per request): the walk records
+them (`sync.pull.straddle.WalkTies`) for the caller to read whole, or, for a tie no page can
+hold, to read the account by id (`since_by_id`). A 204 mid-walk is asked again
+(`MID_WALK_ASKS`).
 
 **Full resync — `by_id()`.** `order[id]=asc` page by page. Edits cannot shift it (ids do not
 change); a deletion or restore during the walk can (the contact at a page's edge is then listed by
@@ -30,10 +34,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sync.amo.client import CONTACTS, AmoClient
-from sync.amo.pages import Page, listed, none_above
+from sync.amo.pages import Page, iter_pages, listed, none_above
 from sync.errors import InvariantError
 from sync.pull.empty import EMPTY_ASKS, EMPTY_PAUSE_S
 from sync.pull.stage import log
+from sync.pull.straddle import WalkTies
+
+MID_WALK_ASKS = 6  # more asks of a descending page answered 204 twice after "more follows"
 
 
 def _u(item: Mapping[str, Any]) -> int:
@@ -41,25 +48,44 @@ def _u(item: Mapping[str, Any]) -> int:
 
 
 def descending(
-    client: AmoClient, with_: Sequence[str], page_size: int, start: int
+    client: AmoClient,
+    with_: Sequence[str],
+    page_size: int,
+    start: int,
+    ties: WalkTies | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Contacts with `updated_at` ≥ start, newest first, a page at a time. Raises
-    `InvariantError` if a 204 cuts the walk short."""
-    pages = _listing(client, order=("updated_at", "desc"), with_=with_, limit=page_size)
-    complete = True
-    try:
-        for page in pages:
-            wanted = [i for i in page.items if _u(i) >= start]
-            if wanted:
-                yield wanted
-            complete = not page.has_next  # a 204 after "more follows" cut the walk short
-            if len(wanted) < len(page.items):
-                complete = True  # reached the start
-                break
-    finally:
-        pages.close()  # type: ignore[attr-defined]
-    if not complete:
-        raise InvariantError("amoCRM answered 204 in the middle of the descending walk")
+    """Contacts with `updated_at` ≥ start, newest first, a page at a time; `ties` records the
+    seconds that straddle a page boundary. A page answering 204 after one that announced more
+    (amoCRM's spurious mid-scan 204, amocrm-api.md §2) is asked again, after a short pause, up
+    to `MID_WALK_ASKS` more times; then the walk raises `InvariantError`."""
+    number, resumed = 1, 0
+    while True:
+        if number == 1:
+            pages = _listing(client, order=("updated_at", "desc"), with_=with_, limit=page_size)
+        else:  # the walk again from the page that answered 204
+            params = {"order": {"updated_at": "desc"}, "with": list(with_) or None}
+            pages = iter_pages(client.get, CONTACTS, "contacts", params, limit=page_size,
+                               start_page=number)  # fmt: skip
+        cut = number > 1  # a resumed walk that lists nothing is still cut short
+        try:
+            for page in pages:
+                if ties is not None:
+                    ties.page(page.number, page_size, page.items)
+                wanted = [i for i in page.items if _u(i) >= start]
+                if wanted:
+                    yield wanted
+                if len(wanted) < len(page.items):
+                    return  # reached the start
+                cut, number = page.has_next, page.number + 1  # a 204 next cuts the walk short
+        finally:
+            pages.close()  # type: ignore[attr-defined]
+        if not cut:
+            return
+        resumed += 1
+        if resumed > MID_WALK_ASKS:
+            raise InvariantError("amoCRM answered 204 in the middle of the descending walk")
+        log.info("pull_walk_resumed", page=number, asked=resumed, reason="204_mid_scan")
+        time.sleep(EMPTY_PAUSE_S)
 
 
 def by_id(
@@ -78,6 +104,18 @@ def by_id(
     # iteration ended on a 204 after a page that promised more
     if more and not _nothing_above(client, last_id):
         raise InvariantError("amoCRM answered 204 in the middle of the full resync")
+
+
+def since_by_id(
+    client: AmoClient, with_: Sequence[str], page_size: int, start: int, prefetch: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Every live contact with `updated_at` ≥ start, from a walk of the whole account by
+    `order[id]=asc` (ids are unique: no tie to reorder): the read of a tie no page can hold
+    (`sync.pull.straddle`). It costs a request per 250 contacts of the account."""
+    for items in by_id(client, with_, page_size, prefetch):
+        wanted = [i for i in items if _u(i) >= start]
+        if wanted:
+            yield wanted
 
 
 def _listing(client: AmoClient, **params: Any) -> Iterator[Page]:

@@ -16,11 +16,12 @@ from sync.db.runs import EVENTS_CURSOR
 from sync.logs import get_logger
 from sync.pull.events import Marker
 from sync.pull.fetch import SETTLE_S, FiltersIgnored
-from sync.pull.filters_off import descending
+from sync.pull.filters_off import descending, since_by_id
 from sync.pull.pipeline import RunBase, once_per_theta
 from sync.pull.readahead import ReadAhead
 from sync.pull.sink import CompletePage
 from sync.pull.stage import updated
+from sync.pull.straddle import WalkTies, amo_clock, reread_tie
 from sync.pull.windows import Span, skip_settled
 
 log = get_logger("sync.pull")
@@ -160,7 +161,9 @@ class IncrementalRun(RunBase):
         self.report.mode = "descending"
         self._start_progress(None, "pulling changes (newest first)")
         walk_started = to_unix(self.clock.now())
-        walk = descending(self.client, self.sync.with_, self.config.amocrm.page_size, start)
+        ties = WalkTies()
+        size = self.config.amocrm.page_size
+        walk = descending(self.client, self.sync.with_, size, start, ties)
         first_top: int | None = None  # the newest contact listed when the walk began
         with ReadAhead(
             walk, depth=READ_AHEAD, name="pull-walk", prepare=self._listed_page
@@ -169,8 +172,10 @@ class IncrementalRun(RunBase):
                 if first_top is None:
                     first_top = max(map(updated, page.items))
                 self._store_now(page)
+        settled_below = min(self.ceiling, first_top or start) - SETTLE_S
+        settled = self._read_ties(ties, start, settled_below, skip={self.old.tie_settled})
         if self.final_pass:
-            self._descending_final(min(self.ceiling, first_top or start) - SETTLE_S)
+            self._descending_final(settled_below, settled)
         events = self.events.since(events_from)
         self.report.events = "read"
         newest = self.keeper.newest
@@ -184,17 +189,57 @@ class IncrementalRun(RunBase):
             self.keeper.newest = None  # the final state keeps the old cursor
         self._apply(events, self.events.newest)
 
-    def _descending_final(self, floor: int) -> None:
+    def _descending_final(self, floor: int, settled: set[int | None]) -> None:
         """The final pass of the descending walk (`final_pass`): newest first down to `floor`,
         sent no earlier than SETTLE_S after the run began. Without amoCRM's clock here, `floor`
         is the lower of our start and the newest contact listed at the walk's start (lists show
         nothing newer than amoCRM's clock), less SETTLE_S: at or below amoCRM's start less it."""
         self.clock.sleep(max(0.0, self.settle_until - self.clock.now().timestamp()))
-        size = self.config.amocrm.page_size
-        for items in descending(self.client, self.sync.with_, size, floor):
+        size, ties = self.config.amocrm.page_size, WalkTies()
+        for items in descending(self.client, self.sync.with_, size, floor, ties):
             self._store_now(self._listed_page(items))
+        self._read_ties(ties, floor, floor, skip=settled)
+
+    def _read_ties(
+        self, ties: WalkTies, start: int, settled_below: int, skip: set[int | None]
+    ) -> set[int | None]:
+        """The seconds the walk saw across a page boundary (`sync.pull.straddle`), each read
+        whole by one page, or, when no page holds one, every contact since `start` by id. A
+        second read whole at least SETTLE_S before amoCRM's clock then (its `Date`; else
+        `settled_below`) gains no contact now: it is remembered as settled, so the next runs,
+        whose overlap still holds it, do not read it again (`tie_settled`, as for a tie read by
+        id in the windows). Seconds in `skip` are settled already; returns them with those
+        settled now (the final pass skips them: they gained no contact since)."""
+        assert self.keeper is not None
+        spans = [s for s in ties.spans.values() if s.second >= start and s.second not in skip]
+        unread, settled = [], []
+        for span in spans:
+            found = reread_tie(self.client, self.sync.with_, span)
+            if found.items is None:
+                unread.append(span.second)
+                continue
+            if found.items:
+                self._store_now(self._listed_page(found.items))
+            if span.second <= _settled_below(found.amo_now, settled_below):
+                settled.append(span.second)
+        if unread:
+            log.warning("pull_tie_read_by_id", seconds=sorted(unread),
+                        reason="no page of at most 250 holds the tie whole")  # fmt: skip
+            below = _settled_below(amo_clock(self.client), settled_below)
+            size, workers = self.config.amocrm.page_size, self.sync.pull_workers
+            for items in since_by_id(self.client, self.sync.with_, size, start, workers):
+                self._store_now(self._listed_page(items))
+            settled += [second for second in unread if second <= below]
+        if settled:
+            self.keeper.tie_settled = max([*settled, self.keeper.tie_settled or 0])
+        return {*skip, *settled}
 
     def _listed_page(self, items: list[dict[str, Any]]) -> CompletePage:
         page = self._complete(items, full=False)
         page.listed = True
         return page
+
+
+def _settled_below(amo_now: float | None, otherwise: int) -> int:
+    """The newest second that can gain no contact: amoCRM's clock less SETTLE_S."""
+    return otherwise if amo_now is None else int(amo_now) - SETTLE_S

@@ -260,7 +260,7 @@ def test_sigterm_during_a_429_pause_stops_cleanly_at_once(
     events = daemon.events()
     (limited, *_) = [e for e in events if e["event"] == "amo_rate_limited"]
     assert limited["retry_after"] == 300
-    assert limited["pause_s"] <= 31
+    assert limited["pause_s"] >= 300  # the daemon waits amoCRM's retry_after out
     assert not [e for e in events if e["event"] == "job_abandoned"]
     assert [e["clean"] for e in events if e["event"] == "daemon_stopped"] == [True]
 

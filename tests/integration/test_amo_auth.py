@@ -253,6 +253,30 @@ def test_a_refused_refresh_token_is_posted_once_whatever_the_threads_and_retries
         assert all("revoked" in line.lower() for line in lines), lines
 
 
+def test_a_configured_token_amocrm_refuses_is_no_replacement_and_is_posted_once(
+    engine: Engine,
+) -> None:
+    """The hostile audit's s04: a new refresh token in the config that amoCRM refuses logged
+    `amo_refresh_token_replaced` once per call (3 in one run) though nothing was replaced: the
+    line now says a replacement that happened, once, and the refused token is POSTed once."""
+    with running(auth_mode="oauth") as (emulator, url):
+        first = emulator.issue_tokens()["refresh_token"]
+        with oauth_client(emulator, url, engine, refresh_token=first) as client:
+            client.fetch_account()  # seeds the store from the configured token
+        stored_before = stored(engine)
+        emulator.clear_requests()
+        with (
+            capture_logs() as logs,
+            oauth_client(emulator, url, engine, refresh_token="never-issued") as client,
+        ):
+            for _ in range(3):
+                with pytest.raises(AmoAuthError, match="refused the refresh token"):
+                    client.fetch_account()
+        assert len(token_calls(emulator)) == 1  # refused (400 here, 401 on the audit's)
+        assert [e["event"] for e in logs].count("amo_refresh_token_replaced") == 0
+        assert stored(engine) == stored_before  # the working pair is kept
+
+
 def test_missing_tokens_tell_the_user_to_run_auth(engine: Engine) -> None:
     with (
         running(auth_mode="oauth") as (emulator, url),

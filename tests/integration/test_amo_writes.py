@@ -175,6 +175,41 @@ def test_504_before_patch_applied_resends_only_after_reading() -> None:
         assert kinds[6:] == [("PATCH", 2), ("PATCH", 2)]
 
 
+def test_a_large_patch_lost_before_it_applied_is_looked_for_by_list_not_one_by_one() -> None:
+    """The hostile audit's s08: a 500 on a PATCH of many contacts that amoCRM did not apply
+    made the reconciliation read each of them by id (62 requests for one push). Now the list is
+    looked at again, 1..4 x settle_s apart, and the contacts still unchanged are resent."""
+    with running(contacts=0) as (emulator, url), client_for(emulator, url, batch_size=40) as client:
+        created = client.create_contacts([person(n) for n in range(40)])
+        emulator.clear_requests()
+        emulator.add_fault(FaultRule(kind="error", status=500, method="PATCH", path=POST))
+        results = client.update_contacts([{"id": r.id, "name": "v2"} for r in created])
+        assert len(results) == 40
+        assert not any(r.reconciled for r in results)
+        by_id = [r for r in emulator.requests() if r["path"].startswith(f"{POST}/")]
+        assert by_id == []
+        lists = [r for r in emulator.requests() if r["method"] == "GET" and r["path"] == POST]
+        assert len(lists) == 5  # the first read and 4 looks, one request each
+        assert sorted(live_names(emulator, client)) == ["v2"] * 40
+
+
+def test_a_large_patch_applied_behind_a_lagging_list_is_found_without_a_resend() -> None:
+    with (
+        running(contacts=0, list_lag_s=0.25) as (emulator, url),
+        client_for(emulator, url, batch_size=40) as client,
+    ):
+        created = client.create_contacts([person(n) for n in range(40)])
+        time.sleep(0.5)
+        emulator.clear_requests()
+        emulator.add_fault(
+            FaultRule(kind="error", status=500, method="PATCH", path=POST, apply_write=True)
+        )
+        results = client.update_contacts([{"id": r.id, "name": "v3"} for r in created])
+        assert all(r.reconciled for r in results)
+        assert len(posts(emulator, method="PATCH")) == 1  # nothing resent
+        assert not [r for r in emulator.requests() if r["path"].startswith(f"{POST}/")]
+
+
 def test_422_too_many_entities_halves_the_batch() -> None:
     with (
         running(max_batch=5) as (emulator, url),

@@ -135,7 +135,7 @@ def test_a_deletion_and_restore_in_one_second_is_settled_by_asking_amocrm(
         assert_converged(engine, emulator)
 
 
-@pytest.mark.parametrize("tie_break", ["asc", "desc", "shuffle"])
+@pytest.mark.parametrize("tie_break", ["asc", "desc", "shuffle", "reshuffle"])
 def test_a_bulk_second_is_read_about_once_and_never_again(
     db_config: DatabaseConfig, engine: Engine, tie_break: str
 ) -> None:

@@ -10,8 +10,9 @@ from structlog.testing import capture_logs
 
 from sync.amo.backoff import MAX_PAUSE_S, pause
 from sync.amo.ratelimit import RateLimiter
+from sync.amo.responses import MAX_RETRY_AFTER_S
 from sync.clock import SystemClock
-from sync.errors import AmoStoppedError
+from sync.errors import AmoStoppedError, AmoTransientError
 from tests.unit.amo_helpers import FakeClock, Script, reply, session
 
 OK = reply(200, {"_page": 1})
@@ -22,16 +23,35 @@ DOCUMENTED_429 = reply(  # the body of amoCRM's documentation (amocrm-api.md §1
 )  # fmt: skip
 
 
-def test_the_documented_retry_after_300_pauses_at_most_the_cap_once() -> None:
+def test_the_documented_retry_after_300_fails_a_command_with_one_line() -> None:
+    """amocrm-api.md §1: honour `retry_after`. A one-shot command does not sit for 5 minutes:
+    it says amoCRM asked for 300 s (exit 1), and sends nothing more."""
+    clock = FakeClock()
+    script = Script(DOCUMENTED_429, OK)
+    amo = session(script, clock=clock)
+    with pytest.raises(AmoTransientError, match=r"asked to wait 300 s .* run it again later"):
+        amo.send("GET", "/api/v4/contacts")
+    assert clock.sleeps == []
+    assert len(script.requests) == 1
+
+
+def test_the_daemon_waits_out_the_documented_retry_after_300() -> None:
     clock = FakeClock()
     amo = session(Script(DOCUMENTED_429, OK), clock=clock)
+    amo.backoff.max_pause_s = MAX_RETRY_AFTER_S  # as `amosync run` sets it
     with capture_logs() as logs:
         assert amo.send("GET", "/api/v4/contacts").data == {"_page": 1}
     assert len(clock.sleeps) == 1
-    assert MAX_PAUSE_S <= clock.sleeps[0] <= MAX_PAUSE_S + 1
+    assert 300 <= clock.sleeps[0] <= 301
     (limited,) = [e for e in logs if e["event"] == "amo_rate_limited"]
-    assert limited["retry_after"] == 300
-    assert MAX_PAUSE_S <= limited["pause_s"] <= MAX_PAUSE_S + 1
+    assert (limited["retry_after"], round(limited["pause_s"])) == (300, 300)
+
+
+def test_a_retry_after_up_to_the_command_cap_is_waited_by_a_command() -> None:
+    clock = FakeClock()
+    body = {"title": "Too Many Requests", "status": 429, "retry_after": MAX_PAUSE_S}
+    session(Script(reply(429, body), OK), clock=clock).send("GET", "/x")
+    assert MAX_PAUSE_S <= clock.sleeps[0] <= MAX_PAUSE_S + 1
 
 
 def test_a_short_retry_after_is_honoured_as_given() -> None:
@@ -44,7 +64,8 @@ def test_a_short_retry_after_is_honoured_as_given() -> None:
 def test_stop_ends_a_429_pause_and_the_waits_behind_it_at_once() -> None:
     limiter = RateLimiter(100, margin_s=0.0)
     amo = session(Script(DOCUMENTED_429, OK), limiter=limiter)
-    amo.clock = SystemClock()  # a real pause of 30 s
+    amo.backoff.max_pause_s = MAX_RETRY_AFTER_S  # the daemon's: it waits 300 s
+    amo.clock = SystemClock()  # a real pause of 300 s
     errors: list[BaseException] = []
 
     def call() -> None:
