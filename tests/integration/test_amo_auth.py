@@ -274,7 +274,10 @@ def test_a_configured_token_amocrm_refuses_is_no_replacement_and_is_posted_once(
                     client.fetch_account()
         assert len(token_calls(emulator)) == 1  # refused (400 here, 401 on the audit's)
         assert [e["event"] for e in logs].count("amo_refresh_token_replaced") == 0
-        assert stored(engine) == stored_before  # the working pair is kept
+        after = stored(engine)
+        # the refusal is remembered beside the pair (sync/amo/refused_refresh.py), the pair kept
+        assert after.pop("refused_refresh_token")["fingerprint"]
+        assert after == stored_before  # the working pair is kept
 
 
 def test_missing_tokens_tell_the_user_to_run_auth(engine: Engine) -> None:
