@@ -277,10 +277,10 @@ class Fetcher(EmptyProof):
             return
         self.answered = True
         self._forget_connection()
-        self.on_answer()  # first: an incremental run's events read, which its baseline reuses
         if self.top == "pending":
             self._ask_top()
             self._ask_baseline()
+        self.on_answer()
 
     def _bounds_exclusive(self, window: Window, items: list[dict[str, Any]]) -> bool:
         """Settle the date bounds on the first continuation page (see the module docstring)."""

@@ -39,7 +39,7 @@ class FullRun(RunBase):
         # shown from amoCRM's first answer on (until then the bar says it is connecting)
         started = lambda: self._start_progress(total or None, "full resync")  # noqa: E731
         filters_off = self._filters_check()
-        if self._known_filters() is False:
+        if self.memo is not None and self.memo.cached_filters() is False:
             self._full_by_id()
             return
         marker: list[Marker] = []

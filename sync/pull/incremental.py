@@ -54,7 +54,7 @@ class IncrementalRun(RunBase):
                 side.append(self.helpers.submit(self.events.since, events_from))
 
         filters_off = self._filters_check()
-        if self._known_filters() is False:
+        if self.memo is not None and self.memo.cached_filters() is False:
             self._descending(start, events_from)
             return
         self.report.mode = "keyset"

@@ -23,11 +23,9 @@ contact again, a version already stored. Such a poll sends only that `GET /api/v
 - a **204 on the first page** (nothing at all since the cursor) is not asked again: the cursor
   stays, and the next poll asks anyway.
 
-`amosync pull` runs without a memo: each run reads the events and asks again after a first 204;
-the account flag it trusts for `ACCOUNT_INTERVAL_S` too, as another process read it
-(`sync.pull.filter_flag`, a `sync_state` row every run writes; a full resync reads it always).
-The memo lives in the daemon's process (a new leader starts afresh and reads everything on its
-first poll).
+`amosync pull` runs without a memo: each run reads the account flag and the events, and asks
+again after a first 204. The memo lives in the daemon's process (a new leader starts afresh and
+reads everything on its first poll).
 """
 
 from __future__ import annotations

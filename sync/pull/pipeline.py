@@ -86,9 +86,6 @@ class RunBase:
     ) -> None:
         self.config, self.engine, self.client, self.lock = config, engine, client, lock
         self.memo, self.clock = memo, clock or SystemClock()
-        # an incremental run without a memo: the flag an earlier process read (`filter_flag`)
-        self.stored_filters: bool | None = None
-        self.filters_read: bool | None = None  # the flag this run read, or its answers proved
         self.final_pass = final_pass  # an incremental run ends with a final pass too
         self.sync = config.sync
         self.store = ContactStore(config.database.schema)
@@ -128,12 +125,8 @@ class RunBase:
             lazy_empty=self.memo is not None and not full,
             bounds=self.old.bounds,
             # the newest page tells a big account where its data ends (to split); an account
-            # known to fit in two pages would only read it twice. A command's incremental run
-            # (no memo) asks it beside its first page too: a backlog is known only from that
-            # page's answer, and the budget stood idle for that round trip (2-3 starts of a
-            # catch-up); an idle run pays a page (its account flag read is remembered now:
-            # `sync.pull.filter_flag`). A daemon's idle poll stays one request.
-            top_at_start=(full or self.memo is None) and self._big(),
+            # known to fit in two pages would only read it twice
+            top_at_start=full and self._big(),
             top_allowed=self._big(),
             final_pass=full or self.final_pass,
             settle_until=self.settle_until,
@@ -263,9 +256,8 @@ class RunBase:
     def _filters_check(self) -> Any:
         """A check for the walk's loop: False until the account's flag says filters are off.
         The flag is asked for on the first call (after the walk's first requests went out);
-        a remembered flag (the daemon's, or an earlier process's: `sync.pull.filter_flag`)
-        asks nothing."""
-        remembered = self._known_filters()
+        the daemon's remembered flag asks nothing."""
+        remembered = None if self.memo is None else self.memo.cached_filters()
         if remembered is not None:
             return lambda: not remembered
         asked: list[Future[bool]] = []
@@ -283,12 +275,7 @@ class RunBase:
         self._remember_filters(enabled)
         return enabled
 
-    def _known_filters(self) -> bool | None:
-        """The flag remembered (the daemon's memo, else an earlier process's), None: ask."""
-        return self.stored_filters if self.memo is None else self.memo.cached_filters()
-
     def _remember_filters(self, enabled: bool) -> None:
-        self.filters_read = enabled
         if self.memo is not None:
             self.memo.remember_filters(enabled)
 

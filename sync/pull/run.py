@@ -48,7 +48,7 @@ from sync.db.runs import CONTACTS_CURSOR, PULL_BUSY, RunStore, pull_lock
 from sync.errors import SyncError, mark_logged, stopping
 from sync.heap import fewer_collections
 from sync.logs import get_logger, log_failure
-from sync.pull import chat_form, filter_flag
+from sync.pull import chat_form
 from sync.pull.full import FullRun
 from sync.pull.incremental import IncrementalRun
 from sync.pull.memo import PollMemo
@@ -166,10 +166,6 @@ class _Run(FullRun, IncrementalRun):
                 conn, self.runs, self.store, self.config.amocrm.base_url,
                 self.client.chats.form, pulled_before=kind != "full",
             )  # fmt: skip
-            if kind != "full" and self.memo is None:  # a full resync reads the flag always
-                self.stored_filters = filter_flag.remembered(
-                    conn, self.runs, self.config.amocrm.base_url, self.clock.now().timestamp()
-                )
             self.report = PullReport(self.runs.start_run(conn, kind), kind)
         notes = self.client.session.retry_notes  # status shows a retrying run as it retries
         try:
@@ -206,11 +202,6 @@ class _Run(FullRun, IncrementalRun):
             chat_form.keep(
                 conn, self.runs, self.config.amocrm.base_url, self.client.chats.form, self.chat_form
             )
-            if self.filters_read is not None:
-                filter_flag.keep(
-                    conn, self.runs, self.config.amocrm.base_url, self.filters_read,
-                    self.clock.now().timestamp(),
-                )  # fmt: skip
             if report.kind == "full":  # (its shape is recorded once every contact is stored)
                 self.store.forget_seen(conn, report.run_id)
             # cut short by a stop (the daemon's, or SIGTERM/SIGINT to a command: a final stop

@@ -70,11 +70,9 @@ def test_an_idle_poll_of_the_daemon_sends_one_request(
             report, asked = _poll(config, engine, emulator, memo)
             assert asked == Counter({CONTACTS: 1})
             assert (report.fetched > 0, report.upserted, report.events) == (True, 0, "skipped")
-        # `amosync pull` (no memo) still reads the events on every run, and the newest page
-        # beside its first (a backlog shows only in that page's answer); the account flag the
-        # runs above read is trusted for an hour (`sync.pull.filter_flag`), as the memo's is
+        # `amosync pull` (no memo) still reads the account flag and the events on every run
         _report, cli = _poll(config, engine, emulator, None)
-        assert cli == Counter({CONTACTS: 2, EVENTS: 1})
+        assert cli == Counter({ACCOUNT: 1, CONTACTS: 1, EVENTS: 1})
         assert_converged(engine, emulator)
 
 
@@ -93,14 +91,10 @@ def test_a_first_page_204_costs_the_daemon_nothing_and_the_cli_one_probe(
         _report, asked = _poll(config, engine, emulator, memo)
         assert asked == Counter({CONTACTS: 1})
         _report, cli = _poll(config, engine, emulator, None)
-        # the window, the newest page asked beside it (a command's incremental run), and the
-        # probe: the newest page again, answered after the 204 (the account flag is remembered)
-        assert cli == Counter({CONTACTS: 3, EVENTS: 1})
+        assert cli[CONTACTS] == 2
         lists = [r["query"] for r in emulator.requests() if r["path"] == "/api/v4/contacts"]
-        assert "filter" in lists[0]
-        for newest in lists[1:]:  # never the window again
-            assert "filter" not in newest
-            assert "desc" in newest
+        assert "filter" not in lists[1]  # the newest page, not the window again
+        assert "desc" in lists[1]
 
 
 def test_idle_polls_after_a_settled_bulk_second_ask_once_each_side_of_it(
