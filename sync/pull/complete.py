@@ -115,7 +115,16 @@ class Completion(Stage):
         the walk ends, its last list reads go first up to `ENDING_PAGES` pages more: they are
         what the final pass waits for, while the batches they pass fill the budget during
         that pass's round trip (they came to the front behind 8 held pages and kept the last
-        window's page waiting ~1.5 s with the budget idle after it)."""
+        window's page waiting ~1.5 s with the budget idle after it).
+
+        Once the walk is over (the final pass sent: every window and tie answered) the
+        batches still waiting go before the final pass and the deletion check, which wait
+        behind them: what the budget sends last is then a read whose answer needs next to
+        nothing stored (a final pass lists little, a deletion check a few events), so the pages
+        those batches complete are stored while the last answers are on their way, not after
+        them (the last page's transaction, 0.1-0.3 s, off the end of the run)."""
+        if self.full_tail:
+            return False
         held = len(self.waiting) + len(self.outbox)
         return held < CHATS_BEHIND + (ENDING_PAGES if self.ending else 0)
 

@@ -102,7 +102,7 @@ class EmptyProof(AfterWalk):
             else:
                 window.busy = True  # held until the newest page shows whether it is needed
                 then = self._covering(window)
-            self._submit(lambda: self._list(None, ("updated_at", "desc"), 1), then)
+            self._submit(self._last(lambda: self._list(None, ("updated_at", "desc"), 1)), then)
 
     def _covering(self, window: Window) -> Callable[[Any], None]:
         return lambda page: self._on_covering(window, page)

@@ -213,8 +213,9 @@ class Fetcher(EmptyProof):
             bound["to"] = window.hi - 1 + self.margin
         asked = (window.pos, window.hi, self.margin)
         self.list_requests += 1
+        read = lambda: self._list({"updated_at": bound}, ("updated_at", "asc"), 1)  # noqa: E731
         self._submit(
-            lambda: self._list({"updated_at": bound}, ("updated_at", "asc"), 1),
+            read if window.splittable else self._last(read),
             lambda page: self._on_window(window, asked, page),
             # a final pass (not splittable) rarely lists anyone: the last chat batch goes out
             # beside it, not after it (if it lists contacts, they make a batch of their own)

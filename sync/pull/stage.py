@@ -199,6 +199,17 @@ class Stage:
             self.producers.add(future)
         return future
 
+    def _last(self, job: Callable[[], Any]) -> Callable[[], Any]:
+        """`job` (a read after the walk: the final pass, the deletion check) waiting for its
+        start behind the chat batches waiting for theirs (`Completion._few_held`)."""
+        turns = self.client.session.limiter.turns
+
+        def behind() -> Any:
+            with turns.behind():
+                return job()
+
+        return behind
+
     def _hand_on(self) -> None:
         """Pages to the sink while it has room; the walk waits while it has none (memory)."""
         while self.outbox and self.offer(self.outbox[0]):

@@ -87,7 +87,8 @@ class AfterWalk(TieReads):
             tie.checked = True
         if ties:
             theta = min(t.theta for t in ties)
-            self._submit(lambda: self.deleted_since(theta), lambda gone: self._deleted(ties, gone))
+            check = self._last(lambda: self.deleted_since(theta))
+            self._submit(check, lambda gone: self._deleted(ties, gone))
 
     @staticmethod
     def _deleted(ties: list[Tie], gone: bool) -> None:

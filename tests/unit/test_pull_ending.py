@@ -101,3 +101,36 @@ def test_a_part_full_chat_batch_waits_for_a_list_read_held_by_the_workers_cap() 
         window.busy, sent[:] = False, []
         fetcher._drain_chats()
         assert sent == [1]  # a worker is free: the window would have gone before the drain
+
+
+def test_after_the_walk_the_chat_batches_go_before_the_final_pass() -> None:
+    """Once the walk is over (the final pass sent) the chat batches still waiting for the
+    budget take their starts before the final pass's newest page and the deletion check: the
+    last start then goes to a read whose answer stores next to nothing, and the pages the
+    batches complete are written while it is on its way."""
+    with amo(contacts=50) as (_, client):
+        fetcher = fetch_stage(client, Stored(), [(0, None)], full=True)
+        turns = client.session.limiter.turns
+        seen: dict[str, object] = {}
+
+        def chats(ids: list[int]) -> list[dict[str, Any]]:
+            seen["chats"] = turns.enter()  # as the limiter sees the batch's request
+            return []
+
+        def last() -> None:
+            seen["last"] = turns.enter()  # the final pass, inside its `_last` wrapper
+
+        fetcher._chats = chats  # type: ignore[method-assign]
+        with ThreadPoolExecutor(1) as pool:
+            fetcher._pool = pool
+            fetcher._collect([{"id": 1, "updated_at": 5}], (0, 6))
+            fetcher._send_chats()
+            pool.submit(fetcher._last(last)).result()
+        chats_at, last_at = seen["chats"], seen["last"]
+        assert turns.yields(last_at, 0.0, 0.15) == 0  # mid-walk both wait behind: no order
+        fetcher.full_tail = True  # the walk is over: the final pass went out
+        assert turns.yields(chats_at, 0.0, 0.15) == 0  # the batch takes the start
+        assert turns.yields(last_at, 0.0, 0.15) > 0  # the final pass waits behind it
+        turns.leave(chats_at)
+        assert turns.yields(last_at, 0.0, 0.15) == 0  # nothing else waits: its turn
+        turns.leave(last_at)
