@@ -34,7 +34,7 @@ from sync.pull.windows import Coverage, Plan, Span
 log = get_logger("sync.pull")
 
 # complete pages waiting for the database, at most (bounds memory): with the pages the writers
-# hold (a writer merges what waits, up to `sink.BATCH` pages), at most 8 pages
+# hold (up to `sink.BATCH` each), 6 pages, as when each writer held one and 4 waited
 PIPELINE_DEPTH = 2
 WRITERS = 2  # database transactions storing pages at once
 

@@ -1,13 +1,13 @@
-"""The database end of the pull pipeline: complete pages in, a transaction for 1-3, no HTTP.
+"""The database end of the pull pipeline: complete pages in, a transaction for one or two, no HTTP.
 
 A `CompletePage` arrives from the fetch stage (`sync.pull.fetch`) with everything it needs: the
 contacts, the chat links of those whose links were read, custom field definitions new since the
 last page (saved first), the definitions to map with, and the span of `updated_at` seconds it
 proves read. `Sink.store` writes it in ONE transaction: definitions, rows and relations, the ids a
 full resync saw, and the cursor state. A page that hits a deadlock or serialization failure is
-retried (upserts are idempotent). A writer that finds the next pages already waiting stores up
-to `BATCH` in one transaction (`merged`: as if one after the other; a page's statements cost
-about the same for 250 contacts or 750), and that transaction's cursor state claims them all.
+retried (upserts are idempotent). A writer that finds the next page already waiting stores the
+two in one transaction (`merged`: as if one after the other; a page's statements cost the same
+for 250 contacts or 500), and that transaction's cursor state claims both.
 
 `CursorKeeper` is the one owner of the contacts cursor (`sync_state` "pull.contacts"). It numbers
 pages as the fetch stage hands them over and adds their spans to a `Coverage`; several writer
@@ -48,9 +48,7 @@ log = get_logger("sync.pull.sink")
 
 RETRIED_SQLSTATES = ("40P01", "40001")  # deadlock, serialization failure
 ATTEMPTS = 3
-# pages a writer stores in one transaction when they are waiting (`_batch`): with the queue's
-# two (`pipeline.PIPELINE_DEPTH`), a writer takes the page it got and both behind it
-BATCH = 3
+BATCH = 2  # pages a writer stores in one transaction when they are waiting (`_batch`)
 
 
 class Progress(Protocol):
@@ -359,10 +357,8 @@ class Sink:
 
 def _batch(page: CompletePage, pages: queue.Queue[Any]) -> tuple[CompletePage, CompletePage | None]:
     """`page` with up to `BATCH - 1` pages already waiting merged into it (one transaction
-    for them: the page's dozen statements and its commit once; two pages a transaction instead
-    of one saved ~15% of the pull's and of PostgreSQL's CPU per contact, three instead of two
-    another ~10% of the sink's CPU in this process and ~9% in PostgreSQL: docs/pull.md), and a
-    page taken that could not be merged (None if none)."""
+    for them: the page's dozen statements and its commit once, ~15% of the pull's and of
+    PostgreSQL's CPU per contact), and a page taken that could not be merged (None if none)."""
     for _ in range(BATCH - 1):
         try:
             more = pages.get_nowait()
