@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -71,15 +70,15 @@ def test_a_requested_resync_killed_mid_run_is_served_by_the_next_process(
 
 
 @contextmanager
-def _held(take: Callable[[], Any], seconds: float) -> Iterator[threading.Event]:
-    """Hold a run lock in this process (another session than the CLI's) for `seconds`."""
+def _held(take: Callable[[], Any]) -> Iterator[threading.Event]:
+    """Hold a run lock in this process (another session than the CLI's) until the event is set."""
     taken, done = threading.Event(), threading.Event()
 
     def hold() -> None:
         with take() as lock:
             assert lock is not None
             taken.set()
-            done.wait(seconds)
+            done.wait(180)
 
     thread = threading.Thread(target=hold, daemon=True)
     thread.start()
@@ -91,15 +90,37 @@ def _held(take: Callable[[], Any], seconds: float) -> Iterator[threading.Event]:
         thread.join(10)
 
 
-def _run(
-    args: tuple[str, ...], env: dict[str, str]
-) -> tuple[subprocess.CompletedProcess[str], float]:
-    started = time.monotonic()
-    result = subprocess.run(
-        [AMOSYNC, *args], env=clean_env(env), capture_output=True, text=True, timeout=200,
-        check=False,
-    )  # fmt: skip
-    return result, time.monotonic() - started
+def _run_releasing(
+    args: tuple[str, ...], env: dict[str, str], waiting: str, release: threading.Event
+) -> tuple[str, str, int]:
+    """Run the CLI; release the held lock once it says it waits for it (not after a fixed time:
+    a loaded machine may take seconds to start the command)."""
+    err: list[str] = []
+    with subprocess.Popen(
+        [AMOSYNC, *args], env=clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:  # fmt: skip
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout is not None
+        assert stderr is not None
+
+        def read_stderr() -> None:
+            for line in stderr:
+                err.append(line)
+                if waiting in line:
+                    release.set()
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        try:
+            out = stdout.read()
+            code = proc.wait(timeout=200)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+        reader.join(10)
+    return out, "".join(err), code
 
 
 def test_push_and_pull_wait_for_the_run_another_process_holds(
@@ -107,18 +128,18 @@ def test_push_and_pull_wait_for_the_run_another_process_holds(
 ) -> None:
     with emulated(contacts=20) as (emulator, url):
         env = _env(db_config, url, emulator.long_lived_token)
-        with _held(lambda: push_lock(engine, "amocrm"), 3):
-            result, took = _run(("push",), env)
-        assert result.returncode == 0, result.stderr  # nothing pending: exit 0, having waited
-        assert took >= 2.5
-        assert result.stderr.count("waiting up to 60 s for the push another process") == 1
-        assert "push run" in result.stdout
+        waiting = "waiting up to 60 s for the push another process"
+        with _held(lambda: push_lock(engine, "amocrm")) as release:
+            out, err, code = _run_releasing(("push",), env, waiting, release)
+        assert code == 0, err  # nothing pending: exit 0, having waited
+        assert err.count(waiting) == 1
+        assert "push run" in out
 
-        with _held(lambda: pull_lock(engine, "amocrm"), 3):
-            result, took = _run(("pull",), env)
-        assert result.returncode == 0, result.stderr
-        assert took >= 2.5
-        assert result.stderr.count("waiting up to 120 s for the pull another process") == 1
+        waiting = "waiting up to 120 s for the pull another process"
+        with _held(lambda: pull_lock(engine, "amocrm")) as release:
+            out, err, code = _run_releasing(("pull",), env, waiting, release)
+        assert code == 0, err
+        assert err.count(waiting) == 1
         live = [c for c in emulator.account.contacts.values() if not c.is_deleted]
         stored = "SELECT count(*) FROM amocrm.contacts WHERE NOT is_deleted"
         assert _scalar(engine, stored) == len(live) > 0
