@@ -48,7 +48,8 @@ def gather(conn: Connection, config: Config, now: datetime | None = None) -> dic
         "last_success": {k: r.as_dict() for k, r in sorted(success.items())},
         "contacts": queries.count_contacts_by_status(conn),
         "pending_changes": queries.count_pending_changes(conn),
-        "rejected_changes": queries.count_rejected_changes(conn),
+        "rejected_changes": queries.count_rejected_changes(conn),  # those below included
+        "rejected_on_deleted": queries.count_rejected_changes(conn, deleted_only=True),
         "held_chat_links": 0 if config.sync.chats else queries.count_chat_links_to_push(conn),
         "pending_requests": queries.count_pending_requests(conn),
         "requests": [_request(row) for row in queries.fetch_recent_requests(conn)],
@@ -207,12 +208,7 @@ def render(data: dict[str, Any]) -> str:
     contacts = data["contacts"]
     counts = ", ".join(f"{n} {s}" for s, n in sorted(contacts.items())) or "none"
     lines.append(_row("contacts", counts))
-    held = data["rejected_changes"]
-    held_text = f", {held} held on rows in error (a new edit of the row retries)" if held else ""
-    if links := data.get("held_chat_links"):
-        held_text += f", {links} chat link(s) held because sync.chats = false"
-    lines.append(_row("pending", f"{data['pending_changes']} local change(s) to push{held_text}, "
-                      f"{data['pending_requests']} resync request(s)"))  # fmt: skip
+    lines.append(_row("pending", _pending_line(data)))
     lines.extend(_requests(data["requests"]))
     conflicts = data["open_conflicts"]
     hint = " (amosync conflicts list)" if conflicts else ""
@@ -231,6 +227,23 @@ def render(data: dict[str, Any]) -> str:
             _row("error", f"contact {error['id']} ({error['name']}): {error['sync_error']}")
         )
     return "\n".join(lines)
+
+
+def _pending_line(data: dict[str, Any]) -> str:
+    """Edits held on a row in error wait for a new edit of the row; on a contact deleted in
+    amoCRM a new edit is refused, so what frees them is a restore there (the pull that sees
+    the contact again makes the row `pending`, and the next push sends them)."""
+    on_deleted = data.get("rejected_on_deleted") or 0
+    in_error = data["rejected_changes"] - on_deleted
+    text = f"{data['pending_changes']} local change(s) to push"
+    if in_error:
+        text += f", {in_error} held on rows in error (a new edit of the row retries)"
+    if on_deleted:
+        text += (f", {on_deleted} held on contacts deleted in amoCRM (an edit here is refused: "
+                 "restore the contact in amoCRM and they go with the next push)")  # fmt: skip
+    if links := data.get("held_chat_links"):
+        text += f", {links} chat link(s) held because sync.chats = false"
+    return f"{text}, {data['pending_requests']} resync request(s)"
 
 
 def _webhooks_line(hooks: dict[str, Any]) -> str:

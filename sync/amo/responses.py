@@ -122,8 +122,10 @@ def classify(
     body: bytes,
     *,
     write: bool = False,
+    grant: str | None = None,
 ) -> Outcome:
-    """Turn one HTTP answer into an `Outcome`. `url` must already be free of secrets."""
+    """Turn one HTTP answer into an `Outcome`. `url` must already be free of secrets; `grant`:
+    the token endpoint's `grant_type`, for an answer of that endpoint."""
     if status == 204:
         return Outcome(data=None)
     if 200 <= status < 300:
@@ -145,7 +147,7 @@ def classify(
     if status >= 500:
         err = AmoTransientError(_server_error_message(status), **where)
         return Outcome(error=err, retry=True, applied_unknown=write)
-    return _client_error(status, headers, body, where)
+    return _client_error(status, headers, body, where, grant)
 
 
 def _server_error_message(status: int) -> str:
@@ -190,14 +192,17 @@ def _number(value: Any) -> float | None:
 
 
 def _client_error(
-    status: int, headers: Mapping[str, str], body: bytes, where: dict[str, Any]
+    status: int, headers: Mapping[str, str], body: bytes, where: dict[str, Any], grant: str | None
 ) -> Outcome:
     is_json = _is_json(headers, body)
     ok, data = _parse_json(body) if is_json else (False, None)
     detail = _detail(data) if ok else ""
-    if status == 401:
-        denied = AmoAuthError(f"amoCRM refused the access token (401){detail}", **where)
-        return Outcome(error=denied, refresh=True)
+    if status == 401:  # at the token endpoint no access token was sent: name what was
+        refused = "amoCRM refused the access token"
+        if grant is not None:
+            refused = f"amoCRM's token endpoint refused the {GRANTS.get(grant, 'token request')}"
+        denied = AmoAuthError(f"{refused} (401){detail}", **where)
+        return Outcome(error=denied, refresh=grant is None)
     if status == 402:
         return Outcome(error=AmoPaymentError("the amoCRM account is not paid (402)", **where))
     if status == 403 and not ok:
@@ -223,6 +228,7 @@ def _detail(data: Any) -> str:
     return f": {redact_text('; '.join(parts))}" if parts else ""
 
 
+GRANTS = {"refresh_token": "refresh token", "authorization_code": "authorization code"}
 REFRESH_REFUSED = "amoCRM's token endpoint refused the refresh token: "
 REFRESH_REMEDY = "; configure a new refresh token or run `amosync auth --code CODE`"
 

@@ -271,6 +271,7 @@ class AmoSession:
         slot: Slot,
         token: str | None = None,
         stopping: Stopping | None = None,
+        grant: str | None = None,
     ) -> Outcome:
         started = time.monotonic()
         if self.gate.is_dead(token):  # refused while this request was being prepared
@@ -314,7 +315,9 @@ class AmoSession:
         # 6 KB of ids, ~2% of a pull's CPU) only for an answer that becomes an error
         outcome = classify(method, "", status, response.headers, raw) if status < 300 else None
         if outcome is None or outcome.error is not None:
-            outcome = classify(method, redact_text(url), status, response.headers, raw, write=write)
+            outcome = classify(
+                method, redact_text(url), status, response.headers, raw, write=write, grant=grant
+            )
         if outcome.error is None:
             data = _Answer(response.status_code, outcome.data, response.headers)
             return Outcome(data=data)
@@ -343,9 +346,12 @@ class AmoSession:
         used. Any refusal is an `AmoAuthError` that names amoCRM's hint but never a secret.
         """
         last: AmoError | None = None
+        grant = str(body.get("grant_type", ""))  # a 401 names it, not an access token
         for attempt in range(2):
             slot = self.limiter.acquire()
-            outcome = self._exchange("POST", TOKEN_PATH, dict(body), {}, False, slot=slot)
+            outcome = self._exchange(
+                "POST", TOKEN_PATH, dict(body), {}, False, slot=slot, grant=grant
+            )
             if outcome.error is None:
                 data = outcome.data.body
                 if isinstance(data, Mapping):
@@ -369,7 +375,7 @@ class AmoSession:
         if isinstance(last, AmoTransientError):
             raise last
         raise AmoAuthError(
-            token_refusal(str(body.get("grant_type", "")), last.reason),
+            token_refusal(grant, last.reason),
             method="POST",
             url=TOKEN_PATH,
             status=last.status,

@@ -152,14 +152,18 @@ def count_pending_changes(conn: Connection) -> int:
     return _count_changes(conn, rejected=False)
 
 
-def count_rejected_changes(conn: Connection) -> int:
-    """Captured local edits of rows in `error`: kept, but sent only after a new local edit."""
-    return _count_changes(conn, rejected=True)
+def count_rejected_changes(conn: Connection, *, deleted_only: bool = False) -> int:
+    """Captured local edits of rows in `error`: kept, but sent only after a new local edit;
+    `deleted_only`: those of contacts deleted in amoCRM, where a new edit is refused (they go
+    once the contact is restored there and a pull sees it)."""
+    return _count_changes(conn, rejected=True, deleted_only=deleted_only)
 
 
-def _count_changes(conn: Connection, *, rejected: bool) -> int:
+def _count_changes(conn: Connection, *, rejected: bool, deleted_only: bool = False) -> int:
     in_error = sa.exists().where(
-        contacts.c.id == sync_changes.c.contact_id, contacts.c.sync_status == ContactStatus.ERROR
+        contacts.c.id == sync_changes.c.contact_id,
+        contacts.c.sync_status == ContactStatus.ERROR,
+        *([contacts.c.is_deleted.is_(True)] if deleted_only else []),
     )
     query = sa.select(sa.func.count()).select_from(sync_changes)
     return int(conn.scalar(query.where(in_error if rejected else ~in_error)) or 0)

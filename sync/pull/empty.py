@@ -26,8 +26,9 @@ request, two if more than a page changed since its start (then a round trip more
 none where a window lists contacts. The daemon's poll (`lazy_empty`) proves nothing while the
 run has listed nothing at or above its old cursor (`_moves_nothing`): its cursor then stays
 where it was, so a spurious 204 costs nothing, and an idle poll stays one request (two while a
-settled tie second lies in the overlap: a window on each side of it); once anything is listed
-there, the windows it believed are probed at the end.
+settled tie second lies in the overlap: a window on each side of it; one more for each further
+settled second there); once anything is listed there, the windows it believed are probed at
+the end.
 
 A tie (`sync.pull.ties`) whose page keeps answering 204 is probed the same way for its second U
 alone (`_check_emptied`): page 1 from U ascending that lists no contact at U the run has not read

@@ -1,5 +1,5 @@
 """An incremental pull: the spans from the cursor (less the overlap), or what a killed run left,
-less a settled tie second (that second only), through the pipeline; deletions and restores from
+less the settled tie seconds (those seconds only), through the pipeline; deletions and restores from
 amoCRM's events, applied at the end. Accounts whose filters are ignored take the descending walk
 (`sync.pull.filters_off`)."""
 
@@ -43,7 +43,7 @@ class IncrementalRun(RunBase):
             spans = [(start, None)]
         # only the settled second itself is left out: cutting the spans below it too threw
         # away the overlap under a bulk second, and a version listed late there was never read
-        spans = skip_settled(spans, old.tie_settled, old.cursor)
+        spans = skip_settled(spans, old.ties_settled, old.cursor)
         self._begin(spans, seen_run=None)
         events_from = self._events_start(start)
         side: list[Future[list[Mapping[str, Any]]]] = []  # the events, once amoCRM answered

@@ -41,6 +41,7 @@ WRITERS = 2  # database transactions storing pages at once
 # How long after its start a run's final pass from the start may go out: amoCRM's lists lag its
 # writes by up to this, and a contact written just before the run began must be listed by it.
 LIST_LAG_S = SETTLE_S
+MAX_SETTLED = 64  # settled tie seconds kept in the cursor state (an older one is read again)
 
 
 @dataclass
@@ -230,12 +231,19 @@ class RunBase:
         return fetcher
 
     def _settle(self, fetcher: Fetcher) -> None:
-        """Ties read by id whose second can gain no contact any more are not read again."""
-        assert self.keeper is not None
-        self.keeper.ceiling = fetcher.amo_start()  # the cursor's cap, by amoCRM's clock
-        settled = [t.second for t in fetcher.ties if t.second <= self.keeper.ceiling - SETTLE_S]
-        if settled:
-            self.keeper.tie_settled = max([*settled, self.keeper.tie_settled or 0])
+        """Ties read by id whose second can gain no contact any more are not read again: every
+        such second the next runs' overlap still reaches is kept, not only the newest (with one,
+        an older bulk second in the overlap was read whole by every pull once a newer one
+        settled: the soak audit). Seconds below the final cursor less `overlap_s` lie in no
+        span of a later run (its spans start at its cursor less the overlap, or at a killed
+        run's ceiling less it, both at or above this cursor's) and are dropped."""
+        keeper = self.keeper
+        assert keeper is not None
+        keeper.ceiling = fetcher.amo_start()  # the cursor's cap, by amoCRM's clock
+        settled = {t.second for t in fetcher.ties if t.second <= keeper.ceiling - SETTLE_S}
+        reach = keeper.end() - self.sync.overlap_s
+        kept = sorted(s for s in settled.union(keeper.ties_settled) if s >= reach)
+        keeper.ties_settled = tuple(kept[-MAX_SETTLED:])
 
     def _stored_versions(self, ids: list[int]) -> dict[int, int]:
         with self.engine.connect() as conn:

@@ -19,9 +19,10 @@ claims a page that is not. The value stored:
      "windows": [[p, hi], ...],  spans at or above C not read yet (hi null: open); [] when done
      "ceiling": R,               the run's start, where the next run resumes the head
      "tie_settled": U,           newest second read by id (a tie) that can gain no contact now
+     "ties_settled": [U1, ...],  every such second still within the overlap (U among them)
      "bounds": "inclusive"}      amoCRM's date filter bounds, once a walk proved them
 
-Old values (`{"updated_at": C}` only) still load: no windows, nothing settled, bounds unknown.
+Older values load (`{"updated_at": C}` only: nothing settled; one `tie_settled`: that second).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class CursorState:
     cursor: int | None = None
     windows: list[Span] = field(default_factory=list)
     ceiling: int | None = None
-    tie_settled: int | None = None
+    ties_settled: tuple[int, ...] = ()  # ascending
     bounds: str | None = None
 
     @classmethod
@@ -99,13 +100,13 @@ class CursorState:
         windows = [
             (int(w[0]), None if w[1] is None else int(w[1])) for w in value.get("windows") or ()
         ]
-        settled = value.get("tie_settled")
+        settled = [*(value.get("ties_settled") or ()), value.get("tie_settled")]
         ceiling = value.get("ceiling")
         return cls(
             int(value["updated_at"]),
             windows,
             None if ceiling is None else int(ceiling),
-            None if settled is None else int(settled),
+            tuple(sorted({int(s) for s in settled if s is not None})),
             value.get("bounds"),
         )
 
@@ -115,8 +116,7 @@ class CursorKeeper:
 
     def __init__(self, runs: RunStore, coverage: Coverage, old: CursorState, ceiling: int) -> None:
         self.runs, self.coverage, self.old, self.ceiling = runs, coverage, old, ceiling
-        self.bounds = old.bounds
-        self.tie_settled = old.tie_settled
+        self.bounds, self.ties_settled = old.bounds, old.ties_settled
         self.newest: int | None = None  # newest updated_at listed by this run
         self.cursor = old.cursor
         self._lock = threading.Lock()
@@ -155,8 +155,8 @@ class CursorKeeper:
             left = [[max(lo, cursor), hi] for lo, hi in self.coverage.remaining()]
             left = [w for w in left if w[1] is None or int(w[1]) > int(w[0] or 0)]
         value: dict[str, Any] = {"updated_at": cursor, "windows": left, "ceiling": self.ceiling}
-        if self.tie_settled is not None:
-            value["tie_settled"] = self.tie_settled
+        if self.ties_settled:  # `tie_settled`, the newest, is what older code reads
+            value.update(tie_settled=self.ties_settled[-1], ties_settled=list(self.ties_settled))
         if self.bounds is not None:
             value["bounds"] = self.bounds
         return value

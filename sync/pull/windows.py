@@ -71,14 +71,14 @@ def subtract(spans: Sequence[Span], cuts: Sequence[Span]) -> list[Span]:
     return result
 
 
-def skip_settled(spans: Sequence[Span], settled: int | None, cursor: int) -> list[Span]:
-    """An incremental run's spans less a settled tie second (`tie_settled`: read whole by id,
-    and too old to gain a contact): that one second only, and only once the cursor has passed
-    it. The overlap below and above it is read as if there were no tie: a version listed late
-    there is read again; only the bulk second itself is never read twice (docs/pull.md, Ties)."""
-    if settled is None or settled >= cursor:
-        return list(spans)
-    return subtract(spans, [(settled, settled + 1)])
+def skip_settled(spans: Sequence[Span], settled: Iterable[int], cursor: int) -> list[Span]:
+    """An incremental run's spans less the settled tie seconds (`ties_settled`: each read whole
+    by id, and too old to gain a contact): those seconds only, and only once the cursor has
+    passed them. The overlap below, between and above them is read as if there were no tie: a
+    version listed late there is read again; only a bulk second itself is never read twice
+    (docs/pull.md, Ties)."""
+    holes: list[Span] = [(s, s + 1) for s in sorted(set(settled)) if s < cursor]
+    return subtract(spans, holes) if holes else list(spans)
 
 
 @dataclass

@@ -280,6 +280,25 @@ def test_a_configured_token_amocrm_refuses_is_no_replacement_and_is_posted_once(
         assert after == stored_before  # the working pair is kept
 
 
+def test_the_token_endpoints_401_is_logged_as_a_refused_refresh_token(engine: Engine) -> None:
+    """The soak audit: the token endpoint's 401 was logged as "amoCRM refused the access token
+    (401)", though that request carried no access token: the refresh token was refused."""
+    with running(auth_mode="oauth") as (emulator, url):
+        seed(engine, emulator.issue_tokens())
+        emulator.revoke_all_tokens()
+        with (
+            capture_logs() as logs,
+            oauth_client(emulator, url, engine) as client,
+            pytest.raises(AmoAuthError),
+        ):
+            client.fetch_account()
+    failed = [e for e in logs if e["event"] == "amo_request_failed"]
+    refresh = [e for e in failed if e["url"] == TOKEN_PATH]
+    assert refresh, failed
+    for entry in refresh:
+        assert entry["error"].startswith("amoCRM's token endpoint refused the refresh token (401)")
+
+
 def test_missing_tokens_tell_the_user_to_run_auth(engine: Engine) -> None:
     with (
         running(auth_mode="oauth") as (emulator, url),

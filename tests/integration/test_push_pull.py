@@ -7,9 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from sync import status
 from sync.config import DatabaseConfig
+from sync.db.engine import sync_origin
 from sync.emulator.faults import FaultRule
 from sync.pull import run_pull
 from tests.integration.push_env import PushEnv, push_env
@@ -145,6 +148,40 @@ def test_a_restore_in_amocrm_sends_the_edit_held_back_by_not_found_again(env: Pu
     assert env.push().updated == 1
     assert env.remote(contact_id)["name"] == "kept locally"
     assert env.row(contact_id)["sync_status"] == "synced"
+
+
+def test_status_says_a_restore_frees_edits_held_on_a_contact_deleted_in_amocrm(
+    env: PushEnv,
+) -> None:
+    """A new edit of a contact deleted in amoCRM is refused, so "a new edit of the row retries"
+    (what a row in error for another reason is told) was no way out there (soak audit)."""
+    deleted, rejected = sorted(env.emulator.account.contacts)[:2]
+    env.sql("UPDATE contacts SET name = 'kept locally' WHERE id = :id", id=deleted)
+    env.sql("UPDATE contacts SET name = 'rejected' WHERE id = :id", id=rejected)
+    with env.engine.begin() as conn:  # as push leaves a row amoCRM rejected with a 400
+        conn.execute(sa.text("SET LOCAL search_path TO amocrm"))
+        sync_origin(conn)
+        conn.execute(
+            sa.text("UPDATE contacts SET sync_status = 'error', sync_error = 'x' WHERE id = :id"),
+            {"id": rejected},
+        )
+    env.emulator.delete_contact(deleted)
+    env.push()
+    pull(env)
+    assert (env.row(deleted)["is_deleted"], env.row(deleted)["sync_status"]) == (True, "error")
+    with env.engine.connect() as conn:
+        data = status.gather(conn, env.config)
+    assert (data["rejected_changes"], data["rejected_on_deleted"]) == (2, 1)
+    line = status.render(data)
+    assert "1 held on rows in error (a new edit of the row retries)" in line, line
+    assert "1 held on contacts deleted in amoCRM (an edit here is refused: restore" in line
+    env.emulator.clock.advance(2)
+    env.emulator.restore_contact(deleted)
+    pull(env)
+    with env.engine.connect() as conn:
+        data = status.gather(conn, env.config)
+    assert (data["rejected_changes"], data["rejected_on_deleted"]) == (1, 0)
+    assert "held on contacts deleted" not in status.render(data)
 
 
 def test_an_edit_and_a_link_rejected_for_a_contact_deleted_since_the_read_are_sent_after_restore(
