@@ -17,7 +17,7 @@ from sync.logs import get_logger
 from sync.pull.events import Marker
 from sync.pull.fetch import SETTLE_S, FiltersIgnored
 from sync.pull.filters_off import descending, since_by_id
-from sync.pull.pipeline import RunBase, once_per_theta
+from sync.pull.pipeline import MAX_SETTLED, RunBase, once_per_theta
 from sync.pull.readahead import ReadAhead
 from sync.pull.sink import CompletePage
 from sync.pull.stage import updated
@@ -173,7 +173,7 @@ class IncrementalRun(RunBase):
                     first_top = max(map(updated, page.items))
                 self._store_now(page)
         settled_below = min(self.ceiling, first_top or start) - SETTLE_S
-        settled = self._read_ties(ties, start, settled_below, skip={self.old.tie_settled})
+        settled = self._read_ties(ties, start, settled_below, skip=set(self.old.ties_settled))
         if self.final_pass:
             self._descending_final(settled_below, settled)
         events = self.events.since(events_from)
@@ -207,7 +207,7 @@ class IncrementalRun(RunBase):
         whole by one page, or, when no page holds one, every contact since `start` by id. A
         second read whole at least SETTLE_S before amoCRM's clock then (its `Date`; else
         `settled_below`) gains no contact now: it is remembered as settled, so the next runs,
-        whose overlap still holds it, do not read it again (`tie_settled`, as for a tie read by
+        whose overlap still holds it, do not read it again (`ties_settled`, as for a tie read by
         id in the windows). Seconds in `skip` are settled already; returns them with those
         settled now (the final pass skips them: they gained no contact since)."""
         assert self.keeper is not None
@@ -231,7 +231,8 @@ class IncrementalRun(RunBase):
                 self._store_now(self._listed_page(items))
             settled += [second for second in unread if second <= below]
         if settled:
-            self.keeper.tie_settled = max([*settled, self.keeper.tie_settled or 0])
+            kept = sorted({*settled, *self.keeper.ties_settled})
+            self.keeper.ties_settled = tuple(kept[-MAX_SETTLED:])
         return {*skip, *settled}
 
     def _listed_page(self, items: list[dict[str, Any]]) -> CompletePage:
