@@ -91,13 +91,19 @@ def _run(
     _edit(engine, ids)
     httpx.delete(f"{base_url}/_emulator/requests")
     # the rate budget shared through PostgreSQL, as the CLI and the daemon build the client
-    limiter = RateLimiter(7.0, margin_s=args.margin_s, store=BudgetRow(engine))
+    # and its safety margin learned as the process's shared limiter learns it (a fixed one when
+    # --margin-s is given)
+    fixed = args.margin_s is not None
+    margin_s = args.margin_s if fixed else DEFAULT_MARGIN_S
+    limiter = RateLimiter(
+        7.0, margin_s=margin_s, store=BudgetRow(engine), adaptive_margin=not fixed
+    )
     client = AmoClient.connect(amo, limiter=limiter)
     started = time.monotonic()
     report = run_push(config, engine, client)
     elapsed = time.monotonic() - started
     client.close()
-    _print(args, base_url, report, elapsed, ids)
+    _print(args, base_url, report, elapsed, ids, margin_s=limiter.margin_s)
     engine.dispose()
 
 
@@ -138,7 +144,13 @@ def _edit(engine: sa.Engine, ids: list[int]) -> None:
 
 
 def _print(
-    args: argparse.Namespace, base_url: str, report: object, elapsed: float, ids: list[int]
+    args: argparse.Namespace,
+    base_url: str,
+    report: object,
+    elapsed: float,
+    ids: list[int],
+    *,
+    margin_s: float,
 ) -> None:
     log = _admin_get(base_url, "requests")
     log = log.get("requests", log) if isinstance(log, dict) else log
@@ -150,7 +162,8 @@ def _print(
     )
     windows = busiest_window(log)
     print(f"edits: {len(ids)} (a third edited twice)  latency: {args.latency_ms} ms  "
-          f"workers: {args.workers}  limiter margin: {args.margin_s} s  "
+          f"workers: {args.workers}  limiter margin: {margin_s:.3f} s at the end"
+          f"{'' if args.margin_s is not None else ' (learned)'}  "
           f"cpu cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"push: {elapsed:.1f} s   requests: {requests} {dict(by_kind)}")
     print(
@@ -196,7 +209,7 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--contacts", type=int, default=0, help="seeded (default: --edits + 1%%)")
     parser.add_argument("--port", type=int, default=8911)
     parser.add_argument(
-        "--margin-s", type=float, default=DEFAULT_MARGIN_S, help="the client limiter's margin"
+        "--margin-s", type=float, default=None, help="a fixed margin (default: learned)"
     )
     return parser.parse_args()
 

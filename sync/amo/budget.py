@@ -18,23 +18,30 @@ The numbers, and why (amoCRM publishes no block threshold; `docs/operations.md` 
   `max_rps` (after a 429) starts are evenly spaced at `window / limit * max_rps / rate`: no
   catch-up bursts towards a budget that just said no. A caller takes `count` starts at once (a
   batch keeps database round trips off the hot path); starts nobody used still count.
-- **Multiplicative decrease**: a 429 for a request sent after the last cut halves the allowed
-  rate (never below `MIN_RPS`); 429s for requests already under way when the rate was cut belong
-  to the same episode and do not cut again.
-- **Increase in two steps**: within `FAST_S` (10 s) the rate climbs back to `KNEE` (85 %) of the
-  rate that drew the 429, then on by `RECOVER_RPS_PER_S` (one request/s every 50 s). Against a
-  budget B below `max_rps` the rate then spends most of its time between 0.85 B and B (about
-  0.9 B on average, where plain halving-and-climbing averages 0.75 B), and the slow last stretch
-  makes the 429 that ends each round rare: one every 10 + 7.5 B s, 2.4 a minute at 2 rps, 1.9 at
-  3 rps. A single 429 at full speed (a late request bunched with the next ones) costs little:
-  back to 6 rps within 10 s.
+- **Decrease, deep at the start of a burst**: the first 429 after a calm minute (none in the
+  60 s before it) cuts the allowed rate to `FIRST_DECREASE` of the rate that drew it (0.5 rps
+  from 7), never below `MIN_RPS`: amoCRM says nothing of how much of the account's 50 rps other
+  integrations leave us, and a halving from 7 (3.5, then 1.75) drew a second, third and fourth
+  429 within 9 s on an account another integration kept at 49 rps (the hostile audit, s06).
+  Later 429s of the burst halve (`DECREASE`) the rate that drew them: by then the rate that
+  drew the last one says where the budget is. A 429 for a request sent before the last cut
+  belongs to that episode and cuts nothing.
+- **Increase**: the climb starts when the 429's pause ends. After a first cut it doubles every
+  `DOUBLE_S` (8 s: 1 rps after 8 s, 3 after 21 s, 6 after 29 s), so a second 429 within
+  seconds needs a budget under about 1 rps; after a later cut it climbs linearly to `KNEE`
+  (85 %) of the rate that drew the 429 within `FAST_S` (10 s). Then slowly, by `SLOW_SHARE`
+  of that rate per second (from 85 % to 100 % in 45 s whatever the rate), and past it doubling
+  every `DOUBLE_S` again: a budget that freed up is found within half a minute. Against a
+  budget B below `max_rps` one round (cut, climb to B, 429) takes about a minute plus the pause
+  at any B (it was 10 + 7.5 B s: 3.4 a minute at 1 rps), and the rate averages about 0.85 B.
 - **Pause**: every 429 pauses every start for `retry_after` when amoCRM gives one, else for the
   back-off delay; nobody sends while a pause lasts.
-- **Breaker**: the `MAX_429_PER_MINUTE`-th 429 within a minute pauses everything for
-  `COOL_DOWN_S`. amoCRM blocks clients that keep hammering after 429s; AIMD alone answers a
-  budget down to 2 rps with at most 2.4 429s a minute, plus two or three while it first comes
-  down from `max_rps`, so six mean something else is using the account hard (or its budget is
-  below 2 rps), and a full minute of silence is cheaper than a block only support can lift.
+- **Breaker**: the `MAX_429_PER_MINUTE`-th (3rd) 429 within a minute pauses everything for
+  `COOL_DOWN_S` (60 s), and the climb starts again from the last cut's rate when it ends.
+  amoCRM blocks an IP that keeps getting 429s (403, lifted only by its support) at a threshold
+  it does not publish (amocrm-api.md §1, §16); a stand-in blocking at 4 in a minute blocked the
+  old policy (breaker at 6). With one round a minute, three in a minute mean the policy is not
+  finding the budget, and a minute of silence is cheaper than a block.
 """
 
 from __future__ import annotations
@@ -44,14 +51,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-DECREASE = 0.5
+FIRST_DECREASE = 1 / 14  # the first 429 of a burst: 7 rps -> 0.5
+DECREASE = 0.5  # every later cut of the burst
 MIN_RPS = 0.5
+DOUBLE_S = 8.0  # slow start after a first cut, and past the rate that drew the last 429
 FAST_S = 10.0
 PACE = 0.8
 LOG_MAX = 16  # starts kept for the window check; above this `max_rps` (emulator only) pace only
 KNEE = 0.85
-RECOVER_RPS_PER_S = 0.02
-MAX_429_PER_MINUTE = 6
+SLOW_SHARE = (1 - KNEE) / 45  # per second, of the rate that drew the 429: knee to it in 45 s
+MAX_429_PER_MINUTE = 3
 COOL_DOWN_S = 60.0
 MINUTE_S = 60.0
 
@@ -88,6 +97,8 @@ class BudgetState:
     floor_rps: float | None = None  # allowed rate right after the last cut; None = never cut
     peak_rps: float = 0.0  # the allowed rate that drew the last cut's 429
     cut_at: float = -math.inf
+    climb_at: float = -math.inf  # when the climb from `floor_rps` starts (the pause's end)
+    slow_start: bool = False  # the last cut was a burst's first: the climb doubles
     paused_until: float = 0.0
     recent: list[float] = field(default_factory=list)  # 429 times within the last minute
     blocked_at: float | None = None
@@ -96,13 +107,22 @@ class BudgetState:
         """The allowed rate now: `max_rps`, or climbing back from the last cut."""
         if self.floor_rps is None:
             return max_rps
-        elapsed = max(0.0, now - self.cut_at)
-        knee = max(self.floor_rps, KNEE * self.peak_rps)
-        if elapsed < FAST_S:
-            rate = self.floor_rps + (knee - self.floor_rps) * elapsed / FAST_S
+        peak, floor = self.peak_rps, self.floor_rps
+        elapsed = max(0.0, now - self.climb_at)
+        knee = max(floor, KNEE * peak)
+        if self.slow_start:
+            doubling = DOUBLE_S * math.log2(knee / floor)
+            if elapsed < doubling:
+                return min(max_rps, floor * 2 ** (elapsed / DOUBLE_S))
+            elapsed -= doubling
+        elif elapsed < FAST_S:
+            return min(max_rps, floor + (knee - floor) * elapsed / FAST_S)
         else:
-            rate = knee + RECOVER_RPS_PER_S * (elapsed - FAST_S)
-        return min(max_rps, rate)
+            elapsed -= FAST_S
+        slow = (peak - knee) / (SLOW_SHARE * peak)
+        if elapsed < slow:
+            return min(max_rps, knee + SLOW_SHARE * peak * elapsed)
+        return min(max_rps, peak * 2 ** ((elapsed - slow) / DOUBLE_S))
 
     def claim(self, now: float, count: int, max_rps: float, interval_at_max: float) -> Claim:
         """Take the next `count` starts of the schedule (none before `now`). `interval_at_max`
@@ -128,16 +148,22 @@ class BudgetState:
     def throttled(
         self, now: float, sent_at: float, max_rps: float, pause_s: float, cool_down_s: float
     ) -> Throttle:
-        """A request sent at `sent_at` got a 429 at `now`: cut (once per episode), pause."""
+        """A request sent at `sent_at` got a 429 at `now`: cut (once per episode; deep if it
+        starts a burst), pause; the breaker at the `MAX_429_PER_MINUTE`-th in a minute."""
+        calm = not [t for t in self.recent if t > now - MINUTE_S]
         self.recent = [t for t in self.recent if t > now - MINUTE_S] + [now]
         cut = sent_at >= self.cut_at
         if cut:
             self.peak_rps = self.allowed(now, max_rps)
-            self.floor_rps = max(MIN_RPS, self.peak_rps * DECREASE)
+            self.slow_start = calm
+            share = FIRST_DECREASE if calm else DECREASE
+            self.floor_rps = max(MIN_RPS, self.peak_rps * share)
             self.cut_at = now
         cooling = len(self.recent) >= MAX_429_PER_MINUTE
         pause = max(pause_s, cool_down_s if cooling else 0.0)
         self.paused_until = max(self.paused_until, now + pause)
+        if cut or cooling:
+            self.climb_at = self.paused_until  # nobody starts before: the climb starts then
         if cooling:
             self.recent = []  # a fresh minute after the cool-down
         rate = self.allowed(now, max_rps)
@@ -158,6 +184,8 @@ class BudgetState:
             "floor_rps": self.floor_rps,
             "peak_rps": self.peak_rps,
             "cut_at": None if math.isinf(self.cut_at) else self.cut_at,
+            "climb_at": None if math.isinf(self.climb_at) else self.climb_at,
+            "slow_start": self.slow_start,
             "paused_until": self.paused_until,
             "recent": list(self.recent),
             "blocked_at": self.blocked_at,
@@ -169,11 +197,14 @@ class BudgetState:
         if not value:
             return cls()
         try:
+            cut_at = _optional(value.get("cut_at")) or -math.inf
             return cls(
                 granted=[float(t) for t in value.get("granted") or []],
                 floor_rps=_optional(value.get("floor_rps")),
                 peak_rps=float(value.get("peak_rps") or 0.0),
-                cut_at=_optional(value.get("cut_at")) or -math.inf,
+                cut_at=cut_at,
+                climb_at=_optional(value.get("climb_at")) or cut_at,  # a row of before
+                slow_start=bool(value.get("slow_start")),
                 paused_until=float(value.get("paused_until") or 0.0),
                 recent=[float(t) for t in value.get("recent") or []],
                 blocked_at=_optional(value.get("blocked_at")),

@@ -1,22 +1,18 @@
 """The rate budget as threads meet it: `acquire` blocks until a request may start.
 
-amoCRM allows 7 requests per second per integration (and 50 per account, shared by every
-integration on it) and answers 429, then a 403 block, beyond it. The server counts requests when
-they *arrive*; the client can only count when it *sends*. So starts follow a schedule
-(`sync.amo.budget`): at most `limit` starts in any `window`, paced apart, where `window` is
-`limit / max_rps` plus a safety margin; below `max_rps` (after a 429) evenly spaced at the
-allowed rate. A start not taken within `LATE_SHARE` of a step after its moment is given up
-rather than taken late. Requests in flight overlap: only starts are spaced, so 600 ms of
-latency does not cost throughput (~6.5 rps at 7 with the default margin).
+amoCRM allows 7 requests/s per integration (and 50 per account, shared by every integration)
+and answers 429, then a 403 block, beyond it. The server counts requests when they *arrive*;
+the client only knows when it *sends*. So starts follow a schedule (`sync.amo.budget`): at most
+`limit` starts in any `window` (`limit / max_rps` plus a safety margin), paced apart; below
+`max_rps` (after a 429) evenly spaced at the allowed rate. A start not taken within
+`LATE_SHARE` of a step after its moment is given up rather than taken late. Only starts are
+spaced, so 600 ms of latency does not cost throughput (~6.5 rps at 7 with an 80 ms margin).
 
-Where the schedule lives:
-- without a store, in this process (every client object of the process shares one limiter
-  through `shared_limiter`);
-- with a `BudgetStore` (PostgreSQL), in one row for every process of the account: a thread that
-  finds no start granted claims the next few for its process in one short transaction, so two
-  processes together stay within `max_rps` too. If the store fails, the process falls back to
-  half of `max_rps` on its own schedule (two processes falling back still fit) and retries the
-  store after `STORE_RETRY_S`.
+The schedule lives in this process without a store (its clients share one limiter:
+`shared_limiter`), or with a `BudgetStore` (PostgreSQL) in one row for every process of the
+account: a thread that finds no start granted claims the next few for its process in one short
+transaction, so processes together stay within `max_rps`. If the store fails, the process goes
+on at half of `max_rps` on its own schedule and retries the store after `STORE_RETRY_S`.
 
 A shared start must also *leave* on time: one held up before its headers (the GIL, a process
 not scheduled: 100-300 ms on a loaded host; a new connection's TCP and TLS) reaches amoCRM in
@@ -25,11 +21,12 @@ than `LATE_SHARE` of a step (≥ `LATE_MIN_S`) after its start's moment gives it
 its open connection, for the next (`leaving`); after `MAX_LATE` in a row one goes anyway.
 
 A second check counts when requests really left (`sent`: once their headers are out): at most
-`limit` in any `window` of this process. The margin (`DEFAULT_MARGIN_S`, 80 ms: docs/
-operations.md, "The safety margin") is left for what no check sees: a thread held up between
-its check and its write, the network path, the server's own scheduling. A 429 for a request
-started at `max_rps` means that is more jittery: the margin doubles, up to `MAX_MARGIN_S`, for
-the rest of the process (`amo_rate_margin_widened`).
+`limit` in any `window` of this process. The margin is left for what no check sees: a thread
+held up between its check and its write, the network path, the server's own scheduling. It is
+a `SafetyMargin` (`sync.amo.margin`): fixed as given (tests, benchmarks), or, for the process's
+shared limiter (`shared_limiter`), learned from the answers' times to first byte, from windows
+of full-rate starts without a 429, and from a 429 for a request started at `max_rps`, which
+widens it for the rest of the process (`amo_rate_margin_widened`).
 
 The limiter is also the gate to amoCRM:
 - `throttled(slot, pause_s)` after a 429: the allowed rate is cut (AIMD) and every start of the
@@ -57,14 +54,15 @@ from sync.amo.budget import (
     Throttle,
     shared_change,
 )
+from sync.amo.margin import FLOOR_S, MAX_S, SafetyMargin
 from sync.amo.turns import Turns
 from sync.errors import AmoBlockedError, AmoError, StoreError
 from sync.logs import get_logger
 
 log = get_logger("sync.amo.ratelimit")
 
-DEFAULT_MARGIN_S = 0.08  # measured: docs/operations.md, "The safety margin"
-MAX_MARGIN_S = 0.15  # a 429 at `max_rps` doubles the margin up to this (see `throttled`)
+DEFAULT_MARGIN_S = FLOOR_S  # measured: docs/operations.md, "The safety margin"
+MAX_MARGIN_S = MAX_S  # a 429 at `max_rps` widens the margin up to this (see `throttled`)
 MAX_CLAIM = 4  # starts claimed from the store at once (at most: the threads waiting)
 CLAIM_AHEAD_S = 0.02  # above ~50 rps (the emulator only) claim this much schedule at once
 LATE_SHARE = 0.3  # a granted start not taken within this share of a step is given up
@@ -100,12 +98,14 @@ class RateLimiter:
         monotonic: Callable[[], float] = time.monotonic,
         store: BudgetStore | None = None,
         cool_down_s: float = COOL_DOWN_S,
+        adaptive_margin: bool = False,
     ) -> None:
         if max_rps <= 0:
             raise ValueError("max_rps must be positive")
         self.max_rps = float(max_rps)
         self.limit = max(1, math.floor(max_rps))
-        self._set_margin(margin_s)
+        self.margin = SafetyMargin(margin_s, adaptive=adaptive_margin)
+        self._set_margin(self.margin.value)
         self.cool_down_s = cool_down_s
         self.store = store
         self.throttles = 0  # 429s this process got
@@ -137,8 +137,6 @@ class RateLimiter:
     def __repr__(self) -> str:
         shared = f", store={self.store.name}" if self.store else ""
         return f"RateLimiter(limit={self.limit}, window={self.window:.3f}s{shared})"
-
-    # --- taking a start -----------------------------------------------------------------------
 
     def acquire(self, stopping: threading.Event | None = None) -> Slot:
         """Block until a request may start; record its start and return its slot. Raises
@@ -189,6 +187,8 @@ class RateLimiter:
         slot.started = slot.at = now
         slot.rate, slot.deadline = self._rate, deadline
         self._sends.append(slot)
+        if slot.rate >= self.max_rps and self.margin.started_at_full_rate(self.limit):
+            self._set_margin(self.margin.value)
         return slot
 
     def _drop_late(self, now: float) -> None:
@@ -228,7 +228,12 @@ class RateLimiter:
         with self._cond:
             slot.at = max(slot.at, self._monotonic())
 
-    # --- claiming starts from the schedule ------------------------------------------------------
+    def answered(self, slot: Slot, kind: str) -> None:
+        """The answer to `slot`'s request (`margin.request_kind`) is in: its TTFB bounds the
+        margin."""
+        with self._cond:
+            if self.margin.answered(kind, self._monotonic() - slot.at):
+                self._set_margin(self.margin.value)
 
     def _claim_locked(self) -> None:
         self.claims += 1
@@ -293,8 +298,6 @@ class RateLimiter:
         self._starts.extend((at + (offset or 0.0), at + (offset or 0.0) + late)
                             for at in claim.starts)  # fmt: skip
 
-    # --- 429, pauses and blocks -----------------------------------------------------------------
-
     def throttled(self, slot: Slot, pause_s: float) -> Throttle:
         """A request that started at `slot` got a 429: cut the rate (once per episode), hold
         every start back for `pause_s` (longer when the breaker fires), give up the starts
@@ -308,9 +311,8 @@ class RateLimiter:
         with self._cond:
             if result is None:
                 now = self._monotonic()
-                result = self._local.throttled(
-                    now, slot.at, self.max_rps, pause_s, self.cool_down_s
-                )
+                result = self._local.throttled(now, slot.at, self.max_rps, pause_s,
+                                               self.cool_down_s)  # fmt: skip
             self._rate = result.rate
             self._paused_until = max(self._paused_until, self._monotonic() + result.pause_s)
             self._cond.notify_all()
@@ -335,20 +337,14 @@ class RateLimiter:
         return result
 
     def _widen_locked(self) -> None:
-        """Our schedule should have kept a request started at `max_rps` clear of a 429: double
-        the margin, up to `MAX_MARGIN_S`, for the rest of this process (a 429 costs a pause and
-        a halved rate; 7 % of throughput at the cap far less). Once per episode. Not stored
-        with a shared budget: its row outlives every process, and would slow every later run."""
-        margin = min(MAX_MARGIN_S, 2 * self.margin_s)  # none stays none (tests ask for it)
-        if margin <= self.margin_s:
-            return
-        log.warning(
-            "amo_rate_margin_widened",
-            margin_ms=round(margin * 1000),
-            was_ms=round(self.margin_s * 1000),
-        )
-        self._set_margin(margin)
-        self._widened_at = self._monotonic()
+        """A 429 our schedule should have prevented (a request started at `max_rps`): widen
+        the margin for the rest of the process (`SafetyMargin.throttled`), once per episode."""
+        was = self.margin.value
+        if self.margin.throttled():  # none stays none (tests ask for it)
+            log.warning("amo_rate_margin_widened", margin_ms=round(self.margin.value * 1000),
+                        was_ms=round(was * 1000))  # fmt: skip
+            self._set_margin(self.margin.value)
+            self._widened_at = self._monotonic()
 
     def pause(self, seconds: float) -> None:
         """Hold every thread of this process back for `seconds`; never shortens a longer pause."""

@@ -18,6 +18,7 @@ from sync.amo.auth import TOKEN_PATH, TokenProvider
 from sync.amo.backoff import Backoff, Stopping, pause
 from sync.amo.budget import MAX_429_PER_MINUTE as MAX_429
 from sync.amo.gate import DeadTokenError, RequestWatch, TokenGate
+from sync.amo.margin import request_kind
 from sync.amo.query import Params, absolute_url, encode_query, host_port
 from sync.amo.ratelimit import RateLimiter, Slot
 from sync.amo.refusal import NOT_SENT_AGAIN, refusal
@@ -294,6 +295,7 @@ class AmoSession:
             # Response sits in a reference cycle, and a cached 400 KB page would live until
             # the cyclic collector runs (rarely, during a pull: see sync.heap)
             response = self._http.send(request, stream=True)
+            self.limiter.answered(slot, request_kind(method, url))  # its TTFB: the margin
             try:
                 raw = b"".join(response.iter_bytes())
             finally:

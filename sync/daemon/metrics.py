@@ -20,6 +20,8 @@ Read from the rate limiter at scrape time:
   amosync_amocrm_allowed_rps               requests/s the client allows itself now: max_rps, cut
                                            on each 429 episode and restored gradually (AIMD)
   amosync_amocrm_paused_seconds            seconds left of a pause after a 429 (0 when none)
+  amosync_amocrm_rate_margin_seconds       the rate window's safety margin in effect (learned
+                                           from answers and 429s: sync.amo.margin)
   amosync_rows_pulled_total / _pushed_total / _deleted_total / _rejected_total
                                            from the sync_runs rows each job wrote
 Read from PostgreSQL at scrape time (cached for a few seconds; valid on a standby too; a scrape
@@ -142,6 +144,9 @@ class RateBudget(Protocol):
 
     def paused_for(self) -> float: ...
 
+    @property
+    def margin_s(self) -> float: ...
+
 
 class HookState(Protocol):
     """What `HookCollector` reads (`sync.daemon.webhooks.watch.HookWatch`)."""
@@ -186,6 +191,8 @@ class BudgetCollector(Collector):
                      self._limiter.allowed_rps)  # fmt: skip
         yield _gauge("amosync_amocrm_paused_seconds", "Seconds left of a pause after a 429",
                      self._limiter.paused_for())  # fmt: skip
+        yield _gauge("amosync_amocrm_rate_margin_seconds", "The rate window's safety margin",
+                     self._limiter.margin_s)  # fmt: skip
 
 
 class DatabaseCollector(Collector):

@@ -32,6 +32,10 @@ YOUNG_THRESHOLD = 50_000
 @click.option("--latency-ms", default=0.0, show_default=True, help="Added to every API answer.")
 @click.option("--jitter-ms", default=0.0, show_default=True, help="Plus uniform(0, jitter).")
 @click.option(
+    "--arrival-delay-ms", default=0.0, show_default=True,
+    help="Network delay uniform(0, N) before a request is counted (arrival jitter).",
+)  # fmt: skip
+@click.option(
     "--rate-limit", default=7.0, show_default=True, help="Requests/s per client IP; 0 = off."
 )
 @click.option("--rate-limit-body", type=click.Choice(["json", "html"]), default="json")
@@ -88,6 +92,7 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
     seed: int,
     latency_ms: float,
     jitter_ms: float,
+    arrival_delay_ms: float,
     rate_limit: float,
     rate_limit_body: str,
     block_after: int,
@@ -109,7 +114,7 @@ def emulator_command(  # noqa: PLR0917 - click passes every option positionally 
     settings = EmulatorSettings(
         client_id=client_id, client_secret=client_secret, redirect_uri=redirect_uri,
         contacts=contacts, seed=seed, spread_s=max(1, round(spread_days * 86_400)),
-        latency_ms=latency_ms, jitter_ms=jitter_ms,
+        latency_ms=latency_ms, jitter_ms=jitter_ms, arrival_delay_ms=arrival_delay_ms,
         rate_limit=rate_limit or None, rate_limit_body=rate_limit_body,  # type: ignore[arg-type]
         block_after_violations=block_after or None, long_lived_token=token,
         block_window_s=block_window_s or None, account_rate_limit=account_rate_limit or None,

@@ -29,6 +29,9 @@ class Controls:
     chats_array_ignored: bool = False
     chats_array_empty: bool = False
     chats_page_limit: int | None = None
+    # one-way network delay, uniform(0, this): the server counts a request this much after its
+    # bytes left (the client cannot see it; answers are as late)
+    arrival_delay_ms: float = 0.0
     events_order: str = "desc"  # these and `enum_key`: `sync.emulator.quirks` (see its docstring)
     next_gaps: bool = False
     write_answer: str = "exact"

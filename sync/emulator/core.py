@@ -90,15 +90,21 @@ class Emulator:
                                   s.token_max_requests, chats_scalar_only=s.chats_scalar_only,
                                   chats_array_ignored=s.chats_array_ignored,
                                   chats_array_empty=s.chats_array_empty,
-                                  chats_page_limit=s.chats_page_limit)  # fmt: skip
+                                  chats_page_limit=s.chats_page_limit,
+                                  arrival_delay_ms=s.arrival_delay_ms)  # fmt: skip
+        self._arrival_random = random.Random(s.seed + 1)  # noqa: S311 - delay, not security
 
     # --- the server as a function -----------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
         if request.path.startswith("/_emulator"):
             return stamped(handle_admin(self, request))
+        delay = self._arrival_delay()
+        if delay:
+            time.sleep(delay)  # still on its way: the server has not seen it yet
         now, clock_at, seq = time.time(), self.clock.now(), self.log.next_seq()
-        arrived_at = now if request.arrived_at is None else min(request.arrived_at, now)
+        stamp = request.arrived_at
+        arrived_at = now if stamp is None else min(stamp + delay, now)
         response, fault = self._serve(request, time.monotonic() - (now - arrived_at))
         self.log.add(LoggedRequest(
             seq, arrived_at, clock_at, request.client, request.method, request.path,
@@ -164,6 +170,11 @@ class Emulator:
             controls.empty_list_as_200, controls.never_next, controls, quirks_of(controls),
         )  # fmt: skip
 
+    def _arrival_delay(self) -> float:
+        """A one-way network delay (`arrival_delay_ms`): the spread a client's margin covers."""
+        most = self.controls().arrival_delay_ms
+        return self._arrival_random.uniform(0, most) / 1000 if most > 0 else 0.0
+
     def _latency(self, controls: Controls) -> float:
         jitter = self._random.uniform(0, controls.jitter_ms) if controls.jitter_ms else 0.0
         return (controls.latency_ms + jitter) / 1000
@@ -218,7 +229,8 @@ class Emulator:
         api_filter_enabled, block_after_violations, list_lag_s, block_window_s,
         account_rate_limit, token_max_requests, next_on_full_page, empty_list_as_200,
         never_next, chats_scalar_only, chats_array_ignored, chats_array_empty, chats_page_limit,
-        events_order, next_gaps, write_answer, string_numbers, enum_key, id_order_ignored. A
+        events_order, next_gaps, write_answer, string_numbers, enum_key, id_order_ignored,
+        arrival_delay_ms. A
         rate limit of 0 is off, as on the command line (`--rate-limit 0`), not a budget of
         nothing."""
         for key in ("rate_limit", "account_rate_limit"):

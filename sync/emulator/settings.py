@@ -46,6 +46,7 @@ class EmulatorSettings:
     # --- timing ---------------------------------------------------------------------------
     latency_ms: float = 0.0
     jitter_ms: float = 0.0  # each response waits latency_ms + uniform(0, jitter_ms)
+    arrival_delay_ms: float = 0.0  # each request reaches the counter uniform(0, this) late
     clock_start: float | None = None  # unix seconds; None = follow the wall clock
     clock_frozen: bool = False
 

@@ -80,7 +80,7 @@ def test_a_429_seen_by_one_process_slows_the_other(engine: Engine) -> None:
         one.throttled(one.acquire(), pause_s=0.0)
         for _ in range(5):  # past the starts `other` had already claimed
             other.acquire()
-        assert 3.5 <= other.allowed_rps < 5  # halved, climbing back
+        assert 0.5 <= other.allowed_rps < 3.5  # cut deep (a burst's first 429), climbing
     finally:
         close(one, other)
 

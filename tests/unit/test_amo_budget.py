@@ -1,4 +1,5 @@
-"""The rate budget as a value: schedule spacing, AIMD, pauses, the 429 breaker, storage."""
+"""The rate budget as a value: schedule spacing, the 429 policy (a deep first cut, halving,
+the climb back), pauses, the 429 breaker, storage."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from hypothesis import strategies as st
 
 from sync.amo.budget import (
     COOL_DOWN_S,
+    DOUBLE_S,
     FAST_S,
     KNEE,
     MAX_429_PER_MINUTE,
     MIN_RPS,
     PACE,
-    RECOVER_RPS_PER_S,
+    SLOW_SHARE,
     BudgetState,
     shared_change,
 )
@@ -48,34 +50,65 @@ def test_claims_by_any_mix_of_processes_never_put_more_than_max_rps_in_a_second(
     assert max_in_window(starts, 1.0) <= MAX_RPS
 
 
-def test_a_429_halves_the_rate_once_per_episode() -> None:
+def burst(state: BudgetState, at: float) -> None:
+    """A first 429 (a deep cut) at `at`: what the tests of later cuts start from."""
+    state.throttled(at, at, MAX_RPS, pause_s=0.0, cool_down_s=60)
+
+
+def test_the_first_429_of_a_burst_cuts_deep_once_per_episode() -> None:
     state = BudgetState()
     state.claim(10.0, 4, MAX_RPS, INTERVAL)
     first = state.throttled(10.5, sent_at=10.2, max_rps=MAX_RPS, pause_s=1.0, cool_down_s=60)
-    assert (first.cut, first.rate) == (True, 3.5)
+    assert (first.cut, first.rate) == (True, MIN_RPS)  # 7 -> 0.5: under almost any budget
     # sent before that cut: the same congestion, no second cut
     same = state.throttled(10.6, sent_at=10.3, max_rps=MAX_RPS, pause_s=1.0, cool_down_s=60)
     assert not same.cut
     assert same.rate == pytest.approx(state.allowed(10.6, MAX_RPS))
-    assert same.rate > 3.5  # climbing back
-    # sent after it: a new episode, halving the rate it had climbed back to
-    climbed = state.allowed(12.0, MAX_RPS)
-    later = state.throttled(12.0, sent_at=11.8, max_rps=MAX_RPS, pause_s=1.0, cool_down_s=60)
+
+
+def test_later_429s_of_a_burst_halve_the_rate_that_drew_them() -> None:
+    state = BudgetState()
+    burst(state, 0.0)
+    climbed = state.allowed(20.0, MAX_RPS)
+    assert climbed == pytest.approx(MIN_RPS * 2 ** (20.0 / DOUBLE_S))
+    later = state.throttled(20.0, sent_at=19.8, max_rps=MAX_RPS, pause_s=1.0, cool_down_s=60)
     assert later.cut
     assert later.rate == pytest.approx(climbed / 2)
+    # a minute later all is calm again: the next 429 starts a new burst, cut deep
+    calm = state.throttled(90.0, sent_at=89.9, max_rps=MAX_RPS, pause_s=1.0, cool_down_s=60)
+    assert calm.rate == MIN_RPS
 
 
-def test_the_rate_climbs_fast_to_near_where_it_drew_the_429_then_slowly() -> None:
+def test_after_a_first_cut_the_rate_doubles_from_the_pauses_end() -> None:
     state = BudgetState()
-    state.throttled(100.0, 100.0, MAX_RPS, pause_s=0.0, cool_down_s=60)
+    state.throttled(100.0, 100.0, MAX_RPS, pause_s=2.0, cool_down_s=60)
+    assert state.allowed(101.0, MAX_RPS) == MIN_RPS  # paused: the climb waits for its end
+    assert state.allowed(102.0 + DOUBLE_S, MAX_RPS) == pytest.approx(2 * MIN_RPS)
+    # a second 429 within seconds needs a budget under ~1 rps
+    assert state.allowed(102.0 + 5, MAX_RPS) < 1.0
     knee = KNEE * MAX_RPS
-    assert state.allowed(100.0, MAX_RPS) == 3.5
-    assert state.allowed(100.0 + FAST_S / 2, MAX_RPS) == pytest.approx((3.5 + knee) / 2)
-    assert state.allowed(100.0 + FAST_S, MAX_RPS) == pytest.approx(knee)
-    assert state.allowed(100.0 + FAST_S + 25, MAX_RPS) == pytest.approx(
-        knee + 25 * RECOVER_RPS_PER_S
+    to_knee = DOUBLE_S * math.log2(knee / MIN_RPS)
+    assert state.allowed(102.0 + to_knee, MAX_RPS) == pytest.approx(knee)
+    assert state.allowed(102.0 + to_knee + 10, MAX_RPS) == pytest.approx(
+        knee + 10 * SLOW_SHARE * MAX_RPS
     )
-    assert state.allowed(10_000.0, MAX_RPS) == MAX_RPS
+    assert state.allowed(102.0 + to_knee + 45, MAX_RPS) == pytest.approx(MAX_RPS)
+
+
+def test_after_a_later_cut_fast_to_the_knee_slowly_to_the_peak_then_doubling_past_it() -> None:
+    state = BudgetState()
+    burst(state, 0.0)
+    peak = state.allowed(20.0, MAX_RPS)  # 2.8 rps: where this account's budget is
+    state.throttled(20.0, 20.0, MAX_RPS, pause_s=0.0, cool_down_s=60)
+    knee = KNEE * peak
+    assert state.allowed(20.0, MAX_RPS) == pytest.approx(peak / 2)
+    assert state.allowed(20.0 + FAST_S / 2, MAX_RPS) == pytest.approx((peak / 2 + knee) / 2)
+    assert state.allowed(20.0 + FAST_S, MAX_RPS) == pytest.approx(knee)
+    # knee to peak in 45 s whatever the peak: one 429 a minute at any budget below max_rps
+    assert state.allowed(20.0 + FAST_S + 45, MAX_RPS) == pytest.approx(peak)
+    # past it, the budget freed up: the rate doubles every DOUBLE_S
+    assert state.allowed(20.0 + FAST_S + 45 + DOUBLE_S, MAX_RPS) == pytest.approx(2 * peak)
+    assert state.allowed(20.0 + FAST_S + 45 + 3 * DOUBLE_S, MAX_RPS) == MAX_RPS
 
 
 def test_the_rate_never_falls_below_the_floor() -> None:
@@ -90,12 +123,12 @@ def test_starts_follow_the_allowed_rate_and_wait_out_a_pause() -> None:
     state.throttled(50.0, 50.0, MAX_RPS, pause_s=2.0, cool_down_s=60)
     claim = state.claim(50.0, 3, MAX_RPS, INTERVAL)
     assert claim.starts[0] == 52.0  # nobody starts during the pause
-    assert claim.step == pytest.approx(2 * INTERVAL)
-    assert claim.starts == pytest.approx((52.0, 52.0 + 2 * INTERVAL, 52.0 + 4 * INTERVAL))
-    assert claim.rate == 3.5  # below max_rps: evenly spaced, no catch-up
+    assert claim.step == pytest.approx(14 * INTERVAL)
+    assert claim.starts[1] - claim.starts[0] >= 14 * INTERVAL - 1e-9  # 0.5 rps and climbing
+    assert claim.rate == MIN_RPS  # below max_rps: evenly spaced, no catch-up
 
 
-def test_the_breaker_stops_everything_for_a_minute_after_six_429s_in_a_minute() -> None:
+def test_the_breaker_stops_everything_for_a_minute_at_the_third_429_in_a_minute() -> None:
     state = BudgetState()
     verdicts = [
         state.throttled(float(t), float(t), MAX_RPS, pause_s=1.0, cool_down_s=COOL_DOWN_S)
@@ -106,10 +139,13 @@ def test_the_breaker_stops_everything_for_a_minute_after_six_429s_in_a_minute() 
     fired = verdicts[MAX_429_PER_MINUTE - 1]
     assert fired.pause_s == COOL_DOWN_S
     at = 5.0 * (MAX_429_PER_MINUTE - 1)
+    assert MAX_429_PER_MINUTE == 3  # a stand-in blocking at 4 in a minute blocked 6
     assert state.claim(at + 1, 1, MAX_RPS, INTERVAL).starts[0] == at + COOL_DOWN_S
-    # spread out, 429s never trip it
+    # the climb starts from the last cut's rate when the cool-down ends
+    assert state.allowed(at + COOL_DOWN_S, MAX_RPS) == state.floor_rps
+    # spread out (two a minute, the policy's rounds at any budget), 429s never trip it
     calm = BudgetState()
-    spread = [calm.throttled(t * 20.0, t * 20.0, MAX_RPS, 1.0, COOL_DOWN_S) for t in range(20)]
+    spread = [calm.throttled(t * 31.0, t * 31.0, MAX_RPS, 1.0, COOL_DOWN_S) for t in range(20)]
     assert not any(v.cooling for v in spread)
 
 

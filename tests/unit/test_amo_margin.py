@@ -30,8 +30,8 @@ def test_a_429_at_max_rps_doubles_the_margin() -> None:
     assert limiter.margin_s == pytest.approx(0.07)
     assert limiter.window == pytest.approx(1.07)
     assert limiter.step == pytest.approx(1.07 / 7)
-    assert throttle.cut  # AIMD as before: the rate is halved
-    assert limiter.allowed_rps == pytest.approx(3.5, abs=0.01)
+    assert throttle.cut  # and the rate is cut, deep: the first 429 of a burst
+    assert limiter.allowed_rps == pytest.approx(0.5, abs=0.01)
     widened = [e for e in logs if e["event"] == "amo_rate_margin_widened"]
     assert widened == [
         {"event": "amo_rate_margin_widened", "log_level": "warning", "margin_ms": 70, "was_ms": 35}
@@ -40,7 +40,7 @@ def test_a_429_at_max_rps_doubles_the_margin() -> None:
 
 def test_the_margin_stops_at_its_cap() -> None:
     clock = FakeClock()
-    limiter = limiter_at(0.1, clock)
+    limiter = limiter_at(0.2, clock)
     limiter.throttled(limiter.acquire(), pause_s=0.0)
     assert limiter.margin_s == pytest.approx(MAX_MARGIN_S)
     clock.now += 1000.0  # the rate is back at max_rps long since
@@ -55,7 +55,7 @@ def test_a_429_below_max_rps_leaves_the_margin() -> None:
     clock = FakeClock()
     limiter = limiter_at(0.035, clock)
     limiter.throttled(limiter.acquire(), pause_s=0.0)
-    clock.now += 1.0  # climbing back: the next start goes out below max_rps
+    clock.now += 3.0  # climbing back: the next start goes out below max_rps
     slot = limiter.acquire()
     assert slot.rate < 7
     limiter.throttled(slot, pause_s=0.0)  # the budget is lower than ours: AIMD's business
@@ -85,11 +85,11 @@ def test_later_starts_keep_the_wider_spacing() -> None:
     clock = TickingClock()
     limiter = limiter_at(0.035, clock)
     first = limiter.acquire()
-    limiter.throttled(first, pause_s=0.0)  # the rate is halved too: 3.57 rps 0.29 s later
-    clock.now = first.started + 0.29
+    limiter.throttled(first, pause_s=0.0)  # the rate is cut too: 0.584 rps 1.8 s later
+    clock.now = first.started + 1.8
     second = limiter.acquire()
-    # at the old margin the start was due (1.035 s / 3.57 = 0.290 s): it would leave now
-    assert second.started - first.started >= 1.07 / 3.58
+    # at the old margin the start was due (1.035 s / 0.584 = 1.772 s): it would leave now
+    assert second.started - first.started >= 1.07 / 0.585
 
 
 def test_a_request_counts_from_when_its_headers_are_out() -> None:

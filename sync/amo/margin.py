@@ -1,0 +1,122 @@
+"""The rate window's safety margin: how much later than we sent it a request may reach amoCRM's
+counter, learned from what the client sees.
+
+amoCRM counts a request when it arrives; the limiter spaces starts so that any `limit + 1` of
+them span at least 1 s + margin. Two requests sent that far apart reach the server less than
+1 s apart only if the first was delayed on its way by more than the margin beyond the later
+one: the margin must cover the *spread* of one-way delays (and a thread held up between its
+check and its write). The client cannot see one-way delays, but each answer bounds one: a
+request cannot have taken longer to reach amoCRM than its time to the answer's first byte
+(TTFB, from its headers being written to the answer's headers being read). Requests of one kind
+(method and path) cost the server about the same, so the spread of their TTFBs (the slowest
+less the fastest of the last `SAMPLES`) bounds the spread of their one-way delays from above;
+the path is the same for every kind, so the kind with the least spread gives the tightest
+bound (`bound`).
+
+- Until some kind has `MIN_SAMPLES` answers, a new process uses `START_S` (150 ms).
+- Then, while `SAFETY` (1.25) times the bound is at most `BOUNDED_S` (250 ms), the margin is
+  that, never under `FLOOR_S` (80 ms, what this host's own scheduling needed: docs/operations.md,
+  "The safety margin"). The range of a few dozen answers falls short of the real spread by a
+  few per cent, hence `SAFETY`. A path with 0-100 ms of jitter gets about 125 ms and no 429 (it
+  had 80 ms and 8 requests in one second at the server: the hostile audit, s20).
+- A larger bound cannot tell a jittery path from a server that takes longer over some answers
+  (the benchmarks' emulator adds 400-800 ms after it counted the request). Then the margin
+  starts at `START_S` and narrows by `NARROW_S` for every window of full-rate starts without a
+  429 (150 ms to 80 ms in 7 windows, ~8 s at full rate), down to `FLOOR_S`.
+- A 429 for a request started at `max_rps` (the schedule should have prevented it) widens the
+  margin to twice what it was or to `SAFETY` times the bound, whichever is more, at most
+  `MAX_S`, and it never narrows below that again in this process: one such 429 on a path with
+  0-300 ms of jitter, then none.
+
+Not stored with a shared budget: the row outlives every process, and a path's jitter is not a
+property of the account.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+
+FLOOR_S = 0.08  # measured on this host: docs/operations.md, "The safety margin"
+START_S = 0.15  # a new process, until its answers bound the spread
+BOUNDED_S = 0.25  # the most margin a bound sets by itself (a bound above: narrow by trying)
+SAFETY = 1.25  # the bound is a range of a few dozen answers: a little short of the spread
+MAX_S = 0.35  # a 429 at `max_rps` widens the margin up to this
+NARROW_S = 0.01  # per window of full-rate starts without a 429, while the bound says nothing
+SAMPLES = 64  # answers kept per kind
+MIN_SAMPLES = 16  # a kind's spread bounds the path's once it has this many (~0.88 of a range)
+_DIGITS = re.compile(r"/\d+")
+
+
+def request_kind(method: str, url: str) -> str:
+    """`GET /api/v4/contacts` for `/api/v4/contacts?page=2` and `/api/v4/contacts/17`
+    alike: what costs the server about the same."""
+    path = url.split("?", 1)[0]
+    return f"{method} {_DIGITS.sub('/{id}', path)}"
+
+
+class SafetyMargin:
+    """The margin in effect (`value`), moved by answers' TTFBs, full-rate windows and 429s.
+    `adaptive=False` keeps `floor_s` as given until a 429 widens it (tests, benchmarks with a
+    chosen margin)."""
+
+    def __init__(self, floor_s: float = FLOOR_S, *, adaptive: bool = True) -> None:
+        self.floor_s = floor_s
+        self.adaptive = adaptive
+        self.value = max(floor_s, START_S) if adaptive else floor_s
+        self.learned = floor_s  # never narrower than this: set by a 429 at full rate
+        self._ttfb: dict[str, deque[float]] = {}
+        self._bound: float | None = None
+        self._full_starts = 0  # starts at `max_rps` since the last window counted or 429
+
+    @property
+    def bound(self) -> float | None:
+        """`SAFETY` times the least TTFB spread of any kind with enough answers (None: none
+        has)."""
+        return self._bound
+
+    def answered(self, kind: str, ttfb: float) -> bool:
+        """One answer's TTFB; True when the margin changed."""
+        if not self.adaptive or not (0.0 <= ttfb < math.inf):
+            return False
+        samples = self._ttfb.setdefault(kind, deque(maxlen=SAMPLES))
+        samples.append(ttfb)
+        if len(samples) >= MIN_SAMPLES:
+            spread = max(samples) - min(samples)
+            others = [max(s) - min(s) for k, s in self._ttfb.items()
+                      if k != kind and len(s) >= MIN_SAMPLES]  # fmt: skip
+            self._bound = SAFETY * min([spread, *others])
+        if self._bounded():
+            return self._set(max(self.floor_s, self.learned, self._bound or 0.0))
+        return False
+
+    def _bounded(self) -> bool:
+        return self._bound is not None and self._bound <= BOUNDED_S
+
+    def started_at_full_rate(self, limit: int) -> bool:
+        """A start went out at `max_rps`; after `limit` of them without a 429 the margin narrows
+        while the bound cannot say how much is enough. True when the margin changed."""
+        self._full_starts += 1
+        if self._full_starts < limit:
+            return False
+        self._full_starts = 0
+        if not self.adaptive or self._bound is None or self._bounded():
+            return False  # no bound yet: `START_S` holds
+        return self._set(max(self.floor_s, self.learned, self.value - NARROW_S))
+
+    def throttled(self) -> bool:
+        """A 429 for a request started at `max_rps`: widen (see the module docstring); True
+        when the margin changed."""
+        self._full_starts = 0
+        widened = max(2 * self.value, self._bound or 0.0) if self.adaptive else 2 * self.value
+        widened = min(MAX_S, widened)
+        if widened <= self.value:
+            return False
+        self.learned = widened
+        return self._set(widened)
+
+    def _set(self, value: float) -> bool:
+        changed = abs(value - self.value) > 1e-9
+        self.value = value
+        return changed
