@@ -132,3 +132,32 @@ def test_repeated_204s_mid_walk_are_asked_again(db_config: DatabaseConfig, engin
         assert report.mode == "descending"
         assert _by_id_pages(emulator) == 0
         assert_converged(engine, emulator)
+
+
+def test_a_tie_read_by_id_while_contacts_are_deleted_is_not_settled(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """The read by id of a tie no page can hold is shifted by deletions meanwhile (each skips
+    the contact at a page's edge): that run keeps its cursor, and must not mark the second
+    settled either, or the next run, whose walk hides members of the tie again, leaves the
+    skipped ones stale and moves the cursor past them."""
+    with emulated(contacts=900, tie_break="reshuffle", api_filter_enabled=False) as (
+        emulator,
+        url,
+    ):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=50)
+        pull(config, engine, emulator)
+        emulator.clock.advance(60)
+        emulator.update_contacts([{"id": i, "name": "Bulk"} for i in _ids(emulator, 50, 600)])
+        emulator.clock.advance(30)  # past the settling margin
+        emulator.add_fault(  # a user deletes an old contact before each page read by id
+            FaultRule(kind="vanish", path="/api/v4/contacts", order="id", min_page=2, times=12)
+        )
+        with capture_logs() as logs:
+            pull(config, engine, emulator)
+        events = [e["event"] for e in logs]
+        assert "pull_tie_read_by_id" in events
+        assert "pull_cursor_held" in events
+        emulator.clear_faults()
+        pull(config, engine, emulator)
+        assert_converged(engine, emulator)
