@@ -161,3 +161,31 @@ def test_a_tie_read_by_id_while_contacts_are_deleted_is_not_settled(
         emulator.clear_faults()
         pull(config, engine, emulator)
         assert_converged(engine, emulator)
+
+
+def test_edits_during_the_walk_do_not_send_it_to_read_the_account_by_id(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """A CRM user's edit while the walk reads puts a contact from below at the front: the next
+    page starts one back and lists the previous page's last contact again, which the walk
+    records as a second across the boundary. By the time the walk is over, such a second has
+    moved down by every edit since; its re-read must still find it, not give up and read the
+    whole account by id (here 2,000 contacts, one a second: no tie at all)."""
+    with emulated(contacts=2000, api_filter_enabled=False) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=50)
+        pull(config, engine, emulator)
+        for start in range(1200):  # one edit a second
+            emulator.clock.advance(1)
+            emulator.update_contacts([{"id": _ids(emulator, start, 1)[0], "name": "E"}])
+        # an edit of a contact the walk has not reached, before each page
+        edit = FaultRule(kind="edit", path="/api/v4/contacts", order="updated_at", min_page=2,
+                         pick="last", times=None)  # fmt: skip
+        emulator.add_fault(edit)
+        emulator.clear_requests()
+        with capture_logs() as logs:
+            pull(config, engine, emulator)
+        emulator.clear_faults()
+        assert "pull_tie_read_by_id" not in [e["event"] for e in logs]
+        assert _by_id_pages(emulator) == 0
+        pull(config, engine, emulator)
+        assert_converged(engine, emulator)
