@@ -187,7 +187,7 @@ class AmoSession:
             raise error
         asked = error.retry_after if isinstance(error, AmoTransientError) else None
         if error.status == 429 and asked is not None and asked > self.backoff.max_pause_s:
-            self._throttled(tried.slot, asked, asked, error)  # the account's: all hold back
+            self._throttled(tried.slot, self.backoff.max_pause_s, asked, error)  # all hold back
             raise AmoTransientError(  # a one-shot command: say so rather than sit for minutes
                 f"amoCRM rate limit: asked to wait {asked:g} s before the next request, longer "
                 f"than a command waits ({self.backoff.max_pause_s:g} s); run it again later (the "
