@@ -260,9 +260,7 @@ class OAuthTokens:
         or in an earlier one: `sync.amo.refused_refresh`): then that refusal again, nothing
         sent (a revoked token was POSTed once per thread and retry, then once per command)."""
         digest = seed_digest(refresh) or ""
-        refused = self._refused.get(digest) or refusal_of(
-            row.value, refresh, self._oauth.client_secret
-        )
+        refused = self._refused.get(digest) or refusal_of(row.value, refresh, self._oauth)
         if refused is not None:
             self._refused[digest] = refused
             raise AmoAuthError(refused.reason, method=refused.method, url=refused.url,
@@ -272,8 +270,7 @@ class OAuthTokens:
         except AmoAuthError as exc:
             if exc.status in REFUSED_FOR_GOOD:  # revoked, expired, another integration's
                 self._refused[digest] = exc  # (a 402 or 403 passes: paid or unblocked later)
-                row.keep(remembered(row.value, exc, refresh, self._oauth.client_secret,
-                                    row.now()))  # fmt: skip
+                row.keep(remembered(row.value, exc, refresh, self._oauth, row.now()))
             raise
 
     def _usable(self, pair: TokenPair, rejected: str | None) -> bool:

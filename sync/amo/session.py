@@ -160,7 +160,7 @@ class AmoSession:
                 continue
             if outcome.refresh and refreshed and outcome.error is not None:
                 raise dying_tokens(outcome.error)  # the refresh worked: not amoCRM's words
-            self._give_up_unless_retryable(outcome, attempt, write)
+            self._give_up_unless_retryable(tried, attempt, write)
             self._sleep_before_retry(outcome, attempt, tried.slot)
             attempt += 1
 
@@ -169,8 +169,8 @@ class AmoSession:
             reason = "amoCRM refused each access token this request was given before it could leave"
             raise refusal(self.gate, token, method, url, reason)
 
-    def _give_up_unless_retryable(self, outcome: Outcome, attempt: int, write: bool) -> None:
-        error = outcome.error
+    def _give_up_unless_retryable(self, tried: _Try, attempt: int, write: bool) -> None:
+        outcome, error = tried.outcome, tried.outcome.error
         assert error is not None
         if outcome.halt:
             if self.limiter.halt(error):  # said once: requests already out get it too
@@ -188,6 +188,7 @@ class AmoSession:
             raise error
         asked = error.retry_after if isinstance(error, AmoTransientError) else None
         if error.status == 429 and asked is not None and asked > self.backoff.max_pause_s:
+            self._throttled(tried.slot, self.backoff.max_pause_s, asked, error)  # all hold back
             raise AmoTransientError(  # a one-shot command: say so rather than sit for minutes
                 f"amoCRM rate limit: asked to wait {asked:g} s before the next request, longer "
                 f"than a command waits ({self.backoff.max_pause_s:g} s); run it again later (the "

@@ -175,7 +175,7 @@ class IncrementalRun(RunBase):
         settled_below = min(self.ceiling, first_top or start) - SETTLE_S
         settled = self._read_ties(ties, start, settled_below, skip=set(self.old.ties_settled))
         if self.final_pass:
-            self._descending_final(settled_below, settled)
+            settled = self._descending_final(settled_below, settled)
         events = self.events.since(events_from)
         self.report.events = "read"
         newest = self.keeper.newest
@@ -187,9 +187,11 @@ class IncrementalRun(RunBase):
         if late:
             log.warning("pull_cursor_held", reason="contacts deleted during the descending walk")
             self.keeper.newest = None  # the final state keeps the old cursor
+        else:  # a read by id a deletion shifted may have skipped a member: nothing settled then
+            self._settle_ties(settled)
         self._apply(events, self.events.newest)
 
-    def _descending_final(self, floor: int, settled: set[int | None]) -> None:
+    def _descending_final(self, floor: int, settled: set[int | None]) -> set[int | None]:
         """The final pass of the descending walk (`final_pass`): newest first down to `floor`,
         sent no earlier than SETTLE_S after the run began. Without amoCRM's clock here, `floor`
         is the lower of our start and the newest contact listed at the walk's start (lists show
@@ -198,7 +200,7 @@ class IncrementalRun(RunBase):
         size, ties = self.config.amocrm.page_size, WalkTies()
         for items in descending(self.client, self.sync.with_, size, floor, ties):
             self._store_now(self._listed_page(items))
-        self._read_ties(ties, floor, floor, skip=settled)
+        return self._read_ties(ties, floor, floor, skip=settled)
 
     def _read_ties(
         self, ties: WalkTies, start: int, settled_below: int, skip: set[int | None]
@@ -208,8 +210,11 @@ class IncrementalRun(RunBase):
         second read whole at least SETTLE_S before amoCRM's clock then (its `Date`; else
         `settled_below`) gains no contact now: it is remembered as settled, so the next runs,
         whose overlap still holds it, do not read it again (`ties_settled`, as for a tie read by
-        id in the windows). Seconds in `skip` are settled already; returns them with those
-        settled now (the final pass skips them: they gained no contact since)."""
+        id in the windows), but only by `_settle_ties` once the events show no deletion during the
+        walk (each shifts the pages by id: one may skip a member; and a state stored before
+        that check, then a kill, must not carry the second as settled). Seconds in `skip` are
+        settled already; returns them with those settled now (the final pass skips them: they
+        gained no contact since)."""
         assert self.keeper is not None
         spans = [s for s in ties.spans.values() if s.second >= start and s.second not in skip]
         unread, settled = [], []
@@ -230,10 +235,15 @@ class IncrementalRun(RunBase):
             for items in since_by_id(self.client, self.sync.with_, size, start, workers):
                 self._store_now(self._listed_page(items))
             settled += [second for second in unread if second <= below]
-        if settled:
-            kept = sorted({*settled, *self.keeper.ties_settled})
-            self.keeper.ties_settled = tuple(kept[-MAX_SETTLED:])
         return {*skip, *settled}
+
+    def _settle_ties(self, settled: set[int | None]) -> None:
+        """Remember the seconds read whole and settled (`_read_ties`) with those already kept."""
+        assert self.keeper is not None
+        seconds = {s for s in settled if s is not None}
+        if seconds:
+            kept = sorted(seconds.union(self.keeper.ties_settled))
+            self.keeper.ties_settled = tuple(kept[-MAX_SETTLED:])
 
     def _listed_page(self, items: list[dict[str, Any]]) -> CompletePage:
         page = self._complete(items, full=False)

@@ -29,6 +29,10 @@ from sync.pull.stage import updated
 
 REREAD_TRIES = 3  # pages asked for one tie before it is left to the read by id
 MARGIN = 5  # positions beyond the neighbours a re-read also covers, for edits meanwhile
+# positions a re-read covers past the contacts its last page proved newer, once the tie has moved
+# further than MARGIN (every edit during a long walk moves it one down): the tie is found in one
+# more request, not only after the tries ran out and the account was read by id
+MOVED_SPAN = 120
 
 
 @dataclass
@@ -124,8 +128,11 @@ def reread_tie(client: AmoClient, with_: Sequence[str], span: TieSpan) -> Reread
             first, last = base + tied[0], base + tied[-1]
             missing = max(1, size - len(tied))
             first, last = (first - missing, last) if not above else (first, last + missing)
-        elif not below:  # every contact listed is newer: the tie lies further down
-            first, last = first + len(items), last + len(items)
+        elif not below:  # every contact listed is newer: the tie lies further down, moved
+            # by an unknown number of edits since the walk read it (each puts a contact read
+            # below it at the front): look in a wide span past those proven newer
+            first = base + len(items)
+            last = max(last + len(items), first + MOVED_SPAN)
         else:  # every contact listed is older: further up
             first, last = max(0, first - len(items)), max(0, last - len(items))
     return found

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
@@ -15,12 +16,15 @@ from sqlalchemy.engine import Engine
 from structlog.testing import capture_logs
 
 from sync.amo.auth import seed_digest
+from sync.amo.backoff import Backoff
+from sync.amo.client import AmoClient
+from sync.amo.ratelimit import RateLimiter
 from sync.amo.refused_refresh import REFUSED_KEY
 from sync.config import Secret
 from sync.db.tokens import TokenStore
 from sync.emulator.faults import FaultRule
 from sync.errors import AmoAuthError, AmoError
-from tests.integration.amo_emulator import running
+from tests.integration.amo_emulator import FAST_BACKOFF, amo_config, oauth_config, running
 from tests.integration.test_amo_auth import oauth_client, seed, token_calls
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00"
@@ -111,3 +115,30 @@ def test_a_402_from_the_token_endpoint_is_not_remembered(engine: Engine) -> None
         stored = TokenStore(engine).load()
         assert stored is not None
         assert REFUSED_KEY not in stored
+
+
+def test_a_refusal_of_a_misconfigured_client_does_not_condemn_the_token(engine: Engine) -> None:
+    """A wrong `redirect_uri` (400) or `client_id` (401) makes the token endpoint refuse a valid
+    refresh token: once the operator corrects it, the token is sent again (it was remembered as
+    refused for good, so only `amosync auth --code` could bring the sync back)."""
+    with running(auth_mode="oauth") as (emulator, url):
+        seed(engine, emulator.issue_tokens())
+        emulator.expire_access_tokens()
+        right = oauth_config(emulator, "")
+        for wrong in (replace(right, redirect_uri="https://wrong.example/cb"),
+                      replace(right, client_id="not-this-integration")):  # fmt: skip
+            config = amo_config(url, oauth=wrong)
+            limiter = RateLimiter(200, margin_s=0.0)
+            with (
+                AmoClient.connect(
+                    config,
+                    token_storage=TokenStore(engine),
+                    limiter=limiter,
+                    backoff=Backoff(**FAST_BACKOFF),
+                ) as client,  # fmt: skip
+                pytest.raises(AmoAuthError),
+            ):
+                client.fetch_account()
+        with oauth_client(emulator, url, engine) as fixed:
+            fixed.fetch_account()
+        assert [r["status"] for r in token_calls(emulator)] == [400, 401, 200]

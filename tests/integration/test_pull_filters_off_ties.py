@@ -132,3 +132,60 @@ def test_repeated_204s_mid_walk_are_asked_again(db_config: DatabaseConfig, engin
         assert report.mode == "descending"
         assert _by_id_pages(emulator) == 0
         assert_converged(engine, emulator)
+
+
+def test_a_tie_read_by_id_while_contacts_are_deleted_is_not_settled(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """The read by id of a tie no page can hold is shifted by deletions meanwhile (each skips
+    the contact at a page's edge): that run keeps its cursor, and must not mark the second
+    settled either, or the next run, whose walk hides members of the tie again, leaves the
+    skipped ones stale and moves the cursor past them."""
+    with emulated(contacts=900, tie_break="reshuffle", api_filter_enabled=False) as (
+        emulator,
+        url,
+    ):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=50)
+        pull(config, engine, emulator)
+        emulator.clock.advance(60)
+        emulator.update_contacts([{"id": i, "name": "Bulk"} for i in _ids(emulator, 50, 600)])
+        emulator.clock.advance(30)  # past the settling margin
+        emulator.add_fault(  # a user deletes an old contact before each page read by id
+            FaultRule(kind="vanish", path="/api/v4/contacts", order="id", min_page=2, times=12)
+        )
+        with capture_logs() as logs:
+            pull(config, engine, emulator)
+        events = [e["event"] for e in logs]
+        assert "pull_tie_read_by_id" in events
+        assert "pull_cursor_held" in events
+        emulator.clear_faults()
+        pull(config, engine, emulator)
+        assert_converged(engine, emulator)
+
+
+def test_edits_during_the_walk_do_not_send_it_to_read_the_account_by_id(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """A CRM user's edit while the walk reads puts a contact from below at the front: the next
+    page starts one back and lists the previous page's last contact again, which the walk
+    records as a second across the boundary. By the time the walk is over, such a second has
+    moved down by every edit since; its re-read must still find it, not give up and read the
+    whole account by id (here 2,000 contacts, one a second: no tie at all)."""
+    with emulated(contacts=2000, api_filter_enabled=False) as (emulator, url):
+        config = make_config(db_config, url, emulator.long_lived_token, page_size=50)
+        pull(config, engine, emulator)
+        for start in range(1200):  # one edit a second
+            emulator.clock.advance(1)
+            emulator.update_contacts([{"id": _ids(emulator, start, 1)[0], "name": "E"}])
+        # an edit of a contact the walk has not reached, before each page
+        edit = FaultRule(kind="edit", path="/api/v4/contacts", order="updated_at", min_page=2,
+                         pick="last", times=None)  # fmt: skip
+        emulator.add_fault(edit)
+        emulator.clear_requests()
+        with capture_logs() as logs:
+            pull(config, engine, emulator)
+        emulator.clear_faults()
+        assert "pull_tie_read_by_id" not in [e["event"] for e in logs]
+        assert _by_id_pages(emulator) == 0
+        pull(config, engine, emulator)
+        assert_converged(engine, emulator)

@@ -135,3 +135,18 @@ def test_a_final_stop_ends_a_wait_for_an_ordinary_start() -> None:
     waiting.join(5)
     assert time.monotonic() - started < 1
     assert [str(e) for e in errors] == ["stopped by SIGINT: no request is sent to amoCRM any more"]
+
+
+def test_a_command_failing_on_a_long_retry_after_still_holds_the_budget_back() -> None:
+    """The command exits rather than wait, but the 429 is the account's: the budget every
+    process of the schema shares is cut and paused (the daemon or another command sending on
+    at 7 rps meanwhile is how an IP gets blocked), as long as a command waits: the next
+    command does not sit for the 300 s either."""
+    clock = FakeClock()
+    limiter = RateLimiter(7, margin_s=0.0, monotonic=clock.monotonic)
+    amo = session(Script(DOCUMENTED_429, OK), clock=clock, limiter=limiter)
+    with pytest.raises(AmoTransientError, match="asked to wait 300 s"):
+        amo.send("GET", "/api/v4/contacts")
+    assert limiter.throttles == 1
+    assert limiter.allowed_rps < 7
+    assert MAX_PAUSE_S - 1 <= limiter.paused_for() <= MAX_PAUSE_S + 1
