@@ -282,3 +282,14 @@ def test_a_date_no_iso_date_can_show_is_amocrms_number_as_text() -> None:
 @given(st.one_of(st.integers(), st.floats()))
 def test_a_date_value_of_any_number_becomes_text(number: int | float) -> None:
     assert isinstance(value_text(number, "date"), str)
+
+
+def test_status_shows_a_cursor_no_iso_date_can_show_as_its_number() -> None:
+    from sync.status import CONTACTS_CURSOR, _cursor
+
+    state = {CONTACTS_CURSOR: {"value": {"updated_at": 1_735_689_600_000, "ids": []}}}
+    assert _cursor(state) == {
+        "updated_at": 1_735_689_600_000,
+        "ids": [],
+        "updated_at_iso": "1735689600000",
+    }
