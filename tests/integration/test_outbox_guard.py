@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from sync.config import DatabaseConfig
 from sync.db.capture import READ_ONLY_RELATIONS
+from tests.integration.push_env import push_env
 from tests.integration.test_capture import CHAT, LINK, contact, run, status
 from tests.integration.test_db_safety import libpq_url
 
@@ -127,3 +128,21 @@ def test_psql_shows_one_line_and_a_hint(db_config: DatabaseConfig, busy: int) ->
         "in amoCRM"
     )
     assert lines[1].startswith("HINT:  A link not pushed yet (negative id) may be deleted")
+
+
+def test_the_refusals_way_undoes_an_edit_setting_the_field_back_sends_nothing(
+    db_config: DatabaseConfig, engine: Engine
+) -> None:
+    """What the refusal's HINT says to do instead of deleting the outbox row works."""
+    with push_env(db_config, engine, contacts=2) as env:
+        contact_id = env.mirror()[0]
+        name = env.row(contact_id)["name"]
+        env.sql("UPDATE contacts SET name = 'Oops' WHERE id = :id", id=contact_id)
+        with pytest.raises(sa.exc.DBAPIError, match="To undo a local edit, set the fields back"):
+            env.sql("DELETE FROM sync_changes WHERE contact_id = :id", id=contact_id)
+        env.sql("UPDATE contacts SET name = :n WHERE id = :id", id=contact_id, n=name)
+        env.emulator.clear_requests()
+        env.push()
+        assert env.row(contact_id)["sync_status"] == "synced"
+        assert env.api("PATCH") == []
+        assert env.remote(contact_id)["name"] == name
