@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from sync.config import Config
+from sync.core.mapping import date_text
 from sync.core.models import RunKind, RunStatus
 from sync.db import status as queries
 from sync.db.hooks import fetch_hook_rows
@@ -186,7 +187,7 @@ def _cursor(state: dict[str, Any]) -> dict[str, Any] | None:
     value = dict(entry["value"])
     seconds = value.get("updated_at")
     if isinstance(seconds, int | float):
-        value["updated_at_iso"] = datetime.fromtimestamp(seconds, UTC).isoformat()
+        value["updated_at_iso"] = date_text(seconds)  # amoCRM's number if no ISO date shows it
     return value
 
 

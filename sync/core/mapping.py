@@ -17,7 +17,9 @@ kind (`WORK`, `MOB`, …) in `enum_code` (or in `enum`, its alias in the vendor 
 example, read the same); a select, multiselect or radiobutton value carries its
 option's label in `value` and its id in `enum_id`, and no `enum_code` (NULL). The definitions'
 option labels are never copied into a row.
-Values become text: dates as ISO 8601 (UTC), checkboxes as true/false, objects as JSON.
+Values become text: dates as ISO 8601 (UTC), checkboxes as true/false, objects as JSON. A date
+amoCRM holds that no ISO date can show (milliseconds, 1735689600000; before year 1 or after 9999)
+is its number as text, never a failed pull: amoCRM accepts such values from any integration.
 """
 
 from __future__ import annotations
@@ -168,10 +170,22 @@ def value_text(value: Any, field_type: str | None) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if field_type in DATE_TYPES and isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC).isoformat()
+        return date_text(value)
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     return str(value)
+
+
+def date_text(seconds: int | float) -> str:
+    """A date value's text: ISO 8601 in UTC when it is a date in years 1-9999, else amoCRM's
+    number as written (a whole float as an integer): the row keeps what amoCRM holds and the
+    pull goes on, whatever another integration stored (milliseconds, 1e20, a year before 1)."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat()
+    except (ValueError, OverflowError, OSError):  # out of datetime's range, or not finite
+        if isinstance(seconds, float) and seconds.is_integer():
+            return str(int(seconds))
+        return str(seconds)
 
 
 def custom_value_rows(

@@ -11,15 +11,18 @@ What a person or program does to the tables, and what happens:
                                         chat_id, or a contact deleted in amoCRM, refused); a
                                         link not pushed yet may be deleted, never updated
                                         (delete it, insert the right one)
-  writes to the other relation tables → refused: they mirror amoCRM and are replaced on pull
+  writes to the other relation tables → refused, TRUNCATE too: they mirror amoCRM (pull)
+  TRUNCATE contact_chats, outbox rows → refused: `sync.db.outbox_guard`
   a captured change, a settled conflict → NOTIFY on `changes_channel` once per transaction
   UPDATE of a conflict already applied → refused (`resolved_at` set: it is history)
 
 The sync marks its own transactions with `SET LOCAL amosync.origin = 'sync'` (see
 `sync.db.engine.sync_origin`); the triggers let those writes through uncaptured.
 
+A TRUNCATE fires no row trigger: each guarded table has a BEFORE TRUNCATE trigger too (plain
+`TRUNCATE contacts` meets PostgreSQL's foreign-key check first, which runs before any trigger).
 These are today's definitions. Migrations hold their own frozen copies (0001, 0006, 0008, 0010,
-0011, 0012, 0013): a change here ships as a new revision that recreates what changed
+0011, 0012, 0013, 0019): a change here ships as a new revision that recreates what changed
 (tests/integration/test_migrations_frozen.py fails until it does).
 """
 
@@ -72,7 +75,7 @@ def _array(names: tuple[str, ...]) -> str:
 
 
 # True inside the sync's own transactions (see `sync.db.engine.sync_origin`).
-_IS_SYNC = f"coalesce(current_setting('{ORIGIN_SETTING}', true), '') = 'sync'"
+IS_SYNC = f"coalesce(current_setting('{ORIGIN_SETTING}', true), '') = 'sync'"
 
 
 def _drawn(s: str, table: str) -> str:
@@ -295,7 +298,7 @@ $fn$""",
     ]
 
 
-def _local_trigger(
+def local_trigger(
     name: str, when: str, table: str, call: str, *, each: str = "ROW", condition: str = ""
 ) -> str:
     """A trigger that fires only for local writes.
@@ -305,51 +308,51 @@ def _local_trigger(
     """
     return (
         f"CREATE TRIGGER {name} {when} ON {table} FOR EACH {each} "
-        f"WHEN (NOT {_IS_SYNC}{condition}) EXECUTE FUNCTION {call}"
+        f"WHEN (NOT {IS_SYNC}{condition}) EXECUTE FUNCTION {call}"
     )
 
 
 def _triggers(s: str) -> list[str]:
     contacts, chats = f'"{s}".contacts', f'"{s}".contact_chats'
     statements = [
-        _local_trigger(
+        local_trigger(
             "amosync_capture_update",
             "BEFORE UPDATE",
             contacts,
             f'"{s}".amosync_contact_before_update()',
         ),
-        _local_trigger(
+        local_trigger(
             "amosync_check_insert",
             "BEFORE INSERT",
             contacts,
             f'"{s}".amosync_contact_before_insert()',
         ),
-        _local_trigger(
+        local_trigger(
             "amosync_capture_insert",
             "AFTER INSERT",
             contacts,
             f'"{s}".amosync_contact_after_insert()',
         ),
-        _local_trigger(
+        local_trigger(
             "amosync_guard_delete",
             "BEFORE DELETE",
             contacts,
             f'"{s}".amosync_contact_before_delete()',
         ),
-        _local_trigger(
+        local_trigger(
             "amosync_guard_truncate",
             "BEFORE TRUNCATE",
             contacts,
             f'"{s}".amosync_refuse_truncate()',
             each="STATEMENT",
         ),
-        _local_trigger(
+        local_trigger(
             "amosync_check_write",
             "BEFORE INSERT OR UPDATE OR DELETE",
             chats,
             f'"{s}".amosync_chat_before_write()',
         ),
-        _local_trigger(
+        local_trigger(
             "amosync_capture_insert",
             "AFTER INSERT",
             chats,
@@ -361,14 +364,14 @@ def _triggers(s: str) -> list[str]:
         # only; a statement trigger with a constant payload: one NOTIFY per transaction
         f'CREATE TRIGGER amosync_announce_change AFTER INSERT ON "{s}".sync_changes '
         f'FOR EACH STATEMENT EXECUTE FUNCTION "{s}".amosync_announce_change()',
-        _local_trigger(
+        local_trigger(
             "amosync_announce_settled",
             "AFTER UPDATE OF winner",
             f'"{s}".sync_conflicts',
             f'"{s}".amosync_announce_change()',
             each="STATEMENT",
         ),
-        _local_trigger(  # a settled conflict is history (its winner was applied)
+        local_trigger(  # a settled conflict is history (its winner was applied)
             "amosync_conflict_settled",
             "BEFORE UPDATE",
             f'"{s}".sync_conflicts',
@@ -378,9 +381,9 @@ def _triggers(s: str) -> list[str]:
     ]
     for table, hint in READ_ONLY_RELATIONS.items():
         statements.append(
-            _local_trigger(
+            local_trigger(
                 "amosync_guard_write",
-                "BEFORE INSERT OR UPDATE OR DELETE",
+                "BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE",
                 f'"{s}".{table}',
                 f"\"{s}\".amosync_refuse_relation_write('{hint}')",
                 each="STATEMENT",

@@ -102,7 +102,8 @@ contact_custom_field_values = Table(
     Column(
         "value",
         Text,
-        comment="The value as text: dates as ISO 8601, checkboxes as true/false, the option's "
+        comment="The value as text: dates as ISO 8601 (UTC), or amoCRM's number when no ISO date "
+        "(years 1-9999) can show it (e.g. milliseconds); checkboxes as true/false, the option's "
         "label for select, multiselect and radiobutton.",
     ),
     Column(

@@ -17,7 +17,9 @@ What `store_page` does, in order (the caller commits it together with the cursor
      then the page's rows push left "not found" (`sync.db.tombstones.LOST`) go back to
      `pending`, rewritten or not: amoCRM answering with the contact shows it is there, and the
      edit held for it is sent again (`page_sql.FOUND`; a row stored as deleted stays as it is;
-     one with no edit held, only chat links or nothing, is `synced`);
+     one with no edit held, only chat links or nothing, is `synced`); a row in `error` whose
+     edit is held, stored at a newer version, goes back to `pending`: push merges the edit
+     against amoCRM's change under the policy (`page_sql.RETRY_REJECTED`);
   4. replaces the relation rows of every contact whose version was taken, as a diff (rows that
      did not change are not touched). `contact_custom_field_values` follows the stored
      `contacts.custom_fields_values` (the local value while it is held back). A page whose
@@ -131,6 +133,13 @@ class ContactStore(Tombstones):
         result.upserted, inserted = self._upsert(conn, taken, result.held)
         if lost:  # rare: only rows push marked "not found" (no round trip otherwise)
             self._run(conn, page_sql.FOUND, {"ids": id_array(lost)})
+        # held edits whose contact amoCRM changed since (rare: a round trip only then); only
+        # rows in `error` change (`page_sql.RETRY_REJECTED`)
+        overtaken = [
+            r[0] for r in taken if r[0] in result.held and _older(stored[r[0]], r[UPDATED_AT])
+        ]
+        if overtaken:
+            self._run(conn, page_sql.RETRY_REJECTED, {"ids": id_array(overtaken)})
         ids = [r[0] for r in taken]
         # Contacts this statement inserted cannot have relation rows yet (a parallel writer that
         # inserted the same contact first makes ours an update): only the others are diffed.

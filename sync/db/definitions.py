@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sync.db import capture, cf_check, views
+from sync.db import capture, cf_check, outbox_guard, views
 from sync.db.schema import metadata
 
 
@@ -21,6 +21,7 @@ def routine_statements(schema: str) -> list[str]:
     """The functions, triggers, views and view comments, in the order they can be created."""
     return (
         capture.create_statements(schema)
+        + outbox_guard.create_statements(schema)
         + cf_check.create_statements(schema)
         + views.create_statements(schema)
     )

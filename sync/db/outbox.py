@@ -23,9 +23,17 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from sync.core.items import Change, PendingUpdate, UpdateOutcome
+from sync.core.mapping import RELATION_COLUMNS, custom_value_rows, field_def
 from sync.core.models import ChangeKind, ContactStatus, Winner
 from sync.db.engine import sync_origin
-from sync.db.schema import TZ, contacts, sync_changes, sync_conflicts
+from sync.db.schema import (
+    TZ,
+    contact_custom_field_values,
+    contact_custom_fields,
+    contacts,
+    sync_changes,
+    sync_conflicts,
+)
 from sync.errors import UsageError
 
 # --- claiming ------------------------------------------------------------------------------
@@ -138,13 +146,17 @@ def record_updates(conn: Connection, outcomes: Sequence[UpdateOutcome], now: dat
         if not _all_done(outcome):
             _consume_part(conn, outcome)
     left = _columns_left(conn, ids)
-    status_rows = []
+    status_rows, columns = [], {}
     for outcome in outcomes:
         contact_left = left.get(outcome.pending.contact_id)
         status_rows.append(_status_row(outcome, contact_left, now))
-        _store_values(conn, outcome, contact_left)
+        written = _store_values(conn, outcome, contact_left)
+        if CFV in written:
+            columns[outcome.pending.contact_id] = written[CFV]
         _store_conflicts(conn, outcome, now)
     conn.execute(_STATUS_UPDATE, status_rows)
+    if columns:
+        _store_value_rows(conn, columns)
     return [o.pending.contact_id for o in outcomes if _overtaken(o, stored)]
 
 
@@ -197,6 +209,7 @@ def _columns_left(conn: Connection, ids: list[int]) -> dict[int, set[str]]:
     return left
 
 
+CFV = "custom_fields_values"
 _STATUS_UPDATE = (
     sa.update(contacts)
     .where(contacts.c.id == sa.bindparam("b_id"))
@@ -226,13 +239,37 @@ def _status_row(outcome: UpdateOutcome, left: set[str] | None, now: datetime) ->
     return row
 
 
-def _store_values(conn: Connection, outcome: UpdateOutcome, left: set[str] | None) -> None:
-    """amoCRM's values of conflicts it won; a newer local edit of the column wins over them."""
+def _store_values(
+    conn: Connection, outcome: UpdateOutcome, left: set[str] | None
+) -> dict[str, Any]:
+    """amoCRM's values of conflicts it won; a newer local edit of the column wins over them.
+    Returns the columns stored."""
     values = {c: v for c, v in outcome.write.items() if c not in (left or set())}
-    if values and outcome.error is None:
-        conn.execute(
-            sa.update(contacts).where(contacts.c.id == outcome.pending.contact_id).values(**values)
-        )
+    if not values or outcome.error is not None:
+        return {}
+    conn.execute(
+        sa.update(contacts).where(contacts.c.id == outcome.pending.contact_id).values(**values)
+    )
+    return values
+
+
+def _store_value_rows(conn: Connection, columns: dict[int, Any]) -> None:
+    """`contact_custom_field_values` of these contacts follow the `custom_fields_values` just
+    stored (amoCRM's, for a conflict it won), as a pull's would: when nothing was sent there is
+    no read-back, and no pull lists the contact again to bring them."""
+    query = sa.select(
+        *(contact_custom_fields.c[n] for n in ("id", "name", "code", "type", "enums"))
+    )
+    fields = {int(r["id"]): field_def(dict(r)) for r in conn.execute(query).mappings()}
+    table, names = contact_custom_field_values, RELATION_COLUMNS["custom_values"]
+    conn.execute(sa.delete(table).where(table.c.contact_id.in_(sorted(columns))))
+    rows = [
+        dict(zip(names, row, strict=True))
+        for contact_id, column in columns.items()
+        for row in custom_value_rows(contact_id, column, fields)
+    ]
+    if rows:
+        conn.execute(sa.insert(table), rows)
 
 
 def _store_conflicts(conn: Connection, outcome: UpdateOutcome, now: datetime) -> None:

@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by, insert
 from sqlalchemy.sql import Executable
 
+from sync.core.models import NOT_FOUND, ContactStatus
 from sync.db import staging
 from sync.db.schema import contact_chats, contacts, sync_changes
-from sync.db.tombstones import FOUND_AGAIN, IDS, LOST, int_array
+from sync.db.tombstones import EDIT_WAITING, FOUND_AGAIN, IDS, LOST, int_array
 
 HELD_STATUSES = ("pending", "conflict", "error")
 OFFSET_0: sa.ColumnClause[Any] = sa.literal_column(
@@ -64,6 +65,24 @@ FOUND = (
     .values(**FOUND_AGAIN)
     .where(_c.id == sa.any_(IDS), LOST, sa.not_(_c.is_deleted))
     .returning(_c.id)
+)
+
+# Rows in `error` (amoCRM rejected their edit; not "not found", `FOUND` has those) that the page
+# stored at a newer version: amoCRM's contact changed after the rejection. The held edit goes
+# back to `pending`, and push merges it against that version under the configured policy (a
+# field changed on both sides is a conflict), so the rejected value never stands silently beside
+# a newer one of amoCRM's. A field only the local side changed is sent again; rejected again,
+# the row is `error` once more, and stays so until amoCRM's contact or the row changes again.
+RETRY_REJECTED = (
+    sa.update(contacts)
+    .values(sync_status=ContactStatus.PENDING.value, sync_error=None)
+    .where(
+        _c.id == sa.any_(IDS),
+        _c.sync_status == ContactStatus.ERROR,
+        _c.sync_error.is_distinct_from(NOT_FOUND),
+        sa.not_(_c.is_deleted),
+        EDIT_WAITING,
+    )
 )
 
 # The writable fields with unpushed local changes: the keys of `sync_changes.new_values` while

@@ -126,10 +126,20 @@ def fetch_run(conn: Connection, run_id: int) -> RunRow | None:
 
 
 def fetch_last_lock_wait(conn: Connection) -> RunRow | None:
-    """The latest run that failed waiting for a lock another session held (`LockWaitError`)."""
+    """The latest run that failed waiting for a lock another session held (`LockWaitError`),
+    unless a later run of its kind succeeded: the wait is over, and an old line would read as a
+    current problem."""
+    later = sync_runs.alias("later")
     query = (
         sa.select(sync_runs)
         .where(sync_runs.c.error.like("waiting for a lock%"))
+        .where(
+            ~sa.exists().where(
+                later.c.kind == sync_runs.c.kind,
+                later.c.id > sync_runs.c.id,
+                later.c.status == RunStatus.SUCCEEDED.value,
+            )
+        )
         .order_by(sync_runs.c.id.desc())
         .limit(1)
     )

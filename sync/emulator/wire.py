@@ -77,7 +77,11 @@ class Response:
 
 def json_response(status: int, data: Any, content_type: str = HAL) -> Response:
     # UTF-8 as is, without unicode escapes: every JSON parser reads both, and it is much faster.
-    return Response(status, orjson.dumps(data), content_type)
+    try:
+        body = orjson.dumps(data)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits (a client sent 1e20 as digits)
+        body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(status, body, content_type)
 
 
 def no_content() -> Response:

@@ -114,6 +114,10 @@ def test_a_push_behind_a_row_lock_is_reported_by_the_job_health_and_status(
         assert env.row(contact_id)["sync_status"] == "synced"
         assert env.remote(contact_id)["name"] == "Locked Ann"
         assert not any(r.startswith("database") for r in runner.health.report()[1]["reasons"])
+        with engine.begin() as conn:  # a later push succeeded: the wait is over
+            shown = gather(conn, Config(database=db))
+        assert shown["last_lock_wait"] is None
+        assert "lock wait" not in render(shown)
 
 
 def test_a_driver_error_escaping_a_job_is_one_line_without_a_traceback(engine: Engine) -> None:

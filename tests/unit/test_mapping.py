@@ -263,3 +263,33 @@ def test_event_order_does_not_matter(raw: list[tuple[int, bool, int]]) -> None:
     kinds = {True: "contact_deleted", False: "contact_restored"}
     events = [event(c, kinds[d], at, f"{at:04d}-{i:04d}") for i, (c, d, at) in enumerate(raw)]
     assert event_changes(events) == event_changes(list(reversed(events)))
+
+
+def test_a_date_no_iso_date_can_show_is_amocrms_number_as_text() -> None:
+    assert value_text(1_735_689_600, "date") == "2025-01-01T00:00:00+00:00"
+    assert value_text(1_735_689_600.5, "date_time") == "2025-01-01T00:00:00.500000+00:00"
+    assert value_text(1_735_689_600_000, "birthday") == "1735689600000"
+    assert value_text(-62_200_000_000, "date") == "-62200000000"
+    assert value_text(253_402_300_800, "date") == "253402300800"
+    assert value_text(1e20, "date") == "100000000000000000000"  # orjson reads big ints so
+    assert value_text(1.5e300, "date") == str(int(1.5e300))
+    assert value_text(-1.25e19, "date") == "-12500000000000000000"
+    assert value_text(float("nan"), "date") == "nan"
+    assert value_text(float("inf"), "date") == "inf"
+    assert value_text("2025-01-01", "date") == "2025-01-01"
+
+
+@given(st.one_of(st.integers(), st.floats()))
+def test_a_date_value_of_any_number_becomes_text(number: int | float) -> None:
+    assert isinstance(value_text(number, "date"), str)
+
+
+def test_status_shows_a_cursor_no_iso_date_can_show_as_its_number() -> None:
+    from sync.status import CONTACTS_CURSOR, _cursor
+
+    state = {CONTACTS_CURSOR: {"value": {"updated_at": 1_735_689_600_000, "ids": []}}}
+    assert _cursor(state) == {
+        "updated_at": 1_735_689_600_000,
+        "ids": [],
+        "updated_at_iso": "1735689600000",
+    }

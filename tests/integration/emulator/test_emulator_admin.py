@@ -97,6 +97,17 @@ def test_request_log(client, emulator) -> None:
     assert client.get("/_emulator/requests").json() == []
 
 
+def test_request_log_answers_a_body_with_an_integer_beyond_64_bits(client, emulator) -> None:
+    """A client may write 1e20 as digits; the log still answers (it was a 500)."""
+    contact_id, huge = live_ids(emulator)[0], 10**20
+    body = f'[{{"id": {contact_id}, "custom_fields_values": [{{"field_id": 570008, '
+    body += f'"values": [{{"value": {huge}}}]}}]}}]'
+    client.patch(CONTACTS, content=body, headers={"Content-Type": "application/json"})
+    log = client.get("/_emulator/requests")
+    assert log.status_code == 200
+    assert log.json()[-1]["body"][0]["custom_fields_values"][0]["values"] == [{"value": huge}]
+
+
 def test_reset_and_state(client, emulator) -> None:
     client.post("/_emulator/contacts", json=[{"name": "a"}, {"name": "b"}])
     state = client.get("/_emulator/state").json()
