@@ -25,8 +25,13 @@ bound (`bound`).
   429 (150 ms to 80 ms in 7 windows, ~8 s at full rate), down to `FLOOR_S`.
 - A 429 for a request started at `max_rps` (the schedule should have prevented it) widens the
   margin to twice what it was or to `SAFETY` times the bound, whichever is more, at most
-  `MAX_S`, and it never narrows below that again in this process: one such 429 on a path with
-  0-300 ms of jitter, then none.
+  `MAX_S`, and holds there for `HOLD_WINDOWS` windows of full-rate starts without a 429 (~5
+  min at full rate; idle time does not count); then what the 429 taught narrows by `NARROW_S`
+  a window, down to what the bound or the floor says. A 429 cannot tell our margin from
+  another integration spending the account's budget: held for good, one such 429 left a
+  daemon at 350 ms (~5.2 rps at most) for its whole life. A path that does need the width draws
+  another 429 once it narrows, and each one doubles the hold (up to `MAX_HOLD_WINDOWS`, ~40
+  min at full rate): one such 429 per hold, the budget's pause and cut after each.
 
 Not stored with a shared budget: the row outlives every process, and a path's jitter is not a
 property of the account.
@@ -44,6 +49,8 @@ BOUNDED_S = 0.25  # the most margin a bound sets by itself (a bound above: narro
 SAFETY = 1.25  # the bound is a range of a few dozen answers: a little short of the spread
 MAX_S = 0.35  # a 429 at `max_rps` widens the margin up to this
 NARROW_S = 0.01  # per window of full-rate starts without a 429, while the bound says nothing
+HOLD_WINDOWS = 300  # full-rate windows a 429's width holds before it narrows again
+MAX_HOLD_WINDOWS = 8 * HOLD_WINDOWS  # each 429 at full rate doubles the hold up to this
 SAMPLES = 64  # answers kept per kind
 MIN_SAMPLES = 16  # a kind's spread bounds the path's once it has this many (~0.88 of a range)
 _DIGITS = re.compile(r"/\d+")
@@ -65,10 +72,12 @@ class SafetyMargin:
         self.floor_s = floor_s
         self.adaptive = adaptive
         self.value = max(floor_s, START_S) if adaptive else floor_s
-        self.learned = floor_s  # never narrower than this: set by a 429 at full rate
+        self.learned = floor_s  # no narrower than this: set by a 429 at full rate, held a while
         self._ttfb: dict[str, deque[float]] = {}
         self._bound: float | None = None
         self._full_starts = 0  # starts at `max_rps` since the last window counted or 429
+        self._hold = HOLD_WINDOWS // 2  # doubled by every 429 at full rate
+        self._calm_windows = 0  # full-rate windows since the last 429 at full rate
 
     @property
     def bound(self) -> float | None:
@@ -101,14 +110,24 @@ class SafetyMargin:
         if self._full_starts < limit:
             return False
         self._full_starts = 0
-        if not self.adaptive or self._bound is None or self._bounded():
-            return False  # no bound yet: `START_S` holds
+        if not self.adaptive:
+            return False
+        self._calm_windows += 1
+        if self.learned > self.floor_s and self._calm_windows > self._hold:
+            self.learned = max(self.floor_s, self.learned - NARROW_S)  # the 429 is old news
+        if self._bound is None:  # no bound yet: `START_S` holds, or what a 429 taught
+            return self._set(min(self.value, max(self.floor_s, self.learned, START_S)))
+        if self._bounded():
+            return self._set(max(self.floor_s, self.learned, self._bound))
         return self._set(max(self.floor_s, self.learned, self.value - NARROW_S))
 
     def throttled(self) -> bool:
         """A 429 for a request started at `max_rps`: widen (see the module docstring); True
         when the margin changed."""
         self._full_starts = 0
+        if self.adaptive:
+            self._calm_windows = 0
+            self._hold = min(MAX_HOLD_WINDOWS, 2 * self._hold)
         widened = max(2 * self.value, self._bound or 0.0) if self.adaptive else 2 * self.value
         widened = min(MAX_S, widened)
         if widened <= self.value:
