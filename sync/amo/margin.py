@@ -33,8 +33,9 @@ bound (`bound`).
   another 429 once it narrows, and each one doubles the hold (up to `MAX_HOLD_WINDOWS`, ~40
   min at full rate): one such 429 per hold, the budget's pause and cut after each.
 
-Not stored with a shared budget: the row outlives every process, and a path's jitter is not a
-property of the account.
+Not learned through a shared budget: the row outlives every process, and a path's jitter is
+not a property of the account. The row's schedule does keep to the widest margin a process
+claimed with lately (`sync.amo.budget.BudgetState.claim`).
 """
 
 from __future__ import annotations
