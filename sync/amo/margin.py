@@ -11,7 +11,10 @@ request cannot have taken longer to reach amoCRM than its time to the answer's f
 (method and path) cost the server about the same, so the spread of their TTFBs (the slowest
 less the fastest of the last `SAMPLES`) bounds the spread of their one-way delays from above;
 the path is the same for every kind, so the kind with the least spread gives the tightest
-bound (`bound`).
+bound (`bound`). Only answers of the last `SAMPLE_AGE_S` count: a kind answered rarely (the
+account, a daemon's events) kept 16 answers of a calm path for hours, and as the least spread
+it held the bound at that while the path grew jittery; with none fresh the margin is back at
+`START_S` until there are.
 
 - Until some kind has `MIN_SAMPLES` answers, a new process uses `START_S` (150 ms).
 - Then, while `SAFETY` (1.25) times the bound is at most `BOUNDED_S` (250 ms), the margin is
@@ -42,7 +45,9 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections import deque
+from collections.abc import Callable
 
 FLOOR_S = 0.08  # measured on this host: docs/operations.md, "The safety margin"
 START_S = 0.15  # a new process, until its answers bound the spread
@@ -52,6 +57,7 @@ MAX_S = 0.35  # a 429 at `max_rps` widens the margin up to this
 NARROW_S = 0.01  # per window of full-rate starts without a 429, while the bound says nothing
 HOLD_WINDOWS = 300  # full-rate windows a 429's width holds before it narrows again
 MAX_HOLD_WINDOWS = 8 * HOLD_WINDOWS  # each 429 at full rate doubles the hold up to this
+SAMPLE_AGE_S = 600.0  # an answer older than this says nothing of the path now
 SAMPLES = 64  # answers kept per kind
 MIN_SAMPLES = 16  # a kind's spread bounds the path's once it has this many (~0.88 of a range)
 _DIGITS = re.compile(r"/\d+")
@@ -69,12 +75,19 @@ class SafetyMargin:
     `adaptive=False` keeps `floor_s` as given until a 429 widens it (tests, benchmarks with a
     chosen margin)."""
 
-    def __init__(self, floor_s: float = FLOOR_S, *, adaptive: bool = True) -> None:
+    def __init__(
+        self,
+        floor_s: float = FLOOR_S,
+        *,
+        adaptive: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.floor_s = floor_s
         self.adaptive = adaptive
         self.value = max(floor_s, START_S) if adaptive else floor_s
         self.learned = floor_s  # no narrower than this: set by a 429 at full rate, held a while
-        self._ttfb: dict[str, deque[float]] = {}
+        self._monotonic = monotonic
+        self._ttfb: dict[str, deque[tuple[float, float]]] = {}  # (answered at, TTFB)
         self._bound: float | None = None
         self._full_starts = 0  # starts at `max_rps` since the last window counted or 429
         self._hold = HOLD_WINDOWS // 2  # doubled by every 429 at full rate
@@ -90,16 +103,26 @@ class SafetyMargin:
         """One answer's TTFB; True when the margin changed."""
         if not self.adaptive or not (0.0 <= ttfb < math.inf):
             return False
-        samples = self._ttfb.setdefault(kind, deque(maxlen=SAMPLES))
-        samples.append(ttfb)
-        if len(samples) >= MIN_SAMPLES:
-            spread = max(samples) - min(samples)
-            others = [max(s) - min(s) for k, s in self._ttfb.items()
-                      if k != kind and len(s) >= MIN_SAMPLES]  # fmt: skip
-            self._bound = SAFETY * min([spread, *others])
+        now = self._monotonic()
+        self._ttfb.setdefault(kind, deque(maxlen=SAMPLES)).append((now, ttfb))
+        had_bound, self._bound = self._bound is not None, self._least_spread(now)
+        if self._bound is None and had_bound:  # every kind's answers grew old: start again
+            return self._set(max(self.value, self.floor_s, self.learned, START_S))
         if self._bounded():
             return self._set(max(self.floor_s, self.learned, self._bound or 0.0))
         return False
+
+    def _least_spread(self, now: float) -> float | None:
+        """`SAFETY` times the least spread of a kind's answers of the last `SAMPLE_AGE_S`,
+        of the kinds with `MIN_SAMPLES` of them; None when none has."""
+        spreads = []
+        for samples in self._ttfb.values():
+            while samples and samples[0][0] < now - SAMPLE_AGE_S:
+                samples.popleft()
+            if len(samples) >= MIN_SAMPLES:
+                ttfbs = [ttfb for _, ttfb in samples]
+                spreads.append(max(ttfbs) - min(ttfbs))
+        return SAFETY * min(spreads) if spreads else None
 
     def _bounded(self) -> bool:
         return self._bound is not None and self._bound <= BOUNDED_S

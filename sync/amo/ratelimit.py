@@ -104,7 +104,7 @@ class RateLimiter:
             raise ValueError("max_rps must be positive")
         self.max_rps = float(max_rps)
         self.limit = max(1, math.floor(max_rps))
-        self.margin = SafetyMargin(margin_s, adaptive=adaptive_margin)
+        self.margin = SafetyMargin(margin_s, adaptive=adaptive_margin, monotonic=monotonic)
         self._set_margin(self.margin.value)
         self.cool_down_s = cool_down_s
         self.store = store

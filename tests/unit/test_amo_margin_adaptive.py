@@ -17,6 +17,7 @@ from sync.amo.margin import (
     MIN_SAMPLES,
     NARROW_S,
     SAFETY,
+    SAMPLE_AGE_S,
     START_S,
     SafetyMargin,
     request_kind,
@@ -96,6 +97,21 @@ def test_a_429_at_full_rate_widens_to_the_bound_and_stops_the_narrowing() -> Non
     assert margin.value == MAX_S
     answers(margin, KIND, [0.2] * 64)  # a calm path later: never below what the 429 taught
     assert margin.value == MAX_S
+
+
+def test_a_rare_kinds_old_calm_answers_do_not_hide_a_path_grown_jittery() -> None:
+    """The account was answered 16 times in a calm hour; an hour later contacts answers spread
+    0-150 ms: the margin follows them, not the old least spread."""
+    now = [0.0]
+    margin = SafetyMargin(monotonic=lambda: now[0])
+    answers(margin, "GET /api/v4/account", [0.2 + 0.001 * (i % 10) for i in range(MIN_SAMPLES)])
+    assert margin.value == FLOOR_S
+    now[0] += SAMPLE_AGE_S + 1
+    answers(margin, KIND, [0.3])
+    assert (margin.bound, margin.value) == (None, START_S)  # nothing fresh: as a new process
+    answers(margin, KIND, [0.3 + 0.01 * (i % 16) for i in range(MIN_SAMPLES)])
+    assert margin.bound == pytest.approx(SAFETY * 0.15)
+    assert margin.value == pytest.approx(SAFETY * 0.15)
 
 
 def full_rate_windows(margin: SafetyMargin, windows: int, limit: int = 7) -> None:
