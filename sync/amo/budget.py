@@ -63,6 +63,7 @@ SLOW_SHARE = (1 - KNEE) / 45  # per second, of the rate that drew the 429: knee 
 MAX_429_PER_MINUTE = 3
 COOL_DOWN_S = 60.0
 MINUTE_S = 60.0
+WIDE_HOLD_S = 60.0  # a process's wider window binds every process this long after its claim
 
 T = TypeVar("T")
 
@@ -102,6 +103,10 @@ class BudgetState:
     paused_until: float = 0.0
     recent: list[float] = field(default_factory=list)  # 429 times within the last minute
     blocked_at: float | None = None
+    # the widest `interval_at_max` (window / limit: its safety margin) a process claimed with
+    # within `WIDE_HOLD_S`: every process's starts keep to it (see `claim`)
+    wide_step: float = 0.0
+    wide_until: float = 0.0
 
     def allowed(self, now: float, max_rps: float) -> float:
         """The allowed rate now: `max_rps`, or climbing back from the last cut."""
@@ -126,7 +131,12 @@ class BudgetState:
 
     def claim(self, now: float, count: int, max_rps: float, interval_at_max: float) -> Claim:
         """Take the next `count` starts of the schedule (none before `now`). `interval_at_max`
-        is `window / limit` at `max_rps`."""
+        is `window / limit` at `max_rps`; the widest any process claimed with lately binds
+        every claim: the row's starts reach amoCRM as one stream, and a process whose margin a
+        429 widened (`sync.amo.margin`) was undercut by one still at 80 ms, 7 per 1.08 s."""
+        if interval_at_max >= self.wide_step or now >= self.wide_until:
+            self.wide_step, self.wide_until = interval_at_max, now + WIDE_HOLD_S
+        interval_at_max = max(interval_at_max, self.wide_step)
         rate = self.allowed(now, max_rps)
         step = interval_at_max * max_rps / rate
         limit = max(1, math.floor(max_rps))
@@ -189,6 +199,8 @@ class BudgetState:
             "paused_until": self.paused_until,
             "recent": list(self.recent),
             "blocked_at": self.blocked_at,
+            "wide_step": self.wide_step,
+            "wide_until": self.wide_until,
         }
 
     @classmethod
@@ -208,6 +220,8 @@ class BudgetState:
                 paused_until=float(value.get("paused_until") or 0.0),
                 recent=[float(t) for t in value.get("recent") or []],
                 blocked_at=_optional(value.get("blocked_at")),
+                wide_step=float(value.get("wide_step") or 0.0),  # a row of before: none
+                wide_until=float(value.get("wide_until") or 0.0),
             )
         except (TypeError, ValueError):
             return cls()

@@ -11,7 +11,10 @@ request cannot have taken longer to reach amoCRM than its time to the answer's f
 (method and path) cost the server about the same, so the spread of their TTFBs (the slowest
 less the fastest of the last `SAMPLES`) bounds the spread of their one-way delays from above;
 the path is the same for every kind, so the kind with the least spread gives the tightest
-bound (`bound`).
+bound (`bound`). Only answers of the last `SAMPLE_AGE_S` count: a kind answered rarely (the
+account, a daemon's events) kept 16 answers of a calm path for hours, and as the least spread
+it held the bound at that while the path grew jittery; with none fresh the margin is back at
+`START_S` until there are.
 
 - Until some kind has `MIN_SAMPLES` answers, a new process uses `START_S` (150 ms).
 - Then, while `SAFETY` (1.25) times the bound is at most `BOUNDED_S` (250 ms), the margin is
@@ -25,18 +28,26 @@ bound (`bound`).
   429 (150 ms to 80 ms in 7 windows, ~8 s at full rate), down to `FLOOR_S`.
 - A 429 for a request started at `max_rps` (the schedule should have prevented it) widens the
   margin to twice what it was or to `SAFETY` times the bound, whichever is more, at most
-  `MAX_S`, and it never narrows below that again in this process: one such 429 on a path with
-  0-300 ms of jitter, then none.
+  `MAX_S`, and holds there for `HOLD_WINDOWS` windows of full-rate starts without a 429 (~5
+  min at full rate; idle time does not count); then what the 429 taught narrows by `NARROW_S`
+  a window, down to what the bound or the floor says. A 429 cannot tell our margin from
+  another integration spending the account's budget: held for good, one such 429 left a
+  daemon at 350 ms (~5.2 rps at most) for its whole life. A path that does need the width draws
+  another 429 once it narrows, and each one doubles the hold (up to `MAX_HOLD_WINDOWS`, ~40
+  min at full rate): one such 429 per hold, the budget's pause and cut after each.
 
-Not stored with a shared budget: the row outlives every process, and a path's jitter is not a
-property of the account.
+Not learned through a shared budget: the row outlives every process, and a path's jitter is
+not a property of the account. The row's schedule does keep to the widest margin a process
+claimed with lately (`sync.amo.budget.BudgetState.claim`).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from collections import deque
+from collections.abc import Callable
 
 FLOOR_S = 0.08  # measured on this host: docs/operations.md, "The safety margin"
 START_S = 0.15  # a new process, until its answers bound the spread
@@ -44,6 +55,9 @@ BOUNDED_S = 0.25  # the most margin a bound sets by itself (a bound above: narro
 SAFETY = 1.25  # the bound is a range of a few dozen answers: a little short of the spread
 MAX_S = 0.35  # a 429 at `max_rps` widens the margin up to this
 NARROW_S = 0.01  # per window of full-rate starts without a 429, while the bound says nothing
+HOLD_WINDOWS = 300  # full-rate windows a 429's width holds before it narrows again
+MAX_HOLD_WINDOWS = 8 * HOLD_WINDOWS  # each 429 at full rate doubles the hold up to this
+SAMPLE_AGE_S = 600.0  # an answer older than this says nothing of the path now
 SAMPLES = 64  # answers kept per kind
 MIN_SAMPLES = 16  # a kind's spread bounds the path's once it has this many (~0.88 of a range)
 _DIGITS = re.compile(r"/\d+")
@@ -61,14 +75,23 @@ class SafetyMargin:
     `adaptive=False` keeps `floor_s` as given until a 429 widens it (tests, benchmarks with a
     chosen margin)."""
 
-    def __init__(self, floor_s: float = FLOOR_S, *, adaptive: bool = True) -> None:
+    def __init__(
+        self,
+        floor_s: float = FLOOR_S,
+        *,
+        adaptive: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.floor_s = floor_s
         self.adaptive = adaptive
         self.value = max(floor_s, START_S) if adaptive else floor_s
-        self.learned = floor_s  # never narrower than this: set by a 429 at full rate
-        self._ttfb: dict[str, deque[float]] = {}
+        self.learned = floor_s  # no narrower than this: set by a 429 at full rate, held a while
+        self._monotonic = monotonic
+        self._ttfb: dict[str, deque[tuple[float, float]]] = {}  # (answered at, TTFB)
         self._bound: float | None = None
         self._full_starts = 0  # starts at `max_rps` since the last window counted or 429
+        self._hold = HOLD_WINDOWS // 2  # doubled by every 429 at full rate
+        self._calm_windows = 0  # full-rate windows since the last 429 at full rate
 
     @property
     def bound(self) -> float | None:
@@ -80,16 +103,26 @@ class SafetyMargin:
         """One answer's TTFB; True when the margin changed."""
         if not self.adaptive or not (0.0 <= ttfb < math.inf):
             return False
-        samples = self._ttfb.setdefault(kind, deque(maxlen=SAMPLES))
-        samples.append(ttfb)
-        if len(samples) >= MIN_SAMPLES:
-            spread = max(samples) - min(samples)
-            others = [max(s) - min(s) for k, s in self._ttfb.items()
-                      if k != kind and len(s) >= MIN_SAMPLES]  # fmt: skip
-            self._bound = SAFETY * min([spread, *others])
+        now = self._monotonic()
+        self._ttfb.setdefault(kind, deque(maxlen=SAMPLES)).append((now, ttfb))
+        had_bound, self._bound = self._bound is not None, self._least_spread(now)
+        if self._bound is None and had_bound:  # every kind's answers grew old: start again
+            return self._set(max(self.value, self.floor_s, self.learned, START_S))
         if self._bounded():
             return self._set(max(self.floor_s, self.learned, self._bound or 0.0))
         return False
+
+    def _least_spread(self, now: float) -> float | None:
+        """`SAFETY` times the least spread of a kind's answers of the last `SAMPLE_AGE_S`,
+        of the kinds with `MIN_SAMPLES` of them; None when none has."""
+        spreads = []
+        for samples in self._ttfb.values():
+            while samples and samples[0][0] < now - SAMPLE_AGE_S:
+                samples.popleft()
+            if len(samples) >= MIN_SAMPLES:
+                ttfbs = [ttfb for _, ttfb in samples]
+                spreads.append(max(ttfbs) - min(ttfbs))
+        return SAFETY * min(spreads) if spreads else None
 
     def _bounded(self) -> bool:
         return self._bound is not None and self._bound <= BOUNDED_S
@@ -101,14 +134,24 @@ class SafetyMargin:
         if self._full_starts < limit:
             return False
         self._full_starts = 0
-        if not self.adaptive or self._bound is None or self._bounded():
-            return False  # no bound yet: `START_S` holds
+        if not self.adaptive:
+            return False
+        self._calm_windows += 1
+        if self.learned > self.floor_s and self._calm_windows > self._hold:
+            self.learned = max(self.floor_s, self.learned - NARROW_S)  # the 429 is old news
+        if self._bound is None:  # no bound yet: `START_S` holds, or what a 429 taught
+            return self._set(min(self.value, max(self.floor_s, self.learned, START_S)))
+        if self._bounded():
+            return self._set(max(self.floor_s, self.learned, self._bound))
         return self._set(max(self.floor_s, self.learned, self.value - NARROW_S))
 
     def throttled(self) -> bool:
         """A 429 for a request started at `max_rps`: widen (see the module docstring); True
         when the margin changed."""
         self._full_starts = 0
+        if self.adaptive:
+            self._calm_windows = 0
+            self._hold = min(MAX_HOLD_WINDOWS, 2 * self._hold)
         widened = max(2 * self.value, self._bound or 0.0) if self.adaptive else 2 * self.value
         widened = min(MAX_S, widened)
         if widened <= self.value:

@@ -26,7 +26,7 @@ held up between its check and its write, the network path, the server's own sche
 a `SafetyMargin` (`sync.amo.margin`): fixed as given (tests, benchmarks), or, for the process's
 shared limiter (`shared_limiter`), learned from the answers' times to first byte, from windows
 of full-rate starts without a 429, and from a 429 for a request started at `max_rps`, which
-widens it for the rest of the process (`amo_rate_margin_widened`).
+widens it for a few minutes of full-rate starts (`amo_rate_margin_widened`).
 
 The limiter is also the gate to amoCRM:
 - `throttled(slot, pause_s)` after a 429: the allowed rate is cut (AIMD) and every start of the
@@ -104,7 +104,7 @@ class RateLimiter:
             raise ValueError("max_rps must be positive")
         self.max_rps = float(max_rps)
         self.limit = max(1, math.floor(max_rps))
-        self.margin = SafetyMargin(margin_s, adaptive=adaptive_margin)
+        self.margin = SafetyMargin(margin_s, adaptive=adaptive_margin, monotonic=monotonic)
         self._set_margin(self.margin.value)
         self.cool_down_s = cool_down_s
         self.store = store
@@ -338,7 +338,7 @@ class RateLimiter:
 
     def _widen_locked(self) -> None:
         """A 429 our schedule should have prevented (a request started at `max_rps`): widen
-        the margin for the rest of the process (`SafetyMargin.throttled`), once per episode."""
+        the margin for a while (`SafetyMargin.throttled`), once per episode."""
         was = self.margin.value
         if self.margin.throttled():  # none stays none (tests ask for it)
             log.warning("amo_rate_margin_widened", margin_ms=round(self.margin.value * 1000),

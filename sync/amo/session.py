@@ -280,13 +280,8 @@ class AmoSession:
             return Outcome(unsent=True)
         # counted in the rate window from when its headers start, then from when they are out
         # (the later, the closer to when amoCRM counts it)
-        watch = RequestWatch(
-            self.gate,
-            token,
-            lambda: self._left(slot, stopping),
-            lambda: self._written(slot),
-            (method, url),
-        )
+        watch = RequestWatch(self.gate, token, lambda: self._left(slot, stopping),
+                             lambda: self._written(slot), (method, url))  # fmt: skip
         target = absolute_url(str(self._http.base_url), url)  # parsed once (httpx: twice)
         request = self._http.build_request(
             method, target, json=body, headers=headers, extensions={"trace": watch.trace}
@@ -311,9 +306,8 @@ class AmoSession:
             watch.release()
         status = response.status_code
         self._log(method, url, status, started)
-        self.gate.answered(
-            token, status, (method, url)
-        )  # transports without a trace (tests) learn it here
+        # transports without a trace (tests) learn it here
+        self.gate.answered(token, status, (method, url))
         # a success carries no URL: it is redacted (regular expressions over a chat lookup's
         # 6 KB of ids, ~2% of a pull's CPU) only for an answer that becomes an error
         outcome = classify(method, "", status, response.headers, raw) if status < 300 else None
@@ -377,13 +371,9 @@ class AmoSession:
         assert last is not None
         if isinstance(last, AmoTransientError):
             raise last
-        raise AmoAuthError(
-            token_refusal(grant, last.reason),
-            method="POST",
-            url=TOKEN_PATH,
-            status=last.status,
-            body_excerpt=last.body_excerpt,
-        ) from last
+        refused = token_refusal(grant, last.reason)
+        raise AmoAuthError(refused, method="POST", url=TOKEN_PATH, status=last.status,
+                           body_excerpt=last.body_excerpt) from last  # fmt: skip
 
 
 def _failed(outcome: Outcome) -> Outcome:

@@ -50,6 +50,22 @@ def test_two_clients_sharing_the_database_never_exceed_7_in_any_second(engine: E
     assert keys == [BUDGET_KEY]
 
 
+def test_a_process_whose_margin_widened_is_not_undercut_by_a_narrower_one(engine: Engine) -> None:
+    """One process's margin is 350 ms (a 429 widened it), the other's none: their starts
+    reach amoCRM as one stream, and no 8 of them arrive within 1.35 s (less a late start)."""
+    with running(rate_limit=7, latency_ms=50, block_after_violations=None) as (emulator, url):
+        wide = shared_client(emulator, url, engine, margin_s=0.35)
+        narrow = shared_client(emulator, url, engine, margin_s=0.0)
+        calls = [wide.fetch_account, narrow.fetch_account] * 12
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda call: call(), calls))
+        wide.close()
+        narrow.close()
+        log = api_log(emulator)
+    assert [r["status"] for r in log] == [200] * 24
+    assert busiest_window(log, 1.2) <= 7  # 1.35 s less a late start (7 in 1.0 s without)
+
+
 def test_a_budget_below_max_rps_is_met_with_aimd_not_a_block(engine: Engine) -> None:
     """The account allows 3 rps (other integrations use the rest) while max_rps is 7; amoCRM
     here blocks at the 8th 429 within a minute."""

@@ -18,6 +18,7 @@ from sync.amo.budget import (
     MIN_RPS,
     PACE,
     SLOW_SHARE,
+    WIDE_HOLD_S,
     BudgetState,
     shared_change,
 )
@@ -175,3 +176,17 @@ def test_after_a_quiet_spell_the_schedule_catches_up_but_never_beyond_the_window
     assert burst[6] == pytest.approx(10.0 + 6 * PACE * INTERVAL)  # 7 at the paced gap
     assert burst[7] == pytest.approx(10.0 + 7 * INTERVAL)  # the 8th waits for the window
     assert max_in_window(list(burst), 1.0) <= MAX_RPS
+
+
+def test_a_process_with_a_wider_margin_binds_the_shared_schedule_while_it_claims() -> None:
+    """Two processes' starts reach amoCRM as one stream: one whose margin a 429 widened to
+    350 ms must not be undercut by one still at 80 ms (7 per 1.08 s)."""
+    wide = 1.35 / 7
+    state = BudgetState()
+    starts = [*state.claim(10.0, 4, MAX_RPS, wide).starts]
+    for moment in (10.1, 10.2, 10.3, 10.4):
+        starts += state.claim(moment, 1, MAX_RPS, INTERVAL).starts
+    assert max_in_window(starts, 1.349) <= 7  # 1.35 s apart (11.08 s, the 8th, without)
+    assert BudgetState.from_value(state.to_value()) == state  # other processes see it
+    later = state.claim(10.0 + WIDE_HOLD_S + 5, 8, MAX_RPS, INTERVAL)  # the wide one left
+    assert later.starts[7] - later.starts[0] == pytest.approx(7 * INTERVAL)

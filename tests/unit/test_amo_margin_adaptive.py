@@ -1,6 +1,6 @@
 """The process limiter's margin learns the arrival spread (`sync.amo.margin`): 150 ms until
 answers bound it, then the bound (times 1.25) when that is small, narrowing by trying when it
-is not, and a 429 at full rate widens it for good."""
+is not, and a 429 at full rate widens it for a while of full-rate starts."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import pytest
 from sync.amo.margin import (
     BOUNDED_S,
     FLOOR_S,
+    HOLD_WINDOWS,
+    MAX_HOLD_WINDOWS,
     MAX_S,
     MIN_SAMPLES,
     NARROW_S,
     SAFETY,
+    SAMPLE_AGE_S,
     START_S,
     SafetyMargin,
     request_kind,
@@ -94,6 +97,68 @@ def test_a_429_at_full_rate_widens_to_the_bound_and_stops_the_narrowing() -> Non
     assert margin.value == MAX_S
     answers(margin, KIND, [0.2] * 64)  # a calm path later: never below what the 429 taught
     assert margin.value == MAX_S
+
+
+def test_a_rare_kinds_old_calm_answers_do_not_hide_a_path_grown_jittery() -> None:
+    """The account was answered 16 times in a calm hour; an hour later contacts answers spread
+    0-150 ms: the margin follows them, not the old least spread."""
+    now = [0.0]
+    margin = SafetyMargin(monotonic=lambda: now[0])
+    answers(margin, "GET /api/v4/account", [0.2 + 0.001 * (i % 10) for i in range(MIN_SAMPLES)])
+    assert margin.value == FLOOR_S
+    now[0] += SAMPLE_AGE_S + 1
+    answers(margin, KIND, [0.3])
+    assert (margin.bound, margin.value) == (None, START_S)  # nothing fresh: as a new process
+    answers(margin, KIND, [0.3 + 0.01 * (i % 16) for i in range(MIN_SAMPLES)])
+    assert margin.bound == pytest.approx(SAFETY * 0.15)
+    assert margin.value == pytest.approx(SAFETY * 0.15)
+
+
+def full_rate_windows(margin: SafetyMargin, windows: int, limit: int = 7) -> None:
+    for _ in range(windows * limit):
+        margin.started_at_full_rate(limit)
+
+
+def test_a_429_from_another_integration_does_not_keep_a_daemon_wide_for_life() -> None:
+    """A 429 at full rate may be another integration spending the account's budget: after
+    `HOLD_WINDOWS` windows at full rate without one, the width narrows back to the bound."""
+    margin = SafetyMargin()
+    answers(margin, KIND, [0.300 + 0.001 * (i % 10) for i in range(MIN_SAMPLES)])
+    assert margin.value == FLOOR_S
+    margin.throttled()  # 80 -> 160 ms
+    assert margin.value == pytest.approx(0.16)
+    full_rate_windows(margin, HOLD_WINDOWS - 2)
+    assert margin.value == pytest.approx(0.16)  # held: the next 429 would come too soon
+    full_rate_windows(margin, 40)
+    assert margin.value == FLOOR_S
+    answers(margin, KIND, [0.3])
+    assert margin.value == FLOOR_S
+
+
+def test_each_429_at_full_rate_holds_the_width_twice_as_long_up_to_a_cap() -> None:
+    """A path that does need the width draws a 429 each time it narrows: one per hold, each
+    hold twice the last."""
+    margin = SafetyMargin()
+    answers(margin, KIND, [0.4 + 0.4 * (i % 2) for i in range(MIN_SAMPLES)])  # unbounded
+    holds = []
+    for _ in range(6):
+        margin.throttled()
+        wide, windows = margin.value, 0
+        while margin.value >= wide:
+            full_rate_windows(margin, 1)
+            windows += 1
+        holds.append(windows)
+    assert holds[:4] == [HOLD_WINDOWS + 1, 2 * HOLD_WINDOWS + 1, 4 * HOLD_WINDOWS + 1,
+                         8 * HOLD_WINDOWS + 1]  # fmt: skip
+    assert holds[4:] == [MAX_HOLD_WINDOWS + 1] * 2
+
+
+def test_without_a_bound_the_width_narrows_back_to_150_ms() -> None:
+    margin = SafetyMargin()
+    margin.throttled()
+    assert margin.value == pytest.approx(0.3)
+    full_rate_windows(margin, HOLD_WINDOWS + 40)
+    assert margin.value == START_S
 
 
 def test_a_fixed_margin_stays_as_given() -> None:
