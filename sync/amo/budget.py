@@ -141,14 +141,19 @@ class BudgetState:
 
     def claim(
         self, now: float, count: int, max_rps: float, interval_at_max: float,
-        margin_s: float | None = None,
+        share: tuple[float | None, bool] = (None, False),
     ) -> Claim:  # fmt: skip
         """Take the next `count` starts of the schedule (none before `now`). `interval_at_max`
         is `window / limit` at `max_rps`; the widest any process claimed with lately binds
         every claim: the row's starts reach amoCRM as one stream, and a process whose margin a
         429 widened (`sync.amo.margin`) was undercut by one still at 80 ms, 7 per 1.08 s.
-        `margin_s` (the claimer's learned margin) is kept for the next process."""
+        `share` is `SafetyMargin.to_share`: the claimer's learned margin is kept for the next
+        process; a process joining (its first claim) claims with the one left here: at
+        `START_S` its first claim would bind its own schedule for `WIDE_HOLD_S` too."""
+        margin_s, joining = share
         margin = self.margin if self.margin_at >= now - MARGIN_KEEP_S else None
+        if joining and margin is not None:
+            interval_at_max = 1 / max_rps + margin / max(1, math.floor(max_rps))
         if margin_s is not None:
             self.margin, self.margin_at = margin_s, now
         if interval_at_max >= self.wide_step or now >= self.wide_until:

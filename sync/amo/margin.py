@@ -165,10 +165,12 @@ class SafetyMargin:
         self.learned = widened
         return self._set(widened)
 
-    def to_share(self) -> float | None:
+    def to_share(self) -> tuple[float | None, bool]:
         """What to leave in the shared row for the next process: the margin once this one read
-        what the last left (its first claim must not overwrite that with `START_S`)."""
-        return self.value if self.adaptive and self._seen_widened_at is not None else None
+        what the last left (its first claim must not overwrite that with `START_S`); and
+        whether this claim is the first, to be made with what the last left."""
+        joined = self._seen_widened_at is not None
+        return (self.value if self.adaptive and joined else None), self.adaptive and not joined
 
     def shared(self, start: float | None, widened: float, widened_at: float) -> bool:
         """What the shared row says at a claim (`sync.amo.budget.Claim`): at the first, the

@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy.engine import Engine
 
-from sync.amo.budget import MARGIN_KEEP_S
+from sync.amo.budget import MARGIN_KEEP_S, BudgetState
 from sync.amo.margin import FLOOR_S, START_S
 from sync.amo.ratelimit import RateLimiter
 from sync.db.budget import BudgetRow
@@ -66,3 +67,17 @@ def test_a_429_widening_reaches_another_process_at_its_next_claim(engine: Engine
     other.acquire()
     assert other.margin.value == 2 * START_S
     assert other.margin_s == 2 * START_S
+
+
+def test_a_joining_process_claims_with_the_margin_left_not_start_s() -> None:
+    """Its first claim at `START_S` would bind its own schedule for `WIDE_HOLD_S` (the row keeps
+    to the widest interval claimed lately), whatever it learned after."""
+    state = BudgetState(margin=FLOOR_S, margin_at=1000.0)
+    at_start = 1 / 7 + START_S / 7
+    joining = state.claim(1000.5, 1, 7.0, at_start, (None, True))
+    assert joining.step == pytest.approx(1 / 7 + FLOOR_S / 7)
+    assert joining.margin == FLOOR_S
+    stale = BudgetState(margin=FLOOR_S, margin_at=1000.0)
+    late = stale.claim(1000.0 + MARGIN_KEEP_S + 1, 1, 7.0, at_start, (None, True))
+    assert late.step == pytest.approx(at_start)
+    assert late.margin is None
