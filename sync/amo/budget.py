@@ -64,6 +64,7 @@ MAX_429_PER_MINUTE = 3
 COOL_DOWN_S = 60.0
 MINUTE_S = 60.0
 WIDE_HOLD_S = 60.0  # a process's wider window binds every process this long after its claim
+MARGIN_KEEP_S = 24 * 3600.0  # a new process starts from the margin a process left this recently
 
 T = TypeVar("T")
 
@@ -77,6 +78,9 @@ class Claim:
     rate: float  # the allowed rate when granted (requests/s)
     now: float  # the budget clock when granted
     blocked_at: float | None  # when some process of the account got the 403 block, if ever
+    margin: float | None = None  # the margin a process last claimed with, if in `MARGIN_KEEP_S`
+    widened: float = 0.0  # the margin the account's last 429 at `max_rps` widened to
+    widened_at: float = 0.0  # when (0: never)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,12 @@ class BudgetState:
     # within `WIDE_HOLD_S`: every process's starts keep to it (see `claim`)
     wide_step: float = 0.0
     wide_until: float = 0.0
+    # what `sync.amo.margin` learned, so the next process starts from it and a 429's widening
+    # reaches every process at its next claim
+    margin: float | None = None
+    margin_at: float = 0.0
+    widened: float = 0.0
+    widened_at: float = 0.0
 
     def allowed(self, now: float, max_rps: float) -> float:
         """The allowed rate now: `max_rps`, or climbing back from the last cut."""
@@ -129,11 +139,23 @@ class BudgetState:
             return min(max_rps, knee + SLOW_SHARE * peak * elapsed)
         return min(max_rps, peak * 2 ** ((elapsed - slow) / DOUBLE_S))
 
-    def claim(self, now: float, count: int, max_rps: float, interval_at_max: float) -> Claim:
+    def claim(
+        self, now: float, count: int, max_rps: float, interval_at_max: float,
+        share: tuple[float | None, bool] = (None, False),
+    ) -> Claim:  # fmt: skip
         """Take the next `count` starts of the schedule (none before `now`). `interval_at_max`
         is `window / limit` at `max_rps`; the widest any process claimed with lately binds
         every claim: the row's starts reach amoCRM as one stream, and a process whose margin a
-        429 widened (`sync.amo.margin`) was undercut by one still at 80 ms, 7 per 1.08 s."""
+        429 widened (`sync.amo.margin`) was undercut by one still at 80 ms, 7 per 1.08 s.
+        `share` is `SafetyMargin.to_share`: the claimer's learned margin is kept for the next
+        process; a process joining (its first claim) claims with the one left here: at
+        `START_S` its first claim would bind its own schedule for `WIDE_HOLD_S` too."""
+        margin_s, joining = share
+        margin = self.margin if self.margin_at >= now - MARGIN_KEEP_S else None
+        if joining and margin is not None:
+            interval_at_max = 1 / max_rps + margin / max(1, math.floor(max_rps))
+        if margin_s is not None:
+            self.margin, self.margin_at = margin_s, now
         if interval_at_max >= self.wide_step or now >= self.wide_until:
             self.wide_step, self.wide_until = interval_at_max, now + WIDE_HOLD_S
         interval_at_max = max(interval_at_max, self.wide_step)
@@ -144,7 +166,8 @@ class BudgetState:
         catch_up = rate >= max_rps and limit <= LOG_MAX
         starts = tuple(self._next(now, step * (PACE if catch_up else 1.0), step, kept)
                        for _ in range(count))  # fmt: skip
-        return Claim(starts, step, rate, now, self.blocked_at)
+        return Claim(starts, step, rate, now, self.blocked_at, margin, self.widened,
+                     self.widened_at)  # fmt: skip
 
     def _next(self, now: float, gap: float, step: float, limit: int) -> float:
         at = max(now, self.paused_until)
@@ -156,10 +179,15 @@ class BudgetState:
         return at
 
     def throttled(
-        self, now: float, sent_at: float, max_rps: float, pause_s: float, cool_down_s: float
-    ) -> Throttle:
+        self, now: float, sent_at: float, max_rps: float, pause_s: float, cool_down_s: float,
+        *, widened_s: float | None = None,
+    ) -> Throttle:  # fmt: skip
         """A request sent at `sent_at` got a 429 at `now`: cut (once per episode; deep if it
-        starts a burst), pause; the breaker at the `MAX_429_PER_MINUTE`-th in a minute."""
+        starts a burst), pause; the breaker at the `MAX_429_PER_MINUTE`-th in a minute.
+        `widened_s`: the margin the 429 widened the claimer's to, for every process."""
+        if widened_s is not None:
+            self.widened, self.widened_at = widened_s, now
+            self.margin, self.margin_at = max(widened_s, self.margin or 0.0), now
         calm = not [t for t in self.recent if t > now - MINUTE_S]
         self.recent = [t for t in self.recent if t > now - MINUTE_S] + [now]
         cut = sent_at >= self.cut_at
@@ -201,6 +229,10 @@ class BudgetState:
             "blocked_at": self.blocked_at,
             "wide_step": self.wide_step,
             "wide_until": self.wide_until,
+            "margin": self.margin,
+            "margin_at": self.margin_at,
+            "widened": self.widened,
+            "widened_at": self.widened_at,
         }
 
     @classmethod
@@ -222,6 +254,10 @@ class BudgetState:
                 blocked_at=_optional(value.get("blocked_at")),
                 wide_step=float(value.get("wide_step") or 0.0),  # a row of before: none
                 wide_until=float(value.get("wide_until") or 0.0),
+                margin=_optional(value.get("margin")),  # a row of before: none learned
+                margin_at=float(value.get("margin_at") or 0.0),
+                widened=float(value.get("widened") or 0.0),
+                widened_at=float(value.get("widened_at") or 0.0),
             )
         except (TypeError, ValueError):
             return cls()

@@ -36,9 +36,12 @@ it held the bound at that while the path grew jittery; with none fresh the margi
   another 429 once it narrows, and each one doubles the hold (up to `MAX_HOLD_WINDOWS`, ~40
   min at full rate): one such 429 per hold, the budget's pause and cut after each.
 
-Not learned through a shared budget: the row outlives every process, and a path's jitter is
-not a property of the account. The row's schedule does keep to the widest margin a process
-claimed with lately (`sync.amo.budget.BudgetState.claim`).
+With a shared budget (`sync.amo.budget`), what a process learned outlives it, per account: each
+claim leaves its margin in the row, and a new process starts from the last one left within 24 h
+instead of `START_S` (`shared`): a CLI run of ~50 requests spent all of them narrowing from
+150 ms (the catch-up bench, issue 12). A 429's widening reaches every process at its next
+claim, which takes the larger of its own and that; otherwise each learns on its own (the
+row's schedule also keeps to the widest margin claimed lately: `BudgetState.claim`).
 """
 
 from __future__ import annotations
@@ -92,6 +95,9 @@ class SafetyMargin:
         self._full_starts = 0  # starts at `max_rps` since the last window counted or 429
         self._hold = HOLD_WINDOWS // 2  # doubled by every 429 at full rate
         self._calm_windows = 0  # full-rate windows since the last 429 at full rate
+        self._seen_widened_at: float | None = (
+            None  # the shared row's last widening (None: not read)
+        )
 
     @property
     def bound(self) -> float | None:
@@ -158,6 +164,32 @@ class SafetyMargin:
             return False
         self.learned = widened
         return self._set(widened)
+
+    def to_share(self) -> tuple[float | None, bool]:
+        """What to leave in the shared row for the next process: the margin once this one read
+        what the last left (its first claim must not overwrite that with `START_S`); and
+        whether this claim is the first, to be made with what the last left."""
+        joined = self._seen_widened_at is not None
+        return (self.value if self.adaptive and joined else None), self.adaptive and not joined
+
+    def shared(self, start: float | None, widened: float, widened_at: float) -> bool:
+        """What the shared row says at a claim (`sync.amo.budget.Claim`): at the first, the
+        margin the last process left (`start`, None when none is recent) unless our answers
+        already bound it; later, a 429's widening newer than the last seen, when it is wider.
+        True when the margin changed."""
+        seen, self._seen_widened_at = self._seen_widened_at, widened_at
+        if not self.adaptive:
+            return False
+        if seen is None:
+            if start is None or self._bound is not None:
+                return False
+            # not `learned`: a 429's width left behind holds one window, not a hold (it may
+            # have come from another integration; the next 429 teaches it again)
+            return self._set(min(MAX_S, max(self.floor_s, start)))
+        if widened_at <= seen or widened <= self.value:
+            return False
+        self.learned, self._calm_windows = min(MAX_S, widened), 0
+        return self._set(self.learned)
 
     def _set(self, value: float) -> bool:
         changed = abs(value - self.value) > 1e-9

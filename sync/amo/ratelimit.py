@@ -24,9 +24,10 @@ A second check counts when requests really left (`sent`: once their headers are 
 `limit` in any `window` of this process. The margin is left for what no check sees: a thread
 held up between its check and its write, the network path, the server's own scheduling. It is
 a `SafetyMargin` (`sync.amo.margin`): fixed as given (tests, benchmarks), or, for the process's
-shared limiter (`shared_limiter`), learned from the answers' times to first byte, from windows
-of full-rate starts without a 429, and from a 429 for a request started at `max_rps`, which
-widens it for a few minutes of full-rate starts (`amo_rate_margin_widened`).
+shared limiter (`shared_limiter`), learned from the answers' times to first byte, windows of
+full-rate starts without a 429 and a 429 for a request started at `max_rps`, which widens it
+(`amo_rate_margin_widened`); with a store, from the margin the last process left and the
+other processes' widenings too (`SafetyMargin.shared`, via the claims: no extra round trip).
 
 The limiter is also the gate to amoCRM:
 - `throttled(slot, pause_s)` after a 429: the allowed rate is cut (AIMD) and every start of the
@@ -264,8 +265,8 @@ class RateLimiter:
         if self._store_usable():
             try:
                 claim, now, local = self.store.update(
-                    shared_change(lambda state, at: state.claim(at, count, self.max_rps, self.step))
-                )
+                    shared_change(lambda state, at: state.claim(
+                        at, count, self.max_rps, self.step, self.margin.to_share())))  # fmt: skip
             except StoreError as exc:
                 self._store_down(exc)
             else:
@@ -287,6 +288,8 @@ class RateLimiter:
         claim on our own schedule); stop if another process was blocked since we joined."""
         if offset is not None:
             self._offset = offset
+            if self.margin.shared(claim.margin, claim.widened, claim.widened_at):
+                self._set_margin(self.margin.value)  # what another process learned
             if self._joined_at is None:
                 self._joined_at = claim.now
             elif claim.blocked_at is not None and claim.blocked_at >= self._joined_at:
@@ -302,12 +305,14 @@ class RateLimiter:
         """A request that started at `slot` got a 429: cut the rate (once per episode), hold
         every start back for `pause_s` (longer when the breaker fires), give up the starts
         granted to this process, and widen the margin if it started at `max_rps`."""
+        widened_s = None  # shared with every process of the account (`SafetyMargin.shared`)
         with self._cond:
             self.throttles += 1
             self._starts.clear()
             if slot.rate >= self.max_rps and slot.started > self._widened_at:
                 self._widen_locked()
-        result = self._throttle_shared(slot.at, pause_s) if self.store is not None else None
+                widened_s = self.margin.value
+        result = self._throttle_shared(slot.at, pause_s, widened_s) if self.store else None
         with self._cond:
             if result is None:
                 now = self._monotonic()
@@ -318,19 +323,16 @@ class RateLimiter:
             self._cond.notify_all()
         return result
 
-    def _throttle_shared(self, sent_at: float, pause_s: float) -> Throttle | None:
+    def _throttle_shared(self, sent_at: float, pause_s: float,
+                         widened_s: float | None) -> Throttle | None:  # fmt: skip
         assert self.store is not None
         if not self._store_usable():
             return None
         since = sent_at - self._offset  # on the store's clock
         try:
-            result, _, _ = self.store.update(
-                shared_change(
-                    lambda state, now: state.throttled(
-                        now, since, self.max_rps, pause_s, self.cool_down_s
-                    )
-                )
-            )
+            result, _, _ = self.store.update(shared_change(lambda state, now: state.throttled(
+                now, since, self.max_rps, pause_s, self.cool_down_s,
+                widened_s=widened_s)))  # fmt: skip
         except StoreError as exc:
             self._store_down(exc)
             return None
