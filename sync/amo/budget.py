@@ -51,6 +51,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from sync.amo.margin import START_S
+
 FIRST_DECREASE = 1 / 14  # the first 429 of a burst: 7 rps -> 0.5
 DECREASE = 0.5  # every later cut of the burst
 MIN_RPS = 0.5
@@ -144,8 +146,8 @@ class BudgetState:
         share: tuple[float | None, bool] = (None, False),
     ) -> Claim:  # fmt: skip
         """Take the next `count` starts of the schedule (none before `now`). `interval_at_max`
-        is `window / limit` at `max_rps`; the widest any process claimed with lately binds
-        every claim: the row's starts reach amoCRM as one stream, and a process whose margin a
+        is `window / limit` at `max_rps`; the widest learned one (above `START_S`) any process
+        claimed with lately binds every claim: the row's starts reach amoCRM as one stream, and a process whose margin a
         429 widened (`sync.amo.margin`) was undercut by one still at 80 ms, 7 per 1.08 s.
         `share` is `SafetyMargin.to_share`: the claimer's learned margin is kept for the next
         process; a process joining (its first claim) claims with the one left here: at
@@ -156,12 +158,17 @@ class BudgetState:
             interval_at_max = 1 / max_rps + margin / max(1, math.floor(max_rps))
         if margin_s is not None:
             self.margin, self.margin_at = margin_s, now
-        if interval_at_max >= self.wide_step or now >= self.wide_until:
+        limit = max(1, math.floor(max_rps))
+        # only a width learned (a 429, a jittery path) binds the others, not a new process's
+        # `START_S`, which would pin its own and every other schedule at 150 ms for a minute
+        learned = (interval_at_max - 1 / max_rps) * limit > START_S + 1e-6
+        if learned and (interval_at_max >= self.wide_step or now >= self.wide_until):
             self.wide_step, self.wide_until = interval_at_max, now + WIDE_HOLD_S
+        if now >= self.wide_until:
+            self.wide_step = 0.0
         interval_at_max = max(interval_at_max, self.wide_step)
         rate = self.allowed(now, max_rps)
         step = interval_at_max * max_rps / rate
-        limit = max(1, math.floor(max_rps))
         kept = min(limit, LOG_MAX)
         catch_up = rate >= max_rps and limit <= LOG_MAX
         starts = tuple(self._next(now, step * (PACE if catch_up else 1.0), step, kept)

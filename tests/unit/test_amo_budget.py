@@ -22,6 +22,7 @@ from sync.amo.budget import (
     BudgetState,
     shared_change,
 )
+from sync.amo.margin import START_S
 from tests.unit.test_amo_ratelimit import max_in_window
 
 MAX_RPS = 7.0
@@ -190,3 +191,18 @@ def test_a_process_with_a_wider_margin_binds_the_shared_schedule_while_it_claims
     assert BudgetState.from_value(state.to_value()) == state  # other processes see it
     later = state.claim(10.0 + WIDE_HOLD_S + 5, 8, MAX_RPS, INTERVAL)  # the wide one left
     assert later.starts[7] - later.starts[0] == pytest.approx(7 * INTERVAL)
+
+
+def test_a_new_processs_start_margin_binds_no_other_process() -> None:
+    """A process's first claims at `START_S` (150 ms: it has learnt nothing yet) are ignorance,
+    not evidence: held as the row's widest for a minute they pinned every process, itself
+    included, at 150 ms (a full resync's ratio 1.17 → 1.21). Only a learned width binds."""
+    fresh = (1 + START_S) / 7
+    state = BudgetState()
+    state.claim(10.0, 4, MAX_RPS, fresh)
+    narrow = state.claim(12.0, 8, MAX_RPS, INTERVAL)  # the same or another process, narrowed
+    assert narrow.starts[7] - narrow.starts[0] == pytest.approx(7 * INTERVAL)
+    learned = (1 + 2 * START_S) / 7  # a 429 widened it beyond any start
+    state.claim(20.0, 1, MAX_RPS, learned)
+    bound = state.claim(22.0, 8, MAX_RPS, INTERVAL)
+    assert bound.starts[7] - bound.starts[0] == pytest.approx(7 * learned)
