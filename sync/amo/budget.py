@@ -147,8 +147,9 @@ class BudgetState:
     ) -> Claim:  # fmt: skip
         """Take the next `count` starts of the schedule (none before `now`). `interval_at_max`
         is `window / limit` at `max_rps`; the widest learned one (above `START_S`) any process
-        claimed with lately binds every claim: the row's starts reach amoCRM as one stream, and a process whose margin a
-        429 widened (`sync.amo.margin`) was undercut by one still at 80 ms, 7 per 1.08 s.
+        claimed with lately binds every claim: the row's starts reach amoCRM as one stream, and
+        a process whose margin a 429 widened (`sync.amo.margin`) was undercut by one still at
+        80 ms, 7 per 1.08 s.
         `share` is `SafetyMargin.to_share`: the claimer's learned margin is kept for the next
         process; a process joining (its first claim) claims with the one left here: at
         `START_S` its first claim would bind its own schedule for `WIDE_HOLD_S` too."""
